@@ -1,0 +1,133 @@
+use serde::{Deserialize, Serialize};
+
+/// Stable machine-readable error codes. The string form (`code` in JSON) never changes
+/// meaning; clients branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum ErrorCode {
+    /// Syntax, unknown or missing fields, values outside their rules (400).
+    InvalidParameter,
+    /// No token, or a token that is not valid (401).
+    Unauthenticated,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// No such route (404).
+    NotFound,
+    /// No such secret (404).
+    SecretNotFound,
+    /// No such secret version or stage (404).
+    VersionNotFound,
+    /// No such key (404).
+    KeyNotFound,
+    /// No such alias (404).
+    AliasNotFound,
+    /// No such rotation policy (404).
+    RotationPolicyNotFound,
+    /// The method is not served on this path (405).
+    MethodNotAllowed,
+    /// A resource with this name already exists (409).
+    AlreadyExists,
+    /// The version id exists with different data (409).
+    VersionConflict,
+    /// The secret is scheduled for deletion (409).
+    SecretPendingDeletion,
+    /// The key is disabled (409).
+    KeyDisabled,
+    /// The key is scheduled for deletion (409).
+    KeyPendingDeletion,
+    /// The key's material has been destroyed (409).
+    KeyDeleted,
+    /// The rotation policy is still attached to secrets (409).
+    RotationPolicyInUse,
+    /// A rotation of this secret is already running (409).
+    RotationInProgress,
+    /// The request conflicts with the resource's state (409).
+    InvalidState,
+    /// Body or value larger than allowed (413).
+    PayloadTooLarge,
+    /// Body is not `application/json` (415).
+    UnsupportedMediaType,
+    /// Something failed inside the server (500); details are in the server log.
+    InternalError,
+    /// The server cannot serve now (503).
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with this code.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidParameter => 400,
+            Unauthenticated => 401,
+            Forbidden => 403,
+            NotFound
+            | SecretNotFound
+            | VersionNotFound
+            | KeyNotFound
+            | AliasNotFound
+            | RotationPolicyNotFound => 404,
+            MethodNotAllowed => 405,
+            AlreadyExists
+            | VersionConflict
+            | SecretPendingDeletion
+            | KeyDisabled
+            | KeyPendingDeletion
+            | KeyDeleted
+            | RotationPolicyInUse
+            | RotationInProgress
+            | InvalidState => 409,
+            PayloadTooLarge => 413,
+            UnsupportedMediaType => 415,
+            InternalError => 500,
+            Unavailable => 503,
+        }
+    }
+
+    /// The code as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidParameter => "InvalidParameter",
+            Unauthenticated => "Unauthenticated",
+            Forbidden => "Forbidden",
+            NotFound => "NotFound",
+            SecretNotFound => "SecretNotFound",
+            VersionNotFound => "VersionNotFound",
+            KeyNotFound => "KeyNotFound",
+            AliasNotFound => "AliasNotFound",
+            RotationPolicyNotFound => "RotationPolicyNotFound",
+            MethodNotAllowed => "MethodNotAllowed",
+            AlreadyExists => "AlreadyExists",
+            VersionConflict => "VersionConflict",
+            SecretPendingDeletion => "SecretPendingDeletion",
+            KeyDisabled => "KeyDisabled",
+            KeyPendingDeletion => "KeyPendingDeletion",
+            KeyDeleted => "KeyDeleted",
+            RotationPolicyInUse => "RotationPolicyInUse",
+            RotationInProgress => "RotationInProgress",
+            InvalidState => "InvalidState",
+            PayloadTooLarge => "PayloadTooLarge",
+            UnsupportedMediaType => "UnsupportedMediaType",
+            InternalError => "InternalError",
+            Unavailable => "Unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ErrorBody {
+    /// Stable machine code.
+    pub code: ErrorCode,
+    /// What went wrong, for people. Never contains secret values.
+    pub message: String,
+    /// The request's id, also in the `x-request-id` header and the server log.
+    #[serde(default)]
+    pub request_id: String,
+}

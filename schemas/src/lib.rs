@@ -1,0 +1,64 @@
+//! The Strongbox resource model: one definition of each resource, shared by the
+//! server API, the Rust client, the Terraform provider and the template engine.
+//!
+//! This crate does no I/O. Every type that crosses the HTTP API is here, with its
+//! JSON field names (the contract) and its JSON Schema (via `schemars`).
+
+mod duration;
+mod error;
+mod key;
+mod names;
+mod rotation;
+mod secret;
+mod time_fmt;
+
+pub use duration::{Interval, IntervalError};
+pub use error::{ErrorBody, ErrorCode};
+pub use key::{
+    Alias, CreateKeyRequest, Key, KeySpec, KeyState, ListAliasesResponse, ListKeysResponse,
+    PutAliasRequest, ScheduleKeyDeletionRequest, UpdateKeyRequest,
+};
+pub use names::{FieldError, validate_alias_name, validate_secret_name, validate_version_id};
+pub use rotation::{
+    CreateRotationPolicyRequest, ListRotationPoliciesResponse, RotationPolicy, RotationStrategy,
+    UpdateRotationPolicyRequest,
+};
+pub use secret::{
+    CreateSecretRequest, DeleteSecretResponse, ListSecretVersionsResponse, ListSecretsResponse,
+    PutSecretValueRequest, STAGE_CURRENT, STAGE_PENDING, STAGE_PREVIOUS, Secret, SecretDataType,
+    SecretType, SecretValue, SecretVersion, SecretVersionRef, UpdateSecretRequest,
+    UpdateSecretStageRequest,
+};
+pub use time_fmt::Timestamp;
+
+/// Largest secret value accepted by default, in bytes (as Alibaba Cloud KMS).
+pub const MAX_SECRET_VALUE_BYTES: usize = 30_720;
+
+/// Health report served at `GET /v1/health`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Health {
+    /// `ok` when the server is unsealed and serving.
+    pub status: String,
+    /// Server version.
+    pub version: String,
+}
+
+/// Every resource type with a JSON Schema file under `schemas/json/`, by file stem.
+pub fn resource_schemas() -> Vec<(&'static str, schemars::Schema)> {
+    use schemars::schema_for;
+    vec![
+        ("secret", schema_for!(Secret)),
+        ("secret_value", schema_for!(SecretValue)),
+        ("secret_version", schema_for!(SecretVersion)),
+        ("create_secret_request", schema_for!(CreateSecretRequest)),
+        ("key", schema_for!(Key)),
+        ("create_key_request", schema_for!(CreateKeyRequest)),
+        ("alias", schema_for!(Alias)),
+        ("rotation_policy", schema_for!(RotationPolicy)),
+        (
+            "create_rotation_policy_request",
+            schema_for!(CreateRotationPolicyRequest),
+        ),
+        ("error", schema_for!(ErrorBody)),
+    ]
+}

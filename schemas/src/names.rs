@@ -1,0 +1,88 @@
+/// A request field that broke a rule: names the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct FieldError {
+    /// JSON field (or query/path parameter) name.
+    pub field: String,
+    /// What was expected.
+    pub rule: String,
+}
+
+impl FieldError {
+    /// A new field error.
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// Secret names: 1–192 characters of `A-Za-z0-9_/+=.@-`, not `.` or `..`.
+pub fn validate_secret_name(field: &str, name: &str) -> Result<(), FieldError> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_/+=.@-".contains(&b));
+    if name.is_empty() || name.len() > 192 || !ok_chars || name == "." || name == ".." {
+        return Err(FieldError::new(
+            field,
+            "must be 1 to 192 characters of A-Z a-z 0-9 _ / + = . @ - and not . or ..",
+        ));
+    }
+    Ok(())
+}
+
+/// Caller-supplied version ids: 1–64 characters of `A-Za-z0-9_.-`.
+pub fn validate_version_id(field: &str, id: &str) -> Result<(), FieldError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !ok {
+        return Err(FieldError::new(
+            field,
+            "must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    Ok(())
+}
+
+/// Aliases: `alias/` followed by 1–255 characters of `A-Za-z0-9:/_-`.
+pub fn validate_alias_name(field: &str, alias: &str) -> Result<(), FieldError> {
+    let rest = alias.strip_prefix("alias/").unwrap_or("");
+    let ok = !rest.is_empty()
+        && rest.len() <= 255
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":/_-".contains(&b));
+    if !ok {
+        return Err(FieldError::new(
+            field,
+            "must be alias/ followed by 1 to 255 characters of A-Z a-z 0-9 : / _ -",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names() {
+        for ok in ["a", "app/db", "My.Db-Creds_1+=@", &"x".repeat(192)] {
+            assert!(validate_secret_name("name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a b", "a%2F", "é", &"x".repeat(193)] {
+            assert!(validate_secret_name("name", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn aliases() {
+        assert!(validate_alias_name("alias", "alias/app/key-1").is_ok());
+        assert!(validate_alias_name("alias", "alias/").is_err());
+        assert!(validate_alias_name("alias", "app").is_err());
+    }
+}

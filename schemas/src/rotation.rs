@@ -1,0 +1,95 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Interval;
+
+/// How a rotation produces and applies a new value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationStrategy {
+    /// A new random password.
+    Random,
+    /// A PostgreSQL account.
+    Postgresql,
+    /// A MySQL or MariaDB account.
+    Mysql,
+    /// A Strongbox principal's token.
+    AccessKey,
+    /// An SSH key of an account on a host.
+    SshKey,
+    /// A custom function called over HTTPS.
+    Webhook,
+}
+
+/// `POST /v1/rotation-policies`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRotationPolicyRequest {
+    /// 1–128 characters of `A-Za-z0-9_.-`.
+    pub name: String,
+    /// Time between rotations, 6h–365d.
+    pub interval: Interval,
+    /// Rotations start within this window after they fall due (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Interval>,
+    /// How the new value is made and applied.
+    pub strategy: RotationStrategy,
+    /// Strategy settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<BTreeMap<String, String>>,
+    /// Whether rotations run (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A rotation policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RotationPolicy {
+    /// Name.
+    pub name: String,
+    /// Resource name.
+    pub arn: String,
+    /// Time between rotations.
+    pub interval: Interval,
+    /// Start window.
+    pub window: Interval,
+    /// Strategy.
+    pub strategy: RotationStrategy,
+    /// Strategy settings.
+    pub settings: BTreeMap<String, String>,
+    /// Whether rotations run.
+    pub enabled: bool,
+    /// Creation time.
+    pub creation_date: crate::Timestamp,
+    /// Last change.
+    pub update_date: crate::Timestamp,
+}
+
+/// `PATCH /v1/rotation-policies/{name}`: absent fields are left as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRotationPolicyRequest {
+    /// Time between rotations, 6h–365d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
+    /// Start window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Interval>,
+    /// Strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<RotationStrategy>,
+    /// Replaces the settings map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<BTreeMap<String, String>>,
+    /// Whether rotations run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `GET /v1/rotation-policies`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ListRotationPoliciesResponse {
+    /// All policies, by name.
+    pub rotation_policies: Vec<RotationPolicy>,
+}

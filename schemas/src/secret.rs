@@ -1,0 +1,257 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+
+/// The stage that marks the version applications read by default.
+pub const STAGE_CURRENT: &str = "ACSCurrent";
+/// The stage of the version that was current before the last change.
+pub const STAGE_PREVIOUS: &str = "ACSPrevious";
+/// The stage of a version being introduced by a rotation.
+pub const STAGE_PENDING: &str = "ACSPending";
+
+/// How `secret_data` is written in JSON.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretDataType {
+    /// UTF-8 text, written as is.
+    #[default]
+    Text,
+    /// Bytes, written as standard base64.
+    Binary,
+}
+
+/// What a secret holds; decides which rotation strategies apply.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum SecretType {
+    /// Any value.
+    #[default]
+    Generic,
+    /// A database account: `{"AccountName", "AccountPassword"}`.
+    Rds,
+    /// Credentials of a Strongbox principal.
+    AccessKey,
+    /// An SSH key pair or password.
+    Ssh,
+}
+
+/// `POST /v1/secrets`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecretRequest {
+    /// 1–192 characters of `A-Za-z0-9_/+=.@-`.
+    pub name: String,
+    /// The first version's value (base64 when `secret_data_type` is `binary`); at most 30,720 bytes.
+    pub secret_data: String,
+    /// `text` (default) or `binary`.
+    #[serde(default)]
+    pub secret_data_type: SecretDataType,
+    /// Id of the first version (generated when absent); at most 64 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// Key id or `alias/NAME` of the CMK that protects this secret; the default CMK when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key_id: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// `Generic` (default), `Rds`, `AccessKey` or `Ssh`.
+    #[serde(default)]
+    pub secret_type: SecretType,
+    /// Type-specific settings (a JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Name of the rotation policy attached to this secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_policy: Option<String>,
+}
+
+/// A secret's metadata (never its value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Secret {
+    /// Name.
+    pub name: String,
+    /// Resource name.
+    pub arn: String,
+    /// Free text (empty when none).
+    pub description: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// The CMK as the caller named it (key id or alias).
+    pub encryption_key_id: String,
+    /// Kind of secret.
+    pub secret_type: SecretType,
+    /// Type-specific settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Attached rotation policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_policy: Option<String>,
+    /// Id of the `ACSCurrent` version.
+    pub version_id: String,
+    /// Creation time.
+    pub creation_date: Timestamp,
+    /// Last change of metadata or value.
+    pub update_date: Timestamp,
+    /// When a secret scheduled for deletion will be purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_delete_time: Option<Timestamp>,
+    /// Last completed rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_date: Option<Timestamp>,
+    /// Next scheduled rotation (when a policy is attached and enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_date: Option<Timestamp>,
+}
+
+/// `GET /v1/secrets/{name}/value`: the plaintext of one version.
+#[derive(Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SecretValue {
+    /// Secret name.
+    pub name: String,
+    /// Version id.
+    pub version_id: String,
+    /// Stages on this version.
+    pub version_stages: Vec<String>,
+    /// The value (base64 when `binary`).
+    pub secret_data: String,
+    /// `text` or `binary`.
+    pub secret_data_type: SecretDataType,
+    /// When this version was created.
+    pub creation_date: Timestamp,
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretValue")
+            .field("name", &self.name)
+            .field("version_id", &self.version_id)
+            .field("version_stages", &self.version_stages)
+            .field("secret_data", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `POST /v1/secrets/{name}/versions`.
+#[derive(Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecretValueRequest {
+    /// The new value.
+    pub secret_data: String,
+    /// `text` (default) or `binary`.
+    #[serde(default)]
+    pub secret_data_type: SecretDataType,
+    /// Id of the new version; the same id with the same data is a no-op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// Stages for the new version; `["ACSCurrent"]` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_stages: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for PutSecretValueRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutSecretValueRequest")
+            .field("version_id", &self.version_id)
+            .field("version_stages", &self.version_stages)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result of a put: the version and where it stands.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SecretVersionRef {
+    /// Secret name.
+    pub name: String,
+    /// Resource name.
+    pub arn: String,
+    /// Version id.
+    pub version_id: String,
+    /// Stages on this version.
+    pub version_stages: Vec<String>,
+}
+
+/// One version's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SecretVersion {
+    /// Version id.
+    pub version_id: String,
+    /// Stages on this version.
+    pub version_stages: Vec<String>,
+    /// When it was created.
+    pub creation_date: Timestamp,
+    /// Who created it: `principal/NAME`, or `rotation` for the rotation engine.
+    pub created_by: String,
+    /// `text` or `binary`.
+    pub secret_data_type: SecretDataType,
+}
+
+/// `GET /v1/secrets/{name}/versions`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ListSecretVersionsResponse {
+    /// Newest first.
+    pub versions: Vec<SecretVersion>,
+}
+
+/// `POST /v1/secrets/{name}/stages`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSecretStageRequest {
+    /// The stage label to move or remove.
+    pub version_stage: String,
+    /// The version that receives the stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub move_to_version: Option<String>,
+    /// The version that currently holds the stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_from_version: Option<String>,
+}
+
+/// `PATCH /v1/secrets/{name}`: absent fields are left as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSecretRequest {
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Replaces the whole tag map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// CMK for future versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key_id: Option<String>,
+    /// Rotation policy name; the empty string detaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_policy: Option<String>,
+    /// Replaces the type-specific settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `GET /v1/secrets`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ListSecretsResponse {
+    /// One page of secrets, by name.
+    pub secrets: Vec<Secret>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// `DELETE /v1/secrets/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeleteSecretResponse {
+    /// Secret name.
+    pub name: String,
+    /// When it will be purged; absent when deleted at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_delete_time: Option<Timestamp>,
+}

@@ -1,0 +1,165 @@
+use super::*;
+
+const MATERIAL: [u8; 32] = [0x11; 32];
+const SALT: [u8; 32] = [0x22; 32];
+const NONCE: [u8; 12] = [0x33; 12];
+/// Golden vector: key id `k-1`, version 7, secret `app/db`, version `v1`, plaintext `hello`.
+const GOLDEN_HEX: &str = "01036b2d31000000072222222222222222222222222222222222222222222222222222222222222222333333333333333333333333845adb2c4757a01e4dc527d027d7e6d7d3cdc8ad61";
+
+fn header() -> SealedHeader {
+    SealedHeader {
+        key_id: "k-1".into(),
+        key_version: 7,
+    }
+}
+fn binding() -> SecretBinding<'static> {
+    SecretBinding {
+        name: "app/db",
+        version_id: "v1",
+    }
+}
+
+#[test]
+fn golden_vector_is_stable() {
+    let m = Secret32::from_bytes(MATERIAL);
+    let ct = seal_secret_with(&m, &header(), binding(), b"hello", &SALT, &NONCE).unwrap();
+    assert_eq!(hex::encode(&ct), GOLDEN_HEX);
+    assert_eq!(
+        open_secret(&m, binding(), &ct).unwrap().as_slice(),
+        b"hello"
+    );
+    assert_eq!(sealed_header(&ct).unwrap(), header());
+}
+
+/// A second, independent implementation (aws-lc-rs HKDF and AES-GCM) opens the golden
+/// vector from the layout in `docs/design/crypto.md`, not from our code.
+#[test]
+fn golden_vector_opens_with_aws_lc_rs() {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce as LcNonce, UnboundKey};
+    use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
+    let ct = hex::decode(GOLDEN_HEX).unwrap();
+    assert_eq!(ct[0], 0x01);
+    let l = ct[1] as usize;
+    let key_id = &ct[2..2 + l];
+    assert_eq!(key_id, b"k-1");
+    assert_eq!(&ct[2 + l..6 + l], &7u32.to_be_bytes());
+    let salt = &ct[6 + l..38 + l];
+    let nonce = &ct[38 + l..50 + l];
+    let body = &ct[50 + l..];
+
+    struct Len32;
+    impl aws_lc_rs::hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let mut dk = [0u8; 32];
+    Salt::new(HKDF_SHA256, salt)
+        .extract(&MATERIAL)
+        .expand(&[b"strongbox/v1/secret-data-key"], Len32)
+        .unwrap()
+        .fill(&mut dk)
+        .unwrap();
+
+    let mut aad = b"strongbox/v1/secret".to_vec();
+    aad.extend_from_slice(&6u16.to_be_bytes());
+    aad.extend_from_slice(b"app/db");
+    aad.extend_from_slice(&2u16.to_be_bytes());
+    aad.extend_from_slice(b"v1");
+    aad.extend_from_slice(&ct[..38 + l]);
+
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &dk).unwrap());
+    let mut buf = body.to_vec();
+    let pt = key
+        .open_in_place(
+            LcNonce::try_assume_unique_for_key(nonce).unwrap(),
+            Aad::from(&aad),
+            &mut buf,
+        )
+        .unwrap();
+    assert_eq!(pt, b"hello");
+}
+
+#[test]
+fn moved_ciphertext_does_not_open() {
+    let m = Secret32::from_bytes(MATERIAL);
+    let ct = seal_secret(&m, &header(), binding(), b"hello").unwrap();
+    // Another secret, another version.
+    for other in [
+        SecretBinding {
+            name: "app/db2",
+            version_id: "v1",
+        },
+        SecretBinding {
+            name: "app/db",
+            version_id: "v2",
+        },
+    ] {
+        assert!(open_secret(&m, other, &ct).is_err(), "{other:?}");
+    }
+    // Another key's material.
+    assert!(open_secret(&Secret32::from_bytes([0x12; 32]), binding(), &ct).is_err());
+    // Header rewritten to claim another key id or version (same material): AAD covers it.
+    let mut relabelled = ct.clone();
+    relabelled[5] ^= 0x01; // last byte of "k-1" -> "k-0"
+    assert!(open_secret(&m, binding(), &relabelled).is_err());
+    let mut reversioned = ct.clone();
+    reversioned[2 + 3 + 3] ^= 0x01;
+    assert!(open_secret(&m, binding(), &reversioned).is_err());
+    // Any flipped bit in the body.
+    let mut flipped = ct;
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x80;
+    assert!(open_secret(&m, binding(), &flipped).is_err());
+}
+
+#[test]
+fn wrapped_cmk_is_bound_to_key_and_version() {
+    let b = Barrier::new(&Secret32::from_bytes([0x44; 32]));
+    let m = Secret32::random();
+    let w = b.wrap_cmk("key-a", 1, &m);
+    assert_eq!(b.unwrap_cmk("key-a", 1, &w).unwrap().bytes(), m.bytes());
+    assert!(b.unwrap_cmk("key-b", 1, &w).is_err());
+    assert!(b.unwrap_cmk("key-a", 2, &w).is_err());
+    let other_root = Barrier::new(&Secret32::from_bytes([0x45; 32]));
+    assert!(other_root.unwrap_cmk("key-a", 1, &w).is_err());
+}
+
+#[test]
+fn keycheck_refuses_wrong_root() {
+    let b = Barrier::new(&Secret32::from_bytes([0x44; 32]));
+    let rec = b.keycheck_record();
+    assert!(b.verify_keycheck(&rec).is_ok());
+    let wrong = Barrier::new(&Secret32::from_bytes([0x46; 32]));
+    assert_eq!(wrong.verify_keycheck(&rec), Err(BarrierError::WrongRootKey));
+}
+
+#[test]
+fn root_key_base64_round_trip_and_debug_redacts() {
+    let k = RootKey::random();
+    let again = RootKey::from_base64(&k.to_base64()).unwrap();
+    assert_eq!(k.bytes(), again.bytes());
+    assert_eq!(format!("{k:?}"), "Secret32(<redacted>)");
+    assert_eq!(
+        RootKey::from_base64("c2hvcnQ=").unwrap_err(),
+        BarrierError::BadRootKey
+    );
+}
+
+#[test]
+fn value_mac_binds_name_and_version() {
+    let b = Barrier::new(&Secret32::from_bytes([0x44; 32]));
+    let a = b.value_mac(binding(), b"x");
+    assert_eq!(a, b.value_mac(binding(), b"x"));
+    assert_ne!(a, b.value_mac(binding(), b"y"));
+    assert_ne!(
+        a,
+        b.value_mac(
+            SecretBinding {
+                name: "app/db",
+                version_id: "v2"
+            },
+            b"x"
+        )
+    );
+}

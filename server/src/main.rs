@@ -1,0 +1,197 @@
+//! `strongbox`: the server and its administration commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use strongbox_server::barrier::RootKey;
+use strongbox_server::server::{self, ServeOptions};
+use strongbox_server::service::ServiceConfig;
+use strongbox_server::tls;
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(
+    name = "strongbox",
+    version,
+    about = "Strongbox secrets manager and key-management control plane"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a database and a root key; prints the root token once.
+    Init {
+        /// Directory for the database.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the root key (mode 0600, outside the data dir).
+        #[arg(long)]
+        root_key_file: PathBuf,
+    },
+    /// Run the server.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Throwaway development server: temp data dir, generated root key, token and certificate.
+    #[arg(long)]
+    dev: bool,
+    /// Directory of the database (a temporary one with --dev when absent).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// File holding the root key.
+    #[arg(long)]
+    root_key_file: Option<PathBuf>,
+    /// The root key itself, base64 (prefer the file).
+    #[arg(long, env = "STRONGBOX_ROOT_KEY", hide_env_values = true)]
+    root_key: Option<String>,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// PEM certificate chain (required outside --dev).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (required outside --dev).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Seconds between background jobs (key deletion and rotation, secret purge).
+    #[arg(long, default_value_t = 60)]
+    tick_interval: u64,
+    /// Versions kept per secret.
+    #[arg(long, default_value_t = 10)]
+    max_versions: usize,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Init {
+            data_dir,
+            root_key_file,
+        } => {
+            init_logging("text");
+            let key = RootKey::random();
+            let token = server::init(&data_dir, Some(&root_key_file), &key)?;
+            println!("Initialised {}.", data_dir.display());
+            println!(
+                "Root key written to {} (keep it apart from the data).",
+                root_key_file.display()
+            );
+            println!("Root token (shown only this once):\n{}", token.as_str());
+            Ok(())
+        }
+        Command::Server(args) => {
+            init_logging(&args.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run_server(args))
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGBOX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = ServiceConfig {
+        max_versions: args.max_versions,
+        ..Default::default()
+    };
+    let mut _temp = None;
+    let (mut unsealed, tls_cfg, ca_path, token) = if args.dev {
+        // The dev root key lives beside the data dir, never inside it.
+        let (data_dir, key_file) = match &args.data_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                let d = std::fs::canonicalize(d)?;
+                let k = d.with_extension("root-key");
+                (d, k)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("strongbox-dev-")
+                    .tempdir()?;
+                let p = std::fs::canonicalize(t.path())?;
+                _temp = Some(t);
+                (p.join("data"), p.join("root-key"))
+            }
+        };
+        let key = if server::db_path(&data_dir).exists() {
+            server::load_root_key(Some(&key_file), None)?
+        } else {
+            let k = RootKey::random();
+            server::init(&data_dir, Some(&key_file), &k)?;
+            k
+        };
+        let mut u = server::open(&data_dir, &key, config)?;
+        let token = server::reset_root_token(&mut u).await?;
+        let certs = tls::dev_certificates()?;
+        let ca_path = data_dir.join("ca.pem");
+        std::fs::write(&ca_path, &certs.ca_pem)?;
+        tls::write_private(&data_dir.join("tls-key.pem"), certs.key_pem.as_bytes())?;
+        std::fs::write(data_dir.join("tls-cert.pem"), &certs.cert_pem)?;
+        let cfg = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())?;
+        (u, cfg, Some(ca_path), Some(token))
+    } else {
+        let data_dir = args
+            .data_dir
+            .context("--data-dir is required (or use --dev)")?;
+        let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+            anyhow::bail!(
+                "--tls-cert and --tls-key are required: Strongbox never serves plain HTTP (use --dev for a throwaway certificate)"
+            );
+        };
+        let root = server::load_root_key(args.root_key_file.as_deref(), args.root_key.as_deref())?;
+        let u = server::open(&data_dir, &root, config)?;
+        let cfg = tls::server_config(&std::fs::read(cert)?, &Zeroizing::new(std::fs::read(key)?))?;
+        (u, cfg, None, None)
+    };
+    let _ = &mut unsealed;
+    let running = server::start(
+        unsealed,
+        ServeOptions {
+            listen: args.listen,
+            tls: tls_cfg,
+            tick_interval: Duration::from_secs(args.tick_interval.max(1)),
+        },
+    )
+    .await?;
+    tracing::info!(addr = %running.addr, "serving HTTPS");
+    if let (Some(ca), Some(token)) = (ca_path, token) {
+        println!("export STRONGBOX_ADDR=https://{}", running.addr);
+        println!("export STRONGBOX_TOKEN={}", token.as_str());
+        println!("export STRONGBOX_CACERT={}", ca.display());
+    }
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+    let _ = running.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), running.task).await;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Setting up, unsealing and running a server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::api::{AppState, app};
+use crate::barrier::{self, Barrier, RootKey};
+use crate::clock::{Clock, SystemClock};
+use crate::service::{Service, ServiceConfig};
+use crate::storage::{Backend, Reader, RedbBackend, Store, Table};
+use crate::tls;
+
+const DB_FILE: &str = "strongbox.redb";
+const META_KEYCHECK: &[u8] = b"keycheck";
+const META_ROOT_TOKEN: &[u8] = b"root_token_sha256";
+const META_FORMAT: &[u8] = b"format_version";
+
+/// The database file inside a data dir.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// A fresh root token: `sbx_` and 256 random bits, base64url.
+pub fn new_token() -> Zeroizing<String> {
+    Zeroizing::new(format!(
+        "sbx_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(barrier::random_bytes32())
+    ))
+}
+
+fn is_inside(child: &Path, parent: &Path) -> bool {
+    let abs = |p: &Path| {
+        std::fs::canonicalize(p).unwrap_or_else(|_| {
+            std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_default()
+        })
+    };
+    let c = match child.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            abs(dir).join(child.file_name().unwrap_or_default())
+        }
+        _ => abs(Path::new(".")).join(child),
+    };
+    c.starts_with(abs(parent))
+}
+
+/// Creates a database in `data_dir` and a root key; returns the root token (shown once).
+/// The root key goes to `root_key_file` (mode 0600) when given, which must lie outside
+/// the data dir.
+pub fn init(
+    data_dir: &Path,
+    root_key_file: Option<&Path>,
+    root_key: &RootKey,
+) -> anyhow::Result<Zeroizing<String>> {
+    if let Some(kf) = root_key_file {
+        if is_inside(kf, data_dir) {
+            bail!(
+                "the root key file must be kept apart from the data dir (it is inside {})",
+                data_dir.display()
+            );
+        }
+        if kf.exists() {
+            bail!(
+                "{} already exists; refusing to overwrite a root key",
+                kf.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let db = db_path(data_dir);
+    if db.exists() {
+        bail!("{} already holds a Strongbox database", data_dir.display());
+    }
+    if let Some(kf) = root_key_file {
+        tls::write_private(
+            kf,
+            format!("{}\n", root_key.to_base64().as_str()).as_bytes(),
+        )?;
+    }
+    let backend = RedbBackend::open(&db)?;
+    let barrier = Barrier::new(root_key);
+    let token = new_token();
+    backend.commit(&[
+        crate::storage::Mutation::Put(Table::Meta, META_FORMAT.to_vec(), b"1".to_vec()),
+        crate::storage::Mutation::Put(
+            Table::Meta,
+            META_KEYCHECK.to_vec(),
+            barrier.keycheck_record(),
+        ),
+        crate::storage::Mutation::Put(
+            Table::Meta,
+            META_ROOT_TOKEN.to_vec(),
+            barrier::sha256(token.as_bytes()).to_vec(),
+        ),
+    ])?;
+    Ok(token)
+}
+
+/// Reads the root key from a file or the `STRONGBOX_ROOT_KEY` text.
+pub fn load_root_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<RootKey> {
+    match (file, env) {
+        (Some(f), _) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading root key file {}", f.display()))?,
+            );
+            Ok(RootKey::from_base64(&text)?)
+        }
+        (None, Some(e)) => Ok(RootKey::from_base64(e)?),
+        (None, None) => bail!("no root key: pass --root-key-file or set STRONGBOX_ROOT_KEY"),
+    }
+}
+
+/// An unsealed server: services plus what the edge needs.
+pub struct Unsealed {
+    /// The services.
+    pub service: Service,
+    /// Hash of the root token.
+    pub root_token_sha256: [u8; 32],
+}
+
+/// Unseals a backend with the root key. A wrong key is refused before anything is written.
+pub fn unseal(
+    backend: Arc<dyn Backend>,
+    root_key: &RootKey,
+    clock: Arc<dyn Clock>,
+    config: ServiceConfig,
+) -> anyhow::Result<Unsealed> {
+    let keycheck = backend
+        .get(Table::Meta, META_KEYCHECK)?
+        .context("this database was never initialised (run strongbox init)")?;
+    let barrier = Barrier::new(root_key);
+    barrier
+        .verify_keycheck(&keycheck)
+        .context("refusing to unseal")?;
+    let root_hash: [u8; 32] = backend
+        .get(Table::Meta, META_ROOT_TOKEN)?
+        .and_then(|v| v.try_into().ok())
+        .context("root token record missing")?;
+    let store = Store::new(backend);
+    Ok(Unsealed {
+        service: Service::new(store, barrier, clock, config),
+        root_token_sha256: root_hash,
+    })
+}
+
+/// Opens the database in `data_dir` and unseals it.
+pub fn open(
+    data_dir: &Path,
+    root_key: &RootKey,
+    config: ServiceConfig,
+) -> anyhow::Result<Unsealed> {
+    let db = db_path(data_dir);
+    if !db.exists() {
+        bail!(
+            "no Strongbox database in {} (run strongbox init first)",
+            data_dir.display()
+        );
+    }
+    let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(&db)?);
+    unseal(backend, root_key, Arc::new(SystemClock), config)
+}
+
+/// Replaces the root token (used by the dev server, which prints a fresh one each start).
+pub async fn reset_root_token(u: &mut Unsealed) -> anyhow::Result<Zeroizing<String>> {
+    let token = new_token();
+    let hash = barrier::sha256(token.as_bytes());
+    u.service
+        .store()
+        .write(move |t| {
+            t.put(Table::Meta, META_ROOT_TOKEN, hash.to_vec());
+            Ok::<_, crate::Error>(())
+        })
+        .await?;
+    u.root_token_sha256 = hash;
+    Ok(token)
+}
+
+/// How to serve.
+pub struct ServeOptions {
+    /// Listen address (port 0 picks one).
+    pub listen: SocketAddr,
+    /// TLS configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Seconds between background ticks.
+    pub tick_interval: Duration,
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Stops the server when sent.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// Finishes when the server has stopped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds, starts the background ticker, and serves in a task.
+pub async fn start(u: Unsealed, opts: ServeOptions) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(u.service.clone(), u.root_token_sha256);
+    let service = u.service.clone();
+    let ticker = tokio::spawn(async move {
+        let mut every = tokio::time::interval(opts.tick_interval);
+        loop {
+            every.tick().await;
+            match service.tick().await {
+                Ok(r) if r != Default::default() => tracing::info!(?r, "background tick"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "background tick failed"),
+            }
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        tls::serve(listener, opts.tls, app(state), async {
+            let _ = stopped.await;
+        })
+        .await;
+        ticker.abort();
+    });
+    Ok(Running { addr, stop, task })
+}
+
+/// Reads the data dir's format version (exposed for tests of on-disk compatibility).
+pub fn format_version(store: &Store) -> anyhow::Result<Option<String>> {
+    Ok(store
+        .get(Table::Meta, META_FORMAT)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}

@@ -1,0 +1,522 @@
+//! Customer master keys and their aliases.
+
+use strongbox_schemas::{self as api, ErrorCode, validate_alias_name};
+
+use super::Service;
+use super::records::{
+    KeyRecord, KeyStateRec, KeyVersionRec, alias_arn, decode, decode_page_token, encode,
+    encode_page_token, load, validate_description, validate_tags,
+};
+use crate::barrier::{CmkMaterial, Secret32};
+use crate::error::{Error, Result, interval_in};
+use crate::storage::{Reader, Table, Txn};
+
+const META_DEFAULT_KEY: &[u8] = b"default_key_id";
+/// Alias given to the key that protects secrets which name none.
+pub(crate) const DEFAULT_KEY_ALIAS: &str = "alias/strongbox/default";
+const RESERVED_ALIAS_PREFIX: &str = "alias/strongbox/";
+const KEY_ROTATION_MIN: u64 = 7 * 86_400;
+const KEY_ROTATION_MAX: u64 = 730 * 86_400;
+
+fn key_not_found(key_ref: &str) -> Error {
+    Error::new(ErrorCode::KeyNotFound, format!("key {key_ref} not found"))
+}
+
+/// Finds the key id a reference (key id or `alias/NAME`) names; destroyed keys count as absent.
+pub(crate) fn resolve_key(r: &impl Reader, key_ref: &str) -> Result<KeyRecord> {
+    let key_id = if key_ref.starts_with("alias/") {
+        match r.get(Table::Aliases, key_ref.as_bytes())? {
+            Some(id) => String::from_utf8(id).map_err(Error::internal)?,
+            None => {
+                return Err(Error::new(
+                    ErrorCode::AliasNotFound,
+                    format!("{key_ref} not found"),
+                ));
+            }
+        }
+    } else {
+        key_ref.to_string()
+    };
+    match load::<KeyRecord>(r, Table::Keys, key_id.as_bytes())? {
+        Some(k) if k.state != KeyStateRec::Destroyed => Ok(k),
+        _ => Err(key_not_found(key_ref)),
+    }
+}
+
+/// Refuses keys that cannot be used for cryptography now.
+pub(crate) fn check_usable(k: &KeyRecord) -> Result<()> {
+    match k.state {
+        KeyStateRec::Enabled => Ok(()),
+        KeyStateRec::Disabled => Err(Error::new(
+            ErrorCode::KeyDisabled,
+            format!("key {} is disabled", k.key_id),
+        )),
+        KeyStateRec::PendingDeletion => Err(Error::new(
+            ErrorCode::KeyPendingDeletion,
+            format!("key {} is scheduled for deletion", k.key_id),
+        )),
+        KeyStateRec::Destroyed => Err(Error::new(
+            ErrorCode::KeyDeleted,
+            format!(
+                "key {} has been deleted and its material destroyed",
+                k.key_id
+            ),
+        )),
+    }
+}
+
+impl Service {
+    fn new_key_record(
+        &self,
+        now: i64,
+        description: String,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> KeyRecord {
+        let key_id = uuid::Uuid::new_v4().to_string();
+        let material = Secret32::random();
+        let wrapped = self.inner.barrier.wrap_cmk(&key_id, 1, &material);
+        KeyRecord {
+            key_id,
+            description,
+            key_spec: api::KeySpec::Aes256,
+            state: KeyStateRec::Enabled,
+            state_before_deletion: None,
+            creation_date: now,
+            delete_date: None,
+            automatic_rotation: false,
+            rotation_interval: None,
+            last_rotation_date: None,
+            tags,
+            primary_version: 1,
+            versions: vec![KeyVersionRec {
+                version: 1,
+                created: now,
+                wrapped: Some(wrapped),
+            }],
+        }
+    }
+
+    /// Creates a CMK with fresh material.
+    pub async fn create_key(&self, req: api::CreateKeyRequest) -> Result<api::Key> {
+        let description = req.description.unwrap_or_default();
+        validate_description(&description)?;
+        let tags = req.tags.unwrap_or_default();
+        validate_tags(&tags)?;
+        if let Some(i) = &req.rotation_interval {
+            interval_in("rotation_interval", i, KEY_ROTATION_MIN, KEY_ROTATION_MAX)?;
+        }
+        let mut rec = self.new_key_record(self.now(), description, tags);
+        rec.automatic_rotation = req.automatic_rotation;
+        rec.rotation_interval = req.rotation_interval;
+        self.store()
+            .write(move |t| {
+                t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
+                Ok(rec.to_api())
+            })
+            .await
+    }
+
+    /// The key a reference names.
+    pub fn describe_key(&self, key_ref: &str) -> Result<api::Key> {
+        Ok(resolve_key(self.store(), key_ref)?.to_api())
+    }
+
+    /// Keys in id order, a page at a time.
+    pub fn list_keys(
+        &self,
+        limit: usize,
+        page_token: Option<&str>,
+    ) -> Result<api::ListKeysResponse> {
+        let mut after = decode_page_token(page_token)?;
+        let mut keys = Vec::new();
+        loop {
+            let batch =
+                self.store()
+                    .scan(Table::Keys, b"", after.as_deref().map(str::as_bytes), 256)?;
+            let done = batch.len() < 256;
+            for (k, v) in batch {
+                after = Some(String::from_utf8_lossy(&k).into_owned());
+                let rec: KeyRecord = decode(&v)?;
+                if rec.state != KeyStateRec::Destroyed {
+                    keys.push(rec.to_api());
+                }
+                if keys.len() == limit {
+                    let more = !self.store().scan(Table::Keys, b"", Some(&k), 1)?.is_empty();
+                    let next_page_token = more.then(|| encode_page_token(&keys[limit - 1].key_id));
+                    return Ok(api::ListKeysResponse {
+                        keys,
+                        next_page_token,
+                    });
+                }
+            }
+            if done {
+                return Ok(api::ListKeysResponse {
+                    keys,
+                    next_page_token: None,
+                });
+            }
+        }
+    }
+
+    async fn modify_key<F>(&self, key_ref: &str, f: F) -> Result<api::Key>
+    where
+        F: FnOnce(&mut KeyRecord, i64, &mut Txn<'_>) -> Result<()> + Send + 'static,
+    {
+        let key_ref = key_ref.to_string();
+        let now = self.now();
+        self.store()
+            .write(move |t| {
+                let mut rec = resolve_key(t, &key_ref)?;
+                f(&mut rec, now, t)?;
+                t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
+                Ok(rec.to_api())
+            })
+            .await
+    }
+
+    /// Changes description, tags or automatic rotation.
+    pub async fn update_key(&self, key_ref: &str, req: api::UpdateKeyRequest) -> Result<api::Key> {
+        if let Some(d) = &req.description {
+            validate_description(d)?;
+        }
+        if let Some(tags) = &req.tags {
+            validate_tags(tags)?;
+        }
+        if let Some(i) = &req.rotation_interval {
+            interval_in("rotation_interval", i, KEY_ROTATION_MIN, KEY_ROTATION_MAX)?;
+        }
+        self.modify_key(key_ref, move |k, _, _| {
+            if let Some(d) = req.description {
+                k.description = d;
+            }
+            if let Some(tags) = req.tags {
+                k.tags = tags;
+            }
+            if let Some(a) = req.automatic_rotation {
+                k.automatic_rotation = a;
+            }
+            if let Some(i) = req.rotation_interval {
+                k.rotation_interval = Some(i);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Enables a disabled key.
+    pub async fn enable_key(&self, key_ref: &str) -> Result<api::Key> {
+        self.set_enabled(key_ref, true).await
+    }
+
+    /// Disables a key: secrets under it can no longer be read or written.
+    pub async fn disable_key(&self, key_ref: &str) -> Result<api::Key> {
+        self.set_enabled(key_ref, false).await
+    }
+
+    async fn set_enabled(&self, key_ref: &str, enabled: bool) -> Result<api::Key> {
+        self.modify_key(key_ref, move |k, _, _| {
+            if k.state == KeyStateRec::PendingDeletion {
+                return Err(Error::new(
+                    ErrorCode::KeyPendingDeletion,
+                    format!(
+                        "key {} is scheduled for deletion; cancel the deletion first",
+                        k.key_id
+                    ),
+                ));
+            }
+            k.state = if enabled {
+                KeyStateRec::Enabled
+            } else {
+                KeyStateRec::Disabled
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds a key version that becomes primary; older versions still decrypt.
+    pub async fn rotate_key(&self, key_ref: &str) -> Result<api::Key> {
+        let barrier_self = self.clone();
+        self.modify_key(key_ref, move |k, now, _| {
+            check_usable(k)?;
+            barrier_self.add_key_version(k, now);
+            Ok(())
+        })
+        .await
+    }
+
+    fn add_key_version(&self, k: &mut KeyRecord, now: i64) {
+        let version = k.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+        let material = Secret32::random();
+        let wrapped = self.inner.barrier.wrap_cmk(&k.key_id, version, &material);
+        k.versions.push(KeyVersionRec {
+            version,
+            created: now,
+            wrapped: Some(wrapped),
+        });
+        k.primary_version = version;
+        k.last_rotation_date = Some(now);
+    }
+
+    /// Schedules destruction of the key material after 7–366 days (default 30).
+    pub async fn schedule_key_deletion(
+        &self,
+        key_ref: &str,
+        days: Option<u32>,
+    ) -> Result<api::Key> {
+        let days = days.unwrap_or(30);
+        if !(7..=366).contains(&days) {
+            return Err(Error::invalid(
+                "pending_window_in_days",
+                "must be between 7 and 366",
+            ));
+        }
+        self.modify_key(key_ref, move |k, now, _| {
+            if k.state == KeyStateRec::PendingDeletion {
+                return Ok(());
+            }
+            k.state_before_deletion = Some(k.state);
+            k.state = KeyStateRec::PendingDeletion;
+            k.delete_date = Some(now + i64::from(days) * 86_400);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Cancels a scheduled deletion; the key returns to the state it had before.
+    pub async fn cancel_key_deletion(&self, key_ref: &str) -> Result<api::Key> {
+        self.modify_key(key_ref, |k, _, _| {
+            if k.state != KeyStateRec::PendingDeletion {
+                return Err(Error::new(
+                    ErrorCode::InvalidState,
+                    format!("key {} is not scheduled for deletion", k.key_id),
+                ));
+            }
+            k.state = k
+                .state_before_deletion
+                .take()
+                .unwrap_or(KeyStateRec::Enabled);
+            k.delete_date = None;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The key that protects secrets naming none, created on first use: exactly once,
+    /// because write jobs are serialised. A destroyed default is replaced.
+    pub(crate) fn default_key(&self, t: &mut Txn<'_>, now: i64) -> Result<KeyRecord> {
+        if let Some(id) = t.get(Table::Meta, META_DEFAULT_KEY)?
+            && let Some(k) = load::<KeyRecord>(t, Table::Keys, &id)?
+            && k.state != KeyStateRec::Destroyed
+        {
+            return Ok(k);
+        }
+        let rec = self.new_key_record(
+            now,
+            "Default key for secrets that name no encryption key".into(),
+            Default::default(),
+        );
+        t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
+        t.put(
+            Table::Meta,
+            META_DEFAULT_KEY,
+            rec.key_id.as_bytes().to_vec(),
+        );
+        t.put(
+            Table::Aliases,
+            DEFAULT_KEY_ALIAS.as_bytes(),
+            rec.key_id.as_bytes().to_vec(),
+        );
+        tracing::info!(key_id = %rec.key_id, "created the default key");
+        Ok(rec)
+    }
+
+    /// Material of one key version, if the key is usable.
+    pub(crate) fn material(&self, k: &KeyRecord, version: u32) -> Result<CmkMaterial> {
+        check_usable(k)?;
+        let cache_key = (k.key_id.clone(), version);
+        if let Some(m) = self
+            .inner
+            .materials
+            .read()
+            .ok()
+            .and_then(|c| c.get(&cache_key).cloned())
+        {
+            return Ok(m);
+        }
+        let wrapped = k
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .and_then(|v| v.wrapped.as_deref())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::KeyDeleted,
+                    format!("key {} version {version} is gone", k.key_id),
+                )
+            })?;
+        let m = self.inner.barrier.unwrap_cmk(&k.key_id, version, wrapped)?;
+        if let Ok(mut c) = self.inner.materials.write() {
+            c.insert(cache_key, m.clone());
+        }
+        Ok(m)
+    }
+
+    pub(crate) async fn finish_due_key_deletions(&self) -> Result<usize> {
+        let now = self.now();
+        let due: Vec<String> = self
+            .all_keys()?
+            .into_iter()
+            .filter(|k| {
+                k.state == KeyStateRec::PendingDeletion && k.delete_date.is_some_and(|d| d <= now)
+            })
+            .map(|k| k.key_id)
+            .collect();
+        let n = due.len();
+        for key_id in due {
+            let id = key_id.clone();
+            self.store()
+                .write(move |t| {
+                    let Some(mut k) = load::<KeyRecord>(t, Table::Keys, id.as_bytes())? else {
+                        return Ok(());
+                    };
+                    if k.state != KeyStateRec::PendingDeletion {
+                        return Ok(());
+                    }
+                    // Crypto-shredding: without the wrapped material nothing under this key opens.
+                    for v in &mut k.versions {
+                        v.wrapped = None;
+                    }
+                    k.state = KeyStateRec::Destroyed;
+                    t.put(Table::Keys, id.as_bytes(), encode(&k));
+                    for (alias, target) in t.scan(Table::Aliases, b"", None, usize::MAX)? {
+                        if target == id.as_bytes() {
+                            t.delete(Table::Aliases, &alias);
+                        }
+                    }
+                    Ok::<_, Error>(())
+                })
+                .await?;
+            if let Ok(mut c) = self.inner.materials.write() {
+                c.retain(|(kid, _), _| kid != &key_id);
+            }
+            tracing::info!(key_id = %key_id, "key material destroyed");
+        }
+        Ok(n)
+    }
+
+    pub(crate) async fn rotate_due_keys(&self) -> Result<usize> {
+        let now = self.now();
+        let due: Vec<String> = self
+            .all_keys()?
+            .into_iter()
+            .filter(|k| k.next_rotation_date().is_some_and(|d| d <= now))
+            .map(|k| k.key_id)
+            .collect();
+        for id in &due {
+            let this = self.clone();
+            self.modify_key(id, move |k, now, _| {
+                if k.next_rotation_date().is_some_and(|d| d <= now) {
+                    this.add_key_version(k, now);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(due.len())
+    }
+
+    fn all_keys(&self) -> Result<Vec<KeyRecord>> {
+        self.store()
+            .scan(Table::Keys, b"", None, usize::MAX)?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect()
+    }
+
+    /// Points an alias at a key, creating or moving it.
+    pub async fn put_alias(&self, alias: &str, key_id: &str) -> Result<api::Alias> {
+        validate_alias_name("alias", alias)?;
+        if alias.starts_with(RESERVED_ALIAS_PREFIX) {
+            return Err(Error::invalid(
+                "alias",
+                format!("aliases under {RESERVED_ALIAS_PREFIX} are reserved"),
+            ));
+        }
+        if key_id.starts_with("alias/") {
+            return Err(Error::invalid("key_id", "must be a key id, not an alias"));
+        }
+        let (alias, key_id) = (alias.to_string(), key_id.to_string());
+        self.store()
+            .write(move |t| {
+                let k = resolve_key(t, &key_id)?;
+                t.put(
+                    Table::Aliases,
+                    alias.as_bytes(),
+                    k.key_id.as_bytes().to_vec(),
+                );
+                Ok(api::Alias {
+                    arn: alias_arn(&alias),
+                    alias_name: alias,
+                    key_id: k.key_id,
+                })
+            })
+            .await
+    }
+
+    /// One alias.
+    pub fn get_alias(&self, alias: &str) -> Result<api::Alias> {
+        match self.store().get(Table::Aliases, alias.as_bytes())? {
+            Some(id) => Ok(api::Alias {
+                alias_name: alias.to_string(),
+                key_id: String::from_utf8(id).map_err(Error::internal)?,
+                arn: alias_arn(alias),
+            }),
+            None => Err(Error::new(
+                ErrorCode::AliasNotFound,
+                format!("{alias} not found"),
+            )),
+        }
+    }
+
+    /// All aliases.
+    pub fn list_aliases(&self) -> Result<api::ListAliasesResponse> {
+        let aliases = self
+            .store()
+            .scan(Table::Aliases, b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(a, id)| {
+                let alias_name = String::from_utf8_lossy(&a).into_owned();
+                api::Alias {
+                    arn: alias_arn(&alias_name),
+                    alias_name,
+                    key_id: String::from_utf8_lossy(&id).into_owned(),
+                }
+            })
+            .collect();
+        Ok(api::ListAliasesResponse { aliases })
+    }
+
+    /// Removes an alias (the key stays).
+    pub async fn delete_alias(&self, alias: &str) -> Result<()> {
+        if alias.starts_with(RESERVED_ALIAS_PREFIX) {
+            return Err(Error::invalid(
+                "alias",
+                format!("aliases under {RESERVED_ALIAS_PREFIX} are reserved"),
+            ));
+        }
+        let alias = alias.to_string();
+        self.store()
+            .write(move |t| {
+                if t.get(Table::Aliases, alias.as_bytes())?.is_none() {
+                    return Err(Error::new(
+                        ErrorCode::AliasNotFound,
+                        format!("{alias} not found"),
+                    ));
+                }
+                t.delete(Table::Aliases, alias.as_bytes());
+                Ok(())
+            })
+            .await
+    }
+}

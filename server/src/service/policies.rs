@@ -1,0 +1,225 @@
+//! Rotation-policy records. Executing rotations is the rotation engine's job.
+
+use std::collections::BTreeMap;
+
+use strongbox_schemas::{self as api, ErrorCode, RotationStrategy};
+
+use super::Service;
+use super::records::{PolicyRecord, decode, encode, load};
+use crate::error::{Error, Result, interval_in};
+use crate::storage::{Reader, Table};
+
+const INTERVAL_MIN: u64 = 6 * 3_600;
+const INTERVAL_MAX: u64 = 365 * 86_400;
+const DEFAULT_WINDOW_SECS: u64 = 3_600;
+
+fn not_found(name: &str) -> Error {
+    Error::new(
+        ErrorCode::RotationPolicyNotFound,
+        format!("rotation policy {name} not found"),
+    )
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !ok {
+        return Err(Error::invalid(
+            "name",
+            "must be 1 to 128 characters of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    Ok(())
+}
+
+/// Settings each strategy understands, checked so that typos fail at create time.
+fn validate_settings(
+    strategy: RotationStrategy,
+    settings: &BTreeMap<String, String>,
+) -> Result<()> {
+    let known: &[&str] = match strategy {
+        RotationStrategy::Random => &[
+            "length",
+            "exclude_characters",
+            "exclude_lowercase",
+            "exclude_uppercase",
+            "exclude_numbers",
+            "exclude_punctuation",
+            "require_each_included_type",
+            "json_field",
+        ],
+        RotationStrategy::Webhook => &["url", "signing_secret", "timeout", "ca_cert"],
+        RotationStrategy::Postgresql | RotationStrategy::Mysql => {
+            &["password_length", "exclude_characters"]
+        }
+        RotationStrategy::AccessKey => &[],
+        RotationStrategy::SshKey => &["key_type", "rsa_bits"],
+    };
+    for k in settings.keys() {
+        if !known.contains(&k.as_str()) {
+            return Err(Error::invalid(
+                &format!("settings.{k}"),
+                format!(
+                    "not a setting of strategy {strategy:?}; known: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(l) = settings.get("length") {
+        match l.parse::<u32>() {
+            Ok(n) if (8..=128).contains(&n) => {}
+            _ => {
+                return Err(Error::invalid(
+                    "settings.length",
+                    "must be a whole number from 8 to 128",
+                ));
+            }
+        }
+    }
+    if strategy == RotationStrategy::Webhook {
+        match settings.get("url") {
+            Some(u) if u.starts_with("https://") => {}
+            _ => {
+                return Err(Error::invalid(
+                    "settings.url",
+                    "a webhook needs an https:// url",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_window(window: &api::Interval, interval: &api::Interval) -> Result<()> {
+    interval_in("window", window, 60, interval.seconds())
+}
+
+impl Service {
+    /// Creates a rotation policy.
+    pub async fn create_rotation_policy(
+        &self,
+        req: api::CreateRotationPolicyRequest,
+    ) -> Result<api::RotationPolicy> {
+        validate_name(&req.name)?;
+        interval_in("interval", &req.interval, INTERVAL_MIN, INTERVAL_MAX)?;
+        let window = req
+            .window
+            .unwrap_or_else(|| api::Interval::from_seconds(DEFAULT_WINDOW_SECS));
+        validate_window(&window, &req.interval)?;
+        let settings = req.settings.unwrap_or_default();
+        validate_settings(req.strategy, &settings)?;
+        let now = self.now();
+        let rec = PolicyRecord {
+            name: req.name,
+            interval: req.interval,
+            window,
+            strategy: req.strategy,
+            settings,
+            enabled: req.enabled.unwrap_or(true),
+            creation_date: now,
+            update_date: now,
+        };
+        self.store()
+            .write(move |t| {
+                if t.get(Table::RotationPolicies, rec.name.as_bytes())?
+                    .is_some()
+                {
+                    return Err(Error::new(
+                        ErrorCode::AlreadyExists,
+                        format!("rotation policy {} already exists", rec.name),
+                    ));
+                }
+                t.put(Table::RotationPolicies, rec.name.as_bytes(), encode(&rec));
+                Ok(rec.to_api())
+            })
+            .await
+    }
+
+    /// One policy.
+    pub fn describe_rotation_policy(&self, name: &str) -> Result<api::RotationPolicy> {
+        load::<PolicyRecord>(self.store(), Table::RotationPolicies, name.as_bytes())?
+            .map(|p| p.to_api())
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// All policies, by name.
+    pub fn list_rotation_policies(&self) -> Result<api::ListRotationPoliciesResponse> {
+        let rotation_policies = self
+            .store()
+            .scan(Table::RotationPolicies, b"", None, usize::MAX)?
+            .iter()
+            .map(|(_, v)| decode::<PolicyRecord>(v).map(|p| p.to_api()))
+            .collect::<Result<_>>()?;
+        Ok(api::ListRotationPoliciesResponse { rotation_policies })
+    }
+
+    /// Changes a policy; absent fields stay.
+    pub async fn update_rotation_policy(
+        &self,
+        name: &str,
+        req: api::UpdateRotationPolicyRequest,
+    ) -> Result<api::RotationPolicy> {
+        let (name, now) = (name.to_string(), self.now());
+        self.store()
+            .write(move |t| {
+                let mut p: PolicyRecord = load(t, Table::RotationPolicies, name.as_bytes())?
+                    .ok_or_else(|| not_found(&name))?;
+                if let Some(i) = req.interval {
+                    interval_in("interval", &i, INTERVAL_MIN, INTERVAL_MAX)?;
+                    p.interval = i;
+                }
+                if let Some(w) = req.window {
+                    p.window = w;
+                }
+                validate_window(&p.window, &p.interval)?;
+                if let Some(s) = req.strategy {
+                    p.strategy = s;
+                }
+                if let Some(s) = req.settings {
+                    p.settings = s;
+                }
+                validate_settings(p.strategy, &p.settings)?;
+                if let Some(e) = req.enabled {
+                    p.enabled = e;
+                }
+                p.update_date = now;
+                t.put(Table::RotationPolicies, name.as_bytes(), encode(&p));
+                Ok(p.to_api())
+            })
+            .await
+    }
+
+    /// Deletes a policy no secret uses.
+    pub async fn delete_rotation_policy(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.store()
+            .write(move |t| {
+                if t.get(Table::RotationPolicies, name.as_bytes())?.is_none() {
+                    return Err(not_found(&name));
+                }
+                let mut prefix = name.as_bytes().to_vec();
+                prefix.push(0);
+                let users = t.scan(Table::PolicySecrets, &prefix, None, 3)?;
+                if !users.is_empty() {
+                    let names: Vec<String> = users
+                        .iter()
+                        .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+                        .collect();
+                    return Err(Error::new(
+                        ErrorCode::RotationPolicyInUse,
+                        format!(
+                            "rotation policy {name} is attached to secrets ({}); detach it first",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                t.delete(Table::RotationPolicies, name.as_bytes());
+                Ok(())
+            })
+            .await
+    }
+}

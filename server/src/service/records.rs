@@ -1,0 +1,328 @@
+//! What the services store, and how it becomes API types. Stored as JSON; ciphertext
+//! and wrapped keys are base64 inside. Layouts are drawn in `docs/design/storage.md`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use strongbox_schemas as api;
+use strongbox_schemas::{Interval, Timestamp};
+
+use crate::error::{Error, Result};
+use crate::storage::{Reader, Table};
+
+/// Who is calling: recorded as `created_by` on versions and, later, in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A named principal (the root token belongs to `root`).
+    Named(String),
+    /// The rotation engine.
+    Rotation,
+}
+
+impl Principal {
+    /// `principal/NAME` or `rotation`.
+    pub fn label(&self) -> String {
+        match self {
+            Principal::Named(n) => format!("principal/{n}"),
+            Principal::Rotation => "rotation".into(),
+        }
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::internal(format!("corrupt record: {e}")))
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Records are plain structs of strings, numbers and maps: serialisation cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub(crate) fn load<T: DeserializeOwned>(
+    r: &impl Reader,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<T>> {
+    r.get(table, key)?.map(|b| decode(&b)).transpose()
+}
+
+pub(crate) mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Stored state of a key; `Destroyed` keeps a tombstone so reads can say `KeyDeleted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum KeyStateRec {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    Destroyed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeyVersionRec {
+    pub(crate) version: u32,
+    pub(crate) created: i64,
+    /// Wrapped material; `None` once destroyed.
+    #[serde(with = "opt_b64", default)]
+    pub(crate) wrapped: Option<Vec<u8>>,
+}
+
+pub(crate) mod opt_b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => super::b64::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        use base64::Engine as _;
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    pub(crate) key_id: String,
+    pub(crate) description: String,
+    pub(crate) key_spec: api::KeySpec,
+    pub(crate) state: KeyStateRec,
+    /// The state to return to when a scheduled deletion is cancelled.
+    #[serde(default)]
+    pub(crate) state_before_deletion: Option<KeyStateRec>,
+    pub(crate) creation_date: i64,
+    pub(crate) delete_date: Option<i64>,
+    pub(crate) automatic_rotation: bool,
+    pub(crate) rotation_interval: Option<Interval>,
+    pub(crate) last_rotation_date: Option<i64>,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) primary_version: u32,
+    pub(crate) versions: Vec<KeyVersionRec>,
+}
+
+/// Default period of automatic key rotation.
+pub(crate) const DEFAULT_KEY_ROTATION_SECS: u64 = 365 * 86_400;
+
+impl KeyRecord {
+    pub(crate) fn next_rotation_date(&self) -> Option<i64> {
+        if !self.automatic_rotation || self.state != KeyStateRec::Enabled {
+            return None;
+        }
+        let period = self
+            .rotation_interval
+            .as_ref()
+            .map_or(DEFAULT_KEY_ROTATION_SECS, Interval::seconds);
+        let base = self.last_rotation_date.unwrap_or(self.creation_date);
+        Some(base.saturating_add(i64::try_from(period).unwrap_or(i64::MAX)))
+    }
+
+    pub(crate) fn to_api(&self) -> api::Key {
+        api::Key {
+            key_id: self.key_id.clone(),
+            arn: key_arn(&self.key_id),
+            description: self.description.clone(),
+            key_spec: self.key_spec,
+            state: match self.state {
+                KeyStateRec::Enabled => api::KeyState::Enabled,
+                KeyStateRec::Disabled => api::KeyState::Disabled,
+                KeyStateRec::PendingDeletion | KeyStateRec::Destroyed => {
+                    api::KeyState::PendingDeletion
+                }
+            },
+            primary_key_version: self.primary_version,
+            creation_date: Timestamp::from_unix(self.creation_date),
+            delete_date: self.delete_date.map(Timestamp::from_unix),
+            automatic_rotation: self.automatic_rotation,
+            rotation_interval: self.rotation_interval.clone(),
+            last_rotation_date: self.last_rotation_date.map(Timestamp::from_unix),
+            next_rotation_date: self.next_rotation_date().map(Timestamp::from_unix),
+            tags: self.tags.clone(),
+        }
+    }
+}
+
+pub(crate) fn key_arn(key_id: &str) -> String {
+    format!("strongbox:kms:key/{key_id}")
+}
+pub(crate) fn secret_arn(name: &str) -> String {
+    format!("strongbox:kms:secret/{name}")
+}
+pub(crate) fn alias_arn(alias: &str) -> String {
+    format!("strongbox:kms:{alias}")
+}
+pub(crate) fn policy_arn(name: &str) -> String {
+    format!("strongbox:kms:rotation-policy/{name}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct VersionMeta {
+    pub(crate) version_id: String,
+    pub(crate) stages: Vec<String>,
+    pub(crate) created: i64,
+    pub(crate) created_by: String,
+    pub(crate) data_type: api::SecretDataType,
+    /// HMAC of the value (see `Barrier::value_mac`), to recognise an identical retry.
+    #[serde(with = "b64")]
+    pub(crate) mac: Vec<u8>,
+}
+
+impl VersionMeta {
+    pub(crate) fn has(&self, stage: &str) -> bool {
+        self.stages.iter().any(|s| s == stage)
+    }
+    pub(crate) fn to_api(&self) -> api::SecretVersion {
+        api::SecretVersion {
+            version_id: self.version_id.clone(),
+            version_stages: self.stages.clone(),
+            creation_date: Timestamp::from_unix(self.created),
+            created_by: self.created_by.clone(),
+            secret_data_type: self.data_type,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SecretRecord {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) tags: BTreeMap<String, String>,
+    /// As the caller wrote it (key id or alias).
+    pub(crate) encryption_key_id: String,
+    pub(crate) secret_type: api::SecretType,
+    pub(crate) extended_config: Option<serde_json::Map<String, serde_json::Value>>,
+    pub(crate) rotation_policy: Option<String>,
+    pub(crate) creation_date: i64,
+    pub(crate) update_date: i64,
+    pub(crate) planned_delete_time: Option<i64>,
+    pub(crate) last_rotation_date: Option<i64>,
+    /// Oldest first.
+    pub(crate) versions: Vec<VersionMeta>,
+}
+
+impl SecretRecord {
+    pub(crate) fn version_with_stage(&self, stage: &str) -> Option<&VersionMeta> {
+        self.versions.iter().find(|v| v.has(stage))
+    }
+
+    pub(crate) fn to_api(&self, policy: Option<&PolicyRecord>) -> api::Secret {
+        let next = policy.filter(|p| p.enabled).map(|p| {
+            let base = self.last_rotation_date.unwrap_or(self.creation_date);
+            base.saturating_add(i64::try_from(p.interval.seconds()).unwrap_or(i64::MAX))
+        });
+        api::Secret {
+            name: self.name.clone(),
+            arn: secret_arn(&self.name),
+            description: self.description.clone(),
+            tags: self.tags.clone(),
+            encryption_key_id: self.encryption_key_id.clone(),
+            secret_type: self.secret_type,
+            extended_config: self.extended_config.clone(),
+            rotation_policy: self.rotation_policy.clone(),
+            version_id: self
+                .version_with_stage(api::STAGE_CURRENT)
+                .map(|v| v.version_id.clone())
+                .unwrap_or_default(),
+            creation_date: Timestamp::from_unix(self.creation_date),
+            update_date: Timestamp::from_unix(self.update_date),
+            planned_delete_time: self.planned_delete_time.map(Timestamp::from_unix),
+            last_rotation_date: self.last_rotation_date.map(Timestamp::from_unix),
+            next_rotation_date: next.map(Timestamp::from_unix),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PolicyRecord {
+    pub(crate) name: String,
+    pub(crate) interval: Interval,
+    pub(crate) window: Interval,
+    pub(crate) strategy: api::RotationStrategy,
+    pub(crate) settings: BTreeMap<String, String>,
+    pub(crate) enabled: bool,
+    pub(crate) creation_date: i64,
+    pub(crate) update_date: i64,
+}
+
+impl PolicyRecord {
+    pub(crate) fn to_api(&self) -> api::RotationPolicy {
+        api::RotationPolicy {
+            name: self.name.clone(),
+            arn: policy_arn(&self.name),
+            interval: self.interval.clone(),
+            window: self.window.clone(),
+            strategy: self.strategy,
+            settings: self.settings.clone(),
+            enabled: self.enabled,
+            creation_date: Timestamp::from_unix(self.creation_date),
+            update_date: Timestamp::from_unix(self.update_date),
+        }
+    }
+}
+
+/// Tags: at most 50; keys 1–128 characters, values up to 256.
+pub(crate) fn validate_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+    if tags.len() > 50 {
+        return Err(Error::invalid("tags", "at most 50 tags"));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(Error::invalid("tags", "keys must be 1 to 128 characters"));
+        }
+        if v.chars().count() > 256 {
+            return Err(Error::invalid(
+                &format!("tags.{k}"),
+                "values must be at most 256 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Descriptions: at most 1024 characters.
+pub(crate) fn validate_description(d: &str) -> Result<()> {
+    if d.chars().count() > 1024 {
+        return Err(Error::invalid("description", "at most 1024 characters"));
+    }
+    Ok(())
+}
+
+/// Page tokens are the last name of the previous page, base64url-encoded.
+pub(crate) fn decode_page_token(token: Option<&str>) -> Result<Option<String>> {
+    use base64::Engine as _;
+    token
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| Error::invalid("page_token", "not a token returned by a list call"))
+        })
+        .transpose()
+}
+
+pub(crate) fn encode_page_token(last: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+}

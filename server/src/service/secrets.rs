@@ -1,0 +1,713 @@
+//! Secrets: envelope-encrypted versions with stages.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use strongbox_schemas::{
+    self as api, ErrorCode, STAGE_CURRENT, STAGE_PREVIOUS, SecretDataType, validate_secret_name,
+    validate_version_id,
+};
+use zeroize::Zeroizing;
+
+use super::Service;
+use super::keys::{check_usable, resolve_key};
+use super::records::{
+    KeyRecord, PolicyRecord, Principal, SecretRecord, VersionMeta, decode, decode_page_token,
+    encode, encode_page_token, load, secret_arn, validate_description, validate_tags,
+};
+use crate::barrier::{self, SealedHeader, SecretBinding};
+use crate::error::{Error, Result};
+use crate::storage::{Reader, Table, Txn, composite};
+
+/// Parameters of `GET /v1/secrets`.
+#[derive(Debug, Clone, Default)]
+pub struct ListSecretsQuery {
+    /// Page size, 1–100.
+    pub limit: usize,
+    /// From a previous page.
+    pub page_token: Option<String>,
+    /// Only names starting with this.
+    pub name_prefix: Option<String>,
+    /// Only secrets carrying all these tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+fn secret_not_found(name: &str) -> Error {
+    Error::new(
+        ErrorCode::SecretNotFound,
+        format!("secret {name} not found"),
+    )
+}
+
+fn pending_deletion(name: &str) -> Error {
+    Error::new(
+        ErrorCode::SecretPendingDeletion,
+        format!(
+            "secret {name} is scheduled for deletion; restore it (POST /v1/secrets/{{name}}/restore) to use it"
+        ),
+    )
+}
+
+fn load_secret(r: &impl Reader, name: &str) -> Result<SecretRecord> {
+    load(r, Table::Secrets, name.as_bytes())?.ok_or_else(|| secret_not_found(name))
+}
+
+fn load_live_secret(r: &impl Reader, name: &str) -> Result<SecretRecord> {
+    let s = load_secret(r, name)?;
+    if s.planned_delete_time.is_some() {
+        return Err(pending_deletion(name));
+    }
+    Ok(s)
+}
+
+/// Decodes `secret_data` to bytes and checks its size.
+fn decode_data(data: &str, ty: SecretDataType, max: usize) -> Result<Zeroizing<Vec<u8>>> {
+    let bytes = match ty {
+        SecretDataType::Text => Zeroizing::new(data.as_bytes().to_vec()),
+        SecretDataType::Binary => Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|_| {
+                    Error::invalid(
+                        "secret_data",
+                        "must be standard base64 when secret_data_type is binary",
+                    )
+                })?,
+        ),
+    };
+    if bytes.len() > max {
+        return Err(Error::new(
+            ErrorCode::PayloadTooLarge,
+            format!("secret_data: at most {max} bytes"),
+        ));
+    }
+    if bytes.is_empty() {
+        return Err(Error::invalid("secret_data", "must not be empty"));
+    }
+    Ok(bytes)
+}
+
+fn validate_stage(field: &str, stage: &str) -> Result<()> {
+    let ok = !stage.is_empty()
+        && stage.len() <= 64
+        && stage
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !ok {
+        return Err(Error::invalid(
+            field,
+            "stage labels are 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    Ok(())
+}
+
+/// Puts `stage` on version `to`, taking it from any other version. Moving `ACSCurrent`
+/// makes the version that had it `ACSPrevious`.
+fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) {
+    if stage == STAGE_CURRENT {
+        let old = rec
+            .version_with_stage(STAGE_CURRENT)
+            .map(|v| v.version_id.clone());
+        if let Some(old) = old.filter(|o| o != to) {
+            for v in &mut rec.versions {
+                v.stages.retain(|s| s != STAGE_PREVIOUS);
+                if v.version_id == old {
+                    v.stages.retain(|s| s != STAGE_CURRENT);
+                    v.stages.push(STAGE_PREVIOUS.into());
+                }
+            }
+        }
+    }
+    for v in &mut rec.versions {
+        if v.version_id == to {
+            if !v.has(stage) {
+                v.stages.push(stage.into());
+            }
+        } else {
+            v.stages.retain(|s| s != stage);
+        }
+    }
+}
+
+/// Drops unlabelled versions, oldest first, until at most `max` remain.
+fn prune(t: &mut Txn<'_>, rec: &mut SecretRecord, max: usize) {
+    while rec.versions.len() > max {
+        let Some(i) = rec.versions.iter().position(|v| v.stages.is_empty()) else {
+            break;
+        };
+        let v = rec.versions.remove(i);
+        t.delete(Table::SecretVersions, &composite(&rec.name, &v.version_id));
+    }
+}
+
+fn policy_of(r: &impl Reader, rec: &SecretRecord) -> Result<Option<PolicyRecord>> {
+    match &rec.rotation_policy {
+        Some(p) => load(r, Table::RotationPolicies, p.as_bytes()),
+        None => Ok(None),
+    }
+}
+
+fn require_policy(r: &impl Reader, name: &str) -> Result<()> {
+    if r.get(Table::RotationPolicies, name.as_bytes())?.is_none() {
+        return Err(Error::new(
+            ErrorCode::RotationPolicyNotFound,
+            format!("rotation_policy: rotation policy {name} not found"),
+        ));
+    }
+    Ok(())
+}
+
+/// A new version's value and identity, ready to seal.
+struct NewVersion {
+    version_id: String,
+    data: Zeroizing<Vec<u8>>,
+    data_type: SecretDataType,
+    created_by: String,
+}
+
+impl Service {
+    fn seal_version(
+        &self,
+        t: &mut Txn<'_>,
+        rec: &SecretRecord,
+        key: &KeyRecord,
+        v: &NewVersion,
+    ) -> Result<VersionMeta> {
+        check_usable(key)?;
+        let material = self.material(key, key.primary_version)?;
+        let binding = SecretBinding {
+            name: &rec.name,
+            version_id: &v.version_id,
+        };
+        let header = SealedHeader {
+            key_id: key.key_id.clone(),
+            key_version: key.primary_version,
+        };
+        let ct = barrier::seal_secret(&material, &header, binding, &v.data)?;
+        t.put(
+            Table::SecretVersions,
+            &composite(&rec.name, &v.version_id),
+            ct,
+        );
+        Ok(VersionMeta {
+            version_id: v.version_id.clone(),
+            stages: Vec::new(),
+            created: self.now(),
+            created_by: v.created_by.clone(),
+            data_type: v.data_type,
+            mac: self.inner.barrier.value_mac(binding, &v.data).to_vec(),
+        })
+    }
+
+    /// Creates a secret with its first version as `ACSCurrent`.
+    pub async fn create_secret(
+        &self,
+        req: api::CreateSecretRequest,
+        who: &Principal,
+    ) -> Result<api::Secret> {
+        validate_secret_name("name", &req.name)?;
+        let data = decode_data(
+            &req.secret_data,
+            req.secret_data_type,
+            self.inner.config.max_value_bytes,
+        )?;
+        let version_id = match req.version_id {
+            Some(v) => {
+                validate_version_id("version_id", &v)?;
+                v
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let description = req.description.unwrap_or_default();
+        validate_description(&description)?;
+        let tags = req.tags.unwrap_or_default();
+        validate_tags(&tags)?;
+        if let Some(p) = &req.rotation_policy
+            && p.is_empty()
+        {
+            return Err(Error::invalid(
+                "rotation_policy",
+                "must name a rotation policy",
+            ));
+        }
+        let nv = NewVersion {
+            version_id,
+            data,
+            data_type: req.secret_data_type,
+            created_by: who.label(),
+        };
+        let this = self.clone();
+        let now = self.now();
+        self.store()
+            .write(move |t| {
+                if let Some(existing) =
+                    load::<SecretRecord>(t, Table::Secrets, req.name.as_bytes())?
+                {
+                    return Err(if existing.planned_delete_time.is_some() {
+                        pending_deletion(&req.name)
+                    } else {
+                        Error::new(
+                            ErrorCode::AlreadyExists,
+                            format!("secret {} already exists", req.name),
+                        )
+                    });
+                }
+                let key = match &req.encryption_key_id {
+                    Some(r) if !r.is_empty() => resolve_key(t, r)?,
+                    _ => this.default_key(t, now)?,
+                };
+                if let Some(p) = &req.rotation_policy {
+                    require_policy(t, p)?;
+                    t.put(Table::PolicySecrets, &composite(p, &req.name), Vec::new());
+                }
+                let mut rec = SecretRecord {
+                    name: req.name.clone(),
+                    description,
+                    tags,
+                    encryption_key_id: req
+                        .encryption_key_id
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or(key.key_id.clone()),
+                    secret_type: req.secret_type,
+                    extended_config: req.extended_config,
+                    rotation_policy: req.rotation_policy,
+                    creation_date: now,
+                    update_date: now,
+                    planned_delete_time: None,
+                    last_rotation_date: None,
+                    versions: Vec::new(),
+                };
+                let mut meta = this.seal_version(t, &rec, &key, &nv)?;
+                meta.stages.push(STAGE_CURRENT.into());
+                rec.versions.push(meta);
+                t.put(Table::Secrets, rec.name.as_bytes(), encode(&rec));
+                Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
+            })
+            .await
+    }
+
+    /// A secret's metadata; also while it is scheduled for deletion.
+    pub fn describe_secret(&self, name: &str) -> Result<api::Secret> {
+        let rec = load_secret(self.store(), name)?;
+        Ok(rec.to_api(policy_of(self.store(), &rec)?.as_ref()))
+    }
+
+    /// The plaintext of one version: by id, by stage, or `ACSCurrent`.
+    pub fn get_secret_value(
+        &self,
+        name: &str,
+        version_id: Option<&str>,
+        stage: Option<&str>,
+    ) -> Result<api::SecretValue> {
+        let store = self.store();
+        let rec = load_live_secret(store, name)?;
+        let meta = match (version_id, stage) {
+            (Some(id), stage) => rec
+                .versions
+                .iter()
+                .find(|v| v.version_id == id && stage.is_none_or(|s| v.has(s))),
+            (None, stage) => rec.version_with_stage(stage.unwrap_or(STAGE_CURRENT)),
+        }
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::VersionNotFound,
+                format!("secret {name} has no such version or stage"),
+            )
+        })?;
+        let ct = store
+            .get(Table::SecretVersions, &composite(name, &meta.version_id))?
+            .ok_or_else(|| Error::internal(format!("version blob missing for {name}")))?;
+        let header = barrier::sealed_header(&ct)?;
+        let key: KeyRecord =
+            load(store, Table::Keys, header.key_id.as_bytes())?.ok_or_else(|| {
+                Error::new(
+                    ErrorCode::KeyDeleted,
+                    format!("key {} no longer exists", header.key_id),
+                )
+            })?;
+        let material = self.material(&key, header.key_version)?;
+        let pt = barrier::open_secret(
+            &material,
+            SecretBinding {
+                name,
+                version_id: &meta.version_id,
+            },
+            &ct,
+        )?;
+        let secret_data = match meta.data_type {
+            SecretDataType::Text => String::from_utf8(pt.to_vec())
+                .map_err(|_| Error::internal("stored text is not UTF-8"))?,
+            SecretDataType::Binary => {
+                base64::engine::general_purpose::STANDARD.encode(pt.as_slice())
+            }
+        };
+        Ok(api::SecretValue {
+            name: name.to_string(),
+            version_id: meta.version_id.clone(),
+            version_stages: meta.stages.clone(),
+            secret_data,
+            secret_data_type: meta.data_type,
+            creation_date: api::Timestamp::from_unix(meta.created),
+        })
+    }
+
+    /// Adds a version. Same `version_id` and same data is a no-op; different data is
+    /// `VersionConflict`. Without `version_stages` the new version becomes `ACSCurrent`.
+    pub async fn put_secret_value(
+        &self,
+        name: &str,
+        req: api::PutSecretValueRequest,
+        who: &Principal,
+    ) -> Result<api::SecretVersionRef> {
+        let data = decode_data(
+            &req.secret_data,
+            req.secret_data_type,
+            self.inner.config.max_value_bytes,
+        )?;
+        let version_id = match req.version_id {
+            Some(v) => {
+                validate_version_id("version_id", &v)?;
+                v
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let stages = req
+            .version_stages
+            .unwrap_or_else(|| vec![STAGE_CURRENT.into()]);
+        for s in &stages {
+            validate_stage("version_stages", s)?;
+        }
+        let nv = NewVersion {
+            version_id,
+            data,
+            data_type: req.secret_data_type,
+            created_by: who.label(),
+        };
+        let (this, name, now) = (self.clone(), name.to_string(), self.now());
+        self.store()
+            .write(move |t| {
+                let mut rec = load_live_secret(t, &name)?;
+                if let Some(existing) = rec.versions.iter().find(|v| v.version_id == nv.version_id)
+                {
+                    let mac = this.inner.barrier.value_mac(
+                        SecretBinding {
+                            name: &name,
+                            version_id: &nv.version_id,
+                        },
+                        &nv.data,
+                    );
+                    if crate::barrier::digest_eq(
+                        &mac,
+                        existing.mac.as_slice().try_into().unwrap_or(&[0; 32]),
+                    ) && existing.data_type == nv.data_type
+                    {
+                        return Ok(api::SecretVersionRef {
+                            arn: secret_arn(&name),
+                            name,
+                            version_id: existing.version_id.clone(),
+                            version_stages: existing.stages.clone(),
+                        });
+                    }
+                    return Err(Error::new(
+                        ErrorCode::VersionConflict,
+                        format!(
+                            "version {} of secret {name} exists with different data",
+                            nv.version_id
+                        ),
+                    ));
+                }
+                let key = resolve_key(t, &rec.encryption_key_id)?;
+                let meta = this.seal_version(t, &rec, &key, &nv)?;
+                rec.versions.push(meta);
+                for s in &stages {
+                    move_stage(&mut rec, s, &nv.version_id);
+                }
+                rec.update_date = now;
+                prune(t, &mut rec, this.inner.config.max_versions);
+                t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+                let stages_now = rec
+                    .versions
+                    .iter()
+                    .find(|v| v.version_id == nv.version_id)
+                    .map(|v| v.stages.clone())
+                    .unwrap_or_default();
+                Ok(api::SecretVersionRef {
+                    arn: secret_arn(&name),
+                    name,
+                    version_id: nv.version_id,
+                    version_stages: stages_now,
+                })
+            })
+            .await
+    }
+
+    /// All kept versions, newest first.
+    pub fn list_secret_versions(&self, name: &str) -> Result<api::ListSecretVersionsResponse> {
+        let rec = load_secret(self.store(), name)?;
+        Ok(api::ListSecretVersionsResponse {
+            versions: rec.versions.iter().rev().map(VersionMeta::to_api).collect(),
+        })
+    }
+
+    /// Moves or removes a stage label.
+    pub async fn update_secret_stage(
+        &self,
+        name: &str,
+        req: api::UpdateSecretStageRequest,
+    ) -> Result<api::ListSecretVersionsResponse> {
+        validate_stage("version_stage", &req.version_stage)?;
+        let fixed = req.version_stage == STAGE_CURRENT || req.version_stage == STAGE_PREVIOUS;
+        if req.move_to_version.is_none() {
+            if req.remove_from_version.is_none() {
+                return Err(Error::invalid(
+                    "move_to_version",
+                    "give move_to_version, remove_from_version or both",
+                ));
+            }
+            if fixed {
+                return Err(Error::invalid(
+                    "move_to_version",
+                    format!("{} can only be moved, not removed", req.version_stage),
+                ));
+            }
+        }
+        let (this, name, now) = (self.clone(), name.to_string(), self.now());
+        self.store()
+            .write(move |t| {
+                let mut rec = load_live_secret(t, &name)?;
+                let exists = |id: &str| rec.versions.iter().any(|v| v.version_id == id);
+                for (field, id) in [
+                    ("move_to_version", &req.move_to_version),
+                    ("remove_from_version", &req.remove_from_version),
+                ] {
+                    if let Some(id) = id
+                        && !exists(id)
+                    {
+                        return Err(Error::new(
+                            ErrorCode::VersionNotFound,
+                            format!("{field}: secret {name} has no version {id}"),
+                        ));
+                    }
+                }
+                if let Some(from) = &req.remove_from_version {
+                    let holds = rec
+                        .versions
+                        .iter()
+                        .any(|v| &v.version_id == from && v.has(&req.version_stage));
+                    if !holds {
+                        return Err(Error::invalid(
+                            "remove_from_version",
+                            format!("version {from} does not hold {}", req.version_stage),
+                        ));
+                    }
+                }
+                match &req.move_to_version {
+                    Some(to) => move_stage(&mut rec, &req.version_stage, to),
+                    None => {
+                        for v in &mut rec.versions {
+                            v.stages.retain(|s| s != &req.version_stage);
+                        }
+                    }
+                }
+                rec.update_date = now;
+                prune(t, &mut rec, this.inner.config.max_versions);
+                t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+                Ok(api::ListSecretVersionsResponse {
+                    versions: rec.versions.iter().rev().map(VersionMeta::to_api).collect(),
+                })
+            })
+            .await
+    }
+
+    /// Secrets in name order, filtered by prefix and tags, a page at a time.
+    pub fn list_secrets(&self, q: &ListSecretsQuery) -> Result<api::ListSecretsResponse> {
+        if !(1..=100).contains(&q.limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 100"));
+        }
+        let prefix = q.name_prefix.clone().unwrap_or_default();
+        let mut after = decode_page_token(q.page_token.as_deref())?;
+        let mut secrets = Vec::new();
+        const CHUNK: usize = 256;
+        loop {
+            let batch = self.store().scan(
+                Table::Secrets,
+                prefix.as_bytes(),
+                after.as_deref().map(str::as_bytes),
+                CHUNK,
+            )?;
+            let exhausted = batch.len() < CHUNK;
+            for (k, v) in batch {
+                after = Some(String::from_utf8_lossy(&k).into_owned());
+                let rec: SecretRecord = decode(&v)?;
+                if q.tags.iter().all(|(tk, tv)| rec.tags.get(tk) == Some(tv)) {
+                    secrets.push(rec.to_api(policy_of(self.store(), &rec)?.as_ref()));
+                    if secrets.len() == q.limit {
+                        let more = !self
+                            .store()
+                            .scan(Table::Secrets, prefix.as_bytes(), Some(&k), 1)?
+                            .is_empty();
+                        let next_page_token = more.then(|| encode_page_token(&rec.name));
+                        return Ok(api::ListSecretsResponse {
+                            secrets,
+                            next_page_token,
+                        });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(api::ListSecretsResponse {
+                    secrets,
+                    next_page_token: None,
+                });
+            }
+        }
+    }
+
+    /// Changes metadata: description, tags, key for future versions, rotation policy.
+    pub async fn update_secret(
+        &self,
+        name: &str,
+        req: api::UpdateSecretRequest,
+    ) -> Result<api::Secret> {
+        if let Some(d) = &req.description {
+            validate_description(d)?;
+        }
+        if let Some(tags) = &req.tags {
+            validate_tags(tags)?;
+        }
+        let (name, now) = (name.to_string(), self.now());
+        self.store()
+            .write(move |t| {
+                let mut rec = load_live_secret(t, &name)?;
+                if let Some(k) = req
+                    .encryption_key_id
+                    .filter(|k| *k != rec.encryption_key_id)
+                {
+                    check_usable(&resolve_key(t, &k)?)?;
+                    rec.encryption_key_id = k;
+                }
+                if let Some(p) = req.rotation_policy {
+                    let new = (!p.is_empty()).then_some(p);
+                    if new != rec.rotation_policy {
+                        if let Some(p) = &new {
+                            require_policy(t, p)?;
+                            t.put(Table::PolicySecrets, &composite(p, &name), Vec::new());
+                        }
+                        if let Some(old) = &rec.rotation_policy {
+                            t.delete(Table::PolicySecrets, &composite(old, &name));
+                        }
+                        rec.rotation_policy = new;
+                    }
+                }
+                if let Some(d) = req.description {
+                    rec.description = d;
+                }
+                if let Some(tags) = req.tags {
+                    rec.tags = tags;
+                }
+                if let Some(c) = req.extended_config {
+                    rec.extended_config = Some(c);
+                }
+                rec.update_date = now;
+                t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+                Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
+            })
+            .await
+    }
+
+    /// Schedules deletion after a recovery window of 7–30 days (default 30), or deletes
+    /// at once with `force`.
+    pub async fn delete_secret(
+        &self,
+        name: &str,
+        recovery_window_in_days: Option<u32>,
+        force: bool,
+    ) -> Result<api::DeleteSecretResponse> {
+        if force && recovery_window_in_days.is_some() {
+            return Err(Error::invalid(
+                "force_delete_without_recovery",
+                "cannot be combined with recovery_window_in_days",
+            ));
+        }
+        let days = recovery_window_in_days.unwrap_or(30);
+        if !(7..=30).contains(&days) {
+            return Err(Error::invalid(
+                "recovery_window_in_days",
+                "must be between 7 and 30",
+            ));
+        }
+        let (name, now) = (name.to_string(), self.now());
+        self.store()
+            .write(move |t| {
+                let mut rec = load_secret(t, &name)?;
+                if force {
+                    remove_secret(t, &rec);
+                    return Ok(api::DeleteSecretResponse {
+                        name,
+                        planned_delete_time: None,
+                    });
+                }
+                if rec.planned_delete_time.is_none() {
+                    rec.planned_delete_time = Some(now + i64::from(days) * 86_400);
+                    rec.update_date = now;
+                    t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+                }
+                Ok(api::DeleteSecretResponse {
+                    name,
+                    planned_delete_time: rec.planned_delete_time.map(api::Timestamp::from_unix),
+                })
+            })
+            .await
+    }
+
+    /// Cancels a scheduled deletion.
+    pub async fn restore_secret(&self, name: &str) -> Result<api::Secret> {
+        let (name, now) = (name.to_string(), self.now());
+        self.store()
+            .write(move |t| {
+                let mut rec = load_secret(t, &name)?;
+                if rec.planned_delete_time.take().is_some() {
+                    rec.update_date = now;
+                    t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+                }
+                Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
+            })
+            .await
+    }
+
+    pub(crate) async fn purge_due_secrets(&self) -> Result<usize> {
+        let now = self.now();
+        let mut due = Vec::new();
+        for (_, v) in self.store().scan(Table::Secrets, b"", None, usize::MAX)? {
+            let rec: SecretRecord = decode(&v)?;
+            if rec.planned_delete_time.is_some_and(|p| p <= now) {
+                due.push(rec.name);
+            }
+        }
+        for name in &due {
+            let name = name.clone();
+            self.store()
+                .write(move |t| {
+                    if let Some(rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())?
+                        && rec.planned_delete_time.is_some_and(|p| p <= now)
+                    {
+                        remove_secret(t, &rec);
+                    }
+                    Ok::<_, Error>(())
+                })
+                .await?;
+        }
+        Ok(due.len())
+    }
+}
+
+fn remove_secret(t: &mut Txn<'_>, rec: &SecretRecord) {
+    for v in &rec.versions {
+        t.delete(Table::SecretVersions, &composite(&rec.name, &v.version_id));
+    }
+    if let Some(p) = &rec.rotation_policy {
+        t.delete(Table::PolicySecrets, &composite(p, &rec.name));
+    }
+    t.delete(Table::Secrets, rec.name.as_bytes());
+}

@@ -1,0 +1,214 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::{Backend, Entries, Mutation, Reader, StorageError, Table};
+
+type Overlay = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+
+/// Most jobs folded into one commit.
+const MAX_BATCH: usize = 512;
+
+/// A view for one write job: reads see the latest commit, then the writes of the jobs
+/// before it in the same batch, then its own writes. Nothing is applied unless the job
+/// returns `Ok`, so a job that fails after writing leaves no trace.
+pub struct Txn<'a> {
+    backend: &'a dyn Backend,
+    batch: &'a Overlay,
+    own: Overlay,
+}
+
+impl Reader for Txn<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let k = (table, key.to_vec());
+        if let Some(v) = self.own.get(&k).or_else(|| self.batch.get(&k)) {
+            return Ok(v.clone());
+        }
+        self.backend.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        let in_range = |(t, k): &(Table, Vec<u8>)| {
+            *t == table && k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a)
+        };
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let overlay: Vec<_> = self
+            .batch
+            .iter()
+            .chain(self.own.iter())
+            .filter(|(k, _)| in_range(k))
+            .collect();
+        // Each overlay entry hides at most one stored entry, so this many always suffice.
+        let want = limit.saturating_add(overlay.len());
+        for (k, v) in self.backend.scan(table, prefix, after, want)? {
+            merged.insert(k, Some(v));
+        }
+        for ((_, k), v) in overlay {
+            merged.insert(k.clone(), v.clone());
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
+            .collect())
+    }
+}
+
+impl Txn<'_> {
+    /// Inserts or replaces.
+    pub fn put(&mut self, table: Table, key: &[u8], value: Vec<u8>) {
+        self.own.insert((table, key.to_vec()), Some(value));
+    }
+
+    /// Removes.
+    pub fn delete(&mut self, table: Table, key: &[u8]) {
+        self.own.insert((table, key.to_vec()), None);
+    }
+}
+
+trait Job: Send {
+    /// Runs against the batch; returns the job's own writes when it succeeded.
+    fn run(&mut self, backend: &dyn Backend, batch: &Overlay) -> Option<Overlay>;
+    /// Answers the caller once the batch's commit is known.
+    fn finish(self: Box<Self>, commit: Result<(), &StorageError>);
+}
+
+struct WriteJob<F, R, E> {
+    f: Option<F>,
+    result: Option<Result<R, E>>,
+    reply: oneshot::Sender<Result<R, E>>,
+}
+
+impl<F, R, E> Job for WriteJob<F, R, E>
+where
+    F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send,
+    R: Send,
+    E: From<StorageError> + Send,
+{
+    fn run(&mut self, backend: &dyn Backend, batch: &Overlay) -> Option<Overlay> {
+        let f = self.f.take()?;
+        let mut txn = Txn {
+            backend,
+            batch,
+            own: Overlay::new(),
+        };
+        let result = f(&mut txn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok.then_some(txn.own)
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &StorageError>) {
+        let Some(result) = self.result else {
+            return;
+        };
+        let answer = match (result, commit) {
+            (Ok(_), Err(e)) => Err(E::from(StorageError(e.0.clone()))),
+            (r, _) => r,
+        };
+        // The caller may have gone away; its write is durable all the same.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Storage with group commit: one writer thread, many readers.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Store {
+    /// Starts the writer thread over `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
+        let b = backend.clone();
+        std::thread::Builder::new()
+            .name("strongbox-writer".into())
+            .spawn(move || writer_loop(b.as_ref(), rx))
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!(error = %e, "could not start the writer thread"));
+        Self { backend, jobs }
+    }
+
+    /// Runs `f` on the writer thread; resolves once its writes are durable (or failed).
+    /// Jobs are serialised, so `f` sees every earlier job's writes.
+    pub async fn write<F, R, E>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(WriteJob {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| E::from(StorageError("writer thread stopped".into())))?;
+        rx.await
+            .map_err(|_| E::from(StorageError("writer thread stopped".into())))?
+    }
+}
+
+impl Reader for Store {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.backend.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        self.backend.scan(table, prefix, after, limit)
+    }
+}
+
+fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut batch = Overlay::new();
+        for job in jobs.iter_mut() {
+            if let Some(own) = job.run(backend, &batch) {
+                batch.extend(own);
+            }
+        }
+        let mutations: Vec<Mutation> = batch
+            .into_iter()
+            .map(|((t, k), v)| match v {
+                Some(v) => Mutation::Put(t, k, v),
+                None => Mutation::Delete(t, k),
+            })
+            .collect();
+        let commit = if mutations.is_empty() {
+            Ok(())
+        } else {
+            backend.commit(&mutations)
+        };
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, jobs = jobs.len(), "commit failed; batch rejected");
+        }
+        for job in jobs {
+            job.finish(commit.as_ref().map(|_| ()));
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Storage: ordered byte tables below the barrier. Everything stored here is either
+//! public metadata or ciphertext; this layer never sees a plaintext secret value.
+//!
+//! [`Backend`] is the small trait a storage engine implements (redb is the embedded
+//! default, [`MemoryBackend`] serves tests). [`Store`] adds group commit on top: write
+//! jobs are queued to one writer thread, which runs every queued job against an overlay,
+//! commits them together with one durable sync, and only then answers each caller.
+
+mod group;
+mod memory;
+mod redb_backend;
+
+pub use group::{Store, Txn};
+pub use memory::MemoryBackend;
+pub use redb_backend::RedbBackend;
+
+/// The tables Strongbox keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Server-wide records: key check, default key id, root token hash.
+    Meta,
+    /// CMK records by key id (wrapped material inside).
+    Keys,
+    /// Alias name → key id.
+    Aliases,
+    /// Secret metadata by name.
+    Secrets,
+    /// Secret version ciphertext by `name \0 version_id`.
+    SecretVersions,
+    /// Rotation policy records by name.
+    RotationPolicies,
+    /// Index `policy \0 secret` of secrets attached to a rotation policy.
+    PolicySecrets,
+}
+
+impl Table {
+    /// Every table, for backends that create them up front.
+    pub const ALL: [Table; 7] = [
+        Table::Meta,
+        Table::Keys,
+        Table::Aliases,
+        Table::Secrets,
+        Table::SecretVersions,
+        Table::RotationPolicies,
+        Table::PolicySecrets,
+    ];
+
+    /// Stable on-disk name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Keys => "keys",
+            Table::Aliases => "aliases",
+            Table::Secrets => "secrets",
+            Table::SecretVersions => "secret_versions",
+            Table::RotationPolicies => "rotation_policies",
+            Table::PolicySecrets => "policy_secrets",
+        }
+    }
+}
+
+/// One change in a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    /// Insert or replace.
+    Put(Table, Vec<u8>, Vec<u8>),
+    /// Remove (absent keys are fine).
+    Delete(Table, Vec<u8>),
+}
+
+/// A failure of the storage engine.
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StorageError(pub String);
+
+impl StorageError {
+    pub(crate) fn from_display(e: impl std::fmt::Display) -> Self {
+        StorageError(e.to_string())
+    }
+}
+
+/// Key-value pairs from a scan.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// An ordered key-value engine with durable atomic commits.
+pub trait Backend: Send + Sync + 'static {
+    /// The value at `key`, from the latest commit.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Up to `limit` entries whose key starts with `prefix` and is greater than `after`
+    /// (when given), in key order.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError>;
+    /// Applies all mutations atomically; when this returns `Ok` they are durable.
+    fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError>;
+}
+
+/// Read access shared by the committed store and a write job's view.
+pub trait Reader {
+    /// Value at `key`.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Entries under `prefix` after `after`, at most `limit`, in key order.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError>;
+}
+
+/// `a \0 b`: a composite key whose first part sorts as a prefix.
+pub fn composite(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod conformance;

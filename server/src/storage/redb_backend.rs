@@ -1,0 +1,109 @@
+use std::path::Path;
+
+use redb::{Database, TableDefinition};
+
+use super::{Backend, Entries, Mutation, StorageError, Table};
+
+fn def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(table.name())
+}
+
+/// The embedded default: one redb file. Every commit uses immediate durability
+/// (data and metadata synced before `commit` returns).
+pub struct RedbBackend {
+    db: Database,
+}
+
+impl RedbBackend {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let db = Database::create(path).map_err(StorageError::from_display)?;
+        Self::init(db)
+    }
+
+    /// Opens a database on a caller-supplied storage backend (used by crash tests).
+    pub fn with_backend(backend: impl redb::StorageBackend) -> Result<Self, StorageError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(StorageError::from_display)?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, StorageError> {
+        // Tables are created up front so that reads never race a first write; an
+        // existing database is only read here.
+        let missing = {
+            let rtx = db.begin_read().map_err(StorageError::from_display)?;
+            Table::ALL.iter().any(|t| rtx.open_table(def(*t)).is_err())
+        };
+        if missing {
+            let tx = db.begin_write().map_err(StorageError::from_display)?;
+            for t in Table::ALL {
+                tx.open_table(def(t)).map_err(StorageError::from_display)?;
+            }
+            tx.commit().map_err(StorageError::from_display)?;
+        }
+        Ok(Self { db })
+    }
+}
+
+impl Backend for RedbBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let rtx = self.db.begin_read().map_err(StorageError::from_display)?;
+        let t = rtx
+            .open_table(def(table))
+            .map_err(StorageError::from_display)?;
+        let v = t.get(key).map_err(StorageError::from_display)?;
+        Ok(v.map(|g| g.value().to_vec()))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        let rtx = self.db.begin_read().map_err(StorageError::from_display)?;
+        let t = rtx
+            .open_table(def(table))
+            .map_err(StorageError::from_display)?;
+        let start: &[u8] = after.unwrap_or(prefix);
+        let mut out = Vec::new();
+        for item in t.range(start..).map_err(StorageError::from_display)? {
+            let (k, v) = item.map_err(StorageError::from_display)?;
+            let k = k.value();
+            if Some(k) == after {
+                continue;
+            }
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError> {
+        let tx = self.db.begin_write().map_err(StorageError::from_display)?;
+        for m in mutations {
+            match m {
+                Mutation::Put(tb, k, v) => {
+                    let mut t = tx
+                        .open_table(def(*tb))
+                        .map_err(StorageError::from_display)?;
+                    t.insert(k.as_slice(), v.as_slice())
+                        .map_err(StorageError::from_display)?;
+                }
+                Mutation::Delete(tb, k) => {
+                    let mut t = tx
+                        .open_table(def(*tb))
+                        .map_err(StorageError::from_display)?;
+                    t.remove(k.as_slice()).map_err(StorageError::from_display)?;
+                }
+            }
+        }
+        // Durability::Immediate is redb's default: commit returns after fsync.
+        tx.commit().map_err(StorageError::from_display)
+    }
+}

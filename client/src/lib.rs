@@ -1,1 +1,538 @@
-//! placeholder
+//! Rust SDK for the Strongbox HTTPS API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), strongbox_client::Error> {
+//! let client = strongbox_client::Client::from_env()?;
+//! let value = client.get_secret_value("MyDbCreds", None, None).await?;
+//! println!("version {}", value.version_id);
+//! # Ok(()) }
+//! ```
+//!
+//! Path segments are always percent-encoded, so names containing `/` work as is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use strongbox_schemas as api;
+pub use strongbox_schemas::ErrorCode;
+
+/// Characters left as they are in a path segment (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Errors of the client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error body.
+    #[error("{code}: {message} (HTTP {status}, request {request_id})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable code.
+        code: ErrorCode,
+        /// Message from the server.
+        message: String,
+        /// Request id, for the server log.
+        request_id: String,
+    },
+    /// The request did not complete (connection, TLS, timeout).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The client is not configured correctly.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The response was not what the API promises.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+impl Error {
+    /// The API error code, if the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to reach a server.
+#[derive(Clone, Default)]
+pub struct ClientConfig {
+    /// `https://host:port`.
+    pub address: String,
+    /// Bearer token.
+    pub token: String,
+    /// PEM of the CA that signed the server's certificate; the system roots when absent.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// Per-request timeout (default 30 s).
+    pub timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("address", &self.address)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of a secret deletion.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeleteSecretOptions {
+    /// 7–30 days.
+    pub recovery_window_in_days: Option<u32>,
+    /// Delete at once.
+    pub force_delete_without_recovery: bool,
+}
+
+/// Filters of a secret listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListSecretsOptions {
+    /// Page size.
+    pub limit: Option<usize>,
+    /// From the previous page.
+    pub page_token: Option<String>,
+    /// Name prefix.
+    pub name_prefix: Option<String>,
+    /// Required tags.
+    pub tags: Vec<(String, String)>,
+}
+
+/// A client of one Strongbox server. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Arc<str>,
+    token: Arc<str>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<Option<rustls::ClientConfig>> {
+    let Some(pem) = ca_pem else {
+        return Ok(None);
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("CA certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::Config(
+            "the CA certificate PEM holds no certificate".into(),
+        ));
+    }
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(cfg))
+}
+
+impl Client {
+    /// A client from explicit settings.
+    pub fn new(cfg: ClientConfig) -> Result<Self> {
+        let address = cfg.address.trim_end_matches('/');
+        if !address.starts_with("https://") {
+            return Err(Error::Config(format!(
+                "address must start with https:// (got {address:?})"
+            )));
+        }
+        let mut b = reqwest::Client::builder()
+            .timeout(cfg.timeout.unwrap_or(Duration::from_secs(30)))
+            .user_agent(concat!("strongbox-client/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = tls_config(cfg.ca_cert_pem.as_deref())? {
+            b = b.tls_backend_preconfigured(tls);
+        }
+        let http = b.build().map_err(|e| Error::Config(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: address.into(),
+            token: cfg.token.into(),
+        })
+    }
+
+    /// A client from `STRONGBOX_ADDR`, `STRONGBOX_TOKEN` and `STRONGBOX_CACERT` (a path).
+    pub fn from_env() -> Result<Self> {
+        let address = std::env::var("STRONGBOX_ADDR")
+            .map_err(|_| Error::Config("STRONGBOX_ADDR is not set".into()))?;
+        let token = std::env::var("STRONGBOX_TOKEN").unwrap_or_default();
+        let ca_cert_pem = match std::env::var("STRONGBOX_CACERT") {
+            Ok(p) if !p.is_empty() => Some(
+                std::fs::read(&p)
+                    .map_err(|e| Error::Config(format!("STRONGBOX_CACERT {p}: {e}")))?,
+            ),
+            _ => None,
+        };
+        Self::new(ClientConfig {
+            address,
+            token,
+            ca_cert_pem,
+            timeout: None,
+        })
+    }
+
+    /// `base` + `/`-joined percent-encoded segments.
+    fn url(&self, segments: &[&str]) -> String {
+        let mut u = self.base.to_string();
+        for s in segments {
+            u.push('/');
+            u.extend(utf8_percent_encode(s, SEGMENT));
+        }
+        u
+    }
+
+    fn req(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        self.http
+            .request(method, self.url(segments))
+            .bearer_auth(&*self.token)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T> {
+        let resp = self.check(rb).await?;
+        resp.json::<T>()
+            .await
+            .map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    async fn check(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| Error::Transport(error_chain(&e)))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap_or_default();
+        match serde_json::from_slice::<api::ErrorBody>(&body) {
+            Ok(e) => Err(Error::Api {
+                status: status.as_u16(),
+                code: e.code,
+                message: e.message,
+                request_id: e.request_id,
+            }),
+            Err(_) => Err(Error::Decode(format!(
+                "HTTP {status} without an error body"
+            ))),
+        }
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T> {
+        self.send(self.req(Method::POST, segments).json(body)).await
+    }
+
+    /// `GET /v1/health` (no token needed).
+    pub async fn health(&self) -> Result<api::Health> {
+        self.send(self.http.get(self.url(&["v1", "health"]))).await
+    }
+
+    /// `GET /v1/openapi.json`.
+    pub async fn openapi(&self) -> Result<serde_json::Value> {
+        self.send(self.req(Method::GET, &["v1", "openapi.json"]))
+            .await
+    }
+
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> Result<String> {
+        let r = self.check(self.req(Method::GET, &["metrics"])).await?;
+        r.text().await.map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    // ---- keys ----
+
+    /// Creates a CMK.
+    pub async fn create_key(&self, req: &api::CreateKeyRequest) -> Result<api::Key> {
+        self.post(&["v1", "keys"], req).await
+    }
+    /// Describes a CMK by id or alias.
+    pub async fn describe_key(&self, key: &str) -> Result<api::Key> {
+        self.send(self.req(Method::GET, &["v1", "keys", key])).await
+    }
+    /// Lists CMKs.
+    pub async fn list_keys(
+        &self,
+        limit: Option<usize>,
+        page_token: Option<&str>,
+    ) -> Result<api::ListKeysResponse> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        if let Some(p) = page_token {
+            q.push(("page_token", p.to_string()));
+        }
+        self.send(self.req(Method::GET, &["v1", "keys"]).query(&q))
+            .await
+    }
+    /// Updates a CMK.
+    pub async fn update_key(&self, key: &str, req: &api::UpdateKeyRequest) -> Result<api::Key> {
+        self.send(self.req(Method::PATCH, &["v1", "keys", key]).json(req))
+            .await
+    }
+    async fn key_action(&self, key: &str, action: &str) -> Result<api::Key> {
+        self.send(self.req(Method::POST, &["v1", "keys", key, action]))
+            .await
+    }
+    /// Enables a CMK.
+    pub async fn enable_key(&self, key: &str) -> Result<api::Key> {
+        self.key_action(key, "enable").await
+    }
+    /// Disables a CMK.
+    pub async fn disable_key(&self, key: &str) -> Result<api::Key> {
+        self.key_action(key, "disable").await
+    }
+    /// Rotates a CMK's material.
+    pub async fn rotate_key(&self, key: &str) -> Result<api::Key> {
+        self.key_action(key, "rotate").await
+    }
+    /// Schedules a CMK's destruction.
+    pub async fn schedule_key_deletion(
+        &self,
+        key: &str,
+        pending_window_in_days: Option<u32>,
+    ) -> Result<api::Key> {
+        let body = api::ScheduleKeyDeletionRequest {
+            pending_window_in_days,
+        };
+        self.post(&["v1", "keys", key, "schedule-deletion"], &body)
+            .await
+    }
+    /// Cancels a scheduled destruction.
+    pub async fn cancel_key_deletion(&self, key: &str) -> Result<api::Key> {
+        self.key_action(key, "cancel-deletion").await
+    }
+
+    // ---- aliases ----
+
+    /// Creates or moves an alias.
+    pub async fn put_alias(&self, alias: &str, key_id: &str) -> Result<api::Alias> {
+        let body = api::PutAliasRequest {
+            key_id: key_id.to_string(),
+        };
+        self.send(self.req(Method::PUT, &["v1", "aliases", alias]).json(&body))
+            .await
+    }
+    /// Describes an alias.
+    pub async fn get_alias(&self, alias: &str) -> Result<api::Alias> {
+        self.send(self.req(Method::GET, &["v1", "aliases", alias]))
+            .await
+    }
+    /// Lists aliases.
+    pub async fn list_aliases(&self) -> Result<api::ListAliasesResponse> {
+        self.send(self.req(Method::GET, &["v1", "aliases"])).await
+    }
+    /// Deletes an alias.
+    pub async fn delete_alias(&self, alias: &str) -> Result<()> {
+        self.check(self.req(Method::DELETE, &["v1", "aliases", alias]))
+            .await
+            .map(|_| ())
+    }
+
+    // ---- secrets ----
+
+    /// Creates a secret.
+    pub async fn create_secret(&self, req: &api::CreateSecretRequest) -> Result<api::Secret> {
+        self.post(&["v1", "secrets"], req).await
+    }
+    /// Describes a secret.
+    pub async fn describe_secret(&self, name: &str) -> Result<api::Secret> {
+        self.send(self.req(Method::GET, &["v1", "secrets", name]))
+            .await
+    }
+    /// Lists secrets.
+    pub async fn list_secrets(&self, o: &ListSecretsOptions) -> Result<api::ListSecretsResponse> {
+        let mut q: Vec<(String, String)> = Vec::new();
+        if let Some(l) = o.limit {
+            q.push(("limit".into(), l.to_string()));
+        }
+        if let Some(p) = &o.page_token {
+            q.push(("page_token".into(), p.clone()));
+        }
+        if let Some(p) = &o.name_prefix {
+            q.push(("name_prefix".into(), p.clone()));
+        }
+        for (k, v) in &o.tags {
+            q.push((format!("tag.{k}"), v.clone()));
+        }
+        self.send(self.req(Method::GET, &["v1", "secrets"]).query(&q))
+            .await
+    }
+    /// Updates a secret's metadata.
+    pub async fn update_secret(
+        &self,
+        name: &str,
+        req: &api::UpdateSecretRequest,
+    ) -> Result<api::Secret> {
+        self.send(self.req(Method::PATCH, &["v1", "secrets", name]).json(req))
+            .await
+    }
+    /// Deletes a secret.
+    pub async fn delete_secret(
+        &self,
+        name: &str,
+        o: DeleteSecretOptions,
+    ) -> Result<api::DeleteSecretResponse> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(d) = o.recovery_window_in_days {
+            q.push(("recovery_window_in_days", d.to_string()));
+        }
+        if o.force_delete_without_recovery {
+            q.push(("force_delete_without_recovery", "true".into()));
+        }
+        self.send(self.req(Method::DELETE, &["v1", "secrets", name]).query(&q))
+            .await
+    }
+    /// Restores a secret scheduled for deletion.
+    pub async fn restore_secret(&self, name: &str) -> Result<api::Secret> {
+        self.send(self.req(Method::POST, &["v1", "secrets", name, "restore"]))
+            .await
+    }
+    /// Reads a value: by version id, by stage, or `ACSCurrent`.
+    pub async fn get_secret_value(
+        &self,
+        name: &str,
+        version_id: Option<&str>,
+        version_stage: Option<&str>,
+    ) -> Result<api::SecretValue> {
+        let mut q: Vec<(&str, &str)> = Vec::new();
+        if let Some(v) = version_id {
+            q.push(("version_id", v));
+        }
+        if let Some(s) = version_stage {
+            q.push(("version_stage", s));
+        }
+        self.send(
+            self.req(Method::GET, &["v1", "secrets", name, "value"])
+                .query(&q),
+        )
+        .await
+    }
+    /// Adds a version.
+    pub async fn put_secret_value(
+        &self,
+        name: &str,
+        req: &api::PutSecretValueRequest,
+    ) -> Result<api::SecretVersionRef> {
+        self.post(&["v1", "secrets", name, "versions"], req).await
+    }
+    /// Lists versions, newest first.
+    pub async fn list_secret_versions(
+        &self,
+        name: &str,
+    ) -> Result<api::ListSecretVersionsResponse> {
+        self.send(self.req(Method::GET, &["v1", "secrets", name, "versions"]))
+            .await
+    }
+    /// Moves or removes a stage.
+    pub async fn update_secret_stage(
+        &self,
+        name: &str,
+        req: &api::UpdateSecretStageRequest,
+    ) -> Result<api::ListSecretVersionsResponse> {
+        self.post(&["v1", "secrets", name, "stages"], req).await
+    }
+
+    // ---- rotation policies ----
+
+    /// Creates a rotation policy.
+    pub async fn create_rotation_policy(
+        &self,
+        req: &api::CreateRotationPolicyRequest,
+    ) -> Result<api::RotationPolicy> {
+        self.post(&["v1", "rotation-policies"], req).await
+    }
+    /// Describes a rotation policy.
+    pub async fn describe_rotation_policy(&self, name: &str) -> Result<api::RotationPolicy> {
+        self.send(self.req(Method::GET, &["v1", "rotation-policies", name]))
+            .await
+    }
+    /// Lists rotation policies.
+    pub async fn list_rotation_policies(&self) -> Result<api::ListRotationPoliciesResponse> {
+        self.send(self.req(Method::GET, &["v1", "rotation-policies"]))
+            .await
+    }
+    /// Updates a rotation policy.
+    pub async fn update_rotation_policy(
+        &self,
+        name: &str,
+        req: &api::UpdateRotationPolicyRequest,
+    ) -> Result<api::RotationPolicy> {
+        self.send(
+            self.req(Method::PATCH, &["v1", "rotation-policies", name])
+                .json(req),
+        )
+        .await
+    }
+    /// Deletes a rotation policy.
+    pub async fn delete_rotation_policy(&self, name: &str) -> Result<()> {
+        self.check(self.req(Method::DELETE, &["v1", "rotation-policies", name]))
+            .await
+            .map(|_| ())
+    }
+
+    /// A raw request, for tests and tools: method, path segments, optional JSON body;
+    /// returns the status and body bytes without interpreting them.
+    pub async fn raw(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, Vec<u8>)> {
+        let mut rb = self.req(method, segments);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| Error::Transport(error_chain(&e)))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        Ok((status, bytes.to_vec()))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+pub use reqwest::Method as HttpMethod;

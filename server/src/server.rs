@@ -90,6 +90,15 @@ pub fn init(
         )?;
     }
     let backend = RedbBackend::open(&db)?;
+    initialize(&backend, root_key)
+}
+
+/// Writes the records that make an empty store a Strongbox database: format version,
+/// the root-key check and the root token's hash. Returns the root token.
+pub fn initialize(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Zeroizing<String>> {
+    if backend.get(Table::Meta, META_KEYCHECK)?.is_some() {
+        bail!("this store is already initialised");
+    }
     let barrier = Barrier::new(root_key);
     let token = new_token();
     backend.commit(&[

@@ -1,0 +1,191 @@
+use reqwest::Method;
+use strongbox_client::ErrorCode;
+
+use crate::common::*;
+
+fn http(s: &TestServer) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(s.ca_pem.as_bytes()).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn authentication_and_error_format() {
+    let s = TestServer::start().await;
+    let base = format!("https://127.0.0.1:{}", s.addr.port());
+    let h = http(&s);
+
+    // Health needs no token; everything else does.
+    assert_eq!(
+        h.get(format!("{base}/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for path in [
+        "/v1/secrets",
+        "/v1/keys",
+        "/v1/openapi.json",
+        "/metrics",
+        "/v1/rotation-policies",
+    ] {
+        let r = h.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let header_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "Unauthenticated");
+        assert_eq!(body["request_id"], header_id.as_str());
+    }
+    assert_code(
+        s.client_with_token("sbx_wrong").describe_secret("x").await,
+        ErrorCode::Unauthenticated,
+        "token",
+    );
+
+    let auth = format!("Bearer {}", s.token);
+    // Framework rejections in the API's format.
+    let r = h
+        .post(format!("{base}/v1/secrets"))
+        .header("authorization", &auth)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "UnsupportedMediaType"
+    );
+    let r = h
+        .post(format!("{base}/v1/secrets"))
+        .header("authorization", &auth)
+        .header("content-type", "application/json")
+        .body(r#"{"name": "x", "secret_data": "y", "colour": "red"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "InvalidParameter");
+    assert!(
+        body["message"].as_str().unwrap().contains("colour"),
+        "{body}"
+    );
+    let r = h
+        .post(format!("{base}/v1/secrets"))
+        .header("authorization", &auth)
+        .header("content-type", "application/json")
+        .body(r#"{"name": "x""#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = h
+        .post(format!("{base}/v1/secrets"))
+        .header("authorization", &auth)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 200 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "PayloadTooLarge"
+    );
+    let r = h
+        .get(format!("{base}/v1/nothing"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "NotFound"
+    );
+    let r = h
+        .put(format!("{base}/v1/secrets"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "MethodNotAllowed"
+    );
+    let r = h
+        .get(format!("{base}/v1/secrets/x/value?colour=red"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "InvalidParameter"
+    );
+    let (status, _) = s
+        .client
+        .raw(Method::GET, &["v1", "secrets"], None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn plain_http_is_not_served() {
+    let s = TestServer::start().await;
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/v1/health", s.addr.port()))
+        .send()
+        .await;
+    assert!(r.is_err() || !r.unwrap().status().is_success());
+}
+
+#[tokio::test]
+async fn openapi_matches_the_checked_in_document_and_metrics_count_routes() {
+    let s = TestServer::start().await;
+    let served = s.client.openapi().await.unwrap();
+    let golden_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/openapi.json");
+    let generated =
+        serde_json::to_string_pretty(&strongbox_server::api::openapi_document()).unwrap() + "\n";
+    if std::env::var_os("STRONGBOX_BLESS").is_some() {
+        std::fs::write(golden_path, &generated).unwrap();
+    }
+    let golden = std::fs::read_to_string(golden_path)
+        .expect("schemas/openapi.json (STRONGBOX_BLESS=1 cargo test writes it)");
+    assert_eq!(
+        generated, golden,
+        "the API changed: review, then run STRONGBOX_BLESS=1 cargo test"
+    );
+    assert_eq!(
+        served,
+        serde_json::from_str::<serde_json::Value>(&golden).unwrap()
+    );
+    // Every route is in the document with its action.
+    let paths = served["paths"].as_object().unwrap();
+    assert_eq!(
+        paths["/v1/secrets/{name}/value"]["get"]["x-strongbox-action"],
+        "kms:GetSecretValue"
+    );
+    assert!(served["components"]["schemas"]["Secret"].is_object());
+
+    s.client.health().await.unwrap();
+    let m = s.client.metrics().await.unwrap();
+    assert!(
+        m.contains(
+            r#"strongbox_http_requests_total{method="GET",route="/v1/openapi.json",status="200"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("strongbox_http_request_duration_seconds_bucket"),
+        "{m}"
+    );
+}

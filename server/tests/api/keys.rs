@@ -1,0 +1,322 @@
+use strongbox_client::ErrorCode;
+use strongbox_schemas::{self as api, Interval, KeyState};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn key_lifecycle_and_aliases() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let k = c
+        .create_key(&api::CreateKeyRequest {
+            description: Some("orders".into()),
+            tags: Some([("team".to_string(), "pay".to_string())].into()),
+            automatic_rotation: true,
+            rotation_interval: Some(Interval::parse("30d").unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(k.state, KeyState::Enabled);
+    assert_eq!(k.primary_key_version, 1);
+    assert_eq!(k.arn, format!("strongbox:kms:key/{}", k.key_id));
+    assert_eq!(k.creation_date.unix(), T0);
+    assert_eq!(k.next_rotation_date.unwrap().unix(), T0 + 30 * 86_400);
+    assert_eq!(c.describe_key(&k.key_id).await.unwrap(), k);
+
+    let upd = c
+        .update_key(
+            &k.key_id,
+            &api::UpdateKeyRequest {
+                description: Some("orders v2".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(upd.description, "orders v2");
+    assert_eq!(upd.tags, k.tags, "absent fields stay");
+
+    // Aliases: created, used wherever a key id is, moved, deleted.
+    let a = c.put_alias("alias/app/orders", &k.key_id).await.unwrap();
+    assert_eq!(a.key_id, k.key_id);
+    assert_eq!(
+        c.describe_key("alias/app/orders").await.unwrap().key_id,
+        k.key_id
+    );
+    assert_eq!(c.get_alias("alias/app/orders").await.unwrap(), a);
+    assert!(
+        c.list_aliases()
+            .await
+            .unwrap()
+            .aliases
+            .iter()
+            .any(|x| x.alias_name == "alias/app/orders")
+    );
+    let mut req = text_secret("uses-alias", "v");
+    req.encryption_key_id = Some("alias/app/orders".into());
+    let sec = c.create_secret(&req).await.unwrap();
+    assert_eq!(sec.encryption_key_id, "alias/app/orders", "kept as written");
+    assert_eq!(
+        c.get_secret_value("uses-alias", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        "v"
+    );
+    assert_code(
+        c.put_alias("alias/strongbox/mine", &k.key_id).await,
+        ErrorCode::InvalidParameter,
+        "reserved",
+    );
+    assert_code(
+        c.put_alias("nope", &k.key_id).await,
+        ErrorCode::InvalidParameter,
+        "alias",
+    );
+    assert_code(
+        c.put_alias("alias/x", "no-such-key").await,
+        ErrorCode::KeyNotFound,
+        "no-such-key",
+    );
+    c.delete_alias("alias/app/orders").await.unwrap();
+    assert_code(
+        c.get_alias("alias/app/orders").await,
+        ErrorCode::AliasNotFound,
+        "alias/app/orders",
+    );
+    assert_code(
+        c.describe_key("alias/app/orders").await,
+        ErrorCode::AliasNotFound,
+        "alias/app/orders",
+    );
+    assert_code(
+        c.delete_alias("alias/app/orders").await,
+        ErrorCode::AliasNotFound,
+        "alias/app/orders",
+    );
+    assert_code(
+        c.describe_key("missing").await,
+        ErrorCode::KeyNotFound,
+        "missing",
+    );
+
+    // Validation names the field.
+    assert_code(
+        c.create_key(&api::CreateKeyRequest {
+            rotation_interval: Some(Interval::parse("1d").unwrap()),
+            ..Default::default()
+        })
+        .await,
+        ErrorCode::InvalidParameter,
+        "rotation_interval",
+    );
+    assert_code(
+        c.schedule_key_deletion(&k.key_id, Some(3)).await,
+        ErrorCode::InvalidParameter,
+        "pending_window_in_days",
+    );
+}
+
+#[tokio::test]
+async fn disabled_pending_and_destroyed_keys_guard_secrets() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let k = c.create_key(&Default::default()).await.unwrap();
+    let mut req = text_secret("guarded", "v1");
+    req.encryption_key_id = Some(k.key_id.clone());
+    c.create_secret(&req).await.unwrap();
+
+    assert_eq!(
+        c.disable_key(&k.key_id).await.unwrap().state,
+        KeyState::Disabled
+    );
+    assert_code(
+        c.get_secret_value("guarded", None, None).await,
+        ErrorCode::KeyDisabled,
+        &k.key_id,
+    );
+    assert_code(
+        c.put_secret_value("guarded", &put("v2")).await,
+        ErrorCode::KeyDisabled,
+        &k.key_id,
+    );
+    assert_code(
+        c.rotate_key(&k.key_id).await,
+        ErrorCode::KeyDisabled,
+        &k.key_id,
+    );
+    assert_eq!(
+        c.enable_key(&k.key_id).await.unwrap().state,
+        KeyState::Enabled
+    );
+    assert_eq!(
+        c.get_secret_value("guarded", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        "v1"
+    );
+
+    let pending = c.schedule_key_deletion(&k.key_id, None).await.unwrap();
+    assert_eq!(pending.state, KeyState::PendingDeletion);
+    assert_eq!(pending.delete_date.unwrap().unix(), T0 + 30 * 86_400);
+    assert_code(
+        c.get_secret_value("guarded", None, None).await,
+        ErrorCode::KeyPendingDeletion,
+        &k.key_id,
+    );
+    assert_code(
+        c.enable_key(&k.key_id).await,
+        ErrorCode::KeyPendingDeletion,
+        "cancel",
+    );
+    let back = c.cancel_key_deletion(&k.key_id).await.unwrap();
+    assert_eq!(back.state, KeyState::Enabled);
+    assert!(back.delete_date.is_none());
+    assert_code(
+        c.cancel_key_deletion(&k.key_id).await,
+        ErrorCode::InvalidState,
+        "not scheduled",
+    );
+
+    // A disabled key stays disabled after a cancelled deletion.
+    c.disable_key(&k.key_id).await.unwrap();
+    c.schedule_key_deletion(&k.key_id, Some(7)).await.unwrap();
+    assert_eq!(
+        c.cancel_key_deletion(&k.key_id).await.unwrap().state,
+        KeyState::Disabled
+    );
+    c.enable_key(&k.key_id).await.unwrap();
+
+    // Not yet due: nothing happens; due: material destroyed (crypto-shredding).
+    c.schedule_key_deletion(&k.key_id, Some(7)).await.unwrap();
+    c.put_alias("alias/doomed", &k.key_id).await.unwrap();
+    assert_eq!(s.advance_and_tick(6 * 86_400).await.destroyed_keys, 0);
+    assert_eq!(s.advance_and_tick(86_400).await.destroyed_keys, 1);
+    assert_code(
+        c.get_secret_value("guarded", None, None).await,
+        ErrorCode::KeyDeleted,
+        &k.key_id,
+    );
+    assert_code(
+        c.describe_key(&k.key_id).await,
+        ErrorCode::KeyNotFound,
+        &k.key_id,
+    );
+    assert_code(
+        c.get_alias("alias/doomed").await,
+        ErrorCode::AliasNotFound,
+        "doomed",
+    );
+    assert!(
+        !c.list_keys(None, None)
+            .await
+            .unwrap()
+            .keys
+            .iter()
+            .any(|x| x.key_id == k.key_id)
+    );
+    // The secret's metadata is still there and says which key it needs.
+    assert_eq!(
+        c.describe_secret("guarded")
+            .await
+            .unwrap()
+            .encryption_key_id,
+        k.key_id
+    );
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_versions_readable_and_automatic_rotation_runs() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let k = c.create_key(&Default::default()).await.unwrap();
+    let mut req = text_secret("rot", "under-v1");
+    req.encryption_key_id = Some(k.key_id.clone());
+    c.create_secret(&req).await.unwrap();
+    let r = c.rotate_key(&k.key_id).await.unwrap();
+    assert_eq!(r.primary_key_version, 2);
+    assert_eq!(r.last_rotation_date.unwrap().unix(), T0);
+    c.put_secret_value("rot", &put("under-v2")).await.unwrap();
+    assert_eq!(
+        c.get_secret_value("rot", None, Some("ACSPrevious"))
+            .await
+            .unwrap()
+            .secret_data,
+        "under-v1"
+    );
+    assert_eq!(
+        c.get_secret_value("rot", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        "under-v2"
+    );
+
+    // Automatic rotation, default period 365d, driven by the injected clock.
+    let auto = c
+        .update_key(
+            &k.key_id,
+            &api::UpdateKeyRequest {
+                automatic_rotation: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(auto.next_rotation_date.unwrap().unix(), T0 + 365 * 86_400);
+    assert_eq!(s.advance_and_tick(364 * 86_400).await.rotated_keys, 0);
+    assert_eq!(s.advance_and_tick(86_400).await.rotated_keys, 1);
+    let after = c.describe_key(&k.key_id).await.unwrap();
+    assert_eq!(after.primary_key_version, 3);
+    assert_eq!(
+        after.next_rotation_date.unwrap().unix(),
+        T0 + 2 * 365 * 86_400
+    );
+    assert_eq!(
+        s.advance_and_tick(60).await.rotated_keys,
+        0,
+        "rotates once, not every tick"
+    );
+    assert_eq!(
+        c.get_secret_value("rot", None, Some("ACSPrevious"))
+            .await
+            .unwrap()
+            .secret_data,
+        "under-v1"
+    );
+}
+
+#[tokio::test]
+async fn key_listing_pages() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(c.create_key(&Default::default()).await.unwrap().key_id);
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = c.list_keys(Some(2), token.as_deref()).await.unwrap();
+        assert!(page.keys.len() <= 2);
+        seen.extend(page.keys.into_iter().map(|k| k.key_id));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    assert_code(
+        c.list_keys(Some(0), None).await,
+        ErrorCode::InvalidParameter,
+        "limit",
+    );
+    assert_code(
+        c.list_keys(None, Some("!!")).await,
+        ErrorCode::InvalidParameter,
+        "page_token",
+    );
+}

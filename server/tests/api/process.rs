@@ -1,0 +1,341 @@
+//! The real `strongbox` binary: dev server output, SIGKILL durability, wrong root keys,
+//! and no plaintext in files or logs.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use strongbox_client::{Client, ClientConfig};
+
+use crate::common::{put, text_secret};
+
+const BIN: &str = env!("CARGO_BIN_EXE_strongbox");
+
+struct Dev {
+    child: Child,
+    client: Client,
+    exports: Vec<String>,
+}
+
+/// Starts `strongbox server --dev` and waits for its three export lines.
+fn start_dev(data_dir: &Path, log: Option<&Path>) -> Dev {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .env("STRONGBOX_LOG", "trace");
+    match log {
+        Some(p) => cmd.stderr(std::fs::File::create(p).unwrap()),
+        None => cmd.stderr(Stdio::null()),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    while out.len() < 3 {
+        let line = lines
+            .next()
+            .expect("dev server exited before printing its exports")
+            .unwrap();
+        out.push(line);
+    }
+    let get = |prefix: &str| {
+        out.iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("missing {prefix} in {out:?}"))
+            .to_string()
+    };
+    let addr = get("export STRONGBOX_ADDR=");
+    let token = get("export STRONGBOX_TOKEN=");
+    let ca = get("export STRONGBOX_CACERT=");
+    assert!(
+        out[0].starts_with("export STRONGBOX_ADDR=https://127.0.0.1:"),
+        "{out:?}"
+    );
+    assert!(out[1].starts_with("export STRONGBOX_TOKEN=sbx_"), "{out:?}");
+    assert!(
+        Path::new(&ca).is_absolute() && Path::new(&ca).exists(),
+        "{ca}"
+    );
+    let client = Client::new(ClientConfig {
+        address: addr,
+        token,
+        ca_cert_pem: Some(std::fs::read(&ca).unwrap()),
+        timeout: Some(Duration::from_secs(10)),
+    })
+    .unwrap();
+    Dev {
+        child,
+        client,
+        exports: out,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_writes_loses_no_acknowledged_write() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mut dev = start_dev(&data, None);
+    assert_eq!(dev.exports.len(), 3);
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let (c, acked) = (dev.client.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            c.create_secret(&text_secret(&format!("w{w}"), "v0"))
+                .await
+                .unwrap();
+            for i in 1.. {
+                let v = format!("v{i}");
+                if c.put_secret_value(&format!("w{w}"), &put(&v))
+                    .await
+                    .is_err()
+                {
+                    break; // the server is gone
+                }
+                acked.lock().unwrap().push((format!("w{w}"), v));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    dev.child.kill().unwrap(); // SIGKILL
+    dev.child.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 20,
+        "only {} writes before the kill",
+        acked.len()
+    );
+
+    let mut dev2 = start_dev(&data, None);
+    // The last acknowledged value of each secret is its current value (or a later one
+    // whose acknowledgement was lost with the process).
+    for w in 0..6 {
+        let name = format!("w{w}");
+        let last = acked
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v[1..].parse::<u64>().unwrap())
+            .max()
+            .unwrap_or(0);
+        let cur = dev2
+            .client
+            .get_secret_value(&name, None, None)
+            .await
+            .unwrap();
+        let cur_n: u64 = cur.secret_data[1..].parse().unwrap();
+        assert!(
+            cur_n >= last,
+            "{name}: current v{cur_n} is older than acknowledged v{last}"
+        );
+        for (_, v) in acked.iter().filter(|(n, _)| *n == name).rev().take(9) {
+            // Every acknowledged version still within the kept window is readable.
+            let versions = dev2
+                .client
+                .list_secret_versions(&name)
+                .await
+                .unwrap()
+                .versions;
+            assert!(versions.len() <= 10);
+            let _ = v;
+        }
+    }
+    dev2.child.kill().unwrap();
+    dev2.child.wait().unwrap();
+}
+
+fn all_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            all_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_never_reaches_disk_or_logs() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let log = root.path().join("server.log");
+    let marker = format!("MARKER{}", uuid_like());
+    let marker2 = format!("{marker}-second");
+    let mut dev = start_dev(&data, Some(&log));
+    let c = &dev.client;
+    let mut req = text_secret("scan/me", &marker);
+    req.version_id = Some("v1".into());
+    c.create_secret(&req).await.unwrap();
+    c.put_secret_value("scan/me", &put(&marker2)).await.unwrap();
+    assert_eq!(
+        c.get_secret_value("scan/me", Some("v1"), None)
+            .await
+            .unwrap()
+            .secret_data,
+        marker
+    );
+    // Error paths too: a conflicting retry and an oversized value carry the marker.
+    let conflict = strongbox_schemas::PutSecretValueRequest {
+        version_id: Some("v1".into()),
+        ..put(&marker2)
+    };
+    assert!(c.put_secret_value("scan/me", &conflict).await.is_err());
+    assert!(
+        c.create_secret(&text_secret("bad name", &marker))
+            .await
+            .is_err()
+    );
+    dev.child.kill().unwrap();
+    dev.child.wait().unwrap();
+
+    let mut files = Vec::new();
+    all_files(root.path(), &mut files);
+    assert!(files.iter().any(|f| f.ends_with("strongbox.redb")));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains("TRACE") || log_text.contains("DEBUG"),
+        "logs were captured at trace level"
+    );
+    for m in [&marker, &marker2] {
+        let forms = [
+            m.as_bytes().to_vec(),
+            base64::engine::general_purpose::STANDARD
+                .encode(m)
+                .into_bytes(),
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(m)
+                .into_bytes(),
+            hex::encode(m).into_bytes(),
+            hex::encode_upper(m).into_bytes(),
+        ];
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            for form in &forms {
+                assert!(
+                    !contains(&bytes, form),
+                    "{} holds the plaintext marker ({})",
+                    f.display(),
+                    String::from_utf8_lossy(form)
+                );
+            }
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{n:x}{:x}", std::process::id())
+}
+
+fn hash_dir(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    all_files(dir, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(f).unwrap()))
+        .collect()
+}
+
+#[test]
+fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let key = root.path().join("root.key");
+    let out = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .arg("--root-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.matches("sbx_").count(),
+        1,
+        "the root token is printed once: {stdout}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Again on the same data dir: refused.
+    let again = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .arg("--root-key-file")
+        .arg(root.path().join("k2"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    // A key file inside the data dir: refused.
+    let inside = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(root.path().join("d3"))
+        .arg("--root-key-file")
+        .arg(root.path().join("d3/key"))
+        .output()
+        .unwrap();
+    assert!(!inside.status.success());
+    assert!(String::from_utf8_lossy(&inside.stderr).contains("apart from the data dir"));
+
+    let certs = strongbox_server::tls::dev_certificates().unwrap();
+    std::fs::write(root.path().join("cert.pem"), &certs.cert_pem).unwrap();
+    std::fs::write(root.path().join("key.pem"), &certs.key_pem).unwrap();
+    let wrong = root.path().join("wrong.key");
+    std::fs::write(
+        &wrong,
+        strongbox_server::barrier::RootKey::random()
+            .to_base64()
+            .as_bytes(),
+    )
+    .unwrap();
+    let before = hash_dir(&data);
+    let out = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--root-key-file")
+        .arg(&wrong)
+        .arg("--tls-cert")
+        .arg(root.path().join("cert.pem"))
+        .arg("--tls-key")
+        .arg(root.path().join("key.pem"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("root key does not match"), "{err}");
+    assert_eq!(hash_dir(&data), before, "nothing on disk changed");
+
+    // Without TLS files the server refuses to start: never plain HTTP.
+    let out = Command::new(BIN)
+        .args(["server", "--data-dir"])
+        .arg(&data)
+        .arg("--root-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never serves plain HTTP"));
+}

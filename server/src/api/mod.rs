@@ -104,7 +104,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 async fn request_id(req: Request, next: Next) -> Response {
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = format!("{:032x}", rand::random::<u128>());
     let method = req.method().clone();
     let mut resp = error::REQUEST_ID.scope(id.clone(), next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&id) {

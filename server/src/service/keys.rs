@@ -23,7 +23,7 @@ fn key_not_found(key_ref: &str) -> Error {
 }
 
 /// Finds the key id a reference (key id or `alias/NAME`) names; destroyed keys count as absent.
-pub(crate) fn resolve_key(r: &impl Reader, key_ref: &str) -> Result<KeyRecord> {
+pub(crate) fn resolve_key(r: &(impl Reader + ?Sized), key_ref: &str) -> Result<KeyRecord> {
     let key_id = if key_ref.starts_with("alias/") {
         match r.get(Table::Aliases, key_ref.as_bytes())? {
             Some(id) => String::from_utf8(id).map_err(Error::internal)?,

@@ -39,7 +39,7 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 pub(crate) fn load<T: DeserializeOwned>(
-    r: &impl Reader,
+    r: &(impl Reader + ?Sized),
     table: Table,
     key: &[u8],
 ) -> Result<Option<T>> {

@@ -48,11 +48,11 @@ fn pending_deletion(name: &str) -> Error {
     )
 }
 
-fn load_secret(r: &impl Reader, name: &str) -> Result<SecretRecord> {
+fn load_secret(r: &(impl Reader + ?Sized), name: &str) -> Result<SecretRecord> {
     load(r, Table::Secrets, name.as_bytes())?.ok_or_else(|| secret_not_found(name))
 }
 
-fn load_live_secret(r: &impl Reader, name: &str) -> Result<SecretRecord> {
+fn load_live_secret(r: &(impl Reader + ?Sized), name: &str) -> Result<SecretRecord> {
     let s = load_secret(r, name)?;
     if s.planned_delete_time.is_some() {
         return Err(pending_deletion(name));
@@ -141,14 +141,14 @@ fn prune(t: &mut Txn<'_>, rec: &mut SecretRecord, max: usize) {
     }
 }
 
-fn policy_of(r: &impl Reader, rec: &SecretRecord) -> Result<Option<PolicyRecord>> {
+fn policy_of(r: &(impl Reader + ?Sized), rec: &SecretRecord) -> Result<Option<PolicyRecord>> {
     match &rec.rotation_policy {
         Some(p) => load(r, Table::RotationPolicies, p.as_bytes()),
         None => Ok(None),
     }
 }
 
-fn require_policy(r: &impl Reader, name: &str) -> Result<()> {
+fn require_policy(r: &(impl Reader + ?Sized), name: &str) -> Result<()> {
     if r.get(Table::RotationPolicies, name.as_bytes())?.is_none() {
         return Err(Error::new(
             ErrorCode::RotationPolicyNotFound,
@@ -300,7 +300,9 @@ impl Service {
         version_id: Option<&str>,
         stage: Option<&str>,
     ) -> Result<api::SecretValue> {
-        let store = self.store();
+        // One snapshot: the record, the sealed version and the key state agree.
+        let snap = self.store().snapshot()?;
+        let store = &*snap;
         let rec = load_live_secret(store, name)?;
         let meta = match (version_id, stage) {
             (Some(id), stage) => rec

@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -119,11 +121,25 @@ where
     }
 }
 
+/// Counters of the writer thread.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Durable commits made.
+    pub commits: AtomicU64,
+    /// Write jobs run (successful or not).
+    pub jobs: AtomicU64,
+    /// Time spent in `Backend::commit`, in nanoseconds.
+    pub commit_nanos: AtomicU64,
+    /// Time spent running jobs, in nanoseconds.
+    pub job_nanos: AtomicU64,
+}
+
 /// Storage with group commit: one writer thread, many readers.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
     jobs: mpsc::Sender<Box<dyn Job>>,
+    stats: Arc<StoreStats>,
 }
 
 impl Store {
@@ -131,12 +147,28 @@ impl Store {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
         let b = backend.clone();
+        let stats = Arc::new(StoreStats::default());
+        let st = stats.clone();
         std::thread::Builder::new()
             .name("strongbox-writer".into())
-            .spawn(move || writer_loop(b.as_ref(), rx))
+            .spawn(move || writer_loop(b.as_ref(), rx, &st))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "could not start the writer thread"));
-        Self { backend, jobs }
+        Self {
+            backend,
+            jobs,
+            stats,
+        }
+    }
+
+    /// A consistent read view of the latest commit.
+    pub fn snapshot(&self) -> Result<Box<dyn Reader + '_>, StorageError> {
+        self.backend.snapshot()
+    }
+
+    /// Writer-thread counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
     }
 
     /// Runs `f` on the writer thread; resolves once its writes are durable (or failed).
@@ -177,7 +209,7 @@ impl Reader for Store {
     }
 }
 
-fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>) {
+fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>, stats: &StoreStats) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -186,6 +218,7 @@ fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         let mut batch = Overlay::new();
         for job in jobs.iter_mut() {
             if let Some(own) = job.run(backend, &batch) {
@@ -199,11 +232,23 @@ fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>) {
                 None => Mutation::Delete(t, k),
             })
             .collect();
+        let committing = Instant::now();
         let commit = if mutations.is_empty() {
             Ok(())
         } else {
             backend.commit(&mutations)
         };
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        stats
+            .job_nanos
+            .fetch_add(nanos(committing - started), Ordering::Relaxed);
+        stats
+            .commit_nanos
+            .fetch_add(nanos(committing.elapsed()), Ordering::Relaxed);
+        stats
+            .commits
+            .fetch_add(u64::from(!mutations.is_empty()), Ordering::Relaxed);
+        stats.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         if let Err(e) = &commit {
             tracing::error!(error = %e, jobs = jobs.len(), "commit failed; batch rejected");
         }

@@ -10,7 +10,7 @@ mod group;
 mod memory;
 mod redb_backend;
 
-pub use group::{Store, Txn};
+pub use group::{Store, StoreStats, Txn};
 pub use memory::MemoryBackend;
 pub use redb_backend::RedbBackend;
 
@@ -97,6 +97,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Entries, StorageError>;
     /// Applies all mutations atomically; when this returns `Ok` they are durable.
     fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError>;
+    /// A consistent view of the latest commit, for reads that need several lookups.
+    fn snapshot(&self) -> Result<Box<dyn Reader + '_>, StorageError>;
 }
 
 /// Read access shared by the committed store and a write job's view.

@@ -1,8 +1,8 @@
 use std::path::Path;
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadTransaction, TableDefinition};
 
-use super::{Backend, Entries, Mutation, StorageError, Table};
+use super::{Backend, Entries, Mutation, Reader, StorageError, Table};
 
 fn def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(table.name())
@@ -50,11 +50,7 @@ impl RedbBackend {
 impl Backend for RedbBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let rtx = self.db.begin_read().map_err(StorageError::from_display)?;
-        let t = rtx
-            .open_table(def(table))
-            .map_err(StorageError::from_display)?;
-        let v = t.get(key).map_err(StorageError::from_display)?;
-        Ok(v.map(|g| g.value().to_vec()))
+        tx_get(&rtx, table, key)
     }
 
     fn scan(
@@ -65,23 +61,12 @@ impl Backend for RedbBackend {
         limit: usize,
     ) -> Result<Entries, StorageError> {
         let rtx = self.db.begin_read().map_err(StorageError::from_display)?;
-        let t = rtx
-            .open_table(def(table))
-            .map_err(StorageError::from_display)?;
-        let start: &[u8] = after.unwrap_or(prefix);
-        let mut out = Vec::new();
-        for item in t.range(start..).map_err(StorageError::from_display)? {
-            let (k, v) = item.map_err(StorageError::from_display)?;
-            let k = k.value();
-            if Some(k) == after {
-                continue;
-            }
-            if !k.starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((k.to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        tx_scan(&rtx, table, prefix, after, limit)
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn Reader + '_>, StorageError> {
+        let rtx = self.db.begin_read().map_err(StorageError::from_display)?;
+        Ok(Box::new(RedbSnapshot(rtx)))
     }
 
     fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError> {
@@ -106,4 +91,60 @@ impl Backend for RedbBackend {
         // Durability::Immediate is redb's default: commit returns after fsync.
         tx.commit().map_err(StorageError::from_display)
     }
+}
+
+struct RedbSnapshot(ReadTransaction);
+
+impl Reader for RedbSnapshot {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        tx_get(&self.0, table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        tx_scan(&self.0, table, prefix, after, limit)
+    }
+}
+
+fn tx_get(
+    rtx: &ReadTransaction,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StorageError> {
+    let t = rtx
+        .open_table(def(table))
+        .map_err(StorageError::from_display)?;
+    let v = t.get(key).map_err(StorageError::from_display)?;
+    Ok(v.map(|g| g.value().to_vec()))
+}
+
+fn tx_scan(
+    rtx: &ReadTransaction,
+    table: Table,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Entries, StorageError> {
+    let t = rtx
+        .open_table(def(table))
+        .map_err(StorageError::from_display)?;
+    let start: &[u8] = after.unwrap_or(prefix);
+    let mut out = Vec::new();
+    for item in t.range(start..).map_err(StorageError::from_display)? {
+        let (k, v) = item.map_err(StorageError::from_display)?;
+        let k = k.value();
+        if Some(k) == after {
+            continue;
+        }
+        if !k.starts_with(prefix) || out.len() >= limit {
+            break;
+        }
+        out.push((k.to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
 }

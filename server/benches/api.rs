@@ -1,0 +1,256 @@
+//! API benchmark: one run, one server, real HTTPS on loopback.
+//!
+//! `cargo bench -p strongbox-server --bench api`
+//!
+//! Prints secret reads/s and p99 next to `/v1/health` (the floor: TLS + HTTP + routing +
+//! auth), and durable writes/s single and with 32 concurrent writers next to this disk's
+//! fdatasync rate. Client and server share the machine, so compare the ratios.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use strongbox_client::{Client, ClientConfig};
+use strongbox_schemas as api;
+use strongbox_server::barrier::RootKey;
+use strongbox_server::clock::SystemClock;
+use strongbox_server::server::{self, ServeOptions};
+use strongbox_server::service::ServiceConfig;
+use strongbox_server::storage::{Backend, RedbBackend};
+use strongbox_server::tls;
+
+const RUN: Duration = Duration::from_secs(4);
+const READERS: usize = 32;
+
+struct Stats {
+    ops_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn drive<F, Fut>(tasks: usize, run: Duration, op: F) -> Stats
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let op = op.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while start.elapsed() < run {
+                let s = Instant::now();
+                op(t, i).await;
+                lat.push(s.elapsed());
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("bench task"));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Stats {
+        ops_per_sec: all.len() as f64 / secs,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+fn fdatasync_rate(dir: &std::path::Path, run: Duration) -> f64 {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).expect("probe file");
+    let block = vec![7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < run {
+        f.write_all(&block).expect("write");
+        f.sync_data().expect("fdatasync");
+        n += 1;
+    }
+    let _ = std::fs::remove_file(path);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn line(name: &str, s: &Stats, floor: Option<f64>) {
+    let ratio = floor
+        .map(|f| format!("  ({:.2}x of floor)", s.ops_per_sec / f))
+        .unwrap_or_default();
+    println!(
+        "{name:<34} {:>9.0} ops/s   p50 {:>7.3} ms   p99 {:>7.3} ms{ratio}",
+        s.ops_per_sec,
+        s.p50.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let dir =
+        tempfile::tempdir_in(std::env::var("STRONGBOX_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .expect("tempdir");
+    let data = dir.path().join("data");
+    let key = RootKey::random();
+    let token = server::init(&data, Some(&dir.path().join("root-key")), &key).expect("init");
+    let backend: Arc<dyn Backend> =
+        Arc::new(RedbBackend::open(&server::db_path(&data)).expect("open"));
+    let u = server::unseal(
+        backend,
+        &key,
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+    )
+    .expect("unseal");
+    let service = u.service.clone();
+    let certs = tls::dev_certificates().expect("certs");
+    let running = server::start(
+        u,
+        ServeOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())
+                .expect("tls"),
+            tick_interval: Duration::from_secs(3600),
+        },
+    )
+    .await
+    .expect("start");
+    let client = Client::new(ClientConfig {
+        address: format!("https://127.0.0.1:{}", running.addr.port()),
+        token: token.to_string(),
+        ca_cert_pem: Some(certs.ca_pem.into_bytes()),
+        timeout: None,
+    })
+    .expect("client");
+
+    println!(
+        "strongbox API benchmark: {} cores, {READERS} concurrent clients, {}s per row",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        RUN.as_secs()
+    );
+    // A typical value (database credentials, 79 bytes) and a larger one.
+    let creds =
+        r#"{"AccountName":"app_user","AccountPassword":"Zq3#v9LmP2@wX8!rT5yKc1&nB7uE4hJ6"}"#;
+    let big = "x".repeat(1024);
+    for i in 0..READERS {
+        for (prefix, value) in [("bench/s", creds), ("bench/big", big.as_str())] {
+            client
+                .create_secret(&api::CreateSecretRequest {
+                    name: format!("{prefix}{i}"),
+                    secret_data: value.to_string(),
+                    ..Default::default()
+                })
+                .await
+                .expect("create");
+        }
+    }
+
+    let c = client.clone();
+    let health = drive(READERS, RUN, move |_, _| {
+        let c = c.clone();
+        async move {
+            c.health().await.expect("health");
+        }
+    })
+    .await;
+    line("GET /v1/health (floor)", &health, None);
+    let c = client.clone();
+    let reads = drive(READERS, RUN, move |t, _| {
+        let c = c.clone();
+        async move {
+            c.get_secret_value(&format!("bench/s{t}"), None, None)
+                .await
+                .expect("read");
+        }
+    })
+    .await;
+    line(
+        "GET /v1/secrets/{name}/value (79 B)",
+        &reads,
+        Some(health.ops_per_sec),
+    );
+    let c = client.clone();
+    let big_reads = drive(READERS, RUN, move |t, _| {
+        let c = c.clone();
+        async move {
+            c.get_secret_value(&format!("bench/big{t}"), None, None)
+                .await
+                .expect("read");
+        }
+    })
+    .await;
+    line(
+        "GET /v1/secrets/{name}/value (1 KiB)",
+        &big_reads,
+        Some(health.ops_per_sec),
+    );
+
+    let fsync = fdatasync_rate(dir.path(), Duration::from_secs(2));
+    println!(
+        "{:<34} {:>9.0} syncs/s (4 KiB write + fdatasync, same disk)",
+        "fdatasync floor", fsync
+    );
+    let c = client.clone();
+    let single = drive(1, RUN, move |_, i| {
+        let c = c.clone();
+        async move {
+            c.put_secret_value(
+                "bench/s0",
+                &api::PutSecretValueRequest {
+                    secret_data: format!("v{i}"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("put");
+        }
+    })
+    .await;
+    line("durable writes, 1 writer", &single, None);
+    println!("{:<34} {:>9.2}x fdatasync", "", single.ops_per_sec / fsync);
+    let c = client.clone();
+    let many = drive(32, RUN, move |t, i| {
+        let c = c.clone();
+        async move {
+            c.put_secret_value(
+                &format!("bench/s{t}"),
+                &api::PutSecretValueRequest {
+                    secret_data: format!("v{i}"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("put");
+        }
+    })
+    .await;
+    line("durable writes, 32 writers", &many, None);
+    println!(
+        "{:<34} {:>9.2}x fdatasync (group commit)",
+        "",
+        many.ops_per_sec / fsync
+    );
+    let st = service.store().stats();
+    let (commits, jobs) = (st.commits.load(Relaxed), st.jobs.load(Relaxed));
+    println!(
+        "writer thread: {jobs} jobs in {commits} commits ({:.1} jobs/commit), {:.3} ms per commit, {:.3} ms running jobs per commit",
+        jobs as f64 / commits.max(1) as f64,
+        st.commit_nanos.load(Relaxed) as f64 / commits.max(1) as f64 / 1e6,
+        st.job_nanos.load(Relaxed) as f64 / commits.max(1) as f64 / 1e6
+    );
+    let _ = running.stop.send(());
+}

@@ -1,0 +1,203 @@
+//! The go-plugin side of the protocol: magic cookie, version negotiation, AutoMTLS with a
+//! verifier pinned to Terraform's client certificate, the handshake line, the controller's
+//! Shutdown, and debug (reattach) mode.
+
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::plugin::grpc_controller_server::{GrpcController, GrpcControllerServer};
+
+pub use tls::{PinnedClientCert, server_identity};
+
+/// The cookie go-plugin hosts set; without it the binary was started by hand.
+pub const MAGIC_COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";
+/// Its value for Terraform.
+pub const MAGIC_COOKIE_VALUE: &str =
+    "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
+
+/// Protocol versions this binary speaks.
+pub const SUPPORTED: [u32; 2] = [5, 6];
+
+/// Picks the highest version both sides speak. `offered` is `PLUGIN_PROTOCOL_VERSIONS`
+/// (a comma list in any order); `restrict` is `STRONGBOX_PROVIDER_PROTOCOLS`, if set.
+pub fn negotiate(offered: Option<&str>, restrict: Option<&str>) -> Result<u32, String> {
+    let parse =
+        |s: &str| -> Vec<u32> { s.split(',').filter_map(|v| v.trim().parse().ok()).collect() };
+    let ours: Vec<u32> = match restrict {
+        Some(r) => parse(r)
+            .into_iter()
+            .filter(|v| SUPPORTED.contains(v))
+            .collect(),
+        None => SUPPORTED.to_vec(),
+    };
+    match offered {
+        // go-plugin falls back to the lowest version when the host names none.
+        None => ours
+            .iter()
+            .min()
+            .copied()
+            .ok_or_else(|| "no protocol version enabled".to_string()),
+        Some(o) => parse(o)
+            .into_iter()
+            .filter(|v| ours.contains(v))
+            .max()
+            .ok_or_else(|| {
+                format!("Terraform offers protocol versions {o}; this provider speaks {ours:?}")
+            }),
+    }
+}
+
+/// Signals the server to stop (controller Shutdown).
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<Notify>);
+
+impl Shutdown {
+    /// Asks the server to stop.
+    pub fn trigger(&self) {
+        self.0.notify_one();
+    }
+    /// Resolves once stop was asked for.
+    pub async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// `plugin.GRPCController`: Terraform calls Shutdown when it is done with the process.
+pub struct Controller(pub Shutdown);
+
+#[tonic::async_trait]
+impl GrpcController for Controller {
+    async fn shutdown(
+        &self,
+        _: tonic::Request<crate::plugin::Empty>,
+    ) -> Result<tonic::Response<crate::plugin::Empty>, tonic::Status> {
+        self.0.trigger();
+        Ok(tonic::Response::new(crate::plugin::Empty {}))
+    }
+}
+
+/// The controller service, ready to add to a router.
+pub fn controller(shutdown: Shutdown) -> GrpcControllerServer<Controller> {
+    GrpcControllerServer::new(Controller(shutdown))
+}
+
+/// How the process was started.
+pub enum Launch {
+    /// By Terraform through go-plugin: handshake on stdout, TLS when a client cert is given.
+    Managed {
+        /// Negotiated protocol version.
+        version: u32,
+        /// `PLUGIN_CLIENT_CERT`, PEM.
+        client_cert_pem: Option<String>,
+    },
+    /// `--debug`: plaintext on loopback, prints `TF_REATTACH_PROVIDERS`.
+    Debug {
+        /// Protocol version to serve.
+        version: u32,
+    },
+}
+
+/// Accepted connections, TLS or plain, as tonic's incoming stream.
+pub enum Incoming {
+    /// AutoMTLS.
+    Tls(
+        ReceiverStream<
+            Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+        >,
+    ),
+    /// Plaintext (debug mode, or Terraform run with TF_DISABLE_PLUGIN_TLS).
+    Plain(tokio_stream::wrappers::TcpListenerStream),
+}
+
+/// Binds a loopback listener and, for TLS, starts accepting handshakes in the background.
+/// Returns the address, the handshake certificate (DER) if any, and the stream.
+pub async fn listen(
+    client_cert_pem: Option<&str>,
+) -> anyhow::Result<(SocketAddr, Option<Vec<u8>>, Incoming)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let Some(pem) = client_cert_pem else {
+        return Ok((
+            addr,
+            None,
+            Incoming::Plain(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        ));
+    };
+    let (server_cfg, server_der) = tls::server_config(pem)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => {
+                        let _ = tx.send(Ok(s)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "refused a TLS connection"),
+                    Err(_) => tracing::warn!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    Ok((
+        addr,
+        Some(server_der),
+        Incoming::Tls(ReceiverStream::new(rx)),
+    ))
+}
+
+/// The go-plugin handshake line: `1|VERSION|tcp|ADDR|grpc|CERT` (CERT: DER, base64 without padding).
+pub fn handshake_line(version: u32, addr: SocketAddr, cert_der: Option<&[u8]>) -> String {
+    let cert = cert_der
+        .map(|d| base64::engine::general_purpose::STANDARD_NO_PAD.encode(d))
+        .unwrap_or_default();
+    format!("1|{version}|tcp|{addr}|grpc|{cert}")
+}
+
+/// The `TF_REATTACH_PROVIDERS` value for debug mode.
+pub fn reattach_json(source: &str, version: u32, addr: SocketAddr) -> String {
+    serde_json::json!({
+        source: {
+            "Protocol": "grpc",
+            "ProtocolVersion": version,
+            "Pid": std::process::id(),
+            "Test": true,
+            "Addr": {"Network": "tcp", "String": addr.to_string()}
+        }
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_picks_highest_common() {
+        assert_eq!(negotiate(Some("5,6"), None), Ok(6));
+        assert_eq!(negotiate(Some("6,5"), None), Ok(6));
+        assert_eq!(negotiate(Some("5"), None), Ok(5), "Terraform 0.12-0.15.3");
+        assert_eq!(negotiate(Some("5,6"), Some("5")), Ok(5));
+        assert_eq!(negotiate(None, None), Ok(5));
+        assert!(negotiate(Some("4"), None).is_err());
+        assert!(negotiate(Some("6"), Some("5")).is_err());
+    }
+
+    #[test]
+    fn handshake_line_format() {
+        let l = handshake_line(6, "127.0.0.1:1234".parse().unwrap(), Some(&[1, 2, 3, 4]));
+        assert_eq!(l, "1|6|tcp|127.0.0.1:1234|grpc|AQIDBA");
+    }
+}

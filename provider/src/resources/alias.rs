@@ -1,0 +1,141 @@
+//! `strongbox_cmk_alias`: a name for a CMK, usable wherever a key id is.
+
+use strongbox_client::ErrorCode;
+
+use super::{changed, string, unknown_if_null};
+use crate::core::{
+    Attr, ClientCaps, Ctx, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
+    null_object,
+};
+use crate::value::Value;
+
+/// The resource type.
+pub struct AliasResource;
+
+fn schema() -> TfSchema {
+    TfSchema {
+        version: 0,
+        description: "An alias (`alias/NAME`) pointing at a CMK.".into(),
+        attrs: vec![
+            Attr::required("name", string()).describe("`alias/NAME` (forces replacement)."),
+            Attr::required("key_id", string()).describe("The key it points to (changes in place)."),
+            Attr::computed("id", string()).describe("The alias name."),
+            Attr::computed("arn", string()),
+        ],
+    }
+}
+
+async fn read_alias(ctx: &Ctx, name: &str) -> Result<Value, Diags> {
+    let c = ctx.client()?;
+    match c.get_alias(name).await {
+        Ok(a) => {
+            let mut v = null_object(&schema());
+            v.set("name", Value::string(&a.alias_name));
+            v.set("id", Value::string(&a.alias_name));
+            v.set("key_id", Value::string(&a.key_id));
+            v.set("arn", Value::string(&a.arn));
+            Ok(v)
+        }
+        Err(e) if e.code() == Some(ErrorCode::AliasNotFound) => Ok(Value::Null),
+        Err(e) => Err(vec![api_diag("Reading the alias failed", None, &e)]),
+    }
+}
+
+#[async_trait::async_trait]
+impl Resource for AliasResource {
+    fn name(&self) -> &'static str {
+        "strongbox_cmk_alias"
+    }
+
+    fn schema(&self) -> TfSchema {
+        schema()
+    }
+
+    fn validate(&self, config: &Value, _: ClientCaps) -> Diags {
+        match config
+            .str_attr("name")
+            .map(|n| strongbox_schemas::validate_alias_name("name", n))
+        {
+            Some(Err(e)) => vec![Diag::error("Invalid alias name", e.to_string()).at("name")],
+            _ => Vec::new(),
+        }
+    }
+
+    async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
+        let mut p = req.proposed.clone();
+        if req.prior.is_null() {
+            unknown_if_null(&mut p, &["id", "arn"]);
+            return Ok(PlanResp {
+                planned: p,
+                requires_replace: Vec::new(),
+                diags: Vec::new(),
+            });
+        }
+        let requires_replace = if changed(req.prior, &p, "name") {
+            vec!["name"]
+        } else {
+            Vec::new()
+        };
+        if !requires_replace.is_empty() {
+            p.set("id", Value::unknown());
+            p.set("arn", Value::unknown());
+        }
+        Ok(PlanResp {
+            planned: p,
+            requires_replace,
+            diags: Vec::new(),
+        })
+    }
+
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        prior: &Value,
+        planned: &Value,
+        _config: &Value,
+    ) -> Result<Value, Diags> {
+        let c = ctx.client()?;
+        if planned.is_null() {
+            return match c
+                .delete_alias(prior.str_attr("name").unwrap_or_default())
+                .await
+            {
+                Ok(()) => Ok(Value::Null),
+                Err(e) if e.code() == Some(ErrorCode::AliasNotFound) => Ok(Value::Null),
+                Err(e) => Err(vec![api_diag("Deleting the alias failed", None, &e)]),
+            };
+        }
+        let name = planned.str_attr("name").unwrap_or_default();
+        if prior.is_null() && c.get_alias(name).await.is_ok() {
+            {
+                return Err(vec![Diag::error(
+                    "Alias already exists",
+                    format!("{name} exists already; import it with `terraform import ADDRESS {name}`"),
+                )
+                .at("name")]);
+            }
+        }
+        c.put_alias(name, planned.str_attr("key_id").unwrap_or_default())
+            .await
+            .map_err(|e| vec![api_diag("Writing the alias failed", Some("key_id"), &e)])?;
+        read_alias(ctx, name).await
+    }
+
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
+        read_alias(
+            ctx,
+            state
+                .str_attr("name")
+                .or_else(|| state.str_attr("id"))
+                .unwrap_or_default(),
+        )
+        .await
+    }
+
+    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        let mut v = null_object(&schema());
+        v.set("name", Value::string(id));
+        v.set("id", Value::string(id));
+        Ok(v)
+    }
+}

@@ -1,0 +1,349 @@
+//! `strongbox_cmk` (resource and data source): a customer master key.
+
+use strongbox_client::ErrorCode;
+use strongbox_schemas as api;
+
+use super::{changed, default_if_unset, string, string_map, unknown_if_null};
+use crate::core::{
+    Attr, Ctx, DataSource, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
+    null_object, str_map,
+};
+use crate::value::{Number, Type, Value};
+
+/// The resource type.
+pub struct CmkResource;
+/// The data source type.
+pub struct CmkDataSource;
+
+fn schema() -> TfSchema {
+    TfSchema {
+        version: 0,
+        description: "A customer master key (AES-256) that protects secrets. Destroying it schedules the destruction of its material.".into(),
+        attrs: vec![
+            Attr::optional("description", string()),
+            Attr::optional_computed("key_spec", string()).describe("Only `AES_256` (the default); forces replacement."),
+            Attr::optional_computed("enabled", Type::Bool).describe("Whether the key can be used (default true)."),
+            Attr::optional_computed("automatic_rotation", Type::Bool).describe("Rotate the material on a schedule (default false)."),
+            Attr::optional("rotation_interval", string()).describe("Period of automatic rotation, 7d–730d (server default 365d)."),
+            Attr::optional_computed("pending_window_in_days", Type::Number).describe("Days between destroy and the destruction of the material, 7–366 (default 30)."),
+            Attr::optional("tags", string_map()),
+            Attr::computed("id", string()).describe("The key id."),
+            Attr::computed("arn", string()),
+            Attr::computed("state", string()),
+            Attr::computed("primary_key_version", Type::Number),
+            Attr::computed("creation_date", string()),
+        ],
+    }
+    .describe_from(&schemars::schema_for!(api::Key))
+}
+
+fn to_state(k: &api::Key, prior: &Value) -> Value {
+    let mut v = null_object(&schema());
+    v.set("id", Value::string(&k.key_id));
+    v.set("arn", Value::string(&k.arn));
+    v.set(
+        "description",
+        super::keep_null_if_empty(prior, "description", &k.description),
+    );
+    v.set("key_spec", Value::string("AES_256"));
+    v.set("enabled", Value::Bool(k.state == api::KeyState::Enabled));
+    v.set("automatic_rotation", Value::Bool(k.automatic_rotation));
+    v.set(
+        "rotation_interval",
+        match (&k.rotation_interval, prior.str_attr("rotation_interval")) {
+            (Some(i), Some(p)) if api::Interval::parse(p).ok().as_ref() == Some(i) => {
+                Value::string(p)
+            }
+            (Some(i), _) => Value::string(i.as_str()),
+            (None, _) => Value::Null,
+        },
+    );
+    v.set(
+        "pending_window_in_days",
+        prior.attr("pending_window_in_days").clone(),
+    );
+    if v.attr("pending_window_in_days").is_null() {
+        v.set(
+            "pending_window_in_days",
+            Value::Number(Number::from_i64(30)),
+        );
+    }
+    v.set(
+        "tags",
+        super::keep_null_if_empty_map(prior, "tags", &k.tags),
+    );
+    v.set("state", Value::string(format!("{:?}", k.state)));
+    v.set(
+        "primary_key_version",
+        Value::Number(Number::from_u64(u64::from(k.primary_key_version))),
+    );
+    v.set("creation_date", Value::string(k.creation_date.to_string()));
+    v
+}
+
+fn interval(v: &Value) -> Result<Option<api::Interval>, Diags> {
+    v.str_attr("rotation_interval")
+        .map(|s| {
+            api::Interval::parse(s).map_err(|e| {
+                vec![
+                    Diag::error("Invalid rotation_interval", e.to_string()).at("rotation_interval"),
+                ]
+            })
+        })
+        .transpose()
+}
+
+async fn read_key(ctx: &Ctx, id: &str, prior: &Value) -> Result<Value, Diags> {
+    let c = ctx.client()?;
+    match c.describe_key(id).await {
+        Ok(k) if k.state == api::KeyState::PendingDeletion => Ok(Value::Null),
+        Ok(k) => Ok(to_state(&k, prior)),
+        Err(e) if e.code() == Some(ErrorCode::KeyNotFound) => Ok(Value::Null),
+        Err(e) => Err(vec![api_diag("Reading the key failed", None, &e)]),
+    }
+}
+
+#[async_trait::async_trait]
+impl Resource for CmkResource {
+    fn name(&self) -> &'static str {
+        "strongbox_cmk"
+    }
+
+    fn schema(&self) -> TfSchema {
+        schema()
+    }
+
+    fn validate(&self, config: &Value, _: crate::core::ClientCaps) -> Diags {
+        let mut d = Vec::new();
+        if let Some(k) = config.str_attr("key_spec")
+            && k != "AES_256"
+        {
+            d.push(
+                Diag::error(
+                    "Invalid key_spec",
+                    format!("{k}: only AES_256 is supported"),
+                )
+                .at("key_spec"),
+            );
+        }
+        if let Err(e) = interval(config) {
+            d.extend(e);
+        }
+        if let Some(n) = config.int_attr("pending_window_in_days")
+            && !(7..=366).contains(&n)
+        {
+            d.push(
+                Diag::error(
+                    "Invalid pending_window_in_days",
+                    "must be between 7 and 366",
+                )
+                .at("pending_window_in_days"),
+            );
+        }
+        d
+    }
+
+    async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
+        let (prior, config) = (req.prior, req.config);
+        let mut p = req.proposed.clone();
+        default_if_unset(&mut p, config, "key_spec", Value::string("AES_256"));
+        default_if_unset(&mut p, config, "enabled", Value::Bool(true));
+        default_if_unset(&mut p, config, "automatic_rotation", Value::Bool(false));
+        default_if_unset(
+            &mut p,
+            config,
+            "pending_window_in_days",
+            Value::Number(Number::from_i64(30)),
+        );
+        if prior.is_null() {
+            unknown_if_null(
+                &mut p,
+                &["id", "arn", "state", "primary_key_version", "creation_date"],
+            );
+            return Ok(PlanResp {
+                planned: p,
+                requires_replace: Vec::new(),
+                diags: Vec::new(),
+            });
+        }
+        // rotation_interval compared by meaning.
+        if let (Some(a), Some(b)) = (
+            prior.str_attr("rotation_interval"),
+            config.str_attr("rotation_interval"),
+        ) && api::Interval::parse(a).ok() == api::Interval::parse(b).ok()
+        {
+            p.set("rotation_interval", Value::string(a));
+        }
+        if changed(prior, &p, "enabled") {
+            p.set("state", Value::unknown());
+        }
+        let requires_replace = if changed(prior, &p, "key_spec") {
+            vec!["key_spec"]
+        } else {
+            Vec::new()
+        };
+        Ok(PlanResp {
+            planned: p,
+            requires_replace,
+            diags: Vec::new(),
+        })
+    }
+
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        prior: &Value,
+        planned: &Value,
+        _config: &Value,
+    ) -> Result<Value, Diags> {
+        let c = ctx.client()?;
+        if planned.is_null() {
+            let id = prior.str_attr("id").unwrap_or_default();
+            let days = prior
+                .int_attr("pending_window_in_days")
+                .and_then(|d| u32::try_from(d).ok());
+            return match c.schedule_key_deletion(id, days).await {
+                Ok(_) => Ok(Value::Null),
+                Err(e) if e.code() == Some(ErrorCode::KeyNotFound) => Ok(Value::Null),
+                Err(e) => Err(vec![api_diag(
+                    "Scheduling the key deletion failed",
+                    None,
+                    &e,
+                )]),
+            };
+        }
+        let id = if prior.is_null() {
+            let req = api::CreateKeyRequest {
+                description: planned.str_attr("description").map(str::to_string),
+                key_spec: api::KeySpec::Aes256,
+                tags: planned.map_attr("tags"),
+                automatic_rotation: planned.bool_attr("automatic_rotation").unwrap_or(false),
+                rotation_interval: interval(planned)?,
+            };
+            c.create_key(&req)
+                .await
+                .map_err(|e| vec![api_diag("Creating the key failed", None, &e)])?
+                .key_id
+        } else {
+            let id = prior.str_attr("id").unwrap_or_default().to_string();
+            let patch = api::UpdateKeyRequest {
+                description: changed(prior, planned, "description").then(|| {
+                    planned
+                        .str_attr("description")
+                        .unwrap_or_default()
+                        .to_string()
+                }),
+                tags: changed(prior, planned, "tags")
+                    .then(|| planned.map_attr("tags").unwrap_or_default()),
+                automatic_rotation: changed(prior, planned, "automatic_rotation")
+                    .then(|| planned.bool_attr("automatic_rotation").unwrap_or(false)),
+                rotation_interval: if changed(prior, planned, "rotation_interval") {
+                    interval(planned)?
+                } else {
+                    None
+                },
+            };
+            if patch.description.is_some()
+                || patch.tags.is_some()
+                || patch.automatic_rotation.is_some()
+                || patch.rotation_interval.is_some()
+            {
+                c.update_key(&id, &patch)
+                    .await
+                    .map_err(|e| vec![api_diag("Updating the key failed", None, &e)])?;
+            }
+            id
+        };
+        let want_enabled = planned.bool_attr("enabled").unwrap_or(true);
+        let k = c
+            .describe_key(&id)
+            .await
+            .map_err(|e| vec![api_diag("Reading the key failed", None, &e)])?;
+        if want_enabled != (k.state == api::KeyState::Enabled) {
+            let r = if want_enabled {
+                c.enable_key(&id).await
+            } else {
+                c.disable_key(&id).await
+            };
+            r.map_err(|e| {
+                vec![api_diag(
+                    "Changing the key state failed",
+                    Some("enabled"),
+                    &e,
+                )]
+            })?;
+        }
+        let state = read_key(ctx, &id, planned).await?;
+        if state.is_null() {
+            return Err(vec![Diag::error(
+                "Key vanished",
+                format!("{id} was not found right after it was written"),
+            )]);
+        }
+        Ok(state)
+    }
+
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
+        read_key(ctx, state.str_attr("id").unwrap_or_default(), state).await
+    }
+
+    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        let mut v = null_object(&schema());
+        v.set("id", Value::string(id));
+        v.set(
+            "pending_window_in_days",
+            Value::Number(Number::from_i64(30)),
+        );
+        Ok(v)
+    }
+}
+
+#[async_trait::async_trait]
+impl DataSource for CmkDataSource {
+    fn name(&self) -> &'static str {
+        "strongbox_cmk"
+    }
+
+    fn schema(&self) -> TfSchema {
+        TfSchema {
+            version: 0,
+            description: "Looks up a CMK by id or alias.".into(),
+            attrs: vec![
+                Attr::required("key_id", string()).describe("Key id or `alias/NAME`."),
+                Attr::computed("id", string()),
+                Attr::computed("arn", string()),
+                Attr::computed("description", string()),
+                Attr::computed("state", string()),
+                Attr::computed("enabled", Type::Bool),
+                Attr::computed("primary_key_version", Type::Number),
+                Attr::computed("automatic_rotation", Type::Bool),
+                Attr::computed("creation_date", string()),
+                Attr::computed("tags", string_map()),
+            ],
+        }
+    }
+
+    async fn read(&self, ctx: &Ctx, config: &Value) -> Result<Value, Diags> {
+        let c = ctx.client()?;
+        let key_ref = config.str_attr("key_id").unwrap_or_default();
+        let k = c
+            .describe_key(key_ref)
+            .await
+            .map_err(|e| vec![api_diag("Reading the key failed", Some("key_id"), &e)])?;
+        let mut v = null_object(&self.schema());
+        v.set("key_id", Value::string(key_ref));
+        v.set("id", Value::string(&k.key_id));
+        v.set("arn", Value::string(&k.arn));
+        v.set("description", Value::string(&k.description));
+        v.set("state", Value::string(format!("{:?}", k.state)));
+        v.set("enabled", Value::Bool(k.state == api::KeyState::Enabled));
+        v.set(
+            "primary_key_version",
+            Value::Number(Number::from_u64(u64::from(k.primary_key_version))),
+        );
+        v.set("automatic_rotation", Value::Bool(k.automatic_rotation));
+        v.set("creation_date", Value::string(k.creation_date.to_string()));
+        v.set("tags", str_map(&k.tags));
+        Ok(v)
+    }
+}

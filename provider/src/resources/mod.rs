@@ -1,0 +1,102 @@
+//! The provider's resources, data sources and ephemeral resources, one file each
+//! (schema, plan, apply, read, import), in the style of the big Go providers.
+
+pub mod alias;
+pub mod cmk;
+pub mod policy;
+pub mod provider;
+pub mod secret;
+pub mod secret_data;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::core::{Core, Ctx, ObjExt};
+use crate::value::{Type, Value};
+
+/// The whole provider.
+pub fn core() -> Core {
+    let mut resources: BTreeMap<&'static str, Arc<dyn crate::core::Resource>> = BTreeMap::new();
+    for r in [
+        Arc::new(secret::SecretResource) as Arc<dyn crate::core::Resource>,
+        Arc::new(cmk::CmkResource),
+        Arc::new(alias::AliasResource),
+        Arc::new(policy::PolicyResource),
+    ] {
+        resources.insert(r.name(), r);
+    }
+    let mut data_sources: BTreeMap<&'static str, Arc<dyn crate::core::DataSource>> =
+        BTreeMap::new();
+    for d in [
+        Arc::new(secret_data::SecretDataSource) as Arc<dyn crate::core::DataSource>,
+        Arc::new(cmk::CmkDataSource),
+    ] {
+        data_sources.insert(d.name(), d);
+    }
+    let mut ephemerals: BTreeMap<&'static str, Arc<dyn crate::core::Ephemeral>> = BTreeMap::new();
+    let e: Arc<dyn crate::core::Ephemeral> = Arc::new(secret_data::SecretEphemeral);
+    ephemerals.insert(e.name(), e);
+    Core {
+        ctx: Ctx::default(),
+        provider_schema: provider::schema(),
+        resources,
+        data_sources,
+        ephemerals,
+    }
+}
+
+/// `string`.
+pub(crate) fn string() -> Type {
+    Type::String
+}
+
+/// `map(string)`.
+pub(crate) fn string_map() -> Type {
+    Type::map(Type::String)
+}
+
+/// For an optional+computed attribute whose configuration is null: the prior value when
+/// there is one, else `default`.
+pub(crate) fn default_if_unset(planned: &mut Value, config: &Value, name: &str, default: Value) {
+    if config.attr(name).is_null() && planned.attr(name).is_null() {
+        planned.set(name, default);
+    }
+}
+
+/// Computed-only attributes: unknown on create (filled by apply).
+pub(crate) fn unknown_if_null(planned: &mut Value, names: &[&str]) {
+    for n in names {
+        if planned.attr(n).is_null() {
+            planned.set(n, Value::unknown());
+        }
+    }
+}
+
+/// Whether attribute `name` differs between two objects (unknown counts as different).
+pub(crate) fn changed(a: &Value, b: &Value, name: &str) -> bool {
+    let (x, y) = (a.attr(name), b.attr(name));
+    x.is_unknown() || y.is_unknown() || x != y
+}
+
+/// Empty string from the server reads back as null when the state had null (and the
+/// other way round), so that null and empty never flap.
+pub(crate) fn keep_null_if_empty(prior: &Value, name: &str, server: &str) -> Value {
+    if server.is_empty() && prior.attr(name).is_null() {
+        Value::Null
+    } else {
+        Value::String(server.to_string())
+    }
+}
+
+/// Same for maps.
+pub(crate) fn keep_null_if_empty_map(
+    prior: &Value,
+    name: &str,
+    server: &BTreeMap<String, String>,
+) -> Value {
+    if server.is_empty() && prior.attr(name).is_null() {
+        Value::Null
+    } else {
+        crate::core::str_map(server)
+    }
+}

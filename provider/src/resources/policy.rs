@@ -1,0 +1,223 @@
+//! `strongbox_rotation_policy`: when and how secrets attached to it rotate.
+
+use strongbox_client::ErrorCode;
+use strongbox_schemas as api;
+
+use super::{changed, default_if_unset, string, string_map, unknown_if_null};
+use crate::core::{
+    Attr, ClientCaps, Ctx, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
+    null_object,
+};
+use crate::value::{Type, Value};
+
+/// The resource type.
+pub struct PolicyResource;
+
+fn schema() -> TfSchema {
+    TfSchema {
+        version: 0,
+        description: "A rotation policy; attach it to secrets with their `rotation_policy`.".into(),
+        attrs: vec![
+            Attr::required("name", string()).describe("Policy name (forces replacement)."),
+            Attr::required("interval", string()).describe(
+                "Time between rotations, 6h–365d (e.g. `7d`, `604800s`); compared by meaning.",
+            ),
+            Attr::optional_computed("window", string())
+                .describe("Rotations start within this window after they fall due (default `1h`)."),
+            Attr::required("strategy", string())
+                .describe("`random`, `postgresql`, `mysql`, `access_key`, `ssh_key` or `webhook`."),
+            Attr::optional("settings", string_map()).describe(
+                "Strategy settings (never secrets: a webhook's signing key is named, not given).",
+            ),
+            Attr::optional_computed("enabled", Type::Bool)
+                .describe("Whether rotations run (default true)."),
+            Attr::computed("id", string()).describe("The policy name."),
+            Attr::computed("arn", string()),
+        ],
+    }
+    .describe_from(&schemars::schema_for!(api::CreateRotationPolicyRequest))
+}
+
+fn strategy(v: &Value) -> Result<api::RotationStrategy, Diags> {
+    let s = v.str_attr("strategy").unwrap_or_default();
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        vec![
+            Diag::error(
+                "Invalid strategy",
+                format!("{s}: expected random, postgresql, mysql, access_key, ssh_key or webhook"),
+            )
+            .at("strategy"),
+        ]
+    })
+}
+
+fn interval(v: &Value, name: &str) -> Result<Option<api::Interval>, Diags> {
+    v.str_attr(name)
+        .map(|s| {
+            api::Interval::parse(s)
+                .map_err(|e| vec![Diag::error(format!("Invalid {name}"), e.to_string()).at(name)])
+        })
+        .transpose()
+}
+
+fn to_state(p: &api::RotationPolicy, prior: &Value) -> Value {
+    let same = |name: &str, server: &api::Interval| match prior.str_attr(name) {
+        Some(t) if api::Interval::parse(t).ok().as_ref() == Some(server) => Value::string(t),
+        _ => Value::string(server.as_str()),
+    };
+    let mut v = null_object(&schema());
+    v.set("name", Value::string(&p.name));
+    v.set("id", Value::string(&p.name));
+    v.set("arn", Value::string(&p.arn));
+    v.set("interval", same("interval", &p.interval));
+    v.set("window", same("window", &p.window));
+    v.set(
+        "strategy",
+        serde_json::to_value(p.strategy)
+            .ok()
+            .and_then(|s| s.as_str().map(Value::string))
+            .unwrap_or(Value::Null),
+    );
+    v.set(
+        "settings",
+        super::keep_null_if_empty_map(prior, "settings", &p.settings),
+    );
+    v.set("enabled", Value::Bool(p.enabled));
+    v
+}
+
+async fn read_policy(ctx: &Ctx, name: &str, prior: &Value) -> Result<Value, Diags> {
+    let c = ctx.client()?;
+    match c.describe_rotation_policy(name).await {
+        Ok(p) => Ok(to_state(&p, prior)),
+        Err(e) if e.code() == Some(ErrorCode::RotationPolicyNotFound) => Ok(Value::Null),
+        Err(e) => Err(vec![api_diag(
+            "Reading the rotation policy failed",
+            None,
+            &e,
+        )]),
+    }
+}
+
+#[async_trait::async_trait]
+impl Resource for PolicyResource {
+    fn name(&self) -> &'static str {
+        "strongbox_rotation_policy"
+    }
+
+    fn schema(&self) -> TfSchema {
+        schema()
+    }
+
+    fn validate(&self, config: &Value, _: ClientCaps) -> Diags {
+        let mut d = Vec::new();
+        if config.str_attr("strategy").is_some()
+            && let Err(e) = strategy(config)
+        {
+            d.extend(e);
+        }
+        for a in ["interval", "window"] {
+            if let Err(e) = interval(config, a) {
+                d.extend(e);
+            }
+        }
+        d
+    }
+
+    async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
+        let (prior, config) = (req.prior, req.config);
+        let mut p = req.proposed.clone();
+        default_if_unset(&mut p, config, "window", Value::string("1h"));
+        default_if_unset(&mut p, config, "enabled", Value::Bool(true));
+        if prior.is_null() {
+            unknown_if_null(&mut p, &["id", "arn"]);
+            return Ok(PlanResp {
+                planned: p,
+                requires_replace: Vec::new(),
+                diags: Vec::new(),
+            });
+        }
+        let requires_replace = if changed(prior, &p, "name") {
+            vec!["name"]
+        } else {
+            Vec::new()
+        };
+        Ok(PlanResp {
+            planned: p,
+            requires_replace,
+            diags: Vec::new(),
+        })
+    }
+
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        prior: &Value,
+        planned: &Value,
+        _config: &Value,
+    ) -> Result<Value, Diags> {
+        let c = ctx.client()?;
+        if planned.is_null() {
+            return match c
+                .delete_rotation_policy(prior.str_attr("name").unwrap_or_default())
+                .await
+            {
+                Ok(()) => Ok(Value::Null),
+                Err(e) if e.code() == Some(ErrorCode::RotationPolicyNotFound) => Ok(Value::Null),
+                Err(e) => Err(vec![api_diag(
+                    "Deleting the rotation policy failed",
+                    None,
+                    &e,
+                )]),
+            };
+        }
+        let name = planned.str_attr("name").unwrap_or_default().to_string();
+        let iv = interval(planned, "interval")?.ok_or_else(|| {
+            vec![Diag::error("Missing interval", "interval is required").at("interval")]
+        })?;
+        if prior.is_null() {
+            let req = api::CreateRotationPolicyRequest {
+                name: name.clone(),
+                interval: iv,
+                window: interval(planned, "window")?,
+                strategy: strategy(planned)?,
+                settings: planned.map_attr("settings"),
+                enabled: planned.bool_attr("enabled"),
+            };
+            c.create_rotation_policy(&req)
+                .await
+                .map_err(|e| vec![api_diag("Creating the rotation policy failed", None, &e)])?;
+        } else {
+            let req = api::UpdateRotationPolicyRequest {
+                interval: Some(iv),
+                window: interval(planned, "window")?,
+                strategy: Some(strategy(planned)?),
+                settings: Some(planned.map_attr("settings").unwrap_or_default()),
+                enabled: planned.bool_attr("enabled"),
+            };
+            c.update_rotation_policy(&name, &req)
+                .await
+                .map_err(|e| vec![api_diag("Updating the rotation policy failed", None, &e)])?;
+        }
+        read_policy(ctx, &name, planned).await
+    }
+
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
+        read_policy(
+            ctx,
+            state
+                .str_attr("name")
+                .or_else(|| state.str_attr("id"))
+                .unwrap_or_default(),
+            state,
+        )
+        .await
+    }
+
+    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        let mut v = null_object(&schema());
+        v.set("name", Value::string(id));
+        v.set("id", Value::string(id));
+        Ok(v)
+    }
+}

@@ -1,0 +1,114 @@
+//! Provider configuration: where the server is and how to trust and authenticate to it.
+
+use strongbox_client::{Client, ClientConfig};
+
+use crate::core::{Attr, Diag, Diags, ObjExt, TfSchema};
+use crate::value::Value;
+
+/// The `provider "strongbox"` block.
+pub fn schema() -> TfSchema {
+    TfSchema {
+        version: 0,
+        description:
+            "Strongbox: secrets and keys. Every attribute can come from the environment instead."
+                .into(),
+        attrs: vec![
+            Attr::optional("address", super::string())
+                .describe("`https://host:port` of the Strongbox server; default `STRONGBOX_ADDR`."),
+            Attr::optional("token", super::string())
+                .sensitive()
+                .describe("Bearer token; default `STRONGBOX_TOKEN`."),
+            Attr::optional("ca_cert", super::string())
+                .describe("PEM of the CA that signed the server certificate."),
+            Attr::optional("ca_cert_file", super::string())
+                .describe("Path of that PEM; default `STRONGBOX_CACERT`."),
+        ],
+    }
+}
+
+/// Static checks.
+pub fn validate(config: &Value) -> Diags {
+    let mut d = Vec::new();
+    if config.str_attr("ca_cert").is_some() && config.str_attr("ca_cert_file").is_some() {
+        d.push(
+            Diag::error(
+                "Conflicting CA settings",
+                "set ca_cert or ca_cert_file, not both",
+            )
+            .at("ca_cert"),
+        );
+    }
+    if let Some(a) = config.str_attr("address")
+        && !a.starts_with("https://")
+    {
+        d.push(
+            Diag::error(
+                "Invalid address",
+                format!("address must start with https:// (got {a})"),
+            )
+            .at("address"),
+        );
+    }
+    d
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Builds the API client from configuration and environment.
+pub fn client(config: &Value) -> Result<Client, Diags> {
+    let d = validate(config);
+    if !d.is_empty() {
+        return Err(d);
+    }
+    let address = config
+        .str_attr("address")
+        .map(str::to_string)
+        .or_else(|| env("STRONGBOX_ADDR"))
+        .ok_or_else(|| {
+            vec![
+                Diag::error(
+                    "Missing address",
+                    "set address in the provider block or STRONGBOX_ADDR",
+                )
+                .at("address"),
+            ]
+        })?;
+    let token = config
+        .str_attr("token")
+        .map(str::to_string)
+        .or_else(|| env("STRONGBOX_TOKEN"))
+        .ok_or_else(|| {
+            vec![
+                Diag::error(
+                    "Missing token",
+                    "set token in the provider block or STRONGBOX_TOKEN",
+                )
+                .at("token"),
+            ]
+        })?;
+    let ca_cert_pem = match (
+        config.str_attr("ca_cert"),
+        config
+            .str_attr("ca_cert_file")
+            .map(str::to_string)
+            .or_else(|| env("STRONGBOX_CACERT")),
+    ) {
+        (Some(pem), _) => Some(pem.as_bytes().to_vec()),
+        (None, Some(path)) => Some(std::fs::read(&path).map_err(|e| {
+            vec![
+                Diag::error("Cannot read the CA certificate", format!("{path}: {e}"))
+                    .at("ca_cert_file"),
+            ]
+        })?),
+        (None, None) => None,
+    };
+    Client::new(ClientConfig {
+        address,
+        token,
+        ca_cert_pem,
+        timeout: None,
+    })
+    .map_err(|e| vec![Diag::error("Invalid provider configuration", e.to_string())])
+}

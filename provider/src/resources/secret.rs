@@ -1,0 +1,633 @@
+//! `strongbox_secret`: a secret, its current value and its metadata.
+
+use strongbox_client::{DeleteSecretOptions, ErrorCode};
+use strongbox_schemas as api;
+
+use super::{
+    changed, default_if_unset, keep_null_if_empty, keep_null_if_empty_map, string, string_map,
+    unknown_if_null,
+};
+use crate::core::{
+    Attr, ClientCaps, Ctx, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
+    null_object, opt_str,
+};
+use crate::value::{Number, Type, Value};
+
+/// The resource type.
+pub struct SecretResource;
+
+const STAGE_CURRENT: &str = "ACSCurrent";
+
+fn schema() -> TfSchema {
+    TfSchema {
+        version: 0,
+        description: "A secret in Strongbox: its value (the `ACSCurrent` version) and metadata. A value written by the secret's rotation policy is not drift.".into(),
+        attrs: vec![
+            Attr::required("name", string()).describe("Secret name (forces replacement). May contain `/`."),
+            Attr::optional("secret_data", string()).sensitive().describe("The value (base64 when `secret_data_type` is `binary`). Stored in state; use `secret_data_wo` to keep it out."),
+            Attr::optional("secret_data_wo", string()).sensitive().write_only().describe("Write-only value (Terraform ≥ 1.11): never stored in plan or state. Change `secret_data_wo_version` to write a new value."),
+            Attr::optional("secret_data_wo_version", Type::Number).describe("Bump to write `secret_data_wo` again."),
+            Attr::optional_computed("secret_data_type", string()).describe("`text` (default) or `binary` (forces replacement)."),
+            Attr::optional_computed("version_id", string()).describe("Id of the version Terraform writes; generated when unset."),
+            Attr::optional_computed("version_stages", Type::list(Type::String)).describe("Stages of that version; must include `ACSCurrent` (default `[\"ACSCurrent\"]`)."),
+            Attr::optional("description", string()),
+            Attr::optional_computed("encryption_key_id", string()).describe("CMK id or `alias/NAME` (forces replacement); kept exactly as written. The default key when unset."),
+            Attr::optional_computed("secret_type", string()).describe("`Generic` (default), `Rds`, `AccessKey` or `Ssh`."),
+            Attr::optional("extended_config", string()).describe("Type-specific settings as a JSON object string; compared by meaning."),
+            Attr::optional("rotation_policy", string()).describe("Name of the rotation policy attached to this secret."),
+            Attr::optional_computed("recovery_window_in_days", Type::Number).describe("Days the secret can be restored after `terraform destroy` (7–30, default 30)."),
+            Attr::optional_computed("force_delete_without_recovery", Type::Bool).describe("Delete at once on destroy, with no recovery window (default false)."),
+            Attr::optional("tags", string_map()),
+            Attr::computed("id", string()).describe("The secret name."),
+            Attr::computed("arn", string()),
+            Attr::computed("creation_date", string()),
+            Attr::computed("planned_delete_time", string()),
+            Attr::computed("last_rotation_date", string()),
+            Attr::computed("next_rotation_date", string()),
+        ],
+    }
+    .describe_from(&schemars::schema_for!(api::CreateSecretRequest))
+    .describe_from(&schemars::schema_for!(api::Secret))
+}
+
+fn json_equal(a: &str, b: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn ts(t: Option<api::Timestamp>) -> Value {
+    opt_str(t.map(|t| t.to_string()))
+}
+
+fn parse_extended(v: &Value) -> Result<Option<serde_json::Map<String, serde_json::Value>>, Diags> {
+    match v.str_attr("extended_config") {
+        None => Ok(None),
+        Some(s) => match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(serde_json::Value::Object(m)) => Ok(Some(m)),
+            _ => Err(vec![
+                Diag::error(
+                    "Invalid extended_config",
+                    "must be a JSON object, e.g. jsonencode({Host = \"db\"})",
+                )
+                .at("extended_config"),
+            ]),
+        },
+    }
+}
+
+fn data_type(v: &Value) -> api::SecretDataType {
+    if v.str_attr("secret_data_type") == Some("binary") {
+        api::SecretDataType::Binary
+    } else {
+        api::SecretDataType::Text
+    }
+}
+
+fn secret_type(v: &Value) -> Result<api::SecretType, Diags> {
+    match v.str_attr("secret_type").unwrap_or("Generic") {
+        "Generic" => Ok(api::SecretType::Generic),
+        "Rds" => Ok(api::SecretType::Rds),
+        "AccessKey" => Ok(api::SecretType::AccessKey),
+        "Ssh" => Ok(api::SecretType::Ssh),
+        other => Err(vec![
+            Diag::error(
+                "Invalid secret_type",
+                format!("{other}: expected Generic, Rds, AccessKey or Ssh"),
+            )
+            .at("secret_type"),
+        ]),
+    }
+}
+
+fn type_name(t: api::SecretType) -> &'static str {
+    match t {
+        api::SecretType::Generic => "Generic",
+        api::SecretType::Rds => "Rds",
+        api::SecretType::AccessKey => "AccessKey",
+        api::SecretType::Ssh => "Ssh",
+    }
+}
+
+/// The value to write: `secret_data`, or the write-only `secret_data_wo` (config only).
+fn data_to_write<'a>(config: &'a Value, planned: &'a Value) -> Option<&'a str> {
+    planned
+        .str_attr("secret_data")
+        .or_else(|| config.str_attr("secret_data_wo"))
+}
+
+fn pending_deletion_help(name: &str) -> String {
+    format!(
+        "Secret {name} is scheduled for deletion (after an earlier destroy or a delete outside Terraform), so its name cannot be used yet. \
+         Either restore it (POST /v1/secrets/{name}/restore, then `terraform import`), or purge it at once \
+         (DELETE /v1/secrets/{name}?force_delete_without_recovery=true) and apply again. \
+         To skip the recovery window on future destroys, set force_delete_without_recovery = true."
+    )
+}
+
+#[async_trait::async_trait]
+impl Resource for SecretResource {
+    fn name(&self) -> &'static str {
+        "strongbox_secret"
+    }
+
+    fn schema(&self) -> TfSchema {
+        schema()
+    }
+
+    fn validate(&self, config: &Value, caps: ClientCaps) -> Diags {
+        let mut d = Vec::new();
+        let data = config.attr("secret_data");
+        let wo = config.attr("secret_data_wo");
+        if !wo.is_null() && !caps.write_only_attributes_allowed {
+            d.push(Diag::error(
+                "Write-only attributes need Terraform 1.11 or later",
+                "This Terraform would store secret_data_wo in plan and state. Use secret_data, or upgrade Terraform.",
+            ).at("secret_data_wo"));
+        }
+        if !data.is_null() && !wo.is_null() {
+            d.push(
+                Diag::error(
+                    "Conflicting values",
+                    "set secret_data or secret_data_wo, not both",
+                )
+                .at("secret_data_wo"),
+            );
+        }
+        if data.is_null() && wo.is_null() {
+            d.push(
+                Diag::error(
+                    "Missing value",
+                    "set secret_data (or secret_data_wo on Terraform ≥ 1.11)",
+                )
+                .at("secret_data"),
+            );
+        }
+        if !wo.is_null() && config.attr("secret_data_wo_version").is_null() {
+            d.push(
+                Diag::error(
+                    "Missing secret_data_wo_version",
+                    "write-only values need a version to know when to write them",
+                )
+                .at("secret_data_wo_version"),
+            );
+        }
+        if let Some(n) = config.str_attr("name")
+            && let Err(e) = api::validate_secret_name("name", n)
+        {
+            d.push(Diag::error("Invalid name", e.to_string()).at("name"));
+        }
+        if let Some(t) = config.str_attr("secret_data_type")
+            && t != "text"
+            && t != "binary"
+        {
+            d.push(
+                Diag::error(
+                    "Invalid secret_data_type",
+                    format!("{t}: expected text or binary"),
+                )
+                .at("secret_data_type"),
+            );
+        }
+        if let Err(e) = secret_type(config) {
+            d.extend(e);
+        }
+        if let Err(e) = parse_extended(config) {
+            d.extend(e);
+        }
+        if let Some(n) = config.int_attr("recovery_window_in_days")
+            && !(7..=30).contains(&n)
+        {
+            d.push(
+                Diag::error(
+                    "Invalid recovery_window_in_days",
+                    "must be between 7 and 30",
+                )
+                .at("recovery_window_in_days"),
+            );
+        }
+        if let Value::List(stages) = config.attr("version_stages")
+            && stages.iter().all(|s| s.is_wholly_known())
+            && !stages.iter().any(|s| s.as_str() == Some(STAGE_CURRENT))
+        {
+            d.push(
+                Diag::error(
+                    "Invalid version_stages",
+                    "must include ACSCurrent: Terraform manages the current value",
+                )
+                .at("version_stages"),
+            );
+        }
+        d
+    }
+
+    async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
+        let (prior, config) = (req.prior, req.config);
+        let mut p = req.proposed.clone();
+        p.set("secret_data_wo", Value::Null);
+        default_if_unset(&mut p, config, "secret_data_type", Value::string("text"));
+        default_if_unset(&mut p, config, "secret_type", Value::string("Generic"));
+        default_if_unset(
+            &mut p,
+            config,
+            "recovery_window_in_days",
+            Value::Number(Number::from_i64(30)),
+        );
+        default_if_unset(
+            &mut p,
+            config,
+            "force_delete_without_recovery",
+            Value::Bool(false),
+        );
+        default_if_unset(
+            &mut p,
+            config,
+            "version_stages",
+            Value::List(vec![Value::string(STAGE_CURRENT)]),
+        );
+        if prior.is_null() {
+            unknown_if_null(
+                &mut p,
+                &[
+                    "id",
+                    "arn",
+                    "creation_date",
+                    "version_id",
+                    "encryption_key_id",
+                ],
+            );
+            p.set("planned_delete_time", Value::Null);
+            p.set("last_rotation_date", Value::Null);
+            p.set(
+                "next_rotation_date",
+                if config.attr("rotation_policy").is_null() {
+                    Value::Null
+                } else {
+                    Value::unknown()
+                },
+            );
+            return Ok(PlanResp {
+                planned: p,
+                requires_replace: Vec::new(),
+                diags: Vec::new(),
+            });
+        }
+        // extended_config: same meaning as before → keep the prior text (no perpetual diff).
+        if let (Some(a), Some(b)) = (
+            prior.str_attr("extended_config"),
+            config.str_attr("extended_config"),
+        ) && json_equal(a, b)
+        {
+            p.set("extended_config", prior.attr("extended_config").clone());
+        }
+        let data_changed =
+            changed(prior, &p, "secret_data") || changed(prior, &p, "secret_data_wo_version");
+        if data_changed {
+            if config.attr("version_id").is_null() {
+                p.set("version_id", Value::unknown());
+            } else if !changed(prior, config, "version_id") {
+                return Err(vec![Diag::error(
+                    "version_id must change with the value",
+                    "The value changed but version_id did not: a version's data never changes. Set a new version_id, or remove version_id to have one generated.",
+                )
+                .at("version_id")]);
+            }
+        }
+        if changed(prior, &p, "rotation_policy") {
+            p.set(
+                "next_rotation_date",
+                if p.attr("rotation_policy").is_null() {
+                    Value::Null
+                } else {
+                    Value::unknown()
+                },
+            );
+        }
+        let mut requires_replace = Vec::new();
+        for a in ["name", "secret_data_type", "encryption_key_id"] {
+            if changed(prior, &p, a) {
+                requires_replace.push(a);
+            }
+        }
+        if !requires_replace.is_empty() {
+            // The new object gets new computed values.
+            for a in [
+                "id",
+                "arn",
+                "creation_date",
+                "version_id",
+                "next_rotation_date",
+                "last_rotation_date",
+            ] {
+                if config.attr(a).is_null() {
+                    p.set(a, Value::unknown());
+                }
+            }
+        }
+        Ok(PlanResp {
+            planned: p,
+            requires_replace,
+            diags: Vec::new(),
+        })
+    }
+
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        prior: &Value,
+        planned: &Value,
+        config: &Value,
+    ) -> Result<Value, Diags> {
+        let c = ctx.client()?;
+        if planned.is_null() {
+            let name = prior.str_attr("name").unwrap_or_default();
+            let force = prior
+                .bool_attr("force_delete_without_recovery")
+                .unwrap_or(false);
+            let days = if force {
+                None
+            } else {
+                prior
+                    .int_attr("recovery_window_in_days")
+                    .and_then(|d| u32::try_from(d).ok())
+            };
+            match c
+                .delete_secret(
+                    name,
+                    DeleteSecretOptions {
+                        recovery_window_in_days: days,
+                        force_delete_without_recovery: force,
+                    },
+                )
+                .await
+            {
+                Ok(_) => return Ok(Value::Null),
+                Err(e) if e.code() == Some(ErrorCode::SecretNotFound) => return Ok(Value::Null),
+                Err(e) => return Err(vec![api_diag("Deleting the secret failed", None, &e)]),
+            }
+        }
+        let name = planned.str_attr("name").unwrap_or_default().to_string();
+        let data = data_to_write(config, planned).map(str::to_string);
+        let version_id = planned.str_attr("version_id").map(str::to_string);
+        let stages: Vec<String> = match planned.attr("version_stages") {
+            Value::List(l) => l
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => vec![STAGE_CURRENT.into()],
+        };
+        if prior.is_null() {
+            let req = api::CreateSecretRequest {
+                name: name.clone(),
+                secret_data: data.clone().unwrap_or_default(),
+                secret_data_type: data_type(planned),
+                version_id: version_id.clone(),
+                encryption_key_id: planned.str_attr("encryption_key_id").map(str::to_string),
+                description: planned.str_attr("description").map(str::to_string),
+                tags: planned.map_attr("tags"),
+                secret_type: secret_type(planned)?,
+                extended_config: parse_extended(planned)?,
+                rotation_policy: planned.str_attr("rotation_policy").map(str::to_string),
+            };
+            let created = c.create_secret(&req).await.map_err(|e| {
+                if e.code() == Some(ErrorCode::SecretPendingDeletion) {
+                    vec![
+                        Diag::error(
+                            "Secret name is pending deletion",
+                            pending_deletion_help(&name),
+                        )
+                        .at("name"),
+                    ]
+                } else {
+                    vec![api_diag("Creating the secret failed", Some("name"), &e)]
+                }
+            })?;
+            for s in stages.iter().filter(|s| *s != STAGE_CURRENT) {
+                let r = api::UpdateSecretStageRequest {
+                    version_stage: s.clone(),
+                    move_to_version: Some(created.version_id.clone()),
+                    remove_from_version: None,
+                };
+                c.update_secret_stage(&name, &r).await.map_err(|e| {
+                    vec![api_diag(
+                        "Setting version_stages failed",
+                        Some("version_stages"),
+                        &e,
+                    )]
+                })?;
+            }
+        } else {
+            let patch = api::UpdateSecretRequest {
+                description: changed(prior, planned, "description").then(|| {
+                    planned
+                        .str_attr("description")
+                        .unwrap_or_default()
+                        .to_string()
+                }),
+                tags: changed(prior, planned, "tags")
+                    .then(|| planned.map_attr("tags").unwrap_or_default()),
+                encryption_key_id: None,
+                rotation_policy: changed(prior, planned, "rotation_policy").then(|| {
+                    planned
+                        .str_attr("rotation_policy")
+                        .unwrap_or_default()
+                        .to_string()
+                }),
+                extended_config: if changed(prior, planned, "extended_config") {
+                    Some(parse_extended(planned)?.unwrap_or_default())
+                } else {
+                    None
+                },
+            };
+            if patch.description.is_some()
+                || patch.tags.is_some()
+                || patch.rotation_policy.is_some()
+                || patch.extended_config.is_some()
+            {
+                c.update_secret(&name, &patch)
+                    .await
+                    .map_err(|e| vec![api_diag("Updating the secret failed", None, &e)])?;
+            }
+            let value_changed = changed(prior, planned, "secret_data")
+                || changed(prior, planned, "secret_data_wo_version")
+                || changed(prior, planned, "version_id")
+                || changed(prior, planned, "version_stages");
+            if value_changed && let Some(data) = data {
+                let r = api::PutSecretValueRequest {
+                    secret_data: data,
+                    secret_data_type: data_type(planned),
+                    version_id: version_id.clone(),
+                    version_stages: Some(stages.clone()),
+                };
+                let put = c.put_secret_value(&name, &r).await.map_err(|e| {
+                    vec![api_diag(
+                        "Writing the value failed",
+                        Some("secret_data"),
+                        &e,
+                    )]
+                })?;
+                // A pinned version that already existed (drift back to it) gets its stages again.
+                for s in stages.iter().filter(|s| !put.version_stages.contains(s)) {
+                    let r = api::UpdateSecretStageRequest {
+                        version_stage: s.clone(),
+                        move_to_version: Some(put.version_id.clone()),
+                        remove_from_version: None,
+                    };
+                    c.update_secret_stage(&name, &r).await.map_err(|e| {
+                        vec![api_diag(
+                            "Moving the stage failed",
+                            Some("version_stages"),
+                            &e,
+                        )]
+                    })?;
+                }
+            }
+        }
+        let state = read_state(ctx, planned).await?;
+        if state.is_null() {
+            return Err(vec![Diag::error(
+                "Secret vanished",
+                format!("{name} was not found right after it was written"),
+            )]);
+        }
+        Ok(state)
+    }
+
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
+        read_state(ctx, state).await
+    }
+
+    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        let mut v = null_object(&schema());
+        v.set("name", Value::string(id));
+        v.set("id", Value::string(id));
+        v.set(
+            "recovery_window_in_days",
+            Value::Number(Number::from_i64(30)),
+        );
+        v.set("force_delete_without_recovery", Value::Bool(false));
+        Ok(v)
+    }
+}
+
+/// Reads the server into a state object, keeping what only Terraform knows from `prior`.
+async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
+    let c = ctx.client()?;
+    let name = prior
+        .str_attr("name")
+        .or_else(|| prior.str_attr("id"))
+        .unwrap_or_default()
+        .to_string();
+    let s = match c.describe_secret(&name).await {
+        Ok(s) => s,
+        Err(e) if e.code() == Some(ErrorCode::SecretNotFound) => return Ok(Value::Null),
+        Err(e) => return Err(vec![api_diag("Reading the secret failed", None, &e)]),
+    };
+    if s.planned_delete_time.is_some() {
+        // Deleted outside Terraform (or by an earlier destroy): gone as far as Terraform goes.
+        return Ok(Value::Null);
+    }
+    let mut v = null_object(&schema());
+    v.set("name", Value::string(&s.name));
+    v.set("id", Value::string(&s.name));
+    v.set("arn", Value::string(&s.arn));
+    v.set("creation_date", Value::string(s.creation_date.to_string()));
+    v.set("planned_delete_time", ts(s.planned_delete_time));
+    v.set("last_rotation_date", ts(s.last_rotation_date));
+    v.set("next_rotation_date", ts(s.next_rotation_date));
+    v.set(
+        "description",
+        keep_null_if_empty(prior, "description", &s.description),
+    );
+    v.set("tags", keep_null_if_empty_map(prior, "tags", &s.tags));
+    v.set("encryption_key_id", Value::string(&s.encryption_key_id));
+    v.set("secret_type", Value::string(type_name(s.secret_type)));
+    v.set("rotation_policy", opt_str(s.rotation_policy.clone()));
+    v.set(
+        "extended_config",
+        match (&s.extended_config, prior.str_attr("extended_config")) {
+            (None, _) => Value::Null,
+            (Some(m), Some(p))
+                if serde_json::from_str::<serde_json::Value>(p).ok()
+                    == Some(serde_json::Value::Object(m.clone())) =>
+            {
+                Value::string(p)
+            }
+            (Some(m), _) => Value::string(serde_json::Value::Object(m.clone()).to_string()),
+        },
+    );
+    for a in [
+        "recovery_window_in_days",
+        "force_delete_without_recovery",
+        "secret_data_wo_version",
+    ] {
+        v.set(a, prior.attr(a).clone());
+    }
+    if v.attr("recovery_window_in_days").is_null() {
+        v.set(
+            "recovery_window_in_days",
+            Value::Number(Number::from_i64(30)),
+        );
+    }
+    if v.attr("force_delete_without_recovery").is_null() {
+        v.set("force_delete_without_recovery", Value::Bool(false));
+    }
+    v.set("version_id", Value::string(&s.version_id));
+    let write_only =
+        prior.attr("secret_data").is_null() && !prior.attr("secret_data_wo_version").is_null();
+    if write_only {
+        // Write-only mode never fetches the value.
+        let versions = c
+            .list_secret_versions(&name)
+            .await
+            .map_err(|e| vec![api_diag("Reading versions failed", None, &e)])?;
+        if let Some(cur) = versions
+            .versions
+            .iter()
+            .find(|x| x.version_id == s.version_id)
+        {
+            v.set(
+                "version_stages",
+                Value::List(cur.version_stages.iter().map(Value::string).collect()),
+            );
+            v.set(
+                "secret_data_type",
+                Value::string(if cur.secret_data_type == api::SecretDataType::Binary {
+                    "binary"
+                } else {
+                    "text"
+                }),
+            );
+        }
+    } else {
+        let val = match c.get_secret_value(&name, None, None).await {
+            Ok(v) => v,
+            Err(e) if e.code() == Some(ErrorCode::SecretNotFound) => return Ok(Value::Null),
+            Err(e) => {
+                return Err(vec![api_diag(
+                    "Reading the value failed",
+                    Some("secret_data"),
+                    &e,
+                )]);
+            }
+        };
+        v.set("secret_data", Value::string(&val.secret_data));
+        v.set(
+            "version_stages",
+            Value::List(val.version_stages.iter().map(Value::string).collect()),
+        );
+        v.set(
+            "secret_data_type",
+            Value::string(if val.secret_data_type == api::SecretDataType::Binary {
+                "binary"
+            } else {
+                "text"
+            }),
+        );
+    }
+    Ok(v)
+}

@@ -80,6 +80,12 @@ impl GrpcController for Controller {
         _: tonic::Request<crate::plugin::Empty>,
     ) -> Result<tonic::Response<crate::plugin::Empty>, tonic::Status> {
         self.0.trigger();
+        // Terraform is done with us and force-kills after 2 s; open connections must not
+        // hold the exit back, so leave shortly after the reply is on its way.
+        tokio::spawn(async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            std::process::exit(0);
+        });
         Ok(tonic::Response::new(crate::plugin::Empty {}))
     }
 }

@@ -1,0 +1,192 @@
+//! The real binary as Terraform starts it: magic cookie, negotiation, the handshake line,
+//! AutoMTLS pinned to the announced client certificate (a P-521, CA:TRUE certificate like
+//! go-plugin's), a gRPC call over that TLS, and a prompt exit on Shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use terraform_provider_strongbox::plugin::grpc_controller_client::GrpcControllerClient;
+use terraform_provider_strongbox::tfplugin6::provider_client::ProviderClient;
+use terraform_provider_strongbox::{plugin, tfplugin6};
+
+const BIN: &str = env!("CARGO_BIN_EXE_terraform-provider-strongbox");
+
+/// A certificate shaped like go-plugin's AutoMTLS client certificate.
+fn terraform_like_cert() -> (String, Vec<u8>, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512).unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    let cert = p.self_signed(&key).unwrap();
+    (cert.pem(), cert.der().to_vec(), key.serialize_der())
+}
+
+struct Plugin {
+    child: Child,
+    addr: String,
+    server_der: Vec<u8>,
+    version: String,
+}
+
+fn launch(client_pem: &str, offered: &str) -> Plugin {
+    let mut child = Command::new(BIN)
+        .env(
+            "TF_PLUGIN_MAGIC_COOKIE",
+            "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2",
+        )
+        .env("PLUGIN_PROTOCOL_VERSIONS", offered)
+        .env("PLUGIN_CLIENT_CERT", client_pem)
+        .env_remove("STRONGBOX_PROVIDER_PROTOCOLS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let parts: Vec<&str> = line.trim_end().split('|').collect();
+    assert_eq!(parts.len(), 6, "{line}");
+    assert_eq!(
+        (parts[0], parts[2], parts[4]),
+        ("1", "tcp", "grpc"),
+        "{line}"
+    );
+    let server_der = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(parts[5])
+        .unwrap();
+    Plugin {
+        child,
+        addr: parts[3].to_string(),
+        server_der,
+        version: parts[1].to_string(),
+    }
+}
+
+fn tls_client(server_der: &[u8], client: Option<(Vec<u8>, Vec<u8>)>) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(server_der.to_vec()))
+        .unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match client {
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                vec![CertificateDer::from(cert)],
+                PrivateKeyDer::try_from(key).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+async fn channel(
+    addr: String,
+    connector: tokio_rustls::TlsConnector,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let (addr, connector) = (addr.clone(), connector.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let tls = connector
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+}
+
+#[tokio::test]
+async fn pinned_client_certificate_is_required_and_shutdown_is_prompt() {
+    let (pem, der, key) = terraform_like_cert();
+    let mut p = launch(&pem, "5,6");
+    assert_eq!(p.version, "6", "highest common version");
+
+    // Terraform's certificate: a real gRPC call works.
+    let ch = channel(
+        p.addr.clone(),
+        tls_client(&p.server_der, Some((der.clone(), key.clone()))),
+    )
+    .await
+    .unwrap();
+    let schema = ProviderClient::new(ch.clone())
+        .get_provider_schema(tfplugin6::get_provider_schema::Request {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(schema.resource_schemas.contains_key("strongbox_secret"));
+    assert!(schema.server_capabilities.unwrap().plan_destroy);
+
+    // A foreign certificate and no certificate are refused.
+    let (_, other_der, other_key) = terraform_like_cert();
+    for client in [Some((other_der, other_key)), None] {
+        let refused = async {
+            let ch = channel(p.addr.clone(), tls_client(&p.server_der, client)).await?;
+            ProviderClient::new(ch)
+                .get_provider_schema(tfplugin6::get_provider_schema::Request {})
+                .await
+                .map_err(|s| std::io::Error::other(s.to_string()))?;
+            Ok::<_, Box<dyn std::error::Error>>(())
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), refused)
+                .await
+                .unwrap()
+                .is_err()
+        );
+    }
+
+    // Shutdown: the process exits well inside Terraform's 2-second grace.
+    let started = Instant::now();
+    GrpcControllerClient::new(ch)
+        .shutdown(plugin::Empty {})
+        .await
+        .unwrap();
+    loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still running after Shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn protocol_five_only_terraform_gets_five() {
+    let (pem, _, _) = terraform_like_cert();
+    let mut p = launch(&pem, "5");
+    assert_eq!(p.version, "5");
+    p.child.kill().unwrap();
+}
+
+#[test]
+fn started_by_hand_it_explains_and_exits_1() {
+    let out = Command::new(BIN)
+        .env_remove("TF_PLUGIN_MAGIC_COOKIE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("This binary is a plugin"));
+}

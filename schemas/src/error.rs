@@ -22,6 +22,12 @@ pub enum ErrorCode {
     AliasNotFound,
     /// No such rotation policy (404).
     RotationPolicyNotFound,
+    /// No such principal (404).
+    PrincipalNotFound,
+    /// No such access policy (404).
+    PolicyNotFound,
+    /// No such token (404).
+    TokenNotFound,
     /// The method is not served on this path (405).
     MethodNotAllowed,
     /// A resource with this name already exists (409).
@@ -38,6 +44,8 @@ pub enum ErrorCode {
     KeyDeleted,
     /// The rotation policy is still attached to secrets (409).
     RotationPolicyInUse,
+    /// The access policy is still attached to principals (409).
+    PolicyInUse,
     /// A rotation of this secret is already running (409).
     RotationInProgress,
     /// The request conflicts with the resource's state (409).
@@ -65,7 +73,10 @@ impl ErrorCode {
             | VersionNotFound
             | KeyNotFound
             | AliasNotFound
-            | RotationPolicyNotFound => 404,
+            | RotationPolicyNotFound
+            | PrincipalNotFound
+            | PolicyNotFound
+            | TokenNotFound => 404,
             MethodNotAllowed => 405,
             AlreadyExists
             | VersionConflict
@@ -74,6 +85,7 @@ impl ErrorCode {
             | KeyPendingDeletion
             | KeyDeleted
             | RotationPolicyInUse
+            | PolicyInUse
             | RotationInProgress
             | InvalidState => 409,
             PayloadTooLarge => 413,
@@ -96,6 +108,9 @@ impl ErrorCode {
             KeyNotFound => "KeyNotFound",
             AliasNotFound => "AliasNotFound",
             RotationPolicyNotFound => "RotationPolicyNotFound",
+            PrincipalNotFound => "PrincipalNotFound",
+            PolicyNotFound => "PolicyNotFound",
+            TokenNotFound => "TokenNotFound",
             MethodNotAllowed => "MethodNotAllowed",
             AlreadyExists => "AlreadyExists",
             VersionConflict => "VersionConflict",
@@ -104,6 +119,7 @@ impl ErrorCode {
             KeyPendingDeletion => "KeyPendingDeletion",
             KeyDeleted => "KeyDeleted",
             RotationPolicyInUse => "RotationPolicyInUse",
+            PolicyInUse => "PolicyInUse",
             RotationInProgress => "RotationInProgress",
             InvalidState => "InvalidState",
             PayloadTooLarge => "PayloadTooLarge",

@@ -4,21 +4,36 @@
 //! This crate does no I/O. Every type that crosses the HTTP API is here, with its
 //! JSON field names (the contract) and its JSON Schema (via `schemars`).
 
+mod access;
+mod audit;
 mod duration;
 mod error;
 mod key;
 mod names;
+mod policy_document;
 mod rotation;
 mod secret;
 mod time_fmt;
 
+pub use access::{
+    ADMINISTRATOR_ACCESS, CreatePolicyRequest, CreatePrincipalRequest, CreateTokenRequest,
+    CreatedToken, ListPoliciesResponse, ListPrincipalsResponse, ListTokensResponse, Policy,
+    Principal, ROOT_PRINCIPAL, TokenInfo, UpdatePolicyRequest, UpdatePrincipalRequest,
+};
+pub use audit::{AuditOutcome, AuditRecord, AuditVerifyReport, ListAuditResponse};
 pub use duration::{Interval, IntervalError};
 pub use error::{ErrorBody, ErrorCode};
 pub use key::{
     Alias, CreateKeyRequest, Key, KeySpec, KeyState, ListAliasesResponse, ListKeysResponse,
     PutAliasRequest, ScheduleKeyDeletionRequest, UpdateKeyRequest,
 };
-pub use names::{FieldError, validate_alias_name, validate_secret_name, validate_version_id};
+pub use names::{
+    FieldError, validate_alias_name, validate_policy_name, validate_principal_name,
+    validate_secret_name, validate_version_id,
+};
+pub use policy_document::{
+    Decision, Effect, MAX_STATEMENTS, Pattern, PolicyDocument, RESOURCE_TYPES, Statement, evaluate,
+};
 pub use rotation::{
     CreateRotationPolicyRequest, ListRotationPoliciesResponse, RotationPolicy, RotationStrategy,
     UpdateRotationPolicyRequest,
@@ -60,5 +75,14 @@ pub fn resource_schemas() -> Vec<(&'static str, schemars::Schema)> {
             schema_for!(CreateRotationPolicyRequest),
         ),
         ("error", schema_for!(ErrorBody)),
+        ("principal", schema_for!(Principal)),
+        (
+            "create_principal_request",
+            schema_for!(CreatePrincipalRequest),
+        ),
+        ("token", schema_for!(TokenInfo)),
+        ("policy", schema_for!(Policy)),
+        ("create_policy_request", schema_for!(CreatePolicyRequest)),
+        ("audit_record", schema_for!(AuditRecord)),
     ]
 }

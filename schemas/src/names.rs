@@ -65,6 +65,38 @@ pub fn validate_alias_name(field: &str, alias: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Principal names: 1–64 characters of `A-Za-z0-9_.@+=-`.
+pub fn validate_principal_name(field: &str, name: &str) -> Result<(), FieldError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.@+=-".contains(&b));
+    if !ok {
+        return Err(FieldError::new(
+            field,
+            "must be 1 to 64 characters of A-Z a-z 0-9 _ . @ + = -",
+        ));
+    }
+    Ok(())
+}
+
+/// Access policy names: 1–128 characters of `A-Za-z0-9_.-`.
+pub fn validate_policy_name(field: &str, name: &str) -> Result<(), FieldError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !ok {
+        return Err(FieldError::new(
+            field,
+            "must be 1 to 128 characters of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

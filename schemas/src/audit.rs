@@ -1,0 +1,72 @@
+//! The audit trail as the API shows it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, Timestamp};
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum AuditOutcome {
+    /// Authorized and done.
+    Succeeded,
+    /// Refused before anything was looked at: no or bad token (401) or not allowed (403).
+    Denied,
+    /// Authorized (or not routable) but it failed; see `error_code`.
+    Failed,
+}
+
+/// One request, as recorded. Never holds a secret value, a token or a request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AuditRecord {
+    /// Position in the trail, from 1, without gaps.
+    pub seq: u64,
+    /// When the request arrived.
+    pub time: Timestamp,
+    /// The request id (also in the `x-request-id` header and error bodies).
+    pub request_id: String,
+    /// Who called; `anonymous` when no valid token was presented.
+    pub principal: String,
+    /// The action of the route, such as `kms:GetSecretValue` (empty when no route matched).
+    pub action: String,
+    /// The resource it was authorized against, such as `secret/app/db`.
+    pub resource: String,
+    /// Succeeded, denied or failed.
+    pub outcome: AuditOutcome,
+    /// The error code when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<ErrorCode>,
+    /// Client address (`ip:port`), when known.
+    pub source: String,
+    /// `User-Agent` header, cut to 256 characters.
+    pub user_agent: String,
+}
+
+/// `GET /v1/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ListAuditResponse {
+    /// Matching records, oldest first.
+    pub records: Vec<AuditRecord>,
+    /// Pass as `page_token` to continue (absent at the end of the trail). A page may hold
+    /// fewer than `limit` records when filters skip many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    /// Records in the whole trail when this page was read.
+    pub count: u64,
+}
+
+/// `GET /v1/audit/verify`: the result of checking the whole chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AuditVerifyReport {
+    /// Every record and the head check out.
+    pub intact: bool,
+    /// Records the persisted head says the trail holds.
+    pub count: u64,
+    /// Records checked and found good before the first problem (all of them when intact).
+    pub verified: u64,
+    /// Sequence number of the first bad or missing record, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_bad_seq: Option<u64>,
+    /// What is wrong, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}

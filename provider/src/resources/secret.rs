@@ -17,6 +17,8 @@ use crate::value::{Number, Type, Value};
 pub struct SecretResource;
 
 const STAGE_CURRENT: &str = "ACSCurrent";
+/// `created_by` of versions made by the rotation engine.
+const ROTATION_PRINCIPAL: &str = "rotation";
 
 fn schema() -> TfSchema {
     TfSchema {
@@ -577,19 +579,36 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         v.set("force_delete_without_recovery", Value::Bool(false));
     }
     v.set("version_id", Value::string(&s.version_id));
+    let versions = c
+        .list_secret_versions(&name)
+        .await
+        .map_err(|e| vec![api_diag("Reading versions failed", None, &e)])?;
+    let current = versions
+        .versions
+        .iter()
+        .find(|x| x.version_id == s.version_id);
+    // Rotation is not drift: when the current version was made by the rotation engine,
+    // the state keeps the version Terraform wrote (changing the configuration still
+    // writes a new version; a change by anyone else still shows).
+    let rotated = current.is_some_and(|cur| cur.created_by == ROTATION_PRINCIPAL)
+        && prior.str_attr("version_id").is_some()
+        && !prior.attr("version_stages").is_null();
+    if rotated {
+        for a in [
+            "version_id",
+            "version_stages",
+            "secret_data",
+            "secret_data_type",
+        ] {
+            v.set(a, prior.attr(a).clone());
+        }
+        return Ok(v);
+    }
     let write_only =
         prior.attr("secret_data").is_null() && !prior.attr("secret_data_wo_version").is_null();
     if write_only {
         // Write-only mode never fetches the value.
-        let versions = c
-            .list_secret_versions(&name)
-            .await
-            .map_err(|e| vec![api_diag("Reading versions failed", None, &e)])?;
-        if let Some(cur) = versions
-            .versions
-            .iter()
-            .find(|x| x.version_id == s.version_id)
-        {
+        if let Some(cur) = current {
             v.set(
                 "version_stages",
                 Value::List(cur.version_stages.iter().map(Value::string).collect()),

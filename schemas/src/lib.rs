@@ -32,7 +32,8 @@ pub use names::{
     validate_secret_name, validate_version_id,
 };
 pub use policy_document::{
-    Decision, Effect, MAX_STATEMENTS, Pattern, PolicyDocument, RESOURCE_TYPES, Statement, evaluate,
+    Decision, Effect, MAX_PATTERN_LEN, MAX_PATTERNS_PER_STATEMENT, MAX_STATEMENTS, POLICY_VERSION,
+    Pattern, PolicyDocument, RESOURCE_TYPES, Statement, evaluate,
 };
 pub use rotation::{
     CreateRotationPolicyRequest, ListRotationPoliciesResponse, RotationPolicy, RotationStrategy,

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::api::{AppState, app};
 use crate::barrier::{self, Barrier, RootKey};
 use crate::clock::{Clock, SystemClock};
+use crate::service::root_mutations;
 use crate::service::{Service, ServiceConfig};
-use crate::storage::{Backend, Reader, RedbBackend, Store, Table};
+use crate::storage::{Backend, Mutation, Reader, RedbBackend, Store, Table};
 use crate::tls;
+use strongbox_schemas::ROOT_PRINCIPAL;
 
 const DB_FILE: &str = "strongbox.redb";
 const META_KEYCHECK: &[u8] = b"keycheck";
@@ -26,12 +27,9 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
 }
 
-/// A fresh root token: `sbx_` and 256 random bits, base64url.
+/// A fresh bearer token: `sbx_` and 256 random bits, base64url.
 pub fn new_token() -> Zeroizing<String> {
-    Zeroizing::new(format!(
-        "sbx_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(barrier::random_bytes32())
-    ))
+    crate::service::new_token()
 }
 
 fn is_inside(child: &Path, parent: &Path) -> bool {
@@ -94,27 +92,48 @@ pub fn init(
 }
 
 /// Writes the records that make an empty store a Strongbox database: format version,
-/// the root-key check and the root token's hash. Returns the root token.
+/// the root-key check, and the `root` principal (with `AdministratorAccess`) holding the
+/// root token, stored as its SHA-256. Returns the root token.
 pub fn initialize(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Zeroizing<String>> {
     if backend.get(Table::Meta, META_KEYCHECK)?.is_some() {
         bail!("this store is already initialised");
     }
     let barrier = Barrier::new(root_key);
     let token = new_token();
-    backend.commit(&[
-        crate::storage::Mutation::Put(Table::Meta, META_FORMAT.to_vec(), b"1".to_vec()),
-        crate::storage::Mutation::Put(
+    let mut m = vec![
+        Mutation::Put(Table::Meta, META_FORMAT.to_vec(), b"1".to_vec()),
+        Mutation::Put(
             Table::Meta,
             META_KEYCHECK.to_vec(),
             barrier.keycheck_record(),
         ),
-        crate::storage::Mutation::Put(
-            Table::Meta,
-            META_ROOT_TOKEN.to_vec(),
-            barrier::sha256(token.as_bytes()).to_vec(),
-        ),
-    ])?;
+    ];
+    m.extend(root_mutations(
+        barrier::sha256(token.as_bytes()),
+        SystemClock.now(),
+    ));
+    backend.commit(&m)?;
     Ok(token)
+}
+
+/// Databases written before principals existed kept the root token's hash in `meta`;
+/// it becomes the token of the `root` principal.
+fn upgrade_root_token(backend: &dyn Backend, now: i64) -> anyhow::Result<()> {
+    if backend
+        .get(Table::Principals, ROOT_PRINCIPAL.as_bytes())?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let hash: [u8; 32] = backend
+        .get(Table::Meta, META_ROOT_TOKEN)?
+        .and_then(|v| v.try_into().ok())
+        .context("neither a root principal nor a root token record: the database is damaged")?;
+    let mut m = root_mutations(hash, now);
+    m.push(Mutation::Delete(Table::Meta, META_ROOT_TOKEN.to_vec()));
+    backend.commit(&m)?;
+    tracing::info!("upgraded the root token to the root principal");
+    Ok(())
 }
 
 /// Reads the root key from a file or the `STRONGBOX_ROOT_KEY` text.
@@ -132,12 +151,10 @@ pub fn load_root_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<R
     }
 }
 
-/// An unsealed server: services plus what the edge needs.
+/// An unsealed server: the services over its store.
 pub struct Unsealed {
     /// The services.
     pub service: Service,
-    /// Hash of the root token.
-    pub root_token_sha256: [u8; 32],
 }
 
 /// Unseals a backend with the root key. A wrong key is refused before anything is written.
@@ -154,15 +171,15 @@ pub fn unseal(
     barrier
         .verify_keycheck(&keycheck)
         .context("refusing to unseal")?;
-    let root_hash: [u8; 32] = backend
-        .get(Table::Meta, META_ROOT_TOKEN)?
-        .and_then(|v| v.try_into().ok())
-        .context("root token record missing")?;
+    upgrade_root_token(backend.as_ref(), clock.now())?;
     let store = Store::new(backend);
-    Ok(Unsealed {
-        service: Service::new(store, barrier, clock, config),
-        root_token_sha256: root_hash,
-    })
+    let service = Service::new(store, barrier, clock, config);
+    if let Err(problem) = service.check_audit_head() {
+        bail!(
+            "refusing to unseal: {problem}. The audit trail was altered while the server was down; keep this data dir as evidence and restore from a backup"
+        );
+    }
+    Ok(Unsealed { service })
 }
 
 /// Opens the database in `data_dir` and unseals it.
@@ -184,17 +201,7 @@ pub fn open(
 
 /// Replaces the root token (used by the dev server, which prints a fresh one each start).
 pub async fn reset_root_token(u: &mut Unsealed) -> anyhow::Result<Zeroizing<String>> {
-    let token = new_token();
-    let hash = barrier::sha256(token.as_bytes());
-    u.service
-        .store()
-        .write(move |t| {
-            t.put(Table::Meta, META_ROOT_TOKEN, hash.to_vec());
-            Ok::<_, crate::Error>(())
-        })
-        .await?;
-    u.root_token_sha256 = hash;
-    Ok(token)
+    Ok(u.service.reset_root_token().await?)
 }
 
 /// How to serve.
@@ -223,7 +230,7 @@ pub async fn start(u: Unsealed, opts: ServeOptions) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(u.service.clone(), u.root_token_sha256);
+    let state = AppState::new(u.service.clone());
     let service = u.service.clone();
     let ticker = tokio::spawn(async move {
         let mut every = tokio::time::interval(opts.tick_interval);

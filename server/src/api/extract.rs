@@ -51,9 +51,9 @@ where
     }
 }
 
-/// The principal calling, set by the authentication middleware.
+/// The authenticated and authorized caller, set by the guard before the handler runs.
 #[derive(Debug, Clone)]
-pub(crate) struct Caller(pub crate::service::Principal);
+pub(crate) struct Caller(pub std::sync::Arc<crate::service::Identity>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;

@@ -1,8 +1,10 @@
-//! The HTTP edge: one route table builds the router, the authentication check and the
-//! OpenAPI document, so no route can exist without an action to authorize.
+//! The HTTP edge: one route table builds the router, the authorization of every route
+//! (action and resource), the audit record of every request and the OpenAPI document,
+//! so no route can exist without a policy check.
 
 mod error;
 mod extract;
+mod guard;
 mod handlers;
 mod metrics;
 mod openapi;
@@ -15,18 +17,57 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use strongbox_schemas::ErrorCode;
 
 pub use error::ApiError;
+pub use handlers::{known_actions, route_table};
 pub use metrics::Metrics;
 pub use openapi::openapi_document;
 
-use crate::barrier;
-use crate::service::{Principal, Service};
+use crate::service::Service;
 
 /// Largest request body accepted (a 30 KiB value base64-encoded fits with room).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How a route's resource is formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceRule {
+    /// A template over the path parameters, such as `secret/{name}`; one without
+    /// placeholders (`*`, `key/*`) is the same for every request (lists, creates whose id
+    /// the server picks, server-wide routes).
+    Path(&'static str),
+    /// A create: the template is filled from the top-level string fields of the JSON
+    /// body of the same name, so `secret/{name}` authorizes against the secret it would
+    /// create.
+    Body(&'static str),
+}
+
+impl ResourceRule {
+    /// The template.
+    pub fn template(&self) -> &'static str {
+        match self {
+            ResourceRule::Path(t) | ResourceRule::Body(t) => t,
+        }
+    }
+
+    /// The resource of a request with these path parameters and (for a create) body.
+    pub fn resource(
+        &self,
+        path_params: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Option<String> {
+        match self {
+            ResourceRule::Path(t) => guard::fill(t, |k| {
+                path_params
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }),
+            ResourceRule::Body(t) => guard::fill(t, |k| body?.get(k)?.as_str().map(str::to_string)),
+        }
+    }
+}
 
 /// One row of the route table.
 #[derive(Clone)]
@@ -35,8 +76,10 @@ pub struct RouteSpec {
     pub method: &'static str,
     /// Path with `{param}` placeholders.
     pub path: &'static str,
-    /// The action a caller must be allowed (empty: public).
+    /// The action a caller must be allowed (empty: public, not audited).
     pub action: &'static str,
+    /// The resource the action is authorized against.
+    pub resource: ResourceRule,
     /// One line for the OpenAPI document.
     pub summary: &'static str,
     /// Success status.
@@ -54,33 +97,34 @@ pub struct RouteSpec {
 pub struct AppState {
     /// Domain services.
     pub service: Service,
-    /// SHA-256 of the root token.
-    pub root_token_sha256: [u8; 32],
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     routes: Arc<HashMap<(String, String), RouteSpec>>,
 }
 
 impl AppState {
-    /// State over services, authenticating the root token by its hash.
-    pub fn new(service: Service, root_token_sha256: [u8; 32]) -> Self {
+    /// State over services.
+    pub fn new(service: Service) -> Self {
         let routes = handlers::route_table()
             .into_iter()
             .map(|r| ((r.method.to_string(), r.path.to_string()), r))
             .collect();
         Self {
             service,
-            root_token_sha256,
             metrics: Arc::default(),
             routes: Arc::new(routes),
         }
     }
 }
 
-/// The application: routes, authentication, metrics, request ids, error format.
+/// The application: routes, authentication and authorization, audit, metrics, request
+/// ids, error format.
 pub fn app(state: AppState) -> Router {
     handlers::router()
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::authorize,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -88,6 +132,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::audit))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -131,45 +176,4 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         start.elapsed().as_secs_f64(),
     );
     resp
-}
-
-fn bearer(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
-async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
-    let key = (req.method().as_str().to_string(), route.unwrap_or_default());
-    let Some(spec) = state.routes.get(&key) else {
-        // A route outside the table cannot be authorized, so it is refused.
-        return ApiError::new(ErrorCode::Forbidden, "route has no authorization rule")
-            .into_response();
-    };
-    if spec.action.is_empty() {
-        return next.run(req).await;
-    }
-    let authenticated = bearer(&req)
-        .map(|t| barrier::sha256(t.as_bytes()))
-        .is_some_and(|h| barrier::digest_eq(&h, &state.root_token_sha256));
-    if !authenticated {
-        let mut resp = ApiError::new(
-            ErrorCode::Unauthenticated,
-            "a valid token is required: Authorization: Bearer TOKEN",
-        )
-        .into_response();
-        resp.headers_mut()
-            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-        return resp;
-    }
-    req.extensions_mut()
-        .insert(extract::Caller(Principal::Named("root".into())));
-    next.run(req).await
 }

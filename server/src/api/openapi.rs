@@ -4,7 +4,7 @@
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
-use super::handlers::route_table;
+use super::route_table;
 
 fn path_params(path: &str) -> Vec<Value> {
     path.split('/')
@@ -34,6 +34,7 @@ pub fn openapi_document() -> Value {
         );
         if !r.action.is_empty() {
             op.insert("x-strongbox-action".into(), json!(r.action));
+            op.insert("x-strongbox-resource".into(), json!(r.resource.template()));
             op.insert("security".into(), json!([{"bearer": []}]));
         } else {
             op.insert("security".into(), json!([]));

@@ -4,7 +4,8 @@
 //! root key (256 bit, never stored in the database)
 //!   ├─ HKDF-SHA256 info `strongbox/v1/keycheck`  → proves an unseal used the right root key
 //!   ├─ HKDF-SHA256 info `strongbox/v1/cmk-wrap`  → wraps each CMK version's material
-//!   └─ HKDF-SHA256 info `strongbox/v1/value-mac` → HMAC of values for idempotency checks
+//!   ├─ HKDF-SHA256 info `strongbox/v1/value-mac` → HMAC of values for idempotency checks
+//!   └─ HKDF-SHA256 info `strongbox/v1/audit-hmac` → HMAC chain over the audit trail
 //! CMK version material (256 bit, random, stored wrapped)
 //!   └─ HKDF-SHA256 salt = 32 random bytes per secret version, info `strongbox/v1/secret-data-key`
 //!      → a fresh data key per secret version, sealing the value with AES-256-GCM.
@@ -24,6 +25,9 @@ pub const FORMAT_V1: u8 = 0x01;
 const INFO_KEYCHECK: &[u8] = b"strongbox/v1/keycheck";
 const INFO_CMK_WRAP: &[u8] = b"strongbox/v1/cmk-wrap";
 const INFO_VALUE_MAC: &[u8] = b"strongbox/v1/value-mac";
+const INFO_AUDIT_HMAC: &[u8] = b"strongbox/v1/audit-hmac";
+const TAG_AUDIT_RECORD: &[u8] = b"strongbox/v1/audit-record";
+const TAG_AUDIT_HEAD: &[u8] = b"strongbox/v1/audit-head";
 const INFO_SECRET_DATA_KEY: &[u8] = b"strongbox/v1/secret-data-key";
 const AAD_CMK: &[u8] = b"strongbox/v1/cmk";
 const AAD_SECRET: &[u8] = b"strongbox/v1/secret";
@@ -165,6 +169,19 @@ pub struct Barrier {
     keycheck: Secret32,
     cmk_wrap: Secret32,
     value_mac: Secret32,
+    audit_hmac: Secret32,
+}
+
+fn hmac_sha256(key: &Secret32, parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key.bytes()) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes any key length"),
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 impl Barrier {
@@ -174,6 +191,7 @@ impl Barrier {
             keycheck: derive(root.bytes(), None, INFO_KEYCHECK),
             cmk_wrap: derive(root.bytes(), None, INFO_CMK_WRAP),
             value_mac: derive(root.bytes(), None, INFO_VALUE_MAC),
+            audit_hmac: derive(root.bytes(), None, INFO_AUDIT_HMAC),
         }
     }
 
@@ -252,17 +270,35 @@ impl Barrier {
     /// HMAC-SHA256 of a value bound to its secret and version: lets a retried write be
     /// recognised as the same without decrypting, and without storing the value.
     pub fn value_mac(&self, binding: SecretBinding<'_>, data: &[u8]) -> [u8; 32] {
-        // HMAC accepts keys of any length.
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.value_mac.bytes()) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC takes any key length"),
-        };
-        mac.update(&(binding.name.len() as u16).to_be_bytes());
-        mac.update(binding.name.as_bytes());
-        mac.update(&(binding.version_id.len() as u16).to_be_bytes());
-        mac.update(binding.version_id.as_bytes());
-        mac.update(data);
-        mac.finalize().into_bytes().into()
+        hmac_sha256(
+            &self.value_mac,
+            &[
+                &(binding.name.len() as u16).to_be_bytes(),
+                binding.name.as_bytes(),
+                &(binding.version_id.len() as u16).to_be_bytes(),
+                binding.version_id.as_bytes(),
+                data,
+            ],
+        )
+    }
+
+    /// The MAC of audit record `seq`: covers its stored body and the previous record's
+    /// MAC (zeros for the first), so an edit anywhere breaks every later link, and
+    /// nobody without the root key can compute a new chain.
+    pub fn audit_record_mac(&self, seq: u64, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+        hmac_sha256(
+            &self.audit_hmac,
+            &[TAG_AUDIT_RECORD, &seq.to_be_bytes(), prev, body],
+        )
+    }
+
+    /// The MAC of the audit head (record count and last record's MAC), so that cutting
+    /// records off the end of the trail cannot be hidden by rewriting the head.
+    pub fn audit_head_mac(&self, count: u64, last: &[u8; 32]) -> [u8; 32] {
+        hmac_sha256(
+            &self.audit_hmac,
+            &[TAG_AUDIT_HEAD, &count.to_be_bytes(), last],
+        )
     }
 }
 

@@ -108,12 +108,11 @@ impl Service {
         let mut rec = self.new_key_record(self.now(), description, tags);
         rec.automatic_rotation = req.automatic_rotation;
         rec.rotation_interval = req.rotation_interval;
-        self.store()
-            .write(move |t| {
-                t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
-                Ok(rec.to_api())
-            })
-            .await
+        self.write(move |t| {
+            t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
+            Ok(rec.to_api())
+        })
+        .await
     }
 
     /// The key a reference names.
@@ -121,11 +120,12 @@ impl Service {
         Ok(resolve_key(self.store(), key_ref)?.to_api())
     }
 
-    /// Keys in id order, a page at a time.
+    /// Keys in id order whose ids pass `visible`, a page at a time.
     pub fn list_keys(
         &self,
         limit: usize,
         page_token: Option<&str>,
+        visible: &dyn Fn(&str) -> bool,
     ) -> Result<api::ListKeysResponse> {
         let mut after = decode_page_token(page_token)?;
         let mut keys = Vec::new();
@@ -137,7 +137,7 @@ impl Service {
             for (k, v) in batch {
                 after = Some(String::from_utf8_lossy(&k).into_owned());
                 let rec: KeyRecord = decode(&v)?;
-                if rec.state != KeyStateRec::Destroyed {
+                if rec.state != KeyStateRec::Destroyed && visible(&rec.key_id) {
                     keys.push(rec.to_api());
                 }
                 if keys.len() == limit {
@@ -164,14 +164,13 @@ impl Service {
     {
         let key_ref = key_ref.to_string();
         let now = self.now();
-        self.store()
-            .write(move |t| {
-                let mut rec = resolve_key(t, &key_ref)?;
-                f(&mut rec, now, t)?;
-                t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
-                Ok(rec.to_api())
-            })
-            .await
+        self.write(move |t| {
+            let mut rec = resolve_key(t, &key_ref)?;
+            f(&mut rec, now, t)?;
+            t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
+            Ok(rec.to_api())
+        })
+        .await
     }
 
     /// Changes description, tags or automatic rotation.
@@ -375,28 +374,27 @@ impl Service {
         let n = due.len();
         for key_id in due {
             let id = key_id.clone();
-            self.store()
-                .write(move |t| {
-                    let Some(mut k) = load::<KeyRecord>(t, Table::Keys, id.as_bytes())? else {
-                        return Ok(());
-                    };
-                    if k.state != KeyStateRec::PendingDeletion {
-                        return Ok(());
+            self.write(move |t| {
+                let Some(mut k) = load::<KeyRecord>(t, Table::Keys, id.as_bytes())? else {
+                    return Ok(());
+                };
+                if k.state != KeyStateRec::PendingDeletion {
+                    return Ok(());
+                }
+                // Crypto-shredding: without the wrapped material nothing under this key opens.
+                for v in &mut k.versions {
+                    v.wrapped = None;
+                }
+                k.state = KeyStateRec::Destroyed;
+                t.put(Table::Keys, id.as_bytes(), encode(&k));
+                for (alias, target) in t.scan(Table::Aliases, b"", None, usize::MAX)? {
+                    if target == id.as_bytes() {
+                        t.delete(Table::Aliases, &alias);
                     }
-                    // Crypto-shredding: without the wrapped material nothing under this key opens.
-                    for v in &mut k.versions {
-                        v.wrapped = None;
-                    }
-                    k.state = KeyStateRec::Destroyed;
-                    t.put(Table::Keys, id.as_bytes(), encode(&k));
-                    for (alias, target) in t.scan(Table::Aliases, b"", None, usize::MAX)? {
-                        if target == id.as_bytes() {
-                            t.delete(Table::Aliases, &alias);
-                        }
-                    }
-                    Ok::<_, Error>(())
-                })
-                .await?;
+                }
+                Ok::<_, Error>(())
+            })
+            .await?;
             if let Ok(mut c) = self.inner.materials.write() {
                 c.retain(|(kid, _), _| kid != &key_id);
             }
@@ -447,21 +445,20 @@ impl Service {
             return Err(Error::invalid("key_id", "must be a key id, not an alias"));
         }
         let (alias, key_id) = (alias.to_string(), key_id.to_string());
-        self.store()
-            .write(move |t| {
-                let k = resolve_key(t, &key_id)?;
-                t.put(
-                    Table::Aliases,
-                    alias.as_bytes(),
-                    k.key_id.as_bytes().to_vec(),
-                );
-                Ok(api::Alias {
-                    arn: alias_arn(&alias),
-                    alias_name: alias,
-                    key_id: k.key_id,
-                })
+        self.write(move |t| {
+            let k = resolve_key(t, &key_id)?;
+            t.put(
+                Table::Aliases,
+                alias.as_bytes(),
+                k.key_id.as_bytes().to_vec(),
+            );
+            Ok(api::Alias {
+                arn: alias_arn(&alias),
+                alias_name: alias,
+                key_id: k.key_id,
             })
-            .await
+        })
+        .await
     }
 
     /// One alias.
@@ -506,17 +503,16 @@ impl Service {
             ));
         }
         let alias = alias.to_string();
-        self.store()
-            .write(move |t| {
-                if t.get(Table::Aliases, alias.as_bytes())?.is_none() {
-                    return Err(Error::new(
-                        ErrorCode::AliasNotFound,
-                        format!("{alias} not found"),
-                    ));
-                }
-                t.delete(Table::Aliases, alias.as_bytes());
-                Ok(())
-            })
-            .await
+        self.write(move |t| {
+            if t.get(Table::Aliases, alias.as_bytes())?.is_none() {
+                return Err(Error::new(
+                    ErrorCode::AliasNotFound,
+                    format!("{alias} not found"),
+                ));
+            }
+            t.delete(Table::Aliases, alias.as_bytes());
+            Ok(())
+        })
+        .await
     }
 }

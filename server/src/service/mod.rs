@@ -1,8 +1,13 @@
-//! Domain services: keys, secrets and rotation policies. They speak in domain types and
+//! Domain services: keys, secrets, rotation policies, principals, tokens, access
+//! policies and the audit trail. They speak in domain types and
 //! [`Error`](crate::Error) codes; only the HTTP edge knows about status codes.
 
+mod access_policies;
+mod audit;
+mod identity;
 mod keys;
 mod policies;
+mod principals;
 mod records;
 mod secrets;
 
@@ -13,6 +18,9 @@ use crate::barrier::{Barrier, CmkMaterial};
 use crate::clock::Clock;
 use crate::storage::Store;
 
+pub use audit::{AuditEntry, AuditQuery, AuditSlot};
+pub use identity::{Identity, new_token};
+pub(crate) use principals::root_mutations;
 pub use records::Principal;
 pub use secrets::ListSecretsQuery;
 
@@ -47,6 +55,10 @@ struct Inner {
     config: ServiceConfig,
     /// Unwrapped CMK material by (key id, version); wiped when dropped.
     materials: RwLock<HashMap<(String, u32), CmkMaterial>>,
+    /// Authenticated identities by token hash.
+    identities: identity::IdentityCache,
+    /// Audit trail state.
+    audit: audit::AuditState,
 }
 
 impl Service {
@@ -64,6 +76,8 @@ impl Service {
                 clock,
                 config,
                 materials: RwLock::default(),
+                identities: Default::default(),
+                audit: Default::default(),
             }),
         }
     }

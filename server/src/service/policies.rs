@@ -123,20 +123,19 @@ impl Service {
             creation_date: now,
             update_date: now,
         };
-        self.store()
-            .write(move |t| {
-                if t.get(Table::RotationPolicies, rec.name.as_bytes())?
-                    .is_some()
-                {
-                    return Err(Error::new(
-                        ErrorCode::AlreadyExists,
-                        format!("rotation policy {} already exists", rec.name),
-                    ));
-                }
-                t.put(Table::RotationPolicies, rec.name.as_bytes(), encode(&rec));
-                Ok(rec.to_api())
-            })
-            .await
+        self.write(move |t| {
+            if t.get(Table::RotationPolicies, rec.name.as_bytes())?
+                .is_some()
+            {
+                return Err(Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!("rotation policy {} already exists", rec.name),
+                ));
+            }
+            t.put(Table::RotationPolicies, rec.name.as_bytes(), encode(&rec));
+            Ok(rec.to_api())
+        })
+        .await
     }
 
     /// One policy.
@@ -164,62 +163,60 @@ impl Service {
         req: api::UpdateRotationPolicyRequest,
     ) -> Result<api::RotationPolicy> {
         let (name, now) = (name.to_string(), self.now());
-        self.store()
-            .write(move |t| {
-                let mut p: PolicyRecord = load(t, Table::RotationPolicies, name.as_bytes())?
-                    .ok_or_else(|| not_found(&name))?;
-                if let Some(i) = req.interval {
-                    interval_in("interval", &i, INTERVAL_MIN, INTERVAL_MAX)?;
-                    p.interval = i;
-                }
-                if let Some(w) = req.window {
-                    p.window = w;
-                }
-                validate_window(&p.window, &p.interval)?;
-                if let Some(s) = req.strategy {
-                    p.strategy = s;
-                }
-                if let Some(s) = req.settings {
-                    p.settings = s;
-                }
-                validate_settings(p.strategy, &p.settings)?;
-                if let Some(e) = req.enabled {
-                    p.enabled = e;
-                }
-                p.update_date = now;
-                t.put(Table::RotationPolicies, name.as_bytes(), encode(&p));
-                Ok(p.to_api())
-            })
-            .await
+        self.write(move |t| {
+            let mut p: PolicyRecord = load(t, Table::RotationPolicies, name.as_bytes())?
+                .ok_or_else(|| not_found(&name))?;
+            if let Some(i) = req.interval {
+                interval_in("interval", &i, INTERVAL_MIN, INTERVAL_MAX)?;
+                p.interval = i;
+            }
+            if let Some(w) = req.window {
+                p.window = w;
+            }
+            validate_window(&p.window, &p.interval)?;
+            if let Some(s) = req.strategy {
+                p.strategy = s;
+            }
+            if let Some(s) = req.settings {
+                p.settings = s;
+            }
+            validate_settings(p.strategy, &p.settings)?;
+            if let Some(e) = req.enabled {
+                p.enabled = e;
+            }
+            p.update_date = now;
+            t.put(Table::RotationPolicies, name.as_bytes(), encode(&p));
+            Ok(p.to_api())
+        })
+        .await
     }
 
     /// Deletes a policy no secret uses.
     pub async fn delete_rotation_policy(&self, name: &str) -> Result<()> {
         let name = name.to_string();
-        self.store()
-            .write(move |t| {
-                if t.get(Table::RotationPolicies, name.as_bytes())?.is_none() {
-                    return Err(not_found(&name));
-                }
-                let mut prefix = name.as_bytes().to_vec();
-                prefix.push(0);
-                let users = t.scan(Table::PolicySecrets, &prefix, None, 3)?;
-                if !users.is_empty() {
-                    let names: Vec<String> = users
-                        .iter()
-                        .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-                        .collect();
-                    return Err(Error::new(
-                        ErrorCode::RotationPolicyInUse,
-                        format!(
-                            "rotation policy {name} is attached to secrets ({}); detach it first",
-                            names.join(", ")
-                        ),
-                    ));
-                }
-                t.delete(Table::RotationPolicies, name.as_bytes());
-                Ok(())
-            })
-            .await
+        self.write(move |t| {
+            if t.get(Table::RotationPolicies, name.as_bytes())?.is_none() {
+                return Err(not_found(&name));
+            }
+            let mut prefix = name.as_bytes().to_vec();
+            prefix.push(0);
+            let users = t.scan(Table::PolicySecrets, &prefix, None, 3)?;
+            if !users.is_empty() {
+                let names: Vec<String> = users
+                    .iter()
+                    .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+                    .collect();
+                return Err(Error::new(
+                    ErrorCode::RotationPolicyInUse,
+                    format!(
+                        "rotation policy {name} is attached to secrets ({}); detach it first",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            t.delete(Table::RotationPolicies, name.as_bytes());
+            Ok(())
+        })
+        .await
     }
 }

@@ -239,52 +239,49 @@ impl Service {
         };
         let this = self.clone();
         let now = self.now();
-        self.store()
-            .write(move |t| {
-                if let Some(existing) =
-                    load::<SecretRecord>(t, Table::Secrets, req.name.as_bytes())?
-                {
-                    return Err(if existing.planned_delete_time.is_some() {
-                        pending_deletion(&req.name)
-                    } else {
-                        Error::new(
-                            ErrorCode::AlreadyExists,
-                            format!("secret {} already exists", req.name),
-                        )
-                    });
-                }
-                let key = match &req.encryption_key_id {
-                    Some(r) if !r.is_empty() => resolve_key(t, r)?,
-                    _ => this.default_key(t, now)?,
-                };
-                if let Some(p) = &req.rotation_policy {
-                    require_policy(t, p)?;
-                    t.put(Table::PolicySecrets, &composite(p, &req.name), Vec::new());
-                }
-                let mut rec = SecretRecord {
-                    name: req.name.clone(),
-                    description,
-                    tags,
-                    encryption_key_id: req
-                        .encryption_key_id
-                        .filter(|r| !r.is_empty())
-                        .unwrap_or(key.key_id.clone()),
-                    secret_type: req.secret_type,
-                    extended_config: req.extended_config,
-                    rotation_policy: req.rotation_policy,
-                    creation_date: now,
-                    update_date: now,
-                    planned_delete_time: None,
-                    last_rotation_date: None,
-                    versions: Vec::new(),
-                };
-                let mut meta = this.seal_version(t, &rec, &key, &nv)?;
-                meta.stages.push(STAGE_CURRENT.into());
-                rec.versions.push(meta);
-                t.put(Table::Secrets, rec.name.as_bytes(), encode(&rec));
-                Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
-            })
-            .await
+        self.write(move |t| {
+            if let Some(existing) = load::<SecretRecord>(t, Table::Secrets, req.name.as_bytes())? {
+                return Err(if existing.planned_delete_time.is_some() {
+                    pending_deletion(&req.name)
+                } else {
+                    Error::new(
+                        ErrorCode::AlreadyExists,
+                        format!("secret {} already exists", req.name),
+                    )
+                });
+            }
+            let key = match &req.encryption_key_id {
+                Some(r) if !r.is_empty() => resolve_key(t, r)?,
+                _ => this.default_key(t, now)?,
+            };
+            if let Some(p) = &req.rotation_policy {
+                require_policy(t, p)?;
+                t.put(Table::PolicySecrets, &composite(p, &req.name), Vec::new());
+            }
+            let mut rec = SecretRecord {
+                name: req.name.clone(),
+                description,
+                tags,
+                encryption_key_id: req
+                    .encryption_key_id
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or(key.key_id.clone()),
+                secret_type: req.secret_type,
+                extended_config: req.extended_config,
+                rotation_policy: req.rotation_policy,
+                creation_date: now,
+                update_date: now,
+                planned_delete_time: None,
+                last_rotation_date: None,
+                versions: Vec::new(),
+            };
+            let mut meta = this.seal_version(t, &rec, &key, &nv)?;
+            meta.stages.push(STAGE_CURRENT.into());
+            rec.versions.push(meta);
+            t.put(Table::Secrets, rec.name.as_bytes(), encode(&rec));
+            Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
+        })
+        .await
     }
 
     /// A secret's metadata; also while it is scheduled for deletion.
@@ -387,61 +384,59 @@ impl Service {
             created_by: who.label(),
         };
         let (this, name, now) = (self.clone(), name.to_string(), self.now());
-        self.store()
-            .write(move |t| {
-                let mut rec = load_live_secret(t, &name)?;
-                if let Some(existing) = rec.versions.iter().find(|v| v.version_id == nv.version_id)
+        self.write(move |t| {
+            let mut rec = load_live_secret(t, &name)?;
+            if let Some(existing) = rec.versions.iter().find(|v| v.version_id == nv.version_id) {
+                let mac = this.inner.barrier.value_mac(
+                    SecretBinding {
+                        name: &name,
+                        version_id: &nv.version_id,
+                    },
+                    &nv.data,
+                );
+                if crate::barrier::digest_eq(
+                    &mac,
+                    existing.mac.as_slice().try_into().unwrap_or(&[0; 32]),
+                ) && existing.data_type == nv.data_type
                 {
-                    let mac = this.inner.barrier.value_mac(
-                        SecretBinding {
-                            name: &name,
-                            version_id: &nv.version_id,
-                        },
-                        &nv.data,
-                    );
-                    if crate::barrier::digest_eq(
-                        &mac,
-                        existing.mac.as_slice().try_into().unwrap_or(&[0; 32]),
-                    ) && existing.data_type == nv.data_type
-                    {
-                        return Ok(api::SecretVersionRef {
-                            arn: secret_arn(&name),
-                            name,
-                            version_id: existing.version_id.clone(),
-                            version_stages: existing.stages.clone(),
-                        });
-                    }
-                    return Err(Error::new(
-                        ErrorCode::VersionConflict,
-                        format!(
-                            "version {} of secret {name} exists with different data",
-                            nv.version_id
-                        ),
-                    ));
+                    return Ok(api::SecretVersionRef {
+                        arn: secret_arn(&name),
+                        name,
+                        version_id: existing.version_id.clone(),
+                        version_stages: existing.stages.clone(),
+                    });
                 }
-                let key = resolve_key(t, &rec.encryption_key_id)?;
-                let meta = this.seal_version(t, &rec, &key, &nv)?;
-                rec.versions.push(meta);
-                for s in &stages {
-                    move_stage(&mut rec, s, &nv.version_id);
-                }
-                rec.update_date = now;
-                prune(t, &mut rec, this.inner.config.max_versions);
-                t.put(Table::Secrets, name.as_bytes(), encode(&rec));
-                let stages_now = rec
-                    .versions
-                    .iter()
-                    .find(|v| v.version_id == nv.version_id)
-                    .map(|v| v.stages.clone())
-                    .unwrap_or_default();
-                Ok(api::SecretVersionRef {
-                    arn: secret_arn(&name),
-                    name,
-                    version_id: nv.version_id,
-                    version_stages: stages_now,
-                })
+                return Err(Error::new(
+                    ErrorCode::VersionConflict,
+                    format!(
+                        "version {} of secret {name} exists with different data",
+                        nv.version_id
+                    ),
+                ));
+            }
+            let key = resolve_key(t, &rec.encryption_key_id)?;
+            let meta = this.seal_version(t, &rec, &key, &nv)?;
+            rec.versions.push(meta);
+            for s in &stages {
+                move_stage(&mut rec, s, &nv.version_id);
+            }
+            rec.update_date = now;
+            prune(t, &mut rec, this.inner.config.max_versions);
+            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            let stages_now = rec
+                .versions
+                .iter()
+                .find(|v| v.version_id == nv.version_id)
+                .map(|v| v.stages.clone())
+                .unwrap_or_default();
+            Ok(api::SecretVersionRef {
+                arn: secret_arn(&name),
+                name,
+                version_id: nv.version_id,
+                version_stages: stages_now,
             })
-            .await
+        })
+        .await
     }
 
     /// All kept versions, newest first.
@@ -475,55 +470,59 @@ impl Service {
             }
         }
         let (this, name, now) = (self.clone(), name.to_string(), self.now());
-        self.store()
-            .write(move |t| {
-                let mut rec = load_live_secret(t, &name)?;
-                let exists = |id: &str| rec.versions.iter().any(|v| v.version_id == id);
-                for (field, id) in [
-                    ("move_to_version", &req.move_to_version),
-                    ("remove_from_version", &req.remove_from_version),
-                ] {
-                    if let Some(id) = id
-                        && !exists(id)
-                    {
-                        return Err(Error::new(
-                            ErrorCode::VersionNotFound,
-                            format!("{field}: secret {name} has no version {id}"),
-                        ));
+        self.write(move |t| {
+            let mut rec = load_live_secret(t, &name)?;
+            let exists = |id: &str| rec.versions.iter().any(|v| v.version_id == id);
+            for (field, id) in [
+                ("move_to_version", &req.move_to_version),
+                ("remove_from_version", &req.remove_from_version),
+            ] {
+                if let Some(id) = id
+                    && !exists(id)
+                {
+                    return Err(Error::new(
+                        ErrorCode::VersionNotFound,
+                        format!("{field}: secret {name} has no version {id}"),
+                    ));
+                }
+            }
+            if let Some(from) = &req.remove_from_version {
+                let holds = rec
+                    .versions
+                    .iter()
+                    .any(|v| &v.version_id == from && v.has(&req.version_stage));
+                if !holds {
+                    return Err(Error::invalid(
+                        "remove_from_version",
+                        format!("version {from} does not hold {}", req.version_stage),
+                    ));
+                }
+            }
+            match &req.move_to_version {
+                Some(to) => move_stage(&mut rec, &req.version_stage, to),
+                None => {
+                    for v in &mut rec.versions {
+                        v.stages.retain(|s| s != &req.version_stage);
                     }
                 }
-                if let Some(from) = &req.remove_from_version {
-                    let holds = rec
-                        .versions
-                        .iter()
-                        .any(|v| &v.version_id == from && v.has(&req.version_stage));
-                    if !holds {
-                        return Err(Error::invalid(
-                            "remove_from_version",
-                            format!("version {from} does not hold {}", req.version_stage),
-                        ));
-                    }
-                }
-                match &req.move_to_version {
-                    Some(to) => move_stage(&mut rec, &req.version_stage, to),
-                    None => {
-                        for v in &mut rec.versions {
-                            v.stages.retain(|s| s != &req.version_stage);
-                        }
-                    }
-                }
-                rec.update_date = now;
-                prune(t, &mut rec, this.inner.config.max_versions);
-                t.put(Table::Secrets, name.as_bytes(), encode(&rec));
-                Ok(api::ListSecretVersionsResponse {
-                    versions: rec.versions.iter().rev().map(VersionMeta::to_api).collect(),
-                })
+            }
+            rec.update_date = now;
+            prune(t, &mut rec, this.inner.config.max_versions);
+            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            Ok(api::ListSecretVersionsResponse {
+                versions: rec.versions.iter().rev().map(VersionMeta::to_api).collect(),
             })
-            .await
+        })
+        .await
     }
 
-    /// Secrets in name order, filtered by prefix and tags, a page at a time.
-    pub fn list_secrets(&self, q: &ListSecretsQuery) -> Result<api::ListSecretsResponse> {
+    /// Secrets in name order, filtered by prefix, tags and `visible` (on the name), a
+    /// page at a time.
+    pub fn list_secrets(
+        &self,
+        q: &ListSecretsQuery,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<api::ListSecretsResponse> {
         if !(1..=100).contains(&q.limit) {
             return Err(Error::invalid("limit", "must be between 1 and 100"));
         }
@@ -542,7 +541,8 @@ impl Service {
             for (k, v) in batch {
                 after = Some(String::from_utf8_lossy(&k).into_owned());
                 let rec: SecretRecord = decode(&v)?;
-                if q.tags.iter().all(|(tk, tv)| rec.tags.get(tk) == Some(tv)) {
+                if q.tags.iter().all(|(tk, tv)| rec.tags.get(tk) == Some(tv)) && visible(&rec.name)
+                {
                     secrets.push(rec.to_api(policy_of(self.store(), &rec)?.as_ref()));
                     if secrets.len() == q.limit {
                         let more = !self
@@ -579,43 +579,42 @@ impl Service {
             validate_tags(tags)?;
         }
         let (name, now) = (name.to_string(), self.now());
-        self.store()
-            .write(move |t| {
-                let mut rec = load_live_secret(t, &name)?;
-                if let Some(k) = req
-                    .encryption_key_id
-                    .filter(|k| *k != rec.encryption_key_id)
-                {
-                    check_usable(&resolve_key(t, &k)?)?;
-                    rec.encryption_key_id = k;
-                }
-                if let Some(p) = req.rotation_policy {
-                    let new = (!p.is_empty()).then_some(p);
-                    if new != rec.rotation_policy {
-                        if let Some(p) = &new {
-                            require_policy(t, p)?;
-                            t.put(Table::PolicySecrets, &composite(p, &name), Vec::new());
-                        }
-                        if let Some(old) = &rec.rotation_policy {
-                            t.delete(Table::PolicySecrets, &composite(old, &name));
-                        }
-                        rec.rotation_policy = new;
+        self.write(move |t| {
+            let mut rec = load_live_secret(t, &name)?;
+            if let Some(k) = req
+                .encryption_key_id
+                .filter(|k| *k != rec.encryption_key_id)
+            {
+                check_usable(&resolve_key(t, &k)?)?;
+                rec.encryption_key_id = k;
+            }
+            if let Some(p) = req.rotation_policy {
+                let new = (!p.is_empty()).then_some(p);
+                if new != rec.rotation_policy {
+                    if let Some(p) = &new {
+                        require_policy(t, p)?;
+                        t.put(Table::PolicySecrets, &composite(p, &name), Vec::new());
                     }
+                    if let Some(old) = &rec.rotation_policy {
+                        t.delete(Table::PolicySecrets, &composite(old, &name));
+                    }
+                    rec.rotation_policy = new;
                 }
-                if let Some(d) = req.description {
-                    rec.description = d;
-                }
-                if let Some(tags) = req.tags {
-                    rec.tags = tags;
-                }
-                if let Some(c) = req.extended_config {
-                    rec.extended_config = Some(c);
-                }
-                rec.update_date = now;
-                t.put(Table::Secrets, name.as_bytes(), encode(&rec));
-                Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
-            })
-            .await
+            }
+            if let Some(d) = req.description {
+                rec.description = d;
+            }
+            if let Some(tags) = req.tags {
+                rec.tags = tags;
+            }
+            if let Some(c) = req.extended_config {
+                rec.extended_config = Some(c);
+            }
+            rec.update_date = now;
+            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
+        })
+        .await
     }
 
     /// Schedules deletion after a recovery window of 7–30 days (default 30), or deletes
@@ -640,42 +639,40 @@ impl Service {
             ));
         }
         let (name, now) = (name.to_string(), self.now());
-        self.store()
-            .write(move |t| {
-                let mut rec = load_secret(t, &name)?;
-                if force {
-                    remove_secret(t, &rec);
-                    return Ok(api::DeleteSecretResponse {
-                        name,
-                        planned_delete_time: None,
-                    });
-                }
-                if rec.planned_delete_time.is_none() {
-                    rec.planned_delete_time = Some(now + i64::from(days) * 86_400);
-                    rec.update_date = now;
-                    t.put(Table::Secrets, name.as_bytes(), encode(&rec));
-                }
-                Ok(api::DeleteSecretResponse {
+        self.write(move |t| {
+            let mut rec = load_secret(t, &name)?;
+            if force {
+                remove_secret(t, &rec);
+                return Ok(api::DeleteSecretResponse {
                     name,
-                    planned_delete_time: rec.planned_delete_time.map(api::Timestamp::from_unix),
-                })
+                    planned_delete_time: None,
+                });
+            }
+            if rec.planned_delete_time.is_none() {
+                rec.planned_delete_time = Some(now + i64::from(days) * 86_400);
+                rec.update_date = now;
+                t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            }
+            Ok(api::DeleteSecretResponse {
+                name,
+                planned_delete_time: rec.planned_delete_time.map(api::Timestamp::from_unix),
             })
-            .await
+        })
+        .await
     }
 
     /// Cancels a scheduled deletion.
     pub async fn restore_secret(&self, name: &str) -> Result<api::Secret> {
         let (name, now) = (name.to_string(), self.now());
-        self.store()
-            .write(move |t| {
-                let mut rec = load_secret(t, &name)?;
-                if rec.planned_delete_time.take().is_some() {
-                    rec.update_date = now;
-                    t.put(Table::Secrets, name.as_bytes(), encode(&rec));
-                }
-                Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
-            })
-            .await
+        self.write(move |t| {
+            let mut rec = load_secret(t, &name)?;
+            if rec.planned_delete_time.take().is_some() {
+                rec.update_date = now;
+                t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            }
+            Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
+        })
+        .await
     }
 
     pub(crate) async fn purge_due_secrets(&self) -> Result<usize> {
@@ -689,16 +686,15 @@ impl Service {
         }
         for name in &due {
             let name = name.clone();
-            self.store()
-                .write(move |t| {
-                    if let Some(rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())?
-                        && rec.planned_delete_time.is_some_and(|p| p <= now)
-                    {
-                        remove_secret(t, &rec);
-                    }
-                    Ok::<_, Error>(())
-                })
-                .await?;
+            self.write(move |t| {
+                if let Some(rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())?
+                    && rec.planned_delete_time.is_some_and(|p| p <= now)
+                {
+                    remove_secret(t, &rec);
+                }
+                Ok::<_, Error>(())
+            })
+            .await?;
         }
         Ok(due.len())
     }

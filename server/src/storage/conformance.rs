@@ -103,3 +103,61 @@ async fn failed_job_leaves_no_trace_and_batch_sees_earlier_jobs() {
         );
     }
 }
+
+#[tokio::test]
+async fn write_then_keeps_the_epilogue_of_a_failed_job_and_nothing_when_it_fails() {
+    for (name, b, _dir) in backends() {
+        let store = Store::new(b);
+        // Job ok, epilogue ok: both kept, the epilogue sees the job's writes.
+        let r = store
+            .write_then(
+                |t| {
+                    t.put(Table::Secrets, b"a", b"1".to_vec());
+                    Ok::<_, StorageError>(7)
+                },
+                |t, r| {
+                    assert_eq!(r.ok(), Some(&7));
+                    assert!(t.get(Table::Secrets, b"a")?.is_some());
+                    t.put(Table::Audit, b"1", b"ok".to_vec());
+                    Ok(())
+                },
+            )
+            .await;
+        assert_eq!(r.unwrap().unwrap(), 7, "{name}");
+        assert!(store.get(Table::Audit, b"1").unwrap().is_some(), "{name}");
+        // Job fails: its writes are dropped, the epilogue's kept.
+        let r = store
+            .write_then(
+                |t| {
+                    t.put(Table::Secrets, b"b", b"2".to_vec());
+                    Err::<(), _>(StorageError("refused".into()))
+                },
+                |t, r| {
+                    assert!(r.is_err());
+                    assert!(t.get(Table::Secrets, b"b")?.is_none());
+                    t.put(Table::Audit, b"2", b"refused".to_vec());
+                    Ok(())
+                },
+            )
+            .await;
+        assert!(r.unwrap().is_err(), "{name}");
+        assert!(store.get(Table::Secrets, b"b").unwrap().is_none(), "{name}");
+        assert!(store.get(Table::Audit, b"2").unwrap().is_some(), "{name}");
+        // Epilogue fails: nothing of either is kept.
+        let r = store
+            .write_then(
+                |t| {
+                    t.put(Table::Secrets, b"c", b"3".to_vec());
+                    Ok::<_, StorageError>(())
+                },
+                |t, _| {
+                    t.put(Table::Audit, b"3", b"x".to_vec());
+                    Err(StorageError("cannot record".into()))
+                },
+            )
+            .await;
+        assert!(r.is_err(), "{name}");
+        assert!(store.get(Table::Secrets, b"c").unwrap().is_none(), "{name}");
+        assert!(store.get(Table::Audit, b"3").unwrap().is_none(), "{name}");
+    }
+}

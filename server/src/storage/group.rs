@@ -121,6 +121,65 @@ where
     }
 }
 
+/// Result of [`Store::write_then`]: the outer error means nothing was kept (the
+/// epilogue or the commit failed); the inner result is the job's own.
+pub type ThenResult<R, E> = Result<Result<R, E>, E>;
+
+struct ThenJob<F, G, R, E> {
+    f: Option<F>,
+    then: Option<G>,
+    result: Option<ThenResult<R, E>>,
+    reply: oneshot::Sender<ThenResult<R, E>>,
+}
+
+impl<F, G, R, E> Job for ThenJob<F, G, R, E>
+where
+    F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send,
+    G: FnOnce(&mut Txn<'_>, Result<&R, &E>) -> Result<(), E> + Send,
+    R: Send,
+    E: From<StorageError> + Send,
+{
+    fn run(&mut self, backend: &dyn Backend, batch: &Overlay) -> Option<Overlay> {
+        let (f, then) = (self.f.take()?, self.then.take()?);
+        let mut txn = Txn {
+            backend,
+            batch,
+            own: Overlay::new(),
+        };
+        let (kept, outcome) = match f(&mut txn) {
+            Ok(v) => match then(&mut txn, Ok(&v)) {
+                Ok(()) => (Some(txn.own), Ok(Ok(v))),
+                Err(e) => (None, Err(e)),
+            },
+            // The job's writes are dropped; the epilogue starts from a clean view.
+            Err(e) => {
+                let mut clean = Txn {
+                    backend,
+                    batch,
+                    own: Overlay::new(),
+                };
+                match then(&mut clean, Err(&e)) {
+                    Ok(()) => (Some(clean.own), Ok(Err(e))),
+                    Err(te) => (None, Err(te)),
+                }
+            }
+        };
+        self.result = Some(outcome);
+        kept
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &StorageError>) {
+        let Some(result) = self.result else {
+            return;
+        };
+        let answer = match (result, commit) {
+            (Ok(_), Err(e)) => Err(E::from(StorageError(e.0.clone()))),
+            (r, _) => r,
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
 /// Counters of the writer thread.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -182,6 +241,36 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(WriteJob {
             f: Some(f),
+            result: None,
+            reply,
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| E::from(StorageError("writer thread stopped".into())))?;
+        rx.await
+            .map_err(|_| E::from(StorageError("writer thread stopped".into())))?
+    }
+}
+
+impl Store {
+    /// Like [`write`](Self::write), then runs `then` in the same job with `f`'s outcome.
+    /// When `f` succeeds, `then` sees its writes and both commit together; when `f`
+    /// fails, its writes are dropped and `then` runs on a clean view, its own writes
+    /// still committed. When `then` fails, nothing of either is kept and its error is
+    /// the outer one. (The audit trail uses this: a change and its record commit
+    /// together, a refused change is still recorded, and an unrecordable request
+    /// changes nothing.)
+    pub async fn write_then<F, G, R, E>(&self, f: F, then: G) -> ThenResult<R, E>
+    where
+        F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send + 'static,
+        G: FnOnce(&mut Txn<'_>, Result<&R, &E>) -> Result<(), E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(ThenJob {
+            f: Some(f),
+            then: Some(then),
             result: None,
             reply,
         });

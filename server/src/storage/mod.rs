@@ -10,7 +10,7 @@ mod group;
 mod memory;
 mod redb_backend;
 
-pub use group::{Store, StoreStats, Txn};
+pub use group::{Store, StoreStats, ThenResult, Txn};
 pub use memory::MemoryBackend;
 pub use redb_backend::RedbBackend;
 
@@ -31,11 +31,23 @@ pub enum Table {
     RotationPolicies,
     /// Index `policy \0 secret` of secrets attached to a rotation policy.
     PolicySecrets,
+    /// Principal records by name.
+    Principals,
+    /// Tokens by the SHA-256 of the token (never the token itself).
+    Tokens,
+    /// Index `principal \0 token_id` → token hash.
+    PrincipalTokens,
+    /// Access policy records by name.
+    AccessPolicies,
+    /// Index `policy \0 principal` of principals an access policy is attached to.
+    PolicyPrincipals,
+    /// The audit trail: `u64` big-endian sequence number → MAC and record.
+    Audit,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 13] = [
         Table::Meta,
         Table::Keys,
         Table::Aliases,
@@ -43,6 +55,12 @@ impl Table {
         Table::SecretVersions,
         Table::RotationPolicies,
         Table::PolicySecrets,
+        Table::Principals,
+        Table::Tokens,
+        Table::PrincipalTokens,
+        Table::AccessPolicies,
+        Table::PolicyPrincipals,
+        Table::Audit,
     ];
 
     /// Stable on-disk name.
@@ -55,6 +73,12 @@ impl Table {
             Table::SecretVersions => "secret_versions",
             Table::RotationPolicies => "rotation_policies",
             Table::PolicySecrets => "policy_secrets",
+            Table::Principals => "principals",
+            Table::Tokens => "tokens",
+            Table::PrincipalTokens => "principal_tokens",
+            Table::AccessPolicies => "access_policies",
+            Table::PolicyPrincipals => "policy_principals",
+            Table::Audit => "audit",
         }
     }
 }

@@ -1,16 +1,26 @@
-//! The route table and its handlers. Each row: method, path, handler, action, success
-//! status, request body, query, response body, summary.
+//! The route table and its handlers. Each row: method, path, handler, action, resource,
+//! success status, request body, query, response body, summary.
+//!
+//! The resource column says what the action is authorized against: `path "secret/{name}"`
+//! fills the template from path parameters; `body "secret/{name}"` (creates) from the
+//! JSON body's fields, so a create is authorized against the resource it would create;
+//! a template without placeholders (`*` for lists and server-wide routes, `key/*` for a
+//! key whose id the server picks) is the same for every request.
+
+mod audit;
+mod kms;
+mod ram;
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use strongbox_schemas::{self as api, ErrorCode};
+use strongbox_schemas as api;
 
-use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, OptionalJson};
-use super::{ApiError, AppState, RouteSpec};
-use crate::service::ListSecretsQuery;
+use super::{ApiError, AppState, ResourceRule, RouteSpec};
+use audit::*;
+use kms::*;
+use ram::*;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -20,6 +30,15 @@ macro_rules! schema_fn {
     };
     (($t:ty)) => {
         Some(|g: &mut schemars::SchemaGenerator| g.subschema_for::<$t>())
+    };
+}
+
+macro_rules! resource_rule {
+    (path $t:literal) => {
+        ResourceRule::Path($t)
+    };
+    (body $t:literal) => {
+        ResourceRule::Body($t)
     };
 }
 
@@ -35,14 +54,16 @@ fn upper(m: &'static str) -> &'static str {
 }
 
 macro_rules! routes {
-    ($( $method:ident $path:literal => $handler:ident, $action:literal, $status:literal,
-        req: $req:tt, query: $q:tt, resp: $resp:tt, $summary:literal; )*) => {
-        /// Every route, as data.
-        pub(crate) fn route_table() -> Vec<RouteSpec> {
+    ($( $method:ident $path:literal => $handler:ident, $action:literal, $from:ident $resource:literal,
+        $status:literal, req: $req:tt, query: $q:tt, resp: $resp:tt, $summary:literal; )*) => {
+        /// Every route, as data: what the router, the authorization check, the audit
+        /// trail and the OpenAPI document are built from.
+        pub fn route_table() -> Vec<RouteSpec> {
             vec![$(RouteSpec {
                 method: upper(stringify!($method)),
                 path: $path,
                 action: $action,
+                resource: resource_rule!($from $resource),
                 summary: $summary,
                 status: $status,
                 request: schema_fn!($req),
@@ -61,41 +82,71 @@ macro_rules! routes {
 }
 
 routes! {
-    get "/v1/health" => health, "", 200, req: -, query: -, resp: (api::Health), "Liveness; no token needed";
-    get "/v1/openapi.json" => openapi, "sys:ReadApiDocument", 200, req: -, query: -, resp: -, "This document";
-    get "/metrics" => metrics, "sys:ReadMetrics", 200, req: -, query: -, resp: -, "Prometheus metrics";
+    get "/v1/health" => health, "", path "", 200, req: -, query: -, resp: (api::Health), "Liveness; no token needed, not audited";
+    get "/v1/openapi.json" => openapi, "sys:ReadApiDocument", path "*", 200, req: -, query: -, resp: -, "This document";
+    get "/metrics" => metrics, "sys:ReadMetrics", path "*", 200, req: -, query: -, resp: -, "Prometheus metrics";
 
-    post "/v1/keys" => create_key, "kms:CreateKey", 201, req: (api::CreateKeyRequest), query: -, resp: (api::Key), "Create a CMK";
-    get "/v1/keys" => list_keys, "kms:ListKeys", 200, req: -, query: (PageQuery), resp: (api::ListKeysResponse), "List CMKs";
-    get "/v1/keys/{key_id}" => describe_key, "kms:DescribeKey", 200, req: -, query: -, resp: (api::Key), "Describe a CMK (id or alias)";
-    patch "/v1/keys/{key_id}" => update_key, "kms:UpdateKey", 200, req: (api::UpdateKeyRequest), query: -, resp: (api::Key), "Update a CMK's description, tags or automatic rotation";
-    post "/v1/keys/{key_id}/enable" => enable_key, "kms:EnableKey", 200, req: -, query: -, resp: (api::Key), "Enable a CMK";
-    post "/v1/keys/{key_id}/disable" => disable_key, "kms:DisableKey", 200, req: -, query: -, resp: (api::Key), "Disable a CMK";
-    post "/v1/keys/{key_id}/rotate" => rotate_key, "kms:RotateKey", 200, req: -, query: -, resp: (api::Key), "Add a new primary key version";
-    post "/v1/keys/{key_id}/schedule-deletion" => schedule_key_deletion, "kms:ScheduleKeyDeletion", 200, req: (api::ScheduleKeyDeletionRequest), query: -, resp: (api::Key), "Schedule destruction of the key material";
-    post "/v1/keys/{key_id}/cancel-deletion" => cancel_key_deletion, "kms:CancelKeyDeletion", 200, req: -, query: -, resp: (api::Key), "Cancel a scheduled deletion";
+    post "/v1/keys" => create_key, "kms:CreateKey", path "key/*", 201, req: (api::CreateKeyRequest), query: -, resp: (api::Key), "Create a CMK";
+    get "/v1/keys" => list_keys, "kms:ListKeys", path "*", 200, req: -, query: (PageQuery), resp: (api::ListKeysResponse), "List CMKs (those the caller may describe)";
+    get "/v1/keys/{key_id}" => describe_key, "kms:DescribeKey", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Describe a CMK (id or alias)";
+    patch "/v1/keys/{key_id}" => update_key, "kms:UpdateKey", path "key/{key_id}", 200, req: (api::UpdateKeyRequest), query: -, resp: (api::Key), "Update a CMK's description, tags or automatic rotation";
+    post "/v1/keys/{key_id}/enable" => enable_key, "kms:EnableKey", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Enable a CMK";
+    post "/v1/keys/{key_id}/disable" => disable_key, "kms:DisableKey", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Disable a CMK";
+    post "/v1/keys/{key_id}/rotate" => rotate_key, "kms:RotateKey", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Add a new primary key version";
+    post "/v1/keys/{key_id}/schedule-deletion" => schedule_key_deletion, "kms:ScheduleKeyDeletion", path "key/{key_id}", 200, req: (api::ScheduleKeyDeletionRequest), query: -, resp: (api::Key), "Schedule destruction of the key material";
+    post "/v1/keys/{key_id}/cancel-deletion" => cancel_key_deletion, "kms:CancelKeyDeletion", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Cancel a scheduled deletion";
 
-    get "/v1/aliases" => list_aliases, "kms:ListAliases", 200, req: -, query: -, resp: (api::ListAliasesResponse), "List aliases";
-    put "/v1/aliases/{alias}" => put_alias, "kms:CreateAlias", 200, req: (api::PutAliasRequest), query: -, resp: (api::Alias), "Create or move an alias (alias/NAME, percent-encoded)";
-    get "/v1/aliases/{alias}" => get_alias, "kms:DescribeAlias", 200, req: -, query: -, resp: (api::Alias), "Describe an alias";
-    delete "/v1/aliases/{alias}" => delete_alias, "kms:DeleteAlias", 204, req: -, query: -, resp: -, "Delete an alias";
+    get "/v1/aliases" => list_aliases, "kms:ListAliases", path "*", 200, req: -, query: -, resp: (api::ListAliasesResponse), "List aliases (those the caller may describe)";
+    put "/v1/aliases/{alias}" => put_alias, "kms:CreateAlias", path "{alias}", 200, req: (api::PutAliasRequest), query: -, resp: (api::Alias), "Create or move an alias (alias/NAME, percent-encoded)";
+    get "/v1/aliases/{alias}" => get_alias, "kms:DescribeAlias", path "{alias}", 200, req: -, query: -, resp: (api::Alias), "Describe an alias";
+    delete "/v1/aliases/{alias}" => delete_alias, "kms:DeleteAlias", path "{alias}", 204, req: -, query: -, resp: -, "Delete an alias";
 
-    post "/v1/secrets" => create_secret, "kms:CreateSecret", 201, req: (api::CreateSecretRequest), query: -, resp: (api::Secret), "Create a secret";
-    get "/v1/secrets" => list_secrets, "kms:ListSecrets", 200, req: -, query: (ListSecretsParams), resp: (api::ListSecretsResponse), "List secrets (filter with name_prefix and tag.KEY=VALUE)";
-    get "/v1/secrets/{name}" => describe_secret, "kms:DescribeSecret", 200, req: -, query: -, resp: (api::Secret), "Describe a secret";
-    patch "/v1/secrets/{name}" => update_secret, "kms:UpdateSecret", 200, req: (api::UpdateSecretRequest), query: -, resp: (api::Secret), "Update a secret's metadata";
-    delete "/v1/secrets/{name}" => delete_secret, "kms:DeleteSecret", 200, req: -, query: (DeleteSecretParams), resp: (api::DeleteSecretResponse), "Delete a secret (with a recovery window, or forced)";
-    get "/v1/secrets/{name}/value" => get_secret_value, "kms:GetSecretValue", 200, req: -, query: (GetValueParams), resp: (api::SecretValue), "Read a version's value (default ACSCurrent)";
-    post "/v1/secrets/{name}/versions" => put_secret_value, "kms:PutSecretValue", 201, req: (api::PutSecretValueRequest), query: -, resp: (api::SecretVersionRef), "Add a version";
-    get "/v1/secrets/{name}/versions" => list_secret_versions, "kms:ListSecretVersionIds", 200, req: -, query: -, resp: (api::ListSecretVersionsResponse), "List versions";
-    post "/v1/secrets/{name}/stages" => update_secret_stage, "kms:UpdateSecretVersionStage", 200, req: (api::UpdateSecretStageRequest), query: -, resp: (api::ListSecretVersionsResponse), "Move or remove a stage label";
-    post "/v1/secrets/{name}/restore" => restore_secret, "kms:RestoreSecret", 200, req: -, query: -, resp: (api::Secret), "Cancel a scheduled deletion";
+    post "/v1/secrets" => create_secret, "kms:CreateSecret", body "secret/{name}", 201, req: (api::CreateSecretRequest), query: -, resp: (api::Secret), "Create a secret";
+    get "/v1/secrets" => list_secrets, "kms:ListSecrets", path "*", 200, req: -, query: (ListSecretsParams), resp: (api::ListSecretsResponse), "List secrets the caller may describe (filter with name_prefix and tag.KEY=VALUE)";
+    get "/v1/secrets/{name}" => describe_secret, "kms:DescribeSecret", path "secret/{name}", 200, req: -, query: -, resp: (api::Secret), "Describe a secret";
+    patch "/v1/secrets/{name}" => update_secret, "kms:UpdateSecret", path "secret/{name}", 200, req: (api::UpdateSecretRequest), query: -, resp: (api::Secret), "Update a secret's metadata";
+    delete "/v1/secrets/{name}" => delete_secret, "kms:DeleteSecret", path "secret/{name}", 200, req: -, query: (DeleteSecretParams), resp: (api::DeleteSecretResponse), "Delete a secret (with a recovery window, or forced)";
+    get "/v1/secrets/{name}/value" => get_secret_value, "kms:GetSecretValue", path "secret/{name}", 200, req: -, query: (GetValueParams), resp: (api::SecretValue), "Read a version's value (default ACSCurrent)";
+    post "/v1/secrets/{name}/versions" => put_secret_value, "kms:PutSecretValue", path "secret/{name}", 201, req: (api::PutSecretValueRequest), query: -, resp: (api::SecretVersionRef), "Add a version";
+    get "/v1/secrets/{name}/versions" => list_secret_versions, "kms:ListSecretVersionIds", path "secret/{name}", 200, req: -, query: -, resp: (api::ListSecretVersionsResponse), "List versions";
+    post "/v1/secrets/{name}/stages" => update_secret_stage, "kms:UpdateSecretVersionStage", path "secret/{name}", 200, req: (api::UpdateSecretStageRequest), query: -, resp: (api::ListSecretVersionsResponse), "Move or remove a stage label";
+    post "/v1/secrets/{name}/restore" => restore_secret, "kms:RestoreSecret", path "secret/{name}", 200, req: -, query: -, resp: (api::Secret), "Cancel a scheduled deletion";
 
-    post "/v1/rotation-policies" => create_rotation_policy, "kms:CreateRotationPolicy", 201, req: (api::CreateRotationPolicyRequest), query: -, resp: (api::RotationPolicy), "Create a rotation policy";
-    get "/v1/rotation-policies" => list_rotation_policies, "kms:ListRotationPolicies", 200, req: -, query: -, resp: (api::ListRotationPoliciesResponse), "List rotation policies";
-    get "/v1/rotation-policies/{name}" => describe_rotation_policy, "kms:DescribeRotationPolicy", 200, req: -, query: -, resp: (api::RotationPolicy), "Describe a rotation policy";
-    patch "/v1/rotation-policies/{name}" => update_rotation_policy, "kms:UpdateRotationPolicy", 200, req: (api::UpdateRotationPolicyRequest), query: -, resp: (api::RotationPolicy), "Update a rotation policy";
-    delete "/v1/rotation-policies/{name}" => delete_rotation_policy, "kms:DeleteRotationPolicy", 204, req: -, query: -, resp: -, "Delete a rotation policy no secret uses";
+    post "/v1/rotation-policies" => create_rotation_policy, "kms:CreateRotationPolicy", body "rotation-policy/{name}", 201, req: (api::CreateRotationPolicyRequest), query: -, resp: (api::RotationPolicy), "Create a rotation policy";
+    get "/v1/rotation-policies" => list_rotation_policies, "kms:ListRotationPolicies", path "*", 200, req: -, query: -, resp: (api::ListRotationPoliciesResponse), "List rotation policies (those the caller may describe)";
+    get "/v1/rotation-policies/{name}" => describe_rotation_policy, "kms:DescribeRotationPolicy", path "rotation-policy/{name}", 200, req: -, query: -, resp: (api::RotationPolicy), "Describe a rotation policy";
+    patch "/v1/rotation-policies/{name}" => update_rotation_policy, "kms:UpdateRotationPolicy", path "rotation-policy/{name}", 200, req: (api::UpdateRotationPolicyRequest), query: -, resp: (api::RotationPolicy), "Update a rotation policy";
+    delete "/v1/rotation-policies/{name}" => delete_rotation_policy, "kms:DeleteRotationPolicy", path "rotation-policy/{name}", 204, req: -, query: -, resp: -, "Delete a rotation policy no secret uses";
+
+    post "/v1/principals" => create_principal, "ram:CreatePrincipal", body "principal/{name}", 201, req: (api::CreatePrincipalRequest), query: -, resp: (api::Principal), "Create a principal";
+    get "/v1/principals" => list_principals, "ram:ListPrincipals", path "*", 200, req: -, query: -, resp: (api::ListPrincipalsResponse), "List principals (those the caller may get)";
+    get "/v1/principals/{name}" => get_principal, "ram:GetPrincipal", path "principal/{name}", 200, req: -, query: -, resp: (api::Principal), "Describe a principal";
+    patch "/v1/principals/{name}" => update_principal, "ram:UpdatePrincipal", path "principal/{name}", 200, req: (api::UpdatePrincipalRequest), query: -, resp: (api::Principal), "Change a principal's description or attached policies";
+    delete "/v1/principals/{name}" => delete_principal, "ram:DeletePrincipal", path "principal/{name}", 204, req: -, query: -, resp: -, "Delete a principal and revoke its tokens";
+    post "/v1/principals/{name}/tokens" => create_token, "ram:CreateToken", path "principal/{name}", 201, req: (api::CreateTokenRequest), query: -, resp: (api::CreatedToken), "Create a token (its value is returned only this once)";
+    get "/v1/principals/{name}/tokens" => list_tokens, "ram:ListTokens", path "principal/{name}", 200, req: -, query: -, resp: (api::ListTokensResponse), "List a principal's tokens (metadata only)";
+    delete "/v1/principals/{name}/tokens/{token_id}" => delete_token, "ram:DeleteToken", path "principal/{name}", 204, req: -, query: -, resp: -, "Revoke a token, effective at once";
+
+    post "/v1/policies" => create_policy, "ram:CreatePolicy", body "policy/{name}", 201, req: (api::CreatePolicyRequest), query: -, resp: (api::Policy), "Create an access policy";
+    get "/v1/policies" => list_policies, "ram:ListPolicies", path "*", 200, req: -, query: -, resp: (api::ListPoliciesResponse), "List access policies (those the caller may get)";
+    get "/v1/policies/{name}" => get_policy, "ram:GetPolicy", path "policy/{name}", 200, req: -, query: -, resp: (api::Policy), "Describe an access policy";
+    patch "/v1/policies/{name}" => update_policy, "ram:UpdatePolicy", path "policy/{name}", 200, req: (api::UpdatePolicyRequest), query: -, resp: (api::Policy), "Change an access policy's description or document";
+    delete "/v1/policies/{name}" => delete_policy, "ram:DeletePolicy", path "policy/{name}", 204, req: -, query: -, resp: -, "Delete an access policy no principal uses";
+
+    get "/v1/audit" => list_audit, "audit:Read", path "*", 200, req: -, query: (AuditParams), resp: (api::ListAuditResponse), "Read the audit trail, oldest first (filters, pagination)";
+    get "/v1/audit/verify" => verify_audit, "audit:Verify", path "*", 200, req: -, query: -, resp: (api::AuditVerifyReport), "Check the audit trail's HMAC chain and head; names the first bad record";
+}
+
+/// Every action a route can require, for checking policy documents.
+pub fn known_actions() -> Vec<&'static str> {
+    let mut a: Vec<&'static str> = route_table()
+        .into_iter()
+        .map(|r| r.action)
+        .filter(|a| !a.is_empty())
+        .collect();
+    a.sort_unstable();
+    a.dedup();
+    a
 }
 
 /// `limit` and `page_token`.
@@ -141,283 +192,29 @@ pub(crate) struct DeleteSecretParams {
     force_delete_without_recovery: Option<bool>,
 }
 
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditParams {
+    /// Only this principal's requests (`anonymous` for those without a valid token).
+    principal: Option<String>,
+    /// Only this action, e.g. `kms:GetSecretValue`.
+    action: Option<String>,
+    /// Only resources starting with this, e.g. `secret/app/`.
+    resource_prefix: Option<String>,
+    /// Only the request with this id.
+    request_id: Option<String>,
+    /// Only records at or after this time (RFC 3339).
+    start_time: Option<api::Timestamp>,
+    /// Only records before this time (RFC 3339).
+    end_time: Option<api::Timestamp>,
+    /// Page size, 1–1000 (default 100).
+    limit: Option<usize>,
+    /// From the previous page's `next_page_token`, or any record's `seq` to read the
+    /// records after it (how `strongbox audit tail` follows the trail).
+    page_token: Option<String>,
+}
+
 fn created<T: serde::Serialize>(v: T) -> Response {
     (StatusCode::CREATED, axum::Json(v)).into_response()
-}
-
-use axum::Json;
-
-async fn health() -> Json<api::Health> {
-    Json(api::Health {
-        status: "ok".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    })
-}
-
-async fn openapi() -> Json<serde_json::Value> {
-    Json(super::openapi_document())
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn create_key(
-    State(s): State<AppState>,
-    ApiJson(req): ApiJson<api::CreateKeyRequest>,
-) -> ApiResult<Response> {
-    Ok(created(s.service.create_key(req).await?))
-}
-
-async fn list_keys(
-    State(s): State<AppState>,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<Json<api::ListKeysResponse>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "limit: must be between 1 and 100",
-        ));
-    }
-    Ok(Json(s.service.list_keys(limit, q.page_token.as_deref())?))
-}
-
-async fn describe_key(
-    State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.describe_key(&id)?))
-}
-
-async fn update_key(
-    State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-    ApiJson(req): ApiJson<api::UpdateKeyRequest>,
-) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.update_key(&id, req).await?))
-}
-
-async fn enable_key(
-    State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.enable_key(&id).await?))
-}
-
-async fn disable_key(
-    State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.disable_key(&id).await?))
-}
-
-async fn rotate_key(
-    State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.rotate_key(&id).await?))
-}
-
-async fn schedule_key_deletion(
-    State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-    OptionalJson(req): OptionalJson<api::ScheduleKeyDeletionRequest>,
-) -> ApiResult<Json<api::Key>> {
-    Ok(Json(
-        s.service
-            .schedule_key_deletion(&id, req.pending_window_in_days)
-            .await?,
-    ))
-}
-
-async fn cancel_key_deletion(
-    State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.cancel_key_deletion(&id).await?))
-}
-
-async fn list_aliases(State(s): State<AppState>) -> ApiResult<Json<api::ListAliasesResponse>> {
-    Ok(Json(s.service.list_aliases()?))
-}
-
-async fn put_alias(
-    State(s): State<AppState>,
-    ApiPath(alias): ApiPath<String>,
-    ApiJson(req): ApiJson<api::PutAliasRequest>,
-) -> ApiResult<Json<api::Alias>> {
-    Ok(Json(s.service.put_alias(&alias, &req.key_id).await?))
-}
-
-async fn get_alias(
-    State(s): State<AppState>,
-    ApiPath(alias): ApiPath<String>,
-) -> ApiResult<Json<api::Alias>> {
-    Ok(Json(s.service.get_alias(&alias)?))
-}
-
-async fn delete_alias(
-    State(s): State<AppState>,
-    ApiPath(alias): ApiPath<String>,
-) -> ApiResult<StatusCode> {
-    s.service.delete_alias(&alias).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn create_secret(
-    State(s): State<AppState>,
-    Caller(who): Caller,
-    ApiJson(req): ApiJson<api::CreateSecretRequest>,
-) -> ApiResult<Response> {
-    Ok(created(s.service.create_secret(req, &who).await?))
-}
-
-async fn list_secrets(
-    State(s): State<AppState>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> ApiResult<Json<api::ListSecretsResponse>> {
-    let mut q = ListSecretsQuery {
-        limit: 50,
-        ..Default::default()
-    };
-    for (k, v) in pairs {
-        match k.as_str() {
-            "limit" => {
-                q.limit = v.parse().map_err(|_| {
-                    ApiError::new(ErrorCode::InvalidParameter, "limit: must be a whole number")
-                })?
-            }
-            "page_token" => q.page_token = Some(v),
-            "name_prefix" => q.name_prefix = Some(v),
-            _ => match k.strip_prefix("tag.") {
-                Some(tag) if !tag.is_empty() => {
-                    q.tags.insert(tag.to_string(), v);
-                }
-                _ => {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidParameter,
-                        format!(
-                            "query: unknown parameter {k}; expected limit, page_token, name_prefix or tag.KEY"
-                        ),
-                    ));
-                }
-            },
-        }
-    }
-    Ok(Json(s.service.list_secrets(&q)?))
-}
-
-async fn describe_secret(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-) -> ApiResult<Json<api::Secret>> {
-    Ok(Json(s.service.describe_secret(&name)?))
-}
-
-async fn update_secret(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(req): ApiJson<api::UpdateSecretRequest>,
-) -> ApiResult<Json<api::Secret>> {
-    Ok(Json(s.service.update_secret(&name, req).await?))
-}
-
-async fn delete_secret(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<DeleteSecretParams>,
-) -> ApiResult<Json<api::DeleteSecretResponse>> {
-    let force = q.force_delete_without_recovery.unwrap_or(false);
-    Ok(Json(
-        s.service
-            .delete_secret(&name, q.recovery_window_in_days, force)
-            .await?,
-    ))
-}
-
-async fn get_secret_value(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<GetValueParams>,
-) -> ApiResult<Json<api::SecretValue>> {
-    Ok(Json(s.service.get_secret_value(
-        &name,
-        q.version_id.as_deref(),
-        q.version_stage.as_deref(),
-    )?))
-}
-
-async fn put_secret_value(
-    State(s): State<AppState>,
-    Caller(who): Caller,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(req): ApiJson<api::PutSecretValueRequest>,
-) -> ApiResult<Response> {
-    Ok(created(s.service.put_secret_value(&name, req, &who).await?))
-}
-
-async fn list_secret_versions(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-) -> ApiResult<Json<api::ListSecretVersionsResponse>> {
-    Ok(Json(s.service.list_secret_versions(&name)?))
-}
-
-async fn update_secret_stage(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(req): ApiJson<api::UpdateSecretStageRequest>,
-) -> ApiResult<Json<api::ListSecretVersionsResponse>> {
-    Ok(Json(s.service.update_secret_stage(&name, req).await?))
-}
-
-async fn restore_secret(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-) -> ApiResult<Json<api::Secret>> {
-    Ok(Json(s.service.restore_secret(&name).await?))
-}
-
-async fn create_rotation_policy(
-    State(s): State<AppState>,
-    ApiJson(req): ApiJson<api::CreateRotationPolicyRequest>,
-) -> ApiResult<Response> {
-    Ok(created(s.service.create_rotation_policy(req).await?))
-}
-
-async fn list_rotation_policies(
-    State(s): State<AppState>,
-) -> ApiResult<Json<api::ListRotationPoliciesResponse>> {
-    Ok(Json(s.service.list_rotation_policies()?))
-}
-
-async fn describe_rotation_policy(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-) -> ApiResult<Json<api::RotationPolicy>> {
-    Ok(Json(s.service.describe_rotation_policy(&name)?))
-}
-
-async fn update_rotation_policy(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-    ApiJson(req): ApiJson<api::UpdateRotationPolicyRequest>,
-) -> ApiResult<Json<api::RotationPolicy>> {
-    Ok(Json(s.service.update_rotation_policy(&name, req).await?))
-}
-
-async fn delete_rotation_policy(
-    State(s): State<AppState>,
-    ApiPath(name): ApiPath<String>,
-) -> ApiResult<StatusCode> {
-    s.service.delete_rotation_policy(&name).await?;
-    Ok(StatusCode::NO_CONTENT)
 }

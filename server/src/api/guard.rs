@@ -1,0 +1,264 @@
+//! The request guard: authentication, authorization from the route table, and the
+//! audit record of every request.
+//!
+//! Two middlewares share the work. [`audit`] wraps every request (matched or not): it
+//! drafts the record (time, request id, source, user agent), authenticates the bearer
+//! token if there is one, runs the request with the draft as its audit slot, and after
+//! the response records it, unless a write job already did so together with its change.
+//! If the record cannot be written, the response is replaced by an error. [`authorize`]
+//! runs on matched routes only: it forms the route's resource, answers 401 or 403, or
+//! lets the handler run with the caller's identity.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use strongbox_schemas::{AuditOutcome, ErrorCode, RESOURCE_TYPES};
+
+use super::error::{ApiError, current_request_id};
+use super::extract::Caller;
+use super::{AppState, MAX_BODY_BYTES, ResourceRule, RouteSpec};
+use crate::Error;
+use crate::service::{AuditEntry, AuditSlot, Identity};
+use crate::tls::PeerAddr;
+
+/// What the bearer token (if any) proved; set by [`audit`], read by [`authorize`].
+#[derive(Clone)]
+enum Authn {
+    Missing,
+    Valid(Arc<Identity>),
+    Refused(Error),
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Outermost of the two: drafts, runs and records.
+pub(super) async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let mut entry = AuditEntry {
+        time: state.service.now(),
+        request_id: current_request_id(),
+        principal: "anonymous".into(),
+        source: req
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0.to_string())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    if let Some(ua) = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        entry.set_user_agent(ua);
+    }
+    let authn = match bearer(&req).map(|t| state.service.authenticate(t)) {
+        None => Authn::Missing,
+        Some(Ok(id)) => {
+            entry.principal = id.principal().to_string();
+            Authn::Valid(id)
+        }
+        Some(Err(e)) => Authn::Refused(e),
+    };
+    req.extensions_mut().insert(authn);
+    let slot = AuditSlot::new(entry);
+    req.extensions_mut().insert(slot.clone());
+    let resp = state.service.audited(slot.clone(), next.run(req)).await;
+    let status = resp.status();
+    let outcome = if status.is_success() || status.is_redirection() {
+        AuditOutcome::Succeeded
+    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        AuditOutcome::Denied
+    } else {
+        AuditOutcome::Failed
+    };
+    let code = resp.extensions().get::<ErrorCode>().copied();
+    match state.service.finish_audit(&slot, outcome, code).await {
+        Ok(()) => resp,
+        // The request was not recorded, so it is not answered: a read's value is dropped.
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+fn unauthenticated(message: String) -> Response {
+    let mut resp = ApiError::new(ErrorCode::Unauthenticated, message).into_response();
+    resp.headers_mut()
+        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// Fills `{param}` placeholders from `lookup`; `None` if one has no value.
+pub(super) fn fill(template: &str, lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}')? + open;
+        out.push_str(&rest[..open]);
+        out.push_str(&lookup(&rest[open + 1..close])?);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn well_formed(resource: &str) -> bool {
+    resource == "*" || RESOURCE_TYPES.iter().any(|t| resource.starts_with(t))
+}
+
+/// The resource a create names in its body: the body is read (within the size limit),
+/// checked to be JSON, and handed on unchanged to the handler.
+async fn body_resource(template: &str, body: Body) -> Result<(String, Body), ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large"))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, format!("body: {e}")))?;
+    let resource = fill(template, |field| {
+        v.get(field).and_then(|f| f.as_str()).map(str::to_string)
+    })
+    .ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("body: the fields of {template} are required strings"),
+        )
+    })?;
+    Ok((resource, Body::from(bytes)))
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
+
+/// Runs on matched routes: 401, 403, or the handler with a [`Caller`].
+pub(super) async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let key = (
+        req.method().as_str().to_string(),
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+    );
+    let Some(spec) = state.routes.get(&key).cloned() else {
+        // A route outside the table cannot be authorized, so it is refused.
+        return ApiError::new(ErrorCode::Forbidden, "route has no authorization rule")
+            .into_response();
+    };
+    let slot = req.extensions().get::<AuditSlot>().cloned();
+    if spec.action.is_empty() {
+        if let Some(s) = &slot {
+            s.exempt();
+        }
+        return next.run(req).await;
+    }
+    match check(&spec, slot.as_ref(), req).await {
+        Ok(req) => next.run(req).await,
+        Err(resp) => resp,
+    }
+}
+
+async fn check(
+    spec: &RouteSpec,
+    slot: Option<&AuditSlot>,
+    req: Request,
+) -> Result<Request, Response> {
+    let target = |resource: &str| {
+        if let Some(s) = slot {
+            s.set_target(spec.action, resource);
+        }
+    };
+    let (mut parts, body) = req.into_parts();
+    let params = match Path::<Vec<(String, String)>>::from_request_parts(&mut parts, &()).await {
+        Ok(Path(p)) => p,
+        Err(e) => {
+            target("");
+            return Err(ApiError::from(e).into_response());
+        }
+    };
+    let from_path = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let path_resource = match spec.resource {
+        ResourceRule::Path(t) => fill(t, from_path),
+        ResourceRule::Body(_) => None,
+    };
+    target(path_resource.as_deref().unwrap_or_default());
+    let identity = match parts.extensions.get::<Authn>().cloned() {
+        Some(Authn::Valid(id)) => id,
+        Some(Authn::Refused(e)) if e.code == ErrorCode::Unauthenticated => {
+            return Err(unauthenticated(e.message));
+        }
+        Some(Authn::Refused(e)) => return Err(ApiError(e).into_response()),
+        Some(Authn::Missing) | None => {
+            return Err(unauthenticated(
+                "a valid token is required: Authorization: Bearer TOKEN".into(),
+            ));
+        }
+    };
+    let (resource, body) = match (spec.resource, path_resource) {
+        (ResourceRule::Path(_), Some(r)) => (r, body),
+        (ResourceRule::Path(t), None) => {
+            return Err(ApiError(Error::internal(format!(
+                "route template {t} has a placeholder that is not a path parameter"
+            )))
+            .into_response());
+        }
+        (ResourceRule::Body(t), _) => {
+            if !is_json(&parts.headers) {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "the body must be JSON with Content-Type: application/json",
+                )
+                .into_response());
+            }
+            body_resource(t, body)
+                .await
+                .map_err(IntoResponse::into_response)?
+        }
+    };
+    target(&resource);
+    if !well_formed(&resource) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!(
+                "path: {resource} is not a resource name; this route's resources look like {}",
+                spec.resource.template()
+            ),
+        )
+        .into_response());
+    }
+    if !identity.allows(spec.action, &resource) {
+        // Decided on the request alone, before anything is loaded: the answer is the
+        // same whether or not the resource exists.
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "principal {} is not allowed {} on {resource}",
+                identity.principal(),
+                spec.action
+            ),
+        )
+        .into_response());
+    }
+    parts.extensions.insert(Caller(identity));
+    Ok(Request::from_parts(parts, body))
+}

@@ -1,0 +1,313 @@
+//! Handlers of the key, alias, secret and rotation-policy routes, and the server-wide
+//! ones. Lists show only what the caller may describe.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use strongbox_schemas::{self as api, ErrorCode};
+
+use super::super::extract::{ApiJson, ApiPath, ApiQuery, Caller, OptionalJson};
+use super::{
+    ApiError, ApiResult, AppState, DeleteSecretParams, GetValueParams, PageQuery, created,
+};
+use crate::service::{ListSecretsQuery, Principal};
+
+pub(super) async fn health() -> Json<api::Health> {
+    Json(api::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+pub(super) async fn openapi() -> Json<serde_json::Value> {
+    Json(super::super::openapi_document())
+}
+
+pub(super) async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+pub(super) async fn create_key(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::CreateKeyRequest>,
+) -> ApiResult<Response> {
+    Ok(created(s.service.create_key(req).await?))
+}
+
+pub(super) async fn list_keys(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<api::ListKeysResponse>> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "limit: must be between 1 and 100",
+        ));
+    }
+    let visible = |id: &str| who.allows("kms:DescribeKey", &format!("key/{id}"));
+    Ok(Json(s.service.list_keys(
+        limit,
+        q.page_token.as_deref(),
+        &visible,
+    )?))
+}
+
+pub(super) async fn describe_key(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<api::Key>> {
+    Ok(Json(s.service.describe_key(&id)?))
+}
+
+pub(super) async fn update_key(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::UpdateKeyRequest>,
+) -> ApiResult<Json<api::Key>> {
+    Ok(Json(s.service.update_key(&id, req).await?))
+}
+
+pub(super) async fn enable_key(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<api::Key>> {
+    Ok(Json(s.service.enable_key(&id).await?))
+}
+
+pub(super) async fn disable_key(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<api::Key>> {
+    Ok(Json(s.service.disable_key(&id).await?))
+}
+
+pub(super) async fn rotate_key(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<api::Key>> {
+    Ok(Json(s.service.rotate_key(&id).await?))
+}
+
+pub(super) async fn schedule_key_deletion(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(req): OptionalJson<api::ScheduleKeyDeletionRequest>,
+) -> ApiResult<Json<api::Key>> {
+    Ok(Json(
+        s.service
+            .schedule_key_deletion(&id, req.pending_window_in_days)
+            .await?,
+    ))
+}
+
+pub(super) async fn cancel_key_deletion(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<api::Key>> {
+    Ok(Json(s.service.cancel_key_deletion(&id).await?))
+}
+
+pub(super) async fn list_aliases(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+) -> ApiResult<Json<api::ListAliasesResponse>> {
+    let mut r = s.service.list_aliases()?;
+    r.aliases
+        .retain(|a| who.allows("kms:DescribeAlias", &a.alias_name));
+    Ok(Json(r))
+}
+
+pub(super) async fn put_alias(
+    State(s): State<AppState>,
+    ApiPath(alias): ApiPath<String>,
+    ApiJson(req): ApiJson<api::PutAliasRequest>,
+) -> ApiResult<Json<api::Alias>> {
+    Ok(Json(s.service.put_alias(&alias, &req.key_id).await?))
+}
+
+pub(super) async fn get_alias(
+    State(s): State<AppState>,
+    ApiPath(alias): ApiPath<String>,
+) -> ApiResult<Json<api::Alias>> {
+    Ok(Json(s.service.get_alias(&alias)?))
+}
+
+pub(super) async fn delete_alias(
+    State(s): State<AppState>,
+    ApiPath(alias): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    s.service.delete_alias(&alias).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn create_secret(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<api::CreateSecretRequest>,
+) -> ApiResult<Response> {
+    let who = Principal::Named(who.principal().to_string());
+    Ok(created(s.service.create_secret(req, &who).await?))
+}
+
+pub(super) async fn list_secrets(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> ApiResult<Json<api::ListSecretsResponse>> {
+    let mut q = ListSecretsQuery {
+        limit: 50,
+        ..Default::default()
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "limit" => {
+                q.limit = v.parse().map_err(|_| {
+                    ApiError::new(ErrorCode::InvalidParameter, "limit: must be a whole number")
+                })?
+            }
+            "page_token" => q.page_token = Some(v),
+            "name_prefix" => q.name_prefix = Some(v),
+            _ => match k.strip_prefix("tag.") {
+                Some(tag) if !tag.is_empty() => {
+                    q.tags.insert(tag.to_string(), v);
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        format!(
+                            "query: unknown parameter {k}; expected limit, page_token, name_prefix or tag.KEY"
+                        ),
+                    ));
+                }
+            },
+        }
+    }
+    let visible = |name: &str| who.allows("kms:DescribeSecret", &format!("secret/{name}"));
+    Ok(Json(s.service.list_secrets(&q, &visible)?))
+}
+
+pub(super) async fn describe_secret(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<api::Secret>> {
+    Ok(Json(s.service.describe_secret(&name)?))
+}
+
+pub(super) async fn update_secret(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<api::UpdateSecretRequest>,
+) -> ApiResult<Json<api::Secret>> {
+    Ok(Json(s.service.update_secret(&name, req).await?))
+}
+
+pub(super) async fn delete_secret(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteSecretParams>,
+) -> ApiResult<Json<api::DeleteSecretResponse>> {
+    let force = q.force_delete_without_recovery.unwrap_or(false);
+    Ok(Json(
+        s.service
+            .delete_secret(&name, q.recovery_window_in_days, force)
+            .await?,
+    ))
+}
+
+pub(super) async fn get_secret_value(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GetValueParams>,
+) -> ApiResult<Json<api::SecretValue>> {
+    Ok(Json(s.service.get_secret_value(
+        &name,
+        q.version_id.as_deref(),
+        q.version_stage.as_deref(),
+    )?))
+}
+
+pub(super) async fn put_secret_value(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<api::PutSecretValueRequest>,
+) -> ApiResult<Response> {
+    let who = Principal::Named(who.principal().to_string());
+    Ok(created(s.service.put_secret_value(&name, req, &who).await?))
+}
+
+pub(super) async fn list_secret_versions(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<api::ListSecretVersionsResponse>> {
+    Ok(Json(s.service.list_secret_versions(&name)?))
+}
+
+pub(super) async fn update_secret_stage(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<api::UpdateSecretStageRequest>,
+) -> ApiResult<Json<api::ListSecretVersionsResponse>> {
+    Ok(Json(s.service.update_secret_stage(&name, req).await?))
+}
+
+pub(super) async fn restore_secret(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<api::Secret>> {
+    Ok(Json(s.service.restore_secret(&name).await?))
+}
+
+pub(super) async fn create_rotation_policy(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::CreateRotationPolicyRequest>,
+) -> ApiResult<Response> {
+    Ok(created(s.service.create_rotation_policy(req).await?))
+}
+
+pub(super) async fn list_rotation_policies(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+) -> ApiResult<Json<api::ListRotationPoliciesResponse>> {
+    let mut r = s.service.list_rotation_policies()?;
+    r.rotation_policies.retain(|p| {
+        who.allows(
+            "kms:DescribeRotationPolicy",
+            &format!("rotation-policy/{}", p.name),
+        )
+    });
+    Ok(Json(r))
+}
+
+pub(super) async fn describe_rotation_policy(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<api::RotationPolicy>> {
+    Ok(Json(s.service.describe_rotation_policy(&name)?))
+}
+
+pub(super) async fn update_rotation_policy(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<api::UpdateRotationPolicyRequest>,
+) -> ApiResult<Json<api::RotationPolicy>> {
+    Ok(Json(s.service.update_rotation_policy(&name, req).await?))
+}
+
+pub(super) async fn delete_rotation_policy(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    s.service.delete_rotation_policy(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

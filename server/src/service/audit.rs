@@ -1,0 +1,553 @@
+//! The audit trail: one append-only record per request, chained with HMAC-SHA256.
+//!
+//! Records are appended by write jobs on the writer thread, so they are numbered and
+//! chained in commit order without locks. A request that changes something appends its
+//! record in the same job as the change ([`Service::write`]), so both commit together
+//! or neither does; a request that only reads appends its record in a job of its own,
+//! and concurrent reads share one commit (group commit). Layout and MACs are drawn in
+//! `docs/design/storage.md` and `docs/design/crypto.md`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use strongbox_schemas::{self as api, AuditOutcome, ErrorCode, Timestamp};
+
+use super::Service;
+use crate::barrier::{self, FORMAT_V1};
+use crate::error::{Error, Result};
+use crate::storage::{Reader, Table, Txn};
+
+const META_AUDIT_HEAD: &[u8] = b"audit_head";
+/// Records read per scan chunk.
+const CHUNK: usize = 512;
+/// Most records one `GET /v1/audit` page looks at, so a filter that matches little
+/// cannot make one request scan the whole trail.
+const PAGE_SCAN_BUDGET: usize = 10_000;
+const USER_AGENT_MAX: usize = 256;
+
+tokio::task_local! {
+    /// The record of the request being served; set by the HTTP edge around a handler.
+    static SLOT: AuditSlot;
+}
+
+/// What is known of a request before it is answered: everything a record holds but
+/// its number, outcome and error code.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEntry {
+    /// Unix seconds when the request arrived.
+    pub time: i64,
+    /// Request id.
+    pub request_id: String,
+    /// Principal name, or `anonymous`.
+    pub principal: String,
+    /// The route's action (empty when no route matched).
+    pub action: String,
+    /// The resource authorized against.
+    pub resource: String,
+    /// Client address.
+    pub source: String,
+    /// `User-Agent`, cut to 256 characters.
+    pub user_agent: String,
+}
+
+impl AuditEntry {
+    /// Sets the user agent, cut to its first 256 characters.
+    pub fn set_user_agent(&mut self, ua: &str) {
+        self.user_agent = ua.chars().take(USER_AGENT_MAX).collect();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// Not recorded yet.
+    Open,
+    /// A public route: not recorded.
+    Exempt,
+    /// Taken by a write job, which records it with its change.
+    Taken,
+    /// Committed.
+    Recorded,
+    /// Could not be recorded; the request has failed.
+    Failed,
+}
+
+/// The audit record of one request in progress. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct AuditSlot(Arc<Mutex<(AuditEntry, SlotState)>>);
+
+impl AuditSlot {
+    /// A slot for a request.
+    pub fn new(entry: AuditEntry) -> Self {
+        Self(Arc::new(Mutex::new((entry, SlotState::Open))))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut AuditEntry, &mut SlotState) -> T) -> T {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (e, s) = &mut *g;
+        f(e, s)
+    }
+
+    /// Records the action and the resource the request is authorized against.
+    pub fn set_target(&self, action: &str, resource: &str) {
+        self.with(|e, _| {
+            e.action = action.to_string();
+            e.resource = resource.to_string();
+        });
+    }
+
+    /// Marks a public route, which is not recorded.
+    pub fn exempt(&self) {
+        self.with(|_, s| *s = SlotState::Exempt);
+    }
+
+    fn take(&self) -> Option<AuditEntry> {
+        self.with(|e, s| {
+            (*s == SlotState::Open).then(|| {
+                *s = SlotState::Taken;
+                e.clone()
+            })
+        })
+    }
+
+    fn settle(&self, ok: bool) {
+        self.with(|_, s| {
+            *s = if ok {
+                SlotState::Recorded
+            } else {
+                SlotState::Failed
+            }
+        });
+    }
+}
+
+/// Audit state of the services.
+#[derive(Default)]
+pub(crate) struct AuditState {
+    /// Test-only: makes every append fail.
+    failpoint: AtomicBool,
+}
+
+/// The persisted head: how many records there are and the last one's MAC, itself MACed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    count: u64,
+    last: [u8; 32],
+    mac: [u8; 32],
+}
+
+impl Head {
+    fn decode(v: &[u8]) -> Option<Self> {
+        if v.len() != 72 {
+            return None;
+        }
+        let mut count = [0u8; 8];
+        count.copy_from_slice(&v[..8]);
+        let (mut last, mut mac) = ([0u8; 32], [0u8; 32]);
+        last.copy_from_slice(&v[8..40]);
+        mac.copy_from_slice(&v[40..72]);
+        Some(Self {
+            count: u64::from_be_bytes(count),
+            last,
+            mac,
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(72);
+        v.extend_from_slice(&self.count.to_be_bytes());
+        v.extend_from_slice(&self.last);
+        v.extend_from_slice(&self.mac);
+        v
+    }
+}
+
+fn load_head(r: &(impl Reader + ?Sized)) -> Result<Option<Head>> {
+    match r.get(Table::Meta, META_AUDIT_HEAD)? {
+        None => Ok(None),
+        Some(v) => Head::decode(&v)
+            .map(Some)
+            .ok_or_else(|| Error::internal("audit head record is malformed")),
+    }
+}
+
+/// A stored record: `0x01 ‖ MAC(32) ‖ JSON`.
+struct Stored<'a> {
+    mac: [u8; 32],
+    body: &'a [u8],
+}
+
+fn split_stored(v: &[u8]) -> Option<Stored<'_>> {
+    if v.len() < 33 || v[0] != FORMAT_V1 {
+        return None;
+    }
+    let mut mac = [0u8; 32];
+    mac.copy_from_slice(&v[1..33]);
+    Some(Stored {
+        mac,
+        body: &v[33..],
+    })
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    key.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn unauditable() -> Error {
+    Error::new(
+        ErrorCode::Unavailable,
+        "the request could not be recorded in the audit trail, so it was refused and nothing was changed",
+    )
+}
+
+/// Filters of `GET /v1/audit`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Exact principal name.
+    pub principal: Option<String>,
+    /// Exact action.
+    pub action: Option<String>,
+    /// Resources starting with this.
+    pub resource_prefix: Option<String>,
+    /// Exact request id.
+    pub request_id: Option<String>,
+    /// Records at or after this time (unix seconds).
+    pub start_time: Option<i64>,
+    /// Records before this time (unix seconds).
+    pub end_time: Option<i64>,
+    /// Page size.
+    pub limit: usize,
+    /// Records after this sequence number.
+    pub after: u64,
+}
+
+impl AuditQuery {
+    fn matches(&self, r: &api::AuditRecord) -> bool {
+        let t = r.time.unix();
+        self.principal.as_ref().is_none_or(|p| *p == r.principal)
+            && self.action.as_ref().is_none_or(|a| *a == r.action)
+            && self.request_id.as_ref().is_none_or(|i| *i == r.request_id)
+            && self
+                .resource_prefix
+                .as_ref()
+                .is_none_or(|p| r.resource.starts_with(p.as_str()))
+            && self.start_time.is_none_or(|s| t >= s)
+            && self.end_time.is_none_or(|e| t < e)
+    }
+}
+
+impl Service {
+    /// Runs `fut` (a request's handler) with `slot` as its audit record: the first
+    /// write job it makes records it in the same commit.
+    pub async fn audited<F: std::future::Future>(&self, slot: AuditSlot, fut: F) -> F::Output {
+        SLOT.scope(slot, fut).await
+    }
+
+    /// Records a request that no write job recorded (reads, refusals, failures before
+    /// any write), with its outcome, and waits for the commit. Concurrent calls share a
+    /// commit. An error means the request must fail.
+    pub async fn finish_audit(
+        &self,
+        slot: &AuditSlot,
+        outcome: AuditOutcome,
+        code: Option<ErrorCode>,
+    ) -> Result<()> {
+        let state = slot.with(|_, s| *s);
+        match state {
+            SlotState::Exempt | SlotState::Recorded => return Ok(()),
+            SlotState::Failed | SlotState::Taken => return Err(unauditable()),
+            SlotState::Open => {}
+        }
+        let Some(entry) = slot.take() else {
+            return Ok(());
+        };
+        let this = self.clone();
+        let r = self
+            .store()
+            .write(move |t| this.append_audit(t, &entry, outcome, code))
+            .await;
+        slot.settle(r.is_ok());
+        r.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "audit record could not be written");
+            unauditable()
+        })
+    }
+
+    /// The write path of every service: runs `f` on the writer thread and, inside a
+    /// request, appends the request's audit record in the same job, with `f`'s outcome.
+    /// If the record cannot be written, nothing of `f` is kept and the request fails.
+    pub(crate) async fn write<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Txn<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let slot = SLOT.try_with(Clone::clone).ok();
+        let Some((slot, entry)) = slot.and_then(|s| s.take().map(|e| (s, e))) else {
+            return self.store().write(f).await;
+        };
+        let this = self.clone();
+        let r = self
+            .store()
+            .write_then(f, move |t, outcome| {
+                let (o, code) = match outcome {
+                    Ok(_) => (AuditOutcome::Succeeded, None),
+                    Err(e) => (AuditOutcome::Failed, Some(e.code)),
+                };
+                this.append_audit(t, &entry, o, code).map(|_| ())
+            })
+            .await;
+        slot.settle(r.is_ok());
+        match r {
+            Ok(inner) => inner,
+            Err(e) if e.code == ErrorCode::Unavailable => Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "a change and its audit record could not be committed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends one record after the head; runs on the writer thread.
+    fn append_audit(
+        &self,
+        t: &mut Txn<'_>,
+        entry: &AuditEntry,
+        outcome: AuditOutcome,
+        error_code: Option<ErrorCode>,
+    ) -> Result<u64> {
+        if self.inner.audit.failpoint.load(Ordering::SeqCst) {
+            return Err(unauditable());
+        }
+        let head = load_head(t)?;
+        let (count, prev) = head.map_or((0, [0u8; 32]), |h| (h.count, h.last));
+        let seq = count + 1;
+        let rec = api::AuditRecord {
+            seq,
+            time: Timestamp::from_unix(entry.time),
+            request_id: entry.request_id.clone(),
+            principal: entry.principal.clone(),
+            action: entry.action.clone(),
+            resource: entry.resource.clone(),
+            outcome,
+            error_code,
+            source: entry.source.clone(),
+            user_agent: entry.user_agent.clone(),
+        };
+        let body = serde_json::to_vec(&rec).map_err(Error::internal)?;
+        let barrier = &self.inner.barrier;
+        let mac = barrier.audit_record_mac(seq, &prev, &body);
+        let mut value = Vec::with_capacity(33 + body.len());
+        value.push(FORMAT_V1);
+        value.extend_from_slice(&mac);
+        value.extend_from_slice(&body);
+        t.put(Table::Audit, &seq.to_be_bytes(), value);
+        let head = Head {
+            count: seq,
+            last: mac,
+            mac: barrier.audit_head_mac(seq, &mac),
+        };
+        t.put(Table::Meta, META_AUDIT_HEAD, head.encode());
+        Ok(seq)
+    }
+
+    /// Test-only switch that makes every audit append fail.
+    #[cfg(any(test, feature = "failpoints"))]
+    pub fn set_audit_failpoint(&self, on: bool) {
+        self.inner.audit.failpoint.store(on, Ordering::SeqCst);
+    }
+
+    /// Records in the trail now.
+    pub fn audit_count(&self) -> Result<u64> {
+        Ok(load_head(self.store())?.map_or(0, |h| h.count))
+    }
+
+    /// A page of records, oldest first.
+    pub fn list_audit(&self, q: &AuditQuery) -> Result<api::ListAuditResponse> {
+        if !(1..=1000).contains(&q.limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 1000"));
+        }
+        let snap = self.store().snapshot()?;
+        let count = load_head(&*snap)?.map_or(0, |h| h.count);
+        let mut records = Vec::new();
+        let mut after = q.after;
+        let mut scanned = 0usize;
+        loop {
+            let batch = snap.scan(Table::Audit, b"", Some(&after.to_be_bytes()), CHUNK)?;
+            let exhausted = batch.len() < CHUNK;
+            for (k, v) in &batch {
+                let seq = seq_of(k).ok_or_else(|| Error::internal("bad audit key"))?;
+                after = seq;
+                scanned += 1;
+                let stored = split_stored(v)
+                    .ok_or_else(|| Error::internal(format!("audit record {seq} is malformed")))?;
+                let rec: api::AuditRecord = serde_json::from_slice(stored.body).map_err(|e| {
+                    Error::internal(format!("audit record {seq} does not parse: {e}"))
+                })?;
+                if q.matches(&rec) {
+                    records.push(rec);
+                }
+                if records.len() == q.limit || scanned >= PAGE_SCAN_BUDGET {
+                    return Ok(api::ListAuditResponse {
+                        records,
+                        next_page_token: (seq < count).then(|| seq.to_string()),
+                        count,
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(api::ListAuditResponse {
+                    records,
+                    next_page_token: None,
+                    count,
+                });
+            }
+        }
+    }
+
+    /// Checks the whole chain against the persisted head, in one consistent snapshot
+    /// (the server keeps serving meanwhile).
+    pub fn verify_audit(&self) -> Result<api::AuditVerifyReport> {
+        let snap = self.store().snapshot()?;
+        let head = load_head(&*snap)?;
+        let count = head.map_or(0, |h| h.count);
+        let barrier = &self.inner.barrier;
+        let bad = |verified: u64, seq: Option<u64>, problem: String| api::AuditVerifyReport {
+            intact: false,
+            count,
+            verified,
+            first_bad_seq: seq,
+            problem: Some(problem),
+        };
+        let mut prev = [0u8; 32];
+        let mut expected = 1u64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch = snap.scan(Table::Audit, b"", after.as_deref(), CHUNK)?;
+            let exhausted = batch.len() < CHUNK;
+            for (k, v) in &batch {
+                let verified = expected - 1;
+                let Some(seq) = seq_of(k) else {
+                    return Ok(bad(
+                        verified,
+                        Some(expected),
+                        format!("a record with a malformed key follows record {verified}"),
+                    ));
+                };
+                if seq != expected {
+                    return Ok(bad(
+                        verified,
+                        Some(expected),
+                        format!("record {expected} is missing (the next one is {seq})"),
+                    ));
+                }
+                if seq > count {
+                    return Ok(bad(
+                        verified,
+                        Some(seq),
+                        format!(
+                            "record {seq} lies beyond the head ({count} records): it was not written by this server"
+                        ),
+                    ));
+                }
+                let good = split_stored(v).filter(|s| {
+                    let body_seq = serde_json::from_slice::<api::AuditRecord>(s.body)
+                        .map(|r| r.seq)
+                        .ok();
+                    body_seq == Some(seq)
+                        && barrier::digest_eq(&barrier.audit_record_mac(seq, &prev, s.body), &s.mac)
+                });
+                let Some(s) = good else {
+                    return Ok(bad(
+                        verified,
+                        Some(seq),
+                        format!(
+                            "record {seq} does not verify: it was edited, or the chain from it on was recomputed without the root key"
+                        ),
+                    ));
+                };
+                prev = s.mac;
+                expected += 1;
+            }
+            if exhausted {
+                break;
+            }
+            after = batch.last().map(|(k, _)| k.clone());
+        }
+        let verified = expected - 1;
+        if verified < count {
+            return Ok(bad(
+                verified,
+                Some(verified + 1),
+                format!(
+                    "record {} is missing: the trail was cut off after record {verified} (the head says {count})",
+                    verified + 1
+                ),
+            ));
+        }
+        if let Some(h) = head {
+            let head_ok = barrier::digest_eq(&h.last, &prev)
+                && barrier::digest_eq(&barrier.audit_head_mac(h.count, &h.last), &h.mac);
+            if !head_ok {
+                return Ok(bad(
+                    verified,
+                    None,
+                    "the head does not verify: it was rewritten (records cut off or replaced?)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(api::AuditVerifyReport {
+            intact: true,
+            count,
+            verified,
+            first_bad_seq: None,
+            problem: None,
+        })
+    }
+
+    /// A quick check at unseal: the head's own MAC, its last record present, nothing
+    /// after it. A head rewritten or removed while the server was down is refused
+    /// rather than built upon, which would hide a cut-off tail.
+    pub fn check_audit_head(&self) -> Result<(), String> {
+        let fail = |e: Error| e.message;
+        let store = self.store();
+        let any = !store
+            .scan(Table::Audit, b"", None, 1)
+            .map_err(|e| e.to_string())?
+            .is_empty();
+        let Some(h) = load_head(store).map_err(fail)? else {
+            return if any {
+                Err("the audit trail has records but no head".into())
+            } else {
+                Ok(())
+            };
+        };
+        let barrier = &self.inner.barrier;
+        if !barrier::digest_eq(&barrier.audit_head_mac(h.count, &h.last), &h.mac) {
+            return Err("the audit head does not verify".into());
+        }
+        let last = store
+            .get(Table::Audit, &h.count.to_be_bytes())
+            .map_err(|e| e.to_string())?;
+        let last_ok = last
+            .as_deref()
+            .and_then(split_stored)
+            .is_some_and(|s| barrier::digest_eq(&s.mac, &h.last));
+        if !last_ok {
+            return Err(format!(
+                "audit record {} (the head's last) is missing or altered",
+                h.count
+            ));
+        }
+        if store
+            .get(Table::Audit, &(h.count + 1).to_be_bytes())
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Err(format!("audit records follow the head ({})", h.count));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,368 @@
+//! Principals and their tokens.
+
+use std::collections::BTreeSet;
+
+use strongbox_schemas::{
+    self as api, ADMINISTRATOR_ACCESS, ErrorCode, ROOT_PRINCIPAL, validate_principal_name,
+};
+use zeroize::Zeroizing;
+
+use super::Service;
+use super::identity::{PrincipalRecord, TokenRecord, new_token, policy_document};
+use super::records::{decode, encode, load, validate_description};
+use crate::barrier;
+use crate::error::{Error, Result};
+use crate::storage::{Mutation, Reader, Table, Txn, composite};
+
+/// Most policies attached to one principal.
+const MAX_POLICIES: usize = 32;
+/// Token id of the root token printed by `init` (and by each `--dev` start).
+pub(crate) const ROOT_TOKEN_ID: &str = "root";
+const ROOT_DESCRIPTION: &str = "Built in: holds the token printed by strongbox init";
+
+fn principal_not_found(name: &str) -> Error {
+    Error::new(
+        ErrorCode::PrincipalNotFound,
+        format!("principal {name} not found"),
+    )
+}
+
+fn builtin(name: &str) -> Error {
+    Error::new(
+        ErrorCode::InvalidState,
+        format!("principal {name} is built in and cannot be changed or deleted"),
+    )
+}
+
+fn load_principal(r: &(impl Reader + ?Sized), name: &str) -> Result<PrincipalRecord> {
+    load(r, Table::Principals, name.as_bytes())?.ok_or_else(|| principal_not_found(name))
+}
+
+/// Checks a list of policy names: no repeats, at most 32, each one existing.
+fn check_policies(r: &(impl Reader + ?Sized), policies: &[String]) -> Result<()> {
+    if policies.len() > MAX_POLICIES {
+        return Err(Error::invalid(
+            "policies",
+            format!("at most {MAX_POLICIES} policies"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, p) in policies.iter().enumerate() {
+        if !seen.insert(p) {
+            return Err(Error::invalid(
+                &format!("policies[{i}]"),
+                format!("{p} is listed twice"),
+            ));
+        }
+        if policy_document(r, p)?.is_none() {
+            return Err(Error::new(
+                ErrorCode::PolicyNotFound,
+                format!("policies[{i}]: policy {p} not found"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the `policy \0 principal` index from `old` to `new`.
+fn reindex(t: &mut Txn<'_>, principal: &str, old: &[String], new: &[String]) {
+    for p in old {
+        t.delete(Table::PolicyPrincipals, &composite(p, principal));
+    }
+    for p in new {
+        t.put(
+            Table::PolicyPrincipals,
+            &composite(p, principal),
+            Vec::new(),
+        );
+    }
+}
+
+fn put_token(t: &mut Txn<'_>, rec: &TokenRecord) {
+    t.put(Table::Tokens, &rec.sha256, encode(rec));
+    t.put(
+        Table::PrincipalTokens,
+        &composite(&rec.principal, &rec.token_id),
+        rec.sha256.clone(),
+    );
+}
+
+fn delete_token_of(t: &mut Txn<'_>, principal: &str, token_id: &str) -> Result<bool> {
+    let idx = composite(principal, token_id);
+    let Some(hash) = t.get(Table::PrincipalTokens, &idx)? else {
+        return Ok(false);
+    };
+    t.delete(Table::Tokens, &hash);
+    t.delete(Table::PrincipalTokens, &idx);
+    Ok(true)
+}
+
+fn prefix_of(name: &str) -> Vec<u8> {
+    let mut p = name.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+/// Writes the `root` principal with `AdministratorAccess` and its token, replacing any
+/// earlier root token. Used by `init`, by the dev server and to upgrade old databases.
+pub(crate) fn write_root(t: &mut Txn<'_>, token_sha256: [u8; 32], now: i64) -> Result<()> {
+    if t.get(Table::Principals, ROOT_PRINCIPAL.as_bytes())?
+        .is_none()
+    {
+        let rec = PrincipalRecord {
+            name: ROOT_PRINCIPAL.into(),
+            description: ROOT_DESCRIPTION.into(),
+            policies: vec![ADMINISTRATOR_ACCESS.into()],
+            creation_date: now,
+            update_date: now,
+        };
+        t.put(Table::Principals, ROOT_PRINCIPAL.as_bytes(), encode(&rec));
+        reindex(t, ROOT_PRINCIPAL, &[], &rec.policies);
+    }
+    delete_token_of(t, ROOT_PRINCIPAL, ROOT_TOKEN_ID)?;
+    put_token(t, &root_token(token_sha256, now));
+    Ok(())
+}
+
+fn root_token(token_sha256: [u8; 32], now: i64) -> TokenRecord {
+    TokenRecord {
+        token_id: ROOT_TOKEN_ID.into(),
+        principal: ROOT_PRINCIPAL.into(),
+        sha256: token_sha256.to_vec(),
+        description: "The root token".into(),
+        creation_date: now,
+        expires_at: None,
+    }
+}
+
+/// The records of a fresh `root` principal and its token, for a store being initialised
+/// or upgraded (no root principal yet).
+pub(crate) fn root_mutations(token_sha256: [u8; 32], now: i64) -> Vec<Mutation> {
+    let p = PrincipalRecord {
+        name: ROOT_PRINCIPAL.into(),
+        description: ROOT_DESCRIPTION.into(),
+        policies: vec![ADMINISTRATOR_ACCESS.into()],
+        creation_date: now,
+        update_date: now,
+    };
+    let tok = root_token(token_sha256, now);
+    vec![
+        Mutation::Put(
+            Table::Principals,
+            ROOT_PRINCIPAL.as_bytes().to_vec(),
+            encode(&p),
+        ),
+        Mutation::Put(
+            Table::PolicyPrincipals,
+            composite(ADMINISTRATOR_ACCESS, ROOT_PRINCIPAL),
+            Vec::new(),
+        ),
+        Mutation::Put(Table::Tokens, tok.sha256.clone(), encode(&tok)),
+        Mutation::Put(
+            Table::PrincipalTokens,
+            composite(ROOT_PRINCIPAL, ROOT_TOKEN_ID),
+            tok.sha256,
+        ),
+    ]
+}
+
+impl Service {
+    /// Runs a change to principals, tokens or policies; whatever its outcome, cached
+    /// identities are dropped before it is acknowledged.
+    pub(crate) async fn write_access<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Txn<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let r = self.write(f).await;
+        self.inner.identities.invalidate();
+        r
+    }
+
+    /// Creates a principal.
+    pub async fn create_principal(
+        &self,
+        req: api::CreatePrincipalRequest,
+    ) -> Result<api::Principal> {
+        validate_principal_name("name", &req.name)?;
+        let description = req.description.unwrap_or_default();
+        validate_description(&description)?;
+        let policies = req.policies.unwrap_or_default();
+        let now = self.now();
+        self.write_access(move |t| {
+            if t.get(Table::Principals, req.name.as_bytes())?.is_some() {
+                return Err(Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!("principal {} already exists", req.name),
+                ));
+            }
+            check_policies(t, &policies)?;
+            let rec = PrincipalRecord {
+                name: req.name,
+                description,
+                policies,
+                creation_date: now,
+                update_date: now,
+            };
+            reindex(t, &rec.name, &[], &rec.policies);
+            t.put(Table::Principals, rec.name.as_bytes(), encode(&rec));
+            Ok(rec.to_api())
+        })
+        .await
+    }
+
+    /// One principal.
+    pub fn describe_principal(&self, name: &str) -> Result<api::Principal> {
+        Ok(load_principal(self.store(), name)?.to_api())
+    }
+
+    /// Principals whose names pass `visible`, by name.
+    pub fn list_principals(
+        &self,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<api::ListPrincipalsResponse> {
+        let mut principals = Vec::new();
+        for (_, v) in self
+            .store()
+            .scan(Table::Principals, b"", None, usize::MAX)?
+        {
+            let p: PrincipalRecord = decode(&v)?;
+            if visible(&p.name) {
+                principals.push(p.to_api());
+            }
+        }
+        Ok(api::ListPrincipalsResponse { principals })
+    }
+
+    /// Changes a principal's description or policies; takes effect on its next request.
+    pub async fn update_principal(
+        &self,
+        name: &str,
+        req: api::UpdatePrincipalRequest,
+    ) -> Result<api::Principal> {
+        if let Some(d) = &req.description {
+            validate_description(d)?;
+        }
+        let (name, now) = (name.to_string(), self.now());
+        self.write_access(move |t| {
+            let mut p = load_principal(t, &name)?;
+            if name == ROOT_PRINCIPAL {
+                return Err(builtin(&name));
+            }
+            if let Some(policies) = req.policies {
+                check_policies(t, &policies)?;
+                reindex(t, &name, &p.policies, &policies);
+                p.policies = policies;
+            }
+            if let Some(d) = req.description {
+                p.description = d;
+            }
+            p.update_date = now;
+            t.put(Table::Principals, name.as_bytes(), encode(&p));
+            Ok(p.to_api())
+        })
+        .await
+    }
+
+    /// Deletes a principal and revokes all its tokens.
+    pub async fn delete_principal(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write_access(move |t| {
+            let p = load_principal(t, &name)?;
+            if name == ROOT_PRINCIPAL {
+                return Err(builtin(&name));
+            }
+            for (k, hash) in t.scan(Table::PrincipalTokens, &prefix_of(&name), None, usize::MAX)? {
+                t.delete(Table::Tokens, &hash);
+                t.delete(Table::PrincipalTokens, &k);
+            }
+            reindex(t, &name, &p.policies, &[]);
+            t.delete(Table::Principals, name.as_bytes());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Creates a token for a principal; its value is returned only here.
+    pub async fn create_token(
+        &self,
+        principal: &str,
+        req: api::CreateTokenRequest,
+    ) -> Result<api::CreatedToken> {
+        let now = self.now();
+        if let Some(e) = req.expires_at
+            && e.unix() <= now
+        {
+            return Err(Error::invalid("expires_at", "must be in the future"));
+        }
+        let description = req.description.unwrap_or_default();
+        validate_description(&description)?;
+        let token = new_token();
+        let rec = TokenRecord {
+            token_id: format!("tok_{:024x}", rand::random::<u128>() >> 32),
+            principal: principal.to_string(),
+            sha256: barrier::sha256(token.as_bytes()).to_vec(),
+            description,
+            creation_date: now,
+            expires_at: req.expires_at.map(|e| e.unix()),
+        };
+        let info = self
+            .write_access(move |t| {
+                load_principal(t, &rec.principal)?;
+                put_token(t, &rec);
+                Ok(rec)
+            })
+            .await?;
+        Ok(api::CreatedToken {
+            token_id: info.token_id,
+            token: token.to_string(),
+            principal: info.principal,
+            expires_at: info.expires_at.map(api::Timestamp::from_unix),
+            creation_date: api::Timestamp::from_unix(info.creation_date),
+        })
+    }
+
+    /// A principal's tokens (metadata only), by id.
+    pub fn list_tokens(&self, principal: &str) -> Result<api::ListTokensResponse> {
+        let snap = self.store().snapshot()?;
+        load_principal(&*snap, principal)?;
+        let now = self.now();
+        let mut tokens = Vec::new();
+        for (_, hash) in snap.scan(
+            Table::PrincipalTokens,
+            &prefix_of(principal),
+            None,
+            usize::MAX,
+        )? {
+            if let Some(t) = load::<TokenRecord>(&*snap, Table::Tokens, &hash)? {
+                tokens.push(t.to_api(now));
+            }
+        }
+        Ok(api::ListTokensResponse { tokens })
+    }
+
+    /// Revokes a token: no request after this returns is served with it.
+    pub async fn delete_token(&self, principal: &str, token_id: &str) -> Result<()> {
+        let (principal, token_id) = (principal.to_string(), token_id.to_string());
+        self.write_access(move |t| {
+            load_principal(t, &principal)?;
+            if !delete_token_of(t, &principal, &token_id)? {
+                return Err(Error::new(
+                    ErrorCode::TokenNotFound,
+                    format!("principal {principal} has no token {token_id}"),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replaces the root token (the dev server prints a fresh one at each start).
+    pub async fn reset_root_token(&self) -> Result<Zeroizing<String>> {
+        let token = new_token();
+        let hash = barrier::sha256(token.as_bytes());
+        let now = self.now();
+        self.write_access(move |t| write_root(t, hash, now)).await?;
+        Ok(token)
+    }
+}

@@ -13,6 +13,11 @@ use crate::value::Value;
 pub struct AliasResource;
 
 fn schema() -> TfSchema {
+    static SCHEMA: std::sync::OnceLock<TfSchema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(build_schema).clone()
+}
+
+fn build_schema() -> TfSchema {
     TfSchema {
         version: 0,
         description: "An alias (`alias/NAME`) pointing at a CMK.".into(),

@@ -16,6 +16,11 @@ pub struct CmkResource;
 pub struct CmkDataSource;
 
 fn schema() -> TfSchema {
+    static SCHEMA: std::sync::OnceLock<TfSchema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(build_schema).clone()
+}
+
+fn build_schema() -> TfSchema {
     TfSchema {
         version: 0,
         description: "A customer master key (AES-256) that protects secrets. Destroying it schedules the destruction of its material.".into(),

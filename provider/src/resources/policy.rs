@@ -14,6 +14,11 @@ use crate::value::{Type, Value};
 pub struct PolicyResource;
 
 fn schema() -> TfSchema {
+    static SCHEMA: std::sync::OnceLock<TfSchema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(build_schema).clone()
+}
+
+fn build_schema() -> TfSchema {
     TfSchema {
         version: 0,
         description: "A rotation policy; attach it to secrets with their `rotation_policy`.".into(),

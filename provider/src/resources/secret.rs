@@ -21,6 +21,11 @@ const STAGE_CURRENT: &str = "ACSCurrent";
 const ROTATION_PRINCIPAL: &str = "rotation";
 
 fn schema() -> TfSchema {
+    static SCHEMA: std::sync::OnceLock<TfSchema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(build_schema).clone()
+}
+
+fn build_schema() -> TfSchema {
     TfSchema {
         version: 0,
         description: "A secret in Strongbox: its value (the `ACSCurrent` version) and metadata. A value written by the secret's rotation policy is not drift.".into(),

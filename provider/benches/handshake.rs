@@ -19,17 +19,22 @@ fn client_cert() -> String {
 fn once(cert: Option<&str>) -> Duration {
     let start = Instant::now();
     let mut cmd = Command::new(BIN);
-    cmd.env("TF_PLUGIN_MAGIC_COOKIE", "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2")
-        .env("PLUGIN_PROTOCOL_VERSIONS", "5,6")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.env(
+        "TF_PLUGIN_MAGIC_COOKIE",
+        "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2",
+    )
+    .env("PLUGIN_PROTOCOL_VERSIONS", "5,6")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     match cert {
         Some(c) => cmd.env("PLUGIN_CLIENT_CERT", c),
         None => cmd.env_remove("PLUGIN_CLIENT_CERT"),
     };
     let mut child = cmd.spawn().expect("spawn");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("handshake");
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("handshake");
     let took = start.elapsed();
     assert!(line.starts_with("1|"), "{line}");
     let _ = child.kill();
@@ -52,6 +57,12 @@ fn report(name: &str, mut v: Vec<Duration>) {
 fn main() {
     let cert = client_cert();
     once(Some(&cert)); // warm the page cache
-    report("handshake, AutoMTLS", (0..RUNS).map(|_| once(Some(&cert))).collect());
-    report("handshake, plaintext", (0..RUNS).map(|_| once(None)).collect());
+    report(
+        "handshake, AutoMTLS",
+        (0..RUNS).map(|_| once(Some(&cert))).collect(),
+    );
+    report(
+        "handshake, plaintext",
+        (0..RUNS).map(|_| once(None)).collect(),
+    );
 }

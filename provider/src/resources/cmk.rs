@@ -12,6 +12,9 @@ use crate::value::{Number, Type, Value};
 
 /// The resource type.
 pub struct CmkResource;
+
+/// The server's period of automatic rotation when none is set.
+const DEFAULT_ROTATION_INTERVAL: &str = "365d";
 /// The data source type.
 pub struct CmkDataSource;
 
@@ -29,7 +32,7 @@ fn build_schema() -> TfSchema {
             Attr::optional_computed("key_spec", string()).describe("Only `AES_256` (the default); forces replacement."),
             Attr::optional_computed("enabled", Type::Bool).describe("Whether the key can be used (default true)."),
             Attr::optional_computed("automatic_rotation", Type::Bool).describe("Rotate the material on a schedule (default false)."),
-            Attr::optional("rotation_interval", string()).describe("Period of automatic rotation, 7d–730d (server default 365d)."),
+            Attr::optional_computed("rotation_interval", string()).describe("Period of automatic rotation, 7d–730d (default `365d`)."),
             Attr::optional_computed("pending_window_in_days", Type::Number).describe("Days between destroy and the destruction of the material, 7–366 (default 30)."),
             Attr::optional("tags", string_map()),
             Attr::computed("id", string()).describe("The key id."),
@@ -53,16 +56,18 @@ fn to_state(k: &api::Key, prior: &Value) -> Value {
     v.set("key_spec", Value::string("AES_256"));
     v.set("enabled", Value::Bool(k.state == api::KeyState::Enabled));
     v.set("automatic_rotation", Value::Bool(k.automatic_rotation));
-    v.set(
-        "rotation_interval",
-        match (&k.rotation_interval, prior.str_attr("rotation_interval")) {
-            (Some(i), Some(p)) if api::Interval::parse(p).ok().as_ref() == Some(i) => {
+    v.set("rotation_interval", {
+        let effective = k
+            .rotation_interval
+            .clone()
+            .unwrap_or_else(|| api::Interval::from_seconds(365 * 86_400));
+        match prior.str_attr("rotation_interval") {
+            Some(p) if api::Interval::parse(p).ok().as_ref() == Some(&effective) => {
                 Value::string(p)
             }
-            (Some(i), _) => Value::string(i.as_str()),
-            (None, _) => Value::Null,
-        },
-    );
+            _ => Value::string(effective.as_str()),
+        }
+    });
     v.set(
         "pending_window_in_days",
         prior.attr("pending_window_in_days").clone(),
@@ -159,6 +164,12 @@ impl Resource for CmkResource {
             config,
             "pending_window_in_days",
             Value::Number(Number::from_i64(30)),
+        );
+        default_if_unset(
+            &mut p,
+            config,
+            "rotation_interval",
+            Value::string(DEFAULT_ROTATION_INTERVAL),
         );
         if prior.is_null() {
             unknown_if_null(

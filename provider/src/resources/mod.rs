@@ -55,10 +55,10 @@ pub(crate) fn string_map() -> Type {
     Type::map(Type::String)
 }
 
-/// For an optional+computed attribute whose configuration is null: the prior value when
-/// there is one, else `default`.
+/// For an optional+computed attribute with a default: when the configuration leaves it
+/// unset, the default is planned (so a change made outside Terraform is put back).
 pub(crate) fn default_if_unset(planned: &mut Value, config: &Value, name: &str, default: Value) {
-    if config.attr(name).is_null() && planned.attr(name).is_null() {
+    if config.attr(name).is_null() {
         planned.set(name, default);
     }
 }

@@ -362,6 +362,27 @@ impl Resource for SecretResource {
                     .int_attr("recovery_window_in_days")
                     .and_then(|d| u32::try_from(d).ok())
             };
+            if prior.str_attr("rotation_policy").is_some() && !force {
+                // A secret waiting out its recovery window must not keep its rotation
+                // policy from being destroyed in the same run: detach it first.
+                let detach = api::UpdateSecretRequest {
+                    rotation_policy: Some(String::new()),
+                    ..Default::default()
+                };
+                match c.update_secret(name, &detach).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some(ErrorCode::SecretNotFound) => {
+                        return Ok(Value::Null);
+                    }
+                    Err(e) => {
+                        return Err(vec![api_diag(
+                            "Detaching the rotation policy failed",
+                            None,
+                            &e,
+                        )]);
+                    }
+                }
+            }
             match c
                 .delete_secret(
                     name,
@@ -404,7 +425,7 @@ impl Resource for SecretResource {
                 if e.code() == Some(ErrorCode::SecretPendingDeletion) {
                     vec![
                         Diag::error(
-                            "Secret name is pending deletion",
+                            "SecretPendingDeletion: the name is pending deletion",
                             pending_deletion_help(&name),
                         )
                         .at("name"),
@@ -521,6 +542,20 @@ impl Resource for SecretResource {
     }
 }
 
+/// The server's stages, in the order the prior state listed them when they are the same set.
+fn stages_in_prior_order(prior: &Value, server: &[String]) -> Value {
+    if let Value::List(p) = prior.attr("version_stages") {
+        let mut a: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
+        let mut b: Vec<&str> = server.iter().map(String::as_str).collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        if a == b && a.len() == p.len() {
+            return prior.attr("version_stages").clone();
+        }
+    }
+    Value::List(server.iter().map(Value::string).collect())
+}
+
 /// Reads the server into a state object, keeping what only Terraform knows from `prior`.
 async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
     let c = ctx.client()?;
@@ -616,7 +651,7 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         if let Some(cur) = current {
             v.set(
                 "version_stages",
-                Value::List(cur.version_stages.iter().map(Value::string).collect()),
+                stages_in_prior_order(prior, &cur.version_stages),
             );
             v.set(
                 "secret_data_type",
@@ -642,7 +677,7 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         v.set("secret_data", Value::string(&val.secret_data));
         v.set(
             "version_stages",
-            Value::List(val.version_stages.iter().map(Value::string).collect()),
+            stages_in_prior_order(prior, &val.version_stages),
         );
         v.set(
             "secret_data_type",

@@ -1,0 +1,1752 @@
+//! Scenario tests of terraform-provider-strongbox with the real `terraform` CLI (issue 3,
+//! "Acceptance tests" and "Semantics"), in the terraform-plugin-testing style.
+//!
+//! Every test runs once per [`matrix`](strongbox_acceptance_tests::matrix) variant:
+//! Terraform 1.0.3, the Terraform on `PATH` (1.11.x), and that one again with protocol 5
+//! forced; each variant gets a fresh dev server and work dir. Tests of features newer than
+//! 1.0.3 (write-only attributes, ephemeral resources) check on 1.0.3 that the provider
+//! refuses them clearly, or skip it.
+//!
+//! Run: `cargo build --workspace --bins && cargo test -p strongbox-acceptance-tests`
+//! (`STRONGBOX_TF_VERSIONS=1.11` runs one version only).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use strongbox_acceptance_tests::strongbox_client::{DeleteSecretOptions, ErrorCode};
+use strongbox_acceptance_tests::strongbox_schemas as api;
+use strongbox_acceptance_tests::{
+    DevServer, Terraform, Variant, actions, assert_same_attributes, config, for_each_variant,
+    resource_change, resource_values, workspace_dir,
+};
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+/// Writes `main.tf` (preamble + body), runs `init` the first time, and applies.
+fn apply(tf: &Terraform, body: &str) {
+    tf.write_config(&config(body));
+    if !tf.work_dir().join(".terraform.lock.hcl").exists() {
+        tf.init();
+    }
+    tf.apply();
+}
+
+/// Writes `main.tf` (preamble + body) and runs `init` if needed, without applying.
+fn configure(tf: &Terraform, body: &str) {
+    tf.write_config(&config(body));
+    if !tf.work_dir().join(".terraform.lock.hcl").exists() {
+        tf.init();
+    }
+}
+
+/// One step of terraform-plugin-testing: apply, then both empty-plan checks.
+fn step(tf: &Terraform, body: &str) {
+    apply(tf, body);
+    tf.assert_no_changes();
+}
+
+/// The state's attributes of `address`.
+fn state_of(tf: &Terraform, address: &str) -> Value {
+    resource_values(&tf.state_json(), address)
+}
+
+/// A string attribute that must be set.
+fn attr(values: &Value, key: &str) -> String {
+    values[key]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| panic!("attribute {key} is not a non-empty string in {values:#}"))
+        .to_string()
+}
+
+/// The `ACSCurrent` value of a secret on the server.
+fn server_value(srv: &DevServer, name: &str) -> String {
+    server_value_at(srv, name, None)
+}
+
+/// The value at `stage` (default `ACSCurrent`) of a secret on the server.
+fn server_value_at(srv: &DevServer, name: &str, stage: Option<&str>) -> String {
+    srv.block_on(srv.client().get_secret_value(name, None, stage))
+        .unwrap_or_else(|e| panic!("read {name} at {stage:?}: {e}"))
+        .secret_data
+}
+
+/// The API error code of a failed call, panicking when the call succeeded.
+fn error_code<T: std::fmt::Debug>(
+    r: Result<T, strongbox_acceptance_tests::strongbox_client::Error>,
+) -> ErrorCode {
+    match r {
+        Ok(v) => panic!("expected an API error, got {v:?}"),
+        Err(e) => e
+            .code()
+            .unwrap_or_else(|| panic!("expected an API error code, got {e}")),
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `when` is `days` days from now, give or take an hour.
+fn assert_days_from_now(when: i64, days: i64, what: &str) {
+    let expected = now_unix() + days * 86_400;
+    assert!(
+        (when - expected).abs() < 3_600,
+        "{what}: {when} is not {days} days from now ({expected})"
+    );
+}
+
+/// The provider negotiated the protocol the variant asked for.
+fn assert_protocol(tf: &Terraform, v: &Variant) {
+    assert_eq!(
+        tf.negotiated_protocol(),
+        Some(v.expected_protocol()),
+        "negotiated protocol for {v} (see tf.log in {})",
+        tf.work_dir().display()
+    );
+}
+
+/// `after_unknown[key]` of a planned change is `true`.
+fn assert_planned_unknown(plan: &Value, address: &str, key: &str) {
+    let rc = resource_change(plan, address);
+    assert_eq!(
+        rc["change"]["after_unknown"][key],
+        json!(true),
+        "{address}.{key} should be planned unknown: {:#}",
+        rc["change"]
+    );
+}
+
+/// The import step: a fresh work dir with the same config imports every `(address, id)`,
+/// then each imported object equals the original attribute by attribute, and the plan is
+/// empty. `body` must declare no outputs (they are not imported, so they would show as
+/// changes).
+fn assert_import_round_trips(tf: &Terraform, body: &str, imports: &[(&str, String)]) {
+    let original = tf.state_json();
+    let fresh = tf.sibling();
+    configure(&fresh, body);
+    for (address, id) in imports {
+        fresh.import(address, id);
+    }
+    let imported = fresh.state_json();
+    for (address, _) in imports {
+        eprintln!("import verify {address}");
+        assert_same_attributes(
+            &resource_values(&original, address),
+            &resource_values(&imported, address),
+            &[],
+        );
+    }
+    fresh.assert_no_changes();
+}
+
+// ---------------------------------------------------------------------------------------
+// Basic: apply, then `plan -refresh=false` and `plan` are both empty
+// ---------------------------------------------------------------------------------------
+
+const SECRET_BASIC: &str = r#"
+resource "strongbox_secret" "s" {
+  name        = "app-token"
+  secret_data = "s3cret-value-1"
+  description = "API token"
+  tags        = { team = "payments" }
+}
+"#;
+
+#[test]
+
+fn secret_basic() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, SECRET_BASIC);
+        assert_protocol(&tf, v);
+
+        let s = state_of(&tf, "strongbox_secret.s");
+        assert_eq!(s["id"], "app-token");
+        assert_eq!(s["name"], "app-token");
+        assert_eq!(s["secret_data"], "s3cret-value-1");
+        assert_eq!(s["secret_data_type"], "text");
+        assert_eq!(s["secret_type"], "Generic");
+        assert_eq!(s["description"], "API token");
+        assert_eq!(s["tags"], json!({"team": "payments"}));
+        assert_eq!(s["recovery_window_in_days"], 30);
+        assert_eq!(s["force_delete_without_recovery"], false);
+        assert_eq!(s["version_stages"], json!(["ACSCurrent"]));
+        assert_eq!(s["planned_delete_time"], Value::Null);
+        attr(&s, "arn");
+        attr(&s, "creation_date");
+        let version_id = attr(&s, "version_id");
+
+        let meta = srv
+            .block_on(srv.client().describe_secret("app-token"))
+            .unwrap();
+        assert_eq!(meta.description, "API token");
+        assert_eq!(meta.tags.get("team").map(String::as_str), Some("payments"));
+        assert_eq!(meta.version_id, version_id);
+        assert_eq!(meta.arn, attr(&s, "arn"));
+        assert_eq!(server_value(&srv, "app-token"), "s3cret-value-1");
+
+        tf.destroy();
+    });
+}
+
+#[test]
+
+fn cmk_basic() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(
+            &tf,
+            r#"
+resource "strongbox_cmk" "k" {
+  description = "payments"
+}
+
+resource "strongbox_cmk" "rotating" {
+  description        = "rotating"
+  automatic_rotation = true
+  rotation_interval  = "90d"
+}
+"#,
+        );
+        assert_protocol(&tf, v);
+        let k = state_of(&tf, "strongbox_cmk.k");
+        let id = attr(&k, "id");
+        assert_eq!(k["description"], "payments");
+        assert_eq!(k["key_spec"], "AES_256");
+        assert_eq!(k["enabled"], true);
+        assert_eq!(k["state"], "Enabled");
+        assert_eq!(k["automatic_rotation"], false);
+        assert_eq!(k["pending_window_in_days"], 30);
+        assert_eq!(k["primary_key_version"], 1);
+        attr(&k, "arn");
+        attr(&k, "creation_date");
+
+        let key = srv.block_on(srv.client().describe_key(&id)).unwrap();
+        assert_eq!(key.description, "payments");
+        assert_eq!(key.state, api::KeyState::Enabled);
+        assert_eq!(key.arn, attr(&k, "arn"));
+
+        let r = state_of(&tf, "strongbox_cmk.rotating");
+        assert_eq!(r["automatic_rotation"], true);
+        assert_eq!(r["rotation_interval"], "90d");
+        let key = srv
+            .block_on(srv.client().describe_key(&attr(&r, "id")))
+            .unwrap();
+        assert!(key.automatic_rotation);
+        assert_eq!(
+            key.rotation_interval.as_ref().map(api::Interval::as_str),
+            Some("90d")
+        );
+
+        tf.destroy();
+    });
+}
+
+const ALIAS_TWO_KEYS: &str = r#"
+resource "strongbox_cmk" "a" {
+  description = "a"
+}
+
+resource "strongbox_cmk" "b" {
+  description = "b"
+}
+"#;
+
+fn alias_config(target: &str) -> String {
+    format!(
+        r#"{ALIAS_TWO_KEYS}
+resource "strongbox_cmk_alias" "x" {{
+  name   = "alias/payments"
+  key_id = strongbox_cmk.{target}.id
+}}
+"#
+    )
+}
+
+#[test]
+
+fn cmk_alias_basic_and_update_in_place() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &alias_config("a"));
+        let a_id = attr(&state_of(&tf, "strongbox_cmk.a"), "id");
+        let b_id = attr(&state_of(&tf, "strongbox_cmk.b"), "id");
+        let x = state_of(&tf, "strongbox_cmk_alias.x");
+        assert_eq!(x["id"], "alias/payments");
+        assert_eq!(x["name"], "alias/payments");
+        assert_eq!(x["key_id"], a_id.as_str());
+        attr(&x, "arn");
+        let alias = srv
+            .block_on(srv.client().get_alias("alias/payments"))
+            .unwrap();
+        assert_eq!(alias.key_id, a_id);
+
+        // key_id updates in place.
+        tf.write_config(&config(&alias_config("b")));
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_cmk_alias.x"), ["update"]);
+        step(&tf, &alias_config("b"));
+        let alias = srv
+            .block_on(srv.client().get_alias("alias/payments"))
+            .unwrap();
+        assert_eq!(alias.key_id, b_id);
+
+        tf.destroy();
+    });
+}
+
+const POLICY_BASIC: &str = r#"
+resource "strongbox_rotation_policy" "p" {
+  name     = "db-weekly"
+  interval = "7d"
+  strategy = "random"
+  settings = { length = "32" }
+}
+"#;
+
+#[test]
+
+fn rotation_policy_basic() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, POLICY_BASIC);
+        let p = state_of(&tf, "strongbox_rotation_policy.p");
+        assert_eq!(p["id"], "db-weekly");
+        assert_eq!(p["interval"], "7d");
+        assert_eq!(p["strategy"], "random");
+        assert_eq!(p["settings"], json!({"length": "32"}));
+        assert_eq!(p["enabled"], true);
+        attr(&p, "window");
+
+        let policy = srv
+            .block_on(srv.client().describe_rotation_policy("db-weekly"))
+            .unwrap();
+        assert_eq!(policy.interval.as_str(), "7d");
+        assert_eq!(policy.strategy, api::RotationStrategy::Random);
+        assert_eq!(
+            policy.settings.get("length").map(String::as_str),
+            Some("32")
+        );
+        assert!(policy.enabled);
+
+        tf.destroy();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Update in place
+// ---------------------------------------------------------------------------------------
+
+#[test]
+
+fn secret_update_in_place() {
+    let v2 = r#"
+resource "strongbox_secret" "s" {
+  name        = "app-token"
+  secret_data = "s3cret-value-2"
+  description = "API token, rotated"
+  tags        = { team = "payments", tier = "1" }
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, SECRET_BASIC);
+        let before = attr(&state_of(&tf, "strongbox_secret.s"), "version_id");
+
+        tf.write_config(&config(v2));
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.s"), ["update"]);
+        // A new value means a new version, whose id is not known before apply.
+        assert_planned_unknown(&plan, "strongbox_secret.s", "version_id");
+
+        step(&tf, v2);
+        let s = state_of(&tf, "strongbox_secret.s");
+        let after = attr(&s, "version_id");
+        assert_ne!(before, after);
+        assert_eq!(server_value(&srv, "app-token"), "s3cret-value-2");
+        assert_eq!(
+            server_value_at(&srv, "app-token", Some("ACSPrevious")),
+            "s3cret-value-1"
+        );
+        let meta = srv
+            .block_on(srv.client().describe_secret("app-token"))
+            .unwrap();
+        assert_eq!(meta.version_id, after);
+        assert_eq!(meta.description, "API token, rotated");
+        assert_eq!(meta.tags.len(), 2);
+
+        // Metadata alone: update in place, and no new version.
+        let v3 = v2.replace("API token, rotated", "API token (v3)");
+        tf.write_config(&config(&v3));
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.s"), ["update"]);
+        step(&tf, &v3);
+        assert_eq!(
+            attr(&state_of(&tf, "strongbox_secret.s"), "version_id"),
+            after
+        );
+    });
+}
+
+#[test]
+
+fn cmk_update_in_place() {
+    let v1 = r#"
+resource "strongbox_cmk" "k" {
+  description = "payments"
+}
+"#;
+    let v2 = r#"
+resource "strongbox_cmk" "k" {
+  description        = "payments (disabled)"
+  enabled            = false
+  automatic_rotation = true
+  rotation_interval  = "180d"
+  tags               = { owner = "team-a" }
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, v1);
+        let id = attr(&state_of(&tf, "strongbox_cmk.k"), "id");
+
+        tf.write_config(&config(v2));
+        assert_eq!(actions(&tf.plan_json(), "strongbox_cmk.k"), ["update"]);
+        step(&tf, v2);
+        let k = state_of(&tf, "strongbox_cmk.k");
+        assert_eq!(k["id"], id.as_str(), "an update must keep the key");
+        assert_eq!(k["state"], "Disabled");
+        let key = srv.block_on(srv.client().describe_key(&id)).unwrap();
+        assert_eq!(key.state, api::KeyState::Disabled);
+        assert_eq!(key.description, "payments (disabled)");
+        assert!(key.automatic_rotation);
+        assert_eq!(key.tags.get("owner").map(String::as_str), Some("team-a"));
+
+        // And back.
+        tf.write_config(&config(v1));
+        assert_eq!(actions(&tf.plan_json(), "strongbox_cmk.k"), ["update"]);
+        step(&tf, v1);
+        let key = srv.block_on(srv.client().describe_key(&id)).unwrap();
+        assert_eq!(key.state, api::KeyState::Enabled);
+    });
+}
+
+#[test]
+
+fn rotation_policy_update_in_place() {
+    let v2 = r#"
+resource "strongbox_rotation_policy" "p" {
+  name     = "db-weekly"
+  interval = "14d"
+  window   = "3h"
+  strategy = "random"
+  settings = { length = "48" }
+  enabled  = false
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, POLICY_BASIC);
+        tf.write_config(&config(v2));
+        assert_eq!(
+            actions(&tf.plan_json(), "strongbox_rotation_policy.p"),
+            ["update"]
+        );
+        step(&tf, v2);
+        let policy = srv
+            .block_on(srv.client().describe_rotation_policy("db-weekly"))
+            .unwrap();
+        assert_eq!(policy.interval.as_str(), "14d");
+        assert_eq!(policy.window.as_str(), "3h");
+        assert_eq!(
+            policy.settings.get("length").map(String::as_str),
+            Some("48")
+        );
+        assert!(!policy.enabled);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Replace: ["delete", "create"] in the plan
+// ---------------------------------------------------------------------------------------
+
+fn secret_named(name: &str, data_type: &str, data: &str) -> String {
+    format!(
+        r#"
+resource "strongbox_secret" "s" {{
+  name                          = "{name}"
+  secret_data                   = "{data}"
+  secret_data_type              = "{data_type}"
+  force_delete_without_recovery = true
+}}
+"#
+    )
+}
+
+#[test]
+
+fn secret_replace() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &secret_named("rep/old", "text", "one"));
+
+        // name forces replacement.
+        let renamed = secret_named("rep/new", "text", "one");
+        tf.write_config(&config(&renamed));
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.s"), ["delete", "create"]);
+        let rc = resource_change(&plan, "strongbox_secret.s");
+        assert!(
+            rc["change"]["replace_paths"]
+                .to_string()
+                .contains("\"name\""),
+            "replace_paths should name `name`: {:#}",
+            rc["change"]
+        );
+        step(&tf, &renamed);
+        assert_eq!(
+            error_code(srv.block_on(srv.client().describe_secret("rep/old"))),
+            ErrorCode::SecretNotFound
+        );
+        assert_eq!(server_value(&srv, "rep/new"), "one");
+
+        // secret_data_type forces replacement, under the same name (the old one is
+        // deleted without recovery first, so the name is free again).
+        let binary = secret_named("rep/new", "binary", "aGVsbG8=");
+        tf.write_config(&config(&binary));
+        assert_eq!(
+            actions(&tf.plan_json(), "strongbox_secret.s"),
+            ["delete", "create"]
+        );
+        step(&tf, &binary);
+        assert_eq!(server_value(&srv, "rep/new"), "aGVsbG8=");
+    });
+}
+
+#[test]
+
+fn secret_encryption_key_change_replaces() {
+    let body = |key: &str| {
+        format!(
+            r#"{ALIAS_TWO_KEYS}
+resource "strongbox_secret" "s" {{
+  name                          = "rep/keyed"
+  secret_data                   = "one"
+  encryption_key_id             = strongbox_cmk.{key}.id
+  force_delete_without_recovery = true
+}}
+"#
+        )
+    };
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &body("a"));
+        tf.write_config(&config(&body("b")));
+        assert_eq!(
+            actions(&tf.plan_json(), "strongbox_secret.s"),
+            ["delete", "create"]
+        );
+        step(&tf, &body("b"));
+        let b_id = attr(&state_of(&tf, "strongbox_cmk.b"), "id");
+        let meta = srv
+            .block_on(srv.client().describe_secret("rep/keyed"))
+            .unwrap();
+        assert_eq!(meta.encryption_key_id, b_id);
+    });
+}
+
+#[test]
+
+fn cmk_alias_and_rotation_policy_replace() {
+    let body = |alias: &str, policy: &str| {
+        format!(
+            r#"
+resource "strongbox_cmk" "k" {{
+  description = "k"
+}}
+
+resource "strongbox_cmk_alias" "x" {{
+  name   = "{alias}"
+  key_id = strongbox_cmk.k.id
+}}
+
+resource "strongbox_rotation_policy" "p" {{
+  name     = "{policy}"
+  interval = "7d"
+  strategy = "random"
+}}
+"#
+        )
+    };
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &body("alias/one", "policy-one"));
+        let next = body("alias/two", "policy-two");
+        tf.write_config(&config(&next));
+        let plan = tf.plan_json();
+        assert_eq!(
+            actions(&plan, "strongbox_cmk_alias.x"),
+            ["delete", "create"]
+        );
+        assert_eq!(
+            actions(&plan, "strongbox_rotation_policy.p"),
+            ["delete", "create"]
+        );
+        assert_eq!(actions(&plan, "strongbox_cmk.k"), ["no-op"]);
+        step(&tf, &next);
+        let c = srv.client();
+        assert_eq!(
+            error_code(srv.block_on(c.get_alias("alias/one"))),
+            ErrorCode::AliasNotFound
+        );
+        srv.block_on(c.get_alias("alias/two")).unwrap();
+        assert_eq!(
+            error_code(srv.block_on(c.describe_rotation_policy("policy-one"))),
+            ErrorCode::RotationPolicyNotFound
+        );
+        srv.block_on(c.describe_rotation_policy("policy-two"))
+            .unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Import + attribute-by-attribute verify
+// ---------------------------------------------------------------------------------------
+
+const ALL_RESOURCES: &str = r#"
+resource "strongbox_cmk" "k" {
+  description = "imported key"
+  tags        = { owner = "team-a" }
+}
+
+resource "strongbox_cmk_alias" "x" {
+  name   = "alias/imported"
+  key_id = strongbox_cmk.k.id
+}
+
+resource "strongbox_rotation_policy" "p" {
+  name     = "imported-policy"
+  interval = "30d"
+  strategy = "random"
+  settings = { length = "24" }
+}
+
+resource "strongbox_secret" "s" {
+  name            = "imported/secret"
+  secret_data     = "imported-value"
+  description     = "imported"
+  rotation_policy = strongbox_rotation_policy.p.name
+  tags            = { a = "b" }
+}
+"#;
+
+#[test]
+
+fn import_every_resource() {
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        step(&tf, ALL_RESOURCES);
+        let key_id = attr(&state_of(&tf, "strongbox_cmk.k"), "id");
+        assert_import_round_trips(
+            &tf,
+            ALL_RESOURCES,
+            &[
+                ("strongbox_cmk.k", key_id),
+                ("strongbox_cmk_alias.x", "alias/imported".to_string()),
+                ("strongbox_rotation_policy.p", "imported-policy".to_string()),
+                ("strongbox_secret.s", "imported/secret".to_string()),
+            ],
+        );
+    });
+}
+
+#[test]
+
+fn import_of_a_missing_object_fails_clearly() {
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        configure(&tf, SECRET_BASIC);
+        tf.expect_error(
+            &[
+                "import",
+                "-input=false",
+                "-no-color",
+                "strongbox_secret.s",
+                "app-token",
+            ],
+            &["app-token"],
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Drift: an out-of-band change shows in `plan` (exit 2), `apply` restores it
+// ---------------------------------------------------------------------------------------
+
+#[test]
+
+fn secret_drift_value_and_metadata() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, SECRET_BASIC);
+        let c = srv.client();
+
+        // The value.
+        srv.block_on(c.put_secret_value(
+            "app-token",
+            &api::PutSecretValueRequest {
+                secret_data: "changed-outside".into(),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        assert_eq!(server_value(&srv, "app-token"), "s3cret-value-1");
+
+        // Description and tags.
+        srv.block_on(c.update_secret(
+            "app-token",
+            &api::UpdateSecretRequest {
+                description: Some("edited in the console".into()),
+                tags: Some([("team".to_string(), "other".to_string())].into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        let meta = srv.block_on(c.describe_secret("app-token")).unwrap();
+        assert_eq!(meta.description, "API token");
+        assert_eq!(meta.tags.get("team").map(String::as_str), Some("payments"));
+    });
+}
+
+#[test]
+
+fn secret_drift_with_pinned_version_and_stages() {
+    let body = r#"
+resource "strongbox_secret" "s" {
+  name           = "pinned"
+  secret_data    = "one"
+  version_id     = "v1"
+  version_stages = ["ACSCurrent", "blue"]
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, body);
+        let c = srv.client();
+
+        // A new version made current outside Terraform: apply moves ACSCurrent back.
+        srv.block_on(c.put_secret_value(
+            "pinned",
+            &api::PutSecretValueRequest {
+                secret_data: "two".into(),
+                version_id: Some("v2".into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        let cur = srv
+            .block_on(c.get_secret_value("pinned", None, None))
+            .unwrap();
+        assert_eq!(cur.version_id, "v1");
+        assert_eq!(cur.secret_data, "one");
+
+        // A custom stage removed outside Terraform: apply puts it back.
+        srv.block_on(c.update_secret_stage(
+            "pinned",
+            &api::UpdateSecretStageRequest {
+                version_stage: "blue".into(),
+                move_to_version: None,
+                remove_from_version: Some("v1".into()),
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        let blue = srv
+            .block_on(c.get_secret_value("pinned", None, Some("blue")))
+            .unwrap();
+        assert_eq!(blue.version_id, "v1");
+    });
+}
+
+#[test]
+
+fn cmk_alias_and_policy_drift() {
+    let body = format!(
+        r#"{ALIAS_TWO_KEYS}
+resource "strongbox_cmk_alias" "x" {{
+  name   = "alias/payments"
+  key_id = strongbox_cmk.a.id
+}}
+{POLICY_BASIC}"#
+    );
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &body);
+        let a_id = attr(&state_of(&tf, "strongbox_cmk.a"), "id");
+        let b_id = attr(&state_of(&tf, "strongbox_cmk.b"), "id");
+        let c = srv.client();
+
+        // Key: disabled and described differently outside Terraform.
+        srv.block_on(c.disable_key(&a_id)).unwrap();
+        srv.block_on(c.update_key(
+            &a_id,
+            &api::UpdateKeyRequest {
+                description: Some("edited".into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        let key = srv.block_on(c.describe_key(&a_id)).unwrap();
+        assert_eq!(key.state, api::KeyState::Enabled);
+        assert_eq!(key.description, "a");
+
+        // Alias: moved to the other key.
+        srv.block_on(c.put_alias("alias/payments", &b_id)).unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        assert_eq!(
+            srv.block_on(c.get_alias("alias/payments")).unwrap().key_id,
+            a_id
+        );
+
+        // Policy: interval and switch changed.
+        srv.block_on(c.update_rotation_policy(
+            "db-weekly",
+            &api::UpdateRotationPolicyRequest {
+                interval: Some(api::Interval::parse("14d").unwrap()),
+                enabled: Some(false),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        let policy = srv
+            .block_on(c.describe_rotation_policy("db-weekly"))
+            .unwrap();
+        assert_eq!(policy.interval.as_str(), "7d");
+        assert!(policy.enabled);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Disappears: deleted out of band → the plan creates it again
+// ---------------------------------------------------------------------------------------
+
+#[test]
+
+fn resources_deleted_outside_terraform_are_planned_for_creation() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, ALL_RESOURCES);
+        let key_id = attr(&state_of(&tf, "strongbox_cmk.k"), "id");
+        let c = srv.client();
+
+        srv.block_on(c.delete_secret(
+            "imported/secret",
+            DeleteSecretOptions {
+                force_delete_without_recovery: true,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        srv.block_on(c.delete_alias("alias/imported")).unwrap();
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.s"), ["create"]);
+        assert_eq!(actions(&plan, "strongbox_cmk_alias.x"), ["create"]);
+        tf.apply();
+        tf.assert_no_changes();
+        assert_eq!(server_value(&srv, "imported/secret"), "imported-value");
+
+        // A policy, once the secret using it is gone for good.
+        srv.block_on(c.delete_secret(
+            "imported/secret",
+            DeleteSecretOptions {
+                force_delete_without_recovery: true,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        srv.block_on(c.delete_rotation_policy("imported-policy"))
+            .unwrap();
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_rotation_policy.p"), ["create"]);
+        assert_eq!(actions(&plan, "strongbox_secret.s"), ["create"]);
+        tf.apply();
+        tf.assert_no_changes();
+
+        // A key scheduled for deletion is gone as far as Terraform is concerned (as
+        // aws_kms_key treats PendingDeletion): a new key is planned.
+        srv.block_on(c.schedule_key_deletion(&key_id, Some(7)))
+            .unwrap();
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_cmk.k"), ["create"]);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation errors: exit 1, a clear diagnostic naming the attribute
+// ---------------------------------------------------------------------------------------
+
+#[test]
+
+fn validation_errors_are_clear() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            r#"resource "strongbox_secret" "s" {
+  name        = "bad name!"
+  secret_data = "x"
+}"#,
+            &["name"],
+        ),
+        (
+            r#"resource "strongbox_secret" "s" {
+  name                    = "ok"
+  secret_data             = "x"
+  recovery_window_in_days = 3
+}"#,
+            &["recovery_window_in_days"],
+        ),
+        (
+            r#"resource "strongbox_secret" "s" {
+  name             = "ok"
+  secret_data      = "x"
+  secret_data_type = "hex"
+}"#,
+            &["secret_data_type"],
+        ),
+        (
+            r#"resource "strongbox_secret" "s" {
+  name            = "ok"
+  secret_data     = "x"
+  extended_config = "not json"
+}"#,
+            &["extended_config"],
+        ),
+        (
+            r#"resource "strongbox_rotation_policy" "p" {
+  name     = "p"
+  interval = "7x"
+  strategy = "random"
+}"#,
+            &["interval"],
+        ),
+        (
+            r#"resource "strongbox_rotation_policy" "p" {
+  name     = "p"
+  interval = "7d"
+  strategy = "dice"
+}"#,
+            &["strategy"],
+        ),
+        (
+            r#"resource "strongbox_cmk" "k" {
+  key_spec = "RSA_2048"
+}"#,
+            &["key_spec"],
+        ),
+        (
+            r#"resource "strongbox_cmk" "k" {
+  pending_window_in_days = 3
+}"#,
+            &["pending_window_in_days"],
+        ),
+        (
+            r#"resource "strongbox_cmk" "k" {}
+resource "strongbox_cmk_alias" "x" {
+  name   = "payments"
+  key_id = strongbox_cmk.k.id
+}"#,
+            &["alias/"],
+        ),
+    ];
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        for (body, needles) in cases {
+            eprintln!("--- case mentioning {needles:?}");
+            configure(&tf, body);
+            tf.expect_error(&["plan", "-no-color", "-input=false"], needles);
+        }
+    });
+}
+
+#[test]
+
+fn pinned_version_id_with_new_data_is_refused() {
+    let body = |data: &str| {
+        format!(
+            r#"
+resource "strongbox_secret" "s" {{
+  name        = "pinned"
+  secret_data = "{data}"
+  version_id  = "v1"
+}}
+"#
+        )
+    };
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        step(&tf, &body("one"));
+        configure(&tf, &body("two"));
+        tf.expect_error(&["plan", "-no-color", "-input=false"], &["version_id"]);
+    });
+}
+
+#[test]
+
+fn server_errors_are_diagnostics_with_the_error_code() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        // The name is taken outside Terraform: create fails with AlreadyExists.
+        srv.block_on(srv.client().create_secret(&api::CreateSecretRequest {
+            name: "app-token".into(),
+            secret_data: "taken".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        configure(&tf, SECRET_BASIC);
+        tf.expect_error(
+            &["apply", "-auto-approve", "-no-color", "-input=false"],
+            &["AlreadyExists", "app-token"],
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Destroy + server check
+// ---------------------------------------------------------------------------------------
+
+#[test]
+
+fn destroy_leaves_the_server_as_documented() {
+    let body = r#"
+resource "strongbox_cmk" "k" {
+  description            = "doomed"
+  pending_window_in_days = 7
+}
+
+resource "strongbox_cmk_alias" "x" {
+  name   = "alias/doomed"
+  key_id = strongbox_cmk.k.id
+}
+
+resource "strongbox_rotation_policy" "p" {
+  name     = "doomed"
+  interval = "7d"
+  strategy = "random"
+}
+
+resource "strongbox_secret" "recoverable" {
+  name                    = "doomed/recoverable"
+  secret_data             = "keep me a week"
+  encryption_key_id       = strongbox_cmk_alias.x.name
+  recovery_window_in_days = 7
+}
+
+resource "strongbox_secret" "gone" {
+  name                          = "doomed/gone"
+  secret_data                   = "bye"
+  force_delete_without_recovery = true
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, body);
+        let key_id = attr(&state_of(&tf, "strongbox_cmk.k"), "id");
+        tf.destroy();
+        assert!(
+            tf.state_json()["values"]["root_module"]["resources"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "the state should be empty after destroy"
+        );
+        let c = srv.client();
+
+        let meta = srv
+            .block_on(c.describe_secret("doomed/recoverable"))
+            .unwrap();
+        let when = meta
+            .planned_delete_time
+            .expect("a secret deleted with a recovery window has a planned_delete_time");
+        assert_days_from_now(when.unix(), 7, "planned_delete_time");
+        assert_eq!(
+            error_code(srv.block_on(c.get_secret_value("doomed/recoverable", None, None))),
+            ErrorCode::SecretPendingDeletion
+        );
+        assert_eq!(
+            error_code(srv.block_on(c.describe_secret("doomed/gone"))),
+            ErrorCode::SecretNotFound
+        );
+
+        let key = srv.block_on(c.describe_key(&key_id)).unwrap();
+        assert_eq!(key.state, api::KeyState::PendingDeletion);
+        let when = key
+            .delete_date
+            .expect("a key scheduled for deletion has a delete_date");
+        assert_days_from_now(when.unix(), 7, "delete_date");
+        assert_eq!(
+            error_code(srv.block_on(c.get_alias("alias/doomed"))),
+            ErrorCode::AliasNotFound
+        );
+        assert_eq!(
+            error_code(srv.block_on(c.describe_rotation_policy("doomed"))),
+            ErrorCode::RotationPolicyNotFound
+        );
+
+        // Applying again must not dead-end: it works, or it says how to get out.
+        let args = ["apply", "-auto-approve", "-no-color", "-input=false"];
+        let out = tf.run_expect(&args, &[0, 1]);
+        if out.status.code() == Some(1) {
+            let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+            let names_the_state =
+                stderr.contains("secretpendingdeletion") || stderr.contains("pending deletion");
+            assert!(
+                names_the_state && stderr.contains("restore"),
+                "{}",
+                tf.report(
+                    &args,
+                    &out,
+                    "re-applying after destroy failed without saying how to restore"
+                )
+            );
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Unknown propagation, for_each, names with `/`
+// ---------------------------------------------------------------------------------------
+
+#[test]
+
+fn unknown_key_id_propagates_within_one_apply() {
+    let body = r#"
+resource "strongbox_cmk" "k" {
+  description = "created in the same apply"
+}
+
+resource "strongbox_cmk_alias" "x" {
+  name   = "alias/same-apply"
+  key_id = strongbox_cmk.k.id
+}
+
+resource "strongbox_secret" "by_id" {
+  name              = "unknown/by-id"
+  secret_data       = "x"
+  encryption_key_id = strongbox_cmk.k.id
+}
+
+resource "strongbox_secret" "by_alias" {
+  name              = "unknown/by-alias"
+  secret_data       = "y"
+  encryption_key_id = strongbox_cmk_alias.x.name
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        configure(&tf, body);
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_cmk.k"), ["create"]);
+        assert_eq!(actions(&plan, "strongbox_secret.by_id"), ["create"]);
+        // Ids are never invented at plan time.
+        assert_planned_unknown(&plan, "strongbox_cmk.k", "id");
+        assert_planned_unknown(&plan, "strongbox_secret.by_id", "encryption_key_id");
+        assert_planned_unknown(&plan, "strongbox_secret.by_id", "version_id");
+
+        step(&tf, body);
+        let key_id = attr(&state_of(&tf, "strongbox_cmk.k"), "id");
+        let by_id = state_of(&tf, "strongbox_secret.by_id");
+        assert_eq!(by_id["encryption_key_id"], key_id.as_str());
+        // An alias stays exactly as written.
+        let by_alias = state_of(&tf, "strongbox_secret.by_alias");
+        assert_eq!(by_alias["encryption_key_id"], "alias/same-apply");
+        let c = srv.client();
+        assert_eq!(
+            srv.block_on(c.describe_secret("unknown/by-id"))
+                .unwrap()
+                .encryption_key_id,
+            key_id
+        );
+        assert_eq!(
+            srv.block_on(c.describe_secret("unknown/by-alias"))
+                .unwrap()
+                .encryption_key_id,
+            "alias/same-apply"
+        );
+    });
+}
+
+#[test]
+
+fn for_each_over_several_secrets() {
+    let body = |entries: &str| {
+        format!(
+            r#"
+locals {{
+  secrets = {{ {entries} }}
+}}
+
+resource "strongbox_secret" "s" {{
+  for_each    = local.secrets
+  name        = "fe/${{each.key}}"
+  secret_data = each.value
+}}
+"#
+        )
+    };
+    let three = body(r#"a = "alpha", b = "bravo", c = "charlie""#);
+    let two = body(r#"a = "alpha", c = "charlie""#);
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &three);
+        for (k, val) in [("a", "alpha"), ("b", "bravo"), ("c", "charlie")] {
+            assert_eq!(server_value(&srv, &format!("fe/{k}")), val);
+            let s = state_of(&tf, &format!("strongbox_secret.s[\"{k}\"]"));
+            assert_eq!(s["id"], format!("fe/{k}").as_str());
+        }
+
+        tf.write_config(&config(&two));
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.s[\"b\"]"), ["delete"]);
+        assert_eq!(actions(&plan, "strongbox_secret.s[\"a\"]"), ["no-op"]);
+        assert_eq!(actions(&plan, "strongbox_secret.s[\"c\"]"), ["no-op"]);
+        step(&tf, &two);
+        let b = srv.block_on(srv.client().describe_secret("fe/b")).unwrap();
+        assert!(b.planned_delete_time.is_some(), "{b:?}");
+        assert_eq!(server_value(&srv, "fe/a"), "alpha");
+    });
+}
+
+#[test]
+
+fn names_containing_slashes() {
+    let resources = r#"
+resource "strongbox_cmk" "k" {}
+
+resource "strongbox_cmk_alias" "x" {
+  name   = "alias/team/app"
+  key_id = strongbox_cmk.k.id
+}
+
+resource "strongbox_secret" "s" {
+  name              = "team/app/prod/db"
+  secret_data       = "slashed"
+  encryption_key_id = strongbox_cmk_alias.x.name
+}
+"#;
+    let body = format!(
+        r#"{resources}
+data "strongbox_secret" "d" {{
+  name = strongbox_secret.s.name
+}}
+
+output "read_back" {{
+  value     = data.strongbox_secret.d.secret_data
+  sensitive = true
+}}
+"#
+    );
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &body);
+        assert_eq!(
+            state_of(&tf, "strongbox_secret.s")["id"],
+            "team/app/prod/db"
+        );
+        assert_eq!(server_value(&srv, "team/app/prod/db"), "slashed");
+        assert_eq!(tf.output_json()["read_back"]["value"], "slashed");
+        srv.block_on(srv.client().get_alias("alias/team/app"))
+            .unwrap();
+
+        // Drift on a slashed name is read back through the percent-encoded path.
+        srv.block_on(srv.client().put_secret_value(
+            "team/app/prod/db",
+            &api::PutSecretValueRequest {
+                secret_data: "changed".into(),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+
+        let key_id = attr(&state_of(&tf, "strongbox_cmk.k"), "id");
+        // Outputs are not imported: the fresh dir gets the resources only.
+        assert_import_round_trips(
+            &tf,
+            resources,
+            &[
+                ("strongbox_cmk.k", key_id),
+                ("strongbox_cmk_alias.x", "alias/team/app".to_string()),
+                ("strongbox_secret.s", "team/app/prod/db".to_string()),
+            ],
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Sensitive values, data sources, null vs empty, JSON by meaning
+// ---------------------------------------------------------------------------------------
+
+#[test]
+
+fn sensitive_values_are_masked() {
+    const PLAINTEXT: &str = "do-not-print-me-7f3a";
+    let body = format!(
+        r#"
+resource "strongbox_secret" "s" {{
+  name        = "masked"
+  secret_data = "{PLAINTEXT}"
+}}
+
+data "strongbox_secret" "d" {{
+  name = strongbox_secret.s.name
+}}
+
+output "value" {{
+  value     = data.strongbox_secret.d.secret_data
+  sensitive = true
+}}
+"#
+    );
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        configure(&tf, &body);
+        let text = tf.plan_text();
+        assert!(
+            !text.contains(PLAINTEXT),
+            "the plan shows the value:\n{text}"
+        );
+        assert!(text.contains("(sensitive value)"), "{text}");
+        let plan = tf.plan_json();
+        let rc = resource_change(&plan, "strongbox_secret.s");
+        assert_eq!(
+            rc["change"]["after_sensitive"]["secret_data"], true,
+            "{rc:#}"
+        );
+
+        let out = tf.apply();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !stdout.contains(PLAINTEXT),
+            "apply shows the value:\n{stdout}"
+        );
+        let shown = tf.run_ok(&["output", "-no-color"]);
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        assert!(!shown.contains(PLAINTEXT), "{shown}");
+        assert!(shown.contains("<sensitive>"), "{shown}");
+        let outputs = tf.output_json();
+        assert_eq!(outputs["value"]["sensitive"], true);
+        assert_eq!(outputs["value"]["value"], PLAINTEXT);
+
+        // The data source's secret_data is sensitive: an output must say so.
+        configure(&tf, &body.replace("  sensitive = true\n", ""));
+        tf.expect_error(&["plan", "-no-color", "-input=false"], &["sensitive"]);
+    });
+}
+
+#[test]
+
+fn data_source_secret_reads_versions_and_stages() {
+    let body = |data: &str, with_previous: bool| {
+        let previous = if with_previous {
+            r#"
+data "strongbox_secret" "previous" {
+  name          = strongbox_secret.s.name
+  version_stage = "ACSPrevious"
+}
+
+output "previous" {
+  value     = data.strongbox_secret.previous.secret_data
+  sensitive = true
+}
+
+data "strongbox_secret" "pinned" {
+  name       = strongbox_secret.s.name
+  version_id = "first"
+}
+
+output "pinned" {
+  value     = data.strongbox_secret.pinned.secret_data
+  sensitive = true
+}
+"#
+        } else {
+            ""
+        };
+        format!(
+            r#"
+resource "strongbox_secret" "s" {{
+  name        = "read/me"
+  secret_data = "{data}"
+}}
+
+data "strongbox_secret" "current" {{
+  name = strongbox_secret.s.name
+}}
+
+output "current" {{
+  value     = data.strongbox_secret.current.secret_data
+  sensitive = true
+}}
+
+output "current_version" {{
+  value = data.strongbox_secret.current.version_id
+}}
+{previous}"#
+        )
+    };
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        // Pin the first version's id, so that a data source can read it by id later.
+        step(
+            &tf,
+            &body("one", false).replace(
+                "secret_data = \"one\"",
+                "secret_data = \"one\"\n  version_id  = \"first\"",
+            ),
+        );
+        let out = tf.output_json();
+        assert_eq!(out["current"]["value"], "one");
+        assert_eq!(out["current_version"]["value"], "first");
+
+        step(&tf, &body("two", true));
+        let out = tf.output_json();
+        assert_eq!(out["current"]["value"], "two");
+        assert_eq!(out["previous"]["value"], "one");
+        assert_eq!(out["pinned"]["value"], "one");
+        let cur = srv
+            .block_on(srv.client().get_secret_value("read/me", None, None))
+            .unwrap();
+        assert_eq!(out["current_version"]["value"], cur.version_id.as_str());
+    });
+}
+
+#[test]
+
+fn data_source_cmk() {
+    let body = r#"
+resource "strongbox_cmk" "k" {
+  description = "looked up"
+}
+
+resource "strongbox_cmk_alias" "x" {
+  name   = "alias/looked-up"
+  key_id = strongbox_cmk.k.id
+}
+
+data "strongbox_cmk" "by_id" {
+  key_id = strongbox_cmk.k.id
+}
+
+data "strongbox_cmk" "by_alias" {
+  key_id = strongbox_cmk_alias.x.name
+}
+
+output "by_id" {
+  value = data.strongbox_cmk.by_id.description
+}
+
+output "by_alias" {
+  value = data.strongbox_cmk.by_alias.id
+}
+"#;
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        step(&tf, body);
+        let key_id = attr(&state_of(&tf, "strongbox_cmk.k"), "id");
+        let out = tf.output_json();
+        assert_eq!(out["by_id"]["value"], "looked up");
+        assert_eq!(out["by_alias"]["value"], key_id.as_str());
+    });
+}
+
+#[test]
+
+fn null_and_empty_do_not_flap() {
+    let body = r#"
+resource "strongbox_cmk" "empty" {
+  description = ""
+  tags        = {}
+}
+
+resource "strongbox_cmk" "null" {}
+
+resource "strongbox_rotation_policy" "empty" {
+  name     = "empty-settings"
+  interval = "7d"
+  strategy = "random"
+  settings = {}
+}
+
+resource "strongbox_secret" "empty" {
+  name        = "flap/empty"
+  secret_data = "x"
+  description = ""
+  tags        = {}
+}
+
+resource "strongbox_secret" "null" {
+  name        = "flap/null"
+  secret_data = "x"
+}
+"#;
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        step(&tf, body);
+        // Once more after a refresh-only apply, which rewrites the state from the server.
+        tf.apply_args(&["-refresh-only"]);
+        tf.assert_no_changes();
+    });
+}
+
+#[test]
+
+fn extended_config_is_compared_by_meaning() {
+    let body = |json: &str| {
+        format!(
+            r#"
+resource "strongbox_secret" "s" {{
+  name            = "db/with-config"
+  secret_type     = "Rds"
+  secret_data     = jsonencode({{ AccountName = "app", AccountPassword = "pw" }})
+  extended_config = {json}
+}}
+"#
+        )
+    };
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(
+            &tf,
+            &body(r#"jsonencode({ port = 5432, host = "db.internal" })"#),
+        );
+        // Same object, other key order and spacing: no change.
+        configure(
+            &tf,
+            &body(r#""{\"host\": \"db.internal\",   \"port\": 5432}""#),
+        );
+        tf.assert_no_changes();
+        let meta = srv
+            .block_on(srv.client().describe_secret("db/with-config"))
+            .unwrap();
+        assert_eq!(
+            meta.extended_config.map(Value::Object),
+            Some(json!({"host": "db.internal", "port": 5432}))
+        );
+        // Another meaning: an update.
+        configure(
+            &tf,
+            &body(r#"jsonencode({ port = 5433, host = "db.internal" })"#),
+        );
+        assert_eq!(actions(&tf.plan_json(), "strongbox_secret.s"), ["update"]);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Terraform ≥ 1.11: write-only attributes and the ephemeral resource
+// ---------------------------------------------------------------------------------------
+
+fn write_only_body(value: &str, version: u32) -> String {
+    format!(
+        r#"
+resource "strongbox_secret" "wo" {{
+  name                   = "write/only"
+  secret_data_wo         = "{value}"
+  secret_data_wo_version = {version}
+}}
+"#
+    )
+}
+
+/// Panics when `needle` appears anywhere in `json` outside its `configuration` section
+/// (which echoes literal constants of the configuration, as written by the user).
+fn assert_absent(json: &Value, needle: &str, what: &str) {
+    let mut json = json.clone();
+    if let Some(o) = json.as_object_mut() {
+        o.remove("configuration");
+    }
+    let text = json.to_string();
+    assert!(
+        !text.contains(needle),
+        "{what} contains {needle:?}: {json:#}"
+    );
+}
+
+#[test]
+
+fn write_only_secret_data() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        if !v.terraform.supports_write_only() {
+            // Older Terraform would store the value in state: refused, clearly.
+            configure(&tf, &write_only_body("wo-first-value", 1));
+            tf.expect_error(&["plan", "-no-color", "-input=false"], &["secret_data_wo"]);
+            return;
+        }
+
+        configure(&tf, &write_only_body("wo-first-value", 1));
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.wo"), ["create"]);
+        assert_absent(&plan, "wo-first-value", "the plan JSON");
+        let rc = resource_change(&plan, "strongbox_secret.wo");
+        assert_eq!(rc["change"]["after"]["secret_data_wo"], Value::Null);
+
+        step(&tf, &write_only_body("wo-first-value", 1));
+        let state = tf.state_json();
+        assert_absent(&state, "wo-first-value", "the state JSON");
+        let s = resource_values(&state, "strongbox_secret.wo");
+        assert_eq!(s["secret_data_wo"], Value::Null);
+        assert_eq!(s["secret_data_wo_version"], 1);
+        let raw_state = std::fs::read_to_string(tf.work_dir().join("terraform.tfstate")).unwrap();
+        assert!(!raw_state.contains("wo-first-value"));
+        assert_eq!(server_value(&srv, "write/only"), "wo-first-value");
+
+        // A new value under the same version is not written (nothing to compare with).
+        configure(&tf, &write_only_body("wo-second-value", 1));
+        tf.assert_no_changes();
+        assert_eq!(server_value(&srv, "write/only"), "wo-first-value");
+
+        // Bumping the version writes it.
+        configure(&tf, &write_only_body("wo-second-value", 2));
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.wo"), ["update"]);
+        assert_planned_unknown(&plan, "strongbox_secret.wo", "version_id");
+        assert_absent(&plan, "wo-second-value", "the plan JSON");
+        step(&tf, &write_only_body("wo-second-value", 2));
+        assert_eq!(server_value(&srv, "write/only"), "wo-second-value");
+        assert_absent(&tf.state_json(), "wo-second-value", "the state JSON");
+
+        // Both value attributes at once: refused.
+        configure(
+            &tf,
+            &write_only_body("x", 3).replace(
+                "secret_data_wo ",
+                "secret_data            = \"y\"\n  secret_data_wo ",
+            ),
+        );
+        tf.expect_error(&["plan", "-no-color", "-input=false"], &["secret_data"]);
+    });
+}
+
+#[test]
+
+fn ephemeral_secret_never_lands_in_plan_or_state() {
+    const SOURCE_VALUE: &str = "ephemeral-source-9c1d";
+    let body = r#"
+ephemeral "strongbox_secret" "src" {
+  name = "eph/source"
+}
+
+resource "strongbox_secret" "copy" {
+  name                   = "eph/copy"
+  secret_data_wo         = ephemeral.strongbox_secret.src.secret_data
+  secret_data_wo_version = 1
+}
+"#;
+    for_each_variant(|v| {
+        if !v.terraform.supports_ephemeral() {
+            eprintln!("skipped: {v} has no ephemeral resources");
+            return;
+        }
+        let (srv, tf) = v.start();
+        // The source exists before Terraform runs (ephemeral resources open at plan time).
+        srv.block_on(srv.client().create_secret(&api::CreateSecretRequest {
+            name: "eph/source".into(),
+            secret_data: SOURCE_VALUE.into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        configure(&tf, body);
+        let plan = tf.plan_json();
+        assert_absent(&plan, SOURCE_VALUE, "the plan JSON");
+        assert_eq!(actions(&plan, "strongbox_secret.copy"), ["create"]);
+        step(&tf, body);
+        let state = tf.state_json();
+        assert_absent(&state, SOURCE_VALUE, "the state JSON");
+        assert!(
+            !strongbox_acceptance_tests::resource_addresses(&state)
+                .iter()
+                .any(|a| a.starts_with("ephemeral.")),
+            "an ephemeral resource is in the state: {state:#}"
+        );
+        assert_eq!(server_value(&srv, "eph/copy"), SOURCE_VALUE);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// The example configuration
+// ---------------------------------------------------------------------------------------
+
+#[test]
+
+fn example_configuration_applies() {
+    let dir = workspace_dir().join("examples/terraform");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tf"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .tf files in {}", dir.display());
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        for f in &files {
+            let name = f.file_name().unwrap().to_string_lossy();
+            tf.write_file(&name, &std::fs::read_to_string(f).unwrap());
+        }
+        tf.init();
+        tf.apply();
+        tf.assert_no_changes();
+
+        let out = tf.output_json();
+        assert_eq!(out["db_password"]["sensitive"], true);
+        assert_eq!(out["db_password"]["value"], "initial-Passw0rd-change-me");
+        assert!(out["cmk_arn"]["value"].is_string());
+        let c = srv.client();
+        let db: Value = serde_json::from_str(&server_value(&srv, "prod/app/db")).unwrap();
+        assert_eq!(db["AccountName"], "app");
+        let meta = srv.block_on(c.describe_secret("prod/app/db")).unwrap();
+        assert_eq!(meta.encryption_key_id, "alias/prod/app");
+        let token = srv
+            .block_on(c.describe_secret("prod/app/api-token"))
+            .unwrap();
+        assert_eq!(
+            token.rotation_policy.as_deref(),
+            Some("prod-api-token-monthly")
+        );
+        assert!(token.next_rotation_date.is_some(), "{token:?}");
+        assert_eq!(
+            server_value(&srv, "prod/app/smtp-relay"),
+            "smtp.internal:587"
+        );
+
+        tf.destroy();
+        let meta = srv.block_on(c.describe_secret("prod/app/db")).unwrap();
+        assert!(meta.planned_delete_time.is_some());
+    });
+}

@@ -110,6 +110,27 @@ pub struct ListSecretsOptions {
     pub tags: Vec<(String, String)>,
 }
 
+/// Filters of an audit trail listing (`GET /v1/audit`).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this principal's requests.
+    pub principal: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only resources starting with this.
+    pub resource_prefix: Option<String>,
+    /// Only the request with this id.
+    pub request_id: Option<String>,
+    /// Records at or after this time.
+    pub start_time: Option<api::Timestamp>,
+    /// Records before this time.
+    pub end_time: Option<api::Timestamp>,
+    /// Page size, 1–1000.
+    pub limit: Option<usize>,
+    /// From the previous page, or a record's `seq` to read the records after it.
+    pub page_token: Option<String>,
+}
+
 /// A client of one Strongbox server. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -497,6 +518,132 @@ impl Client {
         self.check(self.req(Method::DELETE, &["v1", "rotation-policies", name]))
             .await
             .map(|_| ())
+    }
+
+    // ---- principals and tokens ----
+
+    /// Creates a principal.
+    pub async fn create_principal(
+        &self,
+        req: &api::CreatePrincipalRequest,
+    ) -> Result<api::Principal> {
+        self.post(&["v1", "principals"], req).await
+    }
+    /// Describes a principal.
+    pub async fn get_principal(&self, name: &str) -> Result<api::Principal> {
+        self.send(self.req(Method::GET, &["v1", "principals", name]))
+            .await
+    }
+    /// Lists the principals the caller may see.
+    pub async fn list_principals(&self) -> Result<api::ListPrincipalsResponse> {
+        self.send(self.req(Method::GET, &["v1", "principals"]))
+            .await
+    }
+    /// Changes a principal's description or attached policies.
+    pub async fn update_principal(
+        &self,
+        name: &str,
+        req: &api::UpdatePrincipalRequest,
+    ) -> Result<api::Principal> {
+        self.send(
+            self.req(Method::PATCH, &["v1", "principals", name])
+                .json(req),
+        )
+        .await
+    }
+    /// Deletes a principal and revokes its tokens.
+    pub async fn delete_principal(&self, name: &str) -> Result<()> {
+        self.check(self.req(Method::DELETE, &["v1", "principals", name]))
+            .await
+            .map(|_| ())
+    }
+    /// Creates a token for a principal; the value is in the answer only.
+    pub async fn create_token(
+        &self,
+        principal: &str,
+        req: &api::CreateTokenRequest,
+    ) -> Result<api::CreatedToken> {
+        self.post(&["v1", "principals", principal, "tokens"], req)
+            .await
+    }
+    /// Lists a principal's tokens (metadata only).
+    pub async fn list_tokens(&self, principal: &str) -> Result<api::ListTokensResponse> {
+        self.send(self.req(Method::GET, &["v1", "principals", principal, "tokens"]))
+            .await
+    }
+    /// Revokes a token, effective at once.
+    pub async fn delete_token(&self, principal: &str, token_id: &str) -> Result<()> {
+        self.check(self.req(
+            Method::DELETE,
+            &["v1", "principals", principal, "tokens", token_id],
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    // ---- access policies ----
+
+    /// Creates an access policy.
+    pub async fn create_policy(&self, req: &api::CreatePolicyRequest) -> Result<api::Policy> {
+        self.post(&["v1", "policies"], req).await
+    }
+    /// Describes an access policy.
+    pub async fn get_policy(&self, name: &str) -> Result<api::Policy> {
+        self.send(self.req(Method::GET, &["v1", "policies", name]))
+            .await
+    }
+    /// Lists the access policies the caller may see.
+    pub async fn list_policies(&self) -> Result<api::ListPoliciesResponse> {
+        self.send(self.req(Method::GET, &["v1", "policies"])).await
+    }
+    /// Changes an access policy's description or document.
+    pub async fn update_policy(
+        &self,
+        name: &str,
+        req: &api::UpdatePolicyRequest,
+    ) -> Result<api::Policy> {
+        self.send(self.req(Method::PATCH, &["v1", "policies", name]).json(req))
+            .await
+    }
+    /// Deletes an access policy no principal uses.
+    pub async fn delete_policy(&self, name: &str) -> Result<()> {
+        self.check(self.req(Method::DELETE, &["v1", "policies", name]))
+            .await
+            .map(|_| ())
+    }
+
+    // ---- audit ----
+
+    /// A page of the audit trail, oldest first.
+    pub async fn list_audit(&self, q: &AuditQuery) -> Result<api::ListAuditResponse> {
+        let mut p: Vec<(&str, String)> = Vec::new();
+        let text = [
+            ("principal", &q.principal),
+            ("action", &q.action),
+            ("resource_prefix", &q.resource_prefix),
+            ("request_id", &q.request_id),
+            ("page_token", &q.page_token),
+        ];
+        for (k, v) in text {
+            if let Some(v) = v {
+                p.push((k, v.clone()));
+            }
+        }
+        for (k, t) in [("start_time", &q.start_time), ("end_time", &q.end_time)] {
+            if let Some(t) = t {
+                p.push((k, t.to_string()));
+            }
+        }
+        if let Some(l) = q.limit {
+            p.push(("limit", l.to_string()));
+        }
+        self.send(self.req(Method::GET, &["v1", "audit"]).query(&p))
+            .await
+    }
+    /// Checks the audit trail's chain; names the first bad record.
+    pub async fn verify_audit(&self) -> Result<api::AuditVerifyReport> {
+        self.send(self.req(Method::GET, &["v1", "audit", "verify"]))
+            .await
     }
 
     /// A raw request, for tests and tools: method, path segments, optional JSON body;

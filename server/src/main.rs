@@ -1,5 +1,7 @@
 //! `strongbox`: the server and its administration commands.
 
+mod admin;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +38,18 @@ enum Command {
     },
     /// Run the server.
     Server(ServerArgs),
+    /// Manage principals (through the API: STRONGBOX_ADDR, STRONGBOX_TOKEN, STRONGBOX_CACERT).
+    #[command(subcommand)]
+    Principal(admin::PrincipalCommand),
+    /// Manage principals' tokens (through the API).
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Manage access policies (through the API).
+    #[command(subcommand)]
+    Policy(admin::PolicyCommand),
+    /// Verify or follow the audit trail (through the API).
+    #[command(subcommand)]
+    Audit(admin::AuditCommand),
 }
 
 #[derive(clap::Args)]
@@ -72,8 +86,17 @@ struct ServerArgs {
     log_format: String,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init {
             data_dir,
@@ -97,7 +120,17 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(run_server(args))
         }
+        Command::Principal(c) => client_runtime()?.block_on(admin::principal(c)),
+        Command::Token(c) => client_runtime()?.block_on(admin::token(c)),
+        Command::Policy(c) => client_runtime()?.block_on(admin::policy(c)),
+        Command::Audit(c) => client_runtime()?.block_on(admin::audit(c)),
     }
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_logging(format: &str) {

@@ -16,6 +16,8 @@ pub(crate) struct TestServer {
     pub client: Client,
     pub clock: ManualClock,
     pub service: Service,
+    /// The storage below the server, for tests that play an attacker with disk access.
+    pub backend: Arc<dyn Backend>,
     pub addr: std::net::SocketAddr,
     pub ca_pem: String,
     pub token: String,
@@ -36,7 +38,8 @@ impl TestServer {
         let backend: Arc<dyn Backend> =
             Arc::new(RedbBackend::open(&server::db_path(&data)).unwrap());
         let clock = ManualClock::new(T0);
-        let u: Unsealed = server::unseal(backend, &key, Arc::new(clock.clone()), config).unwrap();
+        let u: Unsealed =
+            server::unseal(backend.clone(), &key, Arc::new(clock.clone()), config).unwrap();
         let service = u.service.clone();
         let certs = tls::dev_certificates().unwrap();
         let tls_cfg =
@@ -63,6 +66,7 @@ impl TestServer {
             client,
             clock,
             service,
+            backend,
             addr,
             ca_pem: certs.ca_pem,
             token: token.to_string(),
@@ -80,6 +84,62 @@ impl TestServer {
             timeout: None,
         })
         .unwrap()
+    }
+
+    /// The server's base URL.
+    pub(crate) fn base(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Writes the CA certificate to a file in the test's temp dir (for the CLI).
+    pub(crate) fn ca_file(&self) -> std::path::PathBuf {
+        let p = self._dir.path().join("ca.pem");
+        std::fs::write(&p, &self.ca_pem).unwrap();
+        p
+    }
+
+    /// The `strongbox` binary, set up to talk to this server with `token`.
+    pub(crate) fn cli(&self, token: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_strongbox"));
+        c.env("STRONGBOX_ADDR", self.base())
+            .env("STRONGBOX_TOKEN", token)
+            .env("STRONGBOX_CACERT", self.ca_file())
+            .env_remove("RUST_BACKTRACE");
+        c
+    }
+
+    /// A policy with this document, a principal with only that policy, and a client
+    /// with a token of the principal.
+    pub(crate) async fn principal_with(&self, name: &str, document: serde_json::Value) -> Client {
+        let token = self.principal_token(name, document).await;
+        self.client_with_token(&token)
+    }
+
+    /// Like [`principal_with`](Self::principal_with), returning the token.
+    pub(crate) async fn principal_token(&self, name: &str, document: serde_json::Value) -> String {
+        let document = serde_json::from_value(document).unwrap();
+        self.client
+            .create_policy(&strongbox_schemas::CreatePolicyRequest {
+                name: format!("{name}-policy"),
+                description: None,
+                document,
+            })
+            .await
+            .unwrap();
+        self.client
+            .create_principal(&strongbox_schemas::CreatePrincipalRequest {
+                name: name.into(),
+                description: None,
+                policies: Some(vec![format!("{name}-policy")]),
+            })
+            .await
+            .unwrap();
+        let t = self
+            .client
+            .create_token(name, &Default::default())
+            .await
+            .unwrap();
+        t.token
     }
 
     /// Moves the clock and runs the background jobs once.
@@ -129,5 +189,79 @@ pub(crate) fn assert_code<T: std::fmt::Debug>(
             assert_eq!(request_id.len(), 32, "request id present");
         }
         other => panic!("expected {code}, got {other:?}"),
+    }
+}
+
+/// An answer with its request id.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub request_id: String,
+    pub body: serde_json::Value,
+}
+
+/// One request with `token` (or none): path segments are percent-encoded like the
+/// client does.
+pub(crate) async fn call(
+    s: &TestServer,
+    token: Option<&str>,
+    method: &str,
+    segments: &[&str],
+    body: Option<&serde_json::Value>,
+) -> Reply {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const SET: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let mut url = s.base();
+    for seg in segments {
+        url.push('/');
+        url.extend(utf8_percent_encode(seg, SET));
+    }
+    let ca = reqwest::Certificate::from_pem(s.ca_pem.as_bytes()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .user_agent("route-table-test")
+        .build()
+        .unwrap();
+    let mut rb = http.request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        rb = rb.json(b);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let bytes = r.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Reply {
+        status,
+        request_id,
+        body,
+    }
+}
+
+/// The audit records of one request (there must be exactly one).
+pub(crate) async fn records_of(
+    s: &TestServer,
+    request_id: &str,
+) -> Vec<strongbox_schemas::AuditRecord> {
+    let mut q = strongbox_client::AuditQuery {
+        request_id: Some(request_id.into()),
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    loop {
+        let page = s.client.list_audit(&q).await.unwrap();
+        out.extend(page.records);
+        match page.next_page_token {
+            Some(t) => q.page_token = Some(t),
+            None => return out,
+        }
     }
 }

@@ -1,10 +1,14 @@
 //! Integration tests over real HTTPS on port 0, in one binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod access;
+mod audit;
+mod cli;
 mod common;
 mod durability;
 mod errors;
 mod keys;
 mod policies;
 mod process;
+mod route_table;
 mod secrets;

@@ -1,0 +1,327 @@
+//! Administration commands that talk to a running server through the API, with the
+//! client SDK: principals, tokens, access policies and the audit trail. The server is
+//! named by `STRONGBOX_ADDR`, `STRONGBOX_TOKEN` and `STRONGBOX_CACERT`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use strongbox_client::{AuditQuery, Client};
+use strongbox_schemas::{self as api, Interval, PolicyDocument, Timestamp};
+
+#[derive(Subcommand)]
+pub(crate) enum PrincipalCommand {
+    /// Create a principal.
+    Create {
+        /// Name (1–64 characters of A-Z a-z 0-9 _ . @ + = -).
+        name: String,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+        /// An access policy to attach (repeat for several).
+        #[arg(long = "policy")]
+        policies: Vec<String>,
+    },
+    /// List principals.
+    List,
+    /// Delete a principal and revoke its tokens.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a token for a principal; prints it once.
+    Create {
+        /// The principal.
+        principal: String,
+        /// Expire after this long (e.g. 12h, 30d).
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// Expire at this time (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Free text, e.g. where the token is used.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List a principal's tokens (never their values).
+    List {
+        /// The principal.
+        principal: String,
+    },
+    /// Revoke a token, effective at once.
+    Revoke {
+        /// The principal.
+        principal: String,
+        /// The token's id (from `token list`).
+        token_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Create an access policy from a JSON document file.
+    Create {
+        /// Name (1–128 characters of A-Z a-z 0-9 _ . -).
+        name: String,
+        /// The policy document (JSON).
+        #[arg(long)]
+        file: PathBuf,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List access policies.
+    List,
+    /// Delete an access policy no principal uses.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the HMAC chain of the whole trail; exits 1 naming the first bad record.
+    Verify,
+    /// Print the last records, then follow new ones (one JSON object per line).
+    Tail {
+        /// Records to print before following.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: u64,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Only this principal.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only this action.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only resources starting with this.
+        #[arg(long)]
+        resource_prefix: Option<String>,
+        /// Also show audit:Read records (hidden by default: they include tail's own polls).
+        #[arg(long)]
+        include_audit_reads: bool,
+        /// Stop after this many records (for scripts and tests).
+        #[arg(long, hide = true)]
+        max: Option<u64>,
+    },
+}
+
+fn client() -> anyhow::Result<Client> {
+    Client::from_env().context(
+        "connecting needs STRONGBOX_ADDR, STRONGBOX_TOKEN and (for a private CA) STRONGBOX_CACERT",
+    )
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub(crate) async fn principal(cmd: PrincipalCommand) -> anyhow::Result<()> {
+    let c = client()?;
+    match cmd {
+        PrincipalCommand::Create {
+            name,
+            description,
+            policies,
+        } => print_json(
+            &c.create_principal(&api::CreatePrincipalRequest {
+                name,
+                description,
+                policies: Some(policies),
+            })
+            .await?,
+        ),
+        PrincipalCommand::List => {
+            for p in c.list_principals().await?.principals {
+                println!("{}\t{}\t{}", p.name, p.policies.join(","), p.description);
+            }
+            Ok(())
+        }
+        PrincipalCommand::Delete { name } => {
+            c.delete_principal(&name).await?;
+            println!("Deleted principal {name} and revoked its tokens.");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    let c = client()?;
+    match cmd {
+        TokenCommand::Create {
+            principal,
+            expires_in,
+            expires_at,
+            description,
+        } => {
+            let expires_at = match (expires_in, expires_at) {
+                (Some(d), _) => {
+                    let i =
+                        Interval::parse(&d).map_err(|e| anyhow::anyhow!("--expires-in: {e}"))?;
+                    let secs = i64::try_from(i.seconds()).context("--expires-in: too long")?;
+                    Some(Timestamp::from_unix(
+                        time::OffsetDateTime::now_utc().unix_timestamp() + secs,
+                    ))
+                }
+                (None, Some(t)) => Some(
+                    serde_json::from_value::<Timestamp>(serde_json::Value::String(t))
+                        .context("--expires-at: expected an RFC 3339 time")?,
+                ),
+                (None, None) => None,
+            };
+            let t = c
+                .create_token(
+                    &principal,
+                    &api::CreateTokenRequest {
+                        expires_at,
+                        description,
+                    },
+                )
+                .await?;
+            eprintln!("The token is shown only this once; store it now.");
+            print_json(&t)
+        }
+        TokenCommand::List { principal } => {
+            for t in c.list_tokens(&principal).await?.tokens {
+                let exp = t
+                    .expires_at
+                    .map(|e| e.to_string())
+                    .unwrap_or("never".into());
+                let state = if t.expired { "expired" } else { "valid" };
+                println!("{}\t{state}\texpires {exp}\t{}", t.token_id, t.description);
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke {
+            principal,
+            token_id,
+        } => {
+            c.delete_token(&principal, &token_id).await?;
+            println!("Revoked token {token_id} of {principal}.");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
+    let c = client()?;
+    match cmd {
+        PolicyCommand::Create {
+            name,
+            file,
+            description,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let document: PolicyDocument = text
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print_json(
+                &c.create_policy(&api::CreatePolicyRequest {
+                    name,
+                    description,
+                    document,
+                })
+                .await?,
+            )
+        }
+        PolicyCommand::List => {
+            for p in c.list_policies().await?.policies {
+                let kind = if p.builtin { "built-in" } else { "custom" };
+                println!(
+                    "{}\t{kind}\t{} statements\t{}",
+                    p.name,
+                    p.document.statements().len(),
+                    p.description
+                );
+            }
+            Ok(())
+        }
+        PolicyCommand::Delete { name } => {
+            c.delete_policy(&name).await?;
+            println!("Deleted policy {name}.");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
+    let c = client()?;
+    match cmd {
+        AuditCommand::Verify => {
+            let r = c.verify_audit().await?;
+            if r.intact {
+                println!("audit trail intact: {} records verified", r.verified);
+                return Ok(());
+            }
+            let at = r
+                .first_bad_seq
+                .map_or("the head".to_string(), |s| format!("record {s}"));
+            bail!(
+                "audit trail BROKEN at {at}: {} ({} records verified before it, head says {})",
+                r.problem.unwrap_or_default(),
+                r.verified,
+                r.count
+            )
+        }
+        AuditCommand::Tail {
+            lines,
+            interval,
+            principal,
+            action,
+            resource_prefix,
+            include_audit_reads,
+            max,
+        } => {
+            let mut q = AuditQuery {
+                principal,
+                action,
+                resource_prefix,
+                limit: Some(1000),
+                ..Default::default()
+            };
+            let count = c
+                .list_audit(&AuditQuery {
+                    limit: Some(1),
+                    ..Default::default()
+                })
+                .await?
+                .count;
+            q.page_token = Some(count.saturating_sub(lines).to_string());
+            let pause = Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
+            let mut printed = 0u64;
+            loop {
+                let page = c.list_audit(&q).await?;
+                for r in &page.records {
+                    q.page_token = Some(r.seq.to_string());
+                    if !include_audit_reads && r.action == "audit:Read" {
+                        continue;
+                    }
+                    println!("{}", serde_json::to_string(r)?);
+                    printed += 1;
+                    if max.is_some_and(|m| printed >= m) {
+                        return Ok(());
+                    }
+                }
+                if let Some(t) = page.next_page_token {
+                    q.page_token = Some(t);
+                    continue;
+                }
+                // Everything up to the count of that read has been seen.
+                q.page_token = Some(page.count.to_string());
+                use std::io::Write as _;
+                std::io::stdout().flush()?;
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! Principals, tokens and access policies: documents checked naming statement and
+//! field, expiry and immediate revocation, policy changes taking effect at once,
+//! explicit deny, filtered lists, 403s that say nothing about existence, built-ins.
+
+use serde_json::json;
+use strongbox_client::{ErrorCode, ListSecretsOptions};
+use strongbox_schemas as api;
+
+use crate::common::*;
+
+fn doc(v: serde_json::Value) -> api::PolicyDocument {
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test]
+async fn policy_documents_are_checked_naming_statement_and_field() {
+    let s = TestServer::start().await;
+    let post = |document: serde_json::Value| {
+        let body = json!({"name": "p", "document": document});
+        let s = &s;
+        async move {
+            let r = call(s, Some(&s.token), "POST", &["v1", "policies"], Some(&body)).await;
+            assert_eq!(r.status, 400, "{}", r.body);
+            assert_eq!(r.body["code"], "InvalidParameter");
+            r.body["message"].as_str().unwrap().to_string()
+        }
+    };
+    let m = post(json!({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": "kms:GetSecretValue", "Resource": "secret/a"},
+        {"Effect": "Permit", "Action": "kms:*", "Resource": "*"}]}))
+    .await;
+    assert!(m.contains("Statement[1].Effect"), "{m}");
+    let m = post(json!({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": "kms:GetSecretValue", "Resource": ["secret/a", "secrets/b"]}]}))
+    .await;
+    assert!(m.contains("Statement[0].Resource[1]"), "{m}");
+    let m = post(json!({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": ["kms:GetSecretValeu"], "Resource": "*"}]}))
+    .await;
+    assert!(
+        m.contains("Statement[0].Action[0]") && m.contains("matches no action"),
+        "{m}"
+    );
+    let m = post(json!({"Version": "2", "Statement": []})).await;
+    assert!(m.contains("Version"), "{m}");
+    // Wildcards that name known actions are fine; so is a single string.
+    s.client
+        .create_policy(&api::CreatePolicyRequest {
+            name: "ok".into(),
+            description: Some("fine".into()),
+            document: doc(json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:*Secret*", "Resource": "secret/?/*"}]})),
+        })
+        .await
+        .unwrap();
+    let p = s.client.get_policy("ok").await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&p.document).unwrap()["Statement"][0]["Action"],
+        json!(["kms:*Secret*"]),
+        "canonical form"
+    );
+}
+
+#[tokio::test]
+async fn tokens_expire_and_revocation_takes_effect_at_once() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let read_keys = json!({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]});
+    let first = s.principal_token("svc", read_keys).await;
+    let expiring = c
+        .create_token(
+            "svc",
+            &api::CreateTokenRequest {
+                expires_at: Some(api::Timestamp::from_unix(T0 + 100)),
+                description: Some("ci".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(expiring.principal, "svc");
+    assert!(expiring.token.starts_with("sbx_") && expiring.token.len() == 47);
+    assert!(
+        !format!("{expiring:?}").contains(&expiring.token),
+        "Debug redacts"
+    );
+    let e = s.client_with_token(&expiring.token);
+    e.list_keys(None, None).await.unwrap();
+    s.clock.advance(100);
+    assert_code(
+        e.list_keys(None, None).await,
+        ErrorCode::Unauthenticated,
+        "expired",
+    );
+    let tokens = c.list_tokens("svc").await.unwrap().tokens;
+    assert_eq!(tokens.len(), 2);
+    let listed = serde_json::to_string(&tokens).unwrap();
+    assert!(!listed.contains(&expiring.token[4..]) && !listed.contains(&first[4..]));
+    let exp = tokens
+        .iter()
+        .find(|t| t.token_id == expiring.token_id)
+        .unwrap();
+    assert!(exp.expired && exp.description == "ci");
+    assert_code(
+        c.create_token(
+            "svc",
+            &api::CreateTokenRequest {
+                expires_at: Some(api::Timestamp::from_unix(T0)),
+                description: None,
+            },
+        )
+        .await,
+        ErrorCode::InvalidParameter,
+        "expires_at",
+    );
+
+    // Revocation: the very next request is refused, though the identity was cached.
+    let f = s.client_with_token(&first);
+    f.list_keys(None, None).await.unwrap();
+    let first_id = tokens
+        .iter()
+        .find(|t| t.token_id != expiring.token_id)
+        .unwrap()
+        .token_id
+        .clone();
+    c.delete_token("svc", &first_id).await.unwrap();
+    assert_code(
+        f.list_keys(None, None).await,
+        ErrorCode::Unauthenticated,
+        "not valid",
+    );
+    assert_code(
+        c.delete_token("svc", &first_id).await,
+        ErrorCode::TokenNotFound,
+        &first_id,
+    );
+    // Deleting the principal revokes all its tokens.
+    let another = c.create_token("svc", &Default::default()).await.unwrap();
+    let a = s.client_with_token(&another.token);
+    a.list_keys(None, None).await.unwrap();
+    c.delete_principal("svc").await.unwrap();
+    assert_code(
+        a.list_keys(None, None).await,
+        ErrorCode::Unauthenticated,
+        "token",
+    );
+    assert_code(
+        c.list_tokens("svc").await,
+        ErrorCode::PrincipalNotFound,
+        "svc",
+    );
+}
+
+#[tokio::test]
+async fn policy_and_attachment_changes_take_effect_at_once() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    c.create_secret(&text_secret("a", "v")).await.unwrap();
+    let app = s
+        .principal_with(
+            "app",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:GetSecretValue", "Resource": "secret/a"}]}),
+        )
+        .await;
+    app.get_secret_value("a", None, None).await.unwrap();
+    c.update_policy(
+        "app-policy",
+        &api::UpdatePolicyRequest {
+            description: None,
+            document: Some(doc(json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:GetSecretValue", "Resource": "secret/a"},
+                {"Effect": "Deny", "Action": "kms:Get*", "Resource": "*"}]}))),
+        },
+    )
+    .await
+    .unwrap();
+    assert_code(
+        app.get_secret_value("a", None, None).await,
+        ErrorCode::Forbidden,
+        "kms:GetSecretValue on secret/a",
+    );
+    c.update_principal(
+        "app",
+        &api::UpdatePrincipalRequest {
+            description: Some("now admin".into()),
+            policies: Some(vec![api::ADMINISTRATOR_ACCESS.into()]),
+        },
+    )
+    .await
+    .unwrap();
+    app.get_secret_value("a", None, None).await.unwrap();
+    app.create_key(&Default::default()).await.unwrap();
+    // The detached policy can go now.
+    c.delete_policy("app-policy").await.unwrap();
+    c.update_principal(
+        "app",
+        &api::UpdatePrincipalRequest {
+            description: None,
+            policies: Some(vec![]),
+        },
+    )
+    .await
+    .unwrap();
+    assert_code(
+        app.get_secret_value("a", None, None).await,
+        ErrorCode::Forbidden,
+        "principal app",
+    );
+}
+
+#[tokio::test]
+async fn explicit_deny_wins_lists_are_filtered_and_403_reveals_nothing() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    for n in ["app/db", "app/root", "app/cache", "billing/db"] {
+        c.create_secret(&text_secret(n, "v")).await.unwrap();
+    }
+    let app = s
+        .principal_with(
+            "app",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:GetSecretValue", "kms:DescribeSecret"], "Resource": ["secret/app/*"]},
+                {"Effect": "Deny", "Action": ["kms:*"], "Resource": ["secret/app/root"]},
+                {"Effect": "Allow", "Action": ["kms:ListSecrets", "kms:ListKeys", "kms:ListAliases", "ram:ListPrincipals", "ram:ListPolicies"], "Resource": "*"}]}),
+        )
+        .await;
+    app.get_secret_value("app/db", None, None).await.unwrap();
+    assert_code(
+        app.get_secret_value("app/root", None, None).await,
+        ErrorCode::Forbidden,
+        "kms:GetSecretValue on secret/app/root",
+    );
+    // Allowed but absent: 404. Not allowed: 403 whether or not it exists, alike.
+    assert_code(
+        app.get_secret_value("app/none", None, None).await,
+        ErrorCode::SecretNotFound,
+        "app/none",
+    );
+    let existing = app.describe_secret("billing/db").await.unwrap_err();
+    let absent = app.describe_secret("billing/none").await.unwrap_err();
+    let msg = |e: &strongbox_client::Error| match e {
+        strongbox_client::Error::Api { code, message, .. } => (*code, message.clone()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        msg(&existing),
+        (
+            ErrorCode::Forbidden,
+            "principal app is not allowed kms:DescribeSecret on secret/billing/db".into()
+        )
+    );
+    assert_eq!(
+        msg(&absent).1.replace("none", "db"),
+        msg(&existing).1,
+        "same answer"
+    );
+
+    let names: Vec<String> = app
+        .list_secrets(&ListSecretsOptions {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .secrets
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["app/cache"], "a page is filled with visible ones");
+    let mut all = Vec::new();
+    let mut o = ListSecretsOptions::default();
+    loop {
+        let page = app.list_secrets(&o).await.unwrap();
+        all.extend(page.secrets.into_iter().map(|s| s.name));
+        match page.next_page_token {
+            Some(t) => o.page_token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(all, ["app/cache", "app/db"]);
+    assert!(app.list_keys(None, None).await.unwrap().keys.is_empty());
+    assert!(
+        c.list_keys(None, None).await.unwrap().keys.len() == 1,
+        "root sees the default key"
+    );
+    assert!(app.list_aliases().await.unwrap().aliases.is_empty());
+    assert!(app.list_principals().await.unwrap().principals.is_empty());
+    assert!(app.list_policies().await.unwrap().policies.is_empty());
+    let everyone: Vec<String> = c
+        .list_principals()
+        .await
+        .unwrap()
+        .principals
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(everyone, ["app", "root"]);
+}
+
+#[tokio::test]
+async fn keys_named_by_alias_are_authorized_as_written() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let k = c.create_key(&Default::default()).await.unwrap();
+    c.put_alias("alias/payments", &k.key_id).await.unwrap();
+    let ops = s
+        .principal_with(
+            "ops",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:DescribeKey", "Resource": "key/alias/payments"},
+                {"Effect": "Allow", "Action": "kms:DescribeAlias", "Resource": "alias/pay*"}]}),
+        )
+        .await;
+    assert_eq!(
+        ops.describe_key("alias/payments").await.unwrap().key_id,
+        k.key_id
+    );
+    assert_code(
+        ops.describe_key(&k.key_id).await,
+        ErrorCode::Forbidden,
+        &format!("key/{}", k.key_id),
+    );
+    ops.get_alias("alias/payments").await.unwrap();
+    assert_code(
+        ops.put_alias("alias/payments", &k.key_id).await,
+        ErrorCode::Forbidden,
+        "kms:CreateAlias on alias/payments",
+    );
+}
+
+#[tokio::test]
+async fn built_ins_and_references_are_protected() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let root = c.get_principal("root").await.unwrap();
+    assert!(root.builtin);
+    assert_eq!(root.policies, [api::ADMINISTRATOR_ACCESS]);
+    let tokens = c.list_tokens("root").await.unwrap().tokens;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].token_id, "root");
+    assert_code(
+        c.delete_principal("root").await,
+        ErrorCode::InvalidState,
+        "built in",
+    );
+    assert_code(
+        c.update_principal("root", &Default::default()).await,
+        ErrorCode::InvalidState,
+        "built in",
+    );
+    assert_code(
+        c.delete_policy(api::ADMINISTRATOR_ACCESS).await,
+        ErrorCode::InvalidState,
+        "built in",
+    );
+    let admin = c.get_policy(api::ADMINISTRATOR_ACCESS).await.unwrap();
+    assert!(admin.builtin);
+    let d = doc(json!({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}));
+    assert_code(
+        c.create_policy(&api::CreatePolicyRequest {
+            name: api::ADMINISTRATOR_ACCESS.into(),
+            description: None,
+            document: d.clone(),
+        })
+        .await,
+        ErrorCode::AlreadyExists,
+        "AdministratorAccess",
+    );
+    assert_code(
+        c.create_principal(&api::CreatePrincipalRequest {
+            name: "p".into(),
+            description: None,
+            policies: Some(vec!["nope".into()]),
+        })
+        .await,
+        ErrorCode::PolicyNotFound,
+        "policies[0]",
+    );
+    c.create_policy(&api::CreatePolicyRequest {
+        name: "keys".into(),
+        description: None,
+        document: d,
+    })
+    .await
+    .unwrap();
+    assert_code(
+        c.create_principal(&api::CreatePrincipalRequest {
+            name: "p".into(),
+            description: None,
+            policies: Some(vec!["keys".into(), "keys".into()]),
+        })
+        .await,
+        ErrorCode::InvalidParameter,
+        "policies[1]",
+    );
+    assert_code(
+        c.create_principal(&api::CreatePrincipalRequest {
+            name: "bad name".into(),
+            ..Default::default()
+        })
+        .await,
+        ErrorCode::InvalidParameter,
+        "name",
+    );
+    c.create_principal(&api::CreatePrincipalRequest {
+        name: "p".into(),
+        description: None,
+        policies: Some(vec!["keys".into()]),
+    })
+    .await
+    .unwrap();
+    assert_code(
+        c.create_principal(&api::CreatePrincipalRequest {
+            name: "p".into(),
+            ..Default::default()
+        })
+        .await,
+        ErrorCode::AlreadyExists,
+        "p",
+    );
+    assert_code(c.delete_policy("keys").await, ErrorCode::PolicyInUse, "p");
+    c.delete_principal("p").await.unwrap();
+    c.delete_policy("keys").await.unwrap();
+    assert_code(
+        c.get_policy("keys").await,
+        ErrorCode::PolicyNotFound,
+        "keys",
+    );
+}
+
+#[tokio::test]
+async fn databases_from_before_principals_are_upgraded() {
+    use std::sync::Arc;
+    use strongbox_server::barrier::{RootKey, sha256};
+    use strongbox_server::clock::ManualClock;
+    use strongbox_server::server;
+    use strongbox_server::service::ServiceConfig;
+    use strongbox_server::storage::{Backend, MemoryBackend, Mutation, Table};
+    let key = RootKey::random();
+    let b: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    server::initialize(b.as_ref(), &key).unwrap();
+    // What `init` wrote before principals: the root token's hash in `meta`.
+    let mut m: Vec<Mutation> = Vec::new();
+    for t in [
+        Table::Principals,
+        Table::Tokens,
+        Table::PrincipalTokens,
+        Table::PolicyPrincipals,
+    ] {
+        for (k, _) in b.scan(t, b"", None, usize::MAX).unwrap() {
+            m.push(Mutation::Delete(t, k));
+        }
+    }
+    let old_token = "sbx_from-an-older-release";
+    m.push(Mutation::Put(
+        Table::Meta,
+        b"root_token_sha256".to_vec(),
+        sha256(old_token.as_bytes()).to_vec(),
+    ));
+    b.commit(&m).unwrap();
+    let svc = server::unseal(
+        b.clone(),
+        &key,
+        Arc::new(ManualClock::new(T0)),
+        ServiceConfig::default(),
+    )
+    .unwrap()
+    .service;
+    let id = svc.authenticate(old_token).unwrap();
+    assert_eq!(id.principal(), "root");
+    assert!(id.allows("kms:DeleteSecret", "secret/anything"));
+    assert!(b.get(Table::Meta, b"root_token_sha256").unwrap().is_none());
+}

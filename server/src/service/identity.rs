@@ -122,12 +122,15 @@ impl Identity {
     }
 }
 
+/// The identities cached for one generation, by token hash.
+type Cached = (u64, HashMap<[u8; 32], Arc<Identity>>);
+
 /// Identities by token hash. Entries belong to a generation; any change to principals,
 /// tokens or policies starts a new one, which empties the cache for every later lookup.
 #[derive(Default)]
 pub(crate) struct IdentityCache {
     generation: AtomicU64,
-    map: RwLock<(u64, HashMap<[u8; 32], Arc<Identity>>)>,
+    map: RwLock<Cached>,
 }
 
 impl IdentityCache {

@@ -101,8 +101,23 @@ async fn prepare(s: &TestServer, r: &RouteSpec, n: usize) -> Case {
             Case::new(&["v1", "secrets", &secret], body, &sres)
         }
         (m, p) if p.starts_with("/v1/secrets/{name}/") => {
-            let version = new_secret(s, &secret).await;
             let tail = p.rsplit('/').next().unwrap();
+            if tail == "rotate" {
+                // A secret with a rotation policy the server can carry out by itself.
+                c.create_rotation_policy(
+                    &serde_json::from_value(
+                        json!({"name": pol, "interval": "30d", "strategy": "random"}),
+                    )
+                    .unwrap(),
+                )
+                .await
+                .unwrap();
+                let mut req = text_secret(&secret, "value");
+                req.rotation_policy = Some(pol.clone());
+                c.create_secret(&req).await.unwrap();
+                return Case::new(&["v1", "secrets", &secret, tail], None, &sres);
+            }
+            let version = new_secret(s, &secret).await;
             let body = match (m, tail) {
                 ("POST", "versions") => Some(json!({"secret_data": "v2"})),
                 ("POST", "stages") => {
@@ -192,6 +207,7 @@ async fn prepare(s: &TestServer, r: &RouteSpec, n: usize) -> Case {
             let body = (m == "PATCH").then(|| json!({"description": "changed"}));
             Case::new(&["v1", "policies", &doc], body, &format!("policy/{doc}"))
         }
+        ("GET", "/v1/random-password") => Case::new(&["v1", "random-password"], None, "*"),
         ("GET", "/v1/audit") => Case::new(&["v1", "audit"], None, "*"),
         ("GET", "/v1/audit/verify") => Case::new(&["v1", "audit", "verify"], None, "*"),
         (m, p) => panic!("route {m} {p} has no case in the route-table test: add one"),

@@ -159,7 +159,6 @@ resource "strongbox_secret" "s" {
 "#;
 
 #[test]
-
 fn secret_basic() {
     for_each_variant(|v| {
         let (srv, tf) = v.start();
@@ -196,7 +195,6 @@ fn secret_basic() {
 }
 
 #[test]
-
 fn cmk_basic() {
     for_each_variant(|v| {
         let (srv, tf) = v.start();
@@ -270,7 +268,6 @@ resource "strongbox_cmk_alias" "x" {{
 }
 
 #[test]
-
 fn cmk_alias_basic_and_update_in_place() {
     for_each_variant(|v| {
         let (srv, tf) = v.start();
@@ -311,7 +308,6 @@ resource "strongbox_rotation_policy" "p" {
 "#;
 
 #[test]
-
 fn rotation_policy_basic() {
     for_each_variant(|v| {
         let (srv, tf) = v.start();
@@ -344,7 +340,6 @@ fn rotation_policy_basic() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-
 fn secret_update_in_place() {
     let v2 = r#"
 resource "strongbox_secret" "s" {
@@ -395,7 +390,6 @@ resource "strongbox_secret" "s" {
 }
 
 #[test]
-
 fn cmk_update_in_place() {
     let v1 = r#"
 resource "strongbox_cmk" "k" {
@@ -438,7 +432,6 @@ resource "strongbox_cmk" "k" {
 }
 
 #[test]
-
 fn rotation_policy_update_in_place() {
     let v2 = r#"
 resource "strongbox_rotation_policy" "p" {
@@ -490,7 +483,6 @@ resource "strongbox_secret" "s" {{
 }
 
 #[test]
-
 fn secret_replace() {
     for_each_variant(|v| {
         let (srv, tf) = v.start();
@@ -530,7 +522,6 @@ fn secret_replace() {
 }
 
 #[test]
-
 fn secret_encryption_key_change_replaces() {
     let body = |key: &str| {
         format!(
@@ -562,7 +553,6 @@ resource "strongbox_secret" "s" {{
 }
 
 #[test]
-
 fn cmk_alias_and_rotation_policy_replace() {
     let body = |alias: &str, policy: &str| {
         format!(
@@ -647,7 +637,6 @@ resource "strongbox_secret" "s" {
 "#;
 
 #[test]
-
 fn import_every_resource() {
     for_each_variant(|v| {
         let (_srv, tf) = v.start();
@@ -667,7 +656,6 @@ fn import_every_resource() {
 }
 
 #[test]
-
 fn import_of_a_missing_object_fails_clearly() {
     for_each_variant(|v| {
         let (_srv, tf) = v.start();
@@ -690,7 +678,6 @@ fn import_of_a_missing_object_fails_clearly() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-
 fn secret_drift_value_and_metadata() {
     for_each_variant(|v| {
         let (srv, tf) = v.start();
@@ -731,7 +718,6 @@ fn secret_drift_value_and_metadata() {
 }
 
 #[test]
-
 fn secret_drift_with_pinned_version_and_stages() {
     let body = r#"
 resource "strongbox_secret" "s" {
@@ -786,7 +772,6 @@ resource "strongbox_secret" "s" {
 }
 
 #[test]
-
 fn cmk_alias_and_policy_drift() {
     let body = format!(
         r#"{ALIAS_TWO_KEYS}
@@ -856,7 +841,6 @@ resource "strongbox_cmk_alias" "x" {{
 // ---------------------------------------------------------------------------------------
 
 #[test]
-
 fn resources_deleted_outside_terraform_are_planned_for_creation() {
     for_each_variant(|v| {
         let (srv, tf) = v.start();
@@ -911,7 +895,6 @@ fn resources_deleted_outside_terraform_are_planned_for_creation() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-
 fn validation_errors_are_clear() {
     let cases: &[(&str, &[&str])] = &[
         (
@@ -993,7 +976,6 @@ resource "strongbox_cmk_alias" "x" {
 }
 
 #[test]
-
 fn pinned_version_id_with_new_data_is_refused() {
     let body = |data: &str| {
         format!(
@@ -1015,7 +997,6 @@ resource "strongbox_secret" "s" {{
 }
 
 #[test]
-
 fn server_errors_are_diagnostics_with_the_error_code() {
     for_each_variant(|v| {
         let (srv, tf) = v.start();
@@ -1039,7 +1020,6 @@ fn server_errors_are_diagnostics_with_the_error_code() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-
 fn destroy_leaves_the_server_as_documented() {
     let body = r#"
 resource "strongbox_cmk" "k" {
@@ -1140,7 +1120,6 @@ resource "strongbox_secret" "gone" {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-
 fn unknown_key_id_propagates_within_one_apply() {
     let body = r#"
 resource "strongbox_cmk" "k" {
@@ -1199,7 +1178,6 @@ resource "strongbox_secret" "by_alias" {
 }
 
 #[test]
-
 fn for_each_over_several_secrets() {
     let body = |entries: &str| {
         format!(
@@ -1240,7 +1218,6 @@ resource "strongbox_secret" "s" {{
 }
 
 #[test]
-
 fn names_containing_slashes() {
     let resources = r#"
 resource "strongbox_cmk" "k" {}
@@ -1312,7 +1289,6 @@ output "read_back" {{
 // ---------------------------------------------------------------------------------------
 
 #[test]
-
 fn sensitive_values_are_masked() {
     const PLAINTEXT: &str = "do-not-print-me-7f3a";
     let body = format!(
@@ -1369,7 +1345,6 @@ output "value" {{
 }
 
 #[test]
-
 fn data_source_secret_reads_versions_and_stages() {
     let body = |data: &str, with_previous: bool| {
         let previous = if with_previous {
@@ -1446,7 +1421,6 @@ output "current_version" {{
 }
 
 #[test]
-
 fn data_source_cmk() {
     let body = r#"
 resource "strongbox_cmk" "k" {
@@ -1485,7 +1459,6 @@ output "by_alias" {
 }
 
 #[test]
-
 fn null_and_empty_do_not_flap() {
     let body = r#"
 resource "strongbox_cmk" "empty" {
@@ -1524,7 +1497,6 @@ resource "strongbox_secret" "null" {
 }
 
 #[test]
-
 fn extended_config_is_compared_by_meaning() {
     let body = |json: &str| {
         format!(
@@ -1597,7 +1569,6 @@ fn assert_absent(json: &Value, needle: &str, what: &str) {
 }
 
 #[test]
-
 fn write_only_secret_data() {
     for_each_variant(|v| {
         let (srv, tf) = v.start();
@@ -1653,7 +1624,6 @@ fn write_only_secret_data() {
 }
 
 #[test]
-
 fn ephemeral_secret_never_lands_in_plan_or_state() {
     const SOURCE_VALUE: &str = "ephemeral-source-9c1d";
     let body = r#"
@@ -1702,7 +1672,6 @@ resource "strongbox_secret" "copy" {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-
 fn example_configuration_applies() {
     let dir = workspace_dir().join("examples/terraform");
     let mut files: Vec<_> = std::fs::read_dir(&dir)

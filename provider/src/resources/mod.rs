@@ -1,6 +1,7 @@
 //! The provider's resources, data sources and ephemeral resources, one file each
 //! (schema, plan, apply, read, import), in the style of the big Go providers.
 
+pub mod access;
 pub mod alias;
 pub mod cmk;
 pub mod policy;
@@ -22,6 +23,9 @@ pub fn core() -> Core {
         Arc::new(cmk::CmkResource),
         Arc::new(alias::AliasResource),
         Arc::new(policy::PolicyResource),
+        Arc::new(access::PolicyResource),
+        Arc::new(access::PrincipalResource),
+        Arc::new(access::TokenResource),
     ] {
         resources.insert(r.name(), r);
     }

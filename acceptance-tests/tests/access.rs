@@ -1,0 +1,209 @@
+//! Access-control resources with the real terraform CLI: `strongbox_policy`,
+//! `strongbox_principal`, `strongbox_principal_token` — basic, update in place, import,
+//! drift, destroy, and the token really working (and really revoked).
+
+use serde_json::Value;
+use strongbox_acceptance_tests::strongbox_client::{Client, ClientConfig, ErrorCode};
+use strongbox_acceptance_tests::strongbox_schemas as api;
+use strongbox_acceptance_tests::{
+    DevServer, Terraform, actions, assert_same_attributes, config, for_each_variant,
+    resource_values,
+};
+
+fn apply(tf: &Terraform, body: &str) {
+    tf.write_config(&config(body));
+    if !tf.work_dir().join(".terraform.lock.hcl").exists() {
+        tf.init();
+    }
+    tf.apply();
+    tf.assert_no_changes();
+}
+
+fn access(doc_action: &str) -> String {
+    format!(
+        r#"
+resource "strongbox_secret" "app" {{
+  name        = "app/db"
+  secret_data = "app-password"
+}}
+
+resource "strongbox_secret" "other" {{
+  name        = "other/db"
+  secret_data = "other-password"
+}}
+
+resource "strongbox_policy" "read_app" {{
+  name        = "read-app"
+  description = "read app secrets"
+  document = jsonencode({{
+    Version = "1"
+    Statement = [
+      {{ Effect = "Allow", Action = [{doc_action}], Resource = ["secret/app/*"] }}
+    ]
+  }})
+}}
+
+resource "strongbox_principal" "app" {{
+  name     = "my-app"
+  policies = [strongbox_policy.read_app.name]
+}}
+
+resource "strongbox_principal_token" "app" {{
+  principal   = strongbox_principal.app.name
+  description = "deploy"
+}}
+
+output "token" {{
+  value     = strongbox_principal_token.app.token
+  sensitive = true
+}}
+"#
+    )
+}
+
+fn client_with(srv: &DevServer, token: &str) -> Client {
+    Client::new(ClientConfig {
+        address: srv.addr().to_string(),
+        token: token.to_string(),
+        ca_cert_pem: Some(std::fs::read(srv.ca_cert()).unwrap()),
+        timeout: None,
+    })
+    .unwrap()
+}
+
+fn token_of(tf: &Terraform) -> String {
+    let out = tf.run_ok(&["output", "-json", "token"]);
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn principals_policies_and_tokens() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        apply(&tf, &access(r#""kms:GetSecretValue""#));
+
+        // The token from state works for exactly what the policy allows.
+        let app = client_with(&srv, &token_of(&tf));
+        assert_eq!(
+            srv.block_on(app.get_secret_value("app/db", None, None))
+                .unwrap()
+                .secret_data,
+            "app-password"
+        );
+        let denied = srv
+            .block_on(app.get_secret_value("other/db", None, None))
+            .unwrap_err();
+        assert_eq!(denied.code(), Some(ErrorCode::Forbidden));
+        let no_describe = srv.block_on(app.describe_secret("app/db")).unwrap_err();
+        assert_eq!(no_describe.code(), Some(ErrorCode::Forbidden));
+
+        // Update in place: the document gains an action.
+        tf.write_config(&config(&access(
+            r#""kms:GetSecretValue", "kms:DescribeSecret""#,
+        )));
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_policy.read_app"), ["update"]);
+        assert_eq!(actions(&plan, "strongbox_principal_token.app"), ["no-op"]);
+        tf.apply();
+        tf.assert_no_changes();
+        assert_eq!(
+            srv.block_on(app.describe_secret("app/db")).unwrap().name,
+            "app/db"
+        );
+
+        // Drift: the principal loses its policy outside Terraform; apply restores it.
+        let root = srv.client();
+        srv.block_on(root.update_principal(
+            "my-app",
+            &api::UpdatePrincipalRequest {
+                description: None,
+                policies: Some(vec![]),
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        assert_eq!(
+            srv.block_on(root.get_principal("my-app")).unwrap().policies,
+            ["read-app"]
+        );
+
+        // Import policy and principal into a fresh directory: same attributes, empty plan.
+        let state = tf.state_json();
+        let fresh = tf.sibling();
+        fresh.write_config(&config(
+            r#"
+resource "strongbox_policy" "read_app" {
+  name        = "read-app"
+  description = "read app secrets"
+  document = jsonencode({
+    Version = "1"
+    Statement = [
+      { Effect = "Allow", Action = ["kms:GetSecretValue", "kms:DescribeSecret"], Resource = ["secret/app/*"] }
+    ]
+  })
+}
+resource "strongbox_principal" "app" {
+  name     = "my-app"
+  policies = [strongbox_policy.read_app.name]
+}
+"#,
+        ));
+        fresh.init();
+        fresh.import("strongbox_policy.read_app", "read-app");
+        fresh.import("strongbox_principal.app", "my-app");
+        let imported = fresh.state_json();
+        for addr in ["strongbox_policy.read_app", "strongbox_principal.app"] {
+            assert_same_attributes(
+                &resource_values(&state, addr),
+                &resource_values(&imported, addr),
+                &[],
+            );
+        }
+        fresh.assert_no_changes();
+
+        // Destroy: the token is revoked at once, principal and policy are gone.
+        tf.destroy();
+        let revoked = srv
+            .block_on(app.get_secret_value("app/db", None, None))
+            .unwrap_err();
+        assert_eq!(revoked.code(), Some(ErrorCode::Unauthenticated));
+        assert_eq!(
+            srv.block_on(root.get_principal("my-app"))
+                .unwrap_err()
+                .code(),
+            Some(ErrorCode::PrincipalNotFound)
+        );
+        assert_eq!(
+            srv.block_on(root.get_policy("read-app"))
+                .unwrap_err()
+                .code(),
+            Some(ErrorCode::PolicyNotFound)
+        );
+    });
+}
+
+#[test]
+fn malformed_policy_document_is_refused_with_the_statement_named() {
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        tf.write_config(&config(
+            r#"
+resource "strongbox_policy" "bad" {
+  name     = "bad"
+  document = jsonencode({ Version = "1", Statement = [{ Effect = "Maybe", Action = ["kms:*"], Resource = ["*"] }] })
+}
+"#,
+        ));
+        tf.init();
+        tf.expect_error(
+            &["plan", "-no-color"],
+            &["Invalid policy document", "Effect"],
+        );
+    });
+}

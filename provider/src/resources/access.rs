@@ -1,0 +1,470 @@
+//! Access control: `strongbox_policy`, `strongbox_principal`, `strongbox_principal_token`.
+
+use strongbox_client::ErrorCode;
+use strongbox_schemas as api;
+
+use super::{changed, string, unknown_if_null};
+use crate::core::{
+    Attr, ClientCaps, Ctx, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
+    null_object, opt_str,
+};
+use crate::value::{Type, Value};
+
+/// `strongbox_policy`.
+pub struct PolicyResource;
+/// `strongbox_principal`.
+pub struct PrincipalResource;
+/// `strongbox_principal_token`.
+pub struct TokenResource;
+
+fn plan_simple(req: PlanReq<'_>, computed: &[&str], replace_on: &[&'static str]) -> PlanResp {
+    let mut p = req.proposed.clone();
+    if req.prior.is_null() {
+        unknown_if_null(&mut p, computed);
+        return PlanResp {
+            planned: p,
+            requires_replace: Vec::new(),
+            diags: Vec::new(),
+        };
+    }
+    let requires_replace: Vec<&'static str> = replace_on
+        .iter()
+        .copied()
+        .filter(|a| changed(req.prior, &p, a))
+        .collect();
+    if !requires_replace.is_empty() {
+        for a in computed {
+            p.set(a, Value::unknown());
+        }
+    }
+    PlanResp {
+        planned: p,
+        requires_replace,
+        diags: Vec::new(),
+    }
+}
+
+// ---- strongbox_policy ----
+
+fn policy_schema() -> TfSchema {
+    TfSchema {
+        version: 0,
+        description: "An access policy: a RAM-style document of Allow/Deny statements over actions (`kms:GetSecretValue`) and resources (`secret/app/*`).".into(),
+        attrs: vec![
+            Attr::required("name", string()).describe("Policy name (forces replacement)."),
+            Attr::optional("description", string()),
+            Attr::required("document", string()).describe("The policy document as JSON (use `jsonencode`); compared by meaning."),
+            Attr::computed("id", string()).describe("The policy name."),
+            Attr::computed("arn", string()),
+        ],
+    }
+}
+
+fn parse_document(v: &Value) -> Result<api::PolicyDocument, Diags> {
+    let text = v.str_attr("document").unwrap_or_default();
+    serde_json::from_str(text)
+        .map_err(|e| vec![Diag::error("Invalid policy document", e.to_string()).at("document")])
+}
+
+fn same_document(a: &str, b: &api::PolicyDocument) -> bool {
+    serde_json::from_str::<api::PolicyDocument>(a)
+        .ok()
+        .and_then(|d| serde_json::to_value(d).ok())
+        .zip(serde_json::to_value(b).ok())
+        .is_some_and(|(x, y)| x == y)
+}
+
+async fn read_policy(ctx: &Ctx, name: &str, prior: &Value) -> Result<Value, Diags> {
+    let c = ctx.client()?;
+    let p = match c.get_policy(name).await {
+        Ok(p) => p,
+        Err(e) if e.code() == Some(ErrorCode::PolicyNotFound) => return Ok(Value::Null),
+        Err(e) => return Err(vec![api_diag("Reading the policy failed", None, &e)]),
+    };
+    let mut v = null_object(&policy_schema());
+    v.set("name", Value::string(&p.name));
+    v.set("id", Value::string(&p.name));
+    v.set("arn", Value::string(&p.arn));
+    v.set(
+        "description",
+        super::keep_null_if_empty(prior, "description", &p.description),
+    );
+    v.set(
+        "document",
+        match prior.str_attr("document") {
+            Some(t) if same_document(t, &p.document) => Value::string(t),
+            _ => Value::string(serde_json::to_string(&p.document).unwrap_or_default()),
+        },
+    );
+    Ok(v)
+}
+
+#[async_trait::async_trait]
+impl Resource for PolicyResource {
+    fn name(&self) -> &'static str {
+        "strongbox_policy"
+    }
+    fn schema(&self) -> TfSchema {
+        policy_schema()
+    }
+    fn validate(&self, config: &Value, _: ClientCaps) -> Diags {
+        if config.str_attr("document").is_some() {
+            parse_document(config).err().unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+    async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
+        let (prior, config) = (req.prior, req.config);
+        let mut r = plan_simple(req, &["id", "arn"], &["name"]);
+        if let (Some(a), Ok(b)) = (prior.str_attr("document"), parse_document(config)) {
+            if same_document(a, &b) {
+                r.planned.set("document", prior.attr("document").clone());
+            }
+        }
+        Ok(r)
+    }
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        prior: &Value,
+        planned: &Value,
+        _config: &Value,
+    ) -> Result<Value, Diags> {
+        let c = ctx.client()?;
+        if planned.is_null() {
+            return match c
+                .delete_policy(prior.str_attr("name").unwrap_or_default())
+                .await
+            {
+                Ok(()) => Ok(Value::Null),
+                Err(e) if e.code() == Some(ErrorCode::PolicyNotFound) => Ok(Value::Null),
+                Err(e) => Err(vec![api_diag("Deleting the policy failed", None, &e)]),
+            };
+        }
+        let name = planned.str_attr("name").unwrap_or_default().to_string();
+        let document = parse_document(planned)?;
+        if prior.is_null() {
+            let req = api::CreatePolicyRequest {
+                name: name.clone(),
+                description: planned.str_attr("description").map(str::to_string),
+                document,
+            };
+            c.create_policy(&req)
+                .await
+                .map_err(|e| vec![api_diag("Creating the policy failed", Some("document"), &e)])?;
+        } else {
+            let req = api::UpdatePolicyRequest {
+                description: Some(
+                    planned
+                        .str_attr("description")
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+                document: Some(document),
+            };
+            c.update_policy(&name, &req)
+                .await
+                .map_err(|e| vec![api_diag("Updating the policy failed", Some("document"), &e)])?;
+        }
+        read_policy(ctx, &name, planned).await
+    }
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
+        read_policy(
+            ctx,
+            state
+                .str_attr("name")
+                .or_else(|| state.str_attr("id"))
+                .unwrap_or_default(),
+            state,
+        )
+        .await
+    }
+    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        let mut v = null_object(&policy_schema());
+        v.set("name", Value::string(id));
+        v.set("id", Value::string(id));
+        Ok(v)
+    }
+}
+
+// ---- strongbox_principal ----
+
+fn principal_schema() -> TfSchema {
+    TfSchema {
+        version: 0,
+        description: "A principal: an application or person that calls Strongbox with its tokens, allowed what its policies allow.".into(),
+        attrs: vec![
+            Attr::required("name", string()).describe("Principal name (forces replacement)."),
+            Attr::optional("description", string()),
+            Attr::optional("policies", Type::set(Type::String)).describe("Names of the access policies attached."),
+            Attr::computed("id", string()).describe("The principal name."),
+            Attr::computed("arn", string()),
+        ],
+    }
+}
+
+fn policy_names(v: &Value) -> Option<Vec<String>> {
+    match v.attr("policies") {
+        Value::Set(s) | Value::List(s) => Some(
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+async fn read_principal(ctx: &Ctx, name: &str, prior: &Value) -> Result<Value, Diags> {
+    let c = ctx.client()?;
+    let p = match c.get_principal(name).await {
+        Ok(p) => p,
+        Err(e) if e.code() == Some(ErrorCode::PrincipalNotFound) => return Ok(Value::Null),
+        Err(e) => return Err(vec![api_diag("Reading the principal failed", None, &e)]),
+    };
+    let mut v = null_object(&principal_schema());
+    v.set("name", Value::string(&p.name));
+    v.set("id", Value::string(&p.name));
+    v.set("arn", Value::string(&p.arn));
+    v.set(
+        "description",
+        super::keep_null_if_empty(prior, "description", &p.description),
+    );
+    v.set(
+        "policies",
+        if p.policies.is_empty() && prior.attr("policies").is_null() {
+            Value::Null
+        } else {
+            Value::Set(p.policies.iter().map(Value::string).collect())
+        },
+    );
+    Ok(v)
+}
+
+#[async_trait::async_trait]
+impl Resource for PrincipalResource {
+    fn name(&self) -> &'static str {
+        "strongbox_principal"
+    }
+    fn schema(&self) -> TfSchema {
+        principal_schema()
+    }
+    async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
+        Ok(plan_simple(req, &["id", "arn"], &["name"]))
+    }
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        prior: &Value,
+        planned: &Value,
+        _config: &Value,
+    ) -> Result<Value, Diags> {
+        let c = ctx.client()?;
+        if planned.is_null() {
+            return match c
+                .delete_principal(prior.str_attr("name").unwrap_or_default())
+                .await
+            {
+                Ok(()) => Ok(Value::Null),
+                Err(e) if e.code() == Some(ErrorCode::PrincipalNotFound) => Ok(Value::Null),
+                Err(e) => Err(vec![api_diag("Deleting the principal failed", None, &e)]),
+            };
+        }
+        let name = planned.str_attr("name").unwrap_or_default().to_string();
+        if prior.is_null() {
+            let req = api::CreatePrincipalRequest {
+                name: name.clone(),
+                description: planned.str_attr("description").map(str::to_string),
+                policies: policy_names(planned),
+            };
+            c.create_principal(&req).await.map_err(|e| {
+                vec![api_diag(
+                    "Creating the principal failed",
+                    Some("policies"),
+                    &e,
+                )]
+            })?;
+        } else {
+            let req = api::UpdatePrincipalRequest {
+                description: Some(
+                    planned
+                        .str_attr("description")
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+                policies: Some(policy_names(planned).unwrap_or_default()),
+            };
+            c.update_principal(&name, &req).await.map_err(|e| {
+                vec![api_diag(
+                    "Updating the principal failed",
+                    Some("policies"),
+                    &e,
+                )]
+            })?;
+        }
+        read_principal(ctx, &name, planned).await
+    }
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
+        read_principal(
+            ctx,
+            state
+                .str_attr("name")
+                .or_else(|| state.str_attr("id"))
+                .unwrap_or_default(),
+            state,
+        )
+        .await
+    }
+    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        let mut v = null_object(&principal_schema());
+        v.set("name", Value::string(id));
+        v.set("id", Value::string(id));
+        Ok(v)
+    }
+}
+
+// ---- strongbox_principal_token ----
+
+fn token_schema() -> TfSchema {
+    TfSchema {
+        version: 0,
+        description: "A token of a principal. The token itself is known only at creation: it is stored in state as a sensitive value.".into(),
+        attrs: vec![
+            Attr::required("principal", string()).describe("Principal name (forces replacement)."),
+            Attr::optional("description", string()).describe("Forces replacement."),
+            Attr::optional("expires_at", string()).describe("RFC 3339 expiry (forces replacement)."),
+            Attr::computed("token", string()).sensitive().describe("The bearer token."),
+            Attr::computed("token_id", string()),
+            Attr::computed("id", string()).describe("`PRINCIPAL/TOKEN_ID`."),
+        ],
+    }
+}
+
+#[async_trait::async_trait]
+impl Resource for TokenResource {
+    fn name(&self) -> &'static str {
+        "strongbox_principal_token"
+    }
+    fn schema(&self) -> TfSchema {
+        token_schema()
+    }
+    fn validate(&self, config: &Value, _: ClientCaps) -> Diags {
+        match config.str_attr("expires_at") {
+            Some(t)
+                if serde_json::from_value::<api::Timestamp>(serde_json::Value::String(
+                    t.into(),
+                ))
+                .is_err() =>
+            {
+                vec![
+                    Diag::error(
+                        "Invalid expires_at",
+                        "expected an RFC 3339 time such as 2027-01-01T00:00:00Z",
+                    )
+                    .at("expires_at"),
+                ]
+            }
+            _ => Vec::new(),
+        }
+    }
+    async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
+        Ok(plan_simple(
+            req,
+            &["token", "token_id", "id"],
+            &["principal", "description", "expires_at"],
+        ))
+    }
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        prior: &Value,
+        planned: &Value,
+        _config: &Value,
+    ) -> Result<Value, Diags> {
+        let c = ctx.client()?;
+        if planned.is_null() {
+            let (p, id) = (
+                prior.str_attr("principal").unwrap_or_default(),
+                prior.str_attr("token_id").unwrap_or_default(),
+            );
+            return match c.delete_token(p, id).await {
+                Ok(()) => Ok(Value::Null),
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Some(ErrorCode::TokenNotFound | ErrorCode::PrincipalNotFound)
+                    ) =>
+                {
+                    Ok(Value::Null)
+                }
+                Err(e) => Err(vec![api_diag("Revoking the token failed", None, &e)]),
+            };
+        }
+        let principal = planned.str_attr("principal").unwrap_or_default();
+        let expires_at = planned
+            .str_attr("expires_at")
+            .map(|t| serde_json::from_value::<api::Timestamp>(serde_json::Value::String(t.into())))
+            .transpose()
+            .map_err(|e| vec![Diag::error("Invalid expires_at", e.to_string()).at("expires_at")])?;
+        let req = api::CreateTokenRequest {
+            expires_at,
+            description: planned.str_attr("description").map(str::to_string),
+        };
+        let t = c
+            .create_token(principal, &req)
+            .await
+            .map_err(|e| vec![api_diag("Creating the token failed", Some("principal"), &e)])?;
+        let mut v = planned.clone();
+        v.set("token", Value::string(&t.token));
+        v.set("token_id", Value::string(&t.token_id));
+        v.set("id", Value::string(format!("{principal}/{}", t.token_id)));
+        Ok(v)
+    }
+    async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
+        let c = ctx.client()?;
+        let (principal, token_id) = (
+            state.str_attr("principal").unwrap_or_default(),
+            state.str_attr("token_id").unwrap_or_default(),
+        );
+        let tokens = match c.list_tokens(principal).await {
+            Ok(t) => t,
+            Err(e) if e.code() == Some(ErrorCode::PrincipalNotFound) => return Ok(Value::Null),
+            Err(e) => return Err(vec![api_diag("Reading the tokens failed", None, &e)]),
+        };
+        match tokens.tokens.iter().find(|t| t.token_id == token_id) {
+            Some(t) if !t.expired => {
+                let mut v = state.clone();
+                v.set(
+                    "description",
+                    super::keep_null_if_empty(state, "description", &t.description),
+                );
+                v.set(
+                    "expires_at",
+                    match (&t.expires_at, state.str_attr("expires_at")) {
+                        (Some(e), Some(p))
+                            if serde_json::from_value::<api::Timestamp>(
+                                serde_json::Value::String(p.into()),
+                            )
+                            .ok()
+                            .as_ref()
+                                == Some(e) =>
+                        {
+                            Value::string(p)
+                        }
+                        (e, _) => opt_str(e.map(|e| e.to_string())),
+                    },
+                );
+                Ok(v)
+            }
+            _ => Ok(Value::Null),
+        }
+    }
+    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        Err(vec![Diag::error(
+            "Tokens cannot be imported",
+            format!(
+                "{id}: a token's secret is shown only when it is created; create a new strongbox_principal_token instead"
+            ),
+        )])
+    }
+}

@@ -20,6 +20,8 @@ use serde::de::DeserializeOwned;
 use strongbox_schemas as api;
 pub use strongbox_schemas::ErrorCode;
 
+mod rotation;
+
 /// Characters left as they are in a path segment (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')

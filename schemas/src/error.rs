@@ -50,6 +50,9 @@ pub enum ErrorCode {
     RotationInProgress,
     /// The request conflicts with the resource's state (409).
     InvalidState,
+    /// A rotation step failed in the target system after its retries (502);
+    /// `ACSCurrent` is unchanged.
+    RotationFailed,
     /// Body or value larger than allowed (413).
     PayloadTooLarge,
     /// Body is not `application/json` (415).
@@ -89,6 +92,7 @@ impl ErrorCode {
             | RotationInProgress
             | InvalidState => 409,
             PayloadTooLarge => 413,
+            RotationFailed => 502,
             UnsupportedMediaType => 415,
             InternalError => 500,
             Unavailable => 503,
@@ -122,6 +126,7 @@ impl ErrorCode {
             PolicyInUse => "PolicyInUse",
             RotationInProgress => "RotationInProgress",
             InvalidState => "InvalidState",
+            RotationFailed => "RotationFailed",
             PayloadTooLarge => "PayloadTooLarge",
             UnsupportedMediaType => "UnsupportedMediaType",
             InternalError => "InternalError",

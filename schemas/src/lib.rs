@@ -36,7 +36,8 @@ pub use policy_document::{
     Pattern, PolicyDocument, RESOURCE_TYPES, Statement, evaluate,
 };
 pub use rotation::{
-    CreateRotationPolicyRequest, ListRotationPoliciesResponse, RotationPolicy, RotationStrategy,
+    CreateRotationPolicyRequest, ListRotationPoliciesResponse, RandomPassword, RotateSecretRequest,
+    RotateSecretResponse, RotationPolicy, RotationStatus, RotationStrategy,
     UpdateRotationPolicyRequest,
 };
 pub use secret::{
@@ -75,6 +76,8 @@ pub fn resource_schemas() -> Vec<(&'static str, schemars::Schema)> {
             "create_rotation_policy_request",
             schema_for!(CreateRotationPolicyRequest),
         ),
+        ("rotate_secret_request", schema_for!(RotateSecretRequest)),
+        ("rotate_secret_response", schema_for!(RotateSecretResponse)),
         ("error", schema_for!(ErrorBody)),
         ("principal", schema_for!(Principal)),
         (

@@ -93,3 +93,50 @@ pub struct ListRotationPoliciesResponse {
     /// All policies, by name.
     pub rotation_policies: Vec<RotationPolicy>,
 }
+
+/// State of a secret's running or last rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum RotationStatus {
+    /// A rotation is running (or will resume after a restart).
+    InProgress,
+    /// The last rotation finished: its version is `ACSCurrent`.
+    Succeeded,
+    /// The last rotation failed; `ACSCurrent` was left as it was.
+    Failed,
+}
+
+/// `POST /v1/secrets/{name}/rotate` (the body is optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecretRequest {
+    /// Id of the version the rotation creates (generated when absent). Repeating a
+    /// request with the same id waits for, or returns, that same rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+}
+
+/// Result of a finished rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RotateSecretResponse {
+    /// Secret name.
+    pub name: String,
+    /// Resource name.
+    pub arn: String,
+    /// The version the rotation made `ACSCurrent`.
+    pub version_id: String,
+}
+
+/// `GET /v1/random-password`.
+#[derive(Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RandomPassword {
+    /// The generated password.
+    pub random_password: String,
+}
+
+impl std::fmt::Debug for RandomPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RandomPassword")
+            .field("random_password", &"<redacted>")
+            .finish()
+    }
+}

@@ -107,9 +107,15 @@ pub struct Secret {
     /// Last completed rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_date: Option<Timestamp>,
-    /// Next scheduled rotation (when a policy is attached and enabled).
+    /// Next scheduled rotation (when a policy is attached and enabled), jitter included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_date: Option<Timestamp>,
+    /// State of the running or last rotation; absent before the first one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_status: Option<crate::RotationStatus>,
+    /// Why the last rotation failed (never contains secret values); absent after a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_error: Option<String>,
 }
 
 /// `GET /v1/secrets/{name}/value`: the plaintext of one version.

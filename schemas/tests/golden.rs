@@ -40,6 +40,8 @@ fn error_codes_map_to_documented_statuses() {
         (KeyDeleted, 409),
         (PayloadTooLarge, 413),
         (UnsupportedMediaType, 415),
+        (RotationInProgress, 409),
+        (RotationFailed, 502),
     ] {
         assert_eq!(code.http_status(), status, "{code}");
         assert_eq!(

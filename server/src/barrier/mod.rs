@@ -302,6 +302,20 @@ impl Barrier {
     }
 }
 
+/// The signature of a rotation webhook call: HMAC-SHA256 keyed with the signing
+/// secret's value over `timestamp ‖ "." ‖ body` (the `X-Strongbox-Timestamp` header
+/// and the exact request body). Receivers recompute it and compare in constant time.
+pub fn webhook_signature(key: &[u8], timestamp: &str, body: &[u8]) -> [u8; 32] {
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes any key length"),
+    };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
 /// SHA-256, for token look-ups (tokens are 256-bit random, so no slow hash is needed).
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()

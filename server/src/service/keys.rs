@@ -7,6 +7,7 @@ use super::records::{
     KeyRecord, KeyStateRec, KeyVersionRec, alias_arn, decode, decode_page_token, encode,
     encode_page_token, load, validate_description, validate_tags,
 };
+use super::rotation::reindex_key;
 use crate::barrier::{CmkMaterial, Secret32};
 use crate::error::{Error, Result, interval_in};
 use crate::storage::{Reader, Table, Txn};
@@ -93,6 +94,7 @@ impl Service {
                 created: now,
                 wrapped: Some(wrapped),
             }],
+            scheduled_rotation: None,
         }
     }
 
@@ -109,6 +111,7 @@ impl Service {
         rec.automatic_rotation = req.automatic_rotation;
         rec.rotation_interval = req.rotation_interval;
         self.write(move |t| {
+            reindex_key(t, &mut rec);
             t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
             Ok(rec.to_api())
         })
@@ -167,6 +170,7 @@ impl Service {
         self.write(move |t| {
             let mut rec = resolve_key(t, &key_ref)?;
             f(&mut rec, now, t)?;
+            reindex_key(t, &mut rec);
             t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
             Ok(rec.to_api())
         })
@@ -244,7 +248,7 @@ impl Service {
         .await
     }
 
-    fn add_key_version(&self, k: &mut KeyRecord, now: i64) {
+    pub(super) fn add_key_version(&self, k: &mut KeyRecord, now: i64) {
         let version = k.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
         let material = Secret32::random();
         let wrapped = self.inner.barrier.wrap_cmk(&k.key_id, version, &material);
@@ -386,6 +390,7 @@ impl Service {
                     v.wrapped = None;
                 }
                 k.state = KeyStateRec::Destroyed;
+                reindex_key(t, &mut k);
                 t.put(Table::Keys, id.as_bytes(), encode(&k));
                 for (alias, target) in t.scan(Table::Aliases, b"", None, usize::MAX)? {
                     if target == id.as_bytes() {
@@ -401,27 +406,6 @@ impl Service {
             tracing::info!(key_id = %key_id, "key material destroyed");
         }
         Ok(n)
-    }
-
-    pub(crate) async fn rotate_due_keys(&self) -> Result<usize> {
-        let now = self.now();
-        let due: Vec<String> = self
-            .all_keys()?
-            .into_iter()
-            .filter(|k| k.next_rotation_date().is_some_and(|d| d <= now))
-            .map(|k| k.key_id)
-            .collect();
-        for id in &due {
-            let this = self.clone();
-            self.modify_key(id, move |k, now, _| {
-                if k.next_rotation_date().is_some_and(|d| d <= now) {
-                    this.add_key_version(k, now);
-                }
-                Ok(())
-            })
-            .await?;
-        }
-        Ok(due.len())
     }
 
     fn all_keys(&self) -> Result<Vec<KeyRecord>> {

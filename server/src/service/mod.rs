@@ -9,6 +9,7 @@ mod keys;
 mod policies;
 mod principals;
 mod records;
+mod rotation;
 mod secrets;
 
 use std::collections::HashMap;
@@ -22,6 +23,9 @@ pub use audit::{AuditEntry, AuditQuery, AuditSlot};
 pub use identity::{Identity, new_token};
 pub(crate) use principals::root_mutations;
 pub use records::Principal;
+#[cfg(any(test, feature = "failpoints"))]
+pub use rotation::strategy_conformance;
+pub use rotation::{PasswordRules, RotationConfig};
 pub use secrets::ListSecretsQuery;
 
 /// Limits and defaults of the services.
@@ -31,6 +35,8 @@ pub struct ServiceConfig {
     pub max_versions: usize,
     /// Largest secret value, in bytes.
     pub max_value_bytes: usize,
+    /// The rotation engine's limits.
+    pub rotation: RotationConfig,
 }
 
 impl Default for ServiceConfig {
@@ -38,6 +44,7 @@ impl Default for ServiceConfig {
         Self {
             max_versions: 10,
             max_value_bytes: strongbox_schemas::MAX_SECRET_VALUE_BYTES,
+            rotation: RotationConfig::default(),
         }
     }
 }
@@ -59,6 +66,8 @@ struct Inner {
     identities: identity::IdentityCache,
     /// Audit trail state.
     audit: audit::AuditState,
+    /// Running rotations and the scheduler's bound.
+    rotation: rotation::EngineState,
 }
 
 impl Service {
@@ -69,8 +78,10 @@ impl Service {
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
     ) -> Self {
+        let engine = rotation::EngineState::new(&config.rotation);
         Self {
             inner: Arc::new(Inner {
+                rotation: engine,
                 store,
                 barrier,
                 clock,
@@ -92,16 +103,19 @@ impl Service {
         &self.inner.store
     }
 
-    /// Runs every due background job once: finishes key deletions, rotates keys whose
-    /// automatic rotation is due, purges secrets whose recovery window has passed.
+    /// Runs every due background job once: finishes key deletions, then what the
+    /// rotation schedule says is due (secret rotations, including interrupted ones, key
+    /// rotations, purges of secrets whose recovery window has passed), waiting for the
+    /// rotations it starts.
     pub async fn tick(&self) -> crate::Result<TickReport> {
         let destroyed_keys = self.finish_due_key_deletions().await?;
-        let rotated_keys = self.rotate_due_keys().await?;
-        let purged_secrets = self.purge_due_secrets().await?;
+        let due = self.run_due_jobs().await?;
         Ok(TickReport {
             destroyed_keys,
-            rotated_keys,
-            purged_secrets,
+            rotated_keys: due.rotated_keys,
+            purged_secrets: due.purged_secrets,
+            rotated_secrets: due.rotated_secrets,
+            failed_rotations: due.failed_rotations,
         })
     }
 }
@@ -115,4 +129,8 @@ pub struct TickReport {
     pub rotated_keys: usize,
     /// Secrets purged after their recovery window.
     pub purged_secrets: usize,
+    /// Secret rotations that finished.
+    pub rotated_secrets: usize,
+    /// Secret rotations that failed.
+    pub failed_rotations: usize,
 }

@@ -69,29 +69,7 @@ fn validate_settings(
             ));
         }
     }
-    if let Some(l) = settings.get("length") {
-        match l.parse::<u32>() {
-            Ok(n) if (8..=128).contains(&n) => {}
-            _ => {
-                return Err(Error::invalid(
-                    "settings.length",
-                    "must be a whole number from 8 to 128",
-                ));
-            }
-        }
-    }
-    if strategy == RotationStrategy::Webhook {
-        match settings.get("url") {
-            Some(u) if u.starts_with("https://") => {}
-            _ => {
-                return Err(Error::invalid(
-                    "settings.url",
-                    "a webhook needs an https:// url",
-                ));
-            }
-        }
-    }
-    Ok(())
+    super::rotation::validate_strategy_settings(strategy, settings)
 }
 
 fn validate_window(window: &api::Interval, interval: &api::Interval) -> Result<()> {
@@ -186,6 +164,7 @@ impl Service {
             }
             p.update_date = now;
             t.put(Table::RotationPolicies, name.as_bytes(), encode(&p));
+            super::rotation::reindex_policy_secrets(t, &p)?;
             Ok(p.to_api())
         })
         .await

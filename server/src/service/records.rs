@@ -119,6 +119,9 @@ pub(crate) struct KeyRecord {
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) primary_version: u32,
     pub(crate) versions: Vec<KeyVersionRec>,
+    /// The due time under which the key sits in the rotation schedule, if it does.
+    #[serde(default)]
+    pub(crate) scheduled_rotation: Option<i64>,
 }
 
 /// Default period of automatic key rotation.
@@ -218,6 +221,54 @@ pub(crate) struct SecretRecord {
     pub(crate) last_rotation_date: Option<i64>,
     /// Oldest first.
     pub(crate) versions: Vec<VersionMeta>,
+    /// The rotation engine's state of this secret.
+    #[serde(default)]
+    pub(crate) rotation: RotationRec,
+}
+
+/// The last completed step of a running rotation (see `docs/design/rotation.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum RotationStep {
+    /// The pending version exists and holds `ACSPending`.
+    Created,
+    /// The strategy applied the pending value in the target system.
+    Set,
+    /// The strategy proved the pending value works there.
+    Tested,
+}
+
+/// A rotation that has begun and not ended; persisted so a restart resumes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RotationInProgress {
+    /// The version the rotation makes.
+    pub(crate) version_id: String,
+    /// Last completed step.
+    pub(crate) step: RotationStep,
+    /// When it began.
+    pub(crate) started: i64,
+}
+
+/// Rotation state of a secret.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct RotationRec {
+    /// The due time (jitter included) under which the secret sits in the schedule.
+    #[serde(default)]
+    pub(crate) scheduled: Option<i64>,
+    /// The due time of its purge entry in the schedule.
+    #[serde(default)]
+    pub(crate) purge_scheduled: Option<i64>,
+    /// Running or last outcome.
+    #[serde(default)]
+    pub(crate) status: Option<api::RotationStatus>,
+    /// Why the last rotation failed.
+    #[serde(default)]
+    pub(crate) last_error: Option<String>,
+    /// When the last rotation failed; the next one is an interval after it.
+    #[serde(default)]
+    pub(crate) last_failure: Option<i64>,
+    /// The running rotation.
+    #[serde(default)]
+    pub(crate) in_progress: Option<RotationInProgress>,
 }
 
 impl SecretRecord {
@@ -225,11 +276,23 @@ impl SecretRecord {
         self.versions.iter().find(|v| v.has(stage))
     }
 
-    pub(crate) fn to_api(&self, policy: Option<&PolicyRecord>) -> api::Secret {
-        let next = policy.filter(|p| p.enabled).map(|p| {
-            let base = self.last_rotation_date.unwrap_or(self.creation_date);
+    /// When the next rotation falls due under `policy` (its window starts): an interval
+    /// after the last rotation (or creation, or failed attempt).
+    pub(crate) fn next_rotation_date(&self, policy: Option<&PolicyRecord>) -> Option<i64> {
+        if self.planned_delete_time.is_some() {
+            return None;
+        }
+        policy.filter(|p| p.enabled).map(|p| {
+            let base = self
+                .last_rotation_date
+                .unwrap_or(self.creation_date)
+                .max(self.rotation.last_failure.unwrap_or(i64::MIN));
             base.saturating_add(i64::try_from(p.interval.seconds()).unwrap_or(i64::MAX))
-        });
+        })
+    }
+
+    pub(crate) fn to_api(&self, policy: Option<&PolicyRecord>) -> api::Secret {
+        let next = self.next_rotation_date(policy);
         api::Secret {
             name: self.name.clone(),
             arn: secret_arn(&self.name),
@@ -248,6 +311,8 @@ impl SecretRecord {
             planned_delete_time: self.planned_delete_time.map(Timestamp::from_unix),
             last_rotation_date: self.last_rotation_date.map(Timestamp::from_unix),
             next_rotation_date: next.map(Timestamp::from_unix),
+            rotation_status: self.rotation.status,
+            last_rotation_error: self.rotation.last_error.clone(),
         }
     }
 }

@@ -15,6 +15,7 @@ use super::records::{
     KeyRecord, PolicyRecord, Principal, SecretRecord, VersionMeta, decode, decode_page_token,
     encode, encode_page_token, load, secret_arn, validate_description, validate_tags,
 };
+use super::rotation::reindex_secret;
 use crate::barrier::{self, SealedHeader, SecretBinding};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn, composite};
@@ -48,11 +49,11 @@ fn pending_deletion(name: &str) -> Error {
     )
 }
 
-fn load_secret(r: &(impl Reader + ?Sized), name: &str) -> Result<SecretRecord> {
+pub(super) fn load_secret(r: &(impl Reader + ?Sized), name: &str) -> Result<SecretRecord> {
     load(r, Table::Secrets, name.as_bytes())?.ok_or_else(|| secret_not_found(name))
 }
 
-fn load_live_secret(r: &(impl Reader + ?Sized), name: &str) -> Result<SecretRecord> {
+pub(super) fn load_live_secret(r: &(impl Reader + ?Sized), name: &str) -> Result<SecretRecord> {
     let s = load_secret(r, name)?;
     if s.planned_delete_time.is_some() {
         return Err(pending_deletion(name));
@@ -104,7 +105,7 @@ fn validate_stage(field: &str, stage: &str) -> Result<()> {
 
 /// Puts `stage` on version `to`, taking it from any other version. Moving `ACSCurrent`
 /// makes the version that had it `ACSPrevious`.
-fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) {
+pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) {
     if stage == STAGE_CURRENT {
         let old = rec
             .version_with_stage(STAGE_CURRENT)
@@ -131,7 +132,7 @@ fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) {
 }
 
 /// Drops unlabelled versions, oldest first, until at most `max` remain.
-fn prune(t: &mut Txn<'_>, rec: &mut SecretRecord, max: usize) {
+pub(super) fn prune(t: &mut Txn<'_>, rec: &mut SecretRecord, max: usize) {
     while rec.versions.len() > max {
         let Some(i) = rec.versions.iter().position(|v| v.stages.is_empty()) else {
             break;
@@ -159,15 +160,15 @@ fn require_policy(r: &(impl Reader + ?Sized), name: &str) -> Result<()> {
 }
 
 /// A new version's value and identity, ready to seal.
-struct NewVersion {
-    version_id: String,
-    data: Zeroizing<Vec<u8>>,
-    data_type: SecretDataType,
-    created_by: String,
+pub(super) struct NewVersion {
+    pub(super) version_id: String,
+    pub(super) data: Zeroizing<Vec<u8>>,
+    pub(super) data_type: SecretDataType,
+    pub(super) created_by: String,
 }
 
 impl Service {
-    fn seal_version(
+    pub(super) fn seal_version(
         &self,
         t: &mut Txn<'_>,
         rec: &SecretRecord,
@@ -274,10 +275,12 @@ impl Service {
                 planned_delete_time: None,
                 last_rotation_date: None,
                 versions: Vec::new(),
+                rotation: Default::default(),
             };
             let mut meta = this.seal_version(t, &rec, &key, &nv)?;
             meta.stages.push(STAGE_CURRENT.into());
             rec.versions.push(meta);
+            reindex_secret(t, &mut rec)?;
             t.put(Table::Secrets, rec.name.as_bytes(), encode(&rec));
             Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
         })
@@ -611,6 +614,7 @@ impl Service {
                 rec.extended_config = Some(c);
             }
             rec.update_date = now;
+            reindex_secret(t, &mut rec)?;
             t.put(Table::Secrets, name.as_bytes(), encode(&rec));
             Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
         })
@@ -651,6 +655,7 @@ impl Service {
             if rec.planned_delete_time.is_none() {
                 rec.planned_delete_time = Some(now + i64::from(days) * 86_400);
                 rec.update_date = now;
+                reindex_secret(t, &mut rec)?;
                 t.put(Table::Secrets, name.as_bytes(), encode(&rec));
             }
             Ok(api::DeleteSecretResponse {
@@ -668,39 +673,17 @@ impl Service {
             let mut rec = load_secret(t, &name)?;
             if rec.planned_delete_time.take().is_some() {
                 rec.update_date = now;
+                reindex_secret(t, &mut rec)?;
                 t.put(Table::Secrets, name.as_bytes(), encode(&rec));
             }
             Ok(rec.to_api(policy_of(t, &rec)?.as_ref()))
         })
         .await
     }
-
-    pub(crate) async fn purge_due_secrets(&self) -> Result<usize> {
-        let now = self.now();
-        let mut due = Vec::new();
-        for (_, v) in self.store().scan(Table::Secrets, b"", None, usize::MAX)? {
-            let rec: SecretRecord = decode(&v)?;
-            if rec.planned_delete_time.is_some_and(|p| p <= now) {
-                due.push(rec.name);
-            }
-        }
-        for name in &due {
-            let name = name.clone();
-            self.write(move |t| {
-                if let Some(rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())?
-                    && rec.planned_delete_time.is_some_and(|p| p <= now)
-                {
-                    remove_secret(t, &rec);
-                }
-                Ok::<_, Error>(())
-            })
-            .await?;
-        }
-        Ok(due.len())
-    }
 }
 
-fn remove_secret(t: &mut Txn<'_>, rec: &SecretRecord) {
+pub(super) fn remove_secret(t: &mut Txn<'_>, rec: &SecretRecord) {
+    super::rotation::unindex_secret(t, rec);
     for v in &rec.versions {
         t.delete(Table::SecretVersions, &composite(&rec.name, &v.version_id));
     }

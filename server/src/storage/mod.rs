@@ -43,11 +43,15 @@ pub enum Table {
     PolicyPrincipals,
     /// The audit trail: `u64` big-endian sequence number → MAC and record.
     Audit,
+    /// The scheduler's index: `u64` big-endian due time ‖ job (`secret/NAME`,
+    /// `key/ID`, `purge/NAME`) → empty. Ordered by due time, so a tick reads only what
+    /// is due.
+    RotationSchedule,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Meta,
         Table::Keys,
         Table::Aliases,
@@ -61,6 +65,7 @@ impl Table {
         Table::AccessPolicies,
         Table::PolicyPrincipals,
         Table::Audit,
+        Table::RotationSchedule,
     ];
 
     /// Stable on-disk name.
@@ -79,6 +84,7 @@ impl Table {
             Table::AccessPolicies => "access_policies",
             Table::PolicyPrincipals => "policy_principals",
             Table::Audit => "audit",
+            Table::RotationSchedule => "rotation_schedule",
         }
     }
 }

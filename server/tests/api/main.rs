@@ -10,5 +10,6 @@ mod errors;
 mod keys;
 mod policies;
 mod process;
+mod rotation;
 mod route_table;
 mod secrets;

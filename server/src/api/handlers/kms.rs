@@ -9,7 +9,8 @@ use strongbox_schemas::{self as api, ErrorCode};
 
 use super::super::extract::{ApiJson, ApiPath, ApiQuery, Caller, OptionalJson};
 use super::{
-    ApiError, ApiResult, AppState, DeleteSecretParams, GetValueParams, PageQuery, created,
+    ApiError, ApiResult, AppState, DeleteSecretParams, GetValueParams, PageQuery,
+    RandomPasswordParams, created,
 };
 use crate::service::{ListSecretsQuery, Principal};
 
@@ -310,4 +311,19 @@ pub(super) async fn delete_rotation_policy(
 ) -> ApiResult<StatusCode> {
     s.service.delete_rotation_policy(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn rotate_secret(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    OptionalJson(req): OptionalJson<api::RotateSecretRequest>,
+) -> ApiResult<Json<api::RotateSecretResponse>> {
+    Ok(Json(s.service.rotate_secret(&name, req).await?))
+}
+
+pub(super) async fn random_password(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<RandomPasswordParams>,
+) -> ApiResult<Json<api::RandomPassword>> {
+    Ok(Json(s.service.random_password(&q.to_settings())?))
 }

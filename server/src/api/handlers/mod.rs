@@ -110,6 +110,8 @@ routes! {
     post "/v1/secrets/{name}/versions" => put_secret_value, "kms:PutSecretValue", path "secret/{name}", 201, req: (api::PutSecretValueRequest), query: -, resp: (api::SecretVersionRef), "Add a version";
     get "/v1/secrets/{name}/versions" => list_secret_versions, "kms:ListSecretVersionIds", path "secret/{name}", 200, req: -, query: -, resp: (api::ListSecretVersionsResponse), "List versions";
     post "/v1/secrets/{name}/stages" => update_secret_stage, "kms:UpdateSecretVersionStage", path "secret/{name}", 200, req: (api::UpdateSecretStageRequest), query: -, resp: (api::ListSecretVersionsResponse), "Move or remove a stage label";
+    post "/v1/secrets/{name}/rotate" => rotate_secret, "kms:RotateSecret", path "secret/{name}", 200, req: (api::RotateSecretRequest), query: -, resp: (api::RotateSecretResponse), "Rotate now with the attached policy's strategy; answers when the rotation has finished or failed (the body and its version_id are optional)";
+    get "/v1/random-password" => random_password, "kms:GetRandomPassword", path "*", 200, req: -, query: (RandomPasswordParams), resp: (api::RandomPassword), "Generate a password (the rules of the random rotation strategy)";
     post "/v1/secrets/{name}/restore" => restore_secret, "kms:RestoreSecret", path "secret/{name}", 200, req: -, query: -, resp: (api::Secret), "Cancel a scheduled deletion";
 
     post "/v1/rotation-policies" => create_rotation_policy, "kms:CreateRotationPolicy", body "rotation-policy/{name}", 201, req: (api::CreateRotationPolicyRequest), query: -, resp: (api::RotationPolicy), "Create a rotation policy";
@@ -180,6 +182,54 @@ pub(crate) struct GetValueParams {
     version_id: Option<String>,
     /// A stage (default `ACSCurrent`).
     version_stage: Option<String>,
+}
+
+/// Query of `GET /v1/random-password`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RandomPasswordParams {
+    /// 8–128 characters (default 32).
+    length: Option<u32>,
+    /// Characters never used.
+    exclude_characters: Option<String>,
+    /// No `a-z`.
+    exclude_lowercase: Option<bool>,
+    /// No `A-Z`.
+    exclude_uppercase: Option<bool>,
+    /// No `0-9`.
+    exclude_numbers: Option<bool>,
+    /// No punctuation.
+    exclude_punctuation: Option<bool>,
+    /// At least one character of each included class (default true).
+    require_each_included_type: Option<bool>,
+}
+
+impl RandomPasswordParams {
+    /// The same settings map a `random` rotation policy has.
+    fn to_settings(&self) -> std::collections::BTreeMap<String, String> {
+        let mut m = std::collections::BTreeMap::new();
+        if let Some(l) = self.length {
+            m.insert("length".to_string(), l.to_string());
+        }
+        if let Some(e) = &self.exclude_characters {
+            m.insert("exclude_characters".to_string(), e.clone());
+        }
+        for (k, v) in [
+            ("exclude_lowercase", self.exclude_lowercase),
+            ("exclude_uppercase", self.exclude_uppercase),
+            ("exclude_numbers", self.exclude_numbers),
+            ("exclude_punctuation", self.exclude_punctuation),
+            (
+                "require_each_included_type",
+                self.require_each_included_type,
+            ),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v.to_string());
+            }
+        }
+        m
+    }
 }
 
 /// Query of `DELETE /v1/secrets/{name}`.

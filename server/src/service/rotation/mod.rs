@@ -1,0 +1,798 @@
+//! The rotation engine: a scheduler over a durable index, and rotations in four
+//! persisted, idempotent steps (create, set, test, finish) run by a strategy.
+//!
+//! State machine (drawn in `docs/design/rotation.md`): a rotation exists on disk from
+//! the commit of its *create* step, which adds the `ACSPending` version and records
+//! `in_progress {version_id, step: Created}` in the secret's record, in one write. Each
+//! later step runs in the strategy and then records its completion (`Set`, `Tested`).
+//! *Finish* moves `ACSCurrent` to the pending version, clears `in_progress` and
+//! re-indexes the secret in one write. A crash between two writes leaves the last
+//! completed step on disk; the secret stays due in the index, so the next tick (the
+//! first one runs at start) resumes with the step after it. `ACSCurrent` changes only
+//! in the *finish* write, so it is readable at every point.
+
+mod random;
+mod schedule;
+mod strategy;
+mod webhook;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strongbox_schemas::{
+    self as api, AuditOutcome, ErrorCode, RotationStatus, STAGE_CURRENT, STAGE_PENDING,
+    SecretDataType, validate_version_id,
+};
+use tokio::sync::{Semaphore, watch};
+use zeroize::Zeroizing;
+
+use super::Service;
+use super::records::{
+    KeyRecord, PolicyRecord, Principal, RotationInProgress, RotationStep, SecretRecord, encode,
+    load, secret_arn,
+};
+use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_secret};
+use super::{AuditEntry, AuditSlot};
+use crate::error::{Error, Result};
+use crate::storage::{Reader, Table, Txn};
+pub use random::PasswordRules;
+use schedule::{Job, due_jobs};
+pub(crate) use schedule::{reindex_key, reindex_secret, reindex_secret_with, unindex_secret};
+use strategy::{AnyStrategy, Step, StepContext, Strategy};
+
+const META_SCHEDULE_VERSION: &[u8] = b"rotation_schedule_version";
+/// Longest `last_rotation_error` kept.
+const ERROR_MAX: usize = 512;
+
+/// Limits of the rotation engine.
+#[derive(Debug, Clone)]
+pub struct RotationConfig {
+    /// Rotations running at once.
+    pub concurrency: usize,
+    /// Attempts of one step before the rotation fails.
+    pub step_attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub step_backoff: Duration,
+    /// How long `POST /v1/secrets/{name}/rotate` waits for the rotation to end.
+    pub rotate_wait: Duration,
+    /// Most due jobs one tick takes from the index (the rest wait for the next tick).
+    pub max_due_per_tick: usize,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            step_attempts: 3,
+            step_backoff: Duration::from_millis(200),
+            rotate_wait: Duration::from_secs(60),
+            max_due_per_tick: 10_000,
+        }
+    }
+}
+
+type Outcome = Option<Result<String>>;
+
+struct Inflight {
+    version_id: String,
+    done: watch::Receiver<Outcome>,
+}
+
+/// In-memory engine state: running rotations (one per secret) and the concurrency
+/// bound. Everything needed to resume lives in storage.
+pub(crate) struct EngineState {
+    inflight: Mutex<HashMap<String, Inflight>>,
+    permits: Arc<Semaphore>,
+    schedule_checked: AtomicBool,
+    /// Test-only: the step after which the engine stops, as if the process died.
+    halt_after: Mutex<Option<String>>,
+}
+
+impl EngineState {
+    pub(crate) fn new(cfg: &RotationConfig) -> Self {
+        Self {
+            inflight: Mutex::default(),
+            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            schedule_checked: AtomicBool::new(false),
+            halt_after: Mutex::default(),
+        }
+    }
+}
+
+/// What the scheduled jobs of one tick did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DueReport {
+    pub(crate) rotated_secrets: usize,
+    pub(crate) failed_rotations: usize,
+    pub(crate) rotated_keys: usize,
+    pub(crate) purged_secrets: usize,
+}
+
+/// Why a rotation stopped before finishing.
+enum Stop {
+    Failed(Error),
+    /// Test failpoint: stopped as if the process had died.
+    Halted,
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+fn in_progress(name: &str) -> Error {
+    Error::new(
+        ErrorCode::RotationInProgress,
+        format!("a rotation of secret {name} is already running"),
+    )
+}
+
+/// How a rotation was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Schedule,
+    Request,
+}
+
+enum Started {
+    Running(watch::Receiver<Outcome>),
+    Done(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Service {
+    /// Rotates a secret now with its policy's strategy and waits (up to the configured
+    /// time) for the rotation to finish. With `version_id`, a repeated request waits
+    /// for or returns that same rotation.
+    pub async fn rotate_secret(
+        &self,
+        name: &str,
+        req: api::RotateSecretRequest,
+    ) -> Result<api::RotateSecretResponse> {
+        if let Some(v) = &req.version_id {
+            validate_version_id("version_id", v)?;
+        }
+        let answer = |version_id: String| api::RotateSecretResponse {
+            name: name.to_string(),
+            arn: secret_arn(name),
+            version_id,
+        };
+        let mut rx = match self.start_rotation(name, req.version_id, Trigger::Request)? {
+            Started::Done(v) => return Ok(answer(v)),
+            Started::Running(rx) => rx,
+        };
+        let wait = self.inner.config.rotation.rotate_wait;
+        let outcome = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
+        match outcome {
+            Ok(Ok(done)) => match &*done {
+                Some(Ok(v)) => Ok(answer(v.clone())),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(Error::internal("rotation ended without an outcome")),
+            },
+            Ok(Err(_)) => Err(Error::internal("rotation task ended without an outcome")),
+            Err(_) => Err(Error::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the rotation of secret {name} is still running after {}s; repeat the request with the same version_id to wait for it",
+                    wait.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// A password from the generator, with the rules of the `random` strategy.
+    pub fn random_password(
+        &self,
+        params: &BTreeMap<String, String>,
+    ) -> Result<api::RandomPassword> {
+        let rules = PasswordRules::parse(params, "")?;
+        Ok(api::RandomPassword {
+            random_password: rules.generate().to_string(),
+        })
+    }
+
+    /// Test-only: makes the engine stop after `step` (`create`, `set`, `test` or
+    /// `finish`) has been persisted, as if the process had died there. `None` clears it.
+    #[cfg(any(test, feature = "failpoints"))]
+    pub fn set_rotation_halt(&self, after: Option<&str>) {
+        *lock(&self.inner.rotation.halt_after) = after.map(str::to_string);
+    }
+
+    /// Names of the secrets whose rotation is running in this process.
+    pub fn rotations_running(&self) -> usize {
+        lock(&self.inner.rotation.inflight).len()
+    }
+
+    /// Begins (or joins, or resumes) a rotation; the outcome arrives on the receiver.
+    fn start_rotation(
+        &self,
+        name: &str,
+        requested: Option<String>,
+        trigger: Trigger,
+    ) -> Result<Started> {
+        let mut inflight = lock(&self.inner.rotation.inflight);
+        if let Some(f) = inflight.get(name) {
+            return match requested {
+                Some(r) if r == f.version_id => Ok(Started::Running(f.done.clone())),
+                _ => Err(in_progress(name)),
+            };
+        }
+        let rec = load_live_secret(self.store(), name)?;
+        if rec.rotation_policy.is_none() {
+            return Err(Error::new(
+                ErrorCode::InvalidState,
+                format!("secret {name} has no rotation policy; attach one first"),
+            ));
+        }
+        let version_id = match (&rec.rotation.in_progress, requested) {
+            // A persisted rotation that no task runs (after a restart): resume it.
+            (Some(p), None) => p.version_id.clone(),
+            (Some(p), Some(r)) if p.version_id == r => r,
+            (Some(_), Some(_)) => return Err(in_progress(name)),
+            (None, Some(r)) => {
+                if let Some(v) = rec.versions.iter().find(|v| v.version_id == r) {
+                    let by_rotation = v.created_by == Principal::Rotation.label();
+                    return if by_rotation && v.stages.iter().any(|s| s != STAGE_PENDING) {
+                        Ok(Started::Done(r))
+                    } else if by_rotation {
+                        Err(Error::new(
+                            ErrorCode::RotationFailed,
+                            format!(
+                                "the rotation that made version {r} of secret {name} failed; rotate again with a new version_id"
+                            ),
+                        ))
+                    } else {
+                        Err(Error::new(
+                            ErrorCode::VersionConflict,
+                            format!(
+                                "version {r} of secret {name} exists and was not made by a rotation"
+                            ),
+                        ))
+                    };
+                }
+                r
+            }
+            (None, None) => uuid::Uuid::new_v4().to_string(),
+        };
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(
+            name.to_string(),
+            Inflight {
+                version_id: version_id.clone(),
+                done: rx.clone(),
+            },
+        );
+        drop(inflight);
+        let (this, name) = (self.clone(), name.to_string());
+        tokio::spawn(async move {
+            let out = this.run_rotation(&name, &version_id, trigger).await;
+            lock(&this.inner.rotation.inflight).remove(&name);
+            let _ = tx.send(Some(out));
+        });
+        Ok(Started::Running(rx))
+    }
+
+    async fn run_rotation(&self, name: &str, version_id: &str, trigger: Trigger) -> Result<String> {
+        let permits = self.inner.rotation.permits.clone();
+        let _permit = permits
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::internal("rotation semaphore closed"))?;
+        match self.drive(name, version_id).await {
+            Ok(()) => {
+                tracing::info!(secret = %name, version_id, ?trigger, "rotation finished");
+                self.audit_rotation(name, AuditOutcome::Succeeded, None)
+                    .await;
+                Ok(version_id.to_string())
+            }
+            Err(Stop::Halted) => Err(Error::new(
+                ErrorCode::Unavailable,
+                "the rotation engine stopped (test failpoint)",
+            )),
+            Err(Stop::Failed(e)) => {
+                tracing::warn!(secret = %name, version_id, code = %e.code, error = %e.message, "rotation failed");
+                if let Err(w) = self.record_failure(name, version_id, &e).await {
+                    tracing::error!(secret = %name, error = %w, "could not record a failed rotation");
+                }
+                self.audit_rotation(name, AuditOutcome::Failed, Some(e.code))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records the engine's own rotation in the audit trail (the request that asked for
+    /// it, if any, has its own record).
+    async fn audit_rotation(&self, name: &str, outcome: AuditOutcome, code: Option<ErrorCode>) {
+        let slot = AuditSlot::new(AuditEntry {
+            time: self.now(),
+            request_id: format!("{:032x}", rand::random::<u128>()),
+            principal: Principal::Rotation.label(),
+            action: "kms:RotateSecret".into(),
+            resource: format!("secret/{name}"),
+            source: "rotation-engine".into(),
+            user_agent: String::new(),
+        });
+        if let Err(e) = self.finish_audit(&slot, outcome, code).await {
+            tracing::error!(secret = %name, error = %e, "rotation could not be audited");
+        }
+    }
+
+    fn halt_here(&self, step: Step) -> bool {
+        let halted = lock(&self.inner.rotation.halt_after).as_deref() == Some(step.as_str());
+        #[cfg(feature = "failpoints")]
+        if std::env::var("STRONGBOX_FAILPOINT_ROTATION_ABORT")
+            .ok()
+            .as_deref()
+            == Some(step.as_str())
+        {
+            tracing::error!(step = step.as_str(), "failpoint: aborting the process");
+            std::process::abort();
+        }
+        halted
+    }
+
+    fn strategy_for(&self, policy: &PolicyRecord) -> Result<AnyStrategy> {
+        let s = AnyStrategy::build(policy.strategy, &policy.settings, |signing| {
+            let v = self.get_secret_value(signing, None, None)?;
+            Ok(Zeroizing::new(v.secret_data.clone().into_bytes()))
+        })?;
+        Ok(match s {
+            AnyStrategy::Webhook(w) => {
+                let clock = self.inner.clock.clone();
+                AnyStrategy::Webhook(w.with_clock(Arc::new(move || clock.now())))
+            }
+            other => other,
+        })
+    }
+
+    /// Runs a step with retries and backoff.
+    async fn attempt<T, F, Fut>(&self, name: &str, step: Step, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let cfg = &self.inner.config.rotation;
+        let mut delay = cfg.step_backoff;
+        let attempts = cfg.step_attempts.max(1);
+        let mut n = 1;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if n >= attempts => return Err(e),
+                Err(e) => {
+                    tracing::warn!(secret = %name, step = step.as_str(), attempt = n, code = %e.code, error = %e.message, "rotation step failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs the remaining steps of one rotation, from what storage says was done.
+    async fn drive(&self, name: &str, version_id: &str) -> Result<(), Stop> {
+        loop {
+            let rec = load_live_secret(self.store(), name)?;
+            let policy: PolicyRecord = match &rec.rotation_policy {
+                Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
+                None => None,
+            }
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::RotationFailed,
+                    format!("secret {name} has no rotation policy"),
+                )
+            })?;
+            let strategy = self.strategy_for(&policy)?;
+            let step = match &rec.rotation.in_progress {
+                Some(p) if p.version_id == version_id => Some(p.step),
+                Some(_) => return Err(Stop::Failed(in_progress(name))),
+                None => None,
+            };
+            let pending = match step {
+                None => None,
+                Some(_) => Some(self.plaintext(name, Some(version_id))?),
+            };
+            let mut cx = StepContext {
+                secret_name: name,
+                version_id,
+                current: None,
+                pending: pending.as_deref().map(Vec::as_slice),
+            };
+            let done = match step {
+                None => {
+                    let current = self.plaintext(name, None)?;
+                    cx.current = Some(&current);
+                    let value = self
+                        .attempt(name, Step::Create, || strategy.create(&cx))
+                        .await?;
+                    self.begin(name, version_id, value).await?;
+                    Step::Create
+                }
+                Some(RotationStep::Created) => {
+                    self.attempt(name, Step::Set, || strategy.set(&cx)).await?;
+                    self.advance(name, version_id, RotationStep::Created, RotationStep::Set)
+                        .await?;
+                    Step::Set
+                }
+                Some(RotationStep::Set) => {
+                    self.attempt(name, Step::Test, || strategy.test(&cx))
+                        .await?;
+                    self.advance(name, version_id, RotationStep::Set, RotationStep::Tested)
+                        .await?;
+                    Step::Test
+                }
+                Some(RotationStep::Tested) => {
+                    self.attempt(name, Step::Finish, || strategy.finish(&cx))
+                        .await?;
+                    self.complete(name, version_id).await?;
+                    Step::Finish
+                }
+            };
+            if self.halt_here(done) {
+                return Err(Stop::Halted);
+            }
+            if done == Step::Finish {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A version's plaintext (`ACSCurrent` without an id); binary values as stored.
+    fn plaintext(&self, name: &str, version_id: Option<&str>) -> Result<Zeroizing<Vec<u8>>> {
+        let v = self.get_secret_value(name, version_id, None)?;
+        Ok(match v.secret_data_type {
+            SecretDataType::Text => Zeroizing::new(v.secret_data.clone().into_bytes()),
+            SecretDataType::Binary => {
+                use base64::Engine as _;
+                Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&v.secret_data)
+                        .map_err(Error::internal)?,
+                )
+            }
+        })
+    }
+
+    /// *Create*: the pending version with `ACSPending` and the persisted rotation, in
+    /// one write.
+    async fn begin(&self, name: &str, version_id: &str, value: Zeroizing<Vec<u8>>) -> Result<()> {
+        let (this, name, version_id, now) = (
+            self.clone(),
+            name.to_string(),
+            version_id.to_string(),
+            self.now(),
+        );
+        self.write(move |t| {
+            let mut rec = load_live_secret(t, &name)?;
+            match &rec.rotation.in_progress {
+                Some(p) if p.version_id == version_id => return Ok(()),
+                Some(_) => return Err(in_progress(&name)),
+                None => {}
+            }
+            if rec.versions.iter().any(|v| v.version_id == version_id) {
+                return Err(Error::new(
+                    ErrorCode::VersionConflict,
+                    format!("version {version_id} of secret {name} already exists"),
+                ));
+            }
+            let nv = NewVersion {
+                version_id: version_id.clone(),
+                data: value,
+                data_type: SecretDataType::Text,
+                created_by: Principal::Rotation.label(),
+            };
+            let key = super::keys::resolve_key(t, &rec.encryption_key_id)?;
+            let meta = this.seal_version(t, &rec, &key, &nv)?;
+            rec.versions.push(meta);
+            move_stage(&mut rec, STAGE_PENDING, &version_id);
+            rec.rotation.in_progress = Some(RotationInProgress {
+                version_id,
+                step: RotationStep::Created,
+                started: now,
+            });
+            rec.rotation.status = Some(RotationStatus::InProgress);
+            rec.update_date = now;
+            prune(t, &mut rec, this.inner.config.max_versions);
+            reindex_secret(t, &mut rec)?;
+            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records that *set* or *test* is done.
+    async fn advance(
+        &self,
+        name: &str,
+        version_id: &str,
+        from: RotationStep,
+        to: RotationStep,
+    ) -> Result<()> {
+        let (name, version_id) = (name.to_string(), version_id.to_string());
+        self.write(move |t| {
+            let mut rec = load_live_secret(t, &name)?;
+            match &mut rec.rotation.in_progress {
+                Some(p) if p.version_id == version_id && p.step == from => p.step = to,
+                Some(p) if p.version_id == version_id && p.step == to => return Ok(()),
+                _ => return Err(in_progress(&name)),
+            }
+            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            Ok(())
+        })
+        .await
+    }
+
+    /// *Finish*: `ACSCurrent` to the pending version (the old one becomes
+    /// `ACSPrevious`), `ACSPending` removed, next rotation scheduled; one write.
+    async fn complete(&self, name: &str, version_id: &str) -> Result<()> {
+        let (this, name, version_id, now) = (
+            self.clone(),
+            name.to_string(),
+            version_id.to_string(),
+            self.now(),
+        );
+        self.write(move |t| {
+            let mut rec = load_live_secret(t, &name)?;
+            match &rec.rotation.in_progress {
+                Some(p) if p.version_id == version_id && p.step == RotationStep::Tested => {}
+                _ => return Err(in_progress(&name)),
+            }
+            move_stage(&mut rec, STAGE_CURRENT, &version_id);
+            for v in &mut rec.versions {
+                v.stages.retain(|s| s != STAGE_PENDING);
+            }
+            rec.rotation.in_progress = None;
+            rec.rotation.status = Some(RotationStatus::Succeeded);
+            rec.rotation.last_error = None;
+            rec.rotation.last_failure = None;
+            rec.last_rotation_date = Some(now);
+            rec.update_date = now;
+            prune(t, &mut rec, this.inner.config.max_versions);
+            reindex_secret(t, &mut rec)?;
+            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            Ok(())
+        })
+        .await
+    }
+
+    /// A failed rotation: `ACSPending` removed, `ACSCurrent` untouched, the error kept,
+    /// the next attempt an interval later.
+    async fn record_failure(&self, name: &str, version_id: &str, e: &Error) -> Result<()> {
+        let (name, version_id, now) = (name.to_string(), version_id.to_string(), self.now());
+        let message: String = e.message.chars().take(ERROR_MAX).collect();
+        let message = format!("{}: {message}", e.code);
+        self.write(move |t| {
+            let Some(mut rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())? else {
+                return Ok(());
+            };
+            if rec
+                .rotation
+                .in_progress
+                .as_ref()
+                .is_some_and(|p| p.version_id != version_id)
+            {
+                return Ok(());
+            }
+            for v in &mut rec.versions {
+                if v.version_id == version_id {
+                    v.stages.retain(|s| s != STAGE_PENDING);
+                }
+            }
+            rec.rotation.in_progress = None;
+            rec.rotation.status = Some(RotationStatus::Failed);
+            rec.rotation.last_error = Some(message);
+            rec.rotation.last_failure = Some(now);
+            reindex_secret(t, &mut rec)?;
+            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            Ok(())
+        })
+        .await
+    }
+
+    /// Builds the index once for a database written before it existed (one pass over
+    /// secrets and keys, then never again).
+    async fn ensure_schedule(&self) -> Result<()> {
+        if self.inner.rotation.schedule_checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self
+            .store()
+            .get(Table::Meta, META_SCHEDULE_VERSION)?
+            .is_none()
+        {
+            self.write(|t| {
+                for (k, v) in t.scan(Table::Secrets, b"", None, usize::MAX)? {
+                    let mut rec: SecretRecord = super::records::decode(&v)?;
+                    reindex_secret(t, &mut rec)?;
+                    t.put(Table::Secrets, &k, encode(&rec));
+                }
+                for (k, v) in t.scan(Table::Keys, b"", None, usize::MAX)? {
+                    let mut rec: KeyRecord = super::records::decode(&v)?;
+                    reindex_key(t, &mut rec);
+                    t.put(Table::Keys, &k, encode(&rec));
+                }
+                t.put(Table::Meta, META_SCHEDULE_VERSION, b"1".to_vec());
+                Ok(())
+            })
+            .await?;
+            tracing::info!("built the rotation schedule index");
+        }
+        self.inner
+            .rotation
+            .schedule_checked
+            .store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs what the index says is due: secret rotations (new, overdue or interrupted),
+    /// key rotations and purges. Reads only due entries and their records; waits for
+    /// the rotations it started.
+    pub(crate) async fn run_due_jobs(&self) -> Result<DueReport> {
+        self.ensure_schedule().await?;
+        let now = self.now();
+        let cfg = &self.inner.config.rotation;
+        let mut report = DueReport::default();
+        let mut running = Vec::new();
+        for (due, job) in due_jobs(self.store(), now, cfg.max_due_per_tick)? {
+            match job {
+                Job::Secret(name) => {
+                    if lock(&self.inner.rotation.inflight).contains_key(&name) {
+                        continue;
+                    }
+                    match self.start_rotation(&name, None, Trigger::Schedule) {
+                        Ok(Started::Running(rx)) => running.push(rx),
+                        Ok(Started::Done(_)) => {}
+                        Err(e) => {
+                            tracing::info!(secret = %name, code = %e.code, "dropping a stale schedule entry");
+                            self.drop_stale(due, Job::Secret(name)).await?;
+                        }
+                    }
+                }
+                Job::Key(id) => {
+                    if self.rotate_key_if_due(due, id).await? {
+                        report.rotated_keys += 1;
+                    }
+                }
+                Job::Purge(name) => {
+                    if self.purge_if_due(due, name).await? {
+                        report.purged_secrets += 1;
+                    }
+                }
+            }
+        }
+        for mut rx in running {
+            match rx.wait_for(Option::is_some).await.ok().as_deref() {
+                Some(Some(Ok(_))) => report.rotated_secrets += 1,
+                _ => report.failed_rotations += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes an entry whose record no longer wants it (or re-indexes the record).
+    async fn drop_stale(&self, due: i64, job: Job) -> Result<()> {
+        self.write(move |t| {
+            t.delete(Table::RotationSchedule, &schedule::entry_key(due, &job));
+            if let Job::Secret(name) = &job
+                && let Some(mut rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())?
+            {
+                if rec.rotation.scheduled == Some(due) {
+                    rec.rotation.scheduled = None;
+                }
+                // A secret without a policy (or pending deletion) is indexed for nothing.
+                if rec.rotation.in_progress.is_none() {
+                    reindex_secret(t, &mut rec)?;
+                }
+                t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rotate_key_if_due(&self, due: i64, id: String) -> Result<bool> {
+        let (this, now) = (self.clone(), self.now());
+        self.write(move |t| {
+            let Some(mut k) = load::<KeyRecord>(t, Table::Keys, id.as_bytes())? else {
+                t.delete(
+                    Table::RotationSchedule,
+                    &schedule::entry_key(due, &Job::Key(id)),
+                );
+                return Ok(false);
+            };
+            let rotate = k.next_rotation_date().is_some_and(|d| d <= now);
+            if rotate {
+                this.add_key_version(&mut k, now);
+            }
+            if k.scheduled_rotation != Some(due) {
+                t.delete(
+                    Table::RotationSchedule,
+                    &schedule::entry_key(due, &Job::Key(id)),
+                );
+            }
+            reindex_key(t, &mut k);
+            t.put(Table::Keys, k.key_id.as_bytes(), encode(&k));
+            Ok(rotate)
+        })
+        .await
+    }
+
+    async fn purge_if_due(&self, due: i64, name: String) -> Result<bool> {
+        let now = self.now();
+        self.write(move |t| {
+            let entry = schedule::entry_key(due, &Job::Purge(name.clone()));
+            let Some(mut rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())? else {
+                t.delete(Table::RotationSchedule, &entry);
+                return Ok(false);
+            };
+            if rec.planned_delete_time.is_some_and(|p| p <= now) {
+                t.delete(Table::RotationSchedule, &entry);
+                remove_secret(t, &rec);
+                return Ok(true);
+            }
+            if rec.rotation.purge_scheduled != Some(due) {
+                t.delete(Table::RotationSchedule, &entry);
+            }
+            reindex_secret(t, &mut rec)?;
+            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            Ok(false)
+        })
+        .await
+    }
+}
+
+/// Re-indexes every secret attached to a policy after the policy changed (cost: the
+/// secrets attached to it).
+pub(crate) fn reindex_policy_secrets(t: &mut Txn<'_>, policy: &PolicyRecord) -> Result<()> {
+    let mut prefix = policy.name.as_bytes().to_vec();
+    prefix.push(0);
+    for (k, _) in t.scan(Table::PolicySecrets, &prefix, None, usize::MAX)? {
+        let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        if let Some(mut rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())? {
+            reindex_secret_with(t, &mut rec, Some(policy));
+            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a policy's strategy settings (policy create and update).
+pub(crate) fn validate_strategy_settings(
+    strategy: api::RotationStrategy,
+    settings: &BTreeMap<String, String>,
+) -> Result<()> {
+    match strategy {
+        api::RotationStrategy::Random => {
+            random::RandomStrategy::from_settings(settings).map(|_| ())
+        }
+        api::RotationStrategy::Webhook => webhook::validate_settings(settings),
+        _ => Ok(()),
+    }
+}
+
+/// Test-only: runs a strategy through the shared conformance suite (each step twice)
+/// and returns the value it created. Integration tests use it for the webhook
+/// strategy against a real HTTPS function.
+#[cfg(any(test, feature = "failpoints"))]
+pub async fn strategy_conformance(
+    kind: api::RotationStrategy,
+    settings: &BTreeMap<String, String>,
+    signing_key: &[u8],
+    now: Arc<dyn Fn() -> i64 + Send + Sync>,
+    current: &[u8],
+) -> Result<Vec<u8>> {
+    let s = AnyStrategy::build(kind, settings, |_| Ok(Zeroizing::new(signing_key.to_vec())))?;
+    let s = match s {
+        AnyStrategy::Webhook(w) => AnyStrategy::Webhook(w.with_clock(now)),
+        other => other,
+    };
+    strategy::conformance(&s, current).await.map(|v| v.to_vec())
+}

@@ -1,6 +1,7 @@
 //! Access-control resources with the real terraform CLI: `strongbox_policy`,
 //! `strongbox_principal`, `strongbox_principal_token` — basic, update in place, import,
 //! drift, destroy, and the token really working (and really revoked).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use serde_json::Value;
 use strongbox_acceptance_tests::strongbox_client::{Client, ClientConfig, ErrorCode};

@@ -117,10 +117,10 @@ impl Resource for PolicyResource {
     async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
         let (prior, config) = (req.prior, req.config);
         let mut r = plan_simple(req, &["id", "arn"], &["name"]);
-        if let (Some(a), Ok(b)) = (prior.str_attr("document"), parse_document(config)) {
-            if same_document(a, &b) {
-                r.planned.set("document", prior.attr("document").clone());
-            }
+        if let (Some(a), Ok(b)) = (prior.str_attr("document"), parse_document(config))
+            && same_document(a, &b)
+        {
+            r.planned.set("document", prior.attr("document").clone());
         }
         Ok(r)
     }

@@ -11,5 +11,6 @@ mod keys;
 mod policies;
 mod process;
 mod rotation;
+mod rotation_webhook;
 mod route_table;
 mod secrets;

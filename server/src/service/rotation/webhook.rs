@@ -1,7 +1,8 @@
 //! The `webhook` strategy: a custom function reached over HTTPS, called once per step.
 //!
 //! Each call is `POST url` with the JSON body `{"secret_name", "version_id", "step",
-//! "secret_data"}` (`secret_data` only for *set* and *test*), and the headers
+//! "secret_data", "delivery_id"}` (`secret_data` only for *set* and *test*; the
+//! `delivery_id` is new for every attempt, so a retry is never a replay), and the headers
 //! `X-Strongbox-Timestamp: UNIX_SECONDS` and `X-Strongbox-Signature: sha256=HEX`, the
 //! HMAC-SHA256 of `timestamp ‖ "." ‖ body` keyed with the value of the secret named by
 //! the `signing_secret` setting (see `barrier::webhook_signature`). Any 2xx answer means
@@ -161,6 +162,7 @@ impl WebhookStrategy {
                 "version_id": cx.version_id,
                 "step": step.as_str(),
                 "secret_data": data.as_deref().map(String::as_str),
+                "delivery_id": uuid::Uuid::new_v4().to_string(),
             }))
             .map_err(Error::internal)?,
         );

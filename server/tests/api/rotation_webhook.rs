@@ -1,0 +1,424 @@
+//! The webhook strategy against a real HTTPS function (axum + rustls, its own test CA)
+//! that checks each call's signature and freshness and refuses replays.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use strongbox_client::ErrorCode;
+use strongbox_schemas::{AuditOutcome, RotationStatus, RotationStrategy, STAGE_PENDING};
+use strongbox_server::barrier::{digest_eq, webhook_signature};
+use strongbox_server::clock::{Clock as _, ManualClock};
+use strongbox_server::tls;
+
+use crate::common::*;
+use crate::rotation::{fast_config, policy};
+
+const SIGNING_KEY: &str = "whsec-test-signing-key-0123456789";
+/// Oldest timestamp the function accepts, in seconds.
+const FRESHNESS: i64 = 300;
+
+#[derive(Debug, Clone)]
+struct Call {
+    step: String,
+    version_id: String,
+    secret_data: Option<String>,
+}
+
+#[derive(Default)]
+struct Behaviour {
+    /// Answer 500 to this many calls, then succeed.
+    fail_next: AtomicU32,
+    /// Answer 500 to every call.
+    always_fail: AtomicBool,
+    /// Milliseconds the `set` step takes.
+    set_delay_ms: AtomicU64,
+}
+
+struct Hook {
+    clock: ManualClock,
+    seen: Mutex<HashSet<String>>,
+    calls: Mutex<Vec<Call>>,
+    last: Mutex<Option<(String, String, Bytes)>>,
+    behaviour: Behaviour,
+}
+
+async fn receive(State(h): State<Arc<Hook>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (Some(ts), Some(sig)) = (
+        header("x-strongbox-timestamp"),
+        header("x-strongbox-signature"),
+    ) else {
+        return StatusCode::UNAUTHORIZED;
+    };
+    let Ok(t) = ts.parse::<i64>() else {
+        return StatusCode::UNAUTHORIZED;
+    };
+    if (h.clock.now() - t).abs() > FRESHNESS {
+        return StatusCode::UNAUTHORIZED;
+    }
+    let expected = webhook_signature(SIGNING_KEY.as_bytes(), &ts, &body);
+    let given: Option<[u8; 32]> = sig
+        .strip_prefix("sha256=")
+        .and_then(|x| hex::decode(x).ok())
+        .and_then(|b| b.try_into().ok());
+    if !given.is_some_and(|g| digest_eq(&g, &expected)) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    // A signature is good once: a captured request sent again is refused.
+    if !h.seen.lock().unwrap().insert(sig.clone()) {
+        return StatusCode::CONFLICT;
+    }
+    *h.last.lock().unwrap() = Some((ts, sig, body.clone()));
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return StatusCode::BAD_REQUEST,
+    };
+    let call = Call {
+        step: v["step"].as_str().unwrap_or_default().into(),
+        version_id: v["version_id"].as_str().unwrap_or_default().into(),
+        secret_data: v["secret_data"].as_str().map(str::to_string),
+    };
+    assert!(v["secret_name"].is_string());
+    let step = call.step.clone();
+    h.calls.lock().unwrap().push(call);
+    if step == "set" {
+        let ms = h.behaviour.set_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if h.behaviour.always_fail.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let failing = h
+        .behaviour
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if failing {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
+struct Function {
+    hook: Arc<Hook>,
+    url: String,
+    ca_pem: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Function {
+    async fn start(clock: ManualClock) -> Self {
+        let certs = tls::dev_certificates().unwrap();
+        let cfg = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
+        let hook = Arc::new(Hook {
+            clock,
+            seen: Mutex::default(),
+            calls: Mutex::default(),
+            last: Mutex::default(),
+            behaviour: Behaviour::default(),
+        });
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(hook.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(tls::serve(listener, cfg, app, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            hook,
+            url: format!("https://127.0.0.1:{port}/hook"),
+            ca_pem: certs.ca_pem,
+            _stop: stop,
+        }
+    }
+
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("url", self.url.clone()),
+            ("signing_secret", "hooks/signing".into()),
+            ("ca_cert", self.ca_pem.clone()),
+            ("timeout", "5s".into()),
+        ]
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.hook.calls.lock().unwrap())
+    }
+}
+
+async fn setup(s: &TestServer, f: &Function, policy_name: &str) {
+    if s.client.describe_secret("hooks/signing").await.is_err() {
+        s.client
+            .create_secret(&text_secret("hooks/signing", SIGNING_KEY))
+            .await
+            .unwrap();
+    }
+    let settings = f.settings();
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.client
+        .create_rotation_policy(&policy(
+            policy_name,
+            "30d",
+            RotationStrategy::Webhook,
+            &pairs,
+        ))
+        .await
+        .unwrap();
+}
+
+fn with_policy(name: &str, data: &str, p: &str) -> strongbox_schemas::CreateSecretRequest {
+    let mut r = text_secret(name, data);
+    r.rotation_policy = Some(p.into());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_step_is_a_signed_call_and_the_function_refuses_replays() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("app/hooked", "old-value", "hook"))
+        .await
+        .unwrap();
+    let r = s.client.rotate_secret("app/hooked", None).await.unwrap();
+    let cur = s
+        .client
+        .get_secret_value("app/hooked", None, None)
+        .await
+        .unwrap();
+    assert_eq!(cur.version_id, r.version_id);
+    assert_ne!(cur.secret_data, "old-value");
+    let calls = f.calls();
+    let steps: Vec<&str> = calls.iter().map(|c| c.step.as_str()).collect();
+    assert_eq!(steps, ["create", "set", "test", "finish"]);
+    for c in &calls {
+        assert_eq!(c.version_id, r.version_id);
+        let with_value = c.step == "set" || c.step == "test";
+        assert_eq!(
+            c.secret_data.as_deref(),
+            with_value.then_some(cur.secret_data.as_str()),
+            "{}",
+            c.step
+        );
+    }
+
+    // A captured call sent again is refused, and so is one whose body was changed.
+    let (ts, sig, body) = f.hook.last.lock().unwrap().clone().unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(f.ca_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let send = |body: Vec<u8>, ts: String| {
+        http.post(&f.url)
+            .header("X-Strongbox-Timestamp", ts)
+            .header("X-Strongbox-Signature", sig.clone())
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(send(body.to_vec(), ts.clone()).await.unwrap().status(), 409);
+    let mut tampered = body.to_vec();
+    tampered.extend_from_slice(b" ");
+    assert_eq!(send(tampered, ts.clone()).await.unwrap().status(), 401);
+    // An old call, even unseen, is stale.
+    s.clock.advance(FRESHNESS + 1);
+    f.hook.seen.lock().unwrap().clear();
+    assert_eq!(send(body.to_vec(), ts).await.unwrap().status(), 401);
+
+    // The signing key is never in policy settings, the answer or the audit trail.
+    let p = s.client.describe_rotation_policy("hook").await.unwrap();
+    assert!(!serde_json::to_string(&p).unwrap().contains(SIGNING_KEY));
+    let audit = s
+        .client
+        .list_audit(&strongbox_client::AuditQuery {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&audit).unwrap();
+    assert!(!text.contains(SIGNING_KEY) && !text.contains(&cur.secret_data));
+
+    // The shared conformance suite: every step twice (steps are idempotent).
+    let settings = f
+        .settings()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let clock = s.clock.clone();
+    let v = strongbox_server::service::strategy_conformance(
+        RotationStrategy::Webhook,
+        &settings,
+        SIGNING_KEY.as_bytes(),
+        Arc::new(move || clock.now()),
+        b"current",
+    )
+    .await
+    .unwrap();
+    assert!(!v.is_empty());
+    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
+    assert_eq!(
+        steps,
+        [
+            "create", "create", "set", "set", "test", "test", "finish", "finish"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_function_is_retried_then_the_rotation_fails_and_current_stays() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("flaky", "v0", "hook"))
+        .await
+        .unwrap();
+    // Two failures are absorbed by the retries.
+    f.hook.behaviour.fail_next.store(2, Ordering::SeqCst);
+    s.client.rotate_secret("flaky", None).await.unwrap();
+    assert_eq!(f.calls().len(), 6);
+
+    let before = s
+        .client
+        .get_secret_value("flaky", None, None)
+        .await
+        .unwrap();
+    f.hook.behaviour.always_fail.store(true, Ordering::SeqCst);
+    assert_code(
+        s.client.rotate_secret("flaky", None).await,
+        ErrorCode::RotationFailed,
+        "HTTP 500",
+    );
+    assert_eq!(f.calls().len(), 3, "three attempts of create");
+    let after = s
+        .client
+        .get_secret_value("flaky", None, None)
+        .await
+        .unwrap();
+    assert_eq!(after.version_id, before.version_id);
+    assert_eq!(after.secret_data, before.secret_data);
+    let d = s.client.describe_secret("flaky").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
+    assert!(d.last_rotation_error.unwrap().contains("HTTP 500"));
+    // The failed rotation left no ACSPending behind.
+    f.hook.behaviour.always_fail.store(false, Ordering::SeqCst);
+    let versions = s
+        .client
+        .list_secret_versions("flaky")
+        .await
+        .unwrap()
+        .versions;
+    assert!(
+        versions
+            .iter()
+            .all(|v| !v.version_stages.iter().any(|x| x == STAGE_PENDING))
+    );
+
+    // The failure is in the audit trail as the engine's.
+    let recs = s
+        .client
+        .list_audit(&strongbox_client::AuditQuery {
+            principal: Some("rotation".into()),
+            resource_prefix: Some("secret/flaky".into()),
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .records;
+    assert!(recs.iter().any(|r| r.outcome == AuditOutcome::Failed
+        && r.error_code == Some(ErrorCode::RotationFailed)
+        && r.action == "kms:RotateSecret"));
+    assert!(recs.iter().any(|r| r.outcome == AuditOutcome::Succeeded));
+
+    // A function whose certificate another CA signed is not trusted.
+    let other = tls::dev_certificates().unwrap();
+    let mut pairs = f.settings();
+    pairs[2].1 = other.ca_pem;
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.client
+        .create_rotation_policy(&policy(
+            "untrusted",
+            "30d",
+            RotationStrategy::Webhook,
+            &pairs,
+        ))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&with_policy("untrusted", "v0", "untrusted"))
+        .await
+        .unwrap();
+    assert_code(
+        s.client.rotate_secret("untrusted", None).await,
+        ErrorCode::RotationFailed,
+        "webhook create",
+    );
+    assert!(f.calls().is_empty());
+
+    // Settings are checked when the policy is written.
+    let mut no_key = f.settings();
+    no_key.retain(|(k, _)| *k != "signing_secret");
+    let no_key: Vec<(&str, &str)> = no_key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_code(
+        s.client
+            .create_rotation_policy(&policy("nokey", "30d", RotationStrategy::Webhook, &no_key))
+            .await,
+        ErrorCode::InvalidParameter,
+        "settings.signing_secret",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rotation_per_secret_at_a_time() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("busy", "v0", "hook"))
+        .await
+        .unwrap();
+    f.hook.behaviour.set_delay_ms.store(1500, Ordering::SeqCst);
+    let c = s.client.clone();
+    let first = tokio::spawn(async move { c.rotate_secret("busy", Some("a")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_code(
+        s.client.rotate_secret("busy", None).await,
+        ErrorCode::RotationInProgress,
+        "busy",
+    );
+    assert_code(
+        s.client.rotate_secret("busy", Some("b")).await,
+        ErrorCode::RotationInProgress,
+        "busy",
+    );
+    // The same version_id waits for the running rotation.
+    let joined = s.client.rotate_secret("busy", Some("a")).await.unwrap();
+    assert_eq!(joined.version_id, "a");
+    assert_eq!(first.await.unwrap().unwrap().version_id, "a");
+    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
+    assert_eq!(
+        steps,
+        ["create", "set", "test", "finish"],
+        "one rotation ran"
+    );
+    assert_eq!(
+        s.client.describe_secret("busy").await.unwrap().version_id,
+        "a"
+    );
+}

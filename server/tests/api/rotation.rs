@@ -619,3 +619,95 @@ async fn a_crash_after_any_step_resumes_and_current_stays_readable() {
         assert_eq!(again.version_id, "next");
     }
 }
+
+/// Starts `strongbox server --dev` on `data_dir` with extra environment; returns the
+/// child and a client.
+fn start_dev(
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, strongbox_client::Client) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_strongbox"));
+    cmd.args([
+        "server",
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--tick-interval",
+        "1",
+        "--data-dir",
+    ])
+    .arg(data_dir)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut get = |prefix: &str| {
+        let line = lines.next().expect("the dev server exited early").unwrap();
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{line:?} lacks {prefix}"))
+            .to_string()
+    };
+    let address = get("export STRONGBOX_ADDR=");
+    let token = get("export STRONGBOX_TOKEN=");
+    let ca = get("export STRONGBOX_CACERT=");
+    let client = strongbox_client::Client::new(strongbox_client::ClientConfig {
+        address,
+        token,
+        ca_cert_pem: Some(std::fs::read(ca).unwrap()),
+        timeout: Some(Duration::from_secs(10)),
+    })
+    .unwrap();
+    (child, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_process_aborted_after_set_resumes_the_rotation_on_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let (mut child, c) = start_dev(&data, &[("STRONGBOX_FAILPOINT_ROTATION_ABORT", "set")]);
+    c.create_rotation_policy(&policy("p", "30d", RotationStrategy::Random, &[]))
+        .await
+        .unwrap();
+    let first = c
+        .create_secret(&with_policy("proc", "before", "p"))
+        .await
+        .unwrap();
+    // The process dies (SIGABRT) right after the set step was persisted.
+    let r = c.rotate_secret("proc", Some("v-next")).await;
+    assert!(
+        matches!(r, Err(strongbox_client::Error::Transport(_))),
+        "{r:?}"
+    );
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+
+    let (mut child, c) = start_dev(&data, &[]);
+    // The first tick, at start, resumes; meanwhile ACSCurrent is always readable.
+    let mut done = false;
+    for _ in 0..100 {
+        let cur = c.get_secret_value("proc", None, None).await.unwrap();
+        if cur.version_id == "v-next" {
+            done = true;
+            break;
+        }
+        assert_eq!(cur.version_id, first.version_id);
+        assert_eq!(cur.secret_data, "before");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done, "the rotation did not resume");
+    let d = c.describe_secret("proc").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Succeeded));
+    let versions = c.list_secret_versions("proc").await.unwrap().versions;
+    assert_eq!(versions.len(), 2);
+    assert!(
+        versions
+            .iter()
+            .all(|v| !v.version_stages.iter().any(|s| s == STAGE_PENDING))
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

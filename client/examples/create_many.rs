@@ -21,6 +21,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         client.create_secret(&req).await?;
     }
-    println!("{n} creates through the API: {:.3} s", start.elapsed().as_secs_f64());
+    println!(
+        "{n} creates through the API: {:.3} s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -64,8 +64,10 @@ async fn create_many(
                 .await
                 .expect("create");
         });
-        if set.len() >= 2_048 {
-            set.join_next().await.map(|r| r.expect("task"));
+        if set.len() >= 2_048
+            && let Some(r) = set.join_next().await
+        {
+            r.expect("task");
         }
     }
     while let Some(r) = set.join_next().await {

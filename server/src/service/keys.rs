@@ -95,6 +95,7 @@ impl Service {
                 wrapped: Some(wrapped),
             }],
             scheduled_rotation: None,
+            scheduled_destroy: None,
         }
     }
 
@@ -365,55 +366,41 @@ impl Service {
         Ok(m)
     }
 
-    pub(crate) async fn finish_due_key_deletions(&self) -> Result<usize> {
-        let now = self.now();
-        let due: Vec<String> = self
-            .all_keys()?
-            .into_iter()
-            .filter(|k| {
-                k.state == KeyStateRec::PendingDeletion && k.delete_date.is_some_and(|d| d <= now)
-            })
-            .map(|k| k.key_id)
-            .collect();
-        let n = due.len();
-        for key_id in due {
-            let id = key_id.clone();
-            self.write(move |t| {
+    /// Destroys a key's material if its scheduled deletion is due (a `destroy/` job of
+    /// the schedule); returns whether it did.
+    pub(super) async fn destroy_key_if_due(&self, key_id: &str) -> Result<bool> {
+        let (id, now) = (key_id.to_string(), self.now());
+        let destroyed = self
+            .write(move |t| {
                 let Some(mut k) = load::<KeyRecord>(t, Table::Keys, id.as_bytes())? else {
-                    return Ok(());
+                    return Ok(false);
                 };
-                if k.state != KeyStateRec::PendingDeletion {
-                    return Ok(());
-                }
-                // Crypto-shredding: without the wrapped material nothing under this key opens.
-                for v in &mut k.versions {
-                    v.wrapped = None;
-                }
-                k.state = KeyStateRec::Destroyed;
-                reindex_key(t, &mut k);
-                t.put(Table::Keys, id.as_bytes(), encode(&k));
-                for (alias, target) in t.scan(Table::Aliases, b"", None, usize::MAX)? {
-                    if target == id.as_bytes() {
-                        t.delete(Table::Aliases, &alias);
+                let due = k.state == KeyStateRec::PendingDeletion
+                    && k.delete_date.is_some_and(|d| d <= now);
+                if due {
+                    // Crypto-shredding: without the wrapped material nothing under this key opens.
+                    for v in &mut k.versions {
+                        v.wrapped = None;
+                    }
+                    k.state = KeyStateRec::Destroyed;
+                    for (alias, target) in t.scan(Table::Aliases, b"", None, usize::MAX)? {
+                        if target == id.as_bytes() {
+                            t.delete(Table::Aliases, &alias);
+                        }
                     }
                 }
-                Ok::<_, Error>(())
+                reindex_key(t, &mut k);
+                t.put(Table::Keys, id.as_bytes(), encode(&k));
+                Ok::<_, Error>(due)
             })
             .await?;
+        if destroyed {
             if let Ok(mut c) = self.inner.materials.write() {
-                c.retain(|(kid, _), _| kid != &key_id);
+                c.retain(|(kid, _), _| kid != key_id);
             }
             tracing::info!(key_id = %key_id, "key material destroyed");
         }
-        Ok(n)
-    }
-
-    fn all_keys(&self) -> Result<Vec<KeyRecord>> {
-        self.store()
-            .scan(Table::Keys, b"", None, usize::MAX)?
-            .iter()
-            .map(|(_, v)| decode(v))
-            .collect()
+        Ok(destroyed)
     }
 
     /// Points an alias at a key, creating or moving it.

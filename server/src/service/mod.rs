@@ -103,15 +103,14 @@ impl Service {
         &self.inner.store
     }
 
-    /// Runs every due background job once: finishes key deletions, then what the
-    /// rotation schedule says is due (secret rotations, including interrupted ones, key
-    /// rotations, purges of secrets whose recovery window has passed), waiting for the
+    /// Runs every due background job once, as the schedule index says: secret
+    /// rotations (including interrupted ones), key rotations, destruction of keys whose
+    /// deletion is due, purges of secrets whose recovery window has passed. Waits for the
     /// rotations it starts.
     pub async fn tick(&self) -> crate::Result<TickReport> {
-        let destroyed_keys = self.finish_due_key_deletions().await?;
         let due = self.run_due_jobs().await?;
         Ok(TickReport {
-            destroyed_keys,
+            destroyed_keys: due.destroyed_keys,
             rotated_keys: due.rotated_keys,
             purged_secrets: due.purged_secrets,
             rotated_secrets: due.rotated_secrets,

@@ -122,6 +122,9 @@ pub(crate) struct KeyRecord {
     /// The due time under which the key sits in the rotation schedule, if it does.
     #[serde(default)]
     pub(crate) scheduled_rotation: Option<i64>,
+    /// The due time under which the key's material destruction is scheduled, if it is.
+    #[serde(default)]
+    pub(crate) scheduled_destroy: Option<i64>,
 }
 
 /// Default period of automatic key rotation.

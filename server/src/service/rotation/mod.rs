@@ -43,6 +43,8 @@ pub(crate) use schedule::{reindex_key, reindex_secret, reindex_secret_with, unin
 use strategy::{AnyStrategy, Step, StepContext, Strategy};
 
 const META_SCHEDULE_VERSION: &[u8] = b"rotation_schedule_version";
+/// Bumped when the index gains a kind of job, so that it is rebuilt once.
+const SCHEDULE_VERSION: &[u8] = b"2";
 /// Longest `last_rotation_error` kept.
 const ERROR_MAX: usize = 512;
 
@@ -108,6 +110,7 @@ pub(crate) struct DueReport {
     pub(crate) failed_rotations: usize,
     pub(crate) rotated_keys: usize,
     pub(crate) purged_secrets: usize,
+    pub(crate) destroyed_keys: usize,
 }
 
 /// Why a rotation stopped before finishing.
@@ -603,11 +606,8 @@ impl Service {
         if self.inner.rotation.schedule_checked.load(Ordering::Acquire) {
             return Ok(());
         }
-        if self
-            .store()
-            .get(Table::Meta, META_SCHEDULE_VERSION)?
-            .is_none()
-        {
+        let version = self.store().get(Table::Meta, META_SCHEDULE_VERSION)?;
+        if version.as_deref() != Some(SCHEDULE_VERSION) {
             self.write(|t| {
                 for (k, v) in t.scan(Table::Secrets, b"", None, usize::MAX)? {
                     let mut rec: SecretRecord = super::records::decode(&v)?;
@@ -619,7 +619,11 @@ impl Service {
                     reindex_key(t, &mut rec);
                     t.put(Table::Keys, &k, encode(&rec));
                 }
-                t.put(Table::Meta, META_SCHEDULE_VERSION, b"1".to_vec());
+                t.put(
+                    Table::Meta,
+                    META_SCHEDULE_VERSION,
+                    SCHEDULE_VERSION.to_vec(),
+                );
                 Ok(())
             })
             .await?;
@@ -633,7 +637,7 @@ impl Service {
     }
 
     /// Runs what the index says is due: secret rotations (new, overdue or interrupted),
-    /// key rotations and purges. Reads only due entries and their records; waits for
+    /// key rotations and destructions, and purges. Reads only due entries and their records; waits for
     /// the rotations it started.
     pub(crate) async fn run_due_jobs(&self) -> Result<DueReport> {
         self.ensure_schedule().await?;
@@ -664,6 +668,13 @@ impl Service {
                 Job::Purge(name) => {
                     if self.purge_if_due(due, name).await? {
                         report.purged_secrets += 1;
+                    }
+                }
+                Job::Destroy(id) => {
+                    if self.destroy_key_if_due(&id).await? {
+                        report.destroyed_keys += 1;
+                    } else {
+                        self.drop_stale(due, Job::Destroy(id)).await?;
                     }
                 }
             }

@@ -1,12 +1,12 @@
 //! The scheduler's durable index: `u64be(due) ‖ job` in [`Table::RotationSchedule`].
 //!
 //! Every record that can fall due (a secret under an enabled policy, a key with
-//! automatic rotation, a secret waiting for its purge) keeps the due time under which it
+//! automatic rotation or a scheduled deletion, a secret waiting for its purge) keeps the due time under which it
 //! is indexed, so a change re-indexes it in the same write job: the old entry is
 //! deleted, the new one put. A tick reads the index from its start and stops at the
 //! first entry that is not due, so its cost follows the due jobs, not the table sizes.
 
-use super::super::records::{KeyRecord, PolicyRecord, SecretRecord, load};
+use super::super::records::{KeyRecord, KeyStateRec, PolicyRecord, SecretRecord, load};
 use crate::error::Result;
 use crate::storage::{Reader, Table, Txn};
 
@@ -19,6 +19,8 @@ pub(crate) enum Job {
     Key(String),
     /// Purge a secret whose recovery window has passed.
     Purge(String),
+    /// Destroy the material of a key whose deletion falls due.
+    Destroy(String),
 }
 
 impl Job {
@@ -27,6 +29,7 @@ impl Job {
             Job::Secret(n) => format!("secret/{n}"),
             Job::Key(k) => format!("key/{k}"),
             Job::Purge(n) => format!("purge/{n}"),
+            Job::Destroy(k) => format!("destroy/{k}"),
         }
     }
 
@@ -35,6 +38,8 @@ impl Job {
             Some(Job::Secret(n.to_string()))
         } else if let Some(k) = s.strip_prefix("key/") {
             Some(Job::Key(k.to_string()))
+        } else if let Some(k) = s.strip_prefix("destroy/") {
+            Some(Job::Destroy(k.to_string()))
         } else {
             s.strip_prefix("purge/").map(|n| Job::Purge(n.to_string()))
         }
@@ -145,7 +150,8 @@ pub(crate) fn unindex_secret(t: &mut Txn<'_>, rec: &SecretRecord) {
     );
 }
 
-/// Re-indexes a key after a change; the caller writes the record.
+/// Re-indexes a key (automatic rotation, scheduled destruction) after a change; the
+/// caller writes the record.
 pub(crate) fn reindex_key(t: &mut Txn<'_>, rec: &mut KeyRecord) {
     let due = rec.next_rotation_date();
     move_entry(
@@ -155,6 +161,16 @@ pub(crate) fn reindex_key(t: &mut Txn<'_>, rec: &mut KeyRecord) {
         due,
     );
     rec.scheduled_rotation = due;
+    let destroy = rec
+        .delete_date
+        .filter(|_| rec.state == KeyStateRec::PendingDeletion);
+    move_entry(
+        t,
+        &Job::Destroy(rec.key_id.clone()),
+        rec.scheduled_destroy,
+        destroy,
+    );
+    rec.scheduled_destroy = destroy;
 }
 
 /// Up to `limit` jobs due at `now`, earliest first. Reads the index only, and stops at
@@ -206,6 +222,10 @@ mod tests {
         assert_eq!(
             split_entry(&entry_key(5, &Job::Purge("p".into()))),
             Some((5, Job::Purge("p".into())))
+        );
+        assert_eq!(
+            split_entry(&entry_key(5, &Job::Destroy("k".into()))),
+            Some((5, Job::Destroy("k".into())))
         );
     }
 

@@ -75,6 +75,9 @@ async fn run(debug: bool) -> anyhow::Result<()> {
             .filter(|c| !c.is_empty())
     };
     let (addr, cert_der, incoming) = plugin_host::listen(client_cert.as_deref()).await?;
+    if cert_der.is_some() {
+        plugin_host::warm_up();
+    }
 
     let core = Arc::new(resources::core());
     let (v5, v6) = grpc::adapters(core);

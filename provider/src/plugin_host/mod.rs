@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::plugin::grpc_controller_server::{GrpcController, GrpcControllerServer};
 
-pub use tls::{PinnedClientCert, server_identity};
+pub use tls::{PinnedClientCert, server_identity, warm_up};
 
 /// The cookie go-plugin hosts set; without it the binary was started by hand.
 pub const MAGIC_COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";

@@ -92,18 +92,47 @@ impl ClientCertVerifier for PinnedClientCert {
     }
 }
 
-/// A fresh self-signed server certificate for `localhost` (ECDSA P-256, serverAuth).
-/// Returns (certificate DER, private key DER).
+/// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410): the 32-byte seed follows.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// A fresh self-signed server certificate for `localhost` (Ed25519, serverAuth).
+/// Returns (certificate DER, PKCS#8 private key DER).
+///
+/// Ed25519 because its signatures need no random nonce: the seed comes from the operating
+/// system and nothing here touches aws-lc's random generator, whose first use costs tens
+/// of milliseconds. That cost then overlaps with Terraform reading the handshake line
+/// (see `warm_up`), instead of delaying the line.
 pub fn server_identity() -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
-    let key = KeyPair::generate()?;
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut())
+        .map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
+    pkcs8.extend_from_slice(seed.as_ref());
+    let key = KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.clone()),
+        &rcgen::PKCS_ED25519,
+    )?;
     let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
     params
         .distinguished_name
         .push(DnType::CommonName, "localhost");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.self_signed(&key)?;
-    Ok((cert.der().to_vec(), key.serialize_der()))
+    Ok((cert.der().to_vec(), pkcs8))
+}
+
+/// Initialises aws-lc's random generator on another thread, so that its one-time cost
+/// overlaps with Terraform's work between the handshake line and the first connection.
+pub fn warm_up() {
+    std::thread::spawn(|| {
+        let mut b = [0u8; 1];
+        let _ = rustls::crypto::aws_lc_rs::default_provider()
+            .secure_random
+            .fill(&mut b);
+    });
 }
 
 /// Server TLS configuration pinned to the client certificate in `client_pem`.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -88,13 +89,6 @@ pub(super) async fn audit(State(state): State<AppState>, mut req: Request, next:
         // The request was not recorded, so it is not answered: a read's value is dropped.
         Err(e) => ApiError(e).into_response(),
     }
-}
-
-fn unauthenticated(message: String) -> Response {
-    let mut resp = ApiError::new(ErrorCode::Unauthenticated, message).into_response();
-    resp.headers_mut()
-        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-    resp
 }
 
 /// Fills `{param}` placeholders from `lookup`; `None` if one has no value.
@@ -173,6 +167,49 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
     }
 }
 
+/// The caller's identity, or why there is none.
+fn identity(parts: &Parts) -> Result<Arc<Identity>, ApiError> {
+    match parts.extensions.get::<Authn>().cloned() {
+        Some(Authn::Valid(id)) => Ok(id),
+        Some(Authn::Refused(e)) => Err(ApiError(e)),
+        Some(Authn::Missing) | None => Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "a valid token is required: Authorization: Bearer TOKEN",
+        )),
+    }
+}
+
+/// The error as a response; a 401 says which scheme to use.
+fn challenge(e: ApiError) -> Response {
+    let unauthenticated = e.0.code == ErrorCode::Unauthenticated;
+    let mut resp = e.into_response();
+    if unauthenticated {
+        resp.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+/// The resource of a create, from its JSON body (which is handed on unchanged).
+async fn create_resource(
+    template: &str,
+    parts: &Parts,
+    body: Body,
+) -> Result<(String, Body), Response> {
+    if !is_json(&parts.headers) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the body must be JSON with Content-Type: application/json",
+        )
+        .into_response());
+    }
+    body_resource(template, body)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+/// Authenticates, forms the resource, authorizes; records action and resource in the
+/// audit slot as soon as they are known (so a 401 names what was attempted).
 async fn check(
     spec: &RouteSpec,
     slot: Option<&AuditSlot>,
@@ -191,49 +228,24 @@ async fn check(
             return Err(ApiError::from(e).into_response());
         }
     };
-    let from_path = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
     let path_resource = match spec.resource {
-        ResourceRule::Path(t) => fill(t, from_path),
+        ResourceRule::Path(t) => Some(
+            fill(t, |name| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+            // The table's own test checks that templates only name path parameters.
+            .unwrap_or_default(),
+        ),
         ResourceRule::Body(_) => None,
     };
     target(path_resource.as_deref().unwrap_or_default());
-    let identity = match parts.extensions.get::<Authn>().cloned() {
-        Some(Authn::Valid(id)) => id,
-        Some(Authn::Refused(e)) if e.code == ErrorCode::Unauthenticated => {
-            return Err(unauthenticated(e.message));
-        }
-        Some(Authn::Refused(e)) => return Err(ApiError(e).into_response()),
-        Some(Authn::Missing) | None => {
-            return Err(unauthenticated(
-                "a valid token is required: Authorization: Bearer TOKEN".into(),
-            ));
-        }
-    };
+    let identity = identity(&parts).map_err(challenge)?;
     let (resource, body) = match (spec.resource, path_resource) {
-        (ResourceRule::Path(_), Some(r)) => (r, body),
-        (ResourceRule::Path(t), None) => {
-            return Err(ApiError(Error::internal(format!(
-                "route template {t} has a placeholder that is not a path parameter"
-            )))
-            .into_response());
-        }
-        (ResourceRule::Body(t), _) => {
-            if !is_json(&parts.headers) {
-                return Err(ApiError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    "the body must be JSON with Content-Type: application/json",
-                )
-                .into_response());
-            }
-            body_resource(t, body)
-                .await
-                .map_err(IntoResponse::into_response)?
-        }
+        (ResourceRule::Body(t), _) => create_resource(t, &parts, body).await?,
+        (ResourceRule::Path(_), r) => (r.unwrap_or_default(), body),
     };
     target(&resource);
     if !well_formed(&resource) {

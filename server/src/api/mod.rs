@@ -177,3 +177,48 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every placeholder of a path template is a parameter of its route's path, and a
+    /// create's template names only body fields; every route but health has an action.
+    #[test]
+    fn resource_templates_name_what_their_route_provides() {
+        for r in route_table() {
+            let t = r.resource.template();
+            let mut rest = t;
+            while let Some(open) = rest.find('{') {
+                let close = rest[open..].find('}').map(|c| c + open);
+                let Some(close) = close else {
+                    panic!("{} {}: unclosed placeholder in {t}", r.method, r.path);
+                };
+                let name = &rest[open..=close];
+                if let ResourceRule::Path(_) = r.resource {
+                    assert!(
+                        r.path.contains(name),
+                        "{} {}: {name} is not a path parameter",
+                        r.method,
+                        r.path
+                    );
+                }
+                rest = &rest[close + 1..];
+            }
+            assert_eq!(r.action.is_empty(), r.path == "/v1/health", "{}", r.path);
+            if !r.action.is_empty() {
+                assert!(
+                    t == "*"
+                        || strongbox_schemas::RESOURCE_TYPES
+                            .iter()
+                            .any(|p| t.starts_with(p))
+                        || t.starts_with('{'),
+                    "{} {}: {t}",
+                    r.method,
+                    r.path
+                );
+            }
+        }
+        assert!(known_actions().contains(&"audit:Read"));
+    }
+}

@@ -208,3 +208,49 @@ resource "strongbox_policy" "bad" {
         );
     });
 }
+
+#[test]
+fn principal_rename_replaces_and_out_of_band_delete_plans_a_create() {
+    let body = |name: &str| {
+        format!(
+            r#"
+resource "strongbox_policy" "p" {{
+  name     = "p"
+  document = jsonencode({{ Version = "1", Statement = [{{ Effect = "Allow", Action = ["kms:ListSecrets"], Resource = ["*"] }}] }})
+}}
+resource "strongbox_principal" "a" {{
+  name     = "{name}"
+  policies = [strongbox_policy.p.name]
+}}
+"#
+        )
+    };
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        apply(&tf, &body("svc-a"));
+        tf.write_config(&config(&body("svc-b")));
+        let plan = tf.plan_json();
+        assert_eq!(
+            actions(&plan, "strongbox_principal.a"),
+            ["delete", "create"]
+        );
+        tf.apply();
+        tf.assert_no_changes();
+        let c = srv.client();
+        assert_eq!(
+            srv.block_on(c.get_principal("svc-a")).unwrap_err().code(),
+            Some(ErrorCode::PrincipalNotFound)
+        );
+
+        // Deleted outside Terraform: planned for creation, and created again.
+        srv.block_on(c.delete_principal("svc-b")).unwrap();
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_principal.a"), ["create"]);
+        tf.apply();
+        tf.assert_no_changes();
+        assert_eq!(
+            srv.block_on(c.get_principal("svc-b")).unwrap().policies,
+            ["p"]
+        );
+    });
+}

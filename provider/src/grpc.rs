@@ -137,7 +137,7 @@ macro_rules! common {
                         .collect(),
                     server_capabilities: Some(m::ServerCapabilities {
                         plan_destroy: true,
-                        get_provider_schema_optional: false,
+                        get_provider_schema_optional: true,
                         move_resource_state: false,
                     }),
                     ..Default::default()

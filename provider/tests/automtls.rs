@@ -190,3 +190,76 @@ fn started_by_hand_it_explains_and_exits_1() {
     assert!(out.stdout.is_empty(), "nothing on stdout");
     assert!(String::from_utf8_lossy(&out.stderr).contains("This binary is a plugin"));
 }
+
+#[test]
+fn sigint_is_ignored_like_go_plugins_do() {
+    let (pem, der, key) = terraform_like_cert();
+    let mut p = launch(&pem, "5,6");
+    let pid = p.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the provider died on SIGINT"
+    );
+    // And it still answers.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ch = channel(p.addr.clone(), tls_client(&p.server_der, Some((der, key))))
+            .await
+            .unwrap();
+        ProviderClient::new(ch)
+            .get_provider_schema(tfplugin6::get_provider_schema::Request {})
+            .await
+            .unwrap();
+    });
+    p.child.kill().unwrap();
+}
+
+#[test]
+fn debug_mode_prints_reattach_and_serves_plaintext() {
+    let mut child = Command::new(BIN)
+        .arg("--debug")
+        .env_remove("TF_PLUGIN_MAGIC_COOKIE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reattach = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(v) = line.trim().strip_prefix("export TF_REATTACH_PROVIDERS='") {
+            reattach = Some(v.trim_end_matches('\'').to_string());
+            break;
+        }
+    }
+    let json: serde_json::Value = serde_json::from_str(&reattach.expect("reattach line")).unwrap();
+    let entry = &json["registry.terraform.io/strongbox/strongbox"];
+    assert_eq!(entry["Protocol"], "grpc");
+    assert_eq!(entry["ProtocolVersion"], 6);
+    let addr = entry["Addr"]["String"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let s = ProviderClient::new(ch)
+            .get_provider_schema(tfplugin6::get_provider_schema::Request {})
+            .await
+            .unwrap();
+        assert!(
+            s.into_inner()
+                .resource_schemas
+                .contains_key("strongbox_cmk")
+        );
+    });
+    child.kill().unwrap();
+}

@@ -262,4 +262,5 @@ fn debug_mode_prints_reattach_and_serves_plaintext() {
         );
     });
     child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -58,6 +58,7 @@ fn policy_schema() -> TfSchema {
             Attr::computed("arn", string()),
         ],
     }
+    .describe_from(&schemars::schema_for!(api::Policy))
 }
 
 fn parse_document(v: &Value) -> Result<api::PolicyDocument, Diags> {
@@ -202,6 +203,7 @@ fn principal_schema() -> TfSchema {
             Attr::computed("arn", string()),
         ],
     }
+    .describe_from(&schemars::schema_for!(api::Principal))
 }
 
 fn policy_names(v: &Value) -> Option<Vec<String>> {
@@ -338,6 +340,7 @@ fn token_schema() -> TfSchema {
             Attr::computed("id", string()).describe("`PRINCIPAL/TOKEN_ID`."),
         ],
     }
+    .describe_from(&schemars::schema_for!(api::CreatedToken))
 }
 
 #[async_trait::async_trait]

@@ -28,6 +28,7 @@ fn build_schema() -> TfSchema {
             Attr::computed("arn", string()),
         ],
     }
+    .describe_from(&schemars::schema_for!(strongbox_schemas::Alias))
 }
 
 async fn read_alias(ctx: &Ctx, name: &str) -> Result<Value, Diags> {

@@ -41,6 +41,7 @@ fn build_schema() -> TfSchema {
         ],
     }
     .describe_from(&schemars::schema_for!(api::CreateRotationPolicyRequest))
+    .describe_from(&schemars::schema_for!(api::RotationPolicy))
 }
 
 fn strategy(v: &Value) -> Result<api::RotationStrategy, Diags> {

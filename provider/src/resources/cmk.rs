@@ -326,17 +326,19 @@ impl DataSource for CmkDataSource {
             description: "Looks up a CMK by id or alias.".into(),
             attrs: vec![
                 Attr::required("key_id", string()).describe("Key id or `alias/NAME`."),
-                Attr::computed("id", string()),
+                Attr::computed("id", string()).describe("The key id."),
                 Attr::computed("arn", string()),
                 Attr::computed("description", string()),
                 Attr::computed("state", string()),
-                Attr::computed("enabled", Type::Bool),
+                Attr::computed("enabled", Type::Bool)
+                    .describe("Whether the key state is `Enabled`."),
                 Attr::computed("primary_key_version", Type::Number),
                 Attr::computed("automatic_rotation", Type::Bool),
                 Attr::computed("creation_date", string()),
                 Attr::computed("tags", string_map()),
             ],
         }
+        .describe_from(&schemars::schema_for!(api::Key))
     }
 
     async fn read(&self, ctx: &Ctx, config: &Value) -> Result<Value, Diags> {

@@ -26,9 +26,10 @@ fn schema(description: &str) -> TfSchema {
                 .describe("The value (base64 when binary)."),
             Attr::computed("secret_data_type", string()),
             Attr::computed("version_stages", Type::list(Type::String)),
-            Attr::computed("id", string()),
+            Attr::computed("id", string()).describe("The secret name."),
         ],
     }
+    .describe_from(&schemars::schema_for!(strongbox_schemas::SecretValue))
 }
 
 async fn read(ctx: &Ctx, config: &Value, s: &TfSchema) -> Result<Value, Diags> {

@@ -28,6 +28,9 @@ pub struct Attr {
     pub sensitive: bool,
     /// Never stored in plan or state (Terraform ≥ 1.11).
     pub write_only: bool,
+    /// Name and type come from the shared model in `schemas/` (see [`Model`]); false
+    /// for the few attributes that exist only in Terraform.
+    pub from_model: bool,
 }
 
 impl Attr {
@@ -41,6 +44,7 @@ impl Attr {
             computed: false,
             sensitive: false,
             write_only: false,
+            from_model: false,
         }
     }
     /// A required attribute.
@@ -82,10 +86,167 @@ impl Attr {
         self.write_only = true;
         self
     }
+    /// A list attribute held as a set (order carries no meaning).
+    pub fn as_set(mut self) -> Self {
+        if let Type::List(t) = self.ty {
+            self.ty = Type::Set(t);
+        }
+        self
+    }
     /// Sets the description.
     pub fn describe(mut self, d: impl Into<String>) -> Self {
         self.description = d.into();
         self
+    }
+}
+
+/// The shared model of a resource: the JSON Schemas (from `schemas/`, via schemars) of
+/// the API types that carry it. Attributes built from it take their type and
+/// description from the model, so the Terraform schema is not a second copy of it.
+///
+/// Types follow from the JSON Schema: `string` (also enums, constants, timestamps and
+/// intervals) → `string`; `integer`/`number` → `number`; `boolean` → `bool`; arrays →
+/// `list`; objects with typed values → `map`; free-form objects → `string` holding
+/// JSON (compared by meaning by the resources that have one).
+pub struct Model {
+    props: serde_json::Map<String, serde_json::Value>,
+    defs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Model {
+    /// Merges the properties of `schemas`; the first schema that has a property wins.
+    pub fn of(schemas: &[schemars::Schema]) -> Self {
+        let mut props = serde_json::Map::new();
+        let mut defs = serde_json::Map::new();
+        for s in schemas {
+            let v = s.as_value();
+            for (key, into) in [("properties", &mut props), ("$defs", &mut defs)] {
+                if let Some(m) = v.get(key).and_then(|p| p.as_object()) {
+                    for (k, p) in m {
+                        into.entry(k.clone()).or_insert_with(|| p.clone());
+                    }
+                }
+            }
+        }
+        Self { props, defs }
+    }
+
+    /// The Terraform type of a property, if the model has it.
+    pub fn type_of(&self, name: &str) -> Option<Type> {
+        self.props.get(name).and_then(|p| self.ty(p, 0))
+    }
+
+    fn ty(&self, p: &serde_json::Value, depth: u8) -> Option<Type> {
+        if depth > 16 {
+            return None;
+        }
+        if let Some(r) = p.get("$ref").and_then(|r| r.as_str()) {
+            let def = self.defs.get(r.strip_prefix("#/$defs/")?)?;
+            return self.ty(def, depth + 1);
+        }
+        for key in ["anyOf", "oneOf"] {
+            if let Some(variants) = p.get(key).and_then(|v| v.as_array()) {
+                let mut found: Option<Type> = None;
+                for v in variants {
+                    if v.get("type").and_then(|t| t.as_str()) == Some("null") {
+                        continue;
+                    }
+                    let t = self.ty(v, depth + 1)?;
+                    match &found {
+                        Some(f) if *f != t => return None,
+                        _ => found = Some(t),
+                    }
+                }
+                return found;
+            }
+        }
+        if p.get("const").is_some_and(|c| c.is_string())
+            || p.get("enum")
+                .and_then(|e| e.as_array())
+                .is_some_and(|e| e.iter().all(|v| v.is_string() || v.is_null()))
+        {
+            return Some(Type::String);
+        }
+        let ty = match p.get("type")? {
+            serde_json::Value::String(t) => t.as_str(),
+            serde_json::Value::Array(ts) => {
+                let mut non_null = ts
+                    .iter()
+                    .filter_map(|t| t.as_str())
+                    .filter(|t| *t != "null");
+                let t = non_null.next()?;
+                if non_null.next().is_some() {
+                    return None;
+                }
+                t
+            }
+            _ => return None,
+        };
+        match ty {
+            "string" => Some(Type::String),
+            "integer" | "number" => Some(Type::Number),
+            "boolean" => Some(Type::Bool),
+            "array" => Some(Type::list(self.ty(p.get("items")?, depth + 1)?)),
+            "object" => match p.get("additionalProperties") {
+                Some(ap) if ap.is_object() => Some(Type::map(self.ty(ap, depth + 1)?)),
+                _ => Some(Type::String),
+            },
+            _ => None,
+        }
+    }
+
+    /// An attribute of the model, typed and described by it.
+    ///
+    /// # Panics
+    /// When the model has no such property (a programming error, caught by every test
+    /// that builds the provider's schemas).
+    fn attr(&self, name: &'static str) -> Attr {
+        let Some(ty) = self.type_of(name) else {
+            panic!(
+                "attribute {name} is not a property of the shared model (or has no Terraform type)"
+            )
+        };
+        let description = self
+            .props
+            .get(name)
+            .and_then(|p| p.get("description"))
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_string();
+        Attr {
+            description,
+            from_model: true,
+            ..Attr::new(name, ty)
+        }
+    }
+    /// A required attribute of the model.
+    pub fn required(&self, name: &'static str) -> Attr {
+        Attr {
+            required: true,
+            ..self.attr(name)
+        }
+    }
+    /// An optional attribute of the model.
+    pub fn optional(&self, name: &'static str) -> Attr {
+        Attr {
+            optional: true,
+            ..self.attr(name)
+        }
+    }
+    /// An optional attribute of the model that the provider fills when absent.
+    pub fn optional_computed(&self, name: &'static str) -> Attr {
+        Attr {
+            optional: true,
+            computed: true,
+            ..self.attr(name)
+        }
+    }
+    /// A read-only attribute of the model.
+    pub fn computed(&self, name: &'static str) -> Attr {
+        Attr {
+            computed: true,
+            ..self.attr(name)
+        }
     }
 }
 
@@ -109,28 +270,6 @@ impl TfSchema {
                 .map(|a| (a.name.to_string(), a.ty.clone()))
                 .collect(),
         )
-    }
-
-    /// Fills descriptions from a JSON Schema of the shared model (by attribute name),
-    /// where the provider has not written its own.
-    pub fn describe_from(mut self, model: &schemars::Schema) -> Self {
-        let props = model
-            .as_value()
-            .get("properties")
-            .and_then(|p| p.as_object())
-            .cloned()
-            .unwrap_or_default();
-        for a in &mut self.attrs {
-            if a.description.is_empty()
-                && let Some(d) = props
-                    .get(a.name)
-                    .and_then(|p| p.get("description"))
-                    .and_then(|d| d.as_str())
-            {
-                a.description = d.to_string();
-            }
-        }
-        self
     }
 }
 
@@ -197,14 +336,48 @@ pub struct ClientCaps {
 }
 
 /// Shared by every request: the configured API client.
-#[derive(Default)]
 pub struct Ctx {
     client: RwLock<Option<Client>>,
     /// Terraform version from Configure.
     pub terraform_version: RwLock<String>,
+    /// Bumped by `StopProvider`: work started before the bump is cancelled.
+    stops: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Self {
+            client: RwLock::default(),
+            terraform_version: RwLock::default(),
+            stops: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Ctx {
+    /// Runs `work` unless `StopProvider` arrives first: then the work is dropped (its
+    /// HTTP request is aborted) and the call ends with a diagnostic. Calls that start
+    /// after the stop run normally; the provider keeps serving.
+    pub async fn cancellable<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Diags>>,
+    ) -> Result<T, Diags> {
+        // A new receiver has seen the current generation: only a later stop wakes it.
+        let mut stops = self.stops.subscribe();
+        tokio::select! {
+            r = work => r,
+            _ = stops.changed() => Err(vec![Diag::error(
+                "Operation cancelled",
+                "Terraform asked the provider to stop (StopProvider) while this call was in flight; nothing more was sent to the server",
+            )]),
+        }
+    }
+
+    /// `StopProvider`: cancels every call in flight.
+    pub fn stop(&self) {
+        self.stops.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
     /// The configured client, or an error diagnostic.
     pub fn client(&self) -> Result<Client, Diags> {
         self.client

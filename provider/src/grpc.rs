@@ -279,7 +279,10 @@ macro_rules! common {
                     private: private.clone(),
                     ..Default::default()
                 };
-                let new = or_diags!(r.read(&self.0.ctx, &cur).await, keep);
+                let new = or_diags!(
+                    self.0.ctx.cancellable(r.read(&self.0.ctx, &cur)).await,
+                    keep
+                );
                 let new_state = or_diags!(encode(&new, &ty), m::read_resource::Response::default());
                 Ok(Response::new(m::read_resource::Response {
                     new_state: Some(new_state),
@@ -325,15 +328,17 @@ macro_rules! common {
                     }));
                 }
                 let p = or_diags!(
-                    r.plan(
-                        &self.0.ctx,
-                        PlanReq {
-                            prior: &prior,
-                            proposed: &proposed,
-                            config: &config
-                        }
-                    )
-                    .await,
+                    self.0
+                        .ctx
+                        .cancellable(r.plan(
+                            &self.0.ctx,
+                            PlanReq {
+                                prior: &prior,
+                                proposed: &proposed,
+                                config: &config
+                            }
+                        ))
+                        .await,
                     m::plan_resource_change::Response::default()
                 );
                 let planned = or_diags!(
@@ -387,7 +392,13 @@ macro_rules! common {
                     private: req.planned_private.clone(),
                     ..Default::default()
                 };
-                let new = or_diags!(r.apply(&self.0.ctx, &prior, &planned, &config).await, keep);
+                let new = or_diags!(
+                    self.0
+                        .ctx
+                        .cancellable(r.apply(&self.0.ctx, &prior, &planned, &config))
+                        .await,
+                    keep
+                );
                 let new_state = or_diags!(
                     encode(&new, &ty),
                     m::apply_resource_change::Response::default()
@@ -412,7 +423,7 @@ macro_rules! common {
                 );
                 let ty = r.schema().object_type();
                 let v = or_diags!(
-                    r.import(&self.0.ctx, &req.id).await,
+                    self.0.ctx.cancellable(r.import(&self.0.ctx, &req.id)).await,
                     m::import_resource_state::Response::default()
                 );
                 let state = or_diags!(
@@ -447,7 +458,7 @@ macro_rules! common {
                     m::read_data_source::Response::default()
                 );
                 let v = or_diags!(
-                    d.read(&self.0.ctx, &config).await,
+                    self.0.ctx.cancellable(d.read(&self.0.ctx, &config)).await,
                     m::read_data_source::Response::default()
                 );
                 let state = or_diags!(encode(&v, &ty), m::read_data_source::Response::default());
@@ -474,7 +485,7 @@ macro_rules! common {
                     m::open_ephemeral_resource::Response::default()
                 );
                 let v = or_diags!(
-                    e.open(&self.0.ctx, &config).await,
+                    self.0.ctx.cancellable(e.open(&self.0.ctx, &config)).await,
                     m::open_ephemeral_resource::Response::default()
                 );
                 let result = or_diags!(
@@ -629,6 +640,7 @@ pub mod v5 {
             ))
         }
         async fn stop(&self, _: Request<m::stop::Request>) -> Res<m::stop::Response> {
+            self.0.ctx.stop();
             Ok(Response::new(m::stop::Response::default()))
         }
     }
@@ -760,6 +772,7 @@ pub mod v6 {
             &self,
             _: Request<m::stop_provider::Request>,
         ) -> Res<m::stop_provider::Response> {
+            self.0.ctx.stop();
             Ok(Response::new(m::stop_provider::Response::default()))
         }
     }

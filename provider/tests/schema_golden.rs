@@ -70,3 +70,54 @@ fn provider_schema_matches_the_checked_in_file() {
         }
     }
 }
+
+/// Names and types come from the shared model in `schemas/`; only these attributes
+/// exist in Terraform alone (ids, write-only inputs, the alias's `name`, the CMK's
+/// `enabled` switch, the data source's stage selector and the provider block).
+#[test]
+fn only_terraform_specific_attributes_are_outside_the_shared_model() {
+    let core = resources::core();
+    let mut outside = Vec::new();
+    let mut all = |kind: &str, name: &str, s: &TfSchema| {
+        for a in &s.attrs {
+            if !a.from_model {
+                outside.push(format!("{kind}.{name}.{}", a.name));
+            }
+        }
+    };
+    all("provider", "strongbox", &core.provider_schema);
+    for (k, r) in &core.resources {
+        all("resource", k, &r.schema());
+    }
+    for (k, d) in &core.data_sources {
+        all("data", k, &d.schema());
+    }
+    for (k, e) in &core.ephemerals {
+        all("ephemeral", k, &e.schema());
+    }
+    outside.sort();
+    let expected = [
+        "data.strongbox_cmk.enabled",
+        "data.strongbox_cmk.id",
+        "data.strongbox_secret.id",
+        "data.strongbox_secret.version_stage",
+        "ephemeral.strongbox_secret.id",
+        "ephemeral.strongbox_secret.version_stage",
+        "provider.strongbox.address",
+        "provider.strongbox.ca_cert",
+        "provider.strongbox.ca_cert_file",
+        "provider.strongbox.token",
+        "resource.strongbox_cmk.enabled",
+        "resource.strongbox_cmk.id",
+        "resource.strongbox_cmk_alias.id",
+        "resource.strongbox_cmk_alias.name",
+        "resource.strongbox_policy.id",
+        "resource.strongbox_principal.id",
+        "resource.strongbox_principal_token.id",
+        "resource.strongbox_rotation_policy.id",
+        "resource.strongbox_secret.id",
+        "resource.strongbox_secret.secret_data_wo",
+        "resource.strongbox_secret.secret_data_wo_version",
+    ];
+    assert_eq!(outside, expected);
+}

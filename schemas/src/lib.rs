@@ -41,10 +41,10 @@ pub use rotation::{
     UpdateRotationPolicyRequest,
 };
 pub use secret::{
-    CreateSecretRequest, DeleteSecretResponse, ListSecretVersionsResponse, ListSecretsResponse,
-    PutSecretValueRequest, STAGE_CURRENT, STAGE_PENDING, STAGE_PREVIOUS, Secret, SecretDataType,
-    SecretType, SecretValue, SecretVersion, SecretVersionRef, UpdateSecretRequest,
-    UpdateSecretStageRequest,
+    CreateSecretRequest, DeleteSecretParams, DeleteSecretResponse, ListSecretVersionsResponse,
+    ListSecretsResponse, PutSecretValueRequest, STAGE_CURRENT, STAGE_PENDING, STAGE_PREVIOUS,
+    Secret, SecretDataType, SecretType, SecretValue, SecretVersion, SecretVersionRef,
+    UpdateSecretRequest, UpdateSecretStageRequest,
 };
 pub use time_fmt::Timestamp;
 

@@ -252,6 +252,18 @@ pub struct ListSecretsResponse {
     pub next_page_token: Option<String>,
 }
 
+/// Query of `DELETE /v1/secrets/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSecretParams {
+    /// Days the secret can be restored before it is purged, 7–30 (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_window_in_days: Option<u32>,
+    /// Delete at once, with no recovery window (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_delete_without_recovery: Option<bool>,
+}
+
 /// `DELETE /v1/secrets/{name}`.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeleteSecretResponse {

@@ -5,10 +5,10 @@ use strongbox_schemas as api;
 
 use super::{changed, string, unknown_if_null};
 use crate::core::{
-    Attr, ClientCaps, Ctx, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
-    null_object, opt_str,
+    Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
+    api_diag, null_object, opt_str,
 };
-use crate::value::{Type, Value};
+use crate::value::Value;
 
 /// `strongbox_policy`.
 pub struct PolicyResource;
@@ -47,18 +47,21 @@ fn plan_simple(req: PlanReq<'_>, computed: &[&str], replace_on: &[&'static str])
 // ---- strongbox_policy ----
 
 fn policy_schema() -> TfSchema {
+    let m = Model::of(&[
+        schemars::schema_for!(api::Policy),
+        schemars::schema_for!(api::CreatePolicyRequest),
+    ]);
     TfSchema {
         version: 0,
         description: "An access policy: a RAM-style document of Allow/Deny statements over actions (`kms:GetSecretValue`) and resources (`secret/app/*`).".into(),
         attrs: vec![
-            Attr::required("name", string()).describe("Policy name (forces replacement)."),
-            Attr::optional("description", string()),
-            Attr::required("document", string()).describe("The policy document as JSON (use `jsonencode`); compared by meaning."),
+            m.required("name").describe("Policy name (forces replacement)."),
+            m.optional("description"),
+            m.required("document").describe("The policy document as JSON (use `jsonencode`); compared by meaning."),
             Attr::computed("id", string()).describe("The policy name."),
-            Attr::computed("arn", string()),
+            m.computed("arn"),
         ],
     }
-    .describe_from(&schemars::schema_for!(api::Policy))
 }
 
 fn parse_document(v: &Value) -> Result<api::PolicyDocument, Diags> {
@@ -192,18 +195,21 @@ impl Resource for PolicyResource {
 // ---- strongbox_principal ----
 
 fn principal_schema() -> TfSchema {
+    let m = Model::of(&[
+        schemars::schema_for!(api::Principal),
+        schemars::schema_for!(api::CreatePrincipalRequest),
+    ]);
     TfSchema {
         version: 0,
         description: "A principal: an application or person that calls Strongbox with its tokens, allowed what its policies allow.".into(),
         attrs: vec![
-            Attr::required("name", string()).describe("Principal name (forces replacement)."),
-            Attr::optional("description", string()),
-            Attr::optional("policies", Type::set(Type::String)).describe("Names of the access policies attached."),
+            m.required("name").describe("Principal name (forces replacement)."),
+            m.optional("description"),
+            m.optional("policies").as_set().describe("Names of the access policies attached."),
             Attr::computed("id", string()).describe("The principal name."),
-            Attr::computed("arn", string()),
+            m.computed("arn"),
         ],
     }
-    .describe_from(&schemars::schema_for!(api::Principal))
 }
 
 fn policy_names(v: &Value) -> Option<Vec<String>> {
@@ -328,19 +334,22 @@ impl Resource for PrincipalResource {
 // ---- strongbox_principal_token ----
 
 fn token_schema() -> TfSchema {
+    let m = Model::of(&[
+        schemars::schema_for!(api::CreatedToken),
+        schemars::schema_for!(api::CreateTokenRequest),
+    ]);
     TfSchema {
         version: 0,
         description: "A token of a principal. The token itself is known only at creation: it is stored in state as a sensitive value.".into(),
         attrs: vec![
-            Attr::required("principal", string()).describe("Principal name (forces replacement)."),
-            Attr::optional("description", string()).describe("Forces replacement."),
-            Attr::optional("expires_at", string()).describe("RFC 3339 expiry (forces replacement)."),
-            Attr::computed("token", string()).sensitive().describe("The bearer token."),
-            Attr::computed("token_id", string()),
+            m.required("principal").describe("Principal name (forces replacement)."),
+            m.optional("description").describe("Forces replacement."),
+            m.optional("expires_at").describe("RFC 3339 expiry (forces replacement)."),
+            m.computed("token").sensitive().describe("The bearer token."),
+            m.computed("token_id"),
             Attr::computed("id", string()).describe("`PRINCIPAL/TOKEN_ID`."),
         ],
     }
-    .describe_from(&schemars::schema_for!(api::CreatedToken))
 }
 
 #[async_trait::async_trait]

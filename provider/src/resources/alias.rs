@@ -4,8 +4,8 @@ use strongbox_client::ErrorCode;
 
 use super::{changed, string, unknown_if_null};
 use crate::core::{
-    Attr, ClientCaps, Ctx, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
-    null_object,
+    Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
+    api_diag, null_object,
 };
 use crate::value::Value;
 
@@ -18,17 +18,21 @@ fn schema() -> TfSchema {
 }
 
 fn build_schema() -> TfSchema {
+    let m = Model::of(&[
+        schemars::schema_for!(strongbox_schemas::Alias),
+        schemars::schema_for!(strongbox_schemas::PutAliasRequest),
+    ]);
     TfSchema {
         version: 0,
         description: "An alias (`alias/NAME`) pointing at a CMK.".into(),
         attrs: vec![
             Attr::required("name", string()).describe("`alias/NAME` (forces replacement)."),
-            Attr::required("key_id", string()).describe("The key it points to (changes in place)."),
+            m.required("key_id")
+                .describe("The key it points to (changes in place)."),
             Attr::computed("id", string()).describe("The alias name."),
-            Attr::computed("arn", string()),
+            m.computed("arn"),
         ],
     }
-    .describe_from(&schemars::schema_for!(strongbox_schemas::Alias))
 }
 
 async fn read_alias(ctx: &Ctx, name: &str) -> Result<Value, Diags> {

@@ -3,10 +3,10 @@
 use strongbox_client::ErrorCode;
 use strongbox_schemas as api;
 
-use super::{changed, default_if_unset, string, string_map, unknown_if_null};
+use super::{changed, default_if_unset, string, unknown_if_null};
 use crate::core::{
-    Attr, Ctx, DataSource, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
-    null_object, str_map,
+    Attr, Ctx, DataSource, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
+    api_diag, null_object, str_map,
 };
 use crate::value::{Number, Type, Value};
 
@@ -24,25 +24,29 @@ fn schema() -> TfSchema {
 }
 
 fn build_schema() -> TfSchema {
+    let m = Model::of(&[
+        schemars::schema_for!(api::Key),
+        schemars::schema_for!(api::CreateKeyRequest),
+        schemars::schema_for!(api::ScheduleKeyDeletionRequest),
+    ]);
     TfSchema {
         version: 0,
         description: "A customer master key (AES-256) that protects secrets. Destroying it schedules the destruction of its material.".into(),
         attrs: vec![
-            Attr::optional("description", string()),
-            Attr::optional_computed("key_spec", string()).describe("Only `AES_256` (the default); forces replacement."),
+            m.optional("description"),
+            m.optional_computed("key_spec").describe("Only `AES_256` (the default); forces replacement."),
             Attr::optional_computed("enabled", Type::Bool).describe("Whether the key can be used (default true)."),
-            Attr::optional_computed("automatic_rotation", Type::Bool).describe("Rotate the material on a schedule (default false)."),
-            Attr::optional_computed("rotation_interval", string()).describe("Period of automatic rotation, 7d–730d (default `365d`)."),
-            Attr::optional_computed("pending_window_in_days", Type::Number).describe("Days between destroy and the destruction of the material, 7–366 (default 30)."),
-            Attr::optional("tags", string_map()),
+            m.optional_computed("automatic_rotation").describe("Rotate the material on a schedule (default false)."),
+            m.optional_computed("rotation_interval").describe("Period of automatic rotation, 7d–730d (default `365d`)."),
+            m.optional_computed("pending_window_in_days").describe("Days between destroy and the destruction of the material, 7–366 (default 30)."),
+            m.optional("tags"),
             Attr::computed("id", string()).describe("The key id."),
-            Attr::computed("arn", string()),
-            Attr::computed("state", string()),
-            Attr::computed("primary_key_version", Type::Number),
-            Attr::computed("creation_date", string()),
+            m.computed("arn"),
+            m.computed("state"),
+            m.computed("primary_key_version"),
+            m.computed("creation_date"),
         ],
     }
-    .describe_from(&schemars::schema_for!(api::Key))
 }
 
 fn to_state(k: &api::Key, prior: &Value) -> Value {
@@ -321,24 +325,24 @@ impl DataSource for CmkDataSource {
     }
 
     fn schema(&self) -> TfSchema {
+        let m = Model::of(&[schemars::schema_for!(api::Key)]);
         TfSchema {
             version: 0,
             description: "Looks up a CMK by id or alias.".into(),
             attrs: vec![
-                Attr::required("key_id", string()).describe("Key id or `alias/NAME`."),
+                m.required("key_id").describe("Key id or `alias/NAME`."),
                 Attr::computed("id", string()).describe("The key id."),
-                Attr::computed("arn", string()),
-                Attr::computed("description", string()),
-                Attr::computed("state", string()),
+                m.computed("arn"),
+                m.computed("description"),
+                m.computed("state"),
                 Attr::computed("enabled", Type::Bool)
                     .describe("Whether the key state is `Enabled`."),
-                Attr::computed("primary_key_version", Type::Number),
-                Attr::computed("automatic_rotation", Type::Bool),
-                Attr::computed("creation_date", string()),
-                Attr::computed("tags", string_map()),
+                m.computed("primary_key_version"),
+                m.computed("automatic_rotation"),
+                m.computed("creation_date"),
+                m.computed("tags"),
             ],
         }
-        .describe_from(&schemars::schema_for!(api::Key))
     }
 
     async fn read(&self, ctx: &Ctx, config: &Value) -> Result<Value, Diags> {

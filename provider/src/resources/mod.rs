@@ -54,11 +54,6 @@ pub(crate) fn string() -> Type {
     Type::String
 }
 
-/// `map(string)`.
-pub(crate) fn string_map() -> Type {
-    Type::map(Type::String)
-}
-
 /// For an optional+computed attribute with a default: when the configuration leaves it
 /// unset, the default is planned (so a change made outside Terraform is put back).
 pub(crate) fn default_if_unset(planned: &mut Value, config: &Value, name: &str, default: Value) {

@@ -3,12 +3,12 @@
 use strongbox_client::ErrorCode;
 use strongbox_schemas as api;
 
-use super::{changed, default_if_unset, string, string_map, unknown_if_null};
+use super::{changed, default_if_unset, string, unknown_if_null};
 use crate::core::{
-    Attr, ClientCaps, Ctx, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
-    null_object,
+    Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
+    api_diag, null_object,
 };
-use crate::value::{Type, Value};
+use crate::value::Value;
 
 /// The resource type.
 pub struct PolicyResource;
@@ -19,29 +19,32 @@ fn schema() -> TfSchema {
 }
 
 fn build_schema() -> TfSchema {
+    let m = Model::of(&[
+        schemars::schema_for!(api::CreateRotationPolicyRequest),
+        schemars::schema_for!(api::RotationPolicy),
+    ]);
     TfSchema {
         version: 0,
         description: "A rotation policy; attach it to secrets with their `rotation_policy`.".into(),
         attrs: vec![
-            Attr::required("name", string()).describe("Policy name (forces replacement)."),
-            Attr::required("interval", string()).describe(
+            m.required("name")
+                .describe("Policy name (forces replacement)."),
+            m.required("interval").describe(
                 "Time between rotations, 6h–365d (e.g. `7d`, `604800s`); compared by meaning.",
             ),
-            Attr::optional_computed("window", string())
+            m.optional_computed("window")
                 .describe("Rotations start within this window after they fall due (default `1h`)."),
-            Attr::required("strategy", string())
+            m.required("strategy")
                 .describe("`random`, `postgresql`, `mysql`, `access_key`, `ssh_key` or `webhook`."),
-            Attr::optional("settings", string_map()).describe(
+            m.optional("settings").describe(
                 "Strategy settings (never secrets: a webhook's signing key is named, not given).",
             ),
-            Attr::optional_computed("enabled", Type::Bool)
+            m.optional_computed("enabled")
                 .describe("Whether rotations run (default true)."),
             Attr::computed("id", string()).describe("The policy name."),
-            Attr::computed("arn", string()),
+            m.computed("arn"),
         ],
     }
-    .describe_from(&schemars::schema_for!(api::CreateRotationPolicyRequest))
-    .describe_from(&schemars::schema_for!(api::RotationPolicy))
 }
 
 fn strategy(v: &Value) -> Result<api::RotationStrategy, Diags> {

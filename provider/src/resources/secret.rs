@@ -4,12 +4,11 @@ use strongbox_client::{DeleteSecretOptions, ErrorCode};
 use strongbox_schemas as api;
 
 use super::{
-    changed, default_if_unset, keep_null_if_empty, keep_null_if_empty_map, string, string_map,
-    unknown_if_null,
+    changed, default_if_unset, keep_null_if_empty, keep_null_if_empty_map, string, unknown_if_null,
 };
 use crate::core::{
-    Attr, ClientCaps, Ctx, Diag, Diags, ObjExt, PlanReq, PlanResp, Resource, TfSchema, api_diag,
-    null_object, opt_str,
+    Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
+    api_diag, null_object, opt_str,
 };
 use crate::value::{Number, Type, Value};
 
@@ -26,35 +25,39 @@ fn schema() -> TfSchema {
 }
 
 fn build_schema() -> TfSchema {
+    let m = Model::of(&[
+        schemars::schema_for!(api::CreateSecretRequest),
+        schemars::schema_for!(api::Secret),
+        schemars::schema_for!(api::SecretVersion),
+        schemars::schema_for!(api::DeleteSecretParams),
+    ]);
     TfSchema {
         version: 0,
         description: "A secret in Strongbox: its value (the `ACSCurrent` version) and metadata. A value written by the secret's rotation policy is not drift.".into(),
         attrs: vec![
-            Attr::required("name", string()).describe("Secret name (forces replacement). May contain `/`."),
-            Attr::optional("secret_data", string()).sensitive().describe("The value (base64 when `secret_data_type` is `binary`). Stored in state; use `secret_data_wo` to keep it out."),
+            m.required("name").describe("Secret name (forces replacement). May contain `/`."),
+            m.optional("secret_data").sensitive().describe("The value (base64 when `secret_data_type` is `binary`). Stored in state; use `secret_data_wo` to keep it out."),
             Attr::optional("secret_data_wo", string()).sensitive().write_only().describe("Write-only value (Terraform ≥ 1.11): never stored in plan or state. Change `secret_data_wo_version` to write a new value."),
             Attr::optional("secret_data_wo_version", Type::Number).describe("Bump to write `secret_data_wo` again."),
-            Attr::optional_computed("secret_data_type", string()).describe("`text` (default) or `binary` (forces replacement)."),
-            Attr::optional_computed("version_id", string()).describe("Id of the version Terraform writes; generated when unset."),
-            Attr::optional_computed("version_stages", Type::list(Type::String)).describe("Stages of that version; must include `ACSCurrent` (default `[\"ACSCurrent\"]`)."),
-            Attr::optional("description", string()),
-            Attr::optional_computed("encryption_key_id", string()).describe("CMK id or `alias/NAME` (forces replacement); kept exactly as written. The default key when unset."),
-            Attr::optional_computed("secret_type", string()).describe("`Generic` (default), `Rds`, `AccessKey` or `Ssh`."),
-            Attr::optional("extended_config", string()).describe("Type-specific settings as a JSON object string; compared by meaning."),
-            Attr::optional("rotation_policy", string()).describe("Name of the rotation policy attached to this secret."),
-            Attr::optional_computed("recovery_window_in_days", Type::Number).describe("Days the secret can be restored after `terraform destroy` (7–30, default 30)."),
-            Attr::optional_computed("force_delete_without_recovery", Type::Bool).describe("Delete at once on destroy, with no recovery window (default false)."),
-            Attr::optional("tags", string_map()),
+            m.optional_computed("secret_data_type").describe("`text` (default) or `binary` (forces replacement)."),
+            m.optional_computed("version_id").describe("Id of the version Terraform writes; generated when unset."),
+            m.optional_computed("version_stages").describe("Stages of that version; must include `ACSCurrent` (default `[\"ACSCurrent\"]`)."),
+            m.optional("description"),
+            m.optional_computed("encryption_key_id").describe("CMK id or `alias/NAME` (forces replacement); kept exactly as written. The default key when unset."),
+            m.optional_computed("secret_type").describe("`Generic` (default), `Rds`, `AccessKey` or `Ssh`."),
+            m.optional("extended_config").describe("Type-specific settings as a JSON object string; compared by meaning."),
+            m.optional("rotation_policy").describe("Name of the rotation policy attached to this secret."),
+            m.optional_computed("recovery_window_in_days").describe("Days the secret can be restored after `terraform destroy` (7–30, default 30)."),
+            m.optional_computed("force_delete_without_recovery").describe("Delete at once on destroy, with no recovery window (default false)."),
+            m.optional("tags"),
             Attr::computed("id", string()).describe("The secret name."),
-            Attr::computed("arn", string()),
-            Attr::computed("creation_date", string()),
-            Attr::computed("planned_delete_time", string()),
-            Attr::computed("last_rotation_date", string()),
-            Attr::computed("next_rotation_date", string()),
+            m.computed("arn"),
+            m.computed("creation_date"),
+            m.computed("planned_delete_time"),
+            m.computed("last_rotation_date"),
+            m.computed("next_rotation_date"),
         ],
     }
-    .describe_from(&schemars::schema_for!(api::CreateSecretRequest))
-    .describe_from(&schemars::schema_for!(api::Secret))
 }
 
 fn json_equal(a: &str, b: &str) -> bool {

@@ -3,9 +3,9 @@
 
 use super::string;
 use crate::core::{
-    Attr, Ctx, DataSource, Diags, Ephemeral, ObjExt, TfSchema, api_diag, null_object,
+    Attr, Ctx, DataSource, Diags, Ephemeral, Model, ObjExt, TfSchema, api_diag, null_object,
 };
-use crate::value::{Type, Value};
+use crate::value::Value;
 
 /// The data source.
 pub struct SecretDataSource;
@@ -13,23 +13,23 @@ pub struct SecretDataSource;
 pub struct SecretEphemeral;
 
 fn schema(description: &str) -> TfSchema {
+    let m = Model::of(&[schemars::schema_for!(strongbox_schemas::SecretValue)]);
     TfSchema {
         version: 0,
         description: description.into(),
         attrs: vec![
-            Attr::required("name", string()).describe("Secret name."),
-            Attr::optional_computed("version_id", string())
+            m.required("name").describe("Secret name."),
+            m.optional_computed("version_id")
                 .describe("A version id (default: the version holding `version_stage`)."),
             Attr::optional("version_stage", string()).describe("A stage (default `ACSCurrent`)."),
-            Attr::computed("secret_data", string())
+            m.computed("secret_data")
                 .sensitive()
                 .describe("The value (base64 when binary)."),
-            Attr::computed("secret_data_type", string()),
-            Attr::computed("version_stages", Type::list(Type::String)),
+            m.computed("secret_data_type"),
+            m.computed("version_stages"),
             Attr::computed("id", string()).describe("The secret name."),
         ],
     }
-    .describe_from(&schemars::schema_for!(strongbox_schemas::SecretValue))
 }
 
 async fn read(ctx: &Ctx, config: &Value, s: &TfSchema) -> Result<Value, Diags> {

@@ -9,8 +9,7 @@ use strongbox_schemas::{self as api, ErrorCode};
 
 use super::super::extract::{ApiJson, ApiPath, ApiQuery, Caller, OptionalJson};
 use super::{
-    ApiError, ApiResult, AppState, DeleteSecretParams, GetValueParams, PageQuery,
-    RandomPasswordParams, created,
+    ApiError, ApiResult, AppState, GetValueParams, PageQuery, RandomPasswordParams, created,
 };
 use crate::service::{ListSecretsQuery, Principal};
 
@@ -215,7 +214,7 @@ pub(super) async fn update_secret(
 pub(super) async fn delete_secret(
     State(s): State<AppState>,
     ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<DeleteSecretParams>,
+    ApiQuery(q): ApiQuery<api::DeleteSecretParams>,
 ) -> ApiResult<Json<api::DeleteSecretResponse>> {
     let force = q.force_delete_without_recovery.unwrap_or(false);
     Ok(Json(

@@ -105,7 +105,7 @@ routes! {
     get "/v1/secrets" => list_secrets, "kms:ListSecrets", path "*", 200, req: -, query: (ListSecretsParams), resp: (api::ListSecretsResponse), "List secrets the caller may describe (filter with name_prefix and tag.KEY=VALUE)";
     get "/v1/secrets/{name}" => describe_secret, "kms:DescribeSecret", path "secret/{name}", 200, req: -, query: -, resp: (api::Secret), "Describe a secret";
     patch "/v1/secrets/{name}" => update_secret, "kms:UpdateSecret", path "secret/{name}", 200, req: (api::UpdateSecretRequest), query: -, resp: (api::Secret), "Update a secret's metadata";
-    delete "/v1/secrets/{name}" => delete_secret, "kms:DeleteSecret", path "secret/{name}", 200, req: -, query: (DeleteSecretParams), resp: (api::DeleteSecretResponse), "Delete a secret (with a recovery window, or forced)";
+    delete "/v1/secrets/{name}" => delete_secret, "kms:DeleteSecret", path "secret/{name}", 200, req: -, query: (api::DeleteSecretParams), resp: (api::DeleteSecretResponse), "Delete a secret (with a recovery window, or forced)";
     get "/v1/secrets/{name}/value" => get_secret_value, "kms:GetSecretValue", path "secret/{name}", 200, req: -, query: (GetValueParams), resp: (api::SecretValue), "Read a version's value (default ACSCurrent)";
     post "/v1/secrets/{name}/versions" => put_secret_value, "kms:PutSecretValue", path "secret/{name}", 201, req: (api::PutSecretValueRequest), query: -, resp: (api::SecretVersionRef), "Add a version";
     get "/v1/secrets/{name}/versions" => list_secret_versions, "kms:ListSecretVersionIds", path "secret/{name}", 200, req: -, query: -, resp: (api::ListSecretVersionsResponse), "List versions";
@@ -230,16 +230,6 @@ impl RandomPasswordParams {
         }
         m
     }
-}
-
-/// Query of `DELETE /v1/secrets/{name}`.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DeleteSecretParams {
-    /// 7–30 days (default 30).
-    recovery_window_in_days: Option<u32>,
-    /// Delete at once, with no way back.
-    force_delete_without_recovery: Option<bool>,
 }
 
 /// Query of `GET /v1/audit`.

@@ -11,8 +11,10 @@
 //! first one runs at start) resumes with the step after it. `ACSCurrent` changes only
 //! in the *finish* write, so it is readable at every point.
 
+mod access_key;
 mod random;
 mod schedule;
+mod ssh_key;
 mod strategy;
 mod webhook;
 
@@ -342,6 +344,22 @@ impl Service {
     }
 
     fn strategy_for(&self, policy: &PolicyRecord) -> Result<AnyStrategy> {
+        // Strategies that act on this service (or read the secret's settings) hold it.
+        match policy.strategy {
+            api::RotationStrategy::AccessKey => {
+                return Ok(AnyStrategy::AccessKey(access_key::AccessKeyStrategy::new(
+                    self.clone(),
+                    &policy.settings,
+                )?));
+            }
+            api::RotationStrategy::SshKey => {
+                return Ok(AnyStrategy::SshKey(ssh_key::SshKeyStrategy::new(
+                    self.clone(),
+                    &policy.settings,
+                )?));
+            }
+            _ => {}
+        }
         let s = AnyStrategy::build(policy.strategy, &policy.settings, |signing| {
             let v = self.get_secret_value(signing, None, None)?;
             Ok(Zeroizing::new(v.secret_data.clone().into_bytes()))
@@ -785,6 +803,8 @@ pub(crate) fn validate_strategy_settings(
             random::RandomStrategy::from_settings(settings).map(|_| ())
         }
         api::RotationStrategy::Webhook => webhook::validate_settings(settings),
+        api::RotationStrategy::AccessKey => access_key::validate_settings(settings),
+        api::RotationStrategy::SshKey => ssh_key::validate_settings(settings),
         _ => Ok(()),
     }
 }

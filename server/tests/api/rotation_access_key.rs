@@ -254,3 +254,28 @@ async fn access_key_policies_never_issue_tokens_for_root_or_unlisted_principals(
     let root_tokens = c.list_tokens("root").await.unwrap().tokens;
     assert_eq!(root_tokens.len(), 1);
 }
+
+#[tokio::test]
+async fn the_access_key_strategy_passes_the_conformance_suite() {
+    let s = TestServer::start_with(fast_config()).await;
+    let first = setup(&s).await;
+    // Every step twice: one new token, registered once, that authenticates as app.
+    let value = s.service.rotation_conformance(SECRET).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    assert_eq!(doc["PrincipalName"], "app");
+    let (id, token) = (
+        doc["TokenId"].as_str().unwrap(),
+        doc["Token"].as_str().unwrap(),
+    );
+    s.client_with_token(token)
+        .get_secret_value(SECRET, None, None)
+        .await
+        .unwrap();
+    s.client_with_token(&first)
+        .get_secret_value(SECRET, None, None)
+        .await
+        .unwrap();
+    let tokens = s.client.list_tokens("app").await.unwrap().tokens;
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert_eq!(tokens.iter().filter(|t| t.token_id == id).count(), 1);
+}

@@ -496,3 +496,35 @@ async fn the_password_sub_type_changes_the_accounts_password_over_ssh() {
         history.push(pw);
     }
 }
+
+#[tokio::test]
+async fn the_ssh_key_strategy_passes_the_conformance_suite() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let (private, public) = keygen(sshd.dir.path(), "first", "ed25519");
+    sshd.authorize_only(&[&public]);
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy("ssh-keys", "30d", RotationStrategy::SshKey, &[]))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&ssh_secret(
+            "conformance",
+            json!({"UserName": USER, "PublicKey": public, "PrivateKey": private}),
+            json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": sshd.host_key}),
+            "ssh-keys",
+        ))
+        .await
+        .unwrap();
+    // Every step twice: the new key is added once, and logs in.
+    let value = s.service.rotation_conformance("conformance").await.unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    let new_public = doc["PublicKey"].as_str().unwrap();
+    let blob = new_public.split_whitespace().nth(1).unwrap();
+    let keys = sshd.authorized_keys();
+    assert_eq!(keys.matches(blob).count(), 1, "{keys}");
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    assert!(sshd.key_logs_in(doc["PrivateKey"].as_str().unwrap()));
+    assert!(sshd.key_logs_in(&private));
+}

@@ -169,12 +169,14 @@ impl AccessKeyStrategy {
         }
     }
 
-    /// The value of a stage, if the secret has a version there.
+    /// The value of a stage, if the secret has a version there holding a token value.
     fn stage_value(&self, name: &str, stage: &str) -> Result<Option<AccessKeyValue>> {
         match self.service.get_secret_value(name, None, Some(stage)) {
             Ok(v) => {
                 let data = Zeroizing::new(v.secret_data.into_bytes());
-                Ok(Some(AccessKeyValue::parse("finish", stage, &data)?))
+                // A value of another shape (e.g. from before the secret held a token)
+                // names no token to keep or revoke.
+                Ok(AccessKeyValue::parse("finish", stage, &data).ok())
             }
             Err(e) if e.code == ErrorCode::VersionNotFound => Ok(None),
             Err(e) => Err(e),

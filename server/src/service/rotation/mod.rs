@@ -827,3 +827,24 @@ pub async fn strategy_conformance(
     };
     strategy::conformance(&s, current).await.map(|v| v.to_vec())
 }
+
+#[cfg(any(test, feature = "failpoints"))]
+impl Service {
+    /// Test-only: runs the strategy of a secret's policy through the shared conformance
+    /// suite (each step twice) against the secret as it is, without recording a
+    /// version; returns the value it created. For strategies that act on this service
+    /// or read the secret (`access_key`, `ssh_key`).
+    pub async fn rotation_conformance(&self, name: &str) -> Result<Vec<u8>> {
+        let rec = load_live_secret(self.store(), name)?;
+        let policy: PolicyRecord = match &rec.rotation_policy {
+            Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
+            None => None,
+        }
+        .ok_or_else(|| Error::new(ErrorCode::InvalidState, "the secret has no policy"))?;
+        let strategy = self.strategy_for(&policy)?;
+        let current = self.plaintext(name, None)?;
+        strategy::conformance_of(&strategy, name, &current)
+            .await
+            .map(|v| v.to_vec())
+    }
+}

@@ -722,7 +722,9 @@ impl Strategy for SshKeyStrategy {
             "current",
             &self.current("finish", cx.secret_name)?,
         )?;
-        let old = previous.blob("finish", "previous")?;
+        let Ok(old) = previous.blob("finish", "previous") else {
+            return Ok(());
+        };
         let keep = [
             pending.blob("finish", "pending")?,
             current.blob("finish", "current")?,

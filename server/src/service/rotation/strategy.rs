@@ -125,8 +125,18 @@ impl Strategy for AnyStrategy {
 /// before the rotation.
 #[cfg(any(test, feature = "failpoints"))]
 pub(crate) async fn conformance<S: Strategy>(s: &S, current: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    conformance_of(s, "conformance/secret", current).await
+}
+
+/// [`conformance`] for a strategy that reads the secret it rotates (by `secret_name`).
+#[cfg(any(test, feature = "failpoints"))]
+pub(crate) async fn conformance_of<S: Strategy>(
+    s: &S,
+    secret_name: &str,
+    current: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
     let mut cx = StepContext {
-        secret_name: "conformance/secret",
+        secret_name,
         version_id: "conformance-v1",
         current: Some(current),
         pending: None,

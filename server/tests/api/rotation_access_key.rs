@@ -242,6 +242,15 @@ async fn access_key_policies_never_issue_tokens_for_root_or_unlisted_principals(
     ))
     .await
     .unwrap();
+    // The strategy rotates AccessKey secrets only.
+    let mut generic = text_secret("generic", &json!({"PrincipalName": "app"}).to_string());
+    generic.rotation_policy = Some("only-app".into());
+    c.create_secret(&generic).await.unwrap();
+    assert_code(
+        c.rotate_secret("generic", None).await,
+        ErrorCode::RotationFailed,
+        "secret_type AccessKey",
+    );
     let mut req = text_secret("steal-root", &json!({"PrincipalName": "root"}).to_string());
     req.secret_type = api::SecretType::AccessKey;
     req.rotation_policy = Some("only-app".into());

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use strongbox_schemas::{ErrorCode, ROOT_PRINCIPAL, STAGE_CURRENT, STAGE_PREVIOUS};
+use strongbox_schemas::{ErrorCode, ROOT_PRINCIPAL, STAGE_CURRENT, STAGE_PREVIOUS, SecretType};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::strategy::{StepContext, Strategy};
@@ -186,6 +186,13 @@ impl AccessKeyStrategy {
 
 impl Strategy for AccessKeyStrategy {
     async fn create(&self, cx: &StepContext<'_>) -> Result<Zeroizing<Vec<u8>>> {
+        let kind = self.service.describe_secret(cx.secret_name)?.secret_type;
+        if kind != SecretType::AccessKey {
+            return Err(failed(
+                "create",
+                format!("the strategy rotates secrets of secret_type AccessKey, not {kind:?}"),
+            ));
+        }
         let current = cx
             .current
             .ok_or_else(|| failed("create", "no current value"))?;

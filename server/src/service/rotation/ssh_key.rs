@@ -39,7 +39,7 @@ use russh::client;
 use russh::keys::ssh_key::{self, LineEnding};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use serde::{Deserialize, Serialize};
-use strongbox_schemas::{ErrorCode, STAGE_CURRENT, STAGE_PREVIOUS};
+use strongbox_schemas::{ErrorCode, STAGE_CURRENT, STAGE_PREVIOUS, SecretType};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::random::PasswordRules;
@@ -508,6 +508,15 @@ impl SshKeyStrategy {
 
     fn target(&self, name: &str) -> Result<Target> {
         let secret = self.service.describe_secret(name)?;
+        if secret.secret_type != SecretType::Ssh {
+            return Err(failed(
+                "config",
+                format!(
+                    "the strategy rotates secrets of secret_type Ssh, not {:?}",
+                    secret.secret_type
+                ),
+            ));
+        }
         Target::parse(secret.extended_config.as_ref())
     }
 

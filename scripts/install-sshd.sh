@@ -8,7 +8,8 @@ set -euo pipefail
 
 log() { echo "install-sshd: $*" >&2; }
 
-if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null 2>&1 || ! command -v chpasswd >/dev/null 2>&1; then
+if [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null 2>&1 || ! command -v ssh-keygen >/dev/null 2>&1 \
+    || ! command -v chpasswd >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
         log "openssh-server is missing and cannot be installed (needs root and apt-get)"
         exit 1

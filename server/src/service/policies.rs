@@ -55,8 +55,18 @@ fn validate_settings(
         RotationStrategy::Postgresql | RotationStrategy::Mysql => {
             &["password_length", "exclude_characters"]
         }
-        RotationStrategy::AccessKey => &[],
-        RotationStrategy::SshKey => &["key_type", "rsa_bits"],
+        RotationStrategy::AccessKey => &["principals"],
+        RotationStrategy::SshKey => &[
+            "key_type",
+            "rsa_bits",
+            "length",
+            "exclude_characters",
+            "exclude_lowercase",
+            "exclude_uppercase",
+            "exclude_numbers",
+            "exclude_punctuation",
+            "require_each_included_type",
+        ],
     };
     for k in settings.keys() {
         if !known.contains(&k.as_str()) {

@@ -34,7 +34,7 @@ fn builtin(name: &str) -> Error {
     )
 }
 
-fn load_principal(r: &(impl Reader + ?Sized), name: &str) -> Result<PrincipalRecord> {
+pub(super) fn load_principal(r: &(impl Reader + ?Sized), name: &str) -> Result<PrincipalRecord> {
     load(r, Table::Principals, name.as_bytes())?.ok_or_else(|| principal_not_found(name))
 }
 
@@ -78,7 +78,7 @@ fn reindex(t: &mut Txn<'_>, principal: &str, old: &[String], new: &[String]) {
     }
 }
 
-fn put_token(t: &mut Txn<'_>, rec: &TokenRecord) {
+pub(super) fn put_token(t: &mut Txn<'_>, rec: &TokenRecord) {
     t.put(Table::Tokens, &rec.sha256, encode(rec));
     t.put(
         Table::PrincipalTokens,
@@ -87,7 +87,7 @@ fn put_token(t: &mut Txn<'_>, rec: &TokenRecord) {
     );
 }
 
-fn delete_token_of(t: &mut Txn<'_>, principal: &str, token_id: &str) -> Result<bool> {
+pub(super) fn delete_token_of(t: &mut Txn<'_>, principal: &str, token_id: &str) -> Result<bool> {
     let idx = composite(principal, token_id);
     let Some(hash) = t.get(Table::PrincipalTokens, &idx)? else {
         return Ok(false);
@@ -95,6 +95,22 @@ fn delete_token_of(t: &mut Txn<'_>, principal: &str, token_id: &str) -> Result<b
     t.delete(Table::Tokens, &hash);
     t.delete(Table::PrincipalTokens, &idx);
     Ok(true)
+}
+
+/// The token records of a principal (none when it does not exist).
+pub(super) fn tokens_of(r: &(impl Reader + ?Sized), principal: &str) -> Result<Vec<TokenRecord>> {
+    let mut out = Vec::new();
+    for (_, hash) in r.scan(
+        Table::PrincipalTokens,
+        &prefix_of(principal),
+        None,
+        usize::MAX,
+    )? {
+        if let Some(t) = load::<TokenRecord>(r, Table::Tokens, &hash)? {
+            out.push(t);
+        }
+    }
+    Ok(out)
 }
 
 fn prefix_of(name: &str) -> Vec<u8> {

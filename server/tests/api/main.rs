@@ -11,6 +11,8 @@ mod keys;
 mod policies;
 mod process;
 mod rotation;
+mod rotation_access_key;
+mod rotation_ssh;
 mod rotation_webhook;
 mod route_table;
 mod secrets;

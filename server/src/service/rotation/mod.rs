@@ -11,8 +11,10 @@
 //! first one runs at start) resumes with the step after it. `ACSCurrent` changes only
 //! in the *finish* write, so it is readable at every point.
 
+mod access_key;
 mod random;
 mod schedule;
+mod ssh_key;
 mod strategy;
 mod webhook;
 
@@ -342,6 +344,22 @@ impl Service {
     }
 
     fn strategy_for(&self, policy: &PolicyRecord) -> Result<AnyStrategy> {
+        // Strategies that act on this service (or read the secret's settings) hold it.
+        match policy.strategy {
+            api::RotationStrategy::AccessKey => {
+                return Ok(AnyStrategy::AccessKey(access_key::AccessKeyStrategy::new(
+                    self.clone(),
+                    &policy.settings,
+                )?));
+            }
+            api::RotationStrategy::SshKey => {
+                return Ok(AnyStrategy::SshKey(ssh_key::SshKeyStrategy::new(
+                    self.clone(),
+                    &policy.settings,
+                )?));
+            }
+            _ => {}
+        }
         let s = AnyStrategy::build(policy.strategy, &policy.settings, |signing| {
             let v = self.get_secret_value(signing, None, None)?;
             Ok(Zeroizing::new(v.secret_data.clone().into_bytes()))
@@ -785,6 +803,8 @@ pub(crate) fn validate_strategy_settings(
             random::RandomStrategy::from_settings(settings).map(|_| ())
         }
         api::RotationStrategy::Webhook => webhook::validate_settings(settings),
+        api::RotationStrategy::AccessKey => access_key::validate_settings(settings),
+        api::RotationStrategy::SshKey => ssh_key::validate_settings(settings),
         _ => Ok(()),
     }
 }
@@ -806,4 +826,25 @@ pub async fn strategy_conformance(
         other => other,
     };
     strategy::conformance(&s, current).await.map(|v| v.to_vec())
+}
+
+#[cfg(any(test, feature = "failpoints"))]
+impl Service {
+    /// Test-only: runs the strategy of a secret's policy through the shared conformance
+    /// suite (each step twice) against the secret as it is, without recording a
+    /// version; returns the value it created. For strategies that act on this service
+    /// or read the secret (`access_key`, `ssh_key`).
+    pub async fn rotation_conformance(&self, name: &str) -> Result<Vec<u8>> {
+        let rec = load_live_secret(self.store(), name)?;
+        let policy: PolicyRecord = match &rec.rotation_policy {
+            Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
+            None => None,
+        }
+        .ok_or_else(|| Error::new(ErrorCode::InvalidState, "the secret has no policy"))?;
+        let strategy = self.strategy_for(&policy)?;
+        let current = self.plaintext(name, None)?;
+        strategy::conformance_of(&strategy, name, &current)
+            .await
+            .map(|v| v.to_vec())
+    }
 }

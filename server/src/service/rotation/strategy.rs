@@ -3,7 +3,9 @@
 
 use zeroize::Zeroizing;
 
+use super::access_key::AccessKeyStrategy;
 use super::random::RandomStrategy;
+use super::ssh_key::SshKeyStrategy;
 use super::webhook::WebhookStrategy;
 use crate::error::{Error, Result};
 use strongbox_schemas::{ErrorCode, RotationStrategy};
@@ -56,6 +58,10 @@ pub(crate) trait Strategy {
 pub(crate) enum AnyStrategy {
     Random(RandomStrategy),
     Webhook(WebhookStrategy),
+    /// Built by the engine (it needs the service): `Service::strategy_for`.
+    AccessKey(AccessKeyStrategy),
+    /// Built by the engine (it needs the service): `Service::strategy_for`.
+    SshKey(SshKeyStrategy),
 }
 
 impl AnyStrategy {
@@ -84,24 +90,32 @@ impl Strategy for AnyStrategy {
         match self {
             Self::Random(s) => s.create(cx).await,
             Self::Webhook(s) => s.create(cx).await,
+            Self::AccessKey(s) => s.create(cx).await,
+            Self::SshKey(s) => s.create(cx).await,
         }
     }
     async fn set(&self, cx: &StepContext<'_>) -> Result<()> {
         match self {
             Self::Random(s) => s.set(cx).await,
             Self::Webhook(s) => s.set(cx).await,
+            Self::AccessKey(s) => s.set(cx).await,
+            Self::SshKey(s) => s.set(cx).await,
         }
     }
     async fn test(&self, cx: &StepContext<'_>) -> Result<()> {
         match self {
             Self::Random(s) => s.test(cx).await,
             Self::Webhook(s) => s.test(cx).await,
+            Self::AccessKey(s) => s.test(cx).await,
+            Self::SshKey(s) => s.test(cx).await,
         }
     }
     async fn finish(&self, cx: &StepContext<'_>) -> Result<()> {
         match self {
             Self::Random(s) => s.finish(cx).await,
             Self::Webhook(s) => s.finish(cx).await,
+            Self::AccessKey(s) => s.finish(cx).await,
+            Self::SshKey(s) => s.finish(cx).await,
         }
     }
 }
@@ -111,8 +125,18 @@ impl Strategy for AnyStrategy {
 /// before the rotation.
 #[cfg(any(test, feature = "failpoints"))]
 pub(crate) async fn conformance<S: Strategy>(s: &S, current: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    conformance_of(s, "conformance/secret", current).await
+}
+
+/// [`conformance`] for a strategy that reads the secret it rotates (by `secret_name`).
+#[cfg(any(test, feature = "failpoints"))]
+pub(crate) async fn conformance_of<S: Strategy>(
+    s: &S,
+    secret_name: &str,
+    current: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
     let mut cx = StepContext {
-        secret_name: "conformance/secret",
+        secret_name,
         version_id: "conformance-v1",
         current: Some(current),
         pending: None,

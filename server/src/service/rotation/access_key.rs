@@ -1,0 +1,343 @@
+//! The `access_key` strategy: tokens of a Strongbox principal, for applications that
+//! call Strongbox itself and read their own token from a secret.
+//!
+//! The secret's value is `{"PrincipalName", "TokenId", "Token"}` (the first value may
+//! hold only `PrincipalName`). The steps:
+//!
+//! - *create* makes the new token (256 random bits, like every token) and an id derived
+//!   from the secret and the version id; nothing outside the pending value exists yet,
+//!   so a *create* lost in a crash leaves no stray token behind.
+//! - *set* registers the token for the principal through the access write path, which
+//!   empties the identity cache before it returns (idempotent: the token id is fixed
+//!   per version, a repeated *set* replaces the same record).
+//! - *test* authenticates the token through the same identity lookup every API request
+//!   uses, and checks it stands for the principal.
+//! - *finish* revokes the token behind the version that is `ACSPrevious` before the
+//!   swap (two versions old after it), and any other token this secret's rotations
+//!   issued that is neither the current nor the new one (e.g. left by a failed
+//!   rotation). The token an application holds therefore stays valid for a full cycle.
+//!
+//! Settings: `principals` (required), a comma-separated list of the principals this
+//! policy may issue tokens for: exact names or prefixes ending in `*`. The built-in
+//! `root` principal is never rotated.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use strongbox_schemas::{ErrorCode, ROOT_PRINCIPAL, STAGE_CURRENT, STAGE_PREVIOUS, SecretType};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::strategy::{StepContext, Strategy};
+use crate::barrier;
+use crate::error::{Error, Result};
+use crate::service::Service;
+use crate::service::identity::{TokenRecord, new_token};
+use crate::service::principals::{delete_token_of, load_principal, put_token, tokens_of};
+
+/// The value of an `AccessKey` secret. Wiped when dropped.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct AccessKeyValue {
+    #[serde(rename = "PrincipalName")]
+    principal_name: String,
+    #[serde(rename = "TokenId", default, skip_serializing_if = "Option::is_none")]
+    token_id: Option<String>,
+    #[serde(rename = "Token", default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+fn failed(step: &str, why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorCode::RotationFailed,
+        format!("access_key {step}: {why}"),
+    )
+}
+
+impl AccessKeyValue {
+    /// Parses a value; errors never quote it.
+    fn parse(step: &str, which: &str, v: &[u8]) -> Result<Self> {
+        serde_json::from_slice(v).map_err(|_| {
+            failed(
+                step,
+                format!(
+                    "the {which} value is not a JSON object with a PrincipalName (and TokenId, Token)"
+                ),
+            )
+        })
+    }
+
+    fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
+        Ok(Zeroizing::new(
+            serde_json::to_vec(self).map_err(Error::internal)?,
+        ))
+    }
+}
+
+/// The principals a policy may issue tokens for.
+#[derive(Debug, Clone)]
+struct Allowed(Vec<String>);
+
+impl Allowed {
+    fn parse(settings: &BTreeMap<String, String>) -> Result<Self> {
+        const FIELD: &str = "settings.principals";
+        let raw = settings.get("principals").map(String::as_str).unwrap_or("");
+        let list: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        if list.is_empty() {
+            return Err(Error::invalid(
+                FIELD,
+                "name the principals this policy may issue tokens for (comma-separated names or prefixes ending in *)",
+            ));
+        }
+        for p in &list {
+            let name = p.strip_suffix('*').unwrap_or(p);
+            if name.contains('*') {
+                return Err(Error::invalid(FIELD, "* may only end a prefix"));
+            }
+            if p == ROOT_PRINCIPAL || p == "*" {
+                return Err(Error::invalid(
+                    FIELD,
+                    "the built-in root principal (or every principal) cannot be rotated",
+                ));
+            }
+        }
+        Ok(Self(list))
+    }
+
+    fn allows(&self, principal: &str) -> bool {
+        principal != ROOT_PRINCIPAL
+            && self.0.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => principal.starts_with(prefix),
+                None => p == principal,
+            })
+    }
+}
+
+/// Checks `access_key` settings (policy create and update).
+pub(crate) fn validate_settings(settings: &BTreeMap<String, String>) -> Result<()> {
+    Allowed::parse(settings).map(|_| ())
+}
+
+/// The token id of the version `version_id` of `secret`: fixed, so steps are idempotent.
+fn token_id_for(secret: &str, version_id: &str) -> String {
+    let h = barrier::sha256(format!("access_key\0{secret}\0{version_id}").as_bytes());
+    format!("tok_{}", hex::encode(&h[..12]))
+}
+
+/// The description of the tokens a secret's rotations issue (how *finish* finds them).
+fn marker(secret: &str) -> String {
+    format!("Issued by the rotation of secret {secret}")
+}
+
+/// The `access_key` strategy, bound to the service whose principals it rotates.
+pub(crate) struct AccessKeyStrategy {
+    service: Service,
+    allowed: Allowed,
+}
+
+impl AccessKeyStrategy {
+    pub(crate) fn new(service: Service, settings: &BTreeMap<String, String>) -> Result<Self> {
+        Ok(Self {
+            service,
+            allowed: Allowed::parse(settings)?,
+        })
+    }
+
+    fn pending(&self, step: &str, cx: &StepContext<'_>) -> Result<AccessKeyValue> {
+        let v = cx.pending.ok_or_else(|| failed(step, "no pending value"))?;
+        let v = AccessKeyValue::parse(step, "pending", v)?;
+        if v.token.is_none() || v.token_id.is_none() {
+            return Err(failed(step, "the pending value has no TokenId or Token"));
+        }
+        self.check_principal(step, &v.principal_name)?;
+        Ok(v)
+    }
+
+    fn check_principal(&self, step: &str, principal: &str) -> Result<()> {
+        if self.allowed.allows(principal) {
+            Ok(())
+        } else {
+            Err(failed(
+                step,
+                format!(
+                    "the policy's principals setting does not allow issuing tokens for principal {principal}"
+                ),
+            ))
+        }
+    }
+
+    /// The value of a stage, if the secret has a version there holding a token value.
+    fn stage_value(&self, name: &str, stage: &str) -> Result<Option<AccessKeyValue>> {
+        match self.service.get_secret_value(name, None, Some(stage)) {
+            Ok(v) => {
+                let data = Zeroizing::new(v.secret_data.into_bytes());
+                // A value of another shape (e.g. from before the secret held a token)
+                // names no token to keep or revoke.
+                Ok(AccessKeyValue::parse("finish", stage, &data).ok())
+            }
+            Err(e) if e.code == ErrorCode::VersionNotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Strategy for AccessKeyStrategy {
+    async fn create(&self, cx: &StepContext<'_>) -> Result<Zeroizing<Vec<u8>>> {
+        let kind = self.service.describe_secret(cx.secret_name)?.secret_type;
+        if kind != SecretType::AccessKey {
+            return Err(failed(
+                "create",
+                format!("the strategy rotates secrets of secret_type AccessKey, not {kind:?}"),
+            ));
+        }
+        let current = cx
+            .current
+            .ok_or_else(|| failed("create", "no current value"))?;
+        let current = AccessKeyValue::parse("create", "current", current)?;
+        self.check_principal("create", &current.principal_name)?;
+        let token = new_token();
+        AccessKeyValue {
+            principal_name: current.principal_name.clone(),
+            token_id: Some(token_id_for(cx.secret_name, cx.version_id)),
+            token: Some(token.to_string()),
+        }
+        .to_bytes()
+    }
+
+    async fn set(&self, cx: &StepContext<'_>) -> Result<()> {
+        let v = self.pending("set", cx)?;
+        let (Some(token), Some(token_id)) = (&v.token, &v.token_id) else {
+            return Err(failed("set", "the pending value has no TokenId or Token"));
+        };
+        let rec = TokenRecord {
+            token_id: token_id.clone(),
+            principal: v.principal_name.clone(),
+            sha256: barrier::sha256(token.as_bytes()).to_vec(),
+            description: marker(cx.secret_name),
+            creation_date: self.service.now(),
+            expires_at: None,
+        };
+        self.service
+            .write_access(move |t| {
+                load_principal(t, &rec.principal)?;
+                // A repeated set replaces the record this version made.
+                delete_token_of(t, &rec.principal, &rec.token_id)?;
+                put_token(t, &rec);
+                Ok(())
+            })
+            .await
+            .map_err(|e| failed("set", format!("{}: {}", e.code, e.message)))
+    }
+
+    async fn test(&self, cx: &StepContext<'_>) -> Result<()> {
+        let v = self.pending("test", cx)?;
+        let token = v.token.as_deref().unwrap_or_default();
+        let id = self.service.authenticate(token).map_err(|e| {
+            failed(
+                "test",
+                format!(
+                    "the new token of principal {} does not authenticate ({})",
+                    v.principal_name, e.code
+                ),
+            )
+        })?;
+        if id.principal() != v.principal_name || Some(id.token_id()) != v.token_id.as_deref() {
+            return Err(failed(
+                "test",
+                format!(
+                    "the new token authenticates as another identity than principal {}",
+                    v.principal_name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, cx: &StepContext<'_>) -> Result<()> {
+        let pending = self.pending("finish", cx)?;
+        let current = self.stage_value(cx.secret_name, STAGE_CURRENT)?;
+        let previous = self.stage_value(cx.secret_name, STAGE_PREVIOUS)?;
+        // The tokens that stay: the new one and the one applications hold now.
+        let keep: Vec<(String, String)> = [Some(&pending), current.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Some((v.principal_name.clone(), v.token_id.clone()?)))
+            .collect();
+        let mut revoke: Vec<(String, String)> = Vec::new();
+        if let Some(p) = &previous
+            && let Some(id) = &p.token_id
+            && self.allowed.allows(&p.principal_name)
+        {
+            revoke.push((p.principal_name.clone(), id.clone()));
+        }
+        // Tokens this secret's rotations issued to the principal and no stage holds
+        // (e.g. from a rotation that failed after set).
+        let marker = marker(cx.secret_name);
+        for t in tokens_of(self.service.store(), &pending.principal_name)? {
+            if t.description == marker {
+                revoke.push((t.principal, t.token_id));
+            }
+        }
+        revoke.retain(|r| !keep.contains(r));
+        revoke.sort();
+        revoke.dedup();
+        if revoke.is_empty() {
+            return Ok(());
+        }
+        self.service
+            .write_access(move |t| {
+                for (principal, token_id) in &revoke {
+                    // Gone already (a repeated finish): nothing to do.
+                    delete_token_of(t, principal, token_id)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| failed("finish", format!("{}: {}", e.code, e.message)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_setting_is_required_and_never_root() {
+        let s = |v: &str| -> BTreeMap<String, String> {
+            [("principals".to_string(), v.to_string())].into()
+        };
+        for bad in ["", " , ", "root", "app,root", "*", "a*b"] {
+            let e = validate_settings(&s(bad)).unwrap_err();
+            assert!(e.message.contains("settings.principals"), "{bad}: {e}");
+        }
+        assert!(validate_settings(&BTreeMap::new()).is_err());
+        let a = Allowed::parse(&s("app, ci-*")).unwrap();
+        assert!(a.allows("app"));
+        assert!(a.allows("ci-runner"));
+        assert!(!a.allows("apps"));
+        assert!(!a.allows("root"));
+        let any_prefix = Allowed::parse(&s("r*")).unwrap();
+        assert!(!any_prefix.allows("root"));
+    }
+
+    #[test]
+    fn token_ids_are_fixed_per_version_and_look_like_tokens() {
+        let a = token_id_for("app/key", "v1");
+        assert_eq!(a, token_id_for("app/key", "v1"));
+        assert_ne!(a, token_id_for("app/key", "v2"));
+        assert_ne!(a, token_id_for("app/other", "v1"));
+        assert_eq!(a.len(), 4 + 24);
+    }
+
+    #[test]
+    fn bad_values_are_not_quoted() {
+        let Err(e) = AccessKeyValue::parse("create", "current", b"sbx_secret-token") else {
+            panic!("not JSON, yet parsed");
+        };
+        assert!(!e.message.contains("sbx_secret"));
+        assert_eq!(e.code, ErrorCode::RotationFailed);
+    }
+}

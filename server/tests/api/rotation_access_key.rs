@@ -1,0 +1,290 @@
+//! The `access_key` strategy: a principal's token rotated while an application keeps
+//! calling the API with the token it reads from its own secret.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde_json::json;
+use strongbox_client::ErrorCode;
+use strongbox_schemas::{
+    self as api, RotationStatus, RotationStrategy, STAGE_CURRENT, STAGE_PREVIOUS,
+};
+
+use crate::common::*;
+use crate::rotation::{fast_config, policy};
+
+const SECRET: &str = "app/strongbox-token";
+
+/// The token held by a stage (read with the root client).
+async fn token_at(s: &TestServer, stage: &str) -> (String, String) {
+    let v = s
+        .client
+        .get_secret_value(SECRET, None, Some(stage))
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&v.secret_data).unwrap();
+    assert_eq!(doc["PrincipalName"], "app");
+    (
+        doc["TokenId"].as_str().unwrap().to_string(),
+        doc["Token"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Sets up principal `app` (may read its own secret), its first token, the policy and
+/// the secret holding the token.
+async fn setup(s: &TestServer) -> String {
+    let c = &s.client;
+    c.create_policy(&api::CreatePolicyRequest {
+        name: "app-reads-its-token".into(),
+        description: None,
+        document: serde_json::from_value(json!({"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": ["kms:GetSecretValue", "kms:DescribeSecret"],
+             "Resource": format!("secret/{SECRET}")}]}))
+        .unwrap(),
+    })
+    .await
+    .unwrap();
+    c.create_principal(&api::CreatePrincipalRequest {
+        name: "app".into(),
+        description: None,
+        policies: Some(vec!["app-reads-its-token".into()]),
+    })
+    .await
+    .unwrap();
+    let first = c.create_token("app", &Default::default()).await.unwrap();
+    c.create_rotation_policy(&policy(
+        "app-tokens",
+        "30d",
+        RotationStrategy::AccessKey,
+        &[("principals", "app, ci-*")],
+    ))
+    .await
+    .unwrap();
+    let mut req = text_secret(
+        SECRET,
+        &json!({"PrincipalName": "app", "TokenId": first.token_id, "Token": first.token})
+            .to_string(),
+    );
+    req.secret_type = api::SecretType::AccessKey;
+    req.rotation_policy = Some("app-tokens".into());
+    c.create_secret(&req).await.unwrap();
+    first.token
+}
+
+#[tokio::test]
+async fn an_application_reading_its_own_token_keeps_working_across_ten_rotations() {
+    let s = Arc::new(TestServer::start_with(fast_config()).await);
+    let first = setup(&s).await;
+
+    // The application: calls the API with the token it holds; every answer is its
+    // secret's ACSCurrent value, so each call re-reads the token it uses next.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let app = {
+        let (s, stop, calls, failures) = (s.clone(), stop.clone(), calls.clone(), failures.clone());
+        let mut held = first.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let r = s
+                    .client_with_token(&held)
+                    .get_secret_value(SECRET, None, None)
+                    .await;
+                calls.fetch_add(1, Ordering::Relaxed);
+                match r {
+                    Ok(v) => {
+                        let doc: serde_json::Value = serde_json::from_str(&v.secret_data).unwrap();
+                        held = doc["Token"].as_str().unwrap().to_string();
+                    }
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        panic!("the application's call failed after a re-read: {e}");
+                    }
+                }
+            }
+        })
+    };
+
+    // Tokens by age: history[0] is the first one.
+    let mut history = vec![first];
+    for round in 1..=10 {
+        let r = s.client.rotate_secret(SECRET, None).await.unwrap();
+        let (id, new) = token_at(&s, STAGE_CURRENT).await;
+        let cur = s.client.get_secret_value(SECRET, None, None).await.unwrap();
+        assert_eq!(cur.version_id, r.version_id);
+        assert!(
+            new.starts_with("sbx_") && !history.contains(&new),
+            "round {round}"
+        );
+        history.push(new.clone());
+
+        // The new token works through the API, as principal app.
+        let as_new = s.client_with_token(&new);
+        as_new.describe_secret(SECRET).await.unwrap();
+        // The previous one (what applications held until now) still works.
+        let (_, prev) = token_at(&s, STAGE_PREVIOUS).await;
+        assert_eq!(prev, history[history.len() - 2], "round {round}");
+        s.client_with_token(&prev)
+            .get_secret_value(SECRET, None, None)
+            .await
+            .unwrap();
+        // The one two versions old is refused.
+        if history.len() >= 3 {
+            let old = &history[history.len() - 3];
+            let e = s
+                .client_with_token(old)
+                .get_secret_value(SECRET, None, None)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::Unauthenticated), "round {round}");
+        }
+        // Only the current and previous tokens exist (the first one was made by hand).
+        let tokens = s.client.list_tokens("app").await.unwrap().tokens;
+        let ids: Vec<_> = tokens.iter().map(|t| t.token_id.as_str()).collect();
+        assert!(ids.contains(&id.as_str()), "round {round}: {ids:?}");
+        assert_eq!(tokens.len(), 2, "round {round}: {ids:?}");
+
+        // Let the application make calls with the new token before the next rotation
+        // (the first call counted may have started before the swap).
+        let before = calls.load(Ordering::Relaxed);
+        while calls.load(Ordering::Relaxed) < before + 5 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    stop.store(true, Ordering::Release);
+    app.await.unwrap();
+    let (calls, failures) = (
+        calls.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed),
+    );
+    eprintln!("access_key: {calls} application calls across 10 rotations, {failures} failed");
+    assert_eq!(failures, 0);
+    assert!(calls >= 50, "{calls} calls");
+    let d = s.client.describe_secret(SECRET).await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Succeeded));
+    // The audit trail and the versions' metadata never hold a token.
+    let audit = s
+        .client
+        .list_audit(&strongbox_client::AuditQuery {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&audit).unwrap();
+    for t in &history {
+        assert!(!text.contains(t.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_interrupted_after_each_step_resumes_without_stray_tokens() {
+    let s = TestServer::start_with(fast_config()).await;
+    let first = setup(&s).await;
+    let mut held = vec![first];
+    for step in ["create", "set", "test", "finish"] {
+        s.service.set_rotation_halt(Some(step));
+        let e = s.client.rotate_secret(SECRET, None).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{step}");
+        s.service.set_rotation_halt(None);
+        // The first tick (as after a restart) resumes the rotation.
+        let report = s.service.tick().await.unwrap();
+        if step != "finish" {
+            assert_eq!(report.rotated_secrets, 1, "{step}");
+        }
+        let (_, t) = token_at(&s, STAGE_CURRENT).await;
+        s.client_with_token(&t)
+            .get_secret_value(SECRET, None, None)
+            .await
+            .unwrap();
+        held.push(t);
+        let tokens = s.client.list_tokens("app").await.unwrap().tokens;
+        assert_eq!(tokens.len(), 2, "after a halt at {step}: {tokens:?}");
+    }
+    for old in &held[..held.len() - 2] {
+        let e = s
+            .client_with_token(old)
+            .describe_secret(SECRET)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::Unauthenticated));
+    }
+}
+
+#[tokio::test]
+async fn access_key_policies_never_issue_tokens_for_root_or_unlisted_principals() {
+    let s = TestServer::start_with(fast_config()).await;
+    let c = &s.client;
+    for bad in ["root", "*", "app,root"] {
+        assert_code(
+            c.create_rotation_policy(&policy(
+                "bad",
+                "30d",
+                RotationStrategy::AccessKey,
+                &[("principals", bad)],
+            ))
+            .await,
+            ErrorCode::InvalidParameter,
+            "settings.principals",
+        );
+    }
+    assert_code(
+        c.create_rotation_policy(&policy("bad", "30d", RotationStrategy::AccessKey, &[]))
+            .await,
+        ErrorCode::InvalidParameter,
+        "settings.principals",
+    );
+    c.create_rotation_policy(&policy(
+        "only-app",
+        "30d",
+        RotationStrategy::AccessKey,
+        &[("principals", "app")],
+    ))
+    .await
+    .unwrap();
+    // The strategy rotates AccessKey secrets only.
+    let mut generic = text_secret("generic", &json!({"PrincipalName": "app"}).to_string());
+    generic.rotation_policy = Some("only-app".into());
+    c.create_secret(&generic).await.unwrap();
+    assert_code(
+        c.rotate_secret("generic", None).await,
+        ErrorCode::RotationFailed,
+        "secret_type AccessKey",
+    );
+    let mut req = text_secret("steal-root", &json!({"PrincipalName": "root"}).to_string());
+    req.secret_type = api::SecretType::AccessKey;
+    req.rotation_policy = Some("only-app".into());
+    c.create_secret(&req).await.unwrap();
+    assert_code(
+        c.rotate_secret("steal-root", None).await,
+        ErrorCode::RotationFailed,
+        "principal root",
+    );
+    let root_tokens = c.list_tokens("root").await.unwrap().tokens;
+    assert_eq!(root_tokens.len(), 1);
+}
+
+#[tokio::test]
+async fn the_access_key_strategy_passes_the_conformance_suite() {
+    let s = TestServer::start_with(fast_config()).await;
+    let first = setup(&s).await;
+    // Every step twice: one new token, registered once, that authenticates as app.
+    let value = s.service.rotation_conformance(SECRET).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    assert_eq!(doc["PrincipalName"], "app");
+    let (id, token) = (
+        doc["TokenId"].as_str().unwrap(),
+        doc["Token"].as_str().unwrap(),
+    );
+    s.client_with_token(token)
+        .get_secret_value(SECRET, None, None)
+        .await
+        .unwrap();
+    s.client_with_token(&first)
+        .get_secret_value(SECRET, None, None)
+        .await
+        .unwrap();
+    let tokens = s.client.list_tokens("app").await.unwrap().tokens;
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert_eq!(tokens.iter().filter(|t| t.token_id == id).count(), 1);
+}

@@ -1,0 +1,540 @@
+//! The `ssh_key` strategy against a real OpenSSH server (Debian's `/usr/sbin/sshd`,
+//! installed by `scripts/install-sshd.sh`), started by each test on a free loopback
+//! port with its own host key, logging in as the unprivileged account `sbtest`. Logins
+//! are checked with the real OpenSSH client, which pins the host key too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use strongbox_client::ErrorCode;
+use strongbox_schemas::{self as api, RotationStatus, RotationStrategy, STAGE_PREVIOUS};
+
+use crate::common::*;
+use crate::rotation::{fast_config, policy};
+
+const USER: &str = "sbtest";
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// Tests that change the account's files take turns.
+static ACCOUNT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The account's home, creating the account when missing (tests run as root).
+fn ensure_account() -> PathBuf {
+    assert!(
+        Path::new(SSHD).exists() && Path::new("/usr/bin/ssh").exists(),
+        "{SSHD} or /usr/bin/ssh is missing: run scripts/install-sshd.sh (apt-get install openssh-server openssh-client)"
+    );
+    let exists = Command::new("id")
+        .arg(USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    if !exists {
+        let out = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", USER])
+            .output()
+            .expect("useradd (the tests must run as root to create the account sbtest)");
+        // Another test binary may have created it meanwhile.
+        assert!(
+            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("exists"),
+            "useradd {USER}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let entry = run_ok(Command::new("getent").args(["passwd", USER]));
+    PathBuf::from(entry.trim().split(':').nth(5).unwrap())
+}
+
+/// A key pair made by ssh-keygen: (private key text, public key line).
+fn keygen(dir: &Path, name: &str, kind: &str) -> (String, String) {
+    let path = dir.join(name);
+    run_ok(Command::new("ssh-keygen").args([
+        "-q",
+        "-t",
+        kind,
+        "-N",
+        "",
+        "-C",
+        name,
+        "-f",
+        path.to_str().unwrap(),
+    ]));
+    (
+        std::fs::read_to_string(&path).unwrap(),
+        std::fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_string(),
+    )
+}
+
+/// A running sshd of the test's own; killed when dropped.
+struct Sshd {
+    child: Child,
+    port: u16,
+    host_key: String,
+    dir: tempfile::TempDir,
+    home: PathBuf,
+}
+
+impl Sshd {
+    fn start() -> Self {
+        let home = ensure_account();
+        let dir = tempfile::tempdir().unwrap();
+        let (_, host_key) = keygen(dir.path(), "host_key", "ed25519");
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress 127.0.0.1\n\
+                 HostKey {}\n\
+                 PidFile none\n\
+                 AuthorizedKeysFile .ssh/authorized_keys\n\
+                 UsePAM yes\n\
+                 PasswordAuthentication yes\n\
+                 KbdInteractiveAuthentication no\n\
+                 PermitRootLogin no\n\
+                 AllowUsers {USER}\n\
+                 MaxStartups 100\n\
+                 LogLevel VERBOSE\n",
+                dir.path().join("host_key").display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
+        // A free port: bind, note it, release it; retried if sshd loses the race.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = Command::new(SSHD)
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .args(["-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(log.try_clone().unwrap())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(status) = child.try_wait().unwrap() {
+                    eprintln!("sshd exited with {status}");
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let sshd = Self {
+                        child,
+                        port,
+                        host_key: host_key.clone(),
+                        dir,
+                        home,
+                    };
+                    std::fs::write(
+                        sshd.dir.path().join("known_hosts"),
+                        format!("[127.0.0.1]:{port} {host_key}\n"),
+                    )
+                    .unwrap();
+                    return sshd;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "sshd did not start: {}",
+            std::fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Makes `authorized_keys` hold exactly these lines.
+    fn authorize_only(&self, lines: &[&str]) {
+        let ssh = self.home.join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        let file = ssh.join("authorized_keys");
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(&file, text).unwrap();
+        run_ok(Command::new("chown").args([
+            "-R",
+            &format!("{USER}:{USER}"),
+            ssh.to_str().unwrap(),
+        ]));
+        run_ok(Command::new("chmod").args(["700", ssh.to_str().unwrap()]));
+        run_ok(Command::new("chmod").args(["600", file.to_str().unwrap()]));
+    }
+
+    fn authorized_keys(&self) -> String {
+        std::fs::read_to_string(self.home.join(".ssh/authorized_keys")).unwrap()
+    }
+
+    fn ssh(&self) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(["-F", "/dev/null", "-p", &self.port.to_string()])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.path().join("known_hosts").display()
+            ))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "NumberOfPasswordPrompts=1",
+            ])
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Whether the OpenSSH client logs in with this private key and runs a command.
+    fn key_logs_in(&self, private_key: &str) -> bool {
+        let file = self.dir.path().join("try_key");
+        std::fs::write(&file, private_key).unwrap();
+        run_ok(Command::new("chmod").args(["600", file.to_str().unwrap()]));
+        let out = self
+            .ssh()
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-o", "PreferredAuthentications=publickey", "-i"])
+            .arg(&file)
+            .arg(format!("{USER}@127.0.0.1"))
+            .arg("echo logged-in-as-$(id -un)")
+            .output()
+            .unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let ok = out.status.success() && stdout.trim() == format!("logged-in-as-{USER}");
+        if !ok {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+                "the login failed for another reason than a refused key: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ok
+    }
+
+    /// Whether the OpenSSH client logs in with this password.
+    fn password_logs_in(&self, password: &str) -> bool {
+        let askpass = self.dir.path().join("askpass.sh");
+        std::fs::write(
+            &askpass,
+            "#!/bin/sh\nprintf '%s\\n' \"$SB_TEST_PASSWORD\"\n",
+        )
+        .unwrap();
+        run_ok(Command::new("chmod").args(["700", askpass.to_str().unwrap()]));
+        let out = self
+            .ssh()
+            .args(["-o", "BatchMode=no", "-o", "PubkeyAuthentication=no"])
+            .args(["-o", "PreferredAuthentications=password"])
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .env("SB_TEST_PASSWORD", password)
+            .arg(format!("{USER}@127.0.0.1"))
+            .arg("echo logged-in-as-$(id -un)")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        out.status.success() && stdout.trim() == format!("logged-in-as-{USER}")
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ssh_secret(
+    name: &str,
+    value: serde_json::Value,
+    config: serde_json::Value,
+    policy: &str,
+) -> api::CreateSecretRequest {
+    let mut r = text_secret(name, &value.to_string());
+    r.secret_type = api::SecretType::Ssh;
+    r.extended_config = Some(config.as_object().unwrap().clone());
+    r.rotation_policy = Some(policy.into());
+    r
+}
+
+async fn value_at(s: &TestServer, name: &str, stage: Option<&str>) -> serde_json::Value {
+    let v = s.client.get_secret_value(name, None, stage).await.unwrap();
+    serde_json::from_str(&v.secret_data).unwrap()
+}
+
+#[tokio::test]
+async fn ten_ssh_key_rotations_against_a_real_sshd() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let (first_private, first_public) = keygen(sshd.dir.path(), "first", "ed25519");
+    // An unrelated key the rotations must leave alone.
+    let (_, other_public) = keygen(sshd.dir.path(), "other", "ed25519");
+    sshd.authorize_only(&[&first_public, &other_public]);
+    assert!(sshd.key_logs_in(&first_private));
+
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy("ssh-keys", "30d", RotationStrategy::SshKey, &[]))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&ssh_secret(
+            "hosts/web/sbtest",
+            json!({"UserName": USER, "PublicKey": first_public, "PrivateKey": first_private}),
+            json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": sshd.host_key}),
+            "ssh-keys",
+        ))
+        .await
+        .unwrap();
+
+    let mut history = vec![first_private];
+    let mut took = Vec::new();
+    for round in 1..=10 {
+        let started = Instant::now();
+        s.client
+            .rotate_secret("hosts/web/sbtest", None)
+            .await
+            .unwrap();
+        took.push(started.elapsed());
+        let cur = value_at(&s, "hosts/web/sbtest", None).await;
+        assert_eq!(cur["UserName"], USER);
+        let public = cur["PublicKey"].as_str().unwrap();
+        assert!(
+            public.starts_with("ssh-ed25519 "),
+            "round {round}: {public}"
+        );
+        let private = cur["PrivateKey"].as_str().unwrap().to_string();
+        assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert!(!history.contains(&private));
+        history.push(private.clone());
+
+        assert!(sshd.key_logs_in(&private), "round {round}: the new key");
+        let prev = value_at(&s, "hosts/web/sbtest", Some(STAGE_PREVIOUS)).await;
+        assert_eq!(
+            prev["PrivateKey"].as_str().unwrap(),
+            history[history.len() - 2]
+        );
+        assert!(
+            sshd.key_logs_in(&history[history.len() - 2]),
+            "round {round}: the previous key"
+        );
+        if history.len() >= 3 {
+            assert!(
+                !sshd.key_logs_in(&history[history.len() - 3]),
+                "round {round}: the key two versions old"
+            );
+        }
+        let keys = sshd.authorized_keys();
+        assert_eq!(
+            keys.lines().filter(|l| !l.trim().is_empty()).count(),
+            3,
+            "round {round}: the current, previous and unrelated keys:\n{keys}"
+        );
+        assert!(keys.contains(other_public.split_whitespace().nth(1).unwrap()));
+    }
+    let d = s.client.describe_secret("hosts/web/sbtest").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Succeeded));
+    took.sort();
+    // A measurement for the report, not a goal: three SSH logins per rotation.
+    eprintln!(
+        "ssh_key: 10 rotations, median {:?}, slowest {:?}",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_host_key_is_refused_and_nothing_changes() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let (private, public) = keygen(sshd.dir.path(), "first", "ed25519");
+    sshd.authorize_only(&[&public]);
+    let (_, impostor) = keygen(sshd.dir.path(), "not_the_host", "ed25519");
+
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy("ssh-keys", "30d", RotationStrategy::SshKey, &[]))
+        .await
+        .unwrap();
+    let value = json!({"UserName": USER, "PublicKey": public, "PrivateKey": private});
+    s.client
+        .create_secret(&ssh_secret(
+            "wrong-host-key",
+            value.clone(),
+            json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": impostor}),
+            "ssh-keys",
+        ))
+        .await
+        .unwrap();
+    assert_code(
+        s.client.rotate_secret("wrong-host-key", None).await,
+        ErrorCode::RotationFailed,
+        "another host key than extended_config.HostKey",
+    );
+    // No host key at all is refused as well: never trust on first use.
+    s.client
+        .create_secret(&ssh_secret(
+            "no-host-key",
+            value.clone(),
+            json!({"Host": "127.0.0.1", "Port": sshd.port}),
+            "ssh-keys",
+        ))
+        .await
+        .unwrap();
+    assert_code(
+        s.client.rotate_secret("no-host-key", None).await,
+        ErrorCode::RotationFailed,
+        "extended_config.HostKey",
+    );
+    assert_eq!(value_at(&s, "wrong-host-key", None).await, value);
+    assert_eq!(sshd.authorized_keys().trim(), public);
+    let d = s.client.describe_secret("wrong-host-key").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
+    let err = d.last_rotation_error.unwrap();
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
+}
+
+#[tokio::test]
+async fn rsa_keys_when_the_policy_asks_for_them() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let (private, public) = keygen(sshd.dir.path(), "first", "ed25519");
+    sshd.authorize_only(&[&public]);
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy(
+            "rsa-keys",
+            "30d",
+            RotationStrategy::SshKey,
+            &[("key_type", "rsa"), ("rsa_bits", "2048")],
+        ))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&ssh_secret(
+            "hosts/rsa",
+            json!({"UserName": USER, "PublicKey": public, "PrivateKey": private}),
+            json!({"Host": "127.0.0.1", "Port": sshd.port.to_string(), "HostKey": sshd.host_key}),
+            "rsa-keys",
+        ))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        s.client.rotate_secret("hosts/rsa", None).await.unwrap();
+        let cur = value_at(&s, "hosts/rsa", None).await;
+        assert!(cur["PublicKey"].as_str().unwrap().starts_with("ssh-rsa "));
+        assert!(sshd.key_logs_in(cur["PrivateKey"].as_str().unwrap()));
+    }
+    assert!(!sshd.key_logs_in(&private));
+}
+
+#[tokio::test]
+async fn the_password_sub_type_changes_the_accounts_password_over_ssh() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let first = format!("First-pass-{:016x}", rand::random::<u64>());
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = chpasswd.stdin.take().unwrap();
+        writeln!(stdin, "{USER}:{first}").unwrap();
+    }
+    assert!(chpasswd.wait().unwrap().success());
+    assert!(sshd.password_logs_in(&first));
+
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy(
+            "ssh-passwords",
+            "30d",
+            RotationStrategy::SshKey,
+            &[("length", "24")],
+        ))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&ssh_secret(
+            "hosts/web/password",
+            json!({"UserName": USER, "Password": first}),
+            json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": sshd.host_key,
+                   "SecretSubType": "Password"}),
+            "ssh-passwords",
+        ))
+        .await
+        .unwrap();
+    let mut history = vec![first];
+    for round in 1..=3 {
+        s.client
+            .rotate_secret("hosts/web/password", None)
+            .await
+            .unwrap();
+        let cur = value_at(&s, "hosts/web/password", None).await;
+        let pw = cur["Password"].as_str().unwrap().to_string();
+        assert_eq!(pw.chars().count(), 24);
+        assert!(
+            sshd.password_logs_in(&pw),
+            "round {round}: the new password"
+        );
+        assert!(
+            !sshd.password_logs_in(history.last().unwrap()),
+            "round {round}: the old password"
+        );
+        history.push(pw);
+    }
+}
+
+#[tokio::test]
+async fn the_ssh_key_strategy_passes_the_conformance_suite() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let (private, public) = keygen(sshd.dir.path(), "first", "ed25519");
+    sshd.authorize_only(&[&public]);
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy("ssh-keys", "30d", RotationStrategy::SshKey, &[]))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&ssh_secret(
+            "conformance",
+            json!({"UserName": USER, "PublicKey": public, "PrivateKey": private}),
+            json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": sshd.host_key}),
+            "ssh-keys",
+        ))
+        .await
+        .unwrap();
+    // Every step twice: the new key is added once, and logs in.
+    let value = s.service.rotation_conformance("conformance").await.unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    let new_public = doc["PublicKey"].as_str().unwrap();
+    let blob = new_public.split_whitespace().nth(1).unwrap();
+    let keys = sshd.authorized_keys();
+    assert_eq!(keys.matches(blob).count(), 1, "{keys}");
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    assert!(sshd.key_logs_in(doc["PrivateKey"].as_str().unwrap()));
+    assert!(sshd.key_logs_in(&private));
+}

@@ -37,6 +37,8 @@ struct Behaviour {
     always_fail: AtomicBool,
     /// Milliseconds the `set` step takes.
     set_delay_ms: AtomicU64,
+    /// Answer 500 to every call of this step.
+    fail_step: Mutex<Option<String>>,
 }
 
 struct Hook {
@@ -95,7 +97,9 @@ async fn receive(State(h): State<Arc<Hook>>, headers: HeaderMap, body: Bytes) ->
         let ms = h.behaviour.set_delay_ms.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    if h.behaviour.always_fail.load(Ordering::SeqCst) {
+    if h.behaviour.always_fail.load(Ordering::SeqCst)
+        || h.behaviour.fail_step.lock().unwrap().as_deref() == Some(step.as_str())
+    {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     let failing = h
@@ -421,4 +425,70 @@ async fn one_rotation_per_secret_at_a_time() {
         s.client.describe_secret("busy").await.unwrap().version_id,
         "a"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_failing_after_set_keeps_the_applied_value_and_resumes_with_test() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("applied", "v0", "hook"))
+        .await
+        .unwrap();
+    *f.hook.behaviour.fail_step.lock().unwrap() = Some("test".into());
+    assert_code(
+        s.client.rotate_secret("applied", None).await,
+        ErrorCode::RotationFailed,
+        "HTTP 500",
+    );
+    let steps = |calls: &[Call]| calls.iter().map(|c| c.step.clone()).collect::<Vec<_>>();
+    // (`calls` drains what the function has seen.)
+    let first = f.calls();
+    assert_eq!(
+        steps(&first),
+        ["create", "set", "test", "test", "test"],
+        "create and set once, test three attempts"
+    );
+    // The function's system now holds the value `set` sent: it must not be lost.
+    let applied = first
+        .iter()
+        .find(|c| c.step == "set")
+        .and_then(|c| c.secret_data.clone())
+        .unwrap();
+    let d = s.client.describe_secret("applied").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
+    let current = s
+        .client
+        .get_secret_value("applied", None, None)
+        .await
+        .unwrap();
+    assert_eq!(current.secret_data, "v0", "ACSCurrent is unchanged");
+    let pending = s
+        .client
+        .get_secret_value("applied", None, Some(STAGE_PENDING))
+        .await
+        .unwrap();
+    assert_eq!(pending.secret_data, applied, "the applied value is kept");
+    // A new rotation with another version id cannot start over it...
+    assert_code(
+        s.client
+            .rotate_secret("applied", Some("other-version"))
+            .await,
+        ErrorCode::RotationInProgress,
+        "already running",
+    );
+    // ...and a plain rotate resumes it with *test*, not a new create.
+    *f.hook.behaviour.fail_step.lock().unwrap() = None;
+    let resumed = s.client.rotate_secret("applied", None).await.unwrap();
+    assert_eq!(resumed.version_id, pending.version_id);
+    assert_eq!(steps(&f.calls()), ["test", "finish"]);
+    let now = s
+        .client
+        .get_secret_value("applied", None, None)
+        .await
+        .unwrap();
+    assert_eq!(now.secret_data, applied);
+    let d = s.client.describe_secret("applied").await.unwrap();
+    assert_ne!(d.rotation_status, Some(RotationStatus::Failed));
 }

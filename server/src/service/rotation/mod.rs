@@ -602,12 +602,23 @@ impl Service {
             {
                 return Ok(());
             }
-            for v in &mut rec.versions {
-                if v.version_id == version_id {
-                    v.stages.retain(|s| s != STAGE_PENDING);
+            // Once *set* has applied the pending value in the target system, that value
+            // may be the only one that works there (a changed password, say): keep the
+            // pending version and the persisted step, so the next attempt resumes with
+            // *test* instead of losing it. Earlier failures leave the target untouched
+            // and are dropped.
+            let applied = rec.rotation.in_progress.as_ref().is_some_and(|p| {
+                p.version_id == version_id
+                    && matches!(p.step, RotationStep::Set | RotationStep::Tested)
+            });
+            if !applied {
+                for v in &mut rec.versions {
+                    if v.version_id == version_id {
+                        v.stages.retain(|s| s != STAGE_PENDING);
+                    }
                 }
+                rec.rotation.in_progress = None;
             }
-            rec.rotation.in_progress = None;
             rec.rotation.status = Some(RotationStatus::Failed);
             rec.rotation.last_error = Some(message);
             rec.rotation.last_failure = Some(now);

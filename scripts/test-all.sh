@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 STRONGBOX_TF_1_0_3="$(./scripts/install-test-deps.sh)"
 export STRONGBOX_TF_1_0_3
+./scripts/install-databases.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

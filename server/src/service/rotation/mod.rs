@@ -11,6 +11,7 @@
 //! first one runs at start) resumes with the step after it. `ACSCurrent` changes only
 //! in the *finish* write, so it is readable at every point.
 
+mod database;
 mod random;
 mod schedule;
 mod strategy;
@@ -37,6 +38,9 @@ use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_sec
 use super::{AuditEntry, AuditSlot};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn};
+#[cfg(any(test, feature = "failpoints"))]
+pub use database::database_conformance;
+pub(crate) use database::{validate_rds, validate_rds_value};
 pub use random::PasswordRules;
 use schedule::{Job, due_jobs};
 pub(crate) use schedule::{reindex_key, reindex_secret, reindex_secret_with, unindex_secret};
@@ -393,7 +397,12 @@ impl Service {
                     format!("secret {name} has no rotation policy"),
                 )
             })?;
-            let strategy = self.strategy_for(&policy)?;
+            let strategy = match database::Engine::from_strategy(policy.strategy) {
+                Some(engine) => {
+                    AnyStrategy::Database(Box::new(self.database_strategy(engine, &policy, &rec)?))
+                }
+                None => self.strategy_for(&policy)?,
+            };
             let step = match &rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id => Some(p.step),
                 Some(_) => return Err(Stop::Failed(in_progress(name))),
@@ -785,6 +794,9 @@ pub(crate) fn validate_strategy_settings(
             random::RandomStrategy::from_settings(settings).map(|_| ())
         }
         api::RotationStrategy::Webhook => webhook::validate_settings(settings),
+        api::RotationStrategy::Postgresql | api::RotationStrategy::Mysql => {
+            database::validate_settings(settings)
+        }
         _ => Ok(()),
     }
 }

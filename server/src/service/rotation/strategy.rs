@@ -3,6 +3,7 @@
 
 use zeroize::Zeroizing;
 
+use super::database::DatabaseStrategy;
 use super::random::RandomStrategy;
 use super::webhook::WebhookStrategy;
 use crate::error::{Error, Result};
@@ -56,6 +57,8 @@ pub(crate) trait Strategy {
 pub(crate) enum AnyStrategy {
     Random(RandomStrategy),
     Webhook(WebhookStrategy),
+    /// `postgresql` and `mysql` (built per secret, see `Service::database_strategy`).
+    Database(Box<DatabaseStrategy>),
 }
 
 impl AnyStrategy {
@@ -84,24 +87,28 @@ impl Strategy for AnyStrategy {
         match self {
             Self::Random(s) => s.create(cx).await,
             Self::Webhook(s) => s.create(cx).await,
+            Self::Database(s) => s.create(cx).await,
         }
     }
     async fn set(&self, cx: &StepContext<'_>) -> Result<()> {
         match self {
             Self::Random(s) => s.set(cx).await,
             Self::Webhook(s) => s.set(cx).await,
+            Self::Database(s) => s.set(cx).await,
         }
     }
     async fn test(&self, cx: &StepContext<'_>) -> Result<()> {
         match self {
             Self::Random(s) => s.test(cx).await,
             Self::Webhook(s) => s.test(cx).await,
+            Self::Database(s) => s.test(cx).await,
         }
     }
     async fn finish(&self, cx: &StepContext<'_>) -> Result<()> {
         match self {
             Self::Random(s) => s.finish(cx).await,
             Self::Webhook(s) => s.finish(cx).await,
+            Self::Database(s) => s.finish(cx).await,
         }
     }
 }

@@ -74,6 +74,12 @@ pub(crate) struct PgCluster {
 
 impl PgCluster {
     pub(crate) fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `Some((cert_pem, key_pem))`: TLS on, and only TLS logins accepted
+    /// (`hostssl` in pg_hba.conf, everything else rejected).
+    pub(crate) fn start_with(tls: Option<(&str, &str)>) -> Self {
         let bin = pg_bin();
         let dir = tempfile::Builder::new()
             .prefix("sbx-pg-")
@@ -120,6 +126,34 @@ impl PgCluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut ssl = String::new();
+        if let Some((cert, key)) = tls {
+            let (crt, k) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&crt, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "hostssl all all 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\nlocal all all scram-sha-256\n",
+            )
+            .unwrap();
+            let chown = |p: &Path| {
+                if is_root() {
+                    Command::new("chown")
+                        .args(["postgres:postgres"])
+                        .arg(p)
+                        .status()
+                        .unwrap();
+                }
+            };
+            chown(&crt);
+            chown(&k);
+            Command::new("chmod").arg("600").arg(&k).status().unwrap();
+            ssl = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                crt.display(),
+                k.display()
+            );
+        }
         let port = free_port();
         let log = dir.path().join("server.log");
         let out = as_postgres(&bin.join("pg_ctl"))
@@ -129,7 +163,7 @@ impl PgCluster {
             .arg(&log)
             .args(["-w", "-t", "60", "-o"])
             .arg(format!(
-                "-p {port} -k {} -h 127.0.0.1 -c log_statement=all -c fsync=off -c max_connections=200",
+                "-p {port} -k {} -h 127.0.0.1 -c log_statement=all -c fsync=off -c max_connections=200{ssl}",
                 dir.path().display()
             ))
             .arg("start")

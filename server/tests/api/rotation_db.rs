@@ -689,3 +689,63 @@ async fn a_crash_after_any_step_of_a_dual_postgres_rotation_resumes_and_current_
         e.clock.advance(60);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rotation_speaks_tls_with_require_and_verify_full() {
+    let certs = strongbox_server::tls::dev_certificates().unwrap();
+    let stranger = strongbox_server::tls::dev_certificates().unwrap();
+    let pg = PgCluster::start_with(Some((&certs.cert_pem, &certs.key_pem)));
+    // Only TLS logins are accepted, and a wrong password is refused.
+    let e = pg
+        .psql("postgres", "not-the-password", "SELECT 1")
+        .unwrap_err();
+    assert!(e.contains("password authentication failed"), "{e}");
+    pg.psql(
+        "postgres",
+        &pg.admin_password,
+        "CREATE ROLE app LOGIN PASSWORD 'pw0'",
+    )
+    .unwrap();
+    let admin = pg.admin_value();
+    let run = |tls: &str, ca: Option<&str>, current: Vec<u8>| {
+        let mut cfg = pg.config("SingleUser", "db/admin");
+        cfg["TlsMode"] = serde_json::json!(tls);
+        if let Some(ca) = ca {
+            cfg["CaCert"] = serde_json::json!(ca);
+        }
+        let admin = admin.clone();
+        async move {
+            database_conformance(
+                RotationStrategy::Postgresql,
+                &obj(cfg),
+                admin.as_bytes(),
+                &current,
+                None,
+            )
+            .await
+        }
+    };
+    let v0 = account("app", "pw0").into_bytes();
+    // Plain TCP is rejected by the server (pg_hba: hostssl only).
+    let e = run("disable", None, v0.clone()).await.unwrap_err();
+    assert!(e.message.contains("28000"), "{}", e.message);
+    // require: encrypted, certificate not checked.
+    let v1 = run("require", None, v0).await.unwrap();
+    // verify-full against the right CA (the certificate names 127.0.0.1).
+    let v2 = run("verify-full", Some(&certs.ca_pem), v1).await.unwrap();
+    let c2 = creds(&v2);
+    assert_eq!(
+        pg.psql("app", &c2.password, "SELECT current_user"),
+        Ok("app".into())
+    );
+    // verify-full against another CA: refused before any password is sent.
+    let e = run("verify-full", Some(&stranger.ca_pem), v2)
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("login as postgres failed"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains(&c2.password));
+}

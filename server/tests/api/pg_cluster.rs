@@ -5,7 +5,7 @@
 //! assert that a wrong password is refused. Shared by the server's API tests, MyApp's
 //! test and the Terraform scenario (included with `#[path]`); only std, tempfile and
 //! serde_json.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test helper: a panic is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

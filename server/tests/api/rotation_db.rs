@@ -615,26 +615,26 @@ impl Engine {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_after_any_step_of_a_dual_postgres_rotation_resumes_and_current_always_logs_in() {
-    let pg = PgCluster::start();
-    pg.assert_wrong_password_refused().await;
-    pg_app(&pg, "app", "pw0").await;
+/// Halts the engine after each step of a dual-account rotation, restarts it, and checks
+/// that the database accepts `ACSCurrent` (and `ACSPrevious`) at every point.
+async fn crash_after_each_step(
+    db: Db,
+    strategy: RotationStrategy,
+    config: serde_json::Value,
+    first: String,
+    admin: String,
+) {
     let mut e = Engine::start();
     let root = Principal::Named("root".into());
     e.service
-        .create_secret(text_secret("db/admin", &pg.admin_value()), &root)
+        .create_secret(text_secret("db/admin", &admin), &root)
         .await
         .unwrap();
     e.service
-        .create_rotation_policy(policy("db", "30d", RotationStrategy::Postgresql, &[]))
+        .create_rotation_policy(policy("db", "30d", strategy, &[]))
         .await
         .unwrap();
-    let mut req = rds_request(
-        "MyDbCreds",
-        &account("app", "pw0"),
-        pg.config("DoubleUsers", "db/admin"),
-    );
+    let mut req = rds_request("MyDbCreds", &first, config);
     req.rotation_policy = Some("db".into());
     e.service.create_secret(req, &root).await.unwrap();
     for (i, step) in ["create", "set", "test", "finish"].into_iter().enumerate() {
@@ -655,7 +655,7 @@ async fn a_crash_after_any_step_of_a_dual_postgres_rotation_resumes_and_current_
         // Stopped after the step: the database accepts ACSCurrent.
         let cur = e.value(STAGE_CURRENT);
         assert_eq!(
-            pg.login(&cur.name, &cur.password).await,
+            db.login(&cur.name, &cur.password).await,
             Ok(()),
             "after {step}"
         );
@@ -665,7 +665,7 @@ async fn a_crash_after_any_step_of_a_dual_postgres_rotation_resumes_and_current_
         e.restart();
         let cur = e.value(STAGE_CURRENT);
         assert_eq!(
-            pg.login(&cur.name, &cur.password).await,
+            db.login(&cur.name, &cur.password).await,
             Ok(()),
             "restarted after {step}"
         );
@@ -676,18 +676,52 @@ async fn a_crash_after_any_step_of_a_dual_postgres_rotation_resumes_and_current_
         assert_eq!(v.version_id, id, "{step}: the rotation completed");
         assert_ne!(cur.name, before.name, "{step}: the accounts swapped");
         assert_eq!(
-            pg.login(&cur.name, &cur.password).await,
+            db.login(&cur.name, &cur.password).await,
             Ok(()),
             "resumed after {step}"
         );
         let prev = e.value(STAGE_PREVIOUS);
         assert_eq!(
-            pg.login(&prev.name, &prev.password).await,
+            db.login(&prev.name, &prev.password).await,
             Ok(()),
             "previous after {step}"
         );
         e.clock.advance(60);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_any_step_of_a_dual_postgres_rotation_resumes_and_current_always_logs_in() {
+    let pg = Arc::new(PgCluster::start());
+    pg.assert_wrong_password_refused().await;
+    pg_app(&pg, "app", "pw0").await;
+    let (config, admin) = (pg.config("DoubleUsers", "db/admin"), pg.admin_value());
+    crash_after_each_step(
+        Db::Pg(pg),
+        RotationStrategy::Postgresql,
+        config,
+        account("app", "pw0"),
+        admin,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_any_step_of_a_dual_mariadb_rotation_resumes_and_current_always_logs_in() {
+    let app = Arc::new(MysqlApp::create("crash", "pw0").await);
+    assert_eq!(
+        mysql_login(&app.user, "wrong", &app.db).await,
+        Err("1045".into())
+    );
+    crash_after_each_step(
+        Db::My(app.clone()),
+        RotationStrategy::Mysql,
+        app.config("DoubleUsers", "db/admin"),
+        account(&app.user, "pw0"),
+        MysqlApp::admin_value(),
+    )
+    .await;
+    app.drop_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,9 @@
 //! the value it read; when a login is refused (the account was rotated) it reads the
 //! secret again and retries once — so it keeps working across rotations.
 //!
+//! It speaks plain TCP only and refuses a secret whose `TlsMode` is not `disable`
+//! (a production application would use TLS, e.g. rustls as the server does).
+//!
 //! Configuration (no password anywhere): `STRONGBOX_ADDR`, `STRONGBOX_TOKEN`,
 //! `STRONGBOX_CACERT` (as for the `strongbox` CLI), `MYAPP_SECRET` (default
 //! `MyDbCreds`), `MYAPP_SECONDS` (how long to run, default 10), `MYAPP_INTERVAL_MS`
@@ -62,6 +65,16 @@ async fn read_target(sb: &Client, secret: &str) -> Result<DbTarget, String> {
             .map(str::to_string)
             .ok_or_else(|| format!("extended_config.{k} missing"))
     };
+    // This small example speaks plain TCP only; it refuses rather than downgrade a
+    // secret that asks for TLS.
+    match c.get("TlsMode").and_then(|v| v.as_str()) {
+        Some("disable") => {}
+        other => {
+            return Err(format!(
+                "extended_config.TlsMode is {other:?}; MyApp supports \"disable\" only"
+            ));
+        }
+    }
     Ok(DbTarget {
         host: text("Host")?,
         port: c

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 STRONGBOX_TF_1_0_3="$(./scripts/install-test-deps.sh)"
 export STRONGBOX_TF_1_0_3
 ./scripts/install-sshd.sh  # sshd and the account sbtest for the SSH rotation tests
+./scripts/install-databases.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

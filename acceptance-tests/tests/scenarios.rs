@@ -1503,7 +1503,6 @@ fn extended_config_is_compared_by_meaning() {
             r#"
 resource "strongbox_secret" "s" {{
   name            = "db/with-config"
-  secret_type     = "Rds"
   secret_data     = jsonencode({{ AccountName = "app", AccountPassword = "pw" }})
   extended_config = {json}
 }}

@@ -73,7 +73,17 @@ resource "strongbox_secret" "db" {
     AccountName     = "app"
     AccountPassword = var.db_password
   })
-  extended_config         = jsonencode({ host = "db.internal", port = 5432 })
+  # Where the database is and how a `postgresql`/`mysql` policy would rotate the account
+  # (docs/design/database-rotation.md); AdminSecret names the secret holding the admin
+  # account.
+  extended_config = jsonencode({
+    SecretSubType = "DoubleUsers"
+    Host          = "db.internal"
+    Port          = 5432
+    Database      = "app"
+    TlsMode       = "verify-full"
+    AdminSecret   = "${var.environment}/app/db-admin"
+  })
   encryption_key_id       = strongbox_cmk_alias.app.name
   recovery_window_in_days = 7
   tags                    = local.tags

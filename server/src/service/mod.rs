@@ -23,9 +23,9 @@ pub use audit::{AuditEntry, AuditQuery, AuditSlot};
 pub use identity::{Identity, new_token};
 pub(crate) use principals::root_mutations;
 pub use records::Principal;
-#[cfg(any(test, feature = "failpoints"))]
-pub use rotation::strategy_conformance;
 pub use rotation::{PasswordRules, RotationConfig};
+#[cfg(any(test, feature = "failpoints"))]
+pub use rotation::{database_conformance, strategy_conformance};
 pub use secrets::ListSecretsQuery;
 
 /// Limits and defaults of the services.

@@ -232,6 +232,9 @@ impl Service {
                 "must name a rotation policy",
             ));
         }
+        if req.secret_type == api::SecretType::Rds {
+            super::rotation::validate_rds(Some(&data), req.extended_config.as_ref())?;
+        }
         let nv = NewVersion {
             version_id,
             data,
@@ -389,6 +392,9 @@ impl Service {
         let (this, name, now) = (self.clone(), name.to_string(), self.now());
         self.write(move |t| {
             let mut rec = load_live_secret(t, &name)?;
+            if rec.secret_type == api::SecretType::Rds {
+                super::rotation::validate_rds_value(&nv.data)?;
+            }
             if let Some(existing) = rec.versions.iter().find(|v| v.version_id == nv.version_id) {
                 let mac = this.inner.barrier.value_mac(
                     SecretBinding {
@@ -611,6 +617,9 @@ impl Service {
                 rec.tags = tags;
             }
             if let Some(c) = req.extended_config {
+                if rec.secret_type == api::SecretType::Rds {
+                    super::rotation::validate_rds(None, Some(&c))?;
+                }
                 rec.extended_config = Some(c);
             }
             rec.update_date = now;

@@ -12,6 +12,7 @@
 //! in the *finish* write, so it is readable at every point.
 
 mod access_key;
+mod database;
 mod random;
 mod schedule;
 mod ssh_key;
@@ -39,6 +40,9 @@ use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_sec
 use super::{AuditEntry, AuditSlot};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn};
+#[cfg(any(test, feature = "failpoints"))]
+pub use database::database_conformance;
+pub(crate) use database::{validate_rds, validate_rds_value};
 pub use random::PasswordRules;
 use schedule::{Job, due_jobs};
 pub(crate) use schedule::{reindex_key, reindex_secret, reindex_secret_with, unindex_secret};
@@ -411,7 +415,12 @@ impl Service {
                     format!("secret {name} has no rotation policy"),
                 )
             })?;
-            let strategy = self.strategy_for(&policy)?;
+            let strategy = match database::Engine::from_strategy(policy.strategy) {
+                Some(engine) => {
+                    AnyStrategy::Database(Box::new(self.database_strategy(engine, &policy, &rec)?))
+                }
+                None => self.strategy_for(&policy)?,
+            };
             let step = match &rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id => Some(p.step),
                 Some(_) => return Err(Stop::Failed(in_progress(name))),
@@ -816,7 +825,9 @@ pub(crate) fn validate_strategy_settings(
         api::RotationStrategy::Webhook => webhook::validate_settings(settings),
         api::RotationStrategy::AccessKey => access_key::validate_settings(settings),
         api::RotationStrategy::SshKey => ssh_key::validate_settings(settings),
-        _ => Ok(()),
+        api::RotationStrategy::Postgresql | api::RotationStrategy::Mysql => {
+            database::validate_settings(settings)
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use zeroize::Zeroizing;
 
 use super::access_key::AccessKeyStrategy;
+use super::database::DatabaseStrategy;
 use super::random::RandomStrategy;
 use super::ssh_key::SshKeyStrategy;
 use super::webhook::WebhookStrategy;
@@ -62,6 +63,8 @@ pub(crate) enum AnyStrategy {
     AccessKey(AccessKeyStrategy),
     /// Built by the engine (it needs the service): `Service::strategy_for`.
     SshKey(SshKeyStrategy),
+    /// `postgresql` and `mysql` (built per secret, see `Service::database_strategy`).
+    Database(Box<DatabaseStrategy>),
 }
 
 impl AnyStrategy {
@@ -92,6 +95,7 @@ impl Strategy for AnyStrategy {
             Self::Webhook(s) => s.create(cx).await,
             Self::AccessKey(s) => s.create(cx).await,
             Self::SshKey(s) => s.create(cx).await,
+            Self::Database(s) => s.create(cx).await,
         }
     }
     async fn set(&self, cx: &StepContext<'_>) -> Result<()> {
@@ -100,6 +104,7 @@ impl Strategy for AnyStrategy {
             Self::Webhook(s) => s.set(cx).await,
             Self::AccessKey(s) => s.set(cx).await,
             Self::SshKey(s) => s.set(cx).await,
+            Self::Database(s) => s.set(cx).await,
         }
     }
     async fn test(&self, cx: &StepContext<'_>) -> Result<()> {
@@ -108,6 +113,7 @@ impl Strategy for AnyStrategy {
             Self::Webhook(s) => s.test(cx).await,
             Self::AccessKey(s) => s.test(cx).await,
             Self::SshKey(s) => s.test(cx).await,
+            Self::Database(s) => s.test(cx).await,
         }
     }
     async fn finish(&self, cx: &StepContext<'_>) -> Result<()> {
@@ -116,6 +122,7 @@ impl Strategy for AnyStrategy {
             Self::Webhook(s) => s.finish(cx).await,
             Self::AccessKey(s) => s.finish(cx).await,
             Self::SshKey(s) => s.finish(cx).await,
+            Self::Database(s) => s.finish(cx).await,
         }
     }
 }

@@ -1,0 +1,139 @@
+//! The seed's story end to end: an administrator's database account, a secret
+//! `MyDbCreds` with a dual-account `postgresql` rotation policy, and MyApp (the real
+//! binary) reading it over HTTPS and connecting to PostgreSQL while Strongbox rotates
+//! the account five times: no request fails; MyApp re-reads the secret when a login is
+//! refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+#[path = "../../../../server/tests/api/pg_cluster.rs"]
+mod pg_cluster;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pg_cluster::{PgCluster, account};
+use strongbox_client::{Client, ClientConfig};
+use strongbox_schemas as api;
+use strongbox_server::barrier::RootKey;
+use strongbox_server::clock::SystemClock;
+use strongbox_server::server::{self, ServeOptions};
+use strongbox_server::service::ServiceConfig;
+use strongbox_server::storage::{Backend, RedbBackend};
+use strongbox_server::tls;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn myapp_keeps_working_across_dual_account_rotations() {
+    // The database: an application account with a table, and the administrator.
+    let pg = PgCluster::start();
+    assert!(
+        pg.psql("postgres", "wrong", "SELECT 1").is_err(),
+        "a wrong password must be refused"
+    );
+    pg.psql(
+        "postgres",
+        &pg.admin_password,
+        "CREATE ROLE myapp LOGIN PASSWORD 'first-password'; CREATE TABLE orders (id int); \
+         GRANT SELECT ON orders TO myapp;",
+    )
+    .unwrap();
+
+    // Strongbox over HTTPS, in this process.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = RootKey::random();
+    let token = server::init(&data, Some(&dir.path().join("root-key")), &key).unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(&server::db_path(&data)).unwrap());
+    let u = server::unseal(
+        backend,
+        &key,
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+    )
+    .unwrap();
+    let certs = tls::dev_certificates().unwrap();
+    let running = server::start(
+        u,
+        ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap(),
+            tick_interval: Duration::from_secs(3600),
+        },
+    )
+    .await
+    .unwrap();
+    let addr = format!("https://127.0.0.1:{}", running.addr.port());
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+    let admin = Client::new(ClientConfig {
+        address: addr.clone(),
+        token: token.to_string(),
+        ca_cert_pem: Some(certs.ca_pem.as_bytes().to_vec()),
+        timeout: None,
+    })
+    .unwrap();
+
+    // The administrator stores the admin account and MyDbCreds with a rotation policy.
+    admin
+        .create_secret(&api::CreateSecretRequest {
+            name: "db/admin".into(),
+            secret_data: pg.admin_value(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .create_rotation_policy(&api::CreateRotationPolicyRequest {
+            name: "db-monthly".into(),
+            interval: api::Interval::parse("30d").unwrap(),
+            window: None,
+            strategy: api::RotationStrategy::Postgresql,
+            settings: None,
+            enabled: None,
+        })
+        .await
+        .unwrap();
+    admin
+        .create_secret(&api::CreateSecretRequest {
+            name: "MyDbCreds".into(),
+            secret_data: account("myapp", "first-password"),
+            secret_type: api::SecretType::Rds,
+            extended_config: pg.config("DoubleUsers", "db/admin").as_object().cloned(),
+            rotation_policy: Some("db-monthly".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // MyApp runs with Strongbox's address, a token and the CA: no password.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_myapp"))
+        .env("STRONGBOX_ADDR", &addr)
+        .env("STRONGBOX_TOKEN", &*token)
+        .env("STRONGBOX_CACERT", &ca)
+        .env("MYAPP_SECONDS", "6")
+        .env("MYAPP_INTERVAL_MS", "10")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        admin.rotate_secret("MyDbCreds", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "myapp failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    println!("myapp: {summary}");
+    assert_eq!(summary["failures"], 0, "{stderr}");
+    assert!(summary["requests"].as_u64().unwrap() > 50);
+    // Rotations reset the account MyApp held every second time: it noticed, read
+    // MyDbCreds again and carried on without a failed request.
+    assert!(summary["refreshes"].as_u64().unwrap() >= 2, "{summary}");
+    assert!(!summary["accounts"].as_array().unwrap().is_empty());
+    // The first password is gone from the database.
+    assert!(pg.psql("myapp", "first-password", "SELECT 1").is_err());
+}

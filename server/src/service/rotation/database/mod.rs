@@ -1,0 +1,702 @@
+//! The `postgresql` and `mysql` strategies: rotate the password of a database account
+//! held in an `Rds` secret.
+//!
+//! An `Rds` secret's value is `{"AccountName": "…", "AccountPassword": "…"}` (other
+//! top-level fields are kept); its `extended_config` says where the database is and how
+//! the rotation runs:
+//!
+//! ```json
+//! {"SecretSubType": "SingleUser" | "DoubleUsers", "Host": "db.internal", "Port": 5432,
+//!  "Database": "app", "TlsMode": "disable" | "require" | "verify-full",
+//!  "AdminSecret": "NAME OF A SECRET HOLDING THE ADMIN ACCOUNT (same JSON shape)",
+//!  "CaCert": "PEM (optional; with verify-full the only CA trusted)"}
+//! ```
+//!
+//! - **SingleUser**: *create* makes a new password for the same account; *set* changes
+//!   the account's password in place (as the admin account); *test* logs in with it;
+//!   *finish* has nothing to do. Between *set* and *finish* the database already has the
+//!   new password while `ACSCurrent` still holds the old one: logins with the value an
+//!   application read before fail until it reads again (the window is measured in
+//!   BENCHMARKS.md).
+//! - **DoubleUsers**: two accounts, `NAME` and `NAME_clone` (cut to the engine's name
+//!   limit: 63 bytes on PostgreSQL, 32 characters on MySQL). *create* picks the account
+//!   that is not `ACSCurrent` (the one behind `ACSPrevious`, or the clone on the first
+//!   rotation); *set* creates it with the grants of the current account if it does not
+//!   exist yet, then resets its password; *test* logs in with it; *finish* makes it
+//!   `ACSCurrent`. The account an application holds stays valid for a full cycle.
+//!
+//! Statements: DDL takes no bound parameters, so identifiers and literals are quoted
+//! here (see [`postgres::quote_ident`], [`mysql::quote_str`]). PostgreSQL receives a
+//! SCRAM-SHA-256 verifier, MariaDB a `mysql_native_password` hash, never the plaintext,
+//! so the new password does not land in server logs. Error messages name the step, the
+//! account and the database's error code, never a value or a statement holding one.
+
+pub(crate) mod mysql;
+pub(crate) mod postgres;
+mod tls;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use strongbox_schemas::{ErrorCode, RotationStrategy, STAGE_PREVIOUS, SecretType};
+use zeroize::Zeroizing;
+
+use super::random::PasswordRules;
+use super::strategy::{StepContext, Strategy};
+use crate::error::{Error, Result};
+use crate::service::records::{PolicyRecord, SecretRecord};
+
+/// Suffix of the second account in dual-account rotation.
+pub(crate) const CLONE_SUFFIX: &str = "_clone";
+
+/// Longest account name accepted in an `Rds` value (MariaDB's limit; each engine checks
+/// its own when rotating).
+const ACCOUNT_NAME_MAX: usize = 80;
+
+/// Which database engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    Postgres,
+    Mysql,
+}
+
+impl Engine {
+    pub(crate) fn from_strategy(s: RotationStrategy) -> Option<Self> {
+        match s {
+            RotationStrategy::Postgresql => Some(Self::Postgres),
+            RotationStrategy::Mysql => Some(Self::Mysql),
+            _ => None,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Mysql => "mysql",
+        }
+    }
+
+    /// Whether `name` fits the engine's account-name limit.
+    fn fits(self, name: &str) -> bool {
+        match self {
+            Self::Postgres => name.len() <= 63,
+            Self::Mysql => name.chars().count() <= 32,
+        }
+    }
+}
+
+/// Single or dual account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubType {
+    SingleUser,
+    DoubleUsers,
+}
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS, the server's certificate not verified (libpq's `require`).
+    Require,
+    /// TLS, the certificate verified against `CaCert` (or the system's roots) and the
+    /// host name checked.
+    VerifyFull,
+}
+
+/// The parsed `extended_config` of an `Rds` secret.
+#[derive(Debug, Clone)]
+pub(crate) struct RdsConfig {
+    pub(crate) sub_type: SubType,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) database: String,
+    pub(crate) tls: TlsMode,
+    pub(crate) admin_secret: String,
+    pub(crate) ca_cert: Option<String>,
+}
+
+const KNOWN_KEYS: [&str; 7] = [
+    "SecretSubType",
+    "Host",
+    "Port",
+    "Database",
+    "TlsMode",
+    "AdminSecret",
+    "CaCert",
+];
+
+fn field(k: &str) -> String {
+    format!("extended_config.{k}")
+}
+
+fn text<'a>(c: &'a Map<String, Value>, k: &str) -> Result<&'a str> {
+    match c.get(k) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(Error::invalid(&field(k), "must not be empty")),
+        Some(_) => Err(Error::invalid(&field(k), "must be a string")),
+        None => Err(Error::invalid(&field(k), "is required for an Rds secret")),
+    }
+}
+
+impl RdsConfig {
+    /// Parses and checks `extended_config`, naming the wrong field.
+    pub(crate) fn parse(c: Option<&Map<String, Value>>) -> Result<Self> {
+        let c = c.ok_or_else(|| {
+            Error::invalid(
+                "extended_config",
+                "an Rds secret needs SecretSubType, Host, Port, Database and AdminSecret",
+            )
+        })?;
+        if let Some(k) = c.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+            return Err(Error::invalid(
+                &field(k),
+                format!("unknown setting (known: {})", KNOWN_KEYS.join(", ")),
+            ));
+        }
+        let sub_type = match text(c, "SecretSubType")? {
+            "SingleUser" => SubType::SingleUser,
+            "DoubleUsers" => SubType::DoubleUsers,
+            _ => {
+                return Err(Error::invalid(
+                    &field("SecretSubType"),
+                    "must be SingleUser or DoubleUsers",
+                ));
+            }
+        };
+        let host = text(c, "Host")?.to_string();
+        let port = match c.get("Port") {
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| Error::invalid(&field("Port"), "must be from 1 to 65535"))?,
+            Some(_) => return Err(Error::invalid(&field("Port"), "must be a number")),
+            None => {
+                return Err(Error::invalid(
+                    &field("Port"),
+                    "is required for an Rds secret",
+                ));
+            }
+        };
+        let database = text(c, "Database")?.to_string();
+        let tls = match c.get("TlsMode") {
+            None => TlsMode::VerifyFull,
+            Some(Value::String(s)) => match s.as_str() {
+                "disable" => TlsMode::Disable,
+                "require" => TlsMode::Require,
+                "verify-full" => TlsMode::VerifyFull,
+                _ => {
+                    return Err(Error::invalid(
+                        &field("TlsMode"),
+                        "must be disable, require or verify-full",
+                    ));
+                }
+            },
+            Some(_) => return Err(Error::invalid(&field("TlsMode"), "must be a string")),
+        };
+        let admin_secret = text(c, "AdminSecret")?.to_string();
+        strongbox_schemas::validate_secret_name(&field("AdminSecret"), &admin_secret)?;
+        let ca_cert = match c.get("CaCert") {
+            None => None,
+            Some(Value::String(pem)) => {
+                tls::roots_from_pem(pem)?;
+                Some(pem.clone())
+            }
+            Some(_) => return Err(Error::invalid(&field("CaCert"), "must be a PEM string")),
+        };
+        Ok(Self {
+            sub_type,
+            host,
+            port,
+            database,
+            tls,
+            admin_secret,
+            ca_cert,
+        })
+    }
+}
+
+/// A parsed secret value whose strings are wiped when dropped.
+struct Scrubbed(Map<String, Value>);
+
+impl Drop for Scrubbed {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        for v in self.0.values_mut() {
+            if let Value::String(s) = v {
+                s.zeroize();
+            }
+        }
+    }
+}
+
+/// A database account from a secret value. The password is plaintext: never log it.
+pub(crate) struct Account {
+    pub(crate) name: String,
+    pub(crate) password: Zeroizing<String>,
+    /// The whole JSON object (other fields are kept across rotations).
+    fields: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Account {
+    /// Parses `{"AccountName", "AccountPassword"}`; `what` names the value in errors
+    /// (`secret_data` for requests). The messages never quote the value.
+    pub(crate) fn parse(value: &[u8], what: &str) -> Result<Self> {
+        let obj = Scrubbed(serde_json::from_slice(value).map_err(|_| {
+            Error::invalid(
+                what,
+                "must be a JSON object {\"AccountName\": \"…\", \"AccountPassword\": \"…\"}",
+            )
+        })?);
+        let name = match obj.0.get("AccountName") {
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= ACCOUNT_NAME_MAX => {
+                s.clone()
+            }
+            Some(Value::String(_)) => {
+                return Err(Error::invalid(
+                    &format!("{what}.AccountName"),
+                    format!("must be 1 to {ACCOUNT_NAME_MAX} characters"),
+                ));
+            }
+            _ => {
+                return Err(Error::invalid(
+                    &format!("{what}.AccountName"),
+                    "is required (a string)",
+                ));
+            }
+        };
+        if name.contains('\0') {
+            return Err(Error::invalid(
+                &format!("{what}.AccountName"),
+                "must not contain NUL",
+            ));
+        }
+        let password = match obj.0.get("AccountPassword") {
+            Some(Value::String(s)) if !s.contains('\0') => Zeroizing::new(s.clone()),
+            Some(Value::String(_)) => {
+                return Err(Error::invalid(
+                    &format!("{what}.AccountPassword"),
+                    "must not contain NUL",
+                ));
+            }
+            _ => {
+                return Err(Error::invalid(
+                    &format!("{what}.AccountPassword"),
+                    "is required (a string)",
+                ));
+            }
+        };
+        Ok(Self {
+            name,
+            password,
+            fields: Zeroizing::new(value.to_vec()),
+        })
+    }
+
+    /// The same JSON object with another account name and password.
+    fn with(&self, name: &str, password: &str) -> Result<Zeroizing<Vec<u8>>> {
+        let mut obj = Scrubbed(serde_json::from_slice(&self.fields).map_err(Error::internal)?);
+        obj.0
+            .insert("AccountName".into(), Value::String(name.into()));
+        obj.0
+            .insert("AccountPassword".into(), Value::String(password.into()));
+        Ok(Zeroizing::new(
+            serde_json::to_vec(&obj.0).map_err(Error::internal)?,
+        ))
+    }
+}
+
+/// Checks an `Rds` secret: its value (when given) and its `extended_config`. Called on
+/// secret create, update and put-value.
+pub(crate) fn validate_rds(
+    value: Option<&[u8]>,
+    extended_config: Option<&Map<String, Value>>,
+) -> Result<()> {
+    if let Some(v) = value {
+        Account::parse(v, "secret_data")?;
+    }
+    RdsConfig::parse(extended_config).map(|_| ())
+}
+
+/// Checks a new value of an `Rds` secret (put-value).
+pub(crate) fn validate_rds_value(value: &[u8]) -> Result<()> {
+    Account::parse(value, "secret_data").map(|_| ())
+}
+
+/// The name of the second account for `name`: `name_clone`, `name` cut so that it fits.
+pub(crate) fn clone_name(engine: Engine, name: &str) -> String {
+    let mut base: String = name.to_string();
+    loop {
+        let candidate = format!("{base}{CLONE_SUFFIX}");
+        if engine.fits(&candidate) || base.is_empty() {
+            return candidate;
+        }
+        base.pop();
+    }
+}
+
+/// A connection target: where and as whom.
+pub(crate) struct Target<'a> {
+    pub(crate) cfg: &'a RdsConfig,
+    pub(crate) user: &'a str,
+    pub(crate) password: &'a str,
+}
+
+pub(crate) fn failed(engine: Engine, step: &str, why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorCode::RotationFailed,
+        format!("{} {step}: {why}", engine.label()),
+    )
+}
+
+/// A database strategy ready to run, built for one secret from its record: the engine
+/// (from the policy), the secret's `extended_config`, the admin account and the
+/// account names of `ACSCurrent` and `ACSPrevious`.
+pub(crate) struct DatabaseStrategy {
+    engine: Engine,
+    cfg: RdsConfig,
+    admin: Account,
+    /// `ACSCurrent`'s account (the template of the clone's grants).
+    current: Option<Account>,
+    /// `ACSPrevious`'s account name, if any.
+    previous_name: Option<String>,
+    rules: PasswordRules,
+}
+
+impl std::fmt::Debug for DatabaseStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseStrategy")
+            .field("engine", &self.engine)
+            .field("cfg", &self.cfg.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a database strategy reads from the secret and the store, besides the policy.
+pub(crate) struct SecretSide<'a> {
+    pub(crate) extended_config: Option<&'a Map<String, Value>>,
+    pub(crate) current: Option<&'a [u8]>,
+    pub(crate) previous: Option<&'a [u8]>,
+}
+
+/// Checks a database policy's settings: the password rules of the `random` strategy.
+pub(crate) fn validate_settings(settings: &BTreeMap<String, String>) -> Result<()> {
+    PasswordRules::parse(settings, "settings.").map(|_| ())
+}
+
+impl DatabaseStrategy {
+    /// Builds the strategy; `admin` reads the value of the admin secret by name.
+    pub(crate) fn build(
+        engine: Engine,
+        settings: &BTreeMap<String, String>,
+        secret: SecretSide<'_>,
+        admin: impl FnOnce(&str) -> Result<Zeroizing<Vec<u8>>>,
+    ) -> Result<Self> {
+        let cfg = RdsConfig::parse(secret.extended_config).map_err(|e| {
+            failed(
+                engine,
+                "create",
+                format!("the secret is not a valid Rds secret: {}", e.message),
+            )
+        })?;
+        let admin_value = admin(&cfg.admin_secret).map_err(|e| {
+            failed(
+                engine,
+                "create",
+                format!(
+                    "admin secret {} cannot be read ({})",
+                    cfg.admin_secret, e.code
+                ),
+            )
+        })?;
+        let admin = Account::parse(&admin_value, "admin secret").map_err(|e| {
+            failed(
+                engine,
+                "create",
+                format!("admin secret {}: {}", cfg.admin_secret, e.message),
+            )
+        })?;
+        let current = secret
+            .current
+            .map(|v| Account::parse(v, "ACSCurrent"))
+            .transpose()
+            .map_err(|e| failed(engine, "create", e.message))?;
+        let previous_name = secret
+            .previous
+            .and_then(|v| Account::parse(v, "ACSPrevious").ok())
+            .map(|a| a.name);
+        Ok(Self {
+            engine,
+            cfg,
+            admin,
+            current,
+            previous_name,
+            rules: PasswordRules::parse(settings, "settings.")?,
+        })
+    }
+
+    fn admin_target(&self) -> Target<'_> {
+        Target {
+            cfg: &self.cfg,
+            user: &self.admin.name,
+            password: &self.admin.password,
+        }
+    }
+
+    /// The account the pending version uses, given the current one.
+    fn pending_name(&self, current: &str) -> String {
+        match self.cfg.sub_type {
+            SubType::SingleUser => current.to_string(),
+            SubType::DoubleUsers => match &self.previous_name {
+                Some(p) if p != current => p.clone(),
+                _ => match current.strip_suffix(CLONE_SUFFIX) {
+                    Some(base) if !base.is_empty() => base.to_string(),
+                    _ => clone_name(self.engine, current),
+                },
+            },
+        }
+    }
+
+    fn pending(&self, step: &str, cx: &StepContext<'_>) -> Result<Account> {
+        let v = cx
+            .pending
+            .ok_or_else(|| failed(self.engine, step, "no pending value"))?;
+        Account::parse(v, "ACSPending").map_err(|e| failed(self.engine, step, e.message))
+    }
+}
+
+impl Strategy for DatabaseStrategy {
+    async fn create(&self, cx: &StepContext<'_>) -> Result<Zeroizing<Vec<u8>>> {
+        let current = match cx.current {
+            Some(v) => Account::parse(v, "ACSCurrent")
+                .map_err(|e| failed(self.engine, "create", e.message))?,
+            None => return Err(failed(self.engine, "create", "no current value")),
+        };
+        let name = self.pending_name(&current.name);
+        if !self.engine.fits(&name) {
+            return Err(failed(
+                self.engine,
+                "create",
+                format!(
+                    "account name {name} is too long for {}",
+                    self.engine.label()
+                ),
+            ));
+        }
+        let password = self.rules.generate();
+        current.with(&name, &password)
+    }
+
+    async fn set(&self, cx: &StepContext<'_>) -> Result<()> {
+        let pending = self.pending("set", cx)?;
+        let template = match (self.cfg.sub_type, &self.current) {
+            (SubType::DoubleUsers, Some(c)) if c.name != pending.name => Some(c.name.as_str()),
+            _ => None,
+        };
+        match self.engine {
+            Engine::Postgres => {
+                postgres::set_password(&self.admin_target(), &pending, template).await
+            }
+            Engine::Mysql => mysql::set_password(&self.admin_target(), &pending, template).await,
+        }
+    }
+
+    async fn test(&self, cx: &StepContext<'_>) -> Result<()> {
+        let pending = self.pending("test", cx)?;
+        let t = Target {
+            cfg: &self.cfg,
+            user: &pending.name,
+            password: &pending.password,
+        };
+        match self.engine {
+            Engine::Postgres => postgres::login(&t, "test").await,
+            Engine::Mysql => mysql::login(&t, "test").await,
+        }
+    }
+
+    async fn finish(&self, _cx: &StepContext<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl crate::service::Service {
+    /// The database strategy for one rotation of `rec`: reads the admin secret,
+    /// `ACSCurrent` and `ACSPrevious` (values stay in memory, zeroized on drop).
+    pub(super) fn database_strategy(
+        &self,
+        engine: Engine,
+        policy: &PolicyRecord,
+        rec: &SecretRecord,
+    ) -> Result<DatabaseStrategy> {
+        if rec.secret_type != SecretType::Rds {
+            return Err(failed(
+                engine,
+                "create",
+                format!(
+                    "secret {} is not an Rds secret (secret_type {:?})",
+                    rec.name, rec.secret_type
+                ),
+            ));
+        }
+        let current = self.plaintext(&rec.name, None)?;
+        let previous = match self.get_secret_value(&rec.name, None, Some(STAGE_PREVIOUS)) {
+            Ok(v) => Some(Zeroizing::new(v.secret_data.clone().into_bytes())),
+            Err(_) => None,
+        };
+        DatabaseStrategy::build(
+            engine,
+            &policy.settings,
+            SecretSide {
+                extended_config: rec.extended_config.as_ref(),
+                current: Some(&current),
+                previous: previous.as_ref().map(|p| p.as_slice()),
+            },
+            |admin| {
+                let v = self.get_secret_value(admin, None, None)?;
+                Ok(Zeroizing::new(v.secret_data.clone().into_bytes()))
+            },
+        )
+    }
+}
+
+/// Test-only: runs a database strategy through the shared conformance suite (each step
+/// twice) against a real database and returns the value it created. `extended_config`
+/// is the secret's, `admin` the admin secret's value, `current`/`previous` the values
+/// of `ACSCurrent`/`ACSPrevious`.
+#[cfg(any(test, feature = "failpoints"))]
+pub async fn database_conformance(
+    kind: RotationStrategy,
+    extended_config: &Map<String, Value>,
+    admin: &[u8],
+    current: &[u8],
+    previous: Option<&[u8]>,
+) -> Result<Vec<u8>> {
+    let engine = Engine::from_strategy(kind)
+        .ok_or_else(|| Error::invalid("strategy", "not a database strategy"))?;
+    let s = DatabaseStrategy::build(
+        engine,
+        &BTreeMap::new(),
+        SecretSide {
+            extended_config: Some(extended_config),
+            current: Some(current),
+            previous,
+        },
+        |_| Ok(Zeroizing::new(admin.to_vec())),
+    )?;
+    super::strategy::conformance(&s, current)
+        .await
+        .map(|v| v.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(v: serde_json::Value) -> Result<RdsConfig> {
+        RdsConfig::parse(v.as_object())
+    }
+
+    #[test]
+    fn extended_config_errors_name_the_field() {
+        let ok = serde_json::json!({"SecretSubType": "DoubleUsers", "Host": "h", "Port": 5432,
+            "Database": "d", "TlsMode": "disable", "AdminSecret": "admin"});
+        let c = cfg(ok.clone()).unwrap();
+        assert_eq!(
+            (c.sub_type, c.port, c.tls),
+            (SubType::DoubleUsers, 5432, TlsMode::Disable)
+        );
+        for (k, v, needle) in [
+            (
+                "SecretSubType",
+                serde_json::json!("Triple"),
+                "extended_config.SecretSubType",
+            ),
+            ("Port", serde_json::json!("5432"), "extended_config.Port"),
+            ("Port", serde_json::json!(70000), "extended_config.Port"),
+            ("Host", serde_json::json!(""), "extended_config.Host"),
+            (
+                "TlsMode",
+                serde_json::json!("prefer"),
+                "extended_config.TlsMode",
+            ),
+            (
+                "AdminSecret",
+                serde_json::json!("bad name!"),
+                "extended_config.AdminSecret",
+            ),
+            ("Hots", serde_json::json!("x"), "extended_config.Hots"),
+        ] {
+            let mut bad = ok.clone();
+            bad[k] = v;
+            if k == "Hots" {
+                bad.as_object_mut().unwrap().remove("Hots");
+                bad["Hots"] = serde_json::json!("x");
+            }
+            let e = cfg(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidParameter);
+            assert!(e.message.contains(needle), "{} / {needle}", e.message);
+        }
+        let mut missing = ok.clone();
+        missing.as_object_mut().unwrap().remove("Database");
+        assert!(
+            cfg(missing)
+                .unwrap_err()
+                .message
+                .contains("extended_config.Database")
+        );
+        assert!(
+            RdsConfig::parse(None)
+                .unwrap_err()
+                .message
+                .contains("extended_config")
+        );
+    }
+
+    #[test]
+    fn account_values_are_checked_without_quoting_them() {
+        let a = Account::parse(
+            br#"{"AccountName":"app","AccountPassword":"pw","Extra":1}"#,
+            "secret_data",
+        )
+        .unwrap();
+        assert_eq!(a.name, "app");
+        let v = a.with("app_clone", "new").unwrap();
+        let back: Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(back["Extra"], 1);
+        assert_eq!(back["AccountName"], "app_clone");
+        let e = Account::parse(
+            br#"{"AccountName":"app","AccountPassword":7}"#,
+            "secret_data",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("secret_data.AccountPassword"));
+        let e = Account::parse(b"hunter2-not-json", "secret_data").unwrap_err();
+        assert!(!e.message.contains("hunter2"));
+        assert!(
+            Account::parse(br#"{"AccountPassword":"x"}"#, "v")
+                .unwrap_err()
+                .message
+                .contains("v.AccountName")
+        );
+    }
+
+    #[test]
+    fn clone_names_respect_the_engine_limits() {
+        assert_eq!(clone_name(Engine::Mysql, "app"), "app_clone");
+        let long = "a".repeat(40);
+        let m = clone_name(Engine::Mysql, &long);
+        assert_eq!(m.chars().count(), 32);
+        assert!(m.ends_with("_clone"));
+        let p = clone_name(Engine::Postgres, &"é".repeat(40));
+        assert!(p.len() <= 63 && p.ends_with("_clone"));
+    }
+}

@@ -1,0 +1,291 @@
+//! MySQL and MariaDB: logins with mysql_async (TLS through rustls with aws-lc-rs),
+//! passwords set on every host entry of the account; MariaDB gets the
+//! `mysql_native_password` hash, never the plaintext. A clone gets the grants of the
+//! account it copies (`SHOW GRANTS`, re-addressed to the clone).
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable as _;
+use mysql_async::{Conn, OptsBuilder, SslOpts};
+use sha1::{Digest as _, Sha1};
+use zeroize::Zeroizing;
+
+use super::{Account, Engine, Target, TlsMode, failed};
+use crate::error::{Error, Result};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `'s'`: a string literal (user and host names, passwords). Backslashes are escaped
+/// unless the session's `sql_mode` has `NO_BACKSLASH_ESCAPES`.
+pub(crate) fn quote_str(s: &str, backslash_escapes: bool) -> String {
+    let mut body = s.replace('\'', "''");
+    if backslash_escapes {
+        body = body.replace('\\', "\\\\");
+    }
+    format!("'{body}'")
+}
+
+/// `` `s` ``: an identifier, inner backticks doubled.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// The `mysql_native_password` hash: `*` and the upper-case hex of SHA1(SHA1(password)).
+pub(crate) fn native_password_hash(password: &str) -> String {
+    let inner = Sha1::digest(password.as_bytes());
+    let outer = Sha1::digest(inner);
+    format!("*{}", hex::encode_upper(outer))
+}
+
+/// The server's error code and SQLSTATE; its message only when the statement held no
+/// secret (a syntax error's message quotes the statement).
+fn describe(e: &mysql_async::Error, with_message: bool) -> String {
+    match e {
+        mysql_async::Error::Server(s) if with_message => {
+            format!("{} (error {}, SQLSTATE {})", s.message, s.code, s.state)
+        }
+        mysql_async::Error::Server(s) => format!("error {}, SQLSTATE {}", s.code, s.state),
+        mysql_async::Error::Io(_) => "could not reach the server".into(),
+        mysql_async::Error::Driver(d) => d.to_string().chars().take(200).collect(),
+        _ => "client error".into(),
+    }
+}
+
+async fn connect(t: &Target<'_>, step: &str) -> Result<Conn> {
+    let mut b = OptsBuilder::default()
+        .ip_or_hostname(t.cfg.host.clone())
+        .tcp_port(t.cfg.port)
+        .user(Some(t.user))
+        .pass(Some(t.password))
+        .db_name(Some(&t.cfg.database))
+        .prefer_socket(false);
+    b = match t.cfg.tls {
+        TlsMode::Disable => b,
+        TlsMode::Require => b.ssl_opts(Some(
+            SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
+        )),
+        TlsMode::VerifyFull => {
+            let mut o = SslOpts::default();
+            if let Some(pem) = &t.cfg.ca_cert {
+                o = o.with_root_certs(vec![pem.as_bytes().to_vec().into()]);
+            }
+            b.ssl_opts(Some(o))
+        }
+    };
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(b))
+        .await
+        .map_err(|_| {
+            failed(
+                Engine::Mysql,
+                step,
+                format!("login as {} timed out", t.user),
+            )
+        })?
+        .map_err(|e| {
+            failed(
+                Engine::Mysql,
+                step,
+                format!("login as {} failed: {}", t.user, describe(&e, true)),
+            )
+        })?;
+    Ok(conn)
+}
+
+/// Logs in with the account and runs `SELECT 1`.
+pub(crate) async fn login(t: &Target<'_>, step: &str) -> Result<()> {
+    let mut conn = connect(t, step).await?;
+    conn.query_drop("SELECT 1").await.map_err(|e| {
+        failed(
+            Engine::Mysql,
+            step,
+            format!("SELECT 1 as {} failed: {}", t.user, describe(&e, true)),
+        )
+    })?;
+    let _ = conn.disconnect().await;
+    Ok(())
+}
+
+/// Rewrites one line of `SHOW GRANTS FOR template@host` for `clone@host`: the grantee
+/// is replaced and any `IDENTIFIED …` clause (the template's password hash) dropped.
+/// `None` for lines that are not grants to the template.
+fn regrant(line: &str, template: &str, clone: &str, host: &str) -> Option<String> {
+    if !line.starts_with("GRANT ") {
+        return None;
+    }
+    let from = format!(" TO {}@{}", quote_ident(template), quote_ident(host));
+    let to = format!(" TO {}@{}", quote_ident(clone), quote_ident(host));
+    let at = line.find(&from)?;
+    let mut out = format!("{}{to}", &line[..at]);
+    let rest = &line[at + from.len()..];
+    let rest = match rest.find(" IDENTIFIED ") {
+        Some(i) => {
+            let tail = &rest[i..];
+            let keep = tail.find(" WITH ").map_or("", |w| &tail[w..]);
+            format!("{}{keep}", &rest[..i])
+        }
+        None => rest.to_string(),
+    };
+    out.push_str(&rest);
+    Some(out)
+}
+
+/// *set*: as the admin, creates `pending` on every host of `template` with the same
+/// grants when asked (grants are applied again on a repeated step), then sets its
+/// password on every host entry.
+pub(crate) async fn set_password(
+    admin: &Target<'_>,
+    pending: &Account,
+    template: Option<&str>,
+) -> Result<()> {
+    let step = "set";
+    let fail = |what: String, e: mysql_async::Error, with_message: bool| -> Error {
+        failed(
+            Engine::Mysql,
+            step,
+            format!("{what}: {}", describe(&e, with_message)),
+        )
+    };
+    let mut conn = connect(admin, step).await?;
+    let (version, sql_mode): (String, String) = conn
+        .query_first("SELECT VERSION(), @@SESSION.sql_mode")
+        .await
+        .map_err(|e| fail("reading the server version".into(), e, true))?
+        .unwrap_or_default();
+    let mariadb = version.contains("MariaDB");
+    let esc = !sql_mode.contains("NO_BACKSLASH_ESCAPES");
+    let mut hosts: Vec<String> = conn
+        .exec(
+            "SELECT Host FROM mysql.user WHERE User = ?",
+            (&pending.name,),
+        )
+        .await
+        .map_err(|e| fail("looking up the account".into(), e, true))?;
+    let hash = Zeroizing::new(native_password_hash(&pending.password));
+    let identified = |hash: &str, plain: &str| -> Zeroizing<String> {
+        Zeroizing::new(if mariadb {
+            format!("IDENTIFIED BY PASSWORD {}", quote_str(hash, esc))
+        } else {
+            // MySQL rewrites the password out of its logs.
+            format!("IDENTIFIED BY {}", quote_str(plain, esc))
+        })
+    };
+    if let Some(template) = template {
+        let template_hosts: Vec<String> = conn
+            .exec("SELECT Host FROM mysql.user WHERE User = ?", (template,))
+            .await
+            .map_err(|e| fail("looking up the current account".into(), e, true))?;
+        if template_hosts.is_empty() {
+            return Err(failed(
+                Engine::Mysql,
+                step,
+                format!("the current account {template} does not exist"),
+            ));
+        }
+        for host in &template_hosts {
+            let user = format!("{}@{}", quote_str(&pending.name, esc), quote_str(host, esc));
+            let create = Zeroizing::new(format!(
+                "CREATE USER IF NOT EXISTS {user} {}",
+                identified(&hash, &pending.password).as_str()
+            ));
+            conn.query_drop(create.as_str()).await.map_err(|e| {
+                fail(
+                    format!("creating account {}@{host}", pending.name),
+                    e,
+                    false,
+                )
+            })?;
+            let grants: Vec<String> = conn
+                .query(format!(
+                    "SHOW GRANTS FOR {}@{}",
+                    quote_str(template, esc),
+                    quote_str(host, esc)
+                ))
+                .await
+                .map_err(|e| fail(format!("reading the grants of {template}@{host}"), e, true))?;
+            for g in grants
+                .iter()
+                .filter_map(|g| regrant(g, template, &pending.name, host))
+            {
+                conn.query_drop(&g).await.map_err(|e| {
+                    fail(
+                        format!("granting {}@{host} what {template} has", pending.name),
+                        e,
+                        true,
+                    )
+                })?;
+            }
+            if !hosts.contains(host) {
+                hosts.push(host.clone());
+            }
+        }
+    }
+    if hosts.is_empty() {
+        return Err(failed(
+            Engine::Mysql,
+            step,
+            format!("account {} does not exist", pending.name),
+        ));
+    }
+    for host in &hosts {
+        let stmt = Zeroizing::new(format!(
+            "ALTER USER {}@{} {}",
+            quote_str(&pending.name, esc),
+            quote_str(host, esc),
+            identified(&hash, &pending.password).as_str()
+        ));
+        conn.query_drop(stmt.as_str()).await.map_err(|e| {
+            fail(
+                format!("setting the password of {}@{host}", pending.name),
+                e,
+                false,
+            )
+        })?;
+    }
+    let _ = conn.disconnect().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_and_hashes() {
+        assert_eq!(quote_str("it's", true), "'it''s'");
+        assert_eq!(quote_str("a\\b", true), "'a\\\\b'");
+        assert_eq!(quote_str("a\\b", false), "'a\\b'");
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+        // The hash MariaDB itself computes for PASSWORD('pw1').
+        assert_eq!(
+            native_password_hash("pw1"),
+            "*2B602296A79E0A8784ACC5C88D92E46588CCA3C3"
+        );
+    }
+
+    #[test]
+    fn grants_are_readdressed_without_the_password_hash() {
+        let l = "GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED BY PASSWORD '*2B60'";
+        assert_eq!(
+            regrant(l, "app", "app_clone", "%").unwrap(),
+            "GRANT USAGE ON *.* TO `app_clone`@`%`"
+        );
+        let l = "GRANT ALL PRIVILEGES ON `db`.* TO `app`@`%` IDENTIFIED BY PASSWORD '*2B' WITH GRANT OPTION";
+        assert_eq!(
+            regrant(l, "app", "app_clone", "%").unwrap(),
+            "GRANT ALL PRIVILEGES ON `db`.* TO `app_clone`@`%` WITH GRANT OPTION"
+        );
+        assert_eq!(
+            regrant(
+                "GRANT SELECT ON `db`.`t` TO `app`@`10.%`",
+                "app",
+                "c",
+                "10.%"
+            )
+            .unwrap(),
+            "GRANT SELECT ON `db`.`t` TO `c`@`10.%`"
+        );
+        assert!(regrant("SET DEFAULT ROLE x FOR `app`@`%`", "app", "c", "%").is_none());
+    }
+}

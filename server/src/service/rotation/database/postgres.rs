@@ -1,0 +1,237 @@
+//! PostgreSQL: logins with tokio-postgres (TLS through rustls), passwords sent as
+//! SCRAM-SHA-256 verifiers, clones created as members of the account they copy.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+use tokio_postgres::{NoTls, Socket};
+use zeroize::Zeroizing;
+
+use super::{Account, Engine, Target, failed, tls};
+use crate::error::{Error, Result};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `"name"` with inner quotes doubled: an identifier for any statement.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A string literal that means `s` whatever `standard_conforming_strings` says
+/// (PostgreSQL's own `quote_literal`).
+pub(crate) fn quote_literal(s: &str) -> String {
+    let body = s.replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+/// Describes an error without anything the statement held: the SQLSTATE and the
+/// server's message (PostgreSQL does not quote statements in messages), or the kind of
+/// transport failure.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => {
+            let s = e.to_string();
+            // Connection errors ("error connecting to server: Connection refused") name
+            // no value; keep them short.
+            s.chars().take(200).collect()
+        }
+    }
+}
+
+/// A rustls connector for tokio-postgres.
+#[derive(Clone)]
+struct MakeRustls(Arc<rustls::ClientConfig>);
+
+struct Connect {
+    config: Arc<rustls::ClientConfig>,
+    domain: rustls::pki_types::ServerName<'static>,
+}
+
+/// A TLS connection to the server.
+struct Stream(Box<tokio_rustls::client::TlsStream<Socket>>);
+
+impl MakeTlsConnect<Socket> for MakeRustls {
+    type Stream = Stream;
+    type TlsConnect = Connect;
+    type Error = rustls::pki_types::InvalidDnsNameError;
+
+    fn make_tls_connect(&mut self, domain: &str) -> std::result::Result<Connect, Self::Error> {
+        Ok(Connect {
+            config: self.0.clone(),
+            domain: rustls::pki_types::ServerName::try_from(domain.to_string())?,
+        })
+    }
+}
+
+impl TlsConnect<Socket> for Connect {
+    type Stream = Stream;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Stream>> + Send>>;
+
+    fn connect(self, stream: Socket) -> Self::Future {
+        Box::pin(async move {
+            let s = tokio_rustls::TlsConnector::from(self.config)
+                .connect(self.domain, stream)
+                .await?;
+            Ok(Stream(Box::new(s)))
+        })
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+impl TlsStream for Stream {
+    fn channel_binding(&self) -> ChannelBinding {
+        ChannelBinding::none()
+    }
+}
+
+/// Logs in as `t.user`; the connection task runs until the client is dropped.
+async fn connect(t: &Target<'_>, step: &str) -> Result<tokio_postgres::Client> {
+    let fail = |e: tokio_postgres::Error| {
+        failed(
+            Engine::Postgres,
+            step,
+            format!("login as {} failed: {}", t.user, describe(&e)),
+        )
+    };
+    let mut c = tokio_postgres::Config::new();
+    c.host(&t.cfg.host)
+        .port(t.cfg.port)
+        .user(t.user)
+        .password(t.password.as_bytes())
+        .dbname(&t.cfg.database)
+        .application_name("strongbox-rotation")
+        .connect_timeout(CONNECT_TIMEOUT);
+    match tls::client_config(t.cfg)? {
+        None => {
+            c.ssl_mode(SslMode::Disable);
+            let (client, conn) = c.connect(NoTls).await.map_err(fail)?;
+            tokio::spawn(conn);
+            Ok(client)
+        }
+        Some(tls) => {
+            c.ssl_mode(SslMode::Require);
+            let (client, conn) = c.connect(MakeRustls(tls)).await.map_err(fail)?;
+            tokio::spawn(conn);
+            Ok(client)
+        }
+    }
+}
+
+/// Logs in with the account and runs `SELECT 1`.
+pub(crate) async fn login(t: &Target<'_>, step: &str) -> Result<()> {
+    let client = connect(t, step).await?;
+    client.simple_query("SELECT 1").await.map_err(|e| {
+        failed(
+            Engine::Postgres,
+            step,
+            format!("SELECT 1 as {} failed: {}", t.user, describe(&e)),
+        )
+    })?;
+    Ok(())
+}
+
+/// *set*: as the admin, creates `pending` as a member of `template` when asked and it
+/// does not exist, then sets its password (a SCRAM verifier, never the plaintext).
+pub(crate) async fn set_password(
+    admin: &Target<'_>,
+    pending: &Account,
+    template: Option<&str>,
+) -> Result<()> {
+    let step = "set";
+    let fail = |what: &str, e: tokio_postgres::Error| -> Error {
+        failed(Engine::Postgres, step, format!("{what}: {}", describe(&e)))
+    };
+    let client = connect(admin, step).await?;
+    let role = quote_ident(&pending.name);
+    if let Some(template) = template {
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_roles WHERE rolname = $1",
+                &[&pending.name],
+            )
+            .await
+            .map_err(|e| fail("looking up the account", e))?
+            .is_some();
+        if !exists {
+            let r = client
+                .batch_execute(&format!(
+                    "CREATE ROLE {role} WITH LOGIN IN ROLE {}",
+                    quote_ident(template)
+                ))
+                .await;
+            match r {
+                Ok(()) => {}
+                // Created meanwhile by a concurrent or repeated step: fine.
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {}
+                Err(e) => {
+                    return Err(fail(
+                        &format!("creating account {} like {template}", pending.name),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+    let verifier = Zeroizing::new(postgres_protocol::password::scram_sha_256(
+        pending.password.as_bytes(),
+    ));
+    let stmt = Zeroizing::new(format!(
+        "ALTER ROLE {role} WITH PASSWORD {}",
+        quote_literal(&verifier)
+    ));
+    client
+        .batch_execute(&stmt)
+        .await
+        .map_err(|e| fail(&format!("setting the password of {}", pending.name), e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_doubles_quotes_and_escapes_backslashes() {
+        assert_eq!(quote_ident("app"), "\"app\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\'b"), "E'a\\\\''b'");
+    }
+}

@@ -1,0 +1,785 @@
+//! Database rotation against real databases: a throwaway PostgreSQL cluster with SCRAM
+//! authentication and the local MariaDB. Every test first proves that a wrong password
+//! is refused. Conformance (each step twice), validation of `Rds` secrets, zero failed
+//! logins across 20 dual-account rotations (with the single-user window reported), and
+//! crashes after each step with the database checked at every point.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use strongbox_client::ErrorCode;
+use strongbox_schemas::{self as api, RotationStrategy, STAGE_CURRENT, STAGE_PREVIOUS};
+use strongbox_server::barrier::RootKey;
+use strongbox_server::clock::ManualClock;
+use strongbox_server::server;
+use strongbox_server::service::{Principal, Service, database_conformance};
+use strongbox_server::storage::{Backend, RedbBackend};
+
+use crate::common::*;
+use crate::dbs::*;
+use crate::rotation::{fast_config, policy};
+
+#[derive(serde::Deserialize)]
+struct Creds {
+    #[serde(rename = "AccountName")]
+    name: String,
+    #[serde(rename = "AccountPassword")]
+    password: String,
+}
+
+fn creds(v: &[u8]) -> Creds {
+    serde_json::from_slice(v).unwrap()
+}
+
+fn obj(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    v.as_object().unwrap().clone()
+}
+
+/// A PostgreSQL role `app` with `password` and `SELECT` on table `t` (one row).
+async fn pg_app(pg: &PgCluster, name: &str, password: &str) {
+    let admin = pg.admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS t (x int); DELETE FROM t; INSERT INTO t VALUES (42);
+             CREATE ROLE {name} LOGIN PASSWORD '{password}'; GRANT SELECT ON t TO {name};"
+        ))
+        .await
+        .unwrap();
+}
+
+async fn pg_read_table(pg: &PgCluster, user: &str, password: &str) -> Result<i32, String> {
+    let c = pg
+        .connect(user, password, "postgres")
+        .await
+        .map_err(|e| e.to_string())?;
+    let row = c
+        .query_one("SELECT x FROM t", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_single_and_dual_pass_the_conformance_suite_with_scram_verifiers() {
+    let pg = PgCluster::start();
+    pg.assert_wrong_password_refused().await;
+    pg_app(&pg, "app", "initial-pw").await;
+    assert_eq!(pg.login("app", "initial-pw").await, Ok(()));
+    assert_eq!(pg.login("app", "wrong").await, Err("28P01".into()));
+    let admin = pg.admin_value();
+
+    // Single user: the same account, a new password; the old one is refused.
+    let v0 = account("app", "initial-pw");
+    let single = pg.config("SingleUser", "db/admin");
+    let v1 = database_conformance(
+        RotationStrategy::Postgresql,
+        &obj(single),
+        admin.as_bytes(),
+        v0.as_bytes(),
+        None,
+    )
+    .await
+    .unwrap();
+    let c1 = creds(&v1);
+    assert_eq!(c1.name, "app");
+    assert_eq!(pg.login("app", &c1.password).await, Ok(()));
+    assert_eq!(pg.login("app", "initial-pw").await, Err("28P01".into()));
+
+    // Dual: the first rotation creates app_clone with app's grants; app is untouched.
+    let dual = obj(pg.config("DoubleUsers", "db/admin"));
+    let v2 = database_conformance(
+        RotationStrategy::Postgresql,
+        &dual,
+        admin.as_bytes(),
+        &v1,
+        None,
+    )
+    .await
+    .unwrap();
+    let c2 = creds(&v2);
+    assert_eq!(c2.name, "app_clone");
+    assert_eq!(pg_read_table(&pg, "app_clone", &c2.password).await, Ok(42));
+    assert_eq!(pg.login("app", &c1.password).await, Ok(()), "app untouched");
+    // The next one resets the account behind ACSPrevious (app); the clone stays valid.
+    let v3 = database_conformance(
+        RotationStrategy::Postgresql,
+        &dual,
+        admin.as_bytes(),
+        &v2,
+        Some(&v1),
+    )
+    .await
+    .unwrap();
+    let c3 = creds(&v3);
+    assert_eq!(c3.name, "app");
+    assert_eq!(pg_read_table(&pg, "app", &c3.password).await, Ok(42));
+    assert_eq!(pg.login("app", &c1.password).await, Err("28P01".into()));
+    assert_eq!(pg.login("app_clone", &c2.password).await, Ok(()));
+
+    // The server logged every statement: verifiers, never a plaintext password.
+    let log = std::fs::read_to_string(&pg.log).unwrap();
+    assert!(log.contains("SCRAM-SHA-256$4096:"), "statements are logged");
+    for p in [&c1.password, &c2.password, &c3.password] {
+        assert!(
+            !log.contains(p.as_str()),
+            "a plaintext password reached the log"
+        );
+    }
+
+    // A wrong admin password fails the step with a clear error, no value in it.
+    let e = database_conformance(
+        RotationStrategy::Postgresql,
+        &dual,
+        account("postgres", "nope").as_bytes(),
+        &v3,
+        Some(&v2),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, strongbox_schemas::ErrorCode::RotationFailed);
+    assert!(e.message.contains("28P01"), "{}", e.message);
+    assert!(!e.message.contains(&c3.password) && !e.message.contains("nope"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_single_and_dual_pass_the_conformance_suite_on_mariadb() {
+    let app = MysqlApp::create("conf", "initial-pw").await;
+    assert_eq!(
+        mysql_login(&app.user, "wrong", &app.db).await,
+        Err("1045".into()),
+        "a wrong password must be refused, or the test proves nothing"
+    );
+    assert_eq!(app.read_table(&app.user, "initial-pw").await, Ok(42));
+    let admin = MysqlApp::admin_value();
+
+    let v0 = account(&app.user, "initial-pw");
+    let v1 = database_conformance(
+        RotationStrategy::Mysql,
+        &obj(app.config("SingleUser", "db/admin")),
+        admin.as_bytes(),
+        v0.as_bytes(),
+        None,
+    )
+    .await
+    .unwrap();
+    let c1 = creds(&v1);
+    assert_eq!(c1.name, app.user);
+    assert_eq!(app.read_table(&app.user, &c1.password).await, Ok(42));
+    assert_eq!(
+        mysql_login(&app.user, "initial-pw", &app.db).await,
+        Err("1045".into())
+    );
+
+    let dual = obj(app.config("DoubleUsers", "db/admin"));
+    let v2 = database_conformance(RotationStrategy::Mysql, &dual, admin.as_bytes(), &v1, None)
+        .await
+        .unwrap();
+    let c2 = creds(&v2);
+    assert_eq!(c2.name, format!("{}_clone", app.user));
+    assert_eq!(
+        app.read_table(&c2.name, &c2.password).await,
+        Ok(42),
+        "same grants"
+    );
+    assert_eq!(app.read_table(&app.user, &c1.password).await, Ok(42));
+    let v3 = database_conformance(
+        RotationStrategy::Mysql,
+        &dual,
+        admin.as_bytes(),
+        &v2,
+        Some(&v1),
+    )
+    .await
+    .unwrap();
+    let c3 = creds(&v3);
+    assert_eq!(c3.name, app.user);
+    assert_eq!(app.read_table(&app.user, &c3.password).await, Ok(42));
+    assert_eq!(
+        mysql_login(&app.user, &c1.password, &app.db).await,
+        Err("1045".into())
+    );
+    assert_eq!(app.read_table(&c2.name, &c2.password).await, Ok(42));
+
+    let e = database_conformance(
+        RotationStrategy::Mysql,
+        &dual,
+        account("root", "nope").as_bytes(),
+        &v3,
+        Some(&v2),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message.contains("1045"), "{}", e.message);
+    app.drop_all().await;
+}
+
+fn rds_request(name: &str, value: &str, config: serde_json::Value) -> api::CreateSecretRequest {
+    api::CreateSecretRequest {
+        name: name.into(),
+        secret_data: value.into(),
+        secret_type: api::SecretType::Rds,
+        extended_config: Some(obj(config)),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn rds_secrets_are_validated_with_field_named_errors() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let good = serde_json::json!({"SecretSubType": "SingleUser", "Host": "db", "Port": 5432,
+        "Database": "app", "TlsMode": "require", "AdminSecret": "db/admin"});
+    let value = account("app", "pw");
+    for (key, bad, field) in [
+        ("Port", serde_json::json!("5432"), "extended_config.Port"),
+        (
+            "SecretSubType",
+            serde_json::json!("Many"),
+            "extended_config.SecretSubType",
+        ),
+        (
+            "TlsMode",
+            serde_json::json!("prefer"),
+            "extended_config.TlsMode",
+        ),
+        (
+            "AdminSecret",
+            serde_json::json!(""),
+            "extended_config.AdminSecret",
+        ),
+    ] {
+        let mut cfg = good.clone();
+        cfg[key] = bad;
+        assert_code(
+            c.create_secret(&rds_request("bad", &value, cfg)).await,
+            ErrorCode::InvalidParameter,
+            field,
+        );
+    }
+    let mut no_host = good.clone();
+    no_host.as_object_mut().unwrap().remove("Host");
+    assert_code(
+        c.create_secret(&rds_request("bad", &value, no_host)).await,
+        ErrorCode::InvalidParameter,
+        "extended_config.Host",
+    );
+    assert_code(
+        c.create_secret(&rds_request("bad", "s3cret-not-json", good.clone()))
+            .await,
+        ErrorCode::InvalidParameter,
+        "secret_data",
+    );
+    assert_code(
+        c.create_secret(&rds_request(
+            "bad",
+            r#"{"AccountName":"app"}"#,
+            good.clone(),
+        ))
+        .await,
+        ErrorCode::InvalidParameter,
+        "secret_data.AccountPassword",
+    );
+    // Nothing was created; the good one is.
+    assert_code(
+        c.describe_secret("bad").await,
+        ErrorCode::SecretNotFound,
+        "bad",
+    );
+    c.create_secret(&rds_request("db/app", &value, good.clone()))
+        .await
+        .unwrap();
+    // Update and put-value are checked too.
+    let mut cfg = good.clone();
+    cfg["Port"] = serde_json::json!(0);
+    assert_code(
+        c.update_secret(
+            "db/app",
+            &api::UpdateSecretRequest {
+                extended_config: Some(obj(cfg)),
+                ..Default::default()
+            },
+        )
+        .await,
+        ErrorCode::InvalidParameter,
+        "extended_config.Port",
+    );
+    assert_code(
+        c.put_secret_value("db/app", &put(r#"{"AccountPassword":"x"}"#))
+            .await,
+        ErrorCode::InvalidParameter,
+        "secret_data.AccountName",
+    );
+    let d = c.describe_secret("db/app").await.unwrap();
+    assert_eq!(d.extended_config.unwrap()["Port"], 5432);
+    c.put_secret_value("db/app", &put(&account("app", "pw2")))
+        .await
+        .unwrap();
+    // A database policy on a Generic secret fails the rotation with a clear error.
+    c.create_rotation_policy(&policy("pg", "30d", RotationStrategy::Postgresql, &[]))
+        .await
+        .unwrap();
+    let mut g = text_secret("generic", &account("app", "pw"));
+    g.rotation_policy = Some("pg".into());
+    c.create_secret(&g).await.unwrap();
+    assert_code(
+        c.rotate_secret("generic", None).await,
+        ErrorCode::RotationFailed,
+        "not an Rds secret",
+    );
+    // Policy settings are the password rules.
+    assert_code(
+        c.create_rotation_policy(&policy(
+            "pg2",
+            "30d",
+            RotationStrategy::Postgresql,
+            &[("length", "3")],
+        ))
+        .await,
+        ErrorCode::InvalidParameter,
+        "settings.length",
+    );
+}
+
+/// A database the zero-downtime test logs into.
+#[derive(Clone)]
+enum Db {
+    Pg(Arc<PgCluster>),
+    My(Arc<MysqlApp>),
+}
+
+impl Db {
+    async fn login(&self, user: &str, password: &str) -> Result<(), String> {
+        match self {
+            Db::Pg(pg) => pg.login(user, password).await,
+            Db::My(app) => mysql_login(user, password, &app.db).await,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    attempts: AtomicU64,
+    first_try_failures: AtomicU64,
+    failed_after_reread: AtomicU64,
+}
+
+/// Logs in continuously with the `ACSCurrent` value, as a caching client does: the
+/// cached value until a login fails, then a fresh read and one more try (counted).
+async fn login_loop(
+    client: strongbox_client::Client,
+    db: Db,
+    secret: String,
+    stop: Arc<AtomicBool>,
+    counts: Arc<Counts>,
+) {
+    let read = || async {
+        let v = client.get_secret_value(&secret, None, None).await.unwrap();
+        creds(v.secret_data.as_bytes())
+    };
+    let mut cached = read().await;
+    while !stop.load(Ordering::SeqCst) {
+        counts.attempts.fetch_add(1, Ordering::SeqCst);
+        if db.login(&cached.name, &cached.password).await.is_ok() {
+            continue;
+        }
+        counts.first_try_failures.fetch_add(1, Ordering::SeqCst);
+        cached = read().await;
+        counts.attempts.fetch_add(1, Ordering::SeqCst);
+        if db.login(&cached.name, &cached.password).await.is_err() {
+            counts.failed_after_reread.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Runs `rotations` rotations of `secret` while two clients log in; returns the counts
+/// and the logins per second.
+async fn rotate_under_load(
+    s: &TestServer,
+    db: &Db,
+    secret: &str,
+    rotations: usize,
+) -> (Arc<Counts>, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Counts::default());
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        clients.push(tokio::spawn(login_loop(
+            s.client.clone(),
+            db.clone(),
+            secret.to_string(),
+            stop.clone(),
+            counts.clone(),
+        )));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..rotations {
+        s.client.rotate_secret(secret, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let rate = counts.attempts.load(Ordering::SeqCst) as f64 / start.elapsed().as_secs_f64();
+    (counts, rate)
+}
+
+/// One database's side of the zero-downtime test: `extended_config` and first value of
+/// a dual and a single account secret, and the admin secret's value.
+struct Setup {
+    db: Db,
+    strategy: RotationStrategy,
+    dual: (serde_json::Value, String),
+    single: (serde_json::Value, String),
+    admin: String,
+}
+
+async fn zero_downtime(s: &TestServer, setup: Setup) {
+    let Setup {
+        db,
+        strategy,
+        dual: (dual, dual_value),
+        single: (single, single_value),
+        admin,
+    } = setup;
+    let c = &s.client;
+    c.create_secret(&text_secret("db/admin", &admin))
+        .await
+        .unwrap();
+    c.create_rotation_policy(&policy("db", "30d", strategy, &[]))
+        .await
+        .unwrap();
+    let mut req = rds_request("MyDbCreds", &dual_value, dual);
+    req.rotation_policy = Some("db".into());
+    c.create_secret(&req).await.unwrap();
+
+    let (counts, rate) = rotate_under_load(s, &db, "MyDbCreds", 20).await;
+    let attempts = counts.attempts.load(Ordering::SeqCst);
+    let first = counts.first_try_failures.load(Ordering::SeqCst);
+    let failed = counts.failed_after_reread.load(Ordering::SeqCst);
+    println!(
+        "{strategy:?} dual: {attempts} logins ({rate:.0}/s), {first} refused with a cached value, {failed} after a re-read"
+    );
+    assert!(rate >= 20.0, "{rate} logins/s");
+    assert_eq!(failed, 0, "failed logins after a re-read of ACSCurrent");
+    let d = c.describe_secret("MyDbCreds").await.unwrap();
+    assert_eq!(d.rotation_status, Some(api::RotationStatus::Succeeded));
+    let cur = c.get_secret_value("MyDbCreds", None, None).await.unwrap();
+    let prev = c
+        .get_secret_value("MyDbCreds", None, Some(STAGE_PREVIOUS))
+        .await
+        .unwrap();
+    let (cur, prev) = (
+        creds(cur.secret_data.as_bytes()),
+        creds(prev.secret_data.as_bytes()),
+    );
+    assert_ne!(cur.name, prev.name, "the two accounts alternate");
+    assert_eq!(db.login(&cur.name, &cur.password).await, Ok(()));
+    assert_eq!(
+        db.login(&prev.name, &prev.password).await,
+        Ok(()),
+        "valid for a full cycle"
+    );
+
+    // Single user: the window between set and finish, reported (not zero by design).
+    let mut req = rds_request("single", &single_value, single);
+    req.rotation_policy = Some("db".into());
+    c.create_secret(&req).await.unwrap();
+    let (counts, rate) = rotate_under_load(s, &db, "single", 5).await;
+    println!(
+        "{strategy:?} single-user window: {} logins ({rate:.0}/s), {} refused with a cached value, {} refused after a re-read (the window) over 5 rotations",
+        counts.attempts.load(Ordering::SeqCst),
+        counts.first_try_failures.load(Ordering::SeqCst),
+        counts.failed_after_reread.load(Ordering::SeqCst)
+    );
+    let cur = c
+        .get_secret_value("single", None, Some(STAGE_CURRENT))
+        .await
+        .unwrap();
+    let cur = creds(cur.secret_data.as_bytes());
+    assert_eq!(db.login(&cur.name, &cur.password).await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_dual_postgres_rotations_under_continuous_logins_fail_no_login() {
+    let pg = Arc::new(PgCluster::start());
+    pg.assert_wrong_password_refused().await;
+    pg_app(&pg, "app", "pw-dual").await;
+    pg_app(&pg, "solo", "pw-single").await;
+    let s = TestServer::start_with(fast_config()).await;
+    let setup = Setup {
+        db: Db::Pg(pg.clone()),
+        strategy: RotationStrategy::Postgresql,
+        dual: (
+            pg.config("DoubleUsers", "db/admin"),
+            account("app", "pw-dual"),
+        ),
+        single: (
+            pg.config("SingleUser", "db/admin"),
+            account("solo", "pw-single"),
+        ),
+        admin: pg.admin_value(),
+    };
+    zero_downtime(&s, setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_dual_mariadb_rotations_under_continuous_logins_fail_no_login() {
+    let dual = Arc::new(MysqlApp::create("zd", "pw-dual").await);
+    let single = MysqlApp::create("zs", "pw-single").await;
+    assert_eq!(
+        mysql_login(&dual.user, "wrong", &dual.db).await,
+        Err("1045".into())
+    );
+    let s = TestServer::start_with(fast_config()).await;
+    let mut single_cfg = single.config("SingleUser", "db/admin");
+    single_cfg["Database"] = serde_json::json!(dual.db);
+    // The single account logs into the same database.
+    let mut root = mysql_root().await;
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("GRANT SELECT ON `{}`.* TO '{}'@'%'", dual.db, single.user),
+    )
+    .await
+    .unwrap();
+    let setup = Setup {
+        db: Db::My(dual.clone()),
+        strategy: RotationStrategy::Mysql,
+        dual: (
+            dual.config("DoubleUsers", "db/admin"),
+            account(&dual.user, "pw-dual"),
+        ),
+        single: (single_cfg, account(&single.user, "pw-single")),
+        admin: MysqlApp::admin_value(),
+    };
+    zero_downtime(&s, setup).await;
+    dual.drop_all().await;
+    single.drop_all().await;
+}
+
+/// Services over a backend without HTTP; `restart` builds new ones over the same
+/// storage, as a process restart does.
+struct Engine {
+    backend: Arc<dyn Backend>,
+    key: RootKey,
+    clock: ManualClock,
+    service: Service,
+    _dir: tempfile::TempDir,
+}
+
+impl Engine {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> =
+            Arc::new(RedbBackend::open(&dir.path().join("db.redb")).unwrap());
+        let key = RootKey::random();
+        server::initialize(backend.as_ref(), &key).unwrap();
+        let clock = ManualClock::new(T0);
+        let service = server::unseal(
+            backend.clone(),
+            &key,
+            Arc::new(clock.clone()),
+            fast_config(),
+        )
+        .unwrap()
+        .service;
+        Self {
+            backend,
+            key,
+            clock,
+            service,
+            _dir: dir,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.service = server::unseal(
+            self.backend.clone(),
+            &self.key,
+            Arc::new(self.clock.clone()),
+            fast_config(),
+        )
+        .unwrap()
+        .service;
+    }
+
+    fn value(&self, stage: &str) -> Creds {
+        let v = self
+            .service
+            .get_secret_value("MyDbCreds", None, Some(stage))
+            .unwrap();
+        creds(v.secret_data.as_bytes())
+    }
+}
+
+/// Halts the engine after each step of a dual-account rotation, restarts it, and checks
+/// that the database accepts `ACSCurrent` (and `ACSPrevious`) at every point.
+async fn crash_after_each_step(
+    db: Db,
+    strategy: RotationStrategy,
+    config: serde_json::Value,
+    first: String,
+    admin: String,
+) {
+    let mut e = Engine::start();
+    let root = Principal::Named("root".into());
+    e.service
+        .create_secret(text_secret("db/admin", &admin), &root)
+        .await
+        .unwrap();
+    e.service
+        .create_rotation_policy(policy("db", "30d", strategy, &[]))
+        .await
+        .unwrap();
+    let mut req = rds_request("MyDbCreds", &first, config);
+    req.rotation_policy = Some("db".into());
+    e.service.create_secret(req, &root).await.unwrap();
+    for (i, step) in ["create", "set", "test", "finish"].into_iter().enumerate() {
+        let before = e.value(STAGE_CURRENT);
+        e.service.set_rotation_halt(Some(step));
+        let id = format!("v{i}");
+        let halted = e
+            .service
+            .rotate_secret(
+                "MyDbCreds",
+                api::RotateSecretRequest {
+                    version_id: Some(id.clone()),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(halted.code, strongbox_schemas::ErrorCode::Unavailable);
+        // Stopped after the step: the database accepts ACSCurrent.
+        let cur = e.value(STAGE_CURRENT);
+        assert_eq!(
+            db.login(&cur.name, &cur.password).await,
+            Ok(()),
+            "after {step}"
+        );
+        if step != "finish" {
+            assert_eq!(cur.name, before.name, "{step}");
+        }
+        e.restart();
+        let cur = e.value(STAGE_CURRENT);
+        assert_eq!(
+            db.login(&cur.name, &cur.password).await,
+            Ok(()),
+            "restarted after {step}"
+        );
+        let r = e.service.tick().await.unwrap();
+        assert_eq!(r.failed_rotations, 0, "{step}");
+        let cur = e.value(STAGE_CURRENT);
+        let v = e.service.get_secret_value("MyDbCreds", None, None).unwrap();
+        assert_eq!(v.version_id, id, "{step}: the rotation completed");
+        assert_ne!(cur.name, before.name, "{step}: the accounts swapped");
+        assert_eq!(
+            db.login(&cur.name, &cur.password).await,
+            Ok(()),
+            "resumed after {step}"
+        );
+        let prev = e.value(STAGE_PREVIOUS);
+        assert_eq!(
+            db.login(&prev.name, &prev.password).await,
+            Ok(()),
+            "previous after {step}"
+        );
+        e.clock.advance(60);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_any_step_of_a_dual_postgres_rotation_resumes_and_current_always_logs_in() {
+    let pg = Arc::new(PgCluster::start());
+    pg.assert_wrong_password_refused().await;
+    pg_app(&pg, "app", "pw0").await;
+    let (config, admin) = (pg.config("DoubleUsers", "db/admin"), pg.admin_value());
+    crash_after_each_step(
+        Db::Pg(pg),
+        RotationStrategy::Postgresql,
+        config,
+        account("app", "pw0"),
+        admin,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_any_step_of_a_dual_mariadb_rotation_resumes_and_current_always_logs_in() {
+    let app = Arc::new(MysqlApp::create("crash", "pw0").await);
+    assert_eq!(
+        mysql_login(&app.user, "wrong", &app.db).await,
+        Err("1045".into())
+    );
+    crash_after_each_step(
+        Db::My(app.clone()),
+        RotationStrategy::Mysql,
+        app.config("DoubleUsers", "db/admin"),
+        account(&app.user, "pw0"),
+        MysqlApp::admin_value(),
+    )
+    .await;
+    app.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rotation_speaks_tls_with_require_and_verify_full() {
+    let certs = strongbox_server::tls::dev_certificates().unwrap();
+    let stranger = strongbox_server::tls::dev_certificates().unwrap();
+    let pg = PgCluster::start_with(Some((&certs.cert_pem, &certs.key_pem)));
+    // Only TLS logins are accepted, and a wrong password is refused.
+    let e = pg
+        .psql("postgres", "not-the-password", "SELECT 1")
+        .unwrap_err();
+    assert!(e.contains("password authentication failed"), "{e}");
+    pg.psql(
+        "postgres",
+        &pg.admin_password,
+        "CREATE ROLE app LOGIN PASSWORD 'pw0'",
+    )
+    .unwrap();
+    let admin = pg.admin_value();
+    let run = |tls: &str, ca: Option<&str>, current: Vec<u8>| {
+        let mut cfg = pg.config("SingleUser", "db/admin");
+        cfg["TlsMode"] = serde_json::json!(tls);
+        if let Some(ca) = ca {
+            cfg["CaCert"] = serde_json::json!(ca);
+        }
+        let admin = admin.clone();
+        async move {
+            database_conformance(
+                RotationStrategy::Postgresql,
+                &obj(cfg),
+                admin.as_bytes(),
+                &current,
+                None,
+            )
+            .await
+        }
+    };
+    let v0 = account("app", "pw0").into_bytes();
+    // Plain TCP is rejected by the server (pg_hba: hostssl only).
+    let e = run("disable", None, v0.clone()).await.unwrap_err();
+    assert!(e.message.contains("28000"), "{}", e.message);
+    // require: encrypted, certificate not checked.
+    let v1 = run("require", None, v0).await.unwrap();
+    // verify-full against the right CA (the certificate names 127.0.0.1).
+    let v2 = run("verify-full", Some(&certs.ca_pem), v1).await.unwrap();
+    let c2 = creds(&v2);
+    assert_eq!(
+        pg.psql("app", &c2.password, "SELECT current_user"),
+        Ok("app".into())
+    );
+    // verify-full against another CA: refused before any password is sent.
+    let e = run("verify-full", Some(&stranger.ca_pem), v2)
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("login as postgres failed"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains(&c2.password));
+}

@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod cli;
 mod common;
+mod delegation;
 mod durability;
 mod errors;
 mod keys;

@@ -39,6 +39,7 @@ use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_sec
 use super::{AuditEntry, AuditSlot};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn};
+pub(crate) use access_key::{principal_named, principals_setting};
 pub use random::PasswordRules;
 use schedule::{Job, due_jobs};
 pub(crate) use schedule::{reindex_key, reindex_secret, reindex_secret_with, unindex_secret};

@@ -285,3 +285,75 @@ async fn the_access_key_strategy_passes_the_conformance_suite() {
     assert_eq!(tokens.len(), 2, "{tokens:?}");
     assert_eq!(tokens.iter().filter(|t| t.token_id == id).count(), 1);
 }
+
+#[tokio::test]
+async fn finish_revokes_only_tokens_the_rotation_issued() {
+    let s = TestServer::start_with(fast_config()).await;
+    let first = setup(&s).await;
+    let c = &s.client;
+    // A token whose description copies the rotation's marker for a real version: its
+    // id was not derived from that version, so the rotation does not own it.
+    let version = c
+        .get_secret_value(SECRET, None, None)
+        .await
+        .unwrap()
+        .version_id;
+    let lookalike = c
+        .create_token(
+            "app",
+            &api::CreateTokenRequest {
+                expires_at: None,
+                description: Some(format!(
+                    "Issued by the rotation of secret {SECRET}, version {version}"
+                )),
+            },
+        )
+        .await
+        .unwrap();
+    // Another of app's tokens, named in a value put by a caller with the rights to put
+    // it: two rotations later it is ACSPrevious before the swap, yet not revoked.
+    let other = c.create_token("app", &Default::default()).await.unwrap();
+    let owner = s
+        .principal_with(
+            "owner",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:PutSecretValue"], "Resource": format!("secret/{SECRET}")},
+                {"Effect": "Allow", "Action": ["ram:CreateToken", "ram:DeleteToken"], "Resource": "principal/app"}]}),
+        )
+        .await;
+    owner
+        .put_secret_value(
+            SECRET,
+            &put(
+                &json!({"PrincipalName": "app", "TokenId": other.token_id, "Token": other.token})
+                    .to_string(),
+            ),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        c.rotate_secret(SECRET, None).await.unwrap();
+    }
+    for (what, t) in [("look-alike", &lookalike.token), ("put", &other.token)] {
+        s.client_with_token(t)
+            .describe_secret(SECRET)
+            .await
+            .unwrap_or_else(|e| panic!("the {what} token was revoked: {e}"));
+    }
+    // The rotation's own tokens are still revoked on schedule.
+    let e = s
+        .client_with_token(&first)
+        .describe_secret(SECRET)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthenticated));
+    let ids: Vec<String> = c
+        .list_tokens("app")
+        .await
+        .unwrap()
+        .tokens
+        .into_iter()
+        .map(|t| t.token_id)
+        .collect();
+    assert_eq!(ids.len(), 4, "current, previous, look-alike, put: {ids:?}");
+}

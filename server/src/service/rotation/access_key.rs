@@ -367,6 +367,35 @@ mod tests {
     }
 
     #[test]
+    fn only_tokens_with_the_derived_id_count_as_issued_by_the_rotation() {
+        let tok = |id: &str, description: String| TokenRecord {
+            token_id: id.into(),
+            principal: "app".into(),
+            sha256: vec![0; 32],
+            description,
+            creation_date: 0,
+            expires_at: None,
+        };
+        let own = token_id_for("app/key", "v1");
+        assert!(issued_by_rotation(
+            "app/key",
+            &tok(&own, marker("app/key", "v1"))
+        ));
+        assert!(!issued_by_rotation(
+            "app/key",
+            &tok("tok_0123", marker("app/key", "v1"))
+        ));
+        assert!(!issued_by_rotation(
+            "app/key",
+            &tok(&own, marker("app/key", "v2"))
+        ));
+        assert!(!issued_by_rotation(
+            "app/other",
+            &tok(&own, marker("app/key", "v1"))
+        ));
+    }
+
+    #[test]
     fn bad_values_are_not_quoted() {
         let Err(e) = AccessKeyValue::parse("create", "current", b"sbx_secret-token") else {
             panic!("not JSON, yet parsed");

@@ -139,6 +139,27 @@ async fn an_access_key_secret_needs_token_rights_on_the_principal_its_value_name
     let d = s.client.describe_secret("team/ci").await.unwrap();
     assert_eq!(d.rotation_policy, None);
 
+    // The refusals are in the audit trail as denials, whether the check ran before
+    // the write (create) or inside it (put, update).
+    let audit = s
+        .client
+        .list_audit(&strongbox_client::AuditQuery {
+            principal: Some("team".into()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for action in ["kms:CreateSecret", "kms:PutSecretValue", "kms:UpdateSecret"] {
+        assert!(
+            audit.records.iter().any(|r| r.action == action
+                && r.outcome == api::AuditOutcome::Denied
+                && r.error_code == Some(ErrorCode::Forbidden)),
+            "{action}: {:?}",
+            audit.records
+        );
+    }
+
     // No token was ever issued for ci-deploy.
     assert!(
         s.client

@@ -54,6 +54,11 @@ impl Actor {
         }
     }
 
+    /// Whether this is the server itself (nothing is checked).
+    pub fn is_trusted(&self) -> bool {
+        matches!(self, Actor::Trusted(_))
+    }
+
     /// [`require`] for a caller; always `Ok` for the server itself.
     pub fn require(&self, action: &str, resource: &str, why: &str) -> Result<()> {
         match self {

@@ -360,3 +360,30 @@ async fn changing_where_the_rotation_sends_a_value_needs_the_right_to_read_it() 
     let d = s.client.describe_secret("team/box").await.unwrap();
     assert_eq!(d.extended_config, Some(config("attacker.example")));
 }
+
+#[tokio::test]
+async fn an_access_key_secret_whose_value_cannot_be_read_needs_rights_on_every_principal() {
+    let s = TestServer::start().await;
+    plain_principal(&s, "app").await;
+    let k = s.client.create_key(&Default::default()).await.unwrap();
+    let mut req = access_key_secret("team/app", "app", None);
+    req.encryption_key_id = Some(k.key_id.clone());
+    s.client.create_secret(&req).await.unwrap();
+    s.client.disable_key(&k.key_id).await.unwrap();
+    // With the key disabled the principal the value names cannot be checked.
+    let team = team_member(&s, "team", &["principal/app"]).await;
+    let update = api::UpdateSecretRequest {
+        description: Some("moved".into()),
+        ..Default::default()
+    };
+    assert_code(
+        team.update_secret("team/app", &update).await,
+        ErrorCode::Forbidden,
+        "ram:CreateToken on principal/*",
+    );
+    let all = team_member(&s, "all", &["principal/*"]).await;
+    all.update_secret("team/app", &update).await.unwrap();
+    // Readable again: rights on the principal it names are enough.
+    s.client.enable_key(&k.key_id).await.unwrap();
+    team.update_secret("team/app", &update).await.unwrap();
+}

@@ -210,7 +210,7 @@ impl Sshd {
             format!("[127.0.0.1]:{} {}\n", self.port, self.host_key),
         )
         .unwrap();
-        Command::new("ssh")
+        let out = Command::new("ssh")
             .args([
                 "-F",
                 "/dev/null",
@@ -232,11 +232,17 @@ impl Sshd {
             .arg(format!("{USER}@127.0.0.1"))
             .arg("true")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            // A refused key, not any failure (sshd gone, host key mismatch).
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("Permission denied"),
+                "the login failed for another reason than a refused key: {stderr}"
+            );
+        }
+        out.status.success()
     }
 }
 

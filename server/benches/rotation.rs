@@ -14,7 +14,7 @@ use strongbox_schemas::{self as api, Interval, RotationStrategy};
 use strongbox_server::barrier::RootKey;
 use strongbox_server::clock::ManualClock;
 use strongbox_server::server;
-use strongbox_server::service::{Principal, Service, ServiceConfig};
+use strongbox_server::service::{Actor, Principal, Service, ServiceConfig};
 use strongbox_server::storage::{Backend, Reader as _, RedbBackend, Table};
 
 const T0: i64 = 1_767_225_600;
@@ -55,7 +55,7 @@ async fn create_many(
     range: std::ops::Range<usize>,
     policy_of: fn(usize) -> &'static str,
 ) {
-    let who = Principal::Named("root".into());
+    let who = Actor::Trusted(Principal::Named("root".into()));
     let mut set = tokio::task::JoinSet::new();
     for i in range {
         let (svc, who) = (svc.clone(), who.clone());
@@ -90,10 +90,11 @@ async fn run() {
     )
     .expect("unseal")
     .service;
-    svc.create_rotation_policy(policy("fast", "6h"))
+    let root = Actor::Trusted(Principal::Named("root".into()));
+    svc.create_rotation_policy(policy("fast", "6h"), &root)
         .await
         .expect("policy");
-    svc.create_rotation_policy(policy("slow", "365d"))
+    svc.create_rotation_policy(policy("slow", "365d"), &root)
         .await
         .expect("policy");
     println!(

@@ -27,7 +27,7 @@ use strongbox_schemas::{self as api, Interval, RotationStrategy};
 use strongbox_server::barrier::RootKey;
 use strongbox_server::clock::ManualClock;
 use strongbox_server::server;
-use strongbox_server::service::{Principal, Service, ServiceConfig};
+use strongbox_server::service::{Actor, Principal, Service, ServiceConfig};
 use strongbox_server::storage::{Backend, RedbBackend};
 
 const T0: i64 = 1_767_225_600;
@@ -127,7 +127,7 @@ async fn measure(
     database: &str,
     users: &[String],
 ) {
-    let who = Principal::Named("root".into());
+    let who = Actor::Trusted(Principal::Named("root".into()));
     // Dual account: rotations/s with 1 and 4 secrets rotating at once.
     for callers in [1usize, 4] {
         for (i, u) in users.iter().take(callers).enumerate() {
@@ -252,18 +252,21 @@ async fn run() {
         ("pg", RotationStrategy::Postgresql),
         ("my", RotationStrategy::Mysql),
     ] {
-        svc.create_rotation_policy(api::CreateRotationPolicyRequest {
-            name: name.into(),
-            interval: Interval::parse("30d").expect("interval"),
-            window: None,
-            strategy,
-            settings: None,
-            enabled: None,
-        })
+        svc.create_rotation_policy(
+            api::CreateRotationPolicyRequest {
+                name: name.into(),
+                interval: Interval::parse("30d").expect("interval"),
+                window: None,
+                strategy,
+                settings: None,
+                enabled: None,
+            },
+            &Actor::Trusted(Principal::Named("root".into())),
+        )
         .await
         .expect("policy");
     }
-    let who = Principal::Named("root".into());
+    let who = Actor::Trusted(Principal::Named("root".into()));
 
     // PostgreSQL: a throwaway SCRAM cluster.
     let pg = PgCluster::start();

@@ -293,6 +293,11 @@ impl Service {
             .write_then(f, move |t, outcome| {
                 let (o, code) = match outcome {
                     Ok(_) => (AuditOutcome::Succeeded, None),
+                    // Refused by a check inside the write (service::authz): a denial,
+                    // as when the guard refuses.
+                    Err(e) if e.code == ErrorCode::Forbidden => {
+                        (AuditOutcome::Denied, Some(e.code))
+                    }
                     Err(e) => (AuditOutcome::Failed, Some(e.code)),
                 };
                 this.append_audit(t, &entry, o, code).map(|_| ())

@@ -4,6 +4,7 @@
 
 mod access_policies;
 mod audit;
+mod authz;
 mod identity;
 mod keys;
 mod policies;
@@ -20,6 +21,7 @@ use crate::clock::Clock;
 use crate::storage::Store;
 
 pub use audit::{AuditEntry, AuditQuery, AuditSlot};
+pub use authz::{Actor, TOKEN_ACTIONS, require};
 pub use identity::{Identity, new_token};
 pub(crate) use principals::root_mutations;
 pub use records::Principal;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use strongbox_schemas::{self as api, ErrorCode, RotationStrategy};
 
 use super::Service;
+use super::authz::Actor;
 use super::records::{PolicyRecord, decode, encode, load};
 use crate::error::{Error, Result, interval_in};
 use crate::storage::{Reader, Table};
@@ -82,15 +83,36 @@ fn validate_settings(
     super::rotation::validate_strategy_settings(strategy, settings)
 }
 
+/// An `access_key` policy needs the caller's token rights on every entry of its
+/// `principals` setting (a `prefix*` entry as the literal resource `principal/prefix*`).
+fn check_principals(
+    who: &Actor,
+    strategy: RotationStrategy,
+    settings: &BTreeMap<String, String>,
+) -> Result<()> {
+    if strategy != RotationStrategy::AccessKey {
+        return Ok(());
+    }
+    for p in super::rotation::principals_setting(settings)? {
+        who.require_token_authority(
+            &p,
+            "an access_key policy's rotations issue and revoke tokens of the principals it names",
+        )?;
+    }
+    Ok(())
+}
+
 fn validate_window(window: &api::Interval, interval: &api::Interval) -> Result<()> {
     interval_in("window", window, 60, interval.seconds())
 }
 
 impl Service {
-    /// Creates a rotation policy.
+    /// Creates a rotation policy; an `access_key` one needs the caller's token rights
+    /// on the principals it names.
     pub async fn create_rotation_policy(
         &self,
         req: api::CreateRotationPolicyRequest,
+        who: &Actor,
     ) -> Result<api::RotationPolicy> {
         validate_name(&req.name)?;
         interval_in("interval", &req.interval, INTERVAL_MIN, INTERVAL_MAX)?;
@@ -100,6 +122,7 @@ impl Service {
         validate_window(&window, &req.interval)?;
         let settings = req.settings.unwrap_or_default();
         validate_settings(req.strategy, &settings)?;
+        check_principals(who, req.strategy, &settings)?;
         let now = self.now();
         let rec = PolicyRecord {
             name: req.name,
@@ -144,13 +167,15 @@ impl Service {
         Ok(api::ListRotationPoliciesResponse { rotation_policies })
     }
 
-    /// Changes a policy; absent fields stay.
+    /// Changes a policy; absent fields stay. Any change that leaves an `access_key`
+    /// policy needs the caller's token rights on the principals it names.
     pub async fn update_rotation_policy(
         &self,
         name: &str,
         req: api::UpdateRotationPolicyRequest,
+        who: &Actor,
     ) -> Result<api::RotationPolicy> {
-        let (name, now) = (name.to_string(), self.now());
+        let (name, now, who) = (name.to_string(), self.now(), who.clone());
         self.write(move |t| {
             let mut p: PolicyRecord = load(t, Table::RotationPolicies, name.as_bytes())?
                 .ok_or_else(|| not_found(&name))?;
@@ -169,6 +194,7 @@ impl Service {
                 p.settings = s;
             }
             validate_settings(p.strategy, &p.settings)?;
+            check_principals(&who, p.strategy, &p.settings)?;
             if let Some(e) = req.enabled {
                 p.enabled = e;
             }

@@ -4,18 +4,19 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use strongbox_schemas::{
-    self as api, ErrorCode, STAGE_CURRENT, STAGE_PREVIOUS, SecretDataType, validate_secret_name,
-    validate_version_id,
+    self as api, ErrorCode, STAGE_CURRENT, STAGE_PREVIOUS, SecretDataType, SecretType,
+    validate_secret_name, validate_version_id,
 };
 use zeroize::Zeroizing;
 
 use super::Service;
+use super::authz::Actor;
 use super::keys::{check_usable, resolve_key};
 use super::records::{
-    KeyRecord, PolicyRecord, Principal, SecretRecord, VersionMeta, decode, decode_page_token,
-    encode, encode_page_token, load, secret_arn, validate_description, validate_tags,
+    KeyRecord, PolicyRecord, SecretRecord, VersionMeta, decode, decode_page_token, encode,
+    encode_page_token, load, secret_arn, validate_description, validate_tags,
 };
-use super::rotation::reindex_secret;
+use super::rotation::{principal_named, reindex_secret};
 use crate::barrier::{self, SealedHeader, SecretBinding};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn, composite};
@@ -159,6 +160,20 @@ fn require_policy(r: &(impl Reader + ?Sized), name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Why the principal an `AccessKey` value names needs the caller's token rights.
+const ACCESS_KEY_WHY: &str =
+    "an AccessKey secret's rotation issues and revokes tokens of the principal its value names";
+
+/// Checks that `who` may have the rotation issue and revoke tokens of the principal an
+/// `AccessKey` value names. A value the strategy cannot read names nobody (rotating
+/// it fails without issuing anything), so it needs nothing.
+fn check_access_key_value(who: &Actor, value: &[u8]) -> Result<()> {
+    match principal_named(value) {
+        Some(p) => who.require_token_authority(&p, ACCESS_KEY_WHY),
+        None => Ok(()),
+    }
+}
+
 /// A new version's value and identity, ready to seal.
 pub(super) struct NewVersion {
     pub(super) version_id: String,
@@ -201,11 +216,12 @@ impl Service {
         })
     }
 
-    /// Creates a secret with its first version as `ACSCurrent`.
+    /// Creates a secret with its first version as `ACSCurrent`. An `AccessKey` secret
+    /// needs the caller's token rights on the principal its value names.
     pub async fn create_secret(
         &self,
         req: api::CreateSecretRequest,
-        who: &Principal,
+        who: &Actor,
     ) -> Result<api::Secret> {
         validate_secret_name("name", &req.name)?;
         let data = decode_data(
@@ -213,6 +229,9 @@ impl Service {
             req.secret_data_type,
             self.inner.config.max_value_bytes,
         )?;
+        if req.secret_type == SecretType::AccessKey {
+            check_access_key_value(who, &data)?;
+        }
         let version_id = match req.version_id {
             Some(v) => {
                 validate_version_id("version_id", &v)?;
@@ -239,7 +258,7 @@ impl Service {
             version_id,
             data,
             data_type: req.secret_data_type,
-            created_by: who.label(),
+            created_by: who.principal().label(),
         };
         let this = self.clone();
         let now = self.now();
@@ -290,6 +309,31 @@ impl Service {
         .await
     }
 
+    /// The plaintext of a version, read through `r` (a snapshot or a write).
+    fn open_version(
+        &self,
+        r: &(impl Reader + ?Sized),
+        name: &str,
+        version_id: &str,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let ct = r
+            .get(Table::SecretVersions, &composite(name, version_id))?
+            .ok_or_else(|| Error::internal(format!("version blob missing for {name}")))?;
+        let header = barrier::sealed_header(&ct)?;
+        let key: KeyRecord = load(r, Table::Keys, header.key_id.as_bytes())?.ok_or_else(|| {
+            Error::new(
+                ErrorCode::KeyDeleted,
+                format!("key {} no longer exists", header.key_id),
+            )
+        })?;
+        let material = self.material(&key, header.key_version)?;
+        Ok(barrier::open_secret(
+            &material,
+            SecretBinding { name, version_id },
+            &ct,
+        )?)
+    }
+
     /// A secret's metadata; also while it is scheduled for deletion.
     pub fn describe_secret(&self, name: &str) -> Result<api::Secret> {
         let rec = load_secret(self.store(), name)?;
@@ -320,26 +364,7 @@ impl Service {
                 format!("secret {name} has no such version or stage"),
             )
         })?;
-        let ct = store
-            .get(Table::SecretVersions, &composite(name, &meta.version_id))?
-            .ok_or_else(|| Error::internal(format!("version blob missing for {name}")))?;
-        let header = barrier::sealed_header(&ct)?;
-        let key: KeyRecord =
-            load(store, Table::Keys, header.key_id.as_bytes())?.ok_or_else(|| {
-                Error::new(
-                    ErrorCode::KeyDeleted,
-                    format!("key {} no longer exists", header.key_id),
-                )
-            })?;
-        let material = self.material(&key, header.key_version)?;
-        let pt = barrier::open_secret(
-            &material,
-            SecretBinding {
-                name,
-                version_id: &meta.version_id,
-            },
-            &ct,
-        )?;
+        let pt = self.open_version(store, name, &meta.version_id)?;
         let secret_data = match meta.data_type {
             SecretDataType::Text => String::from_utf8(pt.to_vec())
                 .map_err(|_| Error::internal("stored text is not UTF-8"))?,
@@ -359,11 +384,13 @@ impl Service {
 
     /// Adds a version. Same `version_id` and same data is a no-op; different data is
     /// `VersionConflict`. Without `version_stages` the new version becomes `ACSCurrent`.
+    /// A value of an `AccessKey` secret needs the caller's token rights on the principal
+    /// it names.
     pub async fn put_secret_value(
         &self,
         name: &str,
         req: api::PutSecretValueRequest,
-        who: &Principal,
+        who: &Actor,
     ) -> Result<api::SecretVersionRef> {
         let data = decode_data(
             &req.secret_data,
@@ -387,13 +414,16 @@ impl Service {
             version_id,
             data,
             data_type: req.secret_data_type,
-            created_by: who.label(),
+            created_by: who.principal().label(),
         };
-        let (this, name, now) = (self.clone(), name.to_string(), self.now());
+        let (this, name, now, who) = (self.clone(), name.to_string(), self.now(), who.clone());
         self.write(move |t| {
             let mut rec = load_live_secret(t, &name)?;
             if rec.secret_type == api::SecretType::Rds {
                 super::rotation::validate_rds_value(&nv.data)?;
+            }
+            if rec.secret_type == SecretType::AccessKey {
+                check_access_key_value(&who, &nv.data)?;
             }
             if let Some(existing) = rec.versions.iter().find(|v| v.version_id == nv.version_id) {
                 let mac = this.inner.barrier.value_mac(
@@ -575,11 +605,16 @@ impl Service {
         }
     }
 
-    /// Changes metadata: description, tags, key for future versions, rotation policy.
+    /// Changes metadata: description, tags, key for future versions, rotation policy,
+    /// extended configuration. Any change of an `AccessKey` secret needs the caller's
+    /// token rights on the principal its current value names; a change of
+    /// `extended_config` needs `kms:GetSecretValue` on the secret (the rotation sends
+    /// the current value where it points).
     pub async fn update_secret(
         &self,
         name: &str,
         req: api::UpdateSecretRequest,
+        who: &Actor,
     ) -> Result<api::Secret> {
         if let Some(d) = &req.description {
             validate_description(d)?;
@@ -587,9 +622,29 @@ impl Service {
         if let Some(tags) = &req.tags {
             validate_tags(tags)?;
         }
-        let (name, now) = (name.to_string(), self.now());
+        let (this, name, now, who) = (self.clone(), name.to_string(), self.now(), who.clone());
         self.write(move |t| {
             let mut rec = load_live_secret(t, &name)?;
+            if rec.secret_type == SecretType::AccessKey
+                && !who.is_trusted()
+                && let Some(current) = rec.version_with_stage(STAGE_CURRENT)
+            {
+                match this.open_version(t, &name, &current.version_id) {
+                    Ok(value) => check_access_key_value(&who, &value)?,
+                    // Unreadable now (e.g. its key is disabled), the value may name any
+                    // principal once it is readable again.
+                    Err(_) => who.require_token_authority("*", ACCESS_KEY_WHY)?,
+                }
+            }
+            if let Some(c) = &req.extended_config
+                && rec.extended_config.as_ref() != Some(c)
+            {
+                who.require(
+                    "kms:GetSecretValue",
+                    &format!("secret/{name}"),
+                    "the rotation sends the secret's current value where extended_config points",
+                )?;
+            }
             if let Some(k) = req
                 .encryption_key_id
                 .filter(|k| *k != rec.encryption_key_id)

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use strongbox_server::barrier::RootKey;
 use strongbox_server::clock::ManualClock;
 use strongbox_server::server;
-use strongbox_server::service::{Principal, Service, ServiceConfig};
+use strongbox_server::service::{Actor, Principal, Service, ServiceConfig};
 use strongbox_server::storage::{Backend, RedbBackend};
 
 use crate::common::{T0, text_secret};
@@ -88,7 +88,7 @@ async fn every_acknowledged_write_survives_a_crash() {
     }
     let svc = open(disk.clone(), &key);
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let who = Principal::Named("root".into());
+    let who = Actor::Trusted(Principal::Named("root".into()));
     let mut writers = Vec::new();
     for w in 0..8 {
         let (svc, acked, who) = (svc.clone(), acked.clone(), who.clone());

@@ -6,6 +6,7 @@ mod audit;
 mod cli;
 mod common;
 mod dbs;
+mod delegation;
 mod durability;
 mod errors;
 mod keys;

@@ -13,7 +13,7 @@ use strongbox_schemas::{
 use strongbox_server::barrier::RootKey;
 use strongbox_server::clock::ManualClock;
 use strongbox_server::server;
-use strongbox_server::service::{Principal, RotationConfig, Service, ServiceConfig};
+use strongbox_server::service::{Actor, Principal, RotationConfig, Service, ServiceConfig};
 use strongbox_server::storage::{
     Backend, Entries, Mutation, Reader, RedbBackend, StorageError, Table,
 };
@@ -472,8 +472,8 @@ impl Engine {
     }
 }
 
-fn root() -> Principal {
-    Principal::Named("root".into())
+fn root() -> Actor {
+    Actor::Trusted(Principal::Named("root".into()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -483,12 +483,15 @@ async fn a_tick_reads_only_due_secrets_and_a_restart_after_missed_windows_rotate
     let reads = Arc::new(AtomicU64::new(0));
     let mut e = Engine::start(Some(reads.clone()));
     let svc = e.service.clone();
-    svc.create_rotation_policy(policy("fast", "6h", RotationStrategy::Random, &[]))
+    svc.create_rotation_policy(policy("fast", "6h", RotationStrategy::Random, &[]), &root())
         .await
         .unwrap();
-    svc.create_rotation_policy(policy("slow", "365d", RotationStrategy::Random, &[]))
-        .await
-        .unwrap();
+    svc.create_rotation_policy(
+        policy("slow", "365d", RotationStrategy::Random, &[]),
+        &root(),
+    )
+    .await
+    .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..ALL {
         let svc = svc.clone();
@@ -543,7 +546,7 @@ async fn a_crash_after_any_step_resumes_and_current_stays_readable() {
     for step in ["create", "set", "test", "finish"] {
         let mut e = Engine::start(None);
         let svc = e.service.clone();
-        svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]))
+        svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
             .await
             .unwrap();
         let first = svc

@@ -30,8 +30,9 @@ async fn token_at(s: &TestServer, stage: &str) -> (String, String) {
     )
 }
 
-/// Sets up principal `app` (may read its own secret), its first token, the policy and
-/// the secret holding the token.
+/// Sets up principal `app` (may read its own secret), the policy and the secret, whose
+/// first value names only the principal; a first rotation issues the token the
+/// application starts with (rotations revoke only tokens they issued themselves).
 async fn setup(s: &TestServer) -> String {
     let c = &s.client;
     c.create_policy(&api::CreatePolicyRequest {
@@ -51,7 +52,6 @@ async fn setup(s: &TestServer) -> String {
     })
     .await
     .unwrap();
-    let first = c.create_token("app", &Default::default()).await.unwrap();
     c.create_rotation_policy(&policy(
         "app-tokens",
         "30d",
@@ -60,15 +60,12 @@ async fn setup(s: &TestServer) -> String {
     ))
     .await
     .unwrap();
-    let mut req = text_secret(
-        SECRET,
-        &json!({"PrincipalName": "app", "TokenId": first.token_id, "Token": first.token})
-            .to_string(),
-    );
+    let mut req = text_secret(SECRET, &json!({"PrincipalName": "app"}).to_string());
     req.secret_type = api::SecretType::AccessKey;
     req.rotation_policy = Some("app-tokens".into());
     c.create_secret(&req).await.unwrap();
-    first.token
+    c.rotate_secret(SECRET, None).await.unwrap();
+    token_at(s, STAGE_CURRENT).await.1
 }
 
 #[tokio::test]
@@ -137,7 +134,7 @@ async fn an_application_reading_its_own_token_keeps_working_across_ten_rotations
                 .unwrap_err();
             assert_eq!(e.code(), Some(ErrorCode::Unauthenticated), "round {round}");
         }
-        // Only the current and previous tokens exist (the first one was made by hand).
+        // Only the current and previous tokens exist.
         let tokens = s.client.list_tokens("app").await.unwrap().tokens;
         let ids: Vec<_> = tokens.iter().map(|t| t.token_id.as_str()).collect();
         assert!(ids.contains(&id.as_str()), "round {round}: {ids:?}");
@@ -287,4 +284,76 @@ async fn the_access_key_strategy_passes_the_conformance_suite() {
     let tokens = s.client.list_tokens("app").await.unwrap().tokens;
     assert_eq!(tokens.len(), 2, "{tokens:?}");
     assert_eq!(tokens.iter().filter(|t| t.token_id == id).count(), 1);
+}
+
+#[tokio::test]
+async fn finish_revokes_only_tokens_the_rotation_issued() {
+    let s = TestServer::start_with(fast_config()).await;
+    let first = setup(&s).await;
+    let c = &s.client;
+    // A token whose description copies the rotation's marker for a real version: its
+    // id was not derived from that version, so the rotation does not own it.
+    let version = c
+        .get_secret_value(SECRET, None, None)
+        .await
+        .unwrap()
+        .version_id;
+    let lookalike = c
+        .create_token(
+            "app",
+            &api::CreateTokenRequest {
+                expires_at: None,
+                description: Some(format!(
+                    "Issued by the rotation of secret {SECRET}, version {version}"
+                )),
+            },
+        )
+        .await
+        .unwrap();
+    // Another of app's tokens, named in a value put by a caller with the rights to put
+    // it: two rotations later it is ACSPrevious before the swap, yet not revoked.
+    let other = c.create_token("app", &Default::default()).await.unwrap();
+    let owner = s
+        .principal_with(
+            "owner",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:PutSecretValue"], "Resource": format!("secret/{SECRET}")},
+                {"Effect": "Allow", "Action": ["ram:CreateToken", "ram:DeleteToken"], "Resource": "principal/app"}]}),
+        )
+        .await;
+    owner
+        .put_secret_value(
+            SECRET,
+            &put(
+                &json!({"PrincipalName": "app", "TokenId": other.token_id, "Token": other.token})
+                    .to_string(),
+            ),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        c.rotate_secret(SECRET, None).await.unwrap();
+    }
+    for (what, t) in [("look-alike", &lookalike.token), ("put", &other.token)] {
+        s.client_with_token(t)
+            .describe_secret(SECRET)
+            .await
+            .unwrap_or_else(|e| panic!("the {what} token was revoked: {e}"));
+    }
+    // The rotation's own tokens are still revoked on schedule.
+    let e = s
+        .client_with_token(&first)
+        .describe_secret(SECRET)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthenticated));
+    let ids: Vec<String> = c
+        .list_tokens("app")
+        .await
+        .unwrap()
+        .tokens
+        .into_iter()
+        .map(|t| t.token_id)
+        .collect();
+    assert_eq!(ids.len(), 4, "current, previous, look-alike, put: {ids:?}");
 }

@@ -13,7 +13,7 @@ use strongbox_schemas::{self as api, RotationStrategy, STAGE_CURRENT, STAGE_PREV
 use strongbox_server::barrier::RootKey;
 use strongbox_server::clock::ManualClock;
 use strongbox_server::server;
-use strongbox_server::service::{Principal, Service, database_conformance};
+use strongbox_server::service::{Actor, Principal, Service, database_conformance};
 use strongbox_server::storage::{Backend, RedbBackend};
 
 use crate::common::*;
@@ -625,13 +625,13 @@ async fn crash_after_each_step(
     admin: String,
 ) {
     let mut e = Engine::start();
-    let root = Principal::Named("root".into());
+    let root = Actor::Trusted(Principal::Named("root".into()));
     e.service
         .create_secret(text_secret("db/admin", &admin), &root)
         .await
         .unwrap();
     e.service
-        .create_rotation_policy(policy("db", "30d", strategy, &[]))
+        .create_rotation_policy(policy("db", "30d", strategy, &[]), &root)
         .await
         .unwrap();
     let mut req = rds_request("MyDbCreds", &first, config);

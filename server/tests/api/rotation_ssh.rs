@@ -232,7 +232,8 @@ impl Sshd {
         ok
     }
 
-    /// Whether the OpenSSH client logs in with this password.
+    /// Whether the OpenSSH client logs in with this password; a failure for another
+    /// reason than a refused password (e.g. sshd not answering) fails the test.
     fn password_logs_in(&self, password: &str) -> bool {
         let askpass = self.dir.path().join("askpass.sh");
         std::fs::write(
@@ -254,7 +255,15 @@ impl Sshd {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        out.status.success() && stdout.trim() == format!("logged-in-as-{USER}")
+        let ok = out.status.success() && stdout.trim() == format!("logged-in-as-{USER}");
+        if !ok {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+                "the login failed for another reason than a refused password: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ok
     }
 }
 
@@ -537,4 +546,86 @@ async fn the_ssh_key_strategy_passes_the_conformance_suite() {
     assert_eq!(keys.lines().count(), 2, "{keys}");
     assert!(sshd.key_logs_in(doc["PrivateKey"].as_str().unwrap()));
     assert!(sshd.key_logs_in(&private));
+}
+
+#[tokio::test]
+async fn a_value_whose_public_key_is_another_key_never_removes_that_key() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let (first_private, first_public) = keygen(sshd.dir.path(), "first", "ed25519");
+    let (other_private, other_public) = keygen(sshd.dir.path(), "other", "ed25519");
+    sshd.authorize_only(&[&first_public, &other_public]);
+
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy("ssh-keys", "30d", RotationStrategy::SshKey, &[]))
+        .await
+        .unwrap();
+    let name = "hosts/web/mixed";
+    s.client
+        .create_secret(&ssh_secret(
+            name,
+            json!({"UserName": USER, "PublicKey": first_public, "PrivateKey": first_private}),
+            json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": sshd.host_key}),
+            "ssh-keys",
+        ))
+        .await
+        .unwrap();
+    // A caller who may only put values writes one whose PublicKey is the unrelated
+    // key: once that version is ACSPrevious, finish would remove the key it names.
+    let putter = s
+        .principal_with(
+            "putter",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:PutSecretValue"], "Resource": format!("secret/{name}")}]}),
+        )
+        .await;
+    putter
+        .put_secret_value(
+            name,
+            &put(&json!({"UserName": USER, "PublicKey": other_public,
+                         "PrivateKey": first_private})
+            .to_string()),
+        )
+        .await
+        .unwrap();
+    assert_code(
+        s.client.rotate_secret(name, None).await,
+        ErrorCode::RotationFailed,
+        "PublicKey is not the public half of its PrivateKey",
+    );
+    assert!(sshd.key_logs_in(&other_private));
+    // A value with a matching PublicKey (or none: it is derived) rotates, and the
+    // unrelated key stays through the rotations that remove old keys.
+    s.client
+        .put_secret_value(
+            name,
+            &put(&json!({"UserName": USER, "PrivateKey": first_private}).to_string()),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.client.rotate_secret(name, None).await.unwrap();
+    }
+    assert!(sshd.key_logs_in(&other_private));
+    assert!(
+        !sshd.key_logs_in(&first_private),
+        "the first key was removed"
+    );
+    let keys = sshd.authorized_keys();
+    assert_eq!(
+        keys.lines().filter(|l| !l.trim().is_empty()).count(),
+        3,
+        "the current, previous and unrelated keys:\n{keys}"
+    );
+    // The file was replaced by a rename: no temporary file is left next to it.
+    let dir = sshd.home.join(".ssh");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with("authorized_keys.")),
+        "{names:?}"
+    );
 }

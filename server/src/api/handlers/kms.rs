@@ -11,7 +11,7 @@ use super::super::extract::{ApiJson, ApiPath, ApiQuery, Caller, OptionalJson};
 use super::{
     ApiError, ApiResult, AppState, GetValueParams, PageQuery, RandomPasswordParams, created,
 };
-use crate::service::{ListSecretsQuery, Principal};
+use crate::service::{Actor, ListSecretsQuery};
 
 pub(super) async fn health() -> Json<api::Health> {
     Json(api::Health {
@@ -155,8 +155,9 @@ pub(super) async fn create_secret(
     Caller(who): Caller,
     ApiJson(req): ApiJson<api::CreateSecretRequest>,
 ) -> ApiResult<Response> {
-    let who = Principal::Named(who.principal().to_string());
-    Ok(created(s.service.create_secret(req, &who).await?))
+    Ok(created(
+        s.service.create_secret(req, &Actor::Caller(who)).await?,
+    ))
 }
 
 pub(super) async fn list_secrets(
@@ -205,10 +206,15 @@ pub(super) async fn describe_secret(
 
 pub(super) async fn update_secret(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdateSecretRequest>,
 ) -> ApiResult<Json<api::Secret>> {
-    Ok(Json(s.service.update_secret(&name, req).await?))
+    Ok(Json(
+        s.service
+            .update_secret(&name, req, &Actor::Caller(who))
+            .await?,
+    ))
 }
 
 pub(super) async fn delete_secret(
@@ -242,8 +248,11 @@ pub(super) async fn put_secret_value(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::PutSecretValueRequest>,
 ) -> ApiResult<Response> {
-    let who = Principal::Named(who.principal().to_string());
-    Ok(created(s.service.put_secret_value(&name, req, &who).await?))
+    Ok(created(
+        s.service
+            .put_secret_value(&name, req, &Actor::Caller(who))
+            .await?,
+    ))
 }
 
 pub(super) async fn list_secret_versions(
@@ -270,9 +279,14 @@ pub(super) async fn restore_secret(
 
 pub(super) async fn create_rotation_policy(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiJson(req): ApiJson<api::CreateRotationPolicyRequest>,
 ) -> ApiResult<Response> {
-    Ok(created(s.service.create_rotation_policy(req).await?))
+    Ok(created(
+        s.service
+            .create_rotation_policy(req, &Actor::Caller(who))
+            .await?,
+    ))
 }
 
 pub(super) async fn list_rotation_policies(
@@ -298,10 +312,15 @@ pub(super) async fn describe_rotation_policy(
 
 pub(super) async fn update_rotation_policy(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdateRotationPolicyRequest>,
 ) -> ApiResult<Json<api::RotationPolicy>> {
-    Ok(Json(s.service.update_rotation_policy(&name, req).await?))
+    Ok(Json(
+        s.service
+            .update_rotation_policy(&name, req, &Actor::Caller(who))
+            .await?,
+    ))
 }
 
 pub(super) async fn delete_rotation_policy(

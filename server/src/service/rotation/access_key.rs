@@ -16,6 +16,10 @@
 //!   swap (two versions old after it), and any other token this secret's rotations
 //!   issued that is neither the current nor the new one (e.g. left by a failed
 //!   rotation). The token an application holds therefore stays valid for a full cycle.
+//!   It only ever revokes tokens this secret's rotation issued: ids it derives itself
+//!   from the secret and a version id ([`token_id_for`]). A `TokenId` written into a
+//!   value by a caller, or a token whose description merely looks like the marker, is
+//!   left alone (a token made by hand for the first value is revoked by hand).
 //!
 //! Settings: `principals` (required), a comma-separated list of the principals this
 //! policy may issue tokens for: exact names or prefixes ending in `*`. The built-in
@@ -121,15 +125,40 @@ pub(crate) fn validate_settings(settings: &BTreeMap<String, String>) -> Result<(
     Allowed::parse(settings).map(|_| ())
 }
 
+/// The entries of a valid `principals` setting (names, or prefixes ending in `*`).
+pub(crate) fn principals_setting(settings: &BTreeMap<String, String>) -> Result<Vec<String>> {
+    Allowed::parse(settings).map(|a| a.0)
+}
+
+/// The principal an `AccessKey` value names, read exactly as the strategy reads it:
+/// `None` for a value the strategy cannot use (it then issues nothing).
+pub(crate) fn principal_named(value: &[u8]) -> Option<String> {
+    AccessKeyValue::parse("check", "new", value)
+        .ok()
+        .map(|v| v.principal_name.clone())
+}
+
 /// The token id of the version `version_id` of `secret`: fixed, so steps are idempotent.
 fn token_id_for(secret: &str, version_id: &str) -> String {
     let h = barrier::sha256(format!("access_key\0{secret}\0{version_id}").as_bytes());
     format!("tok_{}", hex::encode(&h[..12]))
 }
 
-/// The description of the tokens a secret's rotations issue (how *finish* finds them).
-fn marker(secret: &str) -> String {
-    format!("Issued by the rotation of secret {secret}")
+/// The description of the token a secret's rotation issues for a version (how
+/// *finish* finds tokens left by failed rotations).
+fn marker(secret: &str, version_id: &str) -> String {
+    format!("Issued by the rotation of secret {secret}, version {version_id}")
+}
+
+/// Whether `token` was issued by a rotation of `secret`: its description names a
+/// version and its id is the one derived from that version (anyone may write such a
+/// description on a token, but nobody chooses a token's id).
+fn issued_by_rotation(secret: &str, token: &TokenRecord) -> bool {
+    let prefix = format!("Issued by the rotation of secret {secret}, version ");
+    token
+        .description
+        .strip_prefix(&prefix)
+        .is_some_and(|v| token.token_id == token_id_for(secret, v))
 }
 
 /// The `access_key` strategy, bound to the service whose principals it rotates.
@@ -169,14 +198,17 @@ impl AccessKeyStrategy {
         }
     }
 
-    /// The value of a stage, if the secret has a version there holding a token value.
-    fn stage_value(&self, name: &str, stage: &str) -> Result<Option<AccessKeyValue>> {
+    /// The version id and value of a stage, if the secret has a version there holding
+    /// a token value.
+    fn stage_value(&self, name: &str, stage: &str) -> Result<Option<(String, AccessKeyValue)>> {
         match self.service.get_secret_value(name, None, Some(stage)) {
             Ok(v) => {
                 let data = Zeroizing::new(v.secret_data.into_bytes());
                 // A value of another shape (e.g. from before the secret held a token)
                 // names no token to keep or revoke.
-                Ok(AccessKeyValue::parse("finish", stage, &data).ok())
+                Ok(AccessKeyValue::parse("finish", stage, &data)
+                    .ok()
+                    .map(|value| (v.version_id, value)))
             }
             Err(e) if e.code == ErrorCode::VersionNotFound => Ok(None),
             Err(e) => Err(e),
@@ -216,7 +248,7 @@ impl Strategy for AccessKeyStrategy {
             token_id: token_id.clone(),
             principal: v.principal_name.clone(),
             sha256: barrier::sha256(token.as_bytes()).to_vec(),
-            description: marker(cx.secret_name),
+            description: marker(cx.secret_name, cx.version_id),
             creation_date: self.service.now(),
             expires_at: None,
         };
@@ -261,23 +293,25 @@ impl Strategy for AccessKeyStrategy {
         let current = self.stage_value(cx.secret_name, STAGE_CURRENT)?;
         let previous = self.stage_value(cx.secret_name, STAGE_PREVIOUS)?;
         // The tokens that stay: the new one and the one applications hold now.
-        let keep: Vec<(String, String)> = [Some(&pending), current.as_ref()]
+        let keep: Vec<(String, String)> = [Some(&pending), current.as_ref().map(|c| &c.1)]
             .into_iter()
             .flatten()
             .filter_map(|v| Some((v.principal_name.clone(), v.token_id.clone()?)))
             .collect();
         let mut revoke: Vec<(String, String)> = Vec::new();
-        if let Some(p) = &previous
+        // The previous version's token, only if this secret's rotation issued it for
+        // that version (never an id a caller wrote into a value).
+        if let Some((version_id, p)) = &previous
             && let Some(id) = &p.token_id
+            && *id == token_id_for(cx.secret_name, version_id)
             && self.allowed.allows(&p.principal_name)
         {
             revoke.push((p.principal_name.clone(), id.clone()));
         }
         // Tokens this secret's rotations issued to the principal and no stage holds
         // (e.g. from a rotation that failed after set).
-        let marker = marker(cx.secret_name);
         for t in tokens_of(self.service.store(), &pending.principal_name)? {
-            if t.description == marker {
+            if issued_by_rotation(cx.secret_name, &t) {
                 revoke.push((t.principal, t.token_id));
             }
         }
@@ -330,6 +364,35 @@ mod tests {
         assert_ne!(a, token_id_for("app/key", "v2"));
         assert_ne!(a, token_id_for("app/other", "v1"));
         assert_eq!(a.len(), 4 + 24);
+    }
+
+    #[test]
+    fn only_tokens_with_the_derived_id_count_as_issued_by_the_rotation() {
+        let tok = |id: &str, description: String| TokenRecord {
+            token_id: id.into(),
+            principal: "app".into(),
+            sha256: vec![0; 32],
+            description,
+            creation_date: 0,
+            expires_at: None,
+        };
+        let own = token_id_for("app/key", "v1");
+        assert!(issued_by_rotation(
+            "app/key",
+            &tok(&own, marker("app/key", "v1"))
+        ));
+        assert!(!issued_by_rotation(
+            "app/key",
+            &tok("tok_0123", marker("app/key", "v1"))
+        ));
+        assert!(!issued_by_rotation(
+            "app/key",
+            &tok(&own, marker("app/key", "v2"))
+        ));
+        assert!(!issued_by_rotation(
+            "app/other",
+            &tok(&own, marker("app/key", "v1"))
+        ));
     }
 
     #[test]

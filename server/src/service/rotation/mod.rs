@@ -40,6 +40,7 @@ use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_sec
 use super::{AuditEntry, AuditSlot};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn};
+pub(crate) use access_key::{principal_named, principals_setting};
 #[cfg(any(test, feature = "failpoints"))]
 pub use database::database_conformance;
 pub(crate) use database::{validate_rds, validate_rds_value};

@@ -227,9 +227,26 @@ fn parse_value<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// A `Key` value. Its `PublicKey`, when given, must be the public half of its
+/// `PrivateKey`: the key the rotation adds, keeps or removes is always derived from
+/// `PrivateKey`, so a value cannot make it remove some other key.
 fn key_value(step: &str, which: &str, v: &[u8]) -> Result<KeyValue> {
     let v: KeyValue = parse_value(step, which, v, "UserName, PublicKey and PrivateKey")?;
     check_user(step, &v.user_name)?;
+    if !v.public_key.trim().is_empty() {
+        let given = PublicKey::from_openssh(v.public_key.trim()).map_err(|_| {
+            failed(
+                step,
+                format!("the {which} PublicKey is not an OpenSSH public key"),
+            )
+        })?;
+        if given.key_data() != v.private(step, which)?.public_key().key_data() {
+            return Err(failed(
+                step,
+                format!("the {which} PublicKey is not the public half of its PrivateKey"),
+            ));
+        }
+    }
     Ok(v)
 }
 
@@ -262,14 +279,10 @@ impl KeyValue {
         })
     }
 
-    /// The base64 field of the public key (what `authorized_keys` lines hold).
+    /// The base64 field of the public key (what `authorized_keys` lines hold), always
+    /// derived from `PrivateKey`.
     fn blob(&self, step: &str, which: &str) -> Result<String> {
-        let public = match PublicKey::from_openssh(self.public_key.trim()) {
-            Ok(p) => p,
-            // PublicKey may be left out: derive it from the private key.
-            Err(_) => self.private(step, which)?.public_key().clone(),
-        };
-        authorized_line(&public)
+        authorized_line(self.private(step, which)?.public_key())
             .map(|(_, blob)| blob)
             .map_err(|_| failed(step, format!("the {which} PublicKey cannot be encoded")))
     }
@@ -477,7 +490,10 @@ fi
     )
 }
 
-/// Removes every line holding a key blob (keeps the file's owner and mode).
+/// Removes every line holding a key blob. The new file is written next to the old
+/// one (mode 0600) and renamed over it, so an interrupted session or a full disk
+/// leaves either the old file or the new one, never a truncated one; the temporary
+/// file is removed if anything fails.
 fn remove_key_script(blob: &str) -> String {
     format!(
         r#"set -e
@@ -485,9 +501,10 @@ umask 077
 f="$HOME/.ssh/authorized_keys"
 [ -e "$f" ] || exit 0
 t=$(mktemp "$f.XXXXXX")
+trap 'rm -f "$t"' EXIT
 awk -v b='{blob}' '{{for(i=1;i<=NF;i++) if($i==b) next}} {{print}}' "$f" > "$t"
-cat "$t" > "$f"
-rm -f "$t"
+chmod 600 "$t"
+mv -f "$t" "$f"
 "#
     )
 }
@@ -819,6 +836,37 @@ mod tests {
             Settings::parse(&s("key_type", "rsa")).unwrap().algorithm,
             KeyAlgorithm::Rsa(DEFAULT_RSA_BITS)
         );
+    }
+
+    #[test]
+    fn the_blob_comes_from_the_private_key_and_a_mismatched_public_key_is_refused() {
+        let a = generate(KeyAlgorithm::Ed25519).unwrap();
+        let b = generate(KeyAlgorithm::Ed25519).unwrap();
+        let private = a.to_openssh(LineEnding::LF).unwrap().to_string();
+        let value = |public: &PublicKey| {
+            serde_json::to_vec(&serde_json::json!({"UserName": "u",
+                "PublicKey": public.to_openssh().unwrap(), "PrivateKey": private}))
+            .unwrap()
+        };
+        let e = key_value("finish", "previous", &value(b.public_key()))
+            .err()
+            .unwrap();
+        assert!(e.message.contains("not the public half"), "{e}");
+        assert!(!e.message.contains("PRIVATE KEY"));
+        let ok = key_value("finish", "previous", &value(a.public_key())).unwrap();
+        let (_, blob) = authorized_line(a.public_key()).unwrap();
+        assert_eq!(ok.blob("finish", "previous").unwrap(), blob);
+        let none = serde_json::to_vec(&serde_json::json!({"UserName": "u", "PrivateKey": private}))
+            .unwrap();
+        let v = key_value("finish", "previous", &none).unwrap();
+        assert_eq!(v.blob("finish", "previous").unwrap(), blob);
+    }
+
+    #[test]
+    fn the_old_key_is_removed_by_a_rename_not_a_rewrite_in_place() {
+        let script = remove_key_script("AAAA");
+        assert!(script.contains(r#"mv -f "$t" "$f""#), "{script}");
+        assert!(!script.contains(r#"> "$f""#), "{script}");
     }
 
     #[test]

@@ -1,0 +1,82 @@
+//! Checks beyond the route's own action: a write that makes the rotation engine act
+//! later must be one the caller could do itself now.
+//!
+//! The guard authorizes each route's action on its resource before the handler runs.
+//! Some writes delegate authority: an `AccessKey` secret with a rotation policy makes
+//! the engine issue and revoke tokens of the principal its value names; an `Ssh`
+//! secret's `extended_config` decides where the rotation sends the current password.
+//! The service checks those with [`require`], inside the write that commits the change
+//! (so the check sees exactly the state it changes). Calls made by the server itself
+//! ([`Actor::Trusted`]: the rotation engine, benchmarks) are not checked.
+
+use std::sync::Arc;
+
+use strongbox_schemas::ErrorCode;
+
+use super::Identity;
+use super::records::Principal;
+use crate::error::{Error, Result};
+
+/// Fails with `Forbidden` unless `identity`'s policies allow `action` on `resource`.
+/// The message has the guard's form, plus why the action is needed.
+pub fn require(identity: &Identity, action: &str, resource: &str, why: &str) -> Result<()> {
+    if identity.allows(action, resource) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::Forbidden,
+        format!(
+            "principal {} is not allowed {action} on {resource} ({why})",
+            identity.principal()
+        ),
+    ))
+}
+
+/// The actions a caller needs on a principal to have the rotation issue and revoke
+/// that principal's tokens.
+pub const TOKEN_ACTIONS: [&str; 2] = ["ram:CreateToken", "ram:DeleteToken"];
+
+/// Who makes a service call.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// An API caller, authorized by the guard for the route; checked further here.
+    Caller(Arc<Identity>),
+    /// The server itself, on behalf of this principal: nothing more is checked.
+    Trusted(Principal),
+}
+
+impl Actor {
+    /// The principal recorded as the author of what the call writes.
+    pub fn principal(&self) -> Principal {
+        match self {
+            Actor::Caller(id) => Principal::Named(id.principal().to_string()),
+            Actor::Trusted(p) => p.clone(),
+        }
+    }
+
+    /// Whether this is the server itself (nothing is checked).
+    pub fn is_trusted(&self) -> bool {
+        matches!(self, Actor::Trusted(_))
+    }
+
+    /// [`require`] for a caller; always `Ok` for the server itself.
+    pub fn require(&self, action: &str, resource: &str, why: &str) -> Result<()> {
+        match self {
+            Actor::Caller(id) => require(id, action, resource, why),
+            Actor::Trusted(_) => Ok(()),
+        }
+    }
+
+    /// `ram:CreateToken` and `ram:DeleteToken` on `principal/{name}`: what the caller
+    /// needs to make the rotation issue and revoke that principal's tokens. `name` may
+    /// be a `prefix*` entry of a policy's `principals` setting; it is then checked as
+    /// the literal resource `principal/prefix*`, which only a statement covering the
+    /// whole prefix (e.g. `principal/prefix*` or `principal/*`) allows.
+    pub fn require_token_authority(&self, name: &str, why: &str) -> Result<()> {
+        let resource = format!("principal/{name}");
+        for action in TOKEN_ACTIONS {
+            self.require(action, &resource, why)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,389 @@
+//! Writes that make the rotation act later need the rights the rotation will use:
+//! tokens of the principal an `AccessKey` secret or an `access_key` policy names, and
+//! reading the value of a secret whose `extended_config` (where the rotation sends the
+//! current value) changes. Each attack is refused to a non-root caller with a narrow
+//! policy; a caller holding the rights succeeds.
+
+use serde_json::json;
+use strongbox_client::{Client, ErrorCode};
+use strongbox_schemas::{self as api, RotationStrategy};
+
+use crate::common::*;
+use crate::rotation::{fast_config, policy};
+
+fn access_key_secret(
+    name: &str,
+    principal: &str,
+    policy: Option<&str>,
+) -> api::CreateSecretRequest {
+    let mut r = text_secret(name, &json!({ "PrincipalName": principal }).to_string());
+    r.secret_type = api::SecretType::AccessKey;
+    r.rotation_policy = policy.map(str::to_string);
+    r
+}
+
+fn principal_of(v: &api::SecretValue) -> String {
+    let doc: serde_json::Value = serde_json::from_str(&v.secret_data).unwrap();
+    doc["PrincipalName"].as_str().unwrap().to_string()
+}
+
+/// A caller owning `secret/team/*` and holding token rights on `token_rights`.
+async fn team_member(s: &TestServer, name: &str, token_rights: &[&str]) -> Client {
+    let mut statements = vec![json!({"Effect": "Allow", "Action": [
+        "kms:CreateSecret", "kms:UpdateSecret", "kms:PutSecretValue", "kms:GetSecretValue",
+        "kms:DescribeSecret", "kms:RotateSecret"], "Resource": "secret/team/*"})];
+    if !token_rights.is_empty() {
+        statements.push(json!({"Effect": "Allow",
+            "Action": ["ram:CreateToken", "ram:DeleteToken"], "Resource": token_rights}));
+    }
+    s.principal_with(name, json!({"Version": "1", "Statement": statements}))
+        .await
+}
+
+async fn plain_principal(s: &TestServer, name: &str) {
+    s.client
+        .create_principal(&api::CreatePrincipalRequest {
+            name: name.into(),
+            description: None,
+            policies: None,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_access_key_secret_needs_token_rights_on_the_principal_its_value_names() {
+    let s = TestServer::start_with(fast_config()).await;
+    plain_principal(&s, "app").await;
+    plain_principal(&s, "ci-deploy").await;
+    // A policy an administrator made for app and the CI principals.
+    s.client
+        .create_rotation_policy(&policy(
+            "app-tokens",
+            "30d",
+            RotationStrategy::AccessKey,
+            &[("principals", "app, ci-*")],
+        ))
+        .await
+        .unwrap();
+    let team = team_member(&s, "team", &["principal/app"]).await;
+
+    // The attack: a secret of its own naming ci-deploy, with the policy attached (or
+    // without, to attach it later).
+    for p in [Some("app-tokens"), None] {
+        assert_code(
+            team.create_secret(&access_key_secret("team/steal", "ci-deploy", p))
+                .await,
+            ErrorCode::Forbidden,
+            "principal team is not allowed ram:CreateToken on principal/ci-deploy",
+        );
+    }
+    // CreateToken alone is not enough: the rotation also revokes.
+    let half = s
+        .principal_with(
+            "half",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:CreateSecret"], "Resource": "secret/team/*"},
+                {"Effect": "Allow", "Action": ["ram:CreateToken"], "Resource": "principal/ci-deploy"}]}),
+        )
+        .await;
+    assert_code(
+        half.create_secret(&access_key_secret("team/steal", "ci-deploy", None))
+            .await,
+        ErrorCode::Forbidden,
+        "ram:DeleteToken on principal/ci-deploy",
+    );
+
+    // Its own principal: allowed, and the rotation issues app's token.
+    team.create_secret(&access_key_secret("team/app", "app", Some("app-tokens")))
+        .await
+        .unwrap();
+    team.rotate_secret("team/app", None).await.unwrap();
+    let v = team.get_secret_value("team/app", None, None).await.unwrap();
+    assert_eq!(principal_of(&v), "app");
+
+    // Switching the principal with a new value between rotations is refused too.
+    assert_code(
+        team.put_secret_value(
+            "team/app",
+            &put(&json!({"PrincipalName": "ci-deploy"}).to_string()),
+        )
+        .await,
+        ErrorCode::Forbidden,
+        "ram:CreateToken on principal/ci-deploy",
+    );
+    let v = team.get_secret_value("team/app", None, None).await.unwrap();
+    assert_eq!(principal_of(&v), "app");
+    team.put_secret_value(
+        "team/app",
+        &put(&json!({"PrincipalName": "app"}).to_string()),
+    )
+    .await
+    .unwrap();
+
+    // Attaching the policy to an AccessKey secret naming ci-deploy (made by an
+    // administrator) is refused; any change of that secret is.
+    s.client
+        .create_secret(&access_key_secret("team/ci", "ci-deploy", None))
+        .await
+        .unwrap();
+    let attach = api::UpdateSecretRequest {
+        rotation_policy: Some("app-tokens".into()),
+        ..Default::default()
+    };
+    assert_code(
+        team.update_secret("team/ci", &attach).await,
+        ErrorCode::Forbidden,
+        "ram:CreateToken on principal/ci-deploy",
+    );
+    let d = s.client.describe_secret("team/ci").await.unwrap();
+    assert_eq!(d.rotation_policy, None);
+
+    // The refusals are in the audit trail as denials, whether the check ran before
+    // the write (create) or inside it (put, update).
+    let audit = s
+        .client
+        .list_audit(&strongbox_client::AuditQuery {
+            principal: Some("team".into()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for action in ["kms:CreateSecret", "kms:PutSecretValue", "kms:UpdateSecret"] {
+        assert!(
+            audit.records.iter().any(|r| r.action == action
+                && r.outcome == api::AuditOutcome::Denied
+                && r.error_code == Some(ErrorCode::Forbidden)),
+            "{action}: {:?}",
+            audit.records
+        );
+    }
+
+    // No token was ever issued for ci-deploy.
+    assert!(
+        s.client
+            .list_tokens("ci-deploy")
+            .await
+            .unwrap()
+            .tokens
+            .is_empty()
+    );
+
+    // A caller with token rights on ci-* does all of it.
+    let ci = team_member(&s, "ci-admin", &["principal/ci-*"]).await;
+    ci.update_secret("team/ci", &attach).await.unwrap();
+    ci.rotate_secret("team/ci", None).await.unwrap();
+    let tokens = s.client.list_tokens("ci-deploy").await.unwrap().tokens;
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    ci.create_secret(&access_key_secret(
+        "team/ci2",
+        "ci-deploy",
+        Some("app-tokens"),
+    ))
+    .await
+    .unwrap();
+
+    // A value the strategy cannot read names nobody: nothing to check, and the
+    // rotation issues nothing.
+    team.create_secret(&{
+        let mut r = text_secret("team/odd", "not json");
+        r.secret_type = api::SecretType::AccessKey;
+        r.rotation_policy = Some("app-tokens".into());
+        r
+    })
+    .await
+    .unwrap();
+    assert_code(
+        team.rotate_secret("team/odd", None).await,
+        ErrorCode::RotationFailed,
+        "PrincipalName",
+    );
+}
+
+#[tokio::test]
+async fn an_access_key_policy_needs_token_rights_on_every_principal_it_names() {
+    let s = TestServer::start().await;
+    let doc = |tokens: serde_json::Value| {
+        json!({"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": ["kms:CreateRotationPolicy", "kms:UpdateRotationPolicy",
+             "kms:DescribeRotationPolicy"], "Resource": "rotation-policy/*"},
+            {"Effect": "Allow", "Action": ["ram:CreateToken", "ram:DeleteToken"], "Resource": tokens}]})
+    };
+    let ops = s
+        .principal_with("ops", doc(json!(["principal/app", "principal/ci-*"])))
+        .await;
+    let ak = |name: &str, principals: &str| {
+        policy(
+            name,
+            "30d",
+            RotationStrategy::AccessKey,
+            &[("principals", principals)],
+        )
+    };
+    for (principals, refused) in [
+        ("admin", "principal/admin"),
+        ("app, admin", "principal/admin"),
+        // A prefix is checked as the literal pattern: rights on app do not cover a*.
+        ("a*", "principal/a*"),
+    ] {
+        assert_code(
+            ops.create_rotation_policy(&ak("p", principals)).await,
+            ErrorCode::Forbidden,
+            &format!("principal ops is not allowed ram:CreateToken on {refused}"),
+        );
+    }
+    ops.create_rotation_policy(&ak("p", "app, ci-*"))
+        .await
+        .unwrap();
+    // Rights on one CI principal do not cover the whole prefix.
+    let one = s
+        .principal_with("one-ci", doc(json!("principal/ci-deploy")))
+        .await;
+    assert_code(
+        one.create_rotation_policy(&ak("q", "ci-*")).await,
+        ErrorCode::Forbidden,
+        "ram:CreateToken on principal/ci-*",
+    );
+    one.create_rotation_policy(&ak("q", "ci-deploy"))
+        .await
+        .unwrap();
+    // Other strategies need nothing more.
+    one.create_rotation_policy(&policy("r", "30d", RotationStrategy::Random, &[]))
+        .await
+        .unwrap();
+
+    // Updates: widening to a principal the caller has no rights on is refused, and
+    // the policy stays as it was.
+    let widen = api::UpdateRotationPolicyRequest {
+        settings: Some([("principals".to_string(), "app, admin".to_string())].into()),
+        ..Default::default()
+    };
+    assert_code(
+        ops.update_rotation_policy("p", &widen).await,
+        ErrorCode::Forbidden,
+        "ram:CreateToken on principal/admin",
+    );
+    let p = ops.describe_rotation_policy("p").await.unwrap();
+    assert_eq!(p.settings["principals"], "app, ci-*");
+    // Turning a random policy into an access_key one is checked the same way.
+    let to_ak = api::UpdateRotationPolicyRequest {
+        strategy: Some(RotationStrategy::AccessKey),
+        settings: Some([("principals".to_string(), "ci-*".to_string())].into()),
+        ..Default::default()
+    };
+    assert_code(
+        one.update_rotation_policy("r", &to_ak).await,
+        ErrorCode::Forbidden,
+        "principal/ci-*",
+    );
+    // Another principal's policy, even for an interval change, needs the rights too.
+    let interval = api::UpdateRotationPolicyRequest {
+        interval: Some(api::Interval::parse("7d").unwrap()),
+        ..Default::default()
+    };
+    assert_code(
+        one.update_rotation_policy("p", &interval).await,
+        ErrorCode::Forbidden,
+        "principal/app",
+    );
+    ops.update_rotation_policy("p", &interval).await.unwrap();
+    ops.update_rotation_policy("r", &to_ak).await.unwrap();
+    // An administrator may name anyone but root.
+    let admin_widen = api::UpdateRotationPolicyRequest {
+        settings: Some([("principals".to_string(), "app, admin".to_string())].into()),
+        ..Default::default()
+    };
+    s.client
+        .update_rotation_policy("p", &admin_widen)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn changing_where_the_rotation_sends_a_value_needs_the_right_to_read_it() {
+    let s = TestServer::start().await;
+    let config = |host: &str| {
+        json!({"SubType": "Password", "Host": host, "Port": 22})
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    let meta = s
+        .principal_with(
+            "meta",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:CreateSecret", "kms:UpdateSecret", "kms:DescribeSecret"],
+                "Resource": "secret/team/*"}]}),
+        )
+        .await;
+    // Creating with extended_config needs nothing more (the caller wrote the value).
+    let mut req = text_secret(
+        "team/box",
+        &json!({"UserName": "svc", "Password": "pw-0123456789"}).to_string(),
+    );
+    req.extended_config = Some(config("10.0.0.5"));
+    meta.create_secret(&req).await.unwrap();
+
+    let redirect = api::UpdateSecretRequest {
+        extended_config: Some(config("attacker.example")),
+        ..Default::default()
+    };
+    assert_code(
+        meta.update_secret("team/box", &redirect).await,
+        ErrorCode::Forbidden,
+        "principal meta is not allowed kms:GetSecretValue on secret/team/box",
+    );
+    let d = s.client.describe_secret("team/box").await.unwrap();
+    assert_eq!(d.extended_config, Some(config("10.0.0.5")));
+    // Other metadata, and the same extended_config again, need nothing more.
+    meta.update_secret(
+        "team/box",
+        &api::UpdateSecretRequest {
+            description: Some("the box".into()),
+            extended_config: Some(config("10.0.0.5")),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A caller who may read the value may redirect the rotation.
+    let reader = s
+        .principal_with(
+            "reader",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:UpdateSecret", "kms:GetSecretValue"],
+                "Resource": "secret/team/*"}]}),
+        )
+        .await;
+    reader.update_secret("team/box", &redirect).await.unwrap();
+    let d = s.client.describe_secret("team/box").await.unwrap();
+    assert_eq!(d.extended_config, Some(config("attacker.example")));
+}
+
+#[tokio::test]
+async fn an_access_key_secret_whose_value_cannot_be_read_needs_rights_on_every_principal() {
+    let s = TestServer::start().await;
+    plain_principal(&s, "app").await;
+    let k = s.client.create_key(&Default::default()).await.unwrap();
+    let mut req = access_key_secret("team/app", "app", None);
+    req.encryption_key_id = Some(k.key_id.clone());
+    s.client.create_secret(&req).await.unwrap();
+    s.client.disable_key(&k.key_id).await.unwrap();
+    // With the key disabled the principal the value names cannot be checked.
+    let team = team_member(&s, "team", &["principal/app"]).await;
+    let update = api::UpdateSecretRequest {
+        description: Some("moved".into()),
+        ..Default::default()
+    };
+    assert_code(
+        team.update_secret("team/app", &update).await,
+        ErrorCode::Forbidden,
+        "ram:CreateToken on principal/*",
+    );
+    let all = team_member(&s, "all", &["principal/*"]).await;
+    all.update_secret("team/app", &update).await.unwrap();
+    // Readable again: rights on the principal it names are enough.
+    s.client.enable_key(&k.key_id).await.unwrap();
+    team.update_secret("team/app", &update).await.unwrap();
+}

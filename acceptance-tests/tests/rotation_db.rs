@@ -52,10 +52,10 @@ resource "strongbox_secret" "app" {{
 #[test]
 fn an_rds_secret_with_a_dual_postgres_policy_rotates_without_drift() {
     let pg = PgCluster::start();
-    assert!(
-        pg.psql("postgres", "not-the-password", "SELECT 1").is_err(),
-        "a wrong password must be refused"
-    );
+    let e = pg
+        .psql("postgres", "not-the-password", "SELECT 1")
+        .expect_err("a wrong password must be refused");
+    assert!(e.contains("password authentication failed"), "{e}");
     let mut n = 0;
     for_each_variant(|v| {
         n += 1;
@@ -102,10 +102,10 @@ fn an_rds_secret_with_a_dual_postgres_policy_rotates_without_drift() {
                 "the previous account stays valid for a full cycle"
             );
         }
-        assert!(
-            pg.psql(&role, "first-password", "SELECT 1").is_err(),
-            "the first password was rotated away"
-        );
+        let e = pg
+            .psql(&role, "first-password", "SELECT 1")
+            .expect_err("the first password was rotated away");
+        assert!(e.contains("password authentication failed"), "{e}");
         // Rotation is not drift.
         tf.assert_no_changes();
         tf.apply();

@@ -360,12 +360,29 @@ impl Db {
 #[derive(Default)]
 struct Counts {
     attempts: AtomicU64,
+    ok: AtomicU64,
     first_try_failures: AtomicU64,
     failed_after_reread: AtomicU64,
 }
 
+impl Counts {
+    fn get(&self) -> (u64, u64, u64, u64) {
+        (
+            self.attempts.load(Ordering::SeqCst),
+            self.ok.load(Ordering::SeqCst),
+            self.first_try_failures.load(Ordering::SeqCst),
+            self.failed_after_reread.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Pause between two logins of one client: paced to attempt 25 logins/s at most
+/// (the target is >= 20/s per client; the measured rate is printed, not asserted).
+const PACE: Duration = Duration::from_millis(40);
+
 /// Logs in continuously with the `ACSCurrent` value, as a caching client does: the
-/// cached value until a login fails, then a fresh read and one more try (counted).
+/// cached value until a login fails, then a fresh read and one more try. Every attempt
+/// is counted with its outcome.
 async fn login_loop(
     client: strongbox_client::Client,
     db: Db,
@@ -379,27 +396,48 @@ async fn login_loop(
     };
     let mut cached = read().await;
     while !stop.load(Ordering::SeqCst) {
+        let paced = tokio::time::sleep(PACE);
         counts.attempts.fetch_add(1, Ordering::SeqCst);
         if db.login(&cached.name, &cached.password).await.is_ok() {
-            continue;
+            counts.ok.fetch_add(1, Ordering::SeqCst);
+        } else {
+            counts.first_try_failures.fetch_add(1, Ordering::SeqCst);
+            cached = read().await;
+            counts.attempts.fetch_add(1, Ordering::SeqCst);
+            if db.login(&cached.name, &cached.password).await.is_ok() {
+                counts.ok.fetch_add(1, Ordering::SeqCst);
+            } else {
+                counts.failed_after_reread.fetch_add(1, Ordering::SeqCst);
+            }
         }
-        counts.first_try_failures.fetch_add(1, Ordering::SeqCst);
-        cached = read().await;
-        counts.attempts.fetch_add(1, Ordering::SeqCst);
-        if db.login(&cached.name, &cached.password).await.is_err() {
-            counts.failed_after_reread.fetch_add(1, Ordering::SeqCst);
-        }
+        paced.await;
     }
 }
 
-/// Runs `rotations` rotations of `secret` while two clients log in; returns the counts
-/// and the logins per second.
+/// Waits until `counts` has seen at least `n` attempts (by condition, not by time);
+/// panics if a client stopped (it panicked).
+async fn wait_attempts(counts: &Counts, n: u64, clients: &[tokio::task::JoinHandle<()>]) {
+    while counts.attempts.load(Ordering::SeqCst) < n {
+        assert!(
+            clients.iter().all(|c| !c.is_finished()),
+            "a login client stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs at least `rotations` rotations of `secret` while two clients log in, each
+/// rotation starting only once the clients made 2 more attempts, and until at least
+/// `min_attempts` attempts were made between the first rotation's start and the last
+/// one's end. Returns the counts, the attempts made during the rotations and the
+/// measured logins per second (reported only).
 async fn rotate_under_load(
     s: &TestServer,
     db: &Db,
     secret: &str,
     rotations: usize,
-) -> (Arc<Counts>, f64) {
+    min_attempts: u64,
+) -> (Arc<Counts>, u64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(Counts::default());
     let mut clients = Vec::new();
@@ -412,19 +450,40 @@ async fn rotate_under_load(
             counts.clone(),
         )));
     }
+    wait_attempts(&counts, 2, &clients).await;
     let start = Instant::now();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for _ in 0..rotations {
+    let before = counts.attempts.load(Ordering::SeqCst);
+    let mut done = 0;
+    loop {
         s.client.rotate_secret(secret, None).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        done += 1;
+        let during = counts.attempts.load(Ordering::SeqCst) - before;
+        if done >= rotations && during >= min_attempts {
+            break;
+        }
+        // Logins happen between every two rotations, whatever the machine's speed.
+        wait_attempts(
+            &counts,
+            counts.attempts.load(Ordering::SeqCst) + 2,
+            &clients,
+        )
+        .await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = counts.attempts.load(Ordering::SeqCst) - before;
+    let rate = during as f64 / start.elapsed().as_secs_f64();
+    // A few more logins after the last rotation, then stop.
+    wait_attempts(
+        &counts,
+        counts.attempts.load(Ordering::SeqCst) + 2,
+        &clients,
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
     for c in clients {
         c.await.unwrap();
     }
-    let rate = counts.attempts.load(Ordering::SeqCst) as f64 / start.elapsed().as_secs_f64();
-    (counts, rate)
+    println!("{secret}: {done} rotations, {during} logins during them ({rate:.1}/s for 2 clients)");
+    (counts, during, rate)
 }
 
 /// One database's side of the zero-downtime test: `extended_config` and first value of
@@ -456,14 +515,13 @@ async fn zero_downtime(s: &TestServer, setup: Setup) {
     req.rotation_policy = Some("db".into());
     c.create_secret(&req).await.unwrap();
 
-    let (counts, rate) = rotate_under_load(s, &db, "MyDbCreds", 20).await;
-    let attempts = counts.attempts.load(Ordering::SeqCst);
-    let first = counts.first_try_failures.load(Ordering::SeqCst);
-    let failed = counts.failed_after_reread.load(Ordering::SeqCst);
+    let (counts, during, rate) = rotate_under_load(s, &db, "MyDbCreds", 20, 40).await;
+    let (attempts, ok, first, failed) = counts.get();
     println!(
-        "{strategy:?} dual: {attempts} logins ({rate:.0}/s), {first} refused with a cached value, {failed} after a re-read"
+        "{strategy:?} dual: {attempts} logins ({during} during the rotations, {rate:.1}/s), {first} refused with a cached value, {failed} after a re-read"
     );
-    assert!(rate >= 20.0, "{rate} logins/s");
+    assert_eq!(attempts, ok + first + failed, "every attempt is counted");
+    assert!(during >= 40, "{during} logins during the rotations");
     assert_eq!(failed, 0, "failed logins after a re-read of ACSCurrent");
     let d = c.describe_secret("MyDbCreds").await.unwrap();
     assert_eq!(d.rotation_status, Some(api::RotationStatus::Succeeded));
@@ -488,13 +546,12 @@ async fn zero_downtime(s: &TestServer, setup: Setup) {
     let mut req = rds_request("single", &single_value, single);
     req.rotation_policy = Some("db".into());
     c.create_secret(&req).await.unwrap();
-    let (counts, rate) = rotate_under_load(s, &db, "single", 5).await;
+    let (counts, during, rate) = rotate_under_load(s, &db, "single", 5, 10).await;
+    let (attempts, ok, first, failed) = counts.get();
     println!(
-        "{strategy:?} single-user window: {} logins ({rate:.0}/s), {} refused with a cached value, {} refused after a re-read (the window) over 5 rotations",
-        counts.attempts.load(Ordering::SeqCst),
-        counts.first_try_failures.load(Ordering::SeqCst),
-        counts.failed_after_reread.load(Ordering::SeqCst)
+        "{strategy:?} single-user window: {attempts} logins ({during} during the rotations, {rate:.1}/s), {first} refused with a cached value, {failed} refused after a re-read (the window) over 5 rotations"
     );
+    assert_eq!(attempts, ok + first + failed, "every attempt is counted");
     let cur = c
         .get_secret_value("single", None, Some(STAGE_CURRENT))
         .await

@@ -12,9 +12,16 @@
 //! `STRONGBOX_CACERT` (as for the `strongbox` CLI), `MYAPP_SECRET` (default
 //! `MyDbCreds`), `MYAPP_SECONDS` (how long to run, default 10), `MYAPP_INTERVAL_MS`
 //! (pause between requests, default 20). At the end it prints one JSON line:
-//! `{"requests", "refreshes", "failures", "accounts"}`.
+//! `{"requests", "refreshes", "failures", "accounts", "versions"}` (`versions`: the
+//! secret's version ids it made a successful request with).
+//!
+//! With `MYAPP_UNTIL_EOF=1` it runs until its standard input is closed instead of for
+//! `MYAPP_SECONDS`, and prints the same JSON line after every request (progress, for a
+//! driver that waits for conditions rather than for time); the last line is the summary.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use strongbox_client::Client;
@@ -42,13 +49,15 @@ fn env_num(name: &str, default: u64) -> Result<u64, String> {
     }
 }
 
-async fn read_creds(sb: &Client, secret: &str) -> Result<DbCreds, String> {
+/// The current value of the secret and its version id.
+async fn read_creds(sb: &Client, secret: &str) -> Result<(DbCreds, String), String> {
     let v = sb
         .get_secret_value(secret, None, None)
         .await
         .map_err(|e| format!("reading {secret}: {e}"))?;
-    serde_json::from_str(&v.secret_data)
-        .map_err(|_| format!("{secret} is not {{\"AccountName\", \"AccountPassword\"}}"))
+    let c = serde_json::from_str(&v.secret_data)
+        .map_err(|_| format!("{secret} is not {{\"AccountName\", \"AccountPassword\"}}"))?;
+    Ok((c, v.version_id.clone()))
 }
 
 async fn read_target(sb: &Client, secret: &str) -> Result<DbTarget, String> {
@@ -106,39 +115,71 @@ async fn run() -> Result<(), String> {
     let secret = std::env::var("MYAPP_SECRET").unwrap_or_else(|_| "MyDbCreds".into());
     let run_for = Duration::from_secs(env_num("MYAPP_SECONDS", 10)?);
     let pause = Duration::from_millis(env_num("MYAPP_INTERVAL_MS", 20)?);
+    let until_eof = env_num("MYAPP_UNTIL_EOF", 0)? != 0;
+    let stopped = Arc::new(AtomicBool::new(false));
+    if until_eof {
+        let stopped = stopped.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            stopped.store(true, Ordering::SeqCst);
+        });
+    }
     let target = read_target(&sb, &secret).await?;
-    let mut creds = read_creds(&sb, &secret).await?;
+    let (mut creds, mut version) = read_creds(&sb, &secret).await?;
     let (mut requests, mut refreshes, mut failures) = (0u64, 0u64, 0u64);
     let mut accounts = BTreeSet::new();
+    let mut versions = BTreeSet::new();
+    let summary = |requests,
+                   refreshes,
+                   failures,
+                   accounts: &BTreeSet<String>,
+                   versions: &BTreeSet<String>| {
+        serde_json::json!({
+            "requests": requests, "refreshes": refreshes, "failures": failures,
+            "accounts": accounts, "versions": versions,
+        })
+    };
     let start = Instant::now();
-    while start.elapsed() < run_for {
+    loop {
+        let done = if until_eof {
+            stopped.load(Ordering::SeqCst)
+        } else {
+            start.elapsed() >= run_for
+        };
+        if done {
+            break;
+        }
         requests += 1;
         let user = match request(&target, &creds).await {
             Ok(u) => Ok(u),
             Err(_) => {
                 // Refused: the account was rotated. Read the secret again, retry once.
                 refreshes += 1;
-                creds = read_creds(&sb, &secret).await?;
+                (creds, version) = read_creds(&sb, &secret).await?;
                 request(&target, &creds).await
             }
         };
         match user {
             Ok(u) => {
                 accounts.insert(u);
+                versions.insert(version.clone());
             }
             Err(e) => {
                 failures += 1;
                 eprintln!("myapp: request failed after a refresh: {e}");
             }
         }
+        if until_eof {
+            println!(
+                "{}",
+                summary(requests, refreshes, failures, &accounts, &versions)
+            );
+        }
         tokio::time::sleep(pause).await;
     }
     println!(
         "{}",
-        serde_json::json!({
-            "requests": requests, "refreshes": refreshes, "failures": failures,
-            "accounts": accounts,
-        })
+        summary(requests, refreshes, failures, &accounts, &versions)
     );
     Ok(())
 }

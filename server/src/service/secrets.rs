@@ -174,6 +174,30 @@ fn check_access_key_value(who: &Actor, value: &[u8]) -> Result<()> {
     }
 }
 
+/// Why an `Rds` secret's `extended_config` needs the caller's right to read the admin
+/// secret it names.
+const RDS_ADMIN_WHY: &str = "an Rds secret's rotation logs in with the admin secret its extended_config names, at the Host it names";
+
+/// Checks that `who` may read the admin secret an `Rds` secret's `extended_config`
+/// names (`AdminSecret`): the rotation reads it with the server's authority and sends
+/// it to `Host`. A config without a readable `AdminSecret` was refused by validation.
+fn check_rds_admin(
+    who: &Actor,
+    extended_config: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<()> {
+    match extended_config
+        .and_then(|c| c.get("AdminSecret"))
+        .and_then(|v| v.as_str())
+    {
+        Some(admin) => who.require(
+            "kms:GetSecretValue",
+            &format!("secret/{admin}"),
+            RDS_ADMIN_WHY,
+        ),
+        None => Ok(()),
+    }
+}
+
 /// A new version's value and identity, ready to seal.
 pub(super) struct NewVersion {
     pub(super) version_id: String,
@@ -217,7 +241,8 @@ impl Service {
     }
 
     /// Creates a secret with its first version as `ACSCurrent`. An `AccessKey` secret
-    /// needs the caller's token rights on the principal its value names.
+    /// needs the caller's token rights on the principal its value names; an `Rds`
+    /// secret `kms:GetSecretValue` on the admin secret its `extended_config` names.
     pub async fn create_secret(
         &self,
         req: api::CreateSecretRequest,
@@ -253,6 +278,7 @@ impl Service {
         }
         if req.secret_type == api::SecretType::Rds {
             super::rotation::validate_rds(Some(&data), req.extended_config.as_ref())?;
+            check_rds_admin(who, req.extended_config.as_ref())?;
         }
         let nv = NewVersion {
             version_id,
@@ -609,7 +635,8 @@ impl Service {
     /// extended configuration. Any change of an `AccessKey` secret needs the caller's
     /// token rights on the principal its current value names; a change of
     /// `extended_config` needs `kms:GetSecretValue` on the secret (the rotation sends
-    /// the current value where it points).
+    /// the current value where it points), and for an `Rds` secret on the admin secret
+    /// it names.
     pub async fn update_secret(
         &self,
         name: &str,
@@ -674,6 +701,9 @@ impl Service {
             if let Some(c) = req.extended_config {
                 if rec.secret_type == api::SecretType::Rds {
                     super::rotation::validate_rds(None, Some(&c))?;
+                    if rec.extended_config.as_ref() != Some(&c) {
+                        check_rds_admin(&who, Some(&c))?;
+                    }
                 }
                 rec.extended_config = Some(c);
             }

@@ -387,3 +387,101 @@ async fn an_access_key_secret_whose_value_cannot_be_read_needs_rights_on_every_p
     s.client.enable_key(&k.key_id).await.unwrap();
     team.update_secret("team/app", &update).await.unwrap();
 }
+
+fn rds_secret(name: &str, admin_secret: &str, host: &str) -> api::CreateSecretRequest {
+    let mut r = text_secret(
+        name,
+        &json!({"AccountName": "app", "AccountPassword": "pw-0123456789"}).to_string(),
+    );
+    r.secret_type = api::SecretType::Rds;
+    r.extended_config = Some(rds_config(admin_secret, host));
+    r
+}
+
+fn rds_config(admin_secret: &str, host: &str) -> serde_json::Map<String, serde_json::Value> {
+    json!({"SecretSubType": "SingleUser", "Host": host, "Port": 5432, "Database": "app",
+        "TlsMode": "verify-full", "AdminSecret": admin_secret})
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+#[tokio::test]
+async fn an_rds_secret_needs_the_right_to_read_the_admin_secret_it_names() {
+    let s = TestServer::start().await;
+    let admin_value =
+        json!({"AccountName": "postgres", "AccountPassword": "admin-pw-1"}).to_string();
+    s.client
+        .create_secret(&text_secret("ops/db-admin", &admin_value))
+        .await
+        .unwrap();
+    let team = team_member(&s, "team", &[]).await;
+    team.create_secret(&text_secret("team/db-admin", &admin_value))
+        .await
+        .unwrap();
+
+    // The attack: an Rds secret of its own naming another team's admin secret (the
+    // rotation would log in with it at a Host the caller chose).
+    assert_code(
+        team.create_secret(&rds_secret("team/db", "ops/db-admin", "attacker.example"))
+            .await,
+        ErrorCode::Forbidden,
+        "principal team is not allowed kms:GetSecretValue on secret/ops/db-admin",
+    );
+    assert_code(
+        s.client.describe_secret("team/db").await,
+        ErrorCode::SecretNotFound,
+        "team/db",
+    );
+    // Its own admin secret: allowed.
+    team.create_secret(&rds_secret("team/db", "team/db-admin", "db.internal"))
+        .await
+        .unwrap();
+    // Pointing an existing secret at the other admin secret is refused too, and
+    // nothing changes.
+    let steal = api::UpdateSecretRequest {
+        extended_config: Some(rds_config("ops/db-admin", "attacker.example")),
+        ..Default::default()
+    };
+    assert_code(
+        team.update_secret("team/db", &steal).await,
+        ErrorCode::Forbidden,
+        "principal team is not allowed kms:GetSecretValue on secret/ops/db-admin",
+    );
+    let d = s.client.describe_secret("team/db").await.unwrap();
+    assert_eq!(
+        d.extended_config,
+        Some(rds_config("team/db-admin", "db.internal"))
+    );
+    // Moving the host with its own admin secret is its own business.
+    team.update_secret(
+        "team/db",
+        &api::UpdateSecretRequest {
+            extended_config: Some(rds_config("team/db-admin", "db2.internal")),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // A caller who may read the admin secret may name it, at create and update.
+    let dba = s
+        .principal_with(
+            "dba",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:CreateSecret", "kms:UpdateSecret",
+                    "kms:GetSecretValue", "kms:DescribeSecret"], "Resource": "secret/team/*"},
+                {"Effect": "Allow", "Action": ["kms:GetSecretValue"],
+                    "Resource": "secret/ops/db-admin"}]}),
+        )
+        .await;
+    dba.create_secret(&rds_secret("team/db3", "ops/db-admin", "db.internal"))
+        .await
+        .unwrap();
+    dba.update_secret("team/db", &steal).await.unwrap();
+    let d = s.client.describe_secret("team/db").await.unwrap();
+    assert_eq!(
+        d.extended_config,
+        Some(rds_config("ops/db-admin", "attacker.example"))
+    );
+}

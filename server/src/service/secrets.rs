@@ -207,6 +207,33 @@ pub(super) struct NewVersion {
 }
 
 impl Service {
+    /// Refuses an `Rds` value naming the admin account of the admin secret
+    /// `extended_config` names. An admin secret that cannot be read now is checked
+    /// again by the rotation, which refuses the admin account too.
+    fn check_rds_not_admin(
+        &self,
+        r: &(impl crate::storage::Reader + ?Sized),
+        value: &[u8],
+        extended_config: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<()> {
+        let Some(admin) = extended_config
+            .and_then(|c| c.get("AdminSecret"))
+            .and_then(|v| v.as_str())
+        else {
+            return Ok(());
+        };
+        let Ok(rec) = load_live_secret(r, admin) else {
+            return Ok(());
+        };
+        let Some(current) = rec.version_with_stage(STAGE_CURRENT) else {
+            return Ok(());
+        };
+        match self.open_version(r, admin, &current.version_id) {
+            Ok(admin_value) => super::rotation::check_rds_not_admin(value, &admin_value),
+            Err(_) => Ok(()),
+        }
+    }
+
     pub(super) fn seal_version(
         &self,
         t: &mut Txn<'_>,
@@ -298,6 +325,9 @@ impl Service {
                         format!("secret {} already exists", req.name),
                     )
                 });
+            }
+            if req.secret_type == api::SecretType::Rds {
+                this.check_rds_not_admin(t, &nv.data, req.extended_config.as_ref())?;
             }
             let key = match &req.encryption_key_id {
                 Some(r) if !r.is_empty() => resolve_key(t, r)?,
@@ -447,6 +477,7 @@ impl Service {
             let mut rec = load_live_secret(t, &name)?;
             if rec.secret_type == api::SecretType::Rds {
                 super::rotation::validate_rds_value(&nv.data)?;
+                this.check_rds_not_admin(t, &nv.data, rec.extended_config.as_ref())?;
             }
             if rec.secret_type == SecretType::AccessKey {
                 check_access_key_value(&who, &nv.data)?;
@@ -703,6 +734,11 @@ impl Service {
                     super::rotation::validate_rds(None, Some(&c))?;
                     if rec.extended_config.as_ref() != Some(&c) {
                         check_rds_admin(&who, Some(&c))?;
+                        if let Some(current) = rec.version_with_stage(STAGE_CURRENT)
+                            && let Ok(value) = this.open_version(t, &name, &current.version_id)
+                        {
+                            this.check_rds_not_admin(t, &value, Some(&c))?;
+                        }
                     }
                 }
                 rec.extended_config = Some(c);

@@ -315,6 +315,40 @@ async fn rds_secrets_are_validated_with_field_named_errors() {
     c.put_secret_value("db/app", &put(&account("app", "pw2")))
         .await
         .unwrap();
+    // The admin account is never an Rds secret's account: at create, put-value and
+    // when extended_config points at an admin secret naming it.
+    c.create_secret(&text_secret("db/admin", &account("postgres", "admin-pw")))
+        .await
+        .unwrap();
+    assert_code(
+        c.create_secret(&rds_request("bad", &account("postgres", "x"), good.clone()))
+            .await,
+        ErrorCode::InvalidParameter,
+        "secret_data.AccountName",
+    );
+    assert_code(
+        c.put_secret_value("db/app", &put(&account("postgres", "x")))
+            .await,
+        ErrorCode::InvalidParameter,
+        "must not be the admin account",
+    );
+    c.create_secret(&text_secret("db/admin2", &account("app", "admin-pw")))
+        .await
+        .unwrap();
+    let mut to_app_admin = good.clone();
+    to_app_admin["AdminSecret"] = serde_json::json!("db/admin2");
+    assert_code(
+        c.update_secret(
+            "db/app",
+            &api::UpdateSecretRequest {
+                extended_config: Some(obj(to_app_admin)),
+                ..Default::default()
+            },
+        )
+        .await,
+        ErrorCode::InvalidParameter,
+        "secret_data.AccountName",
+    );
     // A database policy on a Generic secret fails the rotation with a clear error.
     c.create_rotation_policy(&policy("pg", "30d", RotationStrategy::Postgresql, &[]))
         .await
@@ -839,4 +873,133 @@ async fn postgres_rotation_speaks_tls_with_require_and_verify_full() {
         e.message
     );
     assert!(!e.message.contains(&c2.password));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_to_rotate_the_admin_or_a_privileged_role() {
+    let pg = PgCluster::start();
+    pg.assert_wrong_password_refused().await;
+    let admin = pg.admin().await;
+    admin
+        .batch_execute(
+            "CREATE ROLE boss SUPERUSER LOGIN PASSWORD 'boss-pw';
+             CREATE ROLE maker CREATEROLE LOGIN PASSWORD 'maker-pw';
+             CREATE ROLE peeker BYPASSRLS LOGIN PASSWORD 'peeker-pw';",
+        )
+        .await
+        .unwrap();
+    let admin_value = pg.admin_value();
+    let rotate = |sub: &'static str, value: String| {
+        let cfg = obj(pg.config(sub, "db/admin"));
+        let admin_value = admin_value.clone();
+        async move {
+            database_conformance(
+                RotationStrategy::Postgresql,
+                &cfg,
+                admin_value.as_bytes(),
+                value.as_bytes(),
+                None,
+            )
+            .await
+            .unwrap_err()
+        }
+    };
+    for sub in ["SingleUser", "DoubleUsers"] {
+        // The admin account itself.
+        let e = rotate(sub, account("postgres", "whatever")).await;
+        assert_eq!(e.code, strongbox_schemas::ErrorCode::RotationFailed);
+        assert!(
+            e.message.contains("must not be the admin account"),
+            "{}",
+            e.message
+        );
+        for (role, pw, attr) in [
+            ("boss", "boss-pw", "SUPERUSER"),
+            ("maker", "maker-pw", "CREATEROLE"),
+            ("peeker", "peeker-pw", "BYPASSRLS"),
+        ] {
+            let e = rotate(sub, account(role, pw)).await;
+            assert!(
+                e.message
+                    .contains(&format!("AccountName {role} has {attr}")),
+                "{sub} {role}: {}",
+                e.message
+            );
+            assert!(!e.message.contains(pw));
+            // Nothing changed: the password still works, no clone was made.
+            assert_eq!(pg.login(role, pw).await, Ok(()), "{sub} {role}");
+            assert_eq!(
+                pg.login(&format!("{role}_clone"), "x").await,
+                Err("28P01".into())
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_refuses_to_rotate_root_or_a_privileged_account() {
+    let app = MysqlApp::create("priv", "pw-priv").await;
+    assert_eq!(
+        mysql_login(&app.user, "wrong", &app.db).await,
+        Err("1045".into())
+    );
+    let mut root = mysql_root().await;
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!(
+            "GRANT SELECT ON *.* TO '{}'@'%' WITH GRANT OPTION",
+            app.user
+        ),
+    )
+    .await
+    .unwrap();
+    let admin = MysqlApp::admin_value();
+    for sub in ["SingleUser", "DoubleUsers"] {
+        let cfg = obj(app.config(sub, "db/admin"));
+        // root (here also the admin account).
+        let e = database_conformance(
+            RotationStrategy::Mysql,
+            &cfg,
+            admin.as_bytes(),
+            account("root", "").as_bytes(),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.message.contains("must not be the admin account"),
+            "{}",
+            e.message
+        );
+        // root with another admin account is refused by name.
+        let e = database_conformance(
+            RotationStrategy::Mysql,
+            &cfg,
+            account(&app.user, "pw-priv").as_bytes(),
+            account("root", "").as_bytes(),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.message.contains("root"), "{}", e.message);
+        // GRANT OPTION on *.*.
+        let e = database_conformance(
+            RotationStrategy::Mysql,
+            &cfg,
+            admin.as_bytes(),
+            account(&app.user, "pw-priv").as_bytes(),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains(&format!("AccountName {} holds global", app.user)),
+            "{sub}: {}",
+            e.message
+        );
+        assert_eq!(app.read_table(&app.user, "pw-priv").await, Ok(42), "{sub}");
+    }
+    let _ = root.disconnect().await;
+    app.drop_all().await;
 }

@@ -43,7 +43,9 @@ use crate::storage::{Reader, Table, Txn};
 pub(crate) use access_key::{principal_named, principals_setting};
 #[cfg(any(test, feature = "failpoints"))]
 pub use database::database_conformance;
-pub(crate) use database::{validate_rds, validate_rds_value};
+pub(crate) use database::{
+    check_not_admin as check_rds_not_admin, validate_rds, validate_rds_value,
+};
 pub use random::PasswordRules;
 use schedule::{Job, due_jobs};
 pub(crate) use schedule::{reindex_key, reindex_secret, reindex_secret_with, unindex_secret};

@@ -332,6 +332,25 @@ pub(crate) fn validate_rds_value(value: &[u8]) -> Result<()> {
     Account::parse(value, "secret_data").map(|_| ())
 }
 
+/// What a value must not name: the admin account (the rotation would hand the admin's
+/// password to whoever reads the secret).
+const ADMIN_ACCOUNT: &str =
+    "must not be the admin account (the AccountName of extended_config.AdminSecret)";
+
+/// Refuses a value whose `AccountName` is the admin account's (`admin_value`, the
+/// value of the admin secret). Values that do not parse are checked elsewhere.
+pub(crate) fn check_not_admin(value: &[u8], admin_value: &[u8]) -> Result<()> {
+    match (
+        Account::parse(value, "secret_data"),
+        Account::parse(admin_value, "admin secret"),
+    ) {
+        (Ok(a), Ok(admin)) if a.name == admin.name => {
+            Err(Error::invalid("secret_data.AccountName", ADMIN_ACCOUNT))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The name of the second account for `name`: `name_clone`, `name` cut so that it fits.
 pub(crate) fn clone_name(engine: Engine, name: &str) -> String {
     let mut base: String = name.to_string();
@@ -430,6 +449,15 @@ impl DatabaseStrategy {
             .map(|v| Account::parse(v, "ACSCurrent"))
             .transpose()
             .map_err(|e| failed(engine, "create", e.message))?;
+        if let Some(c) = &current
+            && c.name == admin.name
+        {
+            return Err(failed(
+                engine,
+                "create",
+                format!("ACSCurrent.AccountName {ADMIN_ACCOUNT}"),
+            ));
+        }
         let previous_name = secret
             .previous
             .and_then(|v| Account::parse(v, "ACSPrevious").ok())
@@ -470,7 +498,22 @@ impl DatabaseStrategy {
         let v = cx
             .pending
             .ok_or_else(|| failed(self.engine, step, "no pending value"))?;
-        Account::parse(v, "ACSPending").map_err(|e| failed(self.engine, step, e.message))
+        let a =
+            Account::parse(v, "ACSPending").map_err(|e| failed(self.engine, step, e.message))?;
+        self.not_admin(step, "ACSPending", &a.name)?;
+        Ok(a)
+    }
+
+    /// Refuses to rotate the admin account.
+    fn not_admin(&self, step: &str, what: &str, name: &str) -> Result<()> {
+        if name == self.admin.name {
+            return Err(failed(
+                self.engine,
+                step,
+                format!("{what}.AccountName {ADMIN_ACCOUNT}"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -482,6 +525,7 @@ impl Strategy for DatabaseStrategy {
             None => return Err(failed(self.engine, "create", "no current value")),
         };
         let name = self.pending_name(&current.name);
+        self.not_admin("create", "ACSPending", &name)?;
         if !self.engine.fits(&name) {
             return Err(failed(
                 self.engine,

@@ -155,6 +155,35 @@ pub(crate) async fn set_password(
         .unwrap_or_default();
     let mariadb = version.contains("MariaDB");
     let esc = !sql_mode.contains("NO_BACKSLASH_ESCAPES");
+    // Privileged accounts are never rotated: their password would land in a secret
+    // its readers may not be trusted with, and a clone would get the privileges.
+    for name in std::iter::once(pending.name.as_str()).chain(template) {
+        if name == "root" {
+            return Err(failed(
+                Engine::Mysql,
+                step,
+                "AccountName root: Strongbox does not rotate privileged accounts",
+            ));
+        }
+        let privileged: Option<u64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND (Super_priv = 'Y' \
+                 OR Grant_priv = 'Y' OR Create_user_priv = 'Y')",
+                (name,),
+            )
+            .await
+            .map_err(|e| fail("looking up the account's privileges".into(), e, true))?;
+        if privileged.unwrap_or(0) > 0 {
+            return Err(failed(
+                Engine::Mysql,
+                step,
+                format!(
+                    "AccountName {name} holds global ALL, SUPER, GRANT OPTION or CREATE USER: \
+                     Strongbox does not rotate privileged accounts"
+                ),
+            ));
+        }
+    }
     let mut hosts: Vec<String> = conn
         .exec(
             "SELECT Host FROM mysql.user WHERE User = ?",

@@ -179,6 +179,37 @@ pub(crate) async fn set_password(
         failed(Engine::Postgres, step, format!("{what}: {}", describe(&e)))
     };
     let client = connect(admin, step).await?;
+    // Privileged roles are never rotated: their password would land in a secret its
+    // readers may not be trusted with, and a clone would inherit the privileges.
+    let names: Vec<&str> = std::iter::once(pending.name.as_str())
+        .chain(template)
+        .collect();
+    let privileged = client
+        .query(
+            "SELECT rolname::text, rolsuper, rolcreaterole, rolbypassrls \
+             FROM pg_roles WHERE rolname = ANY($1)",
+            &[&names],
+        )
+        .await
+        .map_err(|e| fail("looking up the account's privileges", e))?;
+    for row in privileged {
+        let name: String = row.get(0);
+        let attrs: Vec<&str> = [(1, "SUPERUSER"), (2, "CREATEROLE"), (3, "BYPASSRLS")]
+            .into_iter()
+            .filter(|(i, _)| row.get::<_, bool>(*i))
+            .map(|(_, a)| a)
+            .collect();
+        if !attrs.is_empty() {
+            return Err(failed(
+                Engine::Postgres,
+                step,
+                format!(
+                    "AccountName {name} has {}: Strongbox does not rotate privileged roles",
+                    attrs.join(", ")
+                ),
+            ));
+        }
+    }
     let role = quote_ident(&pending.name);
     if let Some(template) = template {
         let exists = client

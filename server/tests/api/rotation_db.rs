@@ -1003,3 +1003,93 @@ async fn mysql_refuses_to_rotate_root_or_a_privileged_account() {
     let _ = root.disconnect().await;
     app.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dual_rotation_does_not_adopt_a_role_it_did_not_create() {
+    let pg = PgCluster::start();
+    pg.assert_wrong_password_refused().await;
+    pg_app(&pg, "app", "pw-app").await;
+    // An unrelated role that happens to have the clone's name.
+    pg.admin()
+        .await
+        .batch_execute("CREATE ROLE app_clone LOGIN PASSWORD 'other-pw'")
+        .await
+        .unwrap();
+    let e = database_conformance(
+        RotationStrategy::Postgresql,
+        &obj(pg.config("DoubleUsers", "db/admin")),
+        pg.admin_value().as_bytes(),
+        account("app", "pw-app").as_bytes(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message
+            .contains("account app_clone exists and is not a member of app"),
+        "{}",
+        e.message
+    );
+    // Untouched: its password still works, and it got no grant.
+    assert_eq!(pg.login("app_clone", "other-pw").await, Ok(()));
+    assert!(pg_read_table(&pg, "app_clone", "other-pw").await.is_err());
+    assert_eq!(pg.login("app", "pw-app").await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_dual_rotation_takes_names_up_to_80_characters() {
+    // 42 characters: over MySQL's 32, within MariaDB's 80.
+    let app = MysqlApp::create(&"l".repeat(30), "pw-long").await;
+    assert_eq!(app.user.chars().count(), 42);
+    assert_eq!(
+        mysql_login(&app.user, "wrong", &app.db).await,
+        Err("1045".into())
+    );
+    let dual = obj(app.config("DoubleUsers", "db/admin"));
+    let admin = MysqlApp::admin_value();
+    let v0 = account(&app.user, "pw-long");
+    let v1 = database_conformance(
+        RotationStrategy::Mysql,
+        &dual,
+        admin.as_bytes(),
+        v0.as_bytes(),
+        None,
+    )
+    .await
+    .unwrap();
+    let c1 = creds(&v1);
+    assert_eq!(c1.name, format!("{}_clone", app.user), "not cut on MariaDB");
+    assert_eq!(app.read_table(&c1.name, &c1.password).await, Ok(42));
+    // The next rotation resets the long original account.
+    let v2 = database_conformance(
+        RotationStrategy::Mysql,
+        &dual,
+        admin.as_bytes(),
+        &v1,
+        Some(v0.as_bytes()),
+    )
+    .await
+    .unwrap();
+    let c2 = creds(&v2);
+    assert_eq!(c2.name, app.user);
+    assert_eq!(app.read_table(&app.user, &c2.password).await, Ok(42));
+    // Single user rotates it too.
+    let v3 = database_conformance(
+        RotationStrategy::Mysql,
+        &obj(app.config("SingleUser", "db/admin")),
+        admin.as_bytes(),
+        &v2,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.read_table(&app.user, &creds(&v3).password).await,
+        Ok(42)
+    );
+    assert_eq!(
+        mysql_login(&app.user, &c2.password, &app.db).await,
+        Err("1045".into())
+    );
+    app.drop_all().await;
+}

@@ -18,12 +18,15 @@
 //!   new password while `ACSCurrent` still holds the old one: logins with the value an
 //!   application read before fail until it reads again (the window is measured in
 //!   BENCHMARKS.md).
-//! - **DoubleUsers**: two accounts, `NAME` and `NAME_clone` (cut to the engine's name
-//!   limit: 63 bytes on PostgreSQL, 32 characters on MySQL). *create* picks the account
-//!   that is not `ACSCurrent` (the one behind `ACSPrevious`, or the clone on the first
-//!   rotation); *set* creates it with the grants of the current account if it does not
-//!   exist yet, then resets its password; *test* logs in with it; *finish* makes it
-//!   `ACSCurrent`. The account an application holds stays valid for a full cycle.
+//! - **DoubleUsers**: two accounts, `NAME` and `NAME_clone` (when longer than the
+//!   server's name limit — 63 bytes on PostgreSQL, 80 characters on MariaDB, 32 on
+//!   MySQL — `NAME` cut, then `_`, 8 hex digits of a hash of `NAME`, `_clone`).
+//!   *create* picks the account that is not `ACSCurrent` (the one behind
+//!   `ACSPrevious`, or the clone on the first rotation); *set* creates it with the
+//!   grants of the current account if it does not exist yet (PostgreSQL refuses an
+//!   existing role that is not a member of the current one), then resets its password;
+//!   *test* logs in with it; *finish* makes it `ACSCurrent`. The account an
+//!   application holds stays valid for a full cycle.
 //!
 //! Statements: DDL takes no bound parameters, so identifiers and literals are quoted
 //! here (see [`postgres::quote_ident`], [`mysql::quote_str`]). PostgreSQL receives a
@@ -76,10 +79,12 @@ impl Engine {
         }
     }
 
-    /// Whether `name` fits the engine's account-name limit.
-    fn fits(self, name: &str) -> bool {
+    /// The longest account name the server takes: 63 bytes on PostgreSQL, 80
+    /// characters on MariaDB, 32 on MySQL.
+    fn fits(self, name: &str, mariadb: bool) -> bool {
         match self {
             Self::Postgres => name.len() <= 63,
+            Self::Mysql if mariadb => name.chars().count() <= 80,
             Self::Mysql => name.chars().count() <= 32,
         }
     }
@@ -351,12 +356,21 @@ pub(crate) fn check_not_admin(value: &[u8], admin_value: &[u8]) -> Result<()> {
     }
 }
 
-/// The name of the second account for `name`: `name_clone`, `name` cut so that it fits.
-pub(crate) fn clone_name(engine: Engine, name: &str) -> String {
+/// The name of the second account for `name`: `name_clone` when it fits the server's
+/// limit (`mariadb`: MariaDB's 80 characters rather than MySQL's 32), else `name` cut
+/// and followed by `_` and 8 hex digits of a SHA-256 of the whole name, so that two long
+/// names sharing a prefix get different clones.
+pub(crate) fn clone_name(engine: Engine, name: &str, mariadb: bool) -> String {
+    let whole = format!("{name}{CLONE_SUFFIX}");
+    if engine.fits(&whole, mariadb) {
+        return whole;
+    }
+    use sha2::Digest as _;
+    let tag = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..4]);
     let mut base: String = name.to_string();
     loop {
-        let candidate = format!("{base}{CLONE_SUFFIX}");
-        if engine.fits(&candidate) || base.is_empty() {
+        let candidate = format!("{base}_{tag}{CLONE_SUFFIX}");
+        if engine.fits(&candidate, mariadb) || base.is_empty() {
             return candidate;
         }
         base.pop();
@@ -480,18 +494,24 @@ impl DatabaseStrategy {
         }
     }
 
-    /// The account the pending version uses, given the current one.
-    fn pending_name(&self, current: &str) -> String {
-        match self.cfg.sub_type {
+    /// The account the pending version uses, given the current one: the same one
+    /// (single user), the account behind `ACSPrevious`, or a clone of the current one
+    /// (named by [`clone_name`], never guessed from the current name: an account whose
+    /// name ends in `_clone` is not taken for ours).
+    async fn pending_name(&self, current: &str) -> Result<String> {
+        Ok(match self.cfg.sub_type {
             SubType::SingleUser => current.to_string(),
             SubType::DoubleUsers => match &self.previous_name {
                 Some(p) if p != current => p.clone(),
-                _ => match current.strip_suffix(CLONE_SUFFIX) {
-                    Some(base) if !base.is_empty() => base.to_string(),
-                    _ => clone_name(self.engine, current),
-                },
+                _ => {
+                    let mariadb = match self.engine {
+                        Engine::Mysql => mysql::is_mariadb(&self.admin_target(), "create").await?,
+                        Engine::Postgres => false,
+                    };
+                    clone_name(self.engine, current, mariadb)
+                }
             },
-        }
+        })
     }
 
     fn pending(&self, step: &str, cx: &StepContext<'_>) -> Result<Account> {
@@ -524,18 +544,8 @@ impl Strategy for DatabaseStrategy {
                 .map_err(|e| failed(self.engine, "create", e.message))?,
             None => return Err(failed(self.engine, "create", "no current value")),
         };
-        let name = self.pending_name(&current.name);
+        let name = self.pending_name(&current.name).await?;
         self.not_admin("create", "ACSPending", &name)?;
-        if !self.engine.fits(&name) {
-            return Err(failed(
-                self.engine,
-                "create",
-                format!(
-                    "account name {name} is too long for {}",
-                    self.engine.label()
-                ),
-            ));
-        }
         let password = self.rules.generate();
         current.with(&name, &password)
     }
@@ -734,13 +744,34 @@ mod tests {
     }
 
     #[test]
-    fn clone_names_respect_the_engine_limits() {
-        assert_eq!(clone_name(Engine::Mysql, "app"), "app_clone");
+    fn clone_names_respect_the_engine_limits_and_do_not_collide() {
+        assert_eq!(clone_name(Engine::Mysql, "app", false), "app_clone");
         let long = "a".repeat(40);
-        let m = clone_name(Engine::Mysql, &long);
+        let m = clone_name(Engine::Mysql, &long, false);
         assert_eq!(m.chars().count(), 32);
         assert!(m.ends_with("_clone"));
-        let p = clone_name(Engine::Postgres, &"é".repeat(40));
+        // MariaDB takes 80 characters: no cut.
+        assert_eq!(
+            clone_name(Engine::Mysql, &long, true),
+            format!("{long}_clone")
+        );
+        let m = clone_name(Engine::Mysql, &"b".repeat(80), true);
+        assert_eq!(m.chars().count(), 80);
+        let p = clone_name(Engine::Postgres, &"é".repeat(40), false);
         assert!(p.len() <= 63 && p.ends_with("_clone"));
+        // Two long names sharing a prefix get different clones (the review's example).
+        let eu = clone_name(Engine::Mysql, "reporting_service_readonly_eu", false);
+        let us = clone_name(Engine::Mysql, "reporting_service_readonly_us", false);
+        assert_ne!(eu, us);
+        assert!(eu.chars().count() <= 32 && us.chars().count() <= 32);
+        assert!(
+            eu.starts_with("reporting_") && eu.ends_with("_clone"),
+            "{eu}"
+        );
+        // Deterministic: every rotation computes the same clone.
+        assert_eq!(
+            eu,
+            clone_name(Engine::Mysql, "reporting_service_readonly_eu", false)
+        );
     }
 }

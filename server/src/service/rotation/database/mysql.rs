@@ -93,6 +93,21 @@ async fn connect(t: &Target<'_>, step: &str) -> Result<Conn> {
     Ok(conn)
 }
 
+/// Whether the server behind `t` (the admin account) is MariaDB (account names up
+/// to 80 characters) rather than MySQL (32).
+pub(crate) async fn is_mariadb(t: &Target<'_>, step: &str) -> Result<bool> {
+    let mut conn = connect(t, step).await?;
+    let version: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(|e| {
+        failed(
+            Engine::Mysql,
+            step,
+            format!("reading the server version: {}", describe(&e, true)),
+        )
+    })?;
+    let _ = conn.disconnect().await;
+    Ok(version.is_some_and(|v| v.contains("MariaDB")))
+}
+
 /// Logs in with the account and runs `SELECT 1`.
 pub(crate) async fn login(t: &Target<'_>, step: &str) -> Result<()> {
     let mut conn = connect(t, step).await?;

@@ -220,7 +220,31 @@ pub(crate) async fn set_password(
             .await
             .map_err(|e| fail("looking up the account", e))?
             .is_some();
-        if !exists {
+        if exists {
+            // Ours only if one is a member of the other (the clone is created IN ROLE
+            // the original): an unrelated role is never adopted.
+            let related = client
+                .query_opt(
+                    "SELECT 1 FROM pg_auth_members m \
+                     JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
+                     WHERE (r.rolname = $1 AND u.rolname = $2) OR (r.rolname = $2 AND u.rolname = $1)",
+                    &[&template, &pending.name],
+                )
+                .await
+                .map_err(|e| fail("looking up the account's membership", e))?
+                .is_some();
+            if !related {
+                return Err(failed(
+                    Engine::Postgres,
+                    step,
+                    format!(
+                        "account {} exists and is not a member of {template}: Strongbox does \
+                         not adopt a role it did not create",
+                        pending.name
+                    ),
+                ));
+            }
+        } else {
             let r = client
                 .batch_execute(&format!(
                     "CREATE ROLE {role} WITH LOGIN IN ROLE {}",

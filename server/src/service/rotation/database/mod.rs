@@ -472,10 +472,16 @@ impl DatabaseStrategy {
                 format!("ACSCurrent.AccountName {ADMIN_ACCOUNT}"),
             ));
         }
-        let previous_name = secret
-            .previous
-            .and_then(|v| Account::parse(v, "ACSPrevious").ok())
-            .map(|a| a.name);
+        // Dual user: the account behind ACSPrevious is the one to reset. A value that
+        // does not parse fails the rotation (guessing would reset another account).
+        let previous_name = match (cfg.sub_type, secret.previous) {
+            (SubType::DoubleUsers, Some(v)) => Some(
+                Account::parse(v, "ACSPrevious")
+                    .map_err(|e| failed(engine, "create", e.message))?
+                    .name,
+            ),
+            _ => None,
+        };
         Ok(Self {
             engine,
             cfg,
@@ -602,9 +608,20 @@ impl crate::service::Service {
             ));
         }
         let current = self.plaintext(&rec.name, None)?;
-        let previous = match self.get_secret_value(&rec.name, None, Some(STAGE_PREVIOUS)) {
-            Ok(v) => Some(Zeroizing::new(v.secret_data.clone().into_bytes())),
-            Err(_) => None,
+        // No ACSPrevious yet is normal; one that cannot be read (sealed, its key
+        // deleted, corrupt) fails the step rather than being taken for none.
+        let previous = match rec.version_with_stage(STAGE_PREVIOUS) {
+            None => None,
+            Some(_) => match self.get_secret_value(&rec.name, None, Some(STAGE_PREVIOUS)) {
+                Ok(v) => Some(Zeroizing::new(v.secret_data.clone().into_bytes())),
+                Err(e) => {
+                    return Err(failed(
+                        engine,
+                        "create",
+                        format!("ACSPrevious of {} cannot be read ({})", rec.name, e.code),
+                    ));
+                }
+            },
         };
         DatabaseStrategy::build(
             engine,
@@ -713,6 +730,43 @@ mod tests {
                 .message
                 .contains("extended_config")
         );
+    }
+
+    #[test]
+    fn an_unreadable_previous_value_fails_a_dual_rotation() {
+        let c = serde_json::json!({"SecretSubType": "DoubleUsers", "Host": "h", "Port": 5432,
+            "Database": "d", "TlsMode": "disable", "AdminSecret": "admin"});
+        let build = |sub: &str, previous: &[u8]| {
+            let mut c = c.clone();
+            c["SecretSubType"] = serde_json::json!(sub);
+            DatabaseStrategy::build(
+                Engine::Postgres,
+                &BTreeMap::new(),
+                SecretSide {
+                    extended_config: c.as_object(),
+                    current: Some(br#"{"AccountName":"app","AccountPassword":"pw"}"#),
+                    previous: Some(previous),
+                },
+                |_| {
+                    Ok(Zeroizing::new(
+                        br#"{"AccountName":"postgres","AccountPassword":"a"}"#.to_vec(),
+                    ))
+                },
+            )
+        };
+        let e = build("DoubleUsers", b"corrupt-secret-value").unwrap_err();
+        assert_eq!(e.code, ErrorCode::RotationFailed);
+        assert!(e.message.contains("ACSPrevious"), "{}", e.message);
+        assert!(!e.message.contains("corrupt-secret-value"));
+        // Single user never uses it.
+        build("SingleUser", b"corrupt-secret-value").unwrap();
+        // A readable one names the account to reset.
+        let s = build(
+            "DoubleUsers",
+            br#"{"AccountName":"app_clone","AccountPassword":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.previous_name.as_deref(), Some("app_clone"));
     }
 
     #[test]

@@ -248,6 +248,13 @@ async fn rds_secrets_are_validated_with_field_named_errors() {
             serde_json::json!(""),
             "extended_config.AdminSecret",
         ),
+        // A socket path would reach the database on the Strongbox host.
+        (
+            "Host",
+            serde_json::json!("/var/run/postgresql"),
+            "extended_config.Host",
+        ),
+        ("Host", serde_json::json!("db:5432"), "extended_config.Host"),
     ] {
         let mut cfg = good.clone();
         cfg[key] = bad;

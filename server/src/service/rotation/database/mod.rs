@@ -144,6 +144,22 @@ fn text<'a>(c: &'a Map<String, Value>, k: &str) -> Result<&'a str> {
     }
 }
 
+/// `Host` is a DNS name or an IP literal: never a socket path (a leading `/` makes
+/// the PostgreSQL driver use a Unix socket on the Strongbox host), a URL, a port or
+/// blanks.
+fn check_host(host: &str) -> Result<()> {
+    let why = "must be a host name or an IP address (no socket path, scheme, port or blanks)";
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    // DNS names only (rustls' check: letters, digits, '-' and '.'); this refuses '/',
+    // ':', blanks and an empty name.
+    match rustls::pki_types::DnsName::try_from(host) {
+        Ok(_) if !host.starts_with('/') => Ok(()),
+        _ => Err(Error::invalid(&field("Host"), why)),
+    }
+}
+
 impl RdsConfig {
     /// Parses and checks `extended_config`, naming the wrong field.
     pub(crate) fn parse(c: Option<&Map<String, Value>>) -> Result<Self> {
@@ -170,6 +186,7 @@ impl RdsConfig {
             }
         };
         let host = text(c, "Host")?.to_string();
+        check_host(&host)?;
         let port = match c.get("Port") {
             Some(Value::Number(n)) => n
                 .as_u64()
@@ -695,6 +712,28 @@ mod tests {
             ("Port", serde_json::json!(70000), "extended_config.Port"),
             ("Host", serde_json::json!(""), "extended_config.Host"),
             (
+                "Host",
+                serde_json::json!("/var/run/postgresql"),
+                "extended_config.Host",
+            ),
+            (
+                "Host",
+                serde_json::json!("db.internal:5432"),
+                "extended_config.Host",
+            ),
+            (
+                "Host",
+                serde_json::json!("db internal"),
+                "extended_config.Host",
+            ),
+            ("Host", serde_json::json!(" db"), "extended_config.Host"),
+            (
+                "Host",
+                serde_json::json!("postgres://db"),
+                "extended_config.Host",
+            ),
+            ("Host", serde_json::json!("db_1!"), "extended_config.Host"),
+            (
                 "TlsMode",
                 serde_json::json!("prefer"),
                 "extended_config.TlsMode",
@@ -715,6 +754,18 @@ mod tests {
             let e = cfg(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidParameter);
             assert!(e.message.contains(needle), "{} / {needle}", e.message);
+        }
+        for host in [
+            "db.internal",
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "fd00::5",
+            "db-1.eu",
+        ] {
+            let mut good = ok.clone();
+            good["Host"] = serde_json::json!(host);
+            assert_eq!(cfg(good).unwrap().host, host);
         }
         let mut missing = ok.clone();
         missing.as_object_mut().unwrap().remove("Database");

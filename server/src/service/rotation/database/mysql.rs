@@ -51,6 +51,19 @@ fn describe(e: &mysql_async::Error, with_message: bool) -> String {
     }
 }
 
+/// `verify-full`: the certificate chain is checked against `ca_cert` alone (PEM) or the
+/// system's roots (DER), with the driver's built-in roots disabled, and the host name
+/// is checked.
+fn verify_full_opts(ca_cert: Option<&str>) -> SslOpts {
+    let roots: Vec<Vec<u8>> = match ca_cert {
+        Some(pem) => vec![pem.as_bytes().to_vec()],
+        None => super::tls::system_root_ders(),
+    };
+    SslOpts::default()
+        .with_root_certs(roots.into_iter().map(Into::into).collect())
+        .with_disable_built_in_roots(true)
+}
+
 async fn connect(t: &Target<'_>, step: &str) -> Result<Conn> {
     let mut b = OptsBuilder::default()
         .ip_or_hostname(t.cfg.host.clone())
@@ -66,13 +79,9 @@ async fn connect(t: &Target<'_>, step: &str) -> Result<Conn> {
                 .with_danger_accept_invalid_certs(true)
                 .with_danger_skip_domain_validation(true),
         )),
-        TlsMode::VerifyFull => {
-            let mut o = SslOpts::default();
-            if let Some(pem) = &t.cfg.ca_cert {
-                o = o.with_root_certs(vec![pem.as_bytes().to_vec().into()]);
-            }
-            b.ssl_opts(Some(o))
-        }
+        // Only the roots given are trusted: `CaCert` when set, else the system's (as for
+        // PostgreSQL), never the driver's built-in webpki roots.
+        TlsMode::VerifyFull => b.ssl_opts(Some(verify_full_opts(t.cfg.ca_cert.as_deref()))),
     };
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(b))
         .await
@@ -306,6 +315,15 @@ mod tests {
             native_password_hash("pw1"),
             "*2B602296A79E0A8784ACC5C88D92E46588CCA3C3"
         );
+    }
+
+    #[test]
+    fn verify_full_trusts_only_the_roots_given() {
+        let o = verify_full_opts(Some("-----BEGIN CERTIFICATE-----"));
+        assert!(o.disable_built_in_roots());
+        assert_eq!(o.root_certs().len(), 1);
+        assert!(!o.accept_invalid_certs() && !o.skip_domain_validation());
+        assert!(verify_full_opts(None).disable_built_in_roots());
     }
 
     #[test]

@@ -35,6 +35,15 @@ pub(crate) fn roots_from_pem(pem: &str) -> Result<rustls::RootCertStore> {
     Ok(roots)
 }
 
+/// The system's root certificates (DER), for drivers that take roots as bytes.
+pub(crate) fn system_root_ders() -> Vec<Vec<u8>> {
+    rustls_native_certs::load_native_certs()
+        .certs
+        .into_iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect()
+}
+
 fn system_roots() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();

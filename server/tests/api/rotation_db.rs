@@ -2,7 +2,8 @@
 //! authentication and the local MariaDB. Every test first proves that a wrong password
 //! is refused. Conformance (each step twice), validation of `Rds` secrets, zero failed
 //! logins across 20 dual-account rotations (with the single-user window reported), and
-//! crashes after each step with the database checked at every point.
+//! crashes after each step with the database checked at every point. TLS is tested on a
+//! throwaway PostgreSQL cluster and a throwaway MariaDB server that accept only TLS.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1099,4 +1100,295 @@ async fn mariadb_dual_rotation_takes_names_up_to_80_characters() {
         Err("1045".into())
     );
     app.drop_all().await;
+}
+
+/// A throwaway MariaDB server (`mariadb-install-db` + `mariadbd` on a free port) that
+/// accepts only TLS connections over TCP (`require_secure_transport`), with `cert_pem`
+/// for 127.0.0.1 and localhost. Setup SQL runs as root over the Unix socket. Killed
+/// and its directory removed when dropped.
+struct TlsMariadb {
+    port: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl TlsMariadb {
+    fn start(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Self {
+        use std::process::{Command, Stdio};
+        let find = |names: &[&str]| {
+            names
+                .iter()
+                .map(std::path::PathBuf::from)
+                .find(|p| p.exists())
+                .unwrap_or_else(|| {
+                    panic!("none of {names:?} exists; run scripts/install-databases.sh")
+                })
+        };
+        let install = find(&["/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db"]);
+        let server = find(&["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]);
+        let dir = tempfile::Builder::new()
+            .prefix("sbx-maria-")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+            || Command::new("id")
+                .arg("-u")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+                .unwrap_or(false);
+        let user: Vec<String> = if root {
+            vec!["--user=root".into()]
+        } else {
+            vec![]
+        };
+        let out = Command::new(&install)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .args(&user)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} failed: {}{}",
+            install.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (name, pem) in [
+            ("cert.pem", cert_pem),
+            ("key.pem", key_pem),
+            ("ca.pem", ca_pem),
+        ] {
+            strongbox_server::tls::write_private(&dir.path().join(name), pem.as_bytes()).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let p = |name: &str| dir.path().join(name).display().to_string();
+        let child = Command::new(&server)
+            .arg("--no-defaults")
+            .args(&user)
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", p("sock")))
+            .arg(format!("--pid-file={}", p("pid")))
+            .arg(format!("--log-error={}", p("error.log")))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--ssl-cert={}", p("cert.pem")))
+            .arg(format!("--ssl-key={}", p("key.pem")))
+            .arg(format!("--ssl-ca={}", p("ca.pem")))
+            .args([
+                "--require-secure-transport=ON",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} did not start: {e}", server.display()));
+        let mut db = Self { port, child, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = match db.sql("SELECT 1") {
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            let exited = db.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "mariadbd did not come up (exit: {exited:?}, last client error: {last}): {}",
+                std::fs::read_to_string(db.dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        db
+    }
+
+    /// Runs SQL as root over the Unix socket: the output or the client's error text.
+    fn sql(&self, sql: &str) -> Result<String, String> {
+        let out = std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-N", "-B", "-uroot"])
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("sock").display()
+            ))
+            .args(["-e", sql])
+            .output()
+            .map_err(|e| format!("running the mariadb client: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// Logs in over TCP as `user` (TLS verified against `ca_pem`, or plain without it)
+    /// and reads `tls.t`: the value and the session's TLS cipher, or the refusal.
+    async fn read(
+        &self,
+        user: &str,
+        password: &str,
+        ca_pem: Option<&str>,
+    ) -> Result<(i32, String), String> {
+        let mut opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port)
+            .user(Some(user))
+            .pass(Some(password))
+            .db_name(Some("tls"))
+            .prefer_socket(false);
+        if let Some(ca) = ca_pem {
+            opts = opts.ssl_opts(Some(
+                mysql_async::SslOpts::default()
+                    .with_root_certs(vec![ca.as_bytes().to_vec().into()])
+                    .with_disable_built_in_roots(true),
+            ));
+        }
+        let mut c = match mysql_async::Conn::new(opts).await {
+            Ok(c) => c,
+            Err(mysql_async::Error::Server(s)) => return Err(s.code.to_string()),
+            Err(e) => return Err(e.to_string()),
+        };
+        use mysql_async::prelude::Queryable as _;
+        let x: Option<i32> = c
+            .query_first("SELECT x FROM t")
+            .await
+            .map_err(|e| e.to_string())?;
+        let cipher: Option<(String, String)> = c
+            .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = c.disconnect().await;
+        Ok((
+            x.ok_or("no row")?,
+            cipher.map(|(_, v)| v).unwrap_or_default(),
+        ))
+    }
+
+    fn config(&self, sub_type: &str, tls: &str, ca: Option<&str>) -> serde_json::Value {
+        let mut cfg = serde_json::json!({
+            "SecretSubType": sub_type, "Host": "127.0.0.1", "Port": self.port,
+            "Database": "tls", "TlsMode": tls, "AdminSecret": "db/admin",
+        });
+        if let Some(ca) = ca {
+            cfg["CaCert"] = serde_json::json!(ca);
+        }
+        cfg
+    }
+}
+
+impl Drop for TlsMariadb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_rotation_speaks_tls_with_require_and_verify_full_on_a_throwaway_mariadb() {
+    let started = Instant::now();
+    let certs = strongbox_server::tls::dev_certificates().unwrap();
+    let stranger = strongbox_server::tls::dev_certificates().unwrap();
+    let db = TlsMariadb::start(&certs.cert_pem, &certs.key_pem, &certs.ca_pem);
+    println!(
+        "throwaway TLS MariaDB on port {} up in {:?}",
+        db.port,
+        started.elapsed()
+    );
+    db.sql(
+        "CREATE DATABASE tls; CREATE TABLE tls.t (x INT); INSERT INTO tls.t VALUES (42);
+         CREATE USER 'sbxadmin'@'%' IDENTIFIED BY 'admin-pw';
+         GRANT ALL PRIVILEGES ON *.* TO 'sbxadmin'@'%' WITH GRANT OPTION;
+         CREATE USER 'app'@'%' IDENTIFIED BY 'pw0'; GRANT SELECT ON tls.* TO 'app'@'%';
+         CREATE USER 'solo'@'%' IDENTIFIED BY 'solo0'; GRANT SELECT ON tls.* TO 'solo'@'%';",
+    )
+    .unwrap();
+    let ca = Some(certs.ca_pem.as_str());
+    // Over TLS the right password logs in and a wrong one is refused; without TLS even
+    // the right password is refused (require_secure_transport).
+    let (x, cipher) = db.read("app", "pw0", ca).await.unwrap();
+    assert_eq!(x, 42);
+    assert!(!cipher.is_empty(), "the session is encrypted");
+    assert_eq!(db.read("app", "wrong", ca).await, Err("1045".into()));
+    let plain = db.read("app", "pw0", None).await;
+    println!("plain TCP login with the right password: {plain:?}");
+    assert_eq!(plain, Err("1045".into()), "plain TCP login");
+    assert_eq!(db.sql("SELECT @@require_secure_transport"), Ok("1".into()));
+    assert!(db.read("sbxadmin", "admin-pw", None).await.is_err());
+
+    let s = TestServer::start().await;
+    let c = &s.client;
+    c.create_secret(&text_secret("db/admin", &account("sbxadmin", "admin-pw")))
+        .await
+        .unwrap();
+    c.create_rotation_policy(&policy("db", "30d", RotationStrategy::Mysql, &[]))
+        .await
+        .unwrap();
+    let current = |name: &'static str| async move {
+        let v = c.get_secret_value(name, None, None).await.unwrap();
+        creds(v.secret_data.as_bytes())
+    };
+
+    // require, dual accounts: two rotations (app -> app_clone -> app).
+    let mut req = rds_request(
+        "tls/require",
+        &account("app", "pw0"),
+        db.config("DoubleUsers", "require", None),
+    );
+    req.rotation_policy = Some("db".into());
+    c.create_secret(&req).await.unwrap();
+    for expected in ["app_clone", "app"] {
+        c.rotate_secret("tls/require", None).await.unwrap();
+        let cur = current("tls/require").await;
+        assert_eq!(cur.name, expected);
+        assert_eq!(db.read(&cur.name, &cur.password, ca).await.unwrap().0, 42);
+        assert!(db.read(&cur.name, &cur.password, None).await.is_err());
+    }
+
+    // verify-full with the right CaCert (the certificate names 127.0.0.1), single user.
+    let mut req = rds_request(
+        "tls/verify",
+        &account("solo", "solo0"),
+        db.config("SingleUser", "verify-full", ca),
+    );
+    req.rotation_policy = Some("db".into());
+    c.create_secret(&req).await.unwrap();
+    c.rotate_secret("tls/verify", None).await.unwrap();
+    let solo = current("tls/verify").await;
+    assert_eq!(solo.name, "solo");
+    assert_eq!(db.read("solo", &solo.password, ca).await.unwrap().0, 42);
+    assert_eq!(db.read("solo", "solo0", ca).await, Err("1045".into()));
+
+    // verify-full with another CA: the rotation fails and ACSCurrent is unchanged.
+    let mut req = rds_request(
+        "tls/stranger",
+        &account("solo", &solo.password),
+        db.config("SingleUser", "verify-full", Some(&stranger.ca_pem)),
+    );
+    req.rotation_policy = Some("db".into());
+    c.create_secret(&req).await.unwrap();
+    assert_code(
+        c.rotate_secret("tls/stranger", None).await,
+        ErrorCode::RotationFailed,
+        "TLS failed",
+    );
+    let d = c.describe_secret("tls/stranger").await.unwrap();
+    assert_eq!(d.rotation_status, Some(api::RotationStatus::Failed));
+    let err = d.last_rotation_error.unwrap_or_default();
+    println!("verify-full with another CA: {err}");
+    assert!(
+        !err.contains(&solo.password) && !err.contains("admin-pw"),
+        "{err}"
+    );
+    let after = current("tls/stranger").await;
+    assert_eq!(
+        (after.name.as_str(), after.password.as_str()),
+        ("solo", solo.password.as_str())
+    );
+    assert_eq!(db.read("solo", &solo.password, ca).await.unwrap().0, 42);
+    println!("TLS MariaDB rotation test took {:?}", started.elapsed());
 }

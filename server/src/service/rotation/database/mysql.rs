@@ -45,7 +45,14 @@ fn describe(e: &mysql_async::Error, with_message: bool) -> String {
             format!("{} (error {}, SQLSTATE {})", s.message, s.code, s.state)
         }
         mysql_async::Error::Server(s) => format!("error {}, SQLSTATE {}", s.code, s.state),
-        mysql_async::Error::Io(_) => "could not reach the server".into(),
+        // A refused certificate is a TLS failure, not an unreachable server.
+        mysql_async::Error::Io(mysql_async::IoError::Tls(t)) => format!("TLS failed: {t}"),
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => {
+            match io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(t) => format!("TLS failed: {t}"),
+                None => "could not reach the server".into(),
+            }
+        }
         mysql_async::Error::Driver(d) => d.to_string().chars().take(200).collect(),
         _ => "client error".into(),
     }

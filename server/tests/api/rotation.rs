@@ -407,16 +407,17 @@ impl Backend for Counting {
 
 /// Services over a backend without HTTP; `restart` builds new services over the same
 /// storage, as a process restart does (nothing kept in memory).
-struct Engine {
+pub(crate) struct Engine {
     backend: Arc<dyn Backend>,
     key: RootKey,
-    clock: ManualClock,
-    service: Service,
+    pub(crate) clock: ManualClock,
+    pub(crate) service: Service,
     _dir: tempfile::TempDir,
 }
 
 impl Engine {
-    fn start(counting: Option<Arc<AtomicU64>>) -> Self {
+    /// `counting` counts reads of the secrets table.
+    pub(crate) fn start(counting: Option<Arc<AtomicU64>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let redb = RedbBackend::open(&dir.path().join("db.redb")).unwrap();
         let backend: Arc<dyn Backend> = match counting {
@@ -446,7 +447,7 @@ impl Engine {
         }
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.service = server::unseal(
             self.backend.clone(),
             &self.key,

@@ -11,15 +11,11 @@ use std::time::{Duration, Instant};
 
 use strongbox_client::ErrorCode;
 use strongbox_schemas::{self as api, RotationStrategy, STAGE_CURRENT, STAGE_PREVIOUS};
-use strongbox_server::barrier::RootKey;
-use strongbox_server::clock::ManualClock;
-use strongbox_server::server;
-use strongbox_server::service::{Actor, Principal, Service, database_conformance};
-use strongbox_server::storage::{Backend, RedbBackend};
+use strongbox_server::service::{Actor, Principal, database_conformance};
 
 use crate::common::*;
 use crate::dbs::*;
-use crate::rotation::{fast_config, policy};
+use crate::rotation::{Engine, fast_config, policy};
 
 #[derive(serde::Deserialize)]
 struct Creds {
@@ -659,52 +655,7 @@ async fn twenty_dual_mariadb_rotations_under_continuous_logins_fail_no_login() {
     single.drop_all().await;
 }
 
-/// Services over a backend without HTTP; `restart` builds new ones over the same
-/// storage, as a process restart does.
-struct Engine {
-    backend: Arc<dyn Backend>,
-    key: RootKey,
-    clock: ManualClock,
-    service: Service,
-    _dir: tempfile::TempDir,
-}
-
 impl Engine {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Backend> =
-            Arc::new(RedbBackend::open(&dir.path().join("db.redb")).unwrap());
-        let key = RootKey::random();
-        server::initialize(backend.as_ref(), &key).unwrap();
-        let clock = ManualClock::new(T0);
-        let service = server::unseal(
-            backend.clone(),
-            &key,
-            Arc::new(clock.clone()),
-            fast_config(),
-        )
-        .unwrap()
-        .service;
-        Self {
-            backend,
-            key,
-            clock,
-            service,
-            _dir: dir,
-        }
-    }
-
-    fn restart(&mut self) {
-        self.service = server::unseal(
-            self.backend.clone(),
-            &self.key,
-            Arc::new(self.clock.clone()),
-            fast_config(),
-        )
-        .unwrap()
-        .service;
-    }
-
     fn value(&self, stage: &str) -> Creds {
         let v = self
             .service
@@ -723,7 +674,7 @@ async fn crash_after_each_step(
     first: String,
     admin: String,
 ) {
-    let mut e = Engine::start();
+    let mut e = Engine::start(None);
     let root = Actor::Trusted(Principal::Named("root".into()));
     e.service
         .create_secret(text_secret("db/admin", &admin), &root)

@@ -207,12 +207,34 @@ pub(super) struct NewVersion {
 }
 
 impl Service {
+    /// What a new value of a typed secret must satisfy (create and put-value, inside
+    /// the write, against the state it changes): an `Rds` value is an account that is
+    /// not the admin's; an `AccessKey` value needs the caller's token rights on the
+    /// principal it names.
+    fn check_typed_value(
+        &self,
+        r: &(impl Reader + ?Sized),
+        who: &Actor,
+        secret_type: SecretType,
+        value: &[u8],
+        extended_config: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<()> {
+        match secret_type {
+            SecretType::Rds => {
+                super::rotation::validate_rds_value(value)?;
+                self.check_rds_not_admin(r, value, extended_config)
+            }
+            SecretType::AccessKey => check_access_key_value(who, value),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses an `Rds` value naming the admin account of the admin secret
     /// `extended_config` names. An admin secret that cannot be read now is checked
     /// again by the rotation, which refuses the admin account too.
     fn check_rds_not_admin(
         &self,
-        r: &(impl crate::storage::Reader + ?Sized),
+        r: &(impl Reader + ?Sized),
         value: &[u8],
         extended_config: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<()> {
@@ -281,9 +303,6 @@ impl Service {
             req.secret_data_type,
             self.inner.config.max_value_bytes,
         )?;
-        if req.secret_type == SecretType::AccessKey {
-            check_access_key_value(who, &data)?;
-        }
         let version_id = match req.version_id {
             Some(v) => {
                 validate_version_id("version_id", &v)?;
@@ -304,7 +323,7 @@ impl Service {
             ));
         }
         if req.secret_type == api::SecretType::Rds {
-            super::rotation::validate_rds(Some(&data), req.extended_config.as_ref())?;
+            super::rotation::validate_rds(req.extended_config.as_ref())?;
             check_rds_admin(who, req.extended_config.as_ref())?;
         }
         let nv = NewVersion {
@@ -313,8 +332,7 @@ impl Service {
             data_type: req.secret_data_type,
             created_by: who.principal().label(),
         };
-        let this = self.clone();
-        let now = self.now();
+        let (this, now, who) = (self.clone(), self.now(), who.clone());
         self.write(move |t| {
             if let Some(existing) = load::<SecretRecord>(t, Table::Secrets, req.name.as_bytes())? {
                 return Err(if existing.planned_delete_time.is_some() {
@@ -326,9 +344,13 @@ impl Service {
                     )
                 });
             }
-            if req.secret_type == api::SecretType::Rds {
-                this.check_rds_not_admin(t, &nv.data, req.extended_config.as_ref())?;
-            }
+            this.check_typed_value(
+                t,
+                &who,
+                req.secret_type,
+                &nv.data,
+                req.extended_config.as_ref(),
+            )?;
             let key = match &req.encryption_key_id {
                 Some(r) if !r.is_empty() => resolve_key(t, r)?,
                 _ => this.default_key(t, now)?,
@@ -475,13 +497,13 @@ impl Service {
         let (this, name, now, who) = (self.clone(), name.to_string(), self.now(), who.clone());
         self.write(move |t| {
             let mut rec = load_live_secret(t, &name)?;
-            if rec.secret_type == api::SecretType::Rds {
-                super::rotation::validate_rds_value(&nv.data)?;
-                this.check_rds_not_admin(t, &nv.data, rec.extended_config.as_ref())?;
-            }
-            if rec.secret_type == SecretType::AccessKey {
-                check_access_key_value(&who, &nv.data)?;
-            }
+            this.check_typed_value(
+                t,
+                &who,
+                rec.secret_type,
+                &nv.data,
+                rec.extended_config.as_ref(),
+            )?;
             if let Some(existing) = rec.versions.iter().find(|v| v.version_id == nv.version_id) {
                 let mac = this.inner.barrier.value_mac(
                     SecretBinding {
@@ -731,7 +753,7 @@ impl Service {
             }
             if let Some(c) = req.extended_config {
                 if rec.secret_type == api::SecretType::Rds {
-                    super::rotation::validate_rds(None, Some(&c))?;
+                    super::rotation::validate_rds(Some(&c))?;
                     if rec.extended_config.as_ref() != Some(&c) {
                         check_rds_admin(&who, Some(&c))?;
                         if let Some(current) = rec.version_with_stage(STAGE_CURRENT)

@@ -337,19 +337,13 @@ impl Account {
     }
 }
 
-/// Checks an `Rds` secret: its value (when given) and its `extended_config`. Called on
-/// secret create, update and put-value.
-pub(crate) fn validate_rds(
-    value: Option<&[u8]>,
-    extended_config: Option<&Map<String, Value>>,
-) -> Result<()> {
-    if let Some(v) = value {
-        Account::parse(v, "secret_data")?;
-    }
+/// Checks an `Rds` secret's `extended_config` (secret create and update; values are
+/// checked by [`validate_rds_value`]).
+pub(crate) fn validate_rds(extended_config: Option<&Map<String, Value>>) -> Result<()> {
     RdsConfig::parse(extended_config).map(|_| ())
 }
 
-/// Checks a new value of an `Rds` secret (put-value).
+/// Checks a value of an `Rds` secret (create and put-value).
 pub(crate) fn validate_rds_value(value: &[u8]) -> Result<()> {
     Account::parse(value, "secret_data").map(|_| ())
 }

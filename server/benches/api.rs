@@ -27,6 +27,7 @@ const RUN: Duration = Duration::from_secs(4);
 const READERS: usize = 32;
 
 struct Stats {
+    ops: f64,
     ops_per_sec: f64,
     p50: Duration,
     p99: Duration,
@@ -62,10 +63,74 @@ where
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Stats {
+        ops: all.len() as f64,
         ops_per_sec: all.len() as f64 / secs,
         p50: pct(0.50),
         p99: pct(0.99),
     }
+}
+
+/// CPU time (ns) of this process's threads, by thread name, from
+/// `/proc/self/task/*/schedstat` (time on CPU, nanosecond resolution).
+fn cpu_by_thread() -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let p = t.path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(p.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0);
+        out.push((comm.trim().to_string(), ns));
+    }
+    out
+}
+
+/// CPU time of the whole process and of the writer thread, in ns.
+#[derive(Clone, Copy)]
+struct Cpu {
+    all: u64,
+    writer: u64,
+}
+
+/// utime + stime of the whole process (threads that have exited included), in ns;
+/// `/proc/self/stat` counts in clock ticks of 10 ms.
+fn process_cpu() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10_000_000
+}
+
+fn cpu_now() -> Cpu {
+    let t = cpu_by_thread();
+    Cpu {
+        all: process_cpu(),
+        writer: t
+            .iter()
+            .filter(|(c, _)| c.starts_with("strongbox-writ"))
+            .map(|(_, n)| n)
+            .sum(),
+    }
+}
+
+/// Prints CPU µs per operation (client and server together, and the writer thread).
+fn cpu_line(since: Cpu, ops: f64) {
+    let now = cpu_now();
+    println!(
+        "{:<34} {:>9.1} µs CPU per op (client + server), writer thread {:.1} µs",
+        "",
+        (now.all - since.all) as f64 / 1e3 / ops,
+        (now.writer - since.writer) as f64 / 1e3 / ops
+    );
 }
 
 fn fdatasync_rate(dir: &std::path::Path, run: Duration) -> f64 {
@@ -219,6 +284,7 @@ async fn run() {
         }
     }
 
+    let cpu = cpu_now();
     let c = client.clone();
     let health = drive(READERS, RUN, move |_, _| {
         let c = c.clone();
@@ -228,6 +294,8 @@ async fn run() {
     })
     .await;
     line("GET /v1/health (floor)", &health, None);
+    cpu_line(cpu, health.ops);
+    let cpu = cpu_now();
     let c = client.clone();
     let reads = drive(READERS, RUN, move |t, _| {
         let c = c.clone();
@@ -243,6 +311,7 @@ async fn run() {
         &reads,
         Some(health.ops_per_sec),
     );
+    cpu_line(cpu, reads.ops);
     // The same reads by a principal whose one policy holds 100 statements.
     client
         .create_policy(&api::CreatePolicyRequest {
@@ -365,6 +434,8 @@ async fn run() {
     .await;
     line("durable writes, 1 writer", &single, None);
     println!("{:<34} {:>9.2}x fdatasync", "", single.ops_per_sec / fsync);
+    let cpu = cpu_now();
+    let (commits0, jobs0) = (st.commits.load(Relaxed), st.jobs.load(Relaxed));
     let c = client.clone();
     let many = drive(32, RUN, move |t, i| {
         let c = c.clone();
@@ -382,10 +453,13 @@ async fn run() {
     })
     .await;
     line("durable writes, 32 writers", &many, None);
+    cpu_line(cpu, many.ops);
     println!(
-        "{:<34} {:>9.2}x fdatasync (group commit)",
+        "{:<34} {:>9.2}x fdatasync (group commit), {:.1} writes per commit (one fdatasync each)",
         "",
-        many.ops_per_sec / fsync
+        many.ops_per_sec / fsync,
+        (st.jobs.load(Relaxed) - jobs0) as f64
+            / (st.commits.load(Relaxed) - commits0).max(1) as f64
     );
     let (commits, jobs) = (st.commits.load(Relaxed), st.jobs.load(Relaxed));
     println!(

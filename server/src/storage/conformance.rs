@@ -45,6 +45,31 @@ fn put_get_delete_scan() {
         b.commit(&[Mutation::Delete(Table::Secrets, b"a/1".to_vec())])
             .unwrap();
         assert_eq!(b.get(Table::Secrets, b"a/1").unwrap(), None, "{name}");
+        // Tables interleaved, puts and deletes mixed: each lands in its own table.
+        b.commit(&[
+            Mutation::Put(Table::Keys, b"x".to_vec(), b"1".to_vec()),
+            Mutation::Put(Table::Secrets, b"c".to_vec(), b"2".to_vec()),
+            Mutation::Delete(Table::Secrets, b"b".to_vec()),
+            Mutation::Put(Table::Keys, b"y".to_vec(), b"3".to_vec()),
+            Mutation::Delete(Table::Keys, b"a/3".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(
+            b.scan(Table::Keys, b"", None, 10).unwrap(),
+            vec![
+                (b"x".to_vec(), b"1".to_vec()),
+                (b"y".to_vec(), b"3".to_vec())
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            b.scan(Table::Secrets, b"", None, 10).unwrap(),
+            vec![
+                (b"a/2".to_vec(), b"y".to_vec()),
+                (b"c".to_vec(), b"2".to_vec())
+            ],
+            "{name}"
+        );
     }
 }
 

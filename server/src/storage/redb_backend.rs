@@ -71,20 +71,25 @@ impl Backend for RedbBackend {
 
     fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError> {
         let tx = self.db.begin_write().map_err(StorageError::from_display)?;
-        for m in mutations {
-            match m {
-                Mutation::Put(tb, k, v) => {
-                    let mut t = tx
-                        .open_table(def(*tb))
-                        .map_err(StorageError::from_display)?;
-                    t.insert(k.as_slice(), v.as_slice())
-                        .map_err(StorageError::from_display)?;
-                }
-                Mutation::Delete(tb, k) => {
-                    let mut t = tx
-                        .open_table(def(*tb))
-                        .map_err(StorageError::from_display)?;
-                    t.remove(k.as_slice()).map_err(StorageError::from_display)?;
+        let table_of = |m: &Mutation| match m {
+            Mutation::Put(t, ..) | Mutation::Delete(t, _) => *t,
+        };
+        // Each table is opened once per run of its mutations (the writer hands them over
+        // sorted by table): opening and closing a table costs a table-tree update.
+        for run in mutations.chunk_by(|a, b| table_of(a) == table_of(b)) {
+            let Some(first) = run.first() else { continue };
+            let mut t = tx
+                .open_table(def(table_of(first)))
+                .map_err(StorageError::from_display)?;
+            for m in run {
+                match m {
+                    Mutation::Put(_, k, v) => {
+                        t.insert(k.as_slice(), v.as_slice())
+                            .map_err(StorageError::from_display)?;
+                    }
+                    Mutation::Delete(_, k) => {
+                        t.remove(k.as_slice()).map_err(StorageError::from_display)?;
+                    }
                 }
             }
         }

@@ -77,3 +77,87 @@ fn a_rotation_is_not_drift_but_a_manual_change_is() {
         assert_eq!(read(None).secret_data, "initial-password");
     });
 }
+
+/// After a rotation, a change of `version_stages` alone labels the rotated (current)
+/// version: the value Terraform wrote before the rotation is not written back.
+#[test]
+fn a_stage_change_after_a_rotation_keeps_the_rotated_value() {
+    let with_stages = BODY.replace(
+        "rotation_policy = strongbox_rotation_policy.weekly.name",
+        "rotation_policy = strongbox_rotation_policy.weekly.name\n  version_stages  = [\"ACSCurrent\", \"blue\"]",
+    );
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        tf.write_config(&config(BODY));
+        tf.init();
+        tf.apply();
+        let c = srv.client();
+        let rotated = srv
+            .block_on(c.rotate_secret("app/db-password", None))
+            .unwrap();
+        tf.assert_no_changes();
+
+        tf.write_config(&config(&with_stages));
+        tf.apply();
+        tf.assert_no_changes();
+        let cur = srv
+            .block_on(c.get_secret_value("app/db-password", None, None))
+            .unwrap();
+        assert_eq!(cur.version_id, rotated.version_id, "the rotation stands");
+        assert_ne!(cur.secret_data, "initial-password");
+        let blue = srv
+            .block_on(c.get_secret_value("app/db-password", None, Some("blue")))
+            .unwrap();
+        assert_eq!(blue.version_id, rotated.version_id);
+
+        // Taking the label away again removes it, and still writes no value.
+        tf.write_config(&config(BODY));
+        tf.apply();
+        tf.assert_no_changes();
+        let versions = srv
+            .block_on(c.list_secret_versions("app/db-password"))
+            .unwrap()
+            .versions;
+        assert!(
+            versions
+                .iter()
+                .all(|v| !v.version_stages.contains(&"blue".to_string())),
+            "{versions:?}"
+        );
+        let cur = srv
+            .block_on(c.get_secret_value("app/db-password", None, None))
+            .unwrap();
+        assert_eq!(cur.version_id, rotated.version_id);
+    });
+}
+
+/// The policy's interval and the secret change in one apply: the secret's rotation dates,
+/// which the server derives from the policy, are planned unknown, so the result is
+/// consistent with the plan.
+#[test]
+fn a_policy_change_and_a_secret_change_in_one_apply() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        tf.write_config(&config(BODY));
+        tf.init();
+        tf.apply();
+        let before = srv
+            .block_on(srv.client().describe_secret("app/db-password"))
+            .unwrap()
+            .next_rotation_date;
+        let changed = BODY
+            .replace("interval = \"7d\"", "interval = \"14d\"")
+            .replace(
+                "secret_data     = \"initial-password\"",
+                "secret_data     = \"initial-password\"\n  description     = \"now described\"",
+            );
+        tf.write_config(&config(&changed));
+        tf.apply();
+        tf.assert_no_changes();
+        let after = srv
+            .block_on(srv.client().describe_secret("app/db-password"))
+            .unwrap();
+        assert_eq!(after.description, "now described");
+        assert_ne!(after.next_rotation_date, before, "follows the new interval");
+    });
+}

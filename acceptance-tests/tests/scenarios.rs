@@ -508,47 +508,99 @@ fn secret_replace() {
         );
         assert_eq!(server_value(&srv, "rep/new"), "one");
 
-        // secret_data_type forces replacement, under the same name (the old one is
-        // deleted without recovery first, so the name is free again).
+        // secret_data_type changes in place: a new version of the other type.
+        let before = attr(&state_of(&tf, "strongbox_secret.s"), "version_id");
         let binary = secret_named("rep/new", "binary", "aGVsbG8=");
         tf.write_config(&config(&binary));
-        assert_eq!(
-            actions(&tf.plan_json(), "strongbox_secret.s"),
-            ["delete", "create"]
-        );
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.s"), ["update"]);
+        assert_planned_unknown(&plan, "strongbox_secret.s", "version_id");
         step(&tf, &binary);
         assert_eq!(server_value(&srv, "rep/new"), "aGVsbG8=");
+        let cur = srv
+            .block_on(srv.client().get_secret_value("rep/new", None, None))
+            .unwrap();
+        assert_eq!(cur.secret_data_type, api::SecretDataType::Binary);
+        assert_ne!(cur.version_id, before);
     });
 }
 
+/// Replacing a secret under the same name while its recovery window applies would leave
+/// the old one pending deletion and the new one uncreatable: the plan refuses it and says
+/// what to do; with `force_delete_without_recovery` applied first it goes through.
 #[test]
-fn secret_encryption_key_change_replaces() {
-    let body = |key: &str| {
+fn secret_type_change_is_refused_under_a_recovery_window() {
+    let body = |ty: &str, force: bool| {
         format!(
-            r#"{ALIAS_TWO_KEYS}
+            r#"
 resource "strongbox_secret" "s" {{
-  name                          = "rep/keyed"
+  name                          = "typed"
   secret_data                   = "one"
-  encryption_key_id             = strongbox_cmk.{key}.id
-  force_delete_without_recovery = true
+  secret_type                   = "{ty}"
+  force_delete_without_recovery = {force}
 }}
 "#
         )
     };
     for_each_variant(|v| {
         let (srv, tf) = v.start();
-        step(&tf, &body("a"));
-        tf.write_config(&config(&body("b")));
+        step(&tf, &body("Generic", false));
+        tf.write_config(&config(&body("Ssh", false)));
+        tf.expect_error(
+            &["plan"],
+            &["secret_type cannot change under a recovery window"],
+        );
+        // Nothing happened on the server.
+        let meta = srv.block_on(srv.client().describe_secret("typed")).unwrap();
+        assert!(meta.planned_delete_time.is_none());
+        step(&tf, &body("Generic", true));
+        tf.write_config(&config(&body("Ssh", true)));
         assert_eq!(
             actions(&tf.plan_json(), "strongbox_secret.s"),
             ["delete", "create"]
         );
-        step(&tf, &body("b"));
+        step(&tf, &body("Ssh", true));
+        let meta = srv.block_on(srv.client().describe_secret("typed")).unwrap();
+        assert_eq!(meta.secret_type, api::SecretType::Ssh);
+    });
+}
+
+/// Changing the key is an update in place: the secret keeps its name and versions, and the
+/// versions written from then on are sealed under the new key.
+#[test]
+fn secret_encryption_key_change_is_in_place() {
+    let body = |key: &str, data: &str| {
+        format!(
+            r#"{ALIAS_TWO_KEYS}
+resource "strongbox_secret" "s" {{
+  name              = "rep/keyed"
+  secret_data       = "{data}"
+  encryption_key_id = strongbox_cmk.{key}.id
+}}
+"#
+        )
+    };
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &body("a", "one"));
+        let created = attr(&state_of(&tf, "strongbox_secret.s"), "creation_date");
+        tf.write_config(&config(&body("b", "one")));
+        assert_eq!(actions(&tf.plan_json(), "strongbox_secret.s"), ["update"]);
+        step(&tf, &body("b", "one"));
         let b_id = attr(&state_of(&tf, "strongbox_cmk.b"), "id");
-        let meta = srv
-            .block_on(srv.client().describe_secret("rep/keyed"))
-            .unwrap();
+        let c = srv.client();
+        let meta = srv.block_on(c.describe_secret("rep/keyed")).unwrap();
         assert_eq!(meta.encryption_key_id, b_id);
+        assert_eq!(
+            attr(&state_of(&tf, "strongbox_secret.s"), "creation_date"),
+            created,
+            "the same secret, not a new one"
+        );
+        // A new value is sealed under b: with a disabled, it still reads.
+        step(&tf, &body("b", "two"));
+        let a_id = attr(&state_of(&tf, "strongbox_cmk.a"), "id");
+        srv.block_on(c.disable_key(&a_id)).unwrap();
+        assert_eq!(server_value(&srv, "rep/keyed"), "two");
     });
 }
 
@@ -768,6 +820,135 @@ resource "strongbox_secret" "s" {
             .block_on(c.get_secret_value("pinned", None, Some("blue")))
             .unwrap();
         assert_eq!(blue.version_id, "v1");
+    });
+}
+
+/// Removing `extended_config` from the configuration (or clearing it when it was set
+/// outside Terraform) is consistent: null before, null after.
+#[test]
+fn removing_extended_config_is_consistent() {
+    let with = r#"
+resource "strongbox_secret" "s" {
+  name            = "ext"
+  secret_data     = "one"
+  extended_config = jsonencode({ Team = "payments" })
+}
+"#;
+    let without = r#"
+resource "strongbox_secret" "s" {
+  name        = "ext"
+  secret_data = "one"
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, with);
+        step(&tf, without);
+        let meta = srv.block_on(srv.client().describe_secret("ext")).unwrap();
+        assert!(
+            meta.extended_config.is_none_or(|m| m.is_empty()),
+            "cleared on the server"
+        );
+        // Set outside Terraform: plan shows it, apply clears it, then nothing to do.
+        let mut m = serde_json::Map::new();
+        m.insert("Team".into(), json!("other"));
+        srv.block_on(srv.client().update_secret(
+            "ext",
+            &api::UpdateSecretRequest {
+                extended_config: Some(m),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+    });
+}
+
+/// A label put on the current version outside Terraform is drift: plan shows it and apply
+/// takes it off again.
+#[test]
+fn a_stage_added_outside_terraform_is_removed() {
+    let body = r#"
+resource "strongbox_secret" "s" {
+  name        = "labelled"
+  secret_data = "one"
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, body);
+        let c = srv.client();
+        let cur = srv
+            .block_on(c.get_secret_value("labelled", None, None))
+            .unwrap();
+        srv.block_on(c.update_secret_stage(
+            "labelled",
+            &api::UpdateSecretStageRequest {
+                version_stage: "blue".into(),
+                move_to_version: Some(cur.version_id.clone()),
+                remove_from_version: None,
+            },
+        ))
+        .unwrap();
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        let after = srv
+            .block_on(c.get_secret_value("labelled", None, None))
+            .unwrap();
+        assert_eq!(after.version_id, cur.version_id, "no new version");
+        assert_eq!(after.version_stages, vec!["ACSCurrent".to_string()]);
+    });
+}
+
+/// A CMK disabled outside Terraform does not break the plan of the secrets under it: the
+/// plan shows the key's drift, and apply enables it again.
+#[test]
+fn a_disabled_key_shows_as_drift_without_breaking_the_plan() {
+    let body = r#"
+resource "strongbox_cmk" "k" {
+  description = "k"
+}
+
+resource "strongbox_secret" "s" {
+  name              = "under-k"
+  secret_data       = "one"
+  encryption_key_id = strongbox_cmk.k.id
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, body);
+        let key = attr(&state_of(&tf, "strongbox_cmk.k"), "id");
+        srv.block_on(srv.client().disable_key(&key)).unwrap();
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_cmk.k"), ["update"]);
+        tf.apply();
+        tf.assert_no_changes();
+        assert_eq!(server_value(&srv, "under-k"), "one");
+    });
+}
+
+/// Stage labels are checked before anything is created.
+#[test]
+fn invalid_stage_labels_are_refused_before_create() {
+    let body = r#"
+resource "strongbox_secret" "s" {
+  name           = "bad-label"
+  secret_data    = "one"
+  version_stages = ["ACSCurrent", "blue green"]
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        configure(&tf, body);
+        tf.expect_error(&["plan"], &["Invalid version_stages"]);
+        assert_eq!(
+            error_code(srv.block_on(srv.client().describe_secret("bad-label"))),
+            ErrorCode::SecretNotFound
+        );
     });
 }
 

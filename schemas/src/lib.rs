@@ -29,7 +29,7 @@ pub use key::{
 };
 pub use names::{
     FieldError, validate_alias_name, validate_policy_name, validate_principal_name,
-    validate_secret_name, validate_version_id,
+    validate_secret_name, validate_version_id, validate_version_stage,
 };
 pub use policy_document::{
     Decision, Effect, MAX_PATTERN_LEN, MAX_PATTERNS_PER_STATEMENT, MAX_STATEMENTS, POLICY_VERSION,

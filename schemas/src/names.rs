@@ -32,17 +32,31 @@ pub fn validate_secret_name(field: &str, name: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// 1–64 characters of `A-Za-z0-9_.-` (version ids and stage labels).
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
 /// Caller-supplied version ids: 1–64 characters of `A-Za-z0-9_.-`.
 pub fn validate_version_id(field: &str, id: &str) -> Result<(), FieldError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if !ok {
+    if !is_label(id) {
         return Err(FieldError::new(
             field,
             "must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    Ok(())
+}
+
+/// Stage labels (`ACSCurrent`, custom labels): 1–64 characters of `A-Za-z0-9_.-`.
+pub fn validate_version_stage(field: &str, stage: &str) -> Result<(), FieldError> {
+    if !is_label(stage) {
+        return Err(FieldError::new(
+            field,
+            "stage labels are 1 to 64 characters of A-Z a-z 0-9 _ . -",
         ));
     }
     Ok(())

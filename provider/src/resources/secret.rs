@@ -16,6 +16,7 @@ use crate::value::{Number, Type, Value};
 pub struct SecretResource;
 
 const STAGE_CURRENT: &str = "ACSCurrent";
+const STAGE_PREVIOUS: &str = "ACSPrevious";
 /// `created_by` of versions made by the rotation engine.
 const ROTATION_PRINCIPAL: &str = "rotation";
 
@@ -39,12 +40,12 @@ fn build_schema() -> TfSchema {
             m.optional("secret_data").sensitive().describe("The value (base64 when `secret_data_type` is `binary`). Stored in state; use `secret_data_wo` to keep it out."),
             Attr::optional("secret_data_wo", string()).sensitive().write_only().describe("Write-only value (Terraform ≥ 1.11): never stored in plan or state. Change `secret_data_wo_version` to write a new value."),
             Attr::optional("secret_data_wo_version", Type::Number).describe("Bump to write `secret_data_wo` again."),
-            m.optional_computed("secret_data_type").describe("`text` (default) or `binary` (forces replacement)."),
+            m.optional_computed("secret_data_type").describe("`text` (default) or `binary`. Changing it writes a new version."),
             m.optional_computed("version_id").describe("Id of the version Terraform writes; generated when unset."),
             m.optional_computed("version_stages").describe("Stages of that version; must include `ACSCurrent` (default `[\"ACSCurrent\"]`)."),
             m.optional("description"),
-            m.optional_computed("encryption_key_id").describe("CMK id or `alias/NAME` (forces replacement); kept exactly as written. The default key when unset."),
-            m.optional_computed("secret_type").describe("`Generic` (default), `Rds`, `AccessKey` or `Ssh`."),
+            m.optional_computed("encryption_key_id").describe("CMK id or `alias/NAME`, kept exactly as written; the default key when unset. Changing it seals the versions written from then on under the new key (in place); existing versions stay sealed under the key they were written with."),
+            m.optional_computed("secret_type").describe("`Generic` (default), `Rds`, `AccessKey` or `Ssh` (forces replacement; under the same name that needs `force_delete_without_recovery = true` applied first)."),
             m.optional("extended_config").describe("Type-specific settings as a JSON object string; compared by meaning."),
             m.optional("rotation_policy").describe("Name of the rotation policy attached to this secret."),
             m.optional_computed("recovery_window_in_days").describe("Days the secret can be restored after `terraform destroy` (7–30, default 30)."),
@@ -209,6 +210,28 @@ impl Resource for SecretResource {
         if let Err(e) = parse_extended(config) {
             d.extend(e);
         }
+        let window = config.attr("recovery_window_in_days");
+        if window.is_wholly_known()
+            && !window.is_null()
+            && config.int_attr("recovery_window_in_days").is_none()
+        {
+            d.push(
+                Diag::error(
+                    "Invalid recovery_window_in_days",
+                    "must be a whole number of days between 7 and 30",
+                )
+                .at("recovery_window_in_days"),
+            );
+        }
+        if let Value::List(stages) = config.attr("version_stages") {
+            for s in stages.iter().filter_map(Value::as_str) {
+                if let Err(e) = api::validate_version_stage("version_stages", s) {
+                    d.push(
+                        Diag::error("Invalid version_stages", e.to_string()).at("version_stages"),
+                    );
+                }
+            }
+        }
         if let Some(n) = config.int_attr("recovery_window_in_days")
             && !(7..=30).contains(&n)
         {
@@ -294,8 +317,9 @@ impl Resource for SecretResource {
         {
             p.set("extended_config", prior.attr("extended_config").clone());
         }
-        let data_changed =
-            changed(prior, &p, "secret_data") || changed(prior, &p, "secret_data_wo_version");
+        let data_changed = changed(prior, &p, "secret_data")
+            || changed(prior, &p, "secret_data_wo_version")
+            || changed(prior, &p, "secret_data_type");
         if data_changed {
             if config.attr("version_id").is_null() {
                 p.set("version_id", Value::unknown());
@@ -318,9 +342,34 @@ impl Resource for SecretResource {
             );
         }
         let mut requires_replace = Vec::new();
-        for a in ["name", "secret_data_type", "encryption_key_id"] {
+        for a in ["name", "secret_type"] {
             if changed(prior, &p, a) {
                 requires_replace.push(a);
+            }
+        }
+        if requires_replace == ["secret_type"]
+            && !prior
+                .bool_attr("force_delete_without_recovery")
+                .unwrap_or(false)
+        {
+            // Destroy-then-create under the same name: the recovery window would keep the
+            // old secret scheduled for deletion and refuse the new one, leaving neither.
+            return Err(vec![Diag::error(
+                "secret_type cannot change under a recovery window",
+                "Changing secret_type replaces the secret under the same name. With a recovery window the old secret stays scheduled for deletion and its name cannot be used again, so the new one could not be created. \
+                 Set force_delete_without_recovery = true and apply that first, then change secret_type; or give the secret a new name.",
+            )
+            .at("secret_type")]);
+        }
+        if p != *prior
+            && (!p.attr("rotation_policy").is_null() || !prior.attr("rotation_policy").is_null())
+        {
+            // The server computes these from the policy (which may change in the same
+            // run) and from rotations that may land between plan and apply.
+            for a in ["next_rotation_date", "last_rotation_date"] {
+                if !p.attr(a).is_unknown() {
+                    p.set(a, Value::unknown());
+                }
             }
         }
         if !requires_replace.is_empty() {
@@ -437,20 +486,14 @@ impl Resource for SecretResource {
                     vec![api_diag("Creating the secret failed", Some("name"), &e)]
                 }
             })?;
-            for s in stages.iter().filter(|s| *s != STAGE_CURRENT) {
-                let r = api::UpdateSecretStageRequest {
-                    version_stage: s.clone(),
-                    move_to_version: Some(created.version_id.clone()),
-                    remove_from_version: None,
-                };
-                c.update_secret_stage(&name, &r).await.map_err(|e| {
-                    vec![api_diag(
-                        "Setting version_stages failed",
-                        Some("version_stages"),
-                        &e,
-                    )]
-                })?;
-            }
+            set_stages(
+                &c,
+                &name,
+                &created.version_id,
+                &[STAGE_CURRENT.to_string()],
+                &stages,
+            )
+            .await?;
         } else {
             let patch = api::UpdateSecretRequest {
                 description: changed(prior, planned, "description").then(|| {
@@ -461,7 +504,9 @@ impl Resource for SecretResource {
                 }),
                 tags: changed(prior, planned, "tags")
                     .then(|| planned.map_attr("tags").unwrap_or_default()),
-                encryption_key_id: None,
+                encryption_key_id: changed(prior, planned, "encryption_key_id")
+                    .then(|| planned.str_attr("encryption_key_id").map(str::to_string))
+                    .flatten(),
                 rotation_policy: changed(prior, planned, "rotation_policy").then(|| {
                     planned
                         .str_attr("rotation_policy")
@@ -475,6 +520,7 @@ impl Resource for SecretResource {
                 },
             };
             if patch.description.is_some()
+                || patch.encryption_key_id.is_some()
                 || patch.tags.is_some()
                 || patch.rotation_policy.is_some()
                 || patch.extended_config.is_some()
@@ -485,8 +531,8 @@ impl Resource for SecretResource {
             }
             let value_changed = changed(prior, planned, "secret_data")
                 || changed(prior, planned, "secret_data_wo_version")
-                || changed(prior, planned, "version_id")
-                || changed(prior, planned, "version_stages");
+                || changed(prior, planned, "secret_data_type")
+                || changed(prior, planned, "version_id");
             if value_changed && let Some(data) = data {
                 let r = api::PutSecretValueRequest {
                     secret_data: data,
@@ -501,21 +547,28 @@ impl Resource for SecretResource {
                         &e,
                     )]
                 })?;
-                // A pinned version that already existed (drift back to it) gets its stages again.
-                for s in stages.iter().filter(|s| !put.version_stages.contains(s)) {
-                    let r = api::UpdateSecretStageRequest {
-                        version_stage: s.clone(),
-                        move_to_version: Some(put.version_id.clone()),
-                        remove_from_version: None,
-                    };
-                    c.update_secret_stage(&name, &r).await.map_err(|e| {
-                        vec![api_diag(
-                            "Moving the stage failed",
-                            Some("version_stages"),
-                            &e,
-                        )]
-                    })?;
-                }
+                // A pinned version that already existed (drift back to it) gets exactly
+                // the planned stages again.
+                set_stages(&c, &name, &put.version_id, &put.version_stages, &stages).await?;
+            } else if changed(prior, planned, "version_stages") {
+                // Only the labels changed: they go on the version that is current on the
+                // server now, which after a rotation is not the one Terraform wrote; the
+                // value is not written again.
+                let s = c
+                    .describe_secret(&name)
+                    .await
+                    .map_err(|e| vec![api_diag("Reading the secret failed", None, &e)])?;
+                let versions = c
+                    .list_secret_versions(&name)
+                    .await
+                    .map_err(|e| vec![api_diag("Reading versions failed", None, &e)])?;
+                let have = versions
+                    .versions
+                    .iter()
+                    .find(|v| v.version_id == s.version_id)
+                    .map(|v| v.version_stages.clone())
+                    .unwrap_or_default();
+                set_stages(&c, &name, &s.version_id, &have, &stages).await?;
             }
         }
         let state = read_state(ctx, planned).await?;
@@ -545,6 +598,41 @@ impl Resource for SecretResource {
     }
 }
 
+/// Puts exactly the `want` labels on `version_id`, which now has `have`: missing ones are
+/// moved to it, extra custom ones removed (`ACSCurrent` and `ACSPrevious` can only move,
+/// so they are never removed).
+async fn set_stages(
+    c: &strongbox_client::Client,
+    name: &str,
+    version_id: &str,
+    have: &[String],
+    want: &[String],
+) -> Result<(), Diags> {
+    let moves = want
+        .iter()
+        .filter(|s| !have.contains(s))
+        .map(|s| (s, Some(version_id.to_string()), None));
+    let removals = have
+        .iter()
+        .filter(|s| !want.contains(s) && *s != STAGE_CURRENT && *s != STAGE_PREVIOUS)
+        .map(|s| (s, None, Some(version_id.to_string())));
+    for (stage, move_to_version, remove_from_version) in moves.chain(removals) {
+        let r = api::UpdateSecretStageRequest {
+            version_stage: stage.clone(),
+            move_to_version,
+            remove_from_version,
+        };
+        c.update_secret_stage(name, &r).await.map_err(|e| {
+            vec![api_diag(
+                "Setting version_stages failed",
+                Some("version_stages"),
+                &e,
+            )]
+        })?;
+    }
+    Ok(())
+}
+
 /// The server's stages, in the order the prior state listed them when they are the same set.
 fn stages_in_prior_order(prior: &Value, server: &[String]) -> Value {
     if let Value::List(p) = prior.attr("version_stages") {
@@ -557,6 +645,19 @@ fn stages_in_prior_order(prior: &Value, server: &[String]) -> Value {
         }
     }
     Value::List(server.iter().map(Value::string).collect())
+}
+
+/// `state` with the version Terraform knew (id, stages, value, type) taken from `prior`.
+fn keep_prior_value(mut state: Value, prior: &Value) -> Value {
+    for a in [
+        "version_id",
+        "version_stages",
+        "secret_data",
+        "secret_data_type",
+    ] {
+        state.set(a, prior.attr(a).clone());
+    }
+    state
 }
 
 /// Reads the server into a state object, keeping what only Terraform knows from `prior`.
@@ -596,6 +697,8 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         "extended_config",
         match (&s.extended_config, prior.str_attr("extended_config")) {
             (None, _) => Value::Null,
+            // Removing extended_config stores an empty object: null as before.
+            (Some(m), None) if m.is_empty() => Value::Null,
             (Some(m), Some(p))
                 if serde_json::from_str::<serde_json::Value>(p).ok()
                     == Some(serde_json::Value::Object(m.clone())) =>
@@ -637,15 +740,7 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         && prior.str_attr("version_id").is_some()
         && !prior.attr("version_stages").is_null();
     if rotated {
-        for a in [
-            "version_id",
-            "version_stages",
-            "secret_data",
-            "secret_data_type",
-        ] {
-            v.set(a, prior.attr(a).clone());
-        }
-        return Ok(v);
+        return Ok(keep_prior_value(v, prior));
     }
     let write_only =
         prior.attr("secret_data").is_null() && !prior.attr("secret_data_wo_version").is_null();
@@ -669,6 +764,21 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         let val = match c.get_secret_value(&name, None, None).await {
             Ok(v) => v,
             Err(e) if e.code() == Some(ErrorCode::SecretNotFound) => return Ok(Value::Null),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(
+                        ErrorCode::KeyDisabled
+                            | ErrorCode::KeyPendingDeletion
+                            | ErrorCode::KeyDeleted
+                    )
+                ) =>
+            {
+                // The CMK cannot open the value (disabled, or its deletion under way):
+                // the metadata is refreshed and the value is what Terraform last knew, so
+                // that the plan can still show — and apply repair — the key's state.
+                return Ok(keep_prior_value(v, prior));
+            }
             Err(e) => {
                 return Err(vec![api_diag(
                     "Reading the value failed",

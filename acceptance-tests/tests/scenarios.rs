@@ -1803,6 +1803,43 @@ fn write_only_secret_data() {
     });
 }
 
+/// Write-only mode never reads the value, but a version made current outside Terraform is
+/// still drift: the version Terraform wrote lost `ACSCurrent`, the plan shows it, and apply
+/// makes it current again without writing a new version.
+#[test]
+fn write_only_value_changed_outside_terraform_is_drift() {
+    for_each_variant(|v| {
+        if !v.terraform.supports_write_only() {
+            return;
+        }
+        let (srv, tf) = v.start();
+        step(&tf, &write_only_body("wo-first-value", 1));
+        let mine = attr(&state_of(&tf, "strongbox_secret.wo"), "version_id");
+        srv.block_on(srv.client().put_secret_value(
+            "write/only",
+            &api::PutSecretValueRequest {
+                secret_data: "typed-by-hand".into(),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.wo"), ["update"]);
+        assert_absent(&plan, "wo-first-value", "the plan JSON");
+        tf.apply();
+        tf.assert_no_changes();
+        let cur = srv
+            .block_on(srv.client().get_secret_value("write/only", None, None))
+            .unwrap();
+        assert_eq!(cur.secret_data, "wo-first-value");
+        assert_eq!(
+            cur.version_id, mine,
+            "the version Terraform wrote, current again"
+        );
+        assert_absent(&tf.state_json(), "wo-first-value", "the state JSON");
+    });
+}
+
 #[test]
 fn ephemeral_secret_never_lands_in_plan_or_state() {
     const SOURCE_VALUE: &str = "ephemeral-source-9c1d";

@@ -551,9 +551,9 @@ impl Resource for SecretResource {
                 // the planned stages again.
                 set_stages(&c, &name, &put.version_id, &put.version_stages, &stages).await?;
             } else if changed(prior, planned, "version_stages") {
-                // Only the labels changed: they go on the version that is current on the
-                // server now, which after a rotation is not the one Terraform wrote; the
-                // value is not written again.
+                // Only the labels changed. They go on the version Terraform wrote, unless
+                // the rotation engine made a newer current version: then on that one, so
+                // that the rotation stands; the value is not written again.
                 let s = c
                     .describe_secret(&name)
                     .await
@@ -561,14 +561,41 @@ impl Resource for SecretResource {
                 let versions = c
                     .list_secret_versions(&name)
                     .await
-                    .map_err(|e| vec![api_diag("Reading versions failed", None, &e)])?;
-                let have = versions
-                    .versions
+                    .map_err(|e| vec![api_diag("Reading versions failed", None, &e)])?
+                    .versions;
+                let rotated = versions
                     .iter()
-                    .find(|v| v.version_id == s.version_id)
-                    .map(|v| v.version_stages.clone())
-                    .unwrap_or_default();
-                set_stages(&c, &name, &s.version_id, &have, &stages).await?;
+                    .any(|v| v.version_id == s.version_id && v.created_by == ROTATION_PRINCIPAL);
+                let target = match version_id.as_deref() {
+                    Some(id) if !rotated => id,
+                    _ => s.version_id.as_str(),
+                };
+                match versions.iter().find(|v| v.version_id == target) {
+                    Some(v) => set_stages(&c, &name, target, &v.version_stages, &stages).await?,
+                    // Terraform's version was pruned (many writes outside Terraform since):
+                    // it is written again, when the configuration has the value.
+                    None => {
+                        let data = data.ok_or_else(|| {
+                            vec![Diag::error(
+                                "The version Terraform wrote is gone",
+                                format!("{name}: version {target} no longer exists and the configuration has no value to write again"),
+                            )]
+                        })?;
+                        let r = api::PutSecretValueRequest {
+                            secret_data: data,
+                            secret_data_type: data_type(planned),
+                            version_id: Some(target.to_string()),
+                            version_stages: Some(stages.clone()),
+                        };
+                        c.put_secret_value(&name, &r).await.map_err(|e| {
+                            vec![api_diag(
+                                "Writing the value failed",
+                                Some("secret_data"),
+                                &e,
+                            )]
+                        })?;
+                    }
+                }
             }
         }
         let state = read_state(ctx, planned).await?;
@@ -745,20 +772,36 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
     let write_only =
         prior.attr("secret_data").is_null() && !prior.attr("secret_data_wo_version").is_null();
     if write_only {
-        // Write-only mode never fetches the value.
-        if let Some(cur) = current {
-            v.set(
-                "version_stages",
-                stages_in_prior_order(prior, &cur.version_stages),
-            );
-            v.set(
-                "secret_data_type",
-                Value::string(if cur.secret_data_type == api::SecretDataType::Binary {
-                    "binary"
-                } else {
-                    "text"
-                }),
-            );
+        // Write-only mode never fetches the value. The state follows the version Terraform
+        // wrote: when another became current (not by rotation, handled above), that
+        // version's stages no longer include ACSCurrent, and the plan shows it.
+        let mine = match prior.str_attr("version_id") {
+            Some(id) => versions.versions.iter().find(|x| x.version_id == id),
+            None => current,
+        };
+        match (mine, prior.str_attr("version_id")) {
+            (Some(ver), _) => {
+                v.set("version_id", Value::string(&ver.version_id));
+                v.set(
+                    "version_stages",
+                    stages_in_prior_order(prior, &ver.version_stages),
+                );
+                v.set(
+                    "secret_data_type",
+                    Value::string(if ver.secret_data_type == api::SecretDataType::Binary {
+                        "binary"
+                    } else {
+                        "text"
+                    }),
+                );
+            }
+            // Pruned: no stages at all.
+            (None, Some(id)) => {
+                v.set("version_id", Value::string(id));
+                v.set("version_stages", Value::List(Vec::new()));
+                v.set("secret_data_type", prior.attr("secret_data_type").clone());
+            }
+            (None, None) => {}
         }
     } else {
         let val = match c.get_secret_value(&name, None, None).await {

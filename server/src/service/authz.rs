@@ -32,6 +32,12 @@ pub fn require(identity: &Identity, action: &str, resource: &str, why: &str) -> 
     ))
 }
 
+/// Why attaching a secret to a `webhook` rotation policy needs the right to read it.
+pub(super) const WEBHOOK_SENDS_WHY: &str = "a webhook policy's rotations send the next value of every secret attached to it to the policy's url";
+
+/// Why a `webhook` rotation policy needs the right to read its signing secret.
+pub(super) const WEBHOOK_SIGNS_WHY: &str = "a webhook policy's rotations sign their calls with the value of the secret signing_secret names";
+
 /// The actions a caller needs on a principal to have the rotation issue and revoke
 /// that principal's tokens.
 pub const TOKEN_ACTIONS: [&str; 2] = ["ram:CreateToken", "ram:DeleteToken"];
@@ -65,6 +71,12 @@ impl Actor {
             Actor::Caller(id) => require(id, action, resource, why),
             Actor::Trusted(_) => Ok(()),
         }
+    }
+
+    /// `kms:GetSecretValue` on `secret/{name}`: what the caller needs to make the
+    /// rotation use that secret's value or send it somewhere.
+    pub fn require_read(&self, name: &str, why: &str) -> Result<()> {
+        self.require("kms:GetSecretValue", &format!("secret/{name}"), why)
     }
 
     /// `ram:CreateToken` and `ram:DeleteToken` on `principal/{name}`: what the caller

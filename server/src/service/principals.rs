@@ -184,15 +184,23 @@ pub(crate) fn root_mutations(token_sha256: [u8; 32], now: i64) -> Vec<Mutation> 
 
 impl Service {
     /// Runs a change to principals, tokens or policies; whatever its outcome, cached
-    /// identities are dropped before it is acknowledged.
+    /// identities are dropped before it is acknowledged. The write and the
+    /// invalidation run in a task of their own, so that a request dropped once its job
+    /// is queued (client gone, HTTP/2 reset) cannot commit a revocation and skip the
+    /// invalidation.
     pub(crate) async fn write_access<F, R>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&mut Txn<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let r = self.write(f).await;
-        self.inner.identities.invalidate();
-        r
+        let this = self.clone();
+        super::audit::spawn_in_request(async move {
+            let r = this.write(f).await;
+            this.inner.identities.invalidate();
+            r
+        })
+        .await
+        .map_err(Error::internal)?
     }
 
     /// Creates a principal.

@@ -473,3 +473,54 @@ async fn databases_from_before_principals_are_upgraded() {
     assert!(id.allows("kms:DeleteSecret", "secret/anything"));
     assert!(b.get(Table::Meta, b"root_token_sha256").unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_whose_request_is_dropped_still_takes_effect() {
+    let s = TestServer::start().await;
+    let token = s
+        .principal_token(
+            "app",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:ListAliases", "Resource": "*"}]}),
+        )
+        .await;
+    let app = s.client_with_token(&token);
+    // Authenticated once: the identity is cached.
+    app.list_aliases().await.unwrap();
+    let id = s.client.list_tokens("app").await.unwrap().tokens[0]
+        .token_id
+        .clone();
+    {
+        // Polled once (the job is queued), then dropped, as when the client goes away.
+        let mut revoke = std::pin::pin!(s.service.delete_token("app", &id));
+        tokio::select! {
+            biased;
+            _ = &mut revoke => {}
+            _ = std::future::ready(()) => {}
+        }
+    }
+    let start = std::time::Instant::now();
+    while !s.client.list_tokens("app").await.unwrap().tokens.is_empty() {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the revocation never committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Committed: the token is refused (the invalidation follows the commit at once).
+    loop {
+        match app.list_aliases().await {
+            Err(strongbox_client::Error::Api { code, .. }) => {
+                assert_eq!(code, ErrorCode::Unauthenticated);
+                break;
+            }
+            other => {
+                assert!(
+                    start.elapsed().as_secs() < 3,
+                    "a revoked token still authenticates from the cache: {other:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

@@ -20,13 +20,26 @@ use crate::error::{Error, Result};
 /// Fails with `Forbidden` unless `identity`'s policies allow `action` on `resource`.
 /// The message has the guard's form, plus why the action is needed.
 pub fn require(identity: &Identity, action: &str, resource: &str, why: &str) -> Result<()> {
+    require_shown_as(identity, action, resource, resource, why)
+}
+
+/// [`require`] on `resource`, naming `shown` in the refusal: for a resource the caller
+/// reached through another name (a key through its alias) whose target it may not
+/// learn from the refusal.
+fn require_shown_as(
+    identity: &Identity,
+    action: &str,
+    resource: &str,
+    shown: &str,
+    why: &str,
+) -> Result<()> {
     if identity.allows(action, resource) {
         return Ok(());
     }
     Err(Error::new(
         ErrorCode::Forbidden,
         format!(
-            "principal {} is not allowed {action} on {resource} ({why})",
+            "principal {} is not allowed {action} on {shown} ({why})",
             identity.principal()
         ),
     ))
@@ -69,6 +82,22 @@ impl Actor {
     pub fn require(&self, action: &str, resource: &str, why: &str) -> Result<()> {
         match self {
             Actor::Caller(id) => require(id, action, resource, why),
+            Actor::Trusted(_) => Ok(()),
+        }
+    }
+
+    /// `action` on `key/{key_id}` for a key route that named the key by `alias`: the
+    /// guard authorized `key/{alias}` as written, and an explicit `Deny` on the key id
+    /// must hold through any alias. The refusal names `key/{alias}`, not the key id.
+    pub fn require_key_behind_alias(&self, action: &str, alias: &str, key_id: &str) -> Result<()> {
+        match self {
+            Actor::Caller(id) => require_shown_as(
+                id,
+                action,
+                &format!("key/{key_id}"),
+                &format!("key/{alias}"),
+                "a key named by alias is also authorized as the key it names",
+            ),
             Actor::Trusted(_) => Ok(()),
         }
     }

@@ -299,7 +299,7 @@ async fn explicit_deny_wins_lists_are_filtered_and_403_reveals_nothing() {
 }
 
 #[tokio::test]
-async fn keys_named_by_alias_are_authorized_as_written() {
+async fn keys_named_by_alias_are_authorized_as_written_and_as_their_key_id() {
     let s = TestServer::start().await;
     let c = &s.client;
     let k = c.create_key(&Default::default()).await.unwrap();
@@ -312,9 +312,11 @@ async fn keys_named_by_alias_are_authorized_as_written() {
                 {"Effect": "Allow", "Action": "kms:DescribeAlias", "Resource": "alias/pay*"}]}),
         )
         .await;
-    assert_eq!(
-        ops.describe_key("alias/payments").await.unwrap().key_id,
-        k.key_id
+    // The guard allows key/alias/payments; the key it names is not allowed.
+    assert_code(
+        ops.describe_key("alias/payments").await,
+        ErrorCode::Forbidden,
+        "principal ops is not allowed kms:DescribeKey on key/alias/payments",
     );
     assert_code(
         ops.describe_key(&k.key_id).await,
@@ -322,6 +324,18 @@ async fn keys_named_by_alias_are_authorized_as_written() {
         &format!("key/{}", k.key_id),
     );
     ops.get_alias("alias/payments").await.unwrap();
+    // Allowed on both, through the alias.
+    let both = s
+        .principal_with(
+            "both",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow", "Action": "kms:DescribeKey",
+                "Resource": ["key/alias/payments", format!("key/{}", k.key_id)]}]}),
+        )
+        .await;
+    assert_eq!(
+        both.describe_key("alias/payments").await.unwrap().key_id,
+        k.key_id
+    );
     assert_code(
         ops.put_alias("alias/payments", &k.key_id).await,
         ErrorCode::Forbidden,

@@ -51,6 +51,13 @@ pub(super) const WEBHOOK_SENDS_WHY: &str = "a webhook policy's rotations send th
 /// Why a `webhook` rotation policy needs the right to read its signing secret.
 pub(super) const WEBHOOK_SIGNS_WHY: &str = "a webhook policy's rotations sign their calls with the value of the secret signing_secret names";
 
+/// Actions no route requires that the service checks itself: known to policy
+/// documents like the routes' actions.
+pub const DELEGATED_ACTIONS: [&str; 1] = [ATTACH_POLICY];
+
+/// Attaching the access policy `policy/{name}` to a principal (create or update).
+pub(super) const ATTACH_POLICY: &str = "ram:AttachPolicy";
+
 /// The actions a caller needs on a principal to have the rotation issue and revoke
 /// that principal's tokens.
 pub const TOKEN_ACTIONS: [&str; 2] = ["ram:CreateToken", "ram:DeleteToken"];

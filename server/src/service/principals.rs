@@ -8,6 +8,7 @@ use strongbox_schemas::{
 use zeroize::Zeroizing;
 
 use super::Service;
+use super::authz::{ATTACH_POLICY, Actor};
 use super::identity::{PrincipalRecord, TokenRecord, new_token, policy_document};
 use super::records::{decode, encode, load, validate_description};
 use crate::barrier;
@@ -60,6 +61,20 @@ fn check_policies(r: &(impl Reader + ?Sized), policies: &[String]) -> Result<()>
                 format!("policies[{i}]: policy {p} not found"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `ram:AttachPolicy` on `policy/{name}` for every policy of `new` not in `old`: what a
+/// caller needs to give a principal a policy. Checked before the policies are loaded,
+/// so the answer is the same whether they exist or not.
+fn check_attach(who: &Actor, old: &[String], new: &[String]) -> Result<()> {
+    for p in new.iter().filter(|p| !old.contains(p)) {
+        who.require(
+            ATTACH_POLICY,
+            &format!("policy/{p}"),
+            "attaching a policy grants its rights to the principal",
+        )?;
     }
     Ok(())
 }
@@ -203,16 +218,17 @@ impl Service {
         .map_err(Error::internal)?
     }
 
-    /// Creates a principal.
+    /// Creates a principal; each policy attached needs `ram:AttachPolicy` on it.
     pub async fn create_principal(
         &self,
         req: api::CreatePrincipalRequest,
+        who: &Actor,
     ) -> Result<api::Principal> {
         validate_principal_name("name", &req.name)?;
         let description = req.description.unwrap_or_default();
         validate_description(&description)?;
         let policies = req.policies.unwrap_or_default();
-        let now = self.now();
+        let (now, who) = (self.now(), who.clone());
         self.write_access(move |t| {
             if t.get(Table::Principals, req.name.as_bytes())?.is_some() {
                 return Err(Error::new(
@@ -220,6 +236,7 @@ impl Service {
                     format!("principal {} already exists", req.name),
                 ));
             }
+            check_attach(&who, &[], &policies)?;
             check_policies(t, &policies)?;
             let rec = PrincipalRecord {
                 name: req.name,
@@ -259,21 +276,24 @@ impl Service {
     }
 
     /// Changes a principal's description or policies; takes effect on its next request.
+    /// Each policy added needs `ram:AttachPolicy` on it.
     pub async fn update_principal(
         &self,
         name: &str,
         req: api::UpdatePrincipalRequest,
+        who: &Actor,
     ) -> Result<api::Principal> {
         if let Some(d) = &req.description {
             validate_description(d)?;
         }
-        let (name, now) = (name.to_string(), self.now());
+        let (name, now, who) = (name.to_string(), self.now(), who.clone());
         self.write_access(move |t| {
             let mut p = load_principal(t, &name)?;
             if name == ROOT_PRINCIPAL {
                 return Err(builtin(&name));
             }
             if let Some(policies) = req.policies {
+                check_attach(&who, &p.policies, &policies)?;
                 check_policies(t, &policies)?;
                 reindex(t, &name, &p.policies, &policies);
                 p.policies = policies;

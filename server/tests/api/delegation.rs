@@ -701,3 +701,103 @@ async fn a_webhook_rotation_says_only_that_its_signing_secret_cannot_be_read() {
         "{errors:?}"
     );
 }
+
+fn narrow_policy(name: &str) -> api::CreatePolicyRequest {
+    api::CreatePolicyRequest {
+        name: name.into(),
+        description: None,
+        document: serde_json::from_value(json!({"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}))
+        .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn attaching_a_policy_to_a_principal_needs_ram_attach_policy_on_it() {
+    let s = TestServer::start().await;
+    for p in ["ci-deploy", "ci-extra", "ops"] {
+        s.client.create_policy(&narrow_policy(p)).await.unwrap();
+    }
+    // Manages the CI principals and may attach the CI policies (ram:AttachPolicy is
+    // accepted in a policy document).
+    let ci = s
+        .principal_with(
+            "ci-admin",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["ram:CreatePrincipal", "ram:UpdatePrincipal",
+                    "ram:GetPrincipal", "ram:CreateToken"], "Resource": "principal/ci-*"},
+                {"Effect": "Allow", "Action": "ram:AttachPolicy", "Resource": "policy/ci-*"}]}),
+        )
+        .await;
+    let create = |policies: &[&str]| api::CreatePrincipalRequest {
+        name: "ci-x".into(),
+        description: None,
+        policies: Some(policies.iter().map(|p| p.to_string()).collect()),
+    };
+
+    // The attack: a principal of its own with AdministratorAccess, then an admin token.
+    assert_code(
+        ci.create_principal(&create(&["ci-deploy", "AdministratorAccess"]))
+            .await,
+        ErrorCode::Forbidden,
+        "principal ci-admin is not allowed ram:AttachPolicy on policy/AdministratorAccess",
+    );
+    assert_code(
+        s.client.get_principal("ci-x").await,
+        ErrorCode::PrincipalNotFound,
+        "ci-x",
+    );
+    // A policy that does not exist gets the same answer unless the caller may attach it.
+    assert_code(
+        ci.create_principal(&create(&["no-such-policy"])).await,
+        ErrorCode::Forbidden,
+        "ram:AttachPolicy on policy/no-such-policy",
+    );
+    assert_code(
+        ci.create_principal(&create(&["ci-missing"])).await,
+        ErrorCode::PolicyNotFound,
+        "ci-missing",
+    );
+    ci.create_principal(&create(&["ci-deploy"])).await.unwrap();
+
+    // Adding one by update is refused too; the principal keeps its policies.
+    let set = |policies: &[&str]| api::UpdatePrincipalRequest {
+        description: None,
+        policies: Some(policies.iter().map(|p| p.to_string()).collect()),
+    };
+    assert_code(
+        ci.update_principal("ci-x", &set(&["ci-deploy", "AdministratorAccess"]))
+            .await,
+        ErrorCode::Forbidden,
+        "principal ci-admin is not allowed ram:AttachPolicy on policy/AdministratorAccess",
+    );
+    assert_eq!(
+        s.client.get_principal("ci-x").await.unwrap().policies,
+        vec!["ci-deploy".to_string()]
+    );
+    // A policy already attached (by an administrator) is not checked again: the
+    // caller may keep it, add its own and detach.
+    s.client
+        .update_principal("ci-x", &set(&["ci-deploy", "ops"]))
+        .await
+        .unwrap();
+    ci.update_principal("ci-x", &set(&["ops", "ci-extra"]))
+        .await
+        .unwrap();
+    ci.update_principal("ci-x", &set(&["ci-extra"]))
+        .await
+        .unwrap();
+    // Detached, it cannot be given back.
+    assert_code(
+        ci.update_principal("ci-x", &set(&["ci-extra", "ops"]))
+            .await,
+        ErrorCode::Forbidden,
+        "ram:AttachPolicy on policy/ops",
+    );
+    assert_denied(
+        &s,
+        "ci-admin",
+        &["ram:CreatePrincipal", "ram:UpdatePrincipal"],
+    )
+    .await;
+}

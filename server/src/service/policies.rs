@@ -6,7 +6,7 @@ use strongbox_schemas::{self as api, ErrorCode, RotationStrategy};
 
 use super::Service;
 use super::authz::{Actor, WEBHOOK_SENDS_WHY, WEBHOOK_SIGNS_WHY};
-use super::records::{PolicyRecord, decode, encode, load};
+use super::records::{PolicyRecord, decode, encode, load, refuse_in_use};
 use crate::error::{Error, Result, interval_in};
 use crate::storage::{Reader, Table, composite};
 
@@ -240,22 +240,14 @@ impl Service {
             if t.get(Table::RotationPolicies, name.as_bytes())?.is_none() {
                 return Err(not_found(&name));
             }
-            let mut prefix = name.as_bytes().to_vec();
-            prefix.push(0);
-            let users = t.scan(Table::PolicySecrets, &prefix, None, 3)?;
-            if !users.is_empty() {
-                let names: Vec<String> = users
-                    .iter()
-                    .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-                    .collect();
-                return Err(Error::new(
-                    ErrorCode::RotationPolicyInUse,
-                    format!(
-                        "rotation policy {name} is attached to secrets ({}); detach it first",
-                        names.join(", ")
-                    ),
-                ));
-            }
+            refuse_in_use(
+                t,
+                Table::PolicySecrets,
+                &name,
+                ErrorCode::RotationPolicyInUse,
+                &format!("rotation policy {name}"),
+                "secret",
+            )?;
             t.delete(Table::RotationPolicies, name.as_bytes());
             Ok(())
         })

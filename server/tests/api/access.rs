@@ -434,7 +434,11 @@ async fn built_ins_and_references_are_protected() {
         ErrorCode::AlreadyExists,
         "p",
     );
-    assert_code(c.delete_policy("keys").await, ErrorCode::PolicyInUse, "p");
+    assert_code(
+        c.delete_policy("keys").await,
+        ErrorCode::PolicyInUse,
+        "attached to 1 principal;",
+    );
     c.delete_principal("p").await.unwrap();
     c.delete_policy("keys").await.unwrap();
     assert_code(
@@ -536,5 +540,66 @@ async fn a_revocation_whose_request_is_dropped_still_takes_effect() {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn in_use_errors_count_the_users_without_naming_them() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    c.create_policy(&api::CreatePolicyRequest {
+        name: "shared".into(),
+        description: None,
+        document: serde_json::from_value(json!({"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}))
+        .unwrap(),
+    })
+    .await
+    .unwrap();
+    for p in ["hidden-one", "hidden-two"] {
+        c.create_principal(&api::CreatePrincipalRequest {
+            name: p.into(),
+            description: None,
+            policies: Some(vec!["shared".into()]),
+        })
+        .await
+        .unwrap();
+    }
+    c.create_rotation_policy(&crate::rotation::policy(
+        "rp",
+        "30d",
+        api::RotationStrategy::Random,
+        &[],
+    ))
+    .await
+    .unwrap();
+    let mut sec = text_secret("hidden/db", "value");
+    sec.rotation_policy = Some("rp".into());
+    c.create_secret(&sec).await.unwrap();
+    // May delete policies, and see nothing else.
+    let deleter = s
+        .principal_with(
+            "deleter",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["ram:DeletePolicy", "kms:DeleteRotationPolicy"], "Resource": "*"}]}),
+        )
+        .await;
+    for (r, code, count) in [
+        (
+            deleter.delete_policy("shared").await,
+            ErrorCode::PolicyInUse,
+            "attached to 2 principals;",
+        ),
+        (
+            deleter.delete_rotation_policy("rp").await,
+            ErrorCode::RotationPolicyInUse,
+            "attached to 1 secret;",
+        ),
+    ] {
+        let Err(strongbox_client::Error::Api { message, .. }) = &r else {
+            panic!("expected {code}, got {r:?}");
+        };
+        assert!(!message.contains("hidden"), "names a user: {message}");
+        assert_code(r, code, count);
     }
 }

@@ -105,8 +105,16 @@ fn validate_stage(field: &str, stage: &str) -> Result<()> {
 }
 
 /// Puts `stage` on version `to`, taking it from any other version. Moving `ACSCurrent`
-/// makes the version that had it `ACSPrevious`.
-pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) {
+/// makes the version that had it `ACSPrevious`. A version `to` the secret does not have
+/// is refused (`VersionNotFound`) with nothing changed: a stage is never taken from one
+/// version to be given to none.
+pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) -> Result<()> {
+    if !rec.versions.iter().any(|v| v.version_id == to) {
+        return Err(Error::new(
+            ErrorCode::VersionNotFound,
+            format!("secret {} has no version {to}", rec.name),
+        ));
+    }
     if stage == STAGE_CURRENT {
         let old = rec
             .version_with_stage(STAGE_CURRENT)
@@ -130,6 +138,7 @@ pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) {
             v.stages.retain(|s| s != stage);
         }
     }
+    Ok(())
 }
 
 /// Drops unlabelled versions, oldest first, until at most `max` remain.
@@ -540,7 +549,7 @@ impl Service {
             let meta = this.seal_version(t, &rec, &key, &nv)?;
             rec.versions.push(meta);
             for s in &stages {
-                move_stage(&mut rec, s, &nv.version_id);
+                move_stage(&mut rec, s, &nv.version_id)?;
             }
             rec.update_date = now;
             prune(t, &mut rec, this.inner.config.max_versions);
@@ -621,7 +630,7 @@ impl Service {
                 }
             }
             match &req.move_to_version {
-                Some(to) => move_stage(&mut rec, &req.version_stage, to),
+                Some(to) => move_stage(&mut rec, &req.version_stage, to)?,
                 None => {
                     for v in &mut rec.versions {
                         v.stages.retain(|s| s != &req.version_stage);

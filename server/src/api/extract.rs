@@ -1,5 +1,6 @@
 //! Extractors whose rejections use the API's error format.
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -21,7 +22,22 @@ pub(crate) struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub(crate) struct ApiQuery<T>(pub T);
 
-/// A JSON body that may be absent entirely (then `T::default()`).
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`).
+pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
+
+/// A JSON body that may be absent entirely (then `T::default()`). A body that is not
+/// empty must say it is JSON: otherwise it is refused (415 `UnsupportedMediaType`)
+/// rather than ignored, since ignoring it would drop what the caller asked for (a
+/// token's expiry, say).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OptionalJson<T>(pub T);
 
@@ -33,20 +49,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let empty_len = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() == b"0");
-        let has_type = req.headers().contains_key(axum::http::header::CONTENT_TYPE);
-        if empty_len
-            || (!has_type
-                && !req
-                    .headers()
-                    .contains_key(axum::http::header::TRANSFER_ENCODING))
-        {
+        let json = is_json(req.headers());
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::from(JsonRejection::from(e)))?;
+        if bytes.is_empty() {
             return Ok(Self(T::default()));
         }
-        let ApiJson(v) = ApiJson::<T>::from_request(req, state).await?;
+        if !json {
+            return Err(ApiError::new(
+                strongbox_schemas::ErrorCode::UnsupportedMediaType,
+                "a body must be JSON with Content-Type: application/json (or be empty)",
+            ));
+        }
+        let axum::Json(v) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(Self(v))
     }
 }

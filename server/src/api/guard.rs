@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use strongbox_schemas::{AuditOutcome, ErrorCode, RESOURCE_TYPES};
 
 use super::error::{ApiError, current_request_id};
-use super::extract::Caller;
+use super::extract::{Caller, is_json};
 use super::{AppState, MAX_BODY_BYTES, ResourceRule, RouteSpec};
 use crate::Error;
 use crate::service::{AuditEntry, AuditSlot, Identity};
@@ -127,17 +127,6 @@ async fn body_resource(template: &str, body: Body) -> Result<(String, Body), Api
         )
     })?;
     Ok((resource, Body::from(bytes)))
-}
-
-fn is_json(headers: &axum::http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .is_some_and(|m| {
-            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-        })
 }
 
 /// Runs on matched routes: 401, 403, or the handler with a [`Caller`].

@@ -220,5 +220,6 @@ mod tests {
             }
         }
         assert!(known_actions().contains(&"audit:Read"));
+        assert!(known_actions().contains(&"ram:AttachPolicy"));
     }
 }

@@ -4,7 +4,7 @@ use strongbox_schemas::{self as api, ErrorCode, validate_policy_name};
 
 use super::Service;
 use super::identity::{AccessPolicyRecord, builtin_policy};
-use super::records::{decode, encode, load, validate_description};
+use super::records::{decode, encode, load, refuse_in_use, validate_description};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table};
 
@@ -134,22 +134,14 @@ impl Service {
                 return Err(builtin(&name));
             }
             load_policy(t, &name)?;
-            let mut prefix = name.as_bytes().to_vec();
-            prefix.push(0);
-            let users = t.scan(Table::PolicyPrincipals, &prefix, None, 3)?;
-            if !users.is_empty() {
-                let names: Vec<String> = users
-                    .iter()
-                    .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-                    .collect();
-                return Err(Error::new(
-                    ErrorCode::PolicyInUse,
-                    format!(
-                        "policy {name} is attached to principals ({}); detach it first",
-                        names.join(", ")
-                    ),
-                ));
-            }
+            refuse_in_use(
+                t,
+                Table::PolicyPrincipals,
+                &name,
+                ErrorCode::PolicyInUse,
+                &format!("policy {name}"),
+                "principal",
+            )?;
             t.delete(Table::AccessPolicies, name.as_bytes());
             Ok(())
         })

@@ -30,6 +30,17 @@ tokio::task_local! {
     static SLOT: AuditSlot;
 }
 
+/// Runs `fut` as a task of its own that keeps the request's audit record (if any): it
+/// runs to the end even when the request is dropped (client gone, stream reset).
+pub(crate) fn spawn_in_request<T: Send + 'static>(
+    fut: impl Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    match SLOT.try_with(Clone::clone) {
+        Ok(slot) => tokio::spawn(SLOT.scope(slot, fut)),
+        Err(_) => tokio::spawn(fut),
+    }
+}
+
 /// What is known of a request before it is answered: everything a record holds but
 /// its number, outcome and error code.
 #[derive(Debug, Clone, Default)]

@@ -20,17 +20,43 @@ use crate::error::{Error, Result};
 /// Fails with `Forbidden` unless `identity`'s policies allow `action` on `resource`.
 /// The message has the guard's form, plus why the action is needed.
 pub fn require(identity: &Identity, action: &str, resource: &str, why: &str) -> Result<()> {
+    require_shown_as(identity, action, resource, resource, why)
+}
+
+/// [`require`] on `resource`, naming `shown` in the refusal: for a resource the caller
+/// reached through another name (a key through its alias) whose target it may not
+/// learn from the refusal.
+fn require_shown_as(
+    identity: &Identity,
+    action: &str,
+    resource: &str,
+    shown: &str,
+    why: &str,
+) -> Result<()> {
     if identity.allows(action, resource) {
         return Ok(());
     }
     Err(Error::new(
         ErrorCode::Forbidden,
         format!(
-            "principal {} is not allowed {action} on {resource} ({why})",
+            "principal {} is not allowed {action} on {shown} ({why})",
             identity.principal()
         ),
     ))
 }
+
+/// Why attaching a secret to a `webhook` rotation policy needs the right to read it.
+pub(super) const WEBHOOK_SENDS_WHY: &str = "a webhook policy's rotations send the next value of every secret attached to it to the policy's url";
+
+/// Why a `webhook` rotation policy needs the right to read its signing secret.
+pub(super) const WEBHOOK_SIGNS_WHY: &str = "a webhook policy's rotations sign their calls with the value of the secret signing_secret names";
+
+/// Actions no route requires that the service checks itself: known to policy
+/// documents like the routes' actions.
+pub const DELEGATED_ACTIONS: [&str; 1] = [ATTACH_POLICY];
+
+/// Attaching the access policy `policy/{name}` to a principal (create or update).
+pub(super) const ATTACH_POLICY: &str = "ram:AttachPolicy";
 
 /// The actions a caller needs on a principal to have the rotation issue and revoke
 /// that principal's tokens.
@@ -65,6 +91,28 @@ impl Actor {
             Actor::Caller(id) => require(id, action, resource, why),
             Actor::Trusted(_) => Ok(()),
         }
+    }
+
+    /// `action` on `key/{key_id}` for a key route that named the key by `alias`: the
+    /// guard authorized `key/{alias}` as written, and an explicit `Deny` on the key id
+    /// must hold through any alias. The refusal names `key/{alias}`, not the key id.
+    pub fn require_key_behind_alias(&self, action: &str, alias: &str, key_id: &str) -> Result<()> {
+        match self {
+            Actor::Caller(id) => require_shown_as(
+                id,
+                action,
+                &format!("key/{key_id}"),
+                &format!("key/{alias}"),
+                "a key named by alias is also authorized as the key it names",
+            ),
+            Actor::Trusted(_) => Ok(()),
+        }
+    }
+
+    /// `kms:GetSecretValue` on `secret/{name}`: what the caller needs to make the
+    /// rotation use that secret's value or send it somewhere.
+    pub fn require_read(&self, name: &str, why: &str) -> Result<()> {
+        self.require("kms:GetSecretValue", &format!("secret/{name}"), why)
     }
 
     /// `ram:CreateToken` and `ram:DeleteToken` on `principal/{name}`: what the caller

@@ -3,6 +3,7 @@
 use strongbox_schemas::{self as api, ErrorCode, validate_alias_name};
 
 use super::Service;
+use super::authz::Actor;
 use super::records::{
     KeyRecord, KeyStateRec, KeyVersionRec, alias_arn, decode, decode_page_token, encode,
     encode_page_token, load, validate_description, validate_tags,
@@ -42,6 +43,15 @@ pub(crate) fn resolve_key(r: &(impl Reader + ?Sized), key_ref: &str) -> Result<K
         Some(k) if k.state != KeyStateRec::Destroyed => Ok(k),
         _ => Err(key_not_found(key_ref)),
     }
+}
+
+/// For a key route that named the key by alias: the route's `action` on the key it
+/// resolved to (see [`Actor::require_key_behind_alias`]).
+fn check_through_alias(who: &Actor, action: &str, key_ref: &str, k: &KeyRecord) -> Result<()> {
+    if key_ref.starts_with("alias/") {
+        who.require_key_behind_alias(action, key_ref, &k.key_id)?;
+    }
+    Ok(())
 }
 
 /// Refuses keys that cannot be used for cryptography now.
@@ -120,8 +130,10 @@ impl Service {
     }
 
     /// The key a reference names.
-    pub fn describe_key(&self, key_ref: &str) -> Result<api::Key> {
-        Ok(resolve_key(self.store(), key_ref)?.to_api())
+    pub fn describe_key(&self, key_ref: &str, who: &Actor) -> Result<api::Key> {
+        let k = resolve_key(self.store(), key_ref)?;
+        check_through_alias(who, "kms:DescribeKey", key_ref, &k)?;
+        Ok(k.to_api())
     }
 
     /// Keys in id order whose ids pass `visible`, a page at a time.
@@ -162,14 +174,22 @@ impl Service {
         }
     }
 
-    async fn modify_key<F>(&self, key_ref: &str, f: F) -> Result<api::Key>
+    /// Runs `f` on the key `key_ref` names, for a route whose action is `action`.
+    async fn modify_key<F>(
+        &self,
+        key_ref: &str,
+        who: &Actor,
+        action: &'static str,
+        f: F,
+    ) -> Result<api::Key>
     where
         F: FnOnce(&mut KeyRecord, i64, &mut Txn<'_>) -> Result<()> + Send + 'static,
     {
-        let key_ref = key_ref.to_string();
+        let (key_ref, who) = (key_ref.to_string(), who.clone());
         let now = self.now();
         self.write(move |t| {
             let mut rec = resolve_key(t, &key_ref)?;
+            check_through_alias(&who, action, &key_ref, &rec)?;
             f(&mut rec, now, t)?;
             reindex_key(t, &mut rec);
             t.put(Table::Keys, rec.key_id.as_bytes(), encode(&rec));
@@ -179,7 +199,12 @@ impl Service {
     }
 
     /// Changes description, tags or automatic rotation.
-    pub async fn update_key(&self, key_ref: &str, req: api::UpdateKeyRequest) -> Result<api::Key> {
+    pub async fn update_key(
+        &self,
+        key_ref: &str,
+        req: api::UpdateKeyRequest,
+        who: &Actor,
+    ) -> Result<api::Key> {
         if let Some(d) = &req.description {
             validate_description(d)?;
         }
@@ -189,7 +214,7 @@ impl Service {
         if let Some(i) = &req.rotation_interval {
             interval_in("rotation_interval", i, KEY_ROTATION_MIN, KEY_ROTATION_MAX)?;
         }
-        self.modify_key(key_ref, move |k, _, _| {
+        self.modify_key(key_ref, who, "kms:UpdateKey", move |k, _, _| {
             if let Some(d) = req.description {
                 k.description = d;
             }
@@ -208,17 +233,22 @@ impl Service {
     }
 
     /// Enables a disabled key.
-    pub async fn enable_key(&self, key_ref: &str) -> Result<api::Key> {
-        self.set_enabled(key_ref, true).await
+    pub async fn enable_key(&self, key_ref: &str, who: &Actor) -> Result<api::Key> {
+        self.set_enabled(key_ref, who, true).await
     }
 
     /// Disables a key: secrets under it can no longer be read or written.
-    pub async fn disable_key(&self, key_ref: &str) -> Result<api::Key> {
-        self.set_enabled(key_ref, false).await
+    pub async fn disable_key(&self, key_ref: &str, who: &Actor) -> Result<api::Key> {
+        self.set_enabled(key_ref, who, false).await
     }
 
-    async fn set_enabled(&self, key_ref: &str, enabled: bool) -> Result<api::Key> {
-        self.modify_key(key_ref, move |k, _, _| {
+    async fn set_enabled(&self, key_ref: &str, who: &Actor, enabled: bool) -> Result<api::Key> {
+        let action = if enabled {
+            "kms:EnableKey"
+        } else {
+            "kms:DisableKey"
+        };
+        self.modify_key(key_ref, who, action, move |k, _, _| {
             if k.state == KeyStateRec::PendingDeletion {
                 return Err(Error::new(
                     ErrorCode::KeyPendingDeletion,
@@ -239,9 +269,9 @@ impl Service {
     }
 
     /// Adds a key version that becomes primary; older versions still decrypt.
-    pub async fn rotate_key(&self, key_ref: &str) -> Result<api::Key> {
+    pub async fn rotate_key(&self, key_ref: &str, who: &Actor) -> Result<api::Key> {
         let barrier_self = self.clone();
-        self.modify_key(key_ref, move |k, now, _| {
+        self.modify_key(key_ref, who, "kms:RotateKey", move |k, now, _| {
             check_usable(k)?;
             barrier_self.add_key_version(k, now);
             Ok(())
@@ -267,6 +297,7 @@ impl Service {
         &self,
         key_ref: &str,
         days: Option<u32>,
+        who: &Actor,
     ) -> Result<api::Key> {
         let days = days.unwrap_or(30);
         if !(7..=366).contains(&days) {
@@ -275,7 +306,7 @@ impl Service {
                 "must be between 7 and 366",
             ));
         }
-        self.modify_key(key_ref, move |k, now, _| {
+        self.modify_key(key_ref, who, "kms:ScheduleKeyDeletion", move |k, now, _| {
             if k.state == KeyStateRec::PendingDeletion {
                 return Ok(());
             }
@@ -288,8 +319,8 @@ impl Service {
     }
 
     /// Cancels a scheduled deletion; the key returns to the state it had before.
-    pub async fn cancel_key_deletion(&self, key_ref: &str) -> Result<api::Key> {
-        self.modify_key(key_ref, |k, _, _| {
+    pub async fn cancel_key_deletion(&self, key_ref: &str, who: &Actor) -> Result<api::Key> {
+        self.modify_key(key_ref, who, "kms:CancelKeyDeletion", |k, _, _| {
             if k.state != KeyStateRec::PendingDeletion {
                 return Err(Error::new(
                     ErrorCode::InvalidState,
@@ -403,8 +434,11 @@ impl Service {
         Ok(destroyed)
     }
 
-    /// Points an alias at a key, creating or moving it.
-    pub async fn put_alias(&self, alias: &str, key_id: &str) -> Result<api::Alias> {
+    /// Points an alias at a key, creating or moving it: `kms:CreateAlias` on the alias
+    /// (the guard) and on `key/{key_id}`, so that an alias never points at a key the
+    /// caller has no rights on (checked before the key is loaded: the same answer
+    /// whether it exists or not).
+    pub async fn put_alias(&self, alias: &str, key_id: &str, who: &Actor) -> Result<api::Alias> {
         validate_alias_name("alias", alias)?;
         if alias.starts_with(RESERVED_ALIAS_PREFIX) {
             return Err(Error::invalid(
@@ -415,6 +449,11 @@ impl Service {
         if key_id.starts_with("alias/") {
             return Err(Error::invalid("key_id", "must be a key id, not an alias"));
         }
+        who.require(
+            "kms:CreateAlias",
+            &format!("key/{key_id}"),
+            "an alias may only point at a key the caller may alias",
+        )?;
         let (alias, key_id) = (alias.to_string(), key_id.to_string());
         self.write(move |t| {
             let k = resolve_key(t, &key_id)?;

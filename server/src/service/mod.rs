@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::storage::Store;
 
 pub use audit::{AuditEntry, AuditQuery, AuditSlot};
-pub use authz::{Actor, TOKEN_ACTIONS, require};
+pub use authz::{Actor, DELEGATED_ACTIONS, TOKEN_ACTIONS, require};
 pub use identity::{Identity, new_token};
 pub(crate) use principals::root_mutations;
 pub use records::Principal;

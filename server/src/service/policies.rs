@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use strongbox_schemas::{self as api, ErrorCode, RotationStrategy};
 
 use super::Service;
-use super::authz::Actor;
-use super::records::{PolicyRecord, decode, encode, load};
+use super::authz::{Actor, WEBHOOK_SENDS_WHY, WEBHOOK_SIGNS_WHY};
+use super::records::{PolicyRecord, decode, encode, load, refuse_in_use};
 use crate::error::{Error, Result, interval_in};
-use crate::storage::{Reader, Table};
+use crate::storage::{Reader, Table, composite};
 
 const INTERVAL_MIN: u64 = 6 * 3_600;
 const INTERVAL_MAX: u64 = 365 * 86_400;
@@ -83,20 +83,44 @@ fn validate_settings(
     super::rotation::validate_strategy_settings(strategy, settings)
 }
 
-/// An `access_key` policy needs the caller's token rights on every entry of its
-/// `principals` setting (a `prefix*` entry as the literal resource `principal/prefix*`).
-fn check_principals(
+/// The rights a policy's rotations will use with the server's authority: an
+/// `access_key` policy needs the caller's token rights on every entry of its
+/// `principals` setting (a `prefix*` entry as the literal resource `principal/prefix*`);
+/// a `webhook` one the right to read the secret its `signing_secret` names.
+fn check_delegation(
     who: &Actor,
     strategy: RotationStrategy,
     settings: &BTreeMap<String, String>,
 ) -> Result<()> {
-    if strategy != RotationStrategy::AccessKey {
+    match strategy {
+        RotationStrategy::AccessKey => {
+            for p in super::rotation::principals_setting(settings)? {
+                who.require_token_authority(
+                    &p,
+                    "an access_key policy's rotations issue and revoke tokens of the principals it names",
+                )?;
+            }
+            Ok(())
+        }
+        RotationStrategy::Webhook => match settings.get("signing_secret") {
+            Some(signing) => who.require_read(signing, WEBHOOK_SIGNS_WHY),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// A `webhook` policy sends the next value of every secret attached to it to its url:
+/// an update leaving one needs the right to read each of them.
+fn check_attached_secrets(t: &(impl Reader + ?Sized), who: &Actor, p: &PolicyRecord) -> Result<()> {
+    if p.strategy != RotationStrategy::Webhook || who.is_trusted() {
         return Ok(());
     }
-    for p in super::rotation::principals_setting(settings)? {
-        who.require_token_authority(
-            &p,
-            "an access_key policy's rotations issue and revoke tokens of the principals it names",
+    let prefix = composite(&p.name, "");
+    for (k, _) in t.scan(Table::PolicySecrets, &prefix, None, usize::MAX)? {
+        who.require_read(
+            &String::from_utf8_lossy(&k[prefix.len()..]),
+            WEBHOOK_SENDS_WHY,
         )?;
     }
     Ok(())
@@ -108,7 +132,7 @@ fn validate_window(window: &api::Interval, interval: &api::Interval) -> Result<(
 
 impl Service {
     /// Creates a rotation policy; an `access_key` one needs the caller's token rights
-    /// on the principals it names.
+    /// on the principals it names, a `webhook` one the right to read its signing secret.
     pub async fn create_rotation_policy(
         &self,
         req: api::CreateRotationPolicyRequest,
@@ -122,7 +146,7 @@ impl Service {
         validate_window(&window, &req.interval)?;
         let settings = req.settings.unwrap_or_default();
         validate_settings(req.strategy, &settings)?;
-        check_principals(who, req.strategy, &settings)?;
+        check_delegation(who, req.strategy, &settings)?;
         let now = self.now();
         let rec = PolicyRecord {
             name: req.name,
@@ -168,7 +192,9 @@ impl Service {
     }
 
     /// Changes a policy; absent fields stay. Any change that leaves an `access_key`
-    /// policy needs the caller's token rights on the principals it names.
+    /// policy needs the caller's token rights on the principals it names; one that
+    /// leaves a `webhook` policy the right to read its signing secret and every secret
+    /// attached to it.
     pub async fn update_rotation_policy(
         &self,
         name: &str,
@@ -194,7 +220,8 @@ impl Service {
                 p.settings = s;
             }
             validate_settings(p.strategy, &p.settings)?;
-            check_principals(&who, p.strategy, &p.settings)?;
+            check_delegation(&who, p.strategy, &p.settings)?;
+            check_attached_secrets(t, &who, &p)?;
             if let Some(e) = req.enabled {
                 p.enabled = e;
             }
@@ -213,22 +240,14 @@ impl Service {
             if t.get(Table::RotationPolicies, name.as_bytes())?.is_none() {
                 return Err(not_found(&name));
             }
-            let mut prefix = name.as_bytes().to_vec();
-            prefix.push(0);
-            let users = t.scan(Table::PolicySecrets, &prefix, None, 3)?;
-            if !users.is_empty() {
-                let names: Vec<String> = users
-                    .iter()
-                    .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-                    .collect();
-                return Err(Error::new(
-                    ErrorCode::RotationPolicyInUse,
-                    format!(
-                        "rotation policy {name} is attached to secrets ({}); detach it first",
-                        names.join(", ")
-                    ),
-                ));
-            }
+            refuse_in_use(
+                t,
+                Table::PolicySecrets,
+                &name,
+                ErrorCode::RotationPolicyInUse,
+                &format!("rotation policy {name}"),
+                "secret",
+            )?;
             t.delete(Table::RotationPolicies, name.as_bytes());
             Ok(())
         })

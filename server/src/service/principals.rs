@@ -8,6 +8,7 @@ use strongbox_schemas::{
 use zeroize::Zeroizing;
 
 use super::Service;
+use super::authz::{ATTACH_POLICY, Actor};
 use super::identity::{PrincipalRecord, TokenRecord, new_token, policy_document};
 use super::records::{decode, encode, load, validate_description};
 use crate::barrier;
@@ -60,6 +61,20 @@ fn check_policies(r: &(impl Reader + ?Sized), policies: &[String]) -> Result<()>
                 format!("policies[{i}]: policy {p} not found"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `ram:AttachPolicy` on `policy/{name}` for every policy of `new` not in `old`: what a
+/// caller needs to give a principal a policy. Checked before the policies are loaded,
+/// so the answer is the same whether they exist or not.
+fn check_attach(who: &Actor, old: &[String], new: &[String]) -> Result<()> {
+    for p in new.iter().filter(|p| !old.contains(p)) {
+        who.require(
+            ATTACH_POLICY,
+            &format!("policy/{p}"),
+            "attaching a policy grants its rights to the principal",
+        )?;
     }
     Ok(())
 }
@@ -184,27 +199,36 @@ pub(crate) fn root_mutations(token_sha256: [u8; 32], now: i64) -> Vec<Mutation> 
 
 impl Service {
     /// Runs a change to principals, tokens or policies; whatever its outcome, cached
-    /// identities are dropped before it is acknowledged.
+    /// identities are dropped before it is acknowledged. The write and the
+    /// invalidation run in a task of their own, so that a request dropped once its job
+    /// is queued (client gone, HTTP/2 reset) cannot commit a revocation and skip the
+    /// invalidation.
     pub(crate) async fn write_access<F, R>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&mut Txn<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let r = self.write(f).await;
-        self.inner.identities.invalidate();
-        r
+        let this = self.clone();
+        super::audit::spawn_in_request(async move {
+            let r = this.write(f).await;
+            this.inner.identities.invalidate();
+            r
+        })
+        .await
+        .map_err(Error::internal)?
     }
 
-    /// Creates a principal.
+    /// Creates a principal; each policy attached needs `ram:AttachPolicy` on it.
     pub async fn create_principal(
         &self,
         req: api::CreatePrincipalRequest,
+        who: &Actor,
     ) -> Result<api::Principal> {
         validate_principal_name("name", &req.name)?;
         let description = req.description.unwrap_or_default();
         validate_description(&description)?;
         let policies = req.policies.unwrap_or_default();
-        let now = self.now();
+        let (now, who) = (self.now(), who.clone());
         self.write_access(move |t| {
             if t.get(Table::Principals, req.name.as_bytes())?.is_some() {
                 return Err(Error::new(
@@ -212,6 +236,7 @@ impl Service {
                     format!("principal {} already exists", req.name),
                 ));
             }
+            check_attach(&who, &[], &policies)?;
             check_policies(t, &policies)?;
             let rec = PrincipalRecord {
                 name: req.name,
@@ -251,21 +276,24 @@ impl Service {
     }
 
     /// Changes a principal's description or policies; takes effect on its next request.
+    /// Each policy added needs `ram:AttachPolicy` on it.
     pub async fn update_principal(
         &self,
         name: &str,
         req: api::UpdatePrincipalRequest,
+        who: &Actor,
     ) -> Result<api::Principal> {
         if let Some(d) = &req.description {
             validate_description(d)?;
         }
-        let (name, now) = (name.to_string(), self.now());
+        let (name, now, who) = (name.to_string(), self.now(), who.clone());
         self.write_access(move |t| {
             let mut p = load_principal(t, &name)?;
             if name == ROOT_PRINCIPAL {
                 return Err(builtin(&name));
             }
             if let Some(policies) = req.policies {
+                check_attach(&who, &p.policies, &policies)?;
                 check_policies(t, &policies)?;
                 reindex(t, &name, &p.policies, &policies);
                 p.policies = policies;

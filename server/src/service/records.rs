@@ -168,6 +168,35 @@ impl KeyRecord {
     }
 }
 
+/// Refuses to delete `what` (e.g. `policy NAME`) while an index table (keys `name \0
+/// user`) lists users of it. The error says how many, never which: the caller may not
+/// be allowed to see them.
+pub(crate) fn refuse_in_use(
+    r: &(impl Reader + ?Sized),
+    index: Table,
+    name: &str,
+    code: api::ErrorCode,
+    what: &str,
+    users: &str,
+) -> Result<()> {
+    let n = r
+        .scan(
+            index,
+            &crate::storage::composite(name, ""),
+            None,
+            usize::MAX,
+        )?
+        .len();
+    if n == 0 {
+        return Ok(());
+    }
+    let s = if n == 1 { "" } else { "s" };
+    Err(Error::new(
+        code,
+        format!("{what} is attached to {n} {users}{s}; detach it first"),
+    ))
+}
+
 pub(crate) fn key_arn(key_id: &str) -> String {
     format!("strongbox:kms:key/{key_id}")
 }

@@ -10,7 +10,7 @@ use strongbox_schemas::{
 use zeroize::Zeroizing;
 
 use super::Service;
-use super::authz::Actor;
+use super::authz::{Actor, WEBHOOK_SENDS_WHY};
 use super::keys::{check_usable, resolve_key};
 use super::records::{
     KeyRecord, PolicyRecord, SecretRecord, VersionMeta, decode, decode_page_token, encode,
@@ -105,8 +105,16 @@ fn validate_stage(field: &str, stage: &str) -> Result<()> {
 }
 
 /// Puts `stage` on version `to`, taking it from any other version. Moving `ACSCurrent`
-/// makes the version that had it `ACSPrevious`.
-pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) {
+/// makes the version that had it `ACSPrevious`. A version `to` the secret does not have
+/// is refused (`VersionNotFound`) with nothing changed: a stage is never taken from one
+/// version to be given to none.
+pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) -> Result<()> {
+    if !rec.versions.iter().any(|v| v.version_id == to) {
+        return Err(Error::new(
+            ErrorCode::VersionNotFound,
+            format!("secret {} has no version {to}", rec.name),
+        ));
+    }
     if stage == STAGE_CURRENT {
         let old = rec
             .version_with_stage(STAGE_CURRENT)
@@ -130,6 +138,7 @@ pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) {
             v.stages.retain(|s| s != stage);
         }
     }
+    Ok(())
 }
 
 /// Drops unlabelled versions, oldest first, until at most `max` remain.
@@ -150,12 +159,19 @@ fn policy_of(r: &(impl Reader + ?Sized), rec: &SecretRecord) -> Result<Option<Po
     }
 }
 
-fn require_policy(r: &(impl Reader + ?Sized), name: &str) -> Result<()> {
-    if r.get(Table::RotationPolicies, name.as_bytes())?.is_none() {
-        return Err(Error::new(
-            ErrorCode::RotationPolicyNotFound,
-            format!("rotation_policy: rotation policy {name} not found"),
-        ));
+/// Checks that secret `secret` may be attached to rotation policy `name`: the policy
+/// exists and, if it is a `webhook` one (which sends the secret's next value to its
+/// url), `who` may read the secret.
+fn check_attach(r: &(impl Reader + ?Sized), who: &Actor, name: &str, secret: &str) -> Result<()> {
+    let policy: PolicyRecord =
+        load(r, Table::RotationPolicies, name.as_bytes())?.ok_or_else(|| {
+            Error::new(
+                ErrorCode::RotationPolicyNotFound,
+                format!("rotation_policy: rotation policy {name} not found"),
+            )
+        })?;
+    if policy.strategy == api::RotationStrategy::Webhook {
+        who.require_read(secret, WEBHOOK_SENDS_WHY)?;
     }
     Ok(())
 }
@@ -189,11 +205,7 @@ fn check_rds_admin(
         .and_then(|c| c.get("AdminSecret"))
         .and_then(|v| v.as_str())
     {
-        Some(admin) => who.require(
-            "kms:GetSecretValue",
-            &format!("secret/{admin}"),
-            RDS_ADMIN_WHY,
-        ),
+        Some(admin) => who.require_read(admin, RDS_ADMIN_WHY),
         None => Ok(()),
     }
 }
@@ -291,7 +303,8 @@ impl Service {
 
     /// Creates a secret with its first version as `ACSCurrent`. An `AccessKey` secret
     /// needs the caller's token rights on the principal its value names; an `Rds`
-    /// secret `kms:GetSecretValue` on the admin secret its `extended_config` names.
+    /// secret `kms:GetSecretValue` on the admin secret its `extended_config` names; a
+    /// secret with a `webhook` rotation policy `kms:GetSecretValue` on itself.
     pub async fn create_secret(
         &self,
         req: api::CreateSecretRequest,
@@ -356,7 +369,7 @@ impl Service {
                 _ => this.default_key(t, now)?,
             };
             if let Some(p) = &req.rotation_policy {
-                require_policy(t, p)?;
+                check_attach(t, &who, p, &req.name)?;
                 t.put(Table::PolicySecrets, &composite(p, &req.name), Vec::new());
             }
             let mut rec = SecretRecord {
@@ -536,7 +549,7 @@ impl Service {
             let meta = this.seal_version(t, &rec, &key, &nv)?;
             rec.versions.push(meta);
             for s in &stages {
-                move_stage(&mut rec, s, &nv.version_id);
+                move_stage(&mut rec, s, &nv.version_id)?;
             }
             rec.update_date = now;
             prune(t, &mut rec, this.inner.config.max_versions);
@@ -617,7 +630,7 @@ impl Service {
                 }
             }
             match &req.move_to_version {
-                Some(to) => move_stage(&mut rec, &req.version_stage, to),
+                Some(to) => move_stage(&mut rec, &req.version_stage, to)?,
                 None => {
                     for v in &mut rec.versions {
                         v.stages.retain(|s| s != &req.version_stage);
@@ -689,7 +702,8 @@ impl Service {
     /// token rights on the principal its current value names; a change of
     /// `extended_config` needs `kms:GetSecretValue` on the secret (the rotation sends
     /// the current value where it points), and for an `Rds` secret on the admin secret
-    /// it names.
+    /// it names; attaching a `webhook` rotation policy `kms:GetSecretValue` on the
+    /// secret (the rotation sends its next value to the policy's url).
     pub async fn update_secret(
         &self,
         name: &str,
@@ -719,9 +733,8 @@ impl Service {
             if let Some(c) = &req.extended_config
                 && rec.extended_config.as_ref() != Some(c)
             {
-                who.require(
-                    "kms:GetSecretValue",
-                    &format!("secret/{name}"),
+                who.require_read(
+                    &name,
                     "the rotation sends the secret's current value where extended_config points",
                 )?;
             }
@@ -736,7 +749,7 @@ impl Service {
                 let new = (!p.is_empty()).then_some(p);
                 if new != rec.rotation_policy {
                     if let Some(p) = &new {
-                        require_policy(t, p)?;
+                        check_attach(t, &who, p, &name)?;
                         t.put(Table::PolicySecrets, &composite(p, &name), Vec::new());
                     }
                     if let Some(old) = &rec.rotation_policy {

@@ -299,7 +299,7 @@ async fn explicit_deny_wins_lists_are_filtered_and_403_reveals_nothing() {
 }
 
 #[tokio::test]
-async fn keys_named_by_alias_are_authorized_as_written() {
+async fn keys_named_by_alias_are_authorized_as_written_and_as_their_key_id() {
     let s = TestServer::start().await;
     let c = &s.client;
     let k = c.create_key(&Default::default()).await.unwrap();
@@ -312,9 +312,11 @@ async fn keys_named_by_alias_are_authorized_as_written() {
                 {"Effect": "Allow", "Action": "kms:DescribeAlias", "Resource": "alias/pay*"}]}),
         )
         .await;
-    assert_eq!(
-        ops.describe_key("alias/payments").await.unwrap().key_id,
-        k.key_id
+    // The guard allows key/alias/payments; the key it names is not allowed.
+    assert_code(
+        ops.describe_key("alias/payments").await,
+        ErrorCode::Forbidden,
+        "principal ops is not allowed kms:DescribeKey on key/alias/payments",
     );
     assert_code(
         ops.describe_key(&k.key_id).await,
@@ -322,6 +324,18 @@ async fn keys_named_by_alias_are_authorized_as_written() {
         &format!("key/{}", k.key_id),
     );
     ops.get_alias("alias/payments").await.unwrap();
+    // Allowed on both, through the alias.
+    let both = s
+        .principal_with(
+            "both",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow", "Action": "kms:DescribeKey",
+                "Resource": ["key/alias/payments", format!("key/{}", k.key_id)]}]}),
+        )
+        .await;
+    assert_eq!(
+        both.describe_key("alias/payments").await.unwrap().key_id,
+        k.key_id
+    );
     assert_code(
         ops.put_alias("alias/payments", &k.key_id).await,
         ErrorCode::Forbidden,
@@ -420,7 +434,11 @@ async fn built_ins_and_references_are_protected() {
         ErrorCode::AlreadyExists,
         "p",
     );
-    assert_code(c.delete_policy("keys").await, ErrorCode::PolicyInUse, "p");
+    assert_code(
+        c.delete_policy("keys").await,
+        ErrorCode::PolicyInUse,
+        "attached to 1 principal;",
+    );
     c.delete_principal("p").await.unwrap();
     c.delete_policy("keys").await.unwrap();
     assert_code(
@@ -472,4 +490,116 @@ async fn databases_from_before_principals_are_upgraded() {
     assert_eq!(id.principal(), "root");
     assert!(id.allows("kms:DeleteSecret", "secret/anything"));
     assert!(b.get(Table::Meta, b"root_token_sha256").unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_whose_request_is_dropped_still_takes_effect() {
+    let s = TestServer::start().await;
+    let token = s
+        .principal_token(
+            "app",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:ListAliases", "Resource": "*"}]}),
+        )
+        .await;
+    let app = s.client_with_token(&token);
+    // Authenticated once: the identity is cached.
+    app.list_aliases().await.unwrap();
+    let id = s.client.list_tokens("app").await.unwrap().tokens[0]
+        .token_id
+        .clone();
+    {
+        // Polled once (the job is queued), then dropped, as when the client goes away.
+        let mut revoke = std::pin::pin!(s.service.delete_token("app", &id));
+        tokio::select! {
+            biased;
+            _ = &mut revoke => {}
+            _ = std::future::ready(()) => {}
+        }
+    }
+    let start = std::time::Instant::now();
+    while !s.client.list_tokens("app").await.unwrap().tokens.is_empty() {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the revocation never committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Committed: the token is refused (the invalidation follows the commit at once).
+    loop {
+        match app.list_aliases().await {
+            Err(strongbox_client::Error::Api { code, .. }) => {
+                assert_eq!(code, ErrorCode::Unauthenticated);
+                break;
+            }
+            other => {
+                assert!(
+                    start.elapsed().as_secs() < 3,
+                    "a revoked token still authenticates from the cache: {other:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn in_use_errors_count_the_users_without_naming_them() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    c.create_policy(&api::CreatePolicyRequest {
+        name: "shared".into(),
+        description: None,
+        document: serde_json::from_value(json!({"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}))
+        .unwrap(),
+    })
+    .await
+    .unwrap();
+    for p in ["hidden-one", "hidden-two"] {
+        c.create_principal(&api::CreatePrincipalRequest {
+            name: p.into(),
+            description: None,
+            policies: Some(vec!["shared".into()]),
+        })
+        .await
+        .unwrap();
+    }
+    c.create_rotation_policy(&crate::rotation::policy(
+        "rp",
+        "30d",
+        api::RotationStrategy::Random,
+        &[],
+    ))
+    .await
+    .unwrap();
+    let mut sec = text_secret("hidden/db", "value");
+    sec.rotation_policy = Some("rp".into());
+    c.create_secret(&sec).await.unwrap();
+    // May delete policies, and see nothing else.
+    let deleter = s
+        .principal_with(
+            "deleter",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["ram:DeletePolicy", "kms:DeleteRotationPolicy"], "Resource": "*"}]}),
+        )
+        .await;
+    for (r, code, count) in [
+        (
+            deleter.delete_policy("shared").await,
+            ErrorCode::PolicyInUse,
+            "attached to 2 principals;",
+        ),
+        (
+            deleter.delete_rotation_policy("rp").await,
+            ErrorCode::RotationPolicyInUse,
+            "attached to 1 secret;",
+        ),
+    ] {
+        let Err(strongbox_client::Error::Api { message, .. }) = &r else {
+            panic!("expected {code}, got {r:?}");
+        };
+        assert!(!message.contains("hidden"), "names a user: {message}");
+        assert_code(r, code, count);
+    }
 }

@@ -265,3 +265,26 @@ pub(crate) async fn records_of(
         }
     }
 }
+
+/// Asserts that the audit trail holds, for each of `actions`, a request of `principal`
+/// refused with `Forbidden` and recorded as `Denied`.
+pub(crate) async fn assert_denied(s: &TestServer, principal: &str, actions: &[&str]) {
+    let audit = s
+        .client
+        .list_audit(&strongbox_client::AuditQuery {
+            principal: Some(principal.into()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for action in actions {
+        assert!(
+            audit.records.iter().any(|r| r.action == *action
+                && r.outcome == strongbox_schemas::AuditOutcome::Denied
+                && r.error_code == Some(strongbox_client::ErrorCode::Forbidden)),
+            "{action}: {:?}",
+            audit.records
+        );
+    }
+}

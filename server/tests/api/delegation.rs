@@ -141,24 +141,12 @@ async fn an_access_key_secret_needs_token_rights_on_the_principal_its_value_name
 
     // The refusals are in the audit trail as denials, whether the check ran before
     // the write (create) or inside it (put, update).
-    let audit = s
-        .client
-        .list_audit(&strongbox_client::AuditQuery {
-            principal: Some("team".into()),
-            limit: Some(1000),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    for action in ["kms:CreateSecret", "kms:PutSecretValue", "kms:UpdateSecret"] {
-        assert!(
-            audit.records.iter().any(|r| r.action == action
-                && r.outcome == api::AuditOutcome::Denied
-                && r.error_code == Some(ErrorCode::Forbidden)),
-            "{action}: {:?}",
-            audit.records
-        );
-    }
+    assert_denied(
+        &s,
+        "team",
+        &["kms:CreateSecret", "kms:PutSecretValue", "kms:UpdateSecret"],
+    )
+    .await;
 
     // No token was ever issued for ci-deploy.
     assert!(
@@ -484,4 +472,332 @@ async fn an_rds_secret_needs_the_right_to_read_the_admin_secret_it_names() {
         d.extended_config,
         Some(rds_config("ops/db-admin", "attacker.example"))
     );
+}
+
+fn webhook(name: &str, signing: &str) -> api::CreateRotationPolicyRequest {
+    policy(
+        name,
+        "30d",
+        RotationStrategy::Webhook,
+        &[
+            ("url", "https://hooks.example/rotate"),
+            ("signing_secret", signing),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn a_webhook_policy_needs_the_right_to_read_what_it_signs_with_and_sends() {
+    let s = TestServer::start().await;
+    for name in ["ops/signing", "ops/db", "team/signing"] {
+        s.client
+            .create_secret(&text_secret(name, "value-0123456789"))
+            .await
+            .unwrap();
+    }
+    // May manage rotation policies and any secret's metadata, but read only team/*.
+    let team = s
+        .principal_with(
+            "team",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:CreateRotationPolicy",
+                    "kms:UpdateRotationPolicy", "kms:DescribeRotationPolicy"],
+                    "Resource": "rotation-policy/*"},
+                {"Effect": "Allow", "Action": ["kms:CreateSecret", "kms:UpdateSecret",
+                    "kms:DescribeSecret"], "Resource": "secret/*"},
+                {"Effect": "Allow", "Action": "kms:GetSecretValue", "Resource": "secret/team/*"}]}),
+        )
+        .await;
+
+    // Signing with a secret the caller cannot read is refused.
+    assert_code(
+        team.create_rotation_policy(&webhook("hook", "ops/signing"))
+            .await,
+        ErrorCode::Forbidden,
+        "principal team is not allowed kms:GetSecretValue on secret/ops/signing",
+    );
+    team.create_rotation_policy(&webhook("hook", "team/signing"))
+        .await
+        .unwrap();
+
+    // Attaching the webhook policy to a secret the caller cannot read: at create and
+    // at update, and nothing changes.
+    let mut req = text_secret("other/new", "value-0123456789");
+    req.rotation_policy = Some("hook".into());
+    assert_code(
+        team.create_secret(&req).await,
+        ErrorCode::Forbidden,
+        "principal team is not allowed kms:GetSecretValue on secret/other/new",
+    );
+    assert_code(
+        s.client.describe_secret("other/new").await,
+        ErrorCode::SecretNotFound,
+        "other/new",
+    );
+    let attach = api::UpdateSecretRequest {
+        rotation_policy: Some("hook".into()),
+        ..Default::default()
+    };
+    assert_code(
+        team.update_secret("ops/db", &attach).await,
+        ErrorCode::Forbidden,
+        "principal team is not allowed kms:GetSecretValue on secret/ops/db",
+    );
+    assert_eq!(
+        s.client
+            .describe_secret("ops/db")
+            .await
+            .unwrap()
+            .rotation_policy,
+        None
+    );
+    // Its own secrets: allowed.
+    let mut own = text_secret("team/app", "value-0123456789");
+    own.rotation_policy = Some("hook".into());
+    team.create_secret(&own).await.unwrap();
+
+    // Turning a policy attached to a secret the caller cannot read into a webhook one
+    // is refused, and the policy stays as it was.
+    s.client
+        .create_rotation_policy(&policy("rnd", "30d", RotationStrategy::Random, &[]))
+        .await
+        .unwrap();
+    s.client
+        .update_secret(
+            "ops/db",
+            &api::UpdateSecretRequest {
+                rotation_policy: Some("rnd".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let to_webhook = api::UpdateRotationPolicyRequest {
+        strategy: Some(RotationStrategy::Webhook),
+        settings: webhook("rnd", "team/signing").settings,
+        ..Default::default()
+    };
+    assert_code(
+        team.update_rotation_policy("rnd", &to_webhook).await,
+        ErrorCode::Forbidden,
+        "principal team is not allowed kms:GetSecretValue on secret/ops/db",
+    );
+    let p = s.client.describe_rotation_policy("rnd").await.unwrap();
+    assert_eq!(p.strategy, RotationStrategy::Random);
+    // Updating its own webhook policy (attached to team/app) is allowed; switching its
+    // signing secret to one it cannot read is not.
+    team.update_rotation_policy(
+        "hook",
+        &api::UpdateRotationPolicyRequest {
+            settings: webhook("hook", "team/signing").settings.map(|mut m| {
+                m.insert("url".into(), "https://hooks2.example/rotate".into());
+                m
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_code(
+        team.update_rotation_policy(
+            "hook",
+            &api::UpdateRotationPolicyRequest {
+                settings: webhook("hook", "ops/signing").settings,
+                ..Default::default()
+            },
+        )
+        .await,
+        ErrorCode::Forbidden,
+        "kms:GetSecretValue on secret/ops/signing",
+    );
+    // Once ops/db is attached, an update of the webhook policy needs to read it too.
+    s.client.update_secret("ops/db", &attach).await.unwrap();
+    assert_code(
+        team.update_rotation_policy(
+            "hook",
+            &api::UpdateRotationPolicyRequest {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await,
+        ErrorCode::Forbidden,
+        "kms:GetSecretValue on secret/ops/db",
+    );
+    assert!(
+        s.client
+            .describe_rotation_policy("hook")
+            .await
+            .unwrap()
+            .enabled
+    );
+
+    // Every refusal is in the audit trail as a denial.
+    assert_denied(
+        &s,
+        "team",
+        &[
+            "kms:CreateRotationPolicy",
+            "kms:UpdateRotationPolicy",
+            "kms:CreateSecret",
+            "kms:UpdateSecret",
+        ],
+    )
+    .await;
+    // An administrator does all of it.
+    s.client
+        .update_rotation_policy("rnd", &to_webhook)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_webhook_rotation_says_only_that_its_signing_secret_cannot_be_read() {
+    let s = TestServer::start_with(fast_config()).await;
+    let k = s.client.create_key(&Default::default()).await.unwrap();
+    let mut locked = text_secret("hooks/locked", "signing-key-0123456789");
+    locked.encryption_key_id = Some(k.key_id.clone());
+    s.client.create_secret(&locked).await.unwrap();
+    s.client.disable_key(&k.key_id).await.unwrap();
+    s.client
+        .create_secret(&text_secret("hooks/deleted", "signing-key-0123456789"))
+        .await
+        .unwrap();
+    s.client
+        .delete_secret("hooks/deleted", Default::default())
+        .await
+        .unwrap();
+    let mut errors = Vec::new();
+    for signing in ["hooks/locked", "hooks/deleted", "hooks/missing"] {
+        let name = signing.replace("hooks/", "app/");
+        s.client
+            .create_rotation_policy(&webhook(&name.replace('/', "-"), signing))
+            .await
+            .unwrap();
+        let mut req = text_secret(&name, "value-0123456789");
+        req.rotation_policy = Some(name.replace('/', "-"));
+        s.client.create_secret(&req).await.unwrap();
+        assert_code(
+            s.client.rotate_secret(&name, None).await,
+            ErrorCode::RotationFailed,
+            "cannot be read",
+        );
+        let e = s
+            .client
+            .describe_secret(&name)
+            .await
+            .unwrap()
+            .last_rotation_error
+            .unwrap();
+        errors.push(e.replace(signing, "NAME"));
+    }
+    // Disabled key, pending deletion or absent: the same words.
+    assert!(
+        errors.iter().all(|e| *e == errors[0]),
+        "the error tells the cases apart: {errors:?}"
+    );
+    assert!(
+        errors[0].contains("signing secret NAME cannot be read"),
+        "{errors:?}"
+    );
+}
+
+fn narrow_policy(name: &str) -> api::CreatePolicyRequest {
+    api::CreatePolicyRequest {
+        name: name.into(),
+        description: None,
+        document: serde_json::from_value(json!({"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}))
+        .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn attaching_a_policy_to_a_principal_needs_ram_attach_policy_on_it() {
+    let s = TestServer::start().await;
+    for p in ["ci-deploy", "ci-extra", "ops"] {
+        s.client.create_policy(&narrow_policy(p)).await.unwrap();
+    }
+    // Manages the CI principals and may attach the CI policies (ram:AttachPolicy is
+    // accepted in a policy document).
+    let ci = s
+        .principal_with(
+            "ci-admin",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["ram:CreatePrincipal", "ram:UpdatePrincipal",
+                    "ram:GetPrincipal", "ram:CreateToken"], "Resource": "principal/ci-*"},
+                {"Effect": "Allow", "Action": "ram:AttachPolicy", "Resource": "policy/ci-*"}]}),
+        )
+        .await;
+    let create = |policies: &[&str]| api::CreatePrincipalRequest {
+        name: "ci-x".into(),
+        description: None,
+        policies: Some(policies.iter().map(|p| p.to_string()).collect()),
+    };
+
+    // The attack: a principal of its own with AdministratorAccess, then an admin token.
+    assert_code(
+        ci.create_principal(&create(&["ci-deploy", "AdministratorAccess"]))
+            .await,
+        ErrorCode::Forbidden,
+        "principal ci-admin is not allowed ram:AttachPolicy on policy/AdministratorAccess",
+    );
+    assert_code(
+        s.client.get_principal("ci-x").await,
+        ErrorCode::PrincipalNotFound,
+        "ci-x",
+    );
+    // A policy that does not exist gets the same answer unless the caller may attach it.
+    assert_code(
+        ci.create_principal(&create(&["no-such-policy"])).await,
+        ErrorCode::Forbidden,
+        "ram:AttachPolicy on policy/no-such-policy",
+    );
+    assert_code(
+        ci.create_principal(&create(&["ci-missing"])).await,
+        ErrorCode::PolicyNotFound,
+        "ci-missing",
+    );
+    ci.create_principal(&create(&["ci-deploy"])).await.unwrap();
+
+    // Adding one by update is refused too; the principal keeps its policies.
+    let set = |policies: &[&str]| api::UpdatePrincipalRequest {
+        description: None,
+        policies: Some(policies.iter().map(|p| p.to_string()).collect()),
+    };
+    assert_code(
+        ci.update_principal("ci-x", &set(&["ci-deploy", "AdministratorAccess"]))
+            .await,
+        ErrorCode::Forbidden,
+        "principal ci-admin is not allowed ram:AttachPolicy on policy/AdministratorAccess",
+    );
+    assert_eq!(
+        s.client.get_principal("ci-x").await.unwrap().policies,
+        vec!["ci-deploy".to_string()]
+    );
+    // A policy already attached (by an administrator) is not checked again: the
+    // caller may keep it, add its own and detach.
+    s.client
+        .update_principal("ci-x", &set(&["ci-deploy", "ops"]))
+        .await
+        .unwrap();
+    ci.update_principal("ci-x", &set(&["ops", "ci-extra"]))
+        .await
+        .unwrap();
+    ci.update_principal("ci-x", &set(&["ci-extra"]))
+        .await
+        .unwrap();
+    // Detached, it cannot be given back.
+    assert_code(
+        ci.update_principal("ci-x", &set(&["ci-extra", "ops"]))
+            .await,
+        ErrorCode::Forbidden,
+        "ram:AttachPolicy on policy/ops",
+    );
+    assert_denied(
+        &s,
+        "ci-admin",
+        &["ram:CreatePrincipal", "ram:UpdatePrincipal"],
+    )
+    .await;
 }

@@ -189,3 +189,61 @@ async fn openapi_matches_the_checked_in_document_and_metrics_count_routes() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn an_optional_body_without_a_json_content_type_is_refused_not_ignored() {
+    let s = TestServer::start().await;
+    let base = s.base();
+    let h = http(&s);
+    let auth = format!("Bearer {}", s.token);
+    s.client
+        .create_principal(&strongbox_schemas::CreatePrincipalRequest {
+            name: "app".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let k = s.client.create_key(&Default::default()).await.unwrap();
+    let send = |path: &str, content_type: Option<&str>, body: &'static str| {
+        let mut rb = h
+            .post(format!("{base}{path}"))
+            .header("authorization", &auth)
+            .body(body);
+        if let Some(t) = content_type {
+            rb = rb.header("content-type", t);
+        }
+        rb.send()
+    };
+    let tokens = "/v1/principals/app/tokens";
+    let expiring = r#"{"expires_at": "2026-01-02T00:00:00Z"}"#;
+    let schedule = format!("/v1/keys/{}/schedule-deletion", k.key_id);
+    // A token meant to expire, a deletion window: sent without saying JSON.
+    for (path, body) in [
+        (tokens, expiring),
+        (schedule.as_str(), r#"{"pending_window_in_days": 7}"#),
+    ] {
+        for t in [None, Some("text/plain")] {
+            let r = send(path, t, body).await.unwrap();
+            assert_eq!(r.status(), 415, "{path} {t:?}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "UnsupportedMediaType", "{body}");
+        }
+    }
+    // Nothing happened.
+    assert!(s.client.list_tokens("app").await.unwrap().tokens.is_empty());
+    assert_eq!(
+        s.client.describe_key(&k.key_id).await.unwrap().state,
+        strongbox_schemas::KeyState::Enabled
+    );
+    // An empty body is still allowed, with or without a content type; JSON is read.
+    let r = send(tokens, None, "").await.unwrap();
+    assert_eq!(r.status(), 201);
+    let r = send(tokens, Some("application/json"), expiring)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(created["expires_at"], "2026-01-02T00:00:00Z", "{created}");
+    let r = send(&schedule, None, "").await.unwrap();
+    assert_eq!(r.status(), 200);
+}

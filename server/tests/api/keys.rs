@@ -320,3 +320,124 @@ async fn key_listing_pages() {
         "page_token",
     );
 }
+
+#[tokio::test]
+async fn a_deny_on_a_key_id_holds_through_its_alias() {
+    let s = TestServer::start().await;
+    let k = s.client.create_key(&Default::default()).await.unwrap();
+    let other = s.client.create_key(&Default::default()).await.unwrap();
+    s.client
+        .put_alias("alias/app/payments", &k.key_id)
+        .await
+        .unwrap();
+    s.client
+        .put_alias("alias/app/other", &other.key_id)
+        .await
+        .unwrap();
+    // Everything on keys, except the payments key, named by id.
+    let ops = s
+        .principal_with(
+            "ops",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:*", "Resource": "key/*"},
+                {"Effect": "Deny", "Action": "kms:*", "Resource": format!("key/{}", k.key_id)}]}),
+        )
+        .await;
+    assert_code(
+        ops.describe_key(&k.key_id).await,
+        ErrorCode::Forbidden,
+        &format!("kms:DescribeKey on key/{}", k.key_id),
+    );
+    // Through the alias: refused too, naming the alias (not the key id it hides).
+    let refused = |r: Result<api::Key, strongbox_client::Error>, action: &str| {
+        assert_code(
+            r,
+            ErrorCode::Forbidden,
+            &format!("principal ops is not allowed {action} on key/alias/app/payments"),
+        );
+    };
+    let alias = "alias/app/payments";
+    refused(ops.describe_key(alias).await, "kms:DescribeKey");
+    refused(ops.disable_key(alias).await, "kms:DisableKey");
+    refused(ops.rotate_key(alias).await, "kms:RotateKey");
+    refused(
+        ops.update_key(
+            alias,
+            &api::UpdateKeyRequest {
+                description: Some("mine".into()),
+                ..Default::default()
+            },
+        )
+        .await,
+        "kms:UpdateKey",
+    );
+    refused(
+        ops.schedule_key_deletion(alias, None).await,
+        "kms:ScheduleKeyDeletion",
+    );
+    // Nothing changed.
+    assert_eq!(s.client.describe_key(&k.key_id).await.unwrap(), k);
+    assert_denied(
+        &s,
+        "ops",
+        &[
+            "kms:DescribeKey",
+            "kms:DisableKey",
+            "kms:RotateKey",
+            "kms:UpdateKey",
+            "kms:ScheduleKeyDeletion",
+        ],
+    )
+    .await;
+    // Another key through its alias: allowed.
+    assert_eq!(
+        ops.describe_key("alias/app/other").await.unwrap().key_id,
+        other.key_id
+    );
+    ops.disable_key("alias/app/other").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_alias_cannot_point_at_a_key_the_caller_has_no_rights_on() {
+    let s = TestServer::start().await;
+    let theirs = s.client.create_key(&Default::default()).await.unwrap();
+    let mine = s.client.create_key(&Default::default()).await.unwrap();
+    let team = s
+        .principal_with(
+            "team",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:CreateAlias", "kms:DescribeAlias"],
+                    "Resource": ["alias/team/*", format!("key/{}", mine.key_id)]}]}),
+        )
+        .await;
+    team.put_alias("alias/team/moved", &mine.key_id)
+        .await
+        .unwrap();
+    for alias in ["alias/team/k", "alias/team/moved"] {
+        // Create or move: refused, and the alias stays where it was.
+        assert_code(
+            team.put_alias(alias, &theirs.key_id).await,
+            ErrorCode::Forbidden,
+            &format!(
+                "principal team is not allowed kms:CreateAlias on key/{}",
+                theirs.key_id
+            ),
+        );
+    }
+    assert_code(
+        s.client.get_alias("alias/team/k").await,
+        ErrorCode::AliasNotFound,
+        "alias/team/k",
+    );
+    assert_eq!(
+        s.client.get_alias("alias/team/moved").await.unwrap().key_id,
+        mine.key_id
+    );
+    // A key that does not exist gets the same answer (no existence oracle).
+    assert_code(
+        team.put_alias("alias/team/k", "no-such-key").await,
+        ErrorCode::Forbidden,
+        "kms:CreateAlias on key/no-such-key",
+    );
+    assert_denied(&s, "team", &["kms:CreateAlias"]).await;
+}

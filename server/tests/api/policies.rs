@@ -88,7 +88,7 @@ async fn rotation_policy_records() {
     assert_code(
         c.delete_rotation_policy("weekly").await,
         ErrorCode::RotationPolicyInUse,
-        "rotated",
+        "attached to 1 secret;",
     );
 
     let upd = c

@@ -14,6 +14,7 @@ use strongbox_schemas::{AuditOutcome, RotationStatus, RotationStrategy, STAGE_PE
 use strongbox_server::barrier::{digest_eq, webhook_signature};
 use strongbox_server::clock::{Clock as _, ManualClock};
 use strongbox_server::tls;
+use tokio::sync::oneshot;
 
 use crate::common::*;
 use crate::rotation::{fast_config, policy};
@@ -39,6 +40,8 @@ struct Behaviour {
     set_delay_ms: AtomicU64,
     /// Answer 500 to every call of this step.
     fail_step: Mutex<Option<String>>,
+    /// Holds the next `finish` call: says it arrived, answers once released.
+    finish_gate: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
 }
 
 struct Hook {
@@ -93,6 +96,15 @@ async fn receive(State(h): State<Arc<Hook>>, headers: HeaderMap, body: Bytes) ->
     assert!(v["secret_name"].is_string());
     let step = call.step.clone();
     h.calls.lock().unwrap().push(call);
+    let gate = if step == "finish" {
+        h.behaviour.finish_gate.lock().unwrap().take()
+    } else {
+        None
+    };
+    if let Some((arrived, release)) = gate {
+        let _ = arrived.send(());
+        let _ = release.await;
+    }
     if step == "set" {
         let ms = h.behaviour.set_delay_ms.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -491,4 +503,84 @@ async fn a_rotation_failing_after_set_keeps_the_applied_value_and_resumes_with_t
     assert_eq!(now.secret_data, applied);
     let d = s.client.describe_secret("applied").await.unwrap();
     assert_ne!(d.rotation_status, Some(RotationStatus::Failed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_version_gone_before_finish_fails_the_rotation_and_current_stays() {
+    let s = TestServer::start_with(strongbox_server::service::ServiceConfig {
+        max_versions: 2,
+        ..fast_config()
+    })
+    .await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("gone", "v0", "hook"))
+        .await
+        .unwrap();
+    let (arrived_tx, arrived) = oneshot::channel();
+    let (release, release_rx) = oneshot::channel();
+    *f.hook.behaviour.finish_gate.lock().unwrap() = Some((arrived_tx, release_rx));
+    let rotation = tokio::spawn({
+        let c = s.client.clone();
+        async move { c.rotate_secret("gone", None).await }
+    });
+    arrived.await.unwrap();
+    // While the function finishes: ACSPending removed by hand, a new value put, and
+    // the pending version pruned (two versions kept).
+    let pending = s
+        .client
+        .list_secret_versions("gone")
+        .await
+        .unwrap()
+        .versions
+        .into_iter()
+        .find(|v| v.version_stages.iter().any(|st| st == STAGE_PENDING))
+        .unwrap()
+        .version_id;
+    s.client
+        .update_secret_stage(
+            "gone",
+            &strongbox_schemas::UpdateSecretStageRequest {
+                version_stage: STAGE_PENDING.into(),
+                move_to_version: None,
+                remove_from_version: Some(pending.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    s.client.put_secret_value("gone", &put("v1")).await.unwrap();
+    let versions = s
+        .client
+        .list_secret_versions("gone")
+        .await
+        .unwrap()
+        .versions;
+    assert!(
+        versions.iter().all(|v| v.version_id != pending),
+        "{versions:?}"
+    );
+    release.send(()).unwrap();
+
+    assert_code(
+        rotation.await.unwrap(),
+        ErrorCode::RotationFailed,
+        "the pending version is gone",
+    );
+    // ACSCurrent stayed where the put left it.
+    let current = s.client.get_secret_value("gone", None, None).await.unwrap();
+    assert_eq!(current.secret_data, "v1");
+    let d = s.client.describe_secret("gone").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
+    assert!(
+        d.last_rotation_error
+            .unwrap()
+            .contains("pending version is gone"),
+        "{:?}",
+        s.client.describe_secret("gone").await
+    );
+    // Nothing is left to resume: the next rotation starts afresh and succeeds.
+    s.client.rotate_secret("gone", None).await.unwrap();
+    let after = s.client.get_secret_value("gone", None, None).await.unwrap();
+    assert_ne!(after.secret_data, "v1");
 }

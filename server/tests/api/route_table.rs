@@ -16,6 +16,9 @@ struct Case {
     segments: Vec<String>,
     body: Option<Value>,
     resource: String,
+    /// Resources the service checks the action on as well (delegated checks), which
+    /// the exactly-allowed principal is granted too.
+    also: Vec<String>,
 }
 
 impl Case {
@@ -24,7 +27,13 @@ impl Case {
             segments: segments.iter().map(|s| s.to_string()).collect(),
             body,
             resource: resource.into(),
+            also: Vec::new(),
         }
+    }
+
+    fn also(mut self, resource: String) -> Self {
+        self.also.push(resource);
+        self
     }
 }
 
@@ -83,6 +92,7 @@ async fn prepare(s: &TestServer, r: &RouteSpec, n: usize) -> Case {
                 Some(json!({"key_id": k})),
                 &alias,
             )
+            .also(format!("key/{k}"))
         }
         ("GET" | "DELETE", "/v1/aliases/{alias}") => {
             let k = new_key(s).await;
@@ -304,8 +314,10 @@ async fn every_route_allows_exactly_its_action_on_exactly_its_resource() {
             {"Effect": "Deny", "Action": r.action, "Resource": "*"}]});
         let elsewhere = json!({"Version": "1", "Statement": [
             {"Effect": "Allow", "Action": r.action, "Resource": other_resource(&case.resource)}]});
+        let mut exact_resources = vec![case.resource.clone()];
+        exact_resources.extend(case.also.iter().cloned());
         let exact = json!({"Version": "1", "Statement": [
-            {"Effect": "Allow", "Action": r.action, "Resource": case.resource}]});
+            {"Effect": "Allow", "Action": r.action, "Resource": exact_resources}]});
         for (who, doc, allowed) in [
             (format!("all-but-{n}"), deny_action, false),
             (format!("elsewhere-{n}"), elsewhere, false),

@@ -64,57 +64,70 @@ pub(super) async fn list_keys(
 
 pub(super) async fn describe_key(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.describe_key(&id)?))
+    Ok(Json(s.service.describe_key(&id, &Actor::Caller(who))?))
 }
 
 pub(super) async fn update_key(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdateKeyRequest>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.update_key(&id, req).await?))
+    Ok(Json(
+        s.service.update_key(&id, req, &Actor::Caller(who)).await?,
+    ))
 }
 
 pub(super) async fn enable_key(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.enable_key(&id).await?))
+    Ok(Json(s.service.enable_key(&id, &Actor::Caller(who)).await?))
 }
 
 pub(super) async fn disable_key(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.disable_key(&id).await?))
+    Ok(Json(s.service.disable_key(&id, &Actor::Caller(who)).await?))
 }
 
 pub(super) async fn rotate_key(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.rotate_key(&id).await?))
+    Ok(Json(s.service.rotate_key(&id, &Actor::Caller(who)).await?))
 }
 
 pub(super) async fn schedule_key_deletion(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
     OptionalJson(req): OptionalJson<api::ScheduleKeyDeletionRequest>,
 ) -> ApiResult<Json<api::Key>> {
     Ok(Json(
         s.service
-            .schedule_key_deletion(&id, req.pending_window_in_days)
+            .schedule_key_deletion(&id, req.pending_window_in_days, &Actor::Caller(who))
             .await?,
     ))
 }
 
 pub(super) async fn cancel_key_deletion(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.cancel_key_deletion(&id).await?))
+    Ok(Json(
+        s.service
+            .cancel_key_deletion(&id, &Actor::Caller(who))
+            .await?,
+    ))
 }
 
 pub(super) async fn list_aliases(
@@ -129,10 +142,15 @@ pub(super) async fn list_aliases(
 
 pub(super) async fn put_alias(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(alias): ApiPath<String>,
     ApiJson(req): ApiJson<api::PutAliasRequest>,
 ) -> ApiResult<Json<api::Alias>> {
-    Ok(Json(s.service.put_alias(&alias, &req.key_id).await?))
+    Ok(Json(
+        s.service
+            .put_alias(&alias, &req.key_id, &Actor::Caller(who))
+            .await?,
+    ))
 }
 
 pub(super) async fn get_alias(

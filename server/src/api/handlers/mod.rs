@@ -139,12 +139,14 @@ routes! {
     get "/v1/audit/verify" => verify_audit, "audit:Verify", path "*", 200, req: -, query: -, resp: (api::AuditVerifyReport), "Check the audit trail's HMAC chain and head; names the first bad record";
 }
 
-/// Every action a route can require, for checking policy documents.
+/// Every action a route or a delegated check (`service::DELEGATED_ACTIONS`) can
+/// require, for checking policy documents.
 pub fn known_actions() -> Vec<&'static str> {
     let mut a: Vec<&'static str> = route_table()
         .into_iter()
         .map(|r| r.action)
         .filter(|a| !a.is_empty())
+        .chain(crate::service::DELEGATED_ACTIONS)
         .collect();
     a.sort_unstable();
     a.dedup();

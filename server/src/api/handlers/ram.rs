@@ -8,6 +8,7 @@ use strongbox_schemas::{self as api, ErrorCode, PolicyDocument};
 
 use super::super::extract::{ApiJson, ApiPath, Caller, OptionalJson};
 use super::{ApiError, ApiResult, AppState, created, known_actions};
+use crate::service::Actor;
 
 /// Every action pattern of a document must name at least one action some route
 /// requires, so that a typo (`kms:GetSecretValeu`) is refused instead of granting
@@ -32,9 +33,12 @@ fn check_actions(doc: &PolicyDocument) -> ApiResult<()> {
 
 pub(super) async fn create_principal(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiJson(req): ApiJson<api::CreatePrincipalRequest>,
 ) -> ApiResult<Response> {
-    Ok(created(s.service.create_principal(req).await?))
+    Ok(created(
+        s.service.create_principal(req, &Actor::Caller(who)).await?,
+    ))
 }
 
 pub(super) async fn list_principals(
@@ -54,10 +58,15 @@ pub(super) async fn get_principal(
 
 pub(super) async fn update_principal(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdatePrincipalRequest>,
 ) -> ApiResult<Json<api::Principal>> {
-    Ok(Json(s.service.update_principal(&name, req).await?))
+    Ok(Json(
+        s.service
+            .update_principal(&name, req, &Actor::Caller(who))
+            .await?,
+    ))
 }
 
 pub(super) async fn delete_principal(

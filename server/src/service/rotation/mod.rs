@@ -525,7 +525,7 @@ impl Service {
             let key = super::keys::resolve_key(t, &rec.encryption_key_id)?;
             let meta = this.seal_version(t, &rec, &key, &nv)?;
             rec.versions.push(meta);
-            move_stage(&mut rec, STAGE_PENDING, &version_id);
+            move_stage(&mut rec, STAGE_PENDING, &version_id)?;
             rec.rotation.in_progress = Some(RotationInProgress {
                 version_id,
                 step: RotationStep::Created,
@@ -578,7 +578,14 @@ impl Service {
                 Some(p) if p.version_id == version_id && p.step == RotationStep::Tested => {}
                 _ => return Err(in_progress(&name)),
             }
-            move_stage(&mut rec, STAGE_CURRENT, &version_id);
+            // The pending version may be gone (its ACSPending removed by hand, then
+            // pruned): fail instead of taking ACSCurrent from the current version.
+            move_stage(&mut rec, STAGE_CURRENT, &version_id).map_err(|e| {
+                Error::new(
+                    ErrorCode::RotationFailed,
+                    format!("finish: the pending version is gone ({})", e.message),
+                )
+            })?;
             for v in &mut rec.versions {
                 v.stages.retain(|s| s != STAGE_PENDING);
             }
@@ -619,10 +626,11 @@ impl Service {
             // pending version and the persisted step, so the next attempt resumes with
             // *test* instead of losing it. Earlier failures leave the target untouched
             // and are dropped.
+            // A pending version that is gone cannot be resumed: the rotation ends.
             let applied = rec.rotation.in_progress.as_ref().is_some_and(|p| {
                 p.version_id == version_id
                     && matches!(p.step, RotationStep::Set | RotationStep::Tested)
-            });
+            }) && rec.versions.iter().any(|v| v.version_id == version_id);
             if !applied {
                 for v in &mut rec.versions {
                     if v.version_id == version_id {

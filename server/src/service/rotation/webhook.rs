@@ -119,12 +119,10 @@ impl WebhookStrategy {
         validate_settings(settings)?;
         let url = settings.get("url").cloned().unwrap_or_default();
         let signing = settings.get("signing_secret").cloned().unwrap_or_default();
-        let key = signing_key(&signing).map_err(|e| {
-            failed(
-                "create",
-                format!("signing secret {signing} cannot be read ({})", e.code),
-            )
-        })?;
+        // Whatever the reason (absent, scheduled for deletion, key disabled), the
+        // error says only this: it is shown to anyone who may describe the secret.
+        let key = signing_key(&signing)
+            .map_err(|_| failed("create", format!("signing secret {signing} cannot be read")))?;
         let mut b = reqwest::Client::builder()
             .timeout(timeout(settings)?)
             .redirect(reqwest::redirect::Policy::none())

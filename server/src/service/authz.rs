@@ -115,6 +115,22 @@ impl Actor {
         self.require("kms:GetSecretValue", &format!("secret/{name}"), why)
     }
 
+    /// [`require_read`](Self::require_read) on a secret attached to rotation policy
+    /// `policy`, whose name the caller may not be allowed to see: the refusal names the
+    /// policy's attached secrets, not the secret.
+    pub fn require_read_attached(&self, name: &str, policy: &str, why: &str) -> Result<()> {
+        match self {
+            Actor::Caller(id) => require_shown_as(
+                id,
+                "kms:GetSecretValue",
+                &format!("secret/{name}"),
+                &format!("a secret attached to rotation-policy/{policy}"),
+                why,
+            ),
+            Actor::Trusted(_) => Ok(()),
+        }
+    }
+
     /// `ram:CreateToken` and `ram:DeleteToken` on `principal/{name}`: what the caller
     /// needs to make the rotation issue and revoke that principal's tokens. `name` may
     /// be a `prefix*` entry of a policy's `principals` setting; it is then checked as

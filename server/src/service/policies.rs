@@ -118,8 +118,9 @@ fn check_attached_secrets(t: &(impl Reader + ?Sized), who: &Actor, p: &PolicyRec
     }
     let prefix = composite(&p.name, "");
     for (k, _) in t.scan(Table::PolicySecrets, &prefix, None, usize::MAX)? {
-        who.require_read(
+        who.require_read_attached(
             &String::from_utf8_lossy(&k[prefix.len()..]),
+            &p.name,
             WEBHOOK_SENDS_WHY,
         )?;
     }

@@ -90,18 +90,7 @@ fn decode_data(data: &str, ty: SecretDataType, max: usize) -> Result<Zeroizing<V
 }
 
 fn validate_stage(field: &str, stage: &str) -> Result<()> {
-    let ok = !stage.is_empty()
-        && stage.len() <= 64
-        && stage
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if !ok {
-        return Err(Error::invalid(
-            field,
-            "stage labels are 1 to 64 characters of A-Z a-z 0-9 _ . -",
-        ));
-    }
-    Ok(())
+    Ok(api::validate_version_stage(field, stage)?)
 }
 
 /// Puts `stage` on version `to`, taking it from any other version. Moving `ACSCurrent`

@@ -112,6 +112,7 @@ pub fn initialize(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Z
         barrier::sha256(token.as_bytes()),
         SystemClock.now(),
     ));
+    m.push(crate::service::genesis_head(&barrier));
     backend.commit(&m)?;
     Ok(token)
 }

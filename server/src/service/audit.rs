@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use strongbox_schemas::{self as api, AuditOutcome, ErrorCode, Timestamp};
 
 use super::Service;
-use crate::barrier::{self, FORMAT_V1};
+use crate::barrier::{self, Barrier, FORMAT_V1};
 use crate::error::{Error, Result};
-use crate::storage::{Reader, Table, Txn};
+use crate::storage::{Mutation, Reader, Table, Txn};
 
 const META_AUDIT_HEAD: &[u8] = b"audit_head";
 /// Records read per scan chunk.
@@ -173,6 +173,19 @@ impl Head {
         v.extend_from_slice(&self.mac);
         v
     }
+}
+
+/// The head of an empty trail, written when the store is initialised: from then on a
+/// store without a head has lost its trail (every record and the head deleted), which
+/// unseal and `verify` report instead of taking it for a new store.
+pub fn genesis_head(barrier: &Barrier) -> Mutation {
+    let last = [0u8; 32];
+    let head = Head {
+        count: 0,
+        last,
+        mac: barrier.audit_head_mac(0, &last),
+    };
+    Mutation::Put(Table::Meta, META_AUDIT_HEAD.to_vec(), head.encode())
 }
 
 fn load_head(r: &(impl Reader + ?Sized)) -> Result<Option<Head>> {
@@ -436,6 +449,14 @@ impl Service {
             first_bad_seq: seq,
             problem: Some(problem),
         };
+        if head.is_none() {
+            return Ok(bad(
+                0,
+                None,
+                "the audit head is missing: the trail was deleted (every initialised store has one)"
+                    .into(),
+            ));
+        }
         let mut prev = [0u8; 32];
         let mut expected = 1u64;
         let mut after: Option<Vec<u8>> = None;
@@ -534,15 +555,25 @@ impl Service {
             .map_err(|e| e.to_string())?
             .is_empty();
         let Some(h) = load_head(store).map_err(fail)? else {
-            return if any {
-                Err("the audit trail has records but no head".into())
+            // Every initialised store has one (the genesis head): a missing head means a
+            // deleted trail.
+            return Err(if any {
+                "the audit trail has records but no head".into()
             } else {
-                Ok(())
-            };
+                "the audit trail has no head: its records and head were deleted".into()
+            });
         };
         let barrier = &self.inner.barrier;
         if !barrier::digest_eq(&barrier.audit_head_mac(h.count, &h.last), &h.mac) {
             return Err("the audit head does not verify".into());
+        }
+        if h.count == 0 {
+            // The genesis head: no record yet.
+            return if any {
+                Err("audit records follow the head (0)".into())
+            } else {
+                Ok(())
+            };
         }
         let last = store
             .get(Table::Audit, &h.count.to_be_bytes())

@@ -180,28 +180,42 @@ async fn a_cut_off_tail_is_detected() {
     assert!(r.problem.unwrap().contains("head"));
 }
 
-#[tokio::test]
-async fn a_tampered_head_refuses_to_unseal() {
+/// A new store in memory, and a way to unseal it again after changing it "on disk".
+fn stopped_store() -> (
+    Arc<dyn Backend>,
+    impl Fn() -> anyhow::Result<strongbox_server::server::Unsealed>,
+) {
     use strongbox_server::barrier::RootKey;
     use strongbox_server::clock::ManualClock;
     use strongbox_server::server;
-    use strongbox_server::service::{AuditEntry, AuditSlot, ServiceConfig};
+    use strongbox_server::service::ServiceConfig;
     use strongbox_server::storage::MemoryBackend;
     let key = RootKey::random();
     let b: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     server::initialize(b.as_ref(), &key).unwrap();
-    let open = || {
+    let backend = b.clone();
+    let open = move || {
         server::unseal(
-            b.clone(),
+            backend.clone(),
             &key,
             Arc::new(ManualClock::new(T0)),
             ServiceConfig::default(),
         )
     };
+    (b, open)
+}
+
+fn slot() -> strongbox_server::service::AuditSlot {
+    use strongbox_server::service::{AuditEntry, AuditSlot};
+    AuditSlot::new(AuditEntry::default())
+}
+
+#[tokio::test]
+async fn a_tampered_head_refuses_to_unseal() {
+    let (b, open) = stopped_store();
     let svc = open().unwrap().service;
     for _ in 0..3 {
-        let slot = AuditSlot::new(AuditEntry::default());
-        svc.finish_audit(&slot, AuditOutcome::Succeeded, None)
+        svc.finish_audit(&slot(), AuditOutcome::Succeeded, None)
             .await
             .unwrap();
     }
@@ -214,6 +228,37 @@ async fn a_tampered_head_refuses_to_unseal() {
     assert!(e.contains("audit"), "{e}");
     b.commit(&[Mutation::Delete(Table::Meta, b"audit_head".to_vec())])
         .unwrap();
+    let e = open().err().unwrap().to_string();
+    assert!(e.contains("no head"), "{e}");
+}
+
+/// A new store has an (empty) trail with a head; deleting every record and the head — a
+/// trail wiped while the server was down — is refused at unseal and reported by verify,
+/// not taken for a new store.
+#[tokio::test]
+async fn a_deleted_trail_is_not_taken_for_a_new_one() {
+    let (b, open) = stopped_store();
+    // A fresh store: intact, no records.
+    let svc = open().unwrap().service;
+    let r = svc.verify_audit().unwrap();
+    assert!(r.intact && r.count == 0, "{r:?}");
+    for _ in 0..2 {
+        svc.finish_audit(&slot(), AuditOutcome::Succeeded, None)
+            .await
+            .unwrap();
+    }
+    // Wiped while running: verify says so.
+    b.commit(&[
+        Mutation::Delete(Table::Audit, key_of(1)),
+        Mutation::Delete(Table::Audit, key_of(2)),
+        Mutation::Delete(Table::Meta, b"audit_head".to_vec()),
+    ])
+    .unwrap();
+    let r = svc.verify_audit().unwrap();
+    assert!(!r.intact, "{r:?}");
+    assert!(r.problem.unwrap_or_default().contains("head is missing"));
+    drop(svc);
+    // And the next unseal refuses it.
     let e = open().err().unwrap().to_string();
     assert!(e.contains("no head"), "{e}");
 }

@@ -161,3 +161,34 @@ fn a_policy_change_and_a_secret_change_in_one_apply() {
         assert_ne!(after.next_rotation_date, before, "follows the new interval");
     });
 }
+
+/// Renaming a policy that a secret uses: destroy-then-create is refused by the server (a
+/// policy in use cannot be deleted), and `create_before_destroy`, as the attribute's
+/// description says, goes through: the new policy is made, the secret moves to it, and
+/// the old one is deleted.
+#[test]
+fn renaming_a_policy_in_use_needs_create_before_destroy() {
+    let renamed = BODY.replace("name     = \"weekly\"", "name     = \"weekly2\"");
+    let with_cbd = renamed.replace(
+        "  settings = { length = \"32\" }\n",
+        "  settings = { length = \"32\" }\n  lifecycle {\n    create_before_destroy = true\n  }\n",
+    );
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        tf.write_config(&config(BODY));
+        tf.init();
+        tf.apply();
+        tf.write_config(&config(&renamed));
+        tf.expect_error(
+            &["apply", "-auto-approve", "-no-color", "-input=false"],
+            &["RotationPolicyInUse"],
+        );
+        tf.write_config(&config(&with_cbd));
+        tf.apply();
+        tf.assert_no_changes();
+        let c = srv.client();
+        let s = srv.block_on(c.describe_secret("app/db-password")).unwrap();
+        assert_eq!(s.rotation_policy.as_deref(), Some("weekly2"));
+        assert!(srv.block_on(c.describe_rotation_policy("weekly")).is_err());
+    });
+}

@@ -28,7 +28,7 @@ fn build_schema() -> TfSchema {
         description: "A rotation policy; attach it to secrets with their `rotation_policy`.".into(),
         attrs: vec![
             m.required("name")
-                .describe("Policy name (forces replacement)."),
+                .describe("Policy name (forces replacement). Renaming a policy that secrets use needs `lifecycle { create_before_destroy = true }`: a policy in use cannot be deleted."),
             m.required("interval").describe(
                 "Time between rotations, 6h–365d (e.g. `7d`, `604800s`); compared by meaning.",
             ),

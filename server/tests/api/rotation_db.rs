@@ -1254,7 +1254,7 @@ async fn mysql_rotation_speaks_tls_with_require_and_verify_full_on_a_throwaway_m
         "CREATE DATABASE tls; CREATE TABLE tls.t (x INT); INSERT INTO tls.t VALUES (42);
          CREATE USER 'sbxadmin'@'%' IDENTIFIED BY 'admin-pw';
          GRANT ALL PRIVILEGES ON *.* TO 'sbxadmin'@'%' WITH GRANT OPTION;
-         CREATE USER 'app'@'%' IDENTIFIED BY 'pw0'; GRANT SELECT ON tls.* TO 'app'@'%';
+         CREATE USER 'app'@'%' IDENTIFIED BY 'pw0' REQUIRE SSL; GRANT SELECT ON tls.* TO 'app'@'%';
          CREATE USER 'solo'@'%' IDENTIFIED BY 'solo0'; GRANT SELECT ON tls.* TO 'solo'@'%';",
     )
     .unwrap();
@@ -1299,6 +1299,12 @@ async fn mysql_rotation_speaks_tls_with_require_and_verify_full_on_a_throwaway_m
         assert_eq!(db.read(&cur.name, &cur.password, ca).await.unwrap().0, 42);
         assert!(db.read(&cur.name, &cur.password, None).await.is_err());
     }
+    // app REQUIRE SSL: its clone requires TLS too (not only because of this server's
+    // require_secure_transport).
+    assert_eq!(
+        db.sql("SELECT ssl_type FROM mysql.user WHERE User = 'app_clone'"),
+        Ok("ANY".into())
+    );
 
     // verify-full with the right CaCert (the certificate names 127.0.0.1), single user.
     let mut req = rds_request(

@@ -162,6 +162,49 @@ fn regrant(line: &str, template: &str, clone: &str, host: &str) -> Option<String
     Some(out)
 }
 
+/// `ssl_type, ssl_cipher, x509_issuer, x509_subject` of a `mysql.user` row.
+type TlsRequirement = (
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
+/// The `REQUIRE …` clause that gives an account the TLS requirement of a `mysql.user`
+/// row: `NONE`, `SSL`, `X509`, or the issuer, subject and cipher it names.
+fn require_clause(row: Option<&TlsRequirement>, esc: bool) -> String {
+    let Some((ty, cipher, issuer, subject)) = row else {
+        return "NONE".into();
+    };
+    match ty.as_deref().unwrap_or("") {
+        "ANY" => "SSL".into(),
+        "X509" => "X509".into(),
+        "SPECIFIED" => {
+            let text = |v: &Option<Vec<u8>>| {
+                v.as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned()
+            };
+            let parts: Vec<String> = [
+                ("ISSUER", text(issuer)),
+                ("SUBJECT", text(subject)),
+                ("CIPHER", text(cipher)),
+            ]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k} {}", quote_str(&v, esc)))
+            .collect();
+            if parts.is_empty() {
+                "SSL".into()
+            } else {
+                parts.join(" AND ")
+            }
+        }
+        _ => "NONE".into(),
+    }
+}
+
 /// *set*: as the admin, creates `pending` on every host of `template` with the same
 /// grants when asked (grants are applied again on a repeated step), then sets its
 /// password on every host entry.
@@ -276,6 +319,36 @@ pub(crate) async fn set_password(
                     )
                 })?;
             }
+            // The clone must not be easier to reach than the account it copies: an
+            // account that requires TLS (or a certificate) gets a clone that does too.
+            let tls: Option<TlsRequirement> = conn
+                .exec_first(
+                    "SELECT ssl_type, ssl_cipher, x509_issuer, x509_subject FROM mysql.user \
+                     WHERE User = ? AND Host = ?",
+                    (template, host),
+                )
+                .await
+                .map_err(|e| {
+                    fail(
+                        format!("reading the TLS requirement of {template}@{host}"),
+                        e,
+                        true,
+                    )
+                })?;
+            let require = format!(
+                "ALTER USER {user} REQUIRE {}",
+                require_clause(tls.as_ref(), esc)
+            );
+            conn.query_drop(&require).await.map_err(|e| {
+                fail(
+                    format!(
+                        "requiring of {}@{host} what {template} requires",
+                        pending.name
+                    ),
+                    e,
+                    true,
+                )
+            })?;
             if !hosts.contains(host) {
                 hosts.push(host.clone());
             }
@@ -331,6 +404,25 @@ mod tests {
         assert_eq!(o.root_certs().len(), 1);
         assert!(!o.accept_invalid_certs() && !o.skip_domain_validation());
         assert!(verify_full_opts(None).disable_built_in_roots());
+    }
+
+    #[test]
+    fn clones_get_the_tls_requirement_of_their_account() {
+        let row = |ty: &str, cipher: &str, issuer: &str, subject: &str| {
+            let b = |s: &str| Some(s.as_bytes().to_vec());
+            (Some(ty.to_string()), b(cipher), b(issuer), b(subject))
+        };
+        assert_eq!(require_clause(None, true), "NONE");
+        assert_eq!(require_clause(Some(&row("", "", "", "")), true), "NONE");
+        assert_eq!(require_clause(Some(&row("ANY", "", "", "")), true), "SSL");
+        assert_eq!(require_clause(Some(&row("X509", "", "", "")), true), "X509");
+        assert_eq!(
+            require_clause(
+                Some(&row("SPECIFIED", "TLS_AES_256_GCM_SHA384", "", "/CN=app's")),
+                true
+            ),
+            "SUBJECT '/CN=app''s' AND CIPHER 'TLS_AES_256_GCM_SHA384'"
+        );
     }
 
     #[test]

@@ -565,8 +565,8 @@ resource "strongbox_secret" "s" {{
     });
 }
 
-/// Changing the key is an update in place: the secret keeps its name and versions, and the
-/// versions written from then on are sealed under the new key.
+/// Changing the key is an update in place: the secret keeps its name and versions, the
+/// versions in use are sealed again under the new key, and new ones are written under it.
 #[test]
 fn secret_encryption_key_change_is_in_place() {
     let body = |key: &str, data: &str| {
@@ -596,9 +596,13 @@ resource "strongbox_secret" "s" {{
             created,
             "the same secret, not a new one"
         );
-        // A new value is sealed under b: with a disabled, it still reads.
-        step(&tf, &body("b", "two"));
+        // The value in use was sealed again under b: with a disabled, it still reads,
+        // and so does a new one.
         let a_id = attr(&state_of(&tf, "strongbox_cmk.a"), "id");
+        srv.block_on(c.disable_key(&a_id)).unwrap();
+        assert_eq!(server_value(&srv, "rep/keyed"), "one");
+        srv.block_on(c.enable_key(&a_id)).unwrap();
+        step(&tf, &body("b", "two"));
         srv.block_on(c.disable_key(&a_id)).unwrap();
         assert_eq!(server_value(&srv, "rep/keyed"), "two");
     });

@@ -231,7 +231,10 @@ pub struct UpdateSecretRequest {
     /// Replaces the whole tag map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
-    /// CMK for future versions.
+    /// The CMK (key id or `alias/NAME`) for new versions. The versions that carry a
+    /// stage (`ACSCurrent`, `ACSPrevious`, `ACSPending`, custom labels) are sealed again
+    /// under it in the same write, so they no longer depend on the old key; versions
+    /// without a stage stay sealed under the key they were written with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_key_id: Option<String>,
     /// Rotation policy name; the empty string detaches it.

@@ -44,7 +44,7 @@ fn build_schema() -> TfSchema {
             m.optional_computed("version_id").describe("Id of the version Terraform writes; generated when unset."),
             m.optional_computed("version_stages").describe("Stages of that version; must include `ACSCurrent` (default `[\"ACSCurrent\"]`)."),
             m.optional("description"),
-            m.optional_computed("encryption_key_id").describe("CMK id or `alias/NAME`, kept exactly as written; the default key when unset. Changing it seals the versions written from then on under the new key (in place); existing versions stay sealed under the key they were written with."),
+            m.optional_computed("encryption_key_id").describe("CMK id or `alias/NAME`, kept exactly as written; the default key when unset. Changing it is an update in place: the server seals the versions in use (those with a stage) again under the new key, so the old key can then be disabled or deleted."),
             m.optional_computed("secret_type").describe("`Generic` (default), `Rds`, `AccessKey` or `Ssh` (forces replacement; under the same name that needs `force_delete_without_recovery = true` applied first)."),
             m.optional("extended_config").describe("Type-specific settings as a JSON object string; compared by meaning."),
             m.optional("rotation_policy").describe("Name of the rotation policy attached to this secret."),

@@ -257,6 +257,28 @@ impl Service {
         }
     }
 
+    /// Seals `data` as version `version_id` of secret `name` under the primary version of
+    /// `key`, replacing any earlier ciphertext of that version.
+    fn put_sealed(
+        &self,
+        t: &mut Txn<'_>,
+        name: &str,
+        version_id: &str,
+        key: &KeyRecord,
+        data: &[u8],
+    ) -> Result<()> {
+        check_usable(key)?;
+        let material = self.material(key, key.primary_version)?;
+        let binding = SecretBinding { name, version_id };
+        let header = SealedHeader {
+            key_id: key.key_id.clone(),
+            key_version: key.primary_version,
+        };
+        let ct = barrier::seal_secret(&material, &header, binding, data)?;
+        t.put(Table::SecretVersions, &composite(name, version_id), ct);
+        Ok(())
+    }
+
     pub(super) fn seal_version(
         &self,
         t: &mut Txn<'_>,
@@ -264,22 +286,11 @@ impl Service {
         key: &KeyRecord,
         v: &NewVersion,
     ) -> Result<VersionMeta> {
-        check_usable(key)?;
-        let material = self.material(key, key.primary_version)?;
+        self.put_sealed(t, &rec.name, &v.version_id, key, &v.data)?;
         let binding = SecretBinding {
             name: &rec.name,
             version_id: &v.version_id,
         };
-        let header = SealedHeader {
-            key_id: key.key_id.clone(),
-            key_version: key.primary_version,
-        };
-        let ct = barrier::seal_secret(&material, &header, binding, &v.data)?;
-        t.put(
-            Table::SecretVersions,
-            &composite(&rec.name, &v.version_id),
-            ct,
-        );
         Ok(VersionMeta {
             version_id: v.version_id.clone(),
             stages: Vec::new(),
@@ -731,7 +742,14 @@ impl Service {
                 .encryption_key_id
                 .filter(|k| *k != rec.encryption_key_id)
             {
-                check_usable(&resolve_key(t, &k)?)?;
+                let key = resolve_key(t, &k)?;
+                check_usable(&key)?;
+                // As in AWS: the versions in use are sealed again under the new key, so
+                // that the old one can be disabled or deleted without losing them.
+                for v in rec.versions.iter().filter(|v| !v.stages.is_empty()) {
+                    let data = this.open_version(t, &name, &v.version_id)?;
+                    this.put_sealed(t, &name, &v.version_id, &key, &data)?;
+                }
                 rec.encryption_key_id = k;
             }
             if let Some(p) = req.rotation_policy {

@@ -441,3 +441,75 @@ async fn an_alias_cannot_point_at_a_key_the_caller_has_no_rights_on() {
     );
     assert_denied(&s, "team", &["kms:CreateAlias"]).await;
 }
+
+/// Changing a secret's key seals its versions in use (those with a stage) again under the
+/// new key, in the same write: the old key can then be disabled without losing them.
+/// A version with no stage stays under the key it was written with.
+#[tokio::test]
+async fn changing_a_secrets_key_reseals_the_versions_in_use() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let a = c.create_key(&Default::default()).await.unwrap();
+    let b = c.create_key(&Default::default()).await.unwrap();
+    let mut req = text_secret("moving", "v1");
+    req.encryption_key_id = Some(a.key_id.clone());
+    let first = c.create_secret(&req).await.unwrap();
+    c.put_secret_value("moving", &put("v2")).await.unwrap();
+    c.put_secret_value("moving", &put("v3")).await.unwrap();
+    // v1 now has no stage; v2 is ACSPrevious, v3 ACSCurrent.
+    let upd = c
+        .update_secret(
+            "moving",
+            &api::UpdateSecretRequest {
+                encryption_key_id: Some(b.key_id.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(upd.encryption_key_id, b.key_id);
+    c.disable_key(&a.key_id).await.unwrap();
+    assert_eq!(
+        c.get_secret_value("moving", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        "v3"
+    );
+    assert_eq!(
+        c.get_secret_value("moving", None, Some("ACSPrevious"))
+            .await
+            .unwrap()
+            .secret_data,
+        "v2"
+    );
+    assert_code(
+        c.get_secret_value("moving", Some(&first.version_id), None)
+            .await,
+        ErrorCode::KeyDisabled,
+        &a.key_id,
+    );
+    // Under a disabled old key the versions cannot be opened, so the change is refused
+    // and nothing changes.
+    c.enable_key(&a.key_id).await.unwrap();
+    let mut req = text_secret("stuck", "s1");
+    req.encryption_key_id = Some(a.key_id.clone());
+    c.create_secret(&req).await.unwrap();
+    c.disable_key(&a.key_id).await.unwrap();
+    assert_code(
+        c.update_secret(
+            "stuck",
+            &api::UpdateSecretRequest {
+                encryption_key_id: Some(b.key_id.clone()),
+                ..Default::default()
+            },
+        )
+        .await,
+        ErrorCode::KeyDisabled,
+        &a.key_id,
+    );
+    assert_eq!(
+        c.describe_secret("stuck").await.unwrap().encryption_key_id,
+        a.key_id
+    );
+}

@@ -21,6 +21,8 @@ const DB_FILE: &str = "strongbox.redb";
 const META_KEYCHECK: &[u8] = b"keycheck";
 const META_ROOT_TOKEN: &[u8] = b"root_token_sha256";
 const META_FORMAT: &[u8] = b"format_version";
+/// Format 2: `init` writes the head of the empty audit trail (format 1 did not).
+const FORMAT_CURRENT: &[u8] = b"2";
 
 /// The database file inside a data dir.
 pub fn db_path(data_dir: &Path) -> PathBuf {
@@ -101,7 +103,7 @@ pub fn initialize(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Z
     let barrier = Barrier::new(root_key);
     let token = new_token();
     let mut m = vec![
-        Mutation::Put(Table::Meta, META_FORMAT.to_vec(), b"1".to_vec()),
+        Mutation::Put(Table::Meta, META_FORMAT.to_vec(), FORMAT_CURRENT.to_vec()),
         Mutation::Put(
             Table::Meta,
             META_KEYCHECK.to_vec(),
@@ -134,6 +136,29 @@ fn upgrade_root_token(backend: &dyn Backend, now: i64) -> anyhow::Result<()> {
     m.push(Mutation::Delete(Table::Meta, META_ROOT_TOKEN.to_vec()));
     backend.commit(&m)?;
     tracing::info!("upgraded the root token to the root principal");
+    Ok(())
+}
+
+/// Format 1 stores were initialised without an audit head: one that never audited a
+/// request gets the head of the empty trail now, and every such store becomes format 2,
+/// from which on a missing head means a deleted trail. (Setting the format back to 1 and
+/// deleting the trail is not detected, like replacing the store with an older copy.)
+fn upgrade_audit_head(backend: &dyn Backend, barrier: &Barrier) -> anyhow::Result<()> {
+    if backend.get(Table::Meta, META_FORMAT)?.as_deref() != Some(b"1".as_slice()) {
+        return Ok(());
+    }
+    let mut m = vec![Mutation::Put(
+        Table::Meta,
+        META_FORMAT.to_vec(),
+        FORMAT_CURRENT.to_vec(),
+    )];
+    let snapshot = backend.snapshot()?;
+    m.extend(crate::service::genesis_head_if_never_used(
+        &*snapshot, barrier,
+    )?);
+    drop(snapshot);
+    backend.commit(&m)?;
+    tracing::info!("upgraded the data dir to format 2 (audit head written at init)");
     Ok(())
 }
 
@@ -173,6 +198,7 @@ pub fn unseal(
         .verify_keycheck(&keycheck)
         .context("refusing to unseal")?;
     upgrade_root_token(backend.as_ref(), clock.now())?;
+    upgrade_audit_head(backend.as_ref(), &barrier)?;
     let store = Store::new(backend);
     let service = Service::new(store, barrier, clock, config);
     if let Err(problem) = service.check_audit_head() {

@@ -188,6 +188,17 @@ pub fn genesis_head(barrier: &Barrier) -> Mutation {
     Mutation::Put(Table::Meta, META_AUDIT_HEAD.to_vec(), head.encode())
 }
 
+/// For a store initialised before init wrote the genesis head (format 1): the genesis
+/// head when the store has neither a head nor a record (it never audited a request);
+/// `None` otherwise (a head is there, or records without one, which unseal refuses).
+pub fn genesis_head_if_never_used(
+    r: &(impl Reader + ?Sized),
+    barrier: &Barrier,
+) -> Result<Option<Mutation>> {
+    let unused = load_head(r)?.is_none() && r.scan(Table::Audit, b"", None, 1)?.is_empty();
+    Ok(unused.then(|| genesis_head(barrier)))
+}
+
 fn load_head(r: &(impl Reader + ?Sized)) -> Result<Option<Head>> {
     match r.get(Table::Meta, META_AUDIT_HEAD)? {
         None => Ok(None),

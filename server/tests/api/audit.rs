@@ -751,3 +751,38 @@ async fn audit_tail_follows_new_records() {
         "its own polls are hidden"
     );
 }
+
+/// A store of format 1 (init wrote no audit head) that never audited a request is
+/// upgraded at unseal: it gets the head of the empty trail and format 2. One that has
+/// records but no head is still refused.
+#[tokio::test]
+async fn a_format_1_store_that_never_audited_is_upgraded() {
+    let as_format_1 = |b: &Arc<dyn Backend>| {
+        b.commit(&[
+            Mutation::Put(Table::Meta, b"format_version".to_vec(), b"1".to_vec()),
+            Mutation::Delete(Table::Meta, b"audit_head".to_vec()),
+        ])
+        .unwrap();
+    };
+    let (b, open) = stopped_store();
+    as_format_1(&b);
+    let svc = open().unwrap().service;
+    assert_eq!(
+        strongbox_server::server::format_version(svc.store())
+            .unwrap()
+            .as_deref(),
+        Some("2")
+    );
+    let r = svc.verify_audit().unwrap();
+    assert!(r.intact && r.count == 0, "{r:?}");
+    svc.finish_audit(&slot(), AuditOutcome::Succeeded, None)
+        .await
+        .unwrap();
+    drop(svc);
+    assert!(open().is_ok());
+
+    // Format 1 with records but no head: refused, as a cut trail.
+    as_format_1(&b);
+    let e = open().err().unwrap().to_string();
+    assert!(e.contains("no head"), "{e}");
+}

@@ -454,8 +454,17 @@ impl Service {
             &format!("key/{key_id}"),
             "an alias may only point at a key the caller may alias",
         )?;
-        let (alias, key_id) = (alias.to_string(), key_id.to_string());
+        let (alias, key_id, who) = (alias.to_string(), key_id.to_string(), who.clone());
         self.write(move |t| {
+            // Moving an alias takes it away from the key it names now (the secrets that
+            // name the alias seal their next versions under the new key): that needs the
+            // same right on the old key. The refusal names the alias, not the old key.
+            if let Some(old) = t.get(Table::Aliases, alias.as_bytes())?
+                && old != key_id.as_bytes()
+            {
+                let old = String::from_utf8(old).map_err(Error::internal)?;
+                who.require_key_behind_alias("kms:CreateAlias", &alias, &old)?;
+            }
             let k = resolve_key(t, &key_id)?;
             t.put(
                 Table::Aliases,

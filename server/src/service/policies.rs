@@ -206,6 +206,12 @@ impl Service {
         self.write(move |t| {
             let mut p: PolicyRecord = load(t, Table::RotationPolicies, name.as_bytes())?
                 .ok_or_else(|| not_found(&name))?;
+            let before = (
+                p.strategy,
+                p.settings.clone(),
+                p.interval.clone(),
+                p.window.clone(),
+            );
             if let Some(i) = req.interval {
                 interval_in("interval", &i, INTERVAL_MIN, INTERVAL_MAX)?;
                 p.interval = i;
@@ -221,8 +227,16 @@ impl Service {
                 p.settings = s;
             }
             validate_settings(p.strategy, &p.settings)?;
-            check_delegation(&who, p.strategy, &p.settings)?;
-            check_attached_secrets(t, &who, &p)?;
+            // The delegated rights are about where values go, whose tokens are issued and
+            // how long credentials live: an update that only turns the policy on or off
+            // gives the caller nothing new, and must stay possible, e.g. to switch off a
+            // compromised webhook.
+            if (p.strategy, &p.settings, &p.interval, &p.window)
+                != (before.0, &before.1, &before.2, &before.3)
+            {
+                check_delegation(&who, p.strategy, &p.settings)?;
+                check_attached_secrets(t, &who, &p)?;
+            }
             if let Some(e) = req.enabled {
                 p.enabled = e;
             }

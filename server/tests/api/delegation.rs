@@ -265,9 +265,10 @@ async fn an_access_key_policy_needs_token_rights_on_every_principal_it_names() {
         ErrorCode::Forbidden,
         "principal/ci-*",
     );
-    // Another principal's policy, even for an interval change, needs the rights too.
+    // Another principal's policy, even for an interval change (how long its tokens
+    // live), needs the rights too.
     let interval = api::UpdateRotationPolicyRequest {
-        interval: Some(api::Interval::parse("7d").unwrap()),
+        interval: Some(api::Interval::parse("14d").unwrap()),
         ..Default::default()
     };
     assert_code(
@@ -616,13 +617,18 @@ async fn a_webhook_policy_needs_the_right_to_read_what_it_signs_with_and_sends()
         ErrorCode::Forbidden,
         "kms:GetSecretValue on secret/ops/signing",
     );
-    // Once ops/db is attached, an update of the webhook policy needs to read it too.
+    // Once ops/db is attached, an update of the webhook policy needs to read it too;
+    // only switching it off (or on) sends nothing new, so it needs no such right: a
+    // compromised hook can be stopped at once.
     s.client.update_secret("ops/db", &attach).await.unwrap();
     assert_code(
         team.update_rotation_policy(
             "hook",
             &api::UpdateRotationPolicyRequest {
-                enabled: Some(false),
+                settings: webhook("hook", "team/signing").settings.map(|mut m| {
+                    m.insert("url".into(), "https://hooks3.example/rotate".into());
+                    m
+                }),
                 ..Default::default()
             },
         )
@@ -630,12 +636,26 @@ async fn a_webhook_policy_needs_the_right_to_read_what_it_signs_with_and_sends()
         ErrorCode::Forbidden,
         "kms:GetSecretValue on a secret attached to rotation-policy/hook",
     );
-    assert!(
+    let off = team
+        .update_rotation_policy(
+            "hook",
+            &api::UpdateRotationPolicyRequest {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!off.enabled);
+    assert_ne!(
         s.client
             .describe_rotation_policy("hook")
             .await
             .unwrap()
-            .enabled
+            .settings
+            .get("url")
+            .map(String::as_str),
+        Some("https://hooks3.example/rotate")
     );
 
     // Every refusal is in the audit trail as a denial.

@@ -440,6 +440,30 @@ async fn an_alias_cannot_point_at_a_key_the_caller_has_no_rights_on() {
         "kms:CreateAlias on key/no-such-key",
     );
     assert_denied(&s, "team", &["kms:CreateAlias"]).await;
+    // Taking an alias away from a key the caller has no rights on is refused too, and the
+    // refusal names the alias, not that key.
+    s.client
+        .put_alias("alias/team/theirs", &theirs.key_id)
+        .await
+        .unwrap();
+    let e = team
+        .put_alias("alias/team/theirs", &mine.key_id)
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains(&theirs.key_id), "{e}");
+    assert_code(
+        team.put_alias("alias/team/theirs", &mine.key_id).await,
+        ErrorCode::Forbidden,
+        "kms:CreateAlias on key/alias/team/theirs",
+    );
+    assert_eq!(
+        s.client
+            .get_alias("alias/team/theirs")
+            .await
+            .unwrap()
+            .key_id,
+        theirs.key_id
+    );
 }
 
 /// Changing a secret's key seals its versions in use (those with a stage) again under the

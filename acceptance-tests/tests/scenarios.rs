@@ -907,6 +907,39 @@ resource "strongbox_secret" "s" {
     });
 }
 
+/// A label dropped from the configuration together with a new value is taken off the old
+/// version too, not left behind on a version Terraform no longer tracks.
+#[test]
+fn a_label_dropped_with_a_new_value_leaves_no_version() {
+    let body = |data: &str, stages: &str| {
+        format!(
+            r#"
+resource "strongbox_secret" "s" {{
+  name           = "relabelled"
+  secret_data    = "{data}"
+  version_stages = [{stages}]
+}}
+"#
+        )
+    };
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &body("one", r#""ACSCurrent", "blue""#));
+        step(&tf, &body("two", r#""ACSCurrent""#));
+        let versions = srv
+            .block_on(srv.client().list_secret_versions("relabelled"))
+            .unwrap()
+            .versions;
+        assert!(
+            versions
+                .iter()
+                .all(|v| !v.version_stages.iter().any(|s| s == "blue")),
+            "{versions:?}"
+        );
+        assert_eq!(server_value(&srv, "relabelled"), "two");
+    });
+}
+
 /// A CMK disabled outside Terraform does not break the plan of the secrets under it: the
 /// plan shows the key's drift, and apply enables it again.
 #[test]

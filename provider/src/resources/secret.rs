@@ -597,6 +597,7 @@ impl Resource for SecretResource {
                     }
                 }
             }
+            release_labels(&c, &name, prior, &stages).await?;
         }
         let state = read_state(ctx, planned).await?;
         if state.is_null() {
@@ -672,6 +673,53 @@ fn stages_in_prior_order(prior: &Value, server: &[String]) -> Value {
         }
     }
     Value::List(server.iter().map(Value::string).collect())
+}
+
+/// Custom labels that the prior state had and the plan drops are taken off whichever
+/// version holds them now (after a new value they are left on the old version, which
+/// Terraform no longer tracks).
+async fn release_labels(
+    c: &strongbox_client::Client,
+    name: &str,
+    prior: &Value,
+    want: &[String],
+) -> Result<(), Diags> {
+    let Value::List(had) = prior.attr("version_stages") else {
+        return Ok(());
+    };
+    let released: Vec<&str> = had
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|s| *s != STAGE_CURRENT && *s != STAGE_PREVIOUS && !want.iter().any(|w| w == s))
+        .collect();
+    if released.is_empty() {
+        return Ok(());
+    }
+    let versions = c
+        .list_secret_versions(name)
+        .await
+        .map_err(|e| vec![api_diag("Reading versions failed", None, &e)])?
+        .versions;
+    for label in released {
+        for v in versions
+            .iter()
+            .filter(|v| v.version_stages.iter().any(|s| s == label))
+        {
+            let r = api::UpdateSecretStageRequest {
+                version_stage: label.to_string(),
+                move_to_version: None,
+                remove_from_version: Some(v.version_id.clone()),
+            };
+            c.update_secret_stage(name, &r).await.map_err(|e| {
+                vec![api_diag(
+                    "Removing a label failed",
+                    Some("version_stages"),
+                    &e,
+                )]
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// `state` with the version Terraform knew (id, stages, value, type) taken from `prior`.

@@ -99,6 +99,14 @@ fn data_type(v: &Value) -> api::SecretDataType {
     }
 }
 
+/// `secret_data_type` as the state holds it.
+fn data_type_value(t: api::SecretDataType) -> Value {
+    Value::string(match t {
+        api::SecretDataType::Binary => "binary",
+        api::SecretDataType::Text => "text",
+    })
+}
+
 fn secret_type(v: &Value) -> Result<api::SecretType, Diags> {
     match v.str_attr("secret_type").unwrap_or("Generic") {
         "Generic" => Ok(api::SecretType::Generic),
@@ -834,14 +842,7 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
                     "version_stages",
                     stages_in_prior_order(prior, &ver.version_stages),
                 );
-                v.set(
-                    "secret_data_type",
-                    Value::string(if ver.secret_data_type == api::SecretDataType::Binary {
-                        "binary"
-                    } else {
-                        "text"
-                    }),
-                );
+                v.set("secret_data_type", data_type_value(ver.secret_data_type));
             }
             // Pruned: no stages at all.
             (None, Some(id)) => {
@@ -883,14 +884,7 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
             "version_stages",
             stages_in_prior_order(prior, &val.version_stages),
         );
-        v.set(
-            "secret_data_type",
-            Value::string(if val.secret_data_type == api::SecretDataType::Binary {
-                "binary"
-            } else {
-                "text"
-            }),
-        );
+        v.set("secret_data_type", data_type_value(val.secret_data_type));
     }
     Ok(v)
 }

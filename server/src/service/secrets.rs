@@ -89,10 +89,6 @@ fn decode_data(data: &str, ty: SecretDataType, max: usize) -> Result<Zeroizing<V
     Ok(bytes)
 }
 
-fn validate_stage(field: &str, stage: &str) -> Result<()> {
-    Ok(api::validate_version_stage(field, stage)?)
-}
-
 /// Puts `stage` on version `to`, taking it from any other version. Moving `ACSCurrent`
 /// makes the version that had it `ACSPrevious`. A version `to` the secret does not have
 /// is refused (`VersionNotFound`) with nothing changed: a stage is never taken from one
@@ -499,7 +495,7 @@ impl Service {
             .version_stages
             .unwrap_or_else(|| vec![STAGE_CURRENT.into()]);
         for s in &stages {
-            validate_stage("version_stages", s)?;
+            api::validate_version_stage("version_stages", s)?;
         }
         let nv = NewVersion {
             version_id,
@@ -584,7 +580,7 @@ impl Service {
         name: &str,
         req: api::UpdateSecretStageRequest,
     ) -> Result<api::ListSecretVersionsResponse> {
-        validate_stage("version_stage", &req.version_stage)?;
+        api::validate_version_stage("version_stage", &req.version_stage)?;
         let fixed = req.version_stage == STAGE_CURRENT || req.version_stage == STAGE_PREVIOUS;
         if req.move_to_version.is_none() {
             if req.remove_from_version.is_none() {

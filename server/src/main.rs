@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use strongbox_server::barrier::RootKey;
 use strongbox_server::server::{self, ServeOptions};
-use strongbox_server::service::ServiceConfig;
+use strongbox_server::service::{EgressPolicy, RotationConfig, ServiceConfig};
 use strongbox_server::tls;
 use zeroize::Zeroizing;
 
@@ -81,6 +81,11 @@ struct ServerArgs {
     /// Versions kept per secret.
     #[arg(long, default_value_t = 10)]
     max_versions: usize,
+    /// Networks rotations may connect to (database, SSH and webhook hosts), as
+    /// comma-separated CIDRs or addresses. Default: any address except link-local ones
+    /// and cloud metadata services.
+    #[arg(long, env = "STRONGBOX_ROTATION_EGRESS_ALLOW", value_parser = EgressPolicy::parse)]
+    rotation_egress_allow: Option<EgressPolicy>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -149,6 +154,10 @@ fn init_logging(format: &str) {
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let config = ServiceConfig {
         max_versions: args.max_versions,
+        rotation: RotationConfig {
+            egress: args.rotation_egress_allow.clone().unwrap_or_default(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut _temp = None;

@@ -25,7 +25,7 @@ pub use authz::{Actor, DELEGATED_ACTIONS, TOKEN_ACTIONS, require};
 pub use identity::{Identity, new_token};
 pub(crate) use principals::root_mutations;
 pub use records::Principal;
-pub use rotation::{PasswordRules, RotationConfig};
+pub use rotation::{EgressPolicy, PasswordRules, RotationConfig};
 #[cfg(any(test, feature = "failpoints"))]
 pub use rotation::{database_conformance, strategy_conformance};
 pub use secrets::ListSecretsQuery;

@@ -253,6 +253,33 @@ impl Service {
         }
     }
 
+    /// A new value of an `Rds` secret that names an account none of its versions names
+    /// changes which account the rotation resets, with the admin's rights, and hands
+    /// to the secret's readers: it needs the right to read the admin secret, as naming
+    /// the admin secret does (create, update). The same account with a new password,
+    /// or an account the secret held before, needs nothing more.
+    fn check_rds_account_kept(
+        &self,
+        r: &(impl Reader + ?Sized),
+        who: &Actor,
+        rec: &SecretRecord,
+        value: &[u8],
+    ) -> Result<()> {
+        let Some(account) = super::rotation::rds_account_name(value) else {
+            return Ok(());
+        };
+        let held = rec.versions.iter().any(|v| {
+            self.open_version(r, &rec.name, &v.version_id)
+                .ok()
+                .and_then(|old| super::rotation::rds_account_name(&old))
+                .is_some_and(|old| old == account)
+        });
+        if held {
+            return Ok(());
+        }
+        check_rds_admin(who, rec.extended_config.as_ref())
+    }
+
     /// Seals `data` as version `version_id` of secret `name` under the primary version of
     /// `key`, replacing any earlier ciphertext of that version.
     fn put_sealed(
@@ -513,6 +540,9 @@ impl Service {
                 &nv.data,
                 rec.extended_config.as_ref(),
             )?;
+            if rec.secret_type == SecretType::Rds {
+                this.check_rds_account_kept(t, &who, &rec, &nv.data)?;
+            }
             if let Some(existing) = rec.versions.iter().find(|v| v.version_id == nv.version_id) {
                 let mac = this.inner.barrier.value_mac(
                     SecretBinding {

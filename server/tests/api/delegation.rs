@@ -473,6 +473,58 @@ async fn an_rds_secret_needs_the_right_to_read_the_admin_secret_it_names() {
         d.extended_config,
         Some(rds_config("ops/db-admin", "attacker.example"))
     );
+
+    // team/db3 rotates with ops/db-admin, which team may not read. A new password for
+    // its account is team's business; another account is not (the rotation would reset
+    // that account's password with the admin's rights and hand it to team).
+    team.put_secret_value(
+        "team/db3",
+        &put(&json!({"AccountName": "app", "AccountPassword": "pw-new-0123"}).to_string()),
+    )
+    .await
+    .unwrap();
+    let other = json!({"AccountName": "billing_app", "AccountPassword": "x-0123456789"});
+    assert_code(
+        team.put_secret_value("team/db3", &put(&other.to_string()))
+            .await,
+        ErrorCode::Forbidden,
+        "principal team is not allowed kms:GetSecretValue on secret/ops/db-admin",
+    );
+    let mut as_previous = put(&other.to_string());
+    as_previous.version_stages = Some(vec![api::STAGE_PREVIOUS.into()]);
+    assert_code(
+        team.put_secret_value("team/db3", &as_previous).await,
+        ErrorCode::Forbidden,
+        "kms:GetSecretValue on secret/ops/db-admin",
+    );
+    let v = s
+        .client
+        .get_secret_value("team/db3", None, None)
+        .await
+        .unwrap();
+    assert!(
+        v.secret_data.contains("pw-new-0123"),
+        "unchanged by the refusals"
+    );
+    let versions = s
+        .client
+        .list_secret_versions("team/db3")
+        .await
+        .unwrap()
+        .versions;
+    assert_eq!(versions.len(), 2, "no version was added");
+    // Whoever may read the admin secret may move the secret to another account, and
+    // then back to an account the secret held needs nothing more.
+    s.client
+        .put_secret_value("team/db3", &put(&other.to_string()))
+        .await
+        .unwrap();
+    team.put_secret_value(
+        "team/db3",
+        &put(&json!({"AccountName": "app", "AccountPassword": "pw-again-0123"}).to_string()),
+    )
+    .await
+    .unwrap();
 }
 
 fn webhook(name: &str, signing: &str) -> api::CreateRotationPolicyRequest {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use strongbox_client::ErrorCode;
 use strongbox_schemas::{self as api, RotationStrategy, STAGE_CURRENT, STAGE_PREVIOUS};
-use strongbox_server::service::{Actor, Principal, database_conformance};
+use strongbox_server::service::{Actor, EgressPolicy, Principal, database_conformance};
 
 use crate::common::*;
 use crate::dbs::*;
@@ -1348,4 +1348,98 @@ async fn mysql_rotation_speaks_tls_with_require_and_verify_full_on_a_throwaway_m
     );
     assert_eq!(db.read("solo", &solo.password, ca).await.unwrap().0, 42);
     println!("TLS MariaDB rotation test took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_rotations_connect_only_where_the_egress_policy_allows() {
+    let pg = PgCluster::start();
+    pg.assert_wrong_password_refused().await;
+    pg_app(&pg, "egress_app", "pw-pg").await;
+    let my = MysqlApp::create("eg", "pw-my").await;
+    let cases = [
+        (
+            RotationStrategy::Postgresql,
+            "pg",
+            account("egress_app", "pw-pg"),
+            pg.config("SingleUser", "db/pg-admin"),
+        ),
+        (
+            RotationStrategy::Mysql,
+            "my",
+            account(&my.user, "pw-my"),
+            my.config("SingleUser", "db/my-admin"),
+        ),
+    ];
+    let start = |allow: &str| {
+        let mut config = fast_config();
+        config.rotation.egress = EgressPolicy::parse(allow).unwrap();
+        TestServer::start_with(config)
+    };
+    let prepare = |s: &TestServer| {
+        let c = s.client.clone();
+        let cases = cases.clone();
+        let (pg_admin, my_admin) = (pg.admin_value(), MysqlApp::admin_value());
+        async move {
+            c.create_secret(&text_secret("db/pg-admin", &pg_admin))
+                .await
+                .unwrap();
+            c.create_secret(&text_secret("db/my-admin", &my_admin))
+                .await
+                .unwrap();
+            for (strategy, name, value, cfg) in cases {
+                c.create_rotation_policy(&policy(name, "30d", strategy, &[]))
+                    .await
+                    .unwrap();
+                let mut req = rds_request(name, &value, cfg);
+                req.rotation_policy = Some(name.into());
+                c.create_secret(&req).await.unwrap();
+            }
+        }
+    };
+
+    // Outside the allow list: refused before any connection; nothing changes.
+    let s = start("10.0.0.0/8").await;
+    prepare(&s).await;
+    for (_, name, value, _) in &cases {
+        assert_code(
+            s.client.rotate_secret(name, None).await,
+            ErrorCode::RotationFailed,
+            "host 127.0.0.1 has no address this server may connect to",
+        );
+        let v = s.client.get_secret_value(name, None, None).await.unwrap();
+        assert_eq!(&v.secret_data, value);
+    }
+    assert_eq!(pg.login("egress_app", "pw-pg").await, Ok(()));
+    assert_eq!(mysql_login(&my.user, "pw-my", &my.db).await, Ok(()));
+
+    // Inside it, both rotate, and the new passwords log in.
+    let s = start("127.0.0.0/8").await;
+    prepare(&s).await;
+    for (_, name, _, _) in &cases {
+        s.client.rotate_secret(name, None).await.unwrap();
+    }
+    let pg_now = creds(
+        s.client
+            .get_secret_value("pg", None, None)
+            .await
+            .unwrap()
+            .secret_data
+            .as_bytes(),
+    );
+    let my_now = creds(
+        s.client
+            .get_secret_value("my", None, None)
+            .await
+            .unwrap()
+            .secret_data
+            .as_bytes(),
+    );
+    assert_eq!(pg.login("egress_app", &pg_now.password).await, Ok(()));
+    assert_eq!(pg.login("egress_app", "pw-pg").await, Err("28P01".into()));
+    assert_eq!(
+        mysql_login(&my.user, &my_now.password, &my.db).await,
+        Ok(())
+    );
+    assert!(mysql_login(&my.user, "pw-my", &my.db).await.is_err());
+    my.drop_all().await;
 }

@@ -13,6 +13,7 @@ use strongbox_schemas::{self as api, RotationStatus, RotationStrategy, STAGE_PRE
 
 use crate::common::*;
 use crate::rotation::{fast_config, policy};
+use strongbox_server::service::EgressPolicy;
 
 const USER: &str = "sbtest";
 const SSHD: &str = "/usr/sbin/sshd";
@@ -422,6 +423,57 @@ async fn a_wrong_host_key_is_refused_and_nothing_changes() {
     assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
     let err = d.last_rotation_error.unwrap();
     assert!(!err.contains("PRIVATE KEY"), "{err}");
+}
+
+#[tokio::test]
+async fn an_ssh_host_outside_the_egress_allow_list_is_never_contacted() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let (private, public) = keygen(sshd.dir.path(), "first", "ed25519");
+    sshd.authorize_only(&[&public]);
+    let value = json!({"UserName": USER, "PublicKey": public, "PrivateKey": private});
+    let config = json!({"Host": "localhost", "Port": sshd.port, "HostKey": sshd.host_key});
+
+    let mut refusing = fast_config();
+    refusing.rotation.egress = EgressPolicy::parse("10.0.0.0/8").unwrap();
+    let s = TestServer::start_with(refusing).await;
+    s.client
+        .create_rotation_policy(&policy("ssh-keys", "30d", RotationStrategy::SshKey, &[]))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&ssh_secret(
+            "outside",
+            value.clone(),
+            config.clone(),
+            "ssh-keys",
+        ))
+        .await
+        .unwrap();
+    assert_code(
+        s.client.rotate_secret("outside", None).await,
+        ErrorCode::RotationFailed,
+        "host localhost has no address this server may connect to",
+    );
+    assert_eq!(value_at(&s, "outside", None).await, value);
+    assert_eq!(sshd.authorized_keys().trim(), public);
+
+    // Allowed, the same secret rotates (by name, through the policy's resolution).
+    let mut allowing = fast_config();
+    allowing.rotation.egress = EgressPolicy::parse("127.0.0.0/8,::1").unwrap();
+    let s = TestServer::start_with(allowing).await;
+    s.client
+        .create_rotation_policy(&policy("ssh-keys", "30d", RotationStrategy::SshKey, &[]))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&ssh_secret("inside", value.clone(), config, "ssh-keys"))
+        .await
+        .unwrap();
+    s.client.rotate_secret("inside", None).await.unwrap();
+    let now = value_at(&s, "inside", None).await;
+    assert_ne!(now["PublicKey"], value["PublicKey"]);
+    assert!(sshd.key_logs_in(now["PrivateKey"].as_str().unwrap()));
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::common::*;
 use crate::rotation::{fast_config, policy};
+use strongbox_server::service::EgressPolicy;
 
 const SIGNING_KEY: &str = "whsec-test-signing-key-0123456789";
 /// Oldest timestamp the function accepts, in seconds.
@@ -506,6 +507,67 @@ async fn a_rotation_failing_after_set_keeps_the_applied_value_and_resumes_with_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_that_fails_after_applying_keeps_the_value_and_resumes_with_set() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("half-set", "v0", "hook"))
+        .await
+        .unwrap();
+    // The function records each call (it has the value) and then answers 500, as a
+    // target that applied the change and failed to say so would.
+    *f.hook.behaviour.fail_step.lock().unwrap() = Some("set".into());
+    assert_code(
+        s.client.rotate_secret("half-set", None).await,
+        ErrorCode::RotationFailed,
+        "webhook set",
+    );
+    let first = f.calls();
+    let steps = |calls: &[Call]| calls.iter().map(|c| c.step.clone()).collect::<Vec<_>>();
+    assert_eq!(steps(&first), ["create", "set", "set", "set"]);
+    let sent: Vec<String> = first
+        .iter()
+        .filter(|c| c.step == "set")
+        .map(|c| c.secret_data.clone().unwrap())
+        .collect();
+    assert!(
+        sent.windows(2).all(|w| w[0] == w[1]),
+        "every attempt sent one value"
+    );
+    // That value may now be the only one that works in the target: it is kept.
+    let pending = s
+        .client
+        .get_secret_value("half-set", None, Some(STAGE_PENDING))
+        .await
+        .unwrap();
+    assert_eq!(pending.secret_data, sent[0]);
+    let current = s
+        .client
+        .get_secret_value("half-set", None, None)
+        .await
+        .unwrap();
+    assert_eq!(current.secret_data, "v0");
+    let d = s.client.describe_secret("half-set").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
+    assert!(d.last_rotation_error.unwrap().contains("HTTP 500"));
+
+    // The scheduler resumes it 300 s after the failure, with *set* and the same value.
+    *f.hook.behaviour.fail_step.lock().unwrap() = None;
+    s.advance_and_tick(301).await;
+    let resumed = f.calls();
+    assert_eq!(steps(&resumed), ["set", "test", "finish"]);
+    assert_eq!(resumed[0].secret_data.as_deref(), Some(sent[0].as_str()));
+    let now = s
+        .client
+        .get_secret_value("half-set", None, None)
+        .await
+        .unwrap();
+    assert_eq!(now.version_id, pending.version_id);
+    assert_eq!(now.secret_data, sent[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_version_gone_before_finish_fails_the_rotation_and_current_stays() {
     let s = TestServer::start_with(strongbox_server::service::ServiceConfig {
         max_versions: 2,
@@ -583,4 +645,59 @@ async fn a_pending_version_gone_before_finish_fails_the_rotation_and_current_sta
     s.client.rotate_secret("gone", None).await.unwrap();
     let after = s.client.get_secret_value("gone", None, None).await.unwrap();
     assert_ne!(after.secret_data, "v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_outside_the_egress_allow_list_is_never_called() {
+    let mut refusing = fast_config();
+    refusing.rotation.egress = EgressPolicy::parse("10.0.0.0/8").unwrap();
+    let s = TestServer::start_with(refusing).await;
+    let f = Function::start(s.clock.clone()).await;
+    // By address (checked before the call) and by name (checked when resolved).
+    setup(&s, &f, "by-address").await;
+    let mut by_name = f.settings();
+    by_name[0].1 = f.url.replace("127.0.0.1", "localhost");
+    let pairs: Vec<(&str, &str)> = by_name.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.client
+        .create_rotation_policy(&policy("by-name", "30d", RotationStrategy::Webhook, &pairs))
+        .await
+        .unwrap();
+    for (secret, p, host) in [
+        ("a", "by-address", "127.0.0.1"),
+        ("b", "by-name", "localhost"),
+    ] {
+        s.client
+            .create_secret(&with_policy(secret, "v0", p))
+            .await
+            .unwrap();
+        assert_code(
+            s.client.rotate_secret(secret, None).await,
+            ErrorCode::RotationFailed,
+            &format!("host {host} has no address this server may connect to"),
+        );
+        let v = s.client.get_secret_value(secret, None, None).await.unwrap();
+        assert_eq!(v.secret_data, "v0");
+    }
+    assert!(f.calls().is_empty(), "the function was never called");
+
+    // A server that allows loopback calls the same function by name.
+    let mut allowing = fast_config();
+    allowing.rotation.egress = EgressPolicy::parse("127.0.0.0/8, ::1").unwrap();
+    let s = TestServer::start_with(allowing).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "unused").await;
+    let mut by_name = f.settings();
+    by_name[0].1 = f.url.replace("127.0.0.1", "localhost");
+    let pairs: Vec<(&str, &str)> = by_name.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.client
+        .create_rotation_policy(&policy("by-name", "30d", RotationStrategy::Webhook, &pairs))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&with_policy("b", "v0", "by-name"))
+        .await
+        .unwrap();
+    s.client.rotate_secret("b", None).await.unwrap();
+    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
+    assert_eq!(steps, ["create", "set", "test", "finish"]);
 }

@@ -13,6 +13,7 @@
 
 mod access_key;
 mod database;
+mod egress;
 mod random;
 mod schedule;
 mod ssh_key;
@@ -44,8 +45,9 @@ pub(crate) use access_key::{principal_named, principals_setting};
 #[cfg(any(test, feature = "failpoints"))]
 pub use database::database_conformance;
 pub(crate) use database::{
-    check_not_admin as check_rds_not_admin, validate_rds, validate_rds_value,
+    check_not_admin as check_rds_not_admin, rds_account_name, validate_rds, validate_rds_value,
 };
+pub use egress::EgressPolicy;
 pub use random::PasswordRules;
 use schedule::{Job, due_jobs};
 pub(crate) use schedule::{reindex_key, reindex_secret, reindex_secret_with, unindex_secret};
@@ -70,6 +72,8 @@ pub struct RotationConfig {
     pub rotate_wait: Duration,
     /// Most due jobs one tick takes from the index (the rest wait for the next tick).
     pub max_due_per_tick: usize,
+    /// Which addresses database, SSH and webhook rotations may connect to.
+    pub egress: EgressPolicy,
 }
 
 impl Default for RotationConfig {
@@ -80,6 +84,7 @@ impl Default for RotationConfig {
             step_backoff: Duration::from_millis(200),
             rotate_wait: Duration::from_secs(60),
             max_due_per_tick: 10_000,
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -367,10 +372,15 @@ impl Service {
             }
             _ => {}
         }
-        let s = AnyStrategy::build(policy.strategy, &policy.settings, |signing| {
-            let v = self.get_secret_value(signing, None, None)?;
-            Ok(Zeroizing::new(v.secret_data.clone().into_bytes()))
-        })?;
+        let s = AnyStrategy::build(
+            policy.strategy,
+            &policy.settings,
+            |signing| {
+                let v = self.get_secret_value(signing, None, None)?;
+                Ok(Zeroizing::new(v.secret_data.clone().into_bytes()))
+            },
+            &self.inner.config.rotation.egress,
+        )?;
         Ok(match s {
             AnyStrategy::Webhook(w) => {
                 let clock = self.inner.clock.clone();
@@ -603,8 +613,9 @@ impl Service {
         .await
     }
 
-    /// A failed rotation: `ACSPending` removed, `ACSCurrent` untouched, the error kept,
-    /// the next attempt an interval later.
+    /// A failed rotation: `ACSCurrent` untouched, the error kept. Failed in *create*:
+    /// nothing pending is left and the next attempt comes an interval later. Failed
+    /// later: the pending version stays and the rotation resumes (see below).
     async fn record_failure(&self, name: &str, version_id: &str, e: &Error) -> Result<()> {
         let (name, version_id, now) = (name.to_string(), version_id.to_string(), self.now());
         let message: String = e.message.chars().take(ERROR_MAX).collect();
@@ -621,16 +632,20 @@ impl Service {
             {
                 return Ok(());
             }
-            // Once *set* has applied the pending value in the target system, that value
-            // may be the only one that works there (a changed password, say): keep the
-            // pending version and the persisted step, so the next attempt resumes with
-            // *test* instead of losing it. Earlier failures leave the target untouched
-            // and are dropped.
+            // Once *set* has been tried, the target system may hold the pending value,
+            // and it may be the only one that works there (a changed password, say):
+            // even a *set* that reported a failure may have been applied (a timeout
+            // after the change, a connection lost before the answer). So the pending
+            // version and the persisted step stay, and the next attempt resumes with
+            // the same value (*set* again, or *test*) instead of losing it, as AWS
+            // keeps `AWSPENDING`. A failure of *create* leaves nothing behind.
             // A pending version that is gone cannot be resumed: the rotation ends.
-            let applied = rec.rotation.in_progress.as_ref().is_some_and(|p| {
-                p.version_id == version_id
-                    && matches!(p.step, RotationStep::Set | RotationStep::Tested)
-            }) && rec.versions.iter().any(|v| v.version_id == version_id);
+            let applied = rec
+                .rotation
+                .in_progress
+                .as_ref()
+                .is_some_and(|p| p.version_id == version_id)
+                && rec.versions.iter().any(|v| v.version_id == version_id);
             if !applied {
                 for v in &mut rec.versions {
                     if v.version_id == version_id {
@@ -853,7 +868,12 @@ pub async fn strategy_conformance(
     now: Arc<dyn Fn() -> i64 + Send + Sync>,
     current: &[u8],
 ) -> Result<Vec<u8>> {
-    let s = AnyStrategy::build(kind, settings, |_| Ok(Zeroizing::new(signing_key.to_vec())))?;
+    let s = AnyStrategy::build(
+        kind,
+        settings,
+        |_| Ok(Zeroizing::new(signing_key.to_vec())),
+        &EgressPolicy::default(),
+    )?;
     let s = match s {
         AnyStrategy::Webhook(w) => AnyStrategy::Webhook(w.with_clock(now)),
         other => other,

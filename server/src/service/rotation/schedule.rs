@@ -88,7 +88,7 @@ fn jitter(name: &str, due: i64, window_secs: u64) -> i64 {
     i64::try_from(u64::from_be_bytes(first) % window_secs).unwrap_or(0)
 }
 
-/// Wait before a rotation that failed after its *set* step is resumed by the scheduler
+/// Wait before a rotation that failed after its *create* step is resumed by the scheduler
 /// (`POST /v1/secrets/{name}/rotate` resumes it at once).
 pub(crate) const RESUME_AFTER_FAILURE_SECS: i64 = 300;
 
@@ -96,7 +96,7 @@ pub(crate) const RESUME_AFTER_FAILURE_SECS: i64 = 300;
 pub(crate) fn secret_due(rec: &SecretRecord, policy: Option<&PolicyRecord>) -> Option<i64> {
     if let Some(p) = &rec.rotation.in_progress {
         // A begun rotation is due from its start until it ends, so a restart resumes it;
-        // one that failed after *set* is tried again a while after the failure.
+        // one that failed after *create* is tried again a while after the failure.
         return Some(match rec.rotation.last_failure {
             Some(f) if f >= p.started => f.saturating_add(RESUME_AFTER_FAILURE_SECS),
             _ => p.started,

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use strongbox_schemas::{ErrorCode, STAGE_CURRENT, STAGE_PREVIOUS, SecretType};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::egress::EgressPolicy;
 use super::random::PasswordRules;
 use super::strategy::{StepContext, Strategy};
 use crate::barrier;
@@ -120,6 +121,8 @@ struct Target {
     host_key: PublicKey,
     sub_type: SubType,
     algorithm: Option<String>,
+    /// Which of the host's addresses may be used (the server's; set by the strategy).
+    egress: EgressPolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +187,7 @@ impl Target {
             host_key,
             sub_type,
             algorithm: text("KeyType")?.map(str::to_string),
+            egress: EgressPolicy::default(),
         })
     }
 
@@ -375,6 +379,8 @@ enum SshFailure {
     Refused,
     Transport(String),
     TimedOut,
+    /// The egress policy allows none of the host's addresses.
+    Egress(String),
 }
 
 impl std::fmt::Display for SshFailure {
@@ -386,6 +392,7 @@ impl std::fmt::Display for SshFailure {
             SshFailure::Refused => f.write_str("the login was refused"),
             SshFailure::Transport(e) => write!(f, "SSH failed ({e})"),
             SshFailure::TimedOut => write!(f, "no answer within {}s", EXCHANGE_TIMEOUT.as_secs()),
+            SshFailure::Egress(why) => f.write_str(why),
         }
     }
 }
@@ -427,14 +434,19 @@ async fn exchange(
         expected: target.host_key.clone(),
         mismatch: mismatch.clone(),
     };
-    let mut session =
-        match client::connect(config, (target.host.as_str(), target.port), handler).await {
-            Ok(s) => s,
-            Err(_) if mismatch.load(std::sync::atomic::Ordering::Acquire) => {
-                return Err(SshFailure::HostKeyMismatch);
-            }
-            Err(e) => return Err(transport(e)),
-        };
+    // Only addresses the egress policy allows (the host key is checked on each).
+    let addrs = target
+        .egress
+        .resolve(&target.host, target.port)
+        .await
+        .map_err(|e| SshFailure::Egress(e.message))?;
+    let mut session = match client::connect(config, addrs.as_slice(), handler).await {
+        Ok(s) => s,
+        Err(_) if mismatch.load(std::sync::atomic::Ordering::Acquire) => {
+            return Err(SshFailure::HostKeyMismatch);
+        }
+        Err(e) => return Err(transport(e)),
+    };
     let auth = match login {
         Login::Key(key) => {
             let hash = session
@@ -534,7 +546,9 @@ impl SshKeyStrategy {
                 ),
             ));
         }
-        Target::parse(secret.extended_config.as_ref())
+        let mut t = Target::parse(secret.extended_config.as_ref())?;
+        t.egress = self.service.inner.config.rotation.egress.clone();
+        Ok(t)
     }
 
     fn algorithm(&self, target: &Target) -> Result<KeyAlgorithm> {

@@ -5,6 +5,7 @@ use zeroize::Zeroizing;
 
 use super::access_key::AccessKeyStrategy;
 use super::database::DatabaseStrategy;
+use super::egress::EgressPolicy;
 use super::random::RandomStrategy;
 use super::ssh_key::SshKeyStrategy;
 use super::webhook::WebhookStrategy;
@@ -73,12 +74,14 @@ impl AnyStrategy {
         kind: RotationStrategy,
         settings: &std::collections::BTreeMap<String, String>,
         signing_key: impl FnOnce(&str) -> Result<Zeroizing<Vec<u8>>>,
+        egress: &EgressPolicy,
     ) -> Result<Self> {
         match kind {
             RotationStrategy::Random => Ok(Self::Random(RandomStrategy::from_settings(settings)?)),
             RotationStrategy::Webhook => Ok(Self::Webhook(WebhookStrategy::from_settings(
                 settings,
                 signing_key,
+                egress,
             )?)),
             other => Err(Error::new(
                 ErrorCode::RotationFailed,
@@ -176,9 +179,12 @@ mod tests {
     #[tokio::test]
     async fn random_passes_the_conformance_suite() {
         let settings = [("length".to_string(), "20".to_string())].into();
-        let s = AnyStrategy::build(RotationStrategy::Random, &settings, |_| {
-            unreachable!("random needs no key")
-        })
+        let s = AnyStrategy::build(
+            RotationStrategy::Random,
+            &settings,
+            |_| unreachable!("random needs no key"),
+            &EgressPolicy::default(),
+        )
         .unwrap();
         let v = conformance(&s, b"old").await.unwrap();
         assert_eq!(v.len(), 20);
@@ -190,6 +196,7 @@ mod tests {
             RotationStrategy::Mysql,
             &Default::default(),
             |_| unreachable!(),
+            &EgressPolicy::default(),
         )
         .err()
         .unwrap();

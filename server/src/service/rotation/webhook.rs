@@ -16,6 +16,7 @@ use std::time::Duration;
 use strongbox_schemas::{ErrorCode, Interval};
 use zeroize::Zeroizing;
 
+use super::egress::{EgressPolicy, Resolver};
 use super::random::PasswordRules;
 use super::strategy::{Step, StepContext, Strategy};
 use crate::error::{Error, Result};
@@ -28,6 +29,7 @@ pub(crate) struct WebhookStrategy {
     url: String,
     key: Zeroizing<Vec<u8>>,
     http: reqwest::Client,
+    egress: EgressPolicy,
     /// Seconds since the epoch, from the service clock (tests move it).
     now: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
@@ -115,6 +117,7 @@ impl WebhookStrategy {
     pub(crate) fn from_settings(
         settings: &BTreeMap<String, String>,
         signing_key: impl FnOnce(&str) -> Result<Zeroizing<Vec<u8>>>,
+        egress: &EgressPolicy,
     ) -> Result<Self> {
         validate_settings(settings)?;
         let url = settings.get("url").cloned().unwrap_or_default();
@@ -126,6 +129,9 @@ impl WebhookStrategy {
         let mut b = reqwest::Client::builder()
             .timeout(timeout(settings)?)
             .redirect(reqwest::redirect::Policy::none())
+            // Every connection goes to an address the egress policy allows, however
+            // the name resolves by then (the check in `call` names the host up front).
+            .dns_resolver(Resolver(egress.clone()))
             .user_agent(concat!("strongbox-rotation/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = settings.get("ca_cert") {
             b = b.tls_backend_preconfigured(tls_config(pem)?);
@@ -135,6 +141,7 @@ impl WebhookStrategy {
             url,
             key,
             http,
+            egress: egress.clone(),
             now: Arc::new(|| time::OffsetDateTime::now_utc().unix_timestamp()),
         })
     }
@@ -143,6 +150,20 @@ impl WebhookStrategy {
     pub(crate) fn with_clock(mut self, now: Arc<dyn Fn() -> i64 + Send + Sync>) -> Self {
         self.now = now;
         self
+    }
+
+    /// Refuses a URL whose host the egress policy does not allow. An address in the URL
+    /// is checked here only: reqwest resolves names alone (through [`Resolver`]).
+    async fn check_egress(&self) -> Result<()> {
+        let url = reqwest::Url::parse(&self.url).map_err(Error::internal)?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        // An IPv6 address comes in brackets.
+        let host = url
+            .host_str()
+            .ok_or_else(|| Error::invalid("settings.url", "names no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        self.egress.resolve(host, port).await.map(|_| ())
     }
 
     async fn call(&self, step: Step, cx: &StepContext<'_>, with_data: bool) -> Result<()> {
@@ -164,6 +185,9 @@ impl WebhookStrategy {
             }))
             .map_err(Error::internal)?,
         );
+        self.check_egress()
+            .await
+            .map_err(|e| failed(step.as_str(), e.message))?;
         let timestamp = (self.now)().to_string();
         let signature = crate::barrier::webhook_signature(&self.key, &timestamp, &body);
         let resp = self

@@ -44,6 +44,7 @@ use serde_json::{Map, Value};
 use strongbox_schemas::{ErrorCode, RotationStrategy, STAGE_PREVIOUS, SecretType};
 use zeroize::Zeroizing;
 
+use super::egress::EgressPolicy;
 use super::random::PasswordRules;
 use super::strategy::{StepContext, Strategy};
 use crate::error::{Error, Result};
@@ -348,6 +349,11 @@ pub(crate) fn validate_rds_value(value: &[u8]) -> Result<()> {
     Account::parse(value, "secret_data").map(|_| ())
 }
 
+/// The `AccountName` of an `Rds` value, if it parses.
+pub(crate) fn rds_account_name(value: &[u8]) -> Option<String> {
+    Account::parse(value, "secret_data").ok().map(|a| a.name)
+}
+
 /// What a value must not name: the admin account (the rotation would hand the admin's
 /// password to whoever reads the secret).
 const ADMIN_ACCOUNT: &str =
@@ -391,6 +397,8 @@ pub(crate) fn clone_name(engine: Engine, name: &str, mariadb: bool) -> String {
 /// A connection target: where and as whom.
 pub(crate) struct Target<'a> {
     pub(crate) cfg: &'a RdsConfig,
+    /// Which of the host's addresses may be used.
+    pub(crate) egress: &'a EgressPolicy,
     pub(crate) user: &'a str,
     pub(crate) password: &'a str,
 }
@@ -414,6 +422,7 @@ pub(crate) struct DatabaseStrategy {
     /// `ACSPrevious`'s account name, if any.
     previous_name: Option<String>,
     rules: PasswordRules,
+    egress: EgressPolicy,
 }
 
 impl std::fmt::Debug for DatabaseStrategy {
@@ -500,12 +509,20 @@ impl DatabaseStrategy {
             current,
             previous_name,
             rules: PasswordRules::parse(settings, "settings.")?,
+            egress: EgressPolicy::default(),
         })
+    }
+
+    /// Connects only where `egress` allows (the default policy until this is called).
+    pub(crate) fn with_egress(mut self, egress: EgressPolicy) -> Self {
+        self.egress = egress;
+        self
     }
 
     fn admin_target(&self) -> Target<'_> {
         Target {
             cfg: &self.cfg,
+            egress: &self.egress,
             user: &self.admin.name,
             password: &self.admin.password,
         }
@@ -585,6 +602,7 @@ impl Strategy for DatabaseStrategy {
         let pending = self.pending("test", cx)?;
         let t = Target {
             cfg: &self.cfg,
+            egress: &self.egress,
             user: &pending.name,
             password: &pending.password,
         };
@@ -647,6 +665,7 @@ impl crate::service::Service {
                 Ok(Zeroizing::new(v.secret_data.clone().into_bytes()))
             },
         )
+        .map(|s| s.with_egress(self.inner.config.rotation.egress.clone()))
     }
 }
 

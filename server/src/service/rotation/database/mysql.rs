@@ -72,8 +72,33 @@ fn verify_full_opts(ca_cert: Option<&str>) -> SslOpts {
 }
 
 async fn connect(t: &Target<'_>, step: &str) -> Result<Conn> {
+    // Only addresses the egress policy allows, tried in order; the host name still
+    // serves the certificate check (verify-full).
+    let addrs = t
+        .egress
+        .resolve(&t.cfg.host, t.cfg.port)
+        .await
+        .map_err(|e| failed(Engine::Mysql, step, e.message))?;
+    let mut last = None;
+    for addr in addrs {
+        match connect_to(t, addr.ip(), step).await {
+            Ok(c) => return Ok(c),
+            // The server answered (a refused login, say): another address would too.
+            Err((e, true)) => return Err(e),
+            Err((e, false)) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::internal("egress resolution returned no address")))
+}
+
+/// One address; the error says whether the server itself answered it.
+async fn connect_to(
+    t: &Target<'_>,
+    ip: std::net::IpAddr,
+    step: &str,
+) -> std::result::Result<Conn, (Error, bool)> {
     let mut b = OptsBuilder::default()
-        .ip_or_hostname(t.cfg.host.clone())
+        .ip_or_hostname(ip.to_string())
         .tcp_port(t.cfg.port)
         .user(Some(t.user))
         .pass(Some(t.password))
@@ -88,23 +113,29 @@ async fn connect(t: &Target<'_>, step: &str) -> Result<Conn> {
         )),
         // Only the roots given are trusted: `CaCert` when set, else the system's (as for
         // PostgreSQL), never the driver's built-in webpki roots.
-        TlsMode::VerifyFull => b.ssl_opts(Some(verify_full_opts(t.cfg.ca_cert.as_deref()))),
+        TlsMode::VerifyFull => b.ssl_opts(Some(
+            verify_full_opts(t.cfg.ca_cert.as_deref())
+                .with_danger_tls_hostname_override(Some(t.cfg.host.clone())),
+        )),
     };
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(b))
         .await
         .map_err(|_| {
-            failed(
+            let e = failed(
                 Engine::Mysql,
                 step,
                 format!("login as {} timed out", t.user),
-            )
+            );
+            (e, false)
         })?
         .map_err(|e| {
-            failed(
+            let answered = matches!(e, mysql_async::Error::Server(_));
+            let e = failed(
                 Engine::Mysql,
                 step,
                 format!("login as {} failed: {}", t.user, describe(&e, true)),
-            )
+            );
+            (e, answered)
         })?;
     Ok(conn)
 }

@@ -130,24 +130,52 @@ async fn connect(t: &Target<'_>, step: &str) -> Result<tokio_postgres::Client> {
             format!("login as {} failed: {}", t.user, describe(&e)),
         )
     };
+    // Only addresses the egress policy allows, tried in order; the host name still
+    // serves TLS (SNI and the certificate check).
+    let addrs = t
+        .egress
+        .resolve(&t.cfg.host, t.cfg.port)
+        .await
+        .map_err(|e| failed(Engine::Postgres, step, e.message))?;
+    let tls = tls::client_config(t.cfg)?;
+    let mut last = None;
+    for addr in addrs {
+        match connect_to(t, addr.ip(), tls.clone()).await {
+            Ok(c) => return Ok(c),
+            // The server answered (a refused login, say): another address would too.
+            Err(e) if e.as_db_error().is_some() => return Err(fail(e)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(fail(last.ok_or_else(|| {
+        Error::internal("egress resolution returned no address")
+    })?))
+}
+
+async fn connect_to(
+    t: &Target<'_>,
+    ip: std::net::IpAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut c = tokio_postgres::Config::new();
     c.host(&t.cfg.host)
+        .hostaddr(ip)
         .port(t.cfg.port)
         .user(t.user)
         .password(t.password.as_bytes())
         .dbname(&t.cfg.database)
         .application_name("strongbox-rotation")
         .connect_timeout(CONNECT_TIMEOUT);
-    match tls::client_config(t.cfg)? {
+    match tls {
         None => {
             c.ssl_mode(SslMode::Disable);
-            let (client, conn) = c.connect(NoTls).await.map_err(fail)?;
+            let (client, conn) = c.connect(NoTls).await?;
             tokio::spawn(conn);
             Ok(client)
         }
         Some(tls) => {
             c.ssl_mode(SslMode::Require);
-            let (client, conn) = c.connect(MakeRustls(tls)).await.map_err(fail)?;
+            let (client, conn) = c.connect(MakeRustls(tls)).await?;
             tokio::spawn(conn);
             Ok(client)
         }

@@ -187,6 +187,11 @@ impl Client {
         }
         let mut b = reqwest::Client::builder()
             .timeout(cfg.timeout.unwrap_or(Duration::from_secs(30)))
+            // The token goes only where the address says: never after a redirect (which
+            // could go to plain HTTP on the same host and port, and reqwest would keep
+            // the Authorization header), never over anything but HTTPS.
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(true)
             .user_agent(concat!("strongbox-client/", env!("CARGO_PKG_VERSION")));
         if let Some(tls) = tls_config(cfg.ca_cert_pem.as_deref())? {
             b = b.tls_backend_preconfigured(tls);
@@ -203,7 +208,10 @@ impl Client {
     pub fn from_env() -> Result<Self> {
         let address = std::env::var("STRONGBOX_ADDR")
             .map_err(|_| Error::Config("STRONGBOX_ADDR is not set".into()))?;
-        let token = std::env::var("STRONGBOX_TOKEN").unwrap_or_default();
+        let token = match std::env::var("STRONGBOX_TOKEN") {
+            Ok(t) if !t.is_empty() => t,
+            _ => return Err(Error::Config("STRONGBOX_TOKEN is not set".into())),
+        };
         let ca_cert_pem = match std::env::var("STRONGBOX_CACERT") {
             Ok(p) if !p.is_empty() => Some(
                 std::fs::read(&p)

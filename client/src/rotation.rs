@@ -5,6 +5,9 @@ use strongbox_schemas as api;
 
 use crate::{Client, Result};
 
+/// How long [`Client::rotate_secret`] waits for the answer.
+const ROTATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+
 impl Client {
     /// Rotates a secret now with its policy's strategy and waits for the rotation to
     /// finish. With `version_id`, repeating the call waits for (or returns) that same
@@ -17,7 +20,15 @@ impl Client {
         let req = api::RotateSecretRequest {
             version_id: version_id.map(str::to_string),
         };
-        self.post(&["v1", "secrets", name, "rotate"], &req).await
+        // The server answers within its `rotate_wait` (60 s by default, then 503 while
+        // the rotation goes on): wait that long, not the client's usual timeout, so the
+        // caller learns why a slow rotation failed.
+        self.send(
+            self.req(Method::POST, &["v1", "secrets", name, "rotate"])
+                .json(&req)
+                .timeout(ROTATE_TIMEOUT),
+        )
+        .await
     }
 
     /// A password from the server's generator. `rules` are query parameters of

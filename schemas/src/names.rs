@@ -79,9 +79,16 @@ pub fn validate_alias_name(field: &str, alias: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Principal names: 1–64 characters of `A-Za-z0-9_.@+=-`.
+/// `.` and `..` cannot be a URL path segment: URL parsers resolve them (also as
+/// `%2e`), so a resource of that name could be created and never reached again.
+fn is_dot_segment(name: &str) -> bool {
+    name == "." || name == ".."
+}
+
+/// Principal names: 1–64 characters of `A-Za-z0-9_.@+=-`, not `.` or `..`.
 pub fn validate_principal_name(field: &str, name: &str) -> Result<(), FieldError> {
-    let ok = !name.is_empty()
+    let ok = !is_dot_segment(name)
+        && !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
@@ -89,15 +96,16 @@ pub fn validate_principal_name(field: &str, name: &str) -> Result<(), FieldError
     if !ok {
         return Err(FieldError::new(
             field,
-            "must be 1 to 64 characters of A-Z a-z 0-9 _ . @ + = -",
+            "must be 1 to 64 characters of A-Z a-z 0-9 _ . @ + = - and not . or ..",
         ));
     }
     Ok(())
 }
 
-/// Access policy names: 1–128 characters of `A-Za-z0-9_.-`.
+/// Access policy names: 1–128 characters of `A-Za-z0-9_.-`, not `.` or `..`.
 pub fn validate_policy_name(field: &str, name: &str) -> Result<(), FieldError> {
-    let ok = !name.is_empty()
+    let ok = !is_dot_segment(name)
+        && !name.is_empty()
         && name.len() <= 128
         && name
             .bytes()
@@ -105,7 +113,7 @@ pub fn validate_policy_name(field: &str, name: &str) -> Result<(), FieldError> {
     if !ok {
         return Err(FieldError::new(
             field,
-            "must be 1 to 128 characters of A-Z a-z 0-9 _ . -",
+            "must be 1 to 128 characters of A-Z a-z 0-9 _ . - and not . or ..",
         ));
     }
     Ok(())
@@ -122,6 +130,19 @@ mod tests {
         }
         for bad in ["", ".", "..", "a b", "a%2F", "é", &"x".repeat(193)] {
             assert!(validate_secret_name("name", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn principal_and_policy_names_are_never_dot_segments() {
+        for ok in ["a", "ci.deployer", "a..b", "...", ".hidden"] {
+            assert!(validate_principal_name("name", ok).is_ok(), "{ok}");
+            assert!(validate_policy_name("name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b"] {
+            let e = validate_principal_name("name", bad).unwrap_err();
+            assert!(e.rule.contains("not . or .."), "{bad}: {e}");
+            assert!(validate_policy_name("name", bad).is_err(), "{bad}");
         }
     }
 

@@ -41,7 +41,8 @@ pub enum SecretType {
 }
 
 /// `POST /v1/secrets`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+// `Debug` is written out below: it leaves out `secret_data`.
+#[derive(Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecretRequest {
     /// 1–192 characters of `A-Za-z0-9_/+=.@-`.
@@ -163,6 +164,22 @@ pub struct PutSecretValueRequest {
     pub version_stages: Option<Vec<String>>,
 }
 
+impl std::fmt::Debug for CreateSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateSecretRequest")
+            .field("name", &self.name)
+            .field("secret_data_type", &self.secret_data_type)
+            .field("version_id", &self.version_id)
+            .field("encryption_key_id", &self.encryption_key_id)
+            .field("description", &self.description)
+            .field("tags", &self.tags)
+            .field("secret_type", &self.secret_type)
+            .field("extended_config", &self.extended_config)
+            .field("rotation_policy", &self.rotation_policy)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for PutSecretValueRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PutSecretValueRequest")
@@ -275,4 +292,26 @@ pub struct DeleteSecretResponse {
     /// When it will be purged; absent when deleted at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_delete_time: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_carrying_a_value_leave_it_out_of_debug_output() {
+        let create = CreateSecretRequest {
+            name: "app/db".into(),
+            secret_data: "plaintext-marker-4711".into(),
+            ..Default::default()
+        };
+        let shown = format!("{create:?}");
+        assert!(shown.contains("app/db"), "{shown}");
+        assert!(!shown.contains("plaintext-marker-4711"), "{shown}");
+        let put = PutSecretValueRequest {
+            secret_data: "plaintext-marker-4711".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{put:?}").contains("plaintext-marker-4711"));
+    }
 }

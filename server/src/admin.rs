@@ -167,10 +167,16 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 (Some(d), _) => {
                     let i =
                         Interval::parse(&d).map_err(|e| anyhow::anyhow!("--expires-in: {e}"))?;
-                    let secs = i64::try_from(i.seconds()).context("--expires-in: too long")?;
-                    Some(Timestamp::from_unix(
-                        time::OffsetDateTime::now_utc().unix_timestamp() + secs,
-                    ))
+                    let at = i64::try_from(i.seconds())
+                        .ok()
+                        .and_then(|s| {
+                            time::OffsetDateTime::now_utc()
+                                .unix_timestamp()
+                                .checked_add(s)
+                        })
+                        .filter(|t| time::OffsetDateTime::from_unix_timestamp(*t).is_ok())
+                        .context("--expires-in: too far in the future")?;
+                    Some(Timestamp::from_unix(at))
                 }
                 (None, Some(t)) => Some(
                     serde_json::from_value::<Timestamp>(serde_json::Value::String(t))
@@ -282,6 +288,12 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             include_audit_reads,
             max,
         } => {
+            if !interval.is_finite() || interval <= 0.0 {
+                bail!("--interval: a positive number of seconds");
+            }
+            // Asking for audit:Read records shows them, whatever the default hides.
+            let show_audit_reads = include_audit_reads || action.as_deref() == Some("audit:Read");
+            let shown = |r: &api::AuditRecord| show_audit_reads || r.action != "audit:Read";
             let mut q = AuditQuery {
                 principal,
                 action,
@@ -289,21 +301,14 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 limit: Some(1000),
                 ..Default::default()
             };
-            let count = c
-                .list_audit(&AuditQuery {
-                    limit: Some(1),
-                    ..Default::default()
-                })
-                .await?
-                .count;
-            q.page_token = Some(count.saturating_sub(lines).to_string());
+            q.page_token = Some(tail_start(&c, &q, lines, &shown).await?.to_string());
             let pause = Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
             let mut printed = 0u64;
             loop {
                 let page = c.list_audit(&q).await?;
                 for r in &page.records {
                     q.page_token = Some(r.seq.to_string());
-                    if !include_audit_reads && r.action == "audit:Read" {
+                    if !shown(r) {
                         continue;
                     }
                     println!("{}", serde_json::to_string(r)?);
@@ -323,5 +328,55 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 tokio::time::sleep(pause).await;
             }
         }
+    }
+}
+
+/// Where `audit tail` starts: the sequence number just before the last `lines` records
+/// that match `q` and `shown`, found by reading back from the end in growing windows
+/// (so a filter that matches rarely does not make it read the whole trail unless it
+/// must).
+async fn tail_start(
+    c: &Client,
+    q: &AuditQuery,
+    lines: u64,
+    shown: &impl Fn(&api::AuditRecord) -> bool,
+) -> anyhow::Result<u64> {
+    let count = c
+        .list_audit(&AuditQuery {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await?
+        .count;
+    if lines == 0 {
+        return Ok(count);
+    }
+    let mut window = lines.max(1000);
+    loop {
+        let from = count.saturating_sub(window);
+        let mut seqs = Vec::new();
+        let mut page_q = q.clone();
+        page_q.page_token = Some(from.to_string());
+        'pages: loop {
+            let page = c.list_audit(&page_q).await?;
+            for r in &page.records {
+                if r.seq > count {
+                    break 'pages;
+                }
+                if shown(r) {
+                    seqs.push(r.seq);
+                }
+            }
+            match page.next_page_token {
+                Some(t) => page_q.page_token = Some(t),
+                None => break,
+            }
+        }
+        let want = usize::try_from(lines).unwrap_or(usize::MAX);
+        if seqs.len() >= want || from == 0 {
+            let first = seqs.len().saturating_sub(want);
+            return Ok(seqs.get(first).map_or(count, |s| s - 1));
+        }
+        window = window.saturating_mul(4);
     }
 }

@@ -60,12 +60,11 @@ struct ServerArgs {
     /// Directory of the database (a temporary one with --dev when absent).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// File holding the root key.
+    /// File holding the root key. The key itself (base64) may come in the environment
+    /// variable STRONGBOX_ROOT_KEY instead; there is no flag for it, since any local
+    /// user can read a process's arguments.
     #[arg(long)]
     root_key_file: Option<PathBuf>,
-    /// The root key itself, base64 (prefer the file).
-    #[arg(long, env = "STRONGBOX_ROOT_KEY", hide_env_values = true)]
-    root_key: Option<String>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
@@ -188,7 +187,14 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         };
         let mut u = server::open(&data_dir, &key, config)?;
         let token = server::reset_root_token(&mut u).await?;
-        let certs = tls::dev_certificates()?;
+        // The certificate names the address clients are told to use (below).
+        let ip = args.listen.ip();
+        let extra = if ip.is_unspecified() || ip.is_loopback() {
+            vec![]
+        } else {
+            vec![ip.to_string()]
+        };
+        let certs = tls::dev_certificates_for(&extra)?;
         let ca_path = data_dir.join("ca.pem");
         std::fs::write(&ca_path, &certs.ca_pem)?;
         tls::write_private(&data_dir.join("tls-key.pem"), certs.key_pem.as_bytes())?;
@@ -204,7 +210,11 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
                 "--tls-cert and --tls-key are required: Strongbox never serves plain HTTP (use --dev for a throwaway certificate)"
             );
         };
-        let root = server::load_root_key(args.root_key_file.as_deref(), args.root_key.as_deref())?;
+        let env_key = std::env::var("STRONGBOX_ROOT_KEY").ok().map(Zeroizing::new);
+        let root = server::load_root_key(
+            args.root_key_file.as_deref(),
+            env_key.as_ref().map(|k| k.as_str()),
+        )?;
         let u = server::open(&data_dir, &root, config)?;
         let cfg = tls::server_config(&std::fs::read(cert)?, &Zeroizing::new(std::fs::read(key)?))?;
         (u, cfg, None, None)
@@ -221,7 +231,13 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     .await?;
     tracing::info!(addr = %running.addr, "serving HTTPS");
     if let (Some(ca), Some(token)) = (ca_path, token) {
-        println!("export STRONGBOX_ADDR=https://{}", running.addr);
+        // Listening on every address: clients on this host use the loopback one, which
+        // the certificate names.
+        let mut addr = running.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        println!("export STRONGBOX_ADDR=https://{addr}");
         println!("export STRONGBOX_TOKEN={}", token.as_str());
         println!("export STRONGBOX_CACERT={}", ca.display());
     }

@@ -54,6 +54,12 @@ pub struct DevCertificates {
 
 /// Generates a throwaway CA and server certificate.
 pub fn dev_certificates() -> anyhow::Result<DevCertificates> {
+    dev_certificates_for(&[])
+}
+
+/// [`dev_certificates`] whose server certificate also names `extra` (host names or
+/// addresses).
+pub fn dev_certificates_for(extra: &[String]) -> anyhow::Result<DevCertificates> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -63,7 +69,15 @@ pub fn dev_certificates() -> anyhow::Result<DevCertificates> {
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca.self_signed(&ca_key)?;
     let leaf_key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend(
+        extra
+            .iter()
+            .filter(|n| !names.contains(n))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let mut leaf = CertificateParams::new(names)?;
     leaf.distinguished_name
         .push(DnType::CommonName, "localhost");
     let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;

@@ -21,19 +21,9 @@ fn not_found(name: &str) -> Error {
     )
 }
 
+/// Rotation policy names follow the rule of access policy names.
 fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if !ok {
-        return Err(Error::invalid(
-            "name",
-            "must be 1 to 128 characters of A-Z a-z 0-9 _ . -",
-        ));
-    }
-    Ok(())
+    strongbox_schemas::validate_policy_name("name", name).map_err(Error::from)
 }
 
 /// Settings each strategy understands, checked so that typos fail at create time.

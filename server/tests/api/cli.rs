@@ -126,3 +126,105 @@ async fn principals_tokens_and_policies_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ram:ListPrincipals"));
 }
+
+/// What a command refuses before it sends anything, with a message saying why.
+async fn refused(cmd: Command, needle: &str) {
+    let out = run(cmd).await;
+    assert!(!out.status.success(), "{needle}: exited 0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+#[tokio::test]
+async fn bad_command_lines_are_refused_with_a_reason() {
+    let s = TestServer::start().await;
+    // No token: said so, rather than a 401 from the server.
+    let mut no_token = s.cli(&s.token);
+    no_token
+        .env_remove("STRONGBOX_TOKEN")
+        .args(["principal", "list"]);
+    refused(no_token, "STRONGBOX_TOKEN is not set").await;
+    // An expiry past what a timestamp holds is not turned into 1970.
+    ok(&s, &["principal", "create", "far"]).await;
+    let mut far = s.cli(&s.token);
+    far.args(["token", "create", "far", "--expires-in", "999999999999d"]);
+    refused(far, "--expires-in: too far in the future").await;
+    assert_eq!(
+        ok(&s, &["token", "list", "far"]).await,
+        "",
+        "no token was made"
+    );
+    // A poll interval that is not a positive number.
+    for bad in ["nan", "0", "inf"] {
+        let mut tail = s.cli(&s.token);
+        tail.args(["audit", "tail", "--interval", bad]);
+        refused(tail, "--interval: a positive number of seconds").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_tail_starts_with_the_last_records_its_filters_match() {
+    let s = TestServer::start().await;
+    let app = s
+        .principal_with(
+            "app",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:DescribeSecret", "Resource": "*"}]}),
+        )
+        .await;
+    for i in 0..3 {
+        app.describe_secret(&format!("app/none{i}"))
+            .await
+            .unwrap_err();
+        // Many records by others after each of app's.
+        for j in 0..40 {
+            s.client
+                .describe_secret(&format!("other/{i}/{j}"))
+                .await
+                .unwrap_err();
+        }
+    }
+    let lines = |out: String| -> Vec<strongbox_schemas::AuditRecord> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // The last two of app's, although the last 2 records overall are someone else's.
+    let recs = lines(
+        ok(
+            &s,
+            &[
+                "audit",
+                "tail",
+                "--principal",
+                "app",
+                "-n",
+                "2",
+                "--max",
+                "2",
+            ],
+        )
+        .await,
+    );
+    let resources: Vec<&str> = recs.iter().map(|r| r.resource.as_str()).collect();
+    assert_eq!(resources, ["secret/app/none1", "secret/app/none2"]);
+    // Asking for audit:Read shows those records (hidden otherwise).
+    let recs = lines(
+        ok(
+            &s,
+            &[
+                "audit",
+                "tail",
+                "--action",
+                "audit:Read",
+                "-n",
+                "1",
+                "--max",
+                "1",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].action, "audit:Read");
+}

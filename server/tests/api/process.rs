@@ -22,8 +22,13 @@ struct Dev {
 
 /// Starts `strongbox server --dev` and waits for its three export lines.
 fn start_dev(data_dir: &Path, log: Option<&Path>) -> Dev {
+    start_dev_on(data_dir, log, "127.0.0.1:0")
+}
+
+/// [`start_dev`] listening on `listen`.
+fn start_dev_on(data_dir: &Path, log: Option<&Path>, listen: &str) -> Dev {
     let mut cmd = Command::new(BIN);
-    cmd.args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+    cmd.args(["server", "--dev", "--listen", listen, "--data-dir"])
         .arg(data_dir)
         .stdout(Stdio::piped())
         .env("STRONGBOX_LOG", "trace");
@@ -71,6 +76,21 @@ fn start_dev(data_dir: &Path, log: Option<&Path>) -> Dev {
         client,
         exports: out,
     }
+}
+
+/// Listening on every address, the dev server prints the loopback address, which its
+/// certificate names, so that the exports work as printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_server_on_every_address_prints_an_address_its_certificate_names() {
+    let root = tempfile::tempdir().unwrap();
+    let mut dev = start_dev_on(&root.path().join("data"), None, "0.0.0.0:0");
+    dev.client.health().await.unwrap();
+    dev.client
+        .create_secret(&text_secret("reachable", "v"))
+        .await
+        .unwrap();
+    dev.child.kill().unwrap();
+    dev.child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -326,6 +346,34 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("root key does not match"), "{err}");
+    assert_eq!(hash_dir(&data), before, "nothing on disk changed");
+
+    // The key itself comes only from the environment, never the command line (where
+    // any local user could read it): the wrong one is refused that way too, and there
+    // is no flag that would take it.
+    let wrong_key = std::fs::read_to_string(&wrong).unwrap();
+    let out = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--tls-cert")
+        .arg(root.path().join("cert.pem"))
+        .arg("--tls-key")
+        .arg(root.path().join("key.pem"))
+        .env("STRONGBOX_ROOT_KEY", wrong_key.trim())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("root key does not match"), "{err}");
+    let out = Command::new(BIN)
+        .args(["server", "--data-dir"])
+        .arg(&data)
+        .args(["--root-key", wrong_key.trim()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unexpected argument '--root-key'"), "{err}");
     assert_eq!(hash_dir(&data), before, "nothing on disk changed");
 
     // Without TLS files the server refuses to start: never plain HTTP.

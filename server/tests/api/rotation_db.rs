@@ -826,8 +826,11 @@ async fn postgres_rotation_speaks_tls_with_require_and_verify_full() {
     let e = run("verify-full", Some(&stranger.ca_pem), v2)
         .await
         .unwrap_err();
+    // (The first login of single-user *set* is the account's own, checking that it can
+    // log in at all.)
     assert!(
-        e.message.contains("login as postgres failed"),
+        e.message
+            .contains("login as app failed: error performing TLS handshake"),
         "{}",
         e.message
     );
@@ -843,7 +846,11 @@ async fn postgres_refuses_to_rotate_the_admin_or_a_privileged_role() {
         .batch_execute(
             "CREATE ROLE boss SUPERUSER LOGIN PASSWORD 'boss-pw';
              CREATE ROLE maker CREATEROLE LOGIN PASSWORD 'maker-pw';
-             CREATE ROLE peeker BYPASSRLS LOGIN PASSWORD 'peeker-pw';",
+             CREATE ROLE peeker BYPASSRLS LOGIN PASSWORD 'peeker-pw';
+             CREATE ROLE shell LOGIN PASSWORD 'shell-pw' IN ROLE pg_execute_server_program;
+             CREATE ROLE ops NOLOGIN SUPERUSER;
+             CREATE ROLE team NOLOGIN IN ROLE ops;
+             CREATE ROLE deputy LOGIN PASSWORD 'deputy-pw' IN ROLE team;",
         )
         .await
         .unwrap();
@@ -876,6 +883,13 @@ async fn postgres_refuses_to_rotate_the_admin_or_a_privileged_role() {
             ("boss", "boss-pw", "SUPERUSER"),
             ("maker", "maker-pw", "CREATEROLE"),
             ("peeker", "peeker-pw", "BYPASSRLS"),
+            (
+                "shell",
+                "shell-pw",
+                "membership in pg_execute_server_program",
+            ),
+            // A superuser role two memberships away.
+            ("deputy", "deputy-pw", "membership in ops"),
         ] {
             let e = rotate(sub, account(role, pw)).await;
             assert!(
@@ -959,8 +973,53 @@ async fn mysql_refuses_to_rotate_root_or_a_privileged_account() {
         );
         assert_eq!(app.read_table(&app.user, "pw-priv").await, Ok(42), "{sub}");
     }
+
+    // The same privileges through a role, two grants away.
+    let deputy = MysqlApp::create("deputy", "pw-deputy").await;
+    let (boss, team) = (unique("boss"), unique("team"));
+    for sql in [
+        format!("CREATE ROLE {boss}"),
+        format!("GRANT ALL ON *.* TO {boss} WITH GRANT OPTION"),
+        format!("CREATE ROLE {team}"),
+        format!("GRANT {boss} TO {team}"),
+        format!("GRANT {team} TO '{}'@'%'", deputy.user),
+    ] {
+        mysql_async::prelude::Queryable::query_drop(&mut root, sql)
+            .await
+            .unwrap();
+    }
+    for sub in ["SingleUser", "DoubleUsers"] {
+        let e = database_conformance(
+            RotationStrategy::Mysql,
+            &obj(deputy.config(sub, "db/admin")),
+            admin.as_bytes(),
+            account(&deputy.user, "pw-deputy").as_bytes(),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.message.contains(&format!(
+                "AccountName {} has roles holding global ALL, SUPER, GRANT OPTION or CREATE USER ({boss})",
+                deputy.user
+            )),
+            "{sub}: {}",
+            e.message
+        );
+        assert_eq!(
+            mysql_login(&deputy.user, "pw-deputy", &deputy.db).await,
+            Ok(()),
+            "{sub}: unchanged"
+        );
+    }
+    for sql in [format!("DROP ROLE {team}"), format!("DROP ROLE {boss}")] {
+        mysql_async::prelude::Queryable::query_drop(&mut root, sql)
+            .await
+            .unwrap();
+    }
     let _ = root.disconnect().await;
     app.drop_all().await;
+    deputy.drop_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1442,4 +1501,111 @@ async fn database_rotations_connect_only_where_the_egress_policy_allows() {
     );
     assert!(mysql_login(&my.user, "pw-my", &my.db).await.is_err());
     my.drop_all().await;
+}
+
+/// A single-user rotation changes the only password the applications have, so it
+/// first proves the account can log in from Strongbox: one that cannot (PostgreSQL
+/// `NOLOGIN`, a locked MariaDB account) is refused before anything changes, where
+/// *test* would otherwise fail for ever after the change. A current password that
+/// merely drifted (refused as wrong) is repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_user_set_changes_nothing_for_an_account_that_cannot_log_in() {
+    let pg = PgCluster::start();
+    pg.assert_wrong_password_refused().await;
+    pg_app(&pg, "blocked", "pw-blocked").await;
+    pg_app(&pg, "drifted", "pw-real").await;
+    let admin = pg.admin().await;
+    admin
+        .batch_execute("ALTER ROLE blocked NOLOGIN")
+        .await
+        .unwrap();
+    let verifier = |name: &'static str| {
+        let pg = &pg;
+        async move {
+            let row = pg
+                .admin()
+                .await
+                .query_one(
+                    "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                    &[&name],
+                )
+                .await
+                .unwrap();
+            row.get::<_, Option<String>>(0)
+        }
+    };
+    let before = verifier("blocked").await;
+    let single = obj(pg.config("SingleUser", "db/admin"));
+    let e = database_conformance(
+        RotationStrategy::Postgresql,
+        &single,
+        pg.admin_value().as_bytes(),
+        account("blocked", "pw-blocked").as_bytes(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message
+            .contains("account blocked cannot log in from Strongbox, so a new password could not be tested; nothing was changed"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("pw-blocked"));
+    assert_eq!(
+        verifier("blocked").await,
+        before,
+        "the password was not changed"
+    );
+    // A drifted current password: the rotation sets a new one, which works.
+    let v = database_conformance(
+        RotationStrategy::Postgresql,
+        &single,
+        pg.admin_value().as_bytes(),
+        account("drifted", "pw-stale").as_bytes(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pg.login("drifted", &creds(&v).password).await, Ok(()));
+
+    // MariaDB: a locked account.
+    let locked = MysqlApp::create("locked", "pw-locked").await;
+    let mut root = mysql_root().await;
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("ALTER USER '{}'@'%' ACCOUNT LOCK", locked.user),
+    )
+    .await
+    .unwrap();
+    let before = mysql_hash(&mut root, &locked.user).await;
+    let e = database_conformance(
+        RotationStrategy::Mysql,
+        &obj(locked.config("SingleUser", "db/admin")),
+        MysqlApp::admin_value().as_bytes(),
+        account(&locked.user, "pw-locked").as_bytes(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message.contains(&format!(
+            "account {} cannot log in from Strongbox",
+            locked.user
+        )),
+        "{}",
+        e.message
+    );
+    assert_eq!(mysql_hash(&mut root, &locked.user).await, before);
+    let _ = root.disconnect().await;
+    locked.drop_all().await;
+}
+
+async fn mysql_hash(root: &mut mysql_async::Conn, user: &str) -> Option<String> {
+    mysql_async::prelude::Queryable::query_first::<String, _>(
+        root,
+        format!("SELECT authentication_string FROM mysql.user WHERE User = '{user}'"),
+    )
+    .await
+    .unwrap()
 }

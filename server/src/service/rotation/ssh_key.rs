@@ -680,7 +680,12 @@ impl Strategy for SshKeyStrategy {
         let out = match target.sub_type {
             SubType::Key => {
                 let current = key_value("create", "current", current)?;
-                let key = generate(self.algorithm(&target)?)?;
+                // RSA generation takes from milliseconds to seconds (8192 bits): off the
+                // async workers, which serve every API request.
+                let algorithm = self.algorithm(&target)?;
+                let key = tokio::task::spawn_blocking(move || generate(algorithm))
+                    .await
+                    .map_err(Error::internal)??;
                 let private = key.to_openssh(LineEnding::LF).map_err(Error::internal)?;
                 let public = key.public_key().to_openssh().map_err(Error::internal)?;
                 let v = KeyValue {

@@ -403,6 +403,23 @@ pub(crate) struct Target<'a> {
     pub(crate) password: &'a str,
 }
 
+/// A failed login.
+pub(crate) enum LoginError {
+    /// The server refused the password (PostgreSQL 28P01, MySQL 1045).
+    WrongPassword(Error),
+    /// Anything else: unreachable, refused for another reason (not allowed to log in
+    /// from here, locked), TLS.
+    Other(Error),
+}
+
+impl LoginError {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Self::WrongPassword(e) | Self::Other(e) => e,
+        }
+    }
+}
+
 pub(crate) fn failed(engine: Engine, step: &str, why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorCode::RotationFailed,
@@ -548,6 +565,48 @@ impl DatabaseStrategy {
         })
     }
 
+    async fn try_login(&self, a: &Account) -> std::result::Result<(), LoginError> {
+        let t = Target {
+            cfg: &self.cfg,
+            egress: &self.egress,
+            user: &a.name,
+            password: &a.password,
+        };
+        match self.engine {
+            Engine::Postgres => postgres::try_login(&t, "set").await,
+            Engine::Mysql => mysql::try_login(&t, "set").await,
+        }
+    }
+
+    /// Before a single-user *set* changes the only account's password, the account must
+    /// be able to log in from here at all, or *test* could never pass and the password
+    /// the applications use would be gone. So the current password must log in (then
+    /// `false`: go on), or be refused as a wrong password: then either an earlier *set*
+    /// applied the pending one, whatever it reported (`true` when the pending password
+    /// logs in: nothing to change), or the current one drifted and the change repairs
+    /// it. Any other refusal (not allowed to log in from this host, locked,
+    /// unreachable) stops *set* before it changes anything. The pending password is
+    /// tried only after the current one failed, so a normal rotation makes no failed
+    /// login (lockout policies count them).
+    async fn single_user_set_done(&self, pending: &Account) -> Result<bool> {
+        let Some(current) = &self.current else {
+            return Ok(false);
+        };
+        match self.try_login(current).await {
+            Ok(()) => Ok(false),
+            Err(LoginError::WrongPassword(_)) => Ok(self.try_login(pending).await.is_ok()),
+            Err(LoginError::Other(e)) => Err(failed(
+                self.engine,
+                "set",
+                format!(
+                    "account {} cannot log in from Strongbox, so a new password could not be \
+                     tested; nothing was changed ({})",
+                    current.name, e.message
+                ),
+            )),
+        }
+    }
+
     fn pending(&self, step: &str, cx: &StepContext<'_>) -> Result<Account> {
         let v = cx
             .pending
@@ -586,6 +645,9 @@ impl Strategy for DatabaseStrategy {
 
     async fn set(&self, cx: &StepContext<'_>) -> Result<()> {
         let pending = self.pending("set", cx)?;
+        if self.cfg.sub_type == SubType::SingleUser && self.single_user_set_done(&pending).await? {
+            return Ok(());
+        }
         let template = match (self.cfg.sub_type, &self.current) {
             (SubType::DoubleUsers, Some(c)) if c.name != pending.name => Some(c.name.as_str()),
             _ => None,

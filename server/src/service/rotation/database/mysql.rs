@@ -10,7 +10,7 @@ use mysql_async::{Conn, OptsBuilder, SslOpts};
 use sha1::{Digest as _, Sha1};
 use zeroize::Zeroizing;
 
-use super::{Account, Engine, Target, TlsMode, failed};
+use super::{Account, Engine, LoginError, Target, TlsMode, failed};
 use crate::error::{Error, Result};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,31 +72,48 @@ fn verify_full_opts(ca_cert: Option<&str>) -> SslOpts {
 }
 
 async fn connect(t: &Target<'_>, step: &str) -> Result<Conn> {
+    connect_classified(t, step)
+        .await
+        .map_err(LoginError::into_error)
+}
+
+/// [`connect`], saying whether the server refused the password itself.
+async fn connect_classified(t: &Target<'_>, step: &str) -> std::result::Result<Conn, LoginError> {
     // Only addresses the egress policy allows, tried in order; the host name still
     // serves the certificate check (verify-full).
     let addrs = t
         .egress
         .resolve(&t.cfg.host, t.cfg.port)
         .await
-        .map_err(|e| failed(Engine::Mysql, step, e.message))?;
+        .map_err(|e| LoginError::Other(failed(Engine::Mysql, step, e.message)))?;
     let mut last = None;
     for addr in addrs {
         match connect_to(t, addr.ip(), step).await {
             Ok(c) => return Ok(c),
             // The server answered (a refused login, say): another address would too.
-            Err((e, true)) => return Err(e),
-            Err((e, false)) => last = Some(e),
+            Err(Answer::Server(e)) => return Err(e),
+            Err(Answer::Unreachable(e)) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| Error::internal("egress resolution returned no address")))
+    Err(LoginError::Other(last.unwrap_or_else(|| {
+        Error::internal("egress resolution returned no address")
+    })))
 }
 
-/// One address; the error says whether the server itself answered it.
+/// Why one address gave no connection.
+enum Answer {
+    /// The server answered with a refusal.
+    Server(LoginError),
+    /// No answer (refused, timed out, TLS failed).
+    Unreachable(Error),
+}
+
+/// One address.
 async fn connect_to(
     t: &Target<'_>,
     ip: std::net::IpAddr,
     step: &str,
-) -> std::result::Result<Conn, (Error, bool)> {
+) -> std::result::Result<Conn, Answer> {
     let mut b = OptsBuilder::default()
         .ip_or_hostname(ip.to_string())
         .tcp_port(t.cfg.port)
@@ -121,21 +138,28 @@ async fn connect_to(
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(b))
         .await
         .map_err(|_| {
-            let e = failed(
+            Answer::Unreachable(failed(
                 Engine::Mysql,
                 step,
                 format!("login as {} timed out", t.user),
-            );
-            (e, false)
+            ))
         })?
         .map_err(|e| {
-            let answered = matches!(e, mysql_async::Error::Server(_));
+            let server = match &e {
+                // 1045: access denied (a wrong password).
+                mysql_async::Error::Server(s) => Some(s.code == 1045),
+                _ => None,
+            };
             let e = failed(
                 Engine::Mysql,
                 step,
                 format!("login as {} failed: {}", t.user, describe(&e, true)),
             );
-            (e, answered)
+            match server {
+                Some(true) => Answer::Server(LoginError::WrongPassword(e)),
+                Some(false) => Answer::Server(LoginError::Other(e)),
+                None => Answer::Unreachable(e),
+            }
         })?;
     Ok(conn)
 }
@@ -157,13 +181,18 @@ pub(crate) async fn is_mariadb(t: &Target<'_>, step: &str) -> Result<bool> {
 
 /// Logs in with the account and runs `SELECT 1`.
 pub(crate) async fn login(t: &Target<'_>, step: &str) -> Result<()> {
-    let mut conn = connect(t, step).await?;
+    try_login(t, step).await.map_err(LoginError::into_error)
+}
+
+/// [`login`], saying whether the server refused the password itself.
+pub(crate) async fn try_login(t: &Target<'_>, step: &str) -> std::result::Result<(), LoginError> {
+    let mut conn = connect_classified(t, step).await?;
     conn.query_drop("SELECT 1").await.map_err(|e| {
-        failed(
+        LoginError::Other(failed(
             Engine::Mysql,
             step,
             format!("SELECT 1 as {} failed: {}", t.user, describe(&e, true)),
-        )
+        ))
     })?;
     let _ = conn.disconnect().await;
     Ok(())
@@ -285,6 +314,39 @@ pub(crate) async fn set_password(
                 format!(
                     "AccountName {name} holds global ALL, SUPER, GRANT OPTION or CREATE USER: \
                      Strongbox does not rotate privileged accounts"
+                ),
+            ));
+        }
+        // The same privileges through roles granted to it, directly or through other
+        // roles (SET ROLE takes them up).
+        let via_roles = if mariadb {
+            "WITH RECURSIVE granted(name) AS ( \
+               SELECT Role FROM mysql.roles_mapping WHERE User = ? \
+               UNION SELECT m.Role FROM mysql.roles_mapping m JOIN granted g ON m.User = g.name) \
+             SELECT GROUP_CONCAT(DISTINCT u.User ORDER BY u.User SEPARATOR ', ') \
+             FROM mysql.user u JOIN granted g ON u.User = g.name \
+             WHERE u.Super_priv = 'Y' OR u.Grant_priv = 'Y' OR u.Create_user_priv = 'Y'"
+        } else {
+            "WITH RECURSIVE granted(name) AS ( \
+               SELECT FROM_USER FROM mysql.role_edges WHERE TO_USER = ? \
+               UNION SELECT e.FROM_USER FROM mysql.role_edges e JOIN granted g ON e.TO_USER = g.name) \
+             SELECT GROUP_CONCAT(DISTINCT u.User ORDER BY u.User SEPARATOR ', ') \
+             FROM mysql.user u JOIN granted g ON u.User = g.name \
+             WHERE u.Super_priv = 'Y' OR u.Grant_priv = 'Y' OR u.Create_user_priv = 'Y'"
+        };
+        let roles: Option<Option<String>> = match conn.exec_first(via_roles, (name,)).await {
+            Ok(r) => r,
+            // MySQL before 8.0 has no roles (and no mysql.role_edges).
+            Err(mysql_async::Error::Server(e)) if !mariadb && e.code == 1146 => None,
+            Err(e) => return Err(fail("looking up the account's roles".into(), e, true)),
+        };
+        if let Some(Some(roles)) = roles {
+            return Err(failed(
+                Engine::Mysql,
+                step,
+                format!(
+                    "AccountName {name} has roles holding global ALL, SUPER, GRANT OPTION or \
+                     CREATE USER ({roles}): Strongbox does not rotate privileged accounts"
                 ),
             ));
         }

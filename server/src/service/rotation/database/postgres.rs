@@ -13,7 +13,7 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream}
 use tokio_postgres::{NoTls, Socket};
 use zeroize::Zeroizing;
 
-use super::{Account, Engine, Target, failed, tls};
+use super::{Account, Engine, LoginError, Target, failed, tls};
 use crate::error::{Error, Result};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,6 +123,16 @@ impl TlsStream for Stream {
 
 /// Logs in as `t.user`; the connection task runs until the client is dropped.
 async fn connect(t: &Target<'_>, step: &str) -> Result<tokio_postgres::Client> {
+    connect_classified(t, step)
+        .await
+        .map_err(LoginError::into_error)
+}
+
+/// [`connect`], saying whether the server refused the password itself.
+async fn connect_classified(
+    t: &Target<'_>,
+    step: &str,
+) -> std::result::Result<tokio_postgres::Client, LoginError> {
     let fail = |e: tokio_postgres::Error| {
         failed(
             Engine::Postgres,
@@ -136,20 +146,29 @@ async fn connect(t: &Target<'_>, step: &str) -> Result<tokio_postgres::Client> {
         .egress
         .resolve(&t.cfg.host, t.cfg.port)
         .await
-        .map_err(|e| failed(Engine::Postgres, step, e.message))?;
-    let tls = tls::client_config(t.cfg)?;
+        .map_err(|e| LoginError::Other(failed(Engine::Postgres, step, e.message)))?;
+    let tls = tls::client_config(t.cfg).map_err(LoginError::Other)?;
     let mut last = None;
     for addr in addrs {
         match connect_to(t, addr.ip(), tls.clone()).await {
             Ok(c) => return Ok(c),
             // The server answered (a refused login, say): another address would too.
-            Err(e) if e.as_db_error().is_some() => return Err(fail(e)),
+            Err(e) if e.as_db_error().is_some() => {
+                let wrong = e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD);
+                let e = fail(e);
+                return Err(if wrong {
+                    LoginError::WrongPassword(e)
+                } else {
+                    LoginError::Other(e)
+                });
+            }
             Err(e) => last = Some(e),
         }
     }
-    Err(fail(last.ok_or_else(|| {
-        Error::internal("egress resolution returned no address")
-    })?))
+    Err(LoginError::Other(match last {
+        Some(e) => fail(e),
+        None => Error::internal("egress resolution returned no address"),
+    }))
 }
 
 async fn connect_to(
@@ -184,13 +203,18 @@ async fn connect_to(
 
 /// Logs in with the account and runs `SELECT 1`.
 pub(crate) async fn login(t: &Target<'_>, step: &str) -> Result<()> {
-    let client = connect(t, step).await?;
+    try_login(t, step).await.map_err(LoginError::into_error)
+}
+
+/// [`login`], saying whether the server refused the password itself.
+pub(crate) async fn try_login(t: &Target<'_>, step: &str) -> std::result::Result<(), LoginError> {
+    let client = connect_classified(t, step).await?;
     client.simple_query("SELECT 1").await.map_err(|e| {
-        failed(
+        LoginError::Other(failed(
             Engine::Postgres,
             step,
             format!("SELECT 1 as {} failed: {}", t.user, describe(&e)),
-        )
+        ))
     })?;
     Ok(())
 }
@@ -212,21 +236,32 @@ pub(crate) async fn set_password(
     let names: Vec<&str> = std::iter::once(pending.name.as_str())
         .chain(template)
         .collect();
+    // Membership counts too, direct or through other roles: a member can SET ROLE to
+    // a superuser role, and the built-in roles named here reach the server's files and
+    // programs (a shell as the postgres user).
     let privileged = client
         .query(
-            "SELECT rolname::text, rolsuper, rolcreaterole, rolbypassrls \
-             FROM pg_roles WHERE rolname = ANY($1)",
+            "SELECT r.rolname::text, r.rolsuper, r.rolcreaterole, r.rolbypassrls, \
+                (SELECT string_agg(p.rolname::text, ', ' ORDER BY p.rolname) FROM pg_roles p \
+                 WHERE p.oid <> r.oid AND pg_has_role(r.oid, p.oid, 'MEMBER') \
+                   AND (p.rolsuper OR p.rolcreaterole OR p.rolbypassrls OR p.rolname IN \
+                        ('pg_execute_server_program', 'pg_write_server_files', \
+                         'pg_read_server_files'))) \
+             FROM pg_roles r WHERE r.rolname = ANY($1)",
             &[&names],
         )
         .await
         .map_err(|e| fail("looking up the account's privileges", e))?;
     for row in privileged {
         let name: String = row.get(0);
-        let attrs: Vec<&str> = [(1, "SUPERUSER"), (2, "CREATEROLE"), (3, "BYPASSRLS")]
+        let mut attrs: Vec<String> = [(1, "SUPERUSER"), (2, "CREATEROLE"), (3, "BYPASSRLS")]
             .into_iter()
             .filter(|(i, _)| row.get::<_, bool>(*i))
-            .map(|(_, a)| a)
+            .map(|(_, a)| a.to_string())
             .collect();
+        if let Some(roles) = row.get::<_, Option<String>>(4) {
+            attrs.push(format!("membership in {roles}"));
+        }
         if !attrs.is_empty() {
             return Err(failed(
                 Engine::Postgres,

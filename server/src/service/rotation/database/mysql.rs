@@ -319,22 +319,22 @@ pub(crate) async fn set_password(
         }
         // The same privileges through roles granted to it, directly or through other
         // roles (SET ROLE takes them up).
-        let via_roles = if mariadb {
-            "WITH RECURSIVE granted(name) AS ( \
-               SELECT Role FROM mysql.roles_mapping WHERE User = ? \
-               UNION SELECT m.Role FROM mysql.roles_mapping m JOIN granted g ON m.User = g.name) \
-             SELECT GROUP_CONCAT(DISTINCT u.User ORDER BY u.User SEPARATOR ', ') \
-             FROM mysql.user u JOIN granted g ON u.User = g.name \
-             WHERE u.Super_priv = 'Y' OR u.Grant_priv = 'Y' OR u.Create_user_priv = 'Y'"
+        // Who is granted what: (grantee column, role column, table).
+        let (grantee, role, table) = if mariadb {
+            ("User", "Role", "mysql.roles_mapping")
         } else {
+            ("TO_USER", "FROM_USER", "mysql.role_edges")
+        };
+        let via_roles = format!(
             "WITH RECURSIVE granted(name) AS ( \
-               SELECT FROM_USER FROM mysql.role_edges WHERE TO_USER = ? \
-               UNION SELECT e.FROM_USER FROM mysql.role_edges e JOIN granted g ON e.TO_USER = g.name) \
+               SELECT {role} FROM {table} WHERE {grantee} = ? \
+               UNION SELECT m.{role} FROM {table} m JOIN granted g ON m.{grantee} = g.name) \
              SELECT GROUP_CONCAT(DISTINCT u.User ORDER BY u.User SEPARATOR ', ') \
              FROM mysql.user u JOIN granted g ON u.User = g.name \
              WHERE u.Super_priv = 'Y' OR u.Grant_priv = 'Y' OR u.Create_user_priv = 'Y'"
-        };
-        let roles: Option<Option<String>> = match conn.exec_first(via_roles, (name,)).await {
+        );
+        let roles: Option<Option<String>> = match conn.exec_first(via_roles.as_str(), (name,)).await
+        {
             Ok(r) => r,
             // MySQL before 8.0 has no roles (and no mysql.role_edges).
             Err(mysql_async::Error::Server(e)) if !mariadb && e.code == 1146 => None,

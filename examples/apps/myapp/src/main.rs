@@ -3,7 +3,10 @@
 //! `{"AccountName", "AccountPassword"}`, reads where the database is from the secret's
 //! `extended_config` (`Host`, `Port`, `Database`) and connects to PostgreSQL. It keeps
 //! the value it read; when a login is refused (the account was rotated) it reads the
-//! secret again and retries once — so it keeps working across rotations.
+//! secret again and retries once — so it keeps working across rotations. A failed
+//! request (the database or Strongbox briefly unreachable) is counted, not fatal.
+//!
+//! Its token needs `kms:GetSecretValue` and `kms:DescribeSecret` on the secret.
 //!
 //! It speaks plain TCP only and refuses a secret whose `TlsMode` is not `disable`
 //! (a production application would use TLS, e.g. rustls as the server does).
@@ -95,6 +98,15 @@ async fn read_target(sb: &Client, secret: &str) -> Result<DbTarget, String> {
     })
 }
 
+/// Whether PostgreSQL refused the login itself (wrong password, or no such account):
+/// the value the application holds is stale.
+fn login_refused(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    })
+}
+
 /// One request: a fresh connection with the account, one query.
 async fn request(t: &DbTarget, c: &DbCreds) -> Result<String, tokio_postgres::Error> {
     let mut cfg = tokio_postgres::Config::new();
@@ -151,13 +163,23 @@ async fn run() -> Result<(), String> {
         }
         requests += 1;
         let user = match request(&target, &creds).await {
-            Ok(u) => Ok(u),
-            Err(_) => {
-                // Refused: the account was rotated. Read the secret again, retry once.
+            // Refused login: the account was rotated. Read the secret again and retry
+            // once. Other errors (the database down, say) are not the secret's doing.
+            Err(e) if login_refused(&e) => {
                 refreshes += 1;
-                (creds, version) = read_creds(&sb, &secret).await?;
-                request(&target, &creds).await
+                match read_creds(&sb, &secret).await {
+                    Ok(fresh) => {
+                        (creds, version) = fresh;
+                        request(&target, &creds)
+                            .await
+                            .map_err(|e| format!("after a refresh: {e}"))
+                    }
+                    // Strongbox unreachable for a moment: keep the value we have, and
+                    // try again with the next request.
+                    Err(e) => Err(e),
+                }
             }
+            other => other.map_err(|e| e.to_string()),
         };
         match user {
             Ok(u) => {
@@ -166,7 +188,7 @@ async fn run() -> Result<(), String> {
             }
             Err(e) => {
                 failures += 1;
-                eprintln!("myapp: request failed after a refresh: {e}");
+                eprintln!("myapp: request failed: {e}");
             }
         }
         if until_eof {

@@ -104,12 +104,40 @@ async fn myapp_keeps_working_across_dual_account_rotations() {
         .await
         .unwrap();
 
-    // MyApp runs with Strongbox's address, a token and the CA: no password. It runs
+    // MyApp's own principal may read MyDbCreds and describe it (where the database is),
+    // nothing else: the two rights README.md names.
+    admin
+        .create_policy(&api::CreatePolicyRequest {
+            name: "myapp-reads-its-db".into(),
+            description: None,
+            document: r#"{"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:GetSecretValue", "kms:DescribeSecret"],
+                "Resource": ["secret/MyDbCreds"]}]}"#
+                .parse()
+                .unwrap(),
+        })
+        .await
+        .unwrap();
+    admin
+        .create_principal(&api::CreatePrincipalRequest {
+            name: "myapp".into(),
+            description: None,
+            policies: Some(vec!["myapp-reads-its-db".into()]),
+        })
+        .await
+        .unwrap();
+    let app_token = admin
+        .create_token("myapp", &api::CreateTokenRequest::default())
+        .await
+        .unwrap()
+        .token;
+
+    // MyApp runs with Strongbox's address, its token and the CA: no password. It runs
     // until its stdin is closed and reports its progress after every request, so the
     // test waits for conditions, never for a fixed time.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_myapp"))
         .env("STRONGBOX_ADDR", &addr)
-        .env("STRONGBOX_TOKEN", &*token)
+        .env("STRONGBOX_TOKEN", &app_token)
         .env("STRONGBOX_CACERT", &ca)
         .env("MYAPP_UNTIL_EOF", "1")
         .env("MYAPP_INTERVAL_MS", "10")

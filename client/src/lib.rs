@@ -9,6 +9,17 @@
 //! ```
 //!
 //! Path segments are always percent-encoded, so names containing `/` work as is.
+//!
+//! Applications that read the same secrets often use a [`SecretCache`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), strongbox_client::Error> {
+//! use strongbox_client::{CacheConfig, Client, SecretCache};
+//! let cache = SecretCache::new(Client::from_env()?, CacheConfig::default());
+//! let value = cache.get("MyDbCreds").await?; // from memory for 5 minutes
+//! let fresh = cache.refresh("MyDbCreds").await?; // after a refused login
+//! # Ok(()) }
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +31,10 @@ use serde::de::DeserializeOwned;
 use strongbox_schemas as api;
 pub use strongbox_schemas::ErrorCode;
 
+mod cache;
 mod rotation;
+
+pub use cache::{CacheConfig, CachedValue, SecretCache};
 
 /// Characters left as they are in a path segment (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC

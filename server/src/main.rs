@@ -1,6 +1,7 @@
 //! `strongbox`: the server and its administration commands.
 
 mod admin;
+mod secret_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,12 @@ enum Command {
     /// Verify or follow the audit trail (through the API).
     #[command(subcommand)]
     Audit(admin::AuditCommand),
+    /// Read and write secrets (through the API; values on standard input and output).
+    #[command(subcommand)]
+    Secret(secret_cli::SecretCommand),
+    /// Run a program with secrets in its environment:
+    /// `strongbox run --env DB_PASSWORD=MyDbCreds:AccountPassword -- ./app`.
+    Run(secret_cli::RunArgs),
 }
 
 #[derive(clap::Args)]
@@ -128,6 +135,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(c) => client_runtime()?.block_on(admin::token(c)),
         Command::Policy(c) => client_runtime()?.block_on(admin::policy(c)),
         Command::Audit(c) => client_runtime()?.block_on(admin::audit(c)),
+        Command::Secret(c) => client_runtime()?.block_on(secret_cli::secret(c)),
+        Command::Run(args) => {
+            let cmd = client_runtime()?.block_on(secret_cli::prepare_run(args))?;
+            // The runtime is gone by now: the program replaces this process.
+            Err(secret_cli::exec(cmd))
+        }
     }
 }
 

@@ -228,3 +228,189 @@ async fn audit_tail_starts_with_the_last_records_its_filters_match() {
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].action, "audit:Read");
 }
+
+/// Runs a command with `input` on its standard input.
+async fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let input = input.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn secrets_from_the_command_line_with_values_on_stdin_and_stdout() {
+    let s = TestServer::start().await;
+    let value = r#"{"AccountName":"app","AccountPassword":"pw-cli-0123"}"#;
+    let mut create = s.cli(&s.token);
+    create.args([
+        "secret",
+        "create",
+        "app/cli",
+        "--description",
+        "from the CLI",
+    ]);
+    let out = run_with_stdin(create, &format!("{value}\n")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The value went in without its trailing newline, and comes out as it is.
+    assert_eq!(ok(&s, &["secret", "get", "app/cli"]).await, value);
+    assert_eq!(
+        ok(
+            &s,
+            &["secret", "get", "app/cli", "--field", "AccountPassword"]
+        )
+        .await,
+        "pw-cli-0123"
+    );
+    let mut put = s.cli(&s.token);
+    put.args(["secret", "put", "app/cli"]);
+    let out = run_with_stdin(put, "second\r\n").await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok(&s, &["secret", "get", "app/cli"]).await, "second");
+    assert_eq!(
+        ok(
+            &s,
+            &["secret", "get", "app/cli", "--version-stage", "ACSPrevious"]
+        )
+        .await,
+        value
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["secret", "describe", "app/cli"]).await).unwrap();
+    assert_eq!(d["description"], "from the CLI");
+    assert!(!d.to_string().contains("second"), "describe shows no value");
+    assert_eq!(
+        ok(&s, &["secret", "list", "--prefix", "app/"]).await,
+        "app/cli\n"
+    );
+    // Errors name the secret and field, never the value; an empty value is refused.
+    let mut no_field = s.cli(&s.token);
+    no_field.args(["secret", "get", "app/cli", "--field", "AccountName"]);
+    refused(no_field, "secret app/cli: the value is not JSON").await;
+    let mut empty = s.cli(&s.token);
+    empty.args(["secret", "put", "app/cli"]);
+    let out = run_with_stdin(empty, "\n").await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+    let out = ok(
+        &s,
+        &[
+            "secret",
+            "delete",
+            "app/cli",
+            "--recovery-window-in-days",
+            "7",
+        ],
+    )
+    .await;
+    assert!(out.contains("restorable"), "{out}");
+    let mut gone = s.cli(&s.token);
+    gone.args(["secret", "get", "app/cli"]);
+    refused(gone, "SecretPendingDeletion").await;
+}
+
+#[tokio::test]
+async fn run_puts_secrets_in_the_programs_environment_and_only_them() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret(
+            "MyDbCreds",
+            r#"{"AccountName":"myapp","AccountPassword":"pw-run-4711","Port":5432}"#,
+        ))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&text_secret("api/key", "key-run-0815"))
+        .await
+        .unwrap();
+    let script = r#"printf '%s|%s|%s|%s|%s' "$DB_USER" "$DB_PASSWORD" "$DB_PORT" "$API_KEY" "${STRONGBOX_TOKEN-none}""#;
+    let out = ok(
+        &s,
+        &[
+            "run",
+            "--env",
+            "DB_USER=MyDbCreds:AccountName",
+            "--env",
+            "DB_PASSWORD=MyDbCreds:AccountPassword",
+            "--env",
+            "DB_PORT=MyDbCreds:Port",
+            "--env",
+            "API_KEY=api/key",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .await;
+    // The program has its secrets, and not the token that could read others.
+    assert_eq!(out, "myapp|pw-run-4711|5432|key-run-0815|none");
+    let mut keep = s.cli(&s.token);
+    keep.env("EXPECTED", &s.token).args([
+        "run",
+        "--keep-token",
+        "--env",
+        "K=api/key",
+        "--",
+        "sh",
+        "-c",
+        r#"test "$STRONGBOX_TOKEN" = "$EXPECTED" && printf kept"#,
+    ]);
+    let out = run(keep).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept");
+
+    // The program's exit status is run's.
+    let mut status = s.cli(&s.token);
+    status.args(["run", "--env", "K=api/key", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(run(status).await.status.code(), Some(7));
+
+    // A secret that cannot be read stops the run before the program starts.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let mut missing = s.cli(&s.token);
+    missing.args([
+        "run",
+        "--env",
+        "K=api/key",
+        "--env",
+        "X=not/there",
+        "--",
+        "touch",
+    ]);
+    missing.arg(&marker);
+    refused(missing, "SecretNotFound").await;
+    assert!(!marker.exists(), "the program did not run");
+    let mut bad = s.cli(&s.token);
+    bad.args(["run", "--env", "1X=api/key", "--", "true"]);
+    refused(bad, "is not a variable name").await;
+    let mut no_field = s.cli(&s.token);
+    no_field.args(["run", "--env", "P=MyDbCreds:Password", "--", "true"]);
+    refused(
+        no_field,
+        "secret MyDbCreds: the value has no field Password",
+    )
+    .await;
+}

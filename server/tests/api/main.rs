@@ -19,4 +19,5 @@ mod rotation_db;
 mod rotation_ssh;
 mod rotation_webhook;
 mod route_table;
+mod sdk_cache;
 mod secrets;

@@ -1,0 +1,208 @@
+//! A client-side cache of secret values, for applications that read the same secrets
+//! often (as AWS's and Alibaba's caching clients do).
+//!
+//! - A value is served from memory until it is `ttl` old (default 5 minutes), then
+//!   read again. Errors are never cached.
+//! - Concurrent reads of one secret that miss share one request.
+//! - At most `max_entries` values are kept; beyond that the least recently used goes.
+//! - Values are wiped from memory when they leave the cache (and the last caller drops
+//!   its handle).
+//! - [`SecretCache::refresh`] reads a secret again at once: call it when the value
+//!   stopped working (a refused login after a rotation), as MyApp does.
+//!
+//! The cache belongs to one [`Client`], hence one token: values read with one
+//! principal's rights are never served to another.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strongbox_schemas as api;
+use zeroize::Zeroize;
+
+use crate::{Client, Result};
+
+/// How the cache behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    /// How long a value is served before it is read again.
+    pub ttl: Duration,
+    /// Most values kept.
+    pub max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(300),
+            max_entries: 1024,
+        }
+    }
+}
+
+/// A value held by the cache; derefs to [`api::SecretValue`]. Its plaintext is wiped
+/// when the last handle is dropped.
+pub struct CachedValue(api::SecretValue);
+
+impl std::ops::Deref for CachedValue {
+    type Target = api::SecretValue;
+    fn deref(&self) -> &api::SecretValue {
+        &self.0
+    }
+}
+
+impl Drop for CachedValue {
+    fn drop(&mut self) {
+        self.0.secret_data.zeroize();
+    }
+}
+
+impl std::fmt::Debug for CachedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Which version: `(name, version_id, version_stage)` as given to the API.
+type Key = (String, Option<String>, Option<String>);
+
+#[derive(Default)]
+struct Slot {
+    /// The value and when it was read.
+    value: Option<(Arc<CachedValue>, Instant)>,
+}
+
+struct Entry {
+    /// Held across the request of a miss, so concurrent misses wait for it.
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+    last_used: Instant,
+}
+
+/// A cache of secret values over a [`Client`]. Cheap to clone (clones share the cache).
+#[derive(Clone)]
+pub struct SecretCache {
+    client: Client,
+    config: CacheConfig,
+    entries: Arc<Mutex<HashMap<Key, Entry>>>,
+    /// Requests sent to the server (misses and refreshes), for the caller's metrics.
+    fetches: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for SecretCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretCache")
+            .field("config", &self.config)
+            .field("entries", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretCache {
+    /// A cache over `client`.
+    pub fn new(client: Client, config: CacheConfig) -> Self {
+        Self {
+            client,
+            config,
+            entries: Arc::default(),
+            fetches: Arc::default(),
+        }
+    }
+
+    /// The value of `ACSCurrent`.
+    pub async fn get(&self, name: &str) -> Result<Arc<CachedValue>> {
+        self.get_version(name, None, None).await
+    }
+
+    /// The value of a version by id or stage (as [`Client::get_secret_value`]).
+    pub async fn get_version(
+        &self,
+        name: &str,
+        version_id: Option<&str>,
+        version_stage: Option<&str>,
+    ) -> Result<Arc<CachedValue>> {
+        let key = (
+            name.to_string(),
+            version_id.map(str::to_string),
+            version_stage.map(str::to_string),
+        );
+        let slot = self.slot(&key);
+        let mut slot = slot.lock().await;
+        if let Some((v, at)) = &slot.value
+            && at.elapsed() < self.config.ttl
+        {
+            return Ok(v.clone());
+        }
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fresh = Arc::new(CachedValue(
+            self.client
+                .get_secret_value(name, version_id, version_stage)
+                .await?,
+        ));
+        slot.value = Some((fresh.clone(), Instant::now()));
+        Ok(fresh)
+    }
+
+    /// Reads `ACSCurrent` again now (and caches it), whatever its age.
+    pub async fn refresh(&self, name: &str) -> Result<Arc<CachedValue>> {
+        self.invalidate(name);
+        self.get(name).await
+    }
+
+    /// Forgets every cached version of `name`.
+    pub fn invalidate(&self, name: &str) {
+        self.lock().retain(|k, _| k.0 != name);
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Requests this cache has sent to the server so far.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        // A panic while holding the map leaves it consistent (every change is one call).
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The slot of `key`, made if absent; evicts the least recently used beyond the
+    /// limit.
+    fn slot(&self, key: &Key) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        if let Some(e) = map.get_mut(key) {
+            e.last_used = now;
+            return e.slot.clone();
+        }
+        while map.len() >= self.config.max_entries.max(1) {
+            let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            map.remove(&oldest);
+        }
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot::default()));
+        map.insert(
+            key.clone(),
+            Entry {
+                slot: slot.clone(),
+                last_used: now,
+            },
+        );
+        slot
+    }
+}

@@ -1,0 +1,376 @@
+//! `strongbox secret …` and `strongbox run`: secrets from the command line, and
+//! injected into a program's environment ("codeless" use, as `op run` or `doppler run`).
+//!
+//! Values come in on standard input and go out on standard output (or into the
+//! program's environment), never through command-line arguments, which any local user
+//! can read with `ps`. The server is named by `STRONGBOX_ADDR`, `STRONGBOX_TOKEN` and
+//! `STRONGBOX_CACERT`, as for the other administration commands.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{IsTerminal as _, Read as _, Write as _};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use clap::Subcommand;
+use strongbox_client::Client;
+use strongbox_schemas::{self as api, SecretDataType};
+use zeroize::Zeroizing;
+
+#[derive(Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Print a secret's value (ACSCurrent unless told otherwise) on standard output.
+    Get {
+        /// Secret name.
+        name: String,
+        /// This version instead of ACSCurrent.
+        #[arg(long)]
+        version_id: Option<String>,
+        /// The version with this stage instead of ACSCurrent.
+        #[arg(long)]
+        version_stage: Option<String>,
+        /// Only this top-level field of a JSON object value.
+        #[arg(long)]
+        field: Option<String>,
+    },
+    /// Create a secret; its first value is read from standard input (one trailing
+    /// newline is dropped).
+    Create {
+        /// Secret name.
+        name: String,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+        /// Key id or alias/NAME of the CMK (the default CMK when absent).
+        #[arg(long)]
+        encryption_key_id: Option<String>,
+        /// Name of a rotation policy to attach.
+        #[arg(long)]
+        rotation_policy: Option<String>,
+    },
+    /// Store a new value, read from standard input (one trailing newline is dropped);
+    /// it becomes ACSCurrent, the old one ACSPrevious.
+    Put {
+        /// Secret name.
+        name: String,
+        /// Id of the new version (generated when absent; repeating one is a no-op).
+        #[arg(long)]
+        version_id: Option<String>,
+    },
+    /// Print a secret's metadata (never its value) as JSON.
+    Describe {
+        /// Secret name.
+        name: String,
+    },
+    /// List secret names, one per line.
+    List {
+        /// Only names starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Rotate a secret now with its rotation policy, and wait for the rotation.
+    Rotate {
+        /// Secret name.
+        name: String,
+    },
+    /// Schedule a secret's deletion (30 days of recovery unless told otherwise).
+    Delete {
+        /// Secret name.
+        name: String,
+        /// Days before the secret is purged (7–30).
+        #[arg(long, conflicts_with = "force")]
+        recovery_window_in_days: Option<u32>,
+        /// Purge at once, without a recovery window.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `strongbox run`.
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// VAR=SECRET, or VAR=SECRET:FIELD for one top-level field of a JSON object value
+    /// (ACSCurrent). Repeat for several.
+    #[arg(long = "env", value_name = "VAR=SECRET[:FIELD]", required = true)]
+    env: Vec<String>,
+    /// Leave STRONGBOX_TOKEN in the program's environment (it is removed by default:
+    /// the program gets its secrets, not the right to read more).
+    #[arg(long)]
+    keep_token: bool,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    command: Vec<OsString>,
+}
+
+fn client() -> anyhow::Result<Client> {
+    Client::from_env().context(
+        "connecting needs STRONGBOX_ADDR, STRONGBOX_TOKEN and (for a private CA) STRONGBOX_CACERT",
+    )
+}
+
+/// Standard input, less one trailing newline (`\n` or `\r\n`).
+fn value_from_stdin() -> anyhow::Result<Zeroizing<String>> {
+    let mut raw = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .read_to_end(&mut raw)
+        .context("reading the value from standard input")?;
+    if raw.last() == Some(&b'\n') {
+        raw.pop();
+        if raw.last() == Some(&b'\r') {
+            raw.pop();
+        }
+    }
+    if raw.is_empty() {
+        bail!("the value on standard input is empty");
+    }
+    let text = std::str::from_utf8(&raw).context("the value on standard input is not UTF-8")?;
+    Ok(Zeroizing::new(text.to_string()))
+}
+
+/// The plaintext of a value as bytes (binary values come base64-encoded).
+fn plaintext(v: &api::SecretValue) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    Ok(Zeroizing::new(match v.secret_data_type {
+        SecretDataType::Text => v.secret_data.as_bytes().to_vec(),
+        SecretDataType::Binary => base64::engine::general_purpose::STANDARD
+            .decode(&v.secret_data)
+            .context("the server sent a binary value that is not base64")?,
+    }))
+}
+
+/// A parsed JSON value whose strings are wiped when it is dropped.
+struct Wiped(serde_json::Value);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        fn wipe(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
+                serde_json::Value::Array(a) => a.iter_mut().for_each(wipe),
+                serde_json::Value::Object(o) => o.values_mut().for_each(wipe),
+                _ => {}
+            }
+        }
+        wipe(&mut self.0);
+    }
+}
+
+/// One top-level field of a JSON object value, as text: strings as they are, other
+/// values as JSON. The error names the secret and field, never the value.
+fn field_of(name: &str, value: &[u8], field: &str) -> anyhow::Result<Zeroizing<String>> {
+    let parsed = Wiped(serde_json::from_slice(value).ok().with_context(|| {
+        format!("secret {name}: the value is not JSON, so it has no field {field}")
+    })?);
+    match parsed.0.get(field) {
+        Some(serde_json::Value::String(s)) => Ok(Zeroizing::new(s.clone())),
+        Some(serde_json::Value::Null) | None => {
+            bail!("secret {name}: the value has no field {field}")
+        }
+        Some(other) => Ok(Zeroizing::new(other.to_string())),
+    }
+}
+
+pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
+    let c = client()?;
+    match cmd {
+        SecretCommand::Get {
+            name,
+            version_id,
+            version_stage,
+            field,
+        } => {
+            let v = c
+                .get_secret_value(&name, version_id.as_deref(), version_stage.as_deref())
+                .await?;
+            let bytes = plaintext(&v)?;
+            let out = match &field {
+                Some(f) => Zeroizing::new(field_of(&name, &bytes, f)?.as_bytes().to_vec()),
+                None => bytes,
+            };
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&out)?;
+            // Exact bytes into a pipe or file; a newline for a person at a terminal.
+            if stdout.is_terminal() {
+                stdout.write_all(b"\n")?;
+            }
+            stdout.flush()?;
+            Ok(())
+        }
+        SecretCommand::Create {
+            name,
+            description,
+            encryption_key_id,
+            rotation_policy,
+        } => {
+            let value = value_from_stdin()?;
+            let s = c
+                .create_secret(&api::CreateSecretRequest {
+                    name,
+                    secret_data: value.to_string(),
+                    description,
+                    encryption_key_id,
+                    rotation_policy,
+                    ..Default::default()
+                })
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        SecretCommand::Put { name, version_id } => {
+            let value = value_from_stdin()?;
+            let r = c
+                .put_secret_value(
+                    &name,
+                    &api::PutSecretValueRequest {
+                        secret_data: value.to_string(),
+                        version_id,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        SecretCommand::Describe { name } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&c.describe_secret(&name).await?)?
+            );
+            Ok(())
+        }
+        SecretCommand::List { prefix } => {
+            let mut page_token = None;
+            loop {
+                let page = c
+                    .list_secrets(&strongbox_client::ListSecretsOptions {
+                        name_prefix: prefix.clone(),
+                        page_token: page_token.take(),
+                        limit: Some(100),
+                        ..Default::default()
+                    })
+                    .await?;
+                for s in &page.secrets {
+                    println!("{}", s.name);
+                }
+                match page.next_page_token {
+                    Some(t) => page_token = Some(t),
+                    None => return Ok(()),
+                }
+            }
+        }
+        SecretCommand::Rotate { name } => {
+            let r = c.rotate_secret(&name, None).await?;
+            println!("Rotated {name}: version {} is ACSCurrent.", r.version_id);
+            Ok(())
+        }
+        SecretCommand::Delete {
+            name,
+            recovery_window_in_days,
+            force,
+        } => {
+            let d = c
+                .delete_secret(
+                    &name,
+                    strongbox_client::DeleteSecretOptions {
+                        recovery_window_in_days,
+                        force_delete_without_recovery: force,
+                    },
+                )
+                .await?;
+            match d.planned_delete_time {
+                Some(t) if !force => {
+                    println!("{name} will be deleted at {t} (restorable until then).")
+                }
+                _ => println!("Deleted {name}."),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One `--env` item.
+struct Injection {
+    var: String,
+    secret: String,
+    field: Option<String>,
+}
+
+fn parse_injection(spec: &str) -> anyhow::Result<Injection> {
+    let Some((var, source)) = spec.split_once('=') else {
+        bail!("--env {spec}: expected VAR=SECRET or VAR=SECRET:FIELD");
+    };
+    let var_ok = var
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !var_ok {
+        bail!("--env {spec}: {var:?} is not a variable name (letters, digits, _)");
+    }
+    // Secret names have no `:`, so the first one starts the field.
+    let (secret, field) = match source.split_once(':') {
+        Some((s, f)) if !f.is_empty() => (s, Some(f.to_string())),
+        Some(_) => bail!("--env {spec}: name the field after the :"),
+        None => (source, None),
+    };
+    api::validate_secret_name("--env", secret).map_err(|e| anyhow::anyhow!("--env {spec}: {e}"))?;
+    Ok(Injection {
+        var: var.to_string(),
+        secret: secret.to_string(),
+        field,
+    })
+}
+
+/// Reads the secrets `run` injects and builds the program's command. Everything is read
+/// before the program starts: a secret that cannot be read stops the run, naming it.
+pub(crate) async fn prepare_run(args: RunArgs) -> anyhow::Result<std::process::Command> {
+    let injections = args
+        .env
+        .iter()
+        .map(|s| parse_injection(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let c = client()?;
+    // Each secret is read once, however many variables take from it.
+    let mut values: BTreeMap<&str, Zeroizing<Vec<u8>>> = BTreeMap::new();
+    for i in &injections {
+        if !values.contains_key(i.secret.as_str()) {
+            let v = c.get_secret_value(&i.secret, None, None).await?;
+            values.insert(&i.secret, plaintext(&v)?);
+        }
+    }
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("name the program to run after --")?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest);
+    if !args.keep_token {
+        cmd.env_remove("STRONGBOX_TOKEN");
+    }
+    for i in &injections {
+        let raw = &values[i.secret.as_str()];
+        let text: Zeroizing<String> = match &i.field {
+            Some(f) => field_of(&i.secret, raw, f)?,
+            None => Zeroizing::new(
+                std::str::from_utf8(raw)
+                    .with_context(|| format!("secret {}: the value is not text", i.secret))?
+                    .to_string(),
+            ),
+        };
+        if text.contains('\0') {
+            bail!(
+                "secret {}: the value holds a NUL byte, which an environment variable cannot",
+                i.secret
+            );
+        }
+        cmd.env(&i.var, text.as_str());
+    }
+    Ok(cmd)
+}
+
+/// Replaces this process with the prepared program (its exit status and signals are
+/// the caller's to see, as if it had been started directly). Returns only on failure.
+pub(crate) fn exec(mut cmd: std::process::Command) -> anyhow::Error {
+    use std::os::unix::process::CommandExt as _;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    anyhow::Error::new(cmd.exec()).context(format!("running {program}"))
+}

@@ -1,0 +1,132 @@
+//! The SDK's cache of secret values against a real server: reads served from memory
+//! until the TTL, one request for concurrent misses, refresh after a change, bounded
+//! size, errors never cached. The server's audit trail counts the reads that reached it.
+
+use std::time::Duration;
+
+use strongbox_client::{CacheConfig, SecretCache};
+
+use crate::common::*;
+
+/// Reads of `secret/NAME` the server has recorded.
+async fn server_reads(s: &TestServer, name: &str) -> usize {
+    s.service
+        .list_audit(&strongbox_server::service::AuditQuery {
+            action: Some("kms:GetSecretValue".into()),
+            resource_prefix: Some(format!("secret/{name}")),
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| r.resource == format!("secret/{name}"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_stay_in_memory_until_the_ttl_and_refresh_reads_again() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("cached", "v1"))
+        .await
+        .unwrap();
+    let cache = SecretCache::new(
+        s.client.clone(),
+        CacheConfig {
+            ttl: Duration::from_millis(400),
+            max_entries: 16,
+        },
+    );
+    for _ in 0..10 {
+        assert_eq!(cache.get("cached").await.unwrap().secret_data, "v1");
+    }
+    assert_eq!(cache.fetches(), 1);
+    assert_eq!(
+        server_reads(&s, "cached").await,
+        1,
+        "one read reached the server"
+    );
+
+    // A new value is not seen before the TTL (that is the cache's contract) ...
+    s.client
+        .put_secret_value("cached", &put("v2"))
+        .await
+        .unwrap();
+    assert_eq!(cache.get("cached").await.unwrap().secret_data, "v1");
+    // ... and is after it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(cache.get("cached").await.unwrap().secret_data, "v2");
+    assert_eq!(server_reads(&s, "cached").await, 2);
+    // refresh reads at once (after a refused login, say).
+    s.client
+        .put_secret_value("cached", &put("v3"))
+        .await
+        .unwrap();
+    assert_eq!(cache.refresh("cached").await.unwrap().secret_data, "v3");
+    // Other versions are cached apart.
+    let prev = cache
+        .get_version("cached", None, Some("ACSPrevious"))
+        .await
+        .unwrap();
+    assert_eq!(prev.secret_data, "v2");
+    assert_eq!(cache.get("cached").await.unwrap().secret_data, "v3");
+    assert_eq!(server_reads(&s, "cached").await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_share_one_request_and_errors_are_not_cached() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("popular", "hot"))
+        .await
+        .unwrap();
+    let cache = SecretCache::new(s.client.clone(), CacheConfig::default());
+    let reads: Vec<_> = (0..32)
+        .map(|_| {
+            let c = cache.clone();
+            tokio::spawn(async move { c.get("popular").await.unwrap().secret_data.clone() })
+        })
+        .collect();
+    for r in reads {
+        assert_eq!(r.await.unwrap(), "hot");
+    }
+    assert_eq!(cache.fetches(), 1);
+    assert_eq!(server_reads(&s, "popular").await, 1);
+
+    // A secret that does not exist yet: the error is not kept.
+    assert!(cache.get("later").await.is_err());
+    s.client
+        .create_secret(&text_secret("later", "here now"))
+        .await
+        .unwrap();
+    assert_eq!(cache.get("later").await.unwrap().secret_data, "here now");
+}
+
+#[tokio::test]
+async fn the_cache_keeps_at_most_max_entries_dropping_the_least_recently_used() {
+    let s = TestServer::start().await;
+    for n in ["a", "b", "c"] {
+        s.client.create_secret(&text_secret(n, n)).await.unwrap();
+    }
+    let cache = SecretCache::new(
+        s.client.clone(),
+        CacheConfig {
+            ttl: Duration::from_secs(3600),
+            max_entries: 2,
+        },
+    );
+    cache.get("a").await.unwrap();
+    cache.get("b").await.unwrap();
+    cache.get("a").await.unwrap(); // a is now more recent than b
+    cache.get("c").await.unwrap(); // b goes
+    assert_eq!(cache.len(), 2);
+    assert_eq!(cache.fetches(), 3);
+    cache.get("a").await.unwrap();
+    cache.get("c").await.unwrap();
+    assert_eq!(cache.fetches(), 3, "a and c are held");
+    cache.get("b").await.unwrap();
+    assert_eq!(cache.fetches(), 4, "b was dropped");
+    cache.invalidate("b");
+    assert_eq!(cache.len(), 1);
+}

@@ -841,9 +841,12 @@ impl Service {
             ));
         }
         let (name, now) = (name.to_string(), self.now());
-        self.write(move |t| {
+        // Through the access write path: a forced delete revokes the tokens the
+        // secret's rotations issued, and cached identities must go with them.
+        self.write_access(move |t| {
             let mut rec = load_secret(t, &name)?;
             if force {
+                super::rotation::revoke_rotation_tokens(t, &rec)?;
                 remove_secret(t, &rec);
                 return Ok(api::DeleteSecretResponse {
                     name,

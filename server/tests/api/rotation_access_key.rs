@@ -357,3 +357,92 @@ async fn finish_revokes_only_tokens_the_rotation_issued() {
         .collect();
     assert_eq!(ids.len(), 4, "current, previous, look-alike, put: {ids:?}");
 }
+
+/// Tokens the rotations of a secret issued go when the secret goes for good (purged
+/// after its window, or forced): nobody could read, rotate or find them by it any more.
+/// Within the recovery window they keep working (the secret can be restored); tokens
+/// made by hand for the same principal are never touched.
+#[tokio::test]
+async fn tokens_a_secret_issued_are_revoked_when_the_secret_is_purged_or_forced_out() {
+    let s = TestServer::start_with(fast_config()).await;
+    setup(&s).await;
+    s.client.rotate_secret(SECRET, None).await.unwrap();
+    let (_, current) = token_at(&s, STAGE_CURRENT).await;
+    let (_, previous) = token_at(&s, STAGE_PREVIOUS).await;
+    let by_hand = s
+        .client
+        .create_token("app", &api::CreateTokenRequest::default())
+        .await
+        .unwrap()
+        .token;
+    let works = |token: String| {
+        let c = s.client_with_token(&token);
+        async move { c.describe_secret(SECRET).await.map(|_| ()) }
+    };
+    works(current.clone()).await.unwrap();
+    works(previous.clone()).await.unwrap();
+
+    // Scheduled for deletion: the tokens still work (restore is possible).
+    s.client
+        .delete_secret(
+            SECRET,
+            strongbox_client::DeleteSecretOptions {
+                recovery_window_in_days: Some(7),
+                force_delete_without_recovery: false,
+            },
+        )
+        .await
+        .unwrap();
+    works(current.clone()).await.unwrap();
+    // Purged when the window has passed: the tokens it issued stop at once.
+    s.advance_and_tick(7 * 86_400 + 1).await;
+    for t in [&current, &previous] {
+        assert_code(
+            s.client_with_token(t)
+                .list_secrets(&Default::default())
+                .await,
+            ErrorCode::Unauthenticated,
+            "",
+        );
+    }
+    let left: Vec<String> = s
+        .client
+        .list_tokens("app")
+        .await
+        .unwrap()
+        .tokens
+        .into_iter()
+        .map(|t| t.description)
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    // Still authenticated (then refused: app may not list).
+    assert_code(
+        s.client_with_token(&by_hand)
+            .list_secrets(&Default::default())
+            .await,
+        ErrorCode::Forbidden,
+        "principal app",
+    );
+
+    // The same with a forced delete.
+    let s = TestServer::start_with(fast_config()).await;
+    setup(&s).await;
+    let (_, current) = token_at(&s, STAGE_CURRENT).await;
+    s.client
+        .delete_secret(
+            SECRET,
+            strongbox_client::DeleteSecretOptions {
+                recovery_window_in_days: None,
+                force_delete_without_recovery: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_code(
+        s.client_with_token(&current)
+            .list_secrets(&Default::default())
+            .await,
+        ErrorCode::Unauthenticated,
+        "",
+    );
+}

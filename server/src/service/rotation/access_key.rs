@@ -161,6 +161,36 @@ fn issued_by_rotation(secret: &str, token: &TokenRecord) -> bool {
         .is_some_and(|v| token.token_id == token_id_for(secret, v))
 }
 
+/// Revokes every token the rotations of `rec` issued, when the secret leaves for good
+/// (purged after its recovery window, or deleted with `force_delete_without_recovery`):
+/// nothing could rotate, find or revoke them by the secret any more, and nobody can
+/// read them from it. Tokens made by hand are left alone. Runs in the write that
+/// removes the secret; the caller empties the identity cache after it commits.
+/// Scans the token table (deleting an `AccessKey` secret is rare); the values need not
+/// be readable (their CMK may be disabled or gone).
+pub(crate) fn revoke_rotation_tokens(
+    t: &mut crate::storage::Txn<'_>,
+    rec: &crate::service::records::SecretRecord,
+) -> Result<usize> {
+    if rec.secret_type != SecretType::AccessKey {
+        return Ok(0);
+    }
+    let mut issued = Vec::new();
+    for (_, v) in
+        crate::storage::Reader::scan(&*t, crate::storage::Table::Tokens, &[], None, usize::MAX)?
+    {
+        if let Ok(tok) = crate::service::records::decode::<TokenRecord>(&v)
+            && issued_by_rotation(&rec.name, &tok)
+        {
+            issued.push((tok.principal.clone(), tok.token_id.clone()));
+        }
+    }
+    for (principal, token_id) in &issued {
+        delete_token_of(t, principal, token_id)?;
+    }
+    Ok(issued.len())
+}
+
 /// The `access_key` strategy, bound to the service whose principals it rotates.
 pub(crate) struct AccessKeyStrategy {
     service: Service,

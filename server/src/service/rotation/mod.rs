@@ -41,7 +41,7 @@ use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_sec
 use super::{AuditEntry, AuditSlot};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn};
-pub(crate) use access_key::{principal_named, principals_setting};
+pub(crate) use access_key::{principal_named, principals_setting, revoke_rotation_tokens};
 #[cfg(any(test, feature = "failpoints"))]
 pub use database::database_conformance;
 pub(crate) use database::{
@@ -802,7 +802,9 @@ impl Service {
 
     async fn purge_if_due(&self, due: i64, name: String) -> Result<bool> {
         let now = self.now();
-        self.write(move |t| {
+        // Through the access write path: a purge revokes the tokens the secret's
+        // rotations issued, and cached identities must go with them.
+        self.write_access(move |t| {
             let entry = schedule::entry_key(due, &Job::Purge(name.clone()));
             let Some(mut rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())? else {
                 t.delete(Table::RotationSchedule, &entry);
@@ -810,6 +812,7 @@ impl Service {
             };
             if rec.planned_delete_time.is_some_and(|p| p <= now) {
                 t.delete(Table::RotationSchedule, &entry);
+                access_key::revoke_rotation_tokens(t, &rec)?;
                 remove_secret(t, &rec);
                 return Ok(true);
             }

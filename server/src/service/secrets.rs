@@ -144,10 +144,20 @@ fn policy_of(r: &(impl Reader + ?Sized), rec: &SecretRecord) -> Result<Option<Po
     }
 }
 
-/// Checks that secret `secret` may be attached to rotation policy `name`: the policy
-/// exists and, if it is a `webhook` one (which sends the secret's next value to its
-/// url), `who` may read the secret.
+/// Why attaching a rotation policy needs the right to describe it.
+const ATTACH_WHY: &str = "a secret is attached only to a rotation policy its caller may see";
+
+/// Checks that secret `secret` may be attached to rotation policy `name`: `who` may
+/// describe the policy (checked first, so that a caller who may not learns neither
+/// whether it exists nor what it does from the answer), the policy exists and, if it
+/// is a `webhook` one (which sends the secret's next value to its url), `who` may read
+/// the secret.
 fn check_attach(r: &(impl Reader + ?Sized), who: &Actor, name: &str, secret: &str) -> Result<()> {
+    who.require(
+        "kms:DescribeRotationPolicy",
+        &format!("rotation-policy/{name}"),
+        ATTACH_WHY,
+    )?;
     let policy: PolicyRecord =
         load(r, Table::RotationPolicies, name.as_bytes())?.ok_or_else(|| {
             Error::new(

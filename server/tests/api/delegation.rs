@@ -29,9 +29,14 @@ fn principal_of(v: &api::SecretValue) -> String {
 
 /// A caller owning `secret/team/*` and holding token rights on `token_rights`.
 async fn team_member(s: &TestServer, name: &str, token_rights: &[&str]) -> Client {
-    let mut statements = vec![json!({"Effect": "Allow", "Action": [
+    let mut statements = vec![
+        json!({"Effect": "Allow", "Action": [
         "kms:CreateSecret", "kms:UpdateSecret", "kms:PutSecretValue", "kms:GetSecretValue",
-        "kms:DescribeSecret", "kms:RotateSecret"], "Resource": "secret/team/*"})];
+        "kms:DescribeSecret", "kms:RotateSecret"], "Resource": "secret/team/*"}),
+        // Attaching a rotation policy needs the right to see it.
+        json!({"Effect": "Allow", "Action": "kms:DescribeRotationPolicy",
+            "Resource": "rotation-policy/*"}),
+    ];
     if !token_rights.is_empty() {
         statements.push(json!({"Effect": "Allow",
             "Action": ["ram:CreateToken", "ram:DeleteToken"], "Resource": token_rights}));
@@ -878,4 +883,62 @@ async fn attaching_a_policy_to_a_principal_needs_ram_attach_policy_on_it() {
         &["ram:CreatePrincipal", "ram:UpdatePrincipal"],
     )
     .await;
+}
+
+/// Attaching a rotation policy needs the right to describe it, checked before the
+/// policy is loaded: a caller who may not see a policy learns from the refusal neither
+/// whether it exists nor what it does (a webhook policy would otherwise also ask for
+/// the right to read the secret, and say so).
+#[tokio::test]
+async fn attaching_a_rotation_policy_needs_the_right_to_see_it_and_tells_nothing_else() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("ops/signing", "value-0123456789"))
+        .await
+        .unwrap();
+    s.client
+        .create_rotation_policy(&webhook("hook", "ops/signing"))
+        .await
+        .unwrap();
+    s.client
+        .create_rotation_policy(&policy("rnd", "30d", RotationStrategy::Random, &[]))
+        .await
+        .unwrap();
+    let blind = s
+        .principal_with(
+            "blind",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow", "Action": [
+                "kms:CreateSecret", "kms:UpdateSecret", "kms:DescribeSecret"],
+                "Resource": "secret/blind/*"}]}),
+        )
+        .await;
+    blind
+        .create_secret(&text_secret("blind/existing", "v"))
+        .await
+        .unwrap();
+    for p in ["hook", "rnd", "nothing-by-this-name"] {
+        let mut req = text_secret("blind/new", "v");
+        req.rotation_policy = Some(p.into());
+        let want = format!(
+            "principal blind is not allowed kms:DescribeRotationPolicy on rotation-policy/{p}"
+        );
+        assert_code(blind.create_secret(&req).await, ErrorCode::Forbidden, &want);
+        let attach = api::UpdateSecretRequest {
+            rotation_policy: Some(p.into()),
+            ..Default::default()
+        };
+        match blind.update_secret("blind/existing", &attach).await {
+            Err(strongbox_client::Error::Api { code, message, .. }) => {
+                assert_eq!(code, ErrorCode::Forbidden, "{message}");
+                assert!(message.contains(&want), "{message}");
+                assert!(
+                    !message.contains("webhook") && !message.contains("url"),
+                    "{message}"
+                );
+            }
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+    let d = s.client.describe_secret("blind/existing").await.unwrap();
+    assert_eq!(d.rotation_policy, None, "nothing was attached");
 }

@@ -675,6 +675,9 @@ impl Service {
             }
             rec.update_date = now;
             prune(t, &mut rec, this.inner.config.max_versions);
+            // ACSPending taken off a rotation's version abandons it: the schedule goes
+            // back to the policy's dates.
+            reindex_secret(t, &mut rec)?;
             t.put(Table::Secrets, name.as_bytes(), encode(&rec));
             Ok(api::ListSecretVersionsResponse {
                 versions: rec.versions.iter().rev().map(VersionMeta::to_api).collect(),

@@ -826,11 +826,10 @@ async fn postgres_rotation_speaks_tls_with_require_and_verify_full() {
     let e = run("verify-full", Some(&stranger.ca_pem), v2)
         .await
         .unwrap_err();
-    // (The first login of single-user *set* is the account's own, checking that it can
-    // log in at all.)
+    // (The first login is the admin's, in *create*'s check of the accounts.)
     assert!(
         e.message
-            .contains("login as app failed: error performing TLS handshake"),
+            .contains("login as postgres failed: error performing TLS handshake"),
         "{}",
         e.message
     );
@@ -1597,6 +1596,39 @@ async fn single_user_set_changes_nothing_for_an_account_that_cannot_log_in() {
         e.message
     );
     assert_eq!(mysql_hash(&mut root, &locked.user).await, before);
+
+    // MySQL refuses a login from a host the account does not allow as if the password
+    // were wrong (1045): the admin is asked, and the account is left alone.
+    let elsewhere = unique("elsewhere");
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("CREATE USER '{elsewhere}'@'10.9.9.%' IDENTIFIED BY 'pw-elsewhere'"),
+    )
+    .await
+    .unwrap();
+    let before = mysql_hash(&mut root, &elsewhere).await;
+    let e = database_conformance(
+        RotationStrategy::Mysql,
+        &obj(locked.config("SingleUser", "db/admin")),
+        MysqlApp::admin_value().as_bytes(),
+        account(&elsewhere, "pw-elsewhere").as_bytes(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message
+            .contains("no host entry of the account matches this host"),
+        "{}",
+        e.message
+    );
+    assert_eq!(mysql_hash(&mut root, &elsewhere).await, before);
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("DROP USER '{elsewhere}'@'10.9.9.%'"),
+    )
+    .await
+    .unwrap();
     let _ = root.disconnect().await;
     locked.drop_all().await;
 }
@@ -1608,4 +1640,51 @@ async fn mysql_hash(root: &mut mysql_async::Conn, user: &str) -> Option<String> 
     )
     .await
     .unwrap()
+}
+
+/// An account whose privileges come from a role it has on at login (a default role):
+/// the clone gets the role and has it on at login too, so the application's queries
+/// keep working after the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_clones_get_the_default_role_of_the_account_they_copy() {
+    let app = MysqlApp::create("roled", "pw-roled").await;
+    let reader = unique("reader");
+    let mut root = mysql_root().await;
+    for sql in [
+        format!("REVOKE SELECT ON `{}`.* FROM '{}'@'%'", app.db, app.user),
+        format!("CREATE ROLE {reader}"),
+        format!("GRANT SELECT ON `{}`.* TO {reader}", app.db),
+        format!("GRANT {reader} TO '{}'@'%'", app.user),
+        format!("SET DEFAULT ROLE {reader} FOR '{}'@'%'", app.user),
+    ] {
+        mysql_async::prelude::Queryable::query_drop(&mut root, sql)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        app.read_table(&app.user, "pw-roled").await,
+        Ok(42),
+        "through the role"
+    );
+    let v = database_conformance(
+        RotationStrategy::Mysql,
+        &obj(app.config("DoubleUsers", "db/admin")),
+        MysqlApp::admin_value().as_bytes(),
+        account(&app.user, "pw-roled").as_bytes(),
+        None,
+    )
+    .await
+    .unwrap();
+    let clone = creds(&v);
+    assert_eq!(clone.name, format!("{}_clone", app.user));
+    assert_eq!(
+        app.read_table(&clone.name, &clone.password).await,
+        Ok(42),
+        "the clone reads through the same role, on at login"
+    );
+    mysql_async::prelude::Queryable::query_drop(&mut root, format!("DROP ROLE {reader}"))
+        .await
+        .unwrap();
+    let _ = root.disconnect().await;
+    app.drop_all().await;
 }

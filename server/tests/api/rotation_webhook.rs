@@ -701,3 +701,74 @@ async fn a_webhook_outside_the_egress_allow_list_is_never_called() {
     let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
     assert_eq!(steps, ["create", "set", "test", "finish"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_cannot_complete_waits_while_its_policy_is_off_and_can_be_abandoned() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("stuck", "v0", "hook"))
+        .await
+        .unwrap();
+    *f.hook.behaviour.fail_step.lock().unwrap() = Some("set".into());
+    assert_code(
+        s.client.rotate_secret("stuck", None).await,
+        ErrorCode::RotationFailed,
+        "webhook set",
+    );
+    f.calls();
+    // Turned off, the policy resumes nothing by itself.
+    s.client
+        .update_rotation_policy(
+            "hook",
+            &strongbox_schemas::UpdateRotationPolicyRequest {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.advance_and_tick(301).await;
+    assert!(f.calls().is_empty(), "no resume while the policy is off");
+    // A rotation with another version id is refused, saying how to go on.
+    assert_code(
+        s.client.rotate_secret("stuck", Some("fresh-1")).await,
+        ErrorCode::RotationInProgress,
+        "removing the ACSPending label",
+    );
+    // Abandoned by hand: ACSPending removed. The next rotation starts over.
+    let pending = s
+        .client
+        .get_secret_value("stuck", None, Some(STAGE_PENDING))
+        .await
+        .unwrap();
+    s.client
+        .update_secret_stage(
+            "stuck",
+            &strongbox_schemas::UpdateSecretStageRequest {
+                version_stage: STAGE_PENDING.into(),
+                move_to_version: None,
+                remove_from_version: Some(pending.version_id.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    *f.hook.behaviour.fail_step.lock().unwrap() = None;
+    let done = s
+        .client
+        .rotate_secret("stuck", Some("fresh-1"))
+        .await
+        .unwrap();
+    assert_eq!(done.version_id, "fresh-1");
+    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
+    assert_eq!(steps, ["create", "set", "test", "finish"]);
+    let now = s
+        .client
+        .get_secret_value("stuck", None, None)
+        .await
+        .unwrap();
+    assert_eq!(now.version_id, "fresh-1");
+    let d = s.client.describe_secret("stuck").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Succeeded));
+}

@@ -10,14 +10,16 @@
 //!
 //! - By default every address is allowed except link-local ones (`169.254.0.0/16`,
 //!   `fe80::/10`) and the cloud metadata services (`100.100.100.200`, Alibaba Cloud;
-//!   `fd00:ec2::254`, AWS over IPv6; AWS, Azure and GCP use `169.254.169.254`).
+//!   `fd00:ec2::254`, AWS over IPv6; `168.63.129.16`, Azure's WireServer; AWS, Azure
+//!   and GCP use `169.254.169.254`). Loopback is allowed (a database on the same host).
 //! - `strongbox server --rotation-egress-allow CIDR[,CIDR…]` allows only the networks
 //!   listed (a bare address is a /32 or /128); a metadata address is then reachable
 //!   only if a listed network holds it.
 //! - Never: the unspecified address (`0.0.0.0`, `::`, which Linux takes for the local
 //!   host), broadcast and multicast.
 //!
-//! IPv4 addresses written as IPv6 (`::ffff:a.b.c.d`) are checked as IPv4.
+//! IPv4 addresses written as IPv6 (`::ffff:a.b.c.d`, `::a.b.c.d`, NAT64's
+//! `64:ff9b::a.b.c.d`) are checked as IPv4.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -28,11 +30,13 @@ use crate::error::{Error, Result};
 use strongbox_schemas::ErrorCode;
 
 /// Addresses refused by default (and allowed only when a listed network holds them).
-const DEFAULT_DENY: [&str; 4] = [
+const DEFAULT_DENY: [&str; 5] = [
     "169.254.0.0/16",
     "fe80::/10",
     "100.100.100.200/32",
     "fd00:ec2::254/128",
+    // Azure's WireServer.
+    "168.63.129.16/32",
 ];
 
 /// The networks rotations may connect to. Cheap to clone.
@@ -71,7 +75,7 @@ impl EgressPolicy {
 
     /// Whether a rotation may connect to `ip`.
     pub fn permits(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
+        let ip = embedded_v4(ip);
         if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
             return false;
         }
@@ -104,6 +108,28 @@ impl EgressPolicy {
         }
         Ok(allowed)
     }
+}
+
+/// The IPv4 address an IPv6 one carries, where one is carried: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated but still routed by
+/// some stacks) and the NAT64 well-known prefix (`64:ff9b::a.b.c.d`). Otherwise `ip`.
+fn embedded_v4(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let s = v6.segments();
+    let low = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    // `::` and `::1` stay IPv6 (unspecified and loopback).
+    if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
+        return IpAddr::V4(low);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return IpAddr::V4(low);
+    }
+    ip
 }
 
 fn refused(message: String) -> Error {
@@ -155,6 +181,10 @@ mod tests {
         for no in [
             "169.254.169.254",
             "::ffff:169.254.169.254",
+            "::169.254.169.254",
+            "64:ff9b::169.254.169.254",
+            "::a9fe:a9fe",
+            "168.63.129.16",
             "fe80::1",
             "100.100.100.200",
             "fd00:ec2::254",
@@ -175,6 +205,8 @@ mod tests {
         let p = EgressPolicy::parse(" 10.0.0.0/8, 192.168.7.9 ,fd00::/8").unwrap();
         assert!(p.permits(ip("10.200.0.1")));
         assert!(p.permits(ip("::ffff:10.0.0.1")));
+        assert!(p.permits(ip("64:ff9b::10.0.0.1")));
+        assert!(!p.permits(ip("::1")), "::1 is loopback, not 0.0.0.1");
         assert!(p.permits(ip("192.168.7.9")));
         assert!(!p.permits(ip("192.168.7.10")));
         assert!(p.permits(ip("fd00:ec2::1")));
@@ -195,6 +227,28 @@ mod tests {
         assert!(e.contains("db.internal"), "{e}");
         assert!(EgressPolicy::parse(" , ").is_err());
         assert!(EgressPolicy::parse("10.0.0.0/33").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_webhook_resolver_returns_only_permitted_addresses() {
+        use reqwest::dns::Resolve as _;
+        use std::str::FromStr as _;
+        let name = || reqwest::dns::Name::from_str("localhost").unwrap();
+        let refused = Resolver(EgressPolicy::parse("10.0.0.0/8").unwrap())
+            .resolve(name())
+            .await;
+        assert!(refused.is_err());
+        let addrs: Vec<SocketAddr> = Resolver(EgressPolicy::parse("127.0.0.0/8").unwrap())
+            .resolve(name())
+            .await
+            .unwrap()
+            .collect();
+        assert!(
+            !addrs.is_empty()
+                && addrs
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.ip().is_ipv4())
+        );
     }
 
     #[tokio::test]

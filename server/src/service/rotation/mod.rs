@@ -140,10 +140,24 @@ impl From<Error> for Stop {
     }
 }
 
+/// Whether the secret's persisted rotation was abandoned: its version no longer has
+/// `ACSPending` (removed by hand, the way out of a rotation that cannot complete).
+fn abandoned(rec: &SecretRecord) -> bool {
+    rec.rotation.in_progress.as_ref().is_some_and(|p| {
+        !rec.versions
+            .iter()
+            .any(|v| v.version_id == p.version_id && v.stages.iter().any(|s| s == STAGE_PENDING))
+    })
+}
+
 fn in_progress(name: &str) -> Error {
     Error::new(
         ErrorCode::RotationInProgress,
-        format!("a rotation of secret {name} is already running"),
+        format!(
+            "a rotation of secret {name} is already running or has not completed (resume it \
+             with a rotate request without version_id, or abandon it by removing the \
+             ACSPending label from its version)"
+        ),
     )
 }
 
@@ -247,7 +261,13 @@ impl Service {
                 format!("secret {name} has no rotation policy; attach one first"),
             ));
         }
-        let version_id = match (&rec.rotation.in_progress, requested) {
+        // An abandoned rotation is replaced by the new one (in *create*'s write).
+        let persisted = rec
+            .rotation
+            .in_progress
+            .as_ref()
+            .filter(|_| !abandoned(&rec));
+        let version_id = match (persisted, requested) {
             // A persisted rotation that no task runs (after a restart): resume it.
             (Some(p), None) => p.version_id.clone(),
             (Some(p), Some(r)) if p.version_id == r => r,
@@ -436,9 +456,26 @@ impl Service {
             };
             let step = match &rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id => Some(p.step),
+                // Abandoned: a new rotation starts over it.
+                Some(_) if abandoned(&rec) => None,
                 Some(_) => return Err(Stop::Failed(in_progress(name))),
                 None => None,
             };
+            // The way out of a rotation that cannot complete: its version's ACSPending
+            // label removed by hand. Nothing is sent to the target any more.
+            if step.is_some()
+                && !rec.versions.iter().any(|v| {
+                    v.version_id == version_id && v.stages.iter().any(|s| s == STAGE_PENDING)
+                })
+            {
+                return Err(Stop::Failed(Error::new(
+                    ErrorCode::RotationFailed,
+                    format!(
+                        "the rotation of version {version_id} is abandoned: its ACSPending \
+                         label was removed"
+                    ),
+                )));
+            }
             let pending = match step {
                 None => None,
                 Some(_) => Some(self.plaintext(name, Some(version_id))?),
@@ -517,6 +554,7 @@ impl Service {
             let mut rec = load_live_secret(t, &name)?;
             match &rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id => return Ok(()),
+                Some(_) if abandoned(&rec) => {}
                 Some(_) => return Err(in_progress(&name)),
                 None => {}
             }
@@ -640,12 +678,15 @@ impl Service {
             // the same value (*set* again, or *test*) instead of losing it, as AWS
             // keeps `AWSPENDING`. A failure of *create* leaves nothing behind.
             // A pending version that is gone cannot be resumed: the rotation ends.
+            // A pending version whose ACSPending label was removed by hand is abandoned.
             let applied = rec
                 .rotation
                 .in_progress
                 .as_ref()
                 .is_some_and(|p| p.version_id == version_id)
-                && rec.versions.iter().any(|v| v.version_id == version_id);
+                && rec.versions.iter().any(|v| {
+                    v.version_id == version_id && v.stages.iter().any(|s| s == STAGE_PENDING)
+                });
             if !applied {
                 for v in &mut rec.versions {
                     if v.version_id == version_id {

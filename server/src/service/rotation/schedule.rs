@@ -94,13 +94,19 @@ pub(crate) const RESUME_AFTER_FAILURE_SECS: i64 = 300;
 
 /// The time a secret's rotation job should sit under in the index.
 pub(crate) fn secret_due(rec: &SecretRecord, policy: Option<&PolicyRecord>) -> Option<i64> {
-    if let Some(p) = &rec.rotation.in_progress {
+    if let Some(p) = &rec.rotation.in_progress
+        && !super::abandoned(rec)
+    {
         // A begun rotation is due from its start until it ends, so a restart resumes it;
-        // one that failed after *create* is tried again a while after the failure.
-        return Some(match rec.rotation.last_failure {
-            Some(f) if f >= p.started => f.saturating_add(RESUME_AFTER_FAILURE_SECS),
-            _ => p.started,
-        });
+        // one that failed after *create* is tried again a while after the failure, as
+        // long as a policy that is enabled is attached (otherwise only
+        // `POST …/rotate` resumes it).
+        return match rec.rotation.last_failure {
+            Some(f) if f >= p.started => policy
+                .is_some_and(|p| p.enabled)
+                .then(|| f.saturating_add(RESUME_AFTER_FAILURE_SECS)),
+            _ => Some(p.started),
+        };
     }
     let due = rec.next_rotation_date(policy)?;
     let window = policy.map_or(0, |p| p.window.seconds());

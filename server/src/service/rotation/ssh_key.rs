@@ -674,6 +674,12 @@ fn pending_of<'a>(step: &str, cx: &StepContext<'a>) -> Result<&'a [u8]> {
 impl Strategy for SshKeyStrategy {
     async fn create(&self, cx: &StepContext<'_>) -> Result<Zeroizing<Vec<u8>>> {
         let target = self.target(cx.secret_name)?;
+        // A host the egress policy refuses fails here, before anything is pending.
+        target
+            .egress
+            .resolve(&target.host, target.port)
+            .await
+            .map_err(|e| failed("create", e.message))?;
         let current = cx
             .current
             .ok_or_else(|| failed("create", "no current value"))?;

@@ -592,18 +592,40 @@ impl DatabaseStrategy {
         let Some(current) = &self.current else {
             return Ok(false);
         };
-        match self.try_login(current).await {
-            Ok(()) => Ok(false),
-            Err(LoginError::WrongPassword(_)) => Ok(self.try_login(pending).await.is_ok()),
-            Err(LoginError::Other(e)) => Err(failed(
+        if self.current_logs_in(current, "set").await? {
+            return Ok(false);
+        }
+        Ok(self.try_login(pending).await.is_ok())
+    }
+
+    /// Whether `current` logs in from here (`true`) or is refused as a wrong password
+    /// (`false`); any other refusal is an error that says nothing was changed. On MySQL
+    /// a login from a host the account does not allow is refused as a wrong password
+    /// too (1045), so the admin is asked whether any of the account's hosts matches
+    /// this one.
+    async fn current_logs_in(&self, current: &Account, step: &str) -> Result<bool> {
+        let cannot = |why: &str| {
+            failed(
                 self.engine,
-                "set",
+                step,
                 format!(
                     "account {} cannot log in from Strongbox, so a new password could not be \
-                     tested; nothing was changed ({})",
-                    current.name, e.message
+                     tested; nothing was changed ({why})",
+                    current.name
                 ),
-            )),
+            )
+        };
+        match self.try_login(current).await {
+            Ok(()) => Ok(true),
+            Err(LoginError::WrongPassword(_)) => {
+                if self.engine == Engine::Mysql
+                    && !mysql::allows_this_host(&self.admin_target(), &current.name, step).await?
+                {
+                    return Err(cannot("no host entry of the account matches this host"));
+                }
+                Ok(false)
+            }
+            Err(LoginError::Other(e)) => Err(cannot(&e.message)),
         }
     }
 
@@ -639,6 +661,22 @@ impl Strategy for DatabaseStrategy {
         };
         let name = self.pending_name(&current.name).await?;
         self.not_admin("create", "ACSPending", &name)?;
+        // What would make *set* refuse is checked here, before anything is pending: a
+        // rotation that could never complete leaves nothing behind (a failure after
+        // *create* keeps the pending value, which may already be applied).
+        let names: Vec<&str> = match self.cfg.sub_type {
+            SubType::DoubleUsers if name != current.name => vec![&name, &current.name],
+            _ => vec![&name],
+        };
+        match self.engine {
+            Engine::Postgres => {
+                postgres::check_accounts(&self.admin_target(), &names, "create").await?
+            }
+            Engine::Mysql => mysql::check_accounts(&self.admin_target(), &names, "create").await?,
+        }
+        if self.cfg.sub_type == SubType::SingleUser {
+            self.current_logs_in(&current, "create").await?;
+        }
         let password = self.rules.generate();
         current.with(&name, &password)
     }

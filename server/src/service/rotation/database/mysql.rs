@@ -265,15 +265,92 @@ fn require_clause(row: Option<&TlsRequirement>, esc: bool) -> String {
     }
 }
 
-/// *set*: as the admin, creates `pending` on every host of `template` with the same
-/// grants when asked (grants are applied again on a repeated step), then sets its
-/// password on every host entry.
-pub(crate) async fn set_password(
-    admin: &Target<'_>,
-    pending: &Account,
-    template: Option<&str>,
+/// The default roles of `user@host` as the `SET DEFAULT ROLE` statement names them
+/// (`NONE` when it has none). `None` on MySQL before 8.0, which has no roles.
+async fn default_role_clause(
+    conn: &mut Conn,
+    mariadb: bool,
+    user: &str,
+    host: &str,
+) -> std::result::Result<Option<String>, mysql_async::Error> {
+    if mariadb {
+        // One default role per account, in mysql.user.
+        let role: Option<Option<String>> = conn
+            .exec_first(
+                "SELECT default_role FROM mysql.user WHERE User = ? AND Host = ?",
+                (user, host),
+            )
+            .await?;
+        return Ok(Some(match role.flatten().filter(|r| !r.is_empty()) {
+            Some(r) => quote_ident(&r),
+            None => "NONE".into(),
+        }));
+    }
+    let rows: std::result::Result<Vec<(String, String)>, _> = conn
+        .exec(
+            "SELECT DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST FROM mysql.default_roles \
+             WHERE USER = ? AND HOST = ?",
+            (user, host),
+        )
+        .await;
+    let rows = match rows {
+        Ok(r) => r,
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(if rows.is_empty() {
+        "NONE".into()
+    } else {
+        rows.iter()
+            .map(|(u, h)| format!("{}@{}", quote_ident(u), quote_ident(h)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }))
+}
+
+/// Whether an account `user` has a host entry that matches the host this server sees
+/// Strongbox connect from (asked as the admin, whose connection comes from the same
+/// host). Entries given as a netmask (`10.0.0.0/255.255.255.0`) are not evaluated here
+/// and count as a match.
+pub(crate) async fn allows_this_host(admin: &Target<'_>, user: &str, step: &str) -> Result<bool> {
+    let mut conn = connect(admin, step).await?;
+    let n: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND \
+             (SUBSTRING_INDEX(USER(), '@', -1) LIKE Host OR Host LIKE '%/%')",
+            (user,),
+        )
+        .await
+        .map_err(|e| {
+            failed(
+                Engine::Mysql,
+                step,
+                format!("looking up the account's hosts: {}", describe(&e, true)),
+            )
+        })?;
+    let _ = conn.disconnect().await;
+    Ok(n.unwrap_or(0) > 0)
+}
+
+/// Whether a server with this `VERSION()` has roles: MariaDB (10.0.5 on), MySQL 8 on.
+fn has_roles(version: &str) -> bool {
+    version.contains("MariaDB")
+        || version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some_and(|major| major >= 8)
+}
+
+/// Refuses privileged accounts among `names` (the pending account and the current one
+/// a clone copies): `root`, and global SUPER, GRANT OPTION or CREATE USER, held or
+/// through roles. `version` is the server's `VERSION()`.
+async fn check_not_privileged(
+    conn: &mut Conn,
+    version: &str,
+    names: &[&str],
+    step: &str,
 ) -> Result<()> {
-    let step = "set";
     let fail = |what: String, e: mysql_async::Error, with_message: bool| -> Error {
         failed(
             Engine::Mysql,
@@ -281,17 +358,11 @@ pub(crate) async fn set_password(
             format!("{what}: {}", describe(&e, with_message)),
         )
     };
-    let mut conn = connect(admin, step).await?;
-    let (version, sql_mode): (String, String) = conn
-        .query_first("SELECT VERSION(), @@SESSION.sql_mode")
-        .await
-        .map_err(|e| fail("reading the server version".into(), e, true))?
-        .unwrap_or_default();
     let mariadb = version.contains("MariaDB");
-    let esc = !sql_mode.contains("NO_BACKSLASH_ESCAPES");
+    let has_roles = has_roles(version);
     // Privileged accounts are never rotated: their password would land in a secret
     // its readers may not be trusted with, and a clone would get the privileges.
-    for name in std::iter::once(pending.name.as_str()).chain(template) {
+    for &name in names {
         if name == "root" {
             return Err(failed(
                 Engine::Mysql,
@@ -333,12 +404,13 @@ pub(crate) async fn set_password(
              FROM mysql.user u JOIN granted g ON u.User = g.name \
              WHERE u.Super_priv = 'Y' OR u.Grant_priv = 'Y' OR u.Create_user_priv = 'Y'"
         );
-        let roles: Option<Option<String>> = match conn.exec_first(via_roles.as_str(), (name,)).await
-        {
-            Ok(r) => r,
-            // MySQL before 8.0 has no roles (and no mysql.role_edges).
-            Err(mysql_async::Error::Server(e)) if !mariadb && e.code == 1146 => None,
-            Err(e) => return Err(fail("looking up the account's roles".into(), e, true)),
+        // MySQL before 8.0 has no roles (nor WITH RECURSIVE).
+        let roles: Option<Option<String>> = if has_roles {
+            conn.exec_first(via_roles.as_str(), (name,))
+                .await
+                .map_err(|e| fail("looking up the account's roles".into(), e, true))?
+        } else {
+            None
         };
         if let Some(Some(roles)) = roles {
             return Err(failed(
@@ -351,6 +423,54 @@ pub(crate) async fn set_password(
             ));
         }
     }
+    Ok(())
+}
+
+/// *create*'s check, before anything is pending: as the admin, refuses privileged
+/// accounts among `names`, so that a rotation that could never be completed leaves
+/// nothing behind. *set* checks again.
+pub(crate) async fn check_accounts(admin: &Target<'_>, names: &[&str], step: &str) -> Result<()> {
+    let mut conn = connect(admin, step).await?;
+    let version: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(|e| {
+        failed(
+            Engine::Mysql,
+            step,
+            format!("reading the server version: {}", describe(&e, true)),
+        )
+    })?;
+    let r = check_not_privileged(&mut conn, &version.unwrap_or_default(), names, step).await;
+    let _ = conn.disconnect().await;
+    r
+}
+
+/// *set*: as the admin, creates `pending` on every host of `template` with the same
+/// grants when asked (grants are applied again on a repeated step), then sets its
+/// password on every host entry.
+pub(crate) async fn set_password(
+    admin: &Target<'_>,
+    pending: &Account,
+    template: Option<&str>,
+) -> Result<()> {
+    let step = "set";
+    let fail = |what: String, e: mysql_async::Error, with_message: bool| -> Error {
+        failed(
+            Engine::Mysql,
+            step,
+            format!("{what}: {}", describe(&e, with_message)),
+        )
+    };
+    let mut conn = connect(admin, step).await?;
+    let (version, sql_mode): (String, String) = conn
+        .query_first("SELECT VERSION(), @@SESSION.sql_mode")
+        .await
+        .map_err(|e| fail("reading the server version".into(), e, true))?
+        .unwrap_or_default();
+    let mariadb = version.contains("MariaDB");
+    let esc = !sql_mode.contains("NO_BACKSLASH_ESCAPES");
+    let names: Vec<&str> = std::iter::once(pending.name.as_str())
+        .chain(template)
+        .collect();
+    check_not_privileged(&mut conn, &version, &names, step).await?;
     let mut hosts: Vec<String> = conn
         .exec(
             "SELECT Host FROM mysql.user WHERE User = ?",
@@ -442,6 +562,35 @@ pub(crate) async fn set_password(
                     true,
                 )
             })?;
+            // Roles granted to the account were copied with its grants; the ones it
+            // has on at login (default roles) are copied too, or the clone would log
+            // in without them and the application's queries would fail after the swap.
+            let default = default_role_clause(&mut conn, mariadb, template, host)
+                .await
+                .map_err(|e| {
+                    fail(
+                        format!("reading the default roles of {template}@{host}"),
+                        e,
+                        true,
+                    )
+                })?;
+            if let Some(roles) = default {
+                let set = if mariadb {
+                    format!("SET DEFAULT ROLE {roles} FOR {user}")
+                } else {
+                    format!("SET DEFAULT ROLE {roles} TO {user}")
+                };
+                conn.query_drop(&set).await.map_err(|e| {
+                    fail(
+                        format!(
+                            "giving {}@{host} the default roles of {template}",
+                            pending.name
+                        ),
+                        e,
+                        true,
+                    )
+                })?;
+            }
             if !hosts.contains(host) {
                 hosts.push(host.clone());
             }

@@ -219,23 +219,15 @@ pub(crate) async fn try_login(t: &Target<'_>, step: &str) -> std::result::Result
     Ok(())
 }
 
-/// *set*: as the admin, creates `pending` as a member of `template` when asked and it
-/// does not exist, then sets its password (a SCRAM verifier, never the plaintext).
-pub(crate) async fn set_password(
-    admin: &Target<'_>,
-    pending: &Account,
-    template: Option<&str>,
+/// Refuses privileged roles among `names` (the pending account and the current one a
+/// clone copies).
+async fn check_not_privileged(
+    client: &tokio_postgres::Client,
+    names: &[&str],
+    step: &str,
 ) -> Result<()> {
-    let step = "set";
-    let fail = |what: &str, e: tokio_postgres::Error| -> Error {
-        failed(Engine::Postgres, step, format!("{what}: {}", describe(&e)))
-    };
-    let client = connect(admin, step).await?;
     // Privileged roles are never rotated: their password would land in a secret its
     // readers may not be trusted with, and a clone would inherit the privileges.
-    let names: Vec<&str> = std::iter::once(pending.name.as_str())
-        .chain(template)
-        .collect();
     // Membership counts too, direct or through other roles: a member can SET ROLE to
     // a superuser role, and the built-in roles named here reach the server's files and
     // programs (a shell as the postgres user).
@@ -248,10 +240,16 @@ pub(crate) async fn set_password(
                         ('pg_execute_server_program', 'pg_write_server_files', \
                          'pg_read_server_files'))) \
              FROM pg_roles r WHERE r.rolname = ANY($1)",
-            &[&names],
+            &[&names.to_vec()],
         )
         .await
-        .map_err(|e| fail("looking up the account's privileges", e))?;
+        .map_err(|e| {
+            failed(
+                Engine::Postgres,
+                step,
+                format!("looking up the account's privileges: {}", describe(&e)),
+            )
+        })?;
     for row in privileged {
         let name: String = row.get(0);
         let mut attrs: Vec<String> = [(1, "SUPERUSER"), (2, "CREATEROLE"), (3, "BYPASSRLS")]
@@ -273,6 +271,33 @@ pub(crate) async fn set_password(
             ));
         }
     }
+    Ok(())
+}
+
+/// *create*'s check, before anything is pending: as the admin, refuses privileged
+/// roles among `names`, so that a rotation that could never be completed leaves
+/// nothing behind. *set* checks again.
+pub(crate) async fn check_accounts(admin: &Target<'_>, names: &[&str], step: &str) -> Result<()> {
+    let client = connect(admin, step).await?;
+    check_not_privileged(&client, names, step).await
+}
+
+/// *set*: as the admin, creates `pending` as a member of `template` when asked and it
+/// does not exist, then sets its password (a SCRAM verifier, never the plaintext).
+pub(crate) async fn set_password(
+    admin: &Target<'_>,
+    pending: &Account,
+    template: Option<&str>,
+) -> Result<()> {
+    let step = "set";
+    let fail = |what: &str, e: tokio_postgres::Error| -> Error {
+        failed(Engine::Postgres, step, format!("{what}: {}", describe(&e)))
+    };
+    let client = connect(admin, step).await?;
+    let names: Vec<&str> = std::iter::once(pending.name.as_str())
+        .chain(template)
+        .collect();
+    check_not_privileged(&client, &names, step).await?;
     let role = quote_ident(&pending.name);
     if let Some(template) = template {
         let exists = client

@@ -3,12 +3,14 @@
 //!
 //! - A value is served from memory until it is `ttl` old (default 5 minutes), then
 //!   read again. Errors are never cached.
-//! - Concurrent reads of one secret that miss share one request.
+//! - Concurrent reads of one secret that miss share one request, and its error: callers
+//!   that were waiting for a request that failed get its error, not a request each.
 //! - At most `max_entries` values are kept; beyond that the least recently used goes.
 //! - Values are wiped from memory when they leave the cache (and the last caller drops
 //!   its handle).
 //! - [`SecretCache::refresh`] reads a secret again at once: call it when the value
-//!   stopped working (a refused login after a rotation), as MyApp does.
+//!   stopped working (a refused login after a rotation). Concurrent refreshes share one
+//!   request too.
 //!
 //! The cache belongs to one [`Client`], hence one token: values read with one
 //! principal's rights are never served to another.
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use strongbox_schemas as api;
 use zeroize::Zeroize;
 
-use crate::{Client, Result};
+use crate::{Client, Error, Result};
 
 /// How the cache behaves.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +72,8 @@ type Key = (String, Option<String>, Option<String>);
 struct Slot {
     /// The value and when it was read.
     value: Option<(Arc<CachedValue>, Instant)>,
+    /// The last request's error and when it failed.
+    failure: Option<(Error, Instant)>,
 }
 
 struct Entry {
@@ -125,28 +129,63 @@ impl SecretCache {
             version_id.map(str::to_string),
             version_stage.map(str::to_string),
         );
-        let slot = self.slot(&key);
-        let mut slot = slot.lock().await;
+        self.load(&key, false).await
+    }
+
+    /// Reads `ACSCurrent` again now (and caches it), whatever its age; other cached
+    /// versions of the secret are forgotten. Callers that ask while a refresh is under
+    /// way get its result.
+    pub async fn refresh(&self, name: &str) -> Result<Arc<CachedValue>> {
+        let key = (name.to_string(), None, None);
+        self.lock().retain(|k, _| k.0 != name || *k == key);
+        self.load(&key, true).await
+    }
+
+    /// The value of `key`: from memory unless stale (or `refresh`), else one request
+    /// for all callers waiting on the slot.
+    async fn load(&self, key: &Key, refresh: bool) -> Result<Arc<CachedValue>> {
+        let arrived = Instant::now();
+        let slot_ref = self.slot(key);
+        let mut slot = slot_ref.lock().await;
+        // Someone read (or failed to read) while this caller waited: share that.
         if let Some((v, at)) = &slot.value
-            && at.elapsed() < self.config.ttl
+            && (*at >= arrived || (!refresh && at.elapsed() < self.config.ttl))
         {
             return Ok(v.clone());
         }
+        if let Some((e, at)) = &slot.failure
+            && *at >= arrived
+        {
+            return Err(e.clone());
+        }
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let fresh = Arc::new(CachedValue(
-            self.client
-                .get_secret_value(name, version_id, version_stage)
-                .await?,
-        ));
-        slot.value = Some((fresh.clone(), Instant::now()));
-        Ok(fresh)
-    }
-
-    /// Reads `ACSCurrent` again now (and caches it), whatever its age.
-    pub async fn refresh(&self, name: &str) -> Result<Arc<CachedValue>> {
-        self.invalidate(name);
-        self.get(name).await
+        match self
+            .client
+            .get_secret_value(&key.0, key.1.as_deref(), key.2.as_deref())
+            .await
+        {
+            Ok(v) => {
+                let fresh = Arc::new(CachedValue(v));
+                slot.value = Some((fresh.clone(), Instant::now()));
+                slot.failure = None;
+                Ok(fresh)
+            }
+            Err(e) => {
+                slot.failure = Some((e.clone(), Instant::now()));
+                if slot.value.is_none() {
+                    // Nothing to keep: the slot does not take a place in the cache.
+                    let mut map = self.lock();
+                    if map
+                        .get(key)
+                        .is_some_and(|e| Arc::ptr_eq(&e.slot, &slot_ref))
+                    {
+                        map.remove(key);
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Forgets every cached version of `name`.

@@ -44,7 +44,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Errors of the client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The server answered with an error body.
     #[error("{code}: {message} (HTTP {status}, request {request_id})")]
@@ -153,6 +153,8 @@ pub struct Client {
     http: reqwest::Client,
     base: Arc<str>,
     token: Arc<str>,
+    /// Each request's timeout.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -199,8 +201,9 @@ impl Client {
                 "address must start with https:// (got {address:?})"
             )));
         }
+        let timeout = cfg.timeout.unwrap_or(Duration::from_secs(30));
         let mut b = reqwest::Client::builder()
-            .timeout(cfg.timeout.unwrap_or(Duration::from_secs(30)))
+            .timeout(timeout)
             // The token goes only where the address says: never after a redirect (which
             // could go to plain HTTP on the same host and port, and reqwest would keep
             // the Authorization header), never over anything but HTTPS.
@@ -215,6 +218,7 @@ impl Client {
             http,
             base: address.into(),
             token: cfg.token.into(),
+            timeout,
         })
     }
 

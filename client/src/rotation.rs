@@ -21,12 +21,12 @@ impl Client {
             version_id: version_id.map(str::to_string),
         };
         // The server answers within its `rotate_wait` (60 s by default, then 503 while
-        // the rotation goes on): wait that long, not the client's usual timeout, so the
-        // caller learns why a slow rotation failed.
+        // the rotation goes on): wait at least that long, whatever the client's usual
+        // timeout, so the caller learns why a slow rotation failed.
         self.send(
             self.req(Method::POST, &["v1", "secrets", name, "rotate"])
                 .json(&req)
-                .timeout(ROTATE_TIMEOUT),
+                .timeout(self.timeout.max(ROTATE_TIMEOUT)),
         )
         .await
     }

@@ -102,7 +102,10 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            match e.downcast_ref::<secret_cli::ExecFailed>() {
+                Some(x) => std::process::ExitCode::from(x.exit_code()),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

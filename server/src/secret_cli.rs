@@ -367,10 +367,29 @@ pub(crate) async fn prepare_run(args: RunArgs) -> anyhow::Result<std::process::C
     Ok(cmd)
 }
 
+/// A program `run` could not start; the exit status says why, as a shell's would
+/// (127: not found, 126: found but not executable).
+#[derive(Debug, thiserror::Error)]
+#[error("running {program}: {source}")]
+pub(crate) struct ExecFailed {
+    program: String,
+    source: std::io::Error,
+}
+
+impl ExecFailed {
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self.source.kind() {
+            std::io::ErrorKind::NotFound => 127,
+            _ => 126,
+        }
+    }
+}
+
 /// Replaces this process with the prepared program (its exit status and signals are
 /// the caller's to see, as if it had been started directly). Returns only on failure.
 pub(crate) fn exec(mut cmd: std::process::Command) -> anyhow::Error {
     use std::os::unix::process::CommandExt as _;
     let program = cmd.get_program().to_string_lossy().into_owned();
-    anyhow::Error::new(cmd.exec()).context(format!("running {program}"))
+    let source = cmd.exec();
+    anyhow::Error::new(ExecFailed { program, source })
 }

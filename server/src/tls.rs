@@ -42,7 +42,7 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<Serv
 }
 
 /// PEM files of a development CA and a server certificate it signed for
-/// `localhost` and `127.0.0.1`.
+/// `localhost`, `127.0.0.1` and `::1`.
 pub struct DevCertificates {
     /// The CA certificate clients should trust.
     pub ca_pem: String,
@@ -69,7 +69,11 @@ pub fn dev_certificates_for(extra: &[String]) -> anyhow::Result<DevCertificates>
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca.self_signed(&ca_key)?;
     let leaf_key = KeyPair::generate()?;
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     names.extend(
         extra
             .iter()

@@ -386,6 +386,20 @@ async fn run_puts_secrets_in_the_programs_environment_and_only_them() {
     let mut status = s.cli(&s.token);
     status.args(["run", "--env", "K=api/key", "--", "sh", "-c", "exit 7"]);
     assert_eq!(run(status).await.status.code(), Some(7));
+    // A program that cannot be started: the shell's codes, 127 and 126.
+    let mut absent = s.cli(&s.token);
+    absent.args(["run", "--env", "K=api/key", "--", "/nonexistent/program"]);
+    let out = run(absent).await;
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running /nonexistent/program"));
+    let dir = tempfile::tempdir().unwrap();
+    let not_exec = dir.path().join("script");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    let mut denied = s.cli(&s.token);
+    denied
+        .args(["run", "--env", "K=api/key", "--"])
+        .arg(&not_exec);
+    assert_eq!(run(denied).await.status.code(), Some(126));
 
     // A secret that cannot be read stops the run before the program starts.
     let dir = tempfile::tempdir().unwrap();

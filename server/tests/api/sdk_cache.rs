@@ -130,3 +130,50 @@ async fn the_cache_keeps_at_most_max_entries_dropping_the_least_recently_used() 
     cache.invalidate("b");
     assert_eq!(cache.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_share_a_failure_and_concurrent_refreshes_share_one_request() {
+    let s = TestServer::start().await;
+    let cache = SecretCache::new(s.client.clone(), CacheConfig::default());
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+    let all = |refresh: bool, name: &'static str| {
+        (0..16)
+            .map(|_| {
+                let (c, b) = (cache.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    b.wait().await;
+                    let r = if refresh {
+                        c.refresh(name).await
+                    } else {
+                        c.get(name).await
+                    };
+                    r.map(|v| v.secret_data.clone())
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    // 16 callers of a secret that does not exist: the ones that waited for the failed
+    // request get its error (a few may come after it and ask again, not one each).
+    for r in all(false, "missing") {
+        assert!(r.await.unwrap().is_err());
+    }
+    let after_misses = cache.fetches();
+    assert!(after_misses <= 8, "{after_misses} requests for 16 callers");
+    assert!(cache.is_empty(), "failed lookups take no place");
+
+    s.client
+        .create_secret(&text_secret("rotated", "old"))
+        .await
+        .unwrap();
+    assert_eq!(cache.get("rotated").await.unwrap().secret_data, "old");
+    s.client
+        .put_secret_value("rotated", &put("new"))
+        .await
+        .unwrap();
+    let before = cache.fetches();
+    for r in all(true, "rotated") {
+        assert_eq!(r.await.unwrap().unwrap(), "new");
+    }
+    let refreshes = cache.fetches() - before;
+    assert!(refreshes <= 8, "{refreshes} requests for 16 refreshes");
+}

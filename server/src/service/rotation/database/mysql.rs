@@ -168,6 +168,13 @@ async fn connect_to(
 /// to 80 characters) rather than MySQL (32).
 pub(crate) async fn is_mariadb(t: &Target<'_>, step: &str) -> Result<bool> {
     let mut conn = connect(t, step).await?;
+    let version = server_version(&mut conn, step).await;
+    let _ = conn.disconnect().await;
+    Ok(version?.contains("MariaDB"))
+}
+
+/// `SELECT VERSION()`.
+async fn server_version(conn: &mut Conn, step: &str) -> Result<String> {
     let version: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(|e| {
         failed(
             Engine::Mysql,
@@ -175,8 +182,7 @@ pub(crate) async fn is_mariadb(t: &Target<'_>, step: &str) -> Result<bool> {
             format!("reading the server version: {}", describe(&e, true)),
         )
     })?;
-    let _ = conn.disconnect().await;
-    Ok(version.is_some_and(|v| v.contains("MariaDB")))
+    Ok(version.unwrap_or_default())
 }
 
 /// Logs in with the account and runs `SELECT 1`.
@@ -431,14 +437,10 @@ async fn check_not_privileged(
 /// nothing behind. *set* checks again.
 pub(crate) async fn check_accounts(admin: &Target<'_>, names: &[&str], step: &str) -> Result<()> {
     let mut conn = connect(admin, step).await?;
-    let version: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(|e| {
-        failed(
-            Engine::Mysql,
-            step,
-            format!("reading the server version: {}", describe(&e, true)),
-        )
-    })?;
-    let r = check_not_privileged(&mut conn, &version.unwrap_or_default(), names, step).await;
+    let r = match server_version(&mut conn, step).await {
+        Ok(version) => check_not_privileged(&mut conn, &version, names, step).await,
+        Err(e) => Err(e),
+    };
     let _ = conn.disconnect().await;
     r
 }

@@ -70,9 +70,9 @@ type Key = (String, Option<String>, Option<String>);
 
 #[derive(Default)]
 struct Slot {
-    /// The value and when it was read.
+    /// The value and when the request that read it was sent.
     value: Option<(Arc<CachedValue>, Instant)>,
-    /// The last request's error and when it failed.
+    /// The last request's error and when that request was sent.
     failure: Option<(Error, Instant)>,
 }
 
@@ -147,7 +147,9 @@ impl SecretCache {
         let arrived = Instant::now();
         let slot_ref = self.slot(key);
         let mut slot = slot_ref.lock().await;
-        // Someone read (or failed to read) while this caller waited: share that.
+        // A request sent after this caller arrived (while it waited) is as good as its
+        // own: share its value or error. One sent before may have read a value older
+        // than what the caller wants to replace.
         if let Some((v, at)) = &slot.value
             && (*at >= arrived || (!refresh && at.elapsed() < self.config.ttl))
         {
@@ -160,6 +162,7 @@ impl SecretCache {
         }
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = Instant::now();
         match self
             .client
             .get_secret_value(&key.0, key.1.as_deref(), key.2.as_deref())
@@ -167,12 +170,12 @@ impl SecretCache {
         {
             Ok(v) => {
                 let fresh = Arc::new(CachedValue(v));
-                slot.value = Some((fresh.clone(), Instant::now()));
+                slot.value = Some((fresh.clone(), sent));
                 slot.failure = None;
                 Ok(fresh)
             }
             Err(e) => {
-                slot.failure = Some((e.clone(), Instant::now()));
+                slot.failure = Some((e.clone(), sent));
                 if slot.value.is_none() {
                     // Nothing to keep: the slot does not take a place in the cache.
                     let mut map = self.lock();

@@ -185,6 +185,9 @@ fn check_access_key_value(who: &Actor, value: &[u8]) -> Result<()> {
     }
 }
 
+/// Why deleting an `AccessKey` secret needs the caller's token rights.
+const ACCESS_KEY_DELETE_WHY: &str = "deleting an AccessKey secret revokes the tokens its rotations issued to the principal its value names";
+
 /// Why an `Rds` secret's `extended_config` needs the caller's right to read the admin
 /// secret it names.
 const RDS_ADMIN_WHY: &str = "an Rds secret's rotation logs in with the admin secret its extended_config names, at the Host it names";
@@ -665,6 +668,32 @@ impl Service {
                     ));
                 }
             }
+            // ACSPending taken off the version of a persisted rotation abandons that
+            // rotation, unless it is running (its step may be applying the value right
+            // now; the label stays until it ends).
+            if req.version_stage == api::STAGE_PENDING
+                && let Some(p) = &rec.rotation.in_progress
+                && rec
+                    .versions
+                    .iter()
+                    .any(|v| v.version_id == p.version_id && v.has(api::STAGE_PENDING))
+                && (req.remove_from_version.as_deref() == Some(p.version_id.as_str())
+                    || req
+                        .move_to_version
+                        .as_deref()
+                        .is_some_and(|to| to != p.version_id))
+            {
+                if this.is_rotating(&name) {
+                    return Err(Error::new(
+                        ErrorCode::RotationInProgress,
+                        format!(
+                            "a rotation of secret {name} is running: ACSPending stays on its \
+                             version until it ends"
+                        ),
+                    ));
+                }
+                rec.rotation.in_progress = None;
+            }
             match &req.move_to_version {
                 Some(to) => move_stage(&mut rec, &req.version_stage, to)?,
                 None => {
@@ -834,11 +863,15 @@ impl Service {
 
     /// Schedules deletion after a recovery window of 7–30 days (default 30), or deletes
     /// at once with `force`.
+    /// Deleting an `AccessKey` secret (now or after its window) revokes the tokens its
+    /// rotations issued, so it needs the caller's token rights on the principal its
+    /// value names (on `principal/*` when the value cannot be read now).
     pub async fn delete_secret(
         &self,
         name: &str,
         recovery_window_in_days: Option<u32>,
         force: bool,
+        who: &Actor,
     ) -> Result<api::DeleteSecretResponse> {
         if force && recovery_window_in_days.is_some() {
             return Err(Error::invalid(
@@ -853,11 +886,19 @@ impl Service {
                 "must be between 7 and 30",
             ));
         }
-        let (name, now) = (name.to_string(), self.now());
+        let (this, name, now, who) = (self.clone(), name.to_string(), self.now(), who.clone());
         // Through the access write path: a forced delete revokes the tokens the
         // secret's rotations issued, and cached identities must go with them.
         self.write_access(move |t| {
             let mut rec = load_secret(t, &name)?;
+            if rec.secret_type == SecretType::AccessKey {
+                let principal = rec
+                    .version_with_stage(STAGE_CURRENT)
+                    .and_then(|v| this.open_version(t, &name, &v.version_id).ok())
+                    .and_then(|v| principal_named(&v))
+                    .unwrap_or_else(|| "*".into());
+                who.require_token_authority(&principal, ACCESS_KEY_DELETE_WHY)?;
+            }
             if force {
                 super::rotation::revoke_rotation_tokens(t, &rec)?;
                 remove_secret(t, &rec);

@@ -942,3 +942,73 @@ async fn attaching_a_rotation_policy_needs_the_right_to_see_it_and_tells_nothing
     let d = s.client.describe_secret("blind/existing").await.unwrap();
     assert_eq!(d.rotation_policy, None, "nothing was attached");
 }
+
+/// Deleting an AccessKey secret revokes the tokens its rotations issued (at once when
+/// forced, at the purge otherwise), so it needs the same token rights as naming the
+/// principal does.
+#[tokio::test]
+async fn deleting_an_access_key_secret_needs_token_rights_on_its_principal() {
+    let s = TestServer::start_with(fast_config()).await;
+    plain_principal(&s, "ci-deploy").await;
+    s.client
+        .create_rotation_policy(&policy(
+            "ci-tokens",
+            "30d",
+            RotationStrategy::AccessKey,
+            &[("principals", "ci-*")],
+        ))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&access_key_secret(
+            "team/ci",
+            "ci-deploy",
+            Some("ci-tokens"),
+        ))
+        .await
+        .unwrap();
+    s.client.rotate_secret("team/ci", None).await.unwrap();
+    let deleter = s
+        .principal_with(
+            "deleter",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:DeleteSecret", "kms:DescribeSecret"], "Resource": "secret/team/*"}]}),
+        )
+        .await;
+    for force in [true, false] {
+        assert_code(
+            deleter
+                .delete_secret(
+                    "team/ci",
+                    strongbox_client::DeleteSecretOptions {
+                        recovery_window_in_days: None,
+                        force_delete_without_recovery: force,
+                    },
+                )
+                .await,
+            ErrorCode::Forbidden,
+            "on principal/ci-deploy",
+        );
+    }
+    let d = s.client.describe_secret("team/ci").await.unwrap();
+    assert!(d.planned_delete_time.is_none(), "nothing changed");
+    // With the token rights, it may.
+    let full = s
+        .principal_with(
+            "full",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:DeleteSecret"], "Resource": "secret/team/*"},
+                {"Effect": "Allow", "Action": ["ram:CreateToken", "ram:DeleteToken"],
+                 "Resource": "principal/ci-deploy"}]}),
+        )
+        .await;
+    full.delete_secret(
+        "team/ci",
+        strongbox_client::DeleteSecretOptions {
+            recovery_window_in_days: None,
+            force_delete_without_recovery: true,
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -237,13 +237,14 @@ pub(super) async fn update_secret(
 
 pub(super) async fn delete_secret(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<api::DeleteSecretParams>,
 ) -> ApiResult<Json<api::DeleteSecretResponse>> {
     let force = q.force_delete_without_recovery.unwrap_or(false);
     Ok(Json(
         s.service
-            .delete_secret(&name, q.recovery_window_in_days, force)
+            .delete_secret(&name, q.recovery_window_in_days, force, &Actor::Caller(who))
             .await?,
     ))
 }

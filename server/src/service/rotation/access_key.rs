@@ -282,8 +282,12 @@ impl Strategy for AccessKeyStrategy {
             creation_date: self.service.now(),
             expires_at: None,
         };
+        let secret = cx.secret_name.to_string();
         self.service
             .write_access(move |t| {
+                // Only while the secret is live: one deleted meanwhile (its tokens
+                // revoked in that write) gets no new token.
+                crate::service::secrets::load_live_secret(t, &secret)?;
                 load_principal(t, &rec.principal)?;
                 // A repeated set replaces the record this version made.
                 delete_token_of(t, &rec.principal, &rec.token_id)?;

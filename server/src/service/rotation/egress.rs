@@ -75,16 +75,21 @@ impl EgressPolicy {
 
     /// Whether a rotation may connect to `ip`.
     pub fn permits(&self, ip: IpAddr) -> bool {
-        let ip = embedded_v4(ip);
-        if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        // The IPv4 address an IPv6 one carries is what it reaches; the denials look at
+        // both forms, a listed network may name either (`64:ff9b::/96` for NAT64).
+        let v4 = embedded_v4(ip);
+        let never = |a: IpAddr| {
+            a.is_unspecified() || a.is_multicast() || a == IpAddr::V4(Ipv4Addr::BROADCAST)
+        };
+        if never(ip) || never(v4) {
             return false;
         }
         match &self.allow {
-            Some(nets) => nets.iter().any(|n| n.contains(&ip)),
+            Some(nets) => nets.iter().any(|n| n.contains(&ip) || n.contains(&v4)),
             None => !DEFAULT_DENY
                 .iter()
                 .filter_map(|n| n.parse::<IpNet>().ok())
-                .any(|n| n.contains(&ip)),
+                .any(|n| n.contains(&ip) || n.contains(&v4)),
         }
     }
 
@@ -210,6 +215,10 @@ mod tests {
         assert!(p.permits(ip("192.168.7.9")));
         assert!(!p.permits(ip("192.168.7.10")));
         assert!(p.permits(ip("fd00:ec2::1")));
+        // NAT64: a listed IPv6 prefix holds the IPv6 form.
+        let nat64 = EgressPolicy::parse("64:ff9b::/96").unwrap();
+        assert!(nat64.permits(ip("64:ff9b::10.1.2.3")));
+        assert!(!nat64.permits(ip("64:ff9b::0.0.0.0")));
         assert!(!p.permits(ip("127.0.0.1")));
         assert!(!p.permits(ip("169.254.169.254")));
         // A listed network can open a metadata address on purpose, never `0.0.0.0`.

@@ -240,6 +240,11 @@ impl Service {
         lock(&self.inner.rotation.inflight).len()
     }
 
+    /// Whether a rotation of `name` is running in this process.
+    pub(crate) fn is_rotating(&self, name: &str) -> bool {
+        lock(&self.inner.rotation.inflight).contains_key(name)
+    }
+
     /// Begins (or joins, or resumes) a rotation; the outcome arrives on the receiver.
     fn start_rotation(
         &self,

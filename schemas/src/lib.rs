@@ -54,7 +54,8 @@ pub const MAX_SECRET_VALUE_BYTES: usize = 30_720;
 /// Health report served at `GET /v1/health`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Health {
-    /// `ok` when the server is unsealed and serving.
+    /// `ok` when the server is unsealed and serving; `storage_failing` (with HTTP 503)
+    /// while its last commit failed (disk full, I/O error), when it refuses writes and reads.
     pub status: String,
     /// Server version.
     pub version: String,

@@ -83,14 +83,48 @@ pub fn init(
     if db.exists() {
         bail!("{} already holds a Strongbox database", data_dir.display());
     }
-    if let Some(kf) = root_key_file {
-        tls::write_private(
-            kf,
-            format!("{}\n", root_key.to_base64().as_str()).as_bytes(),
-        )?;
+    // The key goes to a new file beside its final name first (never over another
+    // file), the database is made, and only then the key takes its name (a hard link:
+    // refused if a file appeared there meanwhile) and the directory entry is synced.
+    // A failed init leaves neither a stray key file nor a database without its key.
+    let staged = match root_key_file {
+        Some(kf) => {
+            let mut name = kf.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".new-{}", std::process::id()));
+            let staged = kf.with_file_name(name);
+            let text = Zeroizing::new(format!("{}\n", root_key.to_base64().as_str()));
+            tls::write_private_new(&staged, text.as_bytes())?;
+            Some((kf, staged))
+        }
+        None => None,
+    };
+    let made = RedbBackend::open(&db)
+        .map_err(anyhow::Error::from)
+        .and_then(|backend| initialize(&backend, root_key));
+    let token = match made {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some((_, staged)) = &staged {
+                let _ = std::fs::remove_file(staged);
+            }
+            let _ = std::fs::remove_file(&db);
+            return Err(e);
+        }
+    };
+    if let Some((kf, staged)) = staged {
+        std::fs::hard_link(&staged, kf).with_context(|| {
+            format!(
+                "naming the root key file {} (the key is kept in {})",
+                kf.display(),
+                staged.display()
+            )
+        })?;
+        std::fs::remove_file(&staged)?;
+        if let Some(dir) = kf.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
     }
-    let backend = RedbBackend::open(&db)?;
-    initialize(&backend, root_key)
+    Ok(token)
 }
 
 /// Writes the records that make an empty store a Strongbox database: format version,
@@ -156,6 +190,11 @@ fn upgrade_audit_head(backend: &dyn Backend, barrier: &Barrier) -> anyhow::Resul
     m.extend(crate::service::genesis_head_if_never_used(
         &*snapshot, barrier,
     )?);
+    // Only a trail that checks out is upgraded; one that does not is refused by the
+    // caller with the store left as it is.
+    if m.len() == 1 && crate::service::check_audit_head(&*snapshot, barrier).is_err() {
+        return Ok(());
+    }
     drop(snapshot);
     backend.commit(&m)?;
     tracing::info!("upgraded the data dir to format 2 (audit head written at init)");
@@ -197,15 +236,21 @@ pub fn unseal(
     barrier
         .verify_keycheck(&keycheck)
         .context("refusing to unseal")?;
-    upgrade_root_token(backend.as_ref(), clock.now())?;
+    // The audit trail is checked before anything is written: a store refused here is
+    // left exactly as it was found (the upgrade below writes only to a store whose
+    // trail it can vouch for).
     upgrade_audit_head(backend.as_ref(), &barrier)?;
+    {
+        let snapshot = backend.snapshot()?;
+        if let Err(problem) = crate::service::check_audit_head(&*snapshot, &barrier) {
+            bail!(
+                "refusing to unseal: {problem}. The audit trail was altered while the server was down; keep this data dir as evidence and restore from a backup"
+            );
+        }
+    }
+    upgrade_root_token(backend.as_ref(), clock.now())?;
     let store = Store::new(backend);
     let service = Service::new(store, barrier, clock, config);
-    if let Err(problem) = service.check_audit_head() {
-        bail!(
-            "refusing to unseal: {problem}. The audit trail was altered while the server was down; keep this data dir as evidence and restore from a backup"
-        );
-    }
     Ok(Unsealed { service })
 }
 

@@ -108,6 +108,22 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `contents` to a new file `path` readable by the owner only; refuses if the
+/// file exists.
+pub fn write_private_new(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
 /// Serves `app` over TLS on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,

@@ -89,11 +89,12 @@ impl RootKey {
                 .decode(text.trim())
                 .map_err(|_| BarrierError::BadRootKey)?,
         );
-        let arr: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| BarrierError::BadRootKey)?;
-        Ok(Self::from_bytes(arr))
+        let arr: Zeroizing<[u8; 32]> = Zeroizing::new(
+            raw.as_slice()
+                .try_into()
+                .map_err(|_| BarrierError::BadRootKey)?,
+        );
+        Ok(Self::from_bytes(*arr))
     }
 
     /// The base64 form.
@@ -260,11 +261,12 @@ impl Barrier {
             &Self::cmk_aad(key_id, version),
             &wrapped[13..],
         )?;
-        let arr: [u8; 32] = pt
-            .as_slice()
-            .try_into()
-            .map_err(|_| BarrierError::Open("bad key length"))?;
-        Ok(Secret32::from_bytes(arr))
+        let arr: Zeroizing<[u8; 32]> = Zeroizing::new(
+            pt.as_slice()
+                .try_into()
+                .map_err(|_| BarrierError::Open("bad key length"))?,
+        );
+        Ok(Secret32::from_bytes(*arr))
     }
 
     /// HMAC-SHA256 of a value bound to its secret and version: lets a retried write be

@@ -80,6 +80,8 @@ enum SlotState {
     Recorded,
     /// Could not be recorded; the request has failed.
     Failed,
+    /// Handed to a commit that failed: whether it was kept is unknown.
+    CommitFailed,
 }
 
 /// The audit record of one request in progress. Cheap to clone (shared).
@@ -131,6 +133,11 @@ impl AuditSlot {
                 SlotState::Failed
             }
         });
+    }
+
+    /// The record went to a commit that failed.
+    fn settle_commit_failed(&self) {
+        self.with(|_, s| *s = SlotState::CommitFailed);
     }
 }
 
@@ -237,6 +244,15 @@ fn unauditable() -> Error {
     )
 }
 
+/// The request's change and its audit record were handed to a commit that failed: the
+/// storage may or may not have kept them (an fsync error after the data was written).
+fn commit_outcome_unknown() -> Error {
+    Error::new(
+        ErrorCode::Unavailable,
+        "the storage failed while committing this request and its audit record: whether the change was kept is unknown; read it back, or retry it (with the same version_id for a new version)",
+    )
+}
+
 /// Filters of `GET /v1/audit`.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -292,6 +308,7 @@ impl Service {
         let state = slot.with(|_, s| *s);
         match state {
             SlotState::Exempt | SlotState::Recorded => return Ok(()),
+            SlotState::CommitFailed => return Err(commit_outcome_unknown()),
             SlotState::Failed | SlotState::Taken => return Err(unauditable()),
             SlotState::Open => {}
         }
@@ -338,13 +355,20 @@ impl Service {
                 this.append_audit(t, &entry, o, code).map(|_| ())
             })
             .await;
-        slot.settle(r.is_ok());
         match r {
-            Ok(inner) => inner,
-            Err(e) if e.code == ErrorCode::Unavailable => Err(e),
+            Ok(inner) => {
+                slot.settle(true);
+                inner
+            }
+            // The record could not be appended: nothing was committed.
+            Err(e) if e.code == ErrorCode::Unavailable => {
+                slot.settle(false);
+                Err(e)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "a change and its audit record could not be committed");
-                Err(e)
+                slot.settle_commit_failed();
+                Err(commit_outcome_unknown())
             }
         }
     }
@@ -453,12 +477,22 @@ impl Service {
         let head = load_head(&*snap)?;
         let count = head.map_or(0, |h| h.count);
         let barrier = &self.inner.barrier;
+        // A head whose own MAC fails was forged: its count says nothing, so the records
+        // are walked to their end and the report names the head (and the first bad
+        // record, if any), not a record the forged count makes look out of place.
+        let head_forged = head.is_some_and(|h| {
+            !barrier::digest_eq(&barrier.audit_head_mac(h.count, &h.last), &h.mac)
+        });
         let bad = |verified: u64, seq: Option<u64>, problem: String| api::AuditVerifyReport {
             intact: false,
             count,
             verified,
             first_bad_seq: seq,
-            problem: Some(problem),
+            problem: Some(if head_forged {
+                format!("the head does not verify (it was forged); {problem}")
+            } else {
+                problem
+            }),
         };
         if head.is_none() {
             return Ok(bad(
@@ -490,7 +524,7 @@ impl Service {
                         format!("record {expected} is missing (the next one is {seq})"),
                     ));
                 }
-                if seq > count {
+                if seq > count && !head_forged {
                     return Ok(bad(
                         verified,
                         Some(seq),
@@ -524,6 +558,18 @@ impl Service {
             after = batch.last().map(|(k, _)| k.clone());
         }
         let verified = expected - 1;
+        if head_forged {
+            return Ok(api::AuditVerifyReport {
+                intact: false,
+                count,
+                verified,
+                first_bad_seq: None,
+                problem: Some(format!(
+                    "the head does not verify: it was forged (its count says {count}; the \
+                     {verified} records found chain correctly)"
+                )),
+            });
+        }
         if verified < count {
             return Ok(bad(
                 verified,
@@ -554,58 +600,57 @@ impl Service {
             problem: None,
         })
     }
+}
 
-    /// A quick check at unseal: the head's own MAC, its last record present, nothing
-    /// after it. A head rewritten or removed while the server was down is refused
-    /// rather than built upon, which would hide a cut-off tail.
-    pub fn check_audit_head(&self) -> Result<(), String> {
-        let fail = |e: Error| e.message;
-        let store = self.store();
-        let any = !store
-            .scan(Table::Audit, b"", None, 1)
-            .map_err(|e| e.to_string())?
-            .is_empty();
-        let Some(h) = load_head(store).map_err(fail)? else {
-            // Every initialised store has one (the genesis head): a missing head means a
-            // deleted trail.
-            return Err(if any {
-                "the audit trail has records but no head".into()
-            } else {
-                "the audit trail has no head: its records and head were deleted".into()
-            });
-        };
-        let barrier = &self.inner.barrier;
-        if !barrier::digest_eq(&barrier.audit_head_mac(h.count, &h.last), &h.mac) {
-            return Err("the audit head does not verify".into());
-        }
-        if h.count == 0 {
-            // The genesis head: no record yet.
-            return if any {
-                Err("audit records follow the head (0)".into())
-            } else {
-                Ok(())
-            };
-        }
-        let last = store
-            .get(Table::Audit, &h.count.to_be_bytes())
-            .map_err(|e| e.to_string())?;
-        let last_ok = last
-            .as_deref()
-            .and_then(split_stored)
-            .is_some_and(|s| barrier::digest_eq(&s.mac, &h.last));
-        if !last_ok {
-            return Err(format!(
-                "audit record {} (the head's last) is missing or altered",
-                h.count
-            ));
-        }
-        if store
-            .get(Table::Audit, &(h.count + 1).to_be_bytes())
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            return Err(format!("audit records follow the head ({})", h.count));
-        }
-        Ok(())
+/// A quick check at unseal: the head's own MAC, its last record present, nothing after
+/// it. A head rewritten or removed while the server was down is refused rather than
+/// built upon, which would hide a cut-off tail. Reads only (runs before anything is
+/// written at unseal).
+pub fn check_audit_head(store: &(impl Reader + ?Sized), barrier: &Barrier) -> Result<(), String> {
+    let fail = |e: Error| e.message;
+    let any = !store
+        .scan(Table::Audit, b"", None, 1)
+        .map_err(|e| e.to_string())?
+        .is_empty();
+    let Some(h) = load_head(store).map_err(fail)? else {
+        // Every initialised store has one (the genesis head): a missing head means a
+        // deleted trail.
+        return Err(if any {
+            "the audit trail has records but no head".into()
+        } else {
+            "the audit trail has no head: its records and head were deleted".into()
+        });
+    };
+    if !barrier::digest_eq(&barrier.audit_head_mac(h.count, &h.last), &h.mac) {
+        return Err("the audit head does not verify".into());
     }
+    if h.count == 0 {
+        // The genesis head: no record yet.
+        return if any {
+            Err("audit records follow the head (0)".into())
+        } else {
+            Ok(())
+        };
+    }
+    let last = store
+        .get(Table::Audit, &h.count.to_be_bytes())
+        .map_err(|e| e.to_string())?;
+    let last_ok = last
+        .as_deref()
+        .and_then(split_stored)
+        .is_some_and(|s| barrier::digest_eq(&s.mac, &h.last));
+    if !last_ok {
+        return Err(format!(
+            "audit record {} (the head's last) is missing or altered",
+            h.count
+        ));
+    }
+    if store
+        .get(Table::Audit, &(h.count + 1).to_be_bytes())
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Err(format!("audit records follow the head ({})", h.count));
+    }
+    Ok(())
 }

@@ -20,7 +20,9 @@ use crate::barrier::{Barrier, CmkMaterial};
 use crate::clock::Clock;
 use crate::storage::Store;
 
-pub use audit::{AuditEntry, AuditQuery, AuditSlot, genesis_head, genesis_head_if_never_used};
+pub use audit::{
+    AuditEntry, AuditQuery, AuditSlot, check_audit_head, genesis_head, genesis_head_if_never_used,
+};
 pub use authz::{Actor, DELEGATED_ACTIONS, TOKEN_ACTIONS, require};
 pub use identity::{Identity, new_token};
 pub(crate) use principals::root_mutations;

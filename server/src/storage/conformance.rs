@@ -1,6 +1,7 @@
 //! The same tests run against every backend, directly and through [`Store`].
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::*;
 
@@ -185,4 +186,98 @@ async fn write_then_keeps_the_epilogue_of_a_failed_job_and_nothing_when_it_fails
         assert!(store.get(Table::Secrets, b"c").unwrap().is_none(), "{name}");
         assert!(store.get(Table::Audit, b"3").unwrap().is_none(), "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
+    for (name, b, _dir) in backends() {
+        let store = Store::new(b);
+        let panicking = store.write(|t| -> Result<(), StorageError> {
+            t.put(Table::Secrets, b"lost", b"x".to_vec());
+            panic!("a bug in a job");
+        });
+        let fine = store.write(|t| {
+            t.put(Table::Secrets, b"kept", b"y".to_vec());
+            Ok::<_, StorageError>(())
+        });
+        let (p, f) = tokio::join!(panicking, fine);
+        assert!(p.is_err(), "{name}");
+        f.unwrap();
+        store
+            .write(|t| {
+                t.put(Table::Secrets, b"later", b"z".to_vec());
+                Ok::<_, StorageError>(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: the writer stopped: {e:?}"));
+        assert!(
+            store.get(Table::Secrets, b"lost").unwrap().is_none(),
+            "{name}"
+        );
+        assert!(
+            store.get(Table::Secrets, b"kept").unwrap().is_some(),
+            "{name}"
+        );
+        assert!(
+            store.get(Table::Secrets, b"later").unwrap().is_some(),
+            "{name}"
+        );
+        assert!(store.stats().panicked_jobs.load(Ordering::Relaxed) >= 1);
+    }
+}
+
+/// A backend whose commits fail while `fail` is set (a full disk, say).
+struct FailingCommits {
+    inner: Arc<dyn Backend>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl Backend for FailingCommits {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(table, key)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+    fn snapshot(&self) -> Result<Box<dyn Reader + '_>, StorageError> {
+        self.inner.snapshot()
+    }
+    fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StorageError("No space left on device".into()));
+        }
+        self.inner.commit(mutations)
+    }
+}
+
+#[tokio::test]
+async fn failing_commits_are_refused_and_flagged_until_one_succeeds() {
+    let b = Arc::new(FailingCommits {
+        inner: Arc::new(MemoryBackend::new()),
+        fail: std::sync::atomic::AtomicBool::new(true),
+    });
+    let store = Store::new(b.clone());
+    let put = |k: &'static [u8]| {
+        let store = store.clone();
+        async move {
+            store
+                .write(move |t| {
+                    t.put(Table::Secrets, k, b"v".to_vec());
+                    Ok::<_, StorageError>(())
+                })
+                .await
+        }
+    };
+    assert!(put(b"a").await.is_err());
+    assert!(store.stats().failing.load(Ordering::Relaxed));
+    assert!(store.get(Table::Secrets, b"a").unwrap().is_none());
+    b.fail.store(false, Ordering::SeqCst);
+    put(b"b").await.unwrap();
+    assert!(!store.stats().failing.load(Ordering::Relaxed));
 }

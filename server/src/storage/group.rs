@@ -191,6 +191,11 @@ pub struct StoreStats {
     pub commit_nanos: AtomicU64,
     /// Time spent running jobs, in nanoseconds.
     pub job_nanos: AtomicU64,
+    /// Whether the last commit failed (the storage refuses writes: disk full, I/O
+    /// error); `/v1/health` reports it.
+    pub failing: std::sync::atomic::AtomicBool,
+    /// Jobs that panicked (each failed alone; the writer went on).
+    pub panicked_jobs: AtomicU64,
 }
 
 /// Storage with group commit: one writer thread, many readers.
@@ -247,8 +252,11 @@ impl Store {
         self.jobs
             .send(job)
             .map_err(|_| E::from(StorageError("writer thread stopped".into())))?;
-        rx.await
-            .map_err(|_| E::from(StorageError("writer thread stopped".into())))?
+        rx.await.map_err(|_| {
+            E::from(StorageError(
+                "the write did not complete (its job panicked, or the writer stopped)".into(),
+            ))
+        })?
     }
 }
 
@@ -277,8 +285,11 @@ impl Store {
         self.jobs
             .send(job)
             .map_err(|_| E::from(StorageError("writer thread stopped".into())))?;
-        rx.await
-            .map_err(|_| E::from(StorageError("writer thread stopped".into())))?
+        rx.await.map_err(|_| {
+            E::from(StorageError(
+                "the write did not complete (its job panicked, or the writer stopped)".into(),
+            ))
+        })?
     }
 }
 
@@ -310,8 +321,18 @@ fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>, stats: &
         let started = Instant::now();
         let mut batch = Overlay::new();
         for job in jobs.iter_mut() {
-            if let Some(own) = job.run(backend, &batch) {
-                batch.extend(own);
+            // A job that panics fails alone: its writes are dropped (they live in its
+            // own overlay), its caller gets an error (its reply is dropped unanswered),
+            // and the writer goes on with the others.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job.run(backend, &batch)
+            })) {
+                Ok(Some(own)) => batch.extend(own),
+                Ok(None) => {}
+                Err(_) => {
+                    stats.panicked_jobs.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("a write job panicked; it fails alone");
+                }
             }
         }
         let mutations: Vec<Mutation> = batch
@@ -325,8 +346,12 @@ fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>, stats: &
         let commit = if mutations.is_empty() {
             Ok(())
         } else {
-            backend.commit(&mutations)
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.commit(&mutations)))
+                .unwrap_or_else(|_| Err(StorageError("the storage backend panicked".into())))
         };
+        if !mutations.is_empty() {
+            stats.failing.store(commit.is_err(), Ordering::Relaxed);
+        }
         let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         stats
             .job_nanos

@@ -30,19 +30,9 @@ impl RedbBackend {
     }
 
     fn init(db: Database) -> Result<Self, StorageError> {
-        // Tables are created up front so that reads never race a first write; an
-        // existing database is only read here.
-        let missing = {
-            let rtx = db.begin_read().map_err(StorageError::from_display)?;
-            Table::ALL.iter().any(|t| rtx.open_table(def(*t)).is_err())
-        };
-        if missing {
-            let tx = db.begin_write().map_err(StorageError::from_display)?;
-            for t in Table::ALL {
-                tx.open_table(def(t)).map_err(StorageError::from_display)?;
-            }
-            tx.commit().map_err(StorageError::from_display)?;
-        }
+        // Nothing is written at open: a table comes into being with its first write,
+        // and until then reads find it empty. (A store opened with a wrong root key,
+        // or one refused at unseal, must be left exactly as it was.)
         Ok(Self { db })
     }
 }
@@ -116,14 +106,25 @@ impl Reader for RedbSnapshot {
     }
 }
 
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// The table, or `None` when no write has created it yet (read as empty).
+fn open_read(rtx: &ReadTransaction, table: Table) -> Result<Option<ReadTable>, StorageError> {
+    match rtx.open_table(def(table)) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(StorageError::from_display(e)),
+    }
+}
+
 fn tx_get(
     rtx: &ReadTransaction,
     table: Table,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, StorageError> {
-    let t = rtx
-        .open_table(def(table))
-        .map_err(StorageError::from_display)?;
+    let Some(t) = open_read(rtx, table)? else {
+        return Ok(None);
+    };
     let v = t.get(key).map_err(StorageError::from_display)?;
     Ok(v.map(|g| g.value().to_vec()))
 }
@@ -135,9 +136,9 @@ fn tx_scan(
     after: Option<&[u8]>,
     limit: usize,
 ) -> Result<Entries, StorageError> {
-    let t = rtx
-        .open_table(def(table))
-        .map_err(StorageError::from_display)?;
+    let Some(t) = open_read(rtx, table)? else {
+        return Ok(Vec::new());
+    };
     let start: &[u8] = after.unwrap_or(prefix);
     let mut out = Vec::new();
     for item in t.range(start..).map_err(StorageError::from_display)? {

@@ -178,6 +178,30 @@ async fn a_cut_off_tail_is_detected() {
     let r = verify(&s).await;
     assert!(!r.intact, "{r:?}");
     assert!(r.problem.unwrap().contains("head"));
+
+    // A forged head (its MAC fails) is named as such, whatever its count says: lowered,
+    // a genuine record is not blamed; raised, no record that never existed is named.
+    for delta in [-2i64, 5] {
+        let s = TestServer::start().await;
+        traffic(&s, "t/a6").await;
+        let b = s.backend.as_ref();
+        let count = s.service.audit_count().unwrap();
+        let (last_mac, _) = stored(b, count);
+        let forged = count.checked_add_signed(delta).unwrap();
+        let mut head = forged.to_be_bytes().to_vec();
+        head.extend_from_slice(&last_mac);
+        head.extend_from_slice(&[7u8; 32]);
+        b.commit(&[Mutation::Put(Table::Meta, b"audit_head".to_vec(), head)])
+            .unwrap();
+        let r = verify(&s).await;
+        assert!(!r.intact, "{r:?}");
+        assert_eq!(r.first_bad_seq, None, "{r:?}");
+        let problem = r.problem.unwrap();
+        assert!(
+            problem.contains("the head does not verify: it was forged"),
+            "{problem}"
+        );
+    }
 }
 
 /// A new store in memory, and a way to unseal it again after changing it "on disk".
@@ -781,8 +805,21 @@ async fn a_format_1_store_that_never_audited_is_upgraded() {
     drop(svc);
     assert!(open().is_ok());
 
-    // Format 1 with records but no head: refused, as a cut trail.
+    // Format 1 with records but no head: refused, as a cut trail, and left as found
+    // (still format 1, no head written, no root principal re-created).
     as_format_1(&b);
+    // (As a store from before principals existed: a root token record to upgrade.)
+    b.commit(&[
+        Mutation::Delete(Table::Principals, b"root".to_vec()),
+        Mutation::Put(Table::Meta, b"root_token_sha256".to_vec(), vec![7; 32]),
+    ])
+    .unwrap();
     let e = open().err().unwrap().to_string();
     assert!(e.contains("no head"), "{e}");
+    assert_eq!(
+        b.get(Table::Meta, b"format_version").unwrap().as_deref(),
+        Some(b"1".as_slice())
+    );
+    assert!(b.get(Table::Meta, b"audit_head").unwrap().is_none());
+    assert!(b.get(Table::Principals, b"root").unwrap().is_none());
 }

@@ -31,12 +31,21 @@ impl TestServer {
     }
 
     pub(crate) async fn start_with(config: ServiceConfig) -> Self {
+        Self::start_wrapped(config, |b| b).await
+    }
+
+    /// A server over the redb backend as `wrap` wraps it (to inject storage failures).
+    pub(crate) async fn start_wrapped(
+        config: ServiceConfig,
+        wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let key = RootKey::random();
         let token = server::init(&data, Some(&dir.path().join("root-key")), &key).unwrap();
-        let backend: Arc<dyn Backend> =
-            Arc::new(RedbBackend::open(&server::db_path(&data)).unwrap());
+        let backend: Arc<dyn Backend> = wrap(Arc::new(
+            RedbBackend::open(&server::db_path(&data)).unwrap(),
+        ));
         let clock = ManualClock::new(T0);
         let u: Unsealed =
             server::unseal(backend.clone(), &key, Arc::new(clock.clone()), config).unwrap();

@@ -298,3 +298,100 @@ async fn the_sdk_does_not_follow_redirects_with_its_token() {
     assert!(e.to_string().contains("307"), "{e}");
     assert!(seen.lock().unwrap().is_empty(), "the redirect was followed");
 }
+
+/// Commits fail while `fail` is set (a full disk, an I/O error).
+struct FailingCommits {
+    inner: std::sync::Arc<dyn strongbox_server::storage::Backend>,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl strongbox_server::storage::Backend for FailingCommits {
+    fn get(
+        &self,
+        table: strongbox_server::storage::Table,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, strongbox_server::storage::StorageError> {
+        self.inner.get(table, key)
+    }
+    fn scan(
+        &self,
+        table: strongbox_server::storage::Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<strongbox_server::storage::Entries, strongbox_server::storage::StorageError> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+    fn snapshot(
+        &self,
+    ) -> Result<
+        Box<dyn strongbox_server::storage::Reader + '_>,
+        strongbox_server::storage::StorageError,
+    > {
+        self.inner.snapshot()
+    }
+    fn commit(
+        &self,
+        mutations: &[strongbox_server::storage::Mutation],
+    ) -> Result<(), strongbox_server::storage::StorageError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(strongbox_server::storage::StorageError(
+                "No space left on device".into(),
+            ));
+        }
+        self.inner.commit(mutations)
+    }
+}
+
+/// While commits fail, requests fail (reads too: their audit records are writes),
+/// nothing is half-written, and /v1/health says so with 503, until a commit succeeds.
+#[tokio::test]
+async fn health_reports_failing_storage_until_it_recovers() {
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = fail.clone();
+    let s = TestServer::start_wrapped(Default::default(), move |inner| {
+        std::sync::Arc::new(FailingCommits { inner, fail: f })
+    })
+    .await;
+    s.client
+        .create_secret(&text_secret("before", "v"))
+        .await
+        .unwrap();
+    let base = format!("https://127.0.0.1:{}", s.addr.port());
+    let health = || {
+        let h = http(&s);
+        let url = format!("{base}/v1/health");
+        async move {
+            let r = h.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (status, body["status"].as_str().unwrap().to_string())
+        }
+    };
+    assert_eq!(health().await, (200, "ok".into()));
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        s.client
+            .create_secret(&text_secret("during", "v"))
+            .await
+            .is_err()
+    );
+    assert!(
+        s.client
+            .get_secret_value("before", None, None)
+            .await
+            .is_err()
+    );
+    assert_eq!(health().await, (503, "storage_failing".into()));
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    s.client
+        .create_secret(&text_secret("after", "v"))
+        .await
+        .unwrap();
+    assert_eq!(health().await, (200, "ok".into()));
+    assert_code(
+        s.client.describe_secret("during").await,
+        ErrorCode::SecretNotFound,
+        "during",
+    );
+}

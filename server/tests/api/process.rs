@@ -387,3 +387,61 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("never serves plain HTTP"));
 }
+
+/// A store written by an older version lacks tables that later versions added. Opened
+/// with a wrong root key, it is refused with nothing on disk changed: no table is
+/// created before the key is checked. With the right key it opens (tables come with
+/// their first write).
+#[tokio::test]
+async fn a_wrong_root_key_leaves_an_older_store_untouched() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let key = root.path().join("root.key");
+    let out = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .arg("--root-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // As an older version left it: no rotation schedule table.
+    {
+        let db = redb::Database::create(strongbox_server::server::db_path(&data)).unwrap();
+        let tx = db.begin_write().unwrap();
+        let def: redb::TableDefinition<&[u8], &[u8]> =
+            redb::TableDefinition::new(strongbox_server::storage::Table::RotationSchedule.name());
+        let _ = tx.delete_table(def).unwrap();
+        tx.commit().unwrap();
+    }
+    let certs = strongbox_server::tls::dev_certificates().unwrap();
+    std::fs::write(root.path().join("cert.pem"), &certs.cert_pem).unwrap();
+    std::fs::write(root.path().join("key.pem"), &certs.key_pem).unwrap();
+    let wrong = strongbox_server::barrier::RootKey::random().to_base64();
+    let before = hash_dir(&data);
+    let out = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--tls-cert")
+        .arg(root.path().join("cert.pem"))
+        .arg("--tls-key")
+        .arg(root.path().join("key.pem"))
+        .env("STRONGBOX_ROOT_KEY", wrong.as_str())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("root key does not match"));
+    assert_eq!(hash_dir(&data), before, "nothing on disk changed");
+    // The right key opens it.
+    let key = std::fs::read_to_string(&key).unwrap();
+    let u = strongbox_server::server::open(
+        &data,
+        &strongbox_server::server::load_root_key(None, Some(key.trim())).unwrap(),
+        Default::default(),
+    );
+    assert!(u.is_ok(), "{:?}", u.err());
+}

@@ -13,11 +13,25 @@ use super::{
 };
 use crate::service::{Actor, ListSecretsQuery};
 
-pub(super) async fn health() -> Json<api::Health> {
-    Json(api::Health {
-        status: "ok".into(),
+/// `ok`, or 503 `storage_failing` while the last commit failed (disk full, I/O error):
+/// writes, and reads (whose audit records are writes), are refused until it recovers,
+/// and a supervisor or load balancer should know.
+pub(super) async fn health(State(s): State<AppState>) -> Response {
+    let failing = s
+        .service
+        .store()
+        .stats()
+        .failing
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let body = Json(api::Health {
+        status: if failing { "storage_failing" } else { "ok" }.into(),
         version: env!("CARGO_PKG_VERSION").into(),
-    })
+    });
+    if failing {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    } else {
+        body.into_response()
+    }
 }
 
 pub(super) async fn openapi() -> Json<serde_json::Value> {

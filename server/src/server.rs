@@ -90,7 +90,7 @@ pub fn init(
     let staged = match root_key_file {
         Some(kf) => {
             let mut name = kf.file_name().unwrap_or_default().to_os_string();
-            name.push(format!(".new-{}", std::process::id()));
+            name.push(format!(".new-{}", hex::encode(rand::random::<[u8; 8]>())));
             let staged = kf.with_file_name(name);
             let text = Zeroizing::new(format!("{}\n", root_key.to_base64().as_str()));
             tls::write_private_new(&staged, text.as_bytes())?;
@@ -98,6 +98,25 @@ pub fn init(
         }
         None => None,
     };
+    // The database file is claimed first (created new, atomically), so that a failed
+    // init below removes only a file it made, never one another init made meanwhile.
+    let claimed = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&db)
+    };
+    if let Err(e) = claimed {
+        if let Some((_, staged)) = &staged {
+            let _ = std::fs::remove_file(staged);
+        }
+        return Err(anyhow::Error::new(e).context(format!(
+            "{} already holds a Strongbox database",
+            data_dir.display()
+        )));
+    }
     let made = RedbBackend::open(&db)
         .map_err(anyhow::Error::from)
         .and_then(|backend| initialize(&backend, root_key));
@@ -111,18 +130,34 @@ pub fn init(
             return Err(e);
         }
     };
-    if let Some((kf, staged)) = staged {
-        std::fs::hard_link(&staged, kf).with_context(|| {
-            format!(
-                "naming the root key file {} (the key is kept in {})",
-                kf.display(),
-                staged.display()
-            )
-        })?;
-        std::fs::remove_file(&staged)?;
-        if let Some(dir) = kf.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
+    // The database's directory entry is made durable too.
+    let sync_dir = |dir: &Path| {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not sync a directory");
         }
+    };
+    sync_dir(data_dir);
+    if let Some((kf, staged)) = staged {
+        // Linking fails on file systems without hard links, or when a file took the
+        // name meanwhile: this init is undone (the database is this init's own), so
+        // that it can be run again, rather than leave a database without its key.
+        if let Err(e) = std::fs::hard_link(&staged, kf) {
+            let _ = std::fs::remove_file(&staged);
+            let _ = std::fs::remove_file(&db);
+            return Err(anyhow::Error::new(e).context(format!(
+                "naming the root key file {} (nothing was kept; run init again)",
+                kf.display()
+            )));
+        }
+        if let Err(e) = std::fs::remove_file(&staged) {
+            tracing::warn!(file = %staged.display(), error = %e, "could not remove the staged root key copy");
+        }
+        sync_dir(kf.parent().unwrap_or(Path::new(".")));
     }
     Ok(token)
 }

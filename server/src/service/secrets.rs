@@ -892,12 +892,23 @@ impl Service {
         self.write_access(move |t| {
             let mut rec = load_secret(t, &name)?;
             if rec.secret_type == SecretType::AccessKey {
-                let principal = rec
+                // The principal the value names, and every principal holding a token
+                // the secret's rotations issued (the deletion revokes those).
+                let current = rec
                     .version_with_stage(STAGE_CURRENT)
                     .and_then(|v| this.open_version(t, &name, &v.version_id).ok())
                     .and_then(|v| principal_named(&v))
                     .unwrap_or_else(|| "*".into());
-                who.require_token_authority(&principal, ACCESS_KEY_DELETE_WHY)?;
+                let mut principals: Vec<String> = super::rotation::rotation_tokens(t, &name)?
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
+                principals.push(current);
+                principals.sort();
+                principals.dedup();
+                for p in &principals {
+                    who.require_token_authority(p, ACCESS_KEY_DELETE_WHY)?;
+                }
             }
             if force {
                 super::rotation::revoke_rotation_tokens(t, &rec)?;

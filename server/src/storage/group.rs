@@ -196,6 +196,9 @@ pub struct StoreStats {
     pub failing: std::sync::atomic::AtomicBool,
     /// Jobs that panicked (each failed alone; the writer went on).
     pub panicked_jobs: AtomicU64,
+    /// The storage backend panicked in a commit: its state is unknown, so every later
+    /// write is refused until the server restarts (reopening repairs the file).
+    pub broken: std::sync::atomic::AtomicBool,
 }
 
 /// Storage with group commit: one writer thread, many readers.
@@ -345,9 +348,18 @@ fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>, stats: &
         let committing = Instant::now();
         let commit = if mutations.is_empty() {
             Ok(())
+        } else if stats.broken.load(Ordering::Relaxed) {
+            Err(StorageError(
+                "the storage is in an unknown state after a failure; restart the server".into(),
+            ))
         } else {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.commit(&mutations)))
-                .unwrap_or_else(|_| Err(StorageError("the storage backend panicked".into())))
+                .unwrap_or_else(|_| {
+                    stats.broken.store(true, Ordering::Relaxed);
+                    Err(StorageError(
+                        "the storage backend panicked; restart the server".into(),
+                    ))
+                })
         };
         if !mutations.is_empty() {
             stats.failing.store(commit.is_err(), Ordering::Relaxed);

@@ -992,14 +992,45 @@ async fn deleting_an_access_key_secret_needs_token_rights_on_its_principal() {
     }
     let d = s.client.describe_secret("team/ci").await.unwrap();
     assert!(d.planned_delete_time.is_none(), "nothing changed");
-    // With the token rights, it may.
+    // Rights on the principal the value names now are not enough: the deletion also
+    // revokes the tokens the rotations issued to ci-deploy.
+    plain_principal(&s, "ci-low").await;
+    s.client
+        .put_secret_value(
+            "team/ci",
+            &put(&json!({"PrincipalName": "ci-low"}).to_string()),
+        )
+        .await
+        .unwrap();
+    let low = s
+        .principal_with(
+            "low",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:DeleteSecret"], "Resource": "secret/team/*"},
+                {"Effect": "Allow", "Action": ["ram:CreateToken", "ram:DeleteToken"],
+                 "Resource": "principal/ci-low"}]}),
+        )
+        .await;
+    assert_code(
+        low.delete_secret(
+            "team/ci",
+            strongbox_client::DeleteSecretOptions {
+                recovery_window_in_days: None,
+                force_delete_without_recovery: true,
+            },
+        )
+        .await,
+        ErrorCode::Forbidden,
+        "on principal/ci-deploy",
+    );
+    // With the token rights on both, it may.
     let full = s
         .principal_with(
             "full",
             json!({"Version": "1", "Statement": [
                 {"Effect": "Allow", "Action": ["kms:DeleteSecret"], "Resource": "secret/team/*"},
                 {"Effect": "Allow", "Action": ["ram:CreateToken", "ram:DeleteToken"],
-                 "Resource": "principal/ci-deploy"}]}),
+                 "Resource": ["principal/ci-deploy", "principal/ci-low"]}]}),
         )
         .await;
     full.delete_secret(

@@ -17,12 +17,9 @@ use crate::service::{Actor, ListSecretsQuery};
 /// writes, and reads (whose audit records are writes), are refused until it recovers,
 /// and a supervisor or load balancer should know.
 pub(super) async fn health(State(s): State<AppState>) -> Response {
-    let failing = s
-        .service
-        .store()
-        .stats()
-        .failing
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let stats = s.service.store().stats();
+    let failing = stats.failing.load(std::sync::atomic::Ordering::Relaxed)
+        || stats.broken.load(std::sync::atomic::Ordering::Relaxed);
     let body = Json(api::Health {
         status: if failing { "storage_failing" } else { "ok" }.into(),
         version: env!("CARGO_PKG_VERSION").into(),

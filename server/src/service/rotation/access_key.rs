@@ -175,20 +175,27 @@ pub(crate) fn revoke_rotation_tokens(
     if rec.secret_type != SecretType::AccessKey {
         return Ok(0);
     }
-    let mut issued = Vec::new();
-    for (_, v) in
-        crate::storage::Reader::scan(&*t, crate::storage::Table::Tokens, &[], None, usize::MAX)?
-    {
-        if let Ok(tok) = crate::service::records::decode::<TokenRecord>(&v)
-            && issued_by_rotation(&rec.name, &tok)
-        {
-            issued.push((tok.principal.clone(), tok.token_id.clone()));
-        }
-    }
+    let issued = rotation_tokens(&*t, &rec.name)?;
     for (principal, token_id) in &issued {
         delete_token_of(t, principal, token_id)?;
     }
     Ok(issued.len())
+}
+
+/// `(principal, token id)` of every token the rotations of secret `name` issued.
+pub(crate) fn rotation_tokens(
+    r: &(impl crate::storage::Reader + ?Sized),
+    name: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut issued = Vec::new();
+    for (_, v) in r.scan(crate::storage::Table::Tokens, &[], None, usize::MAX)? {
+        if let Ok(tok) = crate::service::records::decode::<TokenRecord>(&v)
+            && issued_by_rotation(name, &tok)
+        {
+            issued.push((tok.principal.clone(), tok.token_id.clone()));
+        }
+    }
+    Ok(issued)
 }
 
 /// The `access_key` strategy, bound to the service whose principals it rotates.

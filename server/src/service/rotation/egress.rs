@@ -84,8 +84,14 @@ impl EgressPolicy {
         if never(ip) || never(v4) {
             return false;
         }
+        // A listed IPv6 network matches the IPv6 form only of NAT64 addresses (where
+        // the prefix is the route): `::/0` must not open every IPv4 address.
+        let nat64 =
+            matches!(ip, IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]);
         match &self.allow {
-            Some(nets) => nets.iter().any(|n| n.contains(&ip) || n.contains(&v4)),
+            Some(nets) => nets
+                .iter()
+                .any(|n| n.contains(&v4) || (nat64 && n.contains(&ip))),
             None => !DEFAULT_DENY
                 .iter()
                 .filter_map(|n| n.parse::<IpNet>().ok())
@@ -219,6 +225,11 @@ mod tests {
         let nat64 = EgressPolicy::parse("64:ff9b::/96").unwrap();
         assert!(nat64.permits(ip("64:ff9b::10.1.2.3")));
         assert!(!nat64.permits(ip("64:ff9b::0.0.0.0")));
+        // An IPv6 network does not open IPv4 addresses written as IPv6.
+        let v6_all = EgressPolicy::parse("::/0").unwrap();
+        assert!(v6_all.permits(ip("2001:db8::1")));
+        assert!(!v6_all.permits(ip("::ffff:169.254.169.254")));
+        assert!(!v6_all.permits(ip("::ffff:10.0.0.1")));
         assert!(!p.permits(ip("127.0.0.1")));
         assert!(!p.permits(ip("169.254.169.254")));
         // A listed network can open a metadata address on purpose, never `0.0.0.0`.

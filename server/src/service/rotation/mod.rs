@@ -41,7 +41,9 @@ use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_sec
 use super::{AuditEntry, AuditSlot};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn};
-pub(crate) use access_key::{principal_named, principals_setting, revoke_rotation_tokens};
+pub(crate) use access_key::{
+    principal_named, principals_setting, revoke_rotation_tokens, rotation_tokens,
+};
 #[cfg(any(test, feature = "failpoints"))]
 pub use database::database_conformance;
 pub(crate) use database::{
@@ -442,7 +444,14 @@ impl Service {
     /// Runs the remaining steps of one rotation, from what storage says was done.
     async fn drive(&self, name: &str, version_id: &str) -> Result<(), Stop> {
         loop {
-            let rec = load_live_secret(self.store(), name)?;
+            // Read through the writer (a job that writes nothing costs no commit): a
+            // change queued before it, such as ACSPending taken off to abandon this
+            // rotation, is seen before any step reaches the target.
+            let owned = name.to_string();
+            let rec = self
+                .store()
+                .write(move |t| load_live_secret(t, &owned))
+                .await?;
             let policy: PolicyRecord = match &rec.rotation_policy {
                 Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
                 None => None,

@@ -114,7 +114,7 @@ pub(crate) enum AuditCommand {
     },
 }
 
-fn client() -> anyhow::Result<Client> {
+pub(crate) fn client() -> anyhow::Result<Client> {
     Client::from_env().context(
         "connecting needs STRONGBOX_ADDR, STRONGBOX_TOKEN and (for a private CA) STRONGBOX_CACERT",
     )

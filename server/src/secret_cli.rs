@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{IsTerminal as _, Read as _, Write as _};
 
+use crate::admin::client;
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use clap::Subcommand;
-use strongbox_client::Client;
 use strongbox_schemas::{self as api, SecretDataType};
 use zeroize::Zeroizing;
 
@@ -100,12 +100,6 @@ pub(crate) struct RunArgs {
     /// The program and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "PROGRAM")]
     command: Vec<OsString>,
-}
-
-fn client() -> anyhow::Result<Client> {
-    Client::from_env().context(
-        "connecting needs STRONGBOX_ADDR, STRONGBOX_TOKEN and (for a private CA) STRONGBOX_CACERT",
-    )
 }
 
 /// Standard input, less one trailing newline (`\n` or `\r\n`).

@@ -98,6 +98,15 @@ pub fn init(
         }
         None => None,
     };
+    // Undoes this init: the staged key, and the database file once this init made it.
+    let undo = |db_made: bool| {
+        if let Some((_, staged)) = &staged {
+            let _ = std::fs::remove_file(staged);
+        }
+        if db_made {
+            let _ = std::fs::remove_file(&db);
+        }
+    };
     // The database file is claimed first (created new, atomically), so that a failed
     // init below removes only a file it made, never one another init made meanwhile.
     let claimed = {
@@ -109,9 +118,7 @@ pub fn init(
             .open(&db)
     };
     if let Err(e) = claimed {
-        if let Some((_, staged)) = &staged {
-            let _ = std::fs::remove_file(staged);
-        }
+        undo(false);
         return Err(anyhow::Error::new(e).context(format!(
             "{} already holds a Strongbox database",
             data_dir.display()
@@ -123,10 +130,7 @@ pub fn init(
     let token = match made {
         Ok(t) => t,
         Err(e) => {
-            if let Some((_, staged)) = &staged {
-                let _ = std::fs::remove_file(staged);
-            }
-            let _ = std::fs::remove_file(&db);
+            undo(true);
             return Err(e);
         }
     };
@@ -142,19 +146,18 @@ pub fn init(
         }
     };
     sync_dir(data_dir);
-    if let Some((kf, staged)) = staged {
+    if let Some((kf, staged)) = &staged {
         // Linking fails on file systems without hard links, or when a file took the
         // name meanwhile: this init is undone (the database is this init's own), so
         // that it can be run again, rather than leave a database without its key.
-        if let Err(e) = std::fs::hard_link(&staged, kf) {
-            let _ = std::fs::remove_file(&staged);
-            let _ = std::fs::remove_file(&db);
+        if let Err(e) = std::fs::hard_link(staged, kf) {
+            undo(true);
             return Err(anyhow::Error::new(e).context(format!(
                 "naming the root key file {} (nothing was kept; run init again)",
                 kf.display()
             )));
         }
-        if let Err(e) = std::fs::remove_file(&staged) {
+        if let Err(e) = std::fs::remove_file(staged) {
             tracing::warn!(file = %staged.display(), error = %e, "could not remove the staged root key copy");
         }
         sync_dir(kf.parent().unwrap_or(Path::new(".")));

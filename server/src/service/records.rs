@@ -308,6 +308,13 @@ impl SecretRecord {
         self.versions.iter().find(|v| v.has(stage))
     }
 
+    /// Whether version `version_id` exists and holds `stage`.
+    pub(crate) fn version_has(&self, version_id: &str, stage: &str) -> bool {
+        self.versions
+            .iter()
+            .any(|v| v.version_id == version_id && v.has(stage))
+    }
+
     /// When the next rotation falls due under `policy` (its window starts): an interval
     /// after the last rotation (or creation, or failed attempt).
     pub(crate) fn next_rotation_date(&self, policy: Option<&PolicyRecord>) -> Option<i64> {

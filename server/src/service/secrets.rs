@@ -673,10 +673,7 @@ impl Service {
             // now; the label stays until it ends).
             if req.version_stage == api::STAGE_PENDING
                 && let Some(p) = &rec.rotation.in_progress
-                && rec
-                    .versions
-                    .iter()
-                    .any(|v| v.version_id == p.version_id && v.has(api::STAGE_PENDING))
+                && rec.version_has(&p.version_id, api::STAGE_PENDING)
                 && (req.remove_from_version.as_deref() == Some(p.version_id.as_str())
                     || req
                         .move_to_version

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use strongbox_schemas::ErrorCode;
 
 /// Addresses refused by default (and allowed only when a listed network holds them).
-const DEFAULT_DENY: [&str; 5] = [
+const DEFAULT_DENY_TEXT: [&str; 5] = [
     "169.254.0.0/16",
     "fe80::/10",
     "100.100.100.200/32",
@@ -38,6 +38,14 @@ const DEFAULT_DENY: [&str; 5] = [
     // Azure's WireServer.
     "168.63.129.16/32",
 ];
+
+/// [`DEFAULT_DENY_TEXT`], parsed once.
+static DEFAULT_DENY: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
+    DEFAULT_DENY_TEXT
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+});
 
 /// The networks rotations may connect to. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -94,7 +102,6 @@ impl EgressPolicy {
                 .any(|n| n.contains(&v4) || (nat64 && n.contains(&ip))),
             None => !DEFAULT_DENY
                 .iter()
-                .filter_map(|n| n.parse::<IpNet>().ok())
                 .any(|n| n.contains(&ip) || n.contains(&v4)),
         }
     }

@@ -145,11 +145,10 @@ impl From<Error> for Stop {
 /// Whether the secret's persisted rotation was abandoned: its version no longer has
 /// `ACSPending` (removed by hand, the way out of a rotation that cannot complete).
 fn abandoned(rec: &SecretRecord) -> bool {
-    rec.rotation.in_progress.as_ref().is_some_and(|p| {
-        !rec.versions
-            .iter()
-            .any(|v| v.version_id == p.version_id && v.stages.iter().any(|s| s == STAGE_PENDING))
-    })
+    rec.rotation
+        .in_progress
+        .as_ref()
+        .is_some_and(|p| !rec.version_has(&p.version_id, STAGE_PENDING))
 }
 
 fn in_progress(name: &str) -> Error {
@@ -477,11 +476,7 @@ impl Service {
             };
             // The way out of a rotation that cannot complete: its version's ACSPending
             // label removed by hand. Nothing is sent to the target any more.
-            if step.is_some()
-                && !rec.versions.iter().any(|v| {
-                    v.version_id == version_id && v.stages.iter().any(|s| s == STAGE_PENDING)
-                })
-            {
+            if step.is_some() && abandoned(&rec) {
                 return Err(Stop::Failed(Error::new(
                     ErrorCode::RotationFailed,
                     format!(
@@ -698,9 +693,7 @@ impl Service {
                 .in_progress
                 .as_ref()
                 .is_some_and(|p| p.version_id == version_id)
-                && rec.versions.iter().any(|v| {
-                    v.version_id == version_id && v.stages.iter().any(|s| s == STAGE_PENDING)
-                });
+                && rec.version_has(&version_id, STAGE_PENDING);
             if !applied {
                 for v in &mut rec.versions {
                     if v.version_id == version_id {

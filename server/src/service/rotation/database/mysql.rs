@@ -173,15 +173,22 @@ pub(crate) async fn is_mariadb(t: &Target<'_>, step: &str) -> Result<bool> {
     Ok(version?.contains("MariaDB"))
 }
 
+/// A statement's failure: the step, what it did, and the driver's error (its message
+/// only when `with_message`: one about a statement holding a password may quote it).
+fn statement_failed(step: &str, what: &str, e: &mysql_async::Error, with_message: bool) -> Error {
+    failed(
+        Engine::Mysql,
+        step,
+        format!("{what}: {}", describe(e, with_message)),
+    )
+}
+
 /// `SELECT VERSION()`.
 async fn server_version(conn: &mut Conn, step: &str) -> Result<String> {
-    let version: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(|e| {
-        failed(
-            Engine::Mysql,
-            step,
-            format!("reading the server version: {}", describe(&e, true)),
-        )
-    })?;
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|e| statement_failed(step, "reading the server version", &e, true))?;
     Ok(version.unwrap_or_default())
 }
 
@@ -327,13 +334,7 @@ pub(crate) async fn allows_this_host(admin: &Target<'_>, user: &str, step: &str)
             (user,),
         )
         .await
-        .map_err(|e| {
-            failed(
-                Engine::Mysql,
-                step,
-                format!("looking up the account's hosts: {}", describe(&e, true)),
-            )
-        })?;
+        .map_err(|e| statement_failed(step, "looking up the account's hosts", &e, true))?;
     let _ = conn.disconnect().await;
     Ok(n.unwrap_or(0) > 0)
 }
@@ -357,12 +358,8 @@ async fn check_not_privileged(
     names: &[&str],
     step: &str,
 ) -> Result<()> {
-    let fail = |what: String, e: mysql_async::Error, with_message: bool| -> Error {
-        failed(
-            Engine::Mysql,
-            step,
-            format!("{what}: {}", describe(&e, with_message)),
-        )
+    let fail = |what: String, e: mysql_async::Error, with_message: bool| {
+        statement_failed(step, &what, &e, with_message)
     };
     let mariadb = version.contains("MariaDB");
     let has_roles = has_roles(version);
@@ -454,12 +451,8 @@ pub(crate) async fn set_password(
     template: Option<&str>,
 ) -> Result<()> {
     let step = "set";
-    let fail = |what: String, e: mysql_async::Error, with_message: bool| -> Error {
-        failed(
-            Engine::Mysql,
-            step,
-            format!("{what}: {}", describe(&e, with_message)),
-        )
+    let fail = |what: String, e: mysql_async::Error, with_message: bool| {
+        statement_failed(step, &what, &e, with_message)
     };
     let mut conn = connect(admin, step).await?;
     let (version, sql_mode): (String, String) = conn

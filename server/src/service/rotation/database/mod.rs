@@ -407,6 +407,10 @@ pub(crate) struct Target<'a> {
 pub(crate) enum LoginError {
     /// The server refused the password (PostgreSQL 28P01, MySQL 1045).
     WrongPassword(Error),
+    /// MariaDB refused without checking a password (1698): the account authenticates
+    /// another way (`unix_socket`), or it has no entry for this host and MariaDB went
+    /// through the motions with a stand-in account, picked by the name, that does.
+    Denied(Error),
     /// Anything else: unreachable, refused for another reason (not allowed to log in
     /// from here, locked), TLS.
     Other(Error),
@@ -415,7 +419,7 @@ pub(crate) enum LoginError {
 impl LoginError {
     pub(crate) fn into_error(self) -> Error {
         match self {
-            Self::WrongPassword(e) | Self::Other(e) => e,
+            Self::WrongPassword(e) | Self::Denied(e) | Self::Other(e) => e,
         }
     }
 }
@@ -601,8 +605,8 @@ impl DatabaseStrategy {
     /// Whether `current` logs in from here (`true`) or is refused as a wrong password
     /// (`false`); any other refusal is an error that says nothing was changed. On MySQL
     /// a login from a host the account does not allow is refused as a wrong password
-    /// too (1045), so the admin is asked whether any of the account's hosts matches
-    /// this one.
+    /// too (1045), or, on MariaDB, sometimes as refused without a password check (1698),
+    /// so the admin is asked whether any of the account's hosts matches this one.
     async fn current_logs_in(&self, current: &Account, step: &str) -> Result<bool> {
         let cannot = |why: &str| {
             failed(
@@ -624,6 +628,15 @@ impl DatabaseStrategy {
                     return Err(cannot("no host entry of the account matches this host"));
                 }
                 Ok(false)
+            }
+            // Never repaired: a password would replace how the account logs in.
+            Err(LoginError::Denied(e)) => {
+                if self.engine == Engine::Mysql
+                    && !mysql::allows_this_host(&self.admin_target(), &current.name, step).await?
+                {
+                    return Err(cannot("no host entry of the account matches this host"));
+                }
+                Err(cannot(&e.message))
             }
             Err(LoginError::Other(e)) => Err(cannot(&e.message)),
         }

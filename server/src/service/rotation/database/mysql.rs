@@ -146,8 +146,7 @@ async fn connect_to(
         })?
         .map_err(|e| {
             let server = match &e {
-                // 1045: access denied (a wrong password).
-                mysql_async::Error::Server(s) => Some(s.code == 1045),
+                mysql_async::Error::Server(s) => Some(s.code),
                 _ => None,
             };
             let e = failed(
@@ -156,8 +155,11 @@ async fn connect_to(
                 format!("login as {} failed: {}", t.user, describe(&e, true)),
             );
             match server {
-                Some(true) => Answer::Server(LoginError::WrongPassword(e)),
-                Some(false) => Answer::Server(LoginError::Other(e)),
+                // Access denied: a wrong password.
+                Some(1045) => Answer::Server(LoginError::WrongPassword(e)),
+                // Access denied without a password check (MariaDB's unix_socket).
+                Some(1698) => Answer::Server(LoginError::Denied(e)),
+                Some(_) => Answer::Server(LoginError::Other(e)),
                 None => Answer::Unreachable(e),
             }
         })?;

@@ -310,7 +310,9 @@ fn the_redb_file_has_no_holes_after_it_grows() {
         "the file grew: {}",
         meta.len()
     );
-    // st_blocks counts 512-byte units actually allocated; a sparse file has fewer.
+    // st_blocks counts 512-byte units actually allocated; a sparse file has fewer. (A
+    // file system that compresses, e.g. btrfs with `compress`, stores zeros as holes
+    // and would fail this; the project's machines use ext4.)
     assert!(
         meta.blocks() * 512 >= meta.len(),
         "{} bytes allocated for a {}-byte file",

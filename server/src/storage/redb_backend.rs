@@ -26,13 +26,14 @@ impl RedbBackend {
             .open(path)
             .map_err(StorageError::from_display)?;
         let file = FileBackend::new(file).map_err(StorageError::from_display)?;
-        Self::with_backend(PrefilledFile(file))
+        Self::with_backend(file)
     }
 
-    /// Opens a database on a caller-supplied storage backend (used by crash tests).
+    /// Opens a database on a caller-supplied storage backend, through the same layer
+    /// as [`open`](Self::open) (crash tests use a backend that keeps only synced bytes).
     pub fn with_backend(backend: impl redb::StorageBackend) -> Result<Self, StorageError> {
         let db = Database::builder()
-            .create_with_backend(backend)
+            .create_with_backend(PrefilledFile(backend))
             .map_err(StorageError::from_display)?;
         Self::init(db)
     }
@@ -96,22 +97,24 @@ impl Backend for RedbBackend {
     }
 }
 
-/// Most bytes of one growth of the file written with zeros (redb grows a file by
-/// doubling it, up to 4 GiB at a time; past this much the rest stays sparse).
-const PREFILL_MAX: u64 = 64 * 1024 * 1024;
+/// Most bytes of one growth of the file written with zeros. redb grows a file by
+/// doubling it (up to 4 GiB at a time); past this much the rest of a growth stays
+/// sparse. The filling holds redb's state lock, so new reads and the commit wait for it:
+/// 32 MiB and a sync, once per growth.
+const PREFILL_MAX: u64 = 32 * 1024 * 1024;
 
-/// redb's file backend, except that space redb adds to the file is written with zeros
-/// and synced at once, as PostgreSQL fills a new WAL segment. On a sparse file, each
-/// commit that writes a page no commit wrote before makes the file system allocate a
-/// block, and `fdatasync` then also writes the inode and the allocation maps and waits
-/// for them: measured, about one such allocation per commit of audit records. With the
-/// space written beforehand a commit syncs its own pages only. Zeros are what redb reads
-/// from a never-written page anyway, and redb writes nothing into new space before
-/// `set_len` returns, so this changes no byte redb sees.
+/// A redb storage backend, except that space redb adds to the file is written with
+/// zeros and synced at once, as PostgreSQL fills a new WAL segment. On a sparse file,
+/// each commit that writes a page no commit wrote before makes the file system allocate
+/// a block, and `fdatasync` then also writes the inode and the allocation maps and
+/// waits for them: measured, about one such allocation per commit of audit records.
+/// With the space written beforehand a commit syncs its own pages only. Zeros are what
+/// redb reads from a never-written page anyway, and redb writes nothing into new space
+/// before `set_len` returns, so this changes no byte redb sees.
 #[derive(Debug)]
-struct PrefilledFile(FileBackend);
+struct PrefilledFile<B>(B);
 
-impl redb::StorageBackend for PrefilledFile {
+impl<B: redb::StorageBackend> redb::StorageBackend for PrefilledFile<B> {
     fn len(&self) -> Result<u64, std::io::Error> {
         self.0.len()
     }
@@ -132,9 +135,16 @@ impl redb::StorageBackend for PrefilledFile {
         let mut at = old;
         while at < end {
             let n = (end - at).min(CHUNK);
-            self.0.write(at, &zeros[..n as usize])?;
+            // Best effort: space left unfilled (a full disk) is merely sparse, and the
+            // data redb still has to write may fit where the zeros did not.
+            if let Err(e) = self.0.write(at, &zeros[..n as usize]) {
+                tracing::warn!(error = %e, "could not fill new database space with zeros; it stays sparse");
+                return Ok(());
+            }
             at += n;
         }
+        // Not best effort: a failed sync may be about pages redb wrote before, and the
+        // error is reported once, so it must reach redb.
         self.0.sync_data(false)
     }
 

@@ -107,10 +107,10 @@ const PREFILL_MAX: u64 = 32 * 1024 * 1024;
 /// zeros and synced at once, as PostgreSQL fills a new WAL segment. On a sparse file,
 /// each commit that writes a page no commit wrote before makes the file system allocate
 /// a block, and `fdatasync` then also writes the inode and the allocation maps and
-/// waits for them: measured, about one such allocation per commit of audit records.
-/// With the space written beforehand a commit syncs its own pages only. Zeros are what
-/// redb reads from a never-written page anyway, and redb writes nothing into new space
-/// before `set_len` returns, so this changes no byte redb sees.
+/// waits for them (measured under load: one commit in three or so). With the space
+/// written beforehand a commit syncs its own pages only. Zeros are what redb reads from
+/// a never-written page anyway, and redb writes nothing into new space before `set_len`
+/// returns, so this changes no byte redb sees.
 #[derive(Debug)]
 struct PrefilledFile<B>(B);
 

@@ -261,6 +261,7 @@ async fn run() {
             tls: tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())
                 .expect("tls"),
             tick_interval: Duration::from_secs(3600),
+            limits: Default::default(),
         },
     )
     .await

@@ -92,6 +92,9 @@ struct ServerArgs {
     /// Versions kept per secret.
     #[arg(long, default_value_t = 10)]
     max_versions: usize,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
     /// Networks rotations may connect to (database, SSH and webhook hosts), as
     /// comma-separated CIDRs or addresses. Default: any address except link-local ones
     /// and cloud metadata services.
@@ -247,6 +250,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             listen: args.listen,
             tls: tls_cfg,
             tick_interval: Duration::from_secs(args.tick_interval.max(1)),
+            limits: tls::ConnectionLimits {
+                max_connections: args.max_connections,
+                ..Default::default()
+            },
         },
     )
     .await?;
@@ -271,6 +278,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     let _ = running.stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), running.task).await;
+    // In-flight requests get the limits' grace period; then the process ends.
+    let grace = tls::ConnectionLimits::default().shutdown_grace;
+    let _ = tokio::time::timeout(grace + Duration::from_secs(2), running.task).await;
     Ok(())
 }

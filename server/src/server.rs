@@ -322,6 +322,8 @@ pub struct ServeOptions {
     pub tls: Arc<rustls::ServerConfig>,
     /// Seconds between background ticks.
     pub tick_interval: Duration,
+    /// Connection limits and timeouts.
+    pub limits: tls::ConnectionLimits,
 }
 
 /// A running server.
@@ -355,7 +357,7 @@ pub async fn start(u: Unsealed, opts: ServeOptions) -> anyhow::Result<Running> {
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        tls::serve(listener, opts.tls, app(state), async {
+        tls::serve(listener, opts.tls, app(state), opts.limits, async {
             let _ = stopped.await;
         })
         .await;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
@@ -124,16 +125,60 @@ pub fn write_private_new(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` resolves.
+/// Limits on connections, so that clients that connect and then send nothing, or drip
+/// their headers, cannot hold the server's connections and memory.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections served at once; past this, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time for a request's headers to arrive (HTTP/1), also on an idle keep-alive
+    /// connection; HTTP/2 connections are pinged at this interval and closed when a
+    /// ping goes unanswered as long.
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Bytes of request line and headers an HTTP/1 connection buffers (hyper's default is
+/// about 400 KB); HTTP/2 header lists are limited to 16 KB by default.
+const MAX_HEADER_BUFFER: usize = 32 * 1024;
+
+/// Serves `app` over TLS on `listener` until `shutdown` resolves, then lets in-flight
+/// requests finish (HTTP/2 connections get a GOAWAY, idle HTTP/1 ones are closed) for
+/// up to `limits.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: Router,
+    limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        // A permit first: at the limit, new connections wait in the kernel's backlog.
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -148,9 +193,12 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let watcher = graceful.watcher();
+        let limits = limits.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -166,13 +214,28 @@ pub async fn serve(
                 },
             );
             let svc = TowerToHyperService::new(app);
-            if let Err(e) = Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(MAX_HEADER_BUFFER);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(limits.header_read_timeout)
+                .keep_alive_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running at the end of the shutdown grace period");
     }
 }
 

@@ -34,13 +34,13 @@ enum Authn {
     Refused(Error),
 }
 
+/// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive).
 fn bearer(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Outermost of the two: drafts, runs and records.
@@ -114,7 +114,23 @@ fn well_formed(resource: &str) -> bool {
 async fn body_resource(template: &str, body: Body) -> Result<(String, Body), ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large"))?;
+        .map_err(|e| {
+            let inner = e.into_inner();
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*inner);
+            let mut too_large = false;
+            while let Some(c) = cause {
+                too_large |= c.is::<http_body_util::LengthLimitError>();
+                cause = c.source();
+            }
+            if too_large {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+            } else {
+                ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    "the request body could not be read",
+                )
+            }
+        })?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, format!("body: {e}")))?;
     let resource = fill(template, |field| {
@@ -131,8 +147,13 @@ async fn body_resource(template: &str, body: Body) -> Result<(String, Body), Api
 
 /// Runs on matched routes: 401, 403, or the handler with a [`Caller`].
 pub(super) async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // HEAD is answered by the GET route (without the body), so it is authorized as one.
+    let method = match req.method() {
+        &axum::http::Method::HEAD => "GET",
+        m => m.as_str(),
+    };
     let key = (
-        req.method().as_str().to_string(),
+        method.to_string(),
         req.extensions()
             .get::<MatchedPath>()
             .map(|m| m.as_str().to_string())

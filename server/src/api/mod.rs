@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use strongbox_schemas::ErrorCode;
 
 pub use error::ApiError;
@@ -132,9 +132,27 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(limit_uri))
         .layer(middleware::from_fn_with_state(state.clone(), guard::audit))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Longest request URI (path and query string) served; no valid request comes close.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Refuses a request whose URI is longer than [`MAX_URI_BYTES`] before it is routed
+/// (it is still audited, without a resource).
+async fn limit_uri(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        return ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("the request URI is longer than {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {

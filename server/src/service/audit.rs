@@ -24,6 +24,10 @@ const CHUNK: usize = 512;
 /// cannot make one request scan the whole trail.
 const PAGE_SCAN_BUDGET: usize = 10_000;
 const USER_AGENT_MAX: usize = 256;
+/// Longest resource recorded. Every valid resource is shorter (names are at most 192
+/// characters); a longer one comes from a path that will be refused, and is cut so that
+/// such requests cannot make records of many kilobytes.
+const RESOURCE_MAX: usize = 512;
 
 tokio::task_local! {
     /// The record of the request being served; set by the HTTP edge around a handler.
@@ -107,7 +111,10 @@ impl AuditSlot {
     pub fn set_target(&self, action: &str, resource: &str) {
         self.with(|e, _| {
             e.action = action.to_string();
-            e.resource = resource.to_string();
+            e.resource = match resource.char_indices().nth(RESOURCE_MAX) {
+                Some((cut, _)) => format!("{}…", &resource[..cut]),
+                None => resource.to_string(),
+            };
         });
     }
 

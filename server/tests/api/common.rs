@@ -22,7 +22,8 @@ pub(crate) struct TestServer {
     pub ca_pem: String,
     pub token: String,
     _dir: tempfile::TempDir,
-    _running: Running,
+    /// The serving task and its stop switch.
+    pub running: Running,
 }
 
 impl TestServer {
@@ -38,6 +39,19 @@ impl TestServer {
     pub(crate) async fn start_wrapped(
         config: ServiceConfig,
         wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
+    ) -> Self {
+        Self::start_full(config, wrap, tls::ConnectionLimits::default()).await
+    }
+
+    /// A server with these connection limits.
+    pub(crate) async fn start_with_limits(limits: tls::ConnectionLimits) -> Self {
+        Self::start_full(ServiceConfig::default(), |b| b, limits).await
+    }
+
+    async fn start_full(
+        config: ServiceConfig,
+        wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
+        limits: tls::ConnectionLimits,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -59,6 +73,7 @@ impl TestServer {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 tls: tls_cfg,
                 tick_interval: Duration::from_secs(3600),
+                limits,
             },
         )
         .await
@@ -80,7 +95,7 @@ impl TestServer {
             ca_pem: certs.ca_pem,
             token: token.to_string(),
             _dir: dir,
-            _running: running,
+            running,
         }
     }
 
@@ -93,6 +108,15 @@ impl TestServer {
             timeout: None,
         })
         .unwrap()
+    }
+
+    /// A plain HTTPS client trusting the server's CA (no token).
+    pub(crate) fn http(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap()
     }
 
     /// The server's base URL.

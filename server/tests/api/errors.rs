@@ -3,19 +3,11 @@ use strongbox_client::ErrorCode;
 
 use crate::common::*;
 
-fn http(s: &TestServer) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(s.ca_pem.as_bytes()).unwrap();
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn authentication_and_error_format() {
     let s = TestServer::start().await;
     let base = format!("https://127.0.0.1:{}", s.addr.port());
-    let h = http(&s);
+    let h = s.http();
 
     // Health needs no token; everything else does.
     assert_eq!(
@@ -194,7 +186,7 @@ async fn openapi_matches_the_checked_in_document_and_metrics_count_routes() {
 async fn an_optional_body_without_a_json_content_type_is_refused_not_ignored() {
     let s = TestServer::start().await;
     let base = s.base();
-    let h = http(&s);
+    let h = s.http();
     let auth = format!("Bearer {}", s.token);
     s.client
         .create_principal(&strongbox_schemas::CreatePrincipalRequest {
@@ -284,9 +276,15 @@ async fn the_sdk_does_not_follow_redirects_with_its_token() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(strongbox_server::tls::serve(listener, cfg, app, async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(strongbox_server::tls::serve(
+        listener,
+        cfg,
+        app,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = strongbox_client::Client::new(strongbox_client::ClientConfig {
         address: format!("https://127.0.0.1:{port}"),
         token: "sbx_the-token-that-must-stay".into(),
@@ -359,7 +357,7 @@ async fn health_reports_failing_storage_until_it_recovers() {
         .unwrap();
     let base = format!("https://127.0.0.1:{}", s.addr.port());
     let health = || {
-        let h = http(&s);
+        let h = s.http();
         let url = format!("{base}/v1/health");
         async move {
             let r = h.get(url).send().await.unwrap();

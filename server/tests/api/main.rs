@@ -8,6 +8,7 @@ mod common;
 mod dbs;
 mod delegation;
 mod durability;
+mod edge;
 mod errors;
 mod keys;
 mod pg_cluster;

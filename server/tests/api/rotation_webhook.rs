@@ -151,7 +151,7 @@ impl Function {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(tls::serve(listener, cfg, app, async {
+        tokio::spawn(tls::serve(listener, cfg, app, Default::default(), async {
             let _ = stopped.await;
         }));
         Self {

@@ -57,6 +57,7 @@ async fn myapp_keeps_working_across_dual_account_rotations() {
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap(),
             tick_interval: Duration::from_secs(3600),
+            limits: Default::default(),
         },
     )
     .await

@@ -1,0 +1,220 @@
+//! The HTTP edge: connection limits and timeouts, URI and record sizes, HEAD, the
+//! bearer scheme.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use strongbox_client::AuditQuery;
+use strongbox_server::tls::ConnectionLimits;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::common::*;
+
+/// A TLS connection to the server, trusting its CA, with nothing sent yet.
+async fn tls_connect(s: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut s.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(strongbox_server::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Reads until the peer closes (or errors); `true` if that happened within `within`.
+async fn closed_within(mut io: impl tokio::io::AsyncRead + Unpin, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_cut_off_after_the_handshake_and_header_timeouts() {
+    let s = TestServer::start_with_limits(ConnectionLimits {
+        handshake_timeout: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    // Connects, never starts TLS.
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert!(closed_within(tcp, Duration::from_secs(5)).await);
+
+    // Completes the handshake, then sends half a request line and nothing more.
+    let mut tls = tls_connect(&s).await;
+    tls.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    assert!(closed_within(tls, Duration::from_secs(5)).await);
+
+    // An idle keep-alive connection, after a complete request, is closed too.
+    let mut tls = tls_connect(&s).await;
+    tls.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut first = [0u8; 12];
+    tls.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(closed_within(tls, Duration::from_secs(5)).await);
+
+    // A client that does its part is served as before.
+    assert_eq!(s.client.health().await.unwrap().status, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_until_one_ends() {
+    let s = TestServer::start_with_limits(ConnectionLimits {
+        max_connections: 2,
+        handshake_timeout: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    // Two connections that never start TLS hold both places.
+    let a = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = tokio::time::timeout(Duration::from_secs(1), s.client.health()).await;
+    assert!(
+        waiting.is_err(),
+        "a third connection was served past the limit"
+    );
+    drop(a);
+    let served = tokio::time::timeout(Duration::from_secs(10), s.client.health()).await;
+    assert_eq!(served.unwrap().unwrap().status, "ok");
+    drop(b);
+}
+
+#[tokio::test]
+async fn long_uris_are_refused_and_long_resources_are_cut_in_the_audit_trail() {
+    let s = TestServer::start().await;
+    let h = s.http();
+    let long = "a".repeat(9000);
+    let r = h
+        .get(format!("{}/v1/secrets/{long}/value", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "InvalidParameter", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("URI"), "{body}");
+
+    // Under the URI limit, an anonymous request with a 3,000-character name: refused,
+    // and recorded with the resource cut.
+    let name = "b".repeat(3000);
+    let r = h
+        .get(format!("{}/v1/secrets/{name}/value", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let page = s
+        .client
+        .list_audit(&AuditQuery {
+            resource_prefix: Some("secret/bbbb".into()),
+            limit: Some(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 1);
+    let resource = &page.records[0].resource;
+    assert_eq!(resource.chars().count(), 513, "{resource}");
+    assert!(resource.ends_with('…'));
+}
+
+#[tokio::test]
+async fn head_is_answered_as_get_and_the_bearer_scheme_is_case_insensitive() {
+    let s = TestServer::start().await;
+    let h = s.http();
+    let r = h
+        .request(Method::HEAD, format!("{}/v1/health", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Authorized as the GET it is: no token, 401 (not a 403 for a route without a rule).
+    let r = h
+        .request(Method::HEAD, format!("{}/v1/secrets/x/value", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = h
+            .get(format!("{}/v1/keys", s.base()))
+            .header("Authorization", format!("{scheme} {}", s.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{scheme}");
+    }
+    let r = h
+        .get(format!("{}/v1/keys", s.base()))
+        .header("Authorization", format!("Basic {}", s.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let s = TestServer::start().await;
+    let mut tls = tls_connect(&s).await;
+    // A create whose body has not arrived yet when the server is told to stop.
+    let body = br#"{"name":"in-flight","secret_data":"v"}"#;
+    let head = format!(
+        "POST /v1/secrets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.token,
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let TestServer {
+        running, client, ..
+    } = s;
+    running.stop.send(()).unwrap();
+    let mut task = running.task;
+    // The server waits for the request instead of ending under it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut task)
+            .await
+            .is_err(),
+        "the server stopped with a request in flight"
+    );
+    tls.write_all(body).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut resp = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut resp)).await;
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(client);
+}

@@ -147,9 +147,10 @@ impl SecretCache {
         let arrived = Instant::now();
         let slot_ref = self.slot(key);
         let mut slot = slot_ref.lock().await;
-        // A request sent after this caller arrived (while it waited) is as good as its
-        // own: share its value or error. One sent before may have read a value older
-        // than what the caller wants to replace.
+        // A value read by a request sent after this caller arrived (while it waited)
+        // is as good as its own; one sent before may be older than what the caller
+        // wants to replace. A failure is shared with every caller that arrived before
+        // it came back.
         if let Some((v, at)) = &slot.value
             && (*at >= arrived || (!refresh && at.elapsed() < self.config.ttl))
         {
@@ -175,7 +176,10 @@ impl SecretCache {
                 Ok(fresh)
             }
             Err(e) => {
-                slot.failure = Some((e.clone(), sent));
+                // Stamped when it came back: every caller that waited for it shares it,
+                // also those that arrived while it was under way (the server failed
+                // just now); a caller arriving later asks again.
+                slot.failure = Some((e.clone(), Instant::now()));
                 if slot.value.is_none() {
                     // Nothing to keep: the slot does not take a place in the cache.
                     let mut map = self.lock();

@@ -127,7 +127,8 @@ fn plaintext(v: &api::SecretValue) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         SecretDataType::Text => v.secret_data.as_bytes().to_vec(),
         SecretDataType::Binary => base64::engine::general_purpose::STANDARD
             .decode(&v.secret_data)
-            .context("the server sent a binary value that is not base64")?,
+            // Not the decoder's error: it quotes a byte of the value.
+            .map_err(|_| anyhow::anyhow!("the server sent a binary value that is not base64"))?,
     }))
 }
 
@@ -322,13 +323,23 @@ pub(crate) async fn prepare_run(args: RunArgs) -> anyhow::Result<std::process::C
         .iter()
         .map(|s| parse_injection(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut seen = std::collections::BTreeSet::new();
+    for i in &injections {
+        if !seen.insert(i.var.as_str()) {
+            bail!("--env {}: the variable is set twice", i.var);
+        }
+    }
     let c = client()?;
     // Each secret is read once, however many variables take from it.
     let mut values: BTreeMap<&str, Zeroizing<Vec<u8>>> = BTreeMap::new();
     for i in &injections {
         if !values.contains_key(i.secret.as_str()) {
-            let v = c.get_secret_value(&i.secret, None, None).await?;
-            values.insert(&i.secret, plaintext(&v)?);
+            let v = c
+                .get_secret_value(&i.secret, None, None)
+                .await
+                .with_context(|| format!("reading secret {}", i.secret))?;
+            let raw = plaintext(&v).with_context(|| format!("secret {}", i.secret))?;
+            values.insert(&i.secret, raw);
         }
     }
     let (program, rest) = args

@@ -45,6 +45,27 @@ pub(crate) fn resolve_key(r: &(impl Reader + ?Sized), key_ref: &str) -> Result<K
     }
 }
 
+/// The key a new secret version is sealed under: as [`resolve_key`], except that a
+/// destroyed key named by its id is `KeyDeleted` (the secret names a key that existed;
+/// reads say the same), not `KeyNotFound`.
+pub(crate) fn resolve_key_to_seal(r: &(impl Reader + ?Sized), key_ref: &str) -> Result<KeyRecord> {
+    resolve_key(r, key_ref).map_err(|e| {
+        let destroyed = e.code == ErrorCode::KeyNotFound
+            && matches!(
+                load::<KeyRecord>(r, Table::Keys, key_ref.as_bytes()),
+                Ok(Some(k)) if k.state == KeyStateRec::Destroyed
+            );
+        if destroyed {
+            Error::new(
+                ErrorCode::KeyDeleted,
+                format!("key {key_ref} has been deleted and its material destroyed"),
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// For a key route that named the key by alias: the route's `action` on the key it
 /// resolved to (see [`Actor::require_key_behind_alias`]).
 fn check_through_alias(who: &Actor, action: &str, key_ref: &str, k: &KeyRecord) -> Result<()> {
@@ -466,6 +487,16 @@ impl Service {
                 who.require_key_behind_alias("kms:CreateAlias", &alias, &old)?;
             }
             let k = resolve_key(t, &key_id)?;
+            // As in AWS KMS: no alias onto a key that is about to be destroyed.
+            if k.state == KeyStateRec::PendingDeletion {
+                return Err(Error::new(
+                    ErrorCode::KeyPendingDeletion,
+                    format!(
+                        "key {} is scheduled for deletion: an alias cannot point at it",
+                        k.key_id
+                    ),
+                ));
+            }
             t.put(
                 Table::Aliases,
                 alias.as_bytes(),

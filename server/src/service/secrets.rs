@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::Service;
 use super::authz::{Actor, WEBHOOK_SENDS_WHY};
-use super::keys::{check_usable, resolve_key};
+use super::keys::{check_usable, resolve_key, resolve_key_to_seal};
 use super::records::{
     KeyRecord, PolicyRecord, SecretRecord, VersionMeta, decode, decode_page_token, encode,
     encode_page_token, load, secret_arn, validate_description, validate_tags,
@@ -401,7 +401,7 @@ impl Service {
                 req.extended_config.as_ref(),
             )?;
             let key = match &req.encryption_key_id {
-                Some(r) if !r.is_empty() => resolve_key(t, r)?,
+                Some(r) if !r.is_empty() => resolve_key_to_seal(t, r)?,
                 _ => this.default_key(t, now)?,
             };
             if let Some(p) = &req.rotation_policy {
@@ -437,6 +437,30 @@ impl Service {
     }
 
     /// The plaintext of a version, read through `r` (a snapshot or a write).
+    /// ACSPending is about to leave the version of a persisted rotation for `to` (a
+    /// version id, or "" when it is removed): that abandons the rotation, unless it is
+    /// running (its step may be applying the value right now; the label stays until it
+    /// ends). The caller reindexes the secret.
+    fn release_pending(&self, rec: &mut SecretRecord, name: &str, to: &str) -> Result<()> {
+        let Some(p) = &rec.rotation.in_progress else {
+            return Ok(());
+        };
+        if p.version_id == to || !rec.version_has(&p.version_id, api::STAGE_PENDING) {
+            return Ok(());
+        }
+        if self.is_rotating(name) {
+            return Err(Error::new(
+                ErrorCode::RotationInProgress,
+                format!(
+                    "a rotation of secret {name} is running: ACSPending stays on its version \
+                     until it ends"
+                ),
+            ));
+        }
+        rec.rotation.in_progress = None;
+        Ok(())
+    }
+
     fn open_version(
         &self,
         r: &(impl Reader + ?Sized),
@@ -584,14 +608,20 @@ impl Service {
                     ),
                 ));
             }
-            let key = resolve_key(t, &rec.encryption_key_id)?;
+            let key = resolve_key_to_seal(t, &rec.encryption_key_id)?;
             let meta = this.seal_version(t, &rec, &key, &nv)?;
+            if stages.iter().any(|s| s == api::STAGE_PENDING) {
+                this.release_pending(&mut rec, &name, &nv.version_id)?;
+            }
             rec.versions.push(meta);
             for s in &stages {
                 move_stage(&mut rec, s, &nv.version_id)?;
             }
             rec.update_date = now;
             prune(t, &mut rec, this.inner.config.max_versions);
+            // A rotation whose ACSPending moved to this version was abandoned: the
+            // schedule goes back to the policy's dates.
+            reindex_secret(t, &mut rec)?;
             t.put(Table::Secrets, name.as_bytes(), encode(&rec));
             let stages_now = rec
                 .versions
@@ -668,28 +698,19 @@ impl Service {
                     ));
                 }
             }
-            // ACSPending taken off the version of a persisted rotation abandons that
-            // rotation, unless it is running (its step may be applying the value right
-            // now; the label stays until it ends).
-            if req.version_stage == api::STAGE_PENDING
-                && let Some(p) = &rec.rotation.in_progress
-                && rec.version_has(&p.version_id, api::STAGE_PENDING)
-                && (req.remove_from_version.as_deref() == Some(p.version_id.as_str())
-                    || req
-                        .move_to_version
-                        .as_deref()
-                        .is_some_and(|to| to != p.version_id))
-            {
-                if this.is_rotating(&name) {
-                    return Err(Error::new(
-                        ErrorCode::RotationInProgress,
-                        format!(
-                            "a rotation of secret {name} is running: ACSPending stays on its \
-                             version until it ends"
-                        ),
-                    ));
+            if req.version_stage == api::STAGE_PENDING {
+                let taken_off = match (&req.move_to_version, &rec.rotation.in_progress) {
+                    (Some(to), _) => Some(to.as_str()),
+                    (None, Some(p))
+                        if req.remove_from_version.as_deref() == Some(&p.version_id) =>
+                    {
+                        Some("")
+                    }
+                    (None, _) => None,
+                };
+                if let Some(to) = taken_off {
+                    this.release_pending(&mut rec, &name, to)?;
                 }
-                rec.rotation.in_progress = None;
             }
             match &req.move_to_version {
                 Some(to) => move_stage(&mut rec, &req.version_stage, to)?,

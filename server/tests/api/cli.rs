@@ -415,8 +415,19 @@ async fn run_puts_secrets_in_the_programs_environment_and_only_them() {
         "touch",
     ]);
     missing.arg(&marker);
-    refused(missing, "SecretNotFound").await;
+    refused(missing, "reading secret not/there").await;
     assert!(!marker.exists(), "the program did not run");
+    let mut twice = s.cli(&s.token);
+    twice.args([
+        "run",
+        "--env",
+        "K=api/key",
+        "--env",
+        "K=MyDbCreds",
+        "--",
+        "true",
+    ]);
+    refused(twice, "--env K: the variable is set twice").await;
     let mut bad = s.cli(&s.token);
     bad.args(["run", "--env", "1X=api/key", "--", "true"]);
     refused(bad, "is not a variable name").await;

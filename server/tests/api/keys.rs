@@ -189,13 +189,25 @@ async fn disabled_pending_and_destroyed_keys_guard_secrets() {
     );
     c.enable_key(&k.key_id).await.unwrap();
 
-    // Not yet due: nothing happens; due: material destroyed (crypto-shredding).
-    c.schedule_key_deletion(&k.key_id, Some(7)).await.unwrap();
+    // Not yet due: nothing happens; due: material destroyed (crypto-shredding). No new
+    // alias may point at a key pending deletion; one made before goes with the key.
     c.put_alias("alias/doomed", &k.key_id).await.unwrap();
+    c.schedule_key_deletion(&k.key_id, Some(7)).await.unwrap();
+    assert_code(
+        c.put_alias("alias/late", &k.key_id).await,
+        ErrorCode::KeyPendingDeletion,
+        "an alias cannot point at it",
+    );
     assert_eq!(s.advance_and_tick(6 * 86_400).await.destroyed_keys, 0);
     assert_eq!(s.advance_and_tick(86_400).await.destroyed_keys, 1);
     assert_code(
         c.get_secret_value("guarded", None, None).await,
+        ErrorCode::KeyDeleted,
+        &k.key_id,
+    );
+    // A new version cannot be sealed under it either, and says why.
+    assert_code(
+        c.put_secret_value("guarded", &put("v2")).await,
         ErrorCode::KeyDeleted,
         &k.key_id,
     );

@@ -626,6 +626,14 @@ async fn acspending_stays_on_a_running_rotations_version() {
             "ACSPending stays on its version",
         );
     }
+    // Nor moved by a put that labels its new version ACSPending.
+    let mut labelled = put("v-pending");
+    labelled.version_stages = Some(vec![STAGE_PENDING.into()]);
+    assert_code(
+        s.client.put_secret_value("busy", &labelled).await,
+        ErrorCode::RotationInProgress,
+        "ACSPending stays on its version",
+    );
     // A put meanwhile prunes nothing the rotation needs.
     s.client.put_secret_value("busy", &put("v1")).await.unwrap();
     release.send(()).unwrap();
@@ -761,4 +769,28 @@ async fn a_rotation_that_cannot_complete_waits_while_its_policy_is_off_and_can_b
     assert_eq!(now.version_id, "fresh-1");
     let d = s.client.describe_secret("stuck").await.unwrap();
     assert_eq!(d.rotation_status, Some(RotationStatus::Succeeded));
+
+    // Stuck again, then abandoned by a put that labels its own version ACSPending: the
+    // next rotation starts over too.
+    *f.hook.behaviour.fail_step.lock().unwrap() = Some("set".into());
+    assert_code(
+        s.client.rotate_secret("stuck", Some("fresh-2")).await,
+        ErrorCode::RotationFailed,
+        "webhook set",
+    );
+    f.calls();
+    let mut labelled = put("by-hand");
+    labelled.version_id = Some("by-hand-1".into());
+    labelled.version_stages = Some(vec![STAGE_PENDING.into()]);
+    let r = s.client.put_secret_value("stuck", &labelled).await.unwrap();
+    assert_eq!(r.version_stages, [STAGE_PENDING]);
+    *f.hook.behaviour.fail_step.lock().unwrap() = None;
+    let done = s
+        .client
+        .rotate_secret("stuck", Some("fresh-3"))
+        .await
+        .unwrap();
+    assert_eq!(done.version_id, "fresh-3");
+    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
+    assert_eq!(steps, ["create", "set", "test", "finish"]);
 }

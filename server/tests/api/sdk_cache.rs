@@ -177,3 +177,46 @@ async fn waiters_share_a_failure_and_concurrent_refreshes_share_one_request() {
     let refreshes = cache.fetches() - before;
     assert!(refreshes <= 8, "{refreshes} requests for 16 refreshes");
 }
+
+/// Callers that arrive while a request is under way and then fails get its error: one
+/// request for all of them, not one each after the other (each waiting out a timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_arrive_while_a_request_fails_share_its_error() {
+    // A server that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let client = strongbox_client::Client::new(strongbox_client::ClientConfig {
+        address: format!("https://{addr}"),
+        token: "unused".into(),
+        ca_cert_pem: None,
+        timeout: Some(Duration::from_secs(1)),
+    })
+    .unwrap();
+    let cache = SecretCache::new(client, CacheConfig::default());
+    let first = tokio::spawn({
+        let c = cache.clone();
+        async move { c.get("x").await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late: Vec<_> = (0..8)
+        .map(|_| {
+            let c = cache.clone();
+            tokio::spawn(async move { c.get("x").await.map(|_| ()) })
+        })
+        .collect();
+    assert!(first.await.unwrap().is_err());
+    for l in late {
+        assert!(l.await.unwrap().is_err());
+    }
+    assert_eq!(cache.fetches(), 1, "one request for the nine callers");
+    // A caller after the failure asks again.
+    assert!(cache.get("x").await.is_err());
+    assert_eq!(cache.fetches(), 2);
+    held.abort();
+}

@@ -132,6 +132,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(catch_panic))
         .layer(middleware::from_fn(limit_uri))
         .layer(middleware::from_fn_with_state(state.clone(), guard::audit))
         .layer(middleware::from_fn(request_id))
@@ -153,6 +154,22 @@ async fn limit_uri(req: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(req).await
+}
+
+/// A handler that panics answers 500 `InternalError` (and its request is audited as
+/// failed), instead of the connection being dropped with no answer and no record.
+async fn catch_panic(req: Request, next: Next) -> Response {
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::error!("a request handler panicked");
+            ApiError::new(ErrorCode::InternalError, "internal error").into_response()
+        }
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -199,6 +216,30 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_internal_error() {
+        let app: Router = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("boom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(middleware::from_fn(catch_panic));
+        let req = Request::builder()
+            .uri("/boom")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 500);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "InternalError");
+    }
 
     /// Every placeholder of a path template is a parameter of its route's path, and a
     /// create's template names only body fields; every route but health has an action.

@@ -619,6 +619,16 @@ impl Service {
             }
             rec.update_date = now;
             prune(t, &mut rec, this.inner.config.max_versions);
+            if !rec.versions.iter().any(|v| v.version_id == nv.version_id) {
+                return Err(Error::invalid(
+                    "version_stages",
+                    format!(
+                        "an unlabelled version would be pruned at once: secret {name} keeps \
+                         {} versions and all the others are labelled",
+                        this.inner.config.max_versions
+                    ),
+                ));
+            }
             // A rotation whose ACSPending moved to this version was abandoned: the
             // schedule goes back to the policy's dates.
             reindex_secret(t, &mut rec)?;

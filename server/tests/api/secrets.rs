@@ -634,4 +634,38 @@ async fn pruning_keeps_labelled_versions() {
         ErrorCode::VersionNotFound,
         "p",
     );
+    // Every kept version labelled: a new unlabelled one would be pruned as it is
+    // written, so it is refused and nothing changes.
+    c.put_secret_value(
+        "p",
+        &api::PutSecretValueRequest {
+            version_id: Some("v6".into()),
+            version_stages: Some(vec!["Pinned2".into()]),
+            ..put("6")
+        },
+    )
+    .await
+    .unwrap();
+    assert_code(
+        c.put_secret_value(
+            "p",
+            &api::PutSecretValueRequest {
+                version_id: Some("lost".into()),
+                version_stages: Some(vec![]),
+                ..put("7")
+            },
+        )
+        .await,
+        ErrorCode::InvalidParameter,
+        "would be pruned at once",
+    );
+    let ids: Vec<_> = c
+        .list_secret_versions("p")
+        .await
+        .unwrap()
+        .versions
+        .into_iter()
+        .map(|v| v.version_id)
+        .collect();
+    assert_eq!(ids, ["v6", "v5", "v4", "keep"]);
 }

@@ -137,6 +137,8 @@ pub struct ConnectionLimits {
     /// connection; HTTP/2 connections are pinged at this interval and closed when a
     /// ping goes unanswered as long.
     pub header_read_timeout: Duration,
+    /// Time for a request's body to arrive once its headers have.
+    pub body_read_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -147,6 +149,7 @@ impl Default for ConnectionLimits {
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: crate::api::BODY_READ_TIMEOUT,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -169,6 +172,7 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         // A permit first: at the limit, new connections wait in the kernel's backlog.
@@ -195,26 +199,41 @@ pub async fn serve(
         let app = app.clone();
         let watcher = graceful.watcher();
         let limits = limits.clone();
+        let mut stopping = stopping_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+            // A handshake under way when the server stops is given up at once.
+            let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+            let tls = tokio::select! {
+                r = handshake => match r {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         return;
                     }
                     Err(_) => return,
-                };
-            let app = tower::ServiceExt::map_request(
-                app,
+                },
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let app = tower::ServiceExt::map_request(app, {
+                let asked = asked.clone();
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    asked.store(true, std::sync::atomic::Ordering::Relaxed);
                     req.extensions_mut().insert(PeerAddr(peer));
                     req
-                },
-            );
+                }
+            });
             let svc = TowerToHyperService::new(app);
+            // The protocol ALPN agreed on, so that no time is spent guessing it from the
+            // first bytes (a wait without a timeout).
             let mut builder = Builder::new(TokioExecutor::new());
+            builder = if h2 {
+                builder.http2_only()
+            } else {
+                builder.http1_only()
+            };
             builder
                 .http1()
                 .timer(TokioTimer::new())
@@ -225,12 +244,27 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .keep_alive_interval(limits.header_read_timeout)
                 .keep_alive_timeout(limits.header_read_timeout);
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn).await {
+            let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), svc));
+            tokio::pin!(conn);
+            // The first request must come within the header timeout on either protocol
+            // (an HTTP/2 client that stops inside its preface, or sends no stream).
+            let ended = tokio::select! {
+                r = &mut conn => Some(r),
+                _ = tokio::time::sleep(limits.header_read_timeout) => None,
+            };
+            let ended = match ended {
+                Some(r) => r,
+                None if !asked.load(std::sync::atomic::Ordering::Relaxed) => return,
+                None => conn.await,
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    // No new connections while the ones in flight finish.
+    drop(listener);
+    let _ = stopping_tx.send(true);
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
         .is_err()

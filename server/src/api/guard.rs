@@ -21,7 +21,7 @@ use strongbox_schemas::{AuditOutcome, ErrorCode, RESOURCE_TYPES};
 
 use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, is_json};
-use super::{AppState, MAX_BODY_BYTES, ResourceRule, RouteSpec};
+use super::{AppState, ResourceRule, RouteSpec};
 use crate::Error;
 use crate::service::{AuditEntry, AuditSlot, Identity};
 use crate::tls::PeerAddr;
@@ -112,25 +112,8 @@ fn well_formed(resource: &str) -> bool {
 /// The resource a create names in its body: the body is read (within the size limit),
 /// checked to be JSON, and handed on unchanged to the handler.
 async fn body_resource(template: &str, body: Body) -> Result<(String, Body), ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| {
-            let inner = e.into_inner();
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*inner);
-            let mut too_large = false;
-            while let Some(c) = cause {
-                too_large |= c.is::<http_body_util::LengthLimitError>();
-                cause = c.source();
-            }
-            if too_large {
-                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
-            } else {
-                ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    "the request body could not be read",
-                )
-            }
-        })?;
+    // Already read whole by the edge (`limit_uri`); this only takes the bytes.
+    let bytes = super::read_body(body, super::BODY_READ_TIMEOUT).await?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, format!("body: {e}")))?;
     let resource = fill(template, |field| {

@@ -100,6 +100,8 @@ pub struct AppState {
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     routes: Arc<HashMap<(String, String), RouteSpec>>,
+    /// Time for a request's body to arrive, once its headers have.
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -113,6 +115,7 @@ impl AppState {
             service,
             metrics: Arc::default(),
             routes: Arc::new(routes),
+            body_read_timeout: BODY_READ_TIMEOUT,
         }
     }
 }
@@ -133,7 +136,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(catch_panic))
-        .layer(middleware::from_fn(limit_uri))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_uri))
         .layer(middleware::from_fn_with_state(state.clone(), guard::audit))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -142,9 +145,50 @@ pub fn app(state: AppState) -> Router {
 /// Longest request URI (path and query string) served; no valid request comes close.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
-/// Refuses a request whose URI is longer than [`MAX_URI_BYTES`] before it is routed
-/// (it is still audited, without a resource).
-async fn limit_uri(req: Request, next: Next) -> Response {
+/// Time for a request's body to arrive, once its headers have (the default of
+/// [`AppState::body_read_timeout`]).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A request body, whole: at most [`MAX_BODY_BYTES`], within `timeout`.
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES));
+    match read.await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let inner = e.into_inner();
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*inner);
+            let mut too_large = false;
+            while let Some(c) = cause {
+                too_large |= c.is::<http_body_util::LengthLimitError>();
+                cause = c.source();
+            }
+            Err(if too_large {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+            } else {
+                ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    "the request body could not be read",
+                )
+            })
+        }
+        Err(_) => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Refuses a request whose URI is longer than [`MAX_URI_BYTES`] before it is routed,
+/// and reads its body whole within the state's `body_read_timeout`, so that a client
+/// cannot hold a connection by dripping a body (both refusals are still audited, without
+/// a resource).
+async fn limit_uri(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if len > MAX_URI_BYTES {
         return ApiError::new(
@@ -153,7 +197,14 @@ async fn limit_uri(req: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    next.run(req).await
+    let (parts, body) = req.into_parts();
+    match read_body(body, state.body_read_timeout).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// A handler that panics answers 500 `InternalError` (and its request is audited as

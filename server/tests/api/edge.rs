@@ -13,6 +13,14 @@ use crate::common::*;
 
 /// A TLS connection to the server, trusting its CA, with nothing sent yet.
 async fn tls_connect(s: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_connect_alpn(s, &[]).await
+}
+
+/// The same, offering these ALPN protocols.
+async fn tls_connect_alpn(
+    s: &TestServer,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut s.ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -22,6 +30,8 @@ async fn tls_connect(s: &TestServer) -> tokio_rustls::client::TlsStream<tokio::n
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    let mut cfg = cfg;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -48,6 +58,7 @@ async fn silent_clients_are_cut_off_after_the_handshake_and_header_timeouts() {
     let s = TestServer::start_with_limits(ConnectionLimits {
         handshake_timeout: Duration::from_secs(1),
         header_read_timeout: Duration::from_secs(1),
+        body_read_timeout: Duration::from_secs(1),
         ..Default::default()
     })
     .await;
@@ -73,6 +84,37 @@ async fn silent_clients_are_cut_off_after_the_handshake_and_header_timeouts() {
     tls.read_exact(&mut first).await.unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
     assert!(closed_within(tls, Duration::from_secs(5)).await);
+
+    // Handshakes, then sends nothing: as HTTP/1.1 and as HTTP/2.
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let tls = tls_connect_alpn(&s, &[alpn]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+        assert!(
+            closed_within(tls, Duration::from_secs(5)).await,
+            "{}",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+    // An HTTP/2 client that stops inside its connection preface.
+    let mut tls = tls_connect_alpn(&s, &[b"h2"]).await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tls.flush().await.unwrap();
+    assert!(closed_within(tls, Duration::from_secs(5)).await);
+
+    // Headers on time, then a body that never finishes: refused when its time is up.
+    let mut tls = tls_connect(&s).await;
+    let head = format!(
+        "POST /v1/secrets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\"",
+        s.token
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut resp = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut resp)).await;
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("did not arrive within 1 s"), "{resp}");
 
     // A client that does its part is served as before.
     assert_eq!(s.client.health().await.unwrap().status, "ok");

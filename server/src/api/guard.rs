@@ -111,9 +111,12 @@ fn well_formed(resource: &str) -> bool {
 
 /// The resource a create names in its body: the body is read (within the size limit),
 /// checked to be JSON, and handed on unchanged to the handler.
-async fn body_resource(template: &str, body: Body) -> Result<(String, Body), ApiError> {
-    // Already read whole by the edge (`limit_uri`); this only takes the bytes.
-    let bytes = super::read_body(body, super::BODY_READ_TIMEOUT).await?;
+async fn body_resource(
+    template: &str,
+    body: Body,
+    timeout: std::time::Duration,
+) -> Result<(String, Body), ApiError> {
+    let bytes = super::read_body(body, timeout).await?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, format!("body: {e}")))?;
     let resource = fill(template, |field| {
@@ -154,9 +157,20 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
         }
         return next.run(req).await;
     }
-    match check(&spec, slot.as_ref(), req).await {
-        Ok(req) => next.run(req).await,
-        Err(resp) => resp,
+    let req = match check(&spec, slot.as_ref(), req, state.body_read_timeout).await {
+        Ok(req) => req,
+        Err(resp) => return resp,
+    };
+    // Authorized: the body is read whole, within its time, so that a client cannot hold
+    // a connection by dripping it. (Nothing is read before the caller is known; a
+    // create's body, read to name its resource, is in memory already.)
+    let (parts, body) = req.into_parts();
+    match super::read_body(body, state.body_read_timeout).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -188,6 +202,7 @@ async fn create_resource(
     template: &str,
     parts: &Parts,
     body: Body,
+    timeout: std::time::Duration,
 ) -> Result<(String, Body), Response> {
     if !is_json(&parts.headers) {
         return Err(ApiError::new(
@@ -196,7 +211,7 @@ async fn create_resource(
         )
         .into_response());
     }
-    body_resource(template, body)
+    body_resource(template, body, timeout)
         .await
         .map_err(IntoResponse::into_response)
 }
@@ -207,6 +222,7 @@ async fn check(
     spec: &RouteSpec,
     slot: Option<&AuditSlot>,
     req: Request,
+    body_timeout: std::time::Duration,
 ) -> Result<Request, Response> {
     let target = |resource: &str| {
         if let Some(s) = slot {
@@ -237,7 +253,7 @@ async fn check(
     target(path_resource.as_deref().unwrap_or_default());
     let identity = identity(&parts).map_err(challenge)?;
     let (resource, body) = match (spec.resource, path_resource) {
-        (ResourceRule::Body(t), _) => create_resource(t, &parts, body).await?,
+        (ResourceRule::Body(t), _) => create_resource(t, &parts, body, body_timeout).await?,
         (ResourceRule::Path(_), r) => (r.unwrap_or_default(), body),
     };
     target(&resource);

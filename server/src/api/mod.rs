@@ -136,7 +136,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(catch_panic))
-        .layer(middleware::from_fn_with_state(state.clone(), limit_uri))
+        .layer(middleware::from_fn(limit_uri))
         .layer(middleware::from_fn_with_state(state.clone(), guard::audit))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -184,11 +184,9 @@ pub(crate) async fn read_body(
     }
 }
 
-/// Refuses a request whose URI is longer than [`MAX_URI_BYTES`] before it is routed,
-/// and reads its body whole within the state's `body_read_timeout`, so that a client
-/// cannot hold a connection by dripping a body (both refusals are still audited, without
-/// a resource).
-async fn limit_uri(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Refuses a request whose URI is longer than [`MAX_URI_BYTES`] before it is routed
+/// (it is still audited, without a resource).
+async fn limit_uri(req: Request, next: Next) -> Response {
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if len > MAX_URI_BYTES {
         return ApiError::new(
@@ -197,14 +195,7 @@ async fn limit_uri(State(state): State<AppState>, req: Request, next: Next) -> R
         )
         .into_response();
     }
-    let (parts, body) = req.into_parts();
-    match read_body(body, state.body_read_timeout).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-                .await
-        }
-        Err(e) => e.into_response(),
-    }
+    next.run(req).await
 }
 
 /// A handler that panics answers 500 `InternalError` (and its request is audited as

@@ -133,9 +133,10 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Time for the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time for a request's headers to arrive (HTTP/1), also on an idle keep-alive
-    /// connection; HTTP/2 connections are pinged at this interval and closed when a
-    /// ping goes unanswered as long.
+    /// Time for a connection's first request to arrive (HTTP/1.1 and HTTP/2), and for
+    /// each request's headers (HTTP/1.1, also on an idle keep-alive connection); HTTP/2
+    /// connections are pinged at this interval and closed when a ping goes unanswered
+    /// as long.
     pub header_read_timeout: Duration,
     /// Time for a request's body to arrive once its headers have.
     pub body_read_timeout: Duration,

@@ -342,8 +342,7 @@ pub async fn start(u: Unsealed, opts: ServeOptions) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let mut state = AppState::new(u.service.clone());
-    state.body_read_timeout = opts.limits.body_read_timeout;
+    let state = AppState::with_body_read_timeout(u.service.clone(), opts.limits.body_read_timeout);
     let service = u.service.clone();
     let ticker = tokio::spawn(async move {
         let mut every = tokio::time::interval(opts.tick_interval);

@@ -92,31 +92,54 @@ pub struct RouteSpec {
     pub response: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
 }
 
-/// What every handler can reach.
+/// What every handler can reach. Cheap to clone: one reference count.
+///
+/// Every request clones the state several times (each middleware and extractor takes
+/// its own), from every core at once, so it is one `Arc`: a reference count that all
+/// cores update is a cache line they pass between them, and the profile showed three
+/// of them (one per field) costing about 3 % of the server's CPU.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<StateInner>);
+
+/// The fields of [`AppState`].
+pub struct StateInner {
     /// Domain services.
     pub service: Service,
     /// Metrics registry.
-    pub metrics: Arc<Metrics>,
-    routes: Arc<HashMap<(String, String), RouteSpec>>,
+    pub metrics: Metrics,
+    routes: HashMap<(String, String), RouteSpec>,
     /// Time for a request's body to arrive, once its headers have.
     pub body_read_timeout: std::time::Duration,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
 }
 
 impl AppState {
     /// State over services.
     pub fn new(service: Service) -> Self {
+        Self::with_body_read_timeout(service, BODY_READ_TIMEOUT)
+    }
+
+    /// State over services, with the time a request's body has to arrive.
+    pub fn with_body_read_timeout(
+        service: Service,
+        body_read_timeout: std::time::Duration,
+    ) -> Self {
         let routes = handlers::route_table()
             .into_iter()
             .map(|r| ((r.method.to_string(), r.path.to_string()), r))
             .collect();
-        Self {
+        Self(Arc::new(StateInner {
             service,
-            metrics: Arc::default(),
-            routes: Arc::new(routes),
-            body_read_timeout: BODY_READ_TIMEOUT,
-        }
+            metrics: Metrics::default(),
+            routes,
+            body_read_timeout,
+        }))
     }
 }
 

@@ -118,6 +118,7 @@ impl Service {
             automatic_rotation: false,
             rotation_interval: None,
             last_rotation_date: None,
+            rotation_enabled_date: None,
             tags,
             primary_version: 1,
             versions: vec![KeyVersionRec {
@@ -139,8 +140,10 @@ impl Service {
         if let Some(i) = &req.rotation_interval {
             interval_in("rotation_interval", i, KEY_ROTATION_MIN, KEY_ROTATION_MAX)?;
         }
-        let mut rec = self.new_key_record(self.now(), description, tags);
+        let now = self.now();
+        let mut rec = self.new_key_record(now, description, tags);
         rec.automatic_rotation = req.automatic_rotation;
+        rec.rotation_enabled_date = req.automatic_rotation.then_some(now);
         rec.rotation_interval = req.rotation_interval;
         self.write(move |t| {
             reindex_key(t, &mut rec);
@@ -235,7 +238,7 @@ impl Service {
         if let Some(i) = &req.rotation_interval {
             interval_in("rotation_interval", i, KEY_ROTATION_MIN, KEY_ROTATION_MAX)?;
         }
-        self.modify_key(key_ref, who, "kms:UpdateKey", move |k, _, _| {
+        self.modify_key(key_ref, who, "kms:UpdateKey", move |k, now, _| {
             if let Some(d) = req.description {
                 k.description = d;
             }
@@ -243,6 +246,11 @@ impl Service {
                 k.tags = tags;
             }
             if let Some(a) = req.automatic_rotation {
+                // Turning it on starts the period (as in KMS): a key created long ago
+                // does not rotate the moment rotation is enabled.
+                if a && !k.automatic_rotation {
+                    k.rotation_enabled_date = Some(now);
+                }
                 k.automatic_rotation = a;
             }
             if let Some(i) = req.rotation_interval {

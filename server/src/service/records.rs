@@ -116,6 +116,11 @@ pub(crate) struct KeyRecord {
     pub(crate) automatic_rotation: bool,
     pub(crate) rotation_interval: Option<Interval>,
     pub(crate) last_rotation_date: Option<i64>,
+    /// When automatic rotation was last turned on: the first automatic rotation comes
+    /// one period after it (or after the last rotation, if that is later), not one
+    /// period after the key was created. Absent in records written before it was kept.
+    #[serde(default)]
+    pub(crate) rotation_enabled_date: Option<i64>,
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) primary_version: u32,
     pub(crate) versions: Vec<KeyVersionRec>,
@@ -139,7 +144,10 @@ impl KeyRecord {
             .rotation_interval
             .as_ref()
             .map_or(DEFAULT_KEY_ROTATION_SECS, Interval::seconds);
-        let base = self.last_rotation_date.unwrap_or(self.creation_date);
+        let base = self
+            .last_rotation_date
+            .unwrap_or(self.creation_date)
+            .max(self.rotation_enabled_date.unwrap_or(i64::MIN));
         Some(base.saturating_add(i64::try_from(period).unwrap_or(i64::MAX)))
     }
 

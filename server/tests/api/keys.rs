@@ -300,6 +300,44 @@ async fn rotation_keeps_old_versions_readable_and_automatic_rotation_runs() {
     );
 }
 
+/// The period of automatic rotation starts when rotation is turned on (as in KMS), not
+/// when the key was created: an old key does not rotate the moment it is enabled, and
+/// turning rotation off and on again starts a new period.
+#[tokio::test]
+async fn automatic_rotation_counts_from_when_it_is_turned_on() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let k = c.create_key(&Default::default()).await.unwrap();
+    assert_eq!(k.next_rotation_date, None);
+    s.advance_and_tick(400 * 86_400).await;
+    let on = |on: bool| api::UpdateKeyRequest {
+        automatic_rotation: Some(on),
+        rotation_interval: Some(Interval::parse("30d").unwrap()),
+        ..Default::default()
+    };
+    let enabled = c.update_key(&k.key_id, &on(true)).await.unwrap();
+    let t1 = T0 + 400 * 86_400;
+    assert_eq!(enabled.next_rotation_date.unwrap().unix(), t1 + 30 * 86_400);
+    assert_eq!(s.advance_and_tick(0).await.rotated_keys, 0);
+    // Updating it while on (here the same settings again) keeps the period running.
+    s.advance_and_tick(10 * 86_400).await;
+    let again = c.update_key(&k.key_id, &on(true)).await.unwrap();
+    assert_eq!(again.next_rotation_date, enabled.next_rotation_date);
+    assert_eq!(s.advance_and_tick(20 * 86_400).await.rotated_keys, 1);
+    let rotated = c.describe_key(&k.key_id).await.unwrap();
+    assert_eq!(rotated.primary_key_version, 2);
+    assert_eq!(rotated.next_rotation_date.unwrap().unix(), t1 + 60 * 86_400);
+    // Off for 90 days, then on: a new period from then, no catch-up rotation.
+    c.update_key(&k.key_id, &on(false)).await.unwrap();
+    assert_eq!(s.advance_and_tick(90 * 86_400).await.rotated_keys, 0);
+    let back = c.update_key(&k.key_id, &on(true)).await.unwrap();
+    assert_eq!(
+        back.next_rotation_date.unwrap().unix(),
+        t1 + 120 * 86_400 + 30 * 86_400
+    );
+    assert_eq!(s.advance_and_tick(0).await.rotated_keys, 0);
+}
+
 #[tokio::test]
 async fn key_listing_pages() {
     let s = TestServer::start().await;

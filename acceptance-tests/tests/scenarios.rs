@@ -986,6 +986,32 @@ resource "strongbox_secret" "s" {
             error_code(srv.block_on(srv.client().describe_secret("bad-label"))),
             ErrorCode::SecretNotFound
         );
+        // A repeated label (the server keeps it once, so apply would return a shorter
+        // list than planned), and a deletion window that is not a whole number of days.
+        configure(
+            &tf,
+            r#"
+resource "strongbox_secret" "s" {
+  name           = "bad-label"
+  secret_data    = "one"
+  version_stages = ["ACSCurrent", "blue", "blue"]
+}
+resource "strongbox_cmk" "k" {
+  pending_window_in_days = 7.5
+}
+"#,
+        );
+        tf.expect_error(
+            &["plan"],
+            &[
+                "blue is listed more than once",
+                "Invalid pending_window_in_days",
+            ],
+        );
+        assert_eq!(
+            error_code(srv.block_on(srv.client().describe_secret("bad-label"))),
+            ErrorCode::SecretNotFound
+        );
     });
 }
 

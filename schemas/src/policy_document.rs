@@ -111,6 +111,54 @@ impl Pattern {
         &self.text
     }
 
+    /// The pattern positions a match can be at after reading `prefix` (`*` standing for
+    /// any run of characters, also none).
+    fn positions_after(&self, prefix: &str) -> Vec<bool> {
+        let p = self.text.as_bytes();
+        let close = |at: &mut Vec<bool>| {
+            for i in 0..p.len() {
+                if at[i] && p[i] == b'*' {
+                    at[i + 1] = true;
+                }
+            }
+        };
+        let mut at = vec![false; p.len() + 1];
+        at[0] = true;
+        close(&mut at);
+        for c in prefix.bytes() {
+            let mut next = vec![false; p.len() + 1];
+            for i in (0..p.len()).filter(|&i| at[i]) {
+                match p[i] {
+                    b'*' => next[i] = true,
+                    b'?' => next[i + 1] = true,
+                    x if x == c || (self.fold_case && x.eq_ignore_ascii_case(&c)) => {
+                        next[i + 1] = true
+                    }
+                    _ => {}
+                }
+            }
+            close(&mut next);
+            at = next;
+        }
+        at
+    }
+
+    /// Whether every string that starts with `prefix` matches: some way of reading
+    /// `prefix` leaves only `*`s of the pattern.
+    pub fn matches_everything_under(&self, prefix: &str) -> bool {
+        let p = self.text.as_bytes();
+        self.positions_after(prefix)
+            .iter()
+            .enumerate()
+            .any(|(i, &at)| at && i < p.len() && p[i..].iter().all(|&b| b == b'*'))
+    }
+
+    /// Whether some string that starts with `prefix` matches: any way of reading
+    /// `prefix` (what is left of the pattern then matches some string).
+    pub fn matches_something_under(&self, prefix: &str) -> bool {
+        self.positions_after(prefix).contains(&true)
+    }
+
     /// Whether `s` matches the whole pattern.
     pub fn matches(&self, s: &str) -> bool {
         let eq = |a: &[u8], b: &[u8]| {
@@ -481,6 +529,35 @@ mod tests {
 
     fn doc(text: &str) -> Result<PolicyDocument, FieldError> {
         text.parse()
+    }
+
+    #[test]
+    fn patterns_over_every_name_under_a_prefix() {
+        let r = Pattern::resource;
+        for (pattern, prefix, every, some) in [
+            ("principal/*", "principal/ci-", true, true),
+            ("*", "principal/", true, true),
+            ("principal/ci-*", "principal/ci-adm", true, true),
+            ("principal/ci-admin", "principal/ci-adm", false, true),
+            ("principal/ci-?dmin", "principal/ci-", false, true),
+            ("principal/?", "principal/", false, true),
+            ("principal/*x", "principal/a", false, true),
+            ("principal/a*b*", "principal/aXb", true, true),
+            ("principal/other", "principal/ci-", false, false),
+            ("secret/*", "principal/", false, false),
+            ("principal/ci-", "principal/ci-", false, true),
+        ] {
+            assert_eq!(
+                r(pattern).matches_everything_under(prefix),
+                every,
+                "{pattern} over every name under {prefix}"
+            );
+            assert_eq!(
+                r(pattern).matches_something_under(prefix),
+                some,
+                "{pattern} over some name under {prefix}"
+            );
+        }
     }
 
     #[test]

@@ -143,6 +143,19 @@ impl Resource for CmkResource {
         if let Err(e) = interval(config) {
             d.extend(e);
         }
+        let window = config.attr("pending_window_in_days");
+        if window.is_wholly_known()
+            && !window.is_null()
+            && config.int_attr("pending_window_in_days").is_none()
+        {
+            d.push(
+                Diag::error(
+                    "Invalid pending_window_in_days",
+                    "must be a whole number of days between 7 and 366",
+                )
+                .at("pending_window_in_days"),
+            );
+        }
         if let Some(n) = config.int_attr("pending_window_in_days")
             && !(7..=366).contains(&n)
         {

@@ -232,10 +232,22 @@ impl Resource for SecretResource {
             );
         }
         if let Value::List(stages) = config.attr("version_stages") {
+            let mut seen = std::collections::BTreeSet::new();
             for s in stages.iter().filter_map(Value::as_str) {
                 if let Err(e) = api::validate_version_stage("version_stages", s) {
                     d.push(
                         Diag::error("Invalid version_stages", e.to_string()).at("version_stages"),
+                    );
+                }
+                // The server keeps a stage once, so a repeat would come back as a
+                // shorter list than planned.
+                if !seen.insert(s) {
+                    d.push(
+                        Diag::error(
+                            "Invalid version_stages",
+                            format!("{s} is listed more than once"),
+                        )
+                        .at("version_stages"),
                     );
                 }
             }

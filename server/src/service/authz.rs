@@ -133,13 +133,31 @@ impl Actor {
 
     /// `ram:CreateToken` and `ram:DeleteToken` on `principal/{name}`: what the caller
     /// needs to make the rotation issue and revoke that principal's tokens. `name` may
-    /// be a `prefix*` entry of a policy's `principals` setting; it is then checked as
-    /// the literal resource `principal/prefix*`, which only a statement covering the
-    /// whole prefix (e.g. `principal/prefix*` or `principal/*`) allows.
+    /// be a `prefix*` entry of a policy's `principals` setting (or `*`): that needs the
+    /// actions on every principal under the prefix, so an `Allow` covering the whole
+    /// prefix (e.g. `principal/prefix*` or `principal/*`; rights on single members do
+    /// not add up to it) and no `Deny` on any principal under it.
     pub fn require_token_authority(&self, name: &str, why: &str) -> Result<()> {
         let resource = format!("principal/{name}");
+        let Some(prefix) = resource.strip_suffix('*') else {
+            for action in TOKEN_ACTIONS {
+                self.require(action, &resource, why)?;
+            }
+            return Ok(());
+        };
+        let Actor::Caller(id) = self else {
+            return Ok(());
+        };
         for action in TOKEN_ACTIONS {
-            self.require(action, &resource, why)?;
+            if !id.allows_everything_under(action, prefix) {
+                return Err(Error::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "principal {} is not allowed {action} on every principal matching {resource} ({why})",
+                        id.principal()
+                    ),
+                ));
+            }
         }
         Ok(())
     }

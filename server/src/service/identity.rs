@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use strongbox_schemas::{
-    self as api, ADMINISTRATOR_ACCESS, Decision, ErrorCode, PolicyDocument, Statement, evaluate,
+    self as api, ADMINISTRATOR_ACCESS, Decision, Effect, ErrorCode, PolicyDocument, Statement,
+    evaluate,
 };
 use zeroize::Zeroizing;
 
@@ -107,6 +108,34 @@ impl Identity {
     /// Whether the attached policies allow `action` on `resource`.
     pub fn allows(&self, action: &str, resource: &str) -> bool {
         self.decide(action, resource).is_allowed()
+    }
+
+    /// Whether the attached policies allow `action` on every resource that starts with
+    /// `prefix`: an `Allow` covers them all, and no `Deny` touches any of them (a
+    /// `Deny` on one member refuses the whole set, as it would refuse that member).
+    pub fn allows_everything_under(&self, action: &str, prefix: &str) -> bool {
+        let on_action = |s: &&Statement| s.actions.iter().any(|a| a.matches(action));
+        let denied = self
+            .statements
+            .iter()
+            .filter(|s| s.effect == Effect::Deny)
+            .filter(on_action)
+            .any(|s| {
+                s.resources
+                    .iter()
+                    .any(|r| r.matches_something_under(prefix))
+            });
+        let allowed = self
+            .statements
+            .iter()
+            .filter(|s| s.effect == Effect::Allow)
+            .filter(on_action)
+            .any(|s| {
+                s.resources
+                    .iter()
+                    .any(|r| r.matches_everything_under(prefix))
+            });
+        allowed && !denied
     }
 
     /// An identity with these statements, not backed by a token: for benchmarks and

@@ -552,22 +552,27 @@ impl Service {
         Ok(api::ListAliasesResponse { aliases })
     }
 
-    /// Removes an alias (the key stays).
-    pub async fn delete_alias(&self, alias: &str) -> Result<()> {
+    /// Removes an alias (the key stays). As in KMS, this needs `kms:DeleteAlias` on the
+    /// key the alias names as well (the guard checked the alias): otherwise a caller
+    /// could take an alias away from a key it has no rights on by deleting and creating
+    /// it again, which a move refuses. The refusal names the alias, not the key.
+    pub async fn delete_alias(&self, alias: &str, who: &Actor) -> Result<()> {
         if alias.starts_with(RESERVED_ALIAS_PREFIX) {
             return Err(Error::invalid(
                 "alias",
                 format!("aliases under {RESERVED_ALIAS_PREFIX} are reserved"),
             ));
         }
-        let alias = alias.to_string();
+        let (alias, who) = (alias.to_string(), who.clone());
         self.write(move |t| {
-            if t.get(Table::Aliases, alias.as_bytes())?.is_none() {
+            let Some(old) = t.get(Table::Aliases, alias.as_bytes())? else {
                 return Err(Error::new(
                     ErrorCode::AliasNotFound,
                     format!("{alias} not found"),
                 ));
-            }
+            };
+            let old = String::from_utf8(old).map_err(Error::internal)?;
+            who.require_key_behind_alias("kms:DeleteAlias", &alias, &old)?;
             t.delete(Table::Aliases, alias.as_bytes());
             Ok(())
         })

@@ -26,38 +26,29 @@ fn validate_name(name: &str) -> Result<()> {
     strongbox_schemas::validate_policy_name("name", name).map_err(Error::from)
 }
 
+/// The settings of a generated password (`service::rotation::PasswordRules`).
+const PASSWORD_RULES: &[&str] = &[
+    "length",
+    "exclude_characters",
+    "exclude_lowercase",
+    "exclude_uppercase",
+    "exclude_numbers",
+    "exclude_punctuation",
+    "require_each_included_type",
+];
+
 /// Settings each strategy understands, checked so that typos fail at create time.
 fn validate_settings(
     strategy: RotationStrategy,
     settings: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let known: &[&str] = match strategy {
-        RotationStrategy::Random => &[
-            "length",
-            "exclude_characters",
-            "exclude_lowercase",
-            "exclude_uppercase",
-            "exclude_numbers",
-            "exclude_punctuation",
-            "require_each_included_type",
-            "json_field",
-        ],
-        RotationStrategy::Webhook => &["url", "signing_secret", "timeout", "ca_cert"],
-        RotationStrategy::Postgresql | RotationStrategy::Mysql => {
-            &["password_length", "exclude_characters"]
-        }
-        RotationStrategy::AccessKey => &["principals"],
-        RotationStrategy::SshKey => &[
-            "key_type",
-            "rsa_bits",
-            "length",
-            "exclude_characters",
-            "exclude_lowercase",
-            "exclude_uppercase",
-            "exclude_numbers",
-            "exclude_punctuation",
-            "require_each_included_type",
-        ],
+    let known: Vec<&str> = match strategy {
+        RotationStrategy::Random => [PASSWORD_RULES, &["json_field"]].concat(),
+        RotationStrategy::Webhook => vec!["url", "signing_secret", "timeout", "ca_cert"],
+        // The password rules of `random` (docs/design/database-rotation.md).
+        RotationStrategy::Postgresql | RotationStrategy::Mysql => PASSWORD_RULES.to_vec(),
+        RotationStrategy::AccessKey => vec!["principals"],
+        RotationStrategy::SshKey => [&["key_type", "rsa_bits"], PASSWORD_RULES].concat(),
     };
     for k in settings.keys() {
         if !known.contains(&k.as_str()) {

@@ -17,6 +17,8 @@ use crate::storage::{Mutation, Reader, Table, Txn, composite};
 
 /// Most policies attached to one principal.
 const MAX_POLICIES: usize = 32;
+/// Names the audit trail gives requests made by no principal.
+const RESERVED_PRINCIPAL_NAMES: [&str; 2] = ["anonymous", "rotation"];
 /// Token id of the root token printed by `init` (and by each `--dev` start).
 pub(crate) const ROOT_TOKEN_ID: &str = "root";
 const ROOT_DESCRIPTION: &str = "Built in: holds the token printed by strongbox init";
@@ -225,6 +227,17 @@ impl Service {
         who: &Actor,
     ) -> Result<api::Principal> {
         validate_principal_name("name", &req.name)?;
+        // The audit trail names unauthenticated requests `anonymous` and the rotation
+        // engine `rotation`: a principal of either name would pass for them there.
+        if RESERVED_PRINCIPAL_NAMES.contains(&req.name.as_str()) {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "{} is reserved: the audit trail uses it for requests without a principal",
+                    req.name
+                ),
+            ));
+        }
         let description = req.description.unwrap_or_default();
         validate_description(&description)?;
         let policies = req.policies.unwrap_or_default();

@@ -382,6 +382,19 @@ async fn built_ins_and_references_are_protected() {
         ErrorCode::AlreadyExists,
         "AdministratorAccess",
     );
+    // The names the audit trail gives requests made by no principal are reserved.
+    for name in ["anonymous", "rotation"] {
+        assert_code(
+            c.create_principal(&api::CreatePrincipalRequest {
+                name: name.into(),
+                description: None,
+                policies: None,
+            })
+            .await,
+            ErrorCode::InvalidParameter,
+            &format!("name: {name} is reserved"),
+        );
+    }
     assert_code(
         c.create_principal(&api::CreatePrincipalRequest {
             name: "p".into(),

@@ -217,8 +217,9 @@ async fn an_access_key_policy_needs_token_rights_on_every_principal_it_names() {
     for (principals, refused) in [
         ("admin", "principal/admin"),
         ("app, admin", "principal/admin"),
-        // A prefix is checked as the literal pattern: rights on app do not cover a*.
-        ("a*", "principal/a*"),
+        // A prefix needs the rights on every principal under it: rights on app do not
+        // cover a*.
+        ("a*", "every principal matching principal/a*"),
     ] {
         assert_code(
             ops.create_rotation_policy(&ak("p", principals)).await,
@@ -236,8 +237,44 @@ async fn an_access_key_policy_needs_token_rights_on_every_principal_it_names() {
     assert_code(
         one.create_rotation_policy(&ak("q", "ci-*")).await,
         ErrorCode::Forbidden,
-        "ram:CreateToken on principal/ci-*",
+        "ram:CreateToken on every principal matching principal/ci-*",
     );
+    // An explicit Deny on one principal holds against every prefix that takes it in,
+    // and `?` covers one character, not a whole prefix.
+    let denied = s
+        .principal_with(
+            "all-but-admin",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:CreateRotationPolicy"], "Resource": "rotation-policy/*"},
+                {"Effect": "Allow", "Action": ["ram:CreateToken", "ram:DeleteToken"], "Resource": "principal/*"},
+                {"Effect": "Deny", "Action": ["ram:DeleteToken"], "Resource": "principal/ci-admin"}]}),
+        )
+        .await;
+    for principals in ["ci-admin", "ci-adm*", "ci-*", "c*"] {
+        let e = denied
+            .create_rotation_policy(&ak("d", principals))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{principals}: {e}");
+        assert!(
+            e.to_string().contains("ram:DeleteToken"),
+            "{principals}: {e}"
+        );
+    }
+    denied
+        .create_rotation_policy(&ak("d", "ci-deploy, ci-b*, app"))
+        .await
+        .unwrap();
+    let one_char = s
+        .principal_with("one-char", doc(json!(["principal/?", "principal/ci-?"])))
+        .await;
+    for principals in ["c*", "ci-*"] {
+        assert_code(
+            one_char.create_rotation_policy(&ak("o", principals)).await,
+            ErrorCode::Forbidden,
+            "every principal matching",
+        );
+    }
     one.create_rotation_policy(&ak("q", "ci-deploy"))
         .await
         .unwrap();
@@ -373,7 +410,7 @@ async fn an_access_key_secret_whose_value_cannot_be_read_needs_rights_on_every_p
     assert_code(
         team.update_secret("team/app", &update).await,
         ErrorCode::Forbidden,
-        "ram:CreateToken on principal/*",
+        "ram:CreateToken on every principal matching principal/*",
     );
     let all = team_member(&s, "all", &["principal/*"]).await;
     all.update_secret("team/app", &update).await.unwrap();

@@ -514,6 +514,29 @@ async fn an_alias_cannot_point_at_a_key_the_caller_has_no_rights_on() {
             .key_id,
         theirs.key_id
     );
+    // Nor by deleting it and creating it again: deleting needs the right on the key too.
+    let team_deletes = s
+        .principal_with(
+            "team-deletes",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:CreateAlias", "kms:DeleteAlias"],
+                    "Resource": ["alias/team/*", format!("key/{}", mine.key_id)]}]}),
+        )
+        .await;
+    assert_code(
+        team_deletes.delete_alias("alias/team/theirs").await,
+        ErrorCode::Forbidden,
+        "kms:DeleteAlias on key/alias/team/theirs",
+    );
+    assert_eq!(
+        s.client
+            .get_alias("alias/team/theirs")
+            .await
+            .unwrap()
+            .key_id,
+        theirs.key_id
+    );
+    team_deletes.delete_alias("alias/team/moved").await.unwrap();
 }
 
 /// Changing a secret's key seals its versions in use (those with a stage) again under the

@@ -365,7 +365,7 @@ async fn rds_secrets_are_validated_with_field_named_errors() {
         ErrorCode::RotationFailed,
         "not an Rds secret",
     );
-    // Policy settings are the password rules.
+    // Policy settings are the password rules, checked as such.
     assert_code(
         c.create_rotation_policy(&policy(
             "pg2",
@@ -375,7 +375,18 @@ async fn rds_secrets_are_validated_with_field_named_errors() {
         ))
         .await,
         ErrorCode::InvalidParameter,
-        "settings.length",
+        "settings.length: must be a whole number from 8 to 128",
+    );
+    assert_code(
+        c.create_rotation_policy(&policy(
+            "pg2",
+            "30d",
+            RotationStrategy::Mysql,
+            &[("password_length", "16")],
+        ))
+        .await,
+        ErrorCode::InvalidParameter,
+        "settings.password_length",
     );
 }
 
@@ -546,9 +557,15 @@ async fn zero_downtime(s: &TestServer, setup: Setup) {
     c.create_secret(&text_secret("db/admin", &admin))
         .await
         .unwrap();
-    c.create_rotation_policy(&policy("db", "30d", strategy, &[]))
-        .await
-        .unwrap();
+    // The policy's settings are the password rules of `random`, and rotations obey them.
+    c.create_rotation_policy(&policy(
+        "db",
+        "30d",
+        strategy,
+        &[("length", "24"), ("exclude_punctuation", "true")],
+    ))
+    .await
+    .unwrap();
     let mut req = rds_request("MyDbCreds", &dual_value, dual);
     req.rotation_policy = Some("db".into());
     c.create_secret(&req).await.unwrap();
@@ -596,6 +613,11 @@ async fn zero_downtime(s: &TestServer, setup: Setup) {
         .unwrap();
     let cur = creds(cur.secret_data.as_bytes());
     assert_eq!(db.login(&cur.name, &cur.password).await, Ok(()));
+    assert_eq!(cur.password.chars().count(), 24, "the policy's length");
+    assert!(
+        cur.password.chars().all(|ch| ch.is_ascii_alphanumeric()),
+        "exclude_punctuation"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

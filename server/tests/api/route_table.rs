@@ -94,10 +94,16 @@ async fn prepare(s: &TestServer, r: &RouteSpec, n: usize) -> Case {
             )
             .also(format!("key/{k}"))
         }
-        ("GET" | "DELETE", "/v1/aliases/{alias}") => {
+        ("GET", "/v1/aliases/{alias}") => {
             let k = new_key(s).await;
             c.put_alias(&alias, &k).await.unwrap();
             Case::new(&["v1", "aliases", &alias], None, &alias)
+        }
+        // As in KMS, deleting an alias also needs the right on the key it names.
+        ("DELETE", "/v1/aliases/{alias}") => {
+            let k = new_key(s).await;
+            c.put_alias(&alias, &k).await.unwrap();
+            Case::new(&["v1", "aliases", &alias], None, &alias).also(format!("key/{k}"))
         }
         ("POST", "/v1/secrets") => Case::new(
             &["v1", "secrets"],

@@ -173,9 +173,10 @@ pub(super) async fn get_alias(
 
 pub(super) async fn delete_alias(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(alias): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    s.service.delete_alias(&alias).await?;
+    s.service.delete_alias(&alias, &Actor::Caller(who)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

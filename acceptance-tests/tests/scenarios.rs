@@ -1999,3 +1999,54 @@ fn example_configuration_applies() {
         assert!(meta.planned_delete_time.is_some());
     });
 }
+
+/// A create that fails after the object exists leaves the object in the state, tainted,
+/// so the next apply replaces it: nothing is orphaned on the server. Here the token may
+/// create keys but not disable them, so `enabled = false` fails after the create.
+#[test]
+fn a_create_that_fails_part_way_keeps_the_object_tainted() {
+    for_each_variant(|v| {
+        let srv = DevServer::start();
+        let root = srv.client();
+        let document = serde_json::from_value::<api::PolicyDocument>(json!({
+            "Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:*"], "Resource": ["*"]},
+                {"Effect": "Deny", "Action": ["kms:DisableKey"], "Resource": ["*"]}]}))
+        .unwrap();
+        srv.block_on(root.create_policy(&api::CreatePolicyRequest {
+            name: "no-disable".into(),
+            description: None,
+            document,
+        }))
+        .unwrap();
+        srv.block_on(root.create_principal(&api::CreatePrincipalRequest {
+            name: "deployer".into(),
+            description: None,
+            policies: Some(vec!["no-disable".into()]),
+        }))
+        .unwrap();
+        let token = srv
+            .block_on(root.create_token("deployer", &Default::default()))
+            .unwrap()
+            .token;
+        let tf = Terraform::builder(&v.terraform)
+            .server(&srv)
+            .protocols(v.protocols)
+            .env("STRONGBOX_TOKEN", token)
+            .build();
+        configure(&tf, r#"resource "strongbox_cmk" "k" { enabled = false }"#);
+        tf.expect_error(
+            &["apply", "-auto-approve", "-no-color", "-input=false"],
+            &["Changing the key state failed", "kms:DisableKey"],
+        );
+        let keys = srv.block_on(root.list_keys(None, None)).unwrap().keys;
+        assert_eq!(keys.len(), 1, "one key was created");
+        assert_eq!(
+            attr(&state_of(&tf, "strongbox_cmk.k"), "id"),
+            keys[0].key_id
+        );
+        // Tainted: the next plan replaces it.
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_cmk.k"), ["delete", "create"]);
+    });
+}

@@ -2,15 +2,17 @@
 //! often (as AWS's and Alibaba's caching clients do).
 //!
 //! - A value is served from memory until it is `ttl` old (default 5 minutes), then
-//!   read again. Errors are never cached.
+//!   read again. Errors are never cached, and a value whose reading again failed is
+//!   never served again (the secret may be gone, or no longer readable by the token).
 //! - Concurrent reads of one secret that miss share one request, and its error: callers
 //!   that were waiting for a request that failed get its error, not a request each.
 //! - At most `max_entries` values are kept; beyond that the least recently used goes.
 //! - Values are wiped from memory when they leave the cache (and the last caller drops
 //!   its handle).
 //! - [`SecretCache::refresh`] reads a secret again at once: call it when the value
-//!   stopped working (a refused login after a rotation). Concurrent refreshes share one
-//!   request too.
+//!   stopped working (a refused login after a rotation).
+//!   [`SecretCache::refresh_unless_replaced`] does so only if the cache still holds the
+//!   version that failed, so many callers that saw it fail share one read.
 //!
 //! The cache belongs to one [`Client`], hence one token: values read with one
 //! principal's rights are never served to another.
@@ -129,21 +131,44 @@ impl SecretCache {
             version_id.map(str::to_string),
             version_stage.map(str::to_string),
         );
-        self.load(&key, false).await
+        self.load(&key, false, None).await
     }
 
     /// Reads `ACSCurrent` again now (and caches it), whatever its age; other cached
-    /// versions of the secret are forgotten. Callers that ask while a refresh is under
-    /// way get its result.
+    /// versions of the secret are forgotten. Callers that were waiting for a refresh
+    /// sent after they asked get its result; each other caller reads again, since a
+    /// read sent before it asked may predate the change it saw. When many callers see
+    /// one value stop working, [`refresh_unless_replaced`](Self::refresh_unless_replaced)
+    /// reads it again once for all of them.
     pub async fn refresh(&self, name: &str) -> Result<Arc<CachedValue>> {
         let key = (name.to_string(), None, None);
         self.lock().retain(|k, _| k.0 != name || *k == key);
-        self.load(&key, true).await
+        self.load(&key, true, None).await
     }
 
-    /// The value of `key`: from memory unless stale (or `refresh`), else one request
-    /// for all callers waiting on the slot.
-    async fn load(&self, key: &Key, refresh: bool) -> Result<Arc<CachedValue>> {
+    /// Like [`refresh`](Self::refresh), for a caller whose value (version
+    /// `failed_version_id`) stopped working: when the cache already holds another
+    /// version of `ACSCurrent` (another caller refreshed it meanwhile), that one is
+    /// returned without a request. So N workers whose logins failed after a rotation
+    /// make one read between them, not N.
+    pub async fn refresh_unless_replaced(
+        &self,
+        name: &str,
+        failed_version_id: &str,
+    ) -> Result<Arc<CachedValue>> {
+        let key = (name.to_string(), None, None);
+        self.lock().retain(|k, _| k.0 != name || *k == key);
+        self.load(&key, true, Some(failed_version_id)).await
+    }
+
+    /// The value of `key`: from memory unless stale (or `refresh`, unless it is no
+    /// longer version `failed`), else one request for all callers waiting on the slot.
+    async fn load(
+        &self,
+        key: &Key,
+        refresh: bool,
+        failed: Option<&str>,
+    ) -> Result<Arc<CachedValue>> {
         let arrived = Instant::now();
         let slot_ref = self.slot(key);
         let mut slot = slot_ref.lock().await;
@@ -152,7 +177,9 @@ impl SecretCache {
         // wants to replace. A failure is shared with every caller that arrived before
         // it came back.
         if let Some((v, at)) = &slot.value
-            && (*at >= arrived || (!refresh && at.elapsed() < self.config.ttl))
+            && (*at >= arrived
+                || failed.is_some_and(|f| v.version_id != f)
+                || (!refresh && at.elapsed() < self.config.ttl))
         {
             return Ok(v.clone());
         }
@@ -180,7 +207,11 @@ impl SecretCache {
                 // also those that arrived while it was under way (the server failed
                 // just now); a caller arriving later asks again.
                 slot.failure = Some((e.clone(), Instant::now()));
-                if slot.value.is_none() {
+                // The value this read was to replace is not served again: it was stale,
+                // or the caller refreshed because it stopped working, and the server may
+                // just have said it is gone or no longer readable by this token.
+                slot.value = None;
+                {
                     // Nothing to keep: the slot does not take a place in the cache.
                     let mut map = self.lock();
                     if map

@@ -67,6 +67,10 @@ pub enum Error {
     /// The response was not what the API promises.
     #[error("unexpected response: {0}")]
     Decode(String),
+    /// An argument cannot be sent as given (a name or id that is empty, `.` or `..`,
+    /// which a URL would resolve to another resource); nothing was sent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 impl Error {
@@ -245,8 +249,19 @@ impl Client {
         })
     }
 
-    /// `base` + `/`-joined percent-encoded segments.
-    fn url(&self, segments: &[&str]) -> String {
+    /// `base` + `/`-joined percent-encoded segments. A segment that is empty, `.` or
+    /// `..` is refused: URL parsing drops or resolves it (`%2E` too), so the request
+    /// would go to another route, about another resource.
+    fn url(&self, segments: &[&str]) -> Result<String> {
+        if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
+            return Err(Error::InvalidArgument(format!(
+                "{bad:?} cannot be a name or id in a request path"
+            )));
+        }
+        Ok(self.url_unchecked(segments))
+    }
+
+    fn url_unchecked(&self, segments: &[&str]) -> String {
         let mut u = self.base.to_string();
         for s in segments {
             u.push('/');
@@ -255,21 +270,22 @@ impl Client {
         u
     }
 
-    fn req(&self, method: Method, segments: &[&str]) -> RequestBuilder {
-        self.http
-            .request(method, self.url(segments))
-            .bearer_auth(&*self.token)
+    fn req(&self, method: Method, segments: &[&str]) -> Req {
+        Req(self
+            .url(segments)
+            .map(|u| self.http.request(method, u).bearer_auth(&*self.token)))
     }
 
-    async fn send<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T> {
+    async fn send<T: DeserializeOwned>(&self, rb: Req) -> Result<T> {
         let resp = self.check(rb).await?;
         resp.json::<T>()
             .await
             .map_err(|e| Error::Decode(e.to_string()))
     }
 
-    async fn check(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
+    async fn check(&self, rb: Req) -> Result<reqwest::Response> {
         let resp = rb
+            .0?
             .send()
             .await
             .map_err(|e| Error::Transport(error_chain(&e)))?;
@@ -301,7 +317,8 @@ impl Client {
 
     /// `GET /v1/health` (no token needed).
     pub async fn health(&self) -> Result<api::Health> {
-        self.send(self.http.get(self.url(&["v1", "health"]))).await
+        self.send(Req(self.url(&["v1", "health"]).map(|u| self.http.get(u))))
+            .await
     }
 
     /// `GET /v1/openapi.json`.
@@ -670,8 +687,13 @@ impl Client {
     }
     /// Checks the audit trail's chain; names the first bad record.
     pub async fn verify_audit(&self) -> Result<api::AuditVerifyReport> {
-        self.send(self.req(Method::GET, &["v1", "audit", "verify"]))
-            .await
+        // The server walks the whole trail: on a large one that takes longer than a
+        // usual request, so this waits up to an hour whatever the client's timeout.
+        self.send(
+            self.req(Method::GET, &["v1", "audit", "verify"])
+                .timeout(self.timeout.max(Duration::from_secs(3600))),
+        )
+        .await
     }
 
     /// A raw request, for tests and tools: method, path segments, optional JSON body;
@@ -682,7 +704,10 @@ impl Client {
         segments: &[&str],
         body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, Vec<u8>)> {
-        let mut rb = self.req(method, segments);
+        let mut rb = self
+            .http
+            .request(method, self.url_unchecked(segments))
+            .bearer_auth(&*self.token);
         if let Some(b) = body {
             rb = rb.json(b);
         }
@@ -696,6 +721,23 @@ impl Client {
             .await
             .map_err(|e| Error::Transport(e.to_string()))?;
         Ok((status, bytes.to_vec()))
+    }
+}
+
+/// A request being built, or why it cannot be made.
+struct Req(Result<RequestBuilder>);
+
+impl Req {
+    fn json<B: Serialize + ?Sized>(self, body: &B) -> Self {
+        Self(self.0.map(|r| r.json(body)))
+    }
+
+    fn query<Q: Serialize + ?Sized>(self, query: &Q) -> Self {
+        Self(self.0.map(|r| r.query(query)))
+    }
+
+    fn timeout(self, timeout: Duration) -> Self {
+        Self(self.0.map(|r| r.timeout(timeout)))
     }
 }
 

@@ -284,6 +284,8 @@ pub struct Diag {
     pub detail: String,
     /// The attribute it is about.
     pub path: Option<Vec<PathStep>>,
+    /// The object as an apply that failed part-way left it; see [`partial`].
+    pub partial_state: Option<Box<Value>>,
 }
 
 impl Diag {
@@ -294,6 +296,7 @@ impl Diag {
             summary: summary.into(),
             detail: detail.into(),
             path: None,
+            partial_state: None,
         }
     }
     /// A warning.
@@ -303,6 +306,7 @@ impl Diag {
             summary: summary.into(),
             detail: detail.into(),
             path: None,
+            partial_state: None,
         }
     }
     /// About attribute `name`.
@@ -314,6 +318,66 @@ impl Diag {
 
 /// Diagnostics; an operation fails when any is an error.
 pub type Diags = Vec<Diag>;
+
+/// The errors of an apply that failed after it had created the object, with the object
+/// as it now is (`state`, no unknown values). The response then carries that state
+/// instead of the prior one (null on a create): Terraform keeps the object, tainted, so
+/// the next apply replaces it, instead of forgetting an object that exists (which left
+/// an orphan, or a name taken that only an import could get back).
+pub fn partial(mut diags: Diags, state: Value) -> Diags {
+    if diags.is_empty() {
+        diags.push(Diag::error(
+            "Apply failed part-way",
+            "the object was created, but not all of the configuration could be applied",
+        ));
+    }
+    diags[0].partial_state = Some(Box::new(state));
+    diags
+}
+
+/// [`partial`] for a create whose object `id` exists but a later step failed: the object
+/// as `read_back` found it, or else the planned values with `id` and no unknowns.
+pub fn created_then_failed(
+    diags: Diags,
+    read_back: Result<Value, Diags>,
+    planned: &Value,
+    id: &str,
+) -> Diags {
+    let state = match read_back {
+        Ok(s) if !s.is_null() => s,
+        _ => {
+            let mut s = unknowns_to_null(planned);
+            s.set("id", Value::string(id));
+            s
+        }
+    };
+    partial(diags, state)
+}
+
+/// `v` with every unknown value, at any depth, made null: a state holds no unknowns.
+pub fn unknowns_to_null(v: &Value) -> Value {
+    let all = |xs: &[Value]| xs.iter().map(unknowns_to_null).collect();
+    let each = |m: &std::collections::BTreeMap<String, Value>| {
+        m.iter()
+            .map(|(k, x)| (k.clone(), unknowns_to_null(x)))
+            .collect()
+    };
+    match v {
+        Value::Unknown(_) => Value::Null,
+        Value::List(xs) => Value::List(all(xs)),
+        Value::Set(xs) => Value::Set(all(xs)),
+        Value::Tuple(xs) => Value::Tuple(all(xs)),
+        Value::Map(m) => Value::Map(each(m)),
+        Value::Object(m) => Value::Object(each(m)),
+        Value::Dynamic(t, x) => Value::Dynamic(t.clone(), Box::new(unknowns_to_null(x))),
+        other => other.clone(),
+    }
+}
+
+/// The first partial state among `diags`, if any.
+pub fn partial_state(diags: &Diags) -> Option<&Value> {
+    diags.iter().find_map(|d| d.partial_state.as_deref())
+}
 
 /// What the client API said, as a diagnostic naming the attribute and the code.
 pub fn api_diag(what: &str, attr: Option<&str>, e: &strongbox_client::Error) -> Diag {

@@ -392,13 +392,25 @@ macro_rules! common {
                     private: req.planned_private.clone(),
                     ..Default::default()
                 };
-                let new = or_diags!(
-                    self.0
-                        .ctx
-                        .cancellable(r.apply(&self.0.ctx, &prior, &planned, &config))
-                        .await,
-                    keep
-                );
+                let new = match self
+                    .0
+                    .ctx
+                    .cancellable(r.apply(&self.0.ctx, &prior, &planned, &config))
+                    .await
+                {
+                    Ok(v) => v,
+                    Err(d) => {
+                        // Failed after creating the object: Terraform keeps it, tainted.
+                        let mut r = keep;
+                        if let Some(state) = crate::core::partial_state(&d)
+                            && let Ok(enc) = encode(state, &ty)
+                        {
+                            r.new_state = Some(enc);
+                        }
+                        r.diagnostics = diags_to(d);
+                        return Ok(Response::new(r));
+                    }
+                };
                 let new_state = or_diags!(
                     encode(&new, &ty),
                     m::apply_resource_change::Response::default()

@@ -86,7 +86,8 @@ pub(crate) enum PolicyCommand {
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Check the HMAC chain of the whole trail; exits 1 naming the first bad record.
+    /// Check the HMAC chain of the whole trail; exits 1 naming the first bad record, 2
+    /// when it could not be checked (server unreachable, token refused).
     Verify,
     /// Print the last records, then follow new ones (one JSON object per line).
     Tail {
@@ -260,11 +261,20 @@ pub(crate) async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `audit verify` could not ask the server: not a verdict on the trail.
+#[derive(Debug, thiserror::Error)]
+#[error("could not verify the audit trail: {0}")]
+pub(crate) struct VerifyUnavailable(strongbox_client::Error);
+
 pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     let c = client()?;
     match cmd {
         AuditCommand::Verify => {
-            let r = c.verify_audit().await?;
+            // Exit 2, not 1: a script must not take "could not ask" for "tampered with".
+            let r = c
+                .verify_audit()
+                .await
+                .map_err(|e| anyhow::Error::new(VerifyUnavailable(e)))?;
             if r.intact {
                 println!("audit trail intact: {} records verified", r.verified);
                 return Ok(());

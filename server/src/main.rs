@@ -67,7 +67,7 @@ enum Command {
 #[derive(clap::Args)]
 struct ServerArgs {
     /// Throwaway development server: temp data dir, generated root key, token and certificate.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["root_key_file", "tls_cert", "tls_key"])]
     dev: bool,
     /// Directory of the database (a temporary one with --dev when absent).
     #[arg(long)]
@@ -110,6 +110,9 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.downcast_ref::<admin::VerifyUnavailable>().is_some() {
+                return std::process::ExitCode::from(2);
+            }
             match e.downcast_ref::<secret_cli::ExecFailed>() {
                 Some(x) => std::process::ExitCode::from(x.exit_code()),
                 None => std::process::ExitCode::FAILURE,
@@ -185,12 +188,27 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let mut _temp = None;
     let (mut unsealed, tls_cfg, ca_path, token) = if args.dev {
-        // The dev root key lives beside the data dir, never inside it.
+        if std::env::var_os("STRONGBOX_ROOT_KEY").is_some_and(|k| !k.is_empty()) {
+            anyhow::bail!(
+                "--dev makes and keeps its own root key (beside the data dir) and does not use STRONGBOX_ROOT_KEY: unset it, or run without --dev"
+            );
+        }
+        // The dev root key lives beside the data dir, never inside it: DIR.root-key
+        // (`sb.v1` and `sb.v2` get keys of their own).
         let (data_dir, key_file) = match &args.data_dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
                 let d = std::fs::canonicalize(d)?;
-                let k = d.with_extension("root-key");
+                let mut name = d.file_name().unwrap_or_default().to_os_string();
+                name.push(".root-key");
+                let k = d.with_file_name(name);
+                // Where releases before this one kept it, for a dir with a dot in its name.
+                let legacy = d.with_extension("root-key");
+                let k = if !k.exists() && legacy != k && legacy.exists() {
+                    legacy
+                } else {
+                    k
+                };
                 (d, k)
             }
             None => {

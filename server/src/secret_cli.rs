@@ -72,6 +72,13 @@ pub(crate) enum SecretCommand {
     Rotate {
         /// Secret name.
         name: String,
+        /// The version the rotation makes (asking again with it waits for that rotation).
+        #[arg(long)]
+        version_id: Option<String>,
+        /// Seconds to wait for the rotation to end; the server answers within its own
+        /// wait (60 s), and the request is repeated for the same rotation until then.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
     },
     /// Schedule a secret's deletion (30 days of recovery unless told otherwise).
     Delete {
@@ -132,35 +139,25 @@ fn plaintext(v: &api::SecretValue) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     }))
 }
 
-/// A parsed JSON value whose strings are wiped when it is dropped.
-struct Wiped(serde_json::Value);
-
-impl Drop for Wiped {
-    fn drop(&mut self) {
-        fn wipe(v: &mut serde_json::Value) {
-            match v {
-                serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
-                serde_json::Value::Array(a) => a.iter_mut().for_each(wipe),
-                serde_json::Value::Object(o) => o.values_mut().for_each(wipe),
-                _ => {}
-            }
-        }
-        wipe(&mut self.0);
-    }
-}
-
-/// One top-level field of a JSON object value, as text: strings as they are, other
-/// values as JSON. The error names the secret and field, never the value.
+/// One top-level field of a JSON object value, as text: strings unescaped, other values
+/// exactly as they are written in the value (a number keeps its digits, an object its
+/// key order). The error names the secret and field, never the value. Nothing of the
+/// value is copied but the field asked for.
 fn field_of(name: &str, value: &[u8], field: &str) -> anyhow::Result<Zeroizing<String>> {
-    let parsed = Wiped(serde_json::from_slice(value).ok().with_context(|| {
-        format!("secret {name}: the value is not JSON, so it has no field {field}")
-    })?);
-    match parsed.0.get(field) {
-        Some(serde_json::Value::String(s)) => Ok(Zeroizing::new(s.clone())),
-        Some(serde_json::Value::Null) | None => {
-            bail!("secret {name}: the value has no field {field}")
+    use serde_json::value::RawValue;
+    let fields: std::collections::HashMap<String, &RawValue> = match serde_json::from_slice(value) {
+        Ok(f) => f,
+        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(value).is_ok() => {
+            bail!("secret {name}: the value is not a JSON object, so it has no field {field}")
         }
-        Some(other) => Ok(Zeroizing::new(other.to_string())),
+        Err(_) => bail!("secret {name}: the value is not JSON, so it has no field {field}"),
+    };
+    match fields.get(field).map(|raw| raw.get()) {
+        None | Some("null") => bail!("secret {name}: the value has no field {field}"),
+        Some(text) if text.starts_with('"') => serde_json::from_str::<String>(text)
+            .map(Zeroizing::new)
+            .map_err(|_| anyhow::anyhow!("secret {name}: field {field} is not a valid string")),
+        Some(text) => Ok(Zeroizing::new(text.to_string())),
     }
 }
 
@@ -252,10 +249,43 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        SecretCommand::Rotate { name } => {
-            let r = c.rotate_secret(&name, None).await?;
-            println!("Rotated {name}: version {} is ACSCurrent.", r.version_id);
-            Ok(())
+        SecretCommand::Rotate {
+            name,
+            version_id,
+            wait,
+        } => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+            let mut id = version_id;
+            loop {
+                match c.rotate_secret(&name, id.as_deref()).await {
+                    Ok(r) => {
+                        println!("Rotated {name}: version {} is ACSCurrent.", r.version_id);
+                        return Ok(());
+                    }
+                    // Still running when the server's wait ended: ask again for the same
+                    // rotation, named by the version it makes (ACSPending's).
+                    Err(e)
+                        if e.code() == Some(strongbox_client::ErrorCode::Unavailable)
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        if id.is_none() {
+                            id = c
+                                .list_secret_versions(&name)
+                                .await?
+                                .versions
+                                .into_iter()
+                                .find(|v| {
+                                    v.version_stages
+                                        .iter()
+                                        .any(|s| s == strongbox_schemas::STAGE_PENDING)
+                                })
+                                .map(|v| v.version_id);
+                        }
+                        eprintln!("The rotation of {name} is still running; waiting.");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         SecretCommand::Delete {
             name,

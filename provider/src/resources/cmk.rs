@@ -6,7 +6,7 @@ use strongbox_schemas as api;
 use super::{changed, default_if_unset, string, unknown_if_null};
 use crate::core::{
     Attr, Ctx, DataSource, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
-    api_diag, null_object, str_map,
+    api_diag, created_then_failed, null_object, str_map,
 };
 use crate::value::{Number, Type, Value};
 
@@ -210,6 +210,15 @@ impl Resource for CmkResource {
         if changed(prior, &p, "enabled") {
             p.set("state", Value::unknown());
         }
+        // With automatic rotation on, the server may rotate the key between this plan and
+        // its apply (or as the apply changes the interval), so the version the apply
+        // reads back is not known now. Only when something is to change: an empty plan
+        // stays empty.
+        let rotates = prior.bool_attr("automatic_rotation") == Some(true)
+            || p.bool_attr("automatic_rotation") == Some(true);
+        if rotates && p != *prior {
+            p.set("primary_key_version", Value::unknown());
+        }
         let requires_replace = if changed(prior, &p, "key_spec") {
             vec!["key_spec"]
         } else {
@@ -245,7 +254,8 @@ impl Resource for CmkResource {
                 )]),
             };
         }
-        let id = if prior.is_null() {
+        let created = prior.is_null();
+        let id = if created {
             let req = api::CreateKeyRequest {
                 description: planned.str_attr("description").map(str::to_string),
                 key_spec: api::KeySpec::Aes256,
@@ -287,33 +297,16 @@ impl Resource for CmkResource {
             }
             id
         };
-        let want_enabled = planned.bool_attr("enabled").unwrap_or(true);
-        let k = c
-            .describe_key(&id)
-            .await
-            .map_err(|e| vec![api_diag("Reading the key failed", None, &e)])?;
-        if want_enabled != (k.state == api::KeyState::Enabled) {
-            let r = if want_enabled {
-                c.enable_key(&id).await
-            } else {
-                c.disable_key(&id).await
-            };
-            r.map_err(|e| {
-                vec![api_diag(
-                    "Changing the key state failed",
-                    Some("enabled"),
-                    &e,
-                )]
-            })?;
+        match settle_key(ctx, &id, planned).await {
+            // Created, then a later step failed: Terraform keeps the key, tainted.
+            Err(d) if created => Err(created_then_failed(
+                d,
+                read_key(ctx, &id, planned).await,
+                planned,
+                &id,
+            )),
+            r => r,
         }
-        let state = read_key(ctx, &id, planned).await?;
-        if state.is_null() {
-            return Err(vec![Diag::error(
-                "Key vanished",
-                format!("{id} was not found right after it was written"),
-            )]);
-        }
-        Ok(state)
     }
 
     async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
@@ -329,6 +322,39 @@ impl Resource for CmkResource {
         );
         Ok(v)
     }
+}
+
+/// The steps of an apply after the key exists: its state (enabled or not), then the key
+/// read back.
+async fn settle_key(ctx: &Ctx, id: &str, planned: &Value) -> Result<Value, Diags> {
+    let c = ctx.client()?;
+    let want_enabled = planned.bool_attr("enabled").unwrap_or(true);
+    let k = c
+        .describe_key(id)
+        .await
+        .map_err(|e| vec![api_diag("Reading the key failed", None, &e)])?;
+    if want_enabled != (k.state == api::KeyState::Enabled) {
+        let r = if want_enabled {
+            c.enable_key(id).await
+        } else {
+            c.disable_key(id).await
+        };
+        r.map_err(|e| {
+            vec![api_diag(
+                "Changing the key state failed",
+                Some("enabled"),
+                &e,
+            )]
+        })?;
+    }
+    let state = read_key(ctx, id, planned).await?;
+    if state.is_null() {
+        return Err(vec![Diag::error(
+            "Key vanished",
+            format!("{id} was not found right after it was written"),
+        )]);
+    }
+    Ok(state)
 }
 
 #[async_trait::async_trait]
@@ -380,5 +406,77 @@ impl DataSource for CmkDataSource {
         v.set("creation_date", Value::string(k.creation_date.to_string()));
         v.set("tags", str_map(&k.tags));
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::PlanReq;
+
+    fn key(auto: bool, description: &str) -> Value {
+        let mut v = null_object(&schema());
+        for (a, x) in [
+            ("id", "k1"),
+            ("arn", "strongbox:kms:key/k1"),
+            ("state", "Enabled"),
+            ("key_spec", "AES_256"),
+            ("rotation_interval", "365d"),
+            ("creation_date", "2026-01-01T00:00:00Z"),
+            ("description", description),
+        ] {
+            v.set(a, Value::string(x));
+        }
+        v.set("enabled", Value::Bool(true));
+        v.set("automatic_rotation", Value::Bool(auto));
+        v.set(
+            "pending_window_in_days",
+            Value::Number(Number::from_i64(30)),
+        );
+        v.set("primary_key_version", Value::Number(Number::from_i64(1)));
+        v
+    }
+
+    async fn plan(prior: &Value, config: &Value) -> Value {
+        CmkResource
+            .plan(
+                &Ctx::default(),
+                PlanReq {
+                    prior,
+                    proposed: config,
+                    config,
+                },
+            )
+            .await
+            .unwrap()
+            .planned
+    }
+
+    /// The server may rotate a key between plan and apply while automatic rotation is
+    /// on: an update leaves the version unknown, and an empty plan stays empty.
+    #[tokio::test]
+    async fn a_rotating_keys_version_is_unknown_in_an_update() {
+        let prior = key(true, "a");
+        assert_eq!(plan(&prior, &prior).await, prior);
+        let p = plan(&prior, &key(true, "b")).await;
+        assert!(p.attr("primary_key_version").is_unknown());
+        let still = key(false, "a");
+        let p = plan(&still, &key(false, "b")).await;
+        assert_eq!(p.int_attr("primary_key_version"), Some(1));
+    }
+
+    #[test]
+    fn a_fractional_deletion_window_is_refused() {
+        let mut config = key(false, "a");
+        config.set(
+            "pending_window_in_days",
+            Value::Number(Number::parse("7.5").unwrap()),
+        );
+        let d = CmkResource.validate(&config, Default::default());
+        assert!(
+            d.iter()
+                .any(|d| d.summary == "Invalid pending_window_in_days"),
+            "{d:?}"
+        );
     }
 }

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::core::{
     Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
-    api_diag, null_object, opt_str,
+    api_diag, created_then_failed, null_object, opt_str,
 };
 use crate::value::{Number, Type, Value};
 
@@ -506,14 +506,28 @@ impl Resource for SecretResource {
                     vec![api_diag("Creating the secret failed", Some("name"), &e)]
                 }
             })?;
-            set_stages(
-                &c,
-                &name,
-                &created.version_id,
-                &[STAGE_CURRENT.to_string()],
-                &stages,
-            )
-            .await?;
+            let settled = async {
+                set_stages(
+                    &c,
+                    &name,
+                    &created.version_id,
+                    &[STAGE_CURRENT.to_string()],
+                    &stages,
+                )
+                .await?;
+                read_written(ctx, planned, &name).await
+            }
+            .await;
+            return match settled {
+                Ok(state) => Ok(state),
+                // Created, then a later step failed: Terraform keeps the secret, tainted.
+                Err(d) => {
+                    let read_back = read_state(ctx, planned).await;
+                    let mut fallback = planned.clone();
+                    fallback.set("version_id", Value::string(&created.version_id));
+                    Err(created_then_failed(d, read_back, &fallback, &name))
+                }
+            };
         } else {
             let patch = api::UpdateSecretRequest {
                 description: changed(prior, planned, "description").then(|| {
@@ -619,14 +633,7 @@ impl Resource for SecretResource {
             }
             release_labels(&c, &name, prior, &stages).await?;
         }
-        let state = read_state(ctx, planned).await?;
-        if state.is_null() {
-            return Err(vec![Diag::error(
-                "Secret vanished",
-                format!("{name} was not found right after it was written"),
-            )]);
-        }
-        Ok(state)
+        read_written(ctx, planned, &name).await
     }
 
     async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
@@ -644,6 +651,18 @@ impl Resource for SecretResource {
         v.set("force_delete_without_recovery", Value::Bool(false));
         Ok(v)
     }
+}
+
+/// The secret read back after a write.
+async fn read_written(ctx: &Ctx, planned: &Value, name: &str) -> Result<Value, Diags> {
+    let state = read_state(ctx, planned).await?;
+    if state.is_null() {
+        return Err(vec![Diag::error(
+            "Secret vanished",
+            format!("{name} was not found right after it was written"),
+        )]);
+    }
+    Ok(state)
 }
 
 /// Puts exactly the `want` labels on `version_id`, which now has `have`: missing ones are

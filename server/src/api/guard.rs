@@ -35,8 +35,8 @@ enum Authn {
 }
 
 /// The token of an `Authorization: Bearer …` header (the scheme is case-insensitive).
-fn bearer(req: &Request) -> Option<&str> {
-    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -63,7 +63,7 @@ pub(super) async fn audit(State(state): State<AppState>, mut req: Request, next:
     {
         entry.set_user_agent(ua);
     }
-    let authn = match bearer(&req).map(|t| state.service.authenticate(t)) {
+    let authn = match bearer(req.headers()).map(|t| state.service.authenticate(t)) {
         None => Authn::Missing,
         Some(Ok(id)) => {
             entry.principal = id.principal().to_string();
@@ -167,6 +167,14 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
     let (parts, body) = req.into_parts();
     match super::read_body(body, state.body_read_timeout).await {
         Ok(bytes) => {
+            // A body may take up to its timeout to arrive: a token revoked or expired
+            // meanwhile must not act. (A request without a body, every read, has had no
+            // time to wait, and is not checked twice.)
+            if !bytes.is_empty()
+                && let Some(Err(e)) = bearer(&parts.headers).map(|t| state.service.authenticate(t))
+            {
+                return challenge(ApiError(e));
+            }
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }

@@ -181,7 +181,25 @@ impl Service {
                     keys.push(rec.to_api());
                 }
                 if keys.len() == limit {
-                    let more = !self.store().scan(Table::Keys, b"", Some(&k), 1)?.is_empty();
+                    // Another page only if it would show this caller something: a token
+                    // leading to an empty page would say that keys it may not see exist.
+                    let mut from = k.clone();
+                    let more = loop {
+                        let next = self.store().scan(Table::Keys, b"", Some(&from), 256)?;
+                        let end = next.len() < 256;
+                        let mut found = false;
+                        for (k2, v2) in &next {
+                            let r: KeyRecord = decode(v2)?;
+                            if r.state != KeyStateRec::Destroyed && visible(&r.key_id) {
+                                found = true;
+                                break;
+                            }
+                            from = k2.clone();
+                        }
+                        if found || end {
+                            break found;
+                        }
+                    };
                     let next_page_token = more.then(|| encode_page_token(&keys[limit - 1].key_id));
                     return Ok(api::ListKeysResponse {
                         keys,

@@ -772,10 +772,33 @@ impl Service {
                 {
                     secrets.push(rec.to_api(policy_of(self.store(), &rec)?.as_ref()));
                     if secrets.len() == q.limit {
-                        let more = !self
-                            .store()
-                            .scan(Table::Secrets, prefix.as_bytes(), Some(&k), 1)?
-                            .is_empty();
+                        // Another page only if it would hold something this caller may
+                        // see: a token that leads to an empty page would tell the caller
+                        // that secrets it may not see exist.
+                        let mut from = k.clone();
+                        let more = loop {
+                            let batch = self.store().scan(
+                                Table::Secrets,
+                                prefix.as_bytes(),
+                                Some(&from),
+                                CHUNK,
+                            )?;
+                            let exhausted = batch.len() < CHUNK;
+                            let mut found = false;
+                            for (k2, v2) in &batch {
+                                let r: SecretRecord = decode(v2)?;
+                                if q.tags.iter().all(|(tk, tv)| r.tags.get(tk) == Some(tv))
+                                    && visible(&r.name)
+                                {
+                                    found = true;
+                                    break;
+                                }
+                                from = k2.clone();
+                            }
+                            if found || exhausted {
+                                break found;
+                            }
+                        };
                         let next_page_token = more.then(|| encode_page_token(&rec.name));
                         return Ok(api::ListSecretsResponse {
                             secrets,
@@ -851,6 +874,20 @@ impl Service {
             if let Some(p) = req.rotation_policy {
                 let new = (!p.is_empty()).then_some(p);
                 if new != rec.rotation_policy {
+                    // An unfinished rotation is resumed with the policy that began it; a
+                    // secret left without it (a database password set, not yet made
+                    // current) could never finish nor be retried.
+                    if let Some(r) = &rec.rotation.in_progress
+                        && rec.version_has(&r.version_id, api::STAGE_PENDING)
+                    {
+                        return Err(Error::new(
+                            ErrorCode::RotationInProgress,
+                            format!(
+                                "secret {name} has an unfinished rotation (version {}): its rotation policy cannot change until it ends; to abandon it, take ACSPending off that version",
+                                r.version_id
+                            ),
+                        ));
+                    }
                     if let Some(p) = &new {
                         check_attach(t, &who, p, &name)?;
                         t.put(Table::PolicySecrets, &composite(p, &name), Vec::new());

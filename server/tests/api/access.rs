@@ -279,6 +279,17 @@ async fn explicit_deny_wins_lists_are_filtered_and_403_reveals_nothing() {
         }
     }
     assert_eq!(all, ["app/cache", "app/db"]);
+    // A full page with only hidden secrets after it has no next page: a token would say
+    // that they exist.
+    let page = app
+        .list_secrets(&ListSecretsOptions {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.secrets.len(), 2);
+    assert_eq!(page.next_page_token, None);
     assert!(app.list_keys(None, None).await.unwrap().keys.is_empty());
     assert!(
         c.list_keys(None, None).await.unwrap().keys.len() == 1,

@@ -97,6 +97,17 @@ async fn an_edited_record_is_named_by_verify() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
+    // Not being able to ask is no verdict on the trail: exit 2, not 1.
+    let mut cmd = s.cli("sbx_not-a-token");
+    cmd.args(["audit", "verify"]);
+    let out = run(cmd).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not verify"));
 }
 
 #[tokio::test]

@@ -306,6 +306,25 @@ async fn secrets_from_the_command_line_with_values_on_stdin_and_stdout() {
         ok(&s, &["secret", "list", "--prefix", "app/"]).await,
         "app/cli\n"
     );
+    // Fields that are not strings come out exactly as they are written in the value.
+    s.client
+        .create_secret(&text_secret(
+            "app/numbers",
+            r#"{"Big":98765432109876543210,"Rate":1.50,"N":{"b":1,"a":2},"S":"a\"b"}"#,
+        ))
+        .await
+        .unwrap();
+    for (field, text) in [
+        ("Big", "98765432109876543210"),
+        ("Rate", "1.50"),
+        ("N", r#"{"b":1,"a":2}"#),
+        ("S", "a\"b"),
+    ] {
+        assert_eq!(
+            ok(&s, &["secret", "get", "app/numbers", "--field", field]).await,
+            text
+        );
+    }
     // Errors name the secret and field, never the value; an empty value is refused.
     let mut no_field = s.cli(&s.token);
     no_field.args(["secret", "get", "app/cli", "--field", "AccountName"]);

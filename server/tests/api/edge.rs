@@ -277,3 +277,46 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         .unwrap();
     drop(client);
 }
+
+/// A token revoked while its request's body is still arriving does not act: the request
+/// is answered 401 and changes nothing (the body may take up to its timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_while_the_body_arrives_does_not_act() {
+    let s = TestServer::start().await;
+    let token = s
+        .principal_token(
+            "writer",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:CreateSecret"], "Resource": ["secret/*"]}]}),
+        )
+        .await;
+    let token_id = s.client.list_tokens("writer").await.unwrap().tokens[0]
+        .token_id
+        .clone();
+    let body = r#"{"name":"late","secret_data":"v"}"#;
+    let (first, rest) = body.split_at(10);
+    let mut tls = tls_connect(&s).await;
+    let head = format!(
+        "POST /v1/secrets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    // The guard has authenticated the token and waits for the rest of the body.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.client.delete_token("writer", &token_id).await.unwrap();
+    tls.write_all(rest.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut status = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut status))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(&status, b"HTTP/1.1 401");
+    assert_code(
+        s.client.describe_secret("late").await,
+        strongbox_client::ErrorCode::SecretNotFound,
+        "late",
+    );
+}

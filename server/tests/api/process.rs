@@ -445,3 +445,38 @@ async fn a_wrong_root_key_leaves_an_older_store_untouched() {
     );
     assert!(u.is_ok(), "{:?}", u.err());
 }
+
+/// `--dev` makes its own root key and certificate: the flags and the variable that would
+/// name others are refused instead of being silently ignored, and two dev data dirs whose
+/// names differ only after a dot keep keys of their own.
+#[test]
+fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
+    let root = tempfile::tempdir().unwrap();
+    for flag in ["--root-key-file", "--tls-cert", "--tls-key"] {
+        let out = Command::new(BIN)
+            .args(["server", "--dev", flag, "/nonexistent"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot be used with"), "{flag}: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.path().join("d"))
+        .env("STRONGBOX_ROOT_KEY", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("STRONGBOX_ROOT_KEY"));
+    assert!(!root.path().join("d.root-key").exists(), "nothing was made");
+    for dir in ["sb.v1", "sb.v2"] {
+        let mut dev = start_dev(&root.path().join(dir), None);
+        assert!(
+            root.path().join(format!("{dir}.root-key")).exists(),
+            "{dir}"
+        );
+        dev.child.kill().unwrap();
+        dev.child.wait().unwrap();
+    }
+}

@@ -585,6 +585,23 @@ async fn a_crash_after_any_step_resumes_and_current_stays_readable() {
                 .get_secret_value("crash", None, Some(STAGE_PENDING))
                 .unwrap();
             assert_eq!(pending.version_id, "next");
+            // The policy that began it stays until it ends: without it the rotation could
+            // neither finish nor be retried.
+            let detach = svc
+                .update_secret(
+                    "crash",
+                    api::UpdateSecretRequest {
+                        rotation_policy: Some(String::new()),
+                        ..Default::default()
+                    },
+                    &root(),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(detach.code, ErrorCode::RotationInProgress, "{step}");
+            assert!(detach.message.contains("take ACSPending off"), "{step}");
+            let d = svc.describe_secret("crash").unwrap();
+            assert_eq!(d.rotation_policy.as_deref(), Some("p"), "{step}");
         }
         drop(svc);
         e.restart();
@@ -714,4 +731,56 @@ async fn the_real_process_aborted_after_set_resumes_the_rotation_on_restart() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// The tick acts only on the schedule entry a secret's record names. An entry left behind
+/// (the secret rotated on request, or its policy was disabled, after the tick read its
+/// list of due entries) is dropped, not rotated again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_schedule_entry_does_not_rotate_the_secret_again() {
+    use strongbox_server::clock::Clock as _;
+    let e = Engine::start(None);
+    let svc = e.service.clone();
+    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
+        .await
+        .unwrap();
+    svc.create_secret(with_policy("s", "v", "p"), &root())
+        .await
+        .unwrap();
+    svc.rotate_secret("s", api::RotateSecretRequest { version_id: None })
+        .await
+        .unwrap();
+    let versions = || svc.list_secret_versions("s").unwrap().versions.len();
+    assert_eq!(versions(), 2);
+    let stale = |svc: Service, due: i64| async move {
+        let mut key = u64::try_from(due).unwrap().to_be_bytes().to_vec();
+        key.extend_from_slice(b"secret/s");
+        svc.store()
+            .write(move |t| {
+                t.put(Table::RotationSchedule, &key, Vec::new());
+                Ok::<_, StorageError>(())
+            })
+            .await
+            .unwrap();
+    };
+    stale(svc.clone(), e.clock.now()).await;
+    let r = svc.tick().await.unwrap();
+    assert_eq!((r.rotated_secrets, r.failed_rotations), (0, 0));
+    assert_eq!(versions(), 2, "not rotated again");
+    // The same with the policy disabled since: nothing rotates.
+    svc.update_rotation_policy(
+        "p",
+        api::UpdateRotationPolicyRequest {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        &root(),
+    )
+    .await
+    .unwrap();
+    e.clock.advance(31 * 86_400);
+    stale(svc.clone(), e.clock.now()).await;
+    let r = svc.tick().await.unwrap();
+    assert_eq!((r.rotated_secrets, r.failed_rotations), (0, 0));
+    assert_eq!(versions(), 2, "not rotated under a disabled policy");
 }

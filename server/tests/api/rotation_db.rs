@@ -1759,3 +1759,52 @@ async fn mariadb_clones_get_the_default_role_of_the_account_they_copy() {
     let _ = root.disconnect().await;
     app.drop_all().await;
 }
+
+/// A database that accepts the connection and never answers cannot hold the engine: each
+/// attempt of the step is cut off at the step timeout, the rotation fails with that
+/// reason, and the tick ends (keys, purges and other rotations are not held up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_never_answers_fails_the_step_at_its_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = silent.accept().await {
+            // Accepted, never read from nor written to, never closed.
+            keep.lock().unwrap().push(sock);
+        }
+    });
+    let mut config = fast_config();
+    config.rotation.step_timeout = Duration::from_millis(500);
+    config.rotation.step_attempts = 2;
+    let s = TestServer::start_with(config).await;
+    let c = &s.client;
+    c.create_secret(&text_secret("db/admin", &account("postgres", "pw")))
+        .await
+        .unwrap();
+    for (name, strategy) in [
+        ("pg", RotationStrategy::Postgresql),
+        ("my", RotationStrategy::Mysql),
+    ] {
+        c.create_rotation_policy(&policy(name, "30d", strategy, &[]))
+            .await
+            .unwrap();
+        let cfg = serde_json::json!({"SecretSubType": "SingleUser", "Host": "127.0.0.1",
+            "Port": port, "Database": "app", "TlsMode": "disable", "AdminSecret": "db/admin"});
+        let mut req = rds_request(&format!("silent/{name}"), &account("app", "pw"), cfg);
+        req.rotation_policy = Some(name.into());
+        c.create_secret(&req).await.unwrap();
+        let started = Instant::now();
+        assert_code(
+            c.rotate_secret(&format!("silent/{name}"), None).await,
+            ErrorCode::RotationFailed,
+            "did not finish within 0.5 s",
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{strategy:?}: cut off at the step timeout"
+        );
+    }
+    assert!(!held.lock().unwrap().is_empty(), "the database was reached");
+}

@@ -794,3 +794,42 @@ async fn a_rotation_that_cannot_complete_waits_while_its_policy_is_off_and_can_b
     let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
     assert_eq!(steps, ["create", "set", "test", "finish"]);
 }
+
+/// `strongbox secret rotate` waits out a rotation that outlasts the server's own wait:
+/// on the 503 it asks again for the same rotation (named by its ACSPending version)
+/// until it ends, and reports the version it made. One rotation runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_waits_out_a_rotation_longer_than_the_servers_wait() {
+    let mut config = fast_config();
+    config.rotation.rotate_wait = Duration::from_millis(300);
+    let s = TestServer::start_with(config).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("slow", "v0", "hook"))
+        .await
+        .unwrap();
+    f.hook.behaviour.set_delay_ms.store(1500, Ordering::SeqCst);
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["secret", "rotate", "slow"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("still running"), "{stderr}");
+    let made = s.client.describe_secret("slow").await.unwrap().version_id;
+    assert!(
+        stdout.contains(&format!("version {made} is ACSCurrent")),
+        "{stdout}"
+    );
+    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
+    assert_eq!(
+        steps,
+        ["create", "set", "test", "finish"],
+        "one rotation ran"
+    );
+}

@@ -176,6 +176,29 @@ async fn waiters_share_a_failure_and_concurrent_refreshes_share_one_request() {
     }
     let refreshes = cache.fetches() - before;
     assert!(refreshes <= 8, "{refreshes} requests for 16 refreshes");
+
+    // Callers that name the version that failed share one read, however they arrive.
+    let failed = cache.get("rotated").await.unwrap().version_id.clone();
+    s.client
+        .put_secret_value("rotated", &put("newer"))
+        .await
+        .unwrap();
+    let before = cache.fetches();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, b, f) = (cache.clone(), barrier.clone(), failed.clone());
+            tokio::spawn(async move {
+                b.wait().await;
+                c.refresh_unless_replaced("rotated", &f)
+                    .await
+                    .map(|v| v.secret_data.clone())
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), "newer");
+    }
+    assert_eq!(cache.fetches() - before, 1, "one read for 16 callers");
 }
 
 /// Callers that arrive while a request is under way and then fails get its error: one
@@ -219,4 +242,31 @@ async fn callers_that_arrive_while_a_request_fails_share_its_error() {
     assert!(cache.get("x").await.is_err());
     assert_eq!(cache.fetches(), 2);
     held.abort();
+}
+
+/// A value whose reading again failed is not served again: after the secret is deleted
+/// (or the token loses the right to read it), a refresh fails and so does every later
+/// read, within the TTL too.
+#[tokio::test]
+async fn a_value_the_server_no_longer_gives_is_not_served_from_the_cache() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("gone", "v1"))
+        .await
+        .unwrap();
+    let cache = SecretCache::new(s.client.clone(), CacheConfig::default());
+    assert_eq!(cache.get("gone").await.unwrap().secret_data, "v1");
+    s.client
+        .delete_secret(
+            "gone",
+            strongbox_client::DeleteSecretOptions {
+                force_delete_without_recovery: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(cache.refresh("gone").await.is_err());
+    assert!(cache.get("gone").await.is_err(), "not the old value");
+    assert!(cache.is_empty());
 }

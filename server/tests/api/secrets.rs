@@ -669,3 +669,28 @@ async fn pruning_keeps_labelled_versions() {
         .collect();
     assert_eq!(ids, ["v6", "v5", "v4", "keep"]);
 }
+
+/// A name or id that is empty, `.` or `..` would make the SDK's URL name another route
+/// (`GET /v1/secrets/./value` is `GET /v1/secrets/value`, a describe of `value`): the SDK
+/// refuses it, and nothing reaches the server.
+#[tokio::test]
+async fn the_sdk_refuses_path_segments_that_would_name_another_resource() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let before = c.list_audit(&Default::default()).await.unwrap().count;
+    for bad in [".", "..", ""] {
+        let e = c.get_secret_value(bad, None, None).await.unwrap_err();
+        assert!(
+            matches!(e, strongbox_client::Error::InvalidArgument(_)),
+            "{bad:?}: {e}"
+        );
+        let e = c.delete_token("p", bad).await.unwrap_err();
+        assert!(
+            matches!(e, strongbox_client::Error::InvalidArgument(_)),
+            "{bad:?}: {e}"
+        );
+    }
+    // Only the listing itself was recorded since.
+    let after = c.list_audit(&Default::default()).await.unwrap().count;
+    assert_eq!(after, before + 1);
+}

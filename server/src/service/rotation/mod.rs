@@ -74,6 +74,10 @@ pub struct RotationConfig {
     pub rotate_wait: Duration,
     /// Most due jobs one tick takes from the index (the rest wait for the next tick).
     pub max_due_per_tick: usize,
+    /// Longest one attempt of one step may take (a database that accepts the connection
+    /// and never answers, a lock that is never released): then the attempt fails, and
+    /// after the last one the rotation. Longer than the longest webhook timeout (300 s).
+    pub step_timeout: Duration,
     /// Which addresses database, SSH and webhook rotations may connect to.
     pub egress: EgressPolicy,
 }
@@ -86,6 +90,7 @@ impl Default for RotationConfig {
             step_backoff: Duration::from_millis(200),
             rotate_wait: Duration::from_secs(60),
             max_due_per_tick: 10_000,
+            step_timeout: Duration::from_secs(330),
             egress: EgressPolicy::default(),
         }
     }
@@ -162,10 +167,20 @@ fn in_progress(name: &str) -> Error {
     )
 }
 
+/// A running rotation's place in the in-flight map, given up when dropped.
+struct Running(Service, String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        lock(&self.0.inner.rotation.inflight).remove(&self.1);
+    }
+}
+
 /// How a rotation was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
-    Schedule,
+    /// The schedule entry due at this time.
+    Schedule(i64),
     Request,
 }
 
@@ -261,6 +276,18 @@ impl Service {
             };
         }
         let rec = load_live_secret(self.store(), name)?;
+        // The tick works from a list of due entries read before it began; since then the
+        // secret may have rotated (on request) or its policy been disabled, each of which
+        // moved or removed its entry. Only the entry the record names is acted on; the
+        // error makes the tick drop the stale one.
+        if let Trigger::Schedule(due) = trigger
+            && rec.rotation.scheduled != Some(due)
+        {
+            return Err(Error::new(
+                ErrorCode::InvalidState,
+                format!("secret {name} is no longer due at {due}"),
+            ));
+        }
         if rec.rotation_policy.is_none() {
             return Err(Error::new(
                 ErrorCode::InvalidState,
@@ -314,8 +341,11 @@ impl Service {
         drop(inflight);
         let (this, name) = (self.clone(), name.to_string());
         tokio::spawn(async move {
+            // Released however the task ends: a panic must not leave the secret
+            // "rotating" (refusing rotations and ACSPending changes) until a restart.
+            let running = Running(this.clone(), name.clone());
             let out = this.run_rotation(&name, &version_id, trigger).await;
-            lock(&this.inner.rotation.inflight).remove(&name);
+            drop(running);
             let _ = tx.send(Some(out));
         });
         Ok(Started::Running(rx))
@@ -427,7 +457,19 @@ impl Service {
         let attempts = cfg.step_attempts.max(1);
         let mut n = 1;
         loop {
-            match f().await {
+            let outcome = tokio::time::timeout(cfg.step_timeout, f())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorCode::RotationFailed,
+                        format!(
+                            "step {} did not finish within {} s",
+                            step.as_str(),
+                            cfg.step_timeout.as_secs_f64()
+                        ),
+                    ))
+                });
+            match outcome {
                 Ok(v) => return Ok(v),
                 Err(e) if n >= attempts => return Err(e),
                 Err(e) => {
@@ -763,7 +805,7 @@ impl Service {
                     if lock(&self.inner.rotation.inflight).contains_key(&name) {
                         continue;
                     }
-                    match self.start_rotation(&name, None, Trigger::Schedule) {
+                    match self.start_rotation(&name, None, Trigger::Schedule(due)) {
                         Ok(Started::Running(rx)) => running.push(rx),
                         Ok(Started::Done(_)) => {}
                         Err(e) => {

@@ -1808,3 +1808,68 @@ async fn a_database_that_never_answers_fails_the_step_at_its_timeout() {
     }
     assert!(!held.lock().unwrap().is_empty(), "the database was reached");
 }
+
+/// Dual users alternate between two accounts even after someone puts the current
+/// account's value again (a break-glass reset, say), which leaves ACSPrevious naming the
+/// same account as ACSCurrent: the next rotation resets the other account, found in the
+/// versions, instead of making a clone of the clone and leaving the first account's
+/// password valid and untracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_rotation_after_a_put_of_the_current_account_resets_the_other_one() {
+    let pg = PgCluster::start();
+    pg.assert_wrong_password_refused().await;
+    pg_app(&pg, "app", "pw0").await;
+    let s = TestServer::start_with(fast_config()).await;
+    let c = &s.client;
+    c.create_secret(&text_secret("db/admin", &pg.admin_value()))
+        .await
+        .unwrap();
+    c.create_rotation_policy(&policy("db", "30d", RotationStrategy::Postgresql, &[]))
+        .await
+        .unwrap();
+    let mut req = rds_request(
+        "dual",
+        &account("app", "pw0"),
+        pg.config("DoubleUsers", "db/admin"),
+    );
+    req.rotation_policy = Some("db".into());
+    c.create_secret(&req).await.unwrap();
+    let current = || async {
+        creds(
+            c.get_secret_value("dual", None, None)
+                .await
+                .unwrap()
+                .secret_data
+                .as_bytes(),
+        )
+    };
+    c.rotate_secret("dual", None).await.unwrap();
+    let first = current().await;
+    assert_eq!(first.name, "app_clone");
+    c.put_secret_value("dual", &put(&account("app_clone", &first.password)))
+        .await
+        .unwrap();
+    c.rotate_secret("dual", None).await.unwrap();
+    let second = current().await;
+    assert_eq!(
+        second.name, "app",
+        "the other account, not a clone of the clone"
+    );
+    assert_eq!(pg.login("app", &second.password).await, Ok(()));
+    assert_eq!(
+        pg.login("app", "pw0").await,
+        Err("28P01".into()),
+        "pw0 rotated away"
+    );
+    let admin = creds(pg.admin_value().as_bytes());
+    assert_eq!(
+        pg.psql(
+            &admin.name,
+            &admin.password,
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'app_clone_clone'"
+        )
+        .unwrap()
+        .trim(),
+        "0"
+    );
+}

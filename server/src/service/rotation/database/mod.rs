@@ -765,6 +765,26 @@ impl crate::service::Service {
                 }
             },
         };
+        // Dual users alternate between two accounts, and the one to reset is the other
+        // one. When ACSPrevious names the same account as ACSCurrent (someone put the
+        // current account's value again) or there is none, the other account is the one
+        // the newest other version names: a clone is made only when no version names
+        // another account. (Otherwise each such put would start a new clone, and the
+        // first account's password would stay valid, unrotated and untracked.)
+        let dual = RdsConfig::parse(rec.extended_config.as_ref())
+            .is_ok_and(|c| c.sub_type == SubType::DoubleUsers);
+        let name_of = |v: &[u8]| Account::parse(v, "value").ok().map(|a| a.name);
+        let previous = match (dual, name_of(&current)) {
+            (true, Some(cur))
+                if previous
+                    .as_deref()
+                    .and_then(|p| name_of(p))
+                    .is_none_or(|p| p == cur) =>
+            {
+                self.other_account(rec, &cur).or(previous)
+            }
+            _ => previous,
+        };
         DatabaseStrategy::build(
             engine,
             &policy.settings,
@@ -779,6 +799,22 @@ impl crate::service::Service {
             },
         )
         .map(|s| s.with_egress(self.inner.config.rotation.egress.clone()))
+    }
+}
+
+impl crate::service::Service {
+    /// The value of the newest version of `rec` whose account is not `current` (a
+    /// version that cannot be read is passed over).
+    fn other_account(&self, rec: &SecretRecord, current: &str) -> Option<Zeroizing<Vec<u8>>> {
+        // Newest first; versions of the same second in the order they were added, last
+        // first.
+        let mut versions: Vec<_> = rec.versions.iter().rev().collect();
+        versions.sort_by_key(|v| std::cmp::Reverse(v.created));
+        versions.into_iter().find_map(|v| {
+            let value = self.plaintext(&rec.name, Some(&v.version_id)).ok()?;
+            let account = Account::parse(&value, "value").ok()?;
+            (account.name != current).then_some(value)
+        })
     }
 }
 

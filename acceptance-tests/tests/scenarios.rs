@@ -2050,3 +2050,75 @@ fn a_create_that_fails_part_way_keeps_the_object_tainted() {
         assert_eq!(actions(&plan, "strongbox_cmk.k"), ["delete", "create"]);
     });
 }
+
+/// The same for a secret whose labels could not be set: it stays in the state, tainted
+/// and marked to be purged, so the next apply (the right granted meanwhile) replaces it
+/// at once instead of meeting its name pending deletion.
+#[test]
+fn a_secret_whose_create_fails_part_way_is_replaced_by_the_next_apply() {
+    for_each_variant(|v| {
+        let srv = DevServer::start();
+        let root = srv.client();
+        let document = |deny: bool| {
+            let mut statements =
+                vec![json!({"Effect": "Allow", "Action": ["kms:*"], "Resource": ["*"]})];
+            if deny {
+                statements.push(json!({"Effect": "Deny", "Action": ["kms:UpdateSecretVersionStage"], "Resource": ["*"]}));
+            }
+            serde_json::from_value::<api::PolicyDocument>(
+                json!({"Version": "1", "Statement": statements}),
+            )
+            .unwrap()
+        };
+        srv.block_on(root.create_policy(&api::CreatePolicyRequest {
+            name: "no-labels".into(),
+            description: None,
+            document: document(true),
+        }))
+        .unwrap();
+        srv.block_on(root.create_principal(&api::CreatePrincipalRequest {
+            name: "deployer".into(),
+            description: None,
+            policies: Some(vec!["no-labels".into()]),
+        }))
+        .unwrap();
+        let token = srv
+            .block_on(root.create_token("deployer", &Default::default()))
+            .unwrap()
+            .token;
+        let tf = Terraform::builder(&v.terraform)
+            .server(&srv)
+            .protocols(v.protocols)
+            .env("STRONGBOX_TOKEN", token)
+            .build();
+        let body = r#"
+resource "strongbox_secret" "s" {
+  name           = "labelled"
+  secret_data    = "one"
+  version_stages = ["ACSCurrent", "blue"]
+}
+"#;
+        configure(&tf, body);
+        tf.expect_error(
+            &["apply", "-auto-approve", "-no-color", "-input=false"],
+            &["kms:UpdateSecretVersionStage"],
+        );
+        assert_eq!(
+            attr(&state_of(&tf, "strongbox_secret.s"), "name"),
+            "labelled"
+        );
+        srv.block_on(root.update_policy(
+            "no-labels",
+            &api::UpdatePolicyRequest {
+                document: Some(document(false)),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        step(&tf, body);
+        let blue = server_value_at(&srv, "labelled", Some("blue"));
+        assert_eq!(blue, "one");
+        let d = srv.block_on(root.describe_secret("labelled")).unwrap();
+        assert!(d.planned_delete_time.is_none());
+    });
+}

@@ -271,10 +271,22 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
         AuditCommand::Verify => {
             // Exit 2, not 1: a script must not take "could not ask" for "tampered with".
-            let r = c
-                .verify_audit()
-                .await
-                .map_err(|e| anyhow::Error::new(VerifyUnavailable(e)))?;
+            let r = c.verify_audit().await.map_err(|e| {
+                // Not reached, not allowed, or not available now: no verdict (2). Any
+                // other failure of the check itself counts against the trail (1).
+                let no_verdict = match &e {
+                    strongbox_client::Error::Transport(_) => true,
+                    strongbox_client::Error::Api { status, .. } => {
+                        matches!(status, 401 | 403 | 429 | 503)
+                    }
+                    _ => false,
+                };
+                if no_verdict {
+                    anyhow::Error::new(VerifyUnavailable(e))
+                } else {
+                    anyhow::anyhow!("audit trail NOT VERIFIED: the check failed: {e}")
+                }
+            })?;
             if r.intact {
                 println!("audit trail intact: {} records verified", r.verified);
                 return Ok(());

@@ -202,9 +202,14 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
                 let mut name = d.file_name().unwrap_or_default().to_os_string();
                 name.push(".root-key");
                 let k = d.with_file_name(name);
-                // Where releases before this one kept it, for a dir with a dot in its name.
+                // Where releases before this one kept it, for a dir with a dot in its name
+                // (only for a store they made: a new one gets a key of its own).
                 let legacy = d.with_extension("root-key");
-                let k = if !k.exists() && legacy != k && legacy.exists() {
+                let k = if !k.exists()
+                    && legacy != k
+                    && legacy.exists()
+                    && server::db_path(&d).exists()
+                {
                     legacy
                 } else {
                     k

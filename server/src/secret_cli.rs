@@ -255,33 +255,50 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
             wait,
         } => {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
-            let mut id = version_id;
+            // The rotation is named from the first request on, so asking again (after the
+            // server's own wait ended) always means this rotation, never a new one.
+            let given = version_id.is_some();
+            let mut id = version_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let mut resumed = false;
             loop {
-                match c.rotate_secret(&name, id.as_deref()).await {
+                match c.rotate_secret(&name, Some(&id)).await {
                     Ok(r) => {
                         println!("Rotated {name}: version {} is ACSCurrent.", r.version_id);
                         return Ok(());
                     }
-                    // Still running when the server's wait ended: ask again for the same
-                    // rotation, named by the version it makes (ACSPending's).
                     Err(e)
                         if e.code() == Some(strongbox_client::ErrorCode::Unavailable)
                             && std::time::Instant::now() < deadline =>
                     {
-                        if id.is_none() {
-                            id = c
-                                .list_secret_versions(&name)
-                                .await?
-                                .versions
-                                .into_iter()
-                                .find(|v| {
-                                    v.version_stages
-                                        .iter()
-                                        .any(|s| s == strongbox_schemas::STAGE_PENDING)
-                                })
-                                .map(|v| v.version_id);
-                        }
                         eprintln!("The rotation of {name} is still running; waiting.");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    // An unfinished rotation of its own (after a failure or a restart):
+                    // that one is resumed, named by the version it makes (ACSPending's).
+                    Err(e)
+                        if e.code() == Some(strongbox_client::ErrorCode::RotationInProgress)
+                            && !given
+                            && !resumed =>
+                    {
+                        let pending = c
+                            .list_secret_versions(&name)
+                            .await?
+                            .versions
+                            .into_iter()
+                            .find(|v| {
+                                v.version_stages
+                                    .iter()
+                                    .any(|s| s == strongbox_schemas::STAGE_PENDING)
+                            });
+                        let Some(pending) = pending else {
+                            return Err(e.into());
+                        };
+                        eprintln!(
+                            "Resuming the unfinished rotation of {name} (version {}).",
+                            pending.version_id
+                        );
+                        id = pending.version_id;
+                        resumed = true;
                     }
                     Err(e) => return Err(e.into()),
                 }

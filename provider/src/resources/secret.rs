@@ -525,7 +525,15 @@ impl Resource for SecretResource {
                     let read_back = read_state(ctx, planned).await;
                     let mut fallback = planned.clone();
                     fallback.set("version_id", Value::string(&created.version_id));
-                    Err(created_then_failed(d, read_back, &fallback, &name))
+                    let mut d = created_then_failed(d, read_back, &fallback, &name);
+                    // A secret's name is its id: the replacement of the tainted secret
+                    // purges it at once, or the name would stay pending deletion for
+                    // the recovery window and the new secret could not be created.
+                    if let Some(state) = d.first_mut().and_then(|d| d.partial_state.as_deref_mut())
+                    {
+                        state.set("force_delete_without_recovery", Value::Bool(true));
+                    }
+                    Err(d)
                 }
             };
         } else {

@@ -157,29 +157,50 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
         }
         return next.run(req).await;
     }
-    let req = match check(&spec, slot.as_ref(), req, state.body_read_timeout).await {
-        Ok(req) => req,
+    let (req, resource) = match check(&spec, slot.as_ref(), req, state.body_read_timeout).await {
+        Ok(checked) => checked,
         Err(resp) => return resp,
     };
     // Authorized: the body is read whole, within its time, so that a client cannot hold
     // a connection by dripping it. (Nothing is read before the caller is known; a
     // create's body, read to name its resource, is in memory already.)
-    let (parts, body) = req.into_parts();
-    match super::read_body(body, state.body_read_timeout).await {
-        Ok(bytes) => {
-            // A body may take up to its timeout to arrive: a token revoked or expired
-            // meanwhile must not act. (A request without a body, every read, has had no
-            // time to wait, and is not checked twice.)
-            if !bytes.is_empty()
-                && let Some(Err(e)) = bearer(&parts.headers).map(|t| state.service.authenticate(t))
-            {
-                return challenge(ApiError(e));
+    let (mut parts, body) = req.into_parts();
+    // Whether the body may have kept the request waiting: anything but a request that
+    // came with none (every read), however long what arrives turns out to be.
+    let waited = !axum::body::HttpBody::is_end_stream(&body);
+    let bytes = match super::read_body(body, state.body_read_timeout).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    // The body may have taken up to its timeout: the token and its policies are checked
+    // again as they are now, so a token revoked or expired, a policy detached or a Deny
+    // added meanwhile holds, and the handler acts with the identity as it is now.
+    if waited {
+        let fresh = match bearer(&parts.headers).map(|t| state.service.authenticate(t)) {
+            Some(Ok(id)) => id,
+            Some(Err(e)) => return challenge(ApiError(e)),
+            None => {
+                return challenge(ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "a valid token is required: Authorization: Bearer TOKEN",
+                ));
             }
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+        };
+        if !fresh.allows(spec.action, &resource) {
+            return ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "principal {} is not allowed {} on {resource}",
+                    fresh.principal(),
+                    spec.action
+                ),
+            )
+            .into_response();
         }
-        Err(e) => e.into_response(),
+        parts.extensions.insert(Caller(fresh));
     }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// The caller's identity, or why there is none.
@@ -225,13 +246,14 @@ async fn create_resource(
 }
 
 /// Authenticates, forms the resource, authorizes; records action and resource in the
-/// audit slot as soon as they are known (so a 401 names what was attempted).
+/// audit slot as soon as they are known (so a 401 names what was attempted). Returns the
+/// request with its [`Caller`], and the resource it was authorized against.
 async fn check(
     spec: &RouteSpec,
     slot: Option<&AuditSlot>,
     req: Request,
     body_timeout: std::time::Duration,
-) -> Result<Request, Response> {
+) -> Result<(Request, String), Response> {
     let target = |resource: &str| {
         if let Some(s) = slot {
             s.set_target(spec.action, resource);
@@ -289,5 +311,5 @@ async fn check(
         .into_response());
     }
     parts.extensions.insert(Caller(identity));
-    Ok(Request::from_parts(parts, body))
+    Ok((Request::from_parts(parts, body), resource))
 }

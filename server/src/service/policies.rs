@@ -6,7 +6,7 @@ use strongbox_schemas::{self as api, ErrorCode, RotationStrategy};
 
 use super::Service;
 use super::authz::{Actor, WEBHOOK_SENDS_WHY, WEBHOOK_SIGNS_WHY};
-use super::records::{PolicyRecord, decode, encode, load, refuse_in_use};
+use super::records::{PolicyRecord, SecretRecord, decode, encode, load, refuse_in_use};
 use crate::error::{Error, Result, interval_in};
 use crate::storage::{Reader, Table, composite};
 
@@ -45,8 +45,12 @@ fn validate_settings(
     let known: Vec<&str> = match strategy {
         RotationStrategy::Random => [PASSWORD_RULES, &["json_field"]].concat(),
         RotationStrategy::Webhook => vec!["url", "signing_secret", "timeout", "ca_cert"],
-        // The password rules of `random` (docs/design/database-rotation.md).
-        RotationStrategy::Postgresql | RotationStrategy::Mysql => PASSWORD_RULES.to_vec(),
+        // The password rules of `random` (docs/design/database-rotation.md), and
+        // `password_length`, the name these policies took for `length` before (stored
+        // policies keep it, and must stay updatable).
+        RotationStrategy::Postgresql | RotationStrategy::Mysql => {
+            [PASSWORD_RULES, &["password_length"]].concat()
+        }
         RotationStrategy::AccessKey => vec!["principals"],
         RotationStrategy::SshKey => [&["key_type", "rsa_bits"], PASSWORD_RULES].concat(),
     };
@@ -104,6 +108,28 @@ fn check_attached_secrets(t: &(impl Reader + ?Sized), who: &Actor, p: &PolicyRec
             &p.name,
             WEBHOOK_SENDS_WHY,
         )?;
+    }
+    Ok(())
+}
+
+/// `RotationInProgress` if a secret attached to policy `name` has an unfinished rotation.
+fn refuse_if_rotating(t: &(impl Reader + ?Sized), name: &str) -> Result<()> {
+    let prefix = composite(name, "");
+    for (k, _) in t.scan(Table::PolicySecrets, &prefix, None, usize::MAX)? {
+        let secret = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let Some(rec) = load::<SecretRecord>(t, Table::Secrets, secret.as_bytes())? else {
+            continue;
+        };
+        if let Some(r) = &rec.rotation.in_progress
+            && rec.version_has(&r.version_id, api::STAGE_PENDING)
+        {
+            return Err(Error::new(
+                ErrorCode::RotationInProgress,
+                format!(
+                    "a secret attached to rotation-policy/{name} has an unfinished rotation: the policy's strategy and settings cannot change until it ends"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -208,6 +234,13 @@ impl Service {
                 p.settings = s;
             }
             validate_settings(p.strategy, &p.settings)?;
+            // An unfinished rotation resumes under its policy: a strategy or settings
+            // changed under it (a database's `set` followed by another strategy's `test`,
+            // a webhook's steps sent to another URL) would finish it wrongly. The refusal
+            // does not name the secret, which the caller may not be allowed to see.
+            if (p.strategy, &p.settings) != (before.0, &before.1) {
+                refuse_if_rotating(t, &p.name)?;
+            }
             // The delegated rights are about where values go, whose tokens are issued and
             // how long credentials live: an update that only turns the policy on or off
             // gives the caller nothing new, and must stay possible, e.g. to switch off a

@@ -213,6 +213,21 @@ async fn a_cut_off_tail_is_detected() {
             "{problem}"
         );
     }
+
+    // A head overwritten with bytes that do not decode is a verdict too, not an error
+    // (the server then refuses requests, which it can no longer record).
+    let s = TestServer::start().await;
+    traffic(&s, "t/a7").await;
+    s.backend
+        .commit(&[Mutation::Put(
+            Table::Meta,
+            b"audit_head".to_vec(),
+            b"junk".to_vec(),
+        )])
+        .unwrap();
+    let r = s.service.verify_audit().unwrap();
+    assert!(!r.intact, "{r:?}");
+    assert!(r.problem.unwrap().contains("malformed"));
 }
 
 /// A new store in memory, and a way to unseal it again after changing it "on disk".

@@ -319,4 +319,66 @@ async fn a_token_revoked_while_the_body_arrives_does_not_act() {
         strongbox_client::ErrorCode::SecretNotFound,
         "late",
     );
+
+    // The same with an empty chunked body held open (a request that needs no body), and
+    // with the right taken away (the policy detached) rather than the token revoked.
+    let key = s
+        .client
+        .create_key(&Default::default())
+        .await
+        .unwrap()
+        .key_id;
+    for revoke in [true, false] {
+        let name = if revoke { "disabler" } else { "detached" };
+        let token = s
+            .principal_token(
+                name,
+                serde_json::json!({"Version": "1", "Statement": [
+                    {"Effect": "Allow", "Action": ["kms:DisableKey"], "Resource": ["key/*"]}]}),
+            )
+            .await;
+        let mut tls = tls_connect(&s).await;
+        let head = format!(
+            "POST /v1/keys/{key}/disable HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if revoke {
+            let id = s.client.list_tokens(name).await.unwrap().tokens[0]
+                .token_id
+                .clone();
+            s.client.delete_token(name, &id).await.unwrap();
+        } else {
+            s.client
+                .update_principal(
+                    name,
+                    &strongbox_schemas::UpdatePrincipalRequest {
+                        policies: Some(Vec::new()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        tls.write_all(b"0\r\n\r\n").await.unwrap();
+        tls.flush().await.unwrap();
+        let mut status = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut status))
+            .await
+            .expect("answered")
+            .unwrap();
+        let want: &[u8; 12] = if revoke {
+            b"HTTP/1.1 401"
+        } else {
+            b"HTTP/1.1 403"
+        };
+        assert_eq!(&status, want, "{name}");
+        assert_eq!(
+            s.client.describe_key(&key).await.unwrap().state,
+            strongbox_schemas::KeyState::Enabled,
+            "{name}"
+        );
+    }
 }

@@ -470,6 +470,8 @@ fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("STRONGBOX_ROOT_KEY"));
     assert!(!root.path().join("d.root-key").exists(), "nothing was made");
+    // A key where an earlier release kept it for `sb.v0` is not taken for a new store's.
+    std::fs::write(root.path().join("sb.root-key"), "from an earlier release").unwrap();
     for dir in ["sb.v1", "sb.v2"] {
         let mut dev = start_dev(&root.path().join(dir), None);
         assert!(

@@ -602,6 +602,19 @@ async fn a_crash_after_any_step_resumes_and_current_stays_readable() {
             assert!(detach.message.contains("take ACSPending off"), "{step}");
             let d = svc.describe_secret("crash").unwrap();
             assert_eq!(d.rotation_policy.as_deref(), Some("p"), "{step}");
+            // Nor can the policy's strategy or settings change under it.
+            let change = svc
+                .update_rotation_policy(
+                    "p",
+                    api::UpdateRotationPolicyRequest {
+                        settings: Some([("length".to_string(), "40".to_string())].into()),
+                        ..Default::default()
+                    },
+                    &root(),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(change.code, ErrorCode::RotationInProgress, "{step}");
         }
         drop(svc);
         e.restart();

@@ -377,17 +377,26 @@ async fn rds_secrets_are_validated_with_field_named_errors() {
         ErrorCode::InvalidParameter,
         "settings.length: must be a whole number from 8 to 128",
     );
+    // `password_length`, the name these policies took before, is another name of `length`.
     assert_code(
         c.create_rotation_policy(&policy(
             "pg2",
             "30d",
             RotationStrategy::Mysql,
-            &[("password_length", "16")],
+            &[("password_length", "3")],
         ))
         .await,
         ErrorCode::InvalidParameter,
-        "settings.password_length",
+        "settings.password_length: must be a whole number from 8 to 128",
     );
+    c.create_rotation_policy(&policy(
+        "pg2",
+        "30d",
+        RotationStrategy::Mysql,
+        &[("password_length", "16")],
+    ))
+    .await
+    .unwrap();
 }
 
 /// A database the zero-downtime test logs into.

@@ -65,13 +65,19 @@ impl PasswordRules {
     /// that is wrong; `prefix` is `settings.` or empty.
     pub fn parse(settings: &BTreeMap<String, String>, prefix: &str) -> Result<Self> {
         let f = |k: &str| format!("{prefix}{k}");
-        let length = match settings.get("length") {
+        // `password_length`: what database policies took before they took these rules
+        // (and ignored); kept as another name of `length`.
+        let (key, given) = match (settings.get("length"), settings.get("password_length")) {
+            (None, Some(l)) => ("password_length", Some(l)),
+            (l, _) => ("length", l),
+        };
+        let length = match given {
             None => DEFAULT_LENGTH,
             Some(l) => match l.parse::<usize>() {
                 Ok(n) if (8..=128).contains(&n) => n,
                 _ => {
                     return Err(Error::invalid(
-                        &f("length"),
+                        &f(key),
                         "must be a whole number from 8 to 128",
                     ));
                 }
@@ -234,6 +240,30 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use proptest::strategy::Strategy as _;
+
+    #[test]
+    fn password_length_is_another_name_of_length() {
+        let rules = |pairs: &[(&str, &str)]| {
+            let m: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            PasswordRules::parse(&m, "settings.")
+        };
+        assert_eq!(rules(&[("password_length", "16")]).unwrap().length, 16);
+        assert_eq!(
+            rules(&[("password_length", "16"), ("length", "20")])
+                .unwrap()
+                .length,
+            20
+        );
+        let e = rules(&[("password_length", "4")]).unwrap_err();
+        assert!(
+            e.message.starts_with("settings.password_length:"),
+            "{}",
+            e.message
+        );
+    }
 
     fn rules_strategy() -> impl proptest::strategy::Strategy<Value = PasswordRules> {
         (

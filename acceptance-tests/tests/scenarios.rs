@@ -2000,6 +2000,38 @@ fn example_configuration_applies() {
     });
 }
 
+/// A work dir whose provider uses the token of a principal `deployer` holding only
+/// `document` (as policy `policy`), made with the root client.
+fn terraform_as_deployer(
+    v: &Variant,
+    srv: &DevServer,
+    policy: &str,
+    document: api::PolicyDocument,
+) -> Terraform {
+    let root = srv.client();
+    srv.block_on(root.create_policy(&api::CreatePolicyRequest {
+        name: policy.into(),
+        description: None,
+        document,
+    }))
+    .unwrap_or_else(|e| panic!("create policy {policy}: {e}"));
+    srv.block_on(root.create_principal(&api::CreatePrincipalRequest {
+        name: "deployer".into(),
+        description: None,
+        policies: Some(vec![policy.into()]),
+    }))
+    .unwrap_or_else(|e| panic!("create principal deployer: {e}"));
+    let token = srv
+        .block_on(root.create_token("deployer", &Default::default()))
+        .unwrap_or_else(|e| panic!("create a token of deployer: {e}"))
+        .token;
+    Terraform::builder(&v.terraform)
+        .server(srv)
+        .protocols(v.protocols)
+        .env("STRONGBOX_TOKEN", token)
+        .build()
+}
+
 /// A create that fails after the object exists leaves the object in the state, tainted,
 /// so the next apply replaces it: nothing is orphaned on the server. Here the token may
 /// create keys but not disable them, so `enabled = false` fails after the create.
@@ -2013,27 +2045,7 @@ fn a_create_that_fails_part_way_keeps_the_object_tainted() {
                 {"Effect": "Allow", "Action": ["kms:*"], "Resource": ["*"]},
                 {"Effect": "Deny", "Action": ["kms:DisableKey"], "Resource": ["*"]}]}))
         .unwrap();
-        srv.block_on(root.create_policy(&api::CreatePolicyRequest {
-            name: "no-disable".into(),
-            description: None,
-            document,
-        }))
-        .unwrap();
-        srv.block_on(root.create_principal(&api::CreatePrincipalRequest {
-            name: "deployer".into(),
-            description: None,
-            policies: Some(vec!["no-disable".into()]),
-        }))
-        .unwrap();
-        let token = srv
-            .block_on(root.create_token("deployer", &Default::default()))
-            .unwrap()
-            .token;
-        let tf = Terraform::builder(&v.terraform)
-            .server(&srv)
-            .protocols(v.protocols)
-            .env("STRONGBOX_TOKEN", token)
-            .build();
+        let tf = terraform_as_deployer(v, &srv, "no-disable", document);
         configure(&tf, r#"resource "strongbox_cmk" "k" { enabled = false }"#);
         tf.expect_error(
             &["apply", "-auto-approve", "-no-color", "-input=false"],
@@ -2070,27 +2082,7 @@ fn a_secret_whose_create_fails_part_way_is_replaced_by_the_next_apply() {
             )
             .unwrap()
         };
-        srv.block_on(root.create_policy(&api::CreatePolicyRequest {
-            name: "no-labels".into(),
-            description: None,
-            document: document(true),
-        }))
-        .unwrap();
-        srv.block_on(root.create_principal(&api::CreatePrincipalRequest {
-            name: "deployer".into(),
-            description: None,
-            policies: Some(vec!["no-labels".into()]),
-        }))
-        .unwrap();
-        let token = srv
-            .block_on(root.create_token("deployer", &Default::default()))
-            .unwrap()
-            .token;
-        let tf = Terraform::builder(&v.terraform)
-            .server(&srv)
-            .protocols(v.protocols)
-            .env("STRONGBOX_TOKEN", token)
-            .build();
+        let tf = terraform_as_deployer(v, &srv, "no-labels", document(true));
         let body = r#"
 resource "strongbox_secret" "s" {
   name           = "labelled"

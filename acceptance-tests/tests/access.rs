@@ -168,6 +168,41 @@ resource "strongbox_principal" "app" {
         }
         fresh.assert_no_changes();
 
+        // Built-ins cannot be changed or deleted, so they cannot be imported either.
+        let builtins = tf.sibling();
+        builtins.write_config(&config(
+            r#"
+resource "strongbox_policy" "admin" {
+  name     = "AdministratorAccess"
+  document = jsonencode({ Version = "1", Statement = [{ Effect = "Allow", Action = ["kms:*"], Resource = ["*"] }] })
+}
+resource "strongbox_principal" "root" {
+  name = "root"
+}
+"#,
+        ));
+        builtins.init();
+        builtins.expect_error(
+            &[
+                "import",
+                "-input=false",
+                "-no-color",
+                "strongbox_policy.admin",
+                "AdministratorAccess",
+            ],
+            &["Cannot import a built-in policy"],
+        );
+        builtins.expect_error(
+            &[
+                "import",
+                "-input=false",
+                "-no-color",
+                "strongbox_principal.root",
+                "root",
+            ],
+            &["Cannot import a built-in principal"],
+        );
+
         // Destroy: the token is revoked at once, principal and policy are gone.
         tf.destroy();
         let revoked = srv

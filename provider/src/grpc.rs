@@ -392,12 +392,10 @@ macro_rules! common {
                     private: req.planned_private.clone(),
                     ..Default::default()
                 };
-                let new = match self
-                    .0
-                    .ctx
-                    .cancellable(r.apply(&self.0.ctx, &prior, &planned, &config))
-                    .await
-                {
+                // Not cancellable: StopProvider asks, and Terraform waits for what runs.
+                // An apply stopped between its requests would leave objects on the server
+                // that the state does not hold (each request has its own timeout).
+                let new = match r.apply(&self.0.ctx, &prior, &planned, &config).await {
                     Ok(v) => v,
                     Err(d) => {
                         // Failed after creating the object: Terraform keeps it, tainted.

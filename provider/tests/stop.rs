@@ -1,5 +1,6 @@
-//! `StopProvider` (and protocol 5's `Stop`) cancels the calls in flight, and only
-//! those: the provider keeps serving afterwards.
+//! `StopProvider` (and protocol 5's `Stop`) cancels the reads and plans in flight, and
+//! only those: the provider keeps serving afterwards, and an apply under way finishes
+//! (its result is the state Terraform keeps).
 //!
 //! The server address points at a "blackhole": a TCP listener that accepts and then
 //! never answers, so a ReadResource against it hangs in the TLS handshake until the
@@ -195,4 +196,124 @@ async fn protocol_5_stop_cancels_a_data_source_read() {
         .into_inner();
     assert_eq!(resp.diagnostics.len(), 1, "{:?}", resp.diagnostics);
     assert_eq!(resp.diagnostics[0].summary, "Operation cancelled");
+}
+
+/// A resource whose apply waits to be released: it tells when it has started.
+struct Gated {
+    schema: terraform_provider_strongbox::core::TfSchema,
+    entered: mpsc::UnboundedSender<()>,
+    release: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[async_trait::async_trait]
+impl terraform_provider_strongbox::core::Resource for Gated {
+    fn name(&self) -> &'static str {
+        "test_gated"
+    }
+    fn schema(&self) -> terraform_provider_strongbox::core::TfSchema {
+        self.schema.clone()
+    }
+    async fn plan(
+        &self,
+        _: &terraform_provider_strongbox::core::Ctx,
+        _: terraform_provider_strongbox::core::PlanReq<'_>,
+    ) -> Result<
+        terraform_provider_strongbox::core::PlanResp,
+        terraform_provider_strongbox::core::Diags,
+    > {
+        Err(Vec::new())
+    }
+    async fn apply(
+        &self,
+        _: &terraform_provider_strongbox::core::Ctx,
+        _: &Value,
+        planned: &Value,
+        _: &Value,
+    ) -> Result<Value, terraform_provider_strongbox::core::Diags> {
+        let _ = self.entered.send(());
+        if let Some(rx) = self.release.lock().await.take() {
+            let _ = rx.await;
+        }
+        Ok(planned.clone())
+    }
+    async fn read(
+        &self,
+        _: &terraform_provider_strongbox::core::Ctx,
+        _: &Value,
+    ) -> Result<Value, terraform_provider_strongbox::core::Diags> {
+        Err(Vec::new())
+    }
+    async fn import(
+        &self,
+        _: &terraform_provider_strongbox::core::Ctx,
+        _: &str,
+    ) -> Result<Value, terraform_provider_strongbox::core::Diags> {
+        Err(Vec::new())
+    }
+}
+
+/// StopProvider does not cut an apply short: it finishes, and its result (here a
+/// create's new object) is what Terraform gets and keeps in the state. Cut short, the
+/// object would exist on the server and nowhere in the state.
+#[tokio::test]
+async fn stop_lets_an_apply_under_way_finish() {
+    let mut core = resources::core();
+    let schema = core.resources["strongbox_secret"].schema();
+    let ty = schema.object_type();
+    let (entered, mut started) = mpsc::unbounded_channel();
+    let (release, gate) = tokio::sync::oneshot::channel();
+    core.resources.insert(
+        "test_gated",
+        Arc::new(Gated {
+            schema: schema.clone(),
+            entered,
+            release: tokio::sync::Mutex::new(Some(gate)),
+        }),
+    );
+    let (_, v6) = grpc::adapters(Arc::new(core));
+    let endpoint = serve(tonic::service::Routes::new(
+        tfplugin6::provider_server::ProviderServer::new(v6),
+    ))
+    .await;
+    let mut client = tfplugin6::provider_client::ProviderClient::connect(endpoint)
+        .await
+        .expect("connect");
+    let mut planned = null_object(&schema);
+    planned.set("name", Value::string("made"));
+    planned.set("id", Value::string("made"));
+    let encoded = tfplugin6::DynamicValue {
+        msgpack: dv(&planned, &ty),
+        json: Vec::new(),
+    };
+    let mut c = client.clone();
+    let req = tfplugin6::apply_resource_change::Request {
+        type_name: "test_gated".into(),
+        prior_state: Some(tfplugin6::DynamicValue {
+            msgpack: dv(&Value::Null, &ty),
+            json: Vec::new(),
+        }),
+        planned_state: Some(encoded.clone()),
+        config: Some(encoded.clone()),
+        ..Default::default()
+    };
+    let call = tokio::spawn(async move { c.apply_resource_change(req).await });
+    tokio::time::timeout(HANG_GUARD, started.recv())
+        .await
+        .expect("the apply starts")
+        .expect("gate");
+    client
+        .stop_provider(tfplugin6::stop_provider::Request {})
+        .await
+        .expect("stop_provider");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!call.is_finished(), "the apply was cut short by the stop");
+    release.send(()).expect("release");
+    let resp = tokio::time::timeout(HANG_GUARD, call)
+        .await
+        .expect("the apply ends")
+        .expect("task")
+        .expect("a response")
+        .into_inner();
+    assert!(resp.diagnostics.is_empty(), "{:?}", resp.diagnostics);
+    assert_eq!(resp.new_state, Some(encoded));
 }

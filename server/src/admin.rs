@@ -94,7 +94,8 @@ pub(crate) enum AuditCommand {
         /// Records to print before following.
         #[arg(long, short = 'n', default_value_t = 10)]
         lines: u64,
-        /// Seconds between polls.
+        /// Seconds between polls (0.05–3600). A poll that finds the server unreachable or
+        /// busy is retried, from the same place in the trail, with a growing pause.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
         /// Only this principal.
@@ -310,8 +311,8 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             include_audit_reads,
             max,
         } => {
-            if !interval.is_finite() || interval <= 0.0 {
-                bail!("--interval: a positive number of seconds");
+            if !interval.is_finite() || !(0.05..=3600.0).contains(&interval) {
+                bail!("--interval: a number of seconds from 0.05 to 3600");
             }
             // Asking for audit:Read records shows them, whatever the default hides.
             let show_audit_reads = include_audit_reads || action.as_deref() == Some("audit:Read");
@@ -324,10 +325,23 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 ..Default::default()
             };
             q.page_token = Some(tail_start(&c, &q, lines, &shown).await?.to_string());
-            let pause = Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
+            let pause = Duration::from_secs_f64(interval);
             let mut printed = 0u64;
+            let mut retry = pause;
             loop {
-                let page = c.list_audit(&q).await?;
+                // Following survives a server restart or a dropped connection: the place
+                // in the trail is kept, so nothing is missed or printed twice.
+                let page = match c.list_audit(&q).await {
+                    Ok(page) => page,
+                    Err(e) if passing(&e) => {
+                        eprintln!("audit tail: {e}; trying again in {} s", retry.as_secs_f64());
+                        tokio::time::sleep(retry).await;
+                        retry = (retry * 2).min(Duration::from_secs(30)).max(pause);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                retry = pause;
                 for r in &page.records {
                     q.page_token = Some(r.seq.to_string());
                     if !shown(r) {
@@ -350,6 +364,15 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 tokio::time::sleep(pause).await;
             }
         }
+    }
+}
+
+/// A failure that may pass by itself: no answer, or the server busy or restarting.
+fn passing(e: &strongbox_client::Error) -> bool {
+    match e {
+        strongbox_client::Error::Transport(_) => true,
+        strongbox_client::Error::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+        _ => false,
     }
 }
 

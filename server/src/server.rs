@@ -274,6 +274,18 @@ pub fn unseal(
     barrier
         .verify_keycheck(&keycheck)
         .context("refusing to unseal")?;
+    // Every store this server knows has a format it can read (init has always written
+    // one); a newer release's store is not written to in this one's layout.
+    match backend.get(Table::Meta, META_FORMAT)?.as_deref() {
+        Some(b"1") | Some(b"2") => {}
+        Some(other) => bail!(
+            "refusing to unseal: the data dir has format {:?}, which this release does not know (it reads 1 and 2); run the release that wrote it",
+            String::from_utf8_lossy(other)
+        ),
+        None => {
+            bail!("refusing to unseal: the data dir has no format version: the database is damaged")
+        }
+    }
     // The audit trail is checked before anything is written: a store refused here is
     // left exactly as it was found (the upgrade below writes only to a store whose
     // trail it can vouch for).

@@ -55,7 +55,7 @@ fn policy_schema() -> TfSchema {
         version: 0,
         description: "An access policy: a RAM-style document of Allow/Deny statements over actions (`kms:GetSecretValue`) and resources (`secret/app/*`).".into(),
         attrs: vec![
-            m.required("name").describe("Policy name (forces replacement)."),
+            m.required("name").describe("Policy name (forces replacement). Renaming a policy that principals use needs `lifecycle { create_before_destroy = true }`: a policy in use cannot be deleted."),
             m.optional("description"),
             m.required("document").describe("The policy document as JSON (use `jsonencode`); compared by meaning."),
             Attr::computed("id", string()).describe("The policy name."),
@@ -184,7 +184,19 @@ impl Resource for PolicyResource {
         )
         .await
     }
-    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+    async fn import(&self, ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        // A built-in policy cannot be changed or deleted: imported, its state could never
+        // be managed. It is referred to by name instead.
+        if let Ok(p) = ctx.client()?.get_policy(id).await
+            && p.builtin
+        {
+            return Err(vec![Diag::error(
+                "Cannot import a built-in policy",
+                format!(
+                    "{id} is built in: it cannot be changed or deleted, so Terraform cannot manage it; refer to it by name (policies = [\"{id}\"])"
+                ),
+            )]);
+        }
         let mut v = null_object(&policy_schema());
         v.set("name", Value::string(id));
         v.set("id", Value::string(id));
@@ -323,7 +335,17 @@ impl Resource for PrincipalResource {
         )
         .await
     }
-    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+    async fn import(&self, ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        if let Ok(p) = ctx.client()?.get_principal(id).await
+            && p.builtin
+        {
+            return Err(vec![Diag::error(
+                "Cannot import a built-in principal",
+                format!(
+                    "{id} is built in: it cannot be changed or deleted, so Terraform cannot manage it"
+                ),
+            )]);
+        }
         let mut v = null_object(&principal_schema());
         v.set("name", Value::string(id));
         v.set("id", Value::string(id));

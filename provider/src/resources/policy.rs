@@ -30,7 +30,7 @@ fn build_schema() -> TfSchema {
             m.required("name")
                 .describe("Policy name (forces replacement). Renaming a policy that secrets use needs `lifecycle { create_before_destroy = true }`: a policy in use cannot be deleted."),
             m.required("interval").describe(
-                "Time between rotations, 6h–365d (e.g. `7d`, `604800s`); compared by meaning.",
+                "Time between rotations, 6h–365d (e.g. `7d`, `604800s`). A change outside Terraform that keeps the meaning (`168h` for `7d`) is not drift.",
             ),
             m.optional_computed("window")
                 .describe("Rotations start within this window after they fall due (default `1h`)."),
@@ -137,6 +137,14 @@ impl Resource for PolicyResource {
         let (prior, config) = (req.prior, req.config);
         let mut p = req.proposed.clone();
         default_if_unset(&mut p, config, "window", Value::string("1h"));
+        // Unset means the default, 1h: a window that already means that (`60m`) stays.
+        if config.attr("window").is_null()
+            && prior
+                .str_attr("window")
+                .is_some_and(|w| api::Interval::parse(w).ok() == api::Interval::parse("1h").ok())
+        {
+            p.set("window", prior.attr("window").clone());
+        }
         default_if_unset(&mut p, config, "enabled", Value::Bool(true));
         if prior.is_null() {
             unknown_if_null(&mut p, &["id", "arn"]);
@@ -228,5 +236,53 @@ impl Resource for PolicyResource {
         v.set("name", Value::string(id));
         v.set("id", Value::string(id));
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::PlanReq;
+
+    /// An unset window is the default, 1h; a prior window that means the same (`60m`,
+    /// set outside Terraform) is not planned as a change.
+    #[tokio::test]
+    async fn an_unset_window_keeps_a_prior_one_of_the_same_meaning() {
+        let mut prior = null_object(&schema());
+        for (a, x) in [
+            ("name", "p"),
+            ("id", "p"),
+            ("arn", "strongbox:kms:rotation-policy/p"),
+            ("interval", "7d"),
+            ("window", "60m"),
+            ("strategy", "random"),
+        ] {
+            prior.set(a, Value::string(x));
+        }
+        prior.set("enabled", Value::Bool(true));
+        let mut config = prior.clone();
+        for a in ["id", "arn", "window", "enabled"] {
+            config.set(a, Value::Null);
+        }
+        let plan = |config: Value, prior: Value| async move {
+            PolicyResource
+                .plan(
+                    &crate::core::Ctx::default(),
+                    PlanReq {
+                        prior: &prior,
+                        proposed: &config,
+                        config: &config,
+                    },
+                )
+                .await
+                .unwrap()
+                .planned
+        };
+        let p = plan(config.clone(), prior.clone()).await;
+        assert_eq!(p.str_attr("window"), Some("60m"));
+        let mut other = prior.clone();
+        other.set("window", Value::string("2h"));
+        let p = plan(config, other).await;
+        assert_eq!(p.str_attr("window"), Some("1h"));
     }
 }

@@ -62,6 +62,24 @@ pub fn client(config: &Value) -> Result<Client, Diags> {
     if !d.is_empty() {
         return Err(d);
     }
+    // An attribute whose value is known only after apply is set, not unset: falling
+    // back to the environment would plan against another server or as another caller.
+    let unknown: Diags = ["address", "token", "ca_cert", "ca_cert_file"]
+        .into_iter()
+        .filter(|a| config.attr(a).is_unknown())
+        .map(|a| {
+            Diag::error(
+                "Provider configuration not known yet",
+                format!(
+                    "{a} depends on a value known only after apply; give the provider values known at plan time, or apply what it depends on first (terraform apply -target=…)"
+                ),
+            )
+            .at(a)
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
     let address = config
         .str_attr("address")
         .map(str::to_string)
@@ -111,4 +129,27 @@ pub fn client(config: &Value) -> Result<Client, Diags> {
         timeout: None,
     })
     .map_err(|e| vec![Diag::error("Invalid provider configuration", e.to_string())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::null_object;
+
+    /// An unknown attribute is an error naming it, never a reason to use the
+    /// environment's server or token.
+    #[test]
+    fn unknown_configuration_is_refused_not_replaced_by_the_environment() {
+        let mut config = null_object(&schema());
+        config.set("address", Value::string("https://127.0.0.1:1"));
+        config.set("token", Value::unknown());
+        let d = client(&config).expect_err("refused");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].summary, "Provider configuration not known yet");
+        assert!(
+            d[0].detail.starts_with("token depends on"),
+            "{}",
+            d[0].detail
+        );
+    }
 }

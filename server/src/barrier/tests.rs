@@ -209,3 +209,13 @@ fn audit_macs_match_an_independent_implementation() {
     let other = Barrier::new(&Secret32::from_bytes([0x45; 32]));
     assert_ne!(other.audit_record_mac(9, &prev, b"{\"seq\":9}"), got);
 }
+
+/// The cipher that `Aes256Gcm` builds from each data key wipes its key schedule when
+/// dropped: a compile-time check that the `zeroize` feature reaches the `aes` crate
+/// (workspace Cargo.toml). `ghash` and `polyval` get the same feature there; they wipe
+/// in `Drop` without the marker trait, so only `aes` can be checked this way.
+#[test]
+fn the_cipher_wipes_its_key_schedule() {
+    fn wiped<T: zeroize::ZeroizeOnDrop>() {}
+    wiped::<aes::Aes256>();
+}

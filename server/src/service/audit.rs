@@ -658,10 +658,25 @@ pub fn check_audit_head(store: &(impl Reader + ?Sized), barrier: &Barrier) -> Re
     let last = store
         .get(Table::Audit, &h.count.to_be_bytes())
         .map_err(|e| e.to_string())?;
-    let last_ok = last
-        .as_deref()
-        .and_then(split_stored)
-        .is_some_and(|s| barrier::digest_eq(&s.mac, &h.last));
+    // The last record's MAC is the head's, and it covers the record's body and the
+    // MAC before it (zeros for the first): an edited body is caught here, not only by a
+    // later `verify`, so nothing is built on it.
+    let prev = if h.count == 1 {
+        Some([0u8; 32])
+    } else {
+        store
+            .get(Table::Audit, &(h.count - 1).to_be_bytes())
+            .map_err(|e| e.to_string())?
+            .as_deref()
+            .and_then(split_stored)
+            .map(|s| s.mac)
+    };
+    let last_ok = last.as_deref().and_then(split_stored).is_some_and(|s| {
+        barrier::digest_eq(&s.mac, &h.last)
+            && prev.is_some_and(|prev| {
+                barrier::digest_eq(&barrier.audit_record_mac(h.count, &prev, s.body), &s.mac)
+            })
+    });
     if !last_ok {
         return Err(format!(
             "audit record {} (the head's last) is missing or altered",

@@ -38,6 +38,22 @@ fn put_get_delete_scan() {
         assert_eq!(all.len(), 2, "{name}");
         let after = b.scan(Table::Secrets, b"a/", Some(b"a/1"), 10).unwrap();
         assert_eq!(after, vec![(b"a/2".to_vec(), b"y".to_vec())], "{name}");
+        // A start that sorts before the prefix (a page token of another listing) starts
+        // at the prefix, in snapshots too.
+        let early = vec![(b"b".to_vec(), b"z".to_vec())];
+        assert_eq!(
+            b.scan(Table::Secrets, b"b", Some(b"a/1"), 10).unwrap(),
+            early,
+            "{name}"
+        );
+        assert_eq!(
+            b.snapshot()
+                .unwrap()
+                .scan(Table::Secrets, b"b", Some(b"a/1"), 10)
+                .unwrap(),
+            early,
+            "{name}"
+        );
         assert_eq!(
             b.scan(Table::Secrets, b"", None, 2).unwrap().len(),
             2,

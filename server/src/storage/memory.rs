@@ -38,7 +38,10 @@ impl Backend for MemoryBackend {
         let t = self.tables.read().map_err(|_| poisoned())?;
         let start = (
             table,
-            after.map(<[u8]>::to_vec).unwrap_or_else(|| prefix.to_vec()),
+            after
+                .filter(|a| *a > prefix)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_else(|| prefix.to_vec()),
         );
         Ok(t.range(start..)
             .filter(|((_, k), _)| Some(k.as_slice()) != after)
@@ -85,7 +88,10 @@ impl Reader for MemorySnapshot {
     ) -> Result<Entries, StorageError> {
         let start = (
             table,
-            after.map(<[u8]>::to_vec).unwrap_or_else(|| prefix.to_vec()),
+            after
+                .filter(|a| *a > prefix)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_else(|| prefix.to_vec()),
         );
         Ok(self
             .0

@@ -208,7 +208,9 @@ fn tx_scan(
     let Some(t) = open_read(rtx, table)? else {
         return Ok(Vec::new());
     };
-    let start: &[u8] = after.unwrap_or(prefix);
+    // After `after`, but never before the prefix (a page token from another listing
+    // may sort before it).
+    let start: &[u8] = after.filter(|a| *a > prefix).unwrap_or(prefix);
     let mut out = Vec::new();
     for item in t.range(start..).map_err(StorageError::from_display)? {
         let (k, v) = item.map_err(StorageError::from_display)?;

@@ -272,6 +272,32 @@ async fn a_tampered_head_refuses_to_unseal() {
     assert!(svc.verify_audit().unwrap().intact);
     drop(svc);
     assert!(open().is_ok(), "an intact trail unseals");
+    // The last record's body edited, its MAC kept: refused too, not built upon.
+    let original = b.get(Table::Audit, &key_of(3)).unwrap().unwrap();
+    let mut edited = original.clone();
+    edited.push(b' ');
+    b.commit(&[Mutation::Put(Table::Audit, key_of(3), edited)])
+        .unwrap();
+    let e = open().err().unwrap().to_string();
+    assert!(e.contains("audit record 3"), "{e}");
+    b.commit(&[Mutation::Put(Table::Audit, key_of(3), original)])
+        .unwrap();
+    assert!(open().is_ok(), "restored, it unseals again");
+    // A format this release does not know is refused before anything is written.
+    b.commit(&[Mutation::Put(
+        Table::Meta,
+        b"format_version".to_vec(),
+        b"3".to_vec(),
+    )])
+    .unwrap();
+    let e = open().err().unwrap().to_string();
+    assert!(e.contains("format \"3\""), "{e}");
+    b.commit(&[Mutation::Put(
+        Table::Meta,
+        b"format_version".to_vec(),
+        b"2".to_vec(),
+    )])
+    .unwrap();
     b.commit(&[Mutation::Delete(Table::Audit, key_of(3))])
         .unwrap();
     let e = open().err().unwrap().to_string();
@@ -800,6 +826,97 @@ async fn audit_tail_follows_new_records() {
         recs.iter().all(|r| r.action != "audit:Read"),
         "its own polls are hidden"
     );
+}
+
+/// `audit tail` outlives a server it cannot reach for a while (a restart, a dropped
+/// connection): it retries from where it was, so the records made meanwhile are printed,
+/// once each. The connection goes through a proxy that the test cuts and restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_tail_keeps_following_across_an_outage() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::AtomicBool;
+    let s = TestServer::start().await;
+    let up = Arc::new(AtomicBool::new(true));
+    let links = Arc::new(std::sync::Mutex::new(
+        Vec::<tokio::task::JoinHandle<()>>::new(),
+    ));
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let (server, up2, links2) = (s.addr, up.clone(), links.clone());
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = proxy.accept().await {
+            if !up2.load(Relaxed) {
+                continue; // dropped: the client sees the connection close
+            }
+            links2.lock().unwrap().push(tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            }));
+        }
+    });
+    let mut child = s
+        .cli(&s.token)
+        .env(
+            "STRONGBOX_ADDR",
+            format!("https://127.0.0.1:{}", proxy_addr.port()),
+        )
+        .args([
+            "audit",
+            "tail",
+            "-n",
+            "0",
+            "--interval",
+            "0.1",
+            "--max",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<api::AuditRecord>(&l.unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    // Its first poll is its own audit:Read record.
+    let polls = strongbox_server::service::AuditQuery {
+        action: Some("audit:Read".into()),
+        limit: 1000,
+        ..Default::default()
+    };
+    while s.service.list_audit(&polls).unwrap().records.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    s.client
+        .create_secret(&text_secret("tail/before", "v"))
+        .await
+        .unwrap();
+    // Cut: connections under way are dropped, new ones refused.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    up.store(false, Relaxed);
+    for l in links.lock().unwrap().drain(..) {
+        l.abort();
+    }
+    s.client
+        .create_secret(&text_secret("tail/during", "v"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    up.store(true, Relaxed);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let errors = errors.join().unwrap();
+    assert!(status.success(), "{errors}");
+    assert!(errors.contains("trying again"), "{errors}");
+    let recs = lines.join().unwrap();
+    let resources: Vec<&str> = recs.iter().map(|r| r.resource.as_str()).collect();
+    assert_eq!(resources, ["secret/tail/before", "secret/tail/during"]);
 }
 
 /// A store of format 1 (init wrote no audit head) that never audited a request is

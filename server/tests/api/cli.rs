@@ -154,11 +154,11 @@ async fn bad_command_lines_are_refused_with_a_reason() {
         "",
         "no token was made"
     );
-    // A poll interval that is not a positive number.
-    for bad in ["nan", "0", "inf"] {
+    // A poll interval out of range is refused, not quietly changed.
+    for bad in ["nan", "0", "inf", "0.001", "7200"] {
         let mut tail = s.cli(&s.token);
         tail.args(["audit", "tail", "--interval", bad]);
-        refused(tail, "--interval: a positive number of seconds").await;
+        refused(tail, "--interval: a number of seconds from 0.05 to 3600").await;
     }
 }
 

@@ -67,6 +67,13 @@ pub enum Error {
     /// The response was not what the API promises.
     #[error("unexpected response: {0}")]
     Decode(String),
+    /// An HTTP error without the server's error body: from something in front of the
+    /// server (a proxy, a gateway), or not from a Strongbox server at all.
+    #[error("HTTP {status} without an error body")]
+    Status {
+        /// HTTP status.
+        status: u16,
+    },
     /// An argument cannot be sent as given (a name or id that is empty, `.` or `..`,
     /// which a URL would resolve to another resource); nothing was sent.
     #[error("invalid argument: {0}")]
@@ -80,6 +87,23 @@ impl Error {
             Error::Api { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// The HTTP status of an answer, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } | Error::Status { status } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again later may succeed: no answer, or the server (or what is in
+    /// front of it) busy, restarting or timed out.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transport(_))
+            || self
+                .status()
+                .is_some_and(|s| matches!(s, 429 | 502 | 503 | 504))
     }
 }
 
@@ -301,9 +325,10 @@ impl Client {
                 message: e.message,
                 request_id: e.request_id,
             }),
-            Err(_) => Err(Error::Decode(format!(
-                "HTTP {status} without an error body"
-            ))),
+            // A proxy or gateway in front of the server (an HTML 502, say).
+            Err(_) => Err(Error::Status {
+                status: status.as_u16(),
+            }),
         }
     }
 
@@ -753,3 +778,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 pub use reqwest::Method as HttpMethod;
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn what_may_pass_by_itself() {
+        assert!(Error::Transport("reset".into()).is_transient());
+        for status in [429, 502, 503, 504] {
+            assert!(Error::Status { status }.is_transient(), "{status}");
+        }
+        assert!(!Error::Status { status: 500 }.is_transient());
+        assert!(!Error::Decode("bad JSON".into()).is_transient());
+        assert_eq!(Error::Status { status: 504 }.status(), Some(504));
+    }
+}

@@ -87,7 +87,7 @@ pub(crate) enum PolicyCommand {
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
     /// Check the HMAC chain of the whole trail; exits 1 naming the first bad record, 2
-    /// when it could not be checked (server unreachable, token refused).
+    /// when it could not be checked (no answer, a busy server or gateway, token refused).
     Verify,
     /// Print the last records, then follow new ones (one JSON object per line).
     Tail {
@@ -275,13 +275,8 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             let r = c.verify_audit().await.map_err(|e| {
                 // Not reached, not allowed, or not available now: no verdict (2). Any
                 // other failure of the check itself counts against the trail (1).
-                let no_verdict = match &e {
-                    strongbox_client::Error::Transport(_) => true,
-                    strongbox_client::Error::Api { status, .. } => {
-                        matches!(status, 401 | 403 | 429 | 503)
-                    }
-                    _ => false,
-                };
+                let no_verdict =
+                    e.is_transient() || e.status().is_some_and(|s| matches!(s, 401 | 403));
                 if no_verdict {
                     anyhow::Error::new(VerifyUnavailable(e))
                 } else {
@@ -333,7 +328,7 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 // in the trail is kept, so nothing is missed or printed twice.
                 let page = match c.list_audit(&q).await {
                     Ok(page) => page,
-                    Err(e) if passing(&e) => {
+                    Err(e) if e.is_transient() => {
                         eprintln!("audit tail: {e}; trying again in {} s", retry.as_secs_f64());
                         tokio::time::sleep(retry).await;
                         retry = (retry * 2).min(Duration::from_secs(30)).max(pause);
@@ -364,15 +359,6 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 tokio::time::sleep(pause).await;
             }
         }
-    }
-}
-
-/// A failure that may pass by itself: no answer, or the server busy or restarting.
-fn passing(e: &strongbox_client::Error) -> bool {
-    match e {
-        strongbox_client::Error::Transport(_) => true,
-        strongbox_client::Error::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
-        _ => false,
     }
 }
 

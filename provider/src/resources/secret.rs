@@ -533,6 +533,10 @@ impl Resource for SecretResource {
                     {
                         state.set("force_delete_without_recovery", Value::Bool(true));
                     }
+                    d.push(Diag::warning(
+                        "The secret was created but not fully set up",
+                        format!("{name} stays in the state, tainted, with force_delete_without_recovery = true: the next apply replaces it and purges this one at once, so that its name is free for the new one"),
+                    ));
                     Err(d)
                 }
             };

@@ -112,17 +112,26 @@ fn check_attached_secrets(t: &(impl Reader + ?Sized), who: &Actor, p: &PolicyRec
     Ok(())
 }
 
-/// `RotationInProgress` if a secret attached to policy `name` has an unfinished rotation.
-fn refuse_if_rotating(t: &(impl Reader + ?Sized), name: &str) -> Result<()> {
+/// `RotationInProgress` if a secret attached to policy `name` has an unfinished rotation:
+/// persisted (its pending version made), or running in this server (`running`; its
+/// *create* step may be under way, before anything is persisted).
+fn refuse_if_rotating(
+    t: &(impl Reader + ?Sized),
+    name: &str,
+    running: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     let prefix = composite(name, "");
     for (k, _) in t.scan(Table::PolicySecrets, &prefix, None, usize::MAX)? {
         let secret = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
         let Some(rec) = load::<SecretRecord>(t, Table::Secrets, secret.as_bytes())? else {
             continue;
         };
-        if let Some(r) = &rec.rotation.in_progress
-            && rec.version_has(&r.version_id, api::STAGE_PENDING)
-        {
+        let persisted = rec
+            .rotation
+            .in_progress
+            .as_ref()
+            .is_some_and(|r| rec.version_has(&r.version_id, api::STAGE_PENDING));
+        if persisted || running(&secret) {
             return Err(Error::new(
                 ErrorCode::RotationInProgress,
                 format!(
@@ -154,6 +163,7 @@ impl Service {
         validate_window(&window, &req.interval)?;
         let settings = req.settings.unwrap_or_default();
         validate_settings(req.strategy, &settings)?;
+        super::rotation::check_legacy_length(&settings)?;
         check_delegation(who, req.strategy, &settings)?;
         let now = self.now();
         let rec = PolicyRecord {
@@ -209,7 +219,7 @@ impl Service {
         req: api::UpdateRotationPolicyRequest,
         who: &Actor,
     ) -> Result<api::RotationPolicy> {
-        let (name, now, who) = (name.to_string(), self.now(), who.clone());
+        let (name, now, who, this) = (name.to_string(), self.now(), who.clone(), self.clone());
         self.write(move |t| {
             let mut p: PolicyRecord = load(t, Table::RotationPolicies, name.as_bytes())?
                 .ok_or_else(|| not_found(&name))?;
@@ -231,16 +241,11 @@ impl Service {
                 p.strategy = s;
             }
             if let Some(s) = req.settings {
+                // Settings given now are checked strictly; stored ones as they always were.
+                super::rotation::check_legacy_length(&s)?;
                 p.settings = s;
             }
             validate_settings(p.strategy, &p.settings)?;
-            // An unfinished rotation resumes under its policy: a strategy or settings
-            // changed under it (a database's `set` followed by another strategy's `test`,
-            // a webhook's steps sent to another URL) would finish it wrongly. The refusal
-            // does not name the secret, which the caller may not be allowed to see.
-            if (p.strategy, &p.settings) != (before.0, &before.1) {
-                refuse_if_rotating(t, &p.name)?;
-            }
             // The delegated rights are about where values go, whose tokens are issued and
             // how long credentials live: an update that only turns the policy on or off
             // gives the caller nothing new, and must stay possible, e.g. to switch off a
@@ -250,6 +255,14 @@ impl Service {
             {
                 check_delegation(&who, p.strategy, &p.settings)?;
                 check_attached_secrets(t, &who, &p)?;
+            }
+            // An unfinished rotation resumes under its policy: a strategy or settings
+            // changed under it (a database's `set` followed by another strategy's `test`,
+            // a webhook's steps sent to another URL) would finish it wrongly. Checked
+            // after the caller's rights, and without naming the secret, which the caller
+            // may not be allowed to see.
+            if (p.strategy, &p.settings) != (before.0, &before.1) {
+                refuse_if_rotating(t, &p.name, &|s| this.is_rotating(s))?;
             }
             if let Some(e) = req.enabled {
                 p.enabled = e;

@@ -888,6 +888,15 @@ impl Service {
                             ),
                         ));
                     }
+                    // Running, its first step under way (nothing persisted yet).
+                    if this.is_rotating(&name) {
+                        return Err(Error::new(
+                            ErrorCode::RotationInProgress,
+                            format!(
+                                "a rotation of secret {name} is running: its rotation policy cannot change until it ends"
+                            ),
+                        ));
+                    }
                     if let Some(p) = &new {
                         check_attach(t, &who, p, &name)?;
                         t.put(Table::PolicySecrets, &composite(p, &name), Vec::new());

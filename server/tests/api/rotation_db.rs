@@ -1881,4 +1881,19 @@ async fn a_dual_rotation_after_a_put_of_the_current_account_resets_the_other_one
         .trim(),
         "0"
     );
+    // Moved to another account (put twice, so ACSPrevious names it too): the next
+    // rotation clones that account, and leaves the old pair alone.
+    pg_app(&pg, "fresh", "pw-f").await;
+    for _ in 0..2 {
+        c.put_secret_value("dual", &put(&account("fresh", "pw-f")))
+            .await
+            .unwrap();
+    }
+    c.rotate_secret("dual", None).await.unwrap();
+    assert_eq!(current().await.name, "fresh_clone");
+    assert_eq!(
+        pg.login("app", &second.password).await,
+        Ok(()),
+        "the old pair is not touched"
+    );
 }

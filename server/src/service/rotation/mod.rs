@@ -51,6 +51,7 @@ pub(crate) use database::{
 };
 pub use egress::EgressPolicy;
 pub use random::PasswordRules;
+pub(crate) use random::check_legacy_length;
 use schedule::{Job, due_jobs};
 pub(crate) use schedule::{reindex_key, reindex_secret, reindex_secret_with, unindex_secret};
 use strategy::{AnyStrategy, Step, StepContext, Strategy};

@@ -60,24 +60,41 @@ fn flag(field: &str, v: Option<&String>, default: bool) -> Result<bool> {
     }
 }
 
+/// `password_length`: what database policies took before they took these rules (and
+/// ignored). Stored policies keep it: a value `length` would take is honoured as one,
+/// anything else is still ignored, so that no stored policy stops rotating. A new or
+/// changed setting is checked strictly (`check_legacy_length`).
+fn legacy_length(settings: &BTreeMap<String, String>) -> Option<usize> {
+    settings
+        .get("password_length")?
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (8..=128).contains(n))
+}
+
+/// `password_length` as a setting given now: a whole number from 8 to 128.
+pub(crate) fn check_legacy_length(settings: &BTreeMap<String, String>) -> Result<()> {
+    match settings.get("password_length") {
+        Some(_) if legacy_length(settings).is_none() => Err(Error::invalid(
+            "settings.password_length",
+            "must be a whole number from 8 to 128 (it is another name of length)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl PasswordRules {
     /// Parses rules from strategy settings (or query parameters), naming the field
     /// that is wrong; `prefix` is `settings.` or empty.
     pub fn parse(settings: &BTreeMap<String, String>, prefix: &str) -> Result<Self> {
         let f = |k: &str| format!("{prefix}{k}");
-        // `password_length`: what database policies took before they took these rules
-        // (and ignored); kept as another name of `length`.
-        let (key, given) = match (settings.get("length"), settings.get("password_length")) {
-            (None, Some(l)) => ("password_length", Some(l)),
-            (l, _) => ("length", l),
-        };
-        let length = match given {
-            None => DEFAULT_LENGTH,
+        let length = match settings.get("length") {
+            None => legacy_length(settings).unwrap_or(DEFAULT_LENGTH),
             Some(l) => match l.parse::<usize>() {
                 Ok(n) if (8..=128).contains(&n) => n,
                 _ => {
                     return Err(Error::invalid(
-                        &f(key),
+                        &f("length"),
                         "must be a whole number from 8 to 128",
                     ));
                 }
@@ -257,7 +274,15 @@ mod tests {
                 .length,
             20
         );
-        let e = rules(&[("password_length", "4")]).unwrap_err();
+        // A stored value `length` would refuse is ignored, as it always was: the policy
+        // keeps rotating with the default length. Given now, it is refused.
+        assert_eq!(
+            rules(&[("password_length", "4")]).unwrap().length,
+            DEFAULT_LENGTH
+        );
+        let given: BTreeMap<String, String> =
+            [("password_length".to_string(), "4".to_string())].into();
+        let e = check_legacy_length(&given).unwrap_err();
         assert!(
             e.message.starts_with("settings.password_length:"),
             "{}",

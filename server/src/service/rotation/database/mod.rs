@@ -765,23 +765,24 @@ impl crate::service::Service {
                 }
             },
         };
-        // Dual users alternate between two accounts, and the one to reset is the other
-        // one. When ACSPrevious names the same account as ACSCurrent (someone put the
-        // current account's value again) or there is none, the other account is the one
-        // the newest other version names: a clone is made only when no version names
-        // another account. (Otherwise each such put would start a new clone, and the
-        // first account's password would stay valid, unrotated and untracked.)
+        // Dual users alternate between two accounts, an account and its clone, and the one
+        // to reset is the other one. When ACSPrevious names the same account as ACSCurrent
+        // (someone put the current account's value again) or there is none, the other one
+        // is taken from the versions: the newest that names the current account's pair
+        // (its clone, or the account it is the clone of). Otherwise each such put would
+        // start a clone of the clone, and the first account's password would stay valid,
+        // unrotated and untracked. Any other account (a secret moved to a new account) is
+        // never reset for it; an ACSPrevious that does not parse still fails the rotation.
         let dual = RdsConfig::parse(rec.extended_config.as_ref())
             .is_ok_and(|c| c.sub_type == SubType::DoubleUsers);
         let name_of = |v: &[u8]| Account::parse(v, "value").ok().map(|a| a.name);
+        let same_as_current = |cur: &str| match previous.as_deref() {
+            None => true,
+            Some(p) => name_of(p).is_some_and(|p| p == cur),
+        };
         let previous = match (dual, name_of(&current)) {
-            (true, Some(cur))
-                if previous
-                    .as_deref()
-                    .and_then(|p| name_of(p))
-                    .is_none_or(|p| p == cur) =>
-            {
-                self.other_account(rec, &cur).or(previous)
+            (true, Some(cur)) if same_as_current(&cur) => {
+                self.paired_account(engine, rec, &cur).or(previous)
             }
             _ => previous,
         };
@@ -803,9 +804,23 @@ impl crate::service::Service {
 }
 
 impl crate::service::Service {
-    /// The value of the newest version of `rec` whose account is not `current` (a
-    /// version that cannot be read is passed over).
-    fn other_account(&self, rec: &SecretRecord, current: &str) -> Option<Zeroizing<Vec<u8>>> {
+    /// The value of the newest version of `rec` that names `current`'s pair: its clone,
+    /// or the account it is the clone of (a version that cannot be read is passed over).
+    fn paired_account(
+        &self,
+        engine: Engine,
+        rec: &SecretRecord,
+        current: &str,
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        // Whether the server is MariaDB (which allows longer names, so clones are named
+        // differently) is not known without connecting: either naming pairs them.
+        let paired = |other: &str| {
+            other != current
+                && [false, true].into_iter().any(|mariadb| {
+                    clone_name(engine, current, mariadb) == other
+                        || clone_name(engine, other, mariadb) == current
+                })
+        };
         // Newest first; versions of the same second in the order they were added, last
         // first.
         let mut versions: Vec<_> = rec.versions.iter().rev().collect();
@@ -813,7 +828,7 @@ impl crate::service::Service {
         versions.into_iter().find_map(|v| {
             let value = self.plaintext(&rec.name, Some(&v.version_id)).ok()?;
             let account = Account::parse(&value, "value").ok()?;
-            (account.name != current).then_some(value)
+            paired(&account.name).then_some(value)
         })
     }
 }

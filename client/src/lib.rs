@@ -43,8 +43,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// Errors of the client.
+/// Errors of the client. More kinds may come: match with a wildcard arm.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The server answered with an error body.
     #[error("{code}: {message} (HTTP {status}, request {request_id})")]

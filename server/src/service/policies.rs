@@ -135,7 +135,7 @@ fn refuse_if_rotating(
             return Err(Error::new(
                 ErrorCode::RotationInProgress,
                 format!(
-                    "a secret attached to rotation-policy/{name} has an unfinished rotation: the policy's strategy and settings cannot change until it ends"
+                    "a secret attached to rotation-policy/{name} has an unfinished, running or queued rotation: the policy's strategy and settings cannot change until it ends; try again then"
                 ),
             ));
         }
@@ -241,8 +241,11 @@ impl Service {
                 p.strategy = s;
             }
             if let Some(s) = req.settings {
-                // Settings given now are checked strictly; stored ones as they always were.
-                super::rotation::check_legacy_length(&s)?;
+                // A value given now is checked strictly; a stored one sent back unchanged
+                // (Terraform sends every setting with any update) as it always was.
+                if s.get("password_length") != p.settings.get("password_length") {
+                    super::rotation::check_legacy_length(&s)?;
+                }
                 p.settings = s;
             }
             validate_settings(p.strategy, &p.settings)?;

@@ -888,12 +888,13 @@ impl Service {
                             ),
                         ));
                     }
-                    // Running, its first step under way (nothing persisted yet).
+                    // Running or queued, its first step perhaps under way (nothing
+                    // persisted yet).
                     if this.is_rotating(&name) {
                         return Err(Error::new(
                             ErrorCode::RotationInProgress,
                             format!(
-                                "a rotation of secret {name} is running: its rotation policy cannot change until it ends"
+                                "a rotation of secret {name} is running or queued: its rotation policy cannot change until it ends; try again then"
                             ),
                         ));
                     }

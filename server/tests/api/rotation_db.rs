@@ -397,6 +397,40 @@ async fn rds_secrets_are_validated_with_field_named_errors() {
     ))
     .await
     .unwrap();
+    // A policy stored by an earlier release with a value that is no length at all (it
+    // was accepted and ignored then) stays updatable, also when its settings are sent
+    // back unchanged, as Terraform does; a new value is checked.
+    use strongbox_server::storage::{Mutation, Table};
+    let stored = s
+        .backend
+        .get(Table::RotationPolicies, b"pg2")
+        .unwrap()
+        .unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    rec["settings"]["password_length"] = serde_json::json!("4");
+    s.backend
+        .commit(&[Mutation::Put(
+            Table::RotationPolicies,
+            b"pg2".to_vec(),
+            serde_json::to_vec(&rec).unwrap(),
+        )])
+        .unwrap();
+    let update = |settings: Option<&str>| api::UpdateRotationPolicyRequest {
+        enabled: Some(false),
+        settings: settings.map(|l| [("password_length".to_string(), l.to_string())].into()),
+        ..Default::default()
+    };
+    c.update_rotation_policy("pg2", &update(None))
+        .await
+        .unwrap();
+    c.update_rotation_policy("pg2", &update(Some("4")))
+        .await
+        .unwrap();
+    assert_code(
+        c.update_rotation_policy("pg2", &update(Some("5"))).await,
+        ErrorCode::InvalidParameter,
+        "settings.password_length",
+    );
 }
 
 /// A database the zero-downtime test logs into.

@@ -771,8 +771,11 @@ impl crate::service::Service {
         // is taken from the versions: the newest that names the current account's pair
         // (its clone, or the account it is the clone of). Otherwise each such put would
         // start a clone of the clone, and the first account's password would stay valid,
-        // unrotated and untracked. Any other account (a secret moved to a new account) is
-        // never reset for it; an ACSPrevious that does not parse still fails the rotation.
+        // unrotated and untracked. An account that is not the pair (a secret moved to a
+        // new account and put twice, or a second account of the operator's own naming)
+        // is not taken from the versions: the current account gets a clone instead. An
+        // ACSPrevious that names another account is still the one reset (one put of a new
+        // account leaves the old one there), and one that does not parse still fails.
         let dual = RdsConfig::parse(rec.extended_config.as_ref())
             .is_ok_and(|c| c.sub_type == SubType::DoubleUsers);
         let name_of = |v: &[u8]| Account::parse(v, "value").ok().map(|a| a.name);

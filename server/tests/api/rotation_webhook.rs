@@ -39,6 +39,8 @@ struct Behaviour {
     always_fail: AtomicBool,
     /// Milliseconds the `set` step takes.
     set_delay_ms: AtomicU64,
+    /// Milliseconds the `create` step takes.
+    create_delay_ms: AtomicU64,
     /// Answer 500 to every call of this step.
     fail_step: Mutex<Option<String>>,
     /// Holds the next `finish` call: says it arrived, answers once released.
@@ -108,6 +110,10 @@ async fn receive(State(h): State<Arc<Hook>>, headers: HeaderMap, body: Bytes) ->
     }
     if step == "set" {
         let ms = h.behaviour.set_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if step == "create" {
+        let ms = h.behaviour.create_delay_ms.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if h.behaviour.always_fail.load(Ordering::SeqCst)
@@ -832,4 +838,54 @@ async fn the_cli_waits_out_a_rotation_longer_than_the_servers_wait() {
         ["create", "set", "test", "finish"],
         "one rotation ran"
     );
+}
+
+/// While a rotation runs its first step (nothing persisted yet), neither the secret's
+/// policy nor the policy's settings can change under it; once it has ended, both can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_first_step_keeps_the_policy_it_began_with() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("creating", "v0", "hook"))
+        .await
+        .unwrap();
+    f.hook
+        .behaviour
+        .create_delay_ms
+        .store(1500, Ordering::SeqCst);
+    let c = s.client.clone();
+    let rotation = tokio::spawn(async move { c.rotate_secret("creating", Some("next")).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let detach = strongbox_schemas::UpdateSecretRequest {
+        rotation_policy: Some(String::new()),
+        ..Default::default()
+    };
+    assert_code(
+        s.client.update_secret("creating", &detach).await,
+        ErrorCode::RotationInProgress,
+        "running or queued",
+    );
+    let mut settings: std::collections::BTreeMap<String, String> = f
+        .settings()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    settings.insert("timeout".into(), "6s".into());
+    let change = strongbox_schemas::UpdateRotationPolicyRequest {
+        settings: Some(settings),
+        ..Default::default()
+    };
+    assert_code(
+        s.client.update_rotation_policy("hook", &change).await,
+        ErrorCode::RotationInProgress,
+        "running or queued",
+    );
+    assert_eq!(rotation.await.unwrap().unwrap().version_id, "next");
+    s.client
+        .update_rotation_policy("hook", &change)
+        .await
+        .unwrap();
+    s.client.update_secret("creating", &detach).await.unwrap();
 }

@@ -168,7 +168,7 @@ impl Service {
         visible: &dyn Fn(&str) -> bool,
     ) -> Result<api::ListKeysResponse> {
         let mut after = decode_page_token(page_token)?;
-        let mut keys = Vec::new();
+        let mut keys: Vec<api::Key> = Vec::new();
         loop {
             let batch =
                 self.store()
@@ -178,33 +178,17 @@ impl Service {
                 after = Some(String::from_utf8_lossy(&k).into_owned());
                 let rec: KeyRecord = decode(&v)?;
                 if rec.state != KeyStateRec::Destroyed && visible(&rec.key_id) {
+                    // The page is full and one more key this caller may see follows:
+                    // only then is there a next page (a token leading to an empty page
+                    // would say that keys it may not see exist).
+                    if keys.len() == limit {
+                        let next_page_token = keys.last().map(|k| encode_page_token(&k.key_id));
+                        return Ok(api::ListKeysResponse {
+                            keys,
+                            next_page_token,
+                        });
+                    }
                     keys.push(rec.to_api());
-                }
-                if keys.len() == limit {
-                    // Another page only if it would show this caller something: a token
-                    // leading to an empty page would say that keys it may not see exist.
-                    let mut from = k.clone();
-                    let more = loop {
-                        let next = self.store().scan(Table::Keys, b"", Some(&from), 256)?;
-                        let end = next.len() < 256;
-                        let mut found = false;
-                        for (k2, v2) in &next {
-                            let r: KeyRecord = decode(v2)?;
-                            if r.state != KeyStateRec::Destroyed && visible(&r.key_id) {
-                                found = true;
-                                break;
-                            }
-                            from = k2.clone();
-                        }
-                        if found || end {
-                            break found;
-                        }
-                    };
-                    let next_page_token = more.then(|| encode_page_token(&keys[limit - 1].key_id));
-                    return Ok(api::ListKeysResponse {
-                        keys,
-                        next_page_token,
-                    });
                 }
             }
             if done {

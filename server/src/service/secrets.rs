@@ -755,7 +755,7 @@ impl Service {
         }
         let prefix = q.name_prefix.clone().unwrap_or_default();
         let mut after = decode_page_token(q.page_token.as_deref())?;
-        let mut secrets = Vec::new();
+        let mut secrets: Vec<api::Secret> = Vec::new();
         const CHUNK: usize = 256;
         loop {
             let batch = self.store().scan(
@@ -770,41 +770,17 @@ impl Service {
                 let rec: SecretRecord = decode(&v)?;
                 if q.tags.iter().all(|(tk, tv)| rec.tags.get(tk) == Some(tv)) && visible(&rec.name)
                 {
-                    secrets.push(rec.to_api(policy_of(self.store(), &rec)?.as_ref()));
+                    // The page is full and one more item this caller may see follows:
+                    // only then is there a next page (a token leading to an empty page
+                    // would tell the caller that secrets it may not see exist).
                     if secrets.len() == q.limit {
-                        // Another page only if it would hold something this caller may
-                        // see: a token that leads to an empty page would tell the caller
-                        // that secrets it may not see exist.
-                        let mut from = k.clone();
-                        let more = loop {
-                            let batch = self.store().scan(
-                                Table::Secrets,
-                                prefix.as_bytes(),
-                                Some(&from),
-                                CHUNK,
-                            )?;
-                            let exhausted = batch.len() < CHUNK;
-                            let mut found = false;
-                            for (k2, v2) in &batch {
-                                let r: SecretRecord = decode(v2)?;
-                                if q.tags.iter().all(|(tk, tv)| r.tags.get(tk) == Some(tv))
-                                    && visible(&r.name)
-                                {
-                                    found = true;
-                                    break;
-                                }
-                                from = k2.clone();
-                            }
-                            if found || exhausted {
-                                break found;
-                            }
-                        };
-                        let next_page_token = more.then(|| encode_page_token(&rec.name));
+                        let next_page_token = secrets.last().map(|s| encode_page_token(&s.name));
                         return Ok(api::ListSecretsResponse {
                             secrets,
                             next_page_token,
                         });
                     }
+                    secrets.push(rec.to_api(policy_of(self.store(), &rec)?.as_ref()));
                 }
             }
             if exhausted {

@@ -148,8 +148,8 @@ impl SecretCache {
 
     /// Like [`refresh`](Self::refresh), for a caller whose value (version
     /// `failed_version_id`) stopped working: when the cache already holds another
-    /// version of `ACSCurrent` (another caller refreshed it meanwhile), that one is
-    /// returned without a request. So N workers whose logins failed after a rotation
+    /// version of `ACSCurrent` read within the TTL (another caller refreshed it
+    /// meanwhile), that one is returned without a request. So N workers whose logins failed after a rotation
     /// make one read between them, not N.
     pub async fn refresh_unless_replaced(
         &self,
@@ -176,10 +176,13 @@ impl SecretCache {
         // is as good as its own; one sent before may be older than what the caller
         // wants to replace. A failure is shared with every caller that arrived before
         // it came back.
+        // Another version than the one that failed counts only while it is within the
+        // TTL: an older entry may itself have been replaced since.
+        let within_ttl = |at: &Instant| at.elapsed() < self.config.ttl;
         if let Some((v, at)) = &slot.value
             && (*at >= arrived
-                || failed.is_some_and(|f| v.version_id != f)
-                || (!refresh && at.elapsed() < self.config.ttl))
+                || (failed.is_some_and(|f| v.version_id != f) && within_ttl(at))
+                || (!refresh && within_ttl(at)))
         {
             return Ok(v.clone());
         }

@@ -36,6 +36,11 @@ mod rotation;
 
 pub use cache::{CacheConfig, CachedValue, SecretCache};
 
+/// Attempts of a put the client named itself, and the pause before the second (four
+/// times longer before the third).
+const PUT_ATTEMPTS: u32 = 3;
+const PUT_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
 /// Characters left as they are in a path segment (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -79,6 +84,21 @@ pub enum Error {
     /// which a URL would resolve to another resource); nothing was sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The server answered with an error body whose code this client does not know (a
+    /// newer server): the code and message as sent.
+    #[error(
+        "{code} (a code this client does not know): {message} (HTTP {status}, request {request_id})"
+    )]
+    UnknownCode {
+        /// HTTP status.
+        status: u16,
+        /// The code as the server sent it.
+        code: String,
+        /// Message from the server.
+        message: String,
+        /// Request id for support.
+        request_id: String,
+    },
 }
 
 impl Error {
@@ -93,18 +113,26 @@ impl Error {
     /// The HTTP status of an answer, if there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Api { status, .. } | Error::Status { status } => Some(*status),
+            Error::Api { status, .. }
+            | Error::Status { status }
+            | Error::UnknownCode { status, .. } => Some(*status),
             _ => None,
         }
     }
 
-    /// Whether trying again later may succeed: no answer, or the server (or what is in
-    /// front of it) busy, restarting or timed out.
+    /// Whether trying again later may succeed: no answer, the server busy or not
+    /// available now (`Unavailable`, 429), or what is in front of it answering 502, 503
+    /// or 504 without the server's error body. An error the server explains is not
+    /// transient otherwise: `RotationFailed` (a 502) says to rotate again with a new
+    /// version id, and asking again with the same one gives the same answer.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Transport(_))
-            || self
-                .status()
-                .is_some_and(|s| matches!(s, 429 | 502 | 503 | 504))
+        match self {
+            Error::Transport(_) => true,
+            Error::Status { status } => matches!(status, 429 | 502 | 503 | 504),
+            Error::Api { status, code, .. } => *code == ErrorCode::Unavailable || *status == 429,
+            Error::UnknownCode { status, .. } => *status == 429,
+            _ => false,
+        }
     }
 }
 
@@ -309,28 +337,21 @@ impl Client {
     }
 
     async fn check(&self, rb: Req) -> Result<reqwest::Response> {
-        let resp = rb
-            .0?
-            .send()
-            .await
-            .map_err(|e| Error::Transport(error_chain(&e)))?;
+        let resp = rb.0?.send().await.map_err(|e| {
+            // A request that could not be built (a token that is no header value) is
+            // the caller's configuration, not the network: asking again cannot help.
+            if e.is_builder() {
+                Error::Config(error_chain(&e))
+            } else {
+                Error::Transport(error_chain(&e))
+            }
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let body = resp.bytes().await.unwrap_or_default();
-        match serde_json::from_slice::<api::ErrorBody>(&body) {
-            Ok(e) => Err(Error::Api {
-                status: status.as_u16(),
-                code: e.code,
-                message: e.message,
-                request_id: e.request_id,
-            }),
-            // A proxy or gateway in front of the server (an HTML 502, say).
-            Err(_) => Err(Error::Status {
-                status: status.as_u16(),
-            }),
-        }
+        Err(error_from_body(status, &body))
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -528,13 +549,46 @@ impl Client {
         )
         .await
     }
-    /// Adds a version.
+    /// Adds a version. Without a `version_id` in `req` the client names the version
+    /// itself (a UUID, as the server would), so the request can be sent again safely: a
+    /// put whose answer was lost (a dropped connection, a gateway's 502/503/504) is
+    /// sent again up to twice with the same id, and the server takes the repeat as the
+    /// same version instead of adding a second one.
     pub async fn put_secret_value(
         &self,
         name: &str,
         req: &api::PutSecretValueRequest,
     ) -> Result<api::SecretVersionRef> {
-        self.post(&["v1", "secrets", name, "versions"], req).await
+        #[derive(Serialize)]
+        struct Named<'a> {
+            #[serde(flatten)]
+            req: &'a api::PutSecretValueRequest,
+            version_id: &'a str,
+        }
+        let segments = ["v1", "secrets", name, "versions"];
+        let Some(id) = req
+            .version_id
+            .is_none()
+            .then(|| uuid::Uuid::new_v4().to_string())
+        else {
+            return self.post(&segments, req).await;
+        };
+        let body = Named {
+            req,
+            version_id: &id,
+        };
+        let mut pause = PUT_RETRY_PAUSE;
+        let mut attempts = 1;
+        loop {
+            match self.post(&segments, &body).await {
+                Err(e) if e.is_transient() && attempts < PUT_ATTEMPTS => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                    attempts += 1;
+                }
+                r => return r,
+            }
+        }
     }
     /// Lists versions, newest first.
     pub async fn list_secret_versions(
@@ -767,6 +821,35 @@ impl Req {
     }
 }
 
+/// An error answer: the server's error body (with a code this client may not know
+/// yet), or only the status when the body is not one (an HTML 502 from a proxy).
+fn error_from_body(status: u16, body: &[u8]) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Loose {
+        code: String,
+        message: String,
+        #[serde(default)]
+        request_id: String,
+    }
+    let Ok(e) = serde_json::from_slice::<Loose>(body) else {
+        return Error::Status { status };
+    };
+    match serde_json::from_value::<ErrorCode>(serde_json::Value::String(e.code.clone())) {
+        Ok(code) => Error::Api {
+            status,
+            code,
+            message: e.message,
+            request_id: e.request_id,
+        },
+        Err(_) => Error::UnknownCode {
+            status,
+            code: e.code,
+            message: e.message,
+            request_id: e.request_id,
+        },
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -792,6 +875,37 @@ mod error_tests {
         }
         assert!(!Error::Status { status: 500 }.is_transient());
         assert!(!Error::Decode("bad JSON".into()).is_transient());
+        assert!(!Error::Config("token is no header value".into()).is_transient());
         assert_eq!(Error::Status { status: 504 }.status(), Some(504));
+    }
+
+    #[test]
+    fn error_bodies_are_read_whatever_their_code() {
+        let body = |code: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "code": code, "message": "m", "request_id": "r"
+            }))
+            .unwrap()
+        };
+        // The server's own: a rotation that failed is not worth asking again as is;
+        // one still running is.
+        let e = error_from_body(502, &body("RotationFailed"));
+        assert_eq!(e.code(), Some(ErrorCode::RotationFailed));
+        assert!(!e.is_transient());
+        let e = error_from_body(503, &body("Unavailable"));
+        assert_eq!(e.code(), Some(ErrorCode::Unavailable));
+        assert!(e.is_transient());
+        // A newer server's code keeps its code and message.
+        let e = error_from_body(409, &body("SomethingNew"));
+        assert!(
+            matches!(&e, Error::UnknownCode { code, message, .. } if code == "SomethingNew" && message == "m"),
+            "{e:?}"
+        );
+        assert_eq!(e.status(), Some(409));
+        assert!(e.to_string().contains("SomethingNew"));
+        // A proxy's page: the status alone.
+        let e = error_from_body(502, b"<html>Bad Gateway</html>");
+        assert!(matches!(e, Error::Status { status: 502 }));
+        assert!(e.is_transient());
     }
 }

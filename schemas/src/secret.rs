@@ -108,7 +108,10 @@ pub struct Secret {
     /// Last completed rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_date: Option<Timestamp>,
-    /// Next scheduled rotation (when a policy is attached and enabled), jitter included.
+    /// When the next rotation window opens (when a policy is attached and enabled): an
+    /// interval after the last rotation, or creation, or failed attempt. The engine
+    /// rotates at a point within the policy's `window` from then; an unfinished rotation
+    /// is resumed sooner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_date: Option<Timestamp>,
     /// State of the running or last rotation; absent before the first one.

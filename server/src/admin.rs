@@ -262,41 +262,53 @@ pub(crate) async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `audit verify`: exit 0 for an intact trail, 1 for a broken one (or a server that
+/// failed while checking it), 2 when there is no verdict.
+async fn verify(c: &Client) -> anyhow::Result<()> {
+    let r = c.verify_audit().await.map_err(|e| {
+        // Only the server itself failing to check its trail (an error it explains that
+        // is neither "not now" nor "not you") counts against the trail. Anything else
+        // is no verdict: not reached, refused, busy, or an answer that is not the
+        // server's (a proxy's page, a body this client cannot read, a newer server's
+        // code).
+        let server_failed = matches!(e, strongbox_client::Error::Api { .. })
+            && !e.is_transient()
+            && !e.status().is_some_and(|s| matches!(s, 401 | 403));
+        if server_failed {
+            anyhow::anyhow!("audit trail NOT VERIFIED: the check failed: {e}")
+        } else {
+            anyhow::Error::new(VerifyUnavailable(e.to_string()))
+        }
+    })?;
+    if r.intact {
+        println!("audit trail intact: {} records verified", r.verified);
+        return Ok(());
+    }
+    let at = r
+        .first_bad_seq
+        .map_or("the head".to_string(), |s| format!("record {s}"));
+    bail!(
+        "audit trail BROKEN at {at}: {} ({} records verified before it, head says {})",
+        r.problem.unwrap_or_default(),
+        r.verified,
+        r.count
+    )
+}
+
 /// `audit verify` could not ask the server: not a verdict on the trail.
 #[derive(Debug, thiserror::Error)]
 #[error("could not verify the audit trail: {0}")]
-pub(crate) struct VerifyUnavailable(strongbox_client::Error);
+pub(crate) struct VerifyUnavailable(String);
 
 pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
+    if matches!(cmd, AuditCommand::Verify) {
+        // Exit 2, not 1: a script must not take "could not ask" for "tampered with".
+        let c = client().map_err(|e| VerifyUnavailable(format!("{e:#}")))?;
+        return verify(&c).await;
+    }
     let c = client()?;
     match cmd {
-        AuditCommand::Verify => {
-            // Exit 2, not 1: a script must not take "could not ask" for "tampered with".
-            let r = c.verify_audit().await.map_err(|e| {
-                // Not reached, not allowed, or not available now: no verdict (2). Any
-                // other failure of the check itself counts against the trail (1).
-                let no_verdict =
-                    e.is_transient() || e.status().is_some_and(|s| matches!(s, 401 | 403));
-                if no_verdict {
-                    anyhow::Error::new(VerifyUnavailable(e))
-                } else {
-                    anyhow::anyhow!("audit trail NOT VERIFIED: the check failed: {e}")
-                }
-            })?;
-            if r.intact {
-                println!("audit trail intact: {} records verified", r.verified);
-                return Ok(());
-            }
-            let at = r
-                .first_bad_seq
-                .map_or("the head".to_string(), |s| format!("record {s}"));
-            bail!(
-                "audit trail BROKEN at {at}: {} ({} records verified before it, head says {})",
-                r.problem.unwrap_or_default(),
-                r.verified,
-                r.count
-            )
-        }
+        AuditCommand::Verify => verify(&c).await,
         AuditCommand::Tail {
             lines,
             interval,

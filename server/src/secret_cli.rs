@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use clap::Subcommand;
 use strongbox_schemas::{self as api, SecretDataType};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 #[derive(Subcommand)]
 pub(crate) enum SecretCommand {
@@ -109,8 +109,19 @@ pub(crate) struct RunArgs {
     command: Vec<OsString>,
 }
 
-/// Standard input, less one trailing newline (`\n` or `\r\n`).
+/// Standard input, less one trailing newline (`\n` or `\r\n`). At a terminal the
+/// value is asked for with echo off (one line), so it never shows on the screen.
 fn value_from_stdin() -> anyhow::Result<Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        let typed = Zeroizing::new(
+            rpassword::prompt_password("Value (not shown; or pipe it in): ")
+                .context("reading the value from the terminal")?,
+        );
+        if typed.is_empty() {
+            bail!("the value typed is empty");
+        }
+        return Ok(typed);
+    }
     let mut raw = Zeroizing::new(Vec::new());
     std::io::stdin()
         .read_to_end(&mut raw)
@@ -193,33 +204,31 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
             encryption_key_id,
             rotation_policy,
         } => {
-            let value = value_from_stdin()?;
-            let s = c
-                .create_secret(&api::CreateSecretRequest {
-                    name,
-                    secret_data: value.to_string(),
-                    description,
-                    encryption_key_id,
-                    rotation_policy,
-                    ..Default::default()
-                })
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&s)?);
+            let mut value = value_from_stdin()?;
+            // The value moves into the request and is wiped after it, not copied.
+            let mut req = api::CreateSecretRequest {
+                name,
+                secret_data: std::mem::take(&mut *value),
+                description,
+                encryption_key_id,
+                rotation_policy,
+                ..Default::default()
+            };
+            let s = c.create_secret(&req).await;
+            req.secret_data.zeroize();
+            println!("{}", serde_json::to_string_pretty(&s?)?);
             Ok(())
         }
         SecretCommand::Put { name, version_id } => {
-            let value = value_from_stdin()?;
-            let r = c
-                .put_secret_value(
-                    &name,
-                    &api::PutSecretValueRequest {
-                        secret_data: value.to_string(),
-                        version_id,
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            let mut value = value_from_stdin()?;
+            let mut req = api::PutSecretValueRequest {
+                secret_data: std::mem::take(&mut *value),
+                version_id,
+                ..Default::default()
+            };
+            let r = c.put_secret_value(&name, &req).await;
+            req.secret_data.zeroize();
+            println!("{}", serde_json::to_string_pretty(&r?)?);
             Ok(())
         }
         SecretCommand::Describe { name } => {
@@ -266,11 +275,18 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                         println!("Rotated {name}: version {} is ACSCurrent.", r.version_id);
                         return Ok(());
                     }
-                    Err(e)
-                        if e.code() == Some(strongbox_client::ErrorCode::Unavailable)
-                            && std::time::Instant::now() < deadline =>
-                    {
-                        eprintln!("The rotation of {name} is still running; waiting.");
+                    // Still running (the server's wait ended), or the answer lost on the
+                    // way (a dropped connection, a gateway's 502/503/504 while the server
+                    // went on): asking again with the same version id means this
+                    // rotation, so it is safe until the deadline.
+                    Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                        if e.code() == Some(strongbox_client::ErrorCode::Unavailable) {
+                            eprintln!("The rotation of {name} is still running; waiting.");
+                        } else {
+                            eprintln!(
+                                "No answer about the rotation of {name} ({e}); asking again."
+                            );
+                        }
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     }
                     // An unfinished rotation of its own (after a failure or a restart):

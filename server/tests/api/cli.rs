@@ -253,6 +253,74 @@ async fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
     .unwrap()
 }
 
+/// A value typed at a terminal (here a pseudo-terminal made by `script`) is asked for
+/// with echo off: it never shows in what the terminal displays, and it is stored whole.
+#[tokio::test]
+async fn a_value_typed_at_a_terminal_is_not_shown() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("tty/s", "old"))
+        .await
+        .unwrap();
+    let typed = "typed-Value-7731";
+    let line = format!("{} secret put tty/s", env!("CARGO_BIN_EXE_strongbox"));
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("STRONGBOX_ADDR", s.base())
+        .env("STRONGBOX_TOKEN", &s.token)
+        .env("STRONGBOX_CACERT", s.ca_file());
+    // Typed once the prompt is up, as a person would (input that arrives before the
+    // program asks is echoed by the terminal whatever the program does).
+    let (ok, shown) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut shown = Vec::new();
+        while !String::from_utf8_lossy(&shown).contains("Value (not shown") {
+            let chunk = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("the prompt");
+            shown.extend(chunk);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{typed}\n").as_bytes()).unwrap();
+        drop(stdin);
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        shown.extend(rx.try_iter().flatten());
+        (
+            status.success(),
+            String::from_utf8_lossy(&shown).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{shown}");
+    assert!(!shown.contains(typed), "the value was echoed: {shown}");
+    let v = s
+        .client
+        .get_secret_value("tty/s", None, None)
+        .await
+        .unwrap();
+    assert_eq!(v.secret_data, typed);
+}
+
 #[tokio::test]
 async fn secrets_from_the_command_line_with_values_on_stdin_and_stdout() {
     let s = TestServer::start().await;

@@ -10,6 +10,7 @@ mod delegation;
 mod durability;
 mod edge;
 mod errors;
+mod gateway;
 mod keys;
 mod pg_cluster;
 mod policies;

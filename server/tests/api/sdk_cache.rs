@@ -270,3 +270,36 @@ async fn a_value_the_server_no_longer_gives_is_not_served_from_the_cache() {
     assert!(cache.get("gone").await.is_err(), "not the old value");
     assert!(cache.is_empty());
 }
+
+/// Another version in the cache is taken as "already refreshed" only while it is within
+/// the TTL: past it, a caller whose version failed gets a new read, not a value that
+/// may itself have been replaced since.
+#[tokio::test]
+async fn a_failed_version_is_read_again_once_the_other_entry_is_past_its_ttl() {
+    let s = TestServer::start().await;
+    let cache = SecretCache::new(
+        s.client.clone(),
+        CacheConfig {
+            ttl: Duration::from_secs(2),
+            ..CacheConfig::default()
+        },
+    );
+    s.client
+        .create_secret(&text_secret("ttl/s", "a"))
+        .await
+        .unwrap();
+    let a = cache.get("ttl/s").await.unwrap().version_id.clone();
+    s.client.put_secret_value("ttl/s", &put("b")).await.unwrap();
+    assert_eq!(cache.refresh("ttl/s").await.unwrap().secret_data, "b");
+    s.client.put_secret_value("ttl/s", &put("c")).await.unwrap();
+    // Within the TTL: b was read after a failed, so a worker still holding a gets b.
+    let before = cache.fetches();
+    let got = cache.refresh_unless_replaced("ttl/s", &a).await.unwrap();
+    assert_eq!(got.secret_data, "b");
+    assert_eq!(cache.fetches(), before);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Past it: read again, and the value is c.
+    let got = cache.refresh_unless_replaced("ttl/s", &a).await.unwrap();
+    assert_eq!(got.secret_data, "c");
+    assert_eq!(cache.fetches(), before + 1);
+}

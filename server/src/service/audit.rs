@@ -381,7 +381,7 @@ impl Service {
     }
 
     /// Appends one record after the head; runs on the writer thread.
-    fn append_audit(
+    pub(in crate::service) fn append_audit(
         &self,
         t: &mut Txn<'_>,
         entry: &AuditEntry,

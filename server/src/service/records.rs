@@ -264,6 +264,11 @@ pub(crate) struct SecretRecord {
     /// The rotation engine's state of this secret.
     #[serde(default)]
     pub(crate) rotation: RotationRec,
+    /// Random, set at creation: tells this secret from an earlier one of the same name
+    /// (deleted, then created again), which a rotation begun on the earlier one must not
+    /// write into. 0 in records written before it existed.
+    #[serde(default)]
+    pub(crate) incarnation: u64,
 }
 
 /// The last completed step of a running rotation (see `docs/design/rotation.md`).
@@ -312,6 +317,11 @@ pub(crate) struct RotationRec {
 }
 
 impl SecretRecord {
+    /// Which secret of this name the record is (see `incarnation`).
+    pub(crate) fn identity(&self) -> (i64, u64) {
+        (self.creation_date, self.incarnation)
+    }
+
     pub(crate) fn version_with_stage(&self, stage: &str) -> Option<&VersionMeta> {
         self.versions.iter().find(|v| v.has(stage))
     }

@@ -425,6 +425,7 @@ impl Service {
                 last_rotation_date: None,
                 versions: Vec::new(),
                 rotation: Default::default(),
+                incarnation: rand::random(),
             };
             let mut meta = this.seal_version(t, &rec, &key, &nv)?;
             meta.stages.push(STAGE_CURRENT.into());
@@ -437,6 +438,39 @@ impl Service {
     }
 
     /// The plaintext of a version, read through `r` (a snapshot or a write).
+    /// Refuses to change `what` while a rotation of the secret is unfinished: persisted
+    /// (its version still `ACSPending`) or running or queued in this process. The
+    /// rotation works from the secret as it was when it began (its current value, its
+    /// target), and its finish makes its own version `ACSCurrent`: a value put meanwhile
+    /// would be replaced, and a target changed meanwhile would get the wrong steps.
+    pub(crate) fn refuse_while_rotating(
+        &self,
+        rec: &SecretRecord,
+        name: &str,
+        what: &str,
+    ) -> Result<()> {
+        if let Some(r) = &rec.rotation.in_progress
+            && rec.version_has(&r.version_id, api::STAGE_PENDING)
+        {
+            return Err(Error::new(
+                ErrorCode::RotationInProgress,
+                format!(
+                    "secret {name} has an unfinished rotation (version {}): {what} cannot change until it ends; to abandon it, take ACSPending off that version",
+                    r.version_id
+                ),
+            ));
+        }
+        if self.is_rotating(name) {
+            return Err(Error::new(
+                ErrorCode::RotationInProgress,
+                format!(
+                    "a rotation of secret {name} is running or queued: {what} cannot change until it ends; try again then"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// ACSPending is about to leave the version of a persisted rotation for `to` (a
     /// version id, or "" when it is removed): that abandons the rotation, unless it is
     /// running (its step may be applying the value right now; the label stays until it
@@ -608,6 +642,9 @@ impl Service {
                     ),
                 ));
             }
+            if stages.iter().any(|s| s == STAGE_CURRENT) {
+                this.refuse_while_rotating(&rec, &name, "ACSCurrent")?;
+            }
             let key = resolve_key_to_seal(t, &rec.encryption_key_id)?;
             let meta = this.seal_version(t, &rec, &key, &nv)?;
             if stages.iter().any(|s| s == api::STAGE_PENDING) {
@@ -707,6 +744,9 @@ impl Service {
                         format!("version {from} does not hold {}", req.version_stage),
                     ));
                 }
+            }
+            if req.version_stage == STAGE_CURRENT {
+                this.refuse_while_rotating(&rec, &name, "ACSCurrent")?;
             }
             if req.version_stage == api::STAGE_PENDING {
                 let taken_off = match (&req.move_to_version, &rec.rotation.in_progress) {
@@ -828,6 +868,8 @@ impl Service {
             if let Some(c) = &req.extended_config
                 && rec.extended_config.as_ref() != Some(c)
             {
+                // Each step finds its target (database, host) from it.
+                this.refuse_while_rotating(&rec, &name, "its extended_config")?;
                 who.require_read(
                     &name,
                     "the rotation sends the secret's current value where extended_config points",
@@ -853,27 +895,7 @@ impl Service {
                     // An unfinished rotation is resumed with the policy that began it; a
                     // secret left without it (a database password set, not yet made
                     // current) could never finish nor be retried.
-                    if let Some(r) = &rec.rotation.in_progress
-                        && rec.version_has(&r.version_id, api::STAGE_PENDING)
-                    {
-                        return Err(Error::new(
-                            ErrorCode::RotationInProgress,
-                            format!(
-                                "secret {name} has an unfinished rotation (version {}): its rotation policy cannot change until it ends; to abandon it, take ACSPending off that version",
-                                r.version_id
-                            ),
-                        ));
-                    }
-                    // Running or queued, its first step perhaps under way (nothing
-                    // persisted yet).
-                    if this.is_rotating(&name) {
-                        return Err(Error::new(
-                            ErrorCode::RotationInProgress,
-                            format!(
-                                "a rotation of secret {name} is running or queued: its rotation policy cannot change until it ends; try again then"
-                            ),
-                        ));
-                    }
+                    this.refuse_while_rotating(&rec, &name, "its rotation policy")?;
                     if let Some(p) = &new {
                         check_attach(t, &who, p, &name)?;
                         t.put(Table::PolicySecrets, &composite(p, &name), Vec::new());

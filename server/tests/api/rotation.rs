@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use strongbox_client::ErrorCode;
 use strongbox_schemas::{
-    self as api, Interval, RotationStatus, RotationStrategy, STAGE_CURRENT, STAGE_PENDING,
-    STAGE_PREVIOUS,
+    self as api, AuditOutcome, Interval, RotationStatus, RotationStrategy, STAGE_CURRENT,
+    STAGE_PENDING, STAGE_PREVIOUS,
 };
 use strongbox_server::barrier::RootKey;
 use strongbox_server::clock::ManualClock;
@@ -796,4 +796,179 @@ async fn a_stale_schedule_entry_does_not_rotate_the_secret_again() {
     let r = svc.tick().await.unwrap();
     assert_eq!((r.rotated_secrets, r.failed_rotations), (0, 0));
     assert_eq!(versions(), 2, "not rotated under a disabled policy");
+}
+
+/// The engine's record of a rotation commits with its finish: while the trail cannot be
+/// written, the finish is not made (ACSCurrent stays, the rotation waits at *finish*
+/// with its failure kept), and once it can, resuming finishes it with exactly one
+/// record of success.
+#[tokio::test]
+async fn a_rotation_finishes_only_together_with_its_audit_record() {
+    let e = Engine::start(None);
+    let svc = e.service.clone();
+    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
+        .await
+        .unwrap();
+    let first = svc
+        .create_secret(with_policy("audited", "before", "p"), &root())
+        .await
+        .unwrap();
+    let engine_records = |outcome: AuditOutcome| {
+        svc.list_audit(&strongbox_server::service::AuditQuery {
+            principal: Some("rotation".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| r.resource == "secret/audited" && r.outcome == outcome)
+        .count()
+    };
+    svc.set_audit_failpoint(true);
+    let refused = svc
+        .rotate_secret(
+            "audited",
+            api::RotateSecretRequest {
+                version_id: Some("next".into()),
+            },
+        )
+        .await
+        .unwrap_err();
+    svc.set_audit_failpoint(false);
+    assert_eq!(refused.code, ErrorCode::Unavailable, "{refused:?}");
+    let cur = e.current("audited");
+    assert_eq!(
+        cur.version_id, first.version_id,
+        "no finish without its record"
+    );
+    let d = svc.describe_secret("audited").unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
+    let pending = svc
+        .get_secret_value("audited", None, Some(STAGE_PENDING))
+        .unwrap();
+    assert_eq!(
+        pending.version_id, "next",
+        "the rotation waits to be resumed"
+    );
+    assert_eq!(engine_records(AuditOutcome::Succeeded), 0);
+    // Resumed with the trail writable: finished, and recorded once.
+    let done = svc
+        .rotate_secret(
+            "audited",
+            api::RotateSecretRequest {
+                version_id: Some("next".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.version_id, "next");
+    assert_eq!(e.current("audited").version_id, "next");
+    assert_eq!(engine_records(AuditOutcome::Succeeded), 1);
+    assert!(svc.verify_audit().unwrap().intact);
+}
+
+/// While a rotation is unfinished (here stopped after *set*), what it depends on stays:
+/// a value put as ACSCurrent, ACSCurrent moved by hand and a new extended_config are
+/// refused (the finish would replace the value, the steps would go elsewhere); other
+/// labels and other fields still change. Once the rotation ends, all of it is allowed.
+#[tokio::test]
+async fn an_unfinished_rotation_keeps_acscurrent_and_its_target() {
+    let e = Engine::start(None);
+    let svc = e.service.clone();
+    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
+        .await
+        .unwrap();
+    let first = svc
+        .create_secret(with_policy("held", "before", "p"), &root())
+        .await
+        .unwrap();
+    svc.set_rotation_halt(Some("set"));
+    let next = api::RotateSecretRequest {
+        version_id: Some("next".into()),
+    };
+    svc.rotate_secret("held", next.clone()).await.unwrap_err();
+    svc.set_rotation_halt(None);
+    let by_hand = || api::PutSecretValueRequest {
+        secret_data: "by hand".into(),
+        version_id: Some("by-hand".into()),
+        ..Default::default()
+    };
+    let refused = svc
+        .put_secret_value("held", by_hand(), &root())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::RotationInProgress, "{refused:?}");
+    assert!(
+        refused.message.contains("ACSCurrent cannot change"),
+        "{refused:?}"
+    );
+    let mut labelled = by_hand();
+    labelled.version_stages = Some(vec!["Staged".into()]);
+    svc.put_secret_value("held", labelled, &root())
+        .await
+        .unwrap();
+    let moved = svc
+        .update_secret_stage(
+            "held",
+            api::UpdateSecretStageRequest {
+                version_stage: STAGE_CURRENT.into(),
+                move_to_version: Some("by-hand".into()),
+                remove_from_version: Some(first.version_id.clone()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(moved.code, ErrorCode::RotationInProgress);
+    let mut config = serde_json::Map::new();
+    config.insert("Elsewhere".into(), serde_json::json!(true));
+    let retarget = svc
+        .update_secret(
+            "held",
+            api::UpdateSecretRequest {
+                extended_config: Some(config.clone()),
+                ..Default::default()
+            },
+            &root(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(retarget.code, ErrorCode::RotationInProgress);
+    svc.update_secret(
+        "held",
+        api::UpdateSecretRequest {
+            description: Some("still editable".into()),
+            ..Default::default()
+        },
+        &root(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(e.current("held").version_id, first.version_id);
+    // Resumed to its end: the rotation's version is current, and the rest may change.
+    assert_eq!(
+        svc.rotate_secret("held", next).await.unwrap().version_id,
+        "next"
+    );
+    svc.update_secret(
+        "held",
+        api::UpdateSecretRequest {
+            extended_config: Some(config),
+            ..Default::default()
+        },
+        &root(),
+    )
+    .await
+    .unwrap();
+    svc.update_secret_stage(
+        "held",
+        api::UpdateSecretStageRequest {
+            version_stage: STAGE_CURRENT.into(),
+            move_to_version: Some("by-hand".into()),
+            remove_from_version: Some("next".into()),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(e.current("held").secret_data, "by hand");
 }

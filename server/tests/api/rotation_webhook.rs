@@ -640,8 +640,16 @@ async fn acspending_stays_on_a_running_rotations_version() {
         ErrorCode::RotationInProgress,
         "ACSPending stays on its version",
     );
-    // A put meanwhile prunes nothing the rotation needs.
-    s.client.put_secret_value("busy", &put("v1")).await.unwrap();
+    // A value put as ACSCurrent meanwhile is refused (the finish would replace it).
+    assert_code(
+        s.client.put_secret_value("busy", &put("v1")).await,
+        ErrorCode::RotationInProgress,
+        "ACSCurrent cannot change",
+    );
+    // A put of another label meanwhile prunes nothing the rotation needs.
+    let mut other = put("v1");
+    other.version_stages = Some(vec!["Extra".into()]);
+    s.client.put_secret_value("busy", &other).await.unwrap();
     release.send(()).unwrap();
     let done = rotation.await.unwrap().unwrap();
     assert_eq!(done.version_id, pending);
@@ -840,15 +848,17 @@ async fn the_cli_waits_out_a_rotation_longer_than_the_servers_wait() {
     );
 }
 
-/// While a rotation runs its first step (nothing persisted yet), neither the secret's
-/// policy nor the policy's settings can change under it; once it has ended, both can.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_first_step_keeps_the_policy_it_began_with() {
-    let s = TestServer::start_with(fast_config()).await;
-    let f = Function::start(s.clock.clone()).await;
-    setup(&s, &f, "hook").await;
+/// A secret under the webhook policy `hook`, and a rotation of it (version `next`)
+/// whose *create* step the function holds for 1.5 s; returns once that step is under
+/// way.
+async fn slow_create_step(
+    s: &TestServer,
+    f: &Function,
+    name: &'static str,
+    data: &str,
+) -> tokio::task::JoinHandle<strongbox_client::Result<strongbox_schemas::RotateSecretResponse>> {
     s.client
-        .create_secret(&with_policy("creating", "v0", "hook"))
+        .create_secret(&with_policy(name, data, "hook"))
         .await
         .unwrap();
     f.hook
@@ -856,8 +866,19 @@ async fn a_running_first_step_keeps_the_policy_it_began_with() {
         .create_delay_ms
         .store(1500, Ordering::SeqCst);
     let c = s.client.clone();
-    let rotation = tokio::spawn(async move { c.rotate_secret("creating", Some("next")).await });
+    let rotation = tokio::spawn(async move { c.rotate_secret(name, Some("next")).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
+    rotation
+}
+
+/// While a rotation runs its first step (nothing persisted yet), neither the secret's
+/// policy nor the policy's settings can change under it; once it has ended, both can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_first_step_keeps_the_policy_it_began_with() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    let rotation = slow_create_step(&s, &f, "creating", "v0").await;
     let detach = strongbox_schemas::UpdateSecretRequest {
         rotation_policy: Some(String::new()),
         ..Default::default()
@@ -882,10 +903,70 @@ async fn a_running_first_step_keeps_the_policy_it_began_with() {
         ErrorCode::RotationInProgress,
         "running or queued",
     );
+    // A value put as ACSCurrent meanwhile would be replaced by the rotation's finish
+    // (and its value was made from the one before it): refused, with nothing stored.
+    let mut own = put("by hand");
+    own.version_id = Some("by-hand".into());
+    assert_code(
+        s.client.put_secret_value("creating", &own).await,
+        ErrorCode::RotationInProgress,
+        "ACSCurrent cannot change",
+    );
     assert_eq!(rotation.await.unwrap().unwrap().version_id, "next");
+    let versions = s.client.list_secret_versions("creating").await.unwrap();
+    assert!(versions.versions.iter().all(|v| v.version_id != "by-hand"));
     s.client
         .update_rotation_policy("hook", &change)
         .await
         .unwrap();
     s.client.update_secret("creating", &detach).await.unwrap();
+    s.client.put_secret_value("creating", &own).await.unwrap();
+}
+
+/// A secret deleted and created again under its name while a rotation of the first one
+/// runs its *create* step: the rotation does not write into the new secret (it fails),
+/// and the new secret keeps its own single version.
+#[tokio::test]
+async fn a_rotation_never_writes_into_a_new_secret_of_the_same_name() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    let rotation = slow_create_step(&s, &f, "again", "old").await;
+    s.client
+        .delete_secret(
+            "again",
+            strongbox_client::DeleteSecretOptions {
+                force_delete_without_recovery: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&with_policy("again", "new", "hook"))
+        .await
+        .unwrap();
+    assert_code(
+        rotation.await.unwrap(),
+        ErrorCode::RotationFailed,
+        "deleted and created again",
+    );
+    let versions = s
+        .client
+        .list_secret_versions("again")
+        .await
+        .unwrap()
+        .versions;
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let v = s
+        .client
+        .get_secret_value("again", None, None)
+        .await
+        .unwrap();
+    assert_eq!(v.secret_data, "new");
+    let d = s.client.describe_secret("again").await.unwrap();
+    assert_ne!(
+        d.rotation_status,
+        Some(strongbox_schemas::RotationStatus::Failed)
+    );
 }

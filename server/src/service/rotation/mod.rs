@@ -32,13 +32,13 @@ use strongbox_schemas::{
 use tokio::sync::{Semaphore, watch};
 use zeroize::Zeroizing;
 
+use super::AuditEntry;
 use super::Service;
 use super::records::{
     KeyRecord, PolicyRecord, Principal, RotationInProgress, RotationStep, SecretRecord, encode,
     load, secret_arn,
 };
 use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_secret};
-use super::{AuditEntry, AuditSlot};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn};
 pub(crate) use access_key::{
@@ -155,6 +155,25 @@ fn abandoned(rec: &SecretRecord) -> bool {
         .in_progress
         .as_ref()
         .is_some_and(|p| !rec.version_has(&p.version_id, STAGE_PENDING))
+}
+
+/// The secret `name`, if it is still the one the rotation began on (`identity`).
+fn load_same_secret(t: &Txn<'_>, name: &str, identity: (i64, u64)) -> Result<SecretRecord> {
+    let rec = load_live_secret(t, name)?;
+    if rec.identity() != identity {
+        return Err(replaced(name));
+    }
+    Ok(rec)
+}
+
+/// The secret a rotation began on was deleted and another of its name created since.
+fn replaced(name: &str) -> Error {
+    Error::new(
+        ErrorCode::RotationFailed,
+        format!(
+            "secret {name} was deleted and created again while it rotated; the rotation of the earlier secret ends"
+        ),
+    )
 }
 
 fn in_progress(name: &str) -> Error {
@@ -358,11 +377,11 @@ impl Service {
             .acquire_owned()
             .await
             .map_err(|_| Error::internal("rotation semaphore closed"))?;
-        match self.drive(name, version_id).await {
+        // The engine's own record is committed with the finish (or with the failure).
+        let mut identity = None;
+        match self.drive(name, version_id, &mut identity).await {
             Ok(()) => {
                 tracing::info!(secret = %name, version_id, ?trigger, "rotation finished");
-                self.audit_rotation(name, AuditOutcome::Succeeded, None)
-                    .await;
                 Ok(version_id.to_string())
             }
             Err(Stop::Halted) => Err(Error::new(
@@ -371,20 +390,18 @@ impl Service {
             )),
             Err(Stop::Failed(e)) => {
                 tracing::warn!(secret = %name, version_id, code = %e.code, error = %e.message, "rotation failed");
-                if let Err(w) = self.record_failure(name, version_id, &e).await {
+                if let Err(w) = self.record_failure(name, version_id, identity, &e).await {
                     tracing::error!(secret = %name, error = %w, "could not record a failed rotation");
                 }
-                self.audit_rotation(name, AuditOutcome::Failed, Some(e.code))
-                    .await;
                 Err(e)
             }
         }
     }
 
-    /// Records the engine's own rotation in the audit trail (the request that asked for
-    /// it, if any, has its own record).
-    async fn audit_rotation(&self, name: &str, outcome: AuditOutcome, code: Option<ErrorCode>) {
-        let slot = AuditSlot::new(AuditEntry {
+    /// The engine's own record of a rotation (the request that asked for it, if any,
+    /// has its own record).
+    fn rotation_audit_entry(&self, name: &str) -> AuditEntry {
+        AuditEntry {
             time: self.now(),
             request_id: format!("{:032x}", rand::random::<u128>()),
             principal: Principal::Rotation.label(),
@@ -392,9 +409,6 @@ impl Service {
             resource: format!("secret/{name}"),
             source: "rotation-engine".into(),
             user_agent: String::new(),
-        });
-        if let Err(e) = self.finish_audit(&slot, outcome, code).await {
-            tracing::error!(secret = %name, error = %e, "rotation could not be audited");
         }
     }
 
@@ -484,7 +498,15 @@ impl Service {
     }
 
     /// Runs the remaining steps of one rotation, from what storage says was done.
-    async fn drive(&self, name: &str, version_id: &str) -> Result<(), Stop> {
+    /// Runs the rotation's steps. `identity` is the secret's as first read: a secret of
+    /// the same name created since (the first deleted) is not this rotation's, and no
+    /// step or write of this rotation reaches it.
+    async fn drive(
+        &self,
+        name: &str,
+        version_id: &str,
+        identity: &mut Option<(i64, u64)>,
+    ) -> Result<(), Stop> {
         loop {
             // Read through the writer (a job that writes nothing costs no commit): a
             // change queued before it, such as ACSPending taken off to abandon this
@@ -494,6 +516,10 @@ impl Service {
                 .store()
                 .write(move |t| load_live_secret(t, &owned))
                 .await?;
+            let id = *identity.get_or_insert(rec.identity());
+            if rec.identity() != id {
+                return Err(Stop::Failed(replaced(name)));
+            }
             let policy: PolicyRecord = match &rec.rotation_policy {
                 Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
                 None => None,
@@ -545,26 +571,38 @@ impl Service {
                     let value = self
                         .attempt(name, Step::Create, || strategy.create(&cx))
                         .await?;
-                    self.begin(name, version_id, value).await?;
+                    self.begin(name, version_id, id, value).await?;
                     Step::Create
                 }
                 Some(RotationStep::Created) => {
                     self.attempt(name, Step::Set, || strategy.set(&cx)).await?;
-                    self.advance(name, version_id, RotationStep::Created, RotationStep::Set)
-                        .await?;
+                    self.advance(
+                        name,
+                        version_id,
+                        id,
+                        RotationStep::Created,
+                        RotationStep::Set,
+                    )
+                    .await?;
                     Step::Set
                 }
                 Some(RotationStep::Set) => {
                     self.attempt(name, Step::Test, || strategy.test(&cx))
                         .await?;
-                    self.advance(name, version_id, RotationStep::Set, RotationStep::Tested)
-                        .await?;
+                    self.advance(
+                        name,
+                        version_id,
+                        id,
+                        RotationStep::Set,
+                        RotationStep::Tested,
+                    )
+                    .await?;
                     Step::Test
                 }
                 Some(RotationStep::Tested) => {
                     self.attempt(name, Step::Finish, || strategy.finish(&cx))
                         .await?;
-                    self.complete(name, version_id).await?;
+                    self.complete(name, version_id, id).await?;
                     Step::Finish
                 }
             };
@@ -595,7 +633,13 @@ impl Service {
 
     /// *Create*: the pending version with `ACSPending` and the persisted rotation, in
     /// one write.
-    async fn begin(&self, name: &str, version_id: &str, value: Zeroizing<Vec<u8>>) -> Result<()> {
+    async fn begin(
+        &self,
+        name: &str,
+        version_id: &str,
+        identity: (i64, u64),
+        value: Zeroizing<Vec<u8>>,
+    ) -> Result<()> {
         let (this, name, version_id, now) = (
             self.clone(),
             name.to_string(),
@@ -603,7 +647,7 @@ impl Service {
             self.now(),
         );
         self.write(move |t| {
-            let mut rec = load_live_secret(t, &name)?;
+            let mut rec = load_same_secret(t, &name, identity)?;
             match &rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id => return Ok(()),
                 Some(_) if abandoned(&rec) => {}
@@ -646,12 +690,13 @@ impl Service {
         &self,
         name: &str,
         version_id: &str,
+        identity: (i64, u64),
         from: RotationStep,
         to: RotationStep,
     ) -> Result<()> {
         let (name, version_id) = (name.to_string(), version_id.to_string());
         self.write(move |t| {
-            let mut rec = load_live_secret(t, &name)?;
+            let mut rec = load_same_secret(t, &name, identity)?;
             match &mut rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id && p.step == from => p.step = to,
                 Some(p) if p.version_id == version_id && p.step == to => return Ok(()),
@@ -665,15 +710,18 @@ impl Service {
 
     /// *Finish*: `ACSCurrent` to the pending version (the old one becomes
     /// `ACSPrevious`), `ACSPending` removed, next rotation scheduled; one write.
-    async fn complete(&self, name: &str, version_id: &str) -> Result<()> {
+    /// The rotation's audit record commits with it: a finish that cannot be recorded
+    /// is not made (the rotation fails at *finish* and resumes there).
+    async fn complete(&self, name: &str, version_id: &str, identity: (i64, u64)) -> Result<()> {
         let (this, name, version_id, now) = (
             self.clone(),
             name.to_string(),
             version_id.to_string(),
             self.now(),
         );
+        let entry = self.rotation_audit_entry(&name);
         self.write(move |t| {
-            let mut rec = load_live_secret(t, &name)?;
+            let mut rec = load_same_secret(t, &name, identity)?;
             match &rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id && p.step == RotationStep::Tested => {}
                 _ => return Err(in_progress(&name)),
@@ -698,6 +746,7 @@ impl Service {
             prune(t, &mut rec, this.inner.config.max_versions);
             reindex_secret(t, &mut rec)?;
             t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            this.append_audit(t, &entry, AuditOutcome::Succeeded, None)?;
             Ok(())
         })
         .await
@@ -706,19 +755,39 @@ impl Service {
     /// A failed rotation: `ACSCurrent` untouched, the error kept. Failed in *create*:
     /// nothing pending is left and the next attempt comes an interval later. Failed
     /// later: the pending version stays and the rotation resumes (see below).
-    async fn record_failure(&self, name: &str, version_id: &str, e: &Error) -> Result<()> {
-        let (name, version_id, now) = (name.to_string(), version_id.to_string(), self.now());
+    /// The engine's audit record of the failure is appended in the same write. When it
+    /// cannot be, the failure is still kept (and logged): without it the next tick would
+    /// try the target again at once, and again.
+    async fn record_failure(
+        &self,
+        name: &str,
+        version_id: &str,
+        identity: Option<(i64, u64)>,
+        e: &Error,
+    ) -> Result<()> {
+        let (this, name, version_id, now) = (
+            self.clone(),
+            name.to_string(),
+            version_id.to_string(),
+            self.now(),
+        );
         let message: String = e.message.chars().take(ERROR_MAX).collect();
         let message = format!("{}: {message}", e.code);
+        let (entry, code) = (self.rotation_audit_entry(&name), e.code);
         self.write(move |t| {
+            if let Err(e) = this.append_audit(t, &entry, AuditOutcome::Failed, Some(code)) {
+                tracing::error!(secret = %name, error = %e, "a failed rotation could not be audited");
+            }
             let Some(mut rec) = load::<SecretRecord>(t, Table::Secrets, name.as_bytes())? else {
                 return Ok(());
             };
+            // Another rotation's, or another secret of the same name: not this failure's.
             if rec
                 .rotation
                 .in_progress
                 .as_ref()
                 .is_some_and(|p| p.version_id != version_id)
+                || identity.is_some_and(|id| id != rec.identity())
             {
                 return Ok(());
             }
@@ -801,37 +870,11 @@ impl Service {
         let mut report = DueReport::default();
         let mut running = Vec::new();
         for (due, job) in due_jobs(self.store(), now, cfg.max_due_per_tick)? {
-            match job {
-                Job::Secret(name) => {
-                    if lock(&self.inner.rotation.inflight).contains_key(&name) {
-                        continue;
-                    }
-                    match self.start_rotation(&name, None, Trigger::Schedule(due)) {
-                        Ok(Started::Running(rx)) => running.push(rx),
-                        Ok(Started::Done(_)) => {}
-                        Err(e) => {
-                            tracing::info!(secret = %name, code = %e.code, "dropping a stale schedule entry");
-                            self.drop_stale(due, Job::Secret(name)).await?;
-                        }
-                    }
-                }
-                Job::Key(id) => {
-                    if self.rotate_key_if_due(due, id).await? {
-                        report.rotated_keys += 1;
-                    }
-                }
-                Job::Purge(name) => {
-                    if self.purge_if_due(due, name).await? {
-                        report.purged_secrets += 1;
-                    }
-                }
-                Job::Destroy(id) => {
-                    if self.destroy_key_if_due(&id).await? {
-                        report.destroyed_keys += 1;
-                    } else {
-                        self.drop_stale(due, Job::Destroy(id)).await?;
-                    }
-                }
+            // One job's failure (a record that does not decode, a failed commit) is
+            // logged and the tick goes on: it must not hold up every job after it.
+            let what = format!("{job:?}");
+            if let Err(e) = self.run_due_job(due, job, &mut report, &mut running).await {
+                tracing::error!(job = %what, code = %e.code, error = %e.message, "a due job failed; the tick goes on");
             }
         }
         for mut rx in running {
@@ -841,6 +884,51 @@ impl Service {
             }
         }
         Ok(report)
+    }
+
+    /// One entry of [`run_due_jobs`](Self::run_due_jobs).
+    async fn run_due_job(
+        &self,
+        due: i64,
+        job: Job,
+        report: &mut DueReport,
+        running: &mut Vec<watch::Receiver<Outcome>>,
+    ) -> Result<()> {
+        match job {
+            Job::Secret(name) => {
+                if lock(&self.inner.rotation.inflight).contains_key(&name) {
+                    return Ok(());
+                }
+                match self.start_rotation(&name, None, Trigger::Schedule(due)) {
+                    Ok(Started::Running(rx)) => running.push(rx),
+                    Ok(Started::Done(_)) => {}
+                    // Begun since the check above (a request resumed it): its entry stays.
+                    Err(e) if e.code == ErrorCode::RotationInProgress => {}
+                    Err(e) => {
+                        tracing::info!(secret = %name, code = %e.code, "dropping a stale schedule entry");
+                        self.drop_stale(due, Job::Secret(name)).await?;
+                    }
+                }
+            }
+            Job::Key(id) => {
+                if self.rotate_key_if_due(due, id).await? {
+                    report.rotated_keys += 1;
+                }
+            }
+            Job::Purge(name) => {
+                if self.purge_if_due(due, name).await? {
+                    report.purged_secrets += 1;
+                }
+            }
+            Job::Destroy(id) => {
+                if self.destroy_key_if_due(&id).await? {
+                    report.destroyed_keys += 1;
+                } else {
+                    self.drop_stale(due, Job::Destroy(id)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes an entry whose record no longer wants it (or re-indexes the record).
@@ -853,10 +941,10 @@ impl Service {
                 if rec.rotation.scheduled == Some(due) {
                     rec.rotation.scheduled = None;
                 }
-                // A secret without a policy (or pending deletion) is indexed for nothing.
-                if rec.rotation.in_progress.is_none() {
-                    reindex_secret(t, &mut rec)?;
-                }
+                // Indexed again from the record: for nothing (no policy, pending
+                // deletion), at the policy's next date, or, for an unfinished rotation,
+                // where it resumes (so a crash before it ends still resumes it).
+                reindex_secret(t, &mut rec)?;
                 t.put(Table::Secrets, name.as_bytes(), encode(&rec));
             }
             Ok(())

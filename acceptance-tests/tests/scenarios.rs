@@ -1208,6 +1208,30 @@ resource "strongbox_cmk_alias" "x" {
 }"#,
             &["alias/"],
         ),
+        (
+            r#"resource "strongbox_secret" "s" {
+  name              = "ok"
+  secret_data       = "x"
+  encryption_key_id = ""
+}"#,
+            &["encryption_key_id", "default key"],
+        ),
+        (
+            r#"resource "strongbox_principal" "p" { name = "p" }
+resource "strongbox_principal_token" "t" {
+  principal  = strongbox_principal.p.name
+  expires_at = "2099-01-01T00:00:00.5Z"
+}"#,
+            &["expires_at", "whole seconds"],
+        ),
+        (
+            r#"resource "strongbox_principal" "p" { name = "p" }
+resource "strongbox_principal_token" "t" {
+  principal  = strongbox_principal.p.name
+  expires_at = "2020-01-01T00:00:00Z"
+}"#,
+            &["expires_at is in the past"],
+        ),
     ];
     for_each_variant(|v| {
         let (_srv, tf) = v.start();
@@ -1237,6 +1261,122 @@ resource "strongbox_secret" "s" {{
         step(&tf, &body("one"));
         configure(&tf, &body("two"));
         tf.expect_error(&["plan", "-no-color", "-input=false"], &["version_id"]);
+    });
+}
+
+/// A pinned version_id with a value that is unknown at plan time (it comes from a
+/// resource being replaced) is not refused: the value may turn out the same, and here
+/// it does, so the apply writes nothing new.
+#[test]
+fn pinned_version_id_with_a_value_unknown_at_plan_is_planned() {
+    let body = |run: &str| {
+        format!(
+            r#"
+resource "terraform_data" "d" {{
+  input            = "same"
+  triggers_replace = ["{run}"]
+}}
+resource "strongbox_secret" "s" {{
+  name        = "pinned-unknown"
+  secret_data = terraform_data.d.output
+  version_id  = "v1"
+}}
+"#
+        )
+    };
+    for_each_variant(|v| {
+        // terraform_data is built into Terraform from 1.4 on.
+        if !v.terraform.at_least(1, 4) {
+            eprintln!("not on {v}: terraform_data needs Terraform 1.4");
+            return;
+        }
+        let (srv, tf) = v.start();
+        step(&tf, &body("1"));
+        step(&tf, &body("2"));
+        let versions = srv
+            .block_on(srv.client().list_secret_versions("pinned-unknown"))
+            .unwrap()
+            .versions;
+        assert_eq!(versions.len(), 1, "{versions:?}");
+        assert_eq!(server_value(&srv, "pinned-unknown"), "same");
+    });
+}
+
+/// A create whose read-back fails (here the token may create but not describe) keeps
+/// the created object in the state, tainted, for each resource that has no other step:
+/// nothing is left on the server that Terraform does not know.
+#[test]
+fn a_create_whose_read_back_fails_keeps_the_object_tainted() {
+    for_each_variant(|v| {
+        let srv = DevServer::start();
+        let root = srv.client();
+        let key = srv
+            .block_on(root.create_key(&Default::default()))
+            .unwrap()
+            .key_id;
+        let document = serde_json::from_value::<api::PolicyDocument>(json!({
+            "Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:*", "ram:*"], "Resource": ["*"]},
+                {"Effect": "Deny", "Action": ["ram:GetPrincipal", "ram:GetPolicy",
+                    "kms:DescribeRotationPolicy", "kms:DescribeAlias"], "Resource": ["*"]}]}))
+        .unwrap();
+        let tf = terraform_as_deployer(v, &srv, "no-describe", document);
+        configure(
+            &tf,
+            &format!(
+                r#"
+resource "strongbox_principal" "p" {{ name = "app" }}
+resource "strongbox_policy" "a" {{
+  name     = "readers"
+  document = jsonencode({{Version = "1", Statement = [{{Effect = "Allow", Action = ["kms:GetSecretValue"], Resource = ["secret/app/*"]}}]}})
+}}
+resource "strongbox_rotation_policy" "r" {{
+  name     = "weekly"
+  interval = "7d"
+  strategy = "random"
+}}
+resource "strongbox_cmk_alias" "x" {{
+  name   = "alias/deploy"
+  key_id = "{key}"
+}}
+"#
+            ),
+        );
+        tf.expect_error(
+            &["apply", "-auto-approve", "-no-color", "-input=false"],
+            &["ram:GetPrincipal"],
+        );
+        // With the right to describe granted, the plan (which reads them) replaces them.
+        let all = serde_json::from_value::<api::PolicyDocument>(json!({
+            "Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:*", "ram:*"], "Resource": ["*"]}]}))
+        .unwrap();
+        srv.block_on(root.update_policy(
+            "no-describe",
+            &api::UpdatePolicyRequest {
+                document: Some(all),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        let plan = tf.plan_json();
+        for address in [
+            "strongbox_principal.p",
+            "strongbox_policy.a",
+            "strongbox_rotation_policy.r",
+            "strongbox_cmk_alias.x",
+        ] {
+            assert_eq!(
+                actions(&plan, address),
+                ["delete", "create"],
+                "{address} is in the state, tainted"
+            );
+        }
+        assert!(srv.block_on(root.get_principal("app")).is_ok());
+        assert!(
+            srv.block_on(root.describe_rotation_policy("weekly"))
+                .is_ok()
+        );
     });
 }
 

@@ -354,6 +354,21 @@ pub fn created_then_failed(
     partial(diags, state)
 }
 
+/// The read-back that ends an apply. When it fails after a create, the object exists, so
+/// it stays in the state (tainted, replaced by the next apply) instead of being
+/// forgotten and then refused as "already exists".
+pub fn read_back(
+    read: Result<Value, Diags>,
+    created: bool,
+    planned: &Value,
+    id: &str,
+) -> Result<Value, Diags> {
+    match read {
+        Err(d) if created => Err(created_then_failed(d, Err(Vec::new()), planned, id)),
+        r => r,
+    }
+}
+
 /// `v` with every unknown value, at any depth, made null: a state holds no unknowns.
 pub fn unknowns_to_null(v: &Value) -> Value {
     let all = |xs: &[Value]| xs.iter().map(unknowns_to_null).collect();

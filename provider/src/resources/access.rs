@@ -6,7 +6,7 @@ use strongbox_schemas as api;
 use super::{changed, string, unknown_if_null};
 use crate::core::{
     Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
-    api_diag, null_object, opt_str,
+    api_diag, null_object, opt_str, read_back,
 };
 use crate::value::Value;
 
@@ -171,7 +171,12 @@ impl Resource for PolicyResource {
                 .await
                 .map_err(|e| vec![api_diag("Updating the policy failed", Some("document"), &e)])?;
         }
-        read_policy(ctx, &name, planned).await
+        read_back(
+            read_policy(ctx, &name, planned).await,
+            prior.is_null(),
+            planned,
+            &name,
+        )
     }
     async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
         read_policy(
@@ -322,7 +327,12 @@ impl Resource for PrincipalResource {
                 )]
             })?;
         }
-        read_principal(ctx, &name, planned).await
+        read_back(
+            read_principal(ctx, &name, planned).await,
+            prior.is_null(),
+            planned,
+            &name,
+        )
     }
     async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {
         read_principal(
@@ -374,6 +384,18 @@ fn token_schema() -> TfSchema {
     }
 }
 
+/// Whole seconds since the Unix epoch, now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// An RFC 3339 time as the API reads it.
+fn parse_time(t: &str) -> Result<api::Timestamp, ()> {
+    serde_json::from_value::<api::Timestamp>(serde_json::Value::String(t.into())).map_err(|_| ())
+}
+
 #[async_trait::async_trait]
 impl Resource for TokenResource {
     fn name(&self) -> &'static str {
@@ -383,25 +405,40 @@ impl Resource for TokenResource {
         token_schema()
     }
     fn validate(&self, config: &Value, _: ClientCaps) -> Diags {
-        match config.str_attr("expires_at") {
-            Some(t)
-                if serde_json::from_value::<api::Timestamp>(serde_json::Value::String(
-                    t.into(),
-                ))
-                .is_err() =>
-            {
-                vec![
-                    Diag::error(
-                        "Invalid expires_at",
-                        "expected an RFC 3339 time such as 2027-01-01T00:00:00Z",
-                    )
-                    .at("expires_at"),
-                ]
+        let Some(t) = config.str_attr("expires_at") else {
+            return Vec::new();
+        };
+        let why = match parse_time(t) {
+            Err(()) => "expected an RFC 3339 time such as 2027-01-01T00:00:00Z",
+            // The server keeps whole seconds: a fraction would read back as another
+            // time and plan a replacement every run.
+            Ok(at) if at.0.nanosecond() != 0 => {
+                "give whole seconds (such as 2027-01-01T00:00:00Z): the server keeps no fraction of a second"
             }
-            _ => Vec::new(),
-        }
+            Ok(_) => return Vec::new(),
+        };
+        vec![Diag::error("Invalid expires_at", why).at("expires_at")]
     }
     async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
+        // A token to be made (new, or again after its expiry removed it from the state)
+        // cannot expire in the past: say so now, not halfway through the apply.
+        if req.prior.is_null()
+            && let Some(at) = req
+                .config
+                .str_attr("expires_at")
+                .and_then(|t| parse_time(t).ok())
+            && at.unix() <= unix_now()
+        {
+            return Err(vec![
+                Diag::error(
+                    "expires_at is in the past",
+                    format!(
+                        "A token expiring at {at} cannot be created. If this token expired and was removed from the state, set a new expires_at (or remove it for a token that does not expire)."
+                    ),
+                )
+                .at("expires_at"),
+            ]);
+        }
         Ok(plan_simple(
             req,
             &["token", "token_id", "id"],

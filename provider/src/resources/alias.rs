@@ -5,7 +5,7 @@ use strongbox_client::ErrorCode;
 use super::{changed, string, unknown_if_null};
 use crate::core::{
     Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
-    api_diag, null_object,
+    api_diag, null_object, read_back,
 };
 use crate::value::Value;
 
@@ -128,7 +128,7 @@ impl Resource for AliasResource {
         c.put_alias(name, planned.str_attr("key_id").unwrap_or_default())
             .await
             .map_err(|e| vec![api_diag("Writing the alias failed", Some("key_id"), &e)])?;
-        read_alias(ctx, name).await
+        read_back(read_alias(ctx, name).await, prior.is_null(), planned, name)
     }
 
     async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {

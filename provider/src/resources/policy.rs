@@ -6,7 +6,7 @@ use strongbox_schemas as api;
 use super::{changed, default_if_unset, string, unknown_if_null};
 use crate::core::{
     Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
-    api_diag, null_object,
+    api_diag, null_object, read_back,
 };
 use crate::value::Value;
 
@@ -216,7 +216,12 @@ impl Resource for PolicyResource {
                 .await
                 .map_err(|e| vec![api_diag("Updating the rotation policy failed", None, &e)])?;
         }
-        read_policy(ctx, &name, planned).await
+        read_back(
+            read_policy(ctx, &name, planned).await,
+            prior.is_null(),
+            planned,
+            &name,
+        )
     }
 
     async fn read(&self, ctx: &Ctx, state: &Value) -> Result<Value, Diags> {

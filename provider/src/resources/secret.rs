@@ -195,6 +195,17 @@ impl Resource for SecretResource {
                 .at("secret_data_wo_version"),
             );
         }
+        // The server takes "" as "the default key" and answers with that key's id, which
+        // Terraform would call an inconsistent result (and the next update would send "").
+        if config.str_attr("encryption_key_id") == Some("") {
+            d.push(
+                Diag::error(
+                    "Invalid encryption_key_id",
+                    "give a key id or alias/NAME, or leave encryption_key_id out (null) for the default key",
+                )
+                .at("encryption_key_id"),
+            );
+        }
         if let Some(n) = config.str_attr("name")
             && let Err(e) = api::validate_secret_name("name", n)
         {
@@ -340,10 +351,16 @@ impl Resource for SecretResource {
         let data_changed = changed(prior, &p, "secret_data")
             || changed(prior, &p, "secret_data_wo_version")
             || changed(prior, &p, "secret_data_type");
+        // Whether the data changed is known only when the values are: an unknown value
+        // (from another resource) may turn out the same, so a pinned version_id is not
+        // refused for it (the server refuses a version_id reused with other data).
+        let data_known = ["secret_data", "secret_data_wo_version", "secret_data_type"]
+            .iter()
+            .all(|a| !p.attr(a).is_unknown());
         if data_changed {
             if config.attr("version_id").is_null() {
                 p.set("version_id", Value::unknown());
-            } else if !changed(prior, config, "version_id") {
+            } else if data_known && !changed(prior, config, "version_id") {
                 return Err(vec![Diag::error(
                     "version_id must change with the value",
                     "The value changed but version_id did not: a version's data never changes. Set a new version_id, or remove version_id to have one generated.",
@@ -368,6 +385,7 @@ impl Resource for SecretResource {
             }
         }
         if requires_replace == ["secret_type"]
+            && !p.attr("secret_type").is_unknown()
             && !prior
                 .bool_attr("force_delete_without_recovery")
                 .unwrap_or(false)

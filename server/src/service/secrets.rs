@@ -747,6 +747,20 @@ impl Service {
             }
             if req.version_stage == STAGE_CURRENT {
                 this.refuse_while_rotating(&rec, &name, "ACSCurrent")?;
+                // Versions without a label stay sealed under the key they were made with
+                // when the secret's key changes (as in AWS): one whose key is disabled or
+                // gone would leave the secret without a readable current value.
+                if let Some(to) = &req.move_to_version {
+                    this.open_version(t, &name, to).map_err(|e| {
+                        Error::new(
+                            e.code,
+                            format!(
+                                "ACSCurrent cannot move to version {to}: it cannot be opened now ({})",
+                                e.message
+                            ),
+                        )
+                    })?;
+                }
             }
             if req.version_stage == api::STAGE_PENDING {
                 let taken_off = match (&req.move_to_version, &rec.rotation.in_progress) {

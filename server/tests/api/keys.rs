@@ -586,6 +586,35 @@ async fn changing_a_secrets_key_reseals_the_versions_in_use() {
         ErrorCode::KeyDisabled,
         &a.key_id,
     );
+    // ACSCurrent cannot move to that version while it cannot be opened: the secret
+    // would be left without a readable current value.
+    let back = api::UpdateSecretStageRequest {
+        version_stage: "ACSCurrent".into(),
+        move_to_version: Some(first.version_id.clone()),
+        remove_from_version: None,
+    };
+    assert_code(
+        c.update_secret_stage("moving", &back).await,
+        ErrorCode::KeyDisabled,
+        "cannot move",
+    );
+    assert_eq!(
+        c.get_secret_value("moving", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        "v3"
+    );
+    c.enable_key(&a.key_id).await.unwrap();
+    c.update_secret_stage("moving", &back).await.unwrap();
+    assert_eq!(
+        c.get_secret_value("moving", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        "v1"
+    );
+    c.disable_key(&a.key_id).await.unwrap();
     // Under a disabled old key the versions cannot be opened, so the change is refused
     // and nothing changes.
     c.enable_key(&a.key_id).await.unwrap();

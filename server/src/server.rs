@@ -360,7 +360,7 @@ pub async fn start(u: Unsealed, opts: ServeOptions) -> anyhow::Result<Running> {
         let mut every = tokio::time::interval(opts.tick_interval);
         loop {
             every.tick().await;
-            match service.tick().await {
+            match service.tick_in_background().await {
                 Ok(r) if r != Default::default() => tracing::info!(?r, "background tick"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "background tick failed"),

@@ -112,8 +112,20 @@ impl Service {
     /// deletion is due, purges of secrets whose recovery window has passed. Waits for the
     /// rotations it starts.
     pub async fn tick(&self) -> crate::Result<TickReport> {
-        let due = self.run_due_jobs().await?;
+        self.tick_with(true).await
+    }
+
+    /// [`tick`](Self::tick) that does not wait for the rotations it starts (the server's
+    /// background ticker): they run on, each under its step timeouts, while the next
+    /// ticks go on with purges, key jobs and other rotations.
+    pub async fn tick_in_background(&self) -> crate::Result<TickReport> {
+        self.tick_with(false).await
+    }
+
+    async fn tick_with(&self, wait: bool) -> crate::Result<TickReport> {
+        let due = self.run_due_jobs(wait).await?;
         Ok(TickReport {
+            started_rotations: due.started_rotations,
             destroyed_keys: due.destroyed_keys,
             rotated_keys: due.rotated_keys,
             purged_secrets: due.purged_secrets,
@@ -126,6 +138,8 @@ impl Service {
 /// What one background tick did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickReport {
+    /// Secret rotations started (or resumed).
+    pub started_rotations: usize,
     /// Keys whose material was destroyed.
     pub destroyed_keys: usize,
     /// Keys rotated automatically.

@@ -970,3 +970,60 @@ async fn a_rotation_never_writes_into_a_new_secret_of_the_same_name() {
         Some(strongbox_schemas::RotationStatus::Failed)
     );
 }
+
+/// The server's ticker does not wait for the rotations it starts: while one is held at
+/// its *finish* call, the next tick still purges a secret whose recovery window ended.
+/// (A target that hangs costs its own rotation, not everyone's background jobs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_tick_does_not_wait_for_the_rotations_it_starts() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("slow", "v0", "hook"))
+        .await
+        .unwrap();
+    let (arrived_tx, arrived) = oneshot::channel();
+    let (release, release_rx) = oneshot::channel();
+    *f.hook.behaviour.finish_gate.lock().unwrap() = Some((arrived_tx, release_rx));
+    s.clock.advance(31 * 86_400);
+    let first = s.service.tick_in_background().await.unwrap();
+    assert_eq!(first.started_rotations, 1, "{first:?}");
+    assert_eq!(first.rotated_secrets, 0, "{first:?}");
+    arrived.await.unwrap();
+    // Held at finish. Meanwhile a secret is deleted and its window passes.
+    s.client
+        .create_secret(&text_secret("gone", "x"))
+        .await
+        .unwrap();
+    s.client
+        .delete_secret(
+            "gone",
+            strongbox_client::DeleteSecretOptions {
+                recovery_window_in_days: Some(7),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.clock.advance(8 * 86_400);
+    let second = s.service.tick_in_background().await.unwrap();
+    assert_eq!(second.purged_secrets, 1, "{second:?}");
+    assert_eq!(
+        second.started_rotations, 0,
+        "the running one is not started twice"
+    );
+    let d = s.client.describe_secret("slow").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::InProgress));
+    release.send(()).unwrap();
+    // It finishes by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = s.client.describe_secret("slow").await.unwrap();
+        if d.rotation_status == Some(RotationStatus::Succeeded) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -128,6 +128,7 @@ impl EngineState {
 /// What the scheduled jobs of one tick did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DueReport {
+    pub(crate) started_rotations: usize,
     pub(crate) rotated_secrets: usize,
     pub(crate) failed_rotations: usize,
     pub(crate) rotated_keys: usize,
@@ -863,7 +864,10 @@ impl Service {
     /// Runs what the index says is due: secret rotations (new, overdue or interrupted),
     /// key rotations and destructions, and purges. Reads only due entries and their records; waits for
     /// the rotations it started.
-    pub(crate) async fn run_due_jobs(&self) -> Result<DueReport> {
+    /// With `wait` false the rotations it started go on by themselves (the server's
+    /// ticker): a target that hangs (each attempt may take the step timeout) then holds
+    /// only its own rotation, not the next ticks' purges, key jobs and other rotations.
+    pub(crate) async fn run_due_jobs(&self, wait: bool) -> Result<DueReport> {
         self.ensure_schedule().await?;
         let now = self.now();
         let cfg = &self.inner.config.rotation;
@@ -876,6 +880,10 @@ impl Service {
             if let Err(e) = self.run_due_job(due, job, &mut report, &mut running).await {
                 tracing::error!(job = %what, code = %e.code, error = %e.message, "a due job failed; the tick goes on");
             }
+        }
+        report.started_rotations = running.len();
+        if !wait {
+            return Ok(report);
         }
         for mut rx in running {
             match rx.wait_for(Option::is_some).await.ok().as_deref() {

@@ -97,6 +97,25 @@ pub(crate) fn check_usable(k: &KeyRecord) -> Result<()> {
     }
 }
 
+/// Most on-demand rotations of one key.
+pub(crate) const MAX_ON_DEMAND_ROTATIONS: usize = 25;
+
+/// The default key protects every secret that names none: it is the server's, as an
+/// AWS managed key is, and cannot be disabled or deleted (that would make those secrets
+/// unreadable, then destroy them).
+fn refuse_default_key(t: &Txn<'_>, k: &KeyRecord, what: &str) -> Result<()> {
+    if t.get(Table::Meta, META_DEFAULT_KEY)?.as_deref() == Some(k.key_id.as_bytes()) {
+        return Err(Error::new(
+            ErrorCode::InvalidState,
+            format!(
+                "key {} is the default key (alias {DEFAULT_KEY_ALIAS}) of the secrets that name no key; it cannot be {what}",
+                k.key_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Service {
     fn new_key_record(
         &self,
@@ -119,11 +138,14 @@ impl Service {
             rotation_interval: None,
             last_rotation_date: None,
             rotation_enabled_date: None,
+            schedule_base: None,
+            pending_window_days: None,
             tags,
             primary_version: 1,
             versions: vec![KeyVersionRec {
                 version: 1,
                 created: now,
+                on_demand: false,
                 wrapped: Some(wrapped),
             }],
             scheduled_rotation: None,
@@ -279,7 +301,10 @@ impl Service {
         } else {
             "kms:DisableKey"
         };
-        self.modify_key(key_ref, who, action, move |k, _, _| {
+        self.modify_key(key_ref, who, action, move |k, _, t| {
+            if !enabled {
+                refuse_default_key(t, k, "disabled")?;
+            }
             if k.state == KeyStateRec::PendingDeletion {
                 return Err(Error::new(
                     ErrorCode::KeyPendingDeletion,
@@ -299,27 +324,49 @@ impl Service {
         .await
     }
 
-    /// Adds a key version that becomes primary; older versions still decrypt.
+    /// Adds a key version that becomes primary; older versions still decrypt. At most
+    /// [`MAX_ON_DEMAND_ROTATIONS`] per key (every version stays in the key's record,
+    /// read with each secret under it); the automatic schedule is not moved.
     pub async fn rotate_key(&self, key_ref: &str, who: &Actor) -> Result<api::Key> {
         let barrier_self = self.clone();
         self.modify_key(key_ref, who, "kms:RotateKey", move |k, now, _| {
             check_usable(k)?;
-            barrier_self.add_key_version(k, now);
+            if k.versions.iter().filter(|v| v.on_demand).count() >= MAX_ON_DEMAND_ROTATIONS {
+                return Err(Error::new(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "key {} has been rotated on demand {MAX_ON_DEMAND_ROTATIONS} times, the most a key may be (as KMS limits on-demand rotation); automatic rotation has no such limit",
+                        k.key_id
+                    ),
+                ));
+            }
+            barrier_self.add_key_version(k, now, true);
             Ok(())
         })
         .await
     }
 
-    pub(super) fn add_key_version(&self, k: &mut KeyRecord, now: i64) {
+    /// A new primary version. An automatic one (`on_demand` false) restarts the
+    /// automatic schedule; an on-demand one keeps it where it was.
+    pub(super) fn add_key_version(&self, k: &mut KeyRecord, now: i64, on_demand: bool) {
         let version = k.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
         let material = Secret32::random();
         let wrapped = self.inner.barrier.wrap_cmk(&k.key_id, version, &material);
         k.versions.push(KeyVersionRec {
             version,
             created: now,
+            on_demand,
             wrapped: Some(wrapped),
         });
         k.primary_version = version;
+        if on_demand {
+            k.schedule_base = k
+                .schedule_base
+                .or(k.last_rotation_date)
+                .or(Some(k.creation_date));
+        } else {
+            k.schedule_base = Some(now);
+        }
         k.last_rotation_date = Some(now);
     }
 
@@ -330,6 +377,7 @@ impl Service {
         days: Option<u32>,
         who: &Actor,
     ) -> Result<api::Key> {
+        let asked = days;
         let days = days.unwrap_or(30);
         if !(7..=366).contains(&days) {
             return Err(Error::invalid(
@@ -337,13 +385,26 @@ impl Service {
                 "must be between 7 and 366",
             ));
         }
-        self.modify_key(key_ref, who, "kms:ScheduleKeyDeletion", move |k, now, _| {
+        self.modify_key(key_ref, who, "kms:ScheduleKeyDeletion", move |k, now, t| {
+            refuse_default_key(t, k, "scheduled for deletion")?;
             if k.state == KeyStateRec::PendingDeletion {
-                return Ok(());
+                // Asking again is answered as before; another window is refused, not
+                // silently ignored (cancel the deletion, then schedule it again).
+                return match (asked, k.pending_window_days) {
+                    (Some(a), Some(w)) if a != w => Err(Error::new(
+                        ErrorCode::InvalidState,
+                        format!(
+                            "key {} is already scheduled for deletion with a window of {w} days; cancel the deletion to schedule it with another",
+                            k.key_id
+                        ),
+                    )),
+                    _ => Ok(()),
+                };
             }
             k.state_before_deletion = Some(k.state);
             k.state = KeyStateRec::PendingDeletion;
             k.delete_date = Some(now + i64::from(days) * 86_400);
+            k.pending_window_days = Some(days);
             Ok(())
         })
         .await
@@ -363,6 +424,7 @@ impl Service {
                 .take()
                 .unwrap_or(KeyStateRec::Enabled);
             k.delete_date = None;
+            k.pending_window_days = None;
             Ok(())
         })
         .await

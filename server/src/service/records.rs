@@ -74,6 +74,9 @@ pub(crate) enum KeyStateRec {
 pub(crate) struct KeyVersionRec {
     pub(crate) version: u32,
     pub(crate) created: i64,
+    /// Made by `POST …/rotate` (on demand), not by automatic rotation or at creation.
+    #[serde(default)]
+    pub(crate) on_demand: bool,
     /// Wrapped material; `None` once destroyed.
     #[serde(with = "opt_b64", default)]
     pub(crate) wrapped: Option<Vec<u8>>,
@@ -121,6 +124,14 @@ pub(crate) struct KeyRecord {
     /// period after the key was created. Absent in records written before it was kept.
     #[serde(default)]
     pub(crate) rotation_enabled_date: Option<i64>,
+    /// What the automatic schedule counts from (the last automatic rotation): an
+    /// on-demand rotation does not move it (as in KMS). Absent in records written
+    /// before it was kept, which count from `last_rotation_date`.
+    #[serde(default)]
+    pub(crate) schedule_base: Option<i64>,
+    /// The `pending_window_in_days` of a scheduled deletion.
+    #[serde(default)]
+    pub(crate) pending_window_days: Option<u32>,
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) primary_version: u32,
     pub(crate) versions: Vec<KeyVersionRec>,
@@ -145,7 +156,8 @@ impl KeyRecord {
             .as_ref()
             .map_or(DEFAULT_KEY_ROTATION_SECS, Interval::seconds);
         let base = self
-            .last_rotation_date
+            .schedule_base
+            .or(self.last_rotation_date)
             .unwrap_or(self.creation_date)
             .max(self.rotation_enabled_date.unwrap_or(i64::MIN));
         Some(base.saturating_add(i64::try_from(period).unwrap_or(i64::MAX)))

@@ -639,3 +639,106 @@ async fn changing_a_secrets_key_reseals_the_versions_in_use() {
         a.key_id
     );
 }
+
+/// The default key (made for secrets that name none) is the server's: it cannot be
+/// disabled or scheduled for deletion, which would make those secrets unreadable and
+/// then destroy them. Its description and tags may still change.
+#[tokio::test]
+async fn the_default_key_cannot_be_disabled_or_deleted() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let secret = c.create_secret(&text_secret("keyless", "v")).await.unwrap();
+    let default = secret.encryption_key_id;
+    assert_code(
+        c.disable_key(&default).await,
+        ErrorCode::InvalidState,
+        "default key",
+    );
+    assert_code(
+        c.schedule_key_deletion(&default, Some(7)).await,
+        ErrorCode::InvalidState,
+        "default key",
+    );
+    let k = c.describe_key(&default).await.unwrap();
+    assert_eq!(k.state, KeyState::Enabled);
+    c.update_key(
+        &default,
+        &api::UpdateKeyRequest {
+            description: Some("ours".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get_secret_value("keyless", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        "v"
+    );
+}
+
+/// On-demand rotation, as in KMS: it does not move the automatic schedule, and a key
+/// takes at most 25 of them (each version stays in the key's record).
+#[tokio::test]
+async fn on_demand_rotation_keeps_the_schedule_and_is_limited() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let k = c
+        .create_key(&api::CreateKeyRequest {
+            automatic_rotation: true,
+            rotation_interval: Some(Interval::parse("30d").unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(k.next_rotation_date.unwrap().unix(), T0 + 30 * 86_400);
+    s.advance_and_tick(29 * 86_400).await;
+    let r = c.rotate_key(&k.key_id).await.unwrap();
+    assert_eq!(r.primary_key_version, 2);
+    assert_eq!(r.next_rotation_date.unwrap().unix(), T0 + 30 * 86_400);
+    assert_eq!(s.advance_and_tick(86_400).await.rotated_keys, 1);
+    let after = c.describe_key(&k.key_id).await.unwrap();
+    assert_eq!(after.primary_key_version, 3);
+    assert_eq!(after.next_rotation_date.unwrap().unix(), T0 + 60 * 86_400);
+    // 24 more on demand (25 in all), then no more; automatic rotation goes on.
+    for _ in 0..24 {
+        c.rotate_key(&k.key_id).await.unwrap();
+    }
+    assert_code(
+        c.rotate_key(&k.key_id).await,
+        ErrorCode::InvalidState,
+        "25 times",
+    );
+    assert_eq!(s.advance_and_tick(30 * 86_400).await.rotated_keys, 1);
+    assert_eq!(
+        c.describe_key(&k.key_id).await.unwrap().primary_key_version,
+        3 + 24 + 1
+    );
+}
+
+/// Scheduling the deletion of a key already scheduled: the same window (or none) is
+/// answered as before; another window is refused, not silently ignored.
+#[tokio::test]
+async fn a_second_deletion_window_is_refused() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let k = c.create_key(&Default::default()).await.unwrap();
+    let first = c.schedule_key_deletion(&k.key_id, Some(30)).await.unwrap();
+    let again = c.schedule_key_deletion(&k.key_id, Some(30)).await.unwrap();
+    assert_eq!(again.delete_date, first.delete_date);
+    c.schedule_key_deletion(&k.key_id, None).await.unwrap();
+    assert_code(
+        c.schedule_key_deletion(&k.key_id, Some(7)).await,
+        ErrorCode::InvalidState,
+        "30 days",
+    );
+    assert_eq!(
+        c.describe_key(&k.key_id).await.unwrap().delete_date,
+        first.delete_date
+    );
+    c.cancel_key_deletion(&k.key_id).await.unwrap();
+    let seven = c.schedule_key_deletion(&k.key_id, Some(7)).await.unwrap();
+    assert_eq!(seven.delete_date.unwrap().unix(), T0 + 7 * 86_400);
+}

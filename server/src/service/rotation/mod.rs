@@ -972,7 +972,7 @@ impl Service {
             };
             let rotate = k.next_rotation_date().is_some_and(|d| d <= now);
             if rotate {
-                this.add_key_version(&mut k, now);
+                this.add_key_version(&mut k, now, false);
             }
             if k.scheduled_rotation != Some(due) {
                 t.delete(

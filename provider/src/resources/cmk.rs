@@ -247,6 +247,16 @@ impl Resource for CmkResource {
             return match c.schedule_key_deletion(id, days).await {
                 Ok(_) => Ok(Value::Null),
                 Err(e) if e.code() == Some(ErrorCode::KeyNotFound) => Ok(Value::Null),
+                // Already scheduled (outside Terraform) with another window: it is being
+                // deleted, which is what destroy asks.
+                Err(e)
+                    if e.code() == Some(ErrorCode::InvalidState)
+                        && c.describe_key(id)
+                            .await
+                            .is_ok_and(|k| k.state == api::KeyState::PendingDeletion) =>
+                {
+                    Ok(Value::Null)
+                }
                 Err(e) => Err(vec![api_diag(
                     "Scheduling the key deletion failed",
                     None,

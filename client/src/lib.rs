@@ -130,7 +130,7 @@ impl Error {
             Error::Transport(_) => true,
             Error::Status { status } => matches!(status, 429 | 502 | 503 | 504),
             Error::Api { status, code, .. } => *code == ErrorCode::Unavailable || *status == 429,
-            Error::UnknownCode { status, .. } => *status == 429,
+            Error::UnknownCode { status, .. } => matches!(status, 429 | 503),
             _ => false,
         }
     }

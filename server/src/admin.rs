@@ -266,14 +266,12 @@ pub(crate) async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
 /// failed while checking it), 2 when there is no verdict.
 async fn verify(c: &Client) -> anyhow::Result<()> {
     let r = c.verify_audit().await.map_err(|e| {
-        // Only the server itself failing to check its trail (an error it explains that
-        // is neither "not now" nor "not you") counts against the trail. Anything else
-        // is no verdict: not reached, refused, busy, or an answer that is not the
-        // server's (a proxy's page, a body this client cannot read, a newer server's
-        // code).
-        let server_failed = matches!(e, strongbox_client::Error::Api { .. })
-            && !e.is_transient()
-            && !e.status().is_some_and(|s| matches!(s, 401 | 403));
+        // Only the server itself failing while it checks its trail (its InternalError:
+        // a record it could not read) counts against the trail. Anything else is no
+        // verdict: not reached, refused, busy, no such endpoint (an older server), or an
+        // answer that is not the server's (a proxy's page, a body this client cannot
+        // read, a newer server's code).
+        let server_failed = e.code() == Some(strongbox_client::ErrorCode::InternalError);
         if server_failed {
             anyhow::anyhow!("audit trail NOT VERIFIED: the check failed: {e}")
         } else {

@@ -276,10 +276,16 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                         return Ok(());
                     }
                     // Still running (the server's wait ended), or the answer lost on the
-                    // way (a dropped connection, a gateway's 502/503/504 while the server
-                    // went on): asking again with the same version id means this
-                    // rotation, so it is safe until the deadline.
-                    Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                    // way (a dropped connection, a gateway's 503/504 while the server went
+                    // on): asking again with the same version id means this rotation, so
+                    // it is safe until the deadline. Not a bare 502: the server's own
+                    // RotationFailed is a 502, which a gateway may pass on without its
+                    // body, and asking again would run a failed rotation again.
+                    Err(e)
+                        if e.is_transient()
+                            && e.status() != Some(502)
+                            && std::time::Instant::now() < deadline =>
+                    {
                         if e.code() == Some(strongbox_client::ErrorCode::Unavailable) {
                             eprintln!("The rotation of {name} is still running; waiting.");
                         } else {

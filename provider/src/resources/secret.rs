@@ -384,8 +384,8 @@ impl Resource for SecretResource {
                 requires_replace.push(a);
             }
         }
+        // Also while secret_type is unknown: Terraform then plans the replacement anyway.
         if requires_replace == ["secret_type"]
-            && !p.attr("secret_type").is_unknown()
             && !prior
                 .bool_attr("force_delete_without_recovery")
                 .unwrap_or(false)

@@ -437,7 +437,6 @@ impl Service {
         .await
     }
 
-    /// The plaintext of a version, read through `r` (a snapshot or a write).
     /// Refuses to change `what` while a rotation of the secret is unfinished: persisted
     /// (its version still `ACSPending`) or running or queued in this process. The
     /// rotation works from the secret as it was when it began (its current value, its
@@ -495,6 +494,7 @@ impl Service {
         Ok(())
     }
 
+    /// The plaintext of a version, read through `r` (a snapshot or a write).
     fn open_version(
         &self,
         r: &(impl Reader + ?Sized),

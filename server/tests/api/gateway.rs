@@ -252,6 +252,14 @@ async fn secret_rotate_asks_again_when_the_gateway_loses_the_answer() {
         .await
         .unwrap();
     assert_ne!(current.secret_data, "initial");
+    // A bare 502 may be the server's RotationFailed with its body dropped by the
+    // gateway: not asked again (that would run a failed rotation again).
+    g.lose("/rotate", 502, 1);
+    let mut cmd = g.cli(&s, &s.token);
+    cmd.args(["secret", "rotate", "gw/rot", "--wait", "60"]);
+    let out = run(cmd).await;
+    assert!(!out.status.success());
+    assert_eq!(g.forwarded("/rotate"), 3, "sent once");
 }
 
 /// `audit verify` through a gateway's error page, or with no way to connect at all: no

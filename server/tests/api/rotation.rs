@@ -972,3 +972,43 @@ async fn an_unfinished_rotation_keeps_acscurrent_and_its_target() {
     .unwrap();
     assert_eq!(e.current("held").secret_data, "by hand");
 }
+
+/// A secret deleted (with a recovery window) while its rotation is unfinished is not
+/// rotated, nor indexed for it, while it waits to be purged; restored, its rotation
+/// resumes.
+#[tokio::test]
+async fn a_secret_pending_deletion_is_not_rotated_until_restored() {
+    let e = Engine::start(None);
+    let svc = e.service.clone();
+    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
+        .await
+        .unwrap();
+    svc.create_secret(with_policy("doomed", "before", "p"), &root())
+        .await
+        .unwrap();
+    svc.set_rotation_halt(Some("set"));
+    let next = api::RotateSecretRequest {
+        version_id: Some("next".into()),
+    };
+    svc.rotate_secret("doomed", next).await.unwrap_err();
+    svc.set_rotation_halt(None);
+    svc.delete_secret("doomed", Some(7), false, &root())
+        .await
+        .unwrap();
+    let indexed = |b: &dyn Backend| {
+        b.scan(Table::RotationSchedule, b"", None, 1000)
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.ends_with(b"secret/doomed"))
+            .count()
+    };
+    assert_eq!(indexed(e.backend.as_ref()), 0);
+    e.clock.advance(3600);
+    let r = svc.tick().await.unwrap();
+    assert_eq!((r.started_rotations, r.failed_rotations), (0, 0), "{r:?}");
+    assert_eq!(indexed(e.backend.as_ref()), 0);
+    svc.restore_secret("doomed").await.unwrap();
+    let r = svc.tick().await.unwrap();
+    assert_eq!(r.rotated_secrets, 1, "{r:?}");
+    assert_eq!(e.current("doomed").version_id, "next");
+}

@@ -360,27 +360,37 @@ impl Service {
             },
         );
         drop(inflight);
+        // The secret this rotation is for: one deleted and created again under its name
+        // while the rotation waits for a slot or runs is another, never written into.
+        let identity = rec.identity();
         let (this, name) = (self.clone(), name.to_string());
         tokio::spawn(async move {
             // Released however the task ends: a panic must not leave the secret
             // "rotating" (refusing rotations and ACSPending changes) until a restart.
             let running = Running(this.clone(), name.clone());
-            let out = this.run_rotation(&name, &version_id, trigger).await;
+            let out = this
+                .run_rotation(&name, &version_id, identity, trigger)
+                .await;
             drop(running);
             let _ = tx.send(Some(out));
         });
         Ok(Started::Running(rx))
     }
 
-    async fn run_rotation(&self, name: &str, version_id: &str, trigger: Trigger) -> Result<String> {
+    async fn run_rotation(
+        &self,
+        name: &str,
+        version_id: &str,
+        identity: (i64, u64),
+        trigger: Trigger,
+    ) -> Result<String> {
         let permits = self.inner.rotation.permits.clone();
         let _permit = permits
             .acquire_owned()
             .await
             .map_err(|_| Error::internal("rotation semaphore closed"))?;
         // The engine's own record is committed with the finish (or with the failure).
-        let mut identity = None;
-        match self.drive(name, version_id, &mut identity).await {
+        match self.drive(name, version_id, identity).await {
             Ok(()) => {
                 tracing::info!(secret = %name, version_id, ?trigger, "rotation finished");
                 Ok(version_id.to_string())
@@ -498,16 +508,11 @@ impl Service {
         }
     }
 
-    /// Runs the remaining steps of one rotation, from what storage says was done.
-    /// Runs the rotation's steps. `identity` is the secret's as first read: a secret of
-    /// the same name created since (the first deleted) is not this rotation's, and no
-    /// step or write of this rotation reaches it.
-    async fn drive(
-        &self,
-        name: &str,
-        version_id: &str,
-        identity: &mut Option<(i64, u64)>,
-    ) -> Result<(), Stop> {
+    /// Runs the remaining steps of one rotation, from what storage says was done. `id` is
+    /// the secret's identity when the rotation was started: a secret of the same name
+    /// created since (the first deleted) is not this rotation's, and no step or write of
+    /// this rotation reaches it.
+    async fn drive(&self, name: &str, version_id: &str, id: (i64, u64)) -> Result<(), Stop> {
         loop {
             // Read through the writer (a job that writes nothing costs no commit): a
             // change queued before it, such as ACSPending taken off to abandon this
@@ -517,7 +522,6 @@ impl Service {
                 .store()
                 .write(move |t| load_live_secret(t, &owned))
                 .await?;
-            let id = *identity.get_or_insert(rec.identity());
             if rec.identity() != id {
                 return Err(Stop::Failed(replaced(name)));
             }
@@ -763,7 +767,7 @@ impl Service {
         &self,
         name: &str,
         version_id: &str,
-        identity: Option<(i64, u64)>,
+        identity: (i64, u64),
         e: &Error,
     ) -> Result<()> {
         let (this, name, version_id, now) = (
@@ -788,7 +792,7 @@ impl Service {
                 .in_progress
                 .as_ref()
                 .is_some_and(|p| p.version_id != version_id)
-                || identity.is_some_and(|id| id != rec.identity())
+                || identity != rec.identity()
             {
                 return Ok(());
             }

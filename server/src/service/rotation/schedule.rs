@@ -94,6 +94,10 @@ pub(crate) const RESUME_AFTER_FAILURE_SECS: i64 = 300;
 
 /// The time a secret's rotation job should sit under in the index.
 pub(crate) fn secret_due(rec: &SecretRecord, policy: Option<&PolicyRecord>) -> Option<i64> {
+    // Pending deletion: nothing rotates (a restore indexes it again).
+    if rec.planned_delete_time.is_some() {
+        return None;
+    }
     if let Some(p) = &rec.rotation.in_progress
         && !super::abandoned(rec)
     {

@@ -93,8 +93,9 @@ struct ServerArgs {
     #[arg(long, default_value_t = 10)]
     max_versions: usize,
     /// Connections served at once; more wait in the listen backlog.
-    #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS", default_value_t = 4096)]
-    max_connections: usize,
+    #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// Networks rotations may connect to (database, SSH and webhook hosts), as
     /// comma-separated CIDRs or addresses. Default: any address except link-local ones
     /// and cloud metadata services.
@@ -263,7 +264,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             env_key.as_ref().map(|k| k.as_str()),
         )?;
         let u = server::open(&data_dir, &root, config)?;
-        let cfg = tls::server_config(&std::fs::read(cert)?, &Zeroizing::new(std::fs::read(key)?))?;
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let cfg = tls::server_config(&read(cert)?, &Zeroizing::new(read(key)?))?;
         (u, cfg, None, None)
     };
     let _ = &mut unsealed;
@@ -274,7 +278,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             tls: tls_cfg,
             tick_interval: Duration::from_secs(args.tick_interval.max(1)),
             limits: tls::ConnectionLimits {
-                max_connections: args.max_connections,
+                max_connections: usize::try_from(args.max_connections).unwrap_or(4096),
                 ..Default::default()
             },
         },

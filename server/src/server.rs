@@ -73,15 +73,17 @@ pub fn init(
             );
         }
     }
+    // Refused before anything changes, the data dir's mode included.
+    let db = db_path(data_dir);
+    if db.exists() {
+        bail!("{} already holds a Strongbox database", data_dir.display());
+    }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     {
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    let db = db_path(data_dir);
-    if db.exists() {
-        bail!("{} already holds a Strongbox database", data_dir.display());
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", data_dir.display()))?;
     }
     // The key goes to a new file beside its final name first (never over another
     // file), the database is made, and only then the key takes its name (a hard link:
@@ -239,10 +241,28 @@ fn upgrade_audit_head(backend: &dyn Backend, barrier: &Barrier) -> anyhow::Resul
     Ok(())
 }
 
-/// Reads the root key from a file or the `STRONGBOX_ROOT_KEY` text.
+/// Reads the root key from a file or the `STRONGBOX_ROOT_KEY` text: one of them. A
+/// file that others than its owner may read or write (any of the mode's group and
+/// other bits) is refused, as ssh refuses such a private key: `strongbox init` makes
+/// it 0600.
 pub fn load_root_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<RootKey> {
     match (file, env) {
-        (Some(f), _) => {
+        (Some(_), Some(_)) => {
+            bail!("both --root-key-file and STRONGBOX_ROOT_KEY are set: give the root key one way")
+        }
+        (Some(f), None) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(f)
+                .with_context(|| format!("reading root key file {}", f.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                bail!(
+                    "root key file {} has mode {:o}: others may read it; make it 0600 (chmod 600)",
+                    f.display(),
+                    mode & 0o777
+                );
+            }
             let text = Zeroizing::new(
                 std::fs::read_to_string(f)
                     .with_context(|| format!("reading root key file {}", f.display()))?,

@@ -695,10 +695,14 @@ impl Service {
     }
 
     /// Moves or removes a stage label.
+    /// Moving `ACSCurrent` of an `AccessKey` secret needs the caller's token rights on
+    /// the principal the target version names, as putting that value would: the next
+    /// rotation makes a token for the principal `ACSCurrent` names.
     pub async fn update_secret_stage(
         &self,
         name: &str,
         req: api::UpdateSecretStageRequest,
+        who: &Actor,
     ) -> Result<api::ListSecretVersionsResponse> {
         api::validate_version_stage("version_stage", &req.version_stage)?;
         let fixed = req.version_stage == STAGE_CURRENT || req.version_stage == STAGE_PREVIOUS;
@@ -716,7 +720,7 @@ impl Service {
                 ));
             }
         }
-        let (this, name, now) = (self.clone(), name.to_string(), self.now());
+        let (this, name, now, who) = (self.clone(), name.to_string(), self.now(), who.clone());
         self.write(move |t| {
             let mut rec = load_live_secret(t, &name)?;
             let exists = |id: &str| rec.versions.iter().any(|v| v.version_id == id);
@@ -751,7 +755,7 @@ impl Service {
                 // when the secret's key changes (as in AWS): one whose key is disabled or
                 // gone would leave the secret without a readable current value.
                 if let Some(to) = &req.move_to_version {
-                    this.open_version(t, &name, to).map_err(|e| {
+                    let value = this.open_version(t, &name, to).map_err(|e| {
                         Error::new(
                             e.code,
                             format!(
@@ -760,6 +764,9 @@ impl Service {
                             ),
                         )
                     })?;
+                    if rec.secret_type == SecretType::AccessKey {
+                        check_access_key_value(&who, &value)?;
+                    }
                 }
             }
             if req.version_stage == api::STAGE_PENDING {

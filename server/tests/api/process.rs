@@ -332,17 +332,43 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
     )
     .unwrap();
     let before = hash_dir(&data);
+    let start_with_key_file = |file: &std::path::Path| {
+        Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--root-key-file")
+            .arg(file)
+            .arg("--tls-cert")
+            .arg(root.path().join("cert.pem"))
+            .arg("--tls-key")
+            .arg(root.path().join("key.pem"))
+            .output()
+            .unwrap()
+    };
+    // A key file others may read (written with the usual umask here) is refused
+    // before it is used, as ssh refuses such a private key.
+    let out = start_with_key_file(&wrong);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("others may read it"), "{err}");
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Given two ways at once: refused, not one of them picked silently.
     let out = Command::new(BIN)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .arg("--root-key-file")
-        .arg(&wrong)
+        .arg(&key)
+        .env("STRONGBOX_ROOT_KEY", "x")
         .arg("--tls-cert")
         .arg(root.path().join("cert.pem"))
         .arg("--tls-key")
         .arg(root.path().join("key.pem"))
         .output()
         .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give the root key one way"), "{err}");
+    let out = start_with_key_file(&wrong);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("root key does not match"), "{err}");

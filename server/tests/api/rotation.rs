@@ -916,6 +916,7 @@ async fn an_unfinished_rotation_keeps_acscurrent_and_its_target() {
                 move_to_version: Some("by-hand".into()),
                 remove_from_version: Some(first.version_id.clone()),
             },
+            &root(),
         )
         .await
         .unwrap_err();
@@ -967,6 +968,7 @@ async fn an_unfinished_rotation_keeps_acscurrent_and_its_target() {
             move_to_version: Some("by-hand".into()),
             remove_from_version: Some("next".into()),
         },
+        &root(),
     )
     .await
     .unwrap();

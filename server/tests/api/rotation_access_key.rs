@@ -446,3 +446,72 @@ async fn tokens_a_secret_issued_are_revoked_when_the_secret_is_purged_or_forced_
         "",
     );
 }
+
+/// Moving ACSCurrent of an AccessKey secret to a version that names another principal
+/// needs the caller's token rights on that principal, as putting that value does: the
+/// next rotation makes a token for whatever principal ACSCurrent names.
+#[tokio::test]
+async fn moving_acscurrent_to_another_principal_needs_token_rights_on_it() {
+    let s = TestServer::start_with(fast_config()).await;
+    setup(&s).await;
+    let c = &s.client;
+    c.create_principal(&api::CreatePrincipalRequest {
+        name: "ci-admin".into(),
+        description: None,
+        policies: None,
+    })
+    .await
+    .unwrap();
+    let admin_version = c
+        .put_secret_value(
+            SECRET,
+            &api::PutSecretValueRequest {
+                secret_data: json!({"PrincipalName": "ci-admin"}).to_string(),
+                version_stages: Some(vec!["Parked".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .version_id;
+    // May move labels and rotate the secret, but has no token rights on ci-admin.
+    let mover = s
+        .principal_with(
+            "mover",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:UpdateSecretVersionStage",
+                    "kms:RotateSecret", "kms:GetSecretValue"],
+                 "Resource": format!("secret/{SECRET}")}]}),
+        )
+        .await;
+    let current = token_at(&s, STAGE_CURRENT).await.0;
+    let to_admin = api::UpdateSecretStageRequest {
+        version_stage: STAGE_CURRENT.into(),
+        move_to_version: Some(admin_version.clone()),
+        remove_from_version: None,
+    };
+    assert_code(
+        mover.update_secret_stage(SECRET, &to_admin).await,
+        ErrorCode::Forbidden,
+        "ci-admin",
+    );
+    assert_eq!(
+        token_at(&s, STAGE_CURRENT).await.0,
+        current,
+        "nothing moved"
+    );
+    // Other labels still move.
+    mover
+        .update_secret_stage(
+            SECRET,
+            &api::UpdateSecretStageRequest {
+                version_stage: "Parked".into(),
+                move_to_version: Some(admin_version.clone()),
+                remove_from_version: None,
+            },
+        )
+        .await
+        .unwrap();
+    // The root token may.
+    c.update_secret_stage(SECRET, &to_admin).await.unwrap();
+}

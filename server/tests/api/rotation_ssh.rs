@@ -681,3 +681,59 @@ async fn a_value_whose_public_key_is_another_key_never_removes_that_key() {
         "{names:?}"
     );
 }
+
+/// The options in front of the key's line (`from=`, `no-agent-forwarding`, …) stay in
+/// front of each new key: a rotation does not lift the key's restrictions.
+#[tokio::test]
+async fn a_rotated_key_keeps_the_restrictions_of_the_key_it_replaces() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let (first_private, first_public) = keygen(sshd.dir.path(), "first", "ed25519");
+    let options = r#"no-agent-forwarding,from="127.0.0.1""#;
+    sshd.authorize_only(&[&format!("{options} {first_public}")]);
+    assert!(sshd.key_logs_in(&first_private));
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy("ssh-opts", "30d", RotationStrategy::SshKey, &[]))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&ssh_secret(
+            "hosts/web/opts",
+            json!({"UserName": USER, "PublicKey": first_public, "PrivateKey": first_private}),
+            json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": sshd.host_key}),
+            "ssh-opts",
+        ))
+        .await
+        .unwrap();
+    for round in 1..=2 {
+        s.client
+            .rotate_secret("hosts/web/opts", None)
+            .await
+            .unwrap();
+        let cur = value_at(&s, "hosts/web/opts", None).await;
+        let private = cur["PrivateKey"].as_str().unwrap();
+        assert!(sshd.key_logs_in(private), "round {round}");
+        let blob = cur["PublicKey"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let keys = sshd.authorized_keys();
+        let line = keys
+            .lines()
+            .find(|l| l.contains(&blob))
+            .unwrap_or_else(|| panic!("round {round}: no line for the new key:\n{keys}"));
+        assert!(
+            line.starts_with(&format!("{options} ssh-ed25519 ")),
+            "round {round}: {line}"
+        );
+        assert!(
+            keys.lines()
+                .all(|l| l.trim().is_empty() || l.starts_with(options)),
+            "round {round}: every line keeps the options:\n{keys}"
+        );
+    }
+}

@@ -295,10 +295,15 @@ pub(super) async fn list_secret_versions(
 
 pub(super) async fn update_secret_stage(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdateSecretStageRequest>,
 ) -> ApiResult<Json<api::ListSecretVersionsResponse>> {
-    Ok(Json(s.service.update_secret_stage(&name, req).await?))
+    Ok(Json(
+        s.service
+            .update_secret_stage(&name, req, &Actor::Caller(who))
+            .await?,
+    ))
 }
 
 pub(super) async fn restore_secret(

@@ -486,17 +486,21 @@ async fn exchange(
     Ok(Ran { status })
 }
 
-/// Adds a public key line unless a line already holds its blob.
-fn add_key_script(line: &str, blob: &str) -> String {
+/// Adds a public key line unless a line already holds its blob. The options in front
+/// of the current key's line (`from=`, `command=`, `no-port-forwarding`, …) are put in
+/// front of the new one too: a rotation must not lift the key's restrictions. Lines
+/// ending in CR (a file edited on Windows) are read as without it.
+fn add_key_script(line: &str, blob: &str, current_blob: &str) -> String {
     format!(
         r#"set -e
 umask 077
 mkdir -p "$HOME/.ssh"
 f="$HOME/.ssh/authorized_keys"
 [ -e "$f" ] || : > "$f"
-if ! awk -v b='{blob}' '{{for(i=1;i<=NF;i++) if($i==b) found=1}} END{{exit !found}}' "$f"; then
+if ! awk -v b='{blob}' '{{sub(/\r$/,"")}} {{for(i=1;i<=NF;i++) if($i==b) found=1}} END{{exit !found}}' "$f"; then
+  o=$(awk -v c='{current_blob}' '{{sub(/\r$/,"")}} {{for(i=2;i<=NF;i++) if($i==c) {{p=substr($0,1,index($0,c)-1); sub(/[^ \t]+[ \t]+$/,"",p); print p; exit}}}}' "$f")
   if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then echo >> "$f"; fi
-  printf '%s\n' '{line}' >> "$f"
+  printf '%s%s\n' "$o" '{line}' >> "$f"
 fi
 "#
     )
@@ -505,16 +509,19 @@ fi
 /// Removes every line holding a key blob. The new file is written next to the old
 /// one (mode 0600) and renamed over it, so an interrupted session or a full disk
 /// leaves either the old file or the new one, never a truncated one; the temporary
-/// file is removed if anything fails.
+/// file is removed if anything fails. A file that is a symbolic link (managed
+/// elsewhere) is not replaced: the step fails instead. Lines ending in CR are matched
+/// as without it.
 fn remove_key_script(blob: &str) -> String {
     format!(
         r#"set -e
 umask 077
 f="$HOME/.ssh/authorized_keys"
 [ -e "$f" ] || exit 0
+[ ! -L "$f" ] || exit 3
 t=$(mktemp "$f.XXXXXX")
 trap 'rm -f "$t"' EXIT
-awk -v b='{blob}' '{{for(i=1;i<=NF;i++) if($i==b) next}} {{print}}' "$f" > "$t"
+awk -v b='{blob}' '{{sub(/\r$/,"")}} {{for(i=1;i<=NF;i++) if($i==b) next}} {{print}}' "$f" > "$t"
 chmod 600 "$t"
 mv -f "$t" "$f"
 "#
@@ -616,13 +623,14 @@ impl SshKeyStrategy {
         let new_public = pending.private("set", "pending")?.public_key().clone();
         let (line, blob) = authorized_line(&new_public)?;
         let key = current.private("set", "current")?;
+        let (_, current_blob) = authorized_line(key.public_key())?;
         Self::must_run(
             "set",
             target,
             &current.user_name,
             Login::Key(&key),
             "adding the new key with the current key",
-            &add_key_script(&line, &blob),
+            &add_key_script(&line, &blob, &current_blob),
             None,
         )
         .await

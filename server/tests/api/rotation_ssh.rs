@@ -94,15 +94,29 @@ struct Sshd {
 
 impl Sshd {
     fn start() -> Self {
+        Self::start_with_host_keys(&["ed25519"], "ed25519")
+    }
+
+    /// An sshd with a host key of each of `kinds`; `host_key` is the one of `pin`.
+    fn start_with_host_keys(kinds: &[&str], pin: &str) -> Self {
         let home = ensure_account();
         let dir = tempfile::tempdir().unwrap();
-        let (_, host_key) = keygen(dir.path(), "host_key", "ed25519");
+        let mut host_key = String::new();
+        let mut host_key_lines = String::new();
+        for kind in kinds {
+            let name = format!("host_key_{kind}");
+            let (_, public) = keygen(dir.path(), &name, kind);
+            if *kind == pin {
+                host_key = public;
+            }
+            host_key_lines.push_str(&format!("HostKey {}\n", dir.path().join(&name).display()));
+        }
         let config = dir.path().join("sshd_config");
         std::fs::write(
             &config,
             format!(
                 "ListenAddress 127.0.0.1\n\
-                 HostKey {}\n\
+                 {host_key_lines}\
                  PidFile none\n\
                  AuthorizedKeysFile .ssh/authorized_keys\n\
                  UsePAM yes\n\
@@ -111,8 +125,7 @@ impl Sshd {
                  PermitRootLogin no\n\
                  AllowUsers {USER}\n\
                  MaxStartups 100\n\
-                 LogLevel VERBOSE\n",
-                dir.path().join("host_key").display()
+                 LogLevel VERBOSE\n"
             ),
         )
         .unwrap();
@@ -734,6 +747,41 @@ async fn a_rotated_key_keeps_the_restrictions_of_the_key_it_replaces() {
             keys.lines()
                 .all(|l| l.trim().is_empty() || l.starts_with(options)),
             "round {round}: every line keeps the options:\n{keys}"
+        );
+    }
+}
+
+/// A host with several host keys (as Debian's sshd has by default) pinned by its RSA or
+/// ECDSA key: the connection negotiates that key's algorithm, so the pin matches.
+#[tokio::test]
+async fn a_pinned_rsa_or_ecdsa_host_key_matches_on_a_host_with_several() {
+    let _turn = ACCOUNT.lock().await;
+    for pin in ["rsa", "ecdsa"] {
+        let sshd = Sshd::start_with_host_keys(&["ed25519", "ecdsa", "rsa"], pin);
+        let (first_private, first_public) = keygen(sshd.dir.path(), "first", "ed25519");
+        sshd.authorize_only(&[&first_public]);
+        let s = TestServer::start_with(fast_config()).await;
+        s.client
+            .create_rotation_policy(&policy("ssh-pin", "30d", RotationStrategy::SshKey, &[]))
+            .await
+            .unwrap();
+        s.client
+            .create_secret(&ssh_secret(
+                "hosts/web/pinned",
+                json!({"UserName": USER, "PublicKey": first_public, "PrivateKey": first_private}),
+                json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": sshd.host_key}),
+                "ssh-pin",
+            ))
+            .await
+            .unwrap();
+        s.client
+            .rotate_secret("hosts/web/pinned", None)
+            .await
+            .unwrap_or_else(|e| panic!("pinned {pin}: {e}"));
+        let cur = value_at(&s, "hosts/web/pinned", None).await;
+        assert!(
+            sshd.key_logs_in(cur["PrivateKey"].as_str().unwrap()),
+            "{pin}"
         );
     }
 }

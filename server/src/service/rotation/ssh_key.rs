@@ -427,6 +427,7 @@ async fn exchange(
     let transport = |e: russh::Error| SshFailure::Transport(e.to_string());
     let config = Arc::new(client::Config {
         inactivity_timeout: Some(EXCHANGE_TIMEOUT),
+        preferred: host_key_preference(&target.host_key),
         ..Default::default()
     });
     let mismatch = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -484,6 +485,28 @@ async fn exchange(
         .disconnect(russh::Disconnect::ByApplication, "", "en")
         .await;
     Ok(Ran { status })
+}
+
+/// The negotiation offers only the pinned host key's algorithm (for RSA, its SHA-2
+/// signature forms): a host with several host keys would otherwise show its preferred
+/// one (Ed25519 first), and a pinned RSA or ECDSA key would never match.
+fn host_key_preference(pinned: &PublicKey) -> russh::Preferred {
+    use russh::keys::{Algorithm, HashAlg};
+    let key = match pinned.algorithm() {
+        Algorithm::Rsa { .. } => vec![
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ],
+        other => vec![other],
+    };
+    russh::Preferred {
+        key: std::borrow::Cow::Owned(key),
+        ..russh::Preferred::default()
+    }
 }
 
 /// Adds a public key line unless a line already holds its blob. The options in front

@@ -114,22 +114,6 @@ pub(super) fn delete_token_of(t: &mut Txn<'_>, principal: &str, token_id: &str) 
     Ok(true)
 }
 
-/// The token records of a principal (none when it does not exist).
-pub(super) fn tokens_of(r: &(impl Reader + ?Sized), principal: &str) -> Result<Vec<TokenRecord>> {
-    let mut out = Vec::new();
-    for (_, hash) in r.scan(
-        Table::PrincipalTokens,
-        &prefix_of(principal),
-        None,
-        usize::MAX,
-    )? {
-        if let Some(t) = load::<TokenRecord>(r, Table::Tokens, &hash)? {
-            out.push(t);
-        }
-    }
-    Ok(out)
-}
-
 fn prefix_of(name: &str) -> Vec<u8> {
     let mut p = name.as_bytes().to_vec();
     p.push(0);

@@ -515,3 +515,50 @@ async fn moving_acscurrent_to_another_principal_needs_token_rights_on_it() {
     // The root token may.
     c.update_secret_stage(SECRET, &to_admin).await.unwrap();
 }
+
+/// Tokens a secret's rotations issued go at the end of their cycle also after the
+/// secret names another principal and the policy no longer lists the first one.
+#[tokio::test]
+async fn tokens_of_a_principal_the_secret_no_longer_names_are_revoked() {
+    let s = TestServer::start_with(fast_config()).await;
+    let first = setup(&s).await;
+    let c = &s.client;
+    let app = s.client_with_token(&first);
+    app.get_secret_value(SECRET, None, None).await.unwrap();
+    c.create_principal(&api::CreatePrincipalRequest {
+        name: "ci-x".into(),
+        description: None,
+        policies: None,
+    })
+    .await
+    .unwrap();
+    c.put_secret_value(
+        SECRET,
+        &api::PutSecretValueRequest {
+            secret_data: json!({"PrincipalName": "ci-x"}).to_string(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("principals".to_string(), "ci-*".to_string());
+    c.update_rotation_policy(
+        "app-tokens",
+        &api::UpdateRotationPolicyRequest {
+            settings: Some(settings),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The app token is ACSPrevious now; this rotation's finish ends its cycle.
+    c.rotate_secret(SECRET, None).await.unwrap();
+    assert_code(
+        app.get_secret_value(SECRET, None, None).await,
+        ErrorCode::Unauthenticated,
+        "",
+    );
+    let left = c.list_tokens("app").await.unwrap().tokens;
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -36,7 +36,7 @@ use crate::barrier;
 use crate::error::{Error, Result};
 use crate::service::Service;
 use crate::service::identity::{TokenRecord, new_token};
-use crate::service::principals::{delete_token_of, load_principal, put_token, tokens_of};
+use crate::service::principals::{delete_token_of, load_principal, put_token};
 
 /// The value of an `AccessKey` secret. Wiped when dropped.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -341,21 +341,18 @@ impl Strategy for AccessKeyStrategy {
             .collect();
         let mut revoke: Vec<(String, String)> = Vec::new();
         // The previous version's token, only if this secret's rotation issued it for
-        // that version (never an id a caller wrote into a value).
+        // that version (never an id a caller wrote into a value). Its id proves that,
+        // so it goes also when the policy no longer lists its principal.
         if let Some((version_id, p)) = &previous
             && let Some(id) = &p.token_id
             && *id == token_id_for(cx.secret_name, version_id)
-            && self.allowed.allows(&p.principal_name)
         {
             revoke.push((p.principal_name.clone(), id.clone()));
         }
-        // Tokens this secret's rotations issued to the principal and no stage holds
-        // (e.g. from a rotation that failed after set).
-        for t in tokens_of(self.service.store(), &pending.principal_name)? {
-            if issued_by_rotation(cx.secret_name, &t) {
-                revoke.push((t.principal, t.token_id));
-            }
-        }
+        // Tokens this secret's rotations issued and no stage keeps, whichever principal
+        // they are for (from a rotation that failed after set, or for a principal the
+        // secret named before).
+        revoke.extend(rotation_tokens(self.service.store(), cx.secret_name)?);
         revoke.retain(|r| !keep.contains(r));
         revoke.sort();
         revoke.dedup();

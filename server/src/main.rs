@@ -258,7 +258,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
                 "--tls-cert and --tls-key are required: Strongbox never serves plain HTTP (use --dev for a throwaway certificate)"
             );
         };
-        let env_key = std::env::var("STRONGBOX_ROOT_KEY").ok().map(Zeroizing::new);
+        let env_key = std::env::var("STRONGBOX_ROOT_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .map(Zeroizing::new);
         let root = server::load_root_key(
             args.root_key_file.as_deref(),
             env_key.as_ref().map(|k| k.as_str()),

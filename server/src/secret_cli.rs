@@ -295,6 +295,23 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                         }
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     }
+                    // A bare 502 is not asked again, but it may have hidden a success:
+                    // a read says whether this rotation's version became ACSCurrent.
+                    Err(e) if e.status() == Some(502) && e.code().is_none() => {
+                        let done = c.list_secret_versions(&name).await.is_ok_and(|l| {
+                            l.versions.iter().any(|v| {
+                                v.version_id == id
+                                    && v.version_stages
+                                        .iter()
+                                        .any(|s| s == strongbox_schemas::STAGE_CURRENT)
+                            })
+                        });
+                        if !done {
+                            return Err(e.into());
+                        }
+                        println!("Rotated {name}: version {id} is ACSCurrent.");
+                        return Ok(());
+                    }
                     // An unfinished rotation of its own (after a failure or a restart):
                     // that one is resumed, named by the version it makes (ACSPending's).
                     Err(e)

@@ -242,9 +242,9 @@ fn upgrade_audit_head(backend: &dyn Backend, barrier: &Barrier) -> anyhow::Resul
 }
 
 /// Reads the root key from a file or the `STRONGBOX_ROOT_KEY` text: one of them. A
-/// file that others than its owner may read or write (any of the mode's group and
-/// other bits) is refused, as ssh refuses such a private key: `strongbox init` makes
-/// it 0600.
+/// file every user may read or write (any of the mode's "other" bits) is refused:
+/// `strongbox init` makes it 0600; a group that shares it (0640 `root:strongbox`) is
+/// the operator's choice.
 pub fn load_root_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<RootKey> {
     match (file, env) {
         (Some(_), Some(_)) => {
@@ -256,9 +256,9 @@ pub fn load_root_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<R
                 .with_context(|| format!("reading root key file {}", f.display()))?
                 .permissions()
                 .mode();
-            if mode & 0o077 != 0 {
+            if mode & 0o007 != 0 {
                 bail!(
-                    "root key file {} has mode {:o}: others may read it; make it 0600 (chmod 600)",
+                    "root key file {} has mode {:o}: every user may read it; make it 0600 (chmod 600)",
                     f.display(),
                     mode & 0o777
                 );

@@ -764,8 +764,16 @@ impl Service {
                             ),
                         )
                     })?;
+                    // A move between versions of the same principal (a rollback to
+                    // ACSPrevious) hands out no other principal's tokens.
                     if rec.secret_type == SecretType::AccessKey {
-                        check_access_key_value(&who, &value)?;
+                        let same_principal = rec
+                            .version_with_stage(STAGE_CURRENT)
+                            .and_then(|c| this.open_version(t, &name, &c.version_id).ok())
+                            .is_some_and(|cur| principal_named(&cur) == principal_named(&value));
+                        if !same_principal {
+                            check_access_key_value(&who, &value)?;
+                        }
                     }
                 }
             }

@@ -253,13 +253,30 @@ async fn secret_rotate_asks_again_when_the_gateway_loses_the_answer() {
         .unwrap();
     assert_ne!(current.secret_data, "initial");
     // A bare 502 may be the server's RotationFailed with its body dropped by the
-    // gateway: not asked again (that would run a failed rotation again).
+    // gateway: not asked again (that would run a failed rotation again). Here the
+    // rotation went through, which a read of the versions tells.
     g.lose("/rotate", 502, 1);
     let mut cmd = g.cli(&s, &s.token);
     cmd.args(["secret", "rotate", "gw/rot", "--wait", "60"]);
     let out = run(cmd).await;
-    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert_eq!(g.forwarded("/rotate"), 3, "sent once");
+    let versions = s.client.list_secret_versions("gw/rot").await.unwrap();
+    assert_eq!(versions.versions.len(), 3, "rotated once more");
+    // One that did not go through (here refused: the secret has no policy), its answer
+    // replaced by a bare 502: the read finds no new current version, so it fails.
+    s.client
+        .create_secret(&text_secret("gw/plain", "x"))
+        .await
+        .unwrap();
+    g.lose("/rotate", 502, 1);
+    let mut cmd = g.cli(&s, &s.token);
+    cmd.args(["secret", "rotate", "gw/plain", "--wait", "5"]);
+    let out = run(cmd).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("502"));
+    assert_eq!(g.forwarded("/rotate"), 4, "sent once");
 }
 
 /// `audit verify` through a gateway's error page, or with no way to connect at all: no

@@ -345,12 +345,12 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
             .output()
             .unwrap()
     };
-    // A key file others may read (written with the usual umask here) is refused
-    // before it is used, as ssh refuses such a private key.
+    // A key file every user may read is refused before it is used.
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = start_with_key_file(&wrong);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("others may read it"), "{err}");
+    assert!(err.contains("every user may read it"), "{err}");
     std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
     // Given two ways at once: refused, not one of them picked silently.
     let out = Command::new(BIN)

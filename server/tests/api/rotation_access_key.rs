@@ -512,7 +512,24 @@ async fn moving_acscurrent_to_another_principal_needs_token_rights_on_it() {
         )
         .await
         .unwrap();
-    // The root token may.
+    // A rollback to ACSPrevious (the same principal) needs no token rights.
+    let previous = c
+        .get_secret_value(SECRET, None, Some("ACSPrevious"))
+        .await
+        .unwrap()
+        .version_id;
+    mover
+        .update_secret_stage(
+            SECRET,
+            &api::UpdateSecretStageRequest {
+                version_stage: STAGE_CURRENT.into(),
+                move_to_version: Some(previous),
+                remove_from_version: None,
+            },
+        )
+        .await
+        .unwrap();
+    // The root token may move it to ci-admin's version.
     c.update_secret_stage(SECRET, &to_admin).await.unwrap();
 }
 

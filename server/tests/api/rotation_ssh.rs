@@ -703,7 +703,15 @@ async fn a_rotated_key_keeps_the_restrictions_of_the_key_it_replaces() {
     let sshd = Sshd::start();
     let (first_private, first_public) = keygen(sshd.dir.path(), "first", "ed25519");
     let options = r#"no-agent-forwarding,from="127.0.0.1""#;
-    sshd.authorize_only(&[&format!("{options} {first_public}")]);
+    // A commented-out copy of the key comes first (its "options" are not the key's),
+    // and an unrelated line ends in CR (kept as it is).
+    let (_, other_public) = keygen(sshd.dir.path(), "other", "ed25519");
+    let other_line = format!("{other_public}\r");
+    sshd.authorize_only(&[
+        &format!("# {first_public}"),
+        &format!("{options} {first_public}"),
+        &other_line,
+    ]);
     assert!(sshd.key_logs_in(&first_private));
     let s = TestServer::start_with(fast_config()).await;
     s.client
@@ -745,9 +753,12 @@ async fn a_rotated_key_keeps_the_restrictions_of_the_key_it_replaces() {
         );
         assert!(
             keys.lines()
-                .all(|l| l.trim().is_empty() || l.starts_with(options)),
-            "round {round}: every line keeps the options:\n{keys}"
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#') && *l != other_public)
+                .all(|l| l.starts_with(options)),
+            "round {round}: every key line keeps the options:\n{keys}"
         );
+        // (`lines()` takes "\r\n" as a line end, so the CR is looked for in the text.)
+        assert!(keys.contains(&format!("{other_line}\n")), "{keys:?}");
     }
 }
 

@@ -353,7 +353,8 @@ impl Strategy for AccessKeyStrategy {
         // they are for (from a rotation that failed after set, or for a principal the
         // secret named before).
         revoke.extend(rotation_tokens(self.service.store(), cx.secret_name)?);
-        revoke.retain(|r| !keep.contains(r));
+        // Kept by token id: a value's PrincipalName may not be its token's owner.
+        revoke.retain(|r| !keep.iter().any(|k| k.1 == r.1));
         revoke.sort();
         revoke.dedup();
         if revoke.is_empty() {

@@ -488,7 +488,7 @@ async fn exchange(
 }
 
 /// The negotiation offers only the pinned host key's algorithm (for RSA, its SHA-2
-/// signature forms): a host with several host keys would otherwise show its preferred
+/// signature forms, then SHA-1): a host with several host keys would otherwise show its preferred
 /// one (Ed25519 first), and a pinned RSA or ECDSA key would never match.
 fn host_key_preference(pinned: &PublicKey) -> russh::Preferred {
     use russh::keys::{Algorithm, HashAlg};
@@ -500,6 +500,8 @@ fn host_key_preference(pinned: &PublicKey) -> russh::Preferred {
             Algorithm::Rsa {
                 hash: Some(HashAlg::Sha256),
             },
+            // Last: hosts that offer nothing newer (old OpenSSH, dropbear, appliances).
+            Algorithm::Rsa { hash: None },
         ],
         other => vec![other],
     };
@@ -511,17 +513,22 @@ fn host_key_preference(pinned: &PublicKey) -> russh::Preferred {
 
 /// Adds a public key line unless a line already holds its blob. The options in front
 /// of the current key's line (`from=`, `command=`, `no-port-forwarding`, …) are put in
-/// front of the new one too: a rotation must not lift the key's restrictions. Lines
-/// ending in CR (a file edited on Windows) are read as without it.
+/// front of the new one too: a rotation must not lift the key's restrictions. That
+/// line is the first one, not a comment nor a `cert-authority` line, where the current
+/// blob follows a key type; its options are what is left once the key type, the blob
+/// and the comment words are taken off its end. Lines ending in CR (a file edited on
+/// Windows) are read as without it. A file that is a symbolic link (managed elsewhere)
+/// is not written through: the step fails (exit status 3) before anything changes.
 fn add_key_script(line: &str, blob: &str, current_blob: &str) -> String {
     format!(
         r#"set -e
 umask 077
 mkdir -p "$HOME/.ssh"
 f="$HOME/.ssh/authorized_keys"
+[ ! -L "$f" ] || exit 3
 [ -e "$f" ] || : > "$f"
-if ! awk -v b='{blob}' '{{sub(/\r$/,"")}} {{for(i=1;i<=NF;i++) if($i==b) found=1}} END{{exit !found}}' "$f"; then
-  o=$(awk -v c='{current_blob}' '{{sub(/\r$/,"")}} {{for(i=2;i<=NF;i++) if($i==c) {{p=substr($0,1,index($0,c)-1); sub(/[^ \t]+[ \t]+$/,"",p); print p; exit}}}}' "$f")
+if ! awk -v b='{blob}' '{{sub(/\r$/,"")}} /^[ \t]*#/ {{next}} {{for(i=1;i<=NF;i++) if($i==b) found=1}} END{{exit !found}}' "$f"; then
+  o=$(awk -v c='{current_blob}' '{{sub(/\r$/,"")}} /^[ \t]*(#|$)/ {{next}} /cert-authority/ {{next}} {{for(i=2;i<=NF;i++) if($i==c && $(i-1) ~ /^(ssh-|ecdsa-|sk-)/) {{p=$0; for(j=0;j<NF-i+2;j++) sub(/[ \t]*[^ \t]+[ \t]*$/,"",p); if (p != "") print p " "; exit}}}}' "$f")
   if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then echo >> "$f"; fi
   printf '%s%s\n' "$o" '{line}' >> "$f"
 fi
@@ -544,7 +551,7 @@ f="$HOME/.ssh/authorized_keys"
 [ ! -L "$f" ] || exit 3
 t=$(mktemp "$f.XXXXXX")
 trap 'rm -f "$t"' EXIT
-awk -v b='{blob}' '{{sub(/\r$/,"")}} {{for(i=1;i<=NF;i++) if($i==b) next}} {{print}}' "$f" > "$t"
+awk -v b='{blob}' '{{l=$0; sub(/\r$/,""); for(i=1;i<=NF;i++) if($i==b) next; print l}}' "$f" > "$t"
 chmod 600 "$t"
 mv -f "$t" "$f"
 "#

@@ -130,13 +130,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             init_logging("text");
             let key = RootKey::random();
-            let token = server::init(&data_dir, Some(&root_key_file), &key)?;
-            println!("Initialised {}.", data_dir.display());
-            println!(
-                "Root key written to {} (keep it apart from the data).",
-                root_key_file.display()
-            );
-            println!("Root token (shown only this once):\n{}", token.as_str());
+            // Shown before the init is final: if it cannot be shown, nothing is kept.
+            server::init_announcing(&data_dir, Some(&root_key_file), &key, |token| {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "Initialised {}.", data_dir.display())?;
+                writeln!(
+                    out,
+                    "Root key written to {} (keep it apart from the data).",
+                    root_key_file.display()
+                )?;
+                writeln!(out, "Root token (shown only this once):\n{token}")?;
+                out.flush()
+            })?;
             Ok(())
         }
         Command::Server(args) => {

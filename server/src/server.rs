@@ -59,6 +59,18 @@ pub fn init(
     root_key_file: Option<&Path>,
     root_key: &RootKey,
 ) -> anyhow::Result<Zeroizing<String>> {
+    init_announcing(data_dir, root_key_file, root_key, |_| Ok(()))
+}
+
+/// [`init`] that hands the root token to `announce` (which shows it) before the init
+/// is final: when showing it fails (standard output closed, a full disk), the init is
+/// undone, so that no database is left whose root token nobody saw.
+pub fn init_announcing(
+    data_dir: &Path,
+    root_key_file: Option<&Path>,
+    root_key: &RootKey,
+    announce: impl FnOnce(&str) -> std::io::Result<()>,
+) -> anyhow::Result<Zeroizing<String>> {
     if let Some(kf) = root_key_file {
         if is_inside(kf, data_dir) {
             bail!(
@@ -148,6 +160,11 @@ pub fn init(
         }
     };
     sync_dir(data_dir);
+    if let Err(e) = announce(token.as_str()) {
+        undo(true);
+        return Err(anyhow::Error::new(e)
+            .context("showing the root token failed; nothing was kept: run init again"));
+    }
     if let Some((kf, staged)) = &staged {
         // Linking fails on file systems without hard links, or when a file took the
         // name meanwhile: this init is undone (the database is this init's own), so

@@ -276,13 +276,7 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let key = root.path().join("root.key");
-    let out = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .arg("--root-key-file")
-        .arg(&key)
-        .output()
-        .unwrap();
+    let out = init_command(&data, &key).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -301,20 +295,12 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
     );
 
     // Again on the same data dir: refused.
-    let again = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .arg("--root-key-file")
-        .arg(root.path().join("k2"))
+    let again = init_command(&data, root.path().join("k2"))
         .output()
         .unwrap();
     assert!(!again.status.success());
     // A key file inside the data dir: refused.
-    let inside = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(root.path().join("d3"))
-        .arg("--root-key-file")
-        .arg(root.path().join("d3/key"))
+    let inside = init_command(root.path().join("d3"), root.path().join("d3/key"))
         .output()
         .unwrap();
     assert!(!inside.status.success());
@@ -423,13 +409,7 @@ async fn a_wrong_root_key_leaves_an_older_store_untouched() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let key = root.path().join("root.key");
-    let out = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .arg("--root-key-file")
-        .arg(&key)
-        .output()
-        .unwrap();
+    let out = init_command(&data, &key).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -507,4 +487,52 @@ fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
         dev.child.kill().unwrap();
         dev.child.wait().unwrap();
     }
+}
+
+/// An init whose root token cannot be shown (standard output is a full device) keeps
+/// nothing: no database whose root token nobody saw, no key file; run again, it works.
+#[test]
+fn an_init_whose_root_token_cannot_be_shown_keeps_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let key = root.path().join("root.key");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = init_command(&data, &key)
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("nothing was kept"), "{err}");
+    assert!(!key.exists());
+    assert!(!strongbox_server::server::db_path(&data).exists());
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("root.key"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let out = init_command(&data, &key).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sbx_"));
+}
+
+/// `strongbox init --data-dir DATA --root-key-file KEY`.
+fn init_command(data: impl AsRef<std::path::Path>, key: impl AsRef<std::path::Path>) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["init", "--data-dir"])
+        .arg(data.as_ref())
+        .arg("--root-key-file")
+        .arg(key.as_ref());
+    c
 }

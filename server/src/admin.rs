@@ -299,14 +299,12 @@ async fn verify(c: &Client) -> anyhow::Result<()> {
 pub(crate) struct VerifyUnavailable(String);
 
 pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
-    if matches!(cmd, AuditCommand::Verify) {
-        // Exit 2, not 1: a script must not take "could not ask" for "tampered with".
-        let c = client().map_err(|e| VerifyUnavailable(format!("{e:#}")))?;
-        return verify(&c).await;
-    }
-    let c = client()?;
     match cmd {
-        AuditCommand::Verify => verify(&c).await,
+        AuditCommand::Verify => {
+            // Exit 2, not 1: a script must not take "could not ask" for "tampered with".
+            let c = client().map_err(|e| VerifyUnavailable(format!("{e:#}")))?;
+            verify(&c).await
+        }
         AuditCommand::Tail {
             lines,
             interval,
@@ -316,6 +314,7 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             include_audit_reads,
             max,
         } => {
+            let c = client()?;
             if !interval.is_finite() || !(0.05..=3600.0).contains(&interval) {
                 bail!("--interval: a number of seconds from 0.05 to 3600");
             }

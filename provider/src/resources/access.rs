@@ -392,8 +392,8 @@ fn unix_now() -> i64 {
 }
 
 /// An RFC 3339 time as the API reads it.
-fn parse_time(t: &str) -> Result<api::Timestamp, ()> {
-    serde_json::from_value::<api::Timestamp>(serde_json::Value::String(t.into())).map_err(|_| ())
+fn parse_time(t: &str) -> serde_json::Result<api::Timestamp> {
+    serde_json::from_value::<api::Timestamp>(serde_json::Value::String(t.into()))
 }
 
 #[async_trait::async_trait]
@@ -409,7 +409,7 @@ impl Resource for TokenResource {
             return Vec::new();
         };
         let why = match parse_time(t) {
-            Err(()) => "expected an RFC 3339 time such as 2027-01-01T00:00:00Z",
+            Err(_) => "expected an RFC 3339 time such as 2027-01-01T00:00:00Z",
             // The server keeps whole seconds: a fraction would read back as another
             // time and plan a replacement every run.
             Ok(at) if at.0.nanosecond() != 0 => {
@@ -474,7 +474,7 @@ impl Resource for TokenResource {
         let principal = planned.str_attr("principal").unwrap_or_default();
         let expires_at = planned
             .str_attr("expires_at")
-            .map(|t| serde_json::from_value::<api::Timestamp>(serde_json::Value::String(t.into())))
+            .map(parse_time)
             .transpose()
             .map_err(|e| vec![Diag::error("Invalid expires_at", e.to_string()).at("expires_at")])?;
         let req = api::CreateTokenRequest {
@@ -512,14 +512,7 @@ impl Resource for TokenResource {
                 v.set(
                     "expires_at",
                     match (&t.expires_at, state.str_attr("expires_at")) {
-                        (Some(e), Some(p))
-                            if serde_json::from_value::<api::Timestamp>(
-                                serde_json::Value::String(p.into()),
-                            )
-                            .ok()
-                            .as_ref()
-                                == Some(e) =>
-                        {
+                        (Some(e), Some(p)) if parse_time(p).ok().as_ref() == Some(e) => {
                             Value::string(p)
                         }
                         (e, _) => opt_str(e.map(|e| e.to_string())),

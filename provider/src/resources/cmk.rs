@@ -203,7 +203,7 @@ impl Resource for CmkResource {
         if let (Some(a), Some(b)) = (
             prior.str_attr("rotation_interval"),
             config.str_attr("rotation_interval"),
-        ) && api::Interval::parse(a).ok() == api::Interval::parse(b).ok()
+        ) && super::same_interval(a, b)
         {
             p.set("rotation_interval", Value::string(a));
         }

@@ -71,6 +71,11 @@ pub(crate) fn unknown_if_null(planned: &mut Value, names: &[&str]) {
     }
 }
 
+/// Whether two interval texts mean the same time (`7d` and `168h`).
+pub(crate) fn same_interval(a: &str, b: &str) -> bool {
+    strongbox_schemas::Interval::parse(a).ok() == strongbox_schemas::Interval::parse(b).ok()
+}
+
 /// Whether attribute `name` differs between two objects (unknown counts as different).
 pub(crate) fn changed(a: &Value, b: &Value, name: &str) -> bool {
     let (x, y) = (a.attr(name), b.attr(name));

@@ -141,7 +141,7 @@ impl Resource for PolicyResource {
         if config.attr("window").is_null()
             && prior
                 .str_attr("window")
-                .is_some_and(|w| api::Interval::parse(w).ok() == api::Interval::parse("1h").ok())
+                .is_some_and(|w| super::same_interval(w, "1h"))
         {
             p.set("window", prior.attr("window").clone());
         }

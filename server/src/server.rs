@@ -112,13 +112,19 @@ pub fn init_announcing(
         }
         None => None,
     };
-    // Undoes this init: the staged key, and the database file once this init made it.
+    // Undoes this init: the staged key, and the database file (and its commit journal)
+    // once this init made it.
+    let journal = crate::storage::journal_path(&db);
+    let journal_was_there = journal.exists();
     let undo = |db_made: bool| {
         if let Some((_, staged)) = &staged {
             let _ = std::fs::remove_file(staged);
         }
         if db_made {
             let _ = std::fs::remove_file(&db);
+            if !journal_was_there {
+                let _ = std::fs::remove_file(&journal);
+            }
         }
     };
     // The database file is claimed first (created new, atomically), so that a failed
@@ -393,6 +399,7 @@ pub async fn start(u: Unsealed, opts: ServeOptions) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let state = AppState::with_body_read_timeout(u.service.clone(), opts.limits.body_read_timeout);
     let service = u.service.clone();
+    let store = u.service.store().clone();
     let ticker = tokio::spawn(async move {
         let mut every = tokio::time::interval(opts.tick_interval);
         loop {
@@ -411,6 +418,11 @@ pub async fn start(u: Unsealed, opts: ServeOptions) -> anyhow::Result<Running> {
         })
         .await;
         ticker.abort();
+        // What the journal holds goes into the database, so the next start replays
+        // nothing (a crash instead is what the journal is for).
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "could not checkpoint the database at shutdown");
+        }
     });
     Ok(Running { addr, stop, task })
 }

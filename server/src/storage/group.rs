@@ -81,6 +81,28 @@ trait Job: Send {
     fn run(&mut self, backend: &dyn Backend, batch: &Overlay) -> Option<Overlay>;
     /// Answers the caller once the batch's commit is known.
     fn finish(self: Box<Self>, commit: Result<(), &StorageError>);
+    /// Whether the batch ends with a checkpoint of the backend.
+    fn checkpoint(&self) -> bool {
+        false
+    }
+}
+
+/// Asks for a checkpoint after the batch it lands in.
+struct CheckpointJob(oneshot::Sender<Result<(), StorageError>>);
+
+impl Job for CheckpointJob {
+    fn run(&mut self, _: &dyn Backend, _: &Overlay) -> Option<Overlay> {
+        None
+    }
+
+    /// `commit`: the batch's commit and then the checkpoint.
+    fn finish(self: Box<Self>, commit: Result<(), &StorageError>) {
+        let _ = self.0.send(commit.map_err(|e| StorageError(e.0.clone())));
+    }
+
+    fn checkpoint(&self) -> bool {
+        true
+    }
 }
 
 struct WriteJob<F, R, E> {
@@ -264,6 +286,17 @@ impl Store {
 }
 
 impl Store {
+    /// Resolves once every write so far is durable in the backend's main store, so that
+    /// a restart has nothing to replay (see [`Backend::checkpoint`]).
+    pub async fn checkpoint(&self) -> Result<(), StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(CheckpointJob(reply)))
+            .map_err(|_| StorageError("writer thread stopped".into()))?;
+        rx.await
+            .map_err(|_| StorageError("the checkpoint did not complete".into()))?
+    }
+
     /// Like [`write`](Self::write), then runs `then` in the same job with `f`'s outcome.
     /// When `f` succeeds, `then` sees its writes and both commit together; when `f`
     /// fails, its writes are dropped and `then` runs on a clean view, its own writes
@@ -378,8 +411,22 @@ fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>, stats: &
         if let Err(e) = &commit {
             tracing::error!(error = %e, jobs = jobs.len(), "commit failed; batch rejected");
         }
+        let checkpoint = match &commit {
+            Ok(()) if jobs.iter().any(|j| j.checkpoint()) => Some(
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.checkpoint()))
+                    .unwrap_or_else(|_| {
+                        Err(StorageError(
+                            "the storage backend panicked in a checkpoint".into(),
+                        ))
+                    }),
+            ),
+            _ => None,
+        };
         for job in jobs {
-            job.finish(commit.as_ref().map(|_| ()));
+            match (&checkpoint, job.checkpoint()) {
+                (Some(cp), true) => job.finish(cp.as_ref().map(|_| ())),
+                _ => job.finish(commit.as_ref().map(|_| ())),
+            }
         }
     }
 }

@@ -7,12 +7,13 @@
 //! commits them together with one durable sync, and only then answers each caller.
 
 mod group;
+mod journal;
 mod memory;
 mod redb_backend;
 
 pub use group::{Store, StoreStats, ThenResult, Txn};
 pub use memory::MemoryBackend;
-pub use redb_backend::RedbBackend;
+pub use redb_backend::{RedbBackend, journal_path};
 
 /// The tables Strongbox keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,6 +68,27 @@ impl Table {
         Table::Audit,
         Table::RotationSchedule,
     ];
+
+    /// The table's permanent number (its place in [`Table::ALL`]). The commit journal
+    /// stores it, so a table keeps its number for good: new tables take new numbers.
+    pub fn index(self) -> usize {
+        match self {
+            Table::Meta => 0,
+            Table::Keys => 1,
+            Table::Aliases => 2,
+            Table::Secrets => 3,
+            Table::SecretVersions => 4,
+            Table::RotationPolicies => 5,
+            Table::PolicySecrets => 6,
+            Table::Principals => 7,
+            Table::Tokens => 8,
+            Table::PrincipalTokens => 9,
+            Table::AccessPolicies => 10,
+            Table::PolicyPrincipals => 11,
+            Table::Audit => 12,
+            Table::RotationSchedule => 13,
+        }
+    }
 
     /// Stable on-disk name.
     pub fn name(self) -> &'static str {
@@ -129,6 +151,11 @@ pub trait Backend: Send + Sync + 'static {
     fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError>;
     /// A consistent view of the latest commit, for reads that need several lookups.
     fn snapshot(&self) -> Result<Box<dyn Reader + '_>, StorageError>;
+    /// Makes the commits so far durable in the main store, so that nothing needs
+    /// replaying at the next open (a backend with a commit journal; others need not).
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// Read access shared by the committed store and a write job's view.

@@ -1,22 +1,112 @@
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
+use rand::RngCore as _;
 use redb::backends::FileBackend;
-use redb::{Database, ReadTransaction, TableDefinition};
+use redb::{Database, ReadTransaction, TableDefinition, WriteTransaction};
 
+use super::journal::{self, Journal, JournalId};
 use super::{Backend, Entries, Mutation, Reader, StorageError, Table};
 
 fn def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(table.name())
 }
 
-/// The embedded default: one redb file. Every commit uses immediate durability
-/// (data and metadata synced before `commit` returns).
+/// The backend's own bookkeeping, beside (not among) the [`Table`]s: the journal's id
+/// and the number of its last entry this database holds.
+const JOURNAL_STATE: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("commit_journal");
+const JOURNAL_ID: &str = "id";
+const JOURNAL_SEQ: &str = "seq";
+/// `1` when the last close checkpointed everything (the journal holds nothing the
+/// database lacks), `0` while a session may have journaled commits since.
+const JOURNAL_CLEAN: &str = "clean";
+
+/// Journaled commits in one generation of the memory layer; then it is checkpointed.
+const GENERATION: u32 = 1024;
+
+/// The embedded default: one redb file and, beside it, a commit journal
+/// ([`journal`]).
+///
+/// A commit returns once it is durable: its entry is synced in the journal and its
+/// mutations are in the memory layer, where reads find them before they look in redb.
+/// After [`GENERATION`] commits (or when the journal's half is full) the layer is
+/// frozen and a checkpoint thread writes it into redb with one durable commit, while
+/// new commits go to a fresh layer and the journal's other half. Without a journal
+/// (a caller-supplied backend, or after the journal failed) each commit is a durable
+/// redb commit.
 pub struct RedbBackend {
+    shared: Arc<Shared>,
+    writer: Mutex<WriterState>,
+}
+
+/// What readers and the checkpoint thread share.
+struct Shared {
     db: Database,
+    layers: RwLock<Layers>,
+    /// The number of the last journaled commit whose mutations are all in the layer.
+    visible: AtomicU64,
+}
+
+/// The memory layers: the one commits go to, and the frozen one being checkpointed.
+#[derive(Clone)]
+struct Layers {
+    current: Arc<Memtable>,
+    frozen: Option<Arc<Memtable>>,
+}
+
+/// Journaled commits not yet in redb: per table, each key's versions, oldest first,
+/// numbered by commit (`None`: deleted).
+#[derive(Default)]
+struct Memtable {
+    tables: RwLock<Vec<BTreeMap<Vec<u8>, Versions>>>,
+}
+
+/// A key's versions in a layer: `(commit number, value or None for deleted)`.
+type Versions = Vec<(u64, Option<Vec<u8>>)>;
+
+enum Mode {
+    /// Every commit is durable in redb (a caller-supplied backend without a journal).
+    Off,
+    /// The journal file is made by the first commit, which is durable in redb.
+    Lazy(PathBuf),
+    On(Journal),
+    /// The journal failed: every later commit is durable in redb, until a restart.
+    Failed,
+    /// A checkpoint failed: what the layers hold is durable in the journal only, and
+    /// every later commit is refused until a restart replays it.
+    Broken(String),
+}
+
+struct WriterState {
+    mode: Mode,
+    /// The journal's id, once the database has one. Each session (from its first
+    /// commit to a clean close) journals under an id of its own, so a database file
+    /// restored from a copy never replays a later session's entries.
+    id: Option<JournalId>,
+    /// Whether this session's first commit (durable in redb: the new id, not clean)
+    /// is done, so that commits may be journaled.
+    session: bool,
+    /// The number of the last entry written (or given up after a failure).
+    seq: u64,
+    /// Journaled commits in the current layer.
+    in_layer: u32,
+    /// The running checkpoint of the frozen layer.
+    checkpointing: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
+}
+
+/// The journal beside the database file at `db`.
+pub fn journal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".journal");
+    PathBuf::from(p)
 }
 
 impl RedbBackend {
-    /// Opens (or creates) the database file at `path`.
+    /// Opens (or creates) the database file at `path`, with its commit journal beside it
+    /// (replayed now if it holds commits the database does not).
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -25,31 +115,466 @@ impl RedbBackend {
             .truncate(false)
             .open(path)
             .map_err(StorageError::from_display)?;
-        let file = FileBackend::new(file).map_err(StorageError::from_display)?;
-        Self::with_backend(file)
+        let db = Self::database(FileBackend::new(file).map_err(StorageError::from_display)?)?;
+        let jpath = journal_path(path);
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&jpath)
+        {
+            Ok(f) => {
+                let file = FileBackend::new(f).map_err(StorageError::from_display)?;
+                Self::init(db, Some(Box::new(file)), Mode::Off)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if journal_state(&db)?.2 == Some(false) {
+                    return Err(StorageError(format!(
+                        "the commit journal {} is missing, and the database was not closed cleanly: the commits since its last checkpoint are in that file. Restore it beside the database; to open the database without them, create an empty file of that name",
+                        jpath.display()
+                    )));
+                }
+                Self::init(db, None, Mode::Lazy(jpath))
+            }
+            Err(e) => Err(StorageError(format!(
+                "opening the commit journal {}: {e}",
+                jpath.display()
+            ))),
+        }
     }
 
     /// Opens a database on a caller-supplied storage backend, through the same layer
-    /// as [`open`](Self::open) (crash tests use a backend that keeps only synced bytes).
+    /// as [`open`](Self::open), without a journal: every commit is durable in redb.
     pub fn with_backend(backend: impl redb::StorageBackend) -> Result<Self, StorageError> {
-        let db = Database::builder()
-            .create_with_backend(PrefilledFile(backend))
-            .map_err(StorageError::from_display)?;
-        Self::init(db)
+        Self::init(Self::database(backend)?, None, Mode::Off)
     }
 
-    fn init(db: Database) -> Result<Self, StorageError> {
-        // Nothing is written at open: a table comes into being with its first write,
-        // and until then reads find it empty. (A store opened with a wrong root key,
-        // or one refused at unseal, must be left exactly as it was.)
-        Ok(Self { db })
+    /// Like [`with_backend`](Self::with_backend), with a journal on a second
+    /// caller-supplied backend (crash tests use backends that keep only synced bytes).
+    pub fn with_backends(
+        backend: impl redb::StorageBackend,
+        journal: impl redb::StorageBackend,
+    ) -> Result<Self, StorageError> {
+        Self::init(Self::database(backend)?, Some(Box::new(journal)), Mode::Off)
+    }
+
+    fn database(backend: impl redb::StorageBackend) -> Result<Database, StorageError> {
+        Database::builder()
+            .create_with_backend(PrefilledFile(backend))
+            .map_err(StorageError::from_display)
+    }
+
+    /// `journal`: an existing journal file, replayed now and then used; otherwise
+    /// `mode` says whether one is made later.
+    fn init(
+        db: Database,
+        journal: Option<Box<dyn redb::StorageBackend>>,
+        mode: Mode,
+    ) -> Result<Self, StorageError> {
+        // Nothing is written at open, except to replay commits the journal holds and
+        // the database does not: a table comes into being with its first write, and
+        // until then reads find it empty. (A store opened with a wrong root key, or one
+        // refused at unseal, must be left as it was.)
+        let (id, durable_seq, _) = journal_state(&db)?;
+        let mut state = WriterState {
+            mode,
+            id,
+            session: false,
+            seq: durable_seq,
+            in_layer: 0,
+            checkpointing: None,
+        };
+        if let Some(file) = journal {
+            match id {
+                // The database never journaled a commit: nothing in the file is its.
+                // (The session's first commit, durable in redb, gives it an id.)
+                None => {
+                    state.mode =
+                        Mode::On(Journal::new(file, JournalId::default()).map_err(io_error)?)
+                }
+                Some(id) => {
+                    let j = Journal::new(file, id).map_err(io_error)?;
+                    let replay = j.read_after(durable_seq)?;
+                    if let Some(&(last, _)) = replay.last() {
+                        let tx = db.begin_write().map_err(StorageError::from_display)?;
+                        for (_, mutations) in &replay {
+                            apply(&tx, mutations)?;
+                        }
+                        set_state(&tx, &id, last, true)?;
+                        tx.commit().map_err(StorageError::from_display)?;
+                        tracing::info!(
+                            commits = replay.len(),
+                            "replayed the commit journal into the database"
+                        );
+                        state.seq = last;
+                    }
+                    state.mode = Mode::On(j);
+                }
+            }
+        }
+        let seq = state.seq;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                db,
+                layers: RwLock::new(Layers {
+                    current: Arc::default(),
+                    frozen: None,
+                }),
+                visible: AtomicU64::new(seq),
+            }),
+            writer: Mutex::new(state),
+        })
+    }
+
+    /// A read view: the layers, then redb.
+    fn view(&self) -> Result<View, StorageError> {
+        let s = &self.shared;
+        // The layers and redb are taken under the lock that freezing and dropping a
+        // layer need: a frozen layer is dropped only after its checkpoint committed,
+        // and a layer is frozen before its checkpoint begins, so this view sees every
+        // commit once (from a layer or from redb) whatever the checkpoint is doing.
+        let layers = s.layers.read().map_err(|_| poisoned())?;
+        let (current, frozen) = (layers.current.clone(), layers.frozen.clone());
+        let rtx = s.db.begin_read().map_err(StorageError::from_display)?;
+        drop(layers);
+        // Read last: the commits up to here are whole in `current`, later ones ignored.
+        let upto = s.visible.load(Ordering::Acquire);
+        Ok(View {
+            current,
+            frozen,
+            upto,
+            rtx,
+        })
+    }
+
+    /// Writes every layer into redb (waiting for a running checkpoint first): after
+    /// this the layers are empty and redb holds every commit. A failed checkpoint
+    /// stops every later write (the layer stays readable and in the journal).
+    fn drain(&self, w: &mut WriterState) -> Result<(), StorageError> {
+        join_checkpoint(w)?;
+        if w.in_layer > 0 {
+            let Some(id) = w.id else {
+                return Err(StorageError(
+                    "journaled commits without a journal id".into(),
+                ));
+            };
+            let layer = self.freeze()?;
+            if let Err(e) = checkpoint(&self.shared, &layer, &id, w.seq) {
+                return Err(broken(w, &e));
+            }
+            w.in_layer = 0;
+        }
+        if let Mode::On(journal) = &mut w.mode {
+            journal.restart();
+        }
+        Ok(())
+    }
+
+    /// Makes the current layer the frozen one, and a fresh one current.
+    fn freeze(&self) -> Result<Arc<Memtable>, StorageError> {
+        let mut layers = self.shared.layers.write().map_err(|_| poisoned())?;
+        if layers.frozen.is_some() {
+            return Err(StorageError(
+                "a frozen layer is not yet checkpointed".into(),
+            ));
+        }
+        let layer = std::mem::take(&mut layers.current);
+        layers.frozen = Some(layer.clone());
+        Ok(layer)
+    }
+
+    /// A durable redb commit of `mutations` after draining the layers, recording the
+    /// journal state. A session's first one gives the journal a new id (and the very
+    /// first makes the journal file).
+    fn durable(&self, w: &mut WriterState, mutations: &[Mutation]) -> Result<(), StorageError> {
+        self.drain(w)?;
+        let tx = self
+            .shared
+            .db
+            .begin_write()
+            .map_err(StorageError::from_display)?;
+        apply(&tx, mutations)?;
+        let id = match &w.mode {
+            Mode::Off => None,
+            Mode::Failed | Mode::Broken(_) => w.id,
+            Mode::Lazy(_) | Mode::On(_) if w.session => w.id,
+            Mode::Lazy(_) | Mode::On(_) => Some(new_id()),
+        };
+        if let Some(id) = id {
+            set_state(&tx, &id, w.seq, false)?;
+        }
+        tx.commit().map_err(StorageError::from_display)?;
+        if id.is_some() {
+            w.id = id;
+        }
+        self.shared.visible.store(w.seq, Ordering::Release);
+        match (&mut w.mode, id) {
+            (Mode::Lazy(path), Some(id)) => {
+                // The database now names the journal's id; the file is made after that,
+                // so a journal never exists that its database does not know.
+                w.mode = match create_journal(path, id) {
+                    Ok(journal) => Mode::On(journal),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not create the commit journal; every commit syncs the database");
+                        Mode::Failed
+                    }
+                };
+                w.session = true;
+            }
+            (Mode::On(journal), Some(id)) => {
+                journal.set_id(id);
+                w.session = true;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Freezes the current layer and starts its checkpoint; new entries go to the
+    /// journal's other half, whose own checkpoint is waited for first.
+    fn rotate(&self, w: &mut WriterState) -> Result<(), StorageError> {
+        join_checkpoint(w)?;
+        let Some(id) = w.id else {
+            return Err(StorageError(
+                "journaled commits without a journal id".into(),
+            ));
+        };
+        let layer = self.freeze()?;
+        w.in_layer = 0;
+        if let Mode::On(journal) = &mut w.mode {
+            journal.switch();
+        }
+        let (shared, frozen, last) = (self.shared.clone(), layer.clone(), w.seq);
+        let spawned = std::thread::Builder::new()
+            .name("strongbox-checkpoint".into())
+            .spawn(move || checkpoint(&shared, &frozen, &id, last));
+        match spawned {
+            Ok(h) => w.checkpointing = Some(h),
+            // No thread: the checkpoint runs here.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a checkpoint thread; checkpointing in the writer");
+                if let Err(e) = checkpoint(&self.shared, &layer, &id, last) {
+                    return Err(broken(w, &e));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
-impl Backend for RedbBackend {
+/// Stops every later write after a failed checkpoint or a commit that is in the journal
+/// but could not be made visible: what the layers hold is durable in the journal, and a
+/// restart replays it.
+fn broken(w: &mut WriterState, e: &StorageError) -> StorageError {
+    let msg = format!(
+        "storage stopped ({e}); the commits since the last checkpoint are safe in the journal and are replayed when the server restarts"
+    );
+    tracing::error!("{msg}");
+    w.mode = Mode::Broken(msg.clone());
+    StorageError(msg)
+}
+
+/// The journal id, the number of its last entry the database holds, and whether the
+/// last close was clean, as the database records them.
+fn journal_state(db: &Database) -> Result<(Option<JournalId>, u64, Option<bool>), StorageError> {
+    let rtx = db.begin_read().map_err(StorageError::from_display)?;
+    let t = match rtx.open_table(JOURNAL_STATE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((None, 0, None)),
+        Err(e) => return Err(StorageError::from_display(e)),
+    };
+    let get = |k: &str| -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(t.get(k)
+            .map_err(StorageError::from_display)?
+            .map(|v| v.value().to_vec()))
+    };
+    let id = get(JOURNAL_ID)?.and_then(|v| JournalId::try_from(v.as_slice()).ok());
+    let seq = get(JOURNAL_SEQ)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes);
+    let clean = get(JOURNAL_CLEAN)?.map(|v| v == [1]);
+    Ok((id, seq, clean))
+}
+
+/// Tests hold checkpoints back while this is set, to read while a frozen layer exists.
+#[cfg(test)]
+pub(super) static HOLD_CHECKPOINTS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn poisoned() -> StorageError {
+    StorageError("a storage lock is poisoned".into())
+}
+
+/// Waits for the running checkpoint; its failure stops every later write.
+fn join_checkpoint(w: &mut WriterState) -> Result<(), StorageError> {
+    if let Mode::Broken(e) = &w.mode {
+        return Err(StorageError(e.clone()));
+    }
+    let Some(h) = w.checkpointing.take() else {
+        return Ok(());
+    };
+    h.join()
+        .unwrap_or_else(|_| Err(StorageError("the checkpoint thread panicked".into())))
+        .map_err(|e| broken(w, &e))
+}
+
+/// Writes a frozen layer into redb with one durable commit recording `last` as held,
+/// then drops the layer.
+fn checkpoint(
+    shared: &Shared,
+    layer: &Arc<Memtable>,
+    id: &JournalId,
+    last: u64,
+) -> Result<(), StorageError> {
+    #[cfg(test)]
+    while HOLD_CHECKPOINTS.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let tx = shared
+        .db
+        .begin_write()
+        .map_err(StorageError::from_display)?;
+    {
+        let tables = layer.tables.read().map_err(|_| poisoned())?;
+        for (i, map) in tables.iter().enumerate() {
+            if map.is_empty() {
+                continue;
+            }
+            let Some(&table) = Table::ALL.get(i) else {
+                continue;
+            };
+            let mut t = tx
+                .open_table(def(table))
+                .map_err(StorageError::from_display)?;
+            for (k, versions) in map {
+                match versions.last() {
+                    Some((_, Some(v))) => {
+                        t.insert(k.as_slice(), v.as_slice())
+                            .map_err(StorageError::from_display)?;
+                    }
+                    Some((_, None)) => {
+                        t.remove(k.as_slice()).map_err(StorageError::from_display)?;
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+    set_state(&tx, id, last, false)?;
+    tx.commit().map_err(StorageError::from_display)?;
+    let mut layers = shared.layers.write().map_err(|_| poisoned())?;
+    if layers
+        .frozen
+        .as_ref()
+        .is_some_and(|f| Arc::ptr_eq(f, layer))
+    {
+        layers.frozen = None;
+    }
+    Ok(())
+}
+
+impl Memtable {
+    /// The newest version of `key` numbered at most `upto` (`None` upto: the newest):
+    /// `Some(None)` when that version deletes it, `None` when the layer has none.
+    fn get(
+        &self,
+        table: Table,
+        key: &[u8],
+        upto: Option<u64>,
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        let tables = self.tables.read().map_err(|_| poisoned())?;
+        let Some(versions) = tables.get(table.index()).and_then(|m| m.get(key)) else {
+            return Ok(None);
+        };
+        Ok(versions
+            .iter()
+            .rev()
+            .find(|(seq, _)| upto.is_none_or(|u| *seq <= u))
+            .map(|(_, v)| v.clone()))
+    }
+
+    /// Adds commit `seq`'s mutations.
+    fn insert(&self, seq: u64, mutations: &[Mutation]) -> Result<(), StorageError> {
+        let mut tables = self.tables.write().map_err(|_| poisoned())?;
+        if tables.is_empty() {
+            tables.resize_with(Table::ALL.len(), BTreeMap::new);
+        }
+        for m in mutations {
+            let (table, key, value) = match m {
+                Mutation::Put(t, k, v) => (*t, k, Some(v.clone())),
+                Mutation::Delete(t, k) => (*t, k, None),
+            };
+            if let Some(map) = tables.get_mut(table.index()) {
+                map.entry(key.clone()).or_default().push((seq, value));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds to `out` the entries of `table` under `prefix` after `after` that this
+    /// layer has and `out` (a newer layer's) does not, in key order, until `limit` of
+    /// those added are values. Deletions are added too: they hide what an older layer
+    /// holds. (Past that point no entry can be among the first `limit` results: this
+    /// layer alone has `limit` live ones before it, which only a newer layer could hide,
+    /// and `out` holds all of those that could.)
+    fn collect(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        upto: Option<u64>,
+        out: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let tables = self.tables.read().map_err(|_| poisoned())?;
+        let Some(map) = tables.get(table.index()) else {
+            return Ok(());
+        };
+        let start: &[u8] = after.filter(|a| *a > prefix).unwrap_or(prefix);
+        let mut values = 0;
+        for (k, versions) in
+            map.range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+        {
+            if Some(k.as_slice()) == after {
+                continue;
+            }
+            if !k.starts_with(prefix) || values >= limit {
+                break;
+            }
+            if out.contains_key(k) {
+                continue;
+            }
+            if let Some((_, v)) = versions
+                .iter()
+                .rev()
+                .find(|(seq, _)| upto.is_none_or(|u| *seq <= u))
+            {
+                values += usize::from(v.is_some());
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A consistent read: the current layer up to a commit, the frozen layer, then redb.
+struct View {
+    current: Arc<Memtable>,
+    frozen: Option<Arc<Memtable>>,
+    upto: u64,
+    rtx: ReadTransaction,
+}
+
+impl Reader for View {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let rtx = self.db.begin_read().map_err(StorageError::from_display)?;
-        tx_get(&rtx, table, key)
+        if let Some(v) = self.current.get(table, key, Some(self.upto))? {
+            return Ok(v);
+        }
+        if let Some(frozen) = &self.frozen
+            && let Some(v) = frozen.get(table, key, None)?
+        {
+            return Ok(v);
+        }
+        tx_get(&self.rtx, table, key)
     }
 
     fn scan(
@@ -59,41 +584,201 @@ impl Backend for RedbBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StorageError> {
-        let rtx = self.db.begin_read().map_err(StorageError::from_display)?;
-        tx_scan(&rtx, table, prefix, after, limit)
+        // The layers' entries in range, newer over older, then redb's: each layer entry
+        // hides at most one of redb's, so this many from redb always suffice.
+        let mut layered = BTreeMap::new();
+        self.current
+            .collect(table, prefix, after, limit, Some(self.upto), &mut layered)?;
+        if let Some(frozen) = &self.frozen {
+            frozen.collect(table, prefix, after, limit, None, &mut layered)?;
+        }
+        if layered.is_empty() {
+            return tx_scan(&self.rtx, table, prefix, after, limit);
+        }
+        let want = limit.saturating_add(layered.len());
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            tx_scan(&self.rtx, table, prefix, after, want)?
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
+        merged.extend(layered);
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
+            .collect())
     }
+}
 
-    fn snapshot(&self) -> Result<Box<dyn Reader + '_>, StorageError> {
-        let rtx = self.db.begin_read().map_err(StorageError::from_display)?;
-        Ok(Box::new(RedbSnapshot(rtx)))
-    }
+fn io_error(e: std::io::Error) -> StorageError {
+    StorageError(format!("commit journal: {e}"))
+}
 
-    fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError> {
-        let tx = self.db.begin_write().map_err(StorageError::from_display)?;
-        let table_of = |m: &Mutation| match m {
-            Mutation::Put(t, ..) | Mutation::Delete(t, _) => *t,
-        };
-        // Each table is opened once per run of its mutations (the writer hands them over
-        // sorted by table): opening and closing a table costs a table-tree update.
-        for run in mutations.chunk_by(|a, b| table_of(a) == table_of(b)) {
-            let Some(first) = run.first() else { continue };
-            let mut t = tx
-                .open_table(def(table_of(first)))
-                .map_err(StorageError::from_display)?;
-            for m in run {
-                match m {
-                    Mutation::Put(_, k, v) => {
-                        t.insert(k.as_slice(), v.as_slice())
-                            .map_err(StorageError::from_display)?;
-                    }
-                    Mutation::Delete(_, k) => {
-                        t.remove(k.as_slice()).map_err(StorageError::from_display)?;
-                    }
+fn new_id() -> JournalId {
+    let mut id = JournalId::default();
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    id
+}
+
+/// Makes the journal file (new, so never over another's) and syncs its directory, so
+/// that the entries written to it survive a crash with it.
+fn create_journal(path: &Path, id: JournalId) -> std::io::Result<Journal> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()?;
+    let file = FileBackend::new(f).map_err(std::io::Error::other)?;
+    Journal::new(Box::new(file), id)
+}
+
+fn set_state(
+    tx: &WriteTransaction,
+    id: &JournalId,
+    seq: u64,
+    clean: bool,
+) -> Result<(), StorageError> {
+    let mut t = tx
+        .open_table(JOURNAL_STATE)
+        .map_err(StorageError::from_display)?;
+    t.insert(JOURNAL_ID, id.as_slice())
+        .map_err(StorageError::from_display)?;
+    t.insert(JOURNAL_SEQ, seq.to_be_bytes().as_slice())
+        .map_err(StorageError::from_display)?;
+    t.insert(JOURNAL_CLEAN, [u8::from(clean)].as_slice())
+        .map_err(StorageError::from_display)?;
+    Ok(())
+}
+
+fn apply(tx: &WriteTransaction, mutations: &[Mutation]) -> Result<(), StorageError> {
+    let table_of = |m: &Mutation| match m {
+        Mutation::Put(t, ..) | Mutation::Delete(t, _) => *t,
+    };
+    // Each table is opened once per run of its mutations (the writer hands them over
+    // sorted by table): opening and closing a table costs a table-tree update.
+    for run in mutations.chunk_by(|a, b| table_of(a) == table_of(b)) {
+        let Some(first) = run.first() else { continue };
+        let mut t = tx
+            .open_table(def(table_of(first)))
+            .map_err(StorageError::from_display)?;
+        for m in run {
+            match m {
+                Mutation::Put(_, k, v) => {
+                    t.insert(k.as_slice(), v.as_slice())
+                        .map_err(StorageError::from_display)?;
+                }
+                Mutation::Delete(_, k) => {
+                    t.remove(k.as_slice()).map_err(StorageError::from_display)?;
                 }
             }
         }
-        // Durability::Immediate is redb's default: commit returns after fsync.
-        tx.commit().map_err(StorageError::from_display)
+    }
+    Ok(())
+}
+
+impl Drop for RedbBackend {
+    fn drop(&mut self) {
+        // A clean close leaves everything in the database and nothing to replay.
+        if let Err(e) = Backend::checkpoint(self) {
+            tracing::warn!(error = %e, "could not checkpoint the database at close; the journal will be replayed at the next open");
+        }
+    }
+}
+
+impl Backend for RedbBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.view()?.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        self.view()?.scan(table, prefix, after, limit)
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn Reader + '_>, StorageError> {
+        Ok(Box::new(self.view()?))
+    }
+
+    fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError> {
+        let mut guard = self.writer.lock().map_err(|_| poisoned())?;
+        let w = &mut *guard;
+        if let Mode::Broken(e) = &w.mode {
+            return Err(StorageError(e.clone()));
+        }
+        let (Mode::On(journal), true) = (&w.mode, w.session) else {
+            return self.durable(w, mutations);
+        };
+        let payload = journal::encode_payload(mutations);
+        if !Journal::ever_fits(&payload) {
+            return self.durable(w, mutations);
+        }
+        if w.in_layer >= GENERATION || !journal.fits(&payload) {
+            self.rotate(w)?;
+        }
+        let Mode::On(journal) = &mut w.mode else {
+            return self.durable(w, mutations);
+        };
+        let seq = w.seq + 1;
+        if let Err(e) = journal.append(seq, &payload) {
+            // The entry may be on disk all the same. Its number counts as used: redb
+            // records it as held at once (and with every later commit, all durable in
+            // redb from now on), so a replay never applies the entry. Until that
+            // commit lands, its outcome is unknown, as after any failed sync.
+            w.seq = seq;
+            w.mode = Mode::Failed;
+            tracing::error!(error = %e, "the commit journal failed; every commit syncs the database from now on");
+            if let Err(e2) = self.durable(w, &[]) {
+                tracing::error!(error = %e2, "could not record the failed journal entry as held");
+            }
+            return Err(io_error(e));
+        }
+        w.seq = seq;
+        w.in_layer += 1;
+        let added = self
+            .shared
+            .layers
+            .read()
+            .map_err(|_| poisoned())
+            .and_then(|layers| layers.current.insert(seq, mutations));
+        if let Err(e) = added {
+            // In the journal, not in memory: later commits must not build on a state
+            // without it.
+            return Err(broken(w, &e));
+        }
+        // Readers see the commit from here on; it is durable already (in the journal).
+        self.shared.visible.store(seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// Drains the layers and records a clean close: nothing in the journal is needed
+    /// any more, so the next open replays nothing and may do without the file.
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        let mut guard = self.writer.lock().map_err(|_| poisoned())?;
+        let w = &mut *guard;
+        self.drain(w)?;
+        if let (true, Some(id)) = (w.session, w.id) {
+            let tx = self
+                .shared
+                .db
+                .begin_write()
+                .map_err(StorageError::from_display)?;
+            set_state(&tx, &id, w.seq, true)?;
+            tx.commit().map_err(StorageError::from_display)?;
+            w.session = false;
+        }
+        Ok(())
     }
 }
 
@@ -154,24 +839,6 @@ impl<B: redb::StorageBackend> redb::StorageBackend for PrefilledFile<B> {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         self.0.write(offset, data)
-    }
-}
-
-struct RedbSnapshot(ReadTransaction);
-
-impl Reader for RedbSnapshot {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        tx_get(&self.0, table, key)
-    }
-
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Entries, StorageError> {
-        tx_scan(&self.0, table, prefix, after, limit)
     }
 }
 

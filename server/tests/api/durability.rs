@@ -11,63 +11,122 @@ use strongbox_server::storage::{Backend, RedbBackend};
 
 use crate::common::{T0, text_secret};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Images {
     live: Vec<u8>,
     synced: Vec<u8>,
 }
 
-/// A redb storage backend whose "disk" is only what was there at the last sync.
+/// A "disk" of two files (the database and its commit journal) that keeps only what was
+/// there at each file's last sync. One lock covers both, so a crash image is one instant.
 #[derive(Debug, Default, Clone)]
-struct SyncedOnly(Arc<Mutex<Images>>);
+struct Disk {
+    files: Arc<Mutex<[Images; 2]>>,
+    /// Syncs of each file so far.
+    syncs: Arc<Mutex<[u64; 2]>>,
+    /// Makes syncs of the journal fail while set.
+    journal_fails: Arc<std::sync::atomic::AtomicBool>,
+    /// Makes syncs of the database fail while set (nothing reaches the disk).
+    db_fails: Arc<std::sync::atomic::AtomicBool>,
+}
 
-impl SyncedOnly {
-    fn from_image(img: Vec<u8>) -> Self {
-        Self(Arc::new(Mutex::new(Images {
-            live: img.clone(),
-            synced: img,
-        })))
+const DB: usize = 0;
+const JOURNAL: usize = 1;
+
+/// One file of a [`Disk`], as a redb storage backend.
+#[derive(Debug, Clone)]
+struct SyncedOnly(Disk, usize);
+
+impl Disk {
+    fn from_image(img: [Vec<u8>; 2]) -> Self {
+        let [db, journal] = img;
+        let file = |b: Vec<u8>| Images {
+            live: b.clone(),
+            synced: b,
+        };
+        Self {
+            files: Arc::new(Mutex::new([file(db), file(journal)])),
+            ..Default::default()
+        }
     }
     /// What survives a power cut now.
-    fn crash_image(&self) -> Vec<u8> {
-        self.0.lock().unwrap().synced.clone()
+    fn crash_image(&self) -> [Vec<u8>; 2] {
+        let g = self.files.lock().unwrap();
+        [g[DB].synced.clone(), g[JOURNAL].synced.clone()]
+    }
+    fn db(&self) -> SyncedOnly {
+        SyncedOnly(self.clone(), DB)
+    }
+    fn journal(&self) -> SyncedOnly {
+        SyncedOnly(self.clone(), JOURNAL)
+    }
+    fn syncs(&self, file: usize) -> u64 {
+        self.syncs.lock().unwrap()[file]
     }
 }
 
 impl redb::StorageBackend for SyncedOnly {
     fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.0.lock().unwrap().live.len() as u64)
+        Ok(self.0.files.lock().unwrap()[self.1].live.len() as u64)
     }
     fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
-        let g = self.0.lock().unwrap();
+        let g = self.0.files.lock().unwrap();
         let o = offset as usize;
-        g.live
+        g[self.1]
+            .live
             .get(o..o + len)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past end"))
     }
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        self.0.lock().unwrap().live.resize(len as usize, 0);
+        self.0.files.lock().unwrap()[self.1]
+            .live
+            .resize(len as usize, 0);
         Ok(())
     }
     fn sync_data(&self, _eventual: bool) -> Result<(), std::io::Error> {
-        let mut g = self.0.lock().unwrap();
-        g.synced = g.live.clone();
+        if self.1 == DB && self.0.db_fails.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected database failure"));
+        }
+        let mut g = self.0.files.lock().unwrap();
+        let f = &mut g[self.1];
+        f.synced = f.live.clone();
+        self.0.syncs.lock().unwrap()[self.1] += 1;
+        if self.1 == JOURNAL
+            && self
+                .0
+                .journal_fails
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // The worst failure: the bytes reached the disk, yet the sync reports an
+            // error, so the commit fails while its journal entry is whole.
+            return Err(std::io::Error::other("injected journal failure"));
+        }
         Ok(())
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        let mut g = self.0.lock().unwrap();
+        let mut g = self.0.files.lock().unwrap();
+        let f = &mut g[self.1].live;
         let end = offset as usize + data.len();
-        if g.live.len() < end {
-            g.live.resize(end, 0);
+        if f.len() < end {
+            f.resize(end, 0);
         }
-        g.live[offset as usize..end].copy_from_slice(data);
+        f[offset as usize..end].copy_from_slice(data);
         Ok(())
     }
 }
 
-fn open(disk: SyncedOnly, key: &RootKey) -> Service {
-    let backend: Arc<dyn Backend> = Arc::new(RedbBackend::with_backend(disk).unwrap());
+/// The database on `disk`, with its journal (`journaled`) or without.
+fn backend(disk: &Disk, journaled: bool) -> RedbBackend {
+    if journaled {
+        RedbBackend::with_backends(disk.db(), disk.journal()).unwrap()
+    } else {
+        RedbBackend::with_backend(disk.db()).unwrap()
+    }
+}
+
+fn open(disk: &Disk, journaled: bool, key: &RootKey) -> Service {
+    let backend: Arc<dyn Backend> = Arc::new(backend(disk, journaled));
     server::unseal(
         backend,
         key,
@@ -78,15 +137,39 @@ fn open(disk: SyncedOnly, key: &RootKey) -> Service {
     .service
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_acknowledged_write_survives_a_crash() {
+/// A new database with its journal on a fresh [`Disk`], and a service over it.
+fn journaled_service() -> (Disk, RootKey, Service, Actor) {
     let key = RootKey::random();
-    let disk = SyncedOnly::default();
+    let disk = Disk::default();
     {
-        let b = RedbBackend::with_backend(disk.clone()).unwrap();
+        let b = backend(&disk, true);
         server::initialize(&b, &key).unwrap();
     }
-    let svc = open(disk.clone(), &key);
+    let svc = open(&disk, true, &key);
+    let who = Actor::Trusted(Principal::Named("root".into()));
+    (disk, key, svc, who)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_write_survives_a_crash() {
+    crash_test(true).await;
+}
+
+/// The same without the journal: every commit durable in redb itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_write_survives_a_crash_without_the_journal() {
+    crash_test(false).await;
+}
+
+async fn crash_test(journaled: bool) {
+    let key = RootKey::random();
+    let disk = Disk::default();
+    {
+        let b = backend(&disk, journaled);
+        server::initialize(&b, &key).unwrap();
+    }
+    let svc = open(&disk, journaled, &key);
+    let db_syncs = disk.syncs(DB);
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let who = Actor::Trusted(Principal::Named("root".into()));
     let mut writers = Vec::new();
@@ -115,9 +198,19 @@ async fn every_acknowledged_write_survives_a_crash() {
     }
     crashes.push((acked.lock().unwrap().clone(), disk.crash_image()));
     assert_eq!(crashes.last().unwrap().0.len(), 200);
+    if journaled {
+        // The writes went to the journal: the database file was synced only by its
+        // checkpoints (one per 1,024 commits), growths and session starts, not once per commit.
+        let (db, journal) = (disk.syncs(DB) - db_syncs, disk.syncs(JOURNAL));
+        assert!(journal >= 20, "journal syncs {journal}");
+        assert!(
+            db * 4 <= journal,
+            "database syncs {db}, journal syncs {journal}"
+        );
+    }
     let mut checked = 0;
     for (before, image) in crashes {
-        let recovered = open(SyncedOnly::from_image(image), &key);
+        let recovered = open(&Disk::from_image(image), journaled, &key);
         for (name, value) in &before {
             let v = recovered.get_secret_value(name, None, None).unwrap();
             assert_eq!(&v.secret_data, value);
@@ -125,4 +218,97 @@ async fn every_acknowledged_write_survives_a_crash() {
         }
     }
     assert!(checked >= 200, "checked {checked}");
+}
+
+/// A journal write that fails fails its commit, and nothing of it is kept: not visible
+/// at once, and not replayed after a crash, though its whole entry reached the disk
+/// (the crash comes right after the failure, before any other commit). Later commits
+/// sync the database itself and are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_journal_write_keeps_nothing_of_its_commit() {
+    let (disk, key, svc, who) = journaled_service();
+    svc.create_secret(text_secret("before", "v1"), &who)
+        .await
+        .unwrap();
+    // A clean checkpoint, then the next session's first commit (durable in redb): the
+    // failed entry is then the first of its half, where a replay would start.
+    svc.store().checkpoint().await.unwrap();
+    svc.create_secret(text_secret("between", "v2"), &who)
+        .await
+        .unwrap();
+    disk.journal_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = svc.create_secret(text_secret("lost", "v3"), &who).await;
+    assert!(failed.is_err(), "{failed:?}");
+    disk.journal_fails
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let right_after = disk.crash_image();
+    assert!(svc.get_secret_value("lost", None, None).is_err());
+    let db_syncs = disk.syncs(DB);
+    svc.create_secret(text_secret("after", "v4"), &who)
+        .await
+        .unwrap();
+    assert!(
+        disk.syncs(DB) > db_syncs,
+        "the commit after the failure synced the database"
+    );
+    for (image, kept) in [
+        (right_after, vec![("before", "v1"), ("between", "v2")]),
+        (
+            disk.crash_image(),
+            vec![("before", "v1"), ("between", "v2"), ("after", "v4")],
+        ),
+    ] {
+        let recovered = open(&Disk::from_image(image), true, &key);
+        for (name, value) in kept {
+            assert_eq!(
+                recovered
+                    .get_secret_value(name, None, None)
+                    .unwrap()
+                    .secret_data,
+                value
+            );
+        }
+        assert!(recovered.get_secret_value("lost", None, None).is_err());
+    }
+}
+
+/// A checkpoint that fails (the database file cannot be synced) stops every later
+/// write, while what was acknowledged stays readable; after a crash, replaying the
+/// journal brings back every acknowledged commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_checkpoint_stops_writes_and_loses_nothing() {
+    let (disk, key, svc, who) = journaled_service();
+    for i in 0..5 {
+        svc.create_secret(text_secret(&format!("c/{i}"), "v"), &who)
+            .await
+            .unwrap();
+    }
+    disk.db_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(svc.store().checkpoint().await.is_err());
+    let refused = svc.create_secret(text_secret("c/late", "v"), &who).await;
+    assert!(refused.is_err(), "{refused:?}");
+    for i in 0..5 {
+        assert!(svc.get_secret_value(&format!("c/{i}"), None, None).is_ok());
+    }
+    disk.db_fails
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // Still refused: the server must restart (and replay).
+    assert!(
+        svc.create_secret(text_secret("c/later", "v"), &who)
+            .await
+            .is_err()
+    );
+    let recovered = open(&Disk::from_image(disk.crash_image()), true, &key);
+    for i in 0..5 {
+        assert_eq!(
+            recovered
+                .get_secret_value(&format!("c/{i}"), None, None)
+                .unwrap()
+                .secret_data,
+            "v"
+        );
+    }
+    assert!(recovered.get_secret_value("c/late", None, None).is_err());
 }

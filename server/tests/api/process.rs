@@ -536,3 +536,70 @@ fn init_command(data: impl AsRef<std::path::Path>, key: impl AsRef<std::path::Pa
         .arg(key.as_ref());
     c
 }
+
+/// The commit journal holds what the database does not until a checkpoint: after a
+/// crash, a start without it is refused (naming the file and the way out), while after a
+/// clean stop (SIGTERM checkpoints) the database stands alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_journal_is_refused_after_a_crash_but_not_after_a_clean_stop() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let journal =
+        strongbox_server::storage::journal_path(&strongbox_server::server::db_path(&data));
+    let start_refused = || {
+        let out = Command::new(BIN)
+            .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let mut dev = start_dev(&data, None);
+    dev.client
+        .create_secret(&text_secret("j/crash", "v1"))
+        .await
+        .unwrap();
+    dev.child.kill().unwrap(); // SIGKILL
+    dev.child.wait().unwrap();
+    std::fs::remove_file(&journal).unwrap();
+    let err = start_refused();
+    assert!(
+        err.contains("is missing") && err.contains(&journal.display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("create an empty file"), "{err}");
+
+    // The way out the message names: an empty journal, and the lost commit is lost.
+    std::fs::write(&journal, b"").unwrap();
+    let dev = start_dev(&data, None);
+    assert!(
+        dev.client
+            .get_secret_value("j/crash", None, None)
+            .await
+            .is_err()
+    );
+    dev.client
+        .create_secret(&text_secret("j/clean", "v2"))
+        .await
+        .unwrap();
+    let Dev {
+        mut child, client, ..
+    } = dev;
+    drop(client);
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_file(&journal).unwrap();
+    let dev = start_dev(&data, None);
+    let v = dev
+        .client
+        .get_secret_value("j/clean", None, None)
+        .await
+        .unwrap();
+    assert_eq!(v.secret_data.as_str(), "v2");
+}

@@ -452,3 +452,59 @@ fn journaled_redb_agrees_with_memory_across_generations() {
         );
     }
 }
+
+/// The clean flag: a database copied after its session's first commit (a crash image:
+/// the journal holds nothing yet, the database says "not clean") is refused without
+/// its journal, opens with it, and once an explicit checkpoint recorded a clean close,
+/// opens without it too. Dropping it without a session writes nothing.
+#[test]
+fn a_missing_journal_is_refused_until_a_clean_close_is_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let (db_a, db_b) = (a.join("db.redb"), b.join("db.redb"));
+    let live = RedbBackend::open(&db_a).unwrap();
+    let put = |k: &[u8]| Mutation::Put(Table::Secrets, k.to_vec(), b"v".to_vec());
+    live.commit(&[put(b"x")]).unwrap();
+    let image = (
+        std::fs::read(&db_a).unwrap(),
+        std::fs::read(journal_path(&db_a)).unwrap(),
+    );
+    live.commit(&[put(b"y")]).unwrap();
+    let crash = |to: &std::path::Path| {
+        std::fs::write(to, &image.0).unwrap();
+        std::fs::write(journal_path(to), &image.1).unwrap();
+    };
+    crash(&db_b);
+
+    // Without its journal: refused, naming the file and the way out.
+    std::fs::remove_file(journal_path(&db_b)).unwrap();
+    let err = RedbBackend::open(&db_b).err().expect("refused");
+    assert!(err.0.contains("is missing"), "{err}");
+    assert!(
+        err.0.contains(&journal_path(&db_b).display().to_string()),
+        "{err}"
+    );
+    // With it: opens; dropped without a commit it writes nothing, so still refused.
+    crash(&db_b);
+    drop(RedbBackend::open(&db_b).unwrap());
+    std::fs::remove_file(journal_path(&db_b)).unwrap();
+    assert!(RedbBackend::open(&db_b).is_err());
+    // An explicit checkpoint (a clean stop) records the clean close.
+    crash(&db_b);
+    let again = RedbBackend::open(&db_b).unwrap();
+    assert_eq!(
+        again.get(Table::Secrets, b"x").unwrap(),
+        Some(b"v".to_vec())
+    );
+    again.checkpoint().unwrap();
+    drop(again);
+    std::fs::remove_file(journal_path(&db_b)).unwrap();
+    let reopened = RedbBackend::open(&db_b).unwrap();
+    assert_eq!(
+        reopened.get(Table::Secrets, b"x").unwrap(),
+        Some(b"v".to_vec())
+    );
+    drop(live);
+}

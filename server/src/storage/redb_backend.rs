@@ -89,6 +89,8 @@ struct WriterState {
     /// Whether this session's first commit (durable in redb: the new id, not clean)
     /// is done, so that commits may be journaled.
     session: bool,
+    /// The clean flag as the database records it (`None`: never recorded).
+    clean: Option<bool>,
     /// The number of the last entry written (or given up after a failure).
     seq: u64,
     /// Journaled commits in the current layer.
@@ -174,11 +176,12 @@ impl RedbBackend {
         // the database does not: a table comes into being with its first write, and
         // until then reads find it empty. (A store opened with a wrong root key, or one
         // refused at unseal, must be left as it was.)
-        let (id, durable_seq, _) = journal_state(&db)?;
+        let (id, durable_seq, clean) = journal_state(&db)?;
         let mut state = WriterState {
             mode,
             id,
             session: false,
+            clean,
             seq: durable_seq,
             in_layer: 0,
             checkpointing: None,
@@ -201,6 +204,7 @@ impl RedbBackend {
                         }
                         set_state(&tx, &id, last, true)?;
                         tx.commit().map_err(StorageError::from_display)?;
+                        state.clean = Some(true);
                         tracing::info!(
                             commits = replay.len(),
                             "replayed the commit journal into the database"
@@ -283,9 +287,20 @@ impl RedbBackend {
     }
 
     /// A durable redb commit of `mutations` after draining the layers, recording the
-    /// journal state. A session's first one gives the journal a new id (and the very
-    /// first makes the journal file).
+    /// journal state. A session's first one gives the journal a new id; the first one
+    /// without a journal file makes it.
     fn durable(&self, w: &mut WriterState, mutations: &[Mutation]) -> Result<(), StorageError> {
+        if let Mode::Lazy(path) = &w.mode {
+            // The file first (empty, its directory synced): a crash before the commit
+            // below leaves an empty journal, which holds nothing to replay.
+            w.mode = match create_journal(path) {
+                Ok(journal) => Mode::On(journal),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not create the commit journal; every commit syncs the database");
+                    Mode::Failed
+                }
+            };
+        }
         self.drain(w)?;
         let tx = self
             .shared
@@ -293,38 +308,47 @@ impl RedbBackend {
             .begin_write()
             .map_err(StorageError::from_display)?;
         apply(&tx, mutations)?;
+        // Not clean only while commits may go to the journal: a database whose journal
+        // failed needs nothing from it.
+        let journaling = matches!(w.mode, Mode::On(_));
         let id = match &w.mode {
             Mode::Off => None,
-            Mode::Failed | Mode::Broken(_) => w.id,
-            Mode::Lazy(_) | Mode::On(_) if w.session => w.id,
-            Mode::Lazy(_) | Mode::On(_) => Some(new_id()),
+            Mode::On(_) if !w.session => Some(new_id()),
+            _ => w.id,
         };
         if let Some(id) = id {
-            set_state(&tx, &id, w.seq, false)?;
+            set_state(&tx, &id, w.seq, !journaling)?;
         }
         tx.commit().map_err(StorageError::from_display)?;
-        if id.is_some() {
-            w.id = id;
-        }
-        self.shared.visible.store(w.seq, Ordering::Release);
-        match (&mut w.mode, id) {
-            (Mode::Lazy(path), Some(id)) => {
-                // The database now names the journal's id; the file is made after that,
-                // so a journal never exists that its database does not know.
-                w.mode = match create_journal(path, id) {
-                    Ok(journal) => Mode::On(journal),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not create the commit journal; every commit syncs the database");
-                        Mode::Failed
-                    }
-                };
-                w.session = true;
-            }
-            (Mode::On(journal), Some(id)) => {
+        if let Some(id) = id {
+            w.id = Some(id);
+            w.clean = Some(!journaling);
+            if let Mode::On(journal) = &mut w.mode {
                 journal.set_id(id);
-                w.session = true;
             }
-            _ => {}
+        }
+        w.session = !matches!(w.mode, Mode::Off);
+        self.shared.visible.store(w.seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// Drains the layers; `explicit` (a clean stop) or after a session also records a
+    /// clean close, so that the next open replays nothing and may do without the
+    /// journal. Without either it writes nothing (a store refused at unseal is left as
+    /// it was).
+    fn close(&self, w: &mut WriterState, explicit: bool) -> Result<(), StorageError> {
+        self.drain(w)?;
+        let wanted = w.session || (explicit && w.clean == Some(false));
+        if let (true, Some(id)) = (wanted, w.id) {
+            let tx = self
+                .shared
+                .db
+                .begin_write()
+                .map_err(StorageError::from_display)?;
+            set_state(&tx, &id, w.seq, true)?;
+            tx.commit().map_err(StorageError::from_display)?;
+            w.session = false;
+            w.clean = Some(true);
         }
         Ok(())
     }
@@ -404,17 +428,19 @@ fn poisoned() -> StorageError {
     StorageError("a storage lock is poisoned".into())
 }
 
-/// Waits for the running checkpoint; its failure stops every later write.
+/// Waits for the running checkpoint (also when writes are stopped already); its
+/// failure stops every later write.
 fn join_checkpoint(w: &mut WriterState) -> Result<(), StorageError> {
+    let joined = match w.checkpointing.take() {
+        Some(h) => h
+            .join()
+            .unwrap_or_else(|_| Err(StorageError("the checkpoint thread panicked".into()))),
+        None => Ok(()),
+    };
     if let Mode::Broken(e) = &w.mode {
         return Err(StorageError(e.clone()));
     }
-    let Some(h) = w.checkpointing.take() else {
-        return Ok(());
-    };
-    h.join()
-        .unwrap_or_else(|_| Err(StorageError("the checkpoint thread panicked".into())))
-        .map_err(|e| broken(w, &e))
+    joined.map_err(|e| broken(w, &e))
 }
 
 /// Writes a frozen layer into redb with one durable commit recording `last` as held,
@@ -620,9 +646,9 @@ fn new_id() -> JournalId {
     id
 }
 
-/// Makes the journal file (new, so never over another's) and syncs its directory, so
-/// that the entries written to it survive a crash with it.
-fn create_journal(path: &Path, id: JournalId) -> std::io::Result<Journal> {
+/// Makes the journal file (new, so never over another's; empty) and syncs its
+/// directory, so that the entries written to it survive a crash with it.
+fn create_journal(path: &Path) -> std::io::Result<Journal> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -636,7 +662,8 @@ fn create_journal(path: &Path, id: JournalId) -> std::io::Result<Journal> {
     };
     std::fs::File::open(dir)?.sync_all()?;
     let file = FileBackend::new(f).map_err(std::io::Error::other)?;
-    Journal::new(Box::new(file), id)
+    // The id is the session's, set by the commit that records it.
+    Journal::new(Box::new(file), JournalId::default())
 }
 
 fn set_state(
@@ -686,7 +713,11 @@ fn apply(tx: &WriteTransaction, mutations: &[Mutation]) -> Result<(), StorageErr
 impl Drop for RedbBackend {
     fn drop(&mut self) {
         // A clean close leaves everything in the database and nothing to replay.
-        if let Err(e) = Backend::checkpoint(self) {
+        let mut guard = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = self.close(&mut guard, false) {
             tracing::warn!(error = %e, "could not checkpoint the database at close; the journal will be replayed at the next open");
         }
     }
@@ -766,19 +797,7 @@ impl Backend for RedbBackend {
     /// any more, so the next open replays nothing and may do without the file.
     fn checkpoint(&self) -> Result<(), StorageError> {
         let mut guard = self.writer.lock().map_err(|_| poisoned())?;
-        let w = &mut *guard;
-        self.drain(w)?;
-        if let (true, Some(id)) = (w.session, w.id) {
-            let tx = self
-                .shared
-                .db
-                .begin_write()
-                .map_err(StorageError::from_display)?;
-            set_state(&tx, &id, w.seq, true)?;
-            tx.commit().map_err(StorageError::from_display)?;
-            w.session = false;
-        }
-        Ok(())
+        self.close(&mut guard, true)
     }
 }
 

@@ -419,8 +419,9 @@ pub async fn start(u: Unsealed, opts: ServeOptions) -> anyhow::Result<Running> {
         .await;
         ticker.abort();
         // What the journal holds goes into the database, so the next start replays
-        // nothing (a crash instead is what the journal is for).
-        if let Err(e) = store.checkpoint().await {
+        // nothing (a crash instead is what the journal is for); writes still asked for
+        // (a request past the grace period, a rotation under way) are refused.
+        if let Err(e) = store.close().await {
             tracing::warn!(error = %e, "could not checkpoint the database at shutdown");
         }
     });

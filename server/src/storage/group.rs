@@ -85,10 +85,15 @@ trait Job: Send {
     fn checkpoint(&self) -> bool {
         false
     }
+    /// Whether every later job is refused (a closing checkpoint).
+    fn closes(&self) -> bool {
+        false
+    }
 }
 
-/// Asks for a checkpoint after the batch it lands in.
-struct CheckpointJob(oneshot::Sender<Result<(), StorageError>>);
+/// Asks for a checkpoint after the batch it lands in; closing, it also makes the writer
+/// refuse every later job.
+struct CheckpointJob(oneshot::Sender<Result<(), StorageError>>, bool);
 
 impl Job for CheckpointJob {
     fn run(&mut self, _: &dyn Backend, _: &Overlay) -> Option<Overlay> {
@@ -102,6 +107,10 @@ impl Job for CheckpointJob {
 
     fn checkpoint(&self) -> bool {
         true
+    }
+
+    fn closes(&self) -> bool {
+        self.1
     }
 }
 
@@ -289,9 +298,19 @@ impl Store {
     /// Resolves once every write so far is durable in the backend's main store, so that
     /// a restart has nothing to replay (see [`Backend::checkpoint`]).
     pub async fn checkpoint(&self) -> Result<(), StorageError> {
+        self.checkpoint_job(false).await
+    }
+
+    /// A last [`checkpoint`](Self::checkpoint): every write asked for after it is refused,
+    /// so that what it recorded (a clean close) stays true.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        self.checkpoint_job(true).await
+    }
+
+    async fn checkpoint_job(&self, close: bool) -> Result<(), StorageError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Box::new(CheckpointJob(reply)))
+            .send(Box::new(CheckpointJob(reply, close)))
             .map_err(|_| StorageError("writer thread stopped".into()))?;
         rx.await
             .map_err(|_| StorageError("the checkpoint did not complete".into()))?
@@ -346,7 +365,13 @@ impl Reader for Store {
 }
 
 fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>, stats: &StoreStats) {
+    // After a closing checkpoint every job is refused: nothing lands after it.
+    let mut closed = false;
     while let Ok(first) = rx.recv() {
+        if closed {
+            first.finish(Err(&StorageError("the server is shutting down".into())));
+            continue;
+        }
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -411,17 +436,19 @@ fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>, stats: &
         if let Err(e) = &commit {
             tracing::error!(error = %e, jobs = jobs.len(), "commit failed; batch rejected");
         }
-        let checkpoint = match &commit {
-            Ok(()) if jobs.iter().any(|j| j.checkpoint()) => Some(
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.checkpoint()))
-                    .unwrap_or_else(|_| {
-                        Err(StorageError(
-                            "the storage backend panicked in a checkpoint".into(),
-                        ))
-                    }),
-            ),
-            _ => None,
-        };
+        // Asked for, a checkpoint runs whatever the batch's own commit did (it refuses
+        // by itself when the storage is stopped).
+        let checkpoint = jobs.iter().any(|j| j.checkpoint()).then(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.checkpoint()))
+                .unwrap_or_else(|_| {
+                    Err(StorageError(
+                        "the storage backend panicked in a checkpoint".into(),
+                    ))
+                })
+        });
+        if jobs.iter().any(|j| j.closes()) {
+            closed = true;
+        }
         for job in jobs {
             match (&checkpoint, job.checkpoint()) {
                 (Some(cp), true) => job.finish(cp.as_ref().map(|_| ())),

@@ -145,9 +145,16 @@ impl RedbBackend {
     }
 
     /// Opens a database on a caller-supplied storage backend, through the same layer
-    /// as [`open`](Self::open), without a journal: every commit is durable in redb.
+    /// as [`open`](Self::open), without a journal: every commit is durable in redb. A
+    /// database whose journal may hold commits it lacks is refused.
     pub fn with_backend(backend: impl redb::StorageBackend) -> Result<Self, StorageError> {
-        Self::init(Self::database(backend)?, None, Mode::Off)
+        let db = Self::database(backend)?;
+        if journal_state(&db)?.2 == Some(false) {
+            return Err(StorageError(
+                "this database was not closed cleanly and needs its commit journal".into(),
+            ));
+        }
+        Self::init(db, None, Mode::Off)
     }
 
     /// Like [`with_backend`](Self::with_backend), with a journal on a second
@@ -302,11 +309,16 @@ impl RedbBackend {
             };
         }
         self.drain(w)?;
-        let tx = self
-            .shared
-            .db
-            .begin_write()
-            .map_err(StorageError::from_display)?;
+        // redb refuses every write after a failed commit: so does a journaling session
+        // from here on, rather than journal commits that no checkpoint could write.
+        let stop = |w: &mut WriterState, e: StorageError| match w.mode {
+            Mode::On(_) => broken(w, &e),
+            _ => e,
+        };
+        let tx = match self.shared.db.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => return Err(stop(w, StorageError::from_display(e))),
+        };
         apply(&tx, mutations)?;
         // Not clean only while commits may go to the journal: a database whose journal
         // failed needs nothing from it.
@@ -319,7 +331,9 @@ impl RedbBackend {
         if let Some(id) = id {
             set_state(&tx, &id, w.seq, !journaling)?;
         }
-        tx.commit().map_err(StorageError::from_display)?;
+        if let Err(e) = tx.commit() {
+            return Err(stop(w, StorageError::from_display(e)));
+        }
         if let Some(id) = id {
             w.id = Some(id);
             w.clean = Some(!journaling);
@@ -338,7 +352,8 @@ impl RedbBackend {
     /// it was).
     fn close(&self, w: &mut WriterState, explicit: bool) -> Result<(), StorageError> {
         self.drain(w)?;
-        let wanted = w.session || (explicit && w.clean == Some(false));
+        let wanted =
+            !matches!(w.mode, Mode::Off) && (w.session || (explicit && w.clean == Some(false)));
         if let (true, Some(id)) = (wanted, w.id) {
             let tx = self
                 .shared

@@ -208,6 +208,11 @@ async fn crash_test(journaled: bool) {
             "database syncs {db}, journal syncs {journal}"
         );
     }
+    if journaled {
+        // Without its journal, a database that was not closed cleanly is refused.
+        let image = crashes.last().unwrap().1.clone();
+        assert!(RedbBackend::with_backend(Disk::from_image(image).db()).is_err());
+    }
     let mut checked = 0;
     for (before, image) in crashes {
         let recovered = open(&Disk::from_image(image), journaled, &key);
@@ -311,4 +316,49 @@ async fn a_failed_checkpoint_stops_writes_and_loses_nothing() {
         );
     }
     assert!(recovered.get_secret_value("c/late", None, None).is_err());
+}
+
+/// A durable redb commit that fails while the journal is in use (a batch too large for
+/// the journal) stops every later write, rather than journal commits that no checkpoint
+/// could write; closing the store refuses every write after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_durable_commit_stops_the_journal_and_a_closed_store_writes_nothing() {
+    use strongbox_server::storage::{Mutation, Table};
+    let disk = Disk::default();
+    let b = backend(&disk, true);
+    let small = |k: u8| [Mutation::Put(Table::Secrets, vec![k], vec![k])];
+    b.commit(&small(1)).unwrap(); // the session's first commit, durable
+    // Room in the file for the huge batch below, so that its commit does not grow the
+    // file (a failed growth fails the batch cleanly, before anything is committed).
+    let huge = |size: usize| [Mutation::Put(Table::Audit, vec![9], vec![0; size])];
+    b.commit(&huge(10 << 20)).unwrap();
+    b.commit(&[Mutation::Delete(Table::Audit, vec![9])])
+        .unwrap();
+    b.checkpoint().unwrap();
+    b.commit(&small(2)).unwrap(); // the next session's first commit, durable
+    // Nothing in the memory layer: the huge batch's own commit is what fails.
+    disk.db_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(b.commit(&huge(5 << 20)).is_err());
+    disk.db_fails
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        b.commit(&small(3)).is_err(),
+        "journaled after a failed commit"
+    );
+
+    let (disk, key, svc, who) = journaled_service();
+    svc.create_secret(text_secret("kept", "v"), &who)
+        .await
+        .unwrap();
+    svc.store().close().await.unwrap();
+    let refused = svc.create_secret(text_secret("late", "v"), &who).await;
+    assert!(refused.is_err(), "{refused:?}");
+    // The clean close it recorded still holds: the database stands alone.
+    let alone = RedbBackend::with_backend(Disk::from_image(disk.crash_image()).db());
+    assert!(alone.is_ok(), "{:?}", alone.err());
+    drop(alone);
+    let recovered = open(&Disk::from_image(disk.crash_image()), true, &key);
+    assert!(recovered.get_secret_value("kept", None, None).is_ok());
+    assert!(recovered.get_secret_value("late", None, None).is_err());
 }

@@ -249,7 +249,7 @@ impl Store {
         let st = stats.clone();
         std::thread::Builder::new()
             .name("strongbox-writer".into())
-            .spawn(move || writer_loop(b.as_ref(), rx, &st))
+            .spawn(move || writer_loop(b, &rx, &st))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "could not start the writer thread"));
         Self {
@@ -364,14 +364,16 @@ impl Reader for Store {
     }
 }
 
-fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>, stats: &StoreStats) {
-    // After a closing checkpoint every job is refused: nothing lands after it.
-    let mut closed = false;
+/// Runs batches until every sender is gone. After a closing checkpoint the writer lets
+/// go of the backend before it answers (so that whoever drops the last handle closes it
+/// at once: redb then marks its file closed cleanly) and refuses every later job.
+fn writer_loop(backend: Arc<dyn Backend>, rx: &mpsc::Receiver<Box<dyn Job>>, stats: &StoreStats) {
+    let mut held = Some(backend);
     while let Ok(first) = rx.recv() {
-        if closed {
+        let Some(backend) = held.as_deref() else {
             first.finish(Err(&StorageError("the server is shutting down".into())));
             continue;
-        }
+        };
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -447,7 +449,7 @@ fn writer_loop(backend: &dyn Backend, rx: mpsc::Receiver<Box<dyn Job>>, stats: &
                 })
         });
         if jobs.iter().any(|j| j.closes()) {
-            closed = true;
+            held = None;
         }
         for job in jobs {
             match (&checkpoint, job.checkpoint()) {

@@ -539,7 +539,8 @@ fn init_command(data: impl AsRef<std::path::Path>, key: impl AsRef<std::path::Pa
 
 /// The commit journal holds what the database does not until a checkpoint: after a
 /// crash, a start without it is refused (naming the file and the way out), while after a
-/// clean stop (SIGTERM checkpoints) the database stands alone.
+/// clean stop (SIGTERM checkpoints and closes the database, so that redb has nothing to
+/// repair) the database stands alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_journal_is_refused_after_a_crash_but_not_after_a_clean_stop() {
     let root = tempfile::tempdir().unwrap();
@@ -594,6 +595,18 @@ async fn a_missing_journal_is_refused_after_a_crash_but_not_after_a_clean_stop()
         .unwrap();
     assert!(term.success());
     assert!(child.wait().unwrap().success());
+    // The process closed the database before it ended: redb finds no repair to do.
+    let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = repaired.clone();
+    let db = redb::Database::builder()
+        .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst))
+        .open(strongbox_server::server::db_path(&data))
+        .unwrap();
+    drop(db);
+    assert!(
+        !repaired.load(std::sync::atomic::Ordering::SeqCst),
+        "the database was not closed cleanly"
+    );
     std::fs::remove_file(&journal).unwrap();
     let dev = start_dev(&data, None);
     let v = dev

@@ -41,26 +41,17 @@ impl Reader for Txn<'_> {
         let in_range = |(t, k): &(Table, Vec<u8>)| {
             *t == table && k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a)
         };
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let overlay: Vec<_> = self
+        // Later jobs' writes (and the job's own, last) over earlier ones.
+        let layer: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
             .batch
             .iter()
             .chain(self.own.iter())
             .filter(|(k, _)| in_range(k))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect();
-        // Each overlay entry hides at most one stored entry, so this many always suffice.
-        let want = limit.saturating_add(overlay.len());
-        for (k, v) in self.backend.scan(table, prefix, after, want)? {
-            merged.insert(k, Some(v));
-        }
-        for ((_, k), v) in overlay {
-            merged.insert(k.clone(), v.clone());
-        }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .take(limit)
-            .collect())
+        super::scan_over(layer, limit, |want| {
+            self.backend.scan(table, prefix, after, want)
+        })
     }
 }
 

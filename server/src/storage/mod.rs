@@ -172,6 +172,31 @@ pub trait Reader {
     ) -> Result<Entries, StorageError>;
 }
 
+/// A newer layer's entries (`None`: deleted) laid over a scan of an older store: the
+/// first `limit` live entries in key order. `scan_below(want)` scans the older store;
+/// each layer entry hides at most one of its entries, so `limit` plus the layer's size
+/// always suffice.
+pub(crate) fn scan_over(
+    layer: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    limit: usize,
+    scan_below: impl FnOnce(usize) -> Result<Entries, StorageError>,
+) -> Result<Entries, StorageError> {
+    if layer.is_empty() {
+        return scan_below(limit);
+    }
+    let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+        scan_below(limit.saturating_add(layer.len()))?
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+    merged.extend(layer);
+    Ok(merged
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .take(limit)
+        .collect())
+}
+
 /// `a \0 b`: a composite key whose first part sorts as a prefix.
 pub fn composite(a: &str, b: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + b.len() + 1);

@@ -526,11 +526,7 @@ impl Memtable {
         let Some(versions) = tables.get(table.index()).and_then(|m| m.get(key)) else {
             return Ok(None);
         };
-        Ok(versions
-            .iter()
-            .rev()
-            .find(|(seq, _)| upto.is_none_or(|u| *seq <= u))
-            .map(|(_, v)| v.clone()))
+        Ok(newest(versions, upto).cloned())
     }
 
     /// Adds commit `seq`'s mutations.
@@ -584,17 +580,22 @@ impl Memtable {
             if out.contains_key(k) {
                 continue;
             }
-            if let Some((_, v)) = versions
-                .iter()
-                .rev()
-                .find(|(seq, _)| upto.is_none_or(|u| *seq <= u))
-            {
+            if let Some(v) = newest(versions, upto) {
                 values += usize::from(v.is_some());
                 out.insert(k.clone(), v.clone());
             }
         }
         Ok(())
     }
+}
+
+/// The newest of a key's versions numbered at most `upto` (`None`: the newest).
+fn newest(versions: &Versions, upto: Option<u64>) -> Option<&Option<Vec<u8>>> {
+    versions
+        .iter()
+        .rev()
+        .find(|(seq, _)| upto.is_none_or(|u| *seq <= u))
+        .map(|(_, v)| v)
 }
 
 /// A consistent read: the current layer up to a commit, the frozen layer, then redb.
@@ -625,29 +626,16 @@ impl Reader for View {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StorageError> {
-        // The layers' entries in range, newer over older, then redb's: each layer entry
-        // hides at most one of redb's, so this many from redb always suffice.
+        // The layers' entries in range, newer over older, laid over redb's.
         let mut layered = BTreeMap::new();
         self.current
             .collect(table, prefix, after, limit, Some(self.upto), &mut layered)?;
         if let Some(frozen) = &self.frozen {
             frozen.collect(table, prefix, after, limit, None, &mut layered)?;
         }
-        if layered.is_empty() {
-            return tx_scan(&self.rtx, table, prefix, after, limit);
-        }
-        let want = limit.saturating_add(layered.len());
-        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
-            tx_scan(&self.rtx, table, prefix, after, want)?
-                .into_iter()
-                .map(|(k, v)| (k, Some(v)))
-                .collect();
-        merged.extend(layered);
-        Ok(merged
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .take(limit)
-            .collect())
+        super::scan_over(layered, limit, |want| {
+            tx_scan(&self.rtx, table, prefix, after, want)
+        })
     }
 }
 

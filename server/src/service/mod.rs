@@ -53,6 +53,11 @@ impl Default for ServiceConfig {
     }
 }
 
+/// Bytes of decoded secret records kept for reads (some thousands of secrets).
+const DECODED_SECRETS_BUDGET: u64 = 16 * 1024 * 1024;
+/// Bytes of decoded key records kept for reads.
+const DECODED_KEYS_BUDGET: u64 = 2 * 1024 * 1024;
+
 /// The services over one unsealed store. Cheap to clone.
 #[derive(Clone)]
 pub struct Service {
@@ -66,6 +71,9 @@ struct Inner {
     config: ServiceConfig,
     /// Unwrapped CMK material by (key id, version); wiped when dropped.
     materials: RwLock<HashMap<(String, u32), CmkMaterial>>,
+    /// Secret and key records as reads decoded them (metadata only).
+    decoded_secrets: records::Decoded<records::SecretRecord>,
+    decoded_keys: records::Decoded<records::KeyRecord>,
     /// Authenticated identities by token hash.
     identities: identity::IdentityCache,
     /// Audit trail state.
@@ -91,6 +99,8 @@ impl Service {
                 clock,
                 config,
                 materials: RwLock::default(),
+                decoded_secrets: records::Decoded::new(DECODED_SECRETS_BUDGET),
+                decoded_keys: records::Decoded::new(DECODED_KEYS_BUDGET),
                 identities: Default::default(),
                 audit: Default::default(),
             }),

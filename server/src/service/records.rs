@@ -2,6 +2,7 @@
 //! and wrapped keys are base64 inside. Layouts are drawn in `docs/design/storage.md`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use strongbox_schemas as api;
@@ -44,6 +45,73 @@ pub(crate) fn load<T: DeserializeOwned>(
     key: &[u8],
 ) -> Result<Option<T>> {
     r.get(table, key)?.map(|b| decode(&b)).transpose()
+}
+
+/// Records decoded before, each with the exact bytes it was decoded from: a read that
+/// finds the same bytes under a key again shares the decoded record instead of parsing
+/// its JSON again (a secret read decodes two records; that was 8 % of a busy server's
+/// CPU, BENCHMARKS.md). A hit needs the stored bytes to be identical, so a record any
+/// writer changed, whichever view it is read through, is decoded afresh. It holds what
+/// the store holds (metadata, wrapped key material), never plaintext, and at most
+/// `budget` bytes (counted as three times the stored bytes: those and the decoded
+/// record), evicting the least useful first.
+pub(crate) struct Decoded<T> {
+    cache: quick_cache::sync::Cache<Vec<u8>, Arc<Stored<T>>, StoredWeight>,
+}
+
+/// The bytes a record was decoded from, and the record.
+type Stored<T> = (Vec<u8>, T);
+
+/// A record shared from [`Decoded`].
+pub(crate) struct SharedRecord<T>(Arc<Stored<T>>);
+
+impl<T> std::ops::Deref for SharedRecord<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0.1
+    }
+}
+
+#[derive(Clone)]
+struct StoredWeight;
+
+impl<T> quick_cache::Weighter<Vec<u8>, Arc<Stored<T>>> for StoredWeight {
+    fn weight(&self, key: &Vec<u8>, val: &Arc<Stored<T>>) -> u64 {
+        (key.len() + 3 * val.0.len()) as u64
+    }
+}
+
+impl<T: DeserializeOwned> Decoded<T> {
+    pub(crate) fn new(budget: u64) -> Self {
+        Self {
+            cache: quick_cache::sync::Cache::with_weighter(
+                usize::try_from(budget / 1024).unwrap_or(1024).max(16),
+                budget,
+                StoredWeight,
+            ),
+        }
+    }
+
+    /// What [`load`] returns, shared with earlier reads of the same bytes.
+    pub(crate) fn load(
+        &self,
+        r: &(impl Reader + ?Sized),
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<SharedRecord<T>>> {
+        let Some(bytes) = r.get(table, key)? else {
+            return Ok(None);
+        };
+        if let Some(hit) = self.cache.get(key)
+            && hit.0 == bytes
+        {
+            return Ok(Some(SharedRecord(hit)));
+        }
+        let record: T = decode(&bytes)?;
+        let shared = Arc::new((bytes, record));
+        self.cache.insert(key.to_vec(), shared.clone());
+        Ok(Some(SharedRecord(shared)))
+    }
 }
 
 pub(crate) mod b64 {
@@ -459,4 +527,56 @@ pub(crate) fn decode_page_token(token: Option<&str>) -> Result<Option<String>> {
 pub(crate) fn encode_page_token(last: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Backend, MemoryBackend, Mutation};
+
+    #[derive(Deserialize)]
+    struct Rec {
+        n: u32,
+    }
+
+    fn put(b: &MemoryBackend, v: &str) {
+        b.commit(&[Mutation::Put(
+            Table::Secrets,
+            b"k".to_vec(),
+            v.as_bytes().to_vec(),
+        )])
+        .expect("commit");
+    }
+
+    fn load(d: &Decoded<Rec>, b: &MemoryBackend) -> Result<Option<SharedRecord<Rec>>> {
+        d.load(&*b.snapshot().expect("snapshot"), Table::Secrets, b"k")
+    }
+
+    #[test]
+    fn a_decoded_record_is_shared_only_while_its_bytes_are_the_same() {
+        let b = MemoryBackend::new();
+        let d = Decoded::<Rec>::new(1 << 20);
+        assert!(load(&d, &b).expect("load").is_none());
+        put(&b, r#"{"n":1}"#);
+        let first = load(&d, &b).expect("load").expect("record");
+        let again = load(&d, &b).expect("load").expect("record");
+        assert_eq!(again.n, 1);
+        assert!(
+            Arc::ptr_eq(&first.0, &again.0),
+            "the same bytes share one decode"
+        );
+        // Changed bytes are decoded afresh, also when they decode to the same value.
+        put(&b, r#"{"n":2}"#);
+        assert_eq!(load(&d, &b).expect("load").expect("record").n, 2);
+        put(&b, r#"{ "n":1}"#);
+        let spaced = load(&d, &b).expect("load").expect("record");
+        assert_eq!(spaced.n, 1);
+        assert!(!Arc::ptr_eq(&first.0, &spaced.0));
+        // Bytes that do not decode are an error, not an older record.
+        put(&b, r#"{"n":"#);
+        assert!(load(&d, &b).is_err());
+        b.commit(&[Mutation::Delete(Table::Secrets, b"k".to_vec())])
+            .expect("commit");
+        assert!(load(&d, &b).expect("load").is_none());
+    }
 }

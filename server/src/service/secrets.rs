@@ -505,12 +505,16 @@ impl Service {
             .get(Table::SecretVersions, &composite(name, version_id))?
             .ok_or_else(|| Error::internal(format!("version blob missing for {name}")))?;
         let header = barrier::sealed_header(&ct)?;
-        let key: KeyRecord = load(r, Table::Keys, header.key_id.as_bytes())?.ok_or_else(|| {
-            Error::new(
-                ErrorCode::KeyDeleted,
-                format!("key {} no longer exists", header.key_id),
-            )
-        })?;
+        let key = self
+            .inner
+            .decoded_keys
+            .load(r, Table::Keys, header.key_id.as_bytes())?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::KeyDeleted,
+                    format!("key {} no longer exists", header.key_id),
+                )
+            })?;
         let material = self.material(&key, header.key_version)?;
         Ok(barrier::open_secret(
             &material,
@@ -535,7 +539,14 @@ impl Service {
         // One snapshot: the record, the sealed version and the key state agree.
         let snap = self.store().snapshot()?;
         let store = &*snap;
-        let rec = load_live_secret(store, name)?;
+        let rec = self
+            .inner
+            .decoded_secrets
+            .load(store, Table::Secrets, name.as_bytes())?
+            .ok_or_else(|| secret_not_found(name))?;
+        if rec.planned_delete_time.is_some() {
+            return Err(pending_deletion(name));
+        }
         let meta = match (version_id, stage) {
             (Some(id), stage) => rec
                 .versions

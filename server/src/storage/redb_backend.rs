@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use rand::RngCore as _;
 use redb::backends::FileBackend;
@@ -55,6 +55,51 @@ struct Shared {
 struct Layers {
     current: Arc<Memtable>,
     frozen: Option<Arc<Memtable>>,
+    /// redb as of its last commit, shared by the views until the next one; `None` when
+    /// it could not be read after a commit (each view then begins its own).
+    base: Option<Arc<Base>>,
+}
+
+/// One redb read transaction, shared by every view made between two redb commits
+/// (beginning one costs locks that both cores contend on), with each table opened
+/// from it once, by the first view that reads it. Replaced under the layers' lock
+/// right after each redb commit, so a view never pairs a layer with a redb state
+/// that lacks or repeats its commits; the old one (and the pages it pins) goes when
+/// its last view does.
+struct Base {
+    rtx: ReadTransaction,
+    tables: Vec<OnceLock<Option<ReadTable>>>,
+}
+
+impl Base {
+    fn begin(db: &Database) -> Result<Arc<Self>, StorageError> {
+        Ok(Arc::new(Self {
+            rtx: db.begin_read().map_err(StorageError::from_display)?,
+            tables: Table::ALL.iter().map(|_| OnceLock::new()).collect(),
+        }))
+    }
+
+    /// The table, or `None` when no write has created it yet (read as empty).
+    fn table(&self, table: Table) -> Result<Option<&ReadTable>, StorageError> {
+        let Some(cell) = self.tables.get(table.index()) else {
+            return Ok(None);
+        };
+        if let Some(t) = cell.get() {
+            return Ok(t.as_ref());
+        }
+        let opened = open_read(&self.rtx, table)?;
+        // Two views may open it at once: one of them is kept, both are the same table.
+        let _ = cell.set(opened);
+        Ok(cell.get().and_then(Option::as_ref))
+    }
+}
+
+/// After a redb commit: the views made from here on read redb as it is now.
+fn refresh_base(shared: &Shared) -> Result<(), StorageError> {
+    let base = Base::begin(&shared.db);
+    let mut layers = shared.layers.write().map_err(|_| poisoned())?;
+    layers.base = base.ok();
+    Ok(())
 }
 
 /// Journaled commits not yet in redb: per table, each key's versions, oldest first,
@@ -223,12 +268,14 @@ impl RedbBackend {
             }
         }
         let seq = state.seq;
+        let base = Base::begin(&db)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
                 layers: RwLock::new(Layers {
                     current: Arc::default(),
                     frozen: None,
+                    base: Some(base),
                 }),
                 visible: AtomicU64::new(seq),
             }),
@@ -245,7 +292,10 @@ impl RedbBackend {
         // commit once (from a layer or from redb) whatever the checkpoint is doing.
         let layers = s.layers.read().map_err(|_| poisoned())?;
         let (current, frozen) = (layers.current.clone(), layers.frozen.clone());
-        let rtx = s.db.begin_read().map_err(StorageError::from_display)?;
+        let base = match &layers.base {
+            Some(b) => b.clone(),
+            None => Base::begin(&s.db)?,
+        };
         drop(layers);
         // Read last: the commits up to here are whole in `current`, later ones ignored.
         let upto = s.visible.load(Ordering::Acquire);
@@ -253,7 +303,7 @@ impl RedbBackend {
             current,
             frozen,
             upto,
-            rtx,
+            base,
         })
     }
 
@@ -334,6 +384,7 @@ impl RedbBackend {
         if let Err(e) = tx.commit() {
             return Err(stop(w, StorageError::from_display(e)));
         }
+        refresh_base(&self.shared)?;
         if let Some(id) = id {
             w.id = Some(id);
             w.clean = Some(!journaling);
@@ -362,6 +413,7 @@ impl RedbBackend {
                 .map_err(StorageError::from_display)?;
             set_state(&tx, &id, w.seq, true)?;
             tx.commit().map_err(StorageError::from_display)?;
+            refresh_base(&self.shared)?;
             w.session = false;
             w.clean = Some(true);
         }
@@ -502,7 +554,10 @@ fn checkpoint(
     }
     set_state(&tx, id, last, false)?;
     tx.commit().map_err(StorageError::from_display)?;
+    let base = Base::begin(&shared.db).ok();
+    // The layer and the redb state without it go together, and only together.
     let mut layers = shared.layers.write().map_err(|_| poisoned())?;
+    layers.base = base;
     if layers
         .frozen
         .as_ref()
@@ -603,7 +658,7 @@ struct View {
     current: Arc<Memtable>,
     frozen: Option<Arc<Memtable>>,
     upto: u64,
-    rtx: ReadTransaction,
+    base: Arc<Base>,
 }
 
 impl Reader for View {
@@ -616,7 +671,7 @@ impl Reader for View {
         {
             return Ok(v);
         }
-        tx_get(&self.rtx, table, key)
+        tx_get(&self.base, table, key)
     }
 
     fn scan(
@@ -634,7 +689,7 @@ impl Reader for View {
             frozen.collect(table, prefix, after, limit, None, &mut layered)?;
         }
         super::scan_over(layered, limit, |want| {
-            tx_scan(&self.rtx, table, prefix, after, want)
+            tx_scan(&self.base, table, prefix, after, want)
         })
     }
 }
@@ -875,12 +930,8 @@ fn open_read(rtx: &ReadTransaction, table: Table) -> Result<Option<ReadTable>, S
     }
 }
 
-fn tx_get(
-    rtx: &ReadTransaction,
-    table: Table,
-    key: &[u8],
-) -> Result<Option<Vec<u8>>, StorageError> {
-    let Some(t) = open_read(rtx, table)? else {
+fn tx_get(base: &Base, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    let Some(t) = base.table(table)? else {
         return Ok(None);
     };
     let v = t.get(key).map_err(StorageError::from_display)?;
@@ -888,13 +939,13 @@ fn tx_get(
 }
 
 fn tx_scan(
-    rtx: &ReadTransaction,
+    base: &Base,
     table: Table,
     prefix: &[u8],
     after: Option<&[u8]>,
     limit: usize,
 ) -> Result<Entries, StorageError> {
-    let Some(t) = open_read(rtx, table)? else {
+    let Some(t) = base.table(table)? else {
         return Ok(Vec::new());
     };
     // After `after`, but never before the prefix (a page token from another listing

@@ -112,6 +112,13 @@ impl<T: DeserializeOwned> Decoded<T> {
         self.cache.insert(key.to_vec(), shared.clone());
         Ok(Some(SharedRecord(shared)))
     }
+
+    /// Keeps `record` as the decoding of `bytes`, which a write job is storing under
+    /// `key`, so that the next read or write of it need not parse it. Harmless if the
+    /// job's commit fails: a hit needs the stored bytes to be these.
+    pub(crate) fn remember(&self, key: &[u8], bytes: Vec<u8>, record: T) {
+        self.cache.insert(key.to_vec(), Arc::new((bytes, record)));
+    }
 }
 
 pub(crate) mod b64 {
@@ -578,5 +585,16 @@ mod tests {
         b.commit(&[Mutation::Delete(Table::Secrets, b"k".to_vec())])
             .expect("commit");
         assert!(load(&d, &b).expect("load").is_none());
+        // What a write job remembers is used only for the bytes it remembered it by.
+        d.remember(b"k", br#"{"n":7}"#.to_vec(), Rec { n: 8 });
+        put(&b, r#"{"n":9}"#);
+        assert_eq!(load(&d, &b).expect("load").expect("record").n, 9);
+        d.remember(b"k", br#"{"n":7}"#.to_vec(), Rec { n: 8 });
+        put(&b, r#"{"n":7}"#);
+        assert_eq!(
+            load(&d, &b).expect("load").expect("record").n,
+            8,
+            "the remembered record stands for its bytes"
+        );
     }
 }

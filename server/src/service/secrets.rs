@@ -13,8 +13,8 @@ use super::Service;
 use super::authz::{Actor, WEBHOOK_SENDS_WHY};
 use super::keys::{check_usable, resolve_key, resolve_key_to_seal};
 use super::records::{
-    KeyRecord, PolicyRecord, SecretRecord, VersionMeta, decode, decode_page_token, encode,
-    encode_page_token, load, secret_arn, validate_description, validate_tags,
+    KeyRecord, PolicyRecord, SecretRecord, SharedRecord, VersionMeta, decode, decode_page_token,
+    encode, encode_page_token, load, secret_arn, validate_description, validate_tags,
 };
 use super::rotation::{principal_named, reindex_secret};
 use crate::barrier::{self, SealedHeader, SecretBinding};
@@ -523,6 +523,24 @@ impl Service {
         )?)
     }
 
+    /// A live secret's record, shared with earlier reads and writes of the same stored
+    /// bytes ([`super::records::Decoded`]).
+    fn live_secret(
+        &self,
+        r: &(impl Reader + ?Sized),
+        name: &str,
+    ) -> Result<SharedRecord<SecretRecord>> {
+        let rec = self
+            .inner
+            .decoded_secrets
+            .load(r, Table::Secrets, name.as_bytes())?
+            .ok_or_else(|| secret_not_found(name))?;
+        if rec.planned_delete_time.is_some() {
+            return Err(pending_deletion(name));
+        }
+        Ok(rec)
+    }
+
     /// A secret's metadata; also while it is scheduled for deletion.
     pub fn describe_secret(&self, name: &str) -> Result<api::Secret> {
         let rec = load_secret(self.store(), name)?;
@@ -539,14 +557,7 @@ impl Service {
         // One snapshot: the record, the sealed version and the key state agree.
         let snap = self.store().snapshot()?;
         let store = &*snap;
-        let rec = self
-            .inner
-            .decoded_secrets
-            .load(store, Table::Secrets, name.as_bytes())?
-            .ok_or_else(|| secret_not_found(name))?;
-        if rec.planned_delete_time.is_some() {
-            return Err(pending_deletion(name));
-        }
+        let rec = self.live_secret(store, name)?;
         let meta = match (version_id, stage) {
             (Some(id), stage) => rec
                 .versions
@@ -614,7 +625,8 @@ impl Service {
         };
         let (this, name, now, who) = (self.clone(), name.to_string(), self.now(), who.clone());
         self.write(move |t| {
-            let mut rec = load_live_secret(t, &name)?;
+            // A copy to change.
+            let mut rec = SecretRecord::clone(&*this.live_secret(t, &name)?);
             this.check_typed_value(
                 t,
                 &who,
@@ -680,13 +692,17 @@ impl Service {
             // A rotation whose ACSPending moved to this version was abandoned: the
             // schedule goes back to the policy's dates.
             reindex_secret(t, &mut rec)?;
-            t.put(Table::Secrets, name.as_bytes(), encode(&rec));
+            let bytes = encode(&rec);
+            t.put(Table::Secrets, name.as_bytes(), bytes.clone());
             let stages_now = rec
                 .versions
                 .iter()
                 .find(|v| v.version_id == nv.version_id)
                 .map(|v| v.stages.clone())
                 .unwrap_or_default();
+            this.inner
+                .decoded_secrets
+                .remember(name.as_bytes(), bytes, rec);
             Ok(api::SecretVersionRef {
                 arn: secret_arn(&name),
                 name,

@@ -9,6 +9,8 @@
 #   ./scripts/bench-wrk.sh [SECONDS]
 #   STRONGBOX_BIN=/path/to/strongbox ./scripts/bench-wrk.sh   # another build, for A/B
 set -euo pipefail
+# Another build, resolved before the cd below.
+if [ -n "${STRONGBOX_BIN:-}" ]; then STRONGBOX_BIN=$(realpath "$STRONGBOX_BIN"); fi
 cd "$(dirname "$0")/.."
 SECS=${1:-4}
 if ! command -v wrk >/dev/null; then
@@ -47,16 +49,17 @@ end
 EOF
 export STRONGBOX_TOKEN
 cpu() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
-# Runs wrk with "$@"; prints "RATE CPU_US_PER_REQUEST", or fails when any response
-# was not a success.
+# Runs wrk with "$@"; prints "RATE CPU_US_PER_REQUEST" (the server's CPU over the row,
+# connecting included, divided by the requests wrk counted), or fails when any response
+# was not a success or any socket error or timeout happened.
 row() {
   local c0 c1 out
   c0=$(cpu)
   out=$(wrk -t1 -d"${SECS}s" "$@")
   c1=$(cpu)
-  awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v s="$SECS" '
-    /Non-2xx/ {bad=1} /Requests\/sec/ {r=$2}
-    END {if (bad || !r) exit 1; printf "%.0f %.1f\n", r, t / hz * 1e6 / (r * s)}' <<< "$out"
+  awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" '
+    /Non-2xx|Socket errors/ {bad=1} / requests in / {n=$1} /Requests\/sec/ {r=$2}
+    END {if (bad || !r || !n) exit 1; printf "%.0f %.1f\n", r, t / hz * 1e6 / n}' <<< "$out"
 }
 echo "wrk, 1 thread, ${SECS}s per row, $(nproc) cores shared by wrk and the server"
 for c in 32 128; do

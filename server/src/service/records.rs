@@ -53,8 +53,8 @@ pub(crate) fn load<T: DeserializeOwned>(
 /// CPU, BENCHMARKS.md). A hit needs the stored bytes to be identical, so a record any
 /// writer changed, whichever view it is read through, is decoded afresh. It holds what
 /// the store holds (metadata, wrapped key material), never plaintext, and at most
-/// `budget` bytes (counted as three times the stored bytes: those and the decoded
-/// record), evicting the least useful first.
+/// about `budget` bytes (counted as three times the stored bytes: those and the decoded
+/// record; a small record with many tags takes more), evicting the least useful first.
 pub(crate) struct Decoded<T> {
     cache: quick_cache::sync::Cache<Vec<u8>, Arc<Stored<T>>, StoredWeight>,
 }

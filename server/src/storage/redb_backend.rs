@@ -44,8 +44,10 @@ pub struct RedbBackend {
 
 /// What readers and the checkpoint thread share.
 struct Shared {
-    db: Database,
+    /// Before `db`: fields drop in this order, so the shared read transaction is gone
+    /// when the database closes.
     layers: RwLock<Layers>,
+    db: Database,
     /// The number of the last journaled commit whose mutations are all in the layer.
     visible: AtomicU64,
 }
@@ -94,12 +96,16 @@ impl Base {
     }
 }
 
-/// After a redb commit: the views made from here on read redb as it is now.
-fn refresh_base(shared: &Shared) -> Result<(), StorageError> {
-    let base = Base::begin(&shared.db);
-    let mut layers = shared.layers.write().map_err(|_| poisoned())?;
-    layers.base = base.ok();
-    Ok(())
+/// After a redb commit: the views made from here on read redb as it is now. Cannot
+/// fail, as the commit before it succeeded: without a shared transaction (it could not
+/// be begun) each view begins its own.
+fn refresh_base(shared: &Shared) {
+    let base = Base::begin(&shared.db).ok();
+    let mut layers = shared
+        .layers
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    layers.base = base;
 }
 
 /// Journaled commits not yet in redb: per table, each key's versions, oldest first,
@@ -384,7 +390,7 @@ impl RedbBackend {
         if let Err(e) = tx.commit() {
             return Err(stop(w, StorageError::from_display(e)));
         }
-        refresh_base(&self.shared)?;
+        refresh_base(&self.shared);
         if let Some(id) = id {
             w.id = Some(id);
             w.clean = Some(!journaling);
@@ -413,7 +419,7 @@ impl RedbBackend {
                 .map_err(StorageError::from_display)?;
             set_state(&tx, &id, w.seq, true)?;
             tx.commit().map_err(StorageError::from_display)?;
-            refresh_base(&self.shared)?;
+            refresh_base(&self.shared);
             w.session = false;
             w.clean = Some(true);
         }
@@ -778,6 +784,13 @@ impl Drop for RedbBackend {
         if let Err(e) = self.close(&mut guard, false) {
             tracing::warn!(error = %e, "could not checkpoint the database at close; the journal will be replayed at the next open");
         }
+        // No read transaction of this backend's outlives it (a view still held keeps
+        // its own).
+        self.shared
+            .layers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .base = None;
     }
 }
 

@@ -14,8 +14,34 @@ use crate::common::{put, text_secret};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strongbox");
 
+/// A server process, killed when dropped: a test that ends (or fails) while its server
+/// runs leaves none behind.
+struct Server(Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 struct Dev {
-    child: Child,
+    child: Server,
     client: Client,
     exports: Vec<String>,
 }
@@ -72,7 +98,7 @@ fn start_dev_on(data_dir: &Path, log: Option<&Path>, listen: &str) -> Dev {
     })
     .unwrap();
     Dev {
-        child,
+        child: Server(child),
         client,
         exports: out,
     }

@@ -784,13 +784,6 @@ impl Drop for RedbBackend {
         if let Err(e) = self.close(&mut guard, false) {
             tracing::warn!(error = %e, "could not checkpoint the database at close; the journal will be replayed at the next open");
         }
-        // No read transaction of this backend's outlives it (a view still held keeps
-        // its own).
-        self.shared
-            .layers
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .base = None;
     }
 }
 

@@ -5,6 +5,7 @@ mod secret_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -80,7 +81,8 @@ struct ServerArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
-    /// PEM certificate chain (required outside --dev).
+    /// PEM certificate chain (required outside --dev). SIGHUP reads it and --tls-key
+    /// again: new connections get the renewed certificate, without a restart.
     #[arg(long)]
     tls_cert: Option<PathBuf>,
     /// PEM private key (required outside --dev).
@@ -165,6 +167,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// SIGHUP: the certificate and key files are read again and presented to new
+/// connections. Files that cannot be read or do not belong together are refused and the
+/// certificate in place stays (a renewal half written does not stop the server).
+fn reload_certificate(reload: Option<&(Arc<tls::ServerCertificate>, PathBuf, PathBuf)>) {
+    let Some((handle, cert, key)) = reload else {
+        tracing::info!("SIGHUP: --dev made its own certificate; nothing to reload");
+        return;
+    };
+    match handle.reload(cert, key) {
+        Ok(()) => {
+            tracing::info!(cert = %cert.display(), "SIGHUP: TLS certificate reloaded; new connections get it")
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "SIGHUP: TLS certificate not reloaded; the one in place stays")
+        }
+    }
+}
+
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -174,8 +194,10 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGBOX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
+    // Colours only on a terminal: a log file or journald gets plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
@@ -194,6 +216,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut _temp = None;
+    // The certificate and key files SIGHUP reloads (outside --dev).
+    let mut reload = None;
     let (mut unsealed, tls_cfg, ca_path, token) = if args.dev {
         if std::env::var_os("STRONGBOX_ROOT_KEY").is_some_and(|k| !k.is_empty()) {
             anyhow::bail!(
@@ -276,7 +300,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         let read = |p: &std::path::Path| {
             std::fs::read(p).with_context(|| format!("reading {}", p.display()))
         };
-        let cfg = tls::server_config(&read(cert)?, &Zeroizing::new(read(key)?))?;
+        let (cfg, handle) =
+            tls::reloadable_server_config(&read(cert)?, &Zeroizing::new(read(key)?))?;
+        reload = Some((handle, cert.clone(), key.clone()));
         (u, cfg, None, None)
     };
     let _ = &mut unsealed;
@@ -307,10 +333,15 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hangup.recv() => reload_certificate(reload.as_ref()),
+        }
     }
     tracing::info!("shutting down");
     let _ = running.stop.send(());

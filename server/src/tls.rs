@@ -13,6 +13,8 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -23,6 +25,27 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A TLS server configuration from PEM certificate chain and key.
 pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<ServerConfig>> {
+    Ok(reloadable_server_config(cert_pem, key_pem)?.0)
+}
+
+/// [`server_config`], with the handle that replaces its certificate while it serves.
+pub fn reloadable_server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> anyhow::Result<(Arc<ServerConfig>, Arc<ServerCertificate>)> {
+    let cert = Arc::new(ServerCertificate(std::sync::RwLock::new(Arc::new(
+        certified_key(cert_pem, key_pem)?,
+    ))));
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(cert.clone());
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(cfg), cert))
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<CertifiedKey> {
     let certs = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<Vec<_>, _>>()
         .context("reading the TLS certificate PEM")?;
@@ -33,13 +56,46 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<Serv
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .context("reading the TLS key PEM")?
         .context("the TLS key file holds no private key")?;
-    let mut cfg = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("TLS certificate and key do not match")?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    CertifiedKey::from_der(certs, key, &provider()).context("TLS certificate and key do not match")
+}
+
+/// The certificate the server presents: every new handshake takes the one in place,
+/// so [`replace`](Self::replace) applies to new connections at once and leaves
+/// established ones as they are.
+#[derive(Debug)]
+pub struct ServerCertificate(std::sync::RwLock<Arc<CertifiedKey>>);
+
+impl ServerCertificate {
+    /// Presents this chain and key from now on, if they parse and belong together;
+    /// otherwise the error says why and the certificate in place stays.
+    pub fn replace(&self, cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<()> {
+        let new = Arc::new(certified_key(cert_pem, key_pem)?);
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        Ok(())
+    }
+
+    /// [`replace`](Self::replace) from PEM files (as `SIGHUP` does).
+    pub fn reload(&self, cert_file: &Path, key_file: &Path) -> anyhow::Result<()> {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let cert = read(cert_file)?;
+        let key = zeroize::Zeroizing::new(read(key_file)?);
+        self.replace(&cert, &key)
+            .with_context(|| format!("{} and {}", cert_file.display(), key_file.display()))
+    }
+}
+
+impl ResolvesServerCert for ServerCertificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
 }
 
 /// PEM files of a development CA and a server certificate it signed for

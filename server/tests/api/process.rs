@@ -642,3 +642,122 @@ async fn a_missing_journal_is_refused_after_a_crash_but_not_after_a_clean_stop()
         .unwrap();
     assert_eq!(v.secret_data.as_str(), "v2");
 }
+
+/// Whether a new connection to `addr` completes a health request trusting only `ca`.
+async fn trusted_by(addr: &str, ca: &str) -> bool {
+    let client = Client::new(ClientConfig {
+        address: addr.to_string(),
+        token: "unused".into(),
+        ca_cert_pem: Some(ca.as_bytes().to_vec()),
+        timeout: Some(Duration::from_secs(5)),
+    })
+    .unwrap();
+    client.health().await.is_ok()
+}
+
+/// Sends `signal` (a name `kill` knows) to the process.
+fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// SIGHUP reads `--tls-cert` and `--tls-key` again: new connections get the new
+/// certificate without a restart. Files that do not belong together (a renewal half
+/// written) are refused, the certificate in place stays, and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_files_are_bad() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, key) = (root.path().join("data"), root.path().join("root.key"));
+    let out = init_command(&data, &key).output().unwrap();
+    assert!(out.status.success());
+    let first = strongbox_server::tls::dev_certificates().unwrap();
+    let second = strongbox_server::tls::dev_certificates().unwrap();
+    let (cert, tls_key) = (root.path().join("cert.pem"), root.path().join("key.pem"));
+    std::fs::write(&cert, &first.cert_pem).unwrap();
+    std::fs::write(&tls_key, &first.key_pem).unwrap();
+    let log = root.path().join("server.log");
+    let server = Server(
+        Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--root-key-file")
+            .arg(&key)
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&tls_key)
+            .env("STRONGBOX_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The bound address, from the log line that says the server serves.
+    let mut addr = None;
+    for _ in 0..200 {
+        addr = log_text().lines().find_map(|l| {
+            let rest = &l[l.find("serving HTTPS")?..];
+            let a = rest[rest.find("addr=")? + 5..].split_whitespace().next()?;
+            Some(format!("https://{a}"))
+        });
+        if addr.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr = addr.unwrap_or_else(|| panic!("the server did not start: {}", log_text()));
+    assert!(trusted_by(&addr, &first.ca_pem).await);
+    assert!(!trusted_by(&addr, &second.ca_pem).await);
+
+    // The new certificate with the old key: refused, the old certificate stays.
+    std::fs::write(&cert, &second.cert_pem).unwrap();
+    signal(&server, "HUP");
+    let mut refused = false;
+    for _ in 0..100 {
+        refused = log_text().contains("TLS certificate not reloaded");
+        if refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "{}", log_text());
+    assert!(log_text().contains("do not match"), "{}", log_text());
+    assert!(trusted_by(&addr, &first.ca_pem).await);
+    assert!(!trusted_by(&addr, &second.ca_pem).await);
+
+    // Both files renewed: new connections get the new certificate.
+    std::fs::write(&tls_key, &second.key_pem).unwrap();
+    signal(&server, "HUP");
+    let mut reloaded = false;
+    for _ in 0..100 {
+        reloaded = trusted_by(&addr, &second.ca_pem).await;
+        if reloaded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "{}", log_text());
+    assert!(!trusted_by(&addr, &first.ca_pem).await);
+    assert!(
+        log_text().contains("TLS certificate reloaded"),
+        "{}",
+        log_text()
+    );
+    // The key never reaches the log.
+    let key_body: String = second
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(!log_text().contains(&key_body));
+
+    // Still serving, and SIGTERM still stops it cleanly.
+    let mut server = server;
+    assert!(matches!(server.try_wait(), Ok(None)));
+    signal(&server, "TERM");
+    assert!(server.wait().unwrap().success());
+}

@@ -613,20 +613,21 @@ async fn the_ssh_key_strategy_passes_the_conformance_suite() {
     assert!(sshd.key_logs_in(&private));
 }
 
-#[tokio::test]
-async fn a_value_whose_public_key_is_another_key_never_removes_that_key() {
-    let _turn = ACCOUNT.lock().await;
+/// An sshd whose account has two keys, `first` and an unrelated `other`, and a server
+/// with an `ssh_key` policy and a secret `name` holding `first`. Returns the sshd, the
+/// server and the (private, public) pairs of `first` and `other`.
+async fn two_keys_and_a_secret(
+    name: &str,
+) -> (Sshd, TestServer, (String, String), (String, String)) {
     let sshd = Sshd::start();
     let (first_private, first_public) = keygen(sshd.dir.path(), "first", "ed25519");
     let (other_private, other_public) = keygen(sshd.dir.path(), "other", "ed25519");
     sshd.authorize_only(&[&first_public, &other_public]);
-
     let s = TestServer::start_with(fast_config()).await;
     s.client
         .create_rotation_policy(&policy("ssh-keys", "30d", RotationStrategy::SshKey, &[]))
         .await
         .unwrap();
-    let name = "hosts/web/mixed";
     s.client
         .create_secret(&ssh_secret(
             name,
@@ -636,6 +637,20 @@ async fn a_value_whose_public_key_is_another_key_never_removes_that_key() {
         ))
         .await
         .unwrap();
+    (
+        sshd,
+        s,
+        (first_private, first_public),
+        (other_private, other_public),
+    )
+}
+
+#[tokio::test]
+async fn a_value_whose_public_key_is_another_key_never_removes_that_key() {
+    let _turn = ACCOUNT.lock().await;
+    let name = "hosts/web/mixed";
+    let (sshd, s, (first_private, _), (other_private, other_public)) =
+        two_keys_and_a_secret(name).await;
     // A caller who may only put values writes one whose PublicKey is the unrelated
     // key: once that version is ACSPrevious, finish would remove the key it names.
     let putter = s
@@ -795,4 +810,60 @@ async fn a_pinned_rsa_or_ecdsa_host_key_matches_on_a_host_with_several() {
             "{pin}"
         );
     }
+}
+
+/// A rotation stopped after *set* has authorized its key; abandoned (its `ACSPending`
+/// taken off by hand), nobody reads that key any more, so the next rotation's *finish*
+/// removes it with the key two versions old. The current, previous and unrelated keys
+/// stay.
+#[tokio::test]
+async fn the_key_of_an_abandoned_rotation_is_removed_by_the_next_one() {
+    let _turn = ACCOUNT.lock().await;
+    let name = "hosts/web/abandoned";
+    let (sshd, s, (first_private, _), (_, other_public)) = two_keys_and_a_secret(name).await;
+
+    s.service.set_rotation_halt(Some("set"));
+    s.client
+        .rotate_secret(name, Some("stuck"))
+        .await
+        .unwrap_err();
+    s.service.set_rotation_halt(None);
+    let stuck = value_at(&s, name, Some(api::STAGE_PENDING)).await;
+    let stuck_private = stuck["PrivateKey"].as_str().unwrap().to_string();
+    assert!(
+        sshd.key_logs_in(&stuck_private),
+        "set authorized the new key"
+    );
+    s.client
+        .update_secret_stage(
+            name,
+            &api::UpdateSecretStageRequest {
+                version_stage: api::STAGE_PENDING.into(),
+                move_to_version: None,
+                remove_from_version: Some("stuck".into()),
+            },
+        )
+        .await
+        .unwrap();
+
+    s.client.rotate_secret(name, None).await.unwrap();
+    let current = value_at(&s, name, None).await;
+    let current_private = current["PrivateKey"].as_str().unwrap();
+    assert!(sshd.key_logs_in(current_private));
+    assert!(
+        sshd.key_logs_in(&first_private),
+        "ACSPrevious still logs in"
+    );
+    assert!(
+        !sshd.key_logs_in(&stuck_private),
+        "the abandoned rotation's key was left authorized:\n{}",
+        sshd.authorized_keys()
+    );
+    let keys = sshd.authorized_keys();
+    assert_eq!(
+        keys.lines().filter(|l| !l.trim().is_empty()).count(),
+        3,
+        "the current, previous and unrelated keys:\n{keys}"
+    );
+    assert!(keys.contains(other_public.split_whitespace().nth(1).unwrap()));
 }

@@ -14,9 +14,10 @@
 //!   account's `~/.ssh/authorized_keys` unless a line already holds it (idempotent).
 //! - *test* logs in with the new key.
 //! - *finish* logs in with the new key and removes every line holding the key of the
-//!   version that is `ACSPrevious` before the swap (two versions old after it), unless
-//!   that key is also the current or new one. The key an application holds stays valid
-//!   for a full cycle.
+//!   version that is `ACSPrevious` before the swap (two versions old after it), and the
+//!   keys of versions the engine made that no stage keeps any more (a rotation
+//!   abandoned, or failed after *set*), unless a key is also the current or new one.
+//!   The key an application holds stays valid for a full cycle.
 //!
 //! Sub-type `Password`, value `{"UserName", "Password"}`:
 //! - *create* makes a password with the `random` strategy's settings (`length`, …).
@@ -48,6 +49,7 @@ use super::strategy::{StepContext, Strategy};
 use crate::barrier;
 use crate::error::{Error, Result};
 use crate::service::Service;
+use crate::service::records::Principal;
 
 /// Longest a whole SSH exchange (connect, log in, run one command) may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -536,13 +538,14 @@ fi
     )
 }
 
-/// Removes every line holding a key blob. The new file is written next to the old
-/// one (mode 0600) and renamed over it, so an interrupted session or a full disk
+/// Removes every line holding one of the key blobs. The new file is written next to
+/// the old one (mode 0600) and renamed over it, so an interrupted session or a full disk
 /// leaves either the old file or the new one, never a truncated one; the temporary
 /// file is removed if anything fails. A file that is a symbolic link (managed
 /// elsewhere) is not replaced: the step fails instead. Lines ending in CR are matched
 /// as without it.
-fn remove_key_script(blob: &str) -> String {
+fn remove_key_script(blobs: &[String]) -> String {
+    let blobs = blobs.join(" ");
     format!(
         r#"set -e
 umask 077
@@ -551,7 +554,7 @@ f="$HOME/.ssh/authorized_keys"
 [ ! -L "$f" ] || exit 3
 t=$(mktemp "$f.XXXXXX")
 trap 'rm -f "$t"' EXIT
-awk -v b='{blob}' '{{l=$0; sub(/\r$/,""); for(i=1;i<=NF;i++) if($i==b) next; print l}}' "$f" > "$t"
+awk -v b='{blobs}' 'BEGIN{{n=split(b,k," "); for(j=1;j<=n;j++) old[k[j]]=1}} {{l=$0; sub(/\r$/,""); for(i=1;i<=NF;i++) if($i in old) next; print l}}' "$f" > "$t"
 chmod 600 "$t"
 mv -f "$t" "$f"
 "#
@@ -799,26 +802,27 @@ impl Strategy for SshKeyStrategy {
             return Ok(());
         }
         let pending = key_value("finish", "pending", pending_of("finish", cx)?)?;
-        let Some(previous) = self.stage_value(cx.secret_name, STAGE_PREVIOUS)? else {
-            return Ok(());
-        };
-        // A previous value of another shape (e.g. before the sub-type changed) holds no key.
-        let Ok(previous) = key_value("finish", "previous", &previous) else {
-            return Ok(());
-        };
         let current = key_value(
             "finish",
             "current",
             &self.current("finish", cx.secret_name)?,
         )?;
-        let Ok(old) = previous.blob("finish", "previous") else {
-            return Ok(());
-        };
         let keep = [
             pending.blob("finish", "pending")?,
             current.blob("finish", "current")?,
         ];
-        if keep.contains(&old) {
+        let mut old = self.unlabelled_rotation_keys(cx.secret_name)?;
+        // A previous value of another shape (e.g. before the sub-type changed) holds no key.
+        if let Some(previous) = self.stage_value(cx.secret_name, STAGE_PREVIOUS)?
+            && let Ok(previous) = key_value("finish", "previous", &previous)
+            && let Ok(blob) = previous.blob("finish", "previous")
+        {
+            old.push(blob);
+        }
+        old.retain(|b| !keep.contains(b));
+        old.sort();
+        old.dedup();
+        if old.is_empty() {
             return Ok(());
         }
         let key = pending.private("finish", "pending")?;
@@ -827,11 +831,36 @@ impl Strategy for SshKeyStrategy {
             &target,
             &pending.user_name,
             Login::Key(&key),
-            "removing the key two versions old",
+            "removing the key two versions old and those of abandoned rotations",
             &remove_key_script(&old),
             None,
         )
         .await
+    }
+}
+
+impl SshKeyStrategy {
+    /// The keys of versions this secret's rotations made that no stage keeps: a
+    /// rotation abandoned (its `ACSPending` taken off) or failed after *set* left its
+    /// key authorized, and nobody reads that version any more. Only versions the engine
+    /// made count, so a key a caller put in a value is never removed this way; a value
+    /// that holds no key is passed over.
+    fn unlabelled_rotation_keys(&self, name: &str) -> Result<Vec<String>> {
+        let mut blobs = Vec::new();
+        for v in self.service.list_secret_versions(name)?.versions {
+            if !v.version_stages.is_empty() || v.created_by != Principal::Rotation.label() {
+                continue;
+            }
+            let value = self
+                .service
+                .get_secret_value(name, Some(&v.version_id), None)?;
+            if let Ok(kv) = key_value("finish", "unlabelled", value.secret_data.as_bytes())
+                && let Ok(blob) = kv.blob("finish", "unlabelled")
+            {
+                blobs.push(blob);
+            }
+        }
+        Ok(blobs)
     }
 }
 
@@ -927,9 +956,40 @@ mod tests {
 
     #[test]
     fn the_old_key_is_removed_by_a_rename_not_a_rewrite_in_place() {
-        let script = remove_key_script("AAAA");
+        let script = remove_key_script(&["AAAA".to_string()]);
         assert!(script.contains(r#"mv -f "$t" "$f""#), "{script}");
         assert!(!script.contains(r#"> "$f""#), "{script}");
+    }
+
+    /// The script as the account's shell runs it: every line holding one of the blobs
+    /// goes (also one ending in CR, and one with options in front), the rest stays as
+    /// it was.
+    #[test]
+    fn the_remove_script_takes_every_line_of_each_blob_and_nothing_else() {
+        let home = tempfile::tempdir().unwrap();
+        let ssh = home.path().join(".ssh");
+        std::fs::create_dir(&ssh).unwrap();
+        let file = ssh.join("authorized_keys");
+        std::fs::write(
+            &file,
+            "ssh-ed25519 AAAAkeep one\n\
+             ssh-ed25519 AAAAgone1 a\n\
+             from=\"10.0.0.0/8\" ssh-ed25519 AAAAgone2\r\n\
+             # ssh-ed25519 AAAAgone1 a comment line holds it too\n\
+             ssh-ed25519 AAAAgone2x longer blob\n",
+        )
+        .unwrap();
+        let script = remove_key_script(&["AAAAgone1".to_string(), "AAAAgone2".to_string()]);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "ssh-ed25519 AAAAkeep one\nssh-ed25519 AAAAgone2x longer blob\n"
+        );
     }
 
     #[test]

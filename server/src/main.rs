@@ -45,6 +45,16 @@ enum Command {
     },
     /// Run the server.
     Server(ServerArgs),
+    /// Replace a lost root token, with the root key, while the server is stopped; prints
+    /// the new token once. The old one stops working; the audit trail records it.
+    ResetRootToken {
+        /// Directory of the database.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// File holding the root key (or STRONGBOX_ROOT_KEY).
+        #[arg(long)]
+        root_key_file: Option<PathBuf>,
+    },
     /// Manage principals (through the API: STRONGBOX_ADDR, STRONGBOX_TOKEN, STRONGBOX_CACERT).
     #[command(subcommand)]
     Principal(admin::PrincipalCommand),
@@ -154,6 +164,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(run_server(args))
         }
+        Command::ResetRootToken {
+            data_dir,
+            root_key_file,
+        } => {
+            init_logging("text");
+            client_runtime()?.block_on(reset_root_token(&data_dir, root_key_file.as_deref()))
+        }
         Command::Principal(c) => client_runtime()?.block_on(admin::principal(c)),
         Command::Token(c) => client_runtime()?.block_on(admin::token(c)),
         Command::Policy(c) => client_runtime()?.block_on(admin::policy(c)),
@@ -165,6 +182,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Err(secret_cli::exec(cmd))
         }
     }
+}
+
+/// `strongbox reset-root-token`: opens the database (refused while the server has it
+/// open), replaces the root token, checkpoints and prints the token once.
+async fn reset_root_token(
+    data_dir: &std::path::Path,
+    root_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let root = server::load_root_key(root_key_file, env_root_key().as_ref().map(|k| k.as_str()))?;
+    let mut u = server::open(data_dir, &root, ServiceConfig::default())?;
+    let token = server::reset_root_token(&mut u, "strongbox reset-root-token").await?;
+    u.service.store().close().await?;
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Root token of {} replaced; the old one no longer works.",
+        data_dir.display()
+    )?;
+    writeln!(
+        out,
+        "Root token (shown only this once):\n{}",
+        token.as_str()
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The root key from STRONGBOX_ROOT_KEY, if set.
+fn env_root_key() -> Option<Zeroizing<String>> {
+    std::env::var("STRONGBOX_ROOT_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .map(Zeroizing::new)
 }
 
 /// SIGHUP: the certificate and key files are read again and presented to new
@@ -264,7 +315,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             k
         };
         let mut u = server::open(&data_dir, &key, config)?;
-        let token = server::reset_root_token(&mut u).await?;
+        let token = server::reset_root_token(&mut u, "strongbox server --dev").await?;
         // The certificate names the address clients are told to use (below).
         let ip = args.listen.ip();
         let extra = if ip.is_unspecified() || ip.is_loopback() {
@@ -288,10 +339,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
                 "--tls-cert and --tls-key are required: Strongbox never serves plain HTTP (use --dev for a throwaway certificate)"
             );
         };
-        let env_key = std::env::var("STRONGBOX_ROOT_KEY")
-            .ok()
-            .filter(|k| !k.trim().is_empty())
-            .map(Zeroizing::new);
+        let env_key = env_root_key();
         let root = server::load_root_key(
             args.root_key_file.as_deref(),
             env_key.as_ref().map(|k| k.as_str()),

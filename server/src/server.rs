@@ -12,7 +12,7 @@ use crate::api::{AppState, app};
 use crate::barrier::{self, Barrier, RootKey};
 use crate::clock::{Clock, SystemClock};
 use crate::service::root_mutations;
-use crate::service::{Service, ServiceConfig};
+use crate::service::{AuditEntry, AuditSlot, Service, ServiceConfig};
 use crate::storage::{Backend, Mutation, Reader, RedbBackend, Store, Table};
 use crate::tls;
 use strongbox_schemas::ROOT_PRINCIPAL;
@@ -364,9 +364,27 @@ pub fn open(
     unseal(backend, root_key, Arc::new(SystemClock), config)
 }
 
-/// Replaces the root token (used by the dev server, which prints a fresh one each start).
-pub async fn reset_root_token(u: &mut Unsealed) -> anyhow::Result<Zeroizing<String>> {
-    Ok(u.service.reset_root_token().await?)
+/// The name the audit trail gives whoever replaced the root token with the root key
+/// (no token is involved); no principal may take it.
+pub const ROOT_KEY_HOLDER: &str = "root-key";
+
+/// Replaces the root token: the old one stops working. Used by the dev server (a fresh
+/// token each start) and by `strongbox reset-root-token` (a lost token, with the root
+/// key). The change is recorded in the audit trail, in the same commit, as done by
+/// [`ROOT_KEY_HOLDER`] through `how`.
+pub async fn reset_root_token(u: &mut Unsealed, how: &str) -> anyhow::Result<Zeroizing<String>> {
+    let service = u.service.clone();
+    let entry = AuditEntry {
+        time: service.now(),
+        request_id: format!("{:032x}", rand::random::<u128>()),
+        principal: ROOT_KEY_HOLDER.into(),
+        action: "ram:ResetRootToken".into(),
+        resource: format!("principal/{ROOT_PRINCIPAL}"),
+        source: "local".into(),
+        user_agent: how.into(),
+    };
+    let reset = service.reset_root_token();
+    Ok(service.audited(AuditSlot::new(entry), reset).await?)
 }
 
 /// How to serve.

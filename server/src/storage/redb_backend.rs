@@ -168,7 +168,13 @@ impl RedbBackend {
             .truncate(false)
             .open(path)
             .map_err(StorageError::from_display)?;
-        let db = Self::database(FileBackend::new(file).map_err(StorageError::from_display)?)?;
+        let db = Self::database(FileBackend::new(file).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError(format!(
+                "{} is open in another process (a server running on this data dir?): stop it first",
+                path.display()
+            )),
+            e => StorageError::from_display(e),
+        })?)?;
         let jpath = journal_path(path);
         match std::fs::OpenOptions::new()
             .read(true)

@@ -664,6 +664,47 @@ fn signal(child: &Child, signal: &str) {
     assert!(sent.success());
 }
 
+/// Starts `strongbox server` (not `--dev`) on `data` with the root key file `key` and
+/// the TLS files, logging to `log`; returns it and its `https://` address, from the log
+/// line that says it serves.
+async fn start_server(
+    data: &Path,
+    key: &Path,
+    cert: &Path,
+    tls_key: &Path,
+    log: &Path,
+) -> (Server, String) {
+    let server = Server(
+        Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .arg("--root-key-file")
+            .arg(key)
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(tls_key)
+            .env("STRONGBOX_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    for _ in 0..200 {
+        let addr = log_text().lines().find_map(|l| {
+            let rest = &l[l.find("serving HTTPS")?..];
+            let a = rest[rest.find("addr=")? + 5..].split_whitespace().next()?;
+            Some(format!("https://{a}"))
+        });
+        if let Some(addr) = addr {
+            return (server, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not start: {}", log_text());
+}
+
 /// SIGHUP reads `--tls-cert` and `--tls-key` again: new connections get the new
 /// certificate without a restart. Files that do not belong together (a renewal half
 /// written) are refused, the certificate in place stays, and the log says why.
@@ -679,37 +720,8 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_files_are_
     std::fs::write(&cert, &first.cert_pem).unwrap();
     std::fs::write(&tls_key, &first.key_pem).unwrap();
     let log = root.path().join("server.log");
-    let server = Server(
-        Command::new(BIN)
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .arg("--root-key-file")
-            .arg(&key)
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&tls_key)
-            .env("STRONGBOX_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (server, addr) = start_server(&data, &key, &cert, &tls_key, &log).await;
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    // The bound address, from the log line that says the server serves.
-    let mut addr = None;
-    for _ in 0..200 {
-        addr = log_text().lines().find_map(|l| {
-            let rest = &l[l.find("serving HTTPS")?..];
-            let a = rest[rest.find("addr=")? + 5..].split_whitespace().next()?;
-            Some(format!("https://{a}"))
-        });
-        if addr.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let addr = addr.unwrap_or_else(|| panic!("the server did not start: {}", log_text()));
     assert!(trusted_by(&addr, &first.ca_pem).await);
     assert!(!trusted_by(&addr, &second.ca_pem).await);
 
@@ -760,4 +772,103 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_files_are_
     assert!(matches!(server.try_wait(), Ok(None)));
     signal(&server, "TERM");
     assert!(server.wait().unwrap().success());
+}
+
+/// The token an `init` or `reset-root-token` printed last.
+fn printed_token(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let token = text.lines().last().unwrap_or_default().trim().to_string();
+    assert!(token.starts_with("sbx_"), "{text}");
+    token
+}
+
+/// A lost root token is replaced with the root key while the server is stopped: the
+/// new token works, the old one no longer does, the audit trail records who did it
+/// (the holder of the root key), and neither a wrong root key nor a running server's
+/// open database lets it happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_root_token_is_replaced_with_the_root_key_while_the_server_is_stopped() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, key) = (root.path().join("data"), root.path().join("root.key"));
+    let old = printed_token(&init_command(&data, &key).output().unwrap());
+    let reset = |key_file: &Path| {
+        Command::new(BIN)
+            .args(["reset-root-token", "--data-dir"])
+            .arg(&data)
+            .arg("--root-key-file")
+            .arg(key_file)
+            .output()
+            .unwrap()
+    };
+    let wrong = root.path().join("wrong.key");
+    write_foreign_root_key(&wrong);
+    let before = hash_dir(&data);
+    let refused = reset(&wrong);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("root key does not match"));
+    assert_eq!(hash_dir(&data), before, "nothing on disk changed");
+    let new = printed_token(&reset(&key));
+    assert_ne!(new, old);
+
+    let certs = strongbox_server::tls::dev_certificates().unwrap();
+    let (cert, tls_key) = (root.path().join("cert.pem"), root.path().join("key.pem"));
+    std::fs::write(&cert, &certs.cert_pem).unwrap();
+    std::fs::write(&tls_key, &certs.key_pem).unwrap();
+    let (mut server, addr) = start_server(
+        &data,
+        &key,
+        &cert,
+        &tls_key,
+        &root.path().join("server.log"),
+    )
+    .await;
+    let client = |token: &str| {
+        Client::new(ClientConfig {
+            address: addr.clone(),
+            token: token.to_string(),
+            ca_cert_pem: Some(certs.ca_pem.as_bytes().to_vec()),
+            timeout: Some(Duration::from_secs(10)),
+        })
+        .unwrap()
+    };
+    let q = strongbox_client::AuditQuery {
+        action: Some("ram:ResetRootToken".into()),
+        ..Default::default()
+    };
+    let e = client(&old).list_audit(&q).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(strongbox_client::ErrorCode::Unauthenticated),
+        "{e}"
+    );
+    let records = client(&new).list_audit(&q).await.unwrap().records;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].principal, "root-key");
+    assert_eq!(records[0].resource, "principal/root");
+    assert_eq!(records[0].user_agent, "strongbox reset-root-token");
+
+    // The running server holds the database: refused, and the token in place stays.
+    let busy = reset(&key);
+    assert!(!busy.status.success());
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(err.contains("open in another process"), "{err}");
+    client(&new).list_audit(&q).await.unwrap();
+    signal(&server, "TERM");
+    assert!(server.wait().unwrap().success());
+}
+
+/// A root key file (mode 0600) that is not this store's.
+fn write_foreign_root_key(path: &Path) {
+    strongbox_server::tls::write_private(
+        path,
+        strongbox_server::barrier::RootKey::random()
+            .to_base64()
+            .as_bytes(),
+    )
+    .unwrap();
 }

@@ -308,6 +308,15 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             }
         };
         let key = if server::db_path(&data_dir).exists() {
+            // A store `strongbox init` made keeps its key elsewhere: --dev would replace
+            // its root token and serve it with a throwaway certificate.
+            if !key_file.exists() {
+                anyhow::bail!(
+                    "{} holds a database that --dev did not make (its key {} is not there): run it with `strongbox server --data-dir … --root-key-file … --tls-cert … --tls-key …`, not --dev",
+                    data_dir.display(),
+                    key_file.display()
+                );
+            }
             server::load_root_key(Some(&key_file), None)?
         } else {
             let k = RootKey::random();

@@ -502,6 +502,24 @@ fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("STRONGBOX_ROOT_KEY"));
     assert!(!root.path().join("d.root-key").exists(), "nothing was made");
+    // A store `strongbox init` made (its key kept elsewhere) is not opened by --dev,
+    // which would replace its root token; nothing in it changes.
+    let prod = root.path().join("prod");
+    let out = init_command(&prod, root.path().join("keys-elsewhere.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let before = hash_dir(&prod);
+    let out = Command::new(BIN)
+        .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&prod)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a database that --dev did not make"), "{err}");
+    assert_eq!(hash_dir(&prod), before, "nothing in the store changed");
+    assert!(!root.path().join("prod.root-key").exists());
     // A key where an earlier release kept it for `sb.v0` is not taken for a new store's.
     std::fs::write(root.path().join("sb.root-key"), "from an earlier release").unwrap();
     for dir in ["sb.v1", "sb.v2"] {

@@ -365,8 +365,9 @@ pub fn open(
 }
 
 /// The name the audit trail gives whoever replaced the root token with the root key
-/// (no token is involved); no principal may take it.
-pub const ROOT_KEY_HOLDER: &str = "root-key";
+/// (no token is involved). Parentheses are not allowed in principal names, so no
+/// principal, in any store, can be taken for it.
+pub const ROOT_KEY_HOLDER: &str = "(root-key)";
 
 /// Replaces the root token: the old one stops working. Used by the dev server (a fresh
 /// token each start) and by `strongbox reset-root-token` (a lost token, with the root

@@ -394,7 +394,7 @@ async fn built_ins_and_references_are_protected() {
         "AdministratorAccess",
     );
     // The names the audit trail gives requests made by no principal are reserved.
-    for name in ["anonymous", "rotation", "root-key"] {
+    for name in ["anonymous", "rotation"] {
         assert_code(
             c.create_principal(&api::CreatePrincipalRequest {
                 name: name.into(),

@@ -866,7 +866,7 @@ async fn a_lost_root_token_is_replaced_with_the_root_key_while_the_server_is_sto
     );
     let records = client(&new).list_audit(&q).await.unwrap().records;
     assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0].principal, "root-key");
+    assert_eq!(records[0].principal, "(root-key)");
     assert_eq!(records[0].resource, "principal/root");
     assert_eq!(records[0].user_agent, "strongbox reset-root-token");
 

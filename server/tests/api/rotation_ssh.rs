@@ -866,4 +866,56 @@ async fn the_key_of_an_abandoned_rotation_is_removed_by_the_next_one() {
         "the current, previous and unrelated keys:\n{keys}"
     );
     assert!(keys.contains(other_public.split_whitespace().nth(1).unwrap()));
+
+    // Under a key of its own, abandoned again; then the secret moves to another key and
+    // the first is disabled: the abandoned version (left under it) cannot be read. Its
+    // key stays authorized, and the next rotation finishes all the same.
+    let move_to = |key: String| api::UpdateSecretRequest {
+        encryption_key_id: Some(key),
+        ..Default::default()
+    };
+    let new_key = || async {
+        s.client
+            .create_key(&api::CreateKeyRequest::default())
+            .await
+            .unwrap()
+            .key_id
+    };
+    let old_key = new_key().await;
+    s.client
+        .update_secret(name, &move_to(old_key.clone()))
+        .await
+        .unwrap();
+    s.service.set_rotation_halt(Some("set"));
+    s.client
+        .rotate_secret(name, Some("stuck-again"))
+        .await
+        .unwrap_err();
+    s.service.set_rotation_halt(None);
+    let stuck_again = value_at(&s, name, Some(api::STAGE_PENDING)).await;
+    s.client
+        .update_secret_stage(
+            name,
+            &api::UpdateSecretStageRequest {
+                version_stage: api::STAGE_PENDING.into(),
+                move_to_version: None,
+                remove_from_version: Some("stuck-again".into()),
+            },
+        )
+        .await
+        .unwrap();
+    s.client
+        .update_secret(name, &move_to(new_key().await))
+        .await
+        .unwrap();
+    s.client.disable_key(&old_key).await.unwrap();
+    s.client.rotate_secret(name, None).await.unwrap();
+    let d = s.client.describe_secret(name).await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Succeeded));
+    let current = value_at(&s, name, None).await;
+    assert!(sshd.key_logs_in(current["PrivateKey"].as_str().unwrap()));
+    assert!(
+        sshd.key_logs_in(stuck_again["PrivateKey"].as_str().unwrap()),
+        "a key whose version could not be read is left as it was"
+    );
 }

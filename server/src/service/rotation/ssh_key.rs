@@ -538,27 +538,34 @@ fi
     )
 }
 
-/// Removes every line holding one of the key blobs. The new file is written next to
-/// the old one (mode 0600) and renamed over it, so an interrupted session or a full disk
-/// leaves either the old file or the new one, never a truncated one; the temporary
-/// file is removed if anything fails. A file that is a symbolic link (managed
-/// elsewhere) is not replaced: the step fails instead. Lines ending in CR are matched
-/// as without it.
-fn remove_key_script(blobs: &[String]) -> String {
-    let blobs = blobs.join(" ");
-    format!(
-        r#"set -e
+/// Removes every line holding one of the key blobs, which arrive on standard input
+/// one per line (a command line could not hold many long RSA keys). The new file is
+/// written next to the old one (mode 0600) and renamed over it, so an interrupted
+/// session or a full disk leaves either the old file or the new one, never a truncated
+/// one; the temporary files are removed if anything fails. A file that is a symbolic
+/// link (managed elsewhere) is not replaced: the step fails instead. Lines ending in CR
+/// are matched as without it.
+const REMOVE_KEYS_SCRIPT: &str = r#"set -e
 umask 077
 f="$HOME/.ssh/authorized_keys"
+k=$(mktemp)
+t=
+trap 'rm -f "$k"; [ -z "$t" ] || rm -f "$t"' EXIT
+cat > "$k"
 [ -e "$f" ] || exit 0
 [ ! -L "$f" ] || exit 3
 t=$(mktemp "$f.XXXXXX")
-trap 'rm -f "$t"' EXIT
-awk -v b='{blobs}' 'BEGIN{{n=split(b,k," "); for(j=1;j<=n;j++) old[k[j]]=1}} {{l=$0; sub(/\r$/,""); for(i=1;i<=NF;i++) if($i in old) next; print l}}' "$f" > "$t"
+awk -v kf="$k" 'BEGIN{while ((getline b < kf) > 0) if (b != "") old[b]=1} {l=$0; sub(/\r$/,""); for(i=1;i<=NF;i++) if($i in old) next; print l}' "$f" > "$t"
 chmod 600 "$t"
 mv -f "$t" "$f"
-"#
-    )
+"#;
+
+/// What [`REMOVE_KEYS_SCRIPT`] reads: the blobs, one per line.
+fn blobs_input(blobs: &[String]) -> Vec<u8> {
+    blobs
+        .iter()
+        .flat_map(|b| [b.as_bytes(), b"\n"].concat())
+        .collect()
 }
 
 /// The `ssh_key` strategy, bound to the service that holds the secret.
@@ -832,8 +839,8 @@ impl Strategy for SshKeyStrategy {
             &pending.user_name,
             Login::Key(&key),
             "removing the key two versions old and those of abandoned rotations",
-            &remove_key_script(&old),
-            None,
+            REMOVE_KEYS_SCRIPT,
+            Some(&blobs_input(&old)),
         )
         .await
     }
@@ -851,9 +858,18 @@ impl SshKeyStrategy {
             if !v.version_stages.is_empty() || v.created_by != Principal::Rotation.label() {
                 continue;
             }
-            let value = self
+            // A version that cannot be read (sealed under a key disabled or deleted since,
+            // or pruned meanwhile) keeps its key authorized rather than stop the rotation.
+            let value = match self
                 .service
-                .get_secret_value(name, Some(&v.version_id), None)?;
+                .get_secret_value(name, Some(&v.version_id), None)
+            {
+                Ok(value) => value,
+                Err(e) => {
+                    tracing::warn!(secret = %name, version_id = %v.version_id, code = %e.code, "the key of an abandoned rotation's version could not be read, so it stays authorized");
+                    continue;
+                }
+            };
             if let Ok(kv) = key_value("finish", "unlabelled", value.secret_data.as_bytes())
                 && let Ok(blob) = kv.blob("finish", "unlabelled")
             {
@@ -956,7 +972,7 @@ mod tests {
 
     #[test]
     fn the_old_key_is_removed_by_a_rename_not_a_rewrite_in_place() {
-        let script = remove_key_script(&["AAAA".to_string()]);
+        let script = REMOVE_KEYS_SCRIPT;
         assert!(script.contains(r#"mv -f "$t" "$f""#), "{script}");
         assert!(!script.contains(r#"> "$f""#), "{script}");
     }
@@ -979,13 +995,26 @@ mod tests {
              ssh-ed25519 AAAAgone2x longer blob\n",
         )
         .unwrap();
-        let script = remove_key_script(&["AAAAgone1".to_string(), "AAAAgone2".to_string()]);
-        let out = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .env("HOME", home.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let run = |blobs: &[&str]| {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", REMOVE_KEYS_SCRIPT])
+                .env("HOME", home.path())
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let blobs: Vec<String> = blobs.iter().map(|b| b.to_string()).collect();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(&blobs_input(&blobs)).unwrap();
+            drop(stdin);
+            let status = child.wait().unwrap();
+            assert!(status.success(), "{status:?}");
+        };
+        let before = std::fs::read_to_string(&file).unwrap();
+        // No blobs: nothing goes.
+        run(&[]);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+        run(&["AAAAgone1", "AAAAgone2"]);
         assert_eq!(
             std::fs::read_to_string(&file).unwrap(),
             "ssh-ed25519 AAAAkeep one\nssh-ed25519 AAAAgone2x longer blob\n"

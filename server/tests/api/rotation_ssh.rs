@@ -812,6 +812,30 @@ async fn a_pinned_rsa_or_ecdsa_host_key_matches_on_a_host_with_several() {
     }
 }
 
+/// Starts a rotation of `name` (as `version_id`) that stops after *set*, then abandons
+/// it (takes `ACSPending` off its version); returns the value it made.
+async fn abandon_after_set(s: &TestServer, name: &str, version_id: &str) -> serde_json::Value {
+    s.service.set_rotation_halt(Some("set"));
+    s.client
+        .rotate_secret(name, Some(version_id))
+        .await
+        .unwrap_err();
+    s.service.set_rotation_halt(None);
+    let made = value_at(s, name, Some(api::STAGE_PENDING)).await;
+    s.client
+        .update_secret_stage(
+            name,
+            &api::UpdateSecretStageRequest {
+                version_stage: api::STAGE_PENDING.into(),
+                move_to_version: None,
+                remove_from_version: Some(version_id.into()),
+            },
+        )
+        .await
+        .unwrap();
+    made
+}
+
 /// A rotation stopped after *set* has authorized its key; abandoned (its `ACSPending`
 /// taken off by hand), nobody reads that key any more, so the next rotation's *finish*
 /// removes it with the key two versions old. The current, previous and unrelated keys
@@ -822,29 +846,12 @@ async fn the_key_of_an_abandoned_rotation_is_removed_by_the_next_one() {
     let name = "hosts/web/abandoned";
     let (sshd, s, (first_private, _), (_, other_public)) = two_keys_and_a_secret(name).await;
 
-    s.service.set_rotation_halt(Some("set"));
-    s.client
-        .rotate_secret(name, Some("stuck"))
-        .await
-        .unwrap_err();
-    s.service.set_rotation_halt(None);
-    let stuck = value_at(&s, name, Some(api::STAGE_PENDING)).await;
+    let stuck = abandon_after_set(&s, name, "stuck").await;
     let stuck_private = stuck["PrivateKey"].as_str().unwrap().to_string();
     assert!(
         sshd.key_logs_in(&stuck_private),
         "set authorized the new key"
     );
-    s.client
-        .update_secret_stage(
-            name,
-            &api::UpdateSecretStageRequest {
-                version_stage: api::STAGE_PENDING.into(),
-                move_to_version: None,
-                remove_from_version: Some("stuck".into()),
-            },
-        )
-        .await
-        .unwrap();
 
     s.client.rotate_secret(name, None).await.unwrap();
     let current = value_at(&s, name, None).await;
@@ -886,24 +893,7 @@ async fn the_key_of_an_abandoned_rotation_is_removed_by_the_next_one() {
         .update_secret(name, &move_to(old_key.clone()))
         .await
         .unwrap();
-    s.service.set_rotation_halt(Some("set"));
-    s.client
-        .rotate_secret(name, Some("stuck-again"))
-        .await
-        .unwrap_err();
-    s.service.set_rotation_halt(None);
-    let stuck_again = value_at(&s, name, Some(api::STAGE_PENDING)).await;
-    s.client
-        .update_secret_stage(
-            name,
-            &api::UpdateSecretStageRequest {
-                version_stage: api::STAGE_PENDING.into(),
-                move_to_version: None,
-                remove_from_version: Some("stuck-again".into()),
-            },
-        )
-        .await
-        .unwrap();
+    let stuck_again = abandon_after_set(&s, name, "stuck-again").await;
     s.client
         .update_secret(name, &move_to(new_key().await))
         .await

@@ -53,10 +53,14 @@ pub(super) const WEBHOOK_SIGNS_WHY: &str = "a webhook policy's rotations sign th
 
 /// Actions no route requires that the service checks itself: known to policy
 /// documents like the routes' actions.
-pub const DELEGATED_ACTIONS: [&str; 1] = [ATTACH_POLICY];
+pub const DELEGATED_ACTIONS: [&str; 2] = [ATTACH_POLICY, DETACH_POLICY];
 
 /// Attaching the access policy `policy/{name}` to a principal (create or update).
 pub(super) const ATTACH_POLICY: &str = "ram:AttachPolicy";
+
+/// Detaching the access policy `policy/{name}` from a principal (update): a policy's
+/// `Deny` statements are taken off with it.
+pub(super) const DETACH_POLICY: &str = "ram:DetachPolicy";
 
 /// The actions a caller needs on a principal to have the rotation issue and revoke
 /// that principal's tokens.

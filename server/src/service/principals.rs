@@ -8,7 +8,7 @@ use strongbox_schemas::{
 use zeroize::Zeroizing;
 
 use super::Service;
-use super::authz::{ATTACH_POLICY, Actor};
+use super::authz::{ATTACH_POLICY, Actor, DETACH_POLICY};
 use super::identity::{PrincipalRecord, TokenRecord, new_token, policy_document};
 use super::records::{decode, encode, load, validate_description};
 use crate::barrier;
@@ -68,15 +68,25 @@ fn check_policies(r: &(impl Reader + ?Sized), policies: &[String]) -> Result<()>
     Ok(())
 }
 
-/// `ram:AttachPolicy` on `policy/{name}` for every policy of `new` not in `old`: what a
-/// caller needs to give a principal a policy. Checked before the policies are loaded,
-/// so the answer is the same whether they exist or not.
+/// `ram:AttachPolicy` on `policy/{name}` for every policy of `new` not in `old` (what a
+/// caller needs to give a principal a policy), and `ram:DetachPolicy` on every policy of
+/// `old` not in `new` (taking a policy off also takes off its `Deny` statements: a
+/// principal allowed to update itself must not shed a guardrail an administrator put
+/// on it). Checked before the policies are loaded, so the answer is the same whether
+/// they exist or not.
 fn check_attach(who: &Actor, old: &[String], new: &[String]) -> Result<()> {
     for p in new.iter().filter(|p| !old.contains(p)) {
         who.require(
             ATTACH_POLICY,
             &format!("policy/{p}"),
             "attaching a policy grants its rights to the principal",
+        )?;
+    }
+    for p in old.iter().filter(|p| !new.contains(p)) {
+        who.require(
+            DETACH_POLICY,
+            &format!("policy/{p}"),
+            "detaching a policy takes off its Deny statements too",
         )?;
     }
     Ok(())
@@ -331,6 +341,14 @@ impl Service {
         principal: &str,
         req: api::CreateTokenRequest,
     ) -> Result<api::CreatedToken> {
+        // Root has the one token init made, replaced only with the root key: a right to
+        // make tokens for principals is not a way to root.
+        if principal == ROOT_PRINCIPAL {
+            return Err(Error::new(
+                ErrorCode::InvalidState,
+                "principal root has one token, made by strongbox init and replaced only with the root key (strongbox reset-root-token); give another principal AdministratorAccess instead",
+            ));
+        }
         let now = self.now();
         if let Some(e) = req.expires_at
             && e.unix() <= now

@@ -374,6 +374,13 @@ async fn built_ins_and_references_are_protected() {
         ErrorCode::InvalidState,
         "built in",
     );
+    // Root's one token comes only from init or the root key, not the API.
+    assert_code(
+        c.create_token("root", &Default::default()).await,
+        ErrorCode::InvalidState,
+        "replaced only with the root key",
+    );
+    assert_eq!(c.list_tokens("root").await.unwrap().tokens.len(), 1);
     assert_code(
         c.delete_policy(api::ADMINISTRATOR_ACCESS).await,
         ErrorCode::InvalidState,

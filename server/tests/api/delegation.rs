@@ -846,7 +846,8 @@ async fn attaching_a_policy_to_a_principal_needs_ram_attach_policy_on_it() {
             json!({"Version": "1", "Statement": [
                 {"Effect": "Allow", "Action": ["ram:CreatePrincipal", "ram:UpdatePrincipal",
                     "ram:GetPrincipal", "ram:CreateToken"], "Resource": "principal/ci-*"},
-                {"Effect": "Allow", "Action": "ram:AttachPolicy", "Resource": "policy/ci-*"}]}),
+                {"Effect": "Allow", "Action": ["ram:AttachPolicy", "ram:DetachPolicy"],
+                    "Resource": "policy/ci-*"}]}),
         )
         .await;
     let create = |policies: &[&str]| api::CreatePrincipalRequest {
@@ -896,15 +897,30 @@ async fn attaching_a_policy_to_a_principal_needs_ram_attach_policy_on_it() {
         vec!["ci-deploy".to_string()]
     );
     // A policy already attached (by an administrator) is not checked again: the
-    // caller may keep it, add its own and detach.
+    // caller may keep it and add its own; detaching needs ram:DetachPolicy on it, so a
+    // guardrail the caller may not detach stays (its Deny statements with it).
     s.client
         .update_principal("ci-x", &set(&["ci-deploy", "ops"]))
         .await
         .unwrap();
+    ci.update_principal("ci-x", &set(&["ci-deploy", "ops", "ci-extra"]))
+        .await
+        .unwrap();
+    assert_code(
+        ci.update_principal("ci-x", &set(&["ci-deploy", "ci-extra"]))
+            .await,
+        ErrorCode::Forbidden,
+        "principal ci-admin is not allowed ram:DetachPolicy on policy/ops",
+    );
+    assert_eq!(
+        s.client.get_principal("ci-x").await.unwrap().policies,
+        vec!["ci-deploy", "ops", "ci-extra"]
+    );
     ci.update_principal("ci-x", &set(&["ops", "ci-extra"]))
         .await
         .unwrap();
-    ci.update_principal("ci-x", &set(&["ci-extra"]))
+    s.client
+        .update_principal("ci-x", &set(&["ci-extra"]))
         .await
         .unwrap();
     // Detached, it cannot be given back.

@@ -45,6 +45,9 @@ fn require_shown_as(
     ))
 }
 
+/// Why choosing a secret's key needs the right to use it.
+const KEY_USE_WHY: &str = "a secret is sealed under the key it names, and whoever controls that key controls the secret's values";
+
 /// Why attaching a secret to a `webhook` rotation policy needs the right to read it.
 pub(super) const WEBHOOK_SENDS_WHY: &str = "a webhook policy's rotations send the next value of every secret attached to it to the policy's url";
 
@@ -53,7 +56,10 @@ pub(super) const WEBHOOK_SIGNS_WHY: &str = "a webhook policy's rotations sign th
 
 /// Actions no route requires that the service checks itself: known to policy
 /// documents like the routes' actions.
-pub const DELEGATED_ACTIONS: [&str; 2] = [ATTACH_POLICY, DETACH_POLICY];
+pub const DELEGATED_ACTIONS: [&str; 3] = [ATTACH_POLICY, DETACH_POLICY, USE_KEY];
+
+/// Choosing the key a secret is sealed under (`encryption_key_id` on create or update).
+pub(super) const USE_KEY: &str = "kms:GenerateDataKey";
 
 /// Attaching the access policy `policy/{name}` to a principal (create or update).
 pub(super) const ATTACH_POLICY: &str = "ram:AttachPolicy";
@@ -108,6 +114,35 @@ impl Actor {
                 &format!("key/{key_id}"),
                 &format!("key/{alias}"),
                 "a key named by alias is also authorized as the key it names",
+            ),
+            Actor::Trusted(_) => Ok(()),
+        }
+    }
+
+    /// [`USE_KEY`] on the key a secret is to be sealed under, as the caller named it
+    /// (`key/{id}` or `key/alias/{name}`), checked before the key is looked up so that
+    /// the refusal is the same whether it exists or not; for an alias, call
+    /// [`require_key_use_behind_alias`](Self::require_key_use_behind_alias) once it is
+    /// resolved. Otherwise a caller allowed to update a secret could seal it under a key
+    /// it controls, then disable or delete that key: the values gone, with no right to
+    /// delete the secret and no recovery window.
+    pub fn require_key_use(&self, key_ref: &str) -> Result<()> {
+        self.require(USE_KEY, &format!("key/{key_ref}"), KEY_USE_WHY)
+    }
+
+    /// [`require_key_use`](Self::require_key_use) on the key an alias resolved to (the
+    /// refusal names the alias).
+    pub fn require_key_use_behind_alias(&self, key_ref: &str, key_id: &str) -> Result<()> {
+        if !key_ref.starts_with("alias/") {
+            return Ok(());
+        }
+        match self {
+            Actor::Caller(id) => require_shown_as(
+                id,
+                USE_KEY,
+                &format!("key/{key_id}"),
+                &format!("key/{key_ref}"),
+                KEY_USE_WHY,
             ),
             Actor::Trusted(_) => Ok(()),
         }

@@ -401,7 +401,12 @@ impl Service {
                 req.extended_config.as_ref(),
             )?;
             let key = match &req.encryption_key_id {
-                Some(r) if !r.is_empty() => resolve_key_to_seal(t, r)?,
+                Some(r) if !r.is_empty() => {
+                    who.require_key_use(r)?;
+                    let key = resolve_key_to_seal(t, r)?;
+                    who.require_key_use_behind_alias(r, &key.key_id)?;
+                    key
+                }
                 _ => this.default_key(t, now)?,
             };
             if let Some(p) = &req.rotation_policy {
@@ -935,7 +940,9 @@ impl Service {
                 .encryption_key_id
                 .filter(|k| *k != rec.encryption_key_id)
             {
+                who.require_key_use(&k)?;
                 let key = resolve_key(t, &k)?;
+                who.require_key_use_behind_alias(&k, &key.key_id)?;
                 check_usable(&key)?;
                 // As in AWS: the versions in use are sealed again under the new key, so
                 // that the old one can be disabled or deleted without losing them.

@@ -1096,3 +1096,90 @@ async fn deleting_an_access_key_secret_needs_token_rights_on_its_principal() {
     .await
     .unwrap();
 }
+
+/// Choosing the key a secret is sealed under needs `kms:GenerateDataKey` on it, by id
+/// and, for an alias, also on the key it names; otherwise a caller allowed to update a
+/// secret could seal it under a key it controls, then disable or delete that key (the
+/// values gone, with no right to delete the secret). The refusal comes before the key
+/// is looked up: the same for a key that does not exist. A secret that names no key
+/// (the default key) needs nothing more.
+#[tokio::test]
+async fn choosing_the_key_a_secret_is_sealed_under_needs_the_right_to_use_it() {
+    let s = TestServer::start().await;
+    let key = |d: &str| api::CreateKeyRequest {
+        description: Some(d.into()),
+        ..Default::default()
+    };
+    let theirs = s.client.create_key(&key("theirs")).await.unwrap().key_id;
+    let mine = s.client.create_key(&key("mine")).await.unwrap().key_id;
+    s.client.put_alias("alias/theirs", &theirs).await.unwrap();
+    let team = s
+        .principal_with(
+            "team",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:CreateSecret", "kms:UpdateSecret",
+                    "kms:DescribeSecret", "kms:GetSecretValue"], "Resource": "secret/team/*"},
+                {"Effect": "Allow", "Action": "kms:GenerateDataKey",
+                    "Resource": [format!("key/{mine}"), "key/alias/theirs".to_string()]}]}),
+        )
+        .await;
+    let sealed_under = |k: &str| {
+        let mut r = text_secret("team/a", "v1");
+        r.encryption_key_id = Some(k.to_string());
+        r
+    };
+    for k in [theirs.as_str(), "no-such-key", "alias/theirs"] {
+        let shown = format!("kms:GenerateDataKey on key/{k}");
+        let who = if k == "alias/theirs" {
+            // Allowed on the alias as written, not on the key it names.
+            "alias/theirs"
+        } else {
+            k
+        };
+        assert_code(
+            team.create_secret(&sealed_under(k)).await,
+            ErrorCode::Forbidden,
+            &shown,
+        );
+        assert!(shown.ends_with(who));
+    }
+    assert_code(
+        s.client.describe_secret("team/a").await,
+        ErrorCode::SecretNotFound,
+        "team/a",
+    );
+    team.create_secret(&sealed_under(&mine)).await.unwrap();
+    team.create_secret(&text_secret("team/default", "v1"))
+        .await
+        .unwrap();
+    let to = |k: &str| api::UpdateSecretRequest {
+        encryption_key_id: Some(k.to_string()),
+        ..Default::default()
+    };
+    assert_code(
+        team.update_secret("team/a", &to(&theirs)).await,
+        ErrorCode::Forbidden,
+        &format!("kms:GenerateDataKey on key/{theirs}"),
+    );
+    assert_eq!(
+        s.client
+            .describe_secret("team/a")
+            .await
+            .unwrap()
+            .encryption_key_id,
+        mine
+    );
+    // Given the right, the same update goes through.
+    s.client
+        .update_secret("team/a", &to(&theirs))
+        .await
+        .unwrap();
+    assert_eq!(
+        team.get_secret_value("team/a", None, None)
+            .await
+            .unwrap()
+            .secret_data
+            .as_str(),
+        "v1"
+    );
+}

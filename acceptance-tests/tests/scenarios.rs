@@ -968,6 +968,60 @@ resource "strongbox_secret" "s" {
     });
 }
 
+/// A null element in a map or list (here from a variable left null) is refused at plan,
+/// naming the attribute: the server has no null there, so it would have been dropped
+/// (and a whole map of tags sent empty on update). Nothing stored changes.
+#[test]
+fn null_elements_are_refused_not_dropped() {
+    let body = |owner: &str| {
+        format!(
+            r#"
+variable "owner" {{
+  type    = string
+  default = {owner}
+}}
+
+resource "strongbox_secret" "s" {{
+  name        = "nulls/s"
+  secret_data = "x"
+  tags        = {{ env = "prod", owner = var.owner }}
+}}
+
+resource "strongbox_cmk" "k" {{
+  tags = {{ owner = var.owner }}
+}}
+
+resource "strongbox_rotation_policy" "p" {{
+  name     = "nulls"
+  interval = "7d"
+  strategy = "random"
+  settings = {{ length = var.owner == null ? null : "20" }}
+}}
+"#
+        )
+    };
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &body(r#""ann""#));
+        configure(&tf, &body("null"));
+        tf.expect_error(
+            &["plan"],
+            &["Invalid tags", "Invalid settings", "cannot hold a null element"],
+        );
+        tf.expect_error(&["apply", "-auto-approve"], &["cannot hold a null element"]);
+        let d = srv
+            .block_on(srv.client().describe_secret("nulls/s"))
+            .unwrap();
+        assert_eq!(
+            d.tags.get("owner").map(String::as_str),
+            Some("ann"),
+            "{:?}",
+            d.tags
+        );
+        assert_eq!(d.tags.len(), 2);
+    });
+}
+
 /// Stage labels are checked before anything is created.
 #[test]
 fn invalid_stage_labels_are_refused_before_create() {

@@ -609,6 +609,29 @@ impl ObjExt for Value {
     }
 }
 
+/// An error for each of `attrs` (maps, lists or sets of strings in `config`) that holds
+/// a null element. The server has no null there: such an element would be dropped, the
+/// result would differ from the plan, and a map read as a whole would be lost.
+pub fn no_null_elements(config: &Value, attrs: &[&str]) -> Diags {
+    attrs
+        .iter()
+        .filter(|a| match config.attr(a) {
+            Value::Map(m) => m.values().any(Value::is_null),
+            Value::List(l) | Value::Set(l) => l.iter().any(Value::is_null),
+            _ => false,
+        })
+        .map(|a| {
+            Diag::error(
+                format!("Invalid {a}"),
+                format!(
+                    "{a} cannot hold a null element: give it a value, or leave the element out"
+                ),
+            )
+            .at(a)
+        })
+        .collect()
+}
+
 /// A string value, or null for `None`.
 pub fn opt_str(s: Option<impl Into<String>>) -> Value {
     s.map_or(Value::Null, |s| Value::String(s.into()))

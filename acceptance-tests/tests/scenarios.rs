@@ -1006,7 +1006,11 @@ resource "strongbox_rotation_policy" "p" {{
         configure(&tf, &body("null"));
         tf.expect_error(
             &["plan"],
-            &["Invalid tags", "Invalid settings", "cannot hold a null element"],
+            &[
+                "Invalid tags",
+                "Invalid settings",
+                "cannot hold a null element",
+            ],
         );
         tf.expect_error(&["apply", "-auto-approve"], &["cannot hold a null element"]);
         let d = srv

@@ -342,6 +342,13 @@ impl Client {
             // the caller's configuration, not the network: asking again cannot help.
             if e.is_builder() {
                 Error::Config(error_chain(&e))
+            } else if is_tls_refusal(&e) {
+                // A certificate that does not verify (a wrong CA, another host's name)
+                // is the same on every try: not worth waiting out.
+                Error::Config(format!(
+                    "TLS: {} (is STRONGBOX_CACERT the CA of this server's certificate, and does the certificate name this address?)",
+                    error_chain(&e)
+                ))
             } else {
                 Error::Transport(error_chain(&e))
             }
@@ -848,6 +855,17 @@ fn error_from_body(status: u16, body: &[u8]) -> Error {
             request_id: e.request_id,
         },
     }
+}
+
+/// Whether `e` came from the TLS handshake itself (rustls refused the peer or its
+/// certificate) rather than from the network. An `io::Error` and a boxed error hide
+/// their inner error from `source()`, so each one is opened too.
+fn is_tls_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.is::<rustls::Error>()
+        || e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| is_tls_refusal(inner))
+        || e.source().is_some_and(is_tls_refusal)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

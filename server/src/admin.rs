@@ -144,7 +144,12 @@ pub(crate) async fn principal(cmd: PrincipalCommand) -> anyhow::Result<()> {
         ),
         PrincipalCommand::List => {
             for p in c.list_principals().await?.principals {
-                println!("{}\t{}\t{}", p.name, p.policies.join(","), p.description);
+                println!(
+                    "{}\t{}\t{}",
+                    p.name,
+                    p.policies.join(","),
+                    printable(&p.description)
+                );
             }
             Ok(())
         }
@@ -205,7 +210,11 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                     .map(|e| e.to_string())
                     .unwrap_or("never".into());
                 let state = if t.expired { "expired" } else { "valid" };
-                println!("{}\t{state}\texpires {exp}\t{}", t.token_id, t.description);
+                println!(
+                    "{}\t{state}\texpires {exp}\t{}",
+                    t.token_id,
+                    printable(&t.description)
+                );
             }
             Ok(())
         }
@@ -249,7 +258,7 @@ pub(crate) async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
                     "{}\t{kind}\t{} statements\t{}",
                     p.name,
                     p.document.statements().len(),
-                    p.description
+                    printable(&p.description)
                 );
             }
             Ok(())
@@ -418,5 +427,32 @@ async fn tail_start(
             return Ok(seqs.get(first).map_or(count, |s| s - 1));
         }
         window = window.saturating_mul(4);
+    }
+}
+
+/// Free text as one line a terminal shows as it is: control characters (newlines, tabs,
+/// escape sequences that move the cursor or erase lines) are written escaped, so that a
+/// description cannot fake or hide lines of a listing.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listings_show_control_characters_escaped() {
+        assert_eq!(
+            super::printable("ok\x1b[1A\x1b[2K\nfake\ttoken\r ü"),
+            "ok\\u{1b}[1A\\u{1b}[2K\\nfake\\ttoken\\r ü"
+        );
     }
 }

@@ -263,7 +263,9 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
             version_id,
             wait,
         } => {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+            // A wait too long to count is no deadline at all.
+            let deadline =
+                std::time::Instant::now().checked_add(std::time::Duration::from_secs(wait));
             // The rotation is named from the first request on, so asking again (after the
             // server's own wait ended) always means this rotation, never a new one.
             let given = version_id.is_some();
@@ -284,7 +286,7 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                     Err(e)
                         if e.is_transient()
                             && e.status() != Some(502)
-                            && std::time::Instant::now() < deadline =>
+                            && deadline.is_none_or(|d| std::time::Instant::now() < d) =>
                     {
                         if e.code() == Some(strongbox_client::ErrorCode::Unavailable) {
                             eprintln!("The rotation of {name} is still running; waiting.");

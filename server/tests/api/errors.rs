@@ -393,3 +393,45 @@ async fn health_reports_failing_storage_until_it_recovers() {
         "during",
     );
 }
+
+/// A certificate that does not verify is a configuration error, not worth retrying
+/// (`strongbox secret rotate` and `audit tail` would otherwise ask again until their
+/// deadline); a closed port is transient.
+#[tokio::test]
+async fn a_certificate_that_does_not_verify_is_not_retried_as_transient() {
+    let s = TestServer::start().await;
+    let client_trusting = |address: String, ca: &str| {
+        strongbox_client::Client::new(strongbox_client::ClientConfig {
+            address,
+            token: "unused".into(),
+            ca_cert_pem: Some(ca.as_bytes().to_vec()),
+            timeout: Some(std::time::Duration::from_secs(5)),
+        })
+        .unwrap()
+    };
+    let other_ca = strongbox_server::tls::dev_certificates().unwrap().ca_pem;
+    let e = client_trusting(format!("https://{}", s.addr), &other_ca)
+        .health()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, strongbox_client::Error::Config(m) if m.contains("STRONGBOX_CACERT")),
+        "{e:?}"
+    );
+    assert!(!e.is_transient());
+    client_trusting(format!("https://{}", s.addr), &s.ca_pem)
+        .health()
+        .await
+        .unwrap();
+    // Nothing listens on a port just freed: transient.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = client_trusting(format!("https://{closed}"), &s.ca_pem)
+        .health()
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, strongbox_client::Error::Transport(_)), "{e:?}");
+    assert!(e.is_transient());
+}

@@ -47,6 +47,9 @@ pub(crate) enum SecretCommand {
         /// Name of a rotation policy to attach.
         #[arg(long)]
         rotation_policy: Option<String>,
+        /// Store standard input as a binary value, byte for byte (nothing dropped).
+        #[arg(long)]
+        binary: bool,
     },
     /// Store a new value, read from standard input (one trailing newline is dropped);
     /// it becomes ACSCurrent, the old one ACSPrevious.
@@ -56,6 +59,9 @@ pub(crate) enum SecretCommand {
         /// Id of the new version (generated when absent; repeating one is a no-op).
         #[arg(long)]
         version_id: Option<String>,
+        /// Store standard input as a binary value, byte for byte (nothing dropped).
+        #[arg(long)]
+        binary: bool,
     },
     /// Print a secret's metadata (never its value) as JSON.
     Describe {
@@ -139,6 +145,31 @@ fn value_from_stdin() -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(text.to_string()))
 }
 
+/// The value to send and its type: standard input as text ([`value_from_stdin`]), or
+/// with `binary` its exact bytes, base64-encoded as the API carries binary values (a
+/// terminal is refused: what is typed there is text).
+fn value_to_send(binary: bool) -> anyhow::Result<(Zeroizing<String>, SecretDataType)> {
+    if !binary {
+        return Ok((value_from_stdin()?, SecretDataType::Text));
+    }
+    if std::io::stdin().is_terminal() {
+        bail!(
+            "--binary reads the value from a pipe or a file: strongbox secret put NAME --binary < FILE"
+        );
+    }
+    let mut raw = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .read_to_end(&mut raw)
+        .context("reading the value from standard input")?;
+    if raw.is_empty() {
+        bail!("the value on standard input is empty");
+    }
+    Ok((
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*raw)),
+        SecretDataType::Binary,
+    ))
+}
+
 /// The plaintext of a value as bytes (binary values come base64-encoded).
 fn plaintext(v: &api::SecretValue) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(match v.secret_data_type {
@@ -203,12 +234,14 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
             description,
             encryption_key_id,
             rotation_policy,
+            binary,
         } => {
-            let mut value = value_from_stdin()?;
+            let (mut value, secret_data_type) = value_to_send(binary)?;
             // The value moves into the request and is wiped after it, not copied.
             let mut req = api::CreateSecretRequest {
                 name,
                 secret_data: std::mem::take(&mut *value),
+                secret_data_type,
                 description,
                 encryption_key_id,
                 rotation_policy,
@@ -219,10 +252,15 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&s?)?);
             Ok(())
         }
-        SecretCommand::Put { name, version_id } => {
-            let mut value = value_from_stdin()?;
+        SecretCommand::Put {
+            name,
+            version_id,
+            binary,
+        } => {
+            let (mut value, secret_data_type) = value_to_send(binary)?;
             let mut req = api::PutSecretValueRequest {
                 secret_data: std::mem::take(&mut *value),
+                secret_data_type,
                 version_id,
                 ..Default::default()
             };
@@ -405,6 +443,27 @@ fn parse_injection(spec: &str) -> anyhow::Result<Injection> {
 
 /// Reads the secrets `run` injects and builds the program's command. Everything is read
 /// before the program starts: a secret that cannot be read stops the run, naming it.
+/// `ACSCurrent` of `name`. A program started by a service manager often starts with
+/// the network or the server still coming up: an error that may pass by itself (no
+/// answer, 503, 429) is tried again twice, after 0.5 s and 1 s; any other fails at once.
+async fn read_current(
+    c: &strongbox_client::Client,
+    name: &str,
+) -> strongbox_client::Result<api::SecretValue> {
+    let mut pause = std::time::Duration::from_millis(500);
+    for _ in 0..2 {
+        match c.get_secret_value(name, None, None).await {
+            Err(e) if e.is_transient() => {
+                eprintln!("strongbox run: reading secret {name}: {e}; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            r => return r,
+        }
+    }
+    c.get_secret_value(name, None, None).await
+}
+
 pub(crate) async fn prepare_run(args: RunArgs) -> anyhow::Result<std::process::Command> {
     let injections = args
         .env
@@ -422,12 +481,12 @@ pub(crate) async fn prepare_run(args: RunArgs) -> anyhow::Result<std::process::C
     let mut values: BTreeMap<&str, Zeroizing<Vec<u8>>> = BTreeMap::new();
     for i in &injections {
         if !values.contains_key(i.secret.as_str()) {
-            let v = c
-                .get_secret_value(&i.secret, None, None)
+            let mut v = read_current(&c, &i.secret)
                 .await
                 .with_context(|| format!("reading secret {}", i.secret))?;
-            let raw = plaintext(&v).with_context(|| format!("secret {}", i.secret))?;
-            values.insert(&i.secret, raw);
+            let raw = plaintext(&v).with_context(|| format!("secret {}", i.secret));
+            v.secret_data.zeroize();
+            values.insert(&i.secret, raw?);
         }
     }
     let (program, rest) = args

@@ -230,10 +230,15 @@ async fn audit_tail_starts_with_the_last_records_its_filters_match() {
 }
 
 /// Runs a command with `input` on its standard input.
-async fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+async fn run_with_stdin(cmd: Command, input: &str) -> Output {
+    run_with_stdin_bytes(cmd, input.as_bytes()).await
+}
+
+/// Runs a command with the bytes `input` on its standard input.
+async fn run_with_stdin_bytes(mut cmd: Command, input: &[u8]) -> Output {
     use std::io::Write as _;
     use std::process::Stdio;
-    let input = input.to_string();
+    let input = input.to_vec();
     tokio::task::spawn_blocking(move || {
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -241,12 +246,7 @@ async fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
         child.wait_with_output().unwrap()
     })
     .await
@@ -525,4 +525,110 @@ async fn run_puts_secrets_in_the_programs_environment_and_only_them() {
         "secret MyDbCreds: the value has no field Password",
     )
     .await;
+}
+
+/// With `--binary`, standard input is stored byte for byte (a NUL, bytes that are not
+/// UTF-8, a trailing newline all kept) as a binary value, and `secret get` writes the
+/// same bytes back.
+#[tokio::test]
+async fn binary_values_from_the_command_line_keep_every_byte() {
+    let s = TestServer::start().await;
+    let first: &[u8] = b"\x00\xff\xfe keystore \x80\n";
+    let mut create = s.cli(&s.token);
+    create.args(["secret", "create", "app/keystore", "--binary"]);
+    let out = run_with_stdin_bytes(create, first).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = |stage: &'static str| {
+        let mut cmd = s.cli(&s.token);
+        cmd.args(["secret", "get", "app/keystore", "--version-stage", stage]);
+        run(cmd)
+    };
+    assert_eq!(get("ACSCurrent").await.stdout, first);
+    let v = s
+        .client
+        .get_secret_value("app/keystore", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        v.secret_data_type,
+        strongbox_schemas::SecretDataType::Binary
+    );
+    let second: &[u8] = b"\x01\x02";
+    let mut put = s.cli(&s.token);
+    put.args(["secret", "put", "app/keystore", "--binary"]);
+    let out = run_with_stdin_bytes(put, second).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get("ACSCurrent").await.stdout, second);
+    assert_eq!(get("ACSPrevious").await.stdout, first);
+    // Without --binary, bytes that are not UTF-8 are refused, not mangled.
+    let mut text = s.cli(&s.token);
+    text.args(["secret", "put", "app/keystore"]);
+    let out = run_with_stdin_bytes(text, first).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8"));
+}
+
+/// `strongbox run` tries a read again when the error may pass by itself: here the
+/// first two connections are closed at once (as while a server restarts), the third
+/// reaches the server, and the program runs with its secret. An error that will not
+/// pass (no such secret) fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_tries_a_read_again_when_the_server_is_not_there_yet() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("api/late", "value-after-retry"))
+        .await
+        .unwrap();
+    // In front of the server: drops the first two connections, then forwards.
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let backend = s.addr;
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = front.accept().await {
+            if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                drop(inbound);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    let mut cmd = s.cli(&s.token);
+    cmd.env("STRONGBOX_ADDR", format!("https://{front_addr}"))
+        .args([
+            "run",
+            "--env",
+            "V=api/late",
+            "--",
+            "sh",
+            "-c",
+            r#"printf '%s' "$V""#,
+        ]);
+    let out = run(cmd).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "value-after-retry");
+    assert_eq!(err.matches("trying again").count(), 2, "{err}");
+    assert!(!err.contains("value-after-retry"));
+
+    let mut missing = s.cli(&s.token);
+    missing.args(["run", "--env", "V=api/none", "--", "true"]);
+    let out = run(missing).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("SecretNotFound"), "{err}");
+    assert!(!err.contains("trying again"), "{err}");
 }

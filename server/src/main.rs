@@ -193,20 +193,24 @@ async fn reset_root_token(
     let root = server::load_root_key(root_key_file, env_root_key().as_ref().map(|k| k.as_str()))?;
     let mut u = server::open(data_dir, &root, ServiceConfig::default())?;
     let token = server::reset_root_token(&mut u, "strongbox reset-root-token").await?;
+    // Durable once the write returned: shown before the checkpoint, so that a failed
+    // checkpoint (the journal keeps the change for the next start) loses no token.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "Root token of {} replaced; the old one no longer works.",
+            data_dir.display()
+        )?;
+        writeln!(
+            out,
+            "Root token (shown only this once):\n{}",
+            token.as_str()
+        )?;
+        out.flush()?;
+    }
     u.service.store().close().await?;
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "Root token of {} replaced; the old one no longer works.",
-        data_dir.display()
-    )?;
-    writeln!(
-        out,
-        "Root token (shown only this once):\n{}",
-        token.as_str()
-    )?;
-    out.flush()?;
     Ok(())
 }
 

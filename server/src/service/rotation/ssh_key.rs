@@ -870,7 +870,9 @@ impl SshKeyStrategy {
                     continue;
                 }
             };
-            if let Ok(kv) = key_value("finish", "unlabelled", value.secret_data.as_bytes())
+            // The private key in it is wiped once read.
+            let data = Zeroizing::new(value.secret_data.into_bytes());
+            if let Ok(kv) = key_value("finish", "unlabelled", &data)
                 && let Ok(blob) = kv.blob("finish", "unlabelled")
             {
                 blobs.push(blob);

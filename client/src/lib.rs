@@ -858,8 +858,8 @@ fn error_from_body(status: u16, body: &[u8]) -> Error {
 }
 
 /// Whether `e` came from the TLS handshake itself (rustls refused the peer or its
-/// certificate) rather than from the network. An `io::Error` and a boxed error hide
-/// their inner error from `source()`, so each one is opened too.
+/// certificate) rather than from the network. An `io::Error` hides its inner error from
+/// `source()` (reqwest nests two of them), so each one is opened too.
 fn is_tls_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
     e.is::<rustls::Error>()
         || e.downcast_ref::<std::io::Error>()

@@ -609,18 +609,23 @@ impl ObjExt for Value {
     }
 }
 
-/// An error for each of `attrs` (maps, lists or sets of strings in `config`) that holds
-/// a null element. The server has no null there: such an element would be dropped, the
-/// result would differ from the plan, and a map read as a whole would be lost.
-pub fn no_null_elements(config: &Value, attrs: &[&str]) -> Diags {
+/// An error for each attribute of `obj` (a resource's configuration or plan) that is a
+/// map, list or set holding a null element. The server has no null in any of them: such
+/// an element would be dropped, the result would differ from the plan, and a map read as
+/// a whole would be lost. Checked for every resource when its configuration is validated
+/// and again before apply (a value unknown at validation may turn out null).
+pub fn no_null_elements(obj: &Value) -> Diags {
+    let Value::Object(attrs) = obj else {
+        return Vec::new();
+    };
     attrs
         .iter()
-        .filter(|a| match config.attr(a) {
+        .filter(|(_, v)| match v {
             Value::Map(m) => m.values().any(Value::is_null),
             Value::List(l) | Value::Set(l) => l.iter().any(Value::is_null),
             _ => false,
         })
-        .map(|a| {
+        .map(|(a, _)| {
             Diag::error(
                 format!("Invalid {a}"),
                 format!(

@@ -185,7 +185,11 @@ macro_rules! common {
                         .is_some_and(|c| c.write_only_attributes_allowed),
                 };
                 match decode(config, &r.schema().object_type()) {
-                    Ok(v) => r.validate(&v, caps),
+                    Ok(v) => {
+                        let mut d = crate::core::no_null_elements(&v);
+                        d.extend(r.validate(&v, caps));
+                        d
+                    }
                     Err(d) => d,
                 }
             }
@@ -395,7 +399,15 @@ macro_rules! common {
                 // Not cancellable: StopProvider asks, and Terraform waits for what runs.
                 // An apply stopped between its requests would leave objects on the server
                 // that the state does not hold (each request has its own timeout).
-                let new = match r.apply(&self.0.ctx, &prior, &planned, &config).await {
+                // A null element known only now (unknown at validation) is refused, not
+                // dropped.
+                let nulls = crate::core::no_null_elements(&planned);
+                let applied = if nulls.is_empty() {
+                    r.apply(&self.0.ctx, &prior, &planned, &config).await
+                } else {
+                    Err(nulls)
+                };
+                let new = match applied {
                     Ok(v) => v,
                     Err(d) => {
                         // Failed after creating the object: Terraform keeps it, tainted.

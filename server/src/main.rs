@@ -261,20 +261,13 @@ fn init_logging(format: &str) {
     }
 }
 
-/// SIGTERM and SIGHUP, caught from the start: one that arrives while the store opens
-/// (a service manager's stop or reload) is acted on once the server serves, instead of
-/// ending the process unclean. (Ctrl-C still ends a start that takes long.)
-struct Signals {
-    terminate: tokio::signal::unix::Signal,
-    hangup: tokio::signal::unix::Signal,
-}
-
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut signals = Signals {
-        terminate: signal(SignalKind::terminate())?,
-        hangup: signal(SignalKind::hangup())?,
-    };
+    // SIGTERM and SIGHUP, caught from the start: one that arrives while the store opens
+    // (a service manager's stop or reload) is acted on once the server serves, instead
+    // of ending the process unclean. (Ctrl-C still ends a start that takes long.)
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let config = ServiceConfig {
         max_versions: args.max_versions,
         rotation: RotationConfig {
@@ -407,12 +400,12 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,
-            _ = signals.terminate.recv() => break,
-            _ = signals.hangup.recv() => reload_certificate(reload.as_ref()),
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => reload_certificate(reload.as_ref()),
         }
     }
     tracing::info!("shutting down");

@@ -441,8 +441,6 @@ fn parse_injection(spec: &str) -> anyhow::Result<Injection> {
     })
 }
 
-/// Reads the secrets `run` injects and builds the program's command. Everything is read
-/// before the program starts: a secret that cannot be read stops the run, naming it.
 /// `ACSCurrent` of `name`. A program started by a service manager often starts with
 /// the network or the server still coming up: an error that may pass by itself (no
 /// answer, 503, 429) is tried again twice, after 0.5 s and 1 s; any other fails at once.
@@ -464,6 +462,8 @@ async fn read_current(
     c.get_secret_value(name, None, None).await
 }
 
+/// Reads the secrets `run` injects and builds the program's command. Everything is read
+/// before the program starts: a secret that cannot be read stops the run, naming it.
 pub(crate) async fn prepare_run(args: RunArgs) -> anyhow::Result<std::process::Command> {
     let injections = args
         .env

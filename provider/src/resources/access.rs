@@ -274,9 +274,6 @@ impl Resource for PrincipalResource {
     fn schema(&self) -> TfSchema {
         principal_schema()
     }
-    fn validate(&self, config: &Value, _: ClientCaps) -> Diags {
-        crate::core::no_null_elements(config, &["policies"])
-    }
     async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
         Ok(plan_simple(req, &["id", "arn"], &["name"]))
     }
@@ -287,11 +284,6 @@ impl Resource for PrincipalResource {
         planned: &Value,
         _config: &Value,
     ) -> Result<Value, Diags> {
-        // Known only at apply (validation saw it unknown): refused, not dropped.
-        let nulls = crate::core::no_null_elements(planned, &["policies"]);
-        if !nulls.is_empty() {
-            return Err(nulls);
-        }
         let c = ctx.client()?;
         if planned.is_null() {
             return match c

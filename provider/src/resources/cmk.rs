@@ -128,7 +128,7 @@ impl Resource for CmkResource {
     }
 
     fn validate(&self, config: &Value, _: crate::core::ClientCaps) -> Diags {
-        let mut d = crate::core::no_null_elements(config, &["tags"]);
+        let mut d = Vec::new();
         if let Some(k) = config.str_attr("key_spec")
             && k != "AES_256"
         {
@@ -238,11 +238,6 @@ impl Resource for CmkResource {
         planned: &Value,
         _config: &Value,
     ) -> Result<Value, Diags> {
-        // Known only at apply (validation saw it unknown): refused, not dropped.
-        let nulls = crate::core::no_null_elements(planned, &["tags"]);
-        if !nulls.is_empty() {
-            return Err(nulls);
-        }
         let c = ctx.client()?;
         if planned.is_null() {
             let id = prior.str_attr("id").unwrap_or_default();

@@ -119,7 +119,7 @@ impl Resource for PolicyResource {
     }
 
     fn validate(&self, config: &Value, _: ClientCaps) -> Diags {
-        let mut d = crate::core::no_null_elements(config, &["settings"]);
+        let mut d = Vec::new();
         if config.str_attr("strategy").is_some()
             && let Err(e) = strategy(config)
         {
@@ -173,11 +173,6 @@ impl Resource for PolicyResource {
         planned: &Value,
         _config: &Value,
     ) -> Result<Value, Diags> {
-        // Known only at apply (validation saw it unknown): refused, not dropped.
-        let nulls = crate::core::no_null_elements(planned, &["settings"]);
-        if !nulls.is_empty() {
-            return Err(nulls);
-        }
         let c = ctx.client()?;
         if planned.is_null() {
             return match c

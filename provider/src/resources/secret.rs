@@ -159,7 +159,7 @@ impl Resource for SecretResource {
     }
 
     fn validate(&self, config: &Value, caps: ClientCaps) -> Diags {
-        let mut d = crate::core::no_null_elements(config, &["tags", "version_stages"]);
+        let mut d = Vec::new();
         let data = config.attr("secret_data");
         let wo = config.attr("secret_data_wo");
         if !wo.is_null() && !caps.write_only_attributes_allowed {
@@ -439,11 +439,6 @@ impl Resource for SecretResource {
         planned: &Value,
         config: &Value,
     ) -> Result<Value, Diags> {
-        // Known only at apply (validation saw it unknown): refused, not dropped.
-        let nulls = crate::core::no_null_elements(planned, &["tags", "version_stages"]);
-        if !nulls.is_empty() {
-            return Err(nulls);
-        }
         let c = ctx.client()?;
         if planned.is_null() {
             let name = prior.str_attr("name").unwrap_or_default();

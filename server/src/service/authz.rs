@@ -59,7 +59,7 @@ pub(super) const WEBHOOK_SIGNS_WHY: &str = "a webhook policy's rotations sign th
 pub const DELEGATED_ACTIONS: [&str; 3] = [ATTACH_POLICY, DETACH_POLICY, USE_KEY];
 
 /// Choosing the key a secret is sealed under (`encryption_key_id` on create or update).
-pub(super) const USE_KEY: &str = "kms:GenerateDataKey";
+pub(crate) const USE_KEY: &str = "kms:GenerateDataKey";
 
 /// Attaching the access policy `policy/{name}` to a principal (create or update).
 pub(super) const ATTACH_POLICY: &str = "ram:AttachPolicy";
@@ -121,31 +121,12 @@ impl Actor {
 
     /// [`USE_KEY`] on the key a secret is to be sealed under, as the caller named it
     /// (`key/{id}` or `key/alias/{name}`), checked before the key is looked up so that
-    /// the refusal is the same whether it exists or not; for an alias, call
-    /// [`require_key_use_behind_alias`](Self::require_key_use_behind_alias) once it is
-    /// resolved. Otherwise a caller allowed to update a secret could seal it under a key
+    /// the refusal is the same whether it exists or not; an alias is checked again as
+    /// the key it resolves to (`keys::check_through_alias`). Otherwise a caller allowed to update a secret could seal it under a key
     /// it controls, then disable or delete that key: the values gone, with no right to
     /// delete the secret and no recovery window.
     pub fn require_key_use(&self, key_ref: &str) -> Result<()> {
         self.require(USE_KEY, &format!("key/{key_ref}"), KEY_USE_WHY)
-    }
-
-    /// [`require_key_use`](Self::require_key_use) on the key an alias resolved to (the
-    /// refusal names the alias).
-    pub fn require_key_use_behind_alias(&self, key_ref: &str, key_id: &str) -> Result<()> {
-        if !key_ref.starts_with("alias/") {
-            return Ok(());
-        }
-        match self {
-            Actor::Caller(id) => require_shown_as(
-                id,
-                USE_KEY,
-                &format!("key/{key_id}"),
-                &format!("key/{key_ref}"),
-                KEY_USE_WHY,
-            ),
-            Actor::Trusted(_) => Ok(()),
-        }
     }
 
     /// `kms:GetSecretValue` on `secret/{name}`: what the caller needs to make the

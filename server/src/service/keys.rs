@@ -68,7 +68,12 @@ pub(crate) fn resolve_key_to_seal(r: &(impl Reader + ?Sized), key_ref: &str) -> 
 
 /// For a key route that named the key by alias: the route's `action` on the key it
 /// resolved to (see [`Actor::require_key_behind_alias`]).
-fn check_through_alias(who: &Actor, action: &str, key_ref: &str, k: &KeyRecord) -> Result<()> {
+pub(crate) fn check_through_alias(
+    who: &Actor,
+    action: &str,
+    key_ref: &str,
+    k: &KeyRecord,
+) -> Result<()> {
     if key_ref.starts_with("alias/") {
         who.require_key_behind_alias(action, key_ref, &k.key_id)?;
     }

@@ -18,8 +18,7 @@ use crate::storage::{Mutation, Reader, Table, Txn, composite};
 /// Most policies attached to one principal.
 const MAX_POLICIES: usize = 32;
 /// Names the audit trail gives requests made by no principal.
-const RESERVED_PRINCIPAL_NAMES: [&str; 3] =
-    ["anonymous", "rotation", crate::server::ROOT_KEY_HOLDER];
+const RESERVED_PRINCIPAL_NAMES: [&str; 2] = ["anonymous", "rotation"];
 /// Token id of the root token printed by `init` (and by each `--dev` start).
 pub(crate) const ROOT_TOKEN_ID: &str = "root";
 const ROOT_DESCRIPTION: &str = "Built in: holds the token printed by strongbox init";

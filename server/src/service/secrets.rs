@@ -10,8 +10,8 @@ use strongbox_schemas::{
 use zeroize::Zeroizing;
 
 use super::Service;
-use super::authz::{Actor, WEBHOOK_SENDS_WHY};
-use super::keys::{check_usable, resolve_key, resolve_key_to_seal};
+use super::authz::{Actor, USE_KEY, WEBHOOK_SENDS_WHY};
+use super::keys::{check_through_alias, check_usable, resolve_key, resolve_key_to_seal};
 use super::records::{
     KeyRecord, PolicyRecord, SecretRecord, SharedRecord, VersionMeta, decode, decode_page_token,
     encode, encode_page_token, load, secret_arn, validate_description, validate_tags,
@@ -404,7 +404,7 @@ impl Service {
                 Some(r) if !r.is_empty() => {
                     who.require_key_use(r)?;
                     let key = resolve_key_to_seal(t, r)?;
-                    who.require_key_use_behind_alias(r, &key.key_id)?;
+                    check_through_alias(&who, USE_KEY, r, &key)?;
                     key
                 }
                 _ => this.default_key(t, now)?,
@@ -942,7 +942,7 @@ impl Service {
             {
                 who.require_key_use(&k)?;
                 let key = resolve_key(t, &k)?;
-                who.require_key_use_behind_alias(&k, &key.key_id)?;
+                check_through_alias(&who, USE_KEY, &k, &key)?;
                 check_usable(&key)?;
                 // As in AWS: the versions in use are sealed again under the new key, so
                 // that the old one can be disabled or deleted without losing them.

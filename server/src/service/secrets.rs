@@ -632,6 +632,11 @@ impl Service {
         self.write(move |t| {
             // A copy to change.
             let mut rec = SecretRecord::clone(&*this.live_secret(t, &name)?);
+            // Before the value is compared with the admin account: a caller who may
+            // not read the admin secret learns nothing of its account from the answer.
+            if rec.secret_type == SecretType::Rds {
+                this.check_rds_account_kept(t, &who, &rec, &nv.data)?;
+            }
             this.check_typed_value(
                 t,
                 &who,
@@ -639,9 +644,6 @@ impl Service {
                 &nv.data,
                 rec.extended_config.as_ref(),
             )?;
-            if rec.secret_type == SecretType::Rds {
-                this.check_rds_account_kept(t, &who, &rec, &nv.data)?;
-            }
             if let Some(existing) = rec.versions.iter().find(|v| v.version_id == nv.version_id) {
                 let mac = this.inner.barrier.value_mac(
                     SecretBinding {

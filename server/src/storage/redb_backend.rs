@@ -308,9 +308,15 @@ impl RedbBackend {
             Some(b) => b.clone(),
             None => Base::begin(&s.db)?,
         };
-        drop(layers);
-        // Read last: the commits up to here are whole in `current`, later ones ignored.
+        // Read last, and still under the lock: the commits up to here are whole in
+        // `current`, later ones ignored. A commit made in redb itself (a session's
+        // first, an oversized batch) has no number and shows through the base, which
+        // is swapped under this lock before any later commit is numbered: read after
+        // the lock, a later commit could be counted on top of a base without it.
         let upto = s.visible.load(Ordering::Acquire);
+        drop(layers);
+        #[cfg(test)]
+        pause_view_here();
         Ok(View {
             current,
             frozen,
@@ -502,6 +508,35 @@ fn journal_state(db: &Database) -> Result<(Option<JournalId>, u64, Option<bool>)
 #[cfg(test)]
 pub(super) static HOLD_CHECKPOINTS: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
+
+/// Tests make the view that this thread makes next stop right after the layers' lock:
+/// the view says when it is there (`paused`) and waits for `resume`.
+#[cfg(test)]
+pub(super) type ViewPause = (
+    std::thread::ThreadId,
+    std::sync::mpsc::Sender<()>,
+    std::sync::mpsc::Receiver<()>,
+);
+
+#[cfg(test)]
+pub(super) static PAUSE_VIEW: Mutex<Option<ViewPause>> = Mutex::new(None);
+
+#[cfg(test)]
+fn pause_view_here() {
+    let mine = {
+        let mut g = PAUSE_VIEW
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*g {
+            Some((id, _, _)) if *id == std::thread::current().id() => g.take(),
+            _ => None,
+        }
+    };
+    if let Some((_, paused, resume)) = mine {
+        let _ = paused.send(());
+        let _ = resume.recv();
+    }
+}
 
 fn poisoned() -> StorageError {
     StorageError("a storage lock is poisoned".into())

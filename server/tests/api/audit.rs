@@ -283,6 +283,17 @@ async fn a_tampered_head_refuses_to_unseal() {
     b.commit(&[Mutation::Put(Table::Audit, key_of(3), original)])
         .unwrap();
     assert!(open().is_ok(), "restored, it unseals again");
+    // A record planted past the head, with a gap or a key of another length: refused,
+    // so that the server's own next records do not overwrite the evidence.
+    for planted in [key_of(5), key_of(u64::MAX), vec![0xff; 9]] {
+        b.commit(&[Mutation::Put(Table::Audit, planted.clone(), b"x".to_vec())])
+            .unwrap();
+        let e = open().err().unwrap().to_string();
+        assert!(e.contains("audit records follow the head (3)"), "{e}");
+        b.commit(&[Mutation::Delete(Table::Audit, planted)])
+            .unwrap();
+    }
+    assert!(open().is_ok());
     // A format this release does not know is refused before anything is written.
     b.commit(&[Mutation::Put(
         Table::Meta,

@@ -532,6 +532,19 @@ async fn an_rds_secret_needs_the_right_to_read_the_admin_secret_it_names() {
         ErrorCode::Forbidden,
         "principal team is not allowed kms:GetSecretValue on secret/ops/db-admin",
     );
+    // Guessing the admin account's name gets the same refusal as any other account, so
+    // that team cannot learn it from a different answer.
+    assert_code(
+        team.put_secret_value(
+            "team/db3",
+            &put(
+                &json!({"AccountName": "postgres", "AccountPassword": "x-0123456789"}).to_string(),
+            ),
+        )
+        .await,
+        ErrorCode::Forbidden,
+        "principal team is not allowed kms:GetSecretValue on secret/ops/db-admin",
+    );
     let mut as_previous = put(&other.to_string());
     as_previous.version_stages = Some(vec![api::STAGE_PREVIOUS.into()]);
     assert_code(

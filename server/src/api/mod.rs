@@ -27,8 +27,10 @@ pub use openapi::openapi_document;
 
 use crate::service::Service;
 
-/// Largest request body accepted (a 30 KiB value base64-encoded fits with room).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body accepted: a value of the largest size fits however its JSON
+/// escapes it (a control character takes 6 bytes as `\u0001`, a character outside the
+/// BMP 12 as a surrogate pair, Python's default), with room for the rest of the body.
+pub const MAX_BODY_BYTES: usize = 192 * 1024;
 
 /// How a route's resource is formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

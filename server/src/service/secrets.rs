@@ -126,6 +126,37 @@ pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) -> Resul
     Ok(())
 }
 
+/// Most distinct stage labels on one secret's versions (AWS Secrets Manager's limit):
+/// labelled versions are never pruned, so this bounds how many a secret keeps.
+pub(super) const MAX_STAGE_LABELS: usize = 20;
+
+/// How many distinct stage labels a secret's versions carry.
+fn label_count(rec: &SecretRecord) -> usize {
+    rec.versions
+        .iter()
+        .flat_map(|v| v.stages.iter().map(String::as_str))
+        .collect::<std::collections::BTreeSet<&str>>()
+        .len()
+}
+
+/// Refuses a change that adds a label past [`MAX_STAGE_LABELS`] to a secret that
+/// carried `before`. (A rotation's `ACSPending` may make one more for a while: moving
+/// or removing the labels there are stays possible.)
+fn check_label_count(rec: &SecretRecord, before: usize, field: &str) -> Result<()> {
+    let now = label_count(rec);
+    if now > MAX_STAGE_LABELS && now > before {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "a secret's versions carry at most {MAX_STAGE_LABELS} distinct stage labels; \
+                 this would make {now} on secret {}: remove a label first",
+                rec.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Drops unlabelled versions, oldest first, until at most `max` remain.
 pub(super) fn prune(t: &mut Txn<'_>, rec: &mut SecretRecord, max: usize) {
     while rec.versions.len() > max {
@@ -622,6 +653,12 @@ impl Service {
         for s in &stages {
             api::validate_version_stage("version_stages", s)?;
         }
+        if stages.len() > MAX_STAGE_LABELS {
+            return Err(Error::invalid(
+                "version_stages",
+                format!("at most {MAX_STAGE_LABELS} labels"),
+            ));
+        }
         let nv = NewVersion {
             version_id,
             data,
@@ -680,10 +717,12 @@ impl Service {
             if stages.iter().any(|s| s == api::STAGE_PENDING) {
                 this.release_pending(&mut rec, &name, &nv.version_id)?;
             }
+            let labels = label_count(&rec);
             rec.versions.push(meta);
             for s in &stages {
                 move_stage(&mut rec, s, &nv.version_id)?;
             }
+            check_label_count(&rec, labels, "version_stages")?;
             rec.update_date = now;
             prune(t, &mut rec, this.inner.config.max_versions);
             if !rec.versions.iter().any(|v| v.version_id == nv.version_id) {
@@ -825,6 +864,7 @@ impl Service {
                     this.release_pending(&mut rec, &name, to)?;
                 }
             }
+            let labels = label_count(&rec);
             match &req.move_to_version {
                 Some(to) => move_stage(&mut rec, &req.version_stage, to)?,
                 None => {
@@ -833,6 +873,7 @@ impl Service {
                     }
                 }
             }
+            check_label_count(&rec, labels, "version_stage")?;
             rec.update_date = now;
             prune(t, &mut rec, this.inner.config.max_versions);
             // ACSPending taken off a rotation's version abandons it: the schedule goes

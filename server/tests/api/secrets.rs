@@ -275,6 +275,13 @@ async fn validation_and_not_found() {
     c.create_secret(&text_secret("max", &"x".repeat(30_720)))
         .await
         .unwrap();
+    // The largest value still fits when JSON escapes every byte of it (6 bytes each).
+    let escaped = "\u{1}".repeat(30_720);
+    c.create_secret(&text_secret("max-escaped", &escaped))
+        .await
+        .unwrap();
+    let v = c.get_secret_value("max-escaped", None, None).await.unwrap();
+    assert!(v.secret_data == escaped);
     let mut bad_bin = text_secret("bin", "not base64!");
     bad_bin.secret_data_type = SecretDataType::Binary;
     assert_code(
@@ -347,7 +354,10 @@ async fn validation_and_not_found() {
         .collect();
     assert_eq!(
         names,
-        ["dup", "max"].into_iter().map(String::from).collect()
+        ["dup", "max", "max-escaped"]
+            .into_iter()
+            .map(String::from)
+            .collect()
     );
 }
 
@@ -668,6 +678,66 @@ async fn pruning_keeps_labelled_versions() {
         .map(|v| v.version_id)
         .collect();
     assert_eq!(ids, ["v6", "v5", "v4", "keep"]);
+}
+
+/// Labelled versions are never pruned, so a secret carries at most 20 distinct labels
+/// (as in AWS Secrets Manager); a change that would make more is refused and nothing
+/// changes.
+#[tokio::test]
+async fn a_secret_carries_at_most_twenty_stage_labels() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    c.create_secret(&text_secret("l", "0")).await.unwrap();
+    let labelled = |label: &str, id: &str| api::PutSecretValueRequest {
+        version_id: Some(id.into()),
+        version_stages: Some(vec![label.into()]),
+        ..put(id)
+    };
+    // ACSCurrent, ACSPrevious (after the first put) and 18 labels of its own.
+    c.put_secret_value("l", &put("1")).await.unwrap();
+    for i in 0..18 {
+        c.put_secret_value("l", &labelled(&format!("L{i}"), &format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    assert_code(
+        c.put_secret_value("l", &labelled("L18", "v18")).await,
+        ErrorCode::InvalidParameter,
+        "at most 20 distinct stage labels",
+    );
+    let too_many = api::PutSecretValueRequest {
+        version_stages: Some((0..21).map(|i| format!("M{i}")).collect()),
+        ..put("x")
+    };
+    assert_code(
+        c.put_secret_value("l", &too_many).await,
+        ErrorCode::InvalidParameter,
+        "version_stages",
+    );
+    let stage = |label: &str, to: Option<&str>, from: Option<&str>| api::UpdateSecretStageRequest {
+        version_stage: label.into(),
+        move_to_version: to.map(Into::into),
+        remove_from_version: from.map(Into::into),
+    };
+    assert_code(
+        c.update_secret_stage("l", &stage("L18", Some("v0"), None))
+            .await,
+        ErrorCode::InvalidParameter,
+        "version_stage",
+    );
+    let versions = c.list_secret_versions("l").await.unwrap().versions;
+    assert_eq!(versions.len(), 20, "nothing was added");
+    assert!(versions.iter().all(|v| v.version_id != "v18"));
+    // Moving a label it has, or taking one off, is fine; then a new one fits again.
+    c.update_secret_stage("l", &stage("L0", Some("v1"), Some("v0")))
+        .await
+        .unwrap();
+    c.update_secret_stage("l", &stage("L0", None, Some("v1")))
+        .await
+        .unwrap();
+    c.put_secret_value("l", &labelled("L18", "v18"))
+        .await
+        .unwrap();
 }
 
 /// A name or id that is empty, `.` or `..` would make the SDK's URL name another route

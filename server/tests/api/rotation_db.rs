@@ -1803,6 +1803,62 @@ async fn mariadb_clones_get_the_default_role_of_the_account_they_copy() {
     app.drop_all().await;
 }
 
+/// A dual-account rotation gives the account it resets exactly the rights of the current
+/// one: a privilege or a role revoked from the current account since (during an
+/// incident, say) is taken from the other one too, instead of coming back at the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_dual_rotation_takes_back_what_the_current_account_no_longer_has() {
+    let app = MysqlApp::create("revoked", "pw-revoked").await;
+    let clone = format!("{}_clone", app.user);
+    let extra = unique("extra");
+    let mut root = mysql_root().await;
+    // Both accounts could insert and the clone had a role of its own; then the DBA
+    // revoked INSERT from the current account.
+    for sql in [
+        format!("CREATE USER '{clone}'@'%' IDENTIFIED BY 'pw-old-clone'"),
+        format!("GRANT SELECT, INSERT ON `{}`.* TO '{clone}'@'%'", app.db),
+        format!("GRANT INSERT ON `{}`.* TO '{}'@'%'", app.db, app.user),
+        format!("CREATE ROLE {extra}"),
+        format!("GRANT {extra} TO '{clone}'@'%'"),
+        format!("REVOKE INSERT ON `{}`.* FROM '{}'@'%'", app.db, app.user),
+    ] {
+        mysql_async::prelude::Queryable::query_drop(&mut root, sql)
+            .await
+            .unwrap();
+    }
+    let v = database_conformance(
+        RotationStrategy::Mysql,
+        &obj(app.config("DoubleUsers", "db/admin")),
+        MysqlApp::admin_value().as_bytes(),
+        account(&app.user, "pw-revoked").as_bytes(),
+        Some(account(&clone, "pw-old-clone").as_bytes()),
+    )
+    .await
+    .unwrap();
+    let new = creds(&v);
+    assert_eq!(new.name, clone);
+    assert_eq!(app.read_table(&new.name, &new.password).await, Ok(42));
+    let grants: Vec<String> =
+        mysql_async::prelude::Queryable::query(&mut root, format!("SHOW GRANTS FOR '{clone}'@'%'"))
+            .await
+            .unwrap();
+    assert!(
+        grants
+            .iter()
+            .all(|g| !g.contains("INSERT") && !g.contains(&extra)),
+        "{grants:?}"
+    );
+    assert!(
+        grants.iter().any(|g| g.contains("GRANT SELECT ON")),
+        "{grants:?}"
+    );
+    mysql_async::prelude::Queryable::query_drop(&mut root, format!("DROP ROLE {extra}"))
+        .await
+        .unwrap();
+    let _ = root.disconnect().await;
+    app.drop_all().await;
+}
+
 /// A database that accepts the connection and never answers cannot hold the engine: each
 /// attempt of the step is cut off at the step timeout, the rotation fails with that
 /// reason, and the tick ends (keys, purges and other rotations are not held up).

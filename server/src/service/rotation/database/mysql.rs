@@ -237,6 +237,31 @@ fn regrant(line: &str, template: &str, clone: &str, host: &str) -> Option<String
     Some(out)
 }
 
+/// The statement that takes back what one line of `SHOW GRANTS FOR account@host` gives
+/// the account: privileges on an object (with the grant option when given), or roles.
+/// `None` for the `USAGE` line without the grant option (no privilege: the account
+/// itself) and for lines that are not grants to the account.
+fn revocation(line: &str, account: &str, host: &str) -> Option<String> {
+    let rest = line.strip_prefix("GRANT ")?;
+    let user = format!("{}@{}", quote_ident(account), quote_ident(host));
+    let to = format!(" TO {user}");
+    let at = rest.find(&to)?;
+    let (what, tail) = (&rest[..at], &rest[at + to.len()..]);
+    let Some(on) = what.find(" ON ") else {
+        // Roles granted to the account.
+        return Some(format!("REVOKE {what} FROM {user}"));
+    };
+    let (privileges, object) = (&what[..on], &what[on + 4..]);
+    let grant_option = tail.contains("WITH GRANT OPTION") && privileges != "PROXY";
+    let privileges = match (privileges, grant_option) {
+        ("USAGE", false) => return None,
+        ("USAGE", true) => "GRANT OPTION".to_string(),
+        (p, true) => format!("{p}, GRANT OPTION"),
+        (p, false) => p.to_string(),
+    };
+    Some(format!("REVOKE {privileges} ON {object} FROM {user}"))
+}
+
 /// `ssl_type, ssl_cipher, x509_issuer, x509_subject` of a `mysql.user` row.
 type TlsRequirement = (
     Option<String>,
@@ -517,10 +542,52 @@ pub(crate) async fn set_password(
                 ))
                 .await
                 .map_err(|e| fail(format!("reading the grants of {template}@{host}"), e, true))?;
-            for g in grants
+            let wanted: Vec<String> = grants
                 .iter()
                 .filter_map(|g| regrant(g, template, &pending.name, host))
-            {
+                .collect();
+            // Every account has at least its USAGE line: none read means the server
+            // quotes accounts in a way not understood, and the clone would get nothing.
+            if wanted.is_empty() {
+                return Err(failed(
+                    Engine::Mysql,
+                    step,
+                    format!(
+                        "no line of SHOW GRANTS FOR {template}@{host} could be read as a grant to it"
+                    ),
+                ));
+            }
+            // The account gets exactly the template's rights: what it has and the
+            // template has not (a privilege revoked from the template since, a role)
+            // is taken back first, or a revocation would come back at the next swap.
+            let own: Vec<String> = conn
+                .query(format!("SHOW GRANTS FOR {user}"))
+                .await
+                .map_err(|e| {
+                    fail(
+                        format!("reading the grants of {}@{host}", pending.name),
+                        e,
+                        true,
+                    )
+                })?;
+            for line in &own {
+                let kept = regrant(line, &pending.name, &pending.name, host)
+                    .is_some_and(|g| wanted.contains(&g));
+                let Some(revoke) = revocation(line, &pending.name, host).filter(|_| !kept) else {
+                    continue;
+                };
+                conn.query_drop(&revoke).await.map_err(|e| {
+                    fail(
+                        format!(
+                            "taking back from {}@{host} what {template} does not have",
+                            pending.name
+                        ),
+                        e,
+                        true,
+                    )
+                })?;
+            }
+            for g in wanted {
                 conn.query_drop(&g).await.map_err(|e| {
                     fail(
                         format!("granting {}@{host} what {template} has", pending.name),
@@ -622,6 +689,32 @@ pub(crate) async fn set_password(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_grant_line_has_its_revocation() {
+        let r = |line: &str| revocation(line, "app", "%");
+        assert_eq!(
+            r("GRANT SELECT, INSERT ON `db`.* TO `app`@`%`").as_deref(),
+            Some("REVOKE SELECT, INSERT ON `db`.* FROM `app`@`%`")
+        );
+        assert_eq!(
+            r("GRANT SELECT ON `db`.`t` TO `app`@`%` WITH GRANT OPTION").as_deref(),
+            Some("REVOKE SELECT, GRANT OPTION ON `db`.`t` FROM `app`@`%`")
+        );
+        assert_eq!(
+            r("GRANT `reader` TO `app`@`%`").as_deref(),
+            Some("REVOKE `reader` FROM `app`@`%`")
+        );
+        assert_eq!(
+            r("GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED BY PASSWORD '*AB'"),
+            None
+        );
+        assert_eq!(
+            r("GRANT USAGE ON *.* TO `app`@`%` WITH GRANT OPTION").as_deref(),
+            Some("REVOKE GRANT OPTION ON *.* FROM `app`@`%`")
+        );
+        assert_eq!(r("GRANT SELECT ON `db`.* TO `other`@`%`"), None);
+    }
 
     #[test]
     fn quoting_and_hashes() {

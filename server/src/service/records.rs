@@ -11,6 +11,10 @@ use strongbox_schemas::{Interval, Timestamp};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table};
 
+/// How long after a failed rotation attempt that left nothing pending (its *create*
+/// failed) the next one falls due, when the policy's interval is longer.
+pub(crate) const RETRY_AFTER_FAILURE_SECS: i64 = 3600;
+
 /// Who is calling: recorded as `created_by` on versions and, later, in the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -421,17 +425,22 @@ impl SecretRecord {
     }
 
     /// When the next rotation falls due under `policy` (its window starts): an interval
-    /// after the last rotation (or creation, or failed attempt).
+    /// after the last rotation (or creation); after a failed attempt, an hour after it
+    /// (or the interval, when shorter), so that a short outage does not put the
+    /// rotation off by a whole interval.
     pub(crate) fn next_rotation_date(&self, policy: Option<&PolicyRecord>) -> Option<i64> {
         if self.planned_delete_time.is_some() {
             return None;
         }
         policy.filter(|p| p.enabled).map(|p| {
-            let base = self
-                .last_rotation_date
-                .unwrap_or(self.creation_date)
-                .max(self.rotation.last_failure.unwrap_or(i64::MIN));
-            base.saturating_add(i64::try_from(p.interval.seconds()).unwrap_or(i64::MAX))
+            let last = self.last_rotation_date.unwrap_or(self.creation_date);
+            let interval = i64::try_from(p.interval.seconds()).unwrap_or(i64::MAX);
+            match self.rotation.last_failure {
+                Some(failed) if failed > last => {
+                    failed.saturating_add(interval.min(RETRY_AFTER_FAILURE_SECS))
+                }
+                _ => last.saturating_add(interval),
+            }
         })
     }
 

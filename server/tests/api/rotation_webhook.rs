@@ -302,6 +302,30 @@ async fn each_step_is_a_signed_call_and_the_function_refuses_replays() {
     );
 }
 
+/// A binary signing secret signs with its bytes, as the receiver holds them, not with
+/// the base64 text the API shows them as.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_signing_secret_signs_with_its_bytes() {
+    use base64::Engine as _;
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    let binary = strongbox_schemas::PutSecretValueRequest {
+        secret_data_type: strongbox_schemas::SecretDataType::Binary,
+        ..put(&base64::engine::general_purpose::STANDARD.encode(SIGNING_KEY))
+    };
+    s.client
+        .put_secret_value("hooks/signing", &binary)
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&with_policy("bin", "v0", "hook"))
+        .await
+        .unwrap();
+    s.client.rotate_secret("bin", None).await.unwrap();
+    assert_eq!(f.calls().len(), 4, "each step accepted at once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_function_is_retried_then_the_rotation_fails_and_current_stays() {
     let s = TestServer::start_with(fast_config()).await;
@@ -322,6 +346,7 @@ async fn a_failing_function_is_retried_then_the_rotation_fails_and_current_stays
         .await
         .unwrap();
     f.hook.behaviour.always_fail.store(true, Ordering::SeqCst);
+    s.clock.advance(60);
     assert_code(
         s.client.rotate_secret("flaky", None).await,
         ErrorCode::RotationFailed,
@@ -338,6 +363,9 @@ async fn a_failing_function_is_retried_then_the_rotation_fails_and_current_stays
     let d = s.client.describe_secret("flaky").await.unwrap();
     assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
     assert!(d.last_rotation_error.unwrap().contains("HTTP 500"));
+    // Tried again an hour after the failure, not a whole interval (30 days) later.
+    let failed_at = strongbox_server::clock::Clock::now(&s.clock);
+    assert_eq!(d.next_rotation_date.unwrap().unix(), failed_at + 3600);
     // The failed rotation left no ACSPending behind.
     f.hook.behaviour.always_fail.store(false, Ordering::SeqCst);
     let versions = s
@@ -368,6 +396,22 @@ async fn a_failing_function_is_retried_then_the_rotation_fails_and_current_stays
         && r.error_code == Some(ErrorCode::RotationFailed)
         && r.action == "kms:RotateSecret"));
     assert!(recs.iter().any(|r| r.outcome == AuditOutcome::Succeeded));
+
+    // The scheduler tries it again within the hour's start window after that, and
+    // then the next one falls due an interval after the rotation.
+    f.calls();
+    s.advance_and_tick(2 * 3600).await;
+    assert_eq!(f.calls().len(), 4, "one call per step");
+    let d = s.client.describe_secret("flaky").await.unwrap();
+    assert_ne!(d.rotation_status, Some(RotationStatus::Failed));
+    let rotated = d.last_rotation_date.unwrap().unix();
+    assert_eq!(d.next_rotation_date.unwrap().unix(), rotated + 30 * 86_400);
+    let now = s
+        .client
+        .get_secret_value("flaky", None, None)
+        .await
+        .unwrap();
+    assert_ne!(now.version_id, after.version_id);
 
     // A function whose certificate another CA signed is not trusted.
     let other = tls::dev_certificates().unwrap();

@@ -457,10 +457,8 @@ impl Service {
         let s = AnyStrategy::build(
             policy.strategy,
             &policy.settings,
-            |signing| {
-                let v = self.get_secret_value(signing, None, None)?;
-                Ok(Zeroizing::new(v.secret_data.clone().into_bytes()))
-            },
+            // A binary signing secret signs with its bytes, not their base64 text.
+            |signing| self.plaintext(signing, None),
             &self.inner.config.rotation.egress,
         )?;
         Ok(match s {

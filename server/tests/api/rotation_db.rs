@@ -912,6 +912,8 @@ async fn postgres_refuses_to_rotate_the_admin_or_a_privileged_role() {
              CREATE ROLE maker CREATEROLE LOGIN PASSWORD 'maker-pw';
              CREATE ROLE peeker BYPASSRLS LOGIN PASSWORD 'peeker-pw';
              CREATE ROLE shell LOGIN PASSWORD 'shell-pw' IN ROLE pg_execute_server_program;
+             CREATE ROLE streamer REPLICATION LOGIN PASSWORD 'streamer-pw';
+             CREATE ROLE reader LOGIN PASSWORD 'reader-pw' IN ROLE pg_read_all_data;
              CREATE ROLE ops NOLOGIN SUPERUSER;
              CREATE ROLE team NOLOGIN IN ROLE ops;
              CREATE ROLE deputy LOGIN PASSWORD 'deputy-pw' IN ROLE team;",
@@ -952,6 +954,8 @@ async fn postgres_refuses_to_rotate_the_admin_or_a_privileged_role() {
                 "shell-pw",
                 "membership in pg_execute_server_program",
             ),
+            ("streamer", "streamer-pw", "REPLICATION"),
+            ("reader", "reader-pw", "membership in pg_read_all_data"),
             // A superuser role two memberships away.
             ("deputy", "deputy-pw", "membership in ops"),
         ] {
@@ -1106,9 +1110,11 @@ async fn postgres_dual_rotation_does_not_adopt_a_role_it_did_not_create() {
     )
     .await
     .unwrap_err();
+    // Refused by create, before anything is pending: a rotation that could never
+    // finish leaves nothing behind.
     assert!(
         e.message
-            .contains("account app_clone exists and is not a member of app"),
+            .contains("postgresql create: account app_clone exists and is not a member of app"),
         "{}",
         e.message
     );

@@ -683,7 +683,9 @@ impl Strategy for DatabaseStrategy {
         };
         match self.engine {
             Engine::Postgres => {
-                postgres::check_accounts(&self.admin_target(), &names, "create").await?
+                let clone = (self.cfg.sub_type == SubType::DoubleUsers && name != current.name)
+                    .then_some((name.as_str(), current.name.as_str()));
+                postgres::check_accounts(&self.admin_target(), &names, clone, "create").await?
             }
             Engine::Mysql => mysql::check_accounts(&self.admin_target(), &names, "create").await?,
         }

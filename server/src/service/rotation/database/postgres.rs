@@ -230,15 +230,18 @@ async fn check_not_privileged(
     // readers may not be trusted with, and a clone would inherit the privileges.
     // Membership counts too, direct or through other roles: a member can SET ROLE to
     // a superuser role, and the built-in roles named here reach the server's files and
-    // programs (a shell as the postgres user).
+    // programs (a shell as the postgres user) or every table. REPLICATION streams the
+    // whole cluster.
     let privileged = client
         .query(
             "SELECT r.rolname::text, r.rolsuper, r.rolcreaterole, r.rolbypassrls, \
+                r.rolreplication, \
                 (SELECT string_agg(p.rolname::text, ', ' ORDER BY p.rolname) FROM pg_roles p \
                  WHERE p.oid <> r.oid AND pg_has_role(r.oid, p.oid, 'MEMBER') \
-                   AND (p.rolsuper OR p.rolcreaterole OR p.rolbypassrls OR p.rolname IN \
-                        ('pg_execute_server_program', 'pg_write_server_files', \
-                         'pg_read_server_files'))) \
+                   AND (p.rolsuper OR p.rolcreaterole OR p.rolbypassrls OR p.rolreplication \
+                        OR p.rolname IN ('pg_execute_server_program', \
+                         'pg_write_server_files', 'pg_read_server_files', \
+                         'pg_read_all_data', 'pg_write_all_data'))) \
              FROM pg_roles r WHERE r.rolname = ANY($1)",
             &[&names.to_vec()],
         )
@@ -252,12 +255,17 @@ async fn check_not_privileged(
         })?;
     for row in privileged {
         let name: String = row.get(0);
-        let mut attrs: Vec<String> = [(1, "SUPERUSER"), (2, "CREATEROLE"), (3, "BYPASSRLS")]
-            .into_iter()
-            .filter(|(i, _)| row.get::<_, bool>(*i))
-            .map(|(_, a)| a.to_string())
-            .collect();
-        if let Some(roles) = row.get::<_, Option<String>>(4) {
+        let mut attrs: Vec<String> = [
+            (1, "SUPERUSER"),
+            (2, "CREATEROLE"),
+            (3, "BYPASSRLS"),
+            (4, "REPLICATION"),
+        ]
+        .into_iter()
+        .filter(|(i, _)| row.get::<_, bool>(*i))
+        .map(|(_, a)| a.to_string())
+        .collect();
+        if let Some(roles) = row.get::<_, Option<String>>(5) {
             attrs.push(format!("membership in {roles}"));
         }
         if !attrs.is_empty() {
@@ -277,9 +285,63 @@ async fn check_not_privileged(
 /// *create*'s check, before anything is pending: as the admin, refuses privileged
 /// roles among `names`, so that a rotation that could never be completed leaves
 /// nothing behind. *set* checks again.
-pub(crate) async fn check_accounts(admin: &Target<'_>, names: &[&str], step: &str) -> Result<()> {
+/// *create*: the accounts are not privileged, and (dual accounts) the clone `pending`
+/// of `template` is one *set* may take over.
+pub(crate) async fn check_accounts(
+    admin: &Target<'_>,
+    names: &[&str],
+    clone: Option<(&str, &str)>,
+    step: &str,
+) -> Result<()> {
     let client = connect(admin, step).await?;
-    check_not_privileged(&client, names, step).await
+    check_not_privileged(&client, names, step).await?;
+    if let Some((pending, template)) = clone {
+        check_adoptable(&client, pending, template, step).await?;
+    }
+    Ok(())
+}
+
+/// Whether role `pending` exists; refused when it does and is unrelated to `template`.
+/// It is ours only if one is a member of the other (the clone is created IN ROLE the
+/// original): an unrelated role is never adopted.
+async fn check_adoptable(
+    client: &tokio_postgres::Client,
+    pending: &str,
+    template: &str,
+    step: &str,
+) -> Result<bool> {
+    let fail = |what: &str, e: tokio_postgres::Error| -> Error {
+        failed(Engine::Postgres, step, format!("{what}: {}", describe(&e)))
+    };
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&pending])
+        .await
+        .map_err(|e| fail("looking up the account", e))?
+        .is_some();
+    if !exists {
+        return Ok(false);
+    }
+    let related = client
+        .query_opt(
+            "SELECT 1 FROM pg_auth_members m \
+             JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
+             WHERE (r.rolname = $1 AND u.rolname = $2) OR (r.rolname = $2 AND u.rolname = $1)",
+            &[&template, &pending],
+        )
+        .await
+        .map_err(|e| fail("looking up the account's membership", e))?
+        .is_some();
+    if !related {
+        return Err(failed(
+            Engine::Postgres,
+            step,
+            format!(
+                "account {pending} exists and is not a member of {template}: Strongbox does \
+                 not adopt a role it did not create"
+            ),
+        ));
+    }
+    Ok(true)
 }
 
 /// *set*: as the admin, creates `pending` as a member of `template` when asked and it
@@ -299,56 +361,24 @@ pub(crate) async fn set_password(
         .collect();
     check_not_privileged(&client, &names, step).await?;
     let role = quote_ident(&pending.name);
-    if let Some(template) = template {
-        let exists = client
-            .query_opt(
-                "SELECT 1 FROM pg_roles WHERE rolname = $1",
-                &[&pending.name],
-            )
-            .await
-            .map_err(|e| fail("looking up the account", e))?
-            .is_some();
-        if exists {
-            // Ours only if one is a member of the other (the clone is created IN ROLE
-            // the original): an unrelated role is never adopted.
-            let related = client
-                .query_opt(
-                    "SELECT 1 FROM pg_auth_members m \
-                     JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
-                     WHERE (r.rolname = $1 AND u.rolname = $2) OR (r.rolname = $2 AND u.rolname = $1)",
-                    &[&template, &pending.name],
-                )
-                .await
-                .map_err(|e| fail("looking up the account's membership", e))?
-                .is_some();
-            if !related {
-                return Err(failed(
-                    Engine::Postgres,
-                    step,
-                    format!(
-                        "account {} exists and is not a member of {template}: Strongbox does \
-                         not adopt a role it did not create",
-                        pending.name
-                    ),
+    if let Some(template) = template
+        && !check_adoptable(&client, &pending.name, template, step).await?
+    {
+        let r = client
+            .batch_execute(&format!(
+                "CREATE ROLE {role} WITH LOGIN IN ROLE {}",
+                quote_ident(template)
+            ))
+            .await;
+        match r {
+            Ok(()) => {}
+            // Created meanwhile by a concurrent or repeated step: fine.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {}
+            Err(e) => {
+                return Err(fail(
+                    &format!("creating account {} like {template}", pending.name),
+                    e,
                 ));
-            }
-        } else {
-            let r = client
-                .batch_execute(&format!(
-                    "CREATE ROLE {role} WITH LOGIN IN ROLE {}",
-                    quote_ident(template)
-                ))
-                .await;
-            match r {
-                Ok(()) => {}
-                // Created meanwhile by a concurrent or repeated step: fine.
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {}
-                Err(e) => {
-                    return Err(fail(
-                        &format!("creating account {} like {template}", pending.name),
-                        e,
-                    ));
-                }
             }
         }
     }

@@ -151,6 +151,33 @@ impl Actor {
         }
     }
 
+    /// [`require_token_authority`](Self::require_token_authority) on the principal
+    /// `name` that a value of secret `secret` names (its current one, or one a
+    /// rotation issued tokens for): a caller who may not read the secret's value is
+    /// refused without being told which principal it is.
+    pub fn require_token_authority_named_by(
+        &self,
+        name: &str,
+        secret: &str,
+        why: &str,
+    ) -> Result<()> {
+        let refused = self.require_token_authority(name, why);
+        let Actor::Caller(id) = self else {
+            return refused;
+        };
+        if refused.is_err() && !id.allows("kms:GetSecretValue", &format!("secret/{secret}")) {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "principal {} is not allowed {} on a principal that the values of secret/{secret} name ({why})",
+                    id.principal(),
+                    TOKEN_ACTIONS.join(" and ")
+                ),
+            ));
+        }
+        refused
+    }
+
     /// `ram:CreateToken` and `ram:DeleteToken` on `principal/{name}`: what the caller
     /// needs to make the rotation issue and revoke that principal's tokens. `name` may
     /// be a `prefix*` entry of a policy's `principals` setting (or `*`): that needs the

@@ -216,6 +216,15 @@ fn check_access_key_value(who: &Actor, value: &[u8]) -> Result<()> {
     }
 }
 
+/// [`check_access_key_value`] for a value stored in secret `name`: a caller who may
+/// not read it is not told which principal it names.
+fn check_stored_access_key_value(who: &Actor, name: &str, value: &[u8]) -> Result<()> {
+    match principal_named(value) {
+        Some(p) => who.require_token_authority_named_by(&p, name, ACCESS_KEY_WHY),
+        None => Ok(()),
+    }
+}
+
 /// Why deleting an `AccessKey` secret needs the caller's token rights.
 const ACCESS_KEY_DELETE_WHY: &str = "deleting an AccessKey secret revokes the tokens its rotations issued to the principal its value names";
 
@@ -845,7 +854,7 @@ impl Service {
                             .and_then(|c| this.open_version(t, &name, &c.version_id).ok())
                             .is_some_and(|cur| principal_named(&cur) == principal_named(&value));
                         if !same_principal {
-                            check_access_key_value(&who, &value)?;
+                            check_stored_access_key_value(&who, &name, &value)?;
                         }
                     }
                 }
@@ -963,7 +972,7 @@ impl Service {
                 && let Some(current) = rec.version_with_stage(STAGE_CURRENT)
             {
                 match this.open_version(t, &name, &current.version_id) {
-                    Ok(value) => check_access_key_value(&who, &value)?,
+                    Ok(value) => check_stored_access_key_value(&who, &name, &value)?,
                     // Unreadable now (e.g. its key is disabled), the value may name any
                     // principal once it is readable again.
                     Err(_) => who.require_token_authority("*", ACCESS_KEY_WHY)?,
@@ -1086,7 +1095,7 @@ impl Service {
                 principals.sort();
                 principals.dedup();
                 for p in &principals {
-                    who.require_token_authority(p, ACCESS_KEY_DELETE_WHY)?;
+                    who.require_token_authority_named_by(p, &name, ACCESS_KEY_DELETE_WHY)?;
                 }
             }
             if force {

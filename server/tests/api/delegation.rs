@@ -143,6 +143,36 @@ async fn an_access_key_secret_needs_token_rights_on_the_principal_its_value_name
     );
     let d = s.client.describe_secret("team/ci").await.unwrap();
     assert_eq!(d.rotation_policy, None);
+    // A caller who may change or delete the secret but not read its value is refused
+    // without learning which principal the value names.
+    let editor = s
+        .principal_with(
+            "editor",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:UpdateSecret", "kms:DeleteSecret", "kms:DescribeSecret"],
+                "Resource": "secret/team/*"}]}),
+        )
+        .await;
+    let describe = api::UpdateSecretRequest {
+        description: Some("x".into()),
+        ..Default::default()
+    };
+    for refused in [
+        editor.update_secret("team/ci", &describe).await.map(|_| ()),
+        editor
+            .delete_secret("team/ci", Default::default())
+            .await
+            .map(|_| ()),
+    ] {
+        assert_code(
+            refused.map_err(|e| {
+                assert!(!e.to_string().contains("ci-deploy"), "{e}");
+                e
+            }),
+            ErrorCode::Forbidden,
+            "on a principal that the values of secret/team/ci name",
+        );
+    }
 
     // The refusals are in the audit trail as denials, whether the check ran before
     // the write (create) or inside it (put, update).
@@ -1053,7 +1083,8 @@ async fn deleting_an_access_key_secret_needs_token_rights_on_its_principal() {
                 )
                 .await,
             ErrorCode::Forbidden,
-            "on principal/ci-deploy",
+            // The deleter may not read the value: the principal stays unnamed.
+            "on a principal that the values of secret/team/ci name",
         );
     }
     let d = s.client.describe_secret("team/ci").await.unwrap();
@@ -1087,7 +1118,7 @@ async fn deleting_an_access_key_secret_needs_token_rights_on_its_principal() {
         )
         .await,
         ErrorCode::Forbidden,
-        "on principal/ci-deploy",
+        "on a principal that the values of secret/team/ci name",
     );
     // With the token rights on both, it may.
     let full = s

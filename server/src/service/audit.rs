@@ -142,6 +142,16 @@ impl AuditSlot {
         });
     }
 
+    /// The write job that took the record did not run to its end: nothing of it was
+    /// kept, so the record is still to be written (with the request's failure).
+    fn reopen(&self) {
+        self.with(|_, s| {
+            if *s == SlotState::Taken {
+                *s = SlotState::Open;
+            }
+        });
+    }
+
     /// The record went to a commit that failed.
     fn settle_commit_failed(&self) {
         self.with(|_, s| *s = SlotState::CommitFailed);
@@ -153,6 +163,8 @@ impl AuditSlot {
 pub(crate) struct AuditState {
     /// Test-only: makes every append fail.
     failpoint: AtomicBool,
+    /// Test-only: makes the next write job of a request panic.
+    panic_next_write: AtomicBool,
 }
 
 /// The persisted head: how many records there are and the last one's MAC, itself MACed.
@@ -347,6 +359,15 @@ impl Service {
             return self.store().write(f).await;
         };
         let this = self.clone();
+        let panic_now = self
+            .inner
+            .audit
+            .panic_next_write
+            .swap(false, Ordering::SeqCst);
+        let f = move |t: &mut Txn<'_>| {
+            assert!(!panic_now, "failpoint: a write job panics");
+            f(t)
+        };
         let r = self
             .store()
             .write_then(f, move |t, outcome| {
@@ -362,6 +383,14 @@ impl Service {
                 this.append_audit(t, &entry, o, code).map(|_| ())
             })
             .await;
+        let Ok(r) = r else {
+            // Nothing was kept: the request is recorded, as failed, by its own record
+            // when it is answered.
+            slot.reopen();
+            return Err(Error::internal(
+                "a write job did not run to its end (it panicked, or the server is stopping); nothing of it was kept",
+            ));
+        };
         match r {
             Ok(inner) => {
                 slot.settle(true);
@@ -421,6 +450,15 @@ impl Service {
         };
         t.put(Table::Meta, META_AUDIT_HEAD, head.encode());
         Ok(seq)
+    }
+
+    /// Test-only switch that makes the next write job of a request panic.
+    #[cfg(any(test, feature = "failpoints"))]
+    pub fn panic_next_write(&self) {
+        self.inner
+            .audit
+            .panic_next_write
+            .store(true, Ordering::SeqCst);
     }
 
     /// Test-only switch that makes every audit append fail.

@@ -165,7 +165,7 @@ async fn write_then_keeps_the_epilogue_of_a_failed_job_and_nothing_when_it_fails
                 },
             )
             .await;
-        assert_eq!(r.unwrap().unwrap(), 7, "{name}");
+        assert_eq!(r.unwrap().unwrap().unwrap(), 7, "{name}");
         assert!(store.get(Table::Audit, b"1").unwrap().is_some(), "{name}");
         // Job fails: its writes are dropped, the epilogue's kept.
         let r = store
@@ -182,7 +182,7 @@ async fn write_then_keeps_the_epilogue_of_a_failed_job_and_nothing_when_it_fails
                 },
             )
             .await;
-        assert!(r.unwrap().is_err(), "{name}");
+        assert!(r.unwrap().unwrap().is_err(), "{name}");
         assert!(store.get(Table::Secrets, b"b").unwrap().is_none(), "{name}");
         assert!(store.get(Table::Audit, b"2").unwrap().is_some(), "{name}");
         // Epilogue fails: nothing of either is kept.
@@ -198,7 +198,7 @@ async fn write_then_keeps_the_epilogue_of_a_failed_job_and_nothing_when_it_fails
                 },
             )
             .await;
-        assert!(r.is_err(), "{name}");
+        assert!(r.unwrap().is_err(), "{name}");
         assert!(store.get(Table::Secrets, b"c").unwrap().is_none(), "{name}");
         assert!(store.get(Table::Audit, b"3").unwrap().is_none(), "{name}");
     }

@@ -147,6 +147,11 @@ where
 /// epilogue or the commit failed); the inner result is the job's own.
 pub type ThenResult<R, E> = Result<Result<R, E>, E>;
 
+/// A write job that did not run to its end: it panicked, or the writer had stopped.
+/// Nothing of it was kept.
+#[derive(Debug)]
+pub struct NotRun;
+
 struct ThenJob<F, G, R, E> {
     f: Option<F>,
     then: Option<G>,
@@ -314,7 +319,11 @@ impl Store {
     /// the outer one. (The audit trail uses this: a change and its record commit
     /// together, a refused change is still recorded, and an unrecordable request
     /// changes nothing.)
-    pub async fn write_then<F, G, R, E>(&self, f: F, then: G) -> ThenResult<R, E>
+    ///
+    /// [`NotRun`] when the job did not run to its end (it panicked, or the writer had
+    /// stopped): nothing of it was kept, unlike a failed commit, whose outcome is
+    /// unknown.
+    pub async fn write_then<F, G, R, E>(&self, f: F, then: G) -> Result<ThenResult<R, E>, NotRun>
     where
         F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send + 'static,
         G: FnOnce(&mut Txn<'_>, Result<&R, &E>) -> Result<(), E> + Send + 'static,
@@ -328,14 +337,8 @@ impl Store {
             result: None,
             reply,
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| E::from(StorageError("writer thread stopped".into())))?;
-        rx.await.map_err(|_| {
-            E::from(StorageError(
-                "the write did not complete (its job panicked, or the writer stopped)".into(),
-            ))
-        })?
+        self.jobs.send(job).map_err(|_| NotRun)?;
+        rx.await.map_err(|_| NotRun)
     }
 }
 

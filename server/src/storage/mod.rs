@@ -11,7 +11,7 @@ mod journal;
 mod memory;
 mod redb_backend;
 
-pub use group::{Store, StoreStats, ThenResult, Txn};
+pub use group::{NotRun, Store, StoreStats, ThenResult, Txn};
 pub use memory::MemoryBackend;
 pub use redb_backend::{RedbBackend, journal_path};
 

@@ -414,6 +414,46 @@ async fn a_request_that_cannot_be_audited_fails_and_changes_nothing() {
     assert!(verify(&s).await.intact);
 }
 
+/// A request whose write job panics changed nothing, and it is recorded, as failed:
+/// it is not taken for a failed commit (whose outcome would be unknown).
+#[tokio::test]
+async fn a_request_whose_write_panics_is_recorded_as_failed_and_changes_nothing() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    s.service.panic_next_write();
+    let r = call(
+        &s,
+        Some(&s.token),
+        "POST",
+        &["v1", "secrets"],
+        Some(&json!({"name": "p/never", "secret_data": "v"})),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    assert_eq!(r.body["code"], "InternalError");
+    let request_id = r.body["request_id"].as_str().unwrap().to_string();
+    assert_code(
+        c.describe_secret("p/never").await,
+        ErrorCode::SecretNotFound,
+        "p/never",
+    );
+    let recs = c
+        .list_audit(&strongbox_client::AuditQuery {
+            request_id: Some(request_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .records;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].outcome, AuditOutcome::Failed);
+    assert_eq!(recs[0].error_code, Some(ErrorCode::InternalError));
+    assert_eq!(recs[0].action, "kms:CreateSecret");
+    // The writer goes on.
+    c.create_secret(&text_secret("p/later", "v")).await.unwrap();
+    assert!(verify(&s).await.intact);
+}
+
 #[tokio::test]
 async fn each_outcome_is_one_record() {
     let s = TestServer::start().await;

@@ -13,8 +13,9 @@ use super::Service;
 use super::authz::{Actor, USE_KEY, WEBHOOK_SENDS_WHY};
 use super::keys::{check_through_alias, check_usable, resolve_key, resolve_key_to_seal};
 use super::records::{
-    KeyRecord, PolicyRecord, SecretRecord, SharedRecord, VersionMeta, decode, decode_page_token,
-    encode, encode_page_token, load, secret_arn, validate_description, validate_tags,
+    KeyRecord, KeyStateRec, PolicyRecord, SecretRecord, SharedRecord, VersionMeta, decode,
+    decode_page_token, encode, encode_page_token, load, secret_arn, validate_description,
+    validate_tags,
 };
 use super::rotation::{principal_named, reindex_secret};
 use crate::barrier::{self, SealedHeader, SecretBinding};
@@ -124,6 +125,42 @@ pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) -> Resul
         }
     }
     Ok(())
+}
+
+/// The key a new version of `rec` is sealed under. A secret that names its key by an
+/// alias which went with its destroyed key (destroying a key deletes its aliases) is
+/// told `KeyDeleted`, as its reads are, not `AliasNotFound`.
+pub(super) fn key_to_seal(r: &(impl Reader + ?Sized), rec: &SecretRecord) -> Result<KeyRecord> {
+    resolve_key_to_seal(r, &rec.encryption_key_id).map_err(|e| {
+        if e.code != ErrorCode::AliasNotFound {
+            return e;
+        }
+        let destroyed = rec
+            .version_with_stage(STAGE_CURRENT)
+            .and_then(|v| {
+                r.get(Table::SecretVersions, &composite(&rec.name, &v.version_id))
+                    .ok()
+                    .flatten()
+            })
+            .and_then(|ct| barrier::sealed_header(&ct).ok())
+            .filter(|h| {
+                matches!(
+                    load::<KeyRecord>(r, Table::Keys, h.key_id.as_bytes()),
+                    Ok(Some(k)) if k.state == KeyStateRec::Destroyed
+                )
+            });
+        match destroyed {
+            Some(h) => Error::new(
+                ErrorCode::KeyDeleted,
+                format!(
+                    "key {}, which {} named, has been deleted and its material destroyed: \
+                     set the secret's encryption_key_id to another key",
+                    h.key_id, rec.encryption_key_id
+                ),
+            ),
+            None => e,
+        }
+    })
 }
 
 /// Most distinct stage labels on one secret's versions (AWS Secrets Manager's limit):
@@ -721,7 +758,7 @@ impl Service {
             if stages.iter().any(|s| s == STAGE_CURRENT) {
                 this.refuse_while_rotating(&rec, &name, "ACSCurrent")?;
             }
-            let key = resolve_key_to_seal(t, &rec.encryption_key_id)?;
+            let key = key_to_seal(t, &rec)?;
             let meta = this.seal_version(t, &rec, &key, &nv)?;
             if stages.iter().any(|s| s == api::STAGE_PENDING) {
                 this.release_pending(&mut rec, &name, &nv.version_id)?;

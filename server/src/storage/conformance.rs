@@ -549,3 +549,18 @@ fn a_view_never_sees_a_journaled_commit_without_the_redb_commit_before_it() {
     assert_eq!(db.get(Table::Secrets, b"x").unwrap(), Some(b"v".to_vec()));
     assert_eq!(db.get(Table::Secrets, b"y").unwrap(), Some(b"v".to_vec()));
 }
+
+/// A database file that opening makes is the owner's alone, whatever the umask.
+#[test]
+fn a_database_file_made_by_open_is_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("new.redb");
+    let db = RedbBackend::open(&path).unwrap();
+    db.commit(&[Mutation::Put(Table::Secrets, b"k".to_vec(), b"v".to_vec())])
+        .unwrap();
+    for p in [path.clone(), journal_path(&path)] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+}

@@ -161,11 +161,14 @@ impl RedbBackend {
     /// Opens (or creates) the database file at `path`, with its commit journal beside it
     /// (replayed now if it holds commits the database does not).
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // A file made here is the owner's alone, as init's and the journal are.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(path)
             .map_err(StorageError::from_display)?;
         let db = Self::database(FileBackend::new(file).map_err(|e| match e {

@@ -192,6 +192,9 @@ async fn disabled_pending_and_destroyed_keys_guard_secrets() {
     // Not yet due: nothing happens; due: material destroyed (crypto-shredding). No new
     // alias may point at a key pending deletion; one made before goes with the key.
     c.put_alias("alias/doomed", &k.key_id).await.unwrap();
+    let mut by_alias = text_secret("guarded-by-alias", "a1");
+    by_alias.encryption_key_id = Some("alias/doomed".into());
+    c.create_secret(&by_alias).await.unwrap();
     c.schedule_key_deletion(&k.key_id, Some(7)).await.unwrap();
     assert_code(
         c.put_alias("alias/late", &k.key_id).await,
@@ -205,11 +208,17 @@ async fn disabled_pending_and_destroyed_keys_guard_secrets() {
         ErrorCode::KeyDeleted,
         &k.key_id,
     );
-    // A new version cannot be sealed under it either, and says why.
+    // A new version cannot be sealed under it either, and says why: also for a secret
+    // that names it by an alias, which went with the key.
     assert_code(
         c.put_secret_value("guarded", &put("v2")).await,
         ErrorCode::KeyDeleted,
         &k.key_id,
+    );
+    assert_code(
+        c.put_secret_value("guarded-by-alias", &put("a2")).await,
+        ErrorCode::KeyDeleted,
+        &format!("key {}, which alias/doomed named", k.key_id),
     );
     assert_code(
         c.describe_key(&k.key_id).await,

@@ -669,7 +669,7 @@ impl Service {
                 data_type: SecretDataType::Text,
                 created_by: Principal::Rotation.label(),
             };
-            let key = super::keys::resolve_key_to_seal(t, &rec.encryption_key_id)?;
+            let key = super::secrets::key_to_seal(t, &rec)?;
             let meta = this.seal_version(t, &rec, &key, &nv)?;
             rec.versions.push(meta);
             move_stage(&mut rec, STAGE_PENDING, &version_id)?;

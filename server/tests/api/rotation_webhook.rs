@@ -1015,6 +1015,53 @@ async fn a_rotation_never_writes_into_a_new_secret_of_the_same_name() {
     );
 }
 
+/// A secret deleted and created again under its name while a step of the first one's
+/// rotation fails: the step is not tried again (a retry would act for the new secret
+/// with the old rotation's value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_is_not_retried_for_a_new_secret_of_the_same_name() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("retried", "old", "hook"))
+        .await
+        .unwrap();
+    *f.hook.behaviour.fail_step.lock().unwrap() = Some("set".into());
+    f.hook.behaviour.set_delay_ms.store(1500, Ordering::SeqCst);
+    let c = s.client.clone();
+    let rotation = tokio::spawn(async move { c.rotate_secret("retried", None).await });
+    // The first set call is under way (held 1.5 s, then refused).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.client
+        .delete_secret(
+            "retried",
+            strongbox_client::DeleteSecretOptions {
+                force_delete_without_recovery: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&with_policy("retried", "new", "hook"))
+        .await
+        .unwrap();
+    assert_code(
+        rotation.await.unwrap(),
+        ErrorCode::RotationFailed,
+        "deleted and created again",
+    );
+    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
+    assert_eq!(steps, ["create", "set"], "no retry of set");
+    let v = s
+        .client
+        .get_secret_value("retried", None, None)
+        .await
+        .unwrap();
+    assert_eq!(v.secret_data, "new");
+}
+
 /// The server's ticker does not wait for the rotations it starts: while one is held at
 /// its *finish* call, the next tick still purges a secret whose recovery window ended.
 /// (A target that hangs costs its own rotation, not everyone's background jobs.)

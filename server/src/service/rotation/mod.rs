@@ -471,7 +471,18 @@ impl Service {
     }
 
     /// Runs a step with retries and backoff.
-    async fn attempt<T, F, Fut>(&self, name: &str, step: Step, mut f: F) -> Result<T>
+    ///
+    /// Before each retry it checks that the secret is still the one the rotation began
+    /// on (`id`): one deleted and created again under its name while the step failed
+    /// or waited must not get the retry's remote action (a key added to its host, a
+    /// token issued).
+    async fn attempt<T, F, Fut>(
+        &self,
+        name: &str,
+        id: (i64, u64),
+        step: Step,
+        mut f: F,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -501,6 +512,14 @@ impl Service {
                     tokio::time::sleep(delay).await;
                     delay = delay.saturating_mul(2);
                     n += 1;
+                    let owned = name.to_string();
+                    let rec = self
+                        .store()
+                        .write(move |t| load_live_secret(t, &owned))
+                        .await?;
+                    if rec.identity() != id {
+                        return Err(replaced(name));
+                    }
                 }
             }
         }
@@ -572,13 +591,14 @@ impl Service {
                     let current = self.plaintext(name, None)?;
                     cx.current = Some(&current);
                     let value = self
-                        .attempt(name, Step::Create, || strategy.create(&cx))
+                        .attempt(name, id, Step::Create, || strategy.create(&cx))
                         .await?;
                     self.begin(name, version_id, id, value).await?;
                     Step::Create
                 }
                 Some(RotationStep::Created) => {
-                    self.attempt(name, Step::Set, || strategy.set(&cx)).await?;
+                    self.attempt(name, id, Step::Set, || strategy.set(&cx))
+                        .await?;
                     self.advance(
                         name,
                         version_id,
@@ -590,7 +610,7 @@ impl Service {
                     Step::Set
                 }
                 Some(RotationStep::Set) => {
-                    self.attempt(name, Step::Test, || strategy.test(&cx))
+                    self.attempt(name, id, Step::Test, || strategy.test(&cx))
                         .await?;
                     self.advance(
                         name,
@@ -603,7 +623,7 @@ impl Service {
                     Step::Test
                 }
                 Some(RotationStep::Tested) => {
-                    self.attempt(name, Step::Finish, || strategy.finish(&cx))
+                    self.attempt(name, id, Step::Finish, || strategy.finish(&cx))
                         .await?;
                     self.complete(name, version_id, id).await?;
                     Step::Finish

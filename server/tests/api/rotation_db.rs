@@ -1820,9 +1820,17 @@ async fn mariadb_dual_rotation_takes_back_what_the_current_account_no_longer_has
     let mut root = mysql_root().await;
     // Both accounts could insert and the clone had a role of its own; then the DBA
     // revoked INSERT from the current account.
+    // It also had everything on the table, with the grant option, and an entry on a
+    // host the current account no longer has.
     for sql in [
         format!("CREATE USER '{clone}'@'%' IDENTIFIED BY 'pw-old-clone'"),
         format!("GRANT SELECT, INSERT ON `{}`.* TO '{clone}'@'%'", app.db),
+        format!(
+            "GRANT ALL PRIVILEGES ON `{}`.t TO '{clone}'@'%' WITH GRANT OPTION",
+            app.db
+        ),
+        format!("CREATE USER '{clone}'@'10.255.%' IDENTIFIED BY 'pw-old-clone'"),
+        format!("GRANT SELECT ON `{}`.* TO '{clone}'@'10.255.%'", app.db),
         format!("GRANT INSERT ON `{}`.* TO '{}'@'%'", app.db, app.user),
         format!("CREATE ROLE {extra}"),
         format!("GRANT {extra} TO '{clone}'@'%'"),
@@ -1849,15 +1857,34 @@ async fn mariadb_dual_rotation_takes_back_what_the_current_account_no_longer_has
             .await
             .unwrap();
     assert!(
-        grants
-            .iter()
-            .all(|g| !g.contains("INSERT") && !g.contains(&extra)),
+        grants.iter().all(|g| !g.contains("INSERT")
+            && !g.contains("ALL PRIVILEGES")
+            && !g.contains("GRANT OPTION")
+            && !g.contains(&extra)),
         "{grants:?}"
     );
     assert!(
         grants.iter().any(|g| g.contains("GRANT SELECT ON")),
         "{grants:?}"
     );
+    let elsewhere: Vec<String> = mysql_async::prelude::Queryable::query(
+        &mut root,
+        format!("SHOW GRANTS FOR '{clone}'@'10.255.%'"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        elsewhere
+            .iter()
+            .all(|g| g.starts_with("GRANT USAGE ON *.*")),
+        "{elsewhere:?}"
+    );
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("DROP USER '{clone}'@'10.255.%'"),
+    )
+    .await
+    .unwrap();
     mysql_async::prelude::Queryable::query_drop(&mut root, format!("DROP ROLE {extra}"))
         .await
         .unwrap();

@@ -681,13 +681,15 @@ impl Strategy for DatabaseStrategy {
             SubType::DoubleUsers if name != current.name => vec![&name, &current.name],
             _ => vec![&name],
         };
+        let clone = (self.cfg.sub_type == SubType::DoubleUsers && name != current.name)
+            .then_some((name.as_str(), current.name.as_str()));
         match self.engine {
             Engine::Postgres => {
-                let clone = (self.cfg.sub_type == SubType::DoubleUsers && name != current.name)
-                    .then_some((name.as_str(), current.name.as_str()));
                 postgres::check_accounts(&self.admin_target(), &names, clone, "create").await?
             }
-            Engine::Mysql => mysql::check_accounts(&self.admin_target(), &names, "create").await?,
+            Engine::Mysql => {
+                mysql::check_accounts(&self.admin_target(), &names, clone, "create").await?
+            }
         }
         if self.cfg.sub_type == SubType::SingleUser {
             self.current_logs_in(&current, "create").await?;

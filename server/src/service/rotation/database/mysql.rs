@@ -237,29 +237,116 @@ fn regrant(line: &str, template: &str, clone: &str, host: &str) -> Option<String
     Some(out)
 }
 
-/// The statement that takes back what one line of `SHOW GRANTS FOR account@host` gives
-/// the account: privileges on an object (with the grant option when given), or roles.
-/// `None` for the `USAGE` line without the grant option (no privilege: the account
-/// itself) and for lines that are not grants to the account.
-fn revocation(line: &str, account: &str, host: &str) -> Option<String> {
-    let rest = line.strip_prefix("GRANT ")?;
+/// The statements that take back what one line of `SHOW GRANTS FOR account@host` gives
+/// the account: privileges on an object (and the grant option when given: a separate
+/// statement, since `ALL PRIVILEGES` may not be listed with it), or roles. None for the
+/// `USAGE` line without the grant option (no privilege: the account itself) and for
+/// lines that are not grants to the account.
+fn revocation(line: &str, account: &str, host: &str) -> Vec<String> {
+    let Some(rest) = line.strip_prefix("GRANT ") else {
+        return Vec::new();
+    };
     let user = format!("{}@{}", quote_ident(account), quote_ident(host));
     let to = format!(" TO {user}");
-    let at = rest.find(&to)?;
+    let Some(at) = rest.find(&to) else {
+        return Vec::new();
+    };
     let (what, tail) = (&rest[..at], &rest[at + to.len()..]);
     let Some(on) = what.find(" ON ") else {
         // Roles granted to the account.
-        return Some(format!("REVOKE {what} FROM {user}"));
+        return vec![format!("REVOKE {what} FROM {user}")];
     };
     let (privileges, object) = (&what[..on], &what[on + 4..]);
-    let grant_option = tail.contains("WITH GRANT OPTION") && privileges != "PROXY";
-    let privileges = match (privileges, grant_option) {
-        ("USAGE", false) => return None,
-        ("USAGE", true) => "GRANT OPTION".to_string(),
-        (p, true) => format!("{p}, GRANT OPTION"),
-        (p, false) => p.to_string(),
-    };
-    Some(format!("REVOKE {privileges} ON {object} FROM {user}"))
+    let mut out = Vec::new();
+    if privileges != "USAGE" {
+        out.push(format!("REVOKE {privileges} ON {object} FROM {user}"));
+    }
+    if tail.contains("WITH GRANT OPTION") && privileges != "PROXY" {
+        out.push(format!("REVOKE GRANT OPTION ON {object} FROM {user}"));
+    }
+    out
+}
+
+/// Takes back from `account@host` every grant of its own `SHOW GRANTS` not in `wanted`
+/// (lines already re-addressed to it, without `IDENTIFIED …`).
+async fn take_back_all_but(
+    conn: &mut mysql_async::Conn,
+    account: &str,
+    host: &str,
+    wanted: &[String],
+    esc: bool,
+    step: &str,
+) -> Result<()> {
+    let user = format!("{}@{}", quote_str(account, esc), quote_str(host, esc));
+    let own: Vec<String> = conn
+        .query(format!("SHOW GRANTS FOR {user}"))
+        .await
+        .map_err(|e| {
+            statement_failed(
+                step,
+                &format!("reading the grants of {account}@{host}"),
+                &e,
+                true,
+            )
+        })?;
+    for line in &own {
+        if regrant(line, account, account, host).is_some_and(|g| wanted.contains(&g)) {
+            continue;
+        }
+        for revoke in revocation(line, account, host) {
+            conn.query_drop(&revoke).await.map_err(|e| {
+                statement_failed(
+                    step,
+                    &format!(
+                        "taking back from {account}@{host} what the current account does not have"
+                    ),
+                    &e,
+                    true,
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The grants of `template@host`, re-addressed to `clone`. Every account has at least
+/// its USAGE line: none read means the server quotes accounts in a way not understood
+/// (MySQL 5.7's single quotes, say), and the clone would get nothing.
+async fn grants_for_clone(
+    conn: &mut mysql_async::Conn,
+    template: &str,
+    clone: &str,
+    host: &str,
+    esc: bool,
+    step: &str,
+) -> Result<Vec<String>> {
+    let grants: Vec<String> = conn
+        .query(format!(
+            "SHOW GRANTS FOR {}@{}",
+            quote_str(template, esc),
+            quote_str(host, esc)
+        ))
+        .await
+        .map_err(|e| {
+            statement_failed(
+                step,
+                &format!("reading the grants of {template}@{host}"),
+                &e,
+                true,
+            )
+        })?;
+    let wanted: Vec<String> = grants
+        .iter()
+        .filter_map(|g| regrant(g, template, clone, host))
+        .collect();
+    if wanted.is_empty() {
+        return Err(failed(
+            Engine::Mysql,
+            step,
+            format!("no line of SHOW GRANTS FOR {template}@{host} could be read as a grant to it"),
+        ));
+    }
+    Ok(wanted)
 }
 
 /// `ssl_type, ssl_cipher, x509_issuer, x509_subject` of a `mysql.user` row.
@@ -456,17 +543,47 @@ async fn check_not_privileged(
     Ok(())
 }
 
-/// *create*'s check, before anything is pending: as the admin, refuses privileged
-/// accounts among `names`, so that a rotation that could never be completed leaves
-/// nothing behind. *set* checks again.
-pub(crate) async fn check_accounts(admin: &Target<'_>, names: &[&str], step: &str) -> Result<()> {
+/// *create*'s check, before anything is pending, so that a rotation that could never
+/// be completed leaves nothing behind: as the admin, refuses privileged accounts among
+/// `names`, and (dual accounts) a `template` whose grants, which *set* copies to
+/// `clone`, cannot be read on one of its hosts. *set* checks again.
+pub(crate) async fn check_accounts(
+    admin: &Target<'_>,
+    names: &[&str],
+    clone: Option<(&str, &str)>,
+    step: &str,
+) -> Result<()> {
     let mut conn = connect(admin, step).await?;
-    let r = match server_version(&mut conn, step).await {
-        Ok(version) => check_not_privileged(&mut conn, &version, names, step).await,
-        Err(e) => Err(e),
-    };
+    let r = check_accounts_on(&mut conn, names, clone, step).await;
     let _ = conn.disconnect().await;
     r
+}
+
+async fn check_accounts_on(
+    conn: &mut mysql_async::Conn,
+    names: &[&str],
+    clone: Option<(&str, &str)>,
+    step: &str,
+) -> Result<()> {
+    let version = server_version(conn, step).await?;
+    check_not_privileged(conn, &version, names, step).await?;
+    let Some((clone, template)) = clone else {
+        return Ok(());
+    };
+    let sql_mode: String = conn
+        .query_first("SELECT @@SESSION.sql_mode")
+        .await
+        .map_err(|e| statement_failed(step, "reading the SQL mode", &e, true))?
+        .unwrap_or_default();
+    let esc = !sql_mode.contains("NO_BACKSLASH_ESCAPES");
+    let hosts: Vec<String> = conn
+        .exec("SELECT Host FROM mysql.user WHERE User = ?", (template,))
+        .await
+        .map_err(|e| statement_failed(step, "looking up the current account", &e, true))?;
+    for host in &hosts {
+        grants_for_clone(conn, template, clone, host, esc, step).await?;
+    }
+    Ok(())
 }
 
 /// *set*: as the admin, creates `pending` on every host of `template` with the same
@@ -534,59 +651,12 @@ pub(crate) async fn set_password(
                     false,
                 )
             })?;
-            let grants: Vec<String> = conn
-                .query(format!(
-                    "SHOW GRANTS FOR {}@{}",
-                    quote_str(template, esc),
-                    quote_str(host, esc)
-                ))
-                .await
-                .map_err(|e| fail(format!("reading the grants of {template}@{host}"), e, true))?;
-            let wanted: Vec<String> = grants
-                .iter()
-                .filter_map(|g| regrant(g, template, &pending.name, host))
-                .collect();
-            // Every account has at least its USAGE line: none read means the server
-            // quotes accounts in a way not understood, and the clone would get nothing.
-            if wanted.is_empty() {
-                return Err(failed(
-                    Engine::Mysql,
-                    step,
-                    format!(
-                        "no line of SHOW GRANTS FOR {template}@{host} could be read as a grant to it"
-                    ),
-                ));
-            }
+            let wanted =
+                grants_for_clone(&mut conn, template, &pending.name, host, esc, step).await?;
             // The account gets exactly the template's rights: what it has and the
             // template has not (a privilege revoked from the template since, a role)
             // is taken back first, or a revocation would come back at the next swap.
-            let own: Vec<String> = conn
-                .query(format!("SHOW GRANTS FOR {user}"))
-                .await
-                .map_err(|e| {
-                    fail(
-                        format!("reading the grants of {}@{host}", pending.name),
-                        e,
-                        true,
-                    )
-                })?;
-            for line in &own {
-                let kept = regrant(line, &pending.name, &pending.name, host)
-                    .is_some_and(|g| wanted.contains(&g));
-                let Some(revoke) = revocation(line, &pending.name, host).filter(|_| !kept) else {
-                    continue;
-                };
-                conn.query_drop(&revoke).await.map_err(|e| {
-                    fail(
-                        format!(
-                            "taking back from {}@{host} what {template} does not have",
-                            pending.name
-                        ),
-                        e,
-                        true,
-                    )
-                })?;
-            }
+            take_back_all_but(&mut conn, &pending.name, host, &wanted, esc, step).await?;
             for g in wanted {
                 conn.query_drop(&g).await.map_err(|e| {
                     fail(
@@ -659,6 +729,11 @@ pub(crate) async fn set_password(
                 hosts.push(host.clone());
             }
         }
+        // Entries of the account on hosts the template no longer has get no rights
+        // (they still get the password below, so no older one stays valid there).
+        for host in hosts.iter().filter(|h| !template_hosts.contains(h)) {
+            take_back_all_but(&mut conn, &pending.name, host, &[], esc, step).await?;
+        }
     }
     if hosts.is_empty() {
         return Err(failed(
@@ -694,26 +769,39 @@ mod tests {
     fn each_grant_line_has_its_revocation() {
         let r = |line: &str| revocation(line, "app", "%");
         assert_eq!(
-            r("GRANT SELECT, INSERT ON `db`.* TO `app`@`%`").as_deref(),
-            Some("REVOKE SELECT, INSERT ON `db`.* FROM `app`@`%`")
+            r("GRANT SELECT, INSERT ON `db`.* TO `app`@`%`"),
+            ["REVOKE SELECT, INSERT ON `db`.* FROM `app`@`%`"]
+        );
+        // ALL PRIVILEGES may not be listed with GRANT OPTION: two statements.
+        assert_eq!(
+            r("GRANT ALL PRIVILEGES ON `db`.`t` TO `app`@`%` WITH GRANT OPTION"),
+            [
+                "REVOKE ALL PRIVILEGES ON `db`.`t` FROM `app`@`%`",
+                "REVOKE GRANT OPTION ON `db`.`t` FROM `app`@`%`"
+            ]
         );
         assert_eq!(
-            r("GRANT SELECT ON `db`.`t` TO `app`@`%` WITH GRANT OPTION").as_deref(),
-            Some("REVOKE SELECT, GRANT OPTION ON `db`.`t` FROM `app`@`%`")
+            r("GRANT SELECT (`a`, `b`), UPDATE (`a`) ON `db`.`t` TO `app`@`%`"),
+            ["REVOKE SELECT (`a`, `b`), UPDATE (`a`) ON `db`.`t` FROM `app`@`%`"]
         );
         assert_eq!(
-            r("GRANT `reader` TO `app`@`%`").as_deref(),
-            Some("REVOKE `reader` FROM `app`@`%`")
+            r("GRANT EXECUTE ON PROCEDURE `db`.`p` TO `app`@`%`"),
+            ["REVOKE EXECUTE ON PROCEDURE `db`.`p` FROM `app`@`%`"]
         );
         assert_eq!(
-            r("GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED BY PASSWORD '*AB'"),
-            None
+            r("GRANT `reader` TO `app`@`%`"),
+            ["REVOKE `reader` FROM `app`@`%`"]
         );
         assert_eq!(
-            r("GRANT USAGE ON *.* TO `app`@`%` WITH GRANT OPTION").as_deref(),
-            Some("REVOKE GRANT OPTION ON *.* FROM `app`@`%`")
+            r("GRANT `reader`@`%` TO `app`@`%` WITH ADMIN OPTION"),
+            ["REVOKE `reader`@`%` FROM `app`@`%`"]
         );
-        assert_eq!(r("GRANT SELECT ON `db`.* TO `other`@`%`"), None);
+        assert!(r("GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED BY PASSWORD '*AB'").is_empty());
+        assert_eq!(
+            r("GRANT USAGE ON *.* TO `app`@`%` WITH GRANT OPTION"),
+            ["REVOKE GRANT OPTION ON *.* FROM `app`@`%`"]
+        );
+        assert!(r("GRANT SELECT ON `db`.* TO `other`@`%`").is_empty());
     }
 
     #[test]

@@ -282,11 +282,10 @@ async fn check_not_privileged(
     Ok(())
 }
 
-/// *create*'s check, before anything is pending: as the admin, refuses privileged
-/// roles among `names`, so that a rotation that could never be completed leaves
-/// nothing behind. *set* checks again.
-/// *create*: the accounts are not privileged, and (dual accounts) the clone `pending`
-/// of `template` is one *set* may take over.
+/// *create*'s check, before anything is pending, so that a rotation that could never
+/// be completed leaves nothing behind: as the admin, refuses privileged roles among
+/// `names`, and (dual accounts) an existing clone `pending` of `template` that *set*
+/// would not take over. *set* checks again.
 pub(crate) async fn check_accounts(
     admin: &Target<'_>,
     names: &[&str],

@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::storage::{Reader, Table};
 
 /// How long after a failed rotation attempt that left nothing pending (its *create*
-/// failed) the next one falls due, when the policy's interval is longer.
+/// failed) the next one falls due, when the policy's interval is longer; doubled for
+/// each such failure in a row after the first.
 pub(crate) const RETRY_AFTER_FAILURE_SECS: i64 = 3600;
 
 /// Who is calling: recorded as `created_by` on versions and, later, in the audit trail.
@@ -402,6 +403,10 @@ pub(crate) struct RotationRec {
     /// When the last rotation failed; the next one is an interval after it.
     #[serde(default)]
     pub(crate) last_failure: Option<i64>,
+    /// Attempts in a row whose *create* failed (nothing pending); reset when one
+    /// begins. The next one comes sooner than an interval after the last.
+    #[serde(default)]
+    pub(crate) create_failures: u32,
     /// The running rotation.
     #[serde(default)]
     pub(crate) in_progress: Option<RotationInProgress>,
@@ -425,9 +430,10 @@ impl SecretRecord {
     }
 
     /// When the next rotation falls due under `policy` (its window starts): an interval
-    /// after the last rotation (or creation); after a failed attempt, an hour after it
-    /// (or the interval, when shorter), so that a short outage does not put the
-    /// rotation off by a whole interval.
+    /// after the last rotation (or creation, or failed attempt). After attempts whose
+    /// *create* failed, an hour after the last, doubling with each in a row, up to the
+    /// interval: a short outage of the target does not put the rotation off by a whole
+    /// interval, and a lasting one is not tried every hour for ever.
     pub(crate) fn next_rotation_date(&self, policy: Option<&PolicyRecord>) -> Option<i64> {
         if self.planned_delete_time.is_some() {
             return None;
@@ -435,11 +441,15 @@ impl SecretRecord {
         policy.filter(|p| p.enabled).map(|p| {
             let last = self.last_rotation_date.unwrap_or(self.creation_date);
             let interval = i64::try_from(p.interval.seconds()).unwrap_or(i64::MAX);
-            match self.rotation.last_failure {
-                Some(failed) if failed > last => {
-                    failed.saturating_add(interval.min(RETRY_AFTER_FAILURE_SECS))
+            match (self.rotation.last_failure, self.rotation.create_failures) {
+                (Some(failed), n) if failed > last && n > 0 => {
+                    let backoff = RETRY_AFTER_FAILURE_SECS
+                        .saturating_mul(1_i64 << n.saturating_sub(1).min(32));
+                    failed.saturating_add(interval.min(backoff))
                 }
-                _ => last.saturating_add(interval),
+                (failed, _) => last
+                    .max(failed.unwrap_or(i64::MIN))
+                    .saturating_add(interval),
             }
         })
     }

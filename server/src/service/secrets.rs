@@ -153,9 +153,12 @@ pub(super) fn key_to_seal(r: &(impl Reader + ?Sized), rec: &SecretRecord) -> Res
             Some(h) => Error::new(
                 ErrorCode::KeyDeleted,
                 format!(
-                    "key {}, which {} named, has been deleted and its material destroyed: \
-                     set the secret's encryption_key_id to another key",
-                    h.key_id, rec.encryption_key_id
+                    "key {key}, which {alias} named, has been deleted and its material \
+                     destroyed: the secret's versions under it cannot be read again; point \
+                     {alias} at another key to give the secret new values, or delete the \
+                     secret",
+                    key = h.key_id,
+                    alias = rec.encryption_key_id
                 ),
             ),
             None => e,
@@ -177,16 +180,17 @@ fn label_count(rec: &SecretRecord) -> usize {
 }
 
 /// Refuses a change that adds a label past [`MAX_STAGE_LABELS`] to a secret that
-/// carried `before`. (A rotation's `ACSPending` may make one more for a while: moving
-/// or removing the labels there are stays possible.)
+/// carried `before`. (A rotation may make one more: its `ACSPending`, then the
+/// `ACSPrevious` it leaves; moving or removing the labels there are stays possible.)
 fn check_label_count(rec: &SecretRecord, before: usize, field: &str) -> Result<()> {
     let now = label_count(rec);
     if now > MAX_STAGE_LABELS && now > before {
         return Err(Error::invalid(
             field,
             format!(
-                "a secret's versions carry at most {MAX_STAGE_LABELS} distinct stage labels; \
-                 this would make {now} on secret {}: remove a label first",
+                "a secret's versions carry at most {MAX_STAGE_LABELS} distinct stage labels \
+                 (ACSCurrent, ACSPrevious and ACSPending count); this would make {now} on \
+                 secret {}: remove a custom label first",
                 rec.name
             ),
         ));

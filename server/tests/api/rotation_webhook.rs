@@ -302,6 +302,49 @@ async fn each_step_is_a_signed_call_and_the_function_refuses_replays() {
     );
 }
 
+/// A rotation that failed after *create* and was then abandoned by hand goes back to the
+/// policy's dates: the next one falls due an interval after the failure, not an hour
+/// (the short retry is for attempts that left nothing pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_rotation_waits_an_interval() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("given-up", "v0", "hook"))
+        .await
+        .unwrap();
+    s.clock.advance(60);
+    *f.hook.behaviour.fail_step.lock().unwrap() = Some("set".into());
+    assert_code(
+        s.client.rotate_secret("given-up", None).await,
+        ErrorCode::RotationFailed,
+        "webhook set",
+    );
+    let failed_at = strongbox_server::clock::Clock::now(&s.clock);
+    let pending = s
+        .client
+        .get_secret_value("given-up", None, Some(STAGE_PENDING))
+        .await
+        .unwrap();
+    s.client
+        .update_secret_stage(
+            "given-up",
+            &strongbox_schemas::UpdateSecretStageRequest {
+                version_stage: STAGE_PENDING.into(),
+                move_to_version: None,
+                remove_from_version: Some(pending.version_id),
+            },
+        )
+        .await
+        .unwrap();
+    let d = s.client.describe_secret("given-up").await.unwrap();
+    assert_eq!(
+        d.next_rotation_date.unwrap().unix(),
+        failed_at + 30 * 86_400
+    );
+}
+
 /// A binary signing secret signs with its bytes, as the receiver holds them, not with
 /// the base64 text the API shows them as.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,9 +440,21 @@ async fn a_failing_function_is_retried_then_the_rotation_fails_and_current_stays
         && r.action == "kms:RotateSecret"));
     assert!(recs.iter().any(|r| r.outcome == AuditOutcome::Succeeded));
 
-    // The scheduler tries it again within the hour's start window after that, and
-    // then the next one falls due an interval after the rotation.
+    // The scheduler tries it again within the hour's start window after that; failing
+    // again, the wait doubles; succeeding, the next one falls due an interval after.
     f.calls();
+    f.hook.behaviour.always_fail.store(true, Ordering::SeqCst);
+    s.advance_and_tick(2 * 3600).await;
+    assert_eq!(f.calls().len(), 3, "three attempts of create");
+    let d = s.client.describe_secret("flaky").await.unwrap();
+    let failed_again = strongbox_server::clock::Clock::now(&s.clock);
+    assert_eq!(
+        d.next_rotation_date.unwrap().unix(),
+        failed_again + 2 * 3600
+    );
+    f.hook.behaviour.always_fail.store(false, Ordering::SeqCst);
+    s.advance_and_tick(3600).await;
+    assert!(f.calls().is_empty(), "not due yet");
     s.advance_and_tick(2 * 3600).await;
     assert_eq!(f.calls().len(), 4, "one call per step");
     let d = s.client.describe_secret("flaky").await.unwrap();

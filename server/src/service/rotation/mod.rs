@@ -693,6 +693,7 @@ impl Service {
             let meta = this.seal_version(t, &rec, &key, &nv)?;
             rec.versions.push(meta);
             move_stage(&mut rec, STAGE_PENDING, &version_id)?;
+            rec.rotation.create_failures = 0;
             rec.rotation.in_progress = Some(RotationInProgress {
                 version_id,
                 step: RotationStep::Created,
@@ -776,8 +777,9 @@ impl Service {
     }
 
     /// A failed rotation: `ACSCurrent` untouched, the error kept. Failed in *create*:
-    /// nothing pending is left and the next attempt comes an interval later. Failed
-    /// later: the pending version stays and the rotation resumes (see below).
+    /// nothing pending is left and the next attempt comes an hour later, doubling with
+    /// each such failure in a row, up to the interval. Failed later: the pending
+    /// version stays and the rotation resumes (see below).
     /// The engine's audit record of the failure is appended in the same write. When it
     /// cannot be, the failure is still kept (and logged): without it the next tick would
     /// try the target again at once, and again.
@@ -823,6 +825,13 @@ impl Service {
             // keeps `AWSPENDING`. A failure of *create* leaves nothing behind.
             // A pending version that is gone cannot be resumed: the rotation ends.
             // A pending version whose ACSPending label was removed by hand is abandoned.
+            // Nothing begun: *create* failed. In a row, those are tried again sooner
+            // than an interval later (see `SecretRecord::next_rotation_date`).
+            if rec.rotation.in_progress.is_none() {
+                rec.rotation.create_failures = rec.rotation.create_failures.saturating_add(1);
+            } else {
+                rec.rotation.create_failures = 0;
+            }
             let applied = rec
                 .rotation
                 .in_progress

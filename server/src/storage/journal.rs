@@ -162,6 +162,25 @@ impl Journal {
                 want += 1;
             }
         }
+        // Where the run ends, the next entry is at the start of a half or nowhere
+        // (unsynced, or never written). An intact entry numbered past it means one in
+        // between is damaged, and the acknowledged commits from it on would be lost
+        // (and written over by the next commits): refused, keeping the file as it is.
+        let later = (0..2).find_map(|h| {
+            let b = half(h);
+            b.windows(MAGIC.len())
+                .enumerate()
+                .filter(|(_, w)| *w == MAGIC)
+                .find_map(|(at, _)| decode_entry(&self.id, &b[at..]).filter(|e| e.0 > want))
+        });
+        if let Some((seq, ..)) = later {
+            return Err(StorageError(format!(
+                "the commit journal is damaged: its entry {want} cannot be read while entry \
+                 {seq} after it can, so the acknowledged commits from {want} on would be \
+                 lost. Restore the journal from a copy; to open the database without those \
+                 commits, move the journal aside and create an empty file of its name"
+            )));
+        }
         Ok(out)
     }
 }
@@ -344,12 +363,10 @@ mod tests {
             assert_eq!(*seq, i as u64 + 1);
             assert_eq!(m, &batch(i as u8 + 1));
         }
-        // Entries the database already holds are not replayed; a gap ends the run.
-        assert_eq!(
-            again.read_after(3).unwrap().len(),
-            0,
-            "entry 4 is not at the start"
-        );
+        // A journal that does not go on from the database's last checkpoint at the
+        // start of a half (entry 4 is not there, entry 5 is after it) is refused.
+        let e = again.read_after(3).expect_err("refused");
+        assert!(e.0.contains("entry 4 cannot be read while entry 5"), "{e}");
         // The file was filled ahead with zeros, so appends rewrite in place.
         assert_eq!(mem.0.lock().unwrap().len() as u64, FILL_STEP);
     }
@@ -376,6 +393,27 @@ mod tests {
         mem.0.lock().unwrap()[at as usize + HEAD + 3] ^= 0x40;
         let got = journal(&mem, [1; 16]).read_after(4).unwrap();
         assert_eq!(got.iter().map(|e| e.0).collect::<Vec<_>>(), vec![5]);
+    }
+
+    #[test]
+    fn a_damaged_entry_before_intact_ones_is_refused() {
+        let mem = Mem::default();
+        let mut j = journal(&mem, [3; 16]);
+        let mut starts = Vec::new();
+        for seq in 1..=3u8 {
+            starts.push(j.offset as usize);
+            j.append(u64::from(seq), &encode_payload(&batch(seq)))
+                .unwrap();
+        }
+        // Entry 2 rotted on the disk: 3, acknowledged after it, would be lost.
+        mem.0.lock().unwrap()[starts[1] + HEAD + 3] ^= 0x40;
+        let e = journal(&mem, [3; 16]).read_after(0).expect_err("refused");
+        assert!(e.0.contains("entry 2 cannot be read while entry 3"), "{e}");
+        // The last entry torn (its sync never finished): the ones before it replay.
+        mem.0.lock().unwrap()[starts[1] + HEAD + 3] ^= 0x40;
+        mem.0.lock().unwrap()[starts[2] + HEAD + 3] ^= 0x40;
+        let got = journal(&mem, [3; 16]).read_after(0).unwrap();
+        assert_eq!(got.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]
@@ -407,7 +445,10 @@ mod tests {
         j.append(6, &encode_payload(&batch(6))).unwrap();
         assert_eq!(seqs(5), vec![6]);
         assert_eq!(seqs(3), vec![4, 5, 6]);
-        assert_eq!(seqs(0), Vec::<u64>::new(), "entry 1 was overwritten");
+        assert!(
+            journal(&mem, [4; 16]).read_after(0).is_err(),
+            "entry 1 was overwritten, and entries after it are there"
+        );
     }
 
     #[test]

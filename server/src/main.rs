@@ -108,6 +108,11 @@ struct ServerArgs {
     #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Connections served at once from one client address (an IPv6 client's /64); more
+    /// are closed at once. Behind a proxy, raise it to --max-connections.
+    #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections_per_address: u32,
     /// Networks rotations may connect to (database, SSH and webhook hosts), as
     /// comma-separated CIDRs or addresses. Default: any address except link-local ones
     /// and cloud metadata services.
@@ -381,6 +386,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             tick_interval: Duration::from_secs(args.tick_interval.max(1)),
             limits: tls::ConnectionLimits {
                 max_connections: usize::try_from(args.max_connections).unwrap_or(4096),
+                max_connections_per_address: usize::try_from(args.max_connections_per_address)
+                    .unwrap_or(1024),
                 ..Default::default()
             },
         },

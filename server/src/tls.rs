@@ -187,6 +187,10 @@ pub fn write_private_new(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 pub struct ConnectionLimits {
     /// Connections served at once; past this, new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections served at once from one client address (an IPv6 client's /64);
+    /// past this, its new ones are closed at once, so that one client cannot hold
+    /// every place. Behind a proxy every client has the proxy's address: raise it.
+    pub max_connections_per_address: usize,
     /// Time for the TLS handshake.
     pub handshake_timeout: Duration,
     /// Time for a connection's first request to arrive (HTTP/1.1 and HTTP/2), and for
@@ -204,10 +208,66 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             max_connections: 4096,
+            max_connections_per_address: 1024,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: crate::api::BODY_READ_TIMEOUT,
             shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Requests one HTTP/2 connection may have open at once (hyper's default is 200): each
+/// may hold a body of up to `MAX_BODY_BYTES` while it arrives.
+const MAX_CONCURRENT_STREAMS: u32 = 32;
+
+/// The open connections of each client address (IPv6 clients by /64, which one client
+/// usually has whole).
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's place in [`PerAddress`], given back when dropped.
+struct AddressPlace(Arc<PerAddress>, std::net::IpAddr);
+
+impl PerAddress {
+    fn client(ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.into(),
+                None => std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX)).into(),
+            },
+            v4 => v4,
+        }
+    }
+
+    /// A place for a connection from `ip`, unless it has `max` already.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressPlace> {
+        let client = Self::client(ip);
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(client).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressPlace(self.clone(), client))
+    }
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut open = self
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.1);
+            }
         }
     }
 }
@@ -228,6 +288,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let per_address = Arc::new(PerAddress::default());
     let graceful = GracefulShutdown::new();
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
@@ -251,6 +312,11 @@ pub async fn serve(
                 }
             },
         };
+        let Some(place) = per_address.take(peer.ip(), limits.max_connections_per_address.max(1))
+        else {
+            tracing::debug!(%peer, "connection refused: its address has the most connections allowed");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
@@ -259,6 +325,7 @@ pub async fn serve(
         let mut stopping = stopping_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _place = place;
             // A handshake under way when the server stops is given up at once.
             let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
             let tls = tokio::select! {
@@ -298,6 +365,7 @@ pub async fn serve(
                 .max_buf_size(MAX_HEADER_BUFFER);
             builder
                 .http2()
+                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
                 .timer(TokioTimer::new())
                 .keep_alive_interval(limits.header_read_timeout)
                 .keep_alive_timeout(limits.header_read_timeout);
@@ -333,3 +401,26 @@ pub async fn serve(
 /// The TCP peer of a request.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_and_places_are_given_back() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(
+            PerAddress::client(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(PerAddress::client(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(PerAddress::client(ip("192.0.2.7")), ip("192.0.2.7"));
+        let open = Arc::new(PerAddress::default());
+        let a = open.take(ip("2001:db8:1:2::1"), 2).unwrap();
+        let _b = open.take(ip("2001:db8:1:2::2"), 2).unwrap();
+        assert!(open.take(ip("2001:db8:1:2::3"), 2).is_none(), "same /64");
+        assert!(open.take(ip("2001:db8:1:3::1"), 2).is_some(), "another /64");
+        drop(a);
+        assert!(open.take(ip("2001:db8:1:2::3"), 2).is_some());
+    }
+}

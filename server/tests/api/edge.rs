@@ -137,6 +137,14 @@ async fn silent_clients_are_cut_off_after_the_handshake_and_header_timeouts() {
     assert_eq!(s.client.health().await.unwrap().status, "ok");
 }
 
+/// Two connections that never start TLS, once the server has taken them.
+async fn two_idle_connections(s: &TestServer) -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let a = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_wait_until_one_ends() {
     let s = TestServer::start_with_limits(ConnectionLimits {
@@ -146,9 +154,7 @@ async fn connections_past_the_limit_wait_until_one_ends() {
     })
     .await;
     // Two connections that never start TLS hold both places.
-    let a = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let b = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, b) = two_idle_connections(&s).await;
     let waiting = tokio::time::timeout(Duration::from_secs(1), s.client.health()).await;
     assert!(
         waiting.is_err(),
@@ -158,6 +164,41 @@ async fn connections_past_the_limit_wait_until_one_ends() {
     let served = tokio::time::timeout(Duration::from_secs(10), s.client.health()).await;
     assert_eq!(served.unwrap().unwrap().status, "ok");
     drop(b);
+}
+
+/// One client address holds a bounded share of the connections: past
+/// `max_connections_per_address` its new ones are closed at once, and it is served again
+/// once one of its own ends. An HTTP/2 connection has at most 32 requests open at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_a_bounded_share_of_the_connections() {
+    let s = TestServer::start_with_limits(ConnectionLimits {
+        max_connections_per_address: 2,
+        handshake_timeout: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    let (a, b) = two_idle_connections(&s).await;
+    let c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert!(
+        closed_within(c, Duration::from_secs(2)).await,
+        "a third connection from the address was kept"
+    );
+    drop(a);
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let served = tokio::time::timeout(Duration::from_secs(10), s.client.health()).await;
+    assert_eq!(served.unwrap().unwrap().status, "ok");
+
+    let tls = tls_connect_alpn(&s, &[b"h2"]).await;
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let req = axum::http::Request::get(format!("https://{}/v1/health", s.addr))
+        .body(())
+        .unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    assert_eq!(send.current_max_send_streams(), 32);
 }
 
 #[tokio::test]

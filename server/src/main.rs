@@ -219,6 +219,9 @@ async fn reset_root_token(
     Ok(())
 }
 
+/// The file in a data dir that says `--dev` made the store (and may take it over).
+const DEV_MARKER: &str = "strongbox-dev";
+
 /// The root key from STRONGBOX_ROOT_KEY, if set.
 fn env_root_key() -> Option<Zeroizing<String>> {
     std::env::var("STRONGBOX_ROOT_KEY")
@@ -322,13 +325,20 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
                 (p.join("data"), p.join("root-key"))
             }
         };
+        // A store --dev made says so in a file beside its database (stores of releases
+        // before it have the certificate files --dev writes at each start instead).
+        let marker = data_dir.join(DEV_MARKER);
         let key = if server::db_path(&data_dir).exists() {
-            // A store `strongbox init` made keeps its key elsewhere: --dev would replace
-            // its root token and serve it with a throwaway certificate.
-            if !key_file.exists() {
+            // A store `strongbox init` made keeps its key elsewhere, or at least has no
+            // marker: --dev would replace its root token and serve it with a throwaway
+            // certificate.
+            let made_by_dev = marker.exists()
+                || (data_dir.join("ca.pem").exists() && data_dir.join("tls-key.pem").exists());
+            if !key_file.exists() || !made_by_dev {
                 anyhow::bail!(
-                    "{} holds a database that --dev did not make (its key {} is not there): run it with `strongbox server --data-dir … --root-key-file … --tls-cert … --tls-key …`, not --dev",
+                    "{} holds a database that --dev did not make (no {} beside it, or its key {} is not there): run it with `strongbox server --data-dir … --root-key-file … --tls-cert … --tls-key …`, not --dev",
                     data_dir.display(),
+                    DEV_MARKER,
                     key_file.display()
                 );
             }
@@ -338,6 +348,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             server::init(&data_dir, Some(&key_file), &k)?;
             k
         };
+        std::fs::write(
+            &marker,
+            "made by `strongbox server --dev`: a throwaway store, whose root token each start replaces\n",
+        )?;
         let mut u = server::open(&data_dir, &key, config)?;
         let token = server::reset_root_token(&mut u, "strongbox server --dev").await?;
         // The certificate names the address clients are told to use (below).

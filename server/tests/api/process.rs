@@ -504,21 +504,21 @@ fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
     assert!(!root.path().join("d.root-key").exists(), "nothing was made");
     // A store `strongbox init` made (its key kept elsewhere) is not opened by --dev,
     // which would replace its root token; nothing in it changes.
-    let prod = root.path().join("prod");
-    let out = init_command(&prod, root.path().join("keys-elsewhere.key"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let before = hash_dir(&prod);
-    let out = Command::new(BIN)
-        .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&prod)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("a database that --dev did not make"), "{err}");
-    assert_eq!(hash_dir(&prod), before, "nothing in the store changed");
+    // Nor one whose key its operator kept where --dev would keep it.
+    for (dir, key) in [
+        ("prod", "keys-elsewhere.key"),
+        ("beside", "beside.root-key"),
+    ] {
+        let store = root.path().join(dir);
+        let out = init_command(&store, root.path().join(key))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let before = hash_dir(&store);
+        let err = dev_refused(&store);
+        assert!(err.contains("a database that --dev did not make"), "{err}");
+        assert_eq!(hash_dir(&store), before, "nothing in {dir} changed");
+    }
     assert!(!root.path().join("prod.root-key").exists());
     // A key where an earlier release kept it for `sb.v0` is not taken for a new store's.
     std::fs::write(root.path().join("sb.root-key"), "from an earlier release").unwrap();
@@ -531,6 +531,30 @@ fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
         dev.child.kill().unwrap();
         dev.child.wait().unwrap();
     }
+}
+
+/// Runs `server --dev` on `dir`, which must refuse it: its standard error. A server that
+/// starts instead is stopped, and the test fails (rather than wait for it for ever).
+fn dev_refused(dir: &std::path::Path) -> String {
+    let mut child = Command::new(BIN)
+        .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("--dev served {}", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// An init whose root token cannot be shown (standard output is a full device) keeps

@@ -222,6 +222,46 @@ async fn reset_root_token(
 /// The file in a data dir that says `--dev` made the store (and may take it over).
 const DEV_MARKER: &str = "strongbox-dev";
 
+/// Open files kept for other than client connections: the database and its journal,
+/// rotations' connections to databases, hosts and webhooks, certificate reloads.
+const FILES_RESERVED: u64 = 256;
+
+/// Raises the soft limit of open files to the hard one (systemd and most shells start
+/// services at 1024), and returns `max_connections`, lowered when the limit cannot hold
+/// that many connections and [`FILES_RESERVED`] more: past it, accepting fails with
+/// "too many open files" and so does everything else that opens a file.
+fn fit_to_open_files(max_connections: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max_connections;
+    };
+    // An unlimited hard limit is still capped by the kernel (fs.nr_open).
+    let wanted = hard.min(1 << 20);
+    let soft = if soft < wanted {
+        match setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
+            Ok(()) => wanted,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, "could not raise the open-file limit");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    let room = usize::try_from(soft.saturating_sub(FILES_RESERVED).max(1)).unwrap_or(usize::MAX);
+    if max_connections > room {
+        tracing::warn!(
+            max_connections,
+            open_files = soft,
+            serving = room,
+            "--max-connections lowered to fit the open-file limit (raise it with ulimit -n or LimitNOFILE=)"
+        );
+        room
+    } else {
+        max_connections
+    }
+}
+
 /// The root key from STRONGBOX_ROOT_KEY, if set.
 fn env_root_key() -> Option<Zeroizing<String>> {
     std::env::var("STRONGBOX_ROOT_KEY")
@@ -399,7 +439,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             tls: tls_cfg,
             tick_interval: Duration::from_secs(args.tick_interval.max(1)),
             limits: tls::ConnectionLimits {
-                max_connections: usize::try_from(args.max_connections).unwrap_or(4096),
+                max_connections: fit_to_open_files(
+                    usize::try_from(args.max_connections).unwrap_or(4096),
+                ),
                 max_connections_per_address: usize::try_from(args.max_connections_per_address)
                     .unwrap_or(1024),
                 ..Default::default()

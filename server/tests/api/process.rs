@@ -104,6 +104,46 @@ fn start_dev_on(data_dir: &Path, log: Option<&Path>, listen: &str) -> Dev {
     }
 }
 
+/// Started with the usual soft limit of open files under a low hard one, the server
+/// raises the soft limit to the hard one and serves no more connections than it holds
+/// (with room for its other files), saying so.
+#[test]
+fn the_server_raises_the_open_file_limit_and_fits_its_connections_to_it() {
+    let root = tempfile::tempdir().unwrap();
+    let log = root.path().join("log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 300 && ulimit -Hn 600 && exec \"$0\" server --dev --listen 127.0.0.1:0 --data-dir \"$1\"")
+        .arg(BIN)
+        .arg(root.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        lines
+            .next()
+            .expect("the server printed its exports")
+            .unwrap();
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>();
+    assert_eq!(open_files, ["600", "600"], "{limits}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("--max-connections lowered"), "{log}");
+    assert!(log.contains("serving=344"), "{log}");
+}
+
 /// Listening on every address, the dev server prints the loopback address, which its
 /// certificate names, so that the exports work as printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -394,7 +394,7 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
             .arg(root.path().join("cert.pem"))
             .arg("--tls-key")
             .arg(root.path().join("key.pem"))
-            .output()
+            .output_within()
             .unwrap()
     };
     // A key file every user may read is refused before it is used.
@@ -415,7 +415,7 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
         .arg(root.path().join("cert.pem"))
         .arg("--tls-key")
         .arg(root.path().join("key.pem"))
-        .output()
+        .output_within()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -438,7 +438,7 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
         .arg("--tls-key")
         .arg(root.path().join("key.pem"))
         .env("STRONGBOX_ROOT_KEY", wrong_key.trim())
-        .output()
+        .output_within()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -447,7 +447,7 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
         .args(["server", "--data-dir"])
         .arg(&data)
         .args(["--root-key", wrong_key.trim()])
-        .output()
+        .output_within()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -460,7 +460,7 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
         .arg(&data)
         .arg("--root-key-file")
         .arg(&key)
-        .output()
+        .output_within()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("never serves plain HTTP"));
@@ -503,7 +503,7 @@ async fn a_wrong_root_key_leaves_an_older_store_untouched() {
         .arg("--tls-key")
         .arg(root.path().join("key.pem"))
         .env("STRONGBOX_ROOT_KEY", wrong.as_str())
-        .output()
+        .output_within()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("root key does not match"));
@@ -527,7 +527,7 @@ fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
     for flag in ["--root-key-file", "--tls-cert", "--tls-key"] {
         let out = Command::new(BIN)
             .args(["server", "--dev", flag, "/nonexistent"])
-            .output()
+            .output_within()
             .unwrap();
         assert!(!out.status.success(), "{flag}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -537,7 +537,7 @@ fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
         .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(root.path().join("d"))
         .env("STRONGBOX_ROOT_KEY", "x")
-        .output()
+        .output_within()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("STRONGBOX_ROOT_KEY"));
@@ -573,28 +573,38 @@ fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
     }
 }
 
-/// Runs `server --dev` on `dir`, which must refuse it: its standard error. A server that
-/// starts instead is stopped, and the test fails (rather than wait for it for ever).
+/// Runs `server --dev` on `dir`, which must refuse it: its standard error.
 fn dev_refused(dir: &std::path::Path) -> String {
-    let mut child = Command::new(BIN)
+    let out = Command::new(BIN)
         .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output_within()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("--dev served {}", dir.display());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// [`Command::output`] for a server that must exit by itself (refusing to start): one
+/// that keeps running is stopped after 30 s and the test fails, instead of waiting for
+/// it for ever.
+trait OutputWithin {
+    fn output_within(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self) -> std::io::Result<std::process::Output> {
+        let mut child = self.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server kept running: {self:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output()
+    }
 }
 
 /// An init whose root token cannot be shown (standard output is a full device) keeps
@@ -659,7 +669,7 @@ async fn a_missing_journal_is_refused_after_a_crash_but_not_after_a_clean_stop()
         let out = Command::new(BIN)
             .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
-            .output()
+            .output_within()
             .unwrap();
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()

@@ -1022,6 +1022,25 @@ async fn a_running_first_step_keeps_the_policy_it_began_with() {
     s.client.put_secret_value("creating", &own).await.unwrap();
 }
 
+/// Deletes secret `name` at once and creates another of that name (value `new`, policy
+/// `hook`).
+async fn recreate(s: &TestServer, name: &str) {
+    s.client
+        .delete_secret(
+            name,
+            strongbox_client::DeleteSecretOptions {
+                force_delete_without_recovery: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&with_policy(name, "new", "hook"))
+        .await
+        .unwrap();
+}
+
 /// A secret deleted and created again under its name while a rotation of the first one
 /// runs its *create* step: the rotation does not write into the new secret (it fails),
 /// and the new secret keeps its own single version.
@@ -1031,20 +1050,7 @@ async fn a_rotation_never_writes_into_a_new_secret_of_the_same_name() {
     let f = Function::start(s.clock.clone()).await;
     setup(&s, &f, "hook").await;
     let rotation = slow_create_step(&s, &f, "again", "old").await;
-    s.client
-        .delete_secret(
-            "again",
-            strongbox_client::DeleteSecretOptions {
-                force_delete_without_recovery: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    s.client
-        .create_secret(&with_policy("again", "new", "hook"))
-        .await
-        .unwrap();
+    recreate(&s, "again").await;
     assert_code(
         rotation.await.unwrap(),
         ErrorCode::RotationFailed,
@@ -1088,20 +1094,7 @@ async fn a_failing_step_is_not_retried_for_a_new_secret_of_the_same_name() {
     let rotation = tokio::spawn(async move { c.rotate_secret("retried", None).await });
     // The first set call is under way (held 1.5 s, then refused).
     tokio::time::sleep(Duration::from_millis(600)).await;
-    s.client
-        .delete_secret(
-            "retried",
-            strongbox_client::DeleteSecretOptions {
-                force_delete_without_recovery: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    s.client
-        .create_secret(&with_policy("retried", "new", "hook"))
-        .await
-        .unwrap();
+    recreate(&s, "retried").await;
     assert_code(
         rotation.await.unwrap(),
         ErrorCode::RotationFailed,

@@ -512,17 +512,26 @@ impl Service {
                     tokio::time::sleep(delay).await;
                     delay = delay.saturating_mul(2);
                     n += 1;
-                    let owned = name.to_string();
-                    let rec = self
-                        .store()
-                        .write(move |t| load_live_secret(t, &owned))
-                        .await?;
-                    if rec.identity() != id {
-                        return Err(replaced(name));
-                    }
+                    self.same_secret(name, id).await?;
                 }
             }
         }
+    }
+
+    /// The secret `name`, if it is still the one the rotation began on (`id`). Read
+    /// through the writer (a job that writes nothing costs no commit): a change queued
+    /// before it, such as ACSPending taken off to abandon this rotation, is seen before
+    /// any step reaches the target.
+    async fn same_secret(&self, name: &str, id: (i64, u64)) -> Result<SecretRecord> {
+        let owned = name.to_string();
+        let rec = self
+            .store()
+            .write(move |t| load_live_secret(t, &owned))
+            .await?;
+        if rec.identity() != id {
+            return Err(replaced(name));
+        }
+        Ok(rec)
     }
 
     /// Runs the remaining steps of one rotation, from what storage says was done. `id` is
@@ -531,17 +540,7 @@ impl Service {
     /// this rotation reaches it.
     async fn drive(&self, name: &str, version_id: &str, id: (i64, u64)) -> Result<(), Stop> {
         loop {
-            // Read through the writer (a job that writes nothing costs no commit): a
-            // change queued before it, such as ACSPending taken off to abandon this
-            // rotation, is seen before any step reaches the target.
-            let owned = name.to_string();
-            let rec = self
-                .store()
-                .write(move |t| load_live_secret(t, &owned))
-                .await?;
-            if rec.identity() != id {
-                return Err(Stop::Failed(replaced(name)));
-            }
+            let rec = self.same_secret(name, id).await?;
             let policy: PolicyRecord = match &rec.rotation_policy {
                 Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
                 None => None,

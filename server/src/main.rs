@@ -113,6 +113,11 @@ struct ServerArgs {
     #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections_per_address: u32,
+    /// Seconds a connection may stay open with no request under way before it is
+    /// closed (gracefully: an HTTP/2 client gets a GOAWAY).
+    #[arg(long, env = "STRONGBOX_IDLE_TIMEOUT", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    idle_timeout: u64,
     /// Networks rotations may connect to (database, SSH and webhook hosts), as
     /// comma-separated CIDRs or addresses. Default: any address except link-local ones
     /// and cloud metadata services.
@@ -444,6 +449,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
                 ),
                 max_connections_per_address: usize::try_from(args.max_connections_per_address)
                     .unwrap_or(1024),
+                idle_timeout: Duration::from_secs(args.idle_timeout),
                 ..Default::default()
             },
         },

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -204,6 +203,10 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Time for a request's body to arrive once its headers have.
     pub body_read_timeout: Duration,
+    /// Time a connection may stay open with no request under way; then it is closed
+    /// gracefully (HTTP/2: a GOAWAY). HTTP/1.1 keep-alive connections are closed sooner,
+    /// at `header_read_timeout`, when that is shorter.
+    pub idle_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -216,6 +219,7 @@ impl Default for ConnectionLimits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: crate::api::BODY_READ_TIMEOUT,
+            idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -276,13 +280,86 @@ impl Drop for AddressPlace {
     }
 }
 
+/// The requests under way on one connection, and when the last one ended.
+struct Activity {
+    /// Whether any request has begun.
+    asked: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    idle_since: std::sync::Mutex<tokio::time::Instant>,
+    /// Told when the last request under way ends.
+    quiet: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            asked: false.into(),
+            in_flight: 0.into(),
+            idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+            quiet: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn asked(&self) -> bool {
+        self.asked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When the connection has been idle for `timeout`, or `None` while a request is
+    /// under way.
+    fn idle_deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(since + timeout)
+    }
+}
+
+/// One request under way on a connection; its end is the connection's latest activity.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity
+            .asked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        activity
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // The time first, so that a check that sees no request under way also sees when
+        // the last one ended.
+        *self
+            .0
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        let before = self
+            .0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if before == 1 {
+            self.0.quiet.notify_one();
+        }
+    }
+}
+
 /// Bytes of request line and headers an HTTP/1 connection buffers (hyper's default is
 /// about 400 KB); HTTP/2 header lists are limited to 16 KB by default.
 const MAX_HEADER_BUFFER: usize = 32 * 1024;
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves, then lets in-flight
 /// requests finish (HTTP/2 connections get a GOAWAY, idle HTTP/1 ones are closed) for
-/// up to `limits.shutdown_grace`.
+/// up to `limits.shutdown_grace`. A connection with no request under way for
+/// `limits.idle_timeout` is closed the same way.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
@@ -291,9 +368,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let places = limits
+        .max_connections
+        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let permits = Arc::new(tokio::sync::Semaphore::new(places));
     let per_address = Arc::new(PerAddress::default());
-    let graceful = GracefulShutdown::new();
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -324,7 +403,6 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let watcher = graceful.watcher();
         let limits = limits.clone();
         let mut stopping = stopping_rx.clone();
         tokio::spawn(async move {
@@ -344,13 +422,18 @@ pub async fn serve(
                 _ = stopping.wait_for(|s| *s) => return,
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let app = tower::ServiceExt::map_request(app, {
-                let asked = asked.clone();
+            let activity = Activity::new();
+            let app = tower::service_fn({
+                let activity = activity.clone();
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    asked.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let under_way = InFlight::begin(&activity);
                     req.extensions_mut().insert(PeerAddr(peer));
-                    req
+                    let call = tower::ServiceExt::oneshot(app.clone(), req);
+                    async move {
+                        let resp = call.await;
+                        drop(under_way);
+                        resp
+                    }
                 }
             });
             let svc = TowerToHyperService::new(app);
@@ -373,18 +456,41 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .keep_alive_interval(limits.header_read_timeout)
                 .keep_alive_timeout(limits.header_read_timeout);
-            let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), svc));
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
             tokio::pin!(conn);
-            // The first request must come within the header timeout on either protocol
-            // (an HTTP/2 client that stops inside its preface, or sends no stream).
-            let ended = tokio::select! {
-                r = &mut conn => Some(r),
-                _ = tokio::time::sleep(limits.header_read_timeout) => None,
-            };
-            let ended = match ended {
-                Some(r) => r,
-                None if !asked.load(std::sync::atomic::Ordering::Relaxed) => return,
-                None => conn.await,
+            let first_by = tokio::time::Instant::now() + limits.header_read_timeout;
+            let mut closing = false;
+            let ended = loop {
+                // The first request must come within the header timeout on either
+                // protocol (an HTTP/2 client that stops inside its preface, or sends no
+                // stream); later, the connection may stay idle for the idle timeout.
+                // Looked at again whenever the last request under way ends.
+                let check = if activity.asked() {
+                    activity.idle_deadline(limits.idle_timeout)
+                } else {
+                    Some(first_by)
+                };
+                tokio::select! {
+                    r = &mut conn => break r,
+                    _ = stopping.wait_for(|s| *s), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = activity.quiet.notified(), if !closing => {}
+                    _ = tokio::time::sleep_until(check.unwrap_or(first_by)), if !closing && check.is_some() => {
+                        if !activity.asked() {
+                            return;
+                        }
+                        if activity
+                            .idle_deadline(limits.idle_timeout)
+                            .is_some_and(|d| d <= tokio::time::Instant::now())
+                        {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             };
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -394,7 +500,9 @@ pub async fn serve(
     // No new connections while the ones in flight finish.
     drop(listener);
     let _ = stopping_tx.send(true);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    // Every connection has ended once all the places are back.
+    let all = u32::try_from(places).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(all))
         .await
         .is_err()
     {

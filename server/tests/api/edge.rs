@@ -201,6 +201,58 @@ async fn one_address_holds_a_bounded_share_of_the_connections() {
     assert_eq!(send.current_max_send_streams(), 32);
 }
 
+type H2Send = h2::client::SendRequest<axum::body::Bytes>;
+
+/// An HTTP/2 connection that has made one request, and the task driving it (finished
+/// when the connection ends).
+async fn h2_open(s: &TestServer) -> (H2Send, tokio::task::JoinHandle<Result<(), h2::Error>>) {
+    let (send, conn) = h2::client::handshake(tls_connect_alpn(s, &[b"h2"]).await)
+        .await
+        .unwrap();
+    let ended = tokio::spawn(conn);
+    (h2_health(s, send).await, ended)
+}
+
+/// `GET /v1/health` on the connection, which must answer 200.
+async fn h2_health(s: &TestServer, send: H2Send) -> H2Send {
+    let mut send = send.ready().await.unwrap();
+    let req = axum::http::Request::get(format!("https://{}/v1/health", s.addr))
+        .body(())
+        .unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    send
+}
+
+/// An HTTP/2 connection (which answers the server's pings, so that they never close it)
+/// is closed once no request has been under way for the idle timeout; one that keeps
+/// asking stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
+    let s = TestServer::start_with_limits(ConnectionLimits {
+        idle_timeout: Duration::from_secs(2),
+        handshake_timeout: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    let (_idle, idle_ended) = h2_open(&s).await;
+    let (mut busy, busy_ended) = h2_open(&s).await;
+    // Four seconds of a request every half second on one, nothing on the other.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        busy = h2_health(&s, busy).await;
+    }
+    assert!(
+        idle_ended.is_finished(),
+        "the idle connection is still open"
+    );
+    assert!(!busy_ended.is_finished(), "the busy connection was closed");
+    // Left idle in turn, it is closed too (within the timeout and a recheck).
+    let closed = tokio::time::timeout(Duration::from_secs(6), busy_ended).await;
+    assert!(closed.is_ok(), "the connection stayed open once idle");
+    drop(busy);
+}
+
 #[tokio::test]
 async fn long_uris_are_refused_and_long_resources_are_cut_in_the_audit_trail() {
     let s = TestServer::start().await;

@@ -189,15 +189,7 @@ async fn one_address_holds_a_bounded_share_of_the_connections() {
     let served = tokio::time::timeout(Duration::from_secs(10), s.client.health()).await;
     assert_eq!(served.unwrap().unwrap().status, "ok");
 
-    let tls = tls_connect_alpn(&s, &[b"h2"]).await;
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    let mut send = send.ready().await.unwrap();
-    let req = axum::http::Request::get(format!("https://{}/v1/health", s.addr))
-        .body(())
-        .unwrap();
-    let (resp, _) = send.send_request(req, true).unwrap();
-    assert_eq!(resp.await.unwrap().status(), 200);
+    let (send, _conn) = h2_open(&s).await;
     assert_eq!(send.current_max_send_streams(), 32);
 }
 

@@ -564,3 +564,196 @@ fn a_database_file_made_by_open_is_the_owners_alone() {
         assert_eq!(mode, 0o600, "{}", p.display());
     }
 }
+
+/// Commits random puts and deletes of the audit table (kept in packed runs in redb) to a
+/// redb without a journal, where every commit rewrites runs, and to the memory model;
+/// gets and scans agree after each commit.
+#[test]
+fn packed_runs_agree_with_memory_commit_by_commit() {
+    use rand::{Rng as _, SeedableRng as _};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xa0d1);
+    let redb = RedbBackend::with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+    let model = MemoryBackend::new();
+    let key = |rng: &mut rand::rngs::StdRng| {
+        let p = if rng.gen_bool(0.5) { "a/" } else { "b/" };
+        format!("{p}{:02}", rng.gen_range(0..40)).into_bytes()
+    };
+    for i in 0..1500u32 {
+        // Unsorted, and a key may come twice (the last one wins).
+        let batch: Vec<Mutation> = (0..rng.gen_range(1..=6))
+            .map(|_| {
+                let k = key(&mut rng);
+                if rng.gen_bool(0.75) {
+                    Mutation::Put(Table::Audit, k, i.to_be_bytes().repeat(rng.gen_range(1..4)))
+                } else {
+                    Mutation::Delete(Table::Audit, k)
+                }
+            })
+            .collect();
+        redb.commit(&batch).unwrap();
+        model.commit(&batch).unwrap();
+        let k = key(&mut rng);
+        assert_eq!(
+            redb.get(Table::Audit, &k).unwrap(),
+            model.get(Table::Audit, &k).unwrap(),
+            "get at {i}"
+        );
+        let prefix: &[u8] = [b"".as_slice(), b"a/", b"b/", b"a/1"][rng.gen_range(0..4)];
+        let after = rng.gen_bool(0.5).then(|| key(&mut rng));
+        let limit = rng.gen_range(1..12);
+        assert_eq!(
+            redb.scan(Table::Audit, prefix, after.as_deref(), limit)
+                .unwrap(),
+            model
+                .scan(Table::Audit, prefix, after.as_deref(), limit)
+                .unwrap(),
+            "scan at {i}"
+        );
+    }
+    assert_eq!(
+        redb.scan(Table::Audit, b"", None, 1000).unwrap(),
+        model.scan(Table::Audit, b"", None, 1000).unwrap()
+    );
+}
+
+/// The records of the audit table's raw redb tables: the runs (`None` when that table
+/// does not exist) and the entries of the table of one entry per key (likewise).
+fn raw_audit_tables(path: &std::path::Path) -> (Option<usize>, Option<usize>) {
+    use redb::{ReadableTableMetadata as _, TableDefinition};
+    let db = redb::Database::open(path).unwrap();
+    let rtx = db.begin_read().unwrap();
+    let count = |name: &str| {
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+        match rtx.open_table(def) {
+            Ok(t) => Some(usize::try_from(t.len().unwrap()).unwrap()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    (count("audit_runs"), count(Table::Audit.name()))
+}
+
+/// Through the journal and its checkpoints, audit entries land in redb as runs (one
+/// redb entry per run, not per record), and read back one by one after a reopen.
+#[test]
+fn audit_entries_are_stored_in_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let b = RedbBackend::open(&path).unwrap();
+    let key = |n: u64| n.to_be_bytes().to_vec();
+    let mut n = 0u64;
+    for size in [1, 3, 7, 2, 30, 5, 1, 51] {
+        let batch: Vec<Mutation> = (0..size)
+            .map(|_| {
+                n += 1;
+                Mutation::Put(Table::Audit, key(n), format!("record {n}").into_bytes())
+            })
+            .collect();
+        b.commit(&batch).unwrap();
+    }
+    b.checkpoint().unwrap();
+    drop(b);
+    let (runs, plain) = raw_audit_tables(&path);
+    let runs = runs.expect("the runs table");
+    assert_eq!(plain, None);
+    assert!(
+        runs <= usize::try_from(n).unwrap().div_ceil(packed::RUN_ENTRIES) + 1,
+        "{runs} runs for {n} entries"
+    );
+    {
+        use redb::ReadableTable as _;
+        let db = redb::Database::open(&path).unwrap();
+        let rtx = db.begin_read().unwrap();
+        let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("audit_runs");
+        for run in rtx.open_table(def).unwrap().iter().unwrap() {
+            let (k, v) = run.unwrap();
+            let entries = packed::unpack(v.value()).unwrap();
+            assert!(
+                entries.len() <= packed::RUN_ENTRIES,
+                "a run of {}",
+                entries.len()
+            );
+            assert_eq!(
+                entries.last().map(|(k, _)| *k),
+                Some(k.value()),
+                "keyed by its last"
+            );
+        }
+    }
+    let b = RedbBackend::open(&path).unwrap();
+    let all = b.scan(Table::Audit, b"", None, 1000).unwrap();
+    assert_eq!(all.len(), 100);
+    assert!(
+        all.iter()
+            .zip(1u64..)
+            .all(|((k, v), i)| *k == key(i) && *v == format!("record {i}").into_bytes())
+    );
+    assert_eq!(
+        b.get(Table::Audit, &key(42)).unwrap(),
+        Some(b"record 42".to_vec())
+    );
+    assert_eq!(b.get(Table::Audit, &key(101)).unwrap(), None);
+}
+
+/// A database written before the audit table was packed (one redb entry per record) is
+/// read as it is; its first audit write moves every record into runs, in the same
+/// transaction, and drops the old table.
+#[test]
+fn an_audit_table_of_one_entry_per_record_is_read_then_moved_into_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let key = |n: u64| n.to_be_bytes().to_vec();
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let def: redb::TableDefinition<&[u8], &[u8]> =
+                redb::TableDefinition::new(Table::Audit.name());
+            let mut t = tx.open_table(def).unwrap();
+            for n in 1..=10u64 {
+                t.insert(key(n).as_slice(), format!("old {n}").as_bytes())
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let b = RedbBackend::open(&path).unwrap();
+    assert_eq!(
+        b.get(Table::Audit, &key(7)).unwrap(),
+        Some(b"old 7".to_vec())
+    );
+    assert_eq!(
+        b.scan(Table::Audit, b"", Some(&key(8)), 10).unwrap().len(),
+        2
+    );
+    drop(b);
+    assert_eq!(
+        raw_audit_tables(&path),
+        (None, Some(10)),
+        "reads change nothing"
+    );
+    let b = RedbBackend::open(&path).unwrap();
+    b.commit(&[
+        Mutation::Delete(Table::Audit, key(3)),
+        Mutation::Put(Table::Audit, key(11), b"new 11".to_vec()),
+    ])
+    .unwrap();
+    b.checkpoint().unwrap();
+    drop(b);
+    let (runs, plain) = raw_audit_tables(&path);
+    assert_eq!(plain, None, "the old table is gone");
+    assert!(runs.is_some_and(|r| r < 10), "{runs:?}");
+    let b = RedbBackend::open(&path).unwrap();
+    let keys: Vec<Vec<u8>> = b
+        .scan(Table::Audit, b"", None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let want: Vec<Vec<u8>> = [1, 2, 4, 5, 6, 7, 8, 9, 10, 11].map(key).to_vec();
+    assert_eq!(keys, want);
+    assert_eq!(
+        b.get(Table::Audit, &key(2)).unwrap(),
+        Some(b"old 2".to_vec())
+    );
+}

@@ -9,6 +9,7 @@
 mod group;
 mod journal;
 mod memory;
+mod packed;
 mod redb_backend;
 
 pub use group::{NotRun, Store, StoreStats, ThenResult, Txn};

@@ -8,6 +8,7 @@ use redb::backends::FileBackend;
 use redb::{Database, ReadTransaction, TableDefinition, WriteTransaction};
 
 use super::journal::{self, Journal, JournalId};
+use super::packed::{self, Opened};
 use super::{Backend, Entries, Mutation, Reader, StorageError, Table};
 
 fn def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -70,7 +71,7 @@ struct Layers {
 /// its last view does.
 struct Base {
     rtx: ReadTransaction,
-    tables: Vec<OnceLock<Option<ReadTable>>>,
+    tables: Vec<OnceLock<Option<Opened>>>,
 }
 
 impl Base {
@@ -82,14 +83,14 @@ impl Base {
     }
 
     /// The table, or `None` when no write has created it yet (read as empty).
-    fn table(&self, table: Table) -> Result<Option<&ReadTable>, StorageError> {
+    fn table(&self, table: Table) -> Result<Option<&Opened>, StorageError> {
         let Some(cell) = self.tables.get(table.index()) else {
             return Ok(None);
         };
         if let Some(t) = cell.get() {
             return Ok(t.as_ref());
         }
-        let opened = open_read(&self.rtx, table)?;
+        let opened = packed::open_read(&self.rtx, table)?;
         // Two views may open it at once: one of them is kept, both are the same table.
         let _ = cell.set(opened);
         Ok(cell.get().and_then(Option::as_ref))
@@ -585,6 +586,16 @@ fn checkpoint(
             let Some(&table) = Table::ALL.get(i) else {
                 continue;
             };
+            if let Some(runs) = packed::runs_of(table) {
+                let changes = map
+                    .iter()
+                    .filter_map(|(k, versions)| {
+                        versions.last().map(|(_, v)| (k.as_slice(), v.as_deref()))
+                    })
+                    .collect();
+                packed::write(&tx, table, runs, changes)?;
+                continue;
+            }
             let mut t = tx
                 .open_table(def(table))
                 .map_err(StorageError::from_display)?;
@@ -800,6 +811,18 @@ fn apply(tx: &WriteTransaction, mutations: &[Mutation]) -> Result<(), StorageErr
     // sorted by table): opening and closing a table costs a table-tree update.
     for run in mutations.chunk_by(|a, b| table_of(a) == table_of(b)) {
         let Some(first) = run.first() else { continue };
+        if let Some(runs) = packed::runs_of(table_of(first)) {
+            // Each key's last mutation.
+            let changes = run
+                .iter()
+                .map(|m| match m {
+                    Mutation::Put(_, k, v) => (k.as_slice(), Some(v.as_slice())),
+                    Mutation::Delete(_, k) => (k.as_slice(), None),
+                })
+                .collect();
+            packed::write(tx, table_of(first), runs, changes)?;
+            continue;
+        }
         let mut t = tx
             .open_table(def(table_of(first)))
             .map_err(StorageError::from_display)?;
@@ -969,23 +992,13 @@ impl<B: redb::StorageBackend> redb::StorageBackend for PrefilledFile<B> {
     }
 }
 
-type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
-
-/// The table, or `None` when no write has created it yet (read as empty).
-fn open_read(rtx: &ReadTransaction, table: Table) -> Result<Option<ReadTable>, StorageError> {
-    match rtx.open_table(def(table)) {
-        Ok(t) => Ok(Some(t)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(StorageError::from_display(e)),
-    }
-}
+pub(super) type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 fn tx_get(base: &Base, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-    let Some(t) = base.table(table)? else {
-        return Ok(None);
-    };
-    let v = t.get(key).map_err(StorageError::from_display)?;
-    Ok(v.map(|g| g.value().to_vec()))
+    match base.table(table)? {
+        Some(t) => t.get(key),
+        None => Ok(None),
+    }
 }
 
 fn tx_scan(
@@ -995,23 +1008,8 @@ fn tx_scan(
     after: Option<&[u8]>,
     limit: usize,
 ) -> Result<Entries, StorageError> {
-    let Some(t) = base.table(table)? else {
-        return Ok(Vec::new());
-    };
-    // After `after`, but never before the prefix (a page token from another listing
-    // may sort before it).
-    let start: &[u8] = after.filter(|a| *a > prefix).unwrap_or(prefix);
-    let mut out = Vec::new();
-    for item in t.range(start..).map_err(StorageError::from_display)? {
-        let (k, v) = item.map_err(StorageError::from_display)?;
-        let k = k.value();
-        if Some(k) == after {
-            continue;
-        }
-        if !k.starts_with(prefix) || out.len() >= limit {
-            break;
-        }
-        out.push((k.to_vec(), v.value().to_vec()));
+    match base.table(table)? {
+        Some(t) => t.scan(prefix, after, limit),
+        None => Ok(Vec::new()),
     }
-    Ok(out)
 }

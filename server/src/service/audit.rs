@@ -66,6 +66,27 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// The record of this request, numbered `seq`.
+    fn record(
+        &self,
+        seq: u64,
+        outcome: AuditOutcome,
+        error_code: Option<ErrorCode>,
+    ) -> api::AuditRecord {
+        api::AuditRecord {
+            seq,
+            time: Timestamp::from_unix(self.time),
+            request_id: self.request_id.clone(),
+            principal: self.principal.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            outcome,
+            error_code,
+            source: self.source.clone(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+
     /// Sets the user agent, cut to its first 256 characters.
     pub fn set_user_agent(&mut self, ua: &str) {
         self.user_agent = ua.chars().take(USER_AGENT_MAX).collect();
@@ -272,6 +293,48 @@ fn commit_outcome_unknown() -> Error {
     )
 }
 
+/// How a record's JSON begins: its number is the first field.
+const SEQ_PREFIX: &[u8] = br#"{"seq":"#;
+
+/// A record serialized but for its number (serialized as 0). The stored bytes are those
+/// of the whole record serialized at once.
+struct Drafted(Vec<u8>);
+
+/// `{"seq":0`: how a drafted record begins.
+const DRAFT_PREFIX: usize = SEQ_PREFIX.len() + 1;
+
+impl Drafted {
+    fn new(
+        entry: &AuditEntry,
+        outcome: AuditOutcome,
+        error_code: Option<ErrorCode>,
+    ) -> Result<Self> {
+        let json =
+            serde_json::to_vec(&entry.record(0, outcome, error_code)).map_err(Error::internal)?;
+        if json.get(..DRAFT_PREFIX) != Some(br#"{"seq":0"#.as_slice()) {
+            return Err(Error::internal(
+                "an audit record does not serialize with its number first",
+            ));
+        }
+        Ok(Self(json))
+    }
+
+    /// The stored record numbered `seq`, `0x01 ‖ MAC ‖ JSON`, and its MAC, computed by
+    /// `mac` over the JSON.
+    fn stored(&self, seq: u64, mac: impl FnOnce(&[u8]) -> [u8; 32]) -> (Vec<u8>, [u8; 32]) {
+        let rest = self.0.get(DRAFT_PREFIX..).unwrap_or_default();
+        let mut value = Vec::with_capacity(33 + DRAFT_PREFIX + 20 + rest.len());
+        value.push(FORMAT_V1);
+        value.extend_from_slice(&[0u8; 32]);
+        value.extend_from_slice(SEQ_PREFIX);
+        value.extend_from_slice(seq.to_string().as_bytes());
+        value.extend_from_slice(rest);
+        let m = mac(&value[33..]);
+        value[1..33].copy_from_slice(&m);
+        (value, m)
+    }
+}
+
 /// Filters of `GET /v1/audit`.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -334,10 +397,20 @@ impl Service {
         let Some(entry) = slot.take() else {
             return Ok(());
         };
+        // Serialized here, so that the writer thread, which every request waits on, only
+        // numbers and chains it.
+        let drafted = match Drafted::new(&entry, outcome, code) {
+            Ok(d) => d,
+            Err(e) => {
+                slot.settle(false);
+                tracing::error!(error = %e, "audit record could not be written");
+                return Err(unauditable());
+            }
+        };
         let this = self.clone();
         let r = self
             .store()
-            .write(move |t| this.append_audit(t, &entry, outcome, code))
+            .write(move |t| this.append_drafted(t, &drafted))
             .await;
         slot.settle(r.is_ok());
         r.map(|_| ()).map_err(|e| {
@@ -417,31 +490,20 @@ impl Service {
         outcome: AuditOutcome,
         error_code: Option<ErrorCode>,
     ) -> Result<u64> {
+        self.append_drafted(t, &Drafted::new(entry, outcome, error_code)?)
+    }
+
+    /// Appends a serialized record after the head, numbering and chaining it; runs on
+    /// the writer thread.
+    fn append_drafted(&self, t: &mut Txn<'_>, drafted: &Drafted) -> Result<u64> {
         if self.inner.audit.failpoint.load(Ordering::SeqCst) {
             return Err(unauditable());
         }
         let head = load_head(t)?;
         let (count, prev) = head.map_or((0, [0u8; 32]), |h| (h.count, h.last));
         let seq = count + 1;
-        let rec = api::AuditRecord {
-            seq,
-            time: Timestamp::from_unix(entry.time),
-            request_id: entry.request_id.clone(),
-            principal: entry.principal.clone(),
-            action: entry.action.clone(),
-            resource: entry.resource.clone(),
-            outcome,
-            error_code,
-            source: entry.source.clone(),
-            user_agent: entry.user_agent.clone(),
-        };
-        let body = serde_json::to_vec(&rec).map_err(Error::internal)?;
         let barrier = &self.inner.barrier;
-        let mac = barrier.audit_record_mac(seq, &prev, &body);
-        let mut value = Vec::with_capacity(33 + body.len());
-        value.push(FORMAT_V1);
-        value.extend_from_slice(&mac);
-        value.extend_from_slice(&body);
+        let (value, mac) = drafted.stored(seq, |body| barrier.audit_record_mac(seq, &prev, body));
         t.put(Table::Audit, &seq.to_be_bytes(), value);
         let head = Head {
             count: seq,
@@ -731,4 +793,43 @@ pub fn check_audit_head(store: &(impl Reader + ?Sized), barrier: &Barrier) -> Re
         return Err(format!("audit records follow the head ({})", h.count));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record serialized on a request's thread and numbered on the writer's is stored
+    /// byte for byte as the whole record serialized at once.
+    #[test]
+    fn a_drafted_record_is_stored_as_the_whole_record_serialized() {
+        let entry = AuditEntry {
+            time: 1_764_000_000,
+            request_id: "req-1".into(),
+            principal: "app \"x\"".into(),
+            action: "kms:GetSecretValue".into(),
+            resource: "secret/app/db".into(),
+            source: "127.0.0.1:5000".into(),
+            user_agent: "ua/1.0 ✓".into(),
+        };
+        for (seq, outcome, code) in [
+            (1, AuditOutcome::Succeeded, None),
+            (10, AuditOutcome::Denied, Some(ErrorCode::Forbidden)),
+            (u64::MAX, AuditOutcome::Failed, Some(ErrorCode::KeyDisabled)),
+        ] {
+            let whole = serde_json::to_vec(&entry.record(seq, outcome, code)).unwrap();
+            let drafted = Drafted::new(&entry, outcome, code).unwrap();
+            let mut maced = Vec::new();
+            let (value, mac) = drafted.stored(seq, |body| {
+                maced = body.to_vec();
+                [7u8; 32]
+            });
+            assert_eq!(&value[33..], whole.as_slice(), "{seq}");
+            assert_eq!(maced, whole, "the MAC covers the stored JSON");
+            assert_eq!(
+                (value[0], &value[1..33], mac),
+                (FORMAT_V1, &[7u8; 32][..], [7u8; 32])
+            );
+        }
+    }
 }

@@ -460,6 +460,10 @@ pub async fn serve(
             tokio::pin!(conn);
             let first_by = tokio::time::Instant::now() + limits.header_read_timeout;
             let mut closing = false;
+            // Once told to close, a connection gets the header timeout to finish what it
+            // is sending; a client that does not take its responses (an HTTP/2 window
+            // kept at 0, an HTTP/1 client that stops reading) is then cut off.
+            let mut cut_at: Option<tokio::time::Instant> = None;
             let ended = loop {
                 // The first request must come within the header timeout on either
                 // protocol (an HTTP/2 client that stops inside its preface, or sends no
@@ -472,9 +476,14 @@ pub async fn serve(
                 };
                 tokio::select! {
                     r = &mut conn => break r,
+                    () = tokio::time::sleep_until(cut_at.unwrap_or(first_by)), if cut_at.is_some() => {
+                        tracing::debug!(%peer, "cutting off a connection that did not finish after it was told to close");
+                        return;
+                    }
                     _ = stopping.wait_for(|s| *s), if !closing => {
                         conn.as_mut().graceful_shutdown();
                         closing = true;
+                        cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
                     }
                     () = activity.quiet.notified(), if !closing => {}
                     _ = tokio::time::sleep_until(check.unwrap_or(first_by)), if !closing && check.is_some() => {
@@ -488,6 +497,7 @@ pub async fn serve(
                             tracing::debug!(%peer, "closing an idle connection");
                             conn.as_mut().graceful_shutdown();
                             closing = true;
+                            cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
                         }
                     }
                 }

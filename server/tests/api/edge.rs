@@ -218,17 +218,55 @@ async fn h2_health(s: &TestServer, send: H2Send) -> H2Send {
 
 /// An HTTP/2 connection (which answers the server's pings, so that they never close it)
 /// is closed once no request has been under way for the idle timeout; one that keeps
-/// asking stays open.
+/// asking stays open, and so does one whose request takes longer than the idle timeout.
+/// One that never takes its response's body (a flow-control window of 0) is cut off
+/// the header timeout after it was told to close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
     let s = TestServer::start_with_limits(ConnectionLimits {
         idle_timeout: Duration::from_secs(2),
+        header_read_timeout: Duration::from_secs(2),
         handshake_timeout: Duration::from_secs(30),
         ..Default::default()
     })
     .await;
     let (_idle, idle_ended) = h2_open(&s).await;
-    let (mut busy, busy_ended) = h2_open(&s).await;
+    // A request whose response body the client never lets come (and keeps: a dropped
+    // body would reset the stream).
+    let (stuck, stuck_conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, axum::body::Bytes>(tls_connect_alpn(&s, &[b"h2"]).await)
+        .await
+        .unwrap();
+    let stuck_ended = tokio::spawn(stuck_conn);
+    let mut stuck = stuck.ready().await.unwrap();
+    let req = axum::http::Request::get(format!("https://{}/v1/health", s.addr))
+        .body(())
+        .unwrap();
+    let (resp, _) = stuck.send_request(req, true).unwrap();
+    let stuck_resp = resp.await.unwrap();
+    assert_eq!(stuck_resp.status(), 200);
+    let (busy, busy_ended) = h2_open(&s).await;
+    let mut busy = busy;
+    // A create whose body comes 3 s after its headers, past the idle timeout.
+    let (slow, slow_ended) = h2_open(&s).await;
+    let slow = tokio::spawn({
+        let (addr, token) = (s.addr, s.token.clone());
+        async move {
+            let mut send = slow.ready().await.unwrap();
+            let req = axum::http::Request::post(format!("https://{addr}/v1/secrets"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(())
+                .unwrap();
+            let (resp, mut body) = send.send_request(req, false).unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            body.send_data(r#"{"name":"slow","secret_data":"v"}"#.into(), true)
+                .unwrap();
+            assert_eq!(resp.await.unwrap().status(), 201);
+            send
+        }
+    });
     // Four seconds of a request every half second on one, nothing on the other.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -239,6 +277,17 @@ async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
         "the idle connection is still open"
     );
     assert!(!busy_ended.is_finished(), "the busy connection was closed");
+    // The slow request's connection was not told to close while it was under way: it
+    // takes another request.
+    let slow = h2_health(&s, slow.await.unwrap()).await;
+    assert!(!slow_ended.is_finished());
+    drop(slow);
+    let cut = tokio::time::timeout(Duration::from_secs(6), stuck_ended).await;
+    assert!(
+        cut.is_ok(),
+        "a connection that takes no response stayed open"
+    );
+    drop((stuck, stuck_resp));
     // Left idle in turn, it is closed too (within the timeout and a recheck).
     let closed = tokio::time::timeout(Duration::from_secs(6), busy_ended).await;
     assert!(closed.is_ok(), "the connection stayed open once idle");

@@ -22,7 +22,10 @@ const META_KEYCHECK: &[u8] = b"keycheck";
 const META_ROOT_TOKEN: &[u8] = b"root_token_sha256";
 const META_FORMAT: &[u8] = b"format_version";
 /// Format 2: `init` writes the head of the empty audit trail (format 1 did not).
-const FORMAT_CURRENT: &[u8] = b"2";
+/// Format 3: the audit trail may be kept in packed runs (`storage::packed`), which a
+/// release that reads only formats 1 and 2 would take for a deleted trail; a format 2
+/// store becomes format 3 when this release unseals it.
+const FORMAT_CURRENT: &[u8] = b"3";
 
 /// The database file inside a data dir.
 pub fn db_path(data_dir: &Path) -> PathBuf {
@@ -237,7 +240,7 @@ fn upgrade_root_token(backend: &dyn Backend, now: i64) -> anyhow::Result<()> {
 }
 
 /// Format 1 stores were initialised without an audit head: one that never audited a
-/// request gets the head of the empty trail now, and every such store becomes format 2,
+/// request gets the head of the empty trail now, and every such store becomes format 3,
 /// from which on a missing head means a deleted trail. (Setting the format back to 1 and
 /// deleting the trail is not detected, like replacing the store with an older copy.)
 fn upgrade_audit_head(backend: &dyn Backend, barrier: &Barrier) -> anyhow::Result<()> {
@@ -260,7 +263,7 @@ fn upgrade_audit_head(backend: &dyn Backend, barrier: &Barrier) -> anyhow::Resul
     }
     drop(snapshot);
     backend.commit(&m)?;
-    tracing::info!("upgraded the data dir to format 2 (audit head written at init)");
+    tracing::info!("upgraded the data dir to format 3 (audit head written at init)");
     Ok(())
 }
 
@@ -320,9 +323,9 @@ pub fn unseal(
     // Every store this server knows has a format it can read (init has always written
     // one); a newer release's store is not written to in this one's layout.
     match backend.get(Table::Meta, META_FORMAT)?.as_deref() {
-        Some(b"1") | Some(b"2") => {}
+        Some(b"1") | Some(b"2") | Some(b"3") => {}
         Some(other) => bail!(
-            "refusing to unseal: the data dir has format {:?}, which this release does not know (it reads 1 and 2); run the release that wrote it",
+            "refusing to unseal: the data dir has format {:?}, which this release does not know (it reads 1 to 3); run the release that wrote it",
             String::from_utf8_lossy(other)
         ),
         None => {
@@ -342,6 +345,15 @@ pub fn unseal(
         }
     }
     upgrade_root_token(backend.as_ref(), clock.now())?;
+    // Before any request could write the trail in runs.
+    if backend.get(Table::Meta, META_FORMAT)?.as_deref() == Some(b"2".as_slice()) {
+        backend.commit(&[Mutation::Put(
+            Table::Meta,
+            META_FORMAT.to_vec(),
+            FORMAT_CURRENT.to_vec(),
+        )])?;
+        tracing::info!("upgraded the data dir to format 3 (audit trail in packed runs)");
+    }
     let store = Store::new(backend);
     let service = Service::new(store, barrier, clock, config);
     Ok(Unsealed { service })

@@ -584,7 +584,13 @@ fn packed_runs_agree_with_memory_commit_by_commit() {
             .map(|_| {
                 let k = key(&mut rng);
                 if rng.gen_bool(0.75) {
-                    Mutation::Put(Table::Audit, k, i.to_be_bytes().repeat(rng.gen_range(1..4)))
+                    // Now and then a value large enough that runs are cut by size.
+                    let n = if rng.gen_bool(0.1) {
+                        3000
+                    } else {
+                        rng.gen_range(1..4)
+                    };
+                    Mutation::Put(Table::Audit, k, i.to_be_bytes().repeat(n))
                 } else {
                     Mutation::Delete(Table::Audit, k)
                 }

@@ -29,6 +29,34 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use strongbox_schemas as api;
+
+/// A list response that comes a page at a time.
+trait Paged: DeserializeOwned {
+    /// Takes the next page's token.
+    fn take_next(&mut self) -> Option<String>;
+    /// Adds a later page's items.
+    fn append(&mut self, page: Self);
+}
+
+macro_rules! paged {
+    ($($t:ty => $items:ident),* $(,)?) => {$(
+        impl Paged for $t {
+            fn take_next(&mut self) -> Option<String> {
+                self.next_page_token.take()
+            }
+            fn append(&mut self, page: Self) {
+                self.$items.extend(page.$items);
+            }
+        }
+    )*};
+}
+
+paged!(
+    api::ListAliasesResponse => aliases,
+    api::ListRotationPoliciesResponse => rotation_policies,
+    api::ListPrincipalsResponse => principals,
+    api::ListPoliciesResponse => policies,
+);
 pub use strongbox_schemas::ErrorCode;
 
 mod cache;
@@ -336,6 +364,28 @@ impl Client {
             .map_err(|e| Error::Decode(e.to_string()))
     }
 
+    /// Every page of the list at `segments`, following `next_page_token`, as one
+    /// response.
+    async fn all_pages<T: Paged>(&self, segments: &[&str]) -> Result<T> {
+        let first = [("limit", "100")];
+        let mut all: T = self
+            .send(self.req(Method::GET, segments).query(&first))
+            .await?;
+        let mut next = all.take_next();
+        while let Some(token) = next {
+            let q = [("limit", "100"), ("page_token", token.as_str())];
+            let mut page: T = self.send(self.req(Method::GET, segments).query(&q)).await?;
+            next = page.take_next();
+            if next.as_ref() == Some(&token) {
+                return Err(Error::Decode(
+                    "the server returned the same page token twice".into(),
+                ));
+            }
+            all.append(page);
+        }
+        Ok(all)
+    }
+
     async fn check(&self, rb: Req) -> Result<reqwest::Response> {
         let resp = rb.0?.send().await.map_err(|e| {
             // A request that could not be built (a token that is no header value) is
@@ -466,9 +516,9 @@ impl Client {
         self.send(self.req(Method::GET, &["v1", "aliases", alias]))
             .await
     }
-    /// Lists aliases.
+    /// Lists the aliases the caller may describe (every page).
     pub async fn list_aliases(&self) -> Result<api::ListAliasesResponse> {
-        self.send(self.req(Method::GET, &["v1", "aliases"])).await
+        self.all_pages(&["v1", "aliases"]).await
     }
     /// Deletes an alias.
     pub async fn delete_alias(&self, alias: &str) -> Result<()> {
@@ -628,10 +678,9 @@ impl Client {
         self.send(self.req(Method::GET, &["v1", "rotation-policies", name]))
             .await
     }
-    /// Lists rotation policies.
+    /// Lists the rotation policies the caller may describe (every page).
     pub async fn list_rotation_policies(&self) -> Result<api::ListRotationPoliciesResponse> {
-        self.send(self.req(Method::GET, &["v1", "rotation-policies"]))
-            .await
+        self.all_pages(&["v1", "rotation-policies"]).await
     }
     /// Updates a rotation policy.
     pub async fn update_rotation_policy(
@@ -666,10 +715,9 @@ impl Client {
         self.send(self.req(Method::GET, &["v1", "principals", name]))
             .await
     }
-    /// Lists the principals the caller may see.
+    /// Lists the principals the caller may see (every page).
     pub async fn list_principals(&self) -> Result<api::ListPrincipalsResponse> {
-        self.send(self.req(Method::GET, &["v1", "principals"]))
-            .await
+        self.all_pages(&["v1", "principals"]).await
     }
     /// Changes a principal's description or attached policies.
     pub async fn update_principal(
@@ -724,9 +772,9 @@ impl Client {
         self.send(self.req(Method::GET, &["v1", "policies", name]))
             .await
     }
-    /// Lists the access policies the caller may see.
+    /// Lists the access policies the caller may see (every page).
     pub async fn list_policies(&self) -> Result<api::ListPoliciesResponse> {
-        self.send(self.req(Method::GET, &["v1", "policies"])).await
+        self.all_pages(&["v1", "policies"]).await
     }
     /// Changes an access policy's description or document.
     pub async fn update_policy(

@@ -57,8 +57,11 @@ pub struct Principal {
 /// `GET /v1/principals`.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListPrincipalsResponse {
-    /// Principals the caller may see, by name.
+    /// One page of the principals the caller may see, by name.
     pub principals: Vec<Principal>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }
 
 /// `POST /v1/principals/{name}/tokens` (the body may be omitted).
@@ -170,6 +173,9 @@ pub struct Policy {
 /// `GET /v1/policies`.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListPoliciesResponse {
-    /// Policies the caller may see, by name (built-in ones included).
+    /// One page of the policies the caller may see, by name (built-in ones included).
     pub policies: Vec<Policy>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }

@@ -141,6 +141,9 @@ pub struct Alias {
 /// `GET /v1/aliases`.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListAliasesResponse {
-    /// All aliases, by name.
+    /// One page of the aliases the caller may describe, by name.
     pub aliases: Vec<Alias>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }

@@ -90,8 +90,11 @@ pub struct UpdateRotationPolicyRequest {
 /// `GET /v1/rotation-policies`.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListRotationPoliciesResponse {
-    /// All policies, by name.
+    /// One page of the policies the caller may describe, by name.
     pub rotation_policies: Vec<RotationPolicy>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }
 
 /// State of a secret's running or last rotation.

@@ -4,7 +4,10 @@ use strongbox_schemas::{self as api, ErrorCode, validate_policy_name};
 
 use super::Service;
 use super::identity::{AccessPolicyRecord, builtin_policy};
-use super::records::{decode, encode, load, refuse_in_use, validate_description};
+use super::records::{
+    collect_after, decode, decode_page_token, encode, load, page, refuse_in_use,
+    validate_description,
+};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table};
 
@@ -75,26 +78,36 @@ impl Service {
         Ok(load_policy(self.store(), name)?.to_api())
     }
 
-    /// Policies whose names pass `visible`, built-in ones included, by name.
+    /// Policies in name order whose names pass `visible`, built-in ones included, a
+    /// page at a time.
     pub fn list_policies(
         &self,
+        limit: usize,
+        page_token: Option<&str>,
         visible: &dyn Fn(&str) -> bool,
     ) -> Result<api::ListPoliciesResponse> {
-        let mut policies: Vec<api::Policy> = builtin_api(api::ADMINISTRATOR_ACCESS)
-            .into_iter()
-            .filter(|p| visible(&p.name))
-            .collect();
-        for (_, v) in self
-            .store()
-            .scan(Table::AccessPolicies, b"", None, usize::MAX)?
-        {
-            let p: AccessPolicyRecord = decode(&v)?;
-            if visible(&p.name) {
-                policies.push(p.to_api());
-            }
-        }
-        policies.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(api::ListPoliciesResponse { policies })
+        let after = decode_page_token(page_token)?;
+        let mut items = collect_after(
+            self.store(),
+            Table::AccessPolicies,
+            after.as_deref(),
+            limit.saturating_add(1),
+            |_, v| {
+                let p: AccessPolicyRecord = decode(v)?;
+                Ok(visible(&p.name).then(|| (p.name.clone(), p.to_api())))
+            },
+        )?;
+        items.extend(
+            builtin_api(api::ADMINISTRATOR_ACCESS)
+                .filter(|p| visible(&p.name) && after.as_ref().is_none_or(|a| p.name > *a))
+                .map(|p| (p.name.clone(), p)),
+        );
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let (policies, next_page_token) = page(items, limit);
+        Ok(api::ListPoliciesResponse {
+            policies,
+            next_page_token,
+        })
     }
 
     /// Changes a policy; every principal it is attached to is governed by the new

@@ -5,8 +5,8 @@ use strongbox_schemas::{self as api, ErrorCode, validate_alias_name};
 use super::Service;
 use super::authz::Actor;
 use super::records::{
-    KeyRecord, KeyStateRec, KeyVersionRec, alias_arn, decode, decode_page_token, encode,
-    encode_page_token, load, validate_description, validate_tags,
+    KeyRecord, KeyStateRec, KeyVersionRec, alias_arn, decode, encode, list_page, load,
+    validate_description, validate_tags,
 };
 use super::rotation::reindex_key;
 use crate::barrier::{CmkMaterial, Secret32};
@@ -194,37 +194,18 @@ impl Service {
         page_token: Option<&str>,
         visible: &dyn Fn(&str) -> bool,
     ) -> Result<api::ListKeysResponse> {
-        let mut after = decode_page_token(page_token)?;
-        let mut keys: Vec<api::Key> = Vec::new();
-        loop {
-            let batch =
-                self.store()
-                    .scan(Table::Keys, b"", after.as_deref().map(str::as_bytes), 256)?;
-            let done = batch.len() < 256;
-            for (k, v) in batch {
-                after = Some(String::from_utf8_lossy(&k).into_owned());
-                let rec: KeyRecord = decode(&v)?;
-                if rec.state != KeyStateRec::Destroyed && visible(&rec.key_id) {
-                    // The page is full and one more key this caller may see follows:
-                    // only then is there a next page (a token leading to an empty page
-                    // would say that keys it may not see exist).
-                    if keys.len() == limit {
-                        let next_page_token = keys.last().map(|k| encode_page_token(&k.key_id));
-                        return Ok(api::ListKeysResponse {
-                            keys,
-                            next_page_token,
-                        });
-                    }
-                    keys.push(rec.to_api());
-                }
-            }
-            if done {
-                return Ok(api::ListKeysResponse {
-                    keys,
-                    next_page_token: None,
-                });
-            }
-        }
+        let (keys, next_page_token) =
+            list_page(self.store(), Table::Keys, limit, page_token, |_, v| {
+                let rec: KeyRecord = decode(v)?;
+                Ok(
+                    (rec.state != KeyStateRec::Destroyed && visible(&rec.key_id))
+                        .then(|| (rec.key_id.clone(), rec.to_api())),
+                )
+            })?;
+        Ok(api::ListKeysResponse {
+            keys,
+            next_page_token,
+        })
     }
 
     /// Runs `f` on the key `key_ref` names, for a route whose action is `action`.
@@ -603,22 +584,29 @@ impl Service {
         }
     }
 
-    /// All aliases.
-    pub fn list_aliases(&self) -> Result<api::ListAliasesResponse> {
-        let aliases = self
-            .store()
-            .scan(Table::Aliases, b"", None, usize::MAX)?
-            .into_iter()
-            .map(|(a, id)| {
-                let alias_name = String::from_utf8_lossy(&a).into_owned();
-                api::Alias {
-                    arn: alias_arn(&alias_name),
-                    alias_name,
-                    key_id: String::from_utf8_lossy(&id).into_owned(),
-                }
-            })
-            .collect();
-        Ok(api::ListAliasesResponse { aliases })
+    /// Aliases in name order whose names pass `visible`, a page at a time.
+    pub fn list_aliases(
+        &self,
+        limit: usize,
+        page_token: Option<&str>,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<api::ListAliasesResponse> {
+        let (aliases, next_page_token) =
+            list_page(self.store(), Table::Aliases, limit, page_token, |a, id| {
+                let alias_name = String::from_utf8_lossy(a).into_owned();
+                Ok(visible(&alias_name).then(|| {
+                    let alias = api::Alias {
+                        arn: alias_arn(&alias_name),
+                        alias_name: alias_name.clone(),
+                        key_id: String::from_utf8_lossy(id).into_owned(),
+                    };
+                    (alias_name, alias)
+                }))
+            })?;
+        Ok(api::ListAliasesResponse {
+            aliases,
+            next_page_token,
+        })
     }
 
     /// Removes an alias (the key stays). As in KMS, this needs `kms:DeleteAlias` on the

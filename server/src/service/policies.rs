@@ -6,7 +6,7 @@ use strongbox_schemas::{self as api, ErrorCode, RotationStrategy};
 
 use super::Service;
 use super::authz::{Actor, WEBHOOK_SENDS_WHY, WEBHOOK_SIGNS_WHY};
-use super::records::{PolicyRecord, SecretRecord, decode, encode, load, refuse_in_use};
+use super::records::{PolicyRecord, SecretRecord, decode, encode, list_page, load, refuse_in_use};
 use crate::error::{Error, Result, interval_in};
 use crate::storage::{Reader, Table, composite};
 
@@ -198,15 +198,27 @@ impl Service {
             .ok_or_else(|| not_found(name))
     }
 
-    /// All policies, by name.
-    pub fn list_rotation_policies(&self) -> Result<api::ListRotationPoliciesResponse> {
-        let rotation_policies = self
-            .store()
-            .scan(Table::RotationPolicies, b"", None, usize::MAX)?
-            .iter()
-            .map(|(_, v)| decode::<PolicyRecord>(v).map(|p| p.to_api()))
-            .collect::<Result<_>>()?;
-        Ok(api::ListRotationPoliciesResponse { rotation_policies })
+    /// Policies in name order whose names pass `visible`, a page at a time.
+    pub fn list_rotation_policies(
+        &self,
+        limit: usize,
+        page_token: Option<&str>,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<api::ListRotationPoliciesResponse> {
+        let (rotation_policies, next_page_token) = list_page(
+            self.store(),
+            Table::RotationPolicies,
+            limit,
+            page_token,
+            |_, v| {
+                let p = decode::<PolicyRecord>(v)?;
+                Ok(visible(&p.name).then(|| (p.name.clone(), p.to_api())))
+            },
+        )?;
+        Ok(api::ListRotationPoliciesResponse {
+            rotation_policies,
+            next_page_token,
+        })
     }
 
     /// Changes a policy; absent fields stay. Any change that leaves an `access_key`

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::Service;
 use super::authz::{ATTACH_POLICY, Actor, DETACH_POLICY};
 use super::identity::{PrincipalRecord, TokenRecord, new_token, policy_document};
-use super::records::{decode, encode, load, validate_description};
+use super::records::{decode, encode, list_page, load, validate_description};
 use crate::barrier;
 use crate::error::{Error, Result};
 use crate::storage::{Mutation, Reader, Table, Txn, composite};
@@ -264,22 +264,27 @@ impl Service {
         Ok(load_principal(self.store(), name)?.to_api())
     }
 
-    /// Principals whose names pass `visible`, by name.
+    /// Principals in name order whose names pass `visible`, a page at a time.
     pub fn list_principals(
         &self,
+        limit: usize,
+        page_token: Option<&str>,
         visible: &dyn Fn(&str) -> bool,
     ) -> Result<api::ListPrincipalsResponse> {
-        let mut principals = Vec::new();
-        for (_, v) in self
-            .store()
-            .scan(Table::Principals, b"", None, usize::MAX)?
-        {
-            let p: PrincipalRecord = decode(&v)?;
-            if visible(&p.name) {
-                principals.push(p.to_api());
-            }
-        }
-        Ok(api::ListPrincipalsResponse { principals })
+        let (principals, next_page_token) = list_page(
+            self.store(),
+            Table::Principals,
+            limit,
+            page_token,
+            |_, v| {
+                let p: PrincipalRecord = decode(v)?;
+                Ok(visible(&p.name).then(|| (p.name.clone(), p.to_api())))
+            },
+        )?;
+        Ok(api::ListPrincipalsResponse {
+            principals,
+            next_page_token,
+        })
     }
 
     /// Changes a principal's description or policies; takes effect on its next request.

@@ -555,6 +555,69 @@ pub(crate) fn encode_page_token(last: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
 }
 
+/// Up to `want` items from the records of `table` after the key `after`, in key order:
+/// `keep` turns a record into its key (as text, for a page token) and item, or `None`
+/// to leave it out (one the caller may not see).
+pub(crate) fn collect_after<T>(
+    store: &(impl Reader + ?Sized),
+    table: Table,
+    after: Option<&str>,
+    want: usize,
+    mut keep: impl FnMut(&[u8], &[u8]) -> Result<Option<(String, T)>>,
+) -> Result<Vec<(String, T)>> {
+    const CHUNK: usize = 256;
+    let mut out = Vec::new();
+    let mut from = after.map(|a| a.as_bytes().to_vec());
+    loop {
+        let batch = store.scan(table, b"", from.as_deref(), CHUNK)?;
+        let done = batch.len() < CHUNK;
+        for (k, v) in &batch {
+            if out.len() >= want {
+                return Ok(out);
+            }
+            if let Some(item) = keep(k, v)? {
+                out.push(item);
+            }
+        }
+        if done || out.len() >= want {
+            return Ok(out);
+        }
+        from = batch.last().map(|(k, _)| k.clone());
+    }
+}
+
+/// One page of the records of `table` that `keep` turns into items (see
+/// [`collect_after`]): at most `limit`, after the key `page_token` names, and the next
+/// page's token (see [`page`]).
+pub(crate) fn list_page<T>(
+    store: &(impl Reader + ?Sized),
+    table: Table,
+    limit: usize,
+    page_token: Option<&str>,
+    keep: impl FnMut(&[u8], &[u8]) -> Result<Option<(String, T)>>,
+) -> Result<(Vec<T>, Option<String>)> {
+    let after = decode_page_token(page_token)?;
+    let items = collect_after(
+        store,
+        table,
+        after.as_deref(),
+        limit.saturating_add(1),
+        keep,
+    )?;
+    Ok(page(items, limit))
+}
+
+/// One page of `items` (in key order, up to `limit` + 1 of them): at most `limit`, and
+/// the token of the next page only when one more item the caller may see follows (a
+/// token that led to an empty page would tell that items it may not see exist).
+pub(crate) fn page<T>(mut items: Vec<(String, T)>, limit: usize) -> (Vec<T>, Option<String>) {
+    let next = (items.len() > limit).then(|| {
+        items.truncate(limit);
+        items.last().map(|(k, _)| encode_page_token(k))
+    });
+    (items.into_iter().map(|(_, t)| t).collect(), next.flatten())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

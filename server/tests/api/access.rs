@@ -634,3 +634,155 @@ async fn in_use_errors_count_the_users_without_naming_them() {
         assert_code(r, code, count);
     }
 }
+
+/// The names of each page of the list at `path`, `limit` at a time, following
+/// `next_page_token`; `name` is the field that names an item.
+async fn names_by_page(
+    s: &TestServer,
+    token: &str,
+    path: &str,
+    items: &str,
+    name: &str,
+    limit: usize,
+) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut url = format!("{}{path}?limit={limit}", s.base());
+        if let Some(t) = &next {
+            url.push_str(&format!("&page_token={t}"));
+        }
+        let r = s.http().get(url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        pages.push(
+            v[items]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i[name].as_str().unwrap().to_string())
+                .collect(),
+        );
+        match v.get("next_page_token").and_then(|t| t.as_str()) {
+            Some(t) => next = Some(t.to_string()),
+            None => return pages,
+        }
+        assert!(pages.len() < 10, "{path}: no end");
+    }
+}
+
+/// The lists of aliases, rotation policies, principals and access policies come a page
+/// at a time (`limit` 1–100, default 50, and `page_token`), each page filled with items
+/// the caller may see; a full page followed only by hidden items has no next page. The
+/// SDK follows every page.
+#[tokio::test]
+async fn lists_come_in_pages_of_what_the_caller_may_see() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let key = c
+        .create_key(&api::CreateKeyRequest::default())
+        .await
+        .unwrap();
+    let names = ["a-pub", "b-sec", "c-pub", "d-sec", "e-pub"];
+    for n in names {
+        c.put_alias(&format!("alias/{n}"), &key.key_id)
+            .await
+            .unwrap();
+        c.create_rotation_policy(&api::CreateRotationPolicyRequest {
+            name: n.into(),
+            interval: api::Interval::parse("7d").unwrap(),
+            window: None,
+            strategy: api::RotationStrategy::Random,
+            settings: None,
+            enabled: None,
+        })
+        .await
+        .unwrap();
+        c.create_principal(&api::CreatePrincipalRequest {
+            name: n.into(),
+            description: None,
+            policies: None,
+        })
+        .await
+        .unwrap();
+        c.create_policy(&api::CreatePolicyRequest {
+            name: n.into(),
+            description: None,
+            document: serde_json::from_value(json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:DescribeKey"], "Resource": ["key/x"]}]}))
+            .unwrap(),
+        })
+        .await
+        .unwrap();
+    }
+    let viewer = s
+        .principal_token(
+            "viewer",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:ListAliases", "kms:ListRotationPolicies",
+                    "ram:ListPrincipals", "ram:ListPolicies"], "Resource": ["*"]},
+                {"Effect": "Allow", "Action": ["kms:DescribeAlias", "kms:DescribeRotationPolicy",
+                    "ram:GetPrincipal", "ram:GetPolicy"],
+                 "Resource": ["alias/*-pub", "rotation-policy/*-pub", "principal/*-pub",
+                    "policy/*-pub", "policy/AdministratorAccess"]}]}),
+        )
+        .await;
+    let visible = ["a-pub", "c-pub", "e-pub"].map(String::from);
+    for (path, items, name, prefix) in [
+        ("/v1/aliases", "aliases", "alias_name", "alias/"),
+        ("/v1/rotation-policies", "rotation_policies", "name", ""),
+        ("/v1/principals", "principals", "name", ""),
+    ] {
+        let want = |ns: &[String]| {
+            ns.iter()
+                .map(|n| format!("{prefix}{n}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names_by_page(&s, &viewer, path, items, name, 2).await,
+            [want(&visible[..2]), want(&visible[2..])],
+            "{path}"
+        );
+        // Hidden ones (and the root principal, the viewer itself) after the last: no
+        // next page.
+        assert_eq!(
+            names_by_page(&s, &viewer, path, items, name, 3).await,
+            [want(&visible)],
+            "{path}"
+        );
+    }
+    // The built-in policy sorts among the stored ones.
+    assert_eq!(
+        names_by_page(&s, &viewer, "/v1/policies", "policies", "name", 2).await,
+        [
+            vec!["AdministratorAccess".to_string(), "a-pub".into()],
+            vec!["c-pub".into(), "e-pub".into()]
+        ]
+    );
+    let all = names_by_page(&s, &s.token, "/v1/policies", "policies", "name", 50).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].len(), 7, "{all:?}");
+    for limit in ["0", "101", "x"] {
+        let r = s
+            .http()
+            .get(format!("{}/v1/principals?limit={limit}", s.base()))
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{limit}");
+    }
+    // The SDK follows the pages (of 100) to the end.
+    for i in 0..100 {
+        c.create_principal(&api::CreatePrincipalRequest {
+            name: format!("many-{i:03}"),
+            description: None,
+            policies: None,
+        })
+        .await
+        .unwrap();
+    }
+    let everyone = c.list_principals().await.unwrap();
+    assert_eq!(everyone.principals.len(), 107);
+    assert_eq!(everyone.next_page_token, None);
+}

@@ -58,13 +58,7 @@ pub(super) async fn list_keys(
     Caller(who): Caller,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<api::ListKeysResponse>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "limit: must be between 1 and 100",
-        ));
-    }
+    let limit = q.limit()?;
     let visible = |id: &str| who.allows("kms:DescribeKey", &format!("key/{id}"));
     Ok(Json(s.service.list_keys(
         limit,
@@ -144,11 +138,14 @@ pub(super) async fn cancel_key_deletion(
 pub(super) async fn list_aliases(
     State(s): State<AppState>,
     Caller(who): Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<api::ListAliasesResponse>> {
-    let mut r = s.service.list_aliases()?;
-    r.aliases
-        .retain(|a| who.allows("kms:DescribeAlias", &a.alias_name));
-    Ok(Json(r))
+    let visible = |a: &str| who.allows("kms:DescribeAlias", a);
+    Ok(Json(s.service.list_aliases(
+        q.limit()?,
+        q.page_token.as_deref(),
+        &visible,
+    )?))
 }
 
 pub(super) async fn put_alias(
@@ -328,15 +325,19 @@ pub(super) async fn create_rotation_policy(
 pub(super) async fn list_rotation_policies(
     State(s): State<AppState>,
     Caller(who): Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<api::ListRotationPoliciesResponse>> {
-    let mut r = s.service.list_rotation_policies()?;
-    r.rotation_policies.retain(|p| {
+    let visible = |n: &str| {
         who.allows(
             "kms:DescribeRotationPolicy",
-            &format!("rotation-policy/{}", p.name),
+            &format!("rotation-policy/{n}"),
         )
-    });
-    Ok(Json(r))
+    };
+    Ok(Json(s.service.list_rotation_policies(
+        q.limit()?,
+        q.page_token.as_deref(),
+        &visible,
+    )?))
 }
 
 pub(super) async fn describe_rotation_policy(

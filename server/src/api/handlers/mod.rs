@@ -96,7 +96,7 @@ routes! {
     post "/v1/keys/{key_id}/schedule-deletion" => schedule_key_deletion, "kms:ScheduleKeyDeletion", path "key/{key_id}", 200, req: (api::ScheduleKeyDeletionRequest), query: -, resp: (api::Key), "Schedule destruction of the key material";
     post "/v1/keys/{key_id}/cancel-deletion" => cancel_key_deletion, "kms:CancelKeyDeletion", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Cancel a scheduled deletion";
 
-    get "/v1/aliases" => list_aliases, "kms:ListAliases", path "*", 200, req: -, query: -, resp: (api::ListAliasesResponse), "List aliases (those the caller may describe)";
+    get "/v1/aliases" => list_aliases, "kms:ListAliases", path "*", 200, req: -, query: (PageQuery), resp: (api::ListAliasesResponse), "List aliases (those the caller may describe)";
     put "/v1/aliases/{alias}" => put_alias, "kms:CreateAlias", path "{alias}", 200, req: (api::PutAliasRequest), query: -, resp: (api::Alias), "Create or move an alias (alias/NAME, percent-encoded)";
     get "/v1/aliases/{alias}" => get_alias, "kms:DescribeAlias", path "{alias}", 200, req: -, query: -, resp: (api::Alias), "Describe an alias";
     delete "/v1/aliases/{alias}" => delete_alias, "kms:DeleteAlias", path "{alias}", 204, req: -, query: -, resp: -, "Delete an alias";
@@ -115,13 +115,13 @@ routes! {
     post "/v1/secrets/{name}/restore" => restore_secret, "kms:RestoreSecret", path "secret/{name}", 200, req: -, query: -, resp: (api::Secret), "Cancel a scheduled deletion";
 
     post "/v1/rotation-policies" => create_rotation_policy, "kms:CreateRotationPolicy", body "rotation-policy/{name}", 201, req: (api::CreateRotationPolicyRequest), query: -, resp: (api::RotationPolicy), "Create a rotation policy";
-    get "/v1/rotation-policies" => list_rotation_policies, "kms:ListRotationPolicies", path "*", 200, req: -, query: -, resp: (api::ListRotationPoliciesResponse), "List rotation policies (those the caller may describe)";
+    get "/v1/rotation-policies" => list_rotation_policies, "kms:ListRotationPolicies", path "*", 200, req: -, query: (PageQuery), resp: (api::ListRotationPoliciesResponse), "List rotation policies (those the caller may describe)";
     get "/v1/rotation-policies/{name}" => describe_rotation_policy, "kms:DescribeRotationPolicy", path "rotation-policy/{name}", 200, req: -, query: -, resp: (api::RotationPolicy), "Describe a rotation policy";
     patch "/v1/rotation-policies/{name}" => update_rotation_policy, "kms:UpdateRotationPolicy", path "rotation-policy/{name}", 200, req: (api::UpdateRotationPolicyRequest), query: -, resp: (api::RotationPolicy), "Update a rotation policy";
     delete "/v1/rotation-policies/{name}" => delete_rotation_policy, "kms:DeleteRotationPolicy", path "rotation-policy/{name}", 204, req: -, query: -, resp: -, "Delete a rotation policy no secret uses";
 
     post "/v1/principals" => create_principal, "ram:CreatePrincipal", body "principal/{name}", 201, req: (api::CreatePrincipalRequest), query: -, resp: (api::Principal), "Create a principal";
-    get "/v1/principals" => list_principals, "ram:ListPrincipals", path "*", 200, req: -, query: -, resp: (api::ListPrincipalsResponse), "List principals (those the caller may get)";
+    get "/v1/principals" => list_principals, "ram:ListPrincipals", path "*", 200, req: -, query: (PageQuery), resp: (api::ListPrincipalsResponse), "List principals (those the caller may get)";
     get "/v1/principals/{name}" => get_principal, "ram:GetPrincipal", path "principal/{name}", 200, req: -, query: -, resp: (api::Principal), "Describe a principal";
     patch "/v1/principals/{name}" => update_principal, "ram:UpdatePrincipal", path "principal/{name}", 200, req: (api::UpdatePrincipalRequest), query: -, resp: (api::Principal), "Change a principal's description or attached policies";
     delete "/v1/principals/{name}" => delete_principal, "ram:DeletePrincipal", path "principal/{name}", 204, req: -, query: -, resp: -, "Delete a principal and revoke its tokens";
@@ -130,7 +130,7 @@ routes! {
     delete "/v1/principals/{name}/tokens/{token_id}" => delete_token, "ram:DeleteToken", path "principal/{name}", 204, req: -, query: -, resp: -, "Revoke a token, effective at once";
 
     post "/v1/policies" => create_policy, "ram:CreatePolicy", body "policy/{name}", 201, req: (api::CreatePolicyRequest), query: -, resp: (api::Policy), "Create an access policy";
-    get "/v1/policies" => list_policies, "ram:ListPolicies", path "*", 200, req: -, query: -, resp: (api::ListPoliciesResponse), "List access policies (those the caller may get)";
+    get "/v1/policies" => list_policies, "ram:ListPolicies", path "*", 200, req: -, query: (PageQuery), resp: (api::ListPoliciesResponse), "List access policies (those the caller may get)";
     get "/v1/policies/{name}" => get_policy, "ram:GetPolicy", path "policy/{name}", 200, req: -, query: -, resp: (api::Policy), "Describe an access policy";
     patch "/v1/policies/{name}" => update_policy, "ram:UpdatePolicy", path "policy/{name}", 200, req: (api::UpdatePolicyRequest), query: -, resp: (api::Policy), "Change an access policy's description or document";
     delete "/v1/policies/{name}" => delete_policy, "ram:DeletePolicy", path "policy/{name}", 204, req: -, query: -, resp: -, "Delete an access policy no principal uses";
@@ -161,6 +161,20 @@ pub(crate) struct PageQuery {
     limit: Option<usize>,
     /// From the previous page's `next_page_token`.
     page_token: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size asked for, 50 when none was.
+    fn limit(&self) -> Result<usize, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::new(
+                api::ErrorCode::InvalidParameter,
+                "limit: must be between 1 and 100",
+            ));
+        }
+        Ok(limit)
+    }
 }
 
 /// Query of `GET /v1/secrets`; also any number of `tag.KEY=VALUE`. The handler parses

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use strongbox_schemas::{self as api, ErrorCode, PolicyDocument};
 
-use super::super::extract::{ApiJson, ApiPath, Caller, OptionalJson};
-use super::{ApiError, ApiResult, AppState, created, known_actions};
+use super::super::extract::{ApiJson, ApiPath, ApiQuery, Caller, OptionalJson};
+use super::{ApiError, ApiResult, AppState, PageQuery, created, known_actions};
 use crate::service::Actor;
 
 /// Every action pattern of a document must name at least one action some route
@@ -44,9 +44,14 @@ pub(super) async fn create_principal(
 pub(super) async fn list_principals(
     State(s): State<AppState>,
     Caller(who): Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<api::ListPrincipalsResponse>> {
     let visible = |n: &str| who.allows("ram:GetPrincipal", &format!("principal/{n}"));
-    Ok(Json(s.service.list_principals(&visible)?))
+    Ok(Json(s.service.list_principals(
+        q.limit()?,
+        q.page_token.as_deref(),
+        &visible,
+    )?))
 }
 
 pub(super) async fn get_principal(
@@ -111,9 +116,14 @@ pub(super) async fn create_policy(
 pub(super) async fn list_policies(
     State(s): State<AppState>,
     Caller(who): Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<api::ListPoliciesResponse>> {
     let visible = |n: &str| who.allows("ram:GetPolicy", &format!("policy/{n}"));
-    Ok(Json(s.service.list_policies(&visible)?))
+    Ok(Json(s.service.list_policies(
+        q.limit()?,
+        q.page_token.as_deref(),
+        &visible,
+    )?))
 }
 
 pub(super) async fn get_policy(

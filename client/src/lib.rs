@@ -372,15 +372,17 @@ impl Client {
             .send(self.req(Method::GET, segments).query(&first))
             .await?;
         let mut next = all.take_next();
+        // Tokens move forward: one seen before would make this loop for good.
+        let mut seen = std::collections::HashSet::new();
         while let Some(token) = next {
+            if !seen.insert(token.clone()) {
+                return Err(Error::Decode(
+                    "the server returned a page token it had returned before".into(),
+                ));
+            }
             let q = [("limit", "100"), ("page_token", token.as_str())];
             let mut page: T = self.send(self.req(Method::GET, segments).query(&q)).await?;
             next = page.take_next();
-            if next.as_ref() == Some(&token) {
-                return Err(Error::Decode(
-                    "the server returned the same page token twice".into(),
-                ));
-            }
             all.append(page);
         }
         Ok(all)

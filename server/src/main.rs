@@ -144,7 +144,24 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Keeps what this process holds (the root key, tokens, secret values) out of core dumps
+/// and away from other processes of the same user that would read its memory: the
+/// process is made non-dumpable (`strongbox run`'s program is dumpable again after its
+/// exec) and, for the server, which runs for long, the core size limit is set to 0.
+fn no_core_dumps(server: bool) {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("warning: could not make the process non-dumpable: {e}");
+    }
+    if server
+        && let Err(e) =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+    {
+        eprintln!("warning: could not set the core size limit to 0: {e}");
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    no_core_dumps(matches!(cli.command, Command::Server(_)));
     match cli.command {
         Command::Init {
             data_dir,

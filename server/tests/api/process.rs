@@ -108,7 +108,7 @@ fn start_dev_on(data_dir: &Path, log: Option<&Path>, listen: &str) -> Dev {
 /// raises the soft limit to the hard one and serves no more connections than it holds
 /// (with room for its other files), saying so.
 #[test]
-fn the_server_raises_the_open_file_limit_and_fits_its_connections_to_it() {
+fn the_server_raises_the_open_file_limit_and_fits_its_connections_to_it_and_dumps_no_core() {
     let root = tempfile::tempdir().unwrap();
     let log = root.path().join("log");
     let mut child = Command::new("sh")
@@ -128,15 +128,18 @@ fn the_server_raises_the_open_file_limit_and_fits_its_connections_to_it() {
             .unwrap();
     }
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
-    let open_files = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .split_whitespace()
-        .skip(3)
-        .take(2)
-        .collect::<Vec<_>>();
-    assert_eq!(open_files, ["600", "600"], "{limits}");
+    // The soft and hard values of a line of /proc/PID/limits.
+    let limit = |name: &str| {
+        let line = limits.lines().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..]
+            .split_whitespace()
+            .take(2)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(limit("Max open files"), ["600", "600"], "{limits}");
+    // What it holds stays out of core dumps.
+    assert_eq!(limit("Max core file size"), ["0", "0"], "{limits}");
     child.kill().unwrap();
     child.wait().unwrap();
     let log = std::fs::read_to_string(&log).unwrap();

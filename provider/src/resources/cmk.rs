@@ -213,9 +213,10 @@ impl Resource for CmkResource {
         // With automatic rotation on, the server may rotate the key between this plan and
         // its apply (or as the apply changes the interval), so the version the apply
         // reads back is not known now. Only when something is to change: an empty plan
-        // stays empty.
+        // stays empty. Not known yet (it comes from another resource) counts as on.
         let rotates = prior.bool_attr("automatic_rotation") == Some(true)
-            || p.bool_attr("automatic_rotation") == Some(true);
+            || p.bool_attr("automatic_rotation") == Some(true)
+            || p.attr("automatic_rotation").is_unknown();
         if rotates && p != *prior {
             p.set("primary_key_version", Value::unknown());
         }
@@ -473,6 +474,11 @@ mod tests {
         let still = key(false, "a");
         let p = plan(&still, &key(false, "b")).await;
         assert_eq!(p.int_attr("primary_key_version"), Some(1));
+        // Turned on by a value known only at apply: the version may change then too.
+        let mut later = key(false, "a");
+        later.set("automatic_rotation", Value::unknown());
+        let p = plan(&still, &later).await;
+        assert!(p.attr("primary_key_version").is_unknown());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use strongbox_acceptance_tests::strongbox_schemas as api;
-use strongbox_acceptance_tests::{config, for_each_variant};
+use strongbox_acceptance_tests::{DevServer, Terraform, Variant, config, for_each_variant};
 
 const BODY: &str = r#"
 resource "strongbox_rotation_policy" "weekly" {
@@ -20,13 +20,19 @@ resource "strongbox_secret" "db" {
 }
 "#;
 
+/// A server, and a work dir where `BODY` is applied.
+fn applied(v: &Variant) -> (DevServer, Terraform) {
+    let (srv, tf) = v.start();
+    tf.write_config(&config(BODY));
+    tf.init();
+    tf.apply();
+    (srv, tf)
+}
+
 #[test]
 fn a_rotation_is_not_drift_but_a_manual_change_is() {
     for_each_variant(|v| {
-        let (srv, tf) = v.start();
-        tf.write_config(&config(BODY));
-        tf.init();
-        tf.apply();
+        let (srv, tf) = applied(v);
         tf.assert_no_changes();
         let c = srv.client();
         let read = |stage: Option<&str>| {
@@ -87,10 +93,7 @@ fn a_stage_change_after_a_rotation_keeps_the_rotated_value() {
         "rotation_policy = strongbox_rotation_policy.weekly.name\n  version_stages  = [\"ACSCurrent\", \"blue\"]",
     );
     for_each_variant(|v| {
-        let (srv, tf) = v.start();
-        tf.write_config(&config(BODY));
-        tf.init();
-        tf.apply();
+        let (srv, tf) = applied(v);
         let c = srv.client();
         let rotated = srv
             .block_on(c.rotate_secret("app/db-password", None))
@@ -137,10 +140,7 @@ fn a_stage_change_after_a_rotation_keeps_the_rotated_value() {
 #[test]
 fn a_policy_change_and_a_secret_change_in_one_apply() {
     for_each_variant(|v| {
-        let (srv, tf) = v.start();
-        tf.write_config(&config(BODY));
-        tf.init();
-        tf.apply();
+        let (srv, tf) = applied(v);
         let before = srv
             .block_on(srv.client().describe_secret("app/db-password"))
             .unwrap()
@@ -174,10 +174,7 @@ fn renaming_a_policy_in_use_needs_create_before_destroy() {
         "  settings = { length = \"32\" }\n  lifecycle {\n    create_before_destroy = true\n  }\n",
     );
     for_each_variant(|v| {
-        let (srv, tf) = v.start();
-        tf.write_config(&config(BODY));
-        tf.init();
-        tf.apply();
+        let (srv, tf) = applied(v);
         tf.write_config(&config(&renamed));
         tf.expect_error(
             &["apply", "-auto-approve", "-no-color", "-input=false"],
@@ -190,5 +187,39 @@ fn renaming_a_policy_in_use_needs_create_before_destroy() {
         let s = srv.block_on(c.describe_secret("app/db-password")).unwrap();
         assert_eq!(s.rotation_policy.as_deref(), Some("weekly2"));
         assert!(srv.block_on(c.describe_rotation_policy("weekly")).is_err());
+    });
+}
+
+/// A secret imported after its policy rotated it plans empty against the configuration
+/// it was created with, and an apply leaves the rotated value in place: the state takes
+/// the version a principal last wrote, not the rotated one, whose value the configuration
+/// does not hold.
+#[test]
+fn an_imported_secret_that_rotated_keeps_its_rotated_value() {
+    for_each_variant(|v| {
+        let (srv, tf) = applied(v);
+        let c = srv.client();
+        for _ in 0..2 {
+            srv.block_on(c.rotate_secret("app/db-password", None))
+                .unwrap();
+        }
+        let rotated = srv
+            .block_on(c.get_secret_value("app/db-password", None, None))
+            .unwrap();
+        assert_ne!(rotated.secret_data, "initial-password");
+
+        let fresh = tf.sibling();
+        fresh.write_config(&config(BODY));
+        fresh.init();
+        fresh.import("strongbox_rotation_policy.weekly", "weekly");
+        fresh.import("strongbox_secret.db", "app/db-password");
+        fresh.assert_no_changes();
+        fresh.apply();
+        let cur = srv
+            .block_on(c.get_secret_value("app/db-password", None, None))
+            .unwrap();
+        assert_eq!(cur.version_id, rotated.version_id, "the rotation stands");
+        assert_eq!(cur.secret_data, rotated.secret_data);
+        fresh.assert_no_changes();
     });
 }

@@ -886,6 +886,31 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
     if rotated {
         return Ok(keep_prior_value(v, prior));
     }
+    // Imported (Terraform knows no version of it yet) after a rotation: the state takes
+    // the last version a principal wrote, current as when it was written, as if
+    // Terraform had written it. The configured value then matches it, and no apply writes
+    // it back over the rotated one (a credential the rotation changed would stop working).
+    let rotated_before_import = prior.str_attr("version_id").is_none()
+        && !prior.attr("version_id").is_unknown()
+        && current.is_some_and(|cur| cur.created_by == ROTATION_PRINCIPAL);
+    if rotated_before_import
+        && let Some(written) = versions
+            .versions
+            .iter()
+            .find(|x| x.created_by != ROTATION_PRINCIPAL)
+        && let Ok(val) = c
+            .get_secret_value(&name, Some(&written.version_id), None)
+            .await
+    {
+        v.set("version_id", Value::string(&written.version_id));
+        v.set("secret_data", Value::string(&val.secret_data));
+        v.set("secret_data_type", data_type_value(val.secret_data_type));
+        v.set(
+            "version_stages",
+            Value::List(vec![Value::string(STAGE_CURRENT)]),
+        );
+        return Ok(v);
+    }
     let write_only =
         prior.attr("secret_data").is_null() && !prior.attr("secret_data_wo_version").is_null();
     if write_only {

@@ -44,7 +44,7 @@ fn build_schema() -> TfSchema {
             m.optional_computed("version_id").describe("Id of the version Terraform writes; generated when unset."),
             m.optional_computed("version_stages").describe("Stages of that version; must include `ACSCurrent` (default `[\"ACSCurrent\"]`)."),
             m.optional("description"),
-            m.optional_computed("encryption_key_id").describe("CMK id or `alias/NAME`, kept exactly as written; the default key when unset. Changing it is an update in place: the server seals the versions in use (those with a stage) again under the new key, so the old key can then be disabled or deleted."),
+            m.optional_computed("encryption_key_id").describe("CMK id or `alias/NAME`, kept exactly as written. Unset, a new secret gets the default key (`alias/strongbox/default`); taking it out of the configuration later keeps the key the secret has (write `alias/strongbox/default` to go back to the default key). Changing it is an update in place: the server seals the versions in use (those with a stage) again under the new key, so the old key can then be disabled or deleted."),
             m.optional_computed("secret_type").describe("`Generic` (default), `Rds`, `AccessKey` or `Ssh` (forces replacement; under the same name that needs `force_delete_without_recovery = true` applied first)."),
             m.optional("extended_config").describe("Type-specific settings as a JSON object string; compared by meaning."),
             m.optional("rotation_policy").describe("Name of the rotation policy attached to this secret."),
@@ -201,7 +201,7 @@ impl Resource for SecretResource {
             d.push(
                 Diag::error(
                     "Invalid encryption_key_id",
-                    "give a key id or alias/NAME, or leave encryption_key_id out (null) for the default key",
+                    "give a key id or alias/NAME (alias/strongbox/default for the default key), or leave encryption_key_id out (null)",
                 )
                 .at("encryption_key_id"),
             );

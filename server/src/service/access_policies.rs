@@ -90,6 +90,7 @@ impl Service {
         let mut items = collect_after(
             self.store(),
             Table::AccessPolicies,
+            b"",
             after.as_deref(),
             limit.saturating_add(1),
             |_, v| {

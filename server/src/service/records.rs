@@ -555,12 +555,13 @@ pub(crate) fn encode_page_token(last: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
 }
 
-/// Up to `want` items from the records of `table` after the key `after`, in key order:
-/// `keep` turns a record into its key (as text, for a page token) and item, or `None`
-/// to leave it out (one the caller may not see).
+/// Up to `want` items from the records of `table` under `prefix` after the key `after`,
+/// in key order: `keep` turns a record into its key (as text, for a page token) and
+/// item, or `None` to leave it out (one the caller may not see).
 pub(crate) fn collect_after<T>(
     store: &(impl Reader + ?Sized),
     table: Table,
+    prefix: &[u8],
     after: Option<&str>,
     want: usize,
     mut keep: impl FnMut(&[u8], &[u8]) -> Result<Option<(String, T)>>,
@@ -569,7 +570,7 @@ pub(crate) fn collect_after<T>(
     let mut out = Vec::new();
     let mut from = after.map(|a| a.as_bytes().to_vec());
     loop {
-        let batch = store.scan(table, b"", from.as_deref(), CHUNK)?;
+        let batch = store.scan(table, prefix, from.as_deref(), CHUNK)?;
         let done = batch.len() < CHUNK;
         for (k, v) in &batch {
             if out.len() >= want {
@@ -600,6 +601,7 @@ pub(crate) fn list_page<T>(
     let items = collect_after(
         store,
         table,
+        b"",
         after.as_deref(),
         limit.saturating_add(1),
         keep,

@@ -13,9 +13,8 @@ use super::Service;
 use super::authz::{Actor, USE_KEY, WEBHOOK_SENDS_WHY};
 use super::keys::{check_through_alias, check_usable, resolve_key, resolve_key_to_seal};
 use super::records::{
-    KeyRecord, KeyStateRec, PolicyRecord, SecretRecord, SharedRecord, VersionMeta, decode,
-    decode_page_token, encode, encode_page_token, load, secret_arn, validate_description,
-    validate_tags,
+    KeyRecord, KeyStateRec, PolicyRecord, SecretRecord, SharedRecord, VersionMeta, collect_after,
+    decode, decode_page_token, encode, load, page, secret_arn, validate_description, validate_tags,
 };
 use super::rotation::{principal_named, reindex_secret};
 use crate::barrier::{self, SealedHeader, SecretBinding};
@@ -948,42 +947,29 @@ impl Service {
             return Err(Error::invalid("limit", "must be between 1 and 100"));
         }
         let prefix = q.name_prefix.clone().unwrap_or_default();
-        let mut after = decode_page_token(q.page_token.as_deref())?;
-        let mut secrets: Vec<api::Secret> = Vec::new();
-        const CHUNK: usize = 256;
-        loop {
-            let batch = self.store().scan(
-                Table::Secrets,
-                prefix.as_bytes(),
-                after.as_deref().map(str::as_bytes),
-                CHUNK,
-            )?;
-            let exhausted = batch.len() < CHUNK;
-            for (k, v) in batch {
-                after = Some(String::from_utf8_lossy(&k).into_owned());
-                let rec: SecretRecord = decode(&v)?;
-                if q.tags.iter().all(|(tk, tv)| rec.tags.get(tk) == Some(tv)) && visible(&rec.name)
+        let after = decode_page_token(q.page_token.as_deref())?;
+        let items = collect_after(
+            self.store(),
+            Table::Secrets,
+            prefix.as_bytes(),
+            after.as_deref(),
+            q.limit + 1,
+            |_, v| {
+                let rec: SecretRecord = decode(v)?;
+                if !(q.tags.iter().all(|(tk, tv)| rec.tags.get(tk) == Some(tv))
+                    && visible(&rec.name))
                 {
-                    // The page is full and one more item this caller may see follows:
-                    // only then is there a next page (a token leading to an empty page
-                    // would tell the caller that secrets it may not see exist).
-                    if secrets.len() == q.limit {
-                        let next_page_token = secrets.last().map(|s| encode_page_token(&s.name));
-                        return Ok(api::ListSecretsResponse {
-                            secrets,
-                            next_page_token,
-                        });
-                    }
-                    secrets.push(rec.to_api(policy_of(self.store(), &rec)?.as_ref()));
+                    return Ok(None);
                 }
-            }
-            if exhausted {
-                return Ok(api::ListSecretsResponse {
-                    secrets,
-                    next_page_token: None,
-                });
-            }
-        }
+                let secret = rec.to_api(policy_of(self.store(), &rec)?.as_ref());
+                Ok(Some((rec.name, secret)))
+            },
+        )?;
+        let (secrets, next_page_token) = page(items, q.limit);
+        Ok(api::ListSecretsResponse {
+            secrets,
+            next_page_token,
+        })
     }
 
     /// Changes metadata: description, tags, key for future versions, rotation policy,

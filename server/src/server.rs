@@ -306,13 +306,9 @@ pub struct Unsealed {
     pub service: Service,
 }
 
-/// Unseals a backend with the root key. A wrong key is refused before anything is written.
-pub fn unseal(
-    backend: Arc<dyn Backend>,
-    root_key: &RootKey,
-    clock: Arc<dyn Clock>,
-    config: ServiceConfig,
-) -> anyhow::Result<Unsealed> {
+/// The barrier of `root_key`, or an error when it is not the key `backend` was
+/// initialised with.
+fn check_root_key(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Barrier> {
     let keycheck = backend
         .get(Table::Meta, META_KEYCHECK)?
         .context("this database was never initialised (run strongbox init)")?;
@@ -320,6 +316,17 @@ pub fn unseal(
     barrier
         .verify_keycheck(&keycheck)
         .context("refusing to unseal")?;
+    Ok(barrier)
+}
+
+/// Unseals a backend with the root key. A wrong key is refused before anything is written.
+pub fn unseal(
+    backend: Arc<dyn Backend>,
+    root_key: &RootKey,
+    clock: Arc<dyn Clock>,
+    config: ServiceConfig,
+) -> anyhow::Result<Unsealed> {
+    let barrier = check_root_key(backend.as_ref(), root_key)?;
     // Every store this server knows has a format it can read (init has always written
     // one); a newer release's store is not written to in this one's layout.
     match backend.get(Table::Meta, META_FORMAT)?.as_deref() {
@@ -372,6 +379,10 @@ pub fn open(
             data_dir.display()
         );
     }
+    // Opening writes when the server stopped uncleanly (redb's repair, the journal's
+    // replay): the key is checked first against the store as that open would leave it,
+    // opened in memory, so that a wrong key changes nothing on disk.
+    check_root_key(&RedbBackend::open_unwritten(&db)?, root_key)?;
     let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(&db)?);
     unseal(backend, root_key, Arc::new(SystemClock), config)
 }

@@ -303,38 +303,8 @@ fn decode_payload(p: &[u8]) -> Result<Vec<Mutation>, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    #[derive(Debug, Default, Clone)]
-    struct Mem(Arc<Mutex<Vec<u8>>>);
-
-    impl redb::StorageBackend for Mem {
-        fn len(&self) -> std::io::Result<u64> {
-            Ok(self.0.lock().unwrap().len() as u64)
-        }
-        fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-            let g = self.0.lock().unwrap();
-            Ok(g[offset as usize..offset as usize + len].to_vec())
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.0.lock().unwrap().resize(len as usize, 0);
-            Ok(())
-        }
-        fn sync_data(&self, _: bool) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            let mut g = self.0.lock().unwrap();
-            let end = offset as usize + data.len();
-            if g.len() < end {
-                g.resize(end, 0);
-            }
-            g[offset as usize..end].copy_from_slice(data);
-            Ok(())
-        }
-    }
+    use crate::storage::MemFile as Mem;
 
     fn batch(n: u8) -> Vec<Mutation> {
         vec![

@@ -11,10 +11,53 @@ mod journal;
 mod memory;
 mod packed;
 mod redb_backend;
+mod unwritten;
 
 pub use group::{NotRun, Store, StoreStats, ThenResult, Txn};
 pub use memory::MemoryBackend;
 pub use redb_backend::{RedbBackend, journal_path};
+
+/// A file in memory, for tests of what reads and writes files.
+#[cfg(test)]
+#[derive(Debug, Default, Clone)]
+pub(crate) struct MemFile(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl MemFile {
+    pub(crate) fn with(bytes: Vec<u8>) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(bytes)))
+    }
+}
+
+#[cfg(test)]
+impl redb::StorageBackend for MemFile {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.lock().unwrap().len() as u64)
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let v = self.0.lock().unwrap();
+        let o = offset as usize;
+        v.get(o..o + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.lock().unwrap().resize(len as usize, 0);
+        Ok(())
+    }
+    fn sync_data(&self, _: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut v = self.0.lock().unwrap();
+        let end = offset as usize + data.len();
+        if v.len() < end {
+            v.resize(end, 0);
+        }
+        v[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+}
 
 /// The tables Strongbox keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

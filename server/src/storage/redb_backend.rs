@@ -9,6 +9,7 @@ use redb::{Database, ReadTransaction, TableDefinition, WriteTransaction};
 
 use super::journal::{self, Journal, JournalId};
 use super::packed::{self, Opened};
+use super::unwritten::Unwritten;
 use super::{Backend, Entries, Mutation, Reader, StorageError, Table};
 
 fn def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -162,23 +163,40 @@ impl RedbBackend {
     /// Opens (or creates) the database file at `path`, with its commit journal beside it
     /// (replayed now if it holds commits the database does not).
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_as(path, false)
+    }
+
+    /// Opens the database at `path` as [`open`](Self::open) would, without writing
+    /// anything to disk: redb's repair after a crash and the replay of the journal
+    /// happen in memory. What it reads is what the real open would find, so the root
+    /// key can be checked first. Commits to it stay in memory too; it is for reading.
+    pub fn open_unwritten(path: &Path) -> Result<Self, StorageError> {
+        Self::open_as(path, true)
+    }
+
+    fn open_as(path: &Path, unwritten: bool) -> Result<Self, StorageError> {
         use std::os::unix::fs::OpenOptionsExt as _;
         // A file made here is the owner's alone, as init's and the journal are.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
+            .create(!unwritten)
             .truncate(false)
             .mode(0o600)
             .open(path)
             .map_err(StorageError::from_display)?;
-        let db = Self::database(FileBackend::new(file).map_err(|e| match e {
+        let file = FileBackend::new(file).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StorageError(format!(
                 "{} is open in another process (a server running on this data dir?): stop it first",
                 path.display()
             )),
             e => StorageError::from_display(e),
-        })?)?;
+        })?;
+        let db = if unwritten {
+            Self::database(Unwritten::new(file).map_err(io_error)?)?
+        } else {
+            Self::database(file)?
+        };
         let jpath = journal_path(path);
         match std::fs::OpenOptions::new()
             .read(true)
@@ -187,7 +205,12 @@ impl RedbBackend {
         {
             Ok(f) => {
                 let file = FileBackend::new(f).map_err(StorageError::from_display)?;
-                Self::init(db, Some(Box::new(file)), Mode::Off)
+                let file: Box<dyn redb::StorageBackend> = if unwritten {
+                    Box::new(Unwritten::new(file).map_err(io_error)?)
+                } else {
+                    Box::new(file)
+                };
+                Self::init(db, Some(file), Mode::Off)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if journal_state(&db)?.2 == Some(false) {
@@ -196,7 +219,14 @@ impl RedbBackend {
                         jpath.display()
                     )));
                 }
-                Self::init(db, None, Mode::Lazy(jpath))
+                // Made at the first journaled commit, which an unwritten open never
+                // gets to.
+                let mode = if unwritten {
+                    Mode::Off
+                } else {
+                    Mode::Lazy(jpath)
+                };
+                Self::init(db, None, mode)
             }
             Err(e) => Err(StorageError(format!(
                 "opening the commit journal {}: {e}",

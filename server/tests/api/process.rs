@@ -521,6 +521,100 @@ async fn a_wrong_root_key_leaves_an_older_store_untouched() {
     assert!(u.is_ok(), "{:?}", u.err());
 }
 
+/// After a crash the open writes to disk (redb repairs its file, the journal's commits
+/// go into it), so a wrong root key is checked against the store as that open would
+/// leave it, opened in memory: refused, with nothing on disk changed, and the right key
+/// then finds every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_root_key_after_a_crash_changes_nothing_on_disk() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, key) = (root.path().join("data"), root.path().join("root.key"));
+    let token = printed_token(&init_command(&data, &key).output().unwrap());
+    let certs = strongbox_server::tls::dev_certificates().unwrap();
+    let (cert, tls_key) = (root.path().join("cert.pem"), root.path().join("key.pem"));
+    std::fs::write(&cert, &certs.cert_pem).unwrap();
+    std::fs::write(&tls_key, &certs.key_pem).unwrap();
+    let log = root.path().join("server.log");
+    let (mut server, addr) = start_server(&data, &key, &cert, &tls_key, &log).await;
+    let client = |addr: &str| {
+        Client::new(ClientConfig {
+            address: addr.to_string(),
+            token: token.clone(),
+            ca_cert_pem: Some(certs.ca_pem.as_bytes().to_vec()),
+            timeout: Some(Duration::from_secs(10)),
+        })
+        .unwrap()
+    };
+    let c = client(&addr);
+    for i in 0..5 {
+        c.create_secret(&text_secret(&format!("crash/{i}"), &format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+
+    // What the real open has to do here: redb repairs the file, and the journal holds
+    // commits the database lacks (both shown on copies).
+    let db = strongbox_server::server::db_path(&data);
+    let journal = strongbox_server::storage::journal_path(&db);
+    let copy = root.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    let copied = strongbox_server::server::db_path(&copy);
+    std::fs::copy(&db, &copied).unwrap();
+    let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = repaired.clone();
+    drop(
+        redb::Database::builder()
+            .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst))
+            .open(&copied)
+            .unwrap(),
+    );
+    assert!(repaired.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(std::fs::metadata(&journal).unwrap().len() > 0);
+
+    let wrong = root.path().join("wrong.key");
+    write_foreign_root_key(&wrong);
+    let before = hash_dir(&data);
+    let out = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--root-key-file")
+        .arg(&wrong)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&tls_key)
+        .output_within()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("root key does not match"), "{err}");
+    assert_eq!(hash_dir(&data), before, "nothing on disk changed");
+    // `reset-root-token` opens the same way.
+    let out = Command::new(BIN)
+        .args(["reset-root-token", "--data-dir"])
+        .arg(&data)
+        .arg("--root-key-file")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(hash_dir(&data), before, "nothing on disk changed");
+
+    let (mut server, addr) = start_server(&data, &key, &cert, &tls_key, &log).await;
+    let c = client(&addr);
+    for i in 0..5 {
+        let v = c
+            .get_secret_value(&format!("crash/{i}"), None, None)
+            .await
+            .unwrap();
+        assert_eq!(v.secret_data.as_str(), format!("v{i}"));
+    }
+    signal(&server, "TERM");
+    assert!(server.wait().unwrap().success());
+}
+
 /// `--dev` makes its own root key and certificate: the flags and the variable that would
 /// name others are refused instead of being silently ignored, and two dev data dirs whose
 /// names differ only after a dot keep keys of their own.

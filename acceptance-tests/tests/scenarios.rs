@@ -2101,6 +2101,83 @@ fn write_only_value_changed_outside_terraform_is_drift() {
     });
 }
 
+/// `NAME:write_only` imports a secret for a write-only configuration without its value
+/// ever reaching the state or the plan (a plain import reads the value, as it must for
+/// `secret_data`). The first apply records `secret_data_wo_version` and writes nothing, so
+/// the import changes nothing on the server; bumping the version then writes as usual.
+/// With an `import` block the same holds for the plan.
+#[test]
+fn write_only_import_keeps_the_value_out_of_state() {
+    const ADOPTED: &str = "adopted-value-4f2a";
+    for_each_variant(|v| {
+        if !v.terraform.supports_write_only() {
+            return;
+        }
+        let (srv, tf) = v.start();
+        let c = srv.client();
+        for name in ["write/only", "write/block"] {
+            srv.block_on(c.create_secret(&api::CreateSecretRequest {
+                name: name.into(),
+                secret_data: ADOPTED.into(),
+                ..Default::default()
+            }))
+            .unwrap();
+        }
+        let adopted = srv
+            .block_on(c.get_secret_value("write/only", None, None))
+            .unwrap()
+            .version_id;
+
+        configure(&tf, &write_only_body("wo-first-value", 1));
+        tf.import("strongbox_secret.wo", "write/only:write_only");
+        let raw_state = std::fs::read_to_string(tf.work_dir().join("terraform.tfstate")).unwrap();
+        assert!(!raw_state.contains(ADOPTED), "{raw_state}");
+        let s = state_of(&tf, "strongbox_secret.wo");
+        assert_eq!(s["name"], "write/only");
+        assert_eq!(s["secret_data"], Value::Null);
+        assert_eq!(attr(&s, "version_id"), adopted);
+        assert_eq!(s["version_stages"], json!(["ACSCurrent"]));
+
+        let plan = tf.plan_json();
+        assert_absent(&plan, ADOPTED, "the plan JSON");
+        assert_eq!(actions(&plan, "strongbox_secret.wo"), ["update"]);
+        let rc = resource_change(&plan, "strongbox_secret.wo");
+        assert_eq!(rc["change"]["after"]["version_id"], json!(adopted));
+        assert_eq!(rc["change"]["after"]["secret_data_wo_version"], 1);
+        step(&tf, &write_only_body("wo-first-value", 1));
+        assert_absent(&tf.state_json(), ADOPTED, "the state JSON");
+        let cur = srv
+            .block_on(c.get_secret_value("write/only", None, None))
+            .unwrap();
+        assert_eq!(cur.secret_data, ADOPTED, "the import wrote nothing");
+        assert_eq!(cur.version_id, adopted);
+        let versions = srv.block_on(c.list_secret_versions("write/only")).unwrap();
+        assert_eq!(versions.versions.len(), 1);
+
+        configure(&tf, &write_only_body("wo-second-value", 2));
+        let plan = tf.plan_json();
+        assert_planned_unknown(&plan, "strongbox_secret.wo", "version_id");
+        step(&tf, &write_only_body("wo-second-value", 2));
+        assert_eq!(server_value(&srv, "write/only"), "wo-second-value");
+
+        // An import block: the plan that imports holds no value either.
+        let block = tf.sibling();
+        configure(
+            &block,
+            &format!(
+                "{}\nimport {{\n  to = strongbox_secret.wo\n  id = \"write/block:write_only\"\n}}\n",
+                write_only_body("wo-first-value", 1).replace("write/only", "write/block")
+            ),
+        );
+        let plan = block.plan_json();
+        assert_absent(&plan, ADOPTED, "the importing plan JSON");
+        assert_eq!(actions(&plan, "strongbox_secret.wo"), ["update"]);
+        block.apply();
+        assert_absent(&block.state_json(), ADOPTED, "the state JSON");
+        assert_eq!(server_value(&srv, "write/block"), ADOPTED);
+    });
+}
+
 #[test]
 fn ephemeral_secret_never_lands_in_plan_or_state() {
     const SOURCE_VALUE: &str = "ephemeral-source-9c1d";

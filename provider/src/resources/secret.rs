@@ -19,6 +19,8 @@ const STAGE_CURRENT: &str = "ACSCurrent";
 const STAGE_PREVIOUS: &str = "ACSPrevious";
 /// `created_by` of versions made by the rotation engine.
 const ROTATION_PRINCIPAL: &str = "rotation";
+/// Ends an import id that adopts a secret for write-only management: `NAME:write_only`.
+const WRITE_ONLY_IMPORT: &str = ":write_only";
 
 fn schema() -> TfSchema {
     static SCHEMA: std::sync::OnceLock<TfSchema> = std::sync::OnceLock::new();
@@ -130,6 +132,32 @@ fn type_name(t: api::SecretType) -> &'static str {
         api::SecretType::AccessKey => "AccessKey",
         api::SecretType::Ssh => "Ssh",
     }
+}
+
+/// Whether a state is managed write-only: its value is never read into it.
+fn write_only_state(state: &Value) -> bool {
+    state.attr("secret_data").is_null()
+        && (!state.attr("secret_data_wo_version").is_null() || adopted_write_only(state))
+}
+
+/// A state from a `NAME:write_only` import: the version it names is the one Terraform
+/// adopted, and no `secret_data_wo_version` is recorded yet. The first apply with a
+/// write-only configuration records its version and writes nothing (so an import never
+/// changes the secret); bumping the version afterwards writes, as usual.
+fn adopted_write_only(state: &Value) -> bool {
+    state.attr("secret_data").is_null()
+        && state.attr("secret_data_wo_version").is_null()
+        && state.str_attr("version_id").is_some()
+}
+
+/// Whether going from `prior` to `planned` writes the value: a different `secret_data`
+/// or `secret_data_type`, or a new `secret_data_wo_version` (except the first one
+/// recorded after a write-only import).
+fn data_changes(prior: &Value, planned: &Value) -> bool {
+    let adopting = adopted_write_only(prior) && planned.attr("secret_data").is_null();
+    changed(prior, planned, "secret_data")
+        || (changed(prior, planned, "secret_data_wo_version") && !adopting)
+        || changed(prior, planned, "secret_data_type")
 }
 
 /// The value to write: `secret_data`, or the write-only `secret_data_wo` (config only).
@@ -348,9 +376,7 @@ impl Resource for SecretResource {
         {
             p.set("extended_config", prior.attr("extended_config").clone());
         }
-        let data_changed = changed(prior, &p, "secret_data")
-            || changed(prior, &p, "secret_data_wo_version")
-            || changed(prior, &p, "secret_data_type");
+        let data_changed = data_changes(prior, &p);
         // Whether the data changed is known only when the values are: an unknown value
         // (from another resource) may turn out the same, so a pinned version_id is not
         // refused for it (the server refuses a version_id reused with other data).
@@ -593,10 +619,8 @@ impl Resource for SecretResource {
                     .await
                     .map_err(|e| vec![api_diag("Updating the secret failed", None, &e)])?;
             }
-            let value_changed = changed(prior, planned, "secret_data")
-                || changed(prior, planned, "secret_data_wo_version")
-                || changed(prior, planned, "secret_data_type")
-                || changed(prior, planned, "version_id");
+            let value_changed =
+                data_changes(prior, planned) || changed(prior, planned, "version_id");
             if value_changed && let Some(data) = data {
                 let r = api::PutSecretValueRequest {
                     secret_data: data,
@@ -670,10 +694,24 @@ impl Resource for SecretResource {
         read_state(ctx, state).await
     }
 
-    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+    async fn import(&self, ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        let (name, write_only) = match id.strip_suffix(WRITE_ONLY_IMPORT) {
+            Some(name) => (name, true),
+            None => (id, false),
+        };
         let mut v = null_object(&schema());
-        v.set("name", Value::string(id));
-        v.set("id", Value::string(id));
+        v.set("name", Value::string(name));
+        v.set("id", Value::string(name));
+        if write_only {
+            // The current version, adopted: the read that follows then takes the
+            // write-only path and never fetches the value into the state.
+            match ctx.client()?.describe_secret(name).await {
+                Ok(s) => v.set("version_id", Value::string(&s.version_id)),
+                // The read that follows finds nothing, and Terraform says so.
+                Err(e) if e.code() == Some(ErrorCode::SecretNotFound) => {}
+                Err(e) => return Err(vec![api_diag("Reading the secret failed", None, &e)]),
+            }
+        }
         v.set(
             "recovery_window_in_days",
             Value::Number(Number::from_i64(30)),
@@ -911,9 +949,7 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         );
         return Ok(v);
     }
-    let write_only =
-        prior.attr("secret_data").is_null() && !prior.attr("secret_data_wo_version").is_null();
-    if write_only {
+    if write_only_state(prior) {
         // Write-only mode never fetches the value. The state follows the version Terraform
         // wrote: when another became current (not by rotation, handled above), that
         // version's stages no longer include ACSCurrent, and the plan shows it.

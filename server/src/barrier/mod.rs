@@ -14,7 +14,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
 use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit as MacKeyInit, Mac};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
@@ -175,7 +175,7 @@ pub struct Barrier {
 
 fn hmac_sha256(key: &Secret32, parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length.
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key.bytes()) {
+    let mut mac = match <Hmac<Sha256> as MacKeyInit>::new_from_slice(key.bytes()) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC takes any key length"),
     };
@@ -308,7 +308,7 @@ impl Barrier {
 /// secret's value over `timestamp ‖ "." ‖ body` (the `X-Strongbox-Timestamp` header
 /// and the exact request body). Receivers recompute it and compare in constant time.
 pub fn webhook_signature(key: &[u8], timestamp: &str, body: &[u8]) -> [u8; 32] {
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+    let mut mac = match <Hmac<Sha256> as MacKeyInit>::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC takes any key length"),
     };

@@ -219,3 +219,11 @@ fn the_cipher_wipes_its_key_schedule() {
     fn wiped<T: zeroize::ZeroizeOnDrop>() {}
     wiped::<aes::Aes256>();
 }
+
+/// The hash states inside HMAC and HKDF (`sha2`'s, which after absorbing a key are key
+/// material) are wiped when dropped: the `zeroize` features of `sha2` and `hmac` stay on.
+#[test]
+fn hash_states_are_wiped_on_drop() {
+    fn wiped<T: zeroize::ZeroizeOnDrop>() {}
+    wiped::<sha2::Sha256>();
+}

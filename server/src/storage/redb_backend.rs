@@ -184,7 +184,7 @@ impl RedbBackend {
             .truncate(false)
             .mode(0o600)
             .open(path)
-            .map_err(StorageError::from_display)?;
+            .map_err(|e| StorageError(format!("opening {}: {e}", path.display())))?;
         let file = FileBackend::new(file).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StorageError(format!(
                 "{} is open in another process (a server running on this data dir?): stop it first",
@@ -193,7 +193,11 @@ impl RedbBackend {
             e => StorageError::from_display(e),
         })?;
         let db = if unwritten {
-            Self::database(Unwritten::new(file).map_err(io_error)?)?
+            // Not prefilled: zeros written to memory would only read as the zeros that
+            // new space reads as anyway.
+            Database::builder()
+                .create_with_backend(Unwritten::new(file).map_err(io_error)?)
+                .map_err(StorageError::from_display)?
         } else {
             Self::database(file)?
         };

@@ -201,7 +201,21 @@ impl PgCluster {
     /// Runs SQL with `psql` as `user` (password authentication over TCP): the output,
     /// or psql's error text.
     pub(crate) fn psql(&self, user: &str, password: &str, sql: &str) -> Result<String, String> {
+        self.psql_at(self.port, &[], user, password, sql)
+    }
+
+    /// [`psql`](Self::psql) to `port` on the loopback address (a relay in front of this
+    /// cluster, say), with libpq's `env` settings (`PGSSLMODE`, `PGCHANNELBINDING`, …).
+    pub(crate) fn psql_at(
+        &self,
+        port: u16,
+        env: &[(&str, &str)],
+        user: &str,
+        password: &str,
+        sql: &str,
+    ) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
+            .envs(env.iter().copied())
             .args([
                 "-X",
                 "-q",
@@ -213,7 +227,7 @@ impl PgCluster {
                 "127.0.0.1",
             ])
             .arg("-p")
-            .arg(self.port.to_string())
+            .arg(port.to_string())
             .args(["-U", user, "-d", "postgres", "-c", sql])
             .env("PGPASSWORD", password)
             .env("PGCONNECT_TIMEOUT", "10")

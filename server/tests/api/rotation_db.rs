@@ -839,6 +839,110 @@ async fn a_crash_after_any_step_of_a_dual_mariadb_rotation_resumes_and_current_a
     app.drop_all().await;
 }
 
+/// A relay in the middle of a PostgreSQL connection, as someone with their own
+/// certificate can be when the client does not check it (`TlsMode` `require`): it
+/// answers the client's TLS request with `certs`, opens its own TLS connection to the
+/// server (trusting `server_ca`), and passes the bytes between them. Returns its port.
+async fn pg_tls_relay(
+    server_port: u16,
+    certs: &strongbox_server::tls::DevCertificates,
+    server_ca: &str,
+) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        strongbox_server::tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())
+            .unwrap(),
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut server_ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder_with_provider(strongbox_server::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (acceptor, connector) = (acceptor.clone(), connector.clone());
+            tokio::spawn(async move {
+                // PostgreSQL's SSLRequest (8 bytes), answered "S", then TLS; the same
+                // towards the server.
+                let mut request = [0u8; 8];
+                client.read_exact(&mut request).await?;
+                client.write_all(b"S").await?;
+                let mut inside = acceptor.accept(client).await?;
+                let mut server = tokio::net::TcpStream::connect(("127.0.0.1", server_port)).await?;
+                server.write_all(&request).await?;
+                let mut answer = [0u8; 1];
+                server.read_exact(&mut answer).await?;
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let mut outside = connector.connect(name, server).await?;
+                tokio::io::copy_bidirectional(&mut inside, &mut outside).await?;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    port
+}
+
+/// Channel binding: through a relay that holds another certificate (possible under
+/// `TlsMode` `require`, which checks none), a login that is not bound gets through (the
+/// control: psql with `channel_binding=disable`), but the rotation engine binds its
+/// SCRAM logins to the certificate it was shown (SCRAM-SHA-256-PLUS), so the server
+/// refuses them. Directly, the same rotation succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_logins_through_a_tls_relay_are_refused_by_channel_binding() {
+    let certs = strongbox_server::tls::dev_certificates().unwrap();
+    let stranger = strongbox_server::tls::dev_certificates().unwrap();
+    let pg = PgCluster::start_with(Some((&certs.cert_pem, &certs.key_pem)));
+    pg.psql(
+        "postgres",
+        &pg.admin_password,
+        "CREATE ROLE app LOGIN PASSWORD 'pw0'",
+    )
+    .unwrap();
+    let relay = pg_tls_relay(pg.port, &stranger, &certs.ca_pem).await;
+    let unbound = [("PGSSLMODE", "require"), ("PGCHANNELBINDING", "disable")];
+    assert_eq!(
+        pg.psql_at(relay, &unbound, "app", "pw0", "SELECT current_user"),
+        Ok("app".into()),
+        "the relay passes an unbound login"
+    );
+    let run = |port: u16| {
+        let mut cfg = pg.config("SingleUser", "db/admin");
+        cfg["TlsMode"] = serde_json::json!("require");
+        cfg["Port"] = serde_json::json!(port);
+        let admin = pg.admin_value();
+        async move {
+            database_conformance(
+                RotationStrategy::Postgresql,
+                &obj(cfg),
+                admin.as_bytes(),
+                account("app", "pw0").as_bytes(),
+                None,
+            )
+            .await
+        }
+    };
+    let e = run(relay).await.unwrap_err();
+    assert!(
+        e.message.contains("login as postgres failed") && e.message.contains("channel binding"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        pg.psql("app", "pw0", "SELECT current_user"),
+        Ok("app".into()),
+        "nothing changed"
+    );
+    run(pg.port).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rotation_speaks_tls_with_require_and_verify_full() {
     let certs = strongbox_server::tls::dev_certificates().unwrap();

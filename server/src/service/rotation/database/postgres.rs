@@ -116,8 +116,56 @@ impl AsyncWrite for Stream {
 }
 
 impl TlsStream for Stream {
+    /// `tls-server-end-point` (RFC 5929), so that SCRAM logins over TLS use
+    /// SCRAM-SHA-256-PLUS when the server offers it: a login relayed by someone holding
+    /// another certificate (possible when `TlsMode` is `require`, which checks none)
+    /// then fails instead of reaching the server.
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let cert = self
+            .0
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first());
+        match cert.and_then(|c| server_end_point(c.as_ref())) {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash),
+            None => ChannelBinding::none(),
+        }
+    }
+}
+
+/// The hash of a certificate that `tls-server-end-point` binds to: with its
+/// signature's hash function, SHA-256 for MD5 and SHA-1 (RFC 5929 §4.1). `None` for
+/// signatures without one of these (RSASSA-PSS, Ed25519), which PostgreSQL does not
+/// bind to either.
+fn server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
+    use der::Reader as _;
+    use sha2::Digest as _;
+    let oid = der::SliceReader::new(cert_der)
+        .ok()?
+        .sequence(|r| {
+            r.tlv_bytes()?; // tbsCertificate
+            let algorithm: spki::AlgorithmIdentifierRef<'_> = r.decode()?;
+            r.tlv_bytes()?; // signatureValue
+            Ok::<_, der::Error>(algorithm.oid)
+        })
+        .ok()?;
+    match oid.to_string().as_str() {
+        // md5, sha1, sha256 WithRSAEncryption; ecdsa-with-SHA1, -SHA256
+        "1.2.840.113549.1.1.4"
+        | "1.2.840.113549.1.1.5"
+        | "1.2.840.113549.1.1.11"
+        | "1.2.840.10045.4.1"
+        | "1.2.840.10045.4.3.2" => Some(sha2::Sha256::digest(cert_der).to_vec()),
+        // sha384WithRSAEncryption, ecdsa-with-SHA384
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => {
+            Some(sha2::Sha384::digest(cert_der).to_vec())
+        }
+        // sha512WithRSAEncryption, ecdsa-with-SHA512
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => {
+            Some(sha2::Sha512::digest(cert_der).to_vec())
+        }
+        _ => None,
     }
 }
 
@@ -398,6 +446,30 @@ pub(crate) async fn set_password(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The end point is the certificate's hash with its signature's hash function, and
+    /// none for a signature without one.
+    #[test]
+    fn the_end_point_hash_follows_the_certificate_signature() {
+        use sha2::Digest as _;
+        let cert = |alg: &'static rcgen::SignatureAlgorithm| {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let params = rcgen::CertificateParams::new(vec!["db.example".to_string()]).unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        let p256 = cert(&rcgen::PKCS_ECDSA_P256_SHA256);
+        assert_eq!(
+            server_end_point(&p256),
+            Some(sha2::Sha256::digest(&p256).to_vec())
+        );
+        let p384 = cert(&rcgen::PKCS_ECDSA_P384_SHA384);
+        assert_eq!(
+            server_end_point(&p384),
+            Some(sha2::Sha384::digest(&p384).to_vec())
+        );
+        assert_eq!(server_end_point(&cert(&rcgen::PKCS_ED25519)), None);
+        assert_eq!(server_end_point(b"not a certificate"), None);
+    }
 
     #[test]
     fn quoting_doubles_quotes_and_escapes_backslashes() {

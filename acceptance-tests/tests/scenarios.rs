@@ -194,6 +194,66 @@ fn secret_basic() {
     });
 }
 
+/// Destroying a key that secrets use (by id or by alias) warns in the plan and names
+/// them: after the key's window its material is gone and so are their values. A key no
+/// secret uses plans its destroy without a warning. (Terraform before 1.3 does not ask
+/// the provider to plan destroys.)
+#[test]
+fn destroying_a_key_in_use_warns_in_the_plan() {
+    const BODY: &str = r#"
+resource "strongbox_cmk" "used" {
+  description            = "used"
+  pending_window_in_days = 7
+}
+
+resource "strongbox_cmk_alias" "a" {
+  name   = "alias/used"
+  key_id = strongbox_cmk.used.id
+}
+
+resource "strongbox_cmk" "idle" {
+  description = "idle"
+}
+
+resource "strongbox_secret" "by_id" {
+  name              = "uses/by-id"
+  secret_data       = "v"
+  encryption_key_id = strongbox_cmk.used.id
+}
+
+resource "strongbox_secret" "by_alias" {
+  name              = "uses/by-alias"
+  secret_data       = "v"
+  encryption_key_id = strongbox_cmk_alias.a.name
+}
+"#;
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        step(&tf, BODY);
+        let used = attr(&state_of(&tf, "strongbox_cmk.used"), "id");
+        let idle = attr(&state_of(&tf, "strongbox_cmk.idle"), "id");
+        let out = tf.run_ok(&["plan", "-destroy", "-no-color", "-input=false"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if !v.terraform.at_least(1, 3) {
+            assert!(!text.contains("Secrets still use key"), "{text}");
+            return;
+        }
+        assert!(
+            text.contains(&format!("Secrets still use key {used}")),
+            "{text}"
+        );
+        assert!(
+            text.contains("uses/by-id") && text.contains("uses/by-alias"),
+            "{text}"
+        );
+        assert!(text.contains("7 days"), "{text}");
+        assert!(!text.contains(&format!("use key {idle}")), "{text}");
+        // The warning does not stop the destroy.
+        tf.destroy();
+    });
+}
+
 #[test]
 fn cmk_basic() {
     for_each_variant(|v| {

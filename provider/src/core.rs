@@ -510,8 +510,13 @@ pub trait Resource: Send + Sync {
     fn validate(&self, _config: &Value, _caps: ClientCaps) -> Diags {
         Vec::new()
     }
-    /// Plans a create, update or destroy.
+    /// Plans a create or update.
     async fn plan(&self, ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags>;
+    /// Warnings for a planned destroy of `prior` (Terraform ≥ 1.3 plans destroys with
+    /// the provider); the plan itself is always the null.
+    async fn plan_destroy(&self, _ctx: &Ctx, _prior: &Value) -> Diags {
+        Vec::new()
+    }
     /// Applies the plan; returns the new state (null after a destroy).
     async fn apply(
         &self,

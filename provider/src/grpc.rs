@@ -320,14 +320,20 @@ macro_rules! common {
                     m::plan_resource_change::Response::default()
                 );
                 if proposed.is_null() {
-                    // A destroy: nothing to plan but the null.
+                    // A destroy: nothing to plan but the null, and what to warn about.
                     let planned = or_diags!(
                         encode(&Value::Null, &ty),
                         m::plan_resource_change::Response::default()
                     );
+                    let warnings = if prior.is_null() {
+                        Vec::new()
+                    } else {
+                        r.plan_destroy(&self.0.ctx, &prior).await
+                    };
                     return Ok(Response::new(m::plan_resource_change::Response {
                         planned_state: Some(planned),
                         planned_private: req.prior_private,
+                        diagnostics: diags_to(warnings),
                         ..Default::default()
                     }));
                 }

@@ -10,6 +10,41 @@ use crate::core::{
 };
 use crate::value::{Number, Type, Value};
 
+/// The secrets the caller may list whose `encryption_key_id` is `key_id` or one of
+/// its aliases, by name.
+async fn secrets_under(ctx: &Ctx, key_id: &str) -> Result<Vec<String>, String> {
+    let c = ctx
+        .client()
+        .map_err(|_| "the provider is not configured".to_string())?;
+    let aliases = c.list_aliases().await.map_err(|e| e.to_string())?;
+    let names: std::collections::HashSet<String> = aliases
+        .aliases
+        .into_iter()
+        .filter(|a| a.key_id == key_id)
+        .map(|a| a.alias_name)
+        .chain(std::iter::once(key_id.to_string()))
+        .collect();
+    let mut found = Vec::new();
+    let mut opts = strongbox_client::ListSecretsOptions {
+        limit: Some(100),
+        ..Default::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let page = c.list_secrets(&opts).await.map_err(|e| e.to_string())?;
+        found.extend(
+            page.secrets
+                .into_iter()
+                .filter(|s| names.contains(&s.encryption_key_id))
+                .map(|s| s.name),
+        );
+        match page.next_page_token {
+            Some(t) if seen.insert(t.clone()) => opts.page_token = Some(t),
+            _ => return Ok(found),
+        }
+    }
+}
+
 /// The resource type.
 pub struct CmkResource;
 
@@ -230,6 +265,46 @@ impl Resource for CmkResource {
             requires_replace,
             diags: Vec::new(),
         })
+    }
+
+    /// Names the secrets whose key this is (by id or by one of its aliases): once the
+    /// key's material is destroyed at the end of its window, their versions under it
+    /// can never be read again, also after a restore.
+    async fn plan_destroy(&self, ctx: &Ctx, prior: &Value) -> Diags {
+        let Some(id) = prior.str_attr("id") else {
+            return Vec::new();
+        };
+        match secrets_under(ctx, id).await {
+            Ok(names) if names.is_empty() => Vec::new(),
+            Ok(names) => {
+                let days = prior.int_attr("pending_window_in_days").unwrap_or(30);
+                let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+                let more = names.len().saturating_sub(shown.len());
+                vec![Diag::warning(
+                    format!("Secrets still use key {id}"),
+                    format!(
+                        "{n} secret(s) name this key as their encryption key: {list}{rest}. \
+                         Destroying it schedules its deletion in {days} days; after that its \
+                         material is destroyed and their versions under it can never be read \
+                         again, also after a restore. Move them to another key first \
+                         (encryption_key_id, then a new version), or cancel the deletion \
+                         within the window (POST /v1/keys/{id}/cancel-deletion).",
+                        n = names.len(),
+                        list = shown.join(", "),
+                        rest = if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        },
+                    ),
+                )]
+            }
+            // Only a warning: a plan is not refused because it could not be given.
+            Err(e) => vec![Diag::warning(
+                format!("Could not check which secrets use key {id}"),
+                e.to_string(),
+            )],
+        }
     }
 
     async fn apply(

@@ -615,6 +615,125 @@ async fn a_wrong_root_key_after_a_crash_changes_nothing_on_disk() {
     assert!(server.wait().unwrap().success());
 }
 
+/// `command` run as `nobody` (uid and gid 65534, no supplementary groups).
+fn as_nobody(command: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        command,
+    ]);
+    c
+}
+
+/// The server makes itself non-dumpable at start, so another process of the same user
+/// cannot read its memory or its environment, where `STRONGBOX_ROOT_KEY` may be. Shown
+/// as `nobody` (root may read any process): reading a plain process's environment (the
+/// control) works, reading the server's is refused, and root finds the key there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_of_the_same_user_cannot_read_the_servers_environment() {
+    assert!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0,
+        "this test runs processes as nobody with setpriv, which needs root"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = home.join("strongbox");
+    std::fs::copy(BIN, &bin).unwrap();
+    let (data, key) = (home.join("data"), home.join("root.key"));
+    let out = as_nobody(bin.to_str().unwrap())
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .arg("--root-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certs = strongbox_server::tls::dev_certificates().unwrap();
+    let (cert, tls_key) = (home.join("cert.pem"), home.join("key.pem"));
+    for (path, pem) in [(&cert, &certs.cert_pem), (&tls_key, &certs.key_pem)] {
+        std::fs::write(path, pem).unwrap();
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    }
+    let root_key = std::fs::read_to_string(&key).unwrap().trim().to_string();
+    let log = root.path().join("server.log");
+    let server = Server(
+        as_nobody(bin.to_str().unwrap())
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&tls_key)
+            .env("STRONGBOX_ROOT_KEY", &root_key)
+            .env("STRONGBOX_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..200 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("serving HTTPS")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("serving HTTPS"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let read_environ = |pid: u32| {
+        as_nobody("cat")
+            .arg(format!("/proc/{pid}/environ"))
+            .output()
+            .unwrap()
+    };
+    // The control: a plain process of nobody's, its environment read by nobody.
+    let mut plain = Server(
+        as_nobody("sleep")
+            .arg("30")
+            .env("PLAIN_MARKER", "plain-4c1e")
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let seen = read_environ(plain.id());
+    assert!(
+        seen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    assert!(String::from_utf8_lossy(&seen.stdout).contains("plain-4c1e"));
+    plain.kill().unwrap();
+    // The server's: refused to the same user, there for root.
+    let refused = read_environ(server.id());
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains(&root_key));
+    let as_root = std::fs::read(format!("/proc/{}/environ", server.id())).unwrap();
+    assert!(String::from_utf8_lossy(&as_root).contains(&root_key));
+}
+
 /// `--dev` makes its own root key and certificate: the flags and the variable that would
 /// name others are refused instead of being silently ignored, and two dev data dirs whose
 /// names differ only after a dot keep keys of their own.

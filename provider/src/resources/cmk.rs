@@ -283,11 +283,12 @@ impl Resource for CmkResource {
                 vec![Diag::warning(
                     format!("Secrets still use key {id}"),
                     format!(
-                        "{n} secret(s) name this key as their encryption key: {list}{rest}. \
-                         Destroying it schedules its deletion in {days} days; after that its \
-                         material is destroyed and their versions under it can never be read \
-                         again, also after a restore. Move them to another key first \
-                         (encryption_key_id, then a new version), or cancel the deletion \
+                        "{n} secret(s) name this key as their encryption key, by id or alias: \
+                         {list}{rest}. Destroying it schedules its deletion in {days} days; \
+                         after that its material is destroyed and their versions under it can \
+                         never be read again, also after a restore (this holds for secrets \
+                         this plan deletes too). To keep them, move them to another key \
+                         first (set their encryption_key_id to it), or cancel the deletion \
                          within the window (POST /v1/keys/{id}/cancel-deletion).",
                         n = names.len(),
                         list = shown.join(", "),

@@ -618,6 +618,7 @@ async fn a_wrong_root_key_after_a_crash_changes_nothing_on_disk() {
 /// `command` run as `nobody` (uid and gid 65534, no supplementary groups).
 fn as_nobody(command: &str) -> Command {
     let mut c = Command::new("setpriv");
+    c.env("LC_ALL", "C");
     c.args([
         "--reuid=65534",
         "--regid=65534",
@@ -646,6 +647,7 @@ async fn another_process_of_the_same_user_cannot_read_the_servers_environment() 
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = home.join("strongbox");
     std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (data, key) = (home.join("data"), home.join("root.key"));
     let out = as_nobody(bin.to_str().unwrap())
         .args(["init", "--data-dir"])
@@ -712,7 +714,14 @@ async fn another_process_of_the_same_user_cannot_read_the_servers_environment() 
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // Once setpriv has made way for sleep (until then the process is setpriv's).
+    for _ in 0..100 {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", plain.id()));
+        if comm.is_ok_and(|c| c.trim() == "sleep") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let seen = read_environ(plain.id());
     assert!(
         seen.status.success(),

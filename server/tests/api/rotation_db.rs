@@ -907,29 +907,45 @@ async fn postgres_logins_through_a_tls_relay_are_refused_by_channel_binding() {
     )
     .unwrap();
     let relay = pg_tls_relay(pg.port, &stranger, &certs.ca_pem).await;
-    let unbound = [("PGSSLMODE", "require"), ("PGCHANNELBINDING", "disable")];
+    let unbound = [
+        ("PGSSLMODE", "require"),
+        ("PGCHANNELBINDING", "disable"),
+        ("PGGSSENCMODE", "disable"),
+    ];
     assert_eq!(
         pg.psql_at(relay, &unbound, "app", "pw0", "SELECT current_user"),
         Ok("app".into()),
         "the relay passes an unbound login"
     );
-    let run = |port: u16| {
+    // One single-user rotation of `current` on `pg` (its config changed by `edit`).
+    async fn rotate(
+        pg: &PgCluster,
+        edit: impl FnOnce(&mut serde_json::Value),
+        current: &[u8],
+    ) -> Result<Vec<u8>, strongbox_server::Error> {
         let mut cfg = pg.config("SingleUser", "db/admin");
-        cfg["TlsMode"] = serde_json::json!("require");
-        cfg["Port"] = serde_json::json!(port);
+        edit(&mut cfg);
         let admin = pg.admin_value();
-        async move {
-            database_conformance(
-                RotationStrategy::Postgresql,
-                &obj(cfg),
-                admin.as_bytes(),
-                account("app", "pw0").as_bytes(),
-                None,
-            )
-            .await
+        database_conformance(
+            RotationStrategy::Postgresql,
+            &obj(cfg),
+            admin.as_bytes(),
+            current,
+            None,
+        )
+        .await
+    }
+    let through = |port: u16, binding: Option<&'static str>| {
+        move |cfg: &mut serde_json::Value| {
+            cfg["TlsMode"] = serde_json::json!("require");
+            cfg["Port"] = serde_json::json!(port);
+            if let Some(b) = binding {
+                cfg["ChannelBinding"] = serde_json::json!(b);
+            }
         }
     };
-    let e = run(relay).await.unwrap_err();
+    let v0 = account("app", "pw0").into_bytes();
+    let e = rotate(&pg, through(relay, None), &v0).await.unwrap_err();
     assert!(
         e.message.contains("login as postgres failed") && e.message.contains("channel binding"),
         "{}",
@@ -940,7 +956,39 @@ async fn postgres_logins_through_a_tls_relay_are_refused_by_channel_binding() {
         Ok("app".into()),
         "nothing changed"
     );
-    run(pg.port).await.unwrap();
+    // Directly: bound, and it logs in.
+    let v1 = rotate(&pg, through(pg.port, None), &v0).await.unwrap();
+    assert_eq!(
+        pg.psql("app", &creds(&v1).password, "SELECT current_user"),
+        Ok("app".into())
+    );
+    // The opt-out, for a proxy that is meant to be there: unbound, the relay passes it.
+    rotate(&pg, through(relay, Some("disable")), &v1)
+        .await
+        .unwrap();
+    // `require` where no binding is possible (a cluster without TLS, SCRAM logins):
+    // refused before the password goes out; `prefer` there logs in unbound.
+    let plain = PgCluster::start();
+    plain
+        .psql(
+            "postgres",
+            &plain.admin_password,
+            "CREATE ROLE app LOGIN PASSWORD 'pw0'",
+        )
+        .unwrap();
+    let binding = |b: &'static str| {
+        move |cfg: &mut serde_json::Value| {
+            cfg["ChannelBinding"] = serde_json::json!(b);
+        }
+    };
+    let e = rotate(&plain, binding("require"), &v0).await.unwrap_err();
+    assert!(
+        e.message.contains("login as postgres failed")
+            && e.message.contains("did not use channel binding"),
+        "{}",
+        e.message
+    );
+    rotate(&plain, binding("prefer"), &v0).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

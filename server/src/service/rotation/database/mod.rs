@@ -9,7 +9,8 @@
 //! {"SecretSubType": "SingleUser" | "DoubleUsers", "Host": "db.internal", "Port": 5432,
 //!  "Database": "app", "TlsMode": "disable" | "require" | "verify-full",
 //!  "AdminSecret": "NAME OF A SECRET HOLDING THE ADMIN ACCOUNT (same JSON shape)",
-//!  "CaCert": "PEM (optional; with verify-full the only CA trusted)"}
+//!  "CaCert": "PEM (optional; with verify-full the only CA trusted)",
+//!  "ChannelBinding": "prefer" (default) | "disable" | "require"   (PostgreSQL logins)}
 //! ```
 //!
 //! - **SingleUser**: *create* makes a new password for the same account; *set* changes
@@ -110,6 +111,19 @@ pub(crate) enum TlsMode {
     VerifyFull,
 }
 
+/// Whether PostgreSQL's SCRAM logins over TLS are bound to the server's certificate
+/// (SCRAM-SHA-256-PLUS), as libpq's `channel_binding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChannelBindingMode {
+    /// Never (for a TLS-terminating proxy that passes SCRAM on, which binding refuses).
+    Disable,
+    /// When the server offers it (the default).
+    Prefer,
+    /// Always: a login that cannot be bound (no TLS, md5 or password authentication, a
+    /// certificate PostgreSQL does not bind to) fails.
+    Require,
+}
+
 /// The parsed `extended_config` of an `Rds` secret.
 #[derive(Debug, Clone)]
 pub(crate) struct RdsConfig {
@@ -120,9 +134,10 @@ pub(crate) struct RdsConfig {
     pub(crate) tls: TlsMode,
     pub(crate) admin_secret: String,
     pub(crate) ca_cert: Option<String>,
+    pub(crate) channel_binding: ChannelBindingMode,
 }
 
-const KNOWN_KEYS: [&str; 7] = [
+const KNOWN_KEYS: [&str; 8] = [
     "SecretSubType",
     "Host",
     "Port",
@@ -130,6 +145,7 @@ const KNOWN_KEYS: [&str; 7] = [
     "TlsMode",
     "AdminSecret",
     "CaCert",
+    "ChannelBinding",
 ];
 
 fn field(k: &str) -> String {
@@ -228,6 +244,23 @@ impl RdsConfig {
             }
             Some(_) => return Err(Error::invalid(&field("CaCert"), "must be a PEM string")),
         };
+        let channel_binding = match c.get("ChannelBinding") {
+            None => ChannelBindingMode::Prefer,
+            Some(Value::String(s)) => match s.as_str() {
+                "disable" => ChannelBindingMode::Disable,
+                "prefer" => ChannelBindingMode::Prefer,
+                "require" => ChannelBindingMode::Require,
+                _ => {
+                    return Err(Error::invalid(
+                        &field("ChannelBinding"),
+                        "must be disable, prefer or require",
+                    ));
+                }
+            },
+            Some(_) => {
+                return Err(Error::invalid(&field("ChannelBinding"), "must be a string"));
+            }
+        };
         Ok(Self {
             sub_type,
             host,
@@ -236,6 +269,7 @@ impl RdsConfig {
             tls,
             admin_secret,
             ca_cert,
+            channel_binding,
         })
     }
 }

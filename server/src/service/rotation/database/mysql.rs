@@ -10,7 +10,7 @@ use mysql_async::{Conn, OptsBuilder, SslOpts};
 use sha1::{Digest as _, Sha1};
 use zeroize::Zeroizing;
 
-use super::{Account, Engine, LoginError, Target, TlsMode, failed};
+use super::{Account, ChannelBindingMode, Engine, LoginError, Target, TlsMode, failed};
 use crate::error::{Error, Result};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,6 +121,15 @@ async fn connect_to(
         .pass(Some(t.password))
         .db_name(Some(&t.cfg.database))
         .prefer_socket(false);
+    if t.cfg.channel_binding == ChannelBindingMode::Require {
+        // Refused before anything is sent: MySQL logins cannot be bound to the TLS
+        // connection, so the requirement cannot be met.
+        return Err(Answer::Unreachable(failed(
+            Engine::Mysql,
+            step,
+            "ChannelBinding is require, but MySQL logins have no channel binding (it applies to PostgreSQL); use prefer or disable".to_string(),
+        )));
+    }
     b = match t.cfg.tls {
         TlsMode::Disable => b,
         TlsMode::Require => b.ssl_opts(Some(

@@ -13,7 +13,7 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream}
 use tokio_postgres::{NoTls, Socket};
 use zeroize::Zeroizing;
 
-use super::{Account, Engine, LoginError, Target, failed, tls};
+use super::{Account, ChannelBindingMode, Engine, LoginError, Target, failed, tls};
 use crate::error::{Error, Result};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,9 +41,13 @@ fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => {
-            let s = e.to_string();
-            // Connection errors ("error connecting to server: Connection refused") name
-            // no value; keep them short.
+            // Connection and authentication errors ("error connecting to server:
+            // Connection refused", "authentication error: server did not use channel
+            // binding") name no value; keep them short.
+            let s = match std::error::Error::source(e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            };
             s.chars().take(200).collect()
         }
     }
@@ -117,9 +121,10 @@ impl AsyncWrite for Stream {
 
 impl TlsStream for Stream {
     /// `tls-server-end-point` (RFC 5929), so that SCRAM logins over TLS use
-    /// SCRAM-SHA-256-PLUS when the server offers it: a login relayed by someone holding
-    /// another certificate (possible when `TlsMode` is `require`, which checks none)
-    /// then fails instead of reaching the server.
+    /// SCRAM-SHA-256-PLUS when the server offers it (unless `ChannelBinding` is
+    /// `disable`): a login relayed by someone holding another certificate (possible when
+    /// `TlsMode` is `require`, which checks none) then fails instead of reaching the
+    /// server.
     fn channel_binding(&self) -> ChannelBinding {
         let cert = self
             .0
@@ -136,8 +141,10 @@ impl TlsStream for Stream {
 
 /// The hash of a certificate that `tls-server-end-point` binds to: with its
 /// signature's hash function, SHA-256 for MD5 and SHA-1 (RFC 5929 §4.1). `None` for
-/// signatures without one of these (RSASSA-PSS, Ed25519), which PostgreSQL does not
-/// bind to either.
+/// the signatures not read here: RSASSA-PSS (whose hash is in its parameters; PostgreSQL
+/// binds to it) and those without a hash function (Ed25519, which PostgreSQL does not
+/// bind to). Without a hash the login is not bound (it still succeeds, unless
+/// `ChannelBinding` is `require`).
 fn server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
     use der::Reader as _;
     use sha2::Digest as _;
@@ -157,6 +164,10 @@ fn server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
         | "1.2.840.113549.1.1.11"
         | "1.2.840.10045.4.1"
         | "1.2.840.10045.4.3.2" => Some(sha2::Sha256::digest(cert_der).to_vec()),
+        // sha224WithRSAEncryption, ecdsa-with-SHA224
+        "1.2.840.113549.1.1.14" | "1.2.840.10045.4.3.1" => {
+            Some(sha2::Sha224::digest(cert_der).to_vec())
+        }
         // sha384WithRSAEncryption, ecdsa-with-SHA384
         "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => {
             Some(sha2::Sha384::digest(cert_der).to_vec())
@@ -232,7 +243,12 @@ async fn connect_to(
         .password(t.password.as_bytes())
         .dbname(&t.cfg.database)
         .application_name("strongbox-rotation")
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        .channel_binding(match t.cfg.channel_binding {
+            ChannelBindingMode::Disable => tokio_postgres::config::ChannelBinding::Disable,
+            ChannelBindingMode::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+            ChannelBindingMode::Require => tokio_postgres::config::ChannelBinding::Require,
+        });
     match tls {
         None => {
             c.ssl_mode(SslMode::Disable);

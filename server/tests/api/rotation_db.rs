@@ -139,6 +139,30 @@ async fn postgres_single_and_dual_pass_the_conformance_suite_with_scram_verifier
     assert!(!e.message.contains(&c3.password) && !e.message.contains("nope"));
 }
 
+/// MySQL logins cannot be bound to their TLS connection: `ChannelBinding: require` is
+/// refused before anything is sent, naming why, and the password is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_refuses_channel_binding_require() {
+    let app = MysqlApp::create("cbind", "initial-pw").await;
+    let mut cfg = app.config("SingleUser", "db/admin");
+    cfg["ChannelBinding"] = serde_json::json!("require");
+    let e = database_conformance(
+        RotationStrategy::Mysql,
+        &obj(cfg),
+        MysqlApp::admin_value().as_bytes(),
+        account(&app.user, "initial-pw").as_bytes(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message.contains("MySQL logins have no channel binding"),
+        "{}",
+        e.message
+    );
+    assert_eq!(app.read_table(&app.user, "initial-pw").await, Ok(42));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_single_and_dual_pass_the_conformance_suite_on_mariadb() {
     let app = MysqlApp::create("conf", "initial-pw").await;

@@ -140,44 +140,75 @@ impl TlsStream for Stream {
 }
 
 /// The hash of a certificate that `tls-server-end-point` binds to: with its
-/// signature's hash function, SHA-256 for MD5 and SHA-1 (RFC 5929 §4.1). `None` for
-/// the signatures not read here: RSASSA-PSS (whose hash is in its parameters; PostgreSQL
-/// binds to it) and those without a hash function (Ed25519, which PostgreSQL does not
-/// bind to). Without a hash the login is not bound (it still succeeds, unless
+/// signature's hash function, SHA-256 for MD5 and SHA-1 (RFC 5929 §4.1); for RSASSA-PSS
+/// the hash its parameters name (SHA-1 when they name none). `None` for signatures
+/// without a hash function (Ed25519, which PostgreSQL does not bind to either) or one
+/// not listed here: the login is then not bound (it still succeeds, unless
 /// `ChannelBinding` is `require`).
 fn server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
     use der::Reader as _;
     use sha2::Digest as _;
-    let oid = der::SliceReader::new(cert_der)
+    let hash = der::SliceReader::new(cert_der)
         .ok()?
         .sequence(|r| {
             r.tlv_bytes()?; // tbsCertificate
             let algorithm: spki::AlgorithmIdentifierRef<'_> = r.decode()?;
             r.tlv_bytes()?; // signatureValue
-            Ok::<_, der::Error>(algorithm.oid)
+            Ok::<_, der::Error>(signature_hash(&algorithm))
         })
-        .ok()?;
-    match oid.to_string().as_str() {
+        .ok()??;
+    match hash.as_str() {
         // md5, sha1, sha256 WithRSAEncryption; ecdsa-with-SHA1, -SHA256
-        "1.2.840.113549.1.1.4"
-        | "1.2.840.113549.1.1.5"
-        | "1.2.840.113549.1.1.11"
-        | "1.2.840.10045.4.1"
-        | "1.2.840.10045.4.3.2" => Some(sha2::Sha256::digest(cert_der).to_vec()),
-        // sha224WithRSAEncryption, ecdsa-with-SHA224
-        "1.2.840.113549.1.1.14" | "1.2.840.10045.4.3.1" => {
-            Some(sha2::Sha224::digest(cert_der).to_vec())
-        }
-        // sha384WithRSAEncryption, ecdsa-with-SHA384
-        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => {
-            Some(sha2::Sha384::digest(cert_der).to_vec())
-        }
-        // sha512WithRSAEncryption, ecdsa-with-SHA512
-        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => {
-            Some(sha2::Sha512::digest(cert_der).to_vec())
-        }
+        "md5" | "sha1" | "sha256" => Some(sha2::Sha256::digest(cert_der).to_vec()),
+        "sha224" => Some(sha2::Sha224::digest(cert_der).to_vec()),
+        "sha384" => Some(sha2::Sha384::digest(cert_der).to_vec()),
+        "sha512" => Some(sha2::Sha512::digest(cert_der).to_vec()),
         _ => None,
     }
+}
+
+/// The hash function of a certificate's signature algorithm, by name.
+fn signature_hash(algorithm: &spki::AlgorithmIdentifierRef<'_>) -> Option<String> {
+    let name = match algorithm.oid.to_string().as_str() {
+        "1.2.840.113549.1.1.4" => "md5",
+        "1.2.840.113549.1.1.5" | "1.2.840.10045.4.1" => "sha1",
+        "1.2.840.113549.1.1.14" | "1.2.840.10045.4.3.1" => "sha224",
+        "1.2.840.113549.1.1.11" | "1.2.840.10045.4.3.2" => "sha256",
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => "sha384",
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => "sha512",
+        // RSASSA-PSS: the hash is in its parameters.
+        "1.2.840.113549.1.1.10" => return pss_hash(algorithm.parameters.as_ref()),
+        _ => return None,
+    };
+    Some(name.to_string())
+}
+
+/// The `hashAlgorithm` of RSASSA-PSS parameters (RFC 4055: `[0] EXPLICIT
+/// AlgorithmIdentifier DEFAULT sha1`), by name.
+fn pss_hash(parameters: Option<&der::asn1::AnyRef<'_>>) -> Option<String> {
+    use der::{Decode as _, Reader as _, Tagged as _};
+    let Some(p) = parameters else {
+        return Some("sha1".into());
+    };
+    if p.tag() != der::Tag::Sequence {
+        return None;
+    }
+    let mut fields = der::SliceReader::new(p.value()).ok()?;
+    // Absent (every field defaulted, or another field first): SHA-1.
+    if fields.is_finished() || fields.peek_byte() != Some(0xA0) {
+        return Some("sha1".into());
+    }
+    let explicit = der::asn1::AnyRef::from_der(fields.tlv_bytes().ok()?).ok()?;
+    let hash = spki::AlgorithmIdentifierRef::from_der(explicit.value()).ok()?;
+    let name = match hash.oid.to_string().as_str() {
+        "1.3.14.3.2.26" => "sha1",
+        "2.16.840.1.101.3.4.2.4" => "sha224",
+        "2.16.840.1.101.3.4.2.1" => "sha256",
+        "2.16.840.1.101.3.4.2.2" => "sha384",
+        "2.16.840.1.101.3.4.2.3" => "sha512",
+        _ => return None,
+    };
+    Some(name.to_string())
 }
 
 /// Logs in as `t.user`; the connection task runs until the client is dropped.
@@ -484,6 +515,25 @@ mod tests {
             Some(sha2::Sha384::digest(&p384).to_vec())
         );
         assert_eq!(server_end_point(&cert(&rcgen::PKCS_ED25519)), None);
+        // RSASSA-PSS (made with `openssl req -x509 -sigopt rsa_padding_mode:pss`): the hash
+        // its parameters name, SHA-384 here; SHA-1 when they name none, bound with SHA-256.
+        let der = |pem: &str| {
+            rustls_pemfile::certs(&mut pem.as_bytes())
+                .next()
+                .unwrap()
+                .unwrap()
+                .to_vec()
+        };
+        let pss384 = der(include_str!("testdata/rsa-pss-sha384.pem"));
+        assert_eq!(
+            server_end_point(&pss384),
+            Some(sha2::Sha384::digest(&pss384).to_vec())
+        );
+        let pss1 = der(include_str!("testdata/rsa-pss-sha1.pem"));
+        assert_eq!(
+            server_end_point(&pss1),
+            Some(sha2::Sha256::digest(&pss1).to_vec())
+        );
         assert_eq!(server_end_point(b"not a certificate"), None);
     }
 

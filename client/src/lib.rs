@@ -56,6 +56,7 @@ paged!(
     api::ListRotationPoliciesResponse => rotation_policies,
     api::ListPrincipalsResponse => principals,
     api::ListPoliciesResponse => policies,
+    api::ListSecretsResponse => secrets,
 );
 pub use strongbox_schemas::ErrorCode;
 
@@ -557,6 +558,10 @@ impl Client {
         }
         self.send(self.req(Method::GET, &["v1", "secrets"]).query(&q))
             .await
+    }
+    /// Lists every secret the caller may describe, following every page.
+    pub async fn list_all_secrets(&self) -> Result<api::ListSecretsResponse> {
+        self.all_pages(&["v1", "secrets"]).await
     }
     /// Updates a secret's metadata.
     pub async fn update_secret(

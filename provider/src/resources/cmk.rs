@@ -24,25 +24,13 @@ async fn secrets_under(ctx: &Ctx, key_id: &str) -> Result<Vec<String>, String> {
         .map(|a| a.alias_name)
         .chain(std::iter::once(key_id.to_string()))
         .collect();
-    let mut found = Vec::new();
-    let mut opts = strongbox_client::ListSecretsOptions {
-        limit: Some(100),
-        ..Default::default()
-    };
-    let mut seen = std::collections::HashSet::new();
-    loop {
-        let page = c.list_secrets(&opts).await.map_err(|e| e.to_string())?;
-        found.extend(
-            page.secrets
-                .into_iter()
-                .filter(|s| names.contains(&s.encryption_key_id))
-                .map(|s| s.name),
-        );
-        match page.next_page_token {
-            Some(t) if seen.insert(t.clone()) => opts.page_token = Some(t),
-            _ => return Ok(found),
-        }
-    }
+    let secrets = c.list_all_secrets().await.map_err(|e| e.to_string())?;
+    Ok(secrets
+        .secrets
+        .into_iter()
+        .filter(|s| names.contains(&s.encryption_key_id))
+        .map(|s| s.name)
+        .collect())
 }
 
 /// The resource type.

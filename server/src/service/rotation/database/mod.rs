@@ -148,6 +148,32 @@ const KNOWN_KEYS: [&str; 8] = [
     "ChannelBinding",
 ];
 
+/// The value of `key` that one of `options` names, `default` when absent; otherwise an
+/// error listing the options.
+fn choice<T: Copy>(
+    c: &Map<String, Value>,
+    key: &str,
+    options: &[(&str, T)],
+    default: T,
+) -> Result<T> {
+    match c.get(key) {
+        None => Ok(default),
+        Some(Value::String(s)) => options
+            .iter()
+            .find(|(name, _)| name == s)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+                Error::invalid(
+                    &field(key),
+                    format!("must be {} or {last}", rest.join(", ")),
+                )
+            }),
+        Some(_) => Err(Error::invalid(&field(key), "must be a string")),
+    }
+}
+
 fn field(k: &str) -> String {
     format!("extended_config.{k}")
 }
@@ -219,21 +245,16 @@ impl RdsConfig {
             }
         };
         let database = text(c, "Database")?.to_string();
-        let tls = match c.get("TlsMode") {
-            None => TlsMode::VerifyFull,
-            Some(Value::String(s)) => match s.as_str() {
-                "disable" => TlsMode::Disable,
-                "require" => TlsMode::Require,
-                "verify-full" => TlsMode::VerifyFull,
-                _ => {
-                    return Err(Error::invalid(
-                        &field("TlsMode"),
-                        "must be disable, require or verify-full",
-                    ));
-                }
-            },
-            Some(_) => return Err(Error::invalid(&field("TlsMode"), "must be a string")),
-        };
+        let tls = choice(
+            c,
+            "TlsMode",
+            &[
+                ("disable", TlsMode::Disable),
+                ("require", TlsMode::Require),
+                ("verify-full", TlsMode::VerifyFull),
+            ],
+            TlsMode::VerifyFull,
+        )?;
         let admin_secret = text(c, "AdminSecret")?.to_string();
         strongbox_schemas::validate_secret_name(&field("AdminSecret"), &admin_secret)?;
         let ca_cert = match c.get("CaCert") {
@@ -244,23 +265,16 @@ impl RdsConfig {
             }
             Some(_) => return Err(Error::invalid(&field("CaCert"), "must be a PEM string")),
         };
-        let channel_binding = match c.get("ChannelBinding") {
-            None => ChannelBindingMode::Prefer,
-            Some(Value::String(s)) => match s.as_str() {
-                "disable" => ChannelBindingMode::Disable,
-                "prefer" => ChannelBindingMode::Prefer,
-                "require" => ChannelBindingMode::Require,
-                _ => {
-                    return Err(Error::invalid(
-                        &field("ChannelBinding"),
-                        "must be disable, prefer or require",
-                    ));
-                }
-            },
-            Some(_) => {
-                return Err(Error::invalid(&field("ChannelBinding"), "must be a string"));
-            }
-        };
+        let channel_binding = choice(
+            c,
+            "ChannelBinding",
+            &[
+                ("disable", ChannelBindingMode::Disable),
+                ("prefer", ChannelBindingMode::Prefer),
+                ("require", ChannelBindingMode::Require),
+            ],
+            ChannelBindingMode::Prefer,
+        )?;
         Ok(Self {
             sub_type,
             host,
@@ -909,6 +923,36 @@ mod tests {
 
     fn cfg(v: serde_json::Value) -> Result<RdsConfig> {
         RdsConfig::parse(v.as_object())
+    }
+
+    /// A choice outside its options is refused listing them; one that is not a string
+    /// too; an absent one takes its default.
+    #[test]
+    fn choices_list_their_options() {
+        let base = serde_json::json!({"SecretSubType": "SingleUser", "Host": "h", "Port": 5432,
+            "Database": "d", "AdminSecret": "admin"});
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = base.clone();
+            c[k] = v;
+            cfg(c).unwrap_err().message
+        };
+        assert_eq!(
+            with("TlsMode", serde_json::json!("prefer")),
+            "extended_config.TlsMode: must be disable, require or verify-full"
+        );
+        assert_eq!(
+            with("ChannelBinding", serde_json::json!("allow")),
+            "extended_config.ChannelBinding: must be disable, prefer or require"
+        );
+        assert_eq!(
+            with("ChannelBinding", serde_json::json!(1)),
+            "extended_config.ChannelBinding: must be a string"
+        );
+        let c = cfg(base).unwrap();
+        assert_eq!(
+            (c.tls, c.channel_binding),
+            (TlsMode::VerifyFull, ChannelBindingMode::Prefer)
+        );
     }
 
     #[test]

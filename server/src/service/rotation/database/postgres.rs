@@ -157,7 +157,7 @@ fn server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
             Ok::<_, der::Error>(signature_hash(&algorithm))
         })
         .ok()??;
-    match hash.as_str() {
+    match hash {
         // md5, sha1, sha256 WithRSAEncryption; ecdsa-with-SHA1, -SHA256
         "md5" | "sha1" | "sha256" => Some(sha2::Sha256::digest(cert_der).to_vec()),
         "sha224" => Some(sha2::Sha224::digest(cert_der).to_vec()),
@@ -168,7 +168,7 @@ fn server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The hash function of a certificate's signature algorithm, by name.
-fn signature_hash(algorithm: &spki::AlgorithmIdentifierRef<'_>) -> Option<String> {
+fn signature_hash(algorithm: &spki::AlgorithmIdentifierRef<'_>) -> Option<&'static str> {
     let name = match algorithm.oid.to_string().as_str() {
         "1.2.840.113549.1.1.4" => "md5",
         "1.2.840.113549.1.1.5" | "1.2.840.10045.4.1" => "sha1",
@@ -180,15 +180,15 @@ fn signature_hash(algorithm: &spki::AlgorithmIdentifierRef<'_>) -> Option<String
         "1.2.840.113549.1.1.10" => return pss_hash(algorithm.parameters.as_ref()),
         _ => return None,
     };
-    Some(name.to_string())
+    Some(name)
 }
 
 /// The `hashAlgorithm` of RSASSA-PSS parameters (RFC 4055: `[0] EXPLICIT
 /// AlgorithmIdentifier DEFAULT sha1`), by name.
-fn pss_hash(parameters: Option<&der::asn1::AnyRef<'_>>) -> Option<String> {
+fn pss_hash(parameters: Option<&der::asn1::AnyRef<'_>>) -> Option<&'static str> {
     use der::{Decode as _, Reader as _, Tagged as _};
     let Some(p) = parameters else {
-        return Some("sha1".into());
+        return Some("sha1");
     };
     if p.tag() != der::Tag::Sequence {
         return None;
@@ -196,7 +196,7 @@ fn pss_hash(parameters: Option<&der::asn1::AnyRef<'_>>) -> Option<String> {
     let mut fields = der::SliceReader::new(p.value()).ok()?;
     // Absent (every field defaulted, or another field first): SHA-1.
     if fields.is_finished() || fields.peek_byte() != Some(0xA0) {
-        return Some("sha1".into());
+        return Some("sha1");
     }
     let explicit = der::asn1::AnyRef::from_der(fields.tlv_bytes().ok()?).ok()?;
     let hash = spki::AlgorithmIdentifierRef::from_der(explicit.value()).ok()?;
@@ -208,7 +208,7 @@ fn pss_hash(parameters: Option<&der::asn1::AnyRef<'_>>) -> Option<String> {
         "2.16.840.1.101.3.4.2.3" => "sha512",
         _ => return None,
     };
-    Some(name.to_string())
+    Some(name)
 }
 
 /// Logs in as `t.user`; the connection task runs until the client is dropped.

@@ -134,6 +134,67 @@ fn a_stage_change_after_a_rotation_keeps_the_rotated_value() {
     });
 }
 
+/// After a rotation the state keeps the labels Terraform put, but a custom label taken
+/// away or added by someone else is still drift: the plan shows it, and apply puts the
+/// configured labels back without writing a value.
+#[test]
+fn a_label_changed_by_hand_after_a_rotation_is_drift() {
+    let with_stages = BODY.replace(
+        "rotation_policy = strongbox_rotation_policy.weekly.name",
+        "rotation_policy = strongbox_rotation_policy.weekly.name\n  version_stages  = [\"ACSCurrent\", \"blue\"]",
+    );
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        tf.write_config(&config(&with_stages));
+        tf.init();
+        tf.apply();
+        let c = srv.client();
+        let name = "app/db-password";
+        let written = srv.block_on(c.describe_secret(name)).unwrap().version_id;
+        let rotated = srv.block_on(c.rotate_secret(name, None)).unwrap();
+        tf.assert_no_changes();
+        let stage = |label: &str, to: Option<&str>, from: Option<&str>| {
+            srv.block_on(c.update_secret_stage(
+                name,
+                &api::UpdateSecretStageRequest {
+                    version_stage: label.into(),
+                    move_to_version: to.map(Into::into),
+                    remove_from_version: from.map(Into::into),
+                },
+            ))
+            .unwrap();
+        };
+        let holder = |label: &str| {
+            srv.block_on(c.list_secret_versions(name))
+                .unwrap()
+                .versions
+                .into_iter()
+                .find(|v| v.version_stages.iter().any(|s| s == label))
+                .map(|v| v.version_id)
+        };
+        assert_eq!(holder("blue").as_deref(), Some(written.as_str()));
+
+        // Taken away by hand: drift, and apply labels the rotated version.
+        stage("blue", None, Some(&written));
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        assert_eq!(holder("blue").as_deref(), Some(rotated.version_id.as_str()));
+
+        // Added by hand, on the rotated version or on the one Terraform wrote: drift, and
+        // apply takes it away.
+        for on in [&rotated.version_id, &written] {
+            stage("green", Some(on), None);
+            tf.assert_changes();
+            tf.apply();
+            tf.assert_no_changes();
+            assert_eq!(holder("green"), None);
+        }
+        let cur = srv.block_on(c.get_secret_value(name, None, None)).unwrap();
+        assert_eq!(cur.version_id, rotated.version_id, "the rotation stands");
+    });
+}
+
 /// The policy's interval and the secret change in one apply: the secret's rotation dates,
 /// which the server derives from the policy, are planned unknown, so the result is
 /// consistent with the plan.

@@ -782,6 +782,44 @@ fn stages_in_prior_order(prior: &Value, server: &[String]) -> Value {
     Value::List(server.iter().map(Value::string).collect())
 }
 
+/// The labels of a rotated secret as the state records them. The rotation engine moves
+/// `ACSCurrent`, `ACSPrevious` and `ACSPending`, which the state keeps as Terraform wrote
+/// them. Custom labels stay where they were put: on the version Terraform wrote, or on a
+/// version the engine made (a label change after a rotation labels the rotated version).
+/// A custom label of the prior state that none of those holds any more, or one that they
+/// hold and the prior state lacks, was changed by someone else, and the plan shows it.
+fn rotated_stages(prior: &Value, versions: &[api::SecretVersion]) -> Value {
+    let Value::List(had) = prior.attr("version_stages") else {
+        return prior.attr("version_stages").clone();
+    };
+    let written = prior.str_attr("version_id");
+    let held: Vec<&str> = versions
+        .iter()
+        .filter(|v| v.created_by == ROTATION_PRINCIPAL || Some(v.version_id.as_str()) == written)
+        .flat_map(|v| v.version_stages.iter().map(String::as_str))
+        .filter(|s| !is_engine_stage(s))
+        .collect();
+    let mut stages: Vec<Value> = had
+        .iter()
+        .filter(|s| {
+            s.as_str()
+                .is_some_and(|s| is_engine_stage(s) || held.contains(&s))
+        })
+        .cloned()
+        .collect();
+    for s in held {
+        if !had.iter().any(|h| h.as_str() == Some(s)) {
+            stages.push(Value::string(s));
+        }
+    }
+    Value::List(stages)
+}
+
+/// A stage that rotation moves.
+fn is_engine_stage(s: &str) -> bool {
+    matches!(s, STAGE_CURRENT | STAGE_PREVIOUS | api::STAGE_PENDING)
+}
+
 /// Custom labels that the prior state had and the plan drops are taken off whichever
 /// version holds them now (after a new value they are left on the old version, which
 /// Terraform no longer tracks).
@@ -922,7 +960,10 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         && prior.str_attr("version_id").is_some()
         && !prior.attr("version_stages").is_null();
     if rotated {
-        return Ok(keep_prior_value(v, prior));
+        let stages = rotated_stages(prior, &versions.versions);
+        let mut v = keep_prior_value(v, prior);
+        v.set("version_stages", stages);
+        return Ok(v);
     }
     // Imported (Terraform knows no version of it yet) after a rotation: the state takes
     // the last version a principal wrote, current as when it was written, as if

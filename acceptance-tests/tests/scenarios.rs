@@ -228,10 +228,39 @@ resource "strongbox_secret" "by_alias" {
 }
 "#;
     for_each_variant(|v| {
-        let (_srv, tf) = v.start();
+        let (srv, tf) = v.start();
         step(&tf, BODY);
         let used = attr(&state_of(&tf, "strongbox_cmk.used"), "id");
         let idle = attr(&state_of(&tf, "strongbox_cmk.idle"), "id");
+        // A secret outside Terraform that moved to another key, keeping an old version
+        // (without a stage) sealed under the one being destroyed.
+        let c = srv.client();
+        let other = srv.block_on(c.create_key(&Default::default())).unwrap();
+        srv.block_on(c.create_secret(&api::CreateSecretRequest {
+            name: "uses/moved-away".into(),
+            secret_data: "v1".into(),
+            encryption_key_id: Some(used.clone()),
+            ..Default::default()
+        }))
+        .unwrap();
+        for data in ["v2", "v3"] {
+            srv.block_on(c.put_secret_value(
+                "uses/moved-away",
+                &api::PutSecretValueRequest {
+                    secret_data: data.into(),
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        }
+        srv.block_on(c.update_secret(
+            "uses/moved-away",
+            &api::UpdateSecretRequest {
+                encryption_key_id: Some(other.key_id),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
         let out = tf.run_ok(&["plan", "-destroy", "-no-color", "-input=false"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
@@ -244,7 +273,9 @@ resource "strongbox_secret" "by_alias" {
             "{text}"
         );
         assert!(
-            text.contains("uses/by-id") && text.contains("uses/by-alias"),
+            text.contains("uses/by-id")
+                && text.contains("uses/by-alias")
+                && text.contains("uses/moved-away"),
             "{text}"
         );
         assert!(text.contains("7 days"), "{text}");

@@ -208,6 +208,9 @@ pub struct ListSecretsOptions {
     pub page_token: Option<String>,
     /// Name prefix.
     pub name_prefix: Option<String>,
+    /// Only secrets that use this key (its id): by id, by an alias that points at it, or
+    /// with a version sealed under it.
+    pub key_id: Option<String>,
     /// Required tags.
     pub tags: Vec<(String, String)>,
 }
@@ -367,10 +370,14 @@ impl Client {
 
     /// Every page of the list at `segments`, following `next_page_token`, as one
     /// response.
-    async fn all_pages<T: Paged>(&self, segments: &[&str]) -> Result<T> {
-        let first = [("limit", "100")];
+    /// Every page of a listing, with the filters `query`.
+    async fn all_pages<T: Paged>(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<T> {
         let mut all: T = self
-            .send(self.req(Method::GET, segments).query(&first))
+            .send(
+                self.req(Method::GET, segments)
+                    .query(&[("limit", "100")])
+                    .query(query),
+            )
             .await?;
         let mut next = all.take_next();
         // Tokens move forward: one seen before would make this loop for good.
@@ -382,7 +389,9 @@ impl Client {
                 ));
             }
             let q = [("limit", "100"), ("page_token", token.as_str())];
-            let mut page: T = self.send(self.req(Method::GET, segments).query(&q)).await?;
+            let mut page: T = self
+                .send(self.req(Method::GET, segments).query(&q).query(query))
+                .await?;
             next = page.take_next();
             all.append(page);
         }
@@ -521,7 +530,7 @@ impl Client {
     }
     /// Lists the aliases the caller may describe (every page).
     pub async fn list_aliases(&self) -> Result<api::ListAliasesResponse> {
-        self.all_pages(&["v1", "aliases"]).await
+        self.all_pages(&["v1", "aliases"], &[]).await
     }
     /// Deletes an alias.
     pub async fn delete_alias(&self, alias: &str) -> Result<()> {
@@ -553,6 +562,9 @@ impl Client {
         if let Some(p) = &o.name_prefix {
             q.push(("name_prefix".into(), p.clone()));
         }
+        if let Some(k) = &o.key_id {
+            q.push(("key_id".into(), k.clone()));
+        }
         for (k, v) in &o.tags {
             q.push((format!("tag.{k}"), v.clone()));
         }
@@ -561,7 +573,13 @@ impl Client {
     }
     /// Lists every secret the caller may describe, following every page.
     pub async fn list_all_secrets(&self) -> Result<api::ListSecretsResponse> {
-        self.all_pages(&["v1", "secrets"]).await
+        self.all_pages(&["v1", "secrets"], &[]).await
+    }
+    /// Lists every secret the caller may describe that uses key `key_id` (see
+    /// [`ListSecretsOptions::key_id`]), following every page.
+    pub async fn list_secrets_using_key(&self, key_id: &str) -> Result<api::ListSecretsResponse> {
+        self.all_pages(&["v1", "secrets"], &[("key_id", key_id)])
+            .await
     }
     /// Updates a secret's metadata.
     pub async fn update_secret(
@@ -687,7 +705,7 @@ impl Client {
     }
     /// Lists the rotation policies the caller may describe (every page).
     pub async fn list_rotation_policies(&self) -> Result<api::ListRotationPoliciesResponse> {
-        self.all_pages(&["v1", "rotation-policies"]).await
+        self.all_pages(&["v1", "rotation-policies"], &[]).await
     }
     /// Updates a rotation policy.
     pub async fn update_rotation_policy(
@@ -724,7 +742,7 @@ impl Client {
     }
     /// Lists the principals the caller may see (every page).
     pub async fn list_principals(&self) -> Result<api::ListPrincipalsResponse> {
-        self.all_pages(&["v1", "principals"]).await
+        self.all_pages(&["v1", "principals"], &[]).await
     }
     /// Changes a principal's description or attached policies.
     pub async fn update_principal(
@@ -781,7 +799,7 @@ impl Client {
     }
     /// Lists the access policies the caller may see (every page).
     pub async fn list_policies(&self) -> Result<api::ListPoliciesResponse> {
-        self.all_pages(&["v1", "policies"]).await
+        self.all_pages(&["v1", "policies"], &[]).await
     }
     /// Changes an access policy's description or document.
     pub async fn update_policy(

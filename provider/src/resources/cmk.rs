@@ -10,27 +10,17 @@ use crate::core::{
 };
 use crate::value::{Number, Type, Value};
 
-/// The secrets the caller may list whose `encryption_key_id` is `key_id` or one of
-/// its aliases, by name.
+/// The secrets the caller may list that use key `key_id`, by name: those that name it (by
+/// id, or by an alias that points at it) and those with a version sealed under it.
 async fn secrets_under(ctx: &Ctx, key_id: &str) -> Result<Vec<String>, String> {
     let c = ctx
         .client()
         .map_err(|_| "the provider is not configured".to_string())?;
-    let aliases = c.list_aliases().await.map_err(|e| e.to_string())?;
-    let names: std::collections::HashSet<String> = aliases
-        .aliases
-        .into_iter()
-        .filter(|a| a.key_id == key_id)
-        .map(|a| a.alias_name)
-        .chain(std::iter::once(key_id.to_string()))
-        .collect();
-    let secrets = c.list_all_secrets().await.map_err(|e| e.to_string())?;
-    Ok(secrets
-        .secrets
-        .into_iter()
-        .filter(|s| names.contains(&s.encryption_key_id))
-        .map(|s| s.name)
-        .collect())
+    let secrets = c
+        .list_secrets_using_key(key_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(secrets.secrets.into_iter().map(|s| s.name).collect())
 }
 
 /// The resource type.
@@ -271,13 +261,15 @@ impl Resource for CmkResource {
                 vec![Diag::warning(
                     format!("Secrets still use key {id}"),
                     format!(
-                        "{n} secret(s) name this key as their encryption key, by id or alias: \
-                         {list}{rest}. Destroying it schedules its deletion in {days} days; \
-                         after that its material is destroyed and their versions under it can \
-                         never be read again, also after a restore (this holds for secrets \
-                         this plan deletes too). To keep them, move them to another key \
-                         first (set their encryption_key_id to it), or cancel the deletion \
-                         within the window (POST /v1/keys/{id}/cancel-deletion).",
+                        "{n} secret(s) use this key (they name it, by id or alias, or have \
+                         versions sealed under it): {list}{rest}. Destroying it schedules its \
+                         deletion in {days} days; after that its material is destroyed and \
+                         their versions under it can never be read again, also after a \
+                         restore (this holds for secrets this plan deletes too). To keep \
+                         them, move them to another key first (set their encryption_key_id \
+                         to it: their versions with a stage are sealed again under it, the \
+                         others stay under this key), or cancel the deletion within the \
+                         window (POST /v1/keys/{id}/cancel-deletion).",
                         n = names.len(),
                         list = shown.join(", "),
                         rest = if more > 0 {

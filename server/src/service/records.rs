@@ -326,13 +326,15 @@ impl VersionMeta {
     pub(crate) fn has(&self, stage: &str) -> bool {
         self.stages.iter().any(|s| s == stage)
     }
-    pub(crate) fn to_api(&self) -> api::SecretVersion {
+    /// `key_id`: the key the stored value is sealed under.
+    pub(crate) fn to_api(&self, key_id: Option<String>) -> api::SecretVersion {
         api::SecretVersion {
             version_id: self.version_id.clone(),
             version_stages: self.stages.clone(),
             creation_date: Timestamp::from_unix(self.created),
             created_by: self.created_by.clone(),
             secret_data_type: self.data_type,
+            key_id,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct ListSecretsQuery {
     pub name_prefix: Option<String>,
     /// Only secrets carrying all these tags.
     pub tags: BTreeMap<String, String>,
+    /// Only secrets that use this key (see `uses_key`).
+    pub key_id: Option<String>,
 }
 
 fn secret_not_found(name: &str) -> Error {
@@ -124,6 +126,43 @@ pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) -> Resul
         }
     }
     Ok(())
+}
+
+/// The id of the key version `version_id` of secret `name` is sealed under, read from its
+/// stored ciphertext's header (`None` if that cannot be read).
+fn sealing_key(r: &(impl Reader + ?Sized), name: &str, version_id: &str) -> Option<String> {
+    let ct = r
+        .get(Table::SecretVersions, &composite(name, version_id))
+        .ok()
+        .flatten()?;
+    barrier::sealed_header(&ct).ok().map(|h| h.key_id)
+}
+
+/// The versions of `rec`, newest first, each with the key it is sealed under.
+fn versions_to_api(r: &(impl Reader + ?Sized), rec: &SecretRecord) -> Vec<api::SecretVersion> {
+    rec.versions
+        .iter()
+        .rev()
+        .map(|v| v.to_api(sealing_key(r, &rec.name, &v.version_id)))
+        .collect()
+}
+
+/// Whether `rec` uses key `key_id`: it names the key, by id or by an alias that points at
+/// it now, or one of its versions is sealed under it.
+fn uses_key(r: &(impl Reader + ?Sized), rec: &SecretRecord, key_id: &str) -> Result<bool> {
+    if rec.encryption_key_id == key_id {
+        return Ok(true);
+    }
+    if rec.encryption_key_id.starts_with("alias/")
+        && r.get(Table::Aliases, rec.encryption_key_id.as_bytes())?
+            .is_some_and(|k| k == key_id.as_bytes())
+    {
+        return Ok(true);
+    }
+    Ok(rec
+        .versions
+        .iter()
+        .any(|v| sealing_key(r, &rec.name, &v.version_id).as_deref() == Some(key_id)))
 }
 
 /// The key a new version of `rec` is sealed under. A secret that names its key by an
@@ -812,7 +851,7 @@ impl Service {
     pub fn list_secret_versions(&self, name: &str) -> Result<api::ListSecretVersionsResponse> {
         let rec = load_secret(self.store(), name)?;
         Ok(api::ListSecretVersionsResponse {
-            versions: rec.versions.iter().rev().map(VersionMeta::to_api).collect(),
+            versions: versions_to_api(self.store(), &rec),
         })
     }
 
@@ -930,7 +969,7 @@ impl Service {
             reindex_secret(t, &mut rec)?;
             t.put(Table::Secrets, name.as_bytes(), encode(&rec));
             Ok(api::ListSecretVersionsResponse {
-                versions: rec.versions.iter().rev().map(VersionMeta::to_api).collect(),
+                versions: versions_to_api(t, &rec),
             })
         })
         .await
@@ -958,6 +997,11 @@ impl Service {
                 let rec: SecretRecord = decode(v)?;
                 if !(q.tags.iter().all(|(tk, tv)| rec.tags.get(tk) == Some(tv))
                     && visible(&rec.name))
+                {
+                    return Ok(None);
+                }
+                if let Some(k) = &q.key_id
+                    && !uses_key(self.store(), &rec, k)?
                 {
                     return Ok(None);
                 }

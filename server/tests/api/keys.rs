@@ -751,3 +751,115 @@ async fn a_second_deletion_window_is_refused() {
     let seven = c.schedule_key_deletion(&k.key_id, Some(7)).await.unwrap();
     assert_eq!(seven.delete_date.unwrap().unix(), T0 + 7 * 86_400);
 }
+
+/// `GET /v1/secrets?key_id=` lists the secrets that use a key: those that name it, by id
+/// or through an alias that points at it now, and those with a version still sealed under
+/// it (a version without a stage after the secret moved to another key; the versions of
+/// a secret whose alias moved on). Each listed version names the key that seals it.
+#[tokio::test]
+async fn secrets_are_listed_by_the_key_they_use() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let a = c.create_key(&Default::default()).await.unwrap();
+    let b = c.create_key(&Default::default()).await.unwrap();
+    c.put_alias("alias/via-a", &a.key_id).await.unwrap();
+    c.put_alias("alias/moves", &a.key_id).await.unwrap();
+    for (name, key) in [
+        ("by-id", a.key_id.as_str()),
+        ("by-alias", "alias/via-a"),
+        ("alias-moved", "alias/moves"),
+        ("elsewhere", b.key_id.as_str()),
+        ("moved", a.key_id.as_str()),
+    ] {
+        let mut req = text_secret(name, "v1");
+        req.encryption_key_id = Some(key.into());
+        c.create_secret(&req).await.unwrap();
+    }
+    // "moved": v1 loses its stages under A, then the secret moves to B, which reseals
+    // v2 and v3 only.
+    c.put_secret_value("moved", &put("v2")).await.unwrap();
+    c.put_secret_value("moved", &put("v3")).await.unwrap();
+    c.update_secret(
+        "moved",
+        &api::UpdateSecretRequest {
+            encryption_key_id: Some(b.key_id.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.put_alias("alias/moves", &b.key_id).await.unwrap();
+
+    let using = |key: String| async move {
+        let mut names: Vec<String> = c
+            .list_secrets_using_key(&key)
+            .await
+            .unwrap()
+            .secrets
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        using(a.key_id.clone()).await,
+        ["alias-moved", "by-alias", "by-id", "moved"]
+    );
+    assert_eq!(
+        using(b.key_id.clone()).await,
+        ["alias-moved", "elsewhere", "moved"]
+    );
+    let c2 = c.create_key(&Default::default()).await.unwrap();
+    assert!(using(c2.key_id).await.is_empty());
+
+    let keys: Vec<Option<String>> = c
+        .list_secret_versions("moved")
+        .await
+        .unwrap()
+        .versions
+        .into_iter()
+        .map(|v| v.key_id)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            Some(b.key_id.clone()),
+            Some(b.key_id.clone()),
+            Some(a.key_id.clone())
+        ],
+        "newest first: v3 and v2 resealed, v1 still under A"
+    );
+
+    // Only a key id, and only for a caller that may describe the key.
+    assert_code(
+        c.list_secrets_using_key("alias/via-a").await,
+        ErrorCode::InvalidParameter,
+        "key_id: give the key's id, not an alias",
+    );
+    let token = s
+        .principal_token(
+            "lister",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:ListSecrets", "kms:DescribeSecret"],
+                 "Resource": ["*"]},
+                {"Effect": "Allow", "Action": ["kms:DescribeKey"],
+                 "Resource": [format!("key/{}", b.key_id)]}]}),
+        )
+        .await;
+    let lister = s.client_with_token(&token);
+    assert_code(
+        lister.list_secrets_using_key(&a.key_id).await,
+        ErrorCode::Forbidden,
+        &format!("kms:DescribeKey on key/{}", a.key_id),
+    );
+    assert_eq!(
+        lister
+            .list_secrets_using_key(&b.key_id)
+            .await
+            .unwrap()
+            .secrets
+            .len(),
+        3
+    );
+}

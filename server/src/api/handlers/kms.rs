@@ -205,6 +205,22 @@ pub(super) async fn list_secrets(
             }
             "page_token" => q.page_token = Some(v),
             "name_prefix" => q.name_prefix = Some(v),
+            "key_id" => {
+                if v.starts_with("alias/") {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        "key_id: give the key's id, not an alias",
+                    ));
+                }
+                // Which secrets use a key says something of the key (and of where its
+                // aliases point): the caller must be allowed to describe it.
+                Actor::Caller(who.clone()).require(
+                    "kms:DescribeKey",
+                    &format!("key/{v}"),
+                    "listing secrets by key_id",
+                )?;
+                q.key_id = Some(v);
+            }
             _ => match k.strip_prefix("tag.") {
                 Some(tag) if !tag.is_empty() => {
                     q.tags.insert(tag.to_string(), v);
@@ -213,7 +229,7 @@ pub(super) async fn list_secrets(
                     return Err(ApiError::new(
                         ErrorCode::InvalidParameter,
                         format!(
-                            "query: unknown parameter {k}; expected limit, page_token, name_prefix or tag.KEY"
+                            "query: unknown parameter {k}; expected limit, page_token, name_prefix, key_id or tag.KEY"
                         ),
                     ));
                 }

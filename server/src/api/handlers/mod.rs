@@ -102,7 +102,7 @@ routes! {
     delete "/v1/aliases/{alias}" => delete_alias, "kms:DeleteAlias", path "{alias}", 204, req: -, query: -, resp: -, "Delete an alias";
 
     post "/v1/secrets" => create_secret, "kms:CreateSecret", body "secret/{name}", 201, req: (api::CreateSecretRequest), query: -, resp: (api::Secret), "Create a secret";
-    get "/v1/secrets" => list_secrets, "kms:ListSecrets", path "*", 200, req: -, query: (ListSecretsParams), resp: (api::ListSecretsResponse), "List secrets the caller may describe (filter with name_prefix and tag.KEY=VALUE)";
+    get "/v1/secrets" => list_secrets, "kms:ListSecrets", path "*", 200, req: -, query: (ListSecretsParams), resp: (api::ListSecretsResponse), "List secrets the caller may describe (filter with name_prefix, key_id and tag.KEY=VALUE)";
     get "/v1/secrets/{name}" => describe_secret, "kms:DescribeSecret", path "secret/{name}", 200, req: -, query: -, resp: (api::Secret), "Describe a secret";
     patch "/v1/secrets/{name}" => update_secret, "kms:UpdateSecret", path "secret/{name}", 200, req: (api::UpdateSecretRequest), query: -, resp: (api::Secret), "Update a secret's metadata";
     delete "/v1/secrets/{name}" => delete_secret, "kms:DeleteSecret", path "secret/{name}", 200, req: -, query: (api::DeleteSecretParams), resp: (api::DeleteSecretResponse), "Delete a secret (with a recovery window, or forced)";
@@ -188,6 +188,10 @@ pub(crate) struct ListSecretsParams {
     page_token: Option<String>,
     /// Only names starting with this.
     name_prefix: Option<String>,
+    /// Only secrets that use this key (a key id; needs `kms:DescribeKey` on it): those
+    /// that name it, by id or by an alias that points at it now, and those with a
+    /// version sealed under it.
+    key_id: Option<String>,
 }
 
 /// Query of `GET /v1/secrets/{name}/value`.

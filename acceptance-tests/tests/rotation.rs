@@ -22,11 +22,24 @@ resource "strongbox_secret" "db" {
 
 /// A server, and a work dir where `BODY` is applied.
 fn applied(v: &Variant) -> (DevServer, Terraform) {
+    applied_with(v, BODY)
+}
+
+/// A server, and a work dir where `body` is applied.
+fn applied_with(v: &Variant, body: &str) -> (DevServer, Terraform) {
     let (srv, tf) = v.start();
-    tf.write_config(&config(BODY));
+    tf.write_config(&config(body));
     tf.init();
     tf.apply();
     (srv, tf)
+}
+
+/// `BODY` with the custom label `blue` beside `ACSCurrent`.
+fn with_blue() -> String {
+    BODY.replace(
+        "rotation_policy = strongbox_rotation_policy.weekly.name",
+        "rotation_policy = strongbox_rotation_policy.weekly.name\n  version_stages  = [\"ACSCurrent\", \"blue\"]",
+    )
 }
 
 #[test]
@@ -88,10 +101,7 @@ fn a_rotation_is_not_drift_but_a_manual_change_is() {
 /// version: the value Terraform wrote before the rotation is not written back.
 #[test]
 fn a_stage_change_after_a_rotation_keeps_the_rotated_value() {
-    let with_stages = BODY.replace(
-        "rotation_policy = strongbox_rotation_policy.weekly.name",
-        "rotation_policy = strongbox_rotation_policy.weekly.name\n  version_stages  = [\"ACSCurrent\", \"blue\"]",
-    );
+    let with_stages = with_blue();
     for_each_variant(|v| {
         let (srv, tf) = applied(v);
         let c = srv.client();
@@ -139,15 +149,9 @@ fn a_stage_change_after_a_rotation_keeps_the_rotated_value() {
 /// configured labels back without writing a value.
 #[test]
 fn a_label_changed_by_hand_after_a_rotation_is_drift() {
-    let with_stages = BODY.replace(
-        "rotation_policy = strongbox_rotation_policy.weekly.name",
-        "rotation_policy = strongbox_rotation_policy.weekly.name\n  version_stages  = [\"ACSCurrent\", \"blue\"]",
-    );
+    let with_stages = with_blue();
     for_each_variant(|v| {
-        let (srv, tf) = v.start();
-        tf.write_config(&config(&with_stages));
-        tf.init();
-        tf.apply();
+        let (srv, tf) = applied_with(v, &with_stages);
         let c = srv.client();
         let name = "app/db-password";
         let written = srv.block_on(c.describe_secret(name)).unwrap().version_id;
@@ -282,5 +286,60 @@ fn an_imported_secret_that_rotated_keeps_its_rotated_value() {
         assert_eq!(cur.version_id, rotated.version_id, "the rotation stands");
         assert_eq!(cur.secret_data, rotated.secret_data);
         fresh.assert_no_changes();
+    });
+}
+
+/// The same with a custom label: the import reads the labels as the next refresh does,
+/// so a configuration that has them plans empty.
+#[test]
+fn an_imported_secret_that_rotated_keeps_its_labels() {
+    let with_stages = with_blue();
+    for_each_variant(|v| {
+        let (srv, tf) = applied_with(v, &with_stages);
+        let c = srv.client();
+        for _ in 0..2 {
+            srv.block_on(c.rotate_secret("app/db-password", None))
+                .unwrap();
+        }
+        let fresh = tf.sibling();
+        fresh.write_config(&config(&with_stages));
+        fresh.init();
+        fresh.import("strongbox_rotation_policy.weekly", "weekly");
+        fresh.import("strongbox_secret.db", "app/db-password");
+        fresh.assert_no_changes();
+    });
+}
+
+/// A label someone else put on a version the engine made before Terraform last wrote
+/// the value is not Terraform's: it stays out of the plan after later rotations.
+#[test]
+fn a_label_on_an_older_rotated_version_is_not_drift() {
+    for_each_variant(|v| {
+        let (srv, tf) = applied(v);
+        let c = srv.client();
+        let older = srv
+            .block_on(c.rotate_secret("app/db-password", None))
+            .unwrap();
+        tf.write_config(&config(
+            &BODY.replace("initial-password", "second-password"),
+        ));
+        tf.apply();
+        srv.block_on(c.update_secret_stage(
+            "app/db-password",
+            &api::UpdateSecretStageRequest {
+                version_stage: "last-known-good".into(),
+                move_to_version: Some(older.version_id.clone()),
+                remove_from_version: None,
+            },
+        ))
+        .unwrap();
+        srv.block_on(c.rotate_secret("app/db-password", None))
+            .unwrap();
+        tf.assert_no_changes();
+        tf.apply();
+        let held = srv
+            .block_on(c.get_secret_value("app/db-password", None, Some("last-known-good")))
+            .unwrap();
+        assert_eq!(held.version_id, older.version_id, "left where it was put");
     });
 }

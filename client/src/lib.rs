@@ -368,9 +368,8 @@ impl Client {
             .map_err(|e| Error::Decode(e.to_string()))
     }
 
-    /// Every page of the list at `segments`, following `next_page_token`, as one
-    /// response.
-    /// Every page of a listing, with the filters `query`.
+    /// Every page of the list at `segments` with the filters `query`, following
+    /// `next_page_token`, as one response.
     async fn all_pages<T: Paged>(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<T> {
         let mut all: T = self
             .send(

@@ -245,9 +245,9 @@ impl Resource for CmkResource {
         })
     }
 
-    /// Names the secrets whose key this is (by id or by one of its aliases): once the
-    /// key's material is destroyed at the end of its window, their versions under it
-    /// can never be read again, also after a restore.
+    /// Names the secrets that use this key (they name it, by id or alias, or keep
+    /// versions sealed under it): once the key's material is destroyed at the end of its
+    /// window, their versions under it can never be read again, also after a restore.
     async fn plan_destroy(&self, ctx: &Ctx, prior: &Value) -> Diags {
         let Some(id) = prior.str_attr("id") else {
             return Vec::new();
@@ -266,10 +266,12 @@ impl Resource for CmkResource {
                          deletion in {days} days; after that its material is destroyed and \
                          their versions under it can never be read again, also after a \
                          restore (this holds for secrets this plan deletes too). To keep \
-                         them, move them to another key first (set their encryption_key_id \
-                         to it: their versions with a stage are sealed again under it, the \
-                         others stay under this key), or cancel the deletion within the \
-                         window (POST /v1/keys/{id}/cancel-deletion).",
+                         them, move them to another key first: set their encryption_key_id \
+                         to another key's id, which seals their versions with a stage again \
+                         under it (versions without a stage stay under this key, and so do \
+                         the versions of a secret whose alias was moved to another key \
+                         until its encryption_key_id changes). Or cancel the deletion \
+                         within the window (POST /v1/keys/{id}/cancel-deletion).",
                         n = names.len(),
                         list = shown.join(", "),
                         rest = if more > 0 {

@@ -782,32 +782,40 @@ fn stages_in_prior_order(prior: &Value, server: &[String]) -> Value {
     Value::List(server.iter().map(Value::string).collect())
 }
 
-/// The labels of a rotated secret as the state records them. The rotation engine moves
+/// The labels of a rotated secret as the state records them, from the labels the prior
+/// state `had` and the version Terraform wrote (`written`). The rotation engine moves
 /// `ACSCurrent`, `ACSPrevious` and `ACSPending`, which the state keeps as Terraform wrote
 /// them. Custom labels stay where they were put: on the version Terraform wrote, or on a
 /// version the engine made (a label change after a rotation labels the rotated version).
-/// A custom label of the prior state that none of those holds any more, or one that they
-/// hold and the prior state lacks, was changed by someone else, and the plan shows it.
-fn rotated_stages(prior: &Value, versions: &[api::SecretVersion]) -> Value {
-    let Value::List(had) = prior.attr("version_stages") else {
-        return prior.attr("version_stages").clone();
-    };
-    let written = prior.str_attr("version_id");
-    let held: Vec<&str> = versions
+/// A custom label the state had that none of those holds any more was changed by someone
+/// else, and so was one that the written version, or a version the engine made after it,
+/// holds and the state lacks: the plan shows both. (Labels on the engine's versions from
+/// before Terraform wrote its version are not Terraform's.)
+fn rotated_stages(had: &[Value], written: Option<&str>, versions: &[api::SecretVersion]) -> Value {
+    // Newest first: the written version, and those before it in the list, are newer.
+    let newer = versions
         .iter()
-        .filter(|v| v.created_by == ROTATION_PRINCIPAL || Some(v.version_id.as_str()) == written)
-        .flat_map(|v| v.version_stages.iter().map(String::as_str))
-        .filter(|s| !is_engine_stage(s))
-        .collect();
+        .position(|v| Some(v.version_id.as_str()) == written)
+        .map_or(versions.len(), |i| i + 1);
+    fn custom(v: &api::SecretVersion) -> impl Iterator<Item = &str> {
+        v.version_stages
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !is_engine_stage(s))
+    }
+    let ours = |v: &&api::SecretVersion| {
+        v.created_by == ROTATION_PRINCIPAL || Some(v.version_id.as_str()) == written
+    };
+    let kept: Vec<&str> = versions.iter().filter(ours).flat_map(custom).collect();
     let mut stages: Vec<Value> = had
         .iter()
         .filter(|s| {
             s.as_str()
-                .is_some_and(|s| is_engine_stage(s) || held.contains(&s))
+                .is_some_and(|s| is_engine_stage(s) || kept.contains(&s))
         })
         .cloned()
         .collect();
-    for s in held {
+    for s in versions[..newer].iter().filter(ours).flat_map(custom) {
         if !had.iter().any(|h| h.as_str() == Some(s)) {
             stages.push(Value::string(s));
         }
@@ -960,7 +968,11 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         && prior.str_attr("version_id").is_some()
         && !prior.attr("version_stages").is_null();
     if rotated {
-        let stages = rotated_stages(prior, &versions.versions);
+        let had = match prior.attr("version_stages") {
+            Value::List(had) => had.as_slice(),
+            _ => &[],
+        };
+        let stages = rotated_stages(had, prior.str_attr("version_id"), &versions.versions);
         let mut v = keep_prior_value(v, prior);
         v.set("version_stages", stages);
         return Ok(v);
@@ -984,9 +996,14 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         v.set("version_id", Value::string(&written.version_id));
         v.set("secret_data", Value::string(&val.secret_data));
         v.set("secret_data_type", data_type_value(val.secret_data_type));
+        // Its labels as the next refresh reads them.
         v.set(
             "version_stages",
-            Value::List(vec![Value::string(STAGE_CURRENT)]),
+            rotated_stages(
+                &[Value::string(STAGE_CURRENT)],
+                Some(&written.version_id),
+                &versions.versions,
+            ),
         );
         return Ok(v);
     }

@@ -95,6 +95,14 @@ impl Actor {
         matches!(self, Actor::Trusted(_))
     }
 
+    /// Whether a policy allows `action` on `resource`; always for the server itself.
+    pub fn allows(&self, action: &str, resource: &str) -> bool {
+        match self {
+            Actor::Caller(id) => id.allows(action, resource),
+            Actor::Trusted(_) => true,
+        }
+    }
+
     /// [`require`] for a caller; always `Ok` for the server itself.
     pub fn require(&self, action: &str, resource: &str, why: &str) -> Result<()> {
         match self {

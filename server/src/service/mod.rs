@@ -30,7 +30,7 @@ pub use records::Principal;
 pub use rotation::{EgressPolicy, PasswordRules, RotationConfig};
 #[cfg(any(test, feature = "failpoints"))]
 pub use rotation::{database_conformance, strategy_conformance};
-pub use secrets::ListSecretsQuery;
+pub use secrets::{ListSecretsQuery, ListVisibility};
 
 /// Limits and defaults of the services.
 #[derive(Debug, Clone)]

@@ -320,6 +320,10 @@ pub(crate) struct VersionMeta {
     /// HMAC of the value (see `Barrier::value_mac`), to recognise an identical retry.
     #[serde(with = "b64")]
     pub(crate) mac: Vec<u8>,
+    /// The key the stored value is sealed under (as its ciphertext's header says). Absent
+    /// in records written before it was kept; then the header is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key_id: Option<String>,
 }
 
 impl VersionMeta {

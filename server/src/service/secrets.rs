@@ -36,6 +36,14 @@ pub struct ListSecretsQuery {
     pub key_id: Option<String>,
 }
 
+/// What a listing may show of the caller's resources.
+pub struct ListVisibility<'a> {
+    /// Whether the caller may describe the secret with this name.
+    pub secret: &'a dyn Fn(&str) -> bool,
+    /// Whether the caller may describe this alias (`alias/NAME`).
+    pub alias: &'a dyn Fn(&str) -> bool,
+}
+
 fn secret_not_found(name: &str) -> Error {
     Error::new(
         ErrorCode::SecretNotFound,
@@ -128,41 +136,63 @@ pub(super) fn move_stage(rec: &mut SecretRecord, stage: &str, to: &str) -> Resul
     Ok(())
 }
 
-/// The id of the key version `version_id` of secret `name` is sealed under, read from its
-/// stored ciphertext's header (`None` if that cannot be read).
-fn sealing_key(r: &(impl Reader + ?Sized), name: &str, version_id: &str) -> Option<String> {
-    let ct = r
-        .get(Table::SecretVersions, &composite(name, version_id))
-        .ok()
-        .flatten()?;
-    barrier::sealed_header(&ct).ok().map(|h| h.key_id)
+/// The id of the key version `v` of secret `name` is sealed under: as recorded, or for a
+/// version recorded before that was kept, from its stored ciphertext's header (`None`
+/// when it has none).
+fn sealing_key(r: &(impl Reader + ?Sized), name: &str, v: &VersionMeta) -> Result<Option<String>> {
+    if let Some(k) = &v.key_id {
+        return Ok(Some(k.clone()));
+    }
+    match r.get(Table::SecretVersions, &composite(name, &v.version_id))? {
+        Some(ct) => Ok(Some(barrier::sealed_header(&ct)?.key_id)),
+        None => Ok(None),
+    }
 }
 
-/// The versions of `rec`, newest first, each with the key it is sealed under.
-fn versions_to_api(r: &(impl Reader + ?Sized), rec: &SecretRecord) -> Vec<api::SecretVersion> {
+/// The versions of `rec`, newest first. Each names the key it is sealed under when the
+/// caller may describe that key (`key_visible`), or when it is the key the secret names
+/// by id: an alias's target is not shown to a caller that may not see it.
+pub(crate) fn versions_to_api(
+    r: &(impl Reader + ?Sized),
+    rec: &SecretRecord,
+    key_visible: &dyn Fn(&str) -> bool,
+) -> Result<Vec<api::SecretVersion>> {
     rec.versions
         .iter()
         .rev()
-        .map(|v| v.to_api(sealing_key(r, &rec.name, &v.version_id)))
+        .map(|v| {
+            let key = sealing_key(r, &rec.name, v)?
+                .filter(|k| *k == rec.encryption_key_id || key_visible(k));
+            Ok(v.to_api(key))
+        })
         .collect()
 }
 
 /// Whether `rec` uses key `key_id`: it names the key, by id or by an alias that points at
-/// it now, or one of its versions is sealed under it.
-fn uses_key(r: &(impl Reader + ?Sized), rec: &SecretRecord, key_id: &str) -> Result<bool> {
+/// it now (counted only when `alias_visible` says the caller may see that alias), or one
+/// of its versions is sealed under it.
+fn uses_key(
+    r: &(impl Reader + ?Sized),
+    rec: &SecretRecord,
+    key_id: &str,
+    alias_visible: &dyn Fn(&str) -> bool,
+) -> Result<bool> {
     if rec.encryption_key_id == key_id {
         return Ok(true);
     }
     if rec.encryption_key_id.starts_with("alias/")
+        && alias_visible(&rec.encryption_key_id)
         && r.get(Table::Aliases, rec.encryption_key_id.as_bytes())?
             .is_some_and(|k| k == key_id.as_bytes())
     {
         return Ok(true);
     }
-    Ok(rec
-        .versions
-        .iter()
-        .any(|v| sealing_key(r, &rec.name, &v.version_id).as_deref() == Some(key_id)))
+    for v in &rec.versions {
+        if sealing_key(r, &rec.name, v)?.as_deref() == Some(key_id) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The key a new version of `rec` is sealed under. A secret that names its key by an
@@ -453,6 +483,7 @@ impl Service {
             created_by: v.created_by.clone(),
             data_type: v.data_type,
             mac: self.inner.barrier.value_mac(binding, &v.data).to_vec(),
+            key_id: Some(key.key_id.clone()),
         })
     }
 
@@ -848,10 +879,21 @@ impl Service {
     }
 
     /// All kept versions, newest first.
+    /// The versions of a secret, each with the key it is sealed under.
     pub fn list_secret_versions(&self, name: &str) -> Result<api::ListSecretVersionsResponse> {
+        self.list_secret_versions_shown(name, &|_| true)
+    }
+
+    /// The versions of a secret for a caller: `key_visible` says whether it may see
+    /// which key a version is sealed under (see [`versions_to_api`]).
+    pub fn list_secret_versions_shown(
+        &self,
+        name: &str,
+        key_visible: &dyn Fn(&str) -> bool,
+    ) -> Result<api::ListSecretVersionsResponse> {
         let rec = load_secret(self.store(), name)?;
         Ok(api::ListSecretVersionsResponse {
-            versions: versions_to_api(self.store(), &rec),
+            versions: versions_to_api(self.store(), &rec, key_visible)?,
         })
     }
 
@@ -969,18 +1011,20 @@ impl Service {
             reindex_secret(t, &mut rec)?;
             t.put(Table::Secrets, name.as_bytes(), encode(&rec));
             Ok(api::ListSecretVersionsResponse {
-                versions: versions_to_api(t, &rec),
+                versions: versions_to_api(t, &rec, &|k| {
+                    who.allows("kms:DescribeKey", &format!("key/{k}"))
+                })?,
             })
         })
         .await
     }
 
-    /// Secrets in name order, filtered by prefix, tags and `visible` (on the name), a
-    /// page at a time.
+    /// Secrets in name order, filtered by prefix, tags, key and what the caller may see,
+    /// a page at a time.
     pub fn list_secrets(
         &self,
         q: &ListSecretsQuery,
-        visible: &dyn Fn(&str) -> bool,
+        visible: &ListVisibility<'_>,
     ) -> Result<api::ListSecretsResponse> {
         if !(1..=100).contains(&q.limit) {
             return Err(Error::invalid("limit", "must be between 1 and 100"));
@@ -996,12 +1040,12 @@ impl Service {
             |_, v| {
                 let rec: SecretRecord = decode(v)?;
                 if !(q.tags.iter().all(|(tk, tv)| rec.tags.get(tk) == Some(tv))
-                    && visible(&rec.name))
+                    && (visible.secret)(&rec.name))
                 {
                     return Ok(None);
                 }
                 if let Some(k) = &q.key_id
-                    && !uses_key(self.store(), &rec, k)?
+                    && !uses_key(self.store(), &rec, k, visible.alias)?
                 {
                     return Ok(None);
                 }
@@ -1069,9 +1113,14 @@ impl Service {
                 check_usable(&key)?;
                 // As in AWS: the versions in use are sealed again under the new key, so
                 // that the old one can be disabled or deleted without losing them.
-                for v in rec.versions.iter().filter(|v| !v.stages.is_empty()) {
-                    let data = this.open_version(t, &name, &v.version_id)?;
-                    this.put_sealed(t, &name, &v.version_id, &key, &data)?;
+                for i in 0..rec.versions.len() {
+                    if rec.versions[i].stages.is_empty() {
+                        continue;
+                    }
+                    let id = rec.versions[i].version_id.clone();
+                    let data = this.open_version(t, &name, &id)?;
+                    this.put_sealed(t, &name, &id, &key, &data)?;
+                    rec.versions[i].key_id = Some(key.key_id.clone());
                 }
                 rec.encryption_key_id = k;
             }

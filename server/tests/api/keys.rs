@@ -790,18 +790,7 @@ async fn secrets_are_listed_by_the_key_they_use() {
     .unwrap();
     c.put_alias("alias/moves", &b.key_id).await.unwrap();
 
-    let using = |key: String| async move {
-        let mut names: Vec<String> = c
-            .list_secrets_using_key(&key)
-            .await
-            .unwrap()
-            .secrets
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        names.sort();
-        names
-    };
+    let using = |key: String| async move { secrets_using(c, &key).await };
     assert_eq!(
         using(a.key_id.clone()).await,
         ["alias-moved", "by-alias", "by-id", "moved"]
@@ -813,14 +802,7 @@ async fn secrets_are_listed_by_the_key_they_use() {
     let c2 = c.create_key(&Default::default()).await.unwrap();
     assert!(using(c2.key_id).await.is_empty());
 
-    let keys: Vec<Option<String>> = c
-        .list_secret_versions("moved")
-        .await
-        .unwrap()
-        .versions
-        .into_iter()
-        .map(|v| v.key_id)
-        .collect();
+    let keys = version_keys(c, "moved").await;
     assert_eq!(
         keys,
         [
@@ -829,6 +811,29 @@ async fn secrets_are_listed_by_the_key_they_use() {
             Some(a.key_id.clone())
         ],
         "newest first: v3 and v2 resealed, v1 still under A"
+    );
+
+    // A record written before versions kept their key (no key_id) gives the same
+    // answers, from the ciphertexts' headers.
+    s.service
+        .store()
+        .write(|t| {
+            use strongbox_server::storage::{Reader as _, Table};
+            let raw = t.get(Table::Secrets, b"moved")?.unwrap();
+            let mut rec: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            for v in rec["versions"].as_array_mut().unwrap() {
+                assert!(v.as_object_mut().unwrap().remove("key_id").is_some());
+            }
+            t.put(Table::Secrets, b"moved", serde_json::to_vec(&rec).unwrap());
+            Ok::<_, strongbox_server::storage::StorageError>(())
+        })
+        .await
+        .unwrap();
+    let again = version_keys(c, "moved").await;
+    assert_eq!(again, keys);
+    assert_eq!(
+        using(a.key_id.clone()).await,
+        ["alias-moved", "by-alias", "by-id", "moved"]
     );
 
     // Only a key id, and only for a caller that may describe the key.
@@ -841,7 +846,8 @@ async fn secrets_are_listed_by_the_key_they_use() {
         .principal_token(
             "lister",
             serde_json::json!({"Version": "1", "Statement": [
-                {"Effect": "Allow", "Action": ["kms:ListSecrets", "kms:DescribeSecret"],
+                {"Effect": "Allow", "Action": ["kms:ListSecrets", "kms:DescribeSecret",
+                    "kms:ListSecretVersionIds"],
                  "Resource": ["*"]},
                 {"Effect": "Allow", "Action": ["kms:DescribeKey"],
                  "Resource": [format!("key/{}", b.key_id)]}]}),
@@ -853,13 +859,38 @@ async fn secrets_are_listed_by_the_key_they_use() {
         ErrorCode::Forbidden,
         &format!("kms:DescribeKey on key/{}", a.key_id),
     );
+    // What the filter and the versions show stays within what the caller may see: an
+    // alias it may not describe does not count (alias-moved names alias/moves, which
+    // points at B), and a version under a key it may not describe does not name it.
     assert_eq!(
-        lister
-            .list_secrets_using_key(&b.key_id)
-            .await
-            .unwrap()
-            .secrets
-            .len(),
-        3
+        secrets_using(&lister, &b.key_id).await,
+        ["elsewhere", "moved"]
     );
+    let keys = version_keys(&lister, "moved").await;
+    assert_eq!(keys, [Some(b.key_id.clone()), Some(b.key_id.clone()), None]);
+}
+
+/// The key each version of secret `name` names, newest first.
+async fn version_keys(c: &strongbox_client::Client, name: &str) -> Vec<Option<String>> {
+    c.list_secret_versions(name)
+        .await
+        .unwrap()
+        .versions
+        .into_iter()
+        .map(|v| v.key_id)
+        .collect()
+}
+
+/// The names of the secrets `c` lists as using `key`, sorted.
+async fn secrets_using(c: &strongbox_client::Client, key: &str) -> Vec<String> {
+    let mut names: Vec<String> = c
+        .list_secrets_using_key(key)
+        .await
+        .unwrap()
+        .secrets
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    names.sort();
+    names
 }

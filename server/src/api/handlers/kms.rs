@@ -11,7 +11,7 @@ use super::super::extract::{ApiJson, ApiPath, ApiQuery, Caller, OptionalJson};
 use super::{
     ApiError, ApiResult, AppState, GetValueParams, PageQuery, RandomPasswordParams, created,
 };
-use crate::service::{Actor, ListSecretsQuery};
+use crate::service::{Actor, ListSecretsQuery, ListVisibility};
 
 /// `ok`, or 503 `storage_failing` while the last commit failed (disk full, I/O error):
 /// writes, and reads (whose audit records are writes), are refused until it recovers,
@@ -206,14 +206,15 @@ pub(super) async fn list_secrets(
             "page_token" => q.page_token = Some(v),
             "name_prefix" => q.name_prefix = Some(v),
             "key_id" => {
-                if v.starts_with("alias/") {
+                if v.is_empty() || v.starts_with("alias/") {
                     return Err(ApiError::new(
                         ErrorCode::InvalidParameter,
                         "key_id: give the key's id, not an alias",
                     ));
                 }
-                // Which secrets use a key says something of the key (and of where its
-                // aliases point): the caller must be allowed to describe it.
+                // Which secrets use a key says something of the key: the caller must be
+                // allowed to describe it (and, for a secret that names an alias, the
+                // alias: see `ListVisibility`).
                 Actor::Caller(who.clone()).require(
                     "kms:DescribeKey",
                     &format!("key/{v}"),
@@ -236,7 +237,12 @@ pub(super) async fn list_secrets(
             },
         }
     }
-    let visible = |name: &str| who.allows("kms:DescribeSecret", &format!("secret/{name}"));
+    let secret = |name: &str| who.allows("kms:DescribeSecret", &format!("secret/{name}"));
+    let alias = |alias: &str| who.allows("kms:DescribeAlias", alias);
+    let visible = ListVisibility {
+        secret: &secret,
+        alias: &alias,
+    };
     Ok(Json(s.service.list_secrets(&q, &visible)?))
 }
 
@@ -301,9 +307,13 @@ pub(super) async fn put_secret_value(
 
 pub(super) async fn list_secret_versions(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<api::ListSecretVersionsResponse>> {
-    Ok(Json(s.service.list_secret_versions(&name)?))
+    let key_visible = |k: &str| who.allows("kms:DescribeKey", &format!("key/{k}"));
+    Ok(Json(
+        s.service.list_secret_versions_shown(&name, &key_visible)?,
+    ))
 }
 
 pub(super) async fn update_secret_stage(

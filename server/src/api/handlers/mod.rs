@@ -189,8 +189,8 @@ pub(crate) struct ListSecretsParams {
     /// Only names starting with this.
     name_prefix: Option<String>,
     /// Only secrets that use this key (a key id; needs `kms:DescribeKey` on it): those
-    /// that name it, by id or by an alias that points at it now, and those with a
-    /// version sealed under it.
+    /// that name it, by id or by an alias that points at it now (an alias the caller may
+    /// describe), and those with a version sealed under it.
     key_id: Option<String>,
 }
 

@@ -6,6 +6,7 @@
 //! the only layer that knows HTTP status codes).
 
 pub mod api;
+pub mod backup;
 pub mod barrier;
 pub mod clock;
 mod error;

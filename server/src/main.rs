@@ -55,6 +55,26 @@ enum Command {
         #[arg(long)]
         root_key_file: Option<PathBuf>,
     },
+    /// Save a backup of the whole database, from one snapshot, through the API (needs
+    /// `sys:Backup`). Values stay sealed: only the same root key restores it.
+    Backup {
+        /// File to write (made new, mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new data dir, with the root key of the database it was
+    /// taken from; refused, with nothing written, for another key or a changed file.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// A directory without a database, for the restored one.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// File holding the root key (or STRONGBOX_ROOT_KEY).
+        #[arg(long)]
+        root_key_file: Option<PathBuf>,
+    },
     /// Manage principals (through the API: STRONGBOX_ADDR, STRONGBOX_TOKEN, STRONGBOX_CACERT).
     #[command(subcommand)]
     Principal(admin::PrincipalCommand),
@@ -198,6 +218,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("text");
             client_runtime()?.block_on(reset_root_token(&data_dir, root_key_file.as_deref()))
         }
+        Command::Backup { out } => client_runtime()?.block_on(backup(&out)),
+        Command::Restore {
+            from,
+            data_dir,
+            root_key_file,
+        } => {
+            init_logging("text");
+            client_runtime()?
+                .block_on(async { restore(&from, &data_dir, root_key_file.as_deref()) })
+        }
         Command::Principal(c) => client_runtime()?.block_on(admin::principal(c)),
         Command::Token(c) => client_runtime()?.block_on(admin::token(c)),
         Command::Policy(c) => client_runtime()?.block_on(admin::policy(c)),
@@ -209,6 +239,63 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Err(secret_cli::exec(cmd))
         }
     }
+}
+
+/// `strongbox backup`: streams the server's backup into a new file, then checks that it
+/// is complete; a failed or cut-off backup leaves no file.
+async fn backup(out: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let c = admin::client()?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| {
+            format!(
+                "creating {} (an existing file is not overwritten)",
+                out.display()
+            )
+        })?;
+    let written = async {
+        let bytes = c.backup(&mut file).await?;
+        file.sync_all()?;
+        let entries = strongbox_server::backup::check_complete(out)?;
+        anyhow::Ok((bytes, entries))
+    }
+    .await;
+    match written {
+        Ok((bytes, entries)) => {
+            println!(
+                "wrote a backup of {entries} entries ({bytes} bytes) to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(out);
+            Err(e.context("the backup failed; no file was kept"))
+        }
+    }
+}
+
+/// `strongbox restore`: a backup into a new data dir, which is then opened as the server
+/// would open it (root key, audit trail) before the restore is reported done.
+fn restore(
+    from: &std::path::Path,
+    data_dir: &std::path::Path,
+    root_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let root = server::load_root_key(root_key_file, env_root_key().as_ref().map(|k| k.as_str()))?;
+    let entries = strongbox_server::backup::restore_into(data_dir, from, &root)?;
+    drop(server::open(data_dir, &root, ServiceConfig::default())?);
+    println!(
+        "restored {entries} entries into {}; start it with strongbox server --data-dir {}",
+        data_dir.display(),
+        data_dir.display()
+    );
+    Ok(())
 }
 
 /// `strongbox reset-root-token`: opens the database (refused while the server has it

@@ -93,13 +93,7 @@ pub fn init_announcing(
     if db.exists() {
         bail!("{} already holds a Strongbox database", data_dir.display());
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("making {} private (0700)", data_dir.display()))?;
-    }
+    make_private_dir(data_dir)?;
     // The key goes to a new file beside its final name first (never over another
     // file), the database is made, and only then the key takes its name (a hard link:
     // refused if a file appeared there meanwhile) and the directory entry is synced.
@@ -132,15 +126,7 @@ pub fn init_announcing(
     };
     // The database file is claimed first (created new, atomically), so that a failed
     // init below removes only a file it made, never one another init made meanwhile.
-    let claimed = {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&db)
-    };
-    if let Err(e) = claimed {
+    if let Err(e) = claim_db_file(&db) {
         undo(false);
         return Err(anyhow::Error::new(e).context(format!(
             "{} already holds a Strongbox database",
@@ -191,6 +177,26 @@ pub fn init_announcing(
         sync_dir(kf.parent().unwrap_or(Path::new(".")));
     }
     Ok(token)
+}
+
+/// Makes the data dir, if needed, private to its owner (0700).
+pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private (0700)", data_dir.display()))
+}
+
+/// Creates the database file `db`, new (atomically: it fails when one is there) and
+/// private (0600).
+pub(crate) fn claim_db_file(db: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
 }
 
 /// Writes the records that make an empty store a Strongbox database: format version,

@@ -26,6 +26,7 @@ const INFO_KEYCHECK: &[u8] = b"strongbox/v1/keycheck";
 const INFO_CMK_WRAP: &[u8] = b"strongbox/v1/cmk-wrap";
 const INFO_VALUE_MAC: &[u8] = b"strongbox/v1/value-mac";
 const INFO_AUDIT_HMAC: &[u8] = b"strongbox/v1/audit-hmac";
+const INFO_BACKUP_MAC: &[u8] = b"strongbox/v1/backup-mac";
 const TAG_AUDIT_RECORD: &[u8] = b"strongbox/v1/audit-record";
 const TAG_AUDIT_HEAD: &[u8] = b"strongbox/v1/audit-head";
 const INFO_SECRET_DATA_KEY: &[u8] = b"strongbox/v1/secret-data-key";
@@ -171,6 +172,7 @@ pub struct Barrier {
     cmk_wrap: Secret32,
     value_mac: Secret32,
     audit_hmac: Secret32,
+    backup_mac: Secret32,
 }
 
 fn hmac_sha256(key: &Secret32, parts: &[&[u8]]) -> [u8; 32] {
@@ -193,6 +195,7 @@ impl Barrier {
             cmk_wrap: derive(root.bytes(), None, INFO_CMK_WRAP),
             value_mac: derive(root.bytes(), None, INFO_VALUE_MAC),
             audit_hmac: derive(root.bytes(), None, INFO_AUDIT_HMAC),
+            backup_mac: derive(root.bytes(), None, INFO_BACKUP_MAC),
         }
     }
 
@@ -301,6 +304,37 @@ impl Barrier {
             &self.audit_hmac,
             &[TAG_AUDIT_HEAD, &count.to_be_bytes(), last],
         )
+    }
+}
+
+/// The HMAC-SHA256 of a backup file, fed as the file is written or read: only the root
+/// key of the database it was taken from makes or checks it.
+pub struct BackupMac(Hmac<Sha256>);
+
+impl BackupMac {
+    /// Adds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The MAC of everything added.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the MAC of everything added (compared in constant time).
+    pub fn verify(self, tag: &[u8]) -> bool {
+        self.0.verify_slice(tag).is_ok()
+    }
+}
+
+impl Barrier {
+    /// A MAC for a backup file.
+    pub fn backup_mac(&self) -> BackupMac {
+        match <Hmac<Sha256> as MacKeyInit>::new_from_slice(self.backup_mac.bytes()) {
+            Ok(m) => BackupMac(m),
+            Err(_) => unreachable!("HMAC takes any key length"),
+        }
     }
 }
 

@@ -112,6 +112,16 @@ impl Service {
         self.inner.clock.now()
     }
 
+    /// A backup of the whole database from one snapshot (see [`crate::backup`]), handed
+    /// to `sink` in chunks; returns the number of entries.
+    pub fn backup(
+        &self,
+        sink: &mut dyn FnMut(Vec<u8>) -> std::io::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let snapshot = self.store().snapshot()?;
+        crate::backup::write(&*snapshot, self.inner.barrier.backup_mac(), sink)
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store

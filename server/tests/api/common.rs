@@ -99,6 +99,11 @@ impl TestServer {
         }
     }
 
+    /// The file holding the server's root key.
+    pub(crate) fn root_key_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("root-key")
+    }
+
     /// A client with another token.
     pub(crate) fn client_with_token(&self, token: &str) -> Client {
         Client::new(ClientConfig {

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use futures_util::StreamExt as _;
 use strongbox_schemas::{self as api, ErrorCode};
 
 use super::super::extract::ApiQuery;
@@ -43,4 +44,46 @@ pub(super) async fn verify_audit(
         .await
         .map_err(crate::Error::internal)??;
     Ok(Json(report))
+}
+
+/// `GET /v1/backup`: every table of one snapshot, streamed as the snapshot is read (see
+/// `crate::backup`). An error before the first bytes is an error answer; one after
+/// them cuts the body short, which `strongbox backup` and restore both detect.
+pub(super) async fn backup(State(s): State<AppState>) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse as _;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, crate::Error>>(4);
+    let service = s.service.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut sink = |chunk: Vec<u8>| {
+            tx.blocking_send(Ok(chunk))
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
+        };
+        if let Err(e) = service.backup(&mut sink) {
+            if tx.is_closed() {
+                tracing::info!("a backup stopped: the client went away");
+            } else {
+                let _ = tx.blocking_send(Err(crate::Error::internal(format!("backup: {e:#}"))));
+            }
+        }
+    });
+    let first = match rx.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(e)) => return Err(e.into()),
+        None => {
+            return Err(crate::Error::internal("the backup stopped before its first bytes").into());
+        }
+    };
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| {
+            let item = item.map_err(|e| std::io::Error::other(e.message));
+            (item, rx)
+        })
+    });
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }

@@ -136,6 +136,7 @@ routes! {
     delete "/v1/policies/{name}" => delete_policy, "ram:DeletePolicy", path "policy/{name}", 204, req: -, query: -, resp: -, "Delete an access policy no principal uses";
 
     get "/v1/audit" => list_audit, "audit:Read", path "*", 200, req: -, query: (AuditParams), resp: (api::ListAuditResponse), "Read the audit trail, oldest first (filters, pagination)";
+    get "/v1/backup" => backup, "sys:Backup", path "*", 200, req: -, query: -, resp: -, "A backup of the whole database from one snapshot (application/octet-stream: values stay sealed; restore it with strongbox restore and the same root key)";
     get "/v1/audit/verify" => verify_audit, "audit:Verify", path "*", 200, req: -, query: -, resp: (api::AuditVerifyReport), "Check the audit trail's HMAC chain and head; names the first bad record";
 }
 

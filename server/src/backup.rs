@@ -1,0 +1,261 @@
+//! Backups: every table of one consistent snapshot, in one file whose MAC only the root key
+//! of the database it came from makes or checks (docs/design/storage.md, "Backups").
+//!
+//! ```text
+//! "SBBK1"
+//! entry*:  table u8 (Table::index) | key len u32 | key | value len u32 | value
+//! 0xFF | entry count u64 | HMAC-SHA256(backup MAC key, every byte before it)
+//! ```
+//!
+//! Integers are big-endian. The values are stored as the database holds them: secret
+//! values sealed under their CMKs, CMK material wrapped by the root key, tokens as
+//! hashes. A backup is as sensitive as the data dir, and useless without the root key.
+
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+use crate::barrier::{BackupMac, Barrier, RootKey};
+use crate::storage::{Backend, Mutation, Reader, RedbBackend, StorageError, Table};
+
+/// The first bytes of a backup file.
+pub const MAGIC: &[u8; 5] = b"SBBK1";
+const END: u8 = 0xFF;
+const MAC_LEN: usize = 32;
+/// Entries read from the snapshot at a time.
+const PAGE: usize = 512;
+/// Bytes handed to the sink at a time.
+const CHUNK: usize = 256 << 10;
+/// Mutations committed at a time by a restore.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Writes a backup of `snapshot` to `sink`, in chunks; returns the number of entries.
+/// `sink` returning an error (the client went away) stops it.
+pub fn write(
+    snapshot: &dyn Reader,
+    mut mac: BackupMac,
+    sink: &mut dyn FnMut(Vec<u8>) -> std::io::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut buf = Vec::with_capacity(CHUNK + 64);
+    buf.extend_from_slice(MAGIC);
+    let mut count = 0u64;
+    let mut flush = |buf: &mut Vec<u8>, mac: &mut BackupMac| -> std::io::Result<()> {
+        mac.update(buf);
+        sink(std::mem::take(buf))
+    };
+    for table in Table::ALL {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = snapshot.scan(table, b"", after.as_deref(), PAGE)?;
+            let full = page.len() == PAGE;
+            for (k, v) in page {
+                buf.push(table_byte(table));
+                put_bytes(&mut buf, &k)?;
+                put_bytes(&mut buf, &v)?;
+                count += 1;
+                after = Some(k);
+                if buf.len() >= CHUNK {
+                    flush(&mut buf, &mut mac).context("sending the backup")?;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    buf.push(END);
+    buf.extend_from_slice(&count.to_be_bytes());
+    mac.update(&buf);
+    buf.extend_from_slice(&mac.finish());
+    sink(buf).context("sending the backup")?;
+    Ok(count)
+}
+
+fn table_byte(table: Table) -> u8 {
+    // Fourteen tables: their permanent numbers fit a byte, below `END`.
+    u8::try_from(table.index()).unwrap_or(END)
+}
+
+fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) -> anyhow::Result<()> {
+    let len = u32::try_from(bytes.len()).context("an entry of over 4 GiB")?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// One entry: its table, key and value.
+type Entry = (Table, Vec<u8>, Vec<u8>);
+
+/// Reads the entries of a backup in order, checking its framing (not its MAC).
+struct Entries<R> {
+    r: R,
+    count: u64,
+    done: Option<u64>,
+}
+
+impl<R: Read> Entries<R> {
+    fn new(mut r: R) -> anyhow::Result<Self> {
+        let mut magic = [0u8; 5];
+        r.read_exact(&mut magic)
+            .context("not a Strongbox backup (too short)")?;
+        if &magic != MAGIC {
+            bail!("not a Strongbox backup (it does not start with {MAGIC:?})");
+        }
+        Ok(Self {
+            r,
+            count: 0,
+            done: None,
+        })
+    }
+
+    /// The next entry, or `None` after the last (the end marker and count checked).
+    fn next_entry(&mut self) -> anyhow::Result<Option<Entry>> {
+        if self.done.is_some() {
+            return Ok(None);
+        }
+        let mut t = [0u8; 1];
+        self.r.read_exact(&mut t).context(TRUNCATED)?;
+        if t[0] == END {
+            let mut n = [0u8; 8];
+            self.r.read_exact(&mut n).context(TRUNCATED)?;
+            if u64::from_be_bytes(n) != self.count {
+                bail!("the backup is damaged: its entry count does not match its entries");
+            }
+            self.done = Some(self.count);
+            return Ok(None);
+        }
+        let table = Table::ALL
+            .into_iter()
+            .find(|tb| table_byte(*tb) == t[0])
+            .with_context(|| format!("the backup is damaged: unknown table {}", t[0]))?;
+        let key = self.bytes()?;
+        let value = self.bytes()?;
+        self.count += 1;
+        Ok(Some((table, key, value)))
+    }
+
+    fn bytes(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut n = [0u8; 4];
+        self.r.read_exact(&mut n).context(TRUNCATED)?;
+        let len = u32::from_be_bytes(n) as usize;
+        let mut v = Vec::new();
+        (&mut self.r)
+            .take(len as u64)
+            .read_to_end(&mut v)
+            .context(TRUNCATED)?;
+        if v.len() != len {
+            bail!(TRUNCATED);
+        }
+        Ok(v)
+    }
+}
+
+const TRUNCATED: &str = "the backup is truncated or damaged";
+
+/// Checks that the backup file at `path` is complete (its framing, not its MAC, which
+/// needs the root key); returns its entry count.
+pub fn check_complete(path: &Path) -> anyhow::Result<u64> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut entries = Entries::new(BufReader::new(file))?;
+    while entries.next_entry()?.is_some() {}
+    let mut mac = [0u8; MAC_LEN];
+    entries.r.read_exact(&mut mac).context(TRUNCATED)?;
+    let mut rest = [0u8; 1];
+    if entries.r.read(&mut rest)? != 0 {
+        bail!("the backup is damaged: bytes after its end");
+    }
+    Ok(entries.count)
+}
+
+/// Whether the backup at `path` carries the MAC of `barrier`'s root key over its bytes.
+fn mac_matches(path: &Path, barrier: &Barrier) -> anyhow::Result<bool> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let body = len
+        .checked_sub(MAC_LEN as u64)
+        .context("not a Strongbox backup (too short)")?;
+    let mut r = BufReader::new(std::fs::File::open(path)?);
+    let mut mac = barrier.backup_mac();
+    let mut left = body;
+    let mut buf = vec![0u8; 64 << 10];
+    while left > 0 {
+        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        r.read_exact(&mut buf[..want]).context(TRUNCATED)?;
+        mac.update(&buf[..want]);
+        left -= want as u64;
+    }
+    let mut tag = [0u8; MAC_LEN];
+    r.read_exact(&mut tag).context(TRUNCATED)?;
+    Ok(mac.verify(&tag))
+}
+
+/// Refuses a backup that is incomplete, or whose MAC is not that of `root_key` (another
+/// database's key, or a file changed since it was taken).
+fn verify(path: &Path, root_key: &RootKey) -> anyhow::Result<()> {
+    check_complete(path)?;
+    if !mac_matches(path, &Barrier::new(root_key))? {
+        bail!(
+            "refusing to restore {}: its MAC does not match: it was taken from a database with another root key, or it was changed since",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Restores the backup at `path` into `backend`, which must be empty; refused before
+/// anything is written unless [`verify`] passes. Returns the number of entries.
+pub fn restore(path: &Path, backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<u64> {
+    verify(path, root_key)?;
+    load(path, backend)
+}
+
+/// Writes the entries of a verified backup to `backend`.
+fn load(path: &Path, backend: &dyn Backend) -> anyhow::Result<u64> {
+    let file = std::fs::File::open(path)?;
+    let mut entries = Entries::new(BufReader::new(file))?;
+    let mut batch: Vec<Mutation> = Vec::new();
+    let mut bytes = 0usize;
+    let commit = |batch: &mut Vec<Mutation>| -> Result<(), StorageError> {
+        backend.commit(batch)?;
+        batch.clear();
+        Ok(())
+    };
+    while let Some((table, key, value)) = entries.next_entry()? {
+        bytes += key.len() + value.len();
+        batch.push(Mutation::Put(table, key, value));
+        if bytes >= BATCH_BYTES {
+            commit(&mut batch)?;
+            bytes = 0;
+        }
+    }
+    commit(&mut batch)?;
+    Ok(entries.count)
+}
+
+/// Restores the backup at `path` into a new database in `data_dir` (which must hold
+/// none); nothing is left there when the restore fails.
+pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow::Result<u64> {
+    let db = crate::server::db_path(data_dir);
+    if db.exists() {
+        bail!("{} already holds a Strongbox database", data_dir.display());
+    }
+    // Checked before the data dir is made.
+    verify(path, root_key)?;
+    crate::server::make_private_dir(data_dir)?;
+    crate::server::claim_db_file(&db)
+        .with_context(|| format!("{} already holds a Strongbox database", data_dir.display()))?;
+    let journal = crate::storage::journal_path(&db);
+    let restored = RedbBackend::open(&db)
+        .map_err(anyhow::Error::from)
+        .and_then(|backend| load(path, &backend));
+    match restored {
+        Ok(n) => Ok(n),
+        Err(e) => {
+            let _ = std::fs::remove_file(&db);
+            let _ = std::fs::remove_file(&journal);
+            Err(e)
+        }
+    }
+}

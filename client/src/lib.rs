@@ -845,20 +845,25 @@ impl Client {
             .await
     }
     /// Streams a backup of the whole database (`GET /v1/backup`) into `out`; returns the
-    /// bytes written. Waits up to an hour, whatever the client's timeout.
+    /// bytes written. However long the backup takes, it goes on while bytes come: it
+    /// stops when none came for the client's timeout (at least 5 minutes).
     pub async fn backup(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+        let stall = self.timeout.max(Duration::from_secs(300));
         let mut resp = self
             .check(
                 self.req(Method::GET, &["v1", "backup"])
-                    .timeout(self.timeout.max(Duration::from_secs(3600))),
+                    .timeout(Duration::from_secs(7 * 24 * 3600)),
             )
             .await?;
         let mut n = 0u64;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| Error::Transport(error_chain(&e)))?
-        {
+        loop {
+            let chunk = tokio::time::timeout(stall, resp.chunk())
+                .await
+                .map_err(|_| {
+                    Error::Transport(format!("the backup stalled: no bytes for {stall:?}"))
+                })?
+                .map_err(|e| Error::Transport(error_chain(&e)))?;
+            let Some(chunk) = chunk else { break };
             out.write_all(&chunk)
                 .map_err(|e| Error::Config(format!("writing the backup: {e}")))?;
             n += chunk.len() as u64;

@@ -192,7 +192,8 @@ fn mac_matches(path: &Path, barrier: &Barrier) -> anyhow::Result<bool> {
 }
 
 /// Refuses a backup that is incomplete, or whose MAC is not that of `root_key` (another
-/// database's key, or a file changed since it was taken).
+/// database's key, or a file changed since it was taken). A first look, before anything
+/// is made: [`load`] checks the MAC again over the bytes it writes.
 fn verify(path: &Path, root_key: &RootKey) -> anyhow::Result<()> {
     check_complete(path)?;
     if !mac_matches(path, &Barrier::new(root_key))? {
@@ -204,17 +205,30 @@ fn verify(path: &Path, root_key: &RootKey) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Restores the backup at `path` into `backend`, which must be empty; refused before
-/// anything is written unless [`verify`] passes. Returns the number of entries.
-pub fn restore(path: &Path, backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<u64> {
-    verify(path, root_key)?;
-    load(path, backend)
+/// A reader that feeds the backup MAC with every byte it reads.
+struct MacReader<R> {
+    r: R,
+    mac: BackupMac,
 }
 
-/// Writes the entries of a verified backup to `backend`.
-fn load(path: &Path, backend: &dyn Backend) -> anyhow::Result<u64> {
-    let file = std::fs::File::open(path)?;
-    let mut entries = Entries::new(BufReader::new(file))?;
+impl<R: Read> Read for MacReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.mac.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Writes the entries of the backup at `path` to `backend` (an empty database), with
+/// one read of the file whose bytes are both written and MACed: an error when the MAC
+/// at its end is not `barrier`'s, and the caller then throws the database away.
+fn load(path: &Path, backend: &dyn Backend, barrier: &Barrier) -> anyhow::Result<u64> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = MacReader {
+        r: BufReader::new(file),
+        mac: barrier.backup_mac(),
+    };
+    let mut entries = Entries::new(reader)?;
     let mut batch: Vec<Mutation> = Vec::new();
     let mut bytes = 0usize;
     let commit = |batch: &mut Vec<Mutation>| -> Result<(), StorageError> {
@@ -231,31 +245,166 @@ fn load(path: &Path, backend: &dyn Backend) -> anyhow::Result<u64> {
         }
     }
     commit(&mut batch)?;
+    let MacReader { mut r, mac } = entries.r;
+    let mut tag = [0u8; MAC_LEN];
+    r.read_exact(&mut tag).context(TRUNCATED)?;
+    let mut rest = [0u8; 1];
+    if r.read(&mut rest)? != 0 || !mac.verify(&tag) {
+        bail!(
+            "refusing to restore {}: it changed while it was read",
+            path.display()
+        );
+    }
+    backend.checkpoint()?;
     Ok(entries.count)
 }
 
 /// Restores the backup at `path` into a new database in `data_dir` (which must hold
-/// none); nothing is left there when the restore fails.
+/// none), refused before anything is made unless the backup is complete and its MAC is
+/// that of `root_key`. The database is built under a temporary name and takes its name
+/// only once the bytes written were checked, so a restore that fails or is killed
+/// leaves no database (at most a `*.restoring-*` file after a kill).
 pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow::Result<u64> {
     let db = crate::server::db_path(data_dir);
     if db.exists() {
         bail!("{} already holds a Strongbox database", data_dir.display());
     }
-    // Checked before the data dir is made.
     verify(path, root_key)?;
+    let made_dir = !data_dir.exists();
     crate::server::make_private_dir(data_dir)?;
-    crate::server::claim_db_file(&db)
-        .with_context(|| format!("{} already holds a Strongbox database", data_dir.display()))?;
-    let journal = crate::storage::journal_path(&db);
-    let restored = RedbBackend::open(&db)
-        .map_err(anyhow::Error::from)
-        .and_then(|backend| load(path, &backend));
-    match restored {
-        Ok(n) => Ok(n),
-        Err(e) => {
-            let _ = std::fs::remove_file(&db);
-            let _ = std::fs::remove_file(&journal);
-            Err(e)
+    let mut name = db.as_os_str().to_owned();
+    name.push(format!(
+        ".restoring-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let temp = std::path::PathBuf::from(name);
+    let clean_up = |made_db: bool| {
+        if made_db {
+            let _ = std::fs::remove_file(&temp);
+            let _ = std::fs::remove_file(crate::storage::journal_path(&temp));
         }
+        if made_dir {
+            let _ = std::fs::remove_dir(data_dir);
+        }
+    };
+    if let Err(e) = crate::server::claim_db_file(&temp) {
+        clean_up(false);
+        return Err(anyhow::Error::new(e).context(format!("creating {}", temp.display())));
+    }
+    let barrier = Barrier::new(root_key);
+    let loaded = RedbBackend::open(&temp)
+        .map_err(anyhow::Error::from)
+        .and_then(|backend| load(path, &backend, &barrier));
+    let count = match loaded {
+        Ok(n) => n,
+        Err(e) => {
+            clean_up(true);
+            return Err(e);
+        }
+    };
+    // Into place, never over a database that appeared meanwhile (a hard link is refused
+    // where a file is).
+    if let Err(e) = std::fs::hard_link(&temp, &db) {
+        clean_up(true);
+        return Err(anyhow::Error::new(e).context(format!(
+            "naming the restored database {} (nothing was kept)",
+            db.display()
+        )));
+    }
+    let _ = std::fs::remove_file(&temp);
+    let _ = std::fs::remove_file(crate::storage::journal_path(&temp));
+    if let Err(e) = std::fs::File::open(data_dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %data_dir.display(), error = %e, "could not sync the data dir");
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use crate::storage::MemoryBackend;
+
+    /// A store with a few entries in several tables, and its backup's bytes.
+    fn backup_of_a_store(root: &RootKey) -> (MemoryBackend, Vec<u8>) {
+        let store = MemoryBackend::new();
+        let mut m = Vec::new();
+        for (t, n) in [(Table::Meta, 3), (Table::Secrets, 700), (Table::Audit, 5)] {
+            for i in 0..n {
+                m.push(Mutation::Put(
+                    t,
+                    format!("k{i:04}").into_bytes(),
+                    vec![u8::try_from(i % 251).unwrap(); i % 17],
+                ));
+            }
+        }
+        store.commit(&m).unwrap();
+        let mut out = Vec::new();
+        {
+            let snap = store.snapshot().unwrap();
+            let n = write(&*snap, Barrier::new(root).backup_mac(), &mut |c| {
+                out.extend_from_slice(&c);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(n, 708);
+        }
+        (store, out)
+    }
+
+    fn every_entry(r: &dyn Reader) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        let mut all = Vec::new();
+        for t in Table::ALL {
+            for (k, v) in r.scan(t, b"", None, usize::MAX).unwrap() {
+                all.push((t, k, v));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn a_backup_restores_every_entry_and_refuses_every_damage() {
+        let root = RootKey::random();
+        let (store, bytes) = backup_of_a_store(&root);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b");
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(check_complete(&file).unwrap(), 708);
+
+        // Cut off (all through, and at each of the last 64 bytes), one byte more, a wrong count, an unknown table: refused,
+        // and nothing is made.
+        let target = dir.path().join("data");
+        let cuts = (0..bytes.len())
+            .step_by(13)
+            .chain(bytes.len() - 64..bytes.len());
+        let mut damaged: Vec<Vec<u8>> = cuts.map(|n| bytes[..n].to_vec()).collect();
+        damaged.push([bytes.as_slice(), b"x"].concat());
+        let end = bytes.len() - MAC_LEN - 9;
+        assert_eq!(bytes[end], END);
+        let mut count = bytes.clone();
+        count[end + 8] ^= 1;
+        damaged.push(count);
+        let mut table = bytes.clone();
+        table[MAGIC.len()] = 40;
+        damaged.push(table);
+        for (i, d) in damaged.iter().enumerate() {
+            std::fs::write(&file, d).unwrap();
+            assert!(restore_into(&target, &file, &root).is_err(), "variant {i}");
+            assert!(!target.exists(), "variant {i}");
+        }
+
+        // Whole: every entry comes back.
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(restore_into(&target, &file, &root).unwrap(), 708);
+        let restored = RedbBackend::open(&crate::server::db_path(&target)).unwrap();
+        let want = every_entry(&*store.snapshot().unwrap());
+        assert_eq!(every_entry(&*restored.snapshot().unwrap()), want);
+        let names: Vec<_> = std::fs::read_dir(&target)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("restoring"))
+            .collect();
+        assert!(names.is_empty(), "no temporary file is left: {names:?}");
     }
 }

@@ -241,43 +241,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `strongbox backup`: streams the server's backup into a new file, then checks that it
-/// is complete; a failed or cut-off backup leaves no file.
+/// `strongbox backup`: streams the server's backup into a new file beside `out`, checks
+/// that it is complete, and only then gives it its name (never over an existing file); a
+/// failed, cut-off or interrupted backup leaves no file at `out`.
 async fn backup(out: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    if out.exists() {
+        anyhow::bail!("{} exists; a backup never overwrites a file", out.display());
+    }
     let c = admin::client()?;
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".partial-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let partial = out.with_file_name(name);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(out)
-        .with_context(|| {
-            format!(
-                "creating {} (an existing file is not overwritten)",
-                out.display()
-            )
-        })?;
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
     let written = async {
         let bytes = c.backup(&mut file).await?;
         file.sync_all()?;
-        let entries = strongbox_server::backup::check_complete(out)?;
+        let entries = strongbox_server::backup::check_complete(&partial)?;
+        std::fs::hard_link(&partial, out)
+            .with_context(|| format!("naming the backup {}", out.display()))?;
         anyhow::Ok((bytes, entries))
     }
     .await;
-    match written {
-        Ok((bytes, entries)) => {
-            println!(
-                "wrote a backup of {entries} entries ({bytes} bytes) to {}",
-                out.display()
-            );
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(out);
-            Err(e.context("the backup failed; no file was kept"))
-        }
-    }
+    let _ = std::fs::remove_file(&partial);
+    let (bytes, entries) = written.context("the backup failed; no file was kept")?;
+    println!(
+        "wrote a backup of {entries} entries ({bytes} bytes) to {}",
+        out.display()
+    );
+    Ok(())
 }
 
 /// `strongbox restore`: a backup into a new data dir, which is then opened as the server

@@ -164,25 +164,31 @@ fn value_mac_binds_name_and_version() {
     );
 }
 
-/// The audit chain MACs, recomputed with aws-lc-rs from `docs/design/crypto.md` alone.
-#[test]
-fn audit_macs_match_an_independent_implementation() {
+/// A purpose key (HKDF-SHA256 of the root key, no salt, `info`), derived by aws-lc-rs.
+fn purpose_key_by_aws_lc(root: &[u8; 32], info: &[u8]) -> [u8; 32] {
     use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
-    use aws_lc_rs::hmac;
     struct Len32;
     impl aws_lc_rs::hkdf::KeyType for Len32 {
         fn len(&self) -> usize {
             32
         }
     }
-    let root = [0x44u8; 32];
     let mut k = [0u8; 32];
     Salt::new(HKDF_SHA256, &[])
-        .extract(&root)
-        .expand(&[b"strongbox/v1/audit-hmac"], Len32)
+        .extract(root)
+        .expand(&[info], Len32)
         .unwrap()
         .fill(&mut k)
         .unwrap();
+    k
+}
+
+/// The audit chain MACs, recomputed with aws-lc-rs from `docs/design/crypto.md` alone.
+#[test]
+fn audit_macs_match_an_independent_implementation() {
+    use aws_lc_rs::hmac;
+    let root = [0x44u8; 32];
+    let k = purpose_key_by_aws_lc(&root, b"strongbox/v1/audit-hmac");
     let key = hmac::Key::new(hmac::HMAC_SHA256, &k);
     let prev = [0x55u8; 32];
     let mut msg = b"strongbox/v1/audit-record".to_vec();
@@ -208,6 +214,37 @@ fn audit_macs_match_an_independent_implementation() {
     // Another root key gives other MACs: a chain recomputed without the key never verifies.
     let other = Barrier::new(&Secret32::from_bytes([0x45; 32]));
     assert_ne!(other.audit_record_mac(9, &prev, b"{\"seq\":9}"), got);
+}
+
+/// The backup file MAC, recomputed with aws-lc-rs from `docs/design/crypto.md` and
+/// `docs/design/storage.md` ("Backups") alone, and pinned: backups are kept for years.
+#[test]
+fn the_backup_mac_matches_an_independent_implementation() {
+    use aws_lc_rs::hmac;
+    let root = [0x44u8; 32];
+    let k = purpose_key_by_aws_lc(&root, b"strongbox/v1/backup-mac");
+    // The smallest backup: no entries.
+    let mut body = b"SBBK1".to_vec();
+    body.push(0xFF);
+    body.extend_from_slice(&0u64.to_be_bytes());
+    let expected = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &k), &body);
+    let b = Barrier::new(&Secret32::from_bytes(root));
+    let mut mac = b.backup_mac();
+    mac.update(&body[..3]);
+    mac.update(&body[3..]);
+    let got = mac.finish();
+    assert_eq!(got.as_slice(), expected.as_ref());
+    assert_eq!(
+        hex::encode(got),
+        "cfade09c354b6066b83c0d3115b19641f3e754b9f39d510a8ac0a6901f6435ee",
+        "golden backup MAC"
+    );
+    let mut check = b.backup_mac();
+    check.update(&body);
+    assert!(check.verify(&got));
+    let mut other = Barrier::new(&Secret32::from_bytes([0x45; 32])).backup_mac();
+    other.update(&body);
+    assert!(!other.verify(&got), "another root key does not check it");
 }
 
 /// The cipher that `Aes256Gcm` builds from each data key wipes its key schedule when

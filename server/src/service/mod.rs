@@ -58,6 +58,17 @@ const DECODED_SECRETS_BUDGET: u64 = 16 * 1024 * 1024;
 /// Bytes of decoded key records kept for reads.
 const DECODED_KEYS_BUDGET: u64 = 2 * 1024 * 1024;
 
+/// The claim of the backup being taken (see [`Service::claim_backup`]).
+pub struct BackupClaim(Arc<Inner>);
+
+impl Drop for BackupClaim {
+    fn drop(&mut self) {
+        self.0
+            .backup_running
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// The services over one unsealed store. Cheap to clone.
 #[derive(Clone)]
 pub struct Service {
@@ -80,6 +91,8 @@ struct Inner {
     audit: audit::AuditState,
     /// Running rotations and the scheduler's bound.
     rotation: rotation::EngineState,
+    /// Whether a backup is being taken (one at a time: each holds a snapshot open).
+    backup_running: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
@@ -103,6 +116,7 @@ impl Service {
                 decoded_keys: records::Decoded::new(DECODED_KEYS_BUDGET),
                 identities: Default::default(),
                 audit: Default::default(),
+                backup_running: Default::default(),
             }),
         }
     }
@@ -120,6 +134,17 @@ impl Service {
     ) -> anyhow::Result<u64> {
         let snapshot = self.store().snapshot()?;
         crate::backup::write(&*snapshot, self.inner.barrier.backup_mac(), sink)
+    }
+
+    /// Claims the one backup that may run at a time: `None` while another runs. The
+    /// claim ends when the returned guard is dropped.
+    pub fn claim_backup(&self) -> Option<BackupClaim> {
+        use std::sync::atomic::Ordering;
+        self.inner
+            .backup_running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| BackupClaim(self.inner.clone()))
     }
 
     /// The store.

@@ -257,3 +257,19 @@ async fn a_backup_taken_under_writes_is_one_instant() {
     }
     assert!(checked >= 200, "{checked}");
 }
+
+/// One backup at a time: each holds a snapshot open while it streams.
+#[tokio::test]
+async fn backups_are_taken_one_at_a_time() {
+    let s = TestServer::start().await;
+    let claim = s.service.claim_backup().unwrap();
+    let mut sink = Vec::new();
+    assert_code(
+        s.client.backup(&mut sink).await,
+        ErrorCode::InvalidState,
+        "a backup is being taken",
+    );
+    drop(claim);
+    assert!(s.client.backup(&mut sink).await.unwrap() > 0);
+    assert!(s.service.claim_backup().is_some(), "released when done");
+}

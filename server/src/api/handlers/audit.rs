@@ -46,21 +46,44 @@ pub(super) async fn verify_audit(
     Ok(Json(report))
 }
 
+/// How long the stream of a backup waits for a client that takes no bytes before it
+/// gives up (the backup holds a snapshot open, which keeps redb from reusing pages).
+const BACKUP_STALL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// `GET /v1/backup`: every table of one snapshot, streamed as the snapshot is read (see
-/// `crate::backup`). An error before the first bytes is an error answer; one after
-/// them cuts the body short, which `strongbox backup` and restore both detect.
+/// `crate::backup`); one at a time (`InvalidState` while another runs). An error before
+/// the first bytes is an error answer; one after them cuts the body short, which
+/// `strongbox backup` and `strongbox restore` both detect, and the server logs. (The
+/// audit record, written when the answer starts, says it succeeded.)
 pub(super) async fn backup(State(s): State<AppState>) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse as _;
+    let claim = s.service.claim_backup().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidState,
+            "a backup is being taken; try again when it is done",
+        )
+    })?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, crate::Error>>(4);
     let service = s.service.clone();
+    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let mut sink = |chunk: Vec<u8>| {
-            tx.blocking_send(Ok(chunk))
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
+        let _claim = claim;
+        let mut sink = |chunk: Vec<u8>| match handle
+            .block_on(tokio::time::timeout(BACKUP_STALL, tx.send(Ok(chunk))))
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no bytes for 300 s",
+            )),
         };
         if let Err(e) = service.backup(&mut sink) {
             if tx.is_closed() {
-                tracing::info!("a backup stopped: the client went away");
+                tracing::warn!("a backup stopped: the client went away");
             } else {
                 let _ = tx.blocking_send(Err(crate::Error::internal(format!("backup: {e:#}"))));
             }

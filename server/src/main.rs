@@ -225,8 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             root_key_file,
         } => {
             init_logging("text");
-            client_runtime()?
-                .block_on(async { restore(&from, &data_dir, root_key_file.as_deref()) })
+            client_runtime()?.block_on(restore(&from, &data_dir, root_key_file.as_deref()))
         }
         Command::Principal(c) => client_runtime()?.block_on(admin::principal(c)),
         Command::Token(c) => client_runtime()?.block_on(admin::token(c)),
@@ -283,14 +282,16 @@ async fn backup(out: &std::path::Path) -> anyhow::Result<()> {
 
 /// `strongbox restore`: a backup into a new data dir, which is then opened as the server
 /// would open it (root key, audit trail) before the restore is reported done.
-fn restore(
+async fn restore(
     from: &std::path::Path,
     data_dir: &std::path::Path,
     root_key_file: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let root = server::load_root_key(root_key_file, env_root_key().as_ref().map(|k| k.as_str()))?;
     let entries = strongbox_server::backup::restore_into(data_dir, from, &root)?;
-    drop(server::open(data_dir, &root, ServiceConfig::default())?);
+    let u = server::open(data_dir, &root, ServiceConfig::default())?;
+    server::record_restore(&u).await?;
+    u.service.store().close().await?;
     println!(
         "restored {entries} entries into {}; start it with strongbox server --data-dir {}",
         data_dir.display(),

@@ -417,6 +417,26 @@ pub async fn reset_root_token(u: &mut Unsealed, how: &str) -> anyhow::Result<Zer
     Ok(service.audited(AuditSlot::new(entry), reset).await?)
 }
 
+/// Records in the audit trail that this data dir was restored from a backup, as done by
+/// [`ROOT_KEY_HOLDER`] with `strongbox restore` (action `sys:Restore`): the trail then
+/// says when the database it holds came back.
+pub async fn record_restore(u: &Unsealed) -> anyhow::Result<()> {
+    let service = &u.service;
+    let slot = AuditSlot::new(AuditEntry {
+        time: service.now(),
+        request_id: format!("{:032x}", rand::random::<u128>()),
+        principal: ROOT_KEY_HOLDER.into(),
+        action: "sys:Restore".into(),
+        resource: "*".into(),
+        source: "local".into(),
+        user_agent: "strongbox restore".into(),
+    });
+    service
+        .finish_audit(&slot, strongbox_schemas::AuditOutcome::Succeeded, None)
+        .await?;
+    Ok(())
+}
+
 /// How to serve.
 pub struct ServeOptions {
     /// Listen address (port 0 picks one).

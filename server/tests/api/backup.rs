@@ -154,6 +154,18 @@ async fn a_backup_restores_with_its_root_key_and_nothing_else() {
     );
     let report = svc.verify_audit().unwrap();
     assert!(report.intact, "{report:?}");
+    // The trail says when it came back, and who could: the holder of the root key.
+    let restores = svc
+        .list_audit(&strongbox_server::service::AuditQuery {
+            action: Some("sys:Restore".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap()
+        .records;
+    assert_eq!(restores.len(), 1, "{restores:?}");
+    assert_eq!(restores[0].principal, server::ROOT_KEY_HOLDER);
+    assert_eq!(restores[0].outcome, api::AuditOutcome::Succeeded);
 
     // Only with sys:Backup.
     let reader = s

@@ -65,7 +65,12 @@ pub fn openapi_document() -> Value {
             Some(resp) => {
                 json!({"description": "success", "content": {"application/json": {"schema": resp(&mut generator)}}})
             }
-            None => json!({"description": "success"}),
+            None => match untyped_body(r.path) {
+                Some((media, schema)) => {
+                    json!({"description": "success", "content": {media: {"schema": schema}}})
+                }
+                None => json!({"description": "success"}),
+            },
         };
         responses.insert(r.status.to_string(), ok);
         responses.insert(
@@ -105,5 +110,21 @@ fn resolve(generator: &schemars::SchemaGenerator, v: &Value) -> Value {
                 .unwrap_or(Value::Null)
         }
         None => v.clone(),
+    }
+}
+
+/// The media type and schema of a success body that is not a JSON type of the model.
+fn untyped_body(path: &str) -> Option<(&'static str, Value)> {
+    match path {
+        "/v1/backup" => Some((
+            "application/octet-stream",
+            json!({"type": "string", "format": "binary"}),
+        )),
+        "/metrics" => Some((
+            "text/plain",
+            json!({"type": "string", "description": "Prometheus text format"}),
+        )),
+        "/v1/openapi.json" => Some(("application/json", json!({"type": "object"}))),
+        _ => None,
     }
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 use crate::barrier::{BackupMac, Barrier, RootKey};
-use crate::storage::{Backend, Mutation, Reader, RedbBackend, StorageError, Table};
+use crate::storage::{Backend, Mutation, Reader, RedbBackend, Table};
 
 /// The first bytes of a backup file.
 pub const MAGIC: &[u8; 5] = b"SBBK1";
@@ -153,50 +153,60 @@ impl<R: Read> Entries<R> {
 
 const TRUNCATED: &str = "the backup is truncated or damaged";
 
+/// A reader that feeds the backup MAC, when there is one, with every byte it reads.
+struct MacReader<R> {
+    r: R,
+    mac: Option<BackupMac>,
+}
+
+impl<R: Read> Read for MacReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(buf)?;
+        if let Some(mac) = &mut self.mac {
+            mac.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// Reads the backup at `path` through to its end in one pass, handing each entry to
+/// `each` and checking its framing; returns the entry count and, given a `barrier`,
+/// whether the MAC at its end is that root key's over the very bytes read.
+fn read_through(
+    path: &Path,
+    barrier: Option<&Barrier>,
+    each: &mut dyn FnMut(Entry) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, bool)> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut entries = Entries::new(MacReader {
+        r: BufReader::new(file),
+        mac: barrier.map(Barrier::backup_mac),
+    })?;
+    while let Some(entry) = entries.next_entry()? {
+        each(entry)?;
+    }
+    let MacReader { mut r, mac } = entries.r;
+    let mut tag = [0u8; MAC_LEN];
+    r.read_exact(&mut tag).context(TRUNCATED)?;
+    let mut rest = [0u8; 1];
+    if r.read(&mut rest)? != 0 {
+        bail!("the backup is damaged: bytes after its end");
+    }
+    Ok((entries.count, mac.is_some_and(|m| m.verify(&tag))))
+}
+
 /// Checks that the backup file at `path` is complete (its framing, not its MAC, which
 /// needs the root key); returns its entry count.
 pub fn check_complete(path: &Path) -> anyhow::Result<u64> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut entries = Entries::new(BufReader::new(file))?;
-    while entries.next_entry()?.is_some() {}
-    let mut mac = [0u8; MAC_LEN];
-    entries.r.read_exact(&mut mac).context(TRUNCATED)?;
-    let mut rest = [0u8; 1];
-    if entries.r.read(&mut rest)? != 0 {
-        bail!("the backup is damaged: bytes after its end");
-    }
-    Ok(entries.count)
-}
-
-/// Whether the backup at `path` carries the MAC of `barrier`'s root key over its bytes.
-fn mac_matches(path: &Path, barrier: &Barrier) -> anyhow::Result<bool> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    let body = len
-        .checked_sub(MAC_LEN as u64)
-        .context("not a Strongbox backup (too short)")?;
-    let mut r = BufReader::new(std::fs::File::open(path)?);
-    let mut mac = barrier.backup_mac();
-    let mut left = body;
-    let mut buf = vec![0u8; 64 << 10];
-    while left > 0 {
-        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-        r.read_exact(&mut buf[..want]).context(TRUNCATED)?;
-        mac.update(&buf[..want]);
-        left -= want as u64;
-    }
-    let mut tag = [0u8; MAC_LEN];
-    r.read_exact(&mut tag).context(TRUNCATED)?;
-    Ok(mac.verify(&tag))
+    Ok(read_through(path, None, &mut |_| Ok(()))?.0)
 }
 
 /// Refuses a backup that is incomplete, or whose MAC is not that of `root_key` (another
 /// database's key, or a file changed since it was taken). A first look, before anything
 /// is made: [`load`] checks the MAC again over the bytes it writes.
 fn verify(path: &Path, root_key: &RootKey) -> anyhow::Result<()> {
-    check_complete(path)?;
-    if !mac_matches(path, &Barrier::new(root_key))? {
+    let (_, mac_ok) = read_through(path, Some(&Barrier::new(root_key)), &mut |_| Ok(()))?;
+    if !mac_ok {
         bail!(
             "refusing to restore {}: its MAC does not match: it was taken from a database with another root key, or it was changed since",
             path.display()
@@ -205,58 +215,31 @@ fn verify(path: &Path, root_key: &RootKey) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A reader that feeds the backup MAC with every byte it reads.
-struct MacReader<R> {
-    r: R,
-    mac: BackupMac,
-}
-
-impl<R: Read> Read for MacReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.r.read(buf)?;
-        self.mac.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// Writes the entries of the backup at `path` to `backend` (an empty database), with
 /// one read of the file whose bytes are both written and MACed: an error when the MAC
 /// at its end is not `barrier`'s, and the caller then throws the database away.
 fn load(path: &Path, backend: &dyn Backend, barrier: &Barrier) -> anyhow::Result<u64> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = MacReader {
-        r: BufReader::new(file),
-        mac: barrier.backup_mac(),
-    };
-    let mut entries = Entries::new(reader)?;
     let mut batch: Vec<Mutation> = Vec::new();
     let mut bytes = 0usize;
-    let commit = |batch: &mut Vec<Mutation>| -> Result<(), StorageError> {
-        backend.commit(batch)?;
-        batch.clear();
-        Ok(())
-    };
-    while let Some((table, key, value)) = entries.next_entry()? {
+    let (count, mac_ok) = read_through(path, Some(barrier), &mut |(table, key, value)| {
         bytes += key.len() + value.len();
         batch.push(Mutation::Put(table, key, value));
         if bytes >= BATCH_BYTES {
-            commit(&mut batch)?;
+            backend.commit(&batch)?;
+            batch.clear();
             bytes = 0;
         }
-    }
-    commit(&mut batch)?;
-    let MacReader { mut r, mac } = entries.r;
-    let mut tag = [0u8; MAC_LEN];
-    r.read_exact(&mut tag).context(TRUNCATED)?;
-    let mut rest = [0u8; 1];
-    if r.read(&mut rest)? != 0 || !mac.verify(&tag) {
+        Ok(())
+    })?;
+    backend.commit(&batch)?;
+    if !mac_ok {
         bail!(
             "refusing to restore {}: it changed while it was read",
             path.display()
         );
     }
     backend.checkpoint()?;
-    Ok(entries.count)
+    Ok(count)
 }
 
 /// Restores the backup at `path` into a new database in `data_dir` (which must hold

@@ -404,17 +404,28 @@ pub const ROOT_KEY_HOLDER: &str = "(root-key)";
 /// [`ROOT_KEY_HOLDER`] through `how`.
 pub async fn reset_root_token(u: &mut Unsealed, how: &str) -> anyhow::Result<Zeroizing<String>> {
     let service = u.service.clone();
-    let entry = AuditEntry {
+    let entry = by_root_key_holder(
+        &service,
+        "ram:ResetRootToken",
+        &format!("principal/{ROOT_PRINCIPAL}"),
+        how,
+    );
+    let reset = service.reset_root_token();
+    Ok(service.audited(AuditSlot::new(entry), reset).await?)
+}
+
+/// The audit entry of `action` on `resource`, done locally by [`ROOT_KEY_HOLDER`]
+/// through the command `how`.
+fn by_root_key_holder(service: &Service, action: &str, resource: &str, how: &str) -> AuditEntry {
+    AuditEntry {
         time: service.now(),
         request_id: format!("{:032x}", rand::random::<u128>()),
         principal: ROOT_KEY_HOLDER.into(),
-        action: "ram:ResetRootToken".into(),
-        resource: format!("principal/{ROOT_PRINCIPAL}"),
+        action: action.into(),
+        resource: resource.into(),
         source: "local".into(),
         user_agent: how.into(),
-    };
-    let reset = service.reset_root_token();
-    Ok(service.audited(AuditSlot::new(entry), reset).await?)
+    }
 }
 
 /// Records in the audit trail that this data dir was restored from a backup, as done by
@@ -422,15 +433,12 @@ pub async fn reset_root_token(u: &mut Unsealed, how: &str) -> anyhow::Result<Zer
 /// says when the database it holds came back.
 pub async fn record_restore(u: &Unsealed) -> anyhow::Result<()> {
     let service = &u.service;
-    let slot = AuditSlot::new(AuditEntry {
-        time: service.now(),
-        request_id: format!("{:032x}", rand::random::<u128>()),
-        principal: ROOT_KEY_HOLDER.into(),
-        action: "sys:Restore".into(),
-        resource: "*".into(),
-        source: "local".into(),
-        user_agent: "strongbox restore".into(),
-    });
+    let slot = AuditSlot::new(by_root_key_holder(
+        service,
+        "sys:Restore",
+        "*",
+        "strongbox restore",
+    ));
     service
         .finish_audit(&slot, strongbox_schemas::AuditOutcome::Succeeded, None)
         .await?;

@@ -159,7 +159,9 @@ pub struct PutSecretValueRequest {
     /// `text` (default) or `binary`.
     #[serde(default)]
     pub secret_data_type: SecretDataType,
-    /// Id of the new version; the same id with the same data is a no-op.
+    /// Id of the new version; the same id with the same data is a no-op for the principal
+    /// that made that version or one that may read the secret (`VersionConflict` for
+    /// anyone else).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
     /// Stages for the new version; `["ACSCurrent"]` when absent.

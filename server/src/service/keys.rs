@@ -82,22 +82,25 @@ pub(crate) fn check_through_alias(
 
 /// Refuses keys that cannot be used for cryptography now.
 pub(crate) fn check_usable(k: &KeyRecord) -> Result<()> {
+    check_usable_as(k, &format!("key {}", k.key_id))
+}
+
+/// [`check_usable`], with the key called `called` in the error: a secret's errors do not
+/// name a key the caller may not be allowed to describe.
+pub(crate) fn check_usable_as(k: &KeyRecord, called: &str) -> Result<()> {
     match k.state {
         KeyStateRec::Enabled => Ok(()),
         KeyStateRec::Disabled => Err(Error::new(
             ErrorCode::KeyDisabled,
-            format!("key {} is disabled", k.key_id),
+            format!("{called} is disabled"),
         )),
         KeyStateRec::PendingDeletion => Err(Error::new(
             ErrorCode::KeyPendingDeletion,
-            format!("key {} is scheduled for deletion", k.key_id),
+            format!("{called} is scheduled for deletion"),
         )),
         KeyStateRec::Destroyed => Err(Error::new(
             ErrorCode::KeyDeleted,
-            format!(
-                "key {} has been deleted and its material destroyed",
-                k.key_id
-            ),
+            format!("{called} has been deleted and its material destroyed"),
         )),
     }
 }

@@ -388,6 +388,17 @@ impl Service {
 
     /// A principal's tokens (metadata only), by id.
     pub fn list_tokens(&self, principal: &str) -> Result<api::ListTokensResponse> {
+        self.list_tokens_shown(principal, &|_| true)
+    }
+
+    /// A principal's tokens for a caller: a token the rotation of a secret issued names
+    /// that secret in its description only if `secret_visible` says the caller may
+    /// describe it.
+    pub fn list_tokens_shown(
+        &self,
+        principal: &str,
+        secret_visible: &dyn Fn(&str) -> bool,
+    ) -> Result<api::ListTokensResponse> {
         let snap = self.store().snapshot()?;
         load_principal(&*snap, principal)?;
         let now = self.now();
@@ -399,7 +410,13 @@ impl Service {
             usize::MAX,
         )? {
             if let Some(t) = load::<TokenRecord>(&*snap, Table::Tokens, &hash)? {
-                tokens.push(t.to_api(now));
+                let mut shown = t.to_api(now);
+                if super::rotation::secret_named_by_marker(&t.description)
+                    .is_some_and(|secret| !secret_visible(secret))
+                {
+                    shown.description = super::rotation::MARKER_HIDDEN.to_string();
+                }
+                tokens.push(shown);
             }
         }
         Ok(api::ListTokensResponse { tokens })

@@ -11,10 +11,13 @@ use zeroize::Zeroizing;
 
 use super::Service;
 use super::authz::{Actor, USE_KEY, WEBHOOK_SENDS_WHY};
-use super::keys::{check_through_alias, check_usable, resolve_key, resolve_key_to_seal};
+use super::keys::{
+    check_through_alias, check_usable, check_usable_as, resolve_key, resolve_key_to_seal,
+};
 use super::records::{
-    KeyRecord, KeyStateRec, PolicyRecord, SecretRecord, SharedRecord, VersionMeta, collect_after,
-    decode, decode_page_token, encode, load, page, secret_arn, validate_description, validate_tags,
+    KeyRecord, KeyStateRec, PolicyRecord, Principal, SecretRecord, SharedRecord, VersionMeta,
+    collect_after, decode, decode_page_token, encode, load, page, secret_arn, validate_description,
+    validate_tags,
 };
 use super::rotation::{principal_named, reindex_secret};
 use crate::barrier::{self, SealedHeader, SecretBinding};
@@ -195,6 +198,22 @@ fn uses_key(
     Ok(false)
 }
 
+/// How an error calls the key that seals version `version_id` of secret `name`: by its
+/// id for a caller that may describe it, else without it.
+fn sealing_key_called(who: &Actor, key_id: &str, name: &str, version_id: &str) -> String {
+    let shown =
+        matches!(who, Actor::Caller(id) if id.allows("kms:DescribeKey", &format!("key/{key_id}")));
+    if shown {
+        format!("key {key_id}, which seals version {version_id} of secret {name},")
+    } else {
+        format!("the key that seals version {version_id} of secret {name}")
+    }
+}
+
+/// Who opens a version whose errors nobody is shown, or which the server keeps: the
+/// key is not named.
+const UNNAMED: &Actor = &Actor::Trusted(Principal::Rotation);
+
 /// The key a new version of `rec` is sealed under. A secret that names its key by an
 /// alias which went with its destroyed key (destroying a key deletes its aliases) is
 /// told `KeyDeleted`, as its reads are, not `AliasNotFound`.
@@ -218,14 +237,12 @@ pub(super) fn key_to_seal(r: &(impl Reader + ?Sized), rec: &SecretRecord) -> Res
                 )
             });
         match destroyed {
-            Some(h) => Error::new(
+            Some(_) => Error::new(
                 ErrorCode::KeyDeleted,
                 format!(
-                    "key {key}, which {alias} named, has been deleted and its material \
-                     destroyed: the secret's versions under it cannot be read again; point \
-                     {alias} at another key to give the secret new values, or delete the \
-                     secret",
-                    key = h.key_id,
+                    "the key {alias} named has been deleted and its material destroyed: \
+                     the secret's versions under it cannot be read again; point {alias} at \
+                     another key to give the secret new values, or delete the secret",
                     alias = rec.encryption_key_id
                 ),
             ),
@@ -409,7 +426,7 @@ impl Service {
         let Some(current) = rec.version_with_stage(STAGE_CURRENT) else {
             return Ok(());
         };
-        match self.open_version(r, admin, &current.version_id) {
+        match self.open_version(r, admin, &current.version_id, UNNAMED) {
             Ok(admin_value) => super::rotation::check_rds_not_admin(value, &admin_value),
             Err(_) => Ok(()),
         }
@@ -431,7 +448,7 @@ impl Service {
             return Ok(());
         };
         let held = rec.versions.iter().any(|v| {
-            self.open_version(r, &rec.name, &v.version_id)
+            self.open_version(r, &rec.name, &v.version_id, UNNAMED)
                 .ok()
                 .and_then(|old| super::rotation::rds_account_name(&old))
                 .is_some_and(|old| old == account)
@@ -471,6 +488,14 @@ impl Service {
         key: &KeyRecord,
         v: &NewVersion,
     ) -> Result<VersionMeta> {
+        // By the name the secret gives the key (an alias, perhaps), not the id the caller
+        // may not be allowed to describe.
+        let called = if rec.encryption_key_id == key.key_id {
+            format!("key {}", key.key_id)
+        } else {
+            format!("the key {} points at", rec.encryption_key_id)
+        };
+        check_usable_as(key, &called)?;
         self.put_sealed(t, &rec.name, &v.version_id, key, &v.data)?;
         let binding = SecretBinding {
             name: &rec.name,
@@ -649,12 +674,16 @@ impl Service {
         Ok(())
     }
 
-    /// The plaintext of a version, read through `r` (a snapshot or a write).
+    /// The plaintext of a version, read through `r` (a snapshot or a write). An error
+    /// about the key that seals it names the key's id only to a caller `who` may
+    /// describe it: not to others, nor in what the server keeps (a rotation's
+    /// `last_rotation_error`, shown to whoever may describe the secret).
     fn open_version(
         &self,
         r: &(impl Reader + ?Sized),
         name: &str,
         version_id: &str,
+        who: &Actor,
     ) -> Result<Zeroizing<Vec<u8>>> {
         let ct = r
             .get(Table::SecretVersions, &composite(name, version_id))?
@@ -667,9 +696,16 @@ impl Service {
             .ok_or_else(|| {
                 Error::new(
                     ErrorCode::KeyDeleted,
-                    format!("key {} no longer exists", header.key_id),
+                    format!(
+                        "{} no longer exists",
+                        sealing_key_called(who, &header.key_id, name, version_id)
+                    ),
                 )
             })?;
+        check_usable_as(
+            &key,
+            &sealing_key_called(who, &key.key_id, name, version_id),
+        )?;
         let material = self.material(&key, header.key_version)?;
         Ok(barrier::open_secret(
             &material,
@@ -702,12 +738,25 @@ impl Service {
         Ok(rec.to_api(policy_of(self.store(), &rec)?.as_ref()))
     }
 
-    /// The plaintext of one version: by id, by stage, or `ACSCurrent`.
+    /// The plaintext of one version: by id, by stage, or `ACSCurrent`, for the server
+    /// itself (an error does not name the key that seals it).
     pub fn get_secret_value(
         &self,
         name: &str,
         version_id: Option<&str>,
         stage: Option<&str>,
+    ) -> Result<api::SecretValue> {
+        self.get_secret_value_as(name, version_id, stage, UNNAMED)
+    }
+
+    /// [`get_secret_value`](Self::get_secret_value) for `who`: an error names the key
+    /// that seals the version only if `who` may describe it.
+    pub fn get_secret_value_as(
+        &self,
+        name: &str,
+        version_id: Option<&str>,
+        stage: Option<&str>,
+        who: &Actor,
     ) -> Result<api::SecretValue> {
         // One snapshot: the record, the sealed version and the key state agree.
         let snap = self.store().snapshot()?;
@@ -726,7 +775,7 @@ impl Service {
                 format!("secret {name} has no such version or stage"),
             )
         })?;
-        let pt = self.open_version(store, name, &meta.version_id)?;
+        let pt = self.open_version(store, name, &meta.version_id, who)?;
         let secret_data = match meta.data_type {
             SecretDataType::Text => String::from_utf8(pt.to_vec())
                 .map_err(|_| Error::internal("stored text is not UTF-8"))?,
@@ -808,10 +857,17 @@ impl Service {
                     },
                     &nv.data,
                 );
-                if crate::barrier::digest_eq(
-                    &mac,
-                    existing.mac.as_slice().try_into().unwrap_or(&[0; 32]),
-                ) && existing.data_type == nv.data_type
+                // A repeat only for a caller that made the version or may read it: to a
+                // caller that may write but not read, "same data" would confirm a guess
+                // of the value.
+                let may_know = existing.created_by == nv.created_by
+                    || who.allows("kms:GetSecretValue", &format!("secret/{name}"));
+                if may_know
+                    && crate::barrier::digest_eq(
+                        &mac,
+                        existing.mac.as_slice().try_into().unwrap_or(&[0; 32]),
+                    )
+                    && existing.data_type == nv.data_type
                 {
                     return Ok(api::SecretVersionRef {
                         arn: secret_arn(&name),
@@ -823,8 +879,9 @@ impl Service {
                 return Err(Error::new(
                     ErrorCode::VersionConflict,
                     format!(
-                        "version {} of secret {name} exists with different data",
-                        nv.version_id
+                        "version {} of secret {name} exists{}",
+                        nv.version_id,
+                        if may_know { " with different data" } else { "" }
                     ),
                 ));
             }
@@ -958,7 +1015,7 @@ impl Service {
                 // when the secret's key changes (as in AWS): one whose key is disabled or
                 // gone would leave the secret without a readable current value.
                 if let Some(to) = &req.move_to_version {
-                    let value = this.open_version(t, &name, to).map_err(|e| {
+                    let value = this.open_version(t, &name, to, &who).map_err(|e| {
                         Error::new(
                             e.code,
                             format!(
@@ -972,7 +1029,7 @@ impl Service {
                     if rec.secret_type == SecretType::AccessKey {
                         let same_principal = rec
                             .version_with_stage(STAGE_CURRENT)
-                            .and_then(|c| this.open_version(t, &name, &c.version_id).ok())
+                            .and_then(|c| this.open_version(t, &name, &c.version_id, UNNAMED).ok())
                             .is_some_and(|cur| principal_named(&cur) == principal_named(&value));
                         if !same_principal {
                             check_stored_access_key_value(&who, &name, &value)?;
@@ -1086,7 +1143,7 @@ impl Service {
                 && !who.is_trusted()
                 && let Some(current) = rec.version_with_stage(STAGE_CURRENT)
             {
-                match this.open_version(t, &name, &current.version_id) {
+                match this.open_version(t, &name, &current.version_id, UNNAMED) {
                     Ok(value) => check_stored_access_key_value(&who, &name, &value)?,
                     // Unreadable now (e.g. its key is disabled), the value may name any
                     // principal once it is readable again.
@@ -1118,7 +1175,7 @@ impl Service {
                         continue;
                     }
                     let id = rec.versions[i].version_id.clone();
-                    let data = this.open_version(t, &name, &id)?;
+                    let data = this.open_version(t, &name, &id, &who)?;
                     this.put_sealed(t, &name, &id, &key, &data)?;
                     rec.versions[i].key_id = Some(key.key_id.clone());
                 }
@@ -1153,7 +1210,8 @@ impl Service {
                     if rec.extended_config.as_ref() != Some(&c) {
                         check_rds_admin(&who, Some(&c))?;
                         if let Some(current) = rec.version_with_stage(STAGE_CURRENT)
-                            && let Ok(value) = this.open_version(t, &name, &current.version_id)
+                            && let Ok(value) =
+                                this.open_version(t, &name, &current.version_id, UNNAMED)
                         {
                             this.check_rds_not_admin(t, &value, Some(&c))?;
                         }
@@ -1204,7 +1262,7 @@ impl Service {
                 // the secret's rotations issued (the deletion revokes those).
                 let current = rec
                     .version_with_stage(STAGE_CURRENT)
-                    .and_then(|v| this.open_version(t, &name, &v.version_id).ok())
+                    .and_then(|v| this.open_version(t, &name, &v.version_id, UNNAMED).ok())
                     .and_then(|v| principal_named(&v))
                     .unwrap_or_else(|| "*".into());
                 let mut principals: Vec<String> = super::rotation::rotation_tokens(t, &name)?

@@ -1039,11 +1039,9 @@ async fn attaching_a_rotation_policy_needs_the_right_to_see_it_and_tells_nothing
     assert_eq!(d.rotation_policy, None, "nothing was attached");
 }
 
-/// Deleting an AccessKey secret revokes the tokens its rotations issued (at once when
-/// forced, at the purge otherwise), so it needs the same token rights as naming the
-/// principal does.
-#[tokio::test]
-async fn deleting_an_access_key_secret_needs_token_rights_on_its_principal() {
+/// A server where AccessKey secret `team/ci` names principal `ci-deploy`, with policy
+/// `ci-tokens` (principals `ci-*`) attached, and has rotated once.
+async fn rotated_ci_secret() -> TestServer {
     let s = TestServer::start_with(fast_config()).await;
     plain_principal(&s, "ci-deploy").await;
     s.client
@@ -1064,6 +1062,15 @@ async fn deleting_an_access_key_secret_needs_token_rights_on_its_principal() {
         .await
         .unwrap();
     s.client.rotate_secret("team/ci", None).await.unwrap();
+    s
+}
+
+/// Deleting an AccessKey secret revokes the tokens its rotations issued (at once when
+/// forced, at the purge otherwise), so it needs the same token rights as naming the
+/// principal does.
+#[tokio::test]
+async fn deleting_an_access_key_secret_needs_token_rights_on_its_principal() {
+    let s = rotated_ci_secret().await;
     let deleter = s
         .principal_with(
             "deleter",
@@ -1225,5 +1232,175 @@ async fn choosing_the_key_a_secret_is_sealed_under_needs_the_right_to_use_it() {
             .secret_data
             .as_str(),
         "v1"
+    );
+}
+
+/// A caller shown a secret's metadata or a principal's tokens, but not the secret's
+/// value, learns from neither which principal the value names nor that the secret
+/// exists: a failed rotation's error does not name the principal (the create step
+/// refused by the policy, the set step after the principal was deleted), and a token the
+/// rotation issued names its secret only to callers that may describe it.
+#[tokio::test]
+async fn rotation_tokens_and_errors_do_not_name_what_the_caller_may_not_see() {
+    let s = rotated_ci_secret().await;
+    s.client
+        .create_rotation_policy(&policy(
+            "app-tokens",
+            "30d",
+            RotationStrategy::AccessKey,
+            &[("principals", "app-*")],
+        ))
+        .await
+        .unwrap();
+    let watcher = s
+        .principal_with(
+            "watcher",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:DescribeSecret", "kms:RotateSecret"],
+                    "Resource": "secret/team/*"},
+                {"Effect": "Allow", "Action": "kms:ListSecrets", "Resource": "*"},
+                {"Effect": "Allow", "Action": "ram:ListTokens",
+                    "Resource": "principal/ci-deploy"}]}),
+        )
+        .await;
+    let token_lister = s
+        .principal_with(
+            "token-lister",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": "ram:ListTokens", "Resource": "principal/ci-deploy"}]}),
+        )
+        .await;
+    let descriptions = |c: Client| async move {
+        let tokens = c.list_tokens("ci-deploy").await.unwrap().tokens;
+        tokens
+            .into_iter()
+            .map(|t| t.description)
+            .collect::<Vec<_>>()
+    };
+    let shown = descriptions(watcher.clone()).await;
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(shown[0].starts_with("Issued by the rotation of secret team/ci, version "));
+    assert_eq!(
+        descriptions(token_lister).await,
+        ["Issued by the rotation of a secret"]
+    );
+    // The rotation still finds (and keeps) its own token by that description.
+    assert_eq!(descriptions(s.client.clone()).await, shown);
+
+    // The create step, refused by the policy attached now.
+    s.client
+        .update_secret(
+            "team/ci",
+            &api::UpdateSecretRequest {
+                rotation_policy: Some("app-tokens".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let no_principal = |what: &str, text: &str| {
+        assert!(!text.contains("ci-deploy"), "{what}: {text:?}");
+    };
+    let e = watcher.rotate_secret("team/ci", None).await.unwrap_err();
+    no_principal("create: the answer", &e.to_string());
+    assert_code(
+        Err::<(), _>(e),
+        ErrorCode::RotationFailed,
+        "does not allow issuing tokens for the principal the value names",
+    );
+    let error = |c: Client| async move {
+        let described = c.describe_secret("team/ci").await.unwrap();
+        let listed = c.list_all_secrets().await.unwrap().secrets;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].last_rotation_error, described.last_rotation_error);
+        described.last_rotation_error.unwrap_or_default()
+    };
+    let kept = error(watcher.clone()).await;
+    assert!(kept.contains("principals setting"), "{kept}");
+    no_principal("create: last_rotation_error", &kept);
+
+    // The set step, for a principal deleted since.
+    s.client
+        .update_secret(
+            "team/ci",
+            &api::UpdateSecretRequest {
+                rotation_policy: Some("ci-tokens".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.client.delete_principal("ci-deploy").await.unwrap();
+    let e = watcher.rotate_secret("team/ci", None).await.unwrap_err();
+    no_principal("set: the answer", &e.to_string());
+    let kept = error(watcher).await;
+    assert!(kept.contains("access_key set"), "{kept}");
+    assert!(kept.contains("PrincipalNotFound"), "{kept}");
+    no_principal("set: last_rotation_error", &kept);
+}
+
+/// A caller that may put values but not read them cannot test a guess of a version's
+/// value by repeating its id: right and wrong guesses get the same answer. The
+/// principal that made the version, and one that may read, keep idempotent retries.
+#[tokio::test]
+async fn a_writer_that_may_not_read_cannot_test_a_guess_of_a_value() {
+    let s = TestServer::start().await;
+    let writer = s
+        .principal_with(
+            "writer",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:PutSecretValue", "kms:DescribeSecret"],
+                "Resource": "secret/app/*"}]}),
+        )
+        .await;
+    let mut req = text_secret("app/db", "hunter2");
+    req.version_id = Some("v1".into());
+    s.client.create_secret(&req).await.unwrap();
+    let guess = |data: &str| api::PutSecretValueRequest {
+        version_id: Some("v1".into()),
+        ..put(data)
+    };
+    let right = writer.put_secret_value("app/db", &guess("hunter2")).await;
+    let wrong = writer.put_secret_value("app/db", &guess("hunter3")).await;
+    let answer = |r: Result<api::SecretVersionRef, strongbox_client::Error>| match r {
+        Err(strongbox_client::Error::Api { code, message, .. }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let (right, wrong) = (answer(right), answer(wrong));
+    assert_eq!(right.0, ErrorCode::VersionConflict);
+    assert_eq!(right, wrong, "a right and a wrong guess are told apart");
+    assert!(!right.1.contains("different"), "{}", right.1);
+
+    // Its own version: a retry is a no-op, and different data a conflict that says so.
+    let mine = api::PutSecretValueRequest {
+        version_id: Some("w1".into()),
+        ..put("s3cret")
+    };
+    let first = writer.put_secret_value("app/db", &mine).await.unwrap();
+    let again = writer.put_secret_value("app/db", &mine).await.unwrap();
+    assert_eq!(first.version_id, again.version_id);
+    assert_code(
+        writer
+            .put_secret_value(
+                "app/db",
+                &api::PutSecretValueRequest {
+                    version_id: Some("w1".into()),
+                    ..put("other")
+                },
+            )
+            .await,
+        ErrorCode::VersionConflict,
+        "exists with different data",
+    );
+    // One that may read: a retry of another's version is a no-op.
+    s.client
+        .put_secret_value("app/db", &guess("hunter2"))
+        .await
+        .unwrap();
+    let versions = s.client.list_secret_versions("app/db").await.unwrap();
+    assert_eq!(
+        versions.versions.len(),
+        2,
+        "no version was added by a repeat"
     );
 }

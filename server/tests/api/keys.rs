@@ -218,7 +218,7 @@ async fn disabled_pending_and_destroyed_keys_guard_secrets() {
     assert_code(
         c.put_secret_value("guarded-by-alias", &put("a2")).await,
         ErrorCode::KeyDeleted,
-        &format!("key {}, which alias/doomed named", k.key_id),
+        "the key alias/doomed named has been deleted",
     );
     assert_code(
         c.describe_key(&k.key_id).await,
@@ -868,6 +868,99 @@ async fn secrets_are_listed_by_the_key_they_use() {
     );
     let keys = version_keys(&lister, "moved").await;
     assert_eq!(keys, [Some(b.key_id.clone()), Some(b.key_id.clone()), None]);
+}
+
+/// A secret's errors about the key that seals it do not name that key to a caller that
+/// may not describe it (the versions list does not either): the secret names its key by
+/// an alias, and the caller has rights on the secret only.
+#[tokio::test]
+async fn key_errors_of_a_secret_do_not_name_a_hidden_key() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let k = c.create_key(&Default::default()).await.unwrap();
+    c.put_alias("alias/pay", &k.key_id).await.unwrap();
+    let mut req = text_secret("app/x", "v1");
+    req.encryption_key_id = Some("alias/pay".into());
+    let first = c.create_secret(&req).await.unwrap().version_id;
+    let app = s
+        .principal_with(
+            "app",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:GetSecretValue", "kms:PutSecretValue",
+                    "kms:DescribeSecret", "kms:ListSecretVersionIds",
+                    "kms:UpdateSecretVersionStage"],
+                 "Resource": ["secret/app/*"]}]}),
+        )
+        .await;
+    app.put_secret_value("app/x", &put("v2")).await.unwrap();
+    assert_eq!(version_keys(&app, "app/x").await, [None, None]);
+
+    let hidden = |what: &str, r: Result<(), strongbox_client::Error>, code: ErrorCode| match r {
+        Err(strongbox_client::Error::Api {
+            code: c, message, ..
+        }) => {
+            assert_eq!(c, code, "{what}: {message}");
+            assert!(
+                !message.contains(&k.key_id),
+                "{what}: {message:?} names the key"
+            );
+        }
+        other => panic!("{what}: expected {code}, got {other:?}"),
+    };
+    for (state, code) in [
+        ("disabled", ErrorCode::KeyDisabled),
+        ("pending deletion", ErrorCode::KeyPendingDeletion),
+    ] {
+        if code == ErrorCode::KeyDisabled {
+            c.disable_key(&k.key_id).await.unwrap();
+        } else {
+            c.enable_key(&k.key_id).await.unwrap();
+            c.schedule_key_deletion(&k.key_id, Some(7)).await.unwrap();
+        }
+        hidden(
+            &format!("{state}: read"),
+            app.get_secret_value("app/x", None, None).await.map(drop),
+            code,
+        );
+        hidden(
+            &format!("{state}: read ACSPrevious"),
+            app.get_secret_value("app/x", None, Some("ACSPrevious"))
+                .await
+                .map(drop),
+            code,
+        );
+        hidden(
+            &format!("{state}: put"),
+            app.put_secret_value("app/x", &put("v3")).await.map(drop),
+            code,
+        );
+        hidden(
+            &format!("{state}: ACSCurrent back to the first version"),
+            app.update_secret_stage(
+                "app/x",
+                &api::UpdateSecretStageRequest {
+                    version_stage: "ACSCurrent".into(),
+                    move_to_version: Some(first.clone()),
+                    remove_from_version: None,
+                },
+            )
+            .await
+            .map(drop),
+            code,
+        );
+    }
+    // The administrator, who may describe the key, is told its id on a read, and on a
+    // write the name the secret gives it.
+    assert_code(
+        c.get_secret_value("app/x", None, None).await,
+        ErrorCode::KeyPendingDeletion,
+        &format!("key {}, which seals version", k.key_id),
+    );
+    assert_code(
+        c.put_secret_value("app/x", &put("v3")).await,
+        ErrorCode::KeyPendingDeletion,
+        "the key alias/pay points at is scheduled for deletion",
+    );
 }
 
 /// The key each version of secret `name` names, newest first.

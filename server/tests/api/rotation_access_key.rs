@@ -255,7 +255,7 @@ async fn access_key_policies_never_issue_tokens_for_root_or_unlisted_principals(
     assert_code(
         c.rotate_secret("steal-root", None).await,
         ErrorCode::RotationFailed,
-        "principal root",
+        "does not allow issuing tokens for the principal the value names",
     );
     let root_tokens = c.list_tokens("root").await.unwrap().tokens;
     assert_eq!(root_tokens.len(), 1);

@@ -282,13 +282,15 @@ pub(super) async fn delete_secret(
 
 pub(super) async fn get_secret_value(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<GetValueParams>,
 ) -> ApiResult<Json<api::SecretValue>> {
-    Ok(Json(s.service.get_secret_value(
+    Ok(Json(s.service.get_secret_value_as(
         &name,
         q.version_id.as_deref(),
         q.version_stage.as_deref(),
+        &Actor::Caller(who),
     )?))
 }
 

@@ -92,9 +92,11 @@ pub(super) async fn create_token(
 
 pub(super) async fn list_tokens(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<api::ListTokensResponse>> {
-    Ok(Json(s.service.list_tokens(&name)?))
+    let secret_visible = |n: &str| who.allows("kms:DescribeSecret", &format!("secret/{n}"));
+    Ok(Json(s.service.list_tokens_shown(&name, &secret_visible)?))
 }
 
 pub(super) async fn delete_token(

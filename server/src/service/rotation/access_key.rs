@@ -56,6 +56,24 @@ fn failed(step: &str, why: impl std::fmt::Display) -> Error {
     )
 }
 
+/// How a failure names the principal a value names. A failure is kept as the secret's
+/// `last_rotation_error`, which callers that may describe the secret but not read its
+/// value see: they are not told which principal the value names.
+const THE_PRINCIPAL: &str = "the value names";
+
+/// A write of a step that failed, without the name of the value's principal (which a
+/// `PrincipalNotFound` message carries).
+fn write_failed(step: &str, e: Error) -> Error {
+    if e.code == ErrorCode::PrincipalNotFound {
+        failed(
+            step,
+            format!("the principal {THE_PRINCIPAL} does not exist (PrincipalNotFound)"),
+        )
+    } else {
+        failed(step, format!("{}: {}", e.code, e.message))
+    }
+}
+
 impl AccessKeyValue {
     /// Parses a value; errors never quote it.
     fn parse(step: &str, which: &str, v: &[u8]) -> Result<Self> {
@@ -150,6 +168,19 @@ fn marker(secret: &str, version_id: &str) -> String {
     format!("Issued by the rotation of secret {secret}, version {version_id}")
 }
 
+/// The secret whose rotation a token's description says issued it (anyone may write
+/// such a description; this reads what it says, not whether it is true).
+pub(crate) fn secret_named_by_marker(description: &str) -> Option<&str> {
+    description
+        .strip_prefix("Issued by the rotation of secret ")?
+        .split_once(", version ")
+        .map(|(secret, _)| secret)
+}
+
+/// What a caller that may not describe the secret a rotation token's description names
+/// is shown instead.
+pub(crate) const MARKER_HIDDEN: &str = "Issued by the rotation of a secret";
+
 /// Whether `token` was issued by a rotation of `secret`: its description names a
 /// version and its id is the one derived from that version (anyone may write such a
 /// description on a token, but nobody chooses a token's id).
@@ -229,7 +260,8 @@ impl AccessKeyStrategy {
             Err(failed(
                 step,
                 format!(
-                    "the policy's principals setting does not allow issuing tokens for principal {principal}"
+                    "the policy's principals setting does not allow issuing tokens for the principal {}",
+                    THE_PRINCIPAL
                 ),
             ))
         }
@@ -302,7 +334,7 @@ impl Strategy for AccessKeyStrategy {
                 Ok(())
             })
             .await
-            .map_err(|e| failed("set", format!("{}: {}", e.code, e.message)))
+            .map_err(|e| write_failed("set", e))
     }
 
     async fn test(&self, cx: &StepContext<'_>) -> Result<()> {
@@ -311,18 +343,15 @@ impl Strategy for AccessKeyStrategy {
         let id = self.service.authenticate(token).map_err(|e| {
             failed(
                 "test",
-                format!(
-                    "the new token of principal {} does not authenticate ({})",
-                    v.principal_name, e.code
-                ),
+                format!("the new token does not authenticate ({})", e.code),
             )
         })?;
         if id.principal() != v.principal_name || Some(id.token_id()) != v.token_id.as_deref() {
             return Err(failed(
                 "test",
                 format!(
-                    "the new token authenticates as another identity than principal {}",
-                    v.principal_name
+                    "the new token authenticates as another identity than the principal {}",
+                    THE_PRINCIPAL
                 ),
             ));
         }
@@ -369,7 +398,7 @@ impl Strategy for AccessKeyStrategy {
                 Ok(())
             })
             .await
-            .map_err(|e| failed("finish", format!("{}: {}", e.code, e.message)))
+            .map_err(|e| write_failed("finish", e))
     }
 }
 

@@ -448,6 +448,22 @@ impl Service {
         Ok(rec)
     }
 
+    /// The key `key_ref` names, through `resolve`; but the default key's alias, before any
+    /// secret made the default key, makes it now (as a secret that names no key would),
+    /// so that a secret may name the default key by its alias from the start.
+    pub(crate) fn or_default_key<'t>(
+        &self,
+        t: &mut Txn<'t>,
+        key_ref: &str,
+        now: i64,
+        resolve: impl FnOnce(&Txn<'t>, &str) -> Result<KeyRecord>,
+    ) -> Result<KeyRecord> {
+        if key_ref == DEFAULT_KEY_ALIAS && t.get(Table::Aliases, key_ref.as_bytes())?.is_none() {
+            return self.default_key(t, now);
+        }
+        resolve(t, key_ref)
+    }
+
     /// Material of one key version, if the key is usable.
     pub(crate) fn material(&self, k: &KeyRecord, version: u32) -> Result<CmkMaterial> {
         check_usable(k)?;

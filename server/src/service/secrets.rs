@@ -578,7 +578,7 @@ impl Service {
             let key = match &req.encryption_key_id {
                 Some(r) if !r.is_empty() => {
                     who.require_key_use(r)?;
-                    let key = resolve_key_to_seal(t, r)?;
+                    let key = this.or_default_key(t, r, now, resolve_key_to_seal)?;
                     check_through_alias(&who, USE_KEY, r, &key)?;
                     key
                 }
@@ -1165,7 +1165,7 @@ impl Service {
                 .filter(|k| *k != rec.encryption_key_id)
             {
                 who.require_key_use(&k)?;
-                let key = resolve_key(t, &k)?;
+                let key = this.or_default_key(t, &k, this.now(), resolve_key)?;
                 check_through_alias(&who, USE_KEY, &k, &key)?;
                 check_usable(&key)?;
                 // As in AWS: the versions in use are sealed again under the new key, so

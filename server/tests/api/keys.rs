@@ -987,3 +987,67 @@ async fn secrets_using(c: &strongbox_client::Client, key: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A secret may name the default key by its alias before any secret made it (the
+/// provider documents `alias/strongbox/default`): on create and on update, and the key
+/// made so is the one later secrets that name no key get.
+#[tokio::test]
+async fn the_default_keys_alias_works_before_the_default_key_exists() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    assert_code(
+        c.get_alias("alias/strongbox/default").await,
+        ErrorCode::AliasNotFound,
+        "alias/strongbox/default",
+    );
+    let k = c.create_key(&Default::default()).await.unwrap();
+    let mut req = text_secret("moves-to-default", "v1");
+    req.encryption_key_id = Some(k.key_id.clone());
+    c.create_secret(&req).await.unwrap();
+    let moved = c
+        .update_secret(
+            "moves-to-default",
+            &api::UpdateSecretRequest {
+                encryption_key_id: Some("alias/strongbox/default".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.encryption_key_id, "alias/strongbox/default");
+    let default = c.get_alias("alias/strongbox/default").await.unwrap().key_id;
+    assert_ne!(default, k.key_id);
+    assert_eq!(
+        version_keys(c, "moves-to-default").await,
+        [Some(default.clone())]
+    );
+    let mut req = text_secret("names-default", "v1");
+    req.encryption_key_id = Some("alias/strongbox/default".into());
+    c.create_secret(&req).await.unwrap();
+    c.create_secret(&text_secret("names-none", "v1"))
+        .await
+        .unwrap();
+    for name in ["names-default", "names-none"] {
+        assert_eq!(
+            version_keys(c, name).await,
+            [Some(default.clone())],
+            "{name}"
+        );
+    }
+    // Still one default key: k and it.
+    let keys = c.list_keys(None, None).await.unwrap().keys;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+
+    // On a fresh server, a create naming the alias makes it too.
+    let s = TestServer::start().await;
+    let mut req = text_secret("first", "v1");
+    req.encryption_key_id = Some("alias/strongbox/default".into());
+    s.client.create_secret(&req).await.unwrap();
+    let default = s
+        .client
+        .get_alias("alias/strongbox/default")
+        .await
+        .unwrap()
+        .key_id;
+    assert_eq!(version_keys(&s.client, "first").await, [Some(default)]);
+}

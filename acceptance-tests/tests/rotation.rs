@@ -343,3 +343,35 @@ fn a_label_on_an_older_rotated_version_is_not_drift() {
         assert_eq!(held.version_id, older.version_id, "left where it was put");
     });
 }
+
+/// A secret deleted outside Terraform (waiting out its recovery window, its rotation
+/// policy still attached) is dropped from state by a destroy without a refresh, as a
+/// refresh would have read it: the policy cannot be detached from it, and need not be.
+#[test]
+fn destroying_a_secret_deleted_outside_terraform_drops_it() {
+    for_each_variant(|v| {
+        let (srv, tf) = applied(v);
+        let c = srv.client();
+        srv.block_on(c.delete_secret("app/db-password", Default::default()))
+            .unwrap();
+        tf.run_ok(&[
+            "destroy",
+            "-auto-approve",
+            "-refresh=false",
+            "-no-color",
+            "-input=false",
+            "-target=strongbox_secret.db",
+        ]);
+        let listed = tf.run_ok(&["state", "list"]);
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        assert!(!listed.contains("strongbox_secret.db"), "{listed}");
+        assert!(
+            listed.contains("strongbox_rotation_policy.weekly"),
+            "{listed}"
+        );
+        // Still waiting out its window on the server, policy and all.
+        let d = srv.block_on(c.describe_secret("app/db-password")).unwrap();
+        assert!(d.planned_delete_time.is_some());
+        assert_eq!(d.rotation_policy.as_deref(), Some("weekly"));
+    });
+}

@@ -802,6 +802,29 @@ fn import_every_resource() {
     });
 }
 
+/// A key whose rotation interval the server holds as other text for the default
+/// period (`8760h` for `365d`) imports into a configuration that leaves the interval out
+/// with an empty plan.
+#[test]
+fn an_imported_key_with_the_default_period_in_other_words_plans_empty() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        let k = srv
+            .block_on(srv.client().create_key(&api::CreateKeyRequest {
+                rotation_interval: Some(api::Interval::parse("8760h").unwrap()),
+                ..Default::default()
+            }))
+            .unwrap();
+        configure(&tf, r#"resource "strongbox_cmk" "k" {}"#);
+        tf.import("strongbox_cmk.k", &k.key_id);
+        assert_eq!(
+            attr(&state_of(&tf, "strongbox_cmk.k"), "rotation_interval"),
+            "8760h"
+        );
+        tf.assert_no_changes();
+    });
+}
+
 #[test]
 fn import_of_a_missing_object_fails_clearly() {
     for_each_variant(|v| {
@@ -1364,6 +1387,14 @@ resource "strongbox_cmk_alias" "x" {
   encryption_key_id = ""
 }"#,
             &["encryption_key_id", "default key"],
+        ),
+        (
+            r#"resource "strongbox_secret" "s" {
+  name            = "ok"
+  secret_data     = "x"
+  rotation_policy = ""
+}"#,
+            &["Invalid rotation_policy", "leave rotation_policy out"],
         ),
         (
             r#"resource "strongbox_principal" "p" { name = "p" }

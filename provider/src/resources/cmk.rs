@@ -212,11 +212,14 @@ impl Resource for CmkResource {
                 diags: Vec::new(),
             });
         }
-        // rotation_interval compared by meaning.
-        if let (Some(a), Some(b)) = (
-            prior.str_attr("rotation_interval"),
-            config.str_attr("rotation_interval"),
-        ) && super::same_interval(a, b)
+        // rotation_interval compared by meaning; unset means the default, so a period
+        // the server holds as other text (`8760h`, after an import) stays.
+        let wanted = config.str_attr("rotation_interval").or(config
+            .attr("rotation_interval")
+            .is_null()
+            .then_some(DEFAULT_ROTATION_INTERVAL));
+        if let (Some(a), Some(b)) = (prior.str_attr("rotation_interval"), wanted)
+            && super::same_interval(a, b)
         {
             p.set("rotation_interval", Value::string(a));
         }

@@ -234,6 +234,17 @@ impl Resource for SecretResource {
                 .at("encryption_key_id"),
             );
         }
+        // The server takes "" as "no policy" and answers null, which Terraform would call
+        // an inconsistent result on every apply.
+        if config.str_attr("rotation_policy") == Some("") {
+            d.push(
+                Diag::error(
+                    "Invalid rotation_policy",
+                    "give a rotation policy's name, or leave rotation_policy out (null) for none",
+                )
+                .at("rotation_policy"),
+            );
+        }
         if let Some(n) = config.str_attr("name")
             && let Err(e) = api::validate_secret_name("name", n)
         {
@@ -487,7 +498,14 @@ impl Resource for SecretResource {
                 };
                 match c.update_secret(name, &detach).await {
                     Ok(_) => {}
-                    Err(e) if e.code() == Some(ErrorCode::SecretNotFound) => {
+                    // Gone, or deleted outside Terraform and waiting out its window
+                    // (which a refresh would also have read as gone).
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            Some(ErrorCode::SecretNotFound | ErrorCode::SecretPendingDeletion)
+                        ) =>
+                    {
                         return Ok(Value::Null);
                     }
                     Err(e) => {

@@ -37,21 +37,45 @@ pub fn new_token() -> Zeroizing<String> {
     crate::service::new_token()
 }
 
+/// What to do with a database file an init made but did not finish.
+const UNFINISHED_INIT: &str = "nothing was ever stored in it; remove the file strongbox.redb \
+     (and strongbox.redb.journal, if any) from the data dir and run strongbox init again";
+
 fn is_inside(child: &Path, parent: &Path) -> bool {
-    let abs = |p: &Path| {
-        std::fs::canonicalize(p).unwrap_or_else(|_| {
-            std::env::current_dir()
-                .map(|d| d.join(p))
-                .unwrap_or_default()
-        })
-    };
-    let c = match child.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            abs(dir).join(child.file_name().unwrap_or_default())
+    resolved(child).starts_with(resolved(parent))
+}
+
+/// `p` as an absolute path: what exists of it with its symbolic links followed (also a
+/// link to what does not exist yet), the rest with `.` and `..` taken as written, so
+/// that `a/../data/key` and a path through a link are both seen for where they lead.
+fn resolved(p: &Path) -> PathBuf {
+    resolved_within(p, 16)
+}
+
+/// [`resolved`], following at most `hops` links to what does not exist.
+fn resolved_within(p: &Path, hops: u32) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => {
+                out.push(other);
+                if let Ok(real) = std::fs::canonicalize(&out) {
+                    out = real;
+                } else if hops > 0
+                    && let Ok(target) = std::fs::read_link(&out)
+                {
+                    out.pop();
+                    out = resolved_within(&out.join(target), hops - 1);
+                }
+            }
         }
-        _ => abs(Path::new(".")).join(child),
-    };
-    c.starts_with(abs(parent))
+    }
+    out
 }
 
 /// Creates a database in `data_dir` and a root key; returns the root token (shown once).
@@ -91,6 +115,18 @@ pub fn init_announcing(
     // Refused before anything changes, the data dir's mode included.
     let db = db_path(data_dir);
     if db.exists() {
+        // One an init made and was stopped before it finished (killed, power lost) holds
+        // no root-key check: say how to start again, as opening it does.
+        let unfinished = RedbBackend::open_unwritten(&db)
+            .ok()
+            .and_then(|b| b.get(Table::Meta, META_KEYCHECK).ok())
+            .is_some_and(|check| check.is_none());
+        if unfinished {
+            bail!(
+                "{} holds a database that an init did not finish: {UNFINISHED_INIT}",
+                data_dir.display()
+            );
+        }
         bail!("{} already holds a Strongbox database", data_dir.display());
     }
     make_private_dir(data_dir)?;
@@ -317,7 +353,7 @@ pub struct Unsealed {
 fn check_root_key(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Barrier> {
     let keycheck = backend
         .get(Table::Meta, META_KEYCHECK)?
-        .context("this database was never initialised (run strongbox init)")?;
+        .with_context(|| format!("this database was never initialised: {UNFINISHED_INIT}"))?;
     let barrier = Barrier::new(root_key);
     barrier
         .verify_keycheck(&keycheck)
@@ -332,7 +368,27 @@ pub fn unseal(
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
 ) -> anyhow::Result<Unsealed> {
-    let barrier = check_root_key(backend.as_ref(), root_key)?;
+    let barrier = vet(backend.as_ref(), root_key)?;
+    upgrade_root_token(backend.as_ref(), clock.now())?;
+    // Before any request could write the trail in runs.
+    if backend.get(Table::Meta, META_FORMAT)?.as_deref() == Some(b"2".as_slice()) {
+        backend.commit(&[Mutation::Put(
+            Table::Meta,
+            META_FORMAT.to_vec(),
+            FORMAT_CURRENT.to_vec(),
+        )])?;
+        tracing::info!("upgraded the data dir to format 3 (audit trail in packed runs)");
+    }
+    let store = Store::new(backend);
+    let service = Service::new(store, barrier, clock, config);
+    Ok(Unsealed { service })
+}
+
+/// Refuses a store this release must not serve: a wrong root key, a format it does not
+/// know, an audit trail altered while the server was down. Writes nothing to a store it
+/// refuses; to one it accepts, only the format-1 upgrade of the audit head.
+fn vet(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Barrier> {
+    let barrier = check_root_key(backend, root_key)?;
     // Every store this server knows has a format it can read (init has always written
     // one); a newer release's store is not written to in this one's layout.
     match backend.get(Table::Meta, META_FORMAT)?.as_deref() {
@@ -348,28 +404,14 @@ pub fn unseal(
     // The audit trail is checked before anything is written: a store refused here is
     // left exactly as it was found (the upgrade below writes only to a store whose
     // trail it can vouch for).
-    upgrade_audit_head(backend.as_ref(), &barrier)?;
-    {
-        let snapshot = backend.snapshot()?;
-        if let Err(problem) = crate::service::check_audit_head(&*snapshot, &barrier) {
-            bail!(
-                "refusing to unseal: {problem}. The audit trail was altered while the server was down; keep this data dir as evidence and restore from a backup"
-            );
-        }
+    upgrade_audit_head(backend, &barrier)?;
+    let snapshot = backend.snapshot()?;
+    if let Err(problem) = crate::service::check_audit_head(&*snapshot, &barrier) {
+        bail!(
+            "refusing to unseal: {problem}. The audit trail was altered while the server was down; keep this data dir as evidence and restore from a backup"
+        );
     }
-    upgrade_root_token(backend.as_ref(), clock.now())?;
-    // Before any request could write the trail in runs.
-    if backend.get(Table::Meta, META_FORMAT)?.as_deref() == Some(b"2".as_slice()) {
-        backend.commit(&[Mutation::Put(
-            Table::Meta,
-            META_FORMAT.to_vec(),
-            FORMAT_CURRENT.to_vec(),
-        )])?;
-        tracing::info!("upgraded the data dir to format 3 (audit trail in packed runs)");
-    }
-    let store = Store::new(backend);
-    let service = Service::new(store, barrier, clock, config);
-    Ok(Unsealed { service })
+    Ok(barrier)
 }
 
 /// Opens the database in `data_dir` and unseals it.
@@ -386,9 +428,10 @@ pub fn open(
         );
     }
     // Opening writes when the server stopped uncleanly (redb's repair, the journal's
-    // replay): the key is checked first against the store as that open would leave it,
-    // opened in memory, so that a wrong key changes nothing on disk.
-    check_root_key(&RedbBackend::open_unwritten(&db)?, root_key)?;
+    // replay): the store is vetted first as that open would leave it, opened in memory,
+    // so that a store refused (a wrong key, a newer format, an altered audit trail) is
+    // left exactly as it was found, journal and all.
+    vet(&RedbBackend::open_unwritten(&db)?, root_key)?;
     let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(&db)?);
     unseal(backend, root_key, Arc::new(SystemClock), config)
 }

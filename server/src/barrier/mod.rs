@@ -66,6 +66,17 @@ impl Secret32 {
         Self(Zeroizing::new(b))
     }
 
+    /// From a slice of 32 bytes, copied straight into the wiped buffer (no copy of the
+    /// material left behind on the stack); `None` for another length.
+    fn from_slice(b: &[u8]) -> Option<Self> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        if b.len() != k.len() {
+            return None;
+        }
+        k.copy_from_slice(b);
+        Some(Self(k))
+    }
+
     fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -90,12 +101,7 @@ impl RootKey {
                 .decode(text.trim())
                 .map_err(|_| BarrierError::BadRootKey)?,
         );
-        let arr: Zeroizing<[u8; 32]> = Zeroizing::new(
-            raw.as_slice()
-                .try_into()
-                .map_err(|_| BarrierError::BadRootKey)?,
-        );
-        Ok(Self::from_bytes(*arr))
+        Self::from_slice(&raw).ok_or(BarrierError::BadRootKey)
     }
 
     /// The base64 form.
@@ -264,12 +270,7 @@ impl Barrier {
             &Self::cmk_aad(key_id, version),
             &wrapped[13..],
         )?;
-        let arr: Zeroizing<[u8; 32]> = Zeroizing::new(
-            pt.as_slice()
-                .try_into()
-                .map_err(|_| BarrierError::Open("bad key length"))?,
-        );
-        Ok(Secret32::from_bytes(*arr))
+        Secret32::from_slice(&pt).ok_or(BarrierError::Open("bad key length"))
     }
 
     /// HMAC-SHA256 of a value bound to its secret and version: lets a retried write be

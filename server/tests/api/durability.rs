@@ -362,3 +362,49 @@ async fn a_failed_durable_commit_stops_the_journal_and_a_closed_store_writes_not
     assert!(recovered.get_secret_value("kept", None, None).is_ok());
     assert!(recovered.get_secret_value("late", None, None).is_err());
 }
+
+/// A store refused at unseal after a crash, whose journal holds a commit the database
+/// does not (here one that gives it a format this release does not know), is left
+/// exactly as it was found: it is vetted as the open would leave it, in memory, before
+/// the real open replays the journal into the database.
+#[test]
+fn a_store_refused_after_a_crash_is_left_as_it_was_found() {
+    use strongbox_server::storage::{Mutation, Table, journal_path};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, crashed) = (dir.path().join("data"), dir.path().join("crashed"));
+    let key = RootKey::random();
+    server::init(&data, Some(&dir.path().join("root-key")), &key).unwrap();
+    let (db, image) = (server::db_path(&data), server::db_path(&crashed));
+    let live = RedbBackend::open(&db).unwrap();
+    // A session's first commit goes to the database; the next ones to the journal.
+    live.commit(&[Mutation::Put(Table::Secrets, b"x".to_vec(), b"v".to_vec())])
+        .unwrap();
+    live.commit(&[Mutation::Put(
+        Table::Meta,
+        b"format_version".to_vec(),
+        b"9".to_vec(),
+    )])
+    .unwrap();
+    std::fs::create_dir_all(&crashed).unwrap();
+    std::fs::write(&image, std::fs::read(&db).unwrap()).unwrap();
+    std::fs::write(
+        journal_path(&image),
+        std::fs::read(journal_path(&db)).unwrap(),
+    )
+    .unwrap();
+    drop(live);
+    let files = || {
+        (
+            std::fs::read(&image).unwrap(),
+            std::fs::read(journal_path(&image)).unwrap(),
+        )
+    };
+    let found = files();
+    for _ in 0..2 {
+        let err = server::open(&crashed, &key, ServiceConfig::default())
+            .err()
+            .expect("refused");
+        assert!(format!("{err:#}").contains("format \"9\""), "{err:#}");
+        assert!(found == files(), "the refused store was written to");
+    }
+}

@@ -374,6 +374,57 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
         .unwrap();
     assert!(!inside.status.success());
     assert!(String::from_utf8_lossy(&inside.stderr).contains("apart from the data dir"));
+    // Also when neither exists yet and the paths are written differently: through
+    // `..`, or through a link to the data dir to be.
+    std::os::unix::fs::symlink(root.path().join("d5"), root.path().join("to-d5")).unwrap();
+    for (data_dir, key_file) in [
+        (
+            root.path().join("nowhere/../d4"),
+            root.path().join("d4/key"),
+        ),
+        (root.path().join("d5"), root.path().join("to-d5/key")),
+    ] {
+        let inside = init_command(&data_dir, &key_file).output().unwrap();
+        assert!(!inside.status.success(), "{data_dir:?} {key_file:?}");
+        assert!(
+            String::from_utf8_lossy(&inside.stderr).contains("apart from the data dir"),
+            "{}",
+            String::from_utf8_lossy(&inside.stderr)
+        );
+        assert!(!key_file.exists() && !strongbox_server::server::db_path(&data_dir).exists());
+    }
+    // An init stopped before it finished leaves a database file with nothing in it: init
+    // and the server say to remove it and start again (not "already holds a database"
+    // and "run strongbox init"), and once it is removed, init works.
+    let unfinished = root.path().join("d6");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    let db = strongbox_server::server::db_path(&unfinished);
+    std::fs::File::create(&db).unwrap();
+    let again = init_command(&unfinished, root.path().join("k6"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let opened = strongbox_server::server::open(
+        &unfinished,
+        &strongbox_server::barrier::RootKey::random(),
+        Default::default(),
+    )
+    .err()
+    .expect("refused");
+    for said in [
+        String::from_utf8_lossy(&again.stderr).into_owned(),
+        format!("{opened:#}"),
+    ] {
+        assert!(
+            said.contains("remove the file strongbox.redb") && !said.contains("already holds"),
+            "{said}"
+        );
+    }
+    std::fs::remove_file(&db).unwrap();
+    let fresh = init_command(&unfinished, root.path().join("k6"))
+        .output()
+        .unwrap();
+    assert!(fresh.status.success());
 
     let certs = strongbox_server::tls::dev_certificates().unwrap();
     std::fs::write(root.path().join("cert.pem"), &certs.cert_pem).unwrap();

@@ -218,10 +218,28 @@ pub fn init_announcing(
 /// Makes the data dir, if needed, private to its owner (0700).
 pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
+    // The directories this makes: each is an entry in its parent, synced below, so that
+    // a power loss cannot take away a data dir (and all an init or a restore wrote in it)
+    // on a file system that does not order a directory's creation before its contents.
+    let made: Vec<PathBuf> = data_dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private (0700)", data_dir.display()))
+        .with_context(|| format!("making {} private (0700)", data_dir.display()))?;
+    for dir in &made {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if let Err(e) = std::fs::File::open(parent).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %parent.display(), error = %e, "could not sync a directory");
+        }
+    }
+    Ok(())
 }
 
 /// Creates the database file `db`, new (atomically: it fails when one is there) and

@@ -453,7 +453,17 @@ impl Service {
                     }
                     Err(e) => (AuditOutcome::Failed, Some(e.code)),
                 };
-                this.append_audit(t, &entry, o, code).map(|_| ())
+                // Nothing is committed when this fails (`write_then`), whatever the
+                // reason (the failpoint, a head that does not decode): the request is
+                // told so, not that the outcome is unknown.
+                this.append_audit(t, &entry, o, code)
+                    .map(|_| ())
+                    .map_err(|e| {
+                        if e.code != ErrorCode::Unavailable {
+                            tracing::error!(error = %e, "audit record could not be appended");
+                        }
+                        unauditable()
+                    })
             })
             .await;
         let Ok(r) = r else {

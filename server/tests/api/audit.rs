@@ -416,6 +416,37 @@ async fn a_request_that_cannot_be_audited_fails_and_changes_nothing() {
 
 /// A request whose write job panics changed nothing, and it is recorded, as failed:
 /// it is not taken for a failed commit (whose outcome would be unknown).
+/// A write whose audit record cannot be appended for another reason than the failpoint
+/// (here a stored head that does not decode) commits nothing, and says so: not that
+/// whether the change was kept is unknown.
+#[tokio::test]
+async fn a_write_whose_record_cannot_be_chained_says_nothing_was_changed() {
+    use strongbox_server::storage::{Reader as _, Table};
+    let s = TestServer::start().await;
+    let keys = || {
+        s.service
+            .store()
+            .scan(Table::Keys, b"", None, 100)
+            .unwrap()
+            .len()
+    };
+    let before = keys();
+    s.service
+        .store()
+        .write(|t| {
+            t.put(Table::Meta, b"audit_head", vec![7; 10]);
+            Ok::<_, strongbox_server::storage::StorageError>(())
+        })
+        .await
+        .unwrap();
+    assert_code(
+        s.client.create_key(&Default::default()).await,
+        ErrorCode::Unavailable,
+        "nothing was changed",
+    );
+    assert_eq!(keys(), before, "the key was kept");
+}
+
 #[tokio::test]
 async fn a_request_whose_write_panics_is_recorded_as_failed_and_changes_nothing() {
     let s = TestServer::start().await;

@@ -426,6 +426,13 @@ impl Service {
             && let Some(k) = load::<KeyRecord>(t, Table::Keys, &id)?
             && k.state != KeyStateRec::Destroyed
         {
+            // Its alias too, should it be missing: a secret naming the alias must find
+            // the key it was sealed under.
+            if t.get(Table::Aliases, DEFAULT_KEY_ALIAS.as_bytes())?
+                .is_none()
+            {
+                t.put(Table::Aliases, DEFAULT_KEY_ALIAS.as_bytes(), id);
+            }
             return Ok(k);
         }
         let rec = self.new_key_record(

@@ -411,7 +411,7 @@ impl Service {
         )? {
             if let Some(t) = load::<TokenRecord>(&*snap, Table::Tokens, &hash)? {
                 let mut shown = t.to_api(now);
-                if super::rotation::secret_named_by_marker(&t.description)
+                if super::rotation::rotation_secret_of(&t)
                     .is_some_and(|secret| !secret_visible(secret))
                 {
                     shown.description = super::rotation::MARKER_HIDDEN.to_string();

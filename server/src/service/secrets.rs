@@ -198,6 +198,16 @@ fn uses_key(
     Ok(false)
 }
 
+/// How an error calls `key`, which `key_ref` named: by its id when named by it, else as
+/// the key the alias points at (whose id the caller may not be allowed to describe).
+fn key_called(key_ref: &str, key: &KeyRecord) -> String {
+    if key_ref == key.key_id {
+        format!("key {}", key.key_id)
+    } else {
+        format!("the key {key_ref} points at")
+    }
+}
+
 /// How an error calls the key that seals version `version_id` of secret `name`: by its
 /// id for a caller that may describe it, else without it.
 fn sealing_key_called(who: &Actor, key_id: &str, name: &str, version_id: &str) -> String {
@@ -490,12 +500,7 @@ impl Service {
     ) -> Result<VersionMeta> {
         // By the name the secret gives the key (an alias, perhaps), not the id the caller
         // may not be allowed to describe.
-        let called = if rec.encryption_key_id == key.key_id {
-            format!("key {}", key.key_id)
-        } else {
-            format!("the key {} points at", rec.encryption_key_id)
-        };
-        check_usable_as(key, &called)?;
+        check_usable_as(key, &key_called(&rec.encryption_key_id, key))?;
         self.put_sealed(t, &rec.name, &v.version_id, key, &v.data)?;
         let binding = SecretBinding {
             name: &rec.name,
@@ -837,18 +842,9 @@ impl Service {
         self.write(move |t| {
             // A copy to change.
             let mut rec = SecretRecord::clone(&*this.live_secret(t, &name)?);
-            // Before the value is compared with the admin account: a caller who may
-            // not read the admin secret learns nothing of its account from the answer.
-            if rec.secret_type == SecretType::Rds {
-                this.check_rds_account_kept(t, &who, &rec, &nv.data)?;
-            }
-            this.check_typed_value(
-                t,
-                &who,
-                rec.secret_type,
-                &nv.data,
-                rec.extended_config.as_ref(),
-            )?;
+            // A repeat first, before the checks of the value: their answers (an account
+            // the secret holds or not) would tell a caller that may not read the secret
+            // something of a value it guessed.
             if let Some(existing) = rec.versions.iter().find(|v| v.version_id == nv.version_id) {
                 let mac = this.inner.barrier.value_mac(
                     SecretBinding {
@@ -885,6 +881,18 @@ impl Service {
                     ),
                 ));
             }
+            // Before the value is compared with the admin account: a caller who may
+            // not read the admin secret learns nothing of its account from the answer.
+            if rec.secret_type == SecretType::Rds {
+                this.check_rds_account_kept(t, &who, &rec, &nv.data)?;
+            }
+            this.check_typed_value(
+                t,
+                &who,
+                rec.secret_type,
+                &nv.data,
+                rec.extended_config.as_ref(),
+            )?;
             if stages.iter().any(|s| s == STAGE_CURRENT) {
                 this.refuse_while_rotating(&rec, &name, "ACSCurrent")?;
             }
@@ -1167,7 +1175,8 @@ impl Service {
                 who.require_key_use(&k)?;
                 let key = this.or_default_key(t, &k, this.now(), resolve_key)?;
                 check_through_alias(&who, USE_KEY, &k, &key)?;
-                check_usable(&key)?;
+                // By the name the caller gave, not an alias's key id it may not describe.
+                check_usable_as(&key, &key_called(&k, &key))?;
                 // As in AWS: the versions in use are sealed again under the new key, so
                 // that the old one can be disabled or deleted without losing them.
                 for i in 0..rec.versions.len() {

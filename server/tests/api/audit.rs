@@ -414,8 +414,6 @@ async fn a_request_that_cannot_be_audited_fails_and_changes_nothing() {
     assert!(verify(&s).await.intact);
 }
 
-/// A request whose write job panics changed nothing, and it is recorded, as failed:
-/// it is not taken for a failed commit (whose outcome would be unknown).
 /// A write whose audit record cannot be appended for another reason than the failpoint
 /// (here a stored head that does not decode) commits nothing, and says so: not that
 /// whether the change was kept is unknown.
@@ -447,6 +445,8 @@ async fn a_write_whose_record_cannot_be_chained_says_nothing_was_changed() {
     assert_eq!(keys(), before, "the key was kept");
 }
 
+/// A request whose write job panics changed nothing, and it is recorded, as failed:
+/// it is not taken for a failed commit (whose outcome would be unknown).
 #[tokio::test]
 async fn a_request_whose_write_panics_is_recorded_as_failed_and_changes_nothing() {
     let s = TestServer::start().await;

@@ -1281,9 +1281,40 @@ async fn rotation_tokens_and_errors_do_not_name_what_the_caller_may_not_see() {
     assert_eq!(shown.len(), 1, "{shown:?}");
     assert!(shown[0].starts_with("Issued by the rotation of secret team/ci, version "));
     assert_eq!(
-        descriptions(token_lister).await,
+        descriptions(token_lister.clone()).await,
         ["Issued by the rotation of a secret"]
     );
+    // A description someone wrote in those words, on a token no rotation issued, is
+    // shown as written (the token's id tells them apart).
+    let forged = "Issued by the rotation of secret team/ci, version by-hand";
+    s.client
+        .create_token(
+            "ci-deploy",
+            &api::CreateTokenRequest {
+                description: Some(forged.into()),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut listed = descriptions(token_lister).await;
+    listed.sort();
+    assert_eq!(listed, ["Issued by the rotation of a secret", forged]);
+    s.client
+        .delete_token(
+            "ci-deploy",
+            &s.client
+                .list_tokens("ci-deploy")
+                .await
+                .unwrap()
+                .tokens
+                .into_iter()
+                .find(|t| t.description == forged)
+                .unwrap()
+                .token_id,
+        )
+        .await
+        .unwrap();
     // The rotation still finds (and keeps) its own token by that description.
     assert_eq!(descriptions(s.client.clone()).await, shown);
 
@@ -1403,4 +1434,24 @@ async fn a_writer_that_may_not_read_cannot_test_a_guess_of_a_value() {
         2,
         "no version was added by a repeat"
     );
+    // Nor a guess of an Rds secret's account: whether the account is one the secret
+    // holds is checked only for a new version.
+    s.client
+        .create_secret(&text_secret(
+            "app/db-admin",
+            &json!({"AccountName": "postgres", "AccountPassword": "admin-pw-1"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let mut rds = rds_secret("app/rds", "app/db-admin", "db.internal");
+    rds.version_id = Some("r1".into());
+    s.client.create_secret(&rds).await.unwrap();
+    let account = |name: &str| api::PutSecretValueRequest {
+        version_id: Some("r1".into()),
+        ..put(&json!({"AccountName": name, "AccountPassword": "guess-0123456789"}).to_string())
+    };
+    let held = answer(writer.put_secret_value("app/rds", &account("app")).await);
+    let other = answer(writer.put_secret_value("app/rds", &account("other")).await);
+    assert_eq!(held.0, ErrorCode::VersionConflict);
+    assert_eq!(held, other, "a held and another account are told apart");
 }

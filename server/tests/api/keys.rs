@@ -949,6 +949,42 @@ async fn key_errors_of_a_secret_do_not_name_a_hidden_key() {
             code,
         );
     }
+    // Nor when the secret is moved to a key named by an alias: a caller that may use
+    // the key (kms:GenerateDataKey) but not describe it is told the alias, not the id.
+    let k2 = c.create_key(&Default::default()).await.unwrap();
+    c.put_alias("alias/other", &k2.key_id).await.unwrap();
+    c.disable_key(&k2.key_id).await.unwrap();
+    let mover = s
+        .principal_with(
+            "mover",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:UpdateSecret", "Resource": "secret/app/*"},
+                {"Effect": "Allow", "Action": "kms:GenerateDataKey",
+                 "Resource": ["key/*", "alias/*"]}]}),
+        )
+        .await;
+    let r = mover
+        .update_secret(
+            "app/x",
+            &api::UpdateSecretRequest {
+                encryption_key_id: Some("alias/other".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    match &r {
+        Err(strongbox_client::Error::Api { message, .. }) => {
+            assert!(!message.contains(&k2.key_id), "{message}");
+            assert!(message.contains("alias/other"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_code(
+        r,
+        ErrorCode::KeyDisabled,
+        "the key alias/other points at is disabled",
+    );
+
     // The administrator, who may describe the key, is told its id on a read, and on a
     // write the name the secret gives it.
     assert_code(
@@ -1037,6 +1073,30 @@ async fn the_default_keys_alias_works_before_the_default_key_exists() {
     // Still one default key: k and it.
     let keys = c.list_keys(None, None).await.unwrap().keys;
     assert_eq!(keys.len(), 2, "{keys:?}");
+
+    // Were the alias lost while the default key stays, naming it brings it back, to
+    // the same key.
+    s.service
+        .store()
+        .write(|t| {
+            t.delete(
+                strongbox_server::storage::Table::Aliases,
+                b"alias/strongbox/default",
+            );
+            Ok::<_, strongbox_server::storage::StorageError>(())
+        })
+        .await
+        .unwrap();
+    let mut req = text_secret("names-default-again", "v1");
+    req.encryption_key_id = Some("alias/strongbox/default".into());
+    c.create_secret(&req).await.unwrap();
+    c.put_secret_value("names-default-again", &put("v2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_alias("alias/strongbox/default").await.unwrap().key_id,
+        default
+    );
 
     // On a fresh server, a create naming the alias makes it too.
     let s = TestServer::start().await;

@@ -168,13 +168,15 @@ fn marker(secret: &str, version_id: &str) -> String {
     format!("Issued by the rotation of secret {secret}, version {version_id}")
 }
 
-/// The secret whose rotation a token's description says issued it (anyone may write
-/// such a description; this reads what it says, not whether it is true).
-pub(crate) fn secret_named_by_marker(description: &str) -> Option<&str> {
-    description
+/// The secret whose rotation issued `token`, if one did: its description names the
+/// secret and a version, and its id is the one derived from them (a description anyone
+/// wrote is not taken for one).
+pub(crate) fn rotation_secret_of(token: &TokenRecord) -> Option<&str> {
+    let (secret, _) = token
+        .description
         .strip_prefix("Issued by the rotation of secret ")?
-        .split_once(", version ")
-        .map(|(secret, _)| secret)
+        .split_once(", version ")?;
+    issued_by_rotation(secret, token).then_some(secret)
 }
 
 /// What a caller that may not describe the secret a rotation token's description names

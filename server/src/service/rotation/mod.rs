@@ -12,7 +12,7 @@
 //! in the *finish* write, so it is readable at every point.
 
 mod access_key;
-pub(crate) use access_key::{MARKER_HIDDEN, secret_named_by_marker};
+pub(crate) use access_key::{MARKER_HIDDEN, rotation_secret_of};
 mod database;
 mod egress;
 mod random;

@@ -218,6 +218,55 @@ async fn a_json_field_rotation_keeps_the_other_fields() {
     );
 }
 
+/// A strategy whose values do not fit the secret's type (`random` without a field, on an
+/// `Rds` secret) fails at *create*: the secret keeps its current value, and nothing is
+/// pending, where `ACSCurrent` would become a bare password no application, and no
+/// database rotation, could read.
+#[tokio::test]
+async fn a_rotation_whose_value_does_not_fit_the_secrets_type_fails_at_create() {
+    let s = TestServer::start_with(fast_config()).await;
+    let c = &s.client;
+    c.create_rotation_policy(&policy("plain", "30d", RotationStrategy::Random, &[]))
+        .await
+        .unwrap();
+    c.create_secret(&text_secret(
+        "db/admin",
+        r#"{"AccountName": "postgres", "AccountPassword": "admin-pw-1"}"#,
+    ))
+    .await
+    .unwrap();
+    let value = r#"{"AccountName": "app", "AccountPassword": "pw-0123456789"}"#;
+    let mut req = text_secret("db/app", value);
+    req.secret_type = api::SecretType::Rds;
+    req.extended_config = serde_json::json!({"SecretSubType": "SingleUser",
+        "Host": "db.internal", "Port": 5432, "Database": "app", "TlsMode": "verify-full",
+        "AdminSecret": "db/admin"})
+    .as_object()
+    .cloned();
+    req.rotation_policy = Some("plain".into());
+    c.create_secret(&req).await.unwrap();
+    assert_code(
+        c.rotate_secret("db/app", None).await,
+        ErrorCode::RotationFailed,
+        "not a value of a secret of secret_type Rds",
+    );
+    assert_eq!(
+        c.get_secret_value("db/app", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        value
+    );
+    let versions = c.list_secret_versions("db/app").await.unwrap().versions;
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let described = c.describe_secret("db/app").await.unwrap();
+    assert!(
+        described
+            .last_rotation_error
+            .is_some_and(|e| e.contains("secret_type Rds") && !e.contains("pw-0123456789")),
+    );
+}
+
 #[tokio::test]
 async fn the_password_generator_follows_its_rules() {
     let s = TestServer::start().await;

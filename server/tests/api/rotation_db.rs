@@ -1244,7 +1244,7 @@ async fn mysql_refuses_to_rotate_root_or_a_privileged_account() {
         .unwrap_err();
         assert!(
             e.message.contains(&format!(
-                "AccountName {} has roles holding global ALL, SUPER, GRANT OPTION or CREATE USER ({boss})",
+                "AccountName {} has roles holding global ALL, SUPER, GRANT OPTION, CREATE USER or FILE ({boss})",
                 deputy.user
             )),
             "{sub}: {}",
@@ -1256,6 +1256,36 @@ async fn mysql_refuses_to_rotate_root_or_a_privileged_account() {
             "{sub}: unchanged"
         );
     }
+    // FILE, which reads and writes the server's files.
+    let filer = MysqlApp::create("filer", "pw-filer").await;
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("GRANT FILE ON *.* TO '{}'@'%'", filer.user),
+    )
+    .await
+    .unwrap();
+    let e = database_conformance(
+        RotationStrategy::Mysql,
+        &obj(filer.config("SingleUser", "db/admin")),
+        admin.as_bytes(),
+        account(&filer.user, "pw-filer").as_bytes(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message.contains(&format!(
+            "AccountName {} holds global ALL, SUPER, GRANT OPTION, CREATE USER or FILE",
+            filer.user
+        )),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        mysql_login(&filer.user, "pw-filer", &filer.db).await,
+        Ok(())
+    );
+    filer.drop_all().await;
     for sql in [format!("DROP ROLE {team}"), format!("DROP ROLE {boss}")] {
         mysql_async::prelude::Queryable::query_drop(&mut root, sql)
             .await
@@ -1876,6 +1906,45 @@ async fn single_user_set_changes_nothing_for_an_account_that_cannot_log_in() {
     )
     .await
     .unwrap();
+
+    // MySQL also refuses as a wrong password (1045) a right password from a login that
+    // lacks what the account REQUIREs: TLS (here TlsMode is disable), or a client
+    // certificate, which Strongbox never presents. Such an account is left alone, where
+    // its password would be changed as one that drifted, for good.
+    for require in ["SSL", "X509"] {
+        let name = unique("requires");
+        mysql_async::prelude::Queryable::query_drop(
+            &mut root,
+            format!("CREATE USER '{name}'@'%' IDENTIFIED BY 'pw-require' REQUIRE {require}"),
+        )
+        .await
+        .unwrap();
+        let before = mysql_hash(&mut root, &name).await;
+        let e = database_conformance(
+            RotationStrategy::Mysql,
+            &obj(locked.config("SingleUser", "db/admin")),
+            MysqlApp::admin_value().as_bytes(),
+            account(&name, "pw-require").as_bytes(),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains(&format!("account {name} cannot log in from Strongbox"))
+                && e.message.contains("requires TLS or a client certificate"),
+            "REQUIRE {require}: {}",
+            e.message
+        );
+        assert_eq!(
+            mysql_hash(&mut root, &name).await,
+            before,
+            "REQUIRE {require}: the password was changed"
+        );
+        mysql_async::prelude::Queryable::query_drop(&mut root, format!("DROP USER '{name}'@'%'"))
+            .await
+            .unwrap();
+    }
 
     // MariaDB refuses an account that logs in through unix_socket without checking the
     // password (1698); it also answers 1698 for a name with no entry for this host when

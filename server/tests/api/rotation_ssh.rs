@@ -246,6 +246,14 @@ impl Sshd {
         ok
     }
 
+    /// Password logins sshd refused so far.
+    fn failed_passwords(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Failed password for")
+            .count()
+    }
+
     /// Whether the OpenSSH client logs in with this password; a failure for another
     /// reason than a refused password (e.g. sshd not answering) fails the test.
     fn password_logs_in(&self, password: &str) -> bool {
@@ -299,6 +307,48 @@ fn ssh_secret(
     r.extended_config = Some(config.as_object().unwrap().clone());
     r.rotation_policy = Some(policy.into());
     r
+}
+
+/// Gives the account a new random password (as root, with chpasswd) and returns it.
+fn new_account_password() -> String {
+    let password = format!("First-pass-{:016x}", rand::random::<u64>());
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = chpasswd.stdin.take().unwrap();
+        writeln!(stdin, "{USER}:{password}").unwrap();
+    }
+    assert!(chpasswd.wait().unwrap().success());
+    password
+}
+
+/// A server with secret `hosts/web/password` (sub-type `Password`, value the account's
+/// password `first`) on `sshd`, attached to a policy of 24-character passwords.
+async fn password_secret(sshd: &Sshd, first: &str) -> TestServer {
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy(
+            "ssh-passwords",
+            "30d",
+            RotationStrategy::SshKey,
+            &[("length", "24")],
+        ))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&ssh_secret(
+            "hosts/web/password",
+            json!({"UserName": USER, "Password": first}),
+            json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": sshd.host_key,
+                   "SecretSubType": "Password"}),
+            "ssh-passwords",
+        ))
+        .await
+        .unwrap();
+    s
 }
 
 async fn value_at(s: &TestServer, name: &str, stage: Option<&str>) -> serde_json::Value {
@@ -527,39 +577,10 @@ async fn rsa_keys_when_the_policy_asks_for_them() {
 async fn the_password_sub_type_changes_the_accounts_password_over_ssh() {
     let _turn = ACCOUNT.lock().await;
     let sshd = Sshd::start();
-    let first = format!("First-pass-{:016x}", rand::random::<u64>());
-    let mut chpasswd = Command::new("chpasswd")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        let mut stdin = chpasswd.stdin.take().unwrap();
-        writeln!(stdin, "{USER}:{first}").unwrap();
-    }
-    assert!(chpasswd.wait().unwrap().success());
+    let first = new_account_password();
     assert!(sshd.password_logs_in(&first));
 
-    let s = TestServer::start_with(fast_config()).await;
-    s.client
-        .create_rotation_policy(&policy(
-            "ssh-passwords",
-            "30d",
-            RotationStrategy::SshKey,
-            &[("length", "24")],
-        ))
-        .await
-        .unwrap();
-    s.client
-        .create_secret(&ssh_secret(
-            "hosts/web/password",
-            json!({"UserName": USER, "Password": first}),
-            json!({"Host": "127.0.0.1", "Port": sshd.port, "HostKey": sshd.host_key,
-                   "SecretSubType": "Password"}),
-            "ssh-passwords",
-        ))
-        .await
-        .unwrap();
+    let s = password_secret(&sshd, &first).await;
     let mut history = vec![first];
     for round in 1..=3 {
         s.client
@@ -579,6 +600,45 @@ async fn the_password_sub_type_changes_the_accounts_password_over_ssh() {
         );
         history.push(pw);
     }
+}
+
+/// When `passwd` itself refuses (here a minimum password age, as on hardened hosts), the
+/// set step fails without trying the pending password: that login is bound to fail, and
+/// lockout policies (pam_faillock) count every one, on every retry of the step.
+#[tokio::test]
+async fn a_password_change_passwd_refuses_tries_no_login_bound_to_fail() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let first = new_account_password();
+    // Changed today (by chpasswd), and not to be changed again before tomorrow.
+    struct MinAge;
+    impl Drop for MinAge {
+        fn drop(&mut self) {
+            let _ = Command::new("chage").args(["-m", "0", USER]).status();
+        }
+    }
+    let _reset = MinAge;
+    run_ok(Command::new("chage").args(["-m", "1", USER]));
+    assert!(sshd.password_logs_in(&first));
+
+    let s = password_secret(&sshd, &first).await;
+    let refused_before = sshd.failed_passwords();
+    let e = s
+        .client
+        .rotate_secret("hosts/web/password", None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("changing the password with passwd"),
+        "{e}"
+    );
+    assert_eq!(
+        sshd.failed_passwords(),
+        refused_before,
+        "a password login was refused: {}",
+        std::fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default()
+    );
+    assert!(sshd.password_logs_in(&first), "the password is unchanged");
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use strongbox_schemas::{
     self as api, AuditOutcome, ErrorCode, RotationStatus, STAGE_CURRENT, STAGE_PENDING,
-    SecretDataType, validate_version_id,
+    SecretDataType, SecretType, validate_version_id,
 };
 use tokio::sync::{Semaphore, watch};
 use zeroize::Zeroizing;
@@ -591,7 +591,11 @@ impl Service {
                     let current = self.plaintext(name, None)?;
                     cx.current = Some(&current);
                     let value = self
-                        .attempt(name, id, Step::Create, || strategy.create(&cx))
+                        .attempt(name, id, Step::Create, || async {
+                            let value = strategy.create(&cx).await?;
+                            self.check_new_value(name, &value)?;
+                            Ok(value)
+                        })
                         .await?;
                     self.begin(name, version_id, id, value).await?;
                     Step::Create
@@ -652,6 +656,30 @@ impl Service {
                 )
             }
         })
+    }
+
+    /// Refuses a new value that is not one of the secret's type (as a put would): a
+    /// strategy that does not make such values (`random` without a `field`, a webhook
+    /// answering something else) must not leave an `Rds` or `AccessKey` secret with a
+    /// current value its applications, and its next rotation, cannot read.
+    fn check_new_value(&self, name: &str, value: &[u8]) -> Result<()> {
+        let kind = self.describe_secret(name)?.secret_type;
+        let wrong = |why: String| {
+            Error::new(
+                ErrorCode::RotationFailed,
+                format!(
+                    "create: the new value is not a value of a secret of secret_type {kind:?} \
+                     ({why}); does the rotation policy's strategy make such values?"
+                ),
+            )
+        };
+        match kind {
+            SecretType::Rds => validate_rds_value(value).map_err(|e| wrong(e.message)),
+            SecretType::AccessKey if principal_named(value).is_none() => {
+                Err(wrong("not a JSON object with a PrincipalName".into()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// *Create*: the pending version with `ACSPending` and the persisted rotation, in

@@ -630,14 +630,29 @@ impl SshKeyStrategy {
         command: &str,
         stdin: Option<&[u8]>,
     ) -> Result<()> {
-        let ran = run(target, user, login, command, stdin)
-            .await
-            .map_err(|e| {
-                failed(
-                    step,
-                    format!("{what} as {user} on {}: {e}", target.describe()),
-                )
-            })?;
+        Self::judge(
+            step,
+            target,
+            user,
+            what,
+            run(target, user, login, command, stdin).await,
+        )
+    }
+
+    /// What [`must_run`](Self::must_run) makes of a command's outcome.
+    fn judge(
+        step: &str,
+        target: &Target,
+        user: &str,
+        what: &str,
+        ran: std::result::Result<Ran, SshFailure>,
+    ) -> Result<()> {
+        let ran = ran.map_err(|e| {
+            failed(
+                step,
+                format!("{what} as {user} on {}: {e}", target.describe()),
+            )
+        })?;
         match ran.status {
             Some(0) => Ok(()),
             Some(n) => Err(failed(
@@ -686,32 +701,37 @@ impl SshKeyStrategy {
             )
             .into_bytes(),
         );
-        let changed = Self::must_run(
-            "set",
+        let ran = run(
             target,
             &current.user_name,
             Login::Password(&current.password),
-            "changing the password with passwd",
             "LC_ALL=C passwd",
             Some(&input),
         )
         .await;
-        if changed.is_ok() {
+        // Only when the current password was refused, a repeated set after the password
+        // changed: the new one already logs in. Not after passwd itself failed (say a
+        // minimum age, PASS_MIN_DAYS): a login bound to fail counts against lockout
+        // policies (pam_faillock), and every retry of the step would add one.
+        if matches!(ran, Err(SshFailure::Refused))
+            && let Ok(Ran { status: Some(0) }) = run(
+                target,
+                &pending.user_name,
+                Login::Password(&pending.password),
+                "true",
+                None,
+            )
+            .await
+        {
             return Ok(());
         }
-        // A repeated set after the password changed: the new one already logs in.
-        match run(
+        Self::judge(
+            "set",
             target,
-            &pending.user_name,
-            Login::Password(&pending.password),
-            "true",
-            None,
+            &current.user_name,
+            "changing the password with passwd",
+            ran,
         )
-        .await
-        {
-            Ok(Ran { status: Some(0) }) => Ok(()),
-            _ => changed,
-        }
     }
 }
 

@@ -671,18 +671,20 @@ impl DatabaseStrategy {
             Ok(()) => Ok(true),
             Err(LoginError::WrongPassword(_)) => {
                 if self.engine == Engine::Mysql
-                    && !mysql::allows_this_host(&self.admin_target(), &current.name, step).await?
+                    && let Some(why) =
+                        mysql::login_blocked(&self.admin_target(), &current.name, step).await?
                 {
-                    return Err(cannot("no host entry of the account matches this host"));
+                    return Err(cannot(why));
                 }
                 Ok(false)
             }
             // Never repaired: a password would replace how the account logs in.
             Err(LoginError::Denied(e)) => {
                 if self.engine == Engine::Mysql
-                    && !mysql::allows_this_host(&self.admin_target(), &current.name, step).await?
+                    && let Some(why) =
+                        mysql::login_blocked(&self.admin_target(), &current.name, step).await?
                 {
-                    return Err(cannot("no host entry of the account matches this host"));
+                    return Err(cannot(why));
                 }
                 Err(cannot(&e.message))
             }

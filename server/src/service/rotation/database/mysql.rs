@@ -444,22 +444,44 @@ async fn default_role_clause(
     }))
 }
 
-/// Whether an account `user` has a host entry that matches the host this server sees
-/// Strongbox connect from (asked as the admin, whose connection comes from the same
-/// host). Entries given as a netmask (`10.0.0.0/255.255.255.0`) are not evaluated here
-/// and count as a match.
-pub(crate) async fn allows_this_host(admin: &Target<'_>, user: &str, step: &str) -> Result<bool> {
+/// Whether the account `user` can log in from this host as Strongbox does, asked as the
+/// admin (whose connection comes from the same host): why not, when no host
+/// entry of the account matches this host, or every one that does asks for what
+/// Strongbox's login does not bring: TLS (`REQUIRE SSL`, when `TlsMode` is `disable`) or
+/// a client certificate (`REQUIRE X509`, `ISSUER`, `SUBJECT`). MySQL refuses such logins
+/// as a wrong password (1045), so without this a rotation would take them for a password
+/// that drifted and change it. Entries given as a netmask (`10.0.0.0/255.255.255.0`)
+/// are not evaluated here and count as a match.
+pub(crate) async fn login_blocked(
+    admin: &Target<'_>,
+    user: &str,
+    step: &str,
+) -> Result<Option<&'static str>> {
     let mut conn = connect(admin, step).await?;
-    let n: Option<u64> = conn
+    let tls = admin.cfg.tls != TlsMode::Disable;
+    let row: Option<(u64, Option<u64>)> = conn
         .exec_first(
-            "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND \
+            "SELECT COUNT(*), CAST(SUM(ssl_type = '' OR (ssl_type = 'ANY' AND ?)) AS UNSIGNED) \
+             FROM mysql.user \
+             WHERE User = ? AND \
              (SUBSTRING_INDEX(USER(), '@', -1) LIKE Host OR Host LIKE '%/%')",
-            (user,),
+            (tls, user),
         )
         .await
         .map_err(|e| statement_failed(step, "looking up the account's hosts", &e, true))?;
     let _ = conn.disconnect().await;
-    Ok(n.unwrap_or(0) > 0)
+    let (matching, plain) = row.unwrap_or((0, None));
+    Ok(if matching == 0 {
+        Some("no host entry of the account matches this host")
+    } else if plain.unwrap_or(0) == 0 {
+        Some(
+            "the account requires TLS or a client certificate (REQUIRE) that Strongbox's \
+             login does not bring: set TlsMode to require or verify-full, or lift REQUIRE \
+             X509/ISSUER/SUBJECT",
+        )
+    } else {
+        None
+    })
 }
 
 /// Whether a server with this `VERSION()` has roles: MariaDB (10.0.5 on), MySQL 8 on.
@@ -473,8 +495,9 @@ fn has_roles(version: &str) -> bool {
 }
 
 /// Refuses privileged accounts among `names` (the pending account and the current one
-/// a clone copies): `root`, and global SUPER, GRANT OPTION or CREATE USER, held or
-/// through roles. `version` is the server's `VERSION()`.
+/// a clone copies): `root`, and global SUPER, GRANT OPTION, CREATE USER or FILE (which
+/// reads and writes the server's files, as PostgreSQL's `pg_*_server_files` roles that
+/// its check refuses), held or through roles. `version` is the server's `VERSION()`.
 async fn check_not_privileged(
     conn: &mut Conn,
     version: &str,
@@ -499,7 +522,7 @@ async fn check_not_privileged(
         let privileged: Option<u64> = conn
             .exec_first(
                 "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND (Super_priv = 'Y' \
-                 OR Grant_priv = 'Y' OR Create_user_priv = 'Y')",
+                 OR Grant_priv = 'Y' OR Create_user_priv = 'Y' OR File_priv = 'Y')",
                 (name,),
             )
             .await
@@ -509,8 +532,8 @@ async fn check_not_privileged(
                 Engine::Mysql,
                 step,
                 format!(
-                    "AccountName {name} holds global ALL, SUPER, GRANT OPTION or CREATE USER: \
-                     Strongbox does not rotate privileged accounts"
+                    "AccountName {name} holds global ALL, SUPER, GRANT OPTION, CREATE USER or \
+                     FILE: Strongbox does not rotate privileged accounts"
                 ),
             ));
         }
@@ -528,7 +551,8 @@ async fn check_not_privileged(
                UNION SELECT m.{role} FROM {table} m JOIN granted g ON m.{grantee} = g.name) \
              SELECT GROUP_CONCAT(DISTINCT u.User ORDER BY u.User SEPARATOR ', ') \
              FROM mysql.user u JOIN granted g ON u.User = g.name \
-             WHERE u.Super_priv = 'Y' OR u.Grant_priv = 'Y' OR u.Create_user_priv = 'Y'"
+             WHERE u.Super_priv = 'Y' OR u.Grant_priv = 'Y' OR u.Create_user_priv = 'Y' \
+               OR u.File_priv = 'Y'"
         );
         // MySQL before 8.0 has no roles (nor WITH RECURSIVE).
         let roles: Option<Option<String>> = if has_roles {
@@ -543,8 +567,8 @@ async fn check_not_privileged(
                 Engine::Mysql,
                 step,
                 format!(
-                    "AccountName {name} has roles holding global ALL, SUPER, GRANT OPTION or \
-                     CREATE USER ({roles}): Strongbox does not rotate privileged accounts"
+                    "AccountName {name} has roles holding global ALL, SUPER, GRANT OPTION, \
+                     CREATE USER or FILE ({roles}): Strongbox does not rotate privileged accounts"
                 ),
             ));
         }

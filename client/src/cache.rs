@@ -3,7 +3,8 @@
 //!
 //! - A value is served from memory until it is `ttl` old (default 5 minutes), then
 //!   read again. Errors are never cached, and a value whose reading again failed is
-//!   never served again (the secret may be gone, or no longer readable by the token).
+//!   never served again (the secret may be gone, or no longer readable by the token);
+//!   when the server refused that read, neither is any other version of the secret.
 //! - Concurrent reads of one secret that miss share one request, and its error: callers
 //!   that were waiting for a request that failed get its error, not a request each.
 //! - At most `max_entries` values are kept; beyond that the least recently used goes.
@@ -222,6 +223,13 @@ impl SecretCache {
                         .is_some_and(|e| Arc::ptr_eq(&e.slot, &slot_ref))
                     {
                         map.remove(key);
+                    }
+                    // The server refused the read (the secret gone, the token no longer
+                    // allowed, its key disabled): no other version of the secret is
+                    // served either. A request that did not reach it says nothing of
+                    // them.
+                    if e.status().is_some_and(|s| (400..500).contains(&s)) {
+                        map.retain(|k, _| k.0 != key.0);
                     }
                 }
                 Err(e)

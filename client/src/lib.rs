@@ -109,6 +109,9 @@ pub enum Error {
         /// HTTP status.
         status: u16,
     },
+    /// Writing on this machine failed (the backup's file: a full disk, say).
+    #[error("writing locally: {0}")]
+    Local(String),
     /// An argument cannot be sent as given (a name or id that is empty, `.` or `..`,
     /// which a URL would resolve to another resource); nothing was sent.
     #[error("invalid argument: {0}")]
@@ -167,6 +170,12 @@ impl Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `pause` scaled by a random factor between 0.5 and 1.5: clients that failed together
+/// (a fleet started at once, a server restart) do not all try again at the same instant.
+pub fn jittered(pause: Duration) -> Duration {
+    pause.mul_f64(0.5 + rand::random::<f64>())
+}
 
 /// How to reach a server.
 #[derive(Clone, Default)]
@@ -663,7 +672,7 @@ impl Client {
         loop {
             match self.post(&segments, &body).await {
                 Err(e) if e.is_transient() && attempts < PUT_ATTEMPTS => {
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(jittered(pause)).await;
                     pause *= 4;
                     attempts += 1;
                 }
@@ -849,23 +858,27 @@ impl Client {
     /// stops when none came for the client's timeout (at least 5 minutes).
     pub async fn backup(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
         let stall = self.timeout.max(Duration::from_secs(300));
-        let mut resp = self
-            .check(
+        let stalled = || Error::Transport(format!("the backup stalled: no bytes for {stall:?}"));
+        // Up to the answer's head too: a server that takes the request and never answers
+        // is given up on as one that stops sending.
+        let mut resp = tokio::time::timeout(
+            stall,
+            self.check(
                 self.req(Method::GET, &["v1", "backup"])
                     .timeout(Duration::from_secs(7 * 24 * 3600)),
-            )
-            .await?;
+            ),
+        )
+        .await
+        .map_err(|_| stalled())??;
         let mut n = 0u64;
         loop {
             let chunk = tokio::time::timeout(stall, resp.chunk())
                 .await
-                .map_err(|_| {
-                    Error::Transport(format!("the backup stalled: no bytes for {stall:?}"))
-                })?
+                .map_err(|_| stalled())?
                 .map_err(|e| Error::Transport(error_chain(&e)))?;
             let Some(chunk) = chunk else { break };
             out.write_all(&chunk)
-                .map_err(|e| Error::Config(format!("writing the backup: {e}")))?;
+                .map_err(|e| Error::Local(format!("the backup: {e}")))?;
             n += chunk.len() as u64;
         }
         Ok(n)
@@ -982,6 +995,17 @@ pub use reqwest::Method as HttpMethod;
 #[cfg(test)]
 mod error_tests {
     use super::*;
+
+    #[test]
+    fn retry_pauses_are_spread_within_half_either_way() {
+        let d = Duration::from_millis(1000);
+        let got: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+        assert!(got.iter().all(|p| *p >= d / 2 && *p < d * 3 / 2), "{got:?}");
+        assert!(
+            got.iter().any(|p| *p < d * 9 / 10) && got.iter().any(|p| *p > d * 11 / 10),
+            "not spread: {got:?}"
+        );
+    }
 
     #[test]
     fn what_may_pass_by_itself() {

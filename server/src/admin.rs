@@ -348,7 +348,7 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                     Ok(page) => page,
                     Err(e) if e.is_transient() => {
                         eprintln!("audit tail: {e}; trying again in {} s", retry.as_secs_f64());
-                        tokio::time::sleep(retry).await;
+                        tokio::time::sleep(strongbox_client::jittered(retry)).await;
                         retry = (retry * 2).min(Duration::from_secs(30)).max(pause);
                         continue;
                     }

@@ -278,6 +278,8 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
         }
         SecretCommand::List { prefix } => {
             let mut page_token = None;
+            // Tokens move forward: one seen before would print the same names for good.
+            let mut seen = std::collections::HashSet::new();
             loop {
                 let page = c
                     .list_secrets(&strongbox_client::ListSecretsOptions {
@@ -291,6 +293,9 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                     println!("{}", s.name);
                 }
                 match page.next_page_token {
+                    Some(t) if !seen.insert(t.clone()) => {
+                        anyhow::bail!("the server returned a page token it had returned before")
+                    }
                     Some(t) => page_token = Some(t),
                     None => return Ok(()),
                 }
@@ -333,7 +338,10 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                                 "No answer about the rotation of {name} ({e}); asking again."
                             );
                         }
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        tokio::time::sleep(strongbox_client::jittered(
+                            std::time::Duration::from_secs(1),
+                        ))
+                        .await;
                     }
                     // A bare 502 is not asked again, but it may have hidden a success:
                     // a read says whether this rotation's version became ACSCurrent.
@@ -443,7 +451,9 @@ fn parse_injection(spec: &str) -> anyhow::Result<Injection> {
 
 /// `ACSCurrent` of `name`. A program started by a service manager often starts with
 /// the network or the server still coming up: an error that may pass by itself (no
-/// answer, 503, 429) is tried again twice, after 0.5 s and 1 s; any other fails at once.
+/// answer, 503, 429) is tried again twice, after about 0.5 s and 1 s (each ±50 %, so
+/// that programs started together do not all ask again at once); any other fails at
+/// once.
 async fn read_current(
     c: &strongbox_client::Client,
     name: &str,
@@ -453,7 +463,7 @@ async fn read_current(
         match c.get_secret_value(name, None, None).await {
             Err(e) if e.is_transient() => {
                 eprintln!("strongbox run: reading secret {name}: {e}; trying again");
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(strongbox_client::jittered(pause)).await;
                 pause *= 2;
             }
             r => return r,

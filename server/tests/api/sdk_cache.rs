@@ -303,3 +303,45 @@ async fn a_failed_version_is_read_again_once_the_other_entry_is_past_its_ttl() {
     assert_eq!(got.secret_data, "c");
     assert_eq!(cache.fetches(), before + 1);
 }
+
+/// When the server refuses a read again (the secret deleted), no other cached version
+/// of the secret is served either, even one still within its TTL.
+#[tokio::test]
+async fn a_refused_read_again_drops_the_secrets_other_versions() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("gone2", "v1"))
+        .await
+        .unwrap();
+    let cache = SecretCache::new(
+        s.client.clone(),
+        CacheConfig {
+            ttl: Duration::from_millis(800),
+            ..Default::default()
+        },
+    );
+    assert_eq!(cache.get("gone2").await.unwrap().secret_data, "v1");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let by_stage = |c: &SecretCache| {
+        let c = c.clone();
+        async move { c.get_version("gone2", None, Some("ACSCurrent")).await }
+    };
+    assert_eq!(by_stage(&cache).await.unwrap().secret_data, "v1");
+    s.client
+        .delete_secret(
+            "gone2",
+            strongbox_client::DeleteSecretOptions {
+                force_delete_without_recovery: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Past the first entry's TTL, within the second's.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(cache.get("gone2").await.is_err());
+    assert!(
+        by_stage(&cache).await.is_err(),
+        "the other version was served from the cache"
+    );
+}

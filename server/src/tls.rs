@@ -318,6 +318,50 @@ impl Activity {
     }
 }
 
+impl Activity {
+    /// Something was sent on the connection now (a frame of a response body).
+    fn touch(&self) {
+        *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+    }
+}
+
+/// A response body that counts each frame it hands to the connection as the
+/// connection's activity: a long download (a backup) that keeps moving is not taken for
+/// an idle connection once its handler has returned, and one the client stops taking (an
+/// HTTP/2 window kept at 0, an HTTP/1 client that stops reading) still is, an idle
+/// timeout after its last frame.
+struct Progressing {
+    body: axum::body::Body,
+    activity: Arc<Activity>,
+}
+
+impl hyper::body::Body for Progressing {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// One request under way on a connection; its end is the connection's latest activity.
 struct InFlight(Arc<Activity>);
 
@@ -429,10 +473,13 @@ pub async fn serve(
                     let under_way = InFlight::begin(&activity);
                     req.extensions_mut().insert(PeerAddr(peer));
                     let call = tower::ServiceExt::oneshot(app.clone(), req);
+                    let activity = activity.clone();
                     async move {
                         let resp = call.await;
                         drop(under_way);
-                        resp
+                        resp.map(|r| {
+                            r.map(|body| axum::body::Body::new(Progressing { body, activity }))
+                        })
                     }
                 }
             });

@@ -28,7 +28,8 @@ pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(str::trim)
+        .map(|m| m.trim().to_ascii_lowercase())
+        // Media types are case-insensitive (RFC 9110), as axum's own Json takes them.
         .is_some_and(|m| {
             m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
         })

@@ -16,6 +16,17 @@ fn path_params(path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// An operation id for a route without an action: its last path segment, capitalized
+/// (`/v1/health` is `Health`).
+fn operation_of_path(path: &str) -> String {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let mut chars = last.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
 /// Builds the document.
 pub fn openapi_document() -> Value {
     let mut settings = SchemaSettings::draft2020_12();
@@ -30,7 +41,15 @@ pub fn openapi_document() -> Value {
         op.insert("summary".into(), json!(r.summary));
         op.insert(
             "operationId".into(),
-            json!(r.action.rsplit(':').next().unwrap_or(r.path)),
+            // The action's name; a route without one (health) by its last segment.
+            json!(
+                r.action
+                    .rsplit(':')
+                    .next()
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| operation_of_path(r.path))
+            ),
         );
         if !r.action.is_empty() {
             op.insert("x-strongbox-action".into(), json!(r.action));

@@ -516,3 +516,54 @@ async fn a_token_revoked_while_the_body_arrives_does_not_act() {
         );
     }
 }
+
+/// A download that keeps moving (a backup read slowly, long after its handler returned
+/// the head of the answer) is not taken for an idle connection: it is not cut off an
+/// idle timeout later, and the file is complete. (One the client stops taking still is:
+/// `an_idle_http2_connection_is_closed_and_a_busy_one_is_not`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_download_that_keeps_moving_is_not_cut_off_as_idle() {
+    use strongbox_server::storage::{StorageError, Table};
+    let s = TestServer::start_with_limits(ConnectionLimits {
+        idle_timeout: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(1),
+        handshake_timeout: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    // Far more than the sockets' buffers hold, so the stream lasts as long as it is read.
+    s.service
+        .store()
+        .write(|t| {
+            for i in 0..48u8 {
+                t.put(
+                    Table::Meta,
+                    format!("test-filler-{i}").as_bytes(),
+                    vec![i; 1 << 20],
+                );
+            }
+            Ok::<_, StorageError>(())
+        })
+        .await
+        .unwrap();
+    let mut resp = s
+        .http()
+        .get(format!("{}/v1/backup", s.base()))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup");
+    let mut file = Vec::new();
+    // At most 16 MiB/s: 48 MiB take at least 3 s, past the idle timeout and the header
+    // timeout that follows it.
+    while let Some(chunk) = resp.chunk().await.expect("the download was cut off") {
+        file.extend_from_slice(&chunk);
+        tokio::time::sleep(Duration::from_micros(chunk.len() as u64 * 1000 / 16384)).await;
+    }
+    std::fs::write(&path, &file).unwrap();
+    strongbox_server::backup::check_complete(&path).expect("a complete backup");
+    assert!(file.len() > 48 << 20);
+}

@@ -167,6 +167,15 @@ async fn openapi_matches_the_checked_in_document_and_metrics_count_routes() {
         "kms:GetSecretValue"
     );
     assert!(served["components"]["schemas"]["Secret"].is_object());
+    // Every operation has an id of its own.
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default();
+            assert!(!id.is_empty(), "{method} {path}");
+            assert!(ids.insert(id.to_string()), "{method} {path}: {id} twice");
+        }
+    }
 
     s.client.health().await.unwrap();
     let m = s.client.metrics().await.unwrap();
@@ -238,6 +247,20 @@ async fn an_optional_body_without_a_json_content_type_is_refused_not_ignored() {
     assert_eq!(created["expires_at"], "2026-01-02T00:00:00Z", "{created}");
     let r = send(&schedule, None, "").await.unwrap();
     assert_eq!(r.status(), 200);
+    // Media types are case-insensitive: a create (whose body is read to authorize it)
+    // and an optional body take them as a typed body does.
+    let r = send(
+        "/v1/secrets",
+        Some("Application/JSON; charset=UTF-8"),
+        r#"{"name": "cased", "secret_data": "v"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = send(tokens, Some("APPLICATION/JSON"), expiring)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 }
 
 /// The SDK sends its token only where it was told: a redirect is not followed, not

@@ -325,10 +325,16 @@ macro_rules! common {
                         encode(&Value::Null, &ty),
                         m::plan_resource_change::Response::default()
                     );
+                    // Cancellable: it asks the server (the secrets still using a key),
+                    // and Ctrl-C must not wait out the client's timeout.
                     let warnings = if prior.is_null() {
                         Vec::new()
                     } else {
-                        r.plan_destroy(&self.0.ctx, &prior).await
+                        self.0
+                            .ctx
+                            .cancellable(async { Ok(r.plan_destroy(&self.0.ctx, &prior).await) })
+                            .await
+                            .unwrap_or_else(|stopped| stopped)
                     };
                     return Ok(Response::new(m::plan_resource_change::Response {
                         planned_state: Some(planned),

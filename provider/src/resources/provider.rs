@@ -14,10 +14,10 @@ pub fn schema() -> TfSchema {
                 .into(),
         attrs: vec![
             Attr::optional("address", super::string())
-                .describe("`https://host:port` of the Strongbox server; default `STRONGBOX_ADDR`."),
+                .describe("`https://host:port` of the Strongbox server; default (also when empty) `STRONGBOX_ADDR`."),
             Attr::optional("token", super::string())
                 .sensitive()
-                .describe("Bearer token; default `STRONGBOX_TOKEN`."),
+                .describe("Bearer token; default (also when empty) `STRONGBOX_TOKEN`."),
             Attr::optional("ca_cert", super::string())
                 .describe("PEM of the CA that signed the server certificate."),
             Attr::optional("ca_cert_file", super::string())
@@ -39,6 +39,7 @@ pub fn validate(config: &Value) -> Diags {
         );
     }
     if let Some(a) = config.str_attr("address")
+        && !a.is_empty()
         && !a.starts_with("https://")
     {
         d.push(
@@ -54,6 +55,16 @@ pub fn validate(config: &Value) -> Diags {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A setting from the provider block, else from the environment. An empty string in the
+/// block (`token = var.t` whose default is `""`) is unset, as an empty variable in the
+/// environment is, not a value to send.
+fn chosen(in_block: Option<&str>, from_env: impl FnOnce() -> Option<String>) -> Option<String> {
+    in_block
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .or_else(from_env)
 }
 
 /// Builds the API client from configuration and environment.
@@ -80,11 +91,8 @@ pub fn client(config: &Value) -> Result<Client, Diags> {
     if !unknown.is_empty() {
         return Err(unknown);
     }
-    let address = config
-        .str_attr("address")
-        .map(str::to_string)
-        .or_else(|| env("STRONGBOX_ADDR"))
-        .ok_or_else(|| {
+    let address =
+        chosen(config.str_attr("address"), || env("STRONGBOX_ADDR")).ok_or_else(|| {
             vec![
                 Diag::error(
                     "Missing address",
@@ -93,19 +101,15 @@ pub fn client(config: &Value) -> Result<Client, Diags> {
                 .at("address"),
             ]
         })?;
-    let token = config
-        .str_attr("token")
-        .map(str::to_string)
-        .or_else(|| env("STRONGBOX_TOKEN"))
-        .ok_or_else(|| {
-            vec![
-                Diag::error(
-                    "Missing token",
-                    "set token in the provider block or STRONGBOX_TOKEN",
-                )
-                .at("token"),
-            ]
-        })?;
+    let token = chosen(config.str_attr("token"), || env("STRONGBOX_TOKEN")).ok_or_else(|| {
+        vec![
+            Diag::error(
+                "Missing token",
+                "set token in the provider block or STRONGBOX_TOKEN",
+            )
+            .at("token"),
+        ]
+    })?;
     let ca_cert_pem = match (
         config.str_attr("ca_cert"),
         config
@@ -135,6 +139,15 @@ pub fn client(config: &Value) -> Result<Client, Diags> {
 mod tests {
     use super::*;
     use crate::core::null_object;
+
+    #[test]
+    fn an_empty_setting_in_the_block_is_unset() {
+        let env = || Some("from-env".to_string());
+        assert_eq!(chosen(Some(""), env).as_deref(), Some("from-env"));
+        assert_eq!(chosen(Some("block"), env).as_deref(), Some("block"));
+        assert_eq!(chosen(None, env).as_deref(), Some("from-env"));
+        assert_eq!(chosen(Some(""), || None), None);
+    }
 
     /// An unknown attribute is an error naming it, never a reason to use the
     /// environment's server or token.

@@ -82,25 +82,26 @@ pub(crate) fn check_through_alias(
 
 /// Refuses keys that cannot be used for cryptography now.
 pub(crate) fn check_usable(k: &KeyRecord) -> Result<()> {
-    check_usable_as(k, &format!("key {}", k.key_id))
+    check_usable_as(k, || format!("key {}", k.key_id))
 }
 
 /// [`check_usable`], with the key called `called` in the error: a secret's errors do not
 /// name a key the caller may not be allowed to describe.
-pub(crate) fn check_usable_as(k: &KeyRecord, called: &str) -> Result<()> {
+/// `called` is asked only for an error: a usable key (every read) costs nothing more.
+pub(crate) fn check_usable_as(k: &KeyRecord, called: impl FnOnce() -> String) -> Result<()> {
     match k.state {
         KeyStateRec::Enabled => Ok(()),
         KeyStateRec::Disabled => Err(Error::new(
             ErrorCode::KeyDisabled,
-            format!("{called} is disabled"),
+            format!("{} is disabled", called()),
         )),
         KeyStateRec::PendingDeletion => Err(Error::new(
             ErrorCode::KeyPendingDeletion,
-            format!("{called} is scheduled for deletion"),
+            format!("{} is scheduled for deletion", called()),
         )),
         KeyStateRec::Destroyed => Err(Error::new(
             ErrorCode::KeyDeleted,
-            format!("{called} has been deleted and its material destroyed"),
+            format!("{} has been deleted and its material destroyed", called()),
         )),
     }
 }

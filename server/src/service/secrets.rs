@@ -500,7 +500,7 @@ impl Service {
     ) -> Result<VersionMeta> {
         // By the name the secret gives the key (an alias, perhaps), not the id the caller
         // may not be allowed to describe.
-        check_usable_as(key, &key_called(&rec.encryption_key_id, key))?;
+        check_usable_as(key, || key_called(&rec.encryption_key_id, key))?;
         self.put_sealed(t, &rec.name, &v.version_id, key, &v.data)?;
         let binding = SecretBinding {
             name: &rec.name,
@@ -707,10 +707,9 @@ impl Service {
                     ),
                 )
             })?;
-        check_usable_as(
-            &key,
-            &sealing_key_called(who, &key.key_id, name, version_id),
-        )?;
+        check_usable_as(&key, || {
+            sealing_key_called(who, &key.key_id, name, version_id)
+        })?;
         let material = self.material(&key, header.key_version)?;
         Ok(barrier::open_secret(
             &material,
@@ -1176,7 +1175,7 @@ impl Service {
                 let key = this.or_default_key(t, &k, this.now(), resolve_key)?;
                 check_through_alias(&who, USE_KEY, &k, &key)?;
                 // By the name the caller gave, not an alias's key id it may not describe.
-                check_usable_as(&key, &key_called(&k, &key))?;
+                check_usable_as(&key, || key_called(&k, &key))?;
                 // As in AWS: the versions in use are sealed again under the new key, so
                 // that the old one can be disabled or deleted without losing them.
                 for i in 0..rec.versions.len() {

@@ -4,7 +4,8 @@
 //! - A value is served from memory until it is `ttl` old (default 5 minutes), then
 //!   read again. Errors are never cached, and a value whose reading again failed is
 //!   never served again (the secret may be gone, or no longer readable by the token);
-//!   when the server refused that read, neither is any other version of the secret.
+//!   when the server refused the secret as a whole (gone, or not readable by the
+//!   token), neither is any other version of it.
 //! - Concurrent reads of one secret that miss share one request, and its error: callers
 //!   that were waiting for a request that failed get its error, not a request each.
 //! - At most `max_entries` values are kept; beyond that the least recently used goes.
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use strongbox_schemas as api;
 use zeroize::Zeroize;
 
-use crate::{Client, Error, Result};
+use crate::{Client, Error, ErrorCode, Result};
 
 /// How the cache behaves.
 #[derive(Debug, Clone, Copy)]
@@ -224,11 +225,20 @@ impl SecretCache {
                     {
                         map.remove(key);
                     }
-                    // The server refused the read (the secret gone, the token no longer
-                    // allowed, its key disabled): no other version of the secret is
-                    // served either. A request that did not reach it says nothing of
-                    // them.
-                    if e.status().is_some_and(|s| (400..500).contains(&s)) {
+                    // The server refused the secret as a whole (gone, or no longer
+                    // readable by this token): no other version of it is served either.
+                    // Not for one version's refusal (a stage not there yet, a version
+                    // pruned or under a disabled key), nor a 429 or anything that did
+                    // not come from the server.
+                    if matches!(
+                        e.code(),
+                        Some(
+                            ErrorCode::SecretNotFound
+                                | ErrorCode::SecretPendingDeletion
+                                | ErrorCode::Forbidden
+                                | ErrorCode::Unauthenticated
+                        )
+                    ) {
                         map.retain(|k, _| k.0 != key.0);
                     }
                 }

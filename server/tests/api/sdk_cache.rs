@@ -304,8 +304,9 @@ async fn a_failed_version_is_read_again_once_the_other_entry_is_past_its_ttl() {
     assert_eq!(cache.fetches(), before + 1);
 }
 
-/// When the server refuses a read again (the secret deleted), no other cached version
-/// of the secret is served either, even one still within its TTL.
+/// When the server refuses a read again because the secret is gone, no other cached
+/// version of it is served either, even one still within its TTL; a refusal of one
+/// version (no `ACSPrevious` yet) drops nothing else.
 #[tokio::test]
 async fn a_refused_read_again_drops_the_secrets_other_versions() {
     let s = TestServer::start().await;
@@ -316,12 +317,25 @@ async fn a_refused_read_again_drops_the_secrets_other_versions() {
     let cache = SecretCache::new(
         s.client.clone(),
         CacheConfig {
-            ttl: Duration::from_millis(800),
+            ttl: Duration::from_secs(3),
             ..Default::default()
         },
     );
     assert_eq!(cache.get("gone2").await.unwrap().secret_data, "v1");
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(
+        cache
+            .get_version("gone2", None, Some("ACSPrevious"))
+            .await
+            .is_err()
+    );
+    let reads = server_reads(&s, "gone2").await;
+    assert_eq!(cache.get("gone2").await.unwrap().secret_data, "v1");
+    assert_eq!(
+        server_reads(&s, "gone2").await,
+        reads,
+        "ACSCurrent was read again after another version was refused"
+    );
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     let by_stage = |c: &SecretCache| {
         let c = c.clone();
         async move { c.get_version("gone2", None, Some("ACSCurrent")).await }
@@ -338,7 +352,7 @@ async fn a_refused_read_again_drops_the_secrets_other_versions() {
         .await
         .unwrap();
     // Past the first entry's TTL, within the second's.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     assert!(cache.get("gone2").await.is_err());
     assert!(
         by_stage(&cache).await.is_err(),

@@ -447,8 +447,8 @@ async fn default_role_clause(
 /// Whether the account `user` can log in from this host as Strongbox does, asked as the
 /// admin (whose connection comes from the same host): why not, when no host
 /// entry of the account matches this host, or every one that does asks for what
-/// Strongbox's login does not bring: TLS (`REQUIRE SSL`, when `TlsMode` is `disable`) or
-/// a client certificate (`REQUIRE X509`, `ISSUER`, `SUBJECT`). MySQL refuses such logins
+/// Strongbox's login does not bring: TLS (`REQUIRE SSL` or `CIPHER`, when `TlsMode` is
+/// `disable`) or a client certificate (`REQUIRE X509`, `ISSUER`, `SUBJECT`). MySQL refuses such logins
 /// as a wrong password (1045), so without this a rotation would take them for a password
 /// that drifted and change it. Entries given as a netmask (`10.0.0.0/255.255.255.0`)
 /// are not evaluated here and count as a match.
@@ -461,8 +461,9 @@ pub(crate) async fn login_blocked(
     let tls = admin.cfg.tls != TlsMode::Disable;
     let row: Option<(u64, Option<u64>)> = conn
         .exec_first(
-            "SELECT COUNT(*), CAST(SUM(ssl_type = '' OR (ssl_type = 'ANY' AND ?)) AS UNSIGNED) \
-             FROM mysql.user \
+            "SELECT COUNT(*), CAST(SUM(ssl_type = '' OR (? AND (ssl_type = 'ANY' \
+             OR (ssl_type = 'SPECIFIED' AND x509_issuer = '' AND x509_subject = '')))) \
+             AS UNSIGNED) FROM mysql.user \
              WHERE User = ? AND \
              (SUBSTRING_INDEX(USER(), '@', -1) LIKE Host OR Host LIKE '%/%')",
             (tls, user),

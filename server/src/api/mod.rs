@@ -88,6 +88,8 @@ pub struct RouteSpec {
     pub status: u16,
     /// JSON Schema of the request body, if any.
     pub request: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
+    /// Whether the body may be left out (its handler takes an `OptionalJson`).
+    pub optional_body: bool,
     /// JSON Schema of the query parameters, if any.
     pub query: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
     /// JSON Schema of the success body (none for 204).

@@ -76,7 +76,7 @@ pub fn openapi_document() -> Value {
             let schema = req(&mut generator);
             op.insert(
                 "requestBody".into(),
-                json!({"required": true, "content": {"application/json": {"schema": schema}}}),
+                json!({"required": !r.optional_body, "content": {"application/json": {"schema": schema}}}),
             );
         }
         let mut responses = Map::new();

@@ -31,6 +31,20 @@ macro_rules! schema_fn {
     (($t:ty)) => {
         Some(|g: &mut schemars::SchemaGenerator| g.subschema_for::<$t>())
     };
+    // A body that may be left out.
+    ([$t:ty]) => {
+        Some(|g: &mut schemars::SchemaGenerator| g.subschema_for::<$t>())
+    };
+}
+
+/// `req: [T]` marks a body that may be left out (an `OptionalJson` handler).
+macro_rules! optional_body {
+    ([$t:ty]) => {
+        true
+    };
+    ($other:tt) => {
+        false
+    };
 }
 
 macro_rules! resource_rule {
@@ -67,6 +81,7 @@ macro_rules! routes {
                 summary: $summary,
                 status: $status,
                 request: schema_fn!($req),
+                optional_body: optional_body!($req),
                 query: schema_fn!($q),
                 response: schema_fn!($resp),
             },)*]
@@ -93,7 +108,7 @@ routes! {
     post "/v1/keys/{key_id}/enable" => enable_key, "kms:EnableKey", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Enable a CMK";
     post "/v1/keys/{key_id}/disable" => disable_key, "kms:DisableKey", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Disable a CMK";
     post "/v1/keys/{key_id}/rotate" => rotate_key, "kms:RotateKey", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Add a new primary key version";
-    post "/v1/keys/{key_id}/schedule-deletion" => schedule_key_deletion, "kms:ScheduleKeyDeletion", path "key/{key_id}", 200, req: (api::ScheduleKeyDeletionRequest), query: -, resp: (api::Key), "Schedule destruction of the key material";
+    post "/v1/keys/{key_id}/schedule-deletion" => schedule_key_deletion, "kms:ScheduleKeyDeletion", path "key/{key_id}", 200, req: [api::ScheduleKeyDeletionRequest], query: -, resp: (api::Key), "Schedule destruction of the key material";
     post "/v1/keys/{key_id}/cancel-deletion" => cancel_key_deletion, "kms:CancelKeyDeletion", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Cancel a scheduled deletion";
 
     get "/v1/aliases" => list_aliases, "kms:ListAliases", path "*", 200, req: -, query: (PageQuery), resp: (api::ListAliasesResponse), "List aliases (those the caller may describe)";
@@ -110,7 +125,7 @@ routes! {
     post "/v1/secrets/{name}/versions" => put_secret_value, "kms:PutSecretValue", path "secret/{name}", 201, req: (api::PutSecretValueRequest), query: -, resp: (api::SecretVersionRef), "Add a version";
     get "/v1/secrets/{name}/versions" => list_secret_versions, "kms:ListSecretVersionIds", path "secret/{name}", 200, req: -, query: -, resp: (api::ListSecretVersionsResponse), "List versions";
     post "/v1/secrets/{name}/stages" => update_secret_stage, "kms:UpdateSecretVersionStage", path "secret/{name}", 200, req: (api::UpdateSecretStageRequest), query: -, resp: (api::ListSecretVersionsResponse), "Move or remove a stage label";
-    post "/v1/secrets/{name}/rotate" => rotate_secret, "kms:RotateSecret", path "secret/{name}", 200, req: (api::RotateSecretRequest), query: -, resp: (api::RotateSecretResponse), "Rotate now with the attached policy's strategy; answers when the rotation has finished or failed (the body and its version_id are optional)";
+    post "/v1/secrets/{name}/rotate" => rotate_secret, "kms:RotateSecret", path "secret/{name}", 200, req: [api::RotateSecretRequest], query: -, resp: (api::RotateSecretResponse), "Rotate now with the attached policy's strategy; answers when the rotation has finished or failed (the body and its version_id are optional)";
     get "/v1/random-password" => random_password, "kms:GetRandomPassword", path "*", 200, req: -, query: (RandomPasswordParams), resp: (api::RandomPassword), "Generate a password (the rules of the random rotation strategy)";
     post "/v1/secrets/{name}/restore" => restore_secret, "kms:RestoreSecret", path "secret/{name}", 200, req: -, query: -, resp: (api::Secret), "Cancel a scheduled deletion";
 
@@ -125,7 +140,7 @@ routes! {
     get "/v1/principals/{name}" => get_principal, "ram:GetPrincipal", path "principal/{name}", 200, req: -, query: -, resp: (api::Principal), "Describe a principal";
     patch "/v1/principals/{name}" => update_principal, "ram:UpdatePrincipal", path "principal/{name}", 200, req: (api::UpdatePrincipalRequest), query: -, resp: (api::Principal), "Change a principal's description or attached policies";
     delete "/v1/principals/{name}" => delete_principal, "ram:DeletePrincipal", path "principal/{name}", 204, req: -, query: -, resp: -, "Delete a principal and revoke its tokens";
-    post "/v1/principals/{name}/tokens" => create_token, "ram:CreateToken", path "principal/{name}", 201, req: (api::CreateTokenRequest), query: -, resp: (api::CreatedToken), "Create a token (its value is returned only this once)";
+    post "/v1/principals/{name}/tokens" => create_token, "ram:CreateToken", path "principal/{name}", 201, req: [api::CreateTokenRequest], query: -, resp: (api::CreatedToken), "Create a token (its value is returned only this once)";
     get "/v1/principals/{name}/tokens" => list_tokens, "ram:ListTokens", path "principal/{name}", 200, req: -, query: -, resp: (api::ListTokensResponse), "List a principal's tokens (metadata only)";
     delete "/v1/principals/{name}/tokens/{token_id}" => delete_token, "ram:DeleteToken", path "principal/{name}", 204, req: -, query: -, resp: -, "Revoke a token, effective at once";
 

@@ -381,11 +381,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         // The time first, so that a check that sees no request under way also sees when
         // the last one ended.
-        *self
-            .0
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        self.0.touch();
         let before = self
             .0
             .in_flight

@@ -386,14 +386,9 @@ impl Service {
         })
     }
 
-    /// A principal's tokens (metadata only), by id.
-    pub fn list_tokens(&self, principal: &str) -> Result<api::ListTokensResponse> {
-        self.list_tokens_shown(principal, &|_| true)
-    }
-
-    /// A principal's tokens for a caller: a token the rotation of a secret issued names
-    /// that secret in its description only if `secret_visible` says the caller may
-    /// describe it.
+    /// A principal's tokens (metadata only), by id, for a caller: a token the rotation of
+    /// a secret issued names that secret in its description only if `secret_visible`
+    /// says the caller may describe it.
     pub fn list_tokens_shown(
         &self,
         principal: &str,

@@ -165,18 +165,22 @@ fn token_id_for(secret: &str, version_id: &str) -> String {
 /// The description of the token a secret's rotation issues for a version (how
 /// *finish* finds tokens left by failed rotations).
 fn marker(secret: &str, version_id: &str) -> String {
-    format!("Issued by the rotation of secret {secret}, version {version_id}")
+    format!("{MARKER_PREFIX}{secret}, version {version_id}")
 }
+
+/// How a rotation token's description begins.
+const MARKER_PREFIX: &str = "Issued by the rotation of secret ";
 
 /// The secret whose rotation issued `token`, if one did: its description names the
 /// secret and a version, and its id is the one derived from them (a description anyone
 /// wrote is not taken for one).
 pub(crate) fn rotation_secret_of(token: &TokenRecord) -> Option<&str> {
-    let (secret, _) = token
+    // Secret names hold no blanks, so the first ", version " ends the name.
+    let (secret, version) = token
         .description
-        .strip_prefix("Issued by the rotation of secret ")?
+        .strip_prefix(MARKER_PREFIX)?
         .split_once(", version ")?;
-    issued_by_rotation(secret, token).then_some(secret)
+    (token.token_id == token_id_for(secret, version)).then_some(secret)
 }
 
 /// What a caller that may not describe the secret a rotation token's description names
@@ -187,11 +191,7 @@ pub(crate) const MARKER_HIDDEN: &str = "Issued by the rotation of a secret";
 /// version and its id is the one derived from that version (anyone may write such a
 /// description on a token, but nobody chooses a token's id).
 fn issued_by_rotation(secret: &str, token: &TokenRecord) -> bool {
-    let prefix = format!("Issued by the rotation of secret {secret}, version ");
-    token
-        .description
-        .strip_prefix(&prefix)
-        .is_some_and(|v| token.token_id == token_id_for(secret, v))
+    rotation_secret_of(token) == Some(secret)
 }
 
 /// Revokes every token the rotations of `rec` issued, when the secret leaves for good

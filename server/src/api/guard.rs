@@ -10,6 +10,7 @@
 //! lets the handler run with the caller's identity.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
@@ -21,7 +22,8 @@ use strongbox_schemas::{AuditOutcome, ErrorCode, RESOURCE_TYPES};
 
 use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, is_json};
-use super::{AppState, ResourceRule, RouteSpec};
+use super::metrics::method_label;
+use super::{AppState, ResourceRule, RouteNote, RouteSpec};
 use crate::Error;
 use crate::service::{AuditEntry, AuditSlot, Identity};
 use crate::tls::PeerAddr;
@@ -43,8 +45,25 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Outermost of the two: drafts, runs and records.
+/// Outermost of the two: drafts, runs and records; then counts the request in the
+/// metrics, with its final status and its whole time (the record's commit included).
 pub(super) async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = method_label(req.method());
+    let note = RouteNote::default();
+    req.extensions_mut().insert(note.clone());
+    let resp = record(&state, req, next).await;
+    state.metrics.observe(
+        method,
+        note.route(),
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+/// Drafts the request's record, runs the request, records it.
+async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
     let mut entry = AuditEntry {
         time: state.service.now(),
         request_id: current_request_id(),
@@ -138,18 +157,18 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
         &axum::http::Method::HEAD => "GET",
         m => m.as_str(),
     };
-    let key = (
-        method.to_string(),
-        req.extensions()
-            .get::<MatchedPath>()
-            .map(|m| m.as_str().to_string())
-            .unwrap_or_default(),
-    );
-    let Some(spec) = state.routes.get(&key).cloned() else {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    let Some(spec) = state.routes.get(&(method, path)).cloned() else {
         // A route outside the table cannot be authorized, so it is refused.
         return ApiError::new(ErrorCode::Forbidden, "route has no authorization rule")
             .into_response();
     };
+    if let Some(note) = req.extensions().get::<RouteNote>() {
+        note.set(spec.path);
+    }
     let slot = req.extensions().get::<AuditSlot>().cloned();
     if spec.action.is_empty() {
         if let Some(s) = &slot {

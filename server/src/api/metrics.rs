@@ -6,17 +6,37 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+// Labels are static strings and a number: recording a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
-    status: String,
+    method: &'static str,
+    route: &'static str,
+    status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
+}
+
+/// The `route` label of a request that matched no route (answered 404 or 405).
+pub(super) const UNMATCHED: &str = "unmatched";
+
+/// The `method` label: the standard methods by name, any other as `OTHER` (so that a
+/// client cannot add label values at will).
+pub(super) fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// The server's metrics.
@@ -52,20 +72,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records one request.
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Records one request: `route` is its route table path, or [`UNMATCHED`].
+    pub fn observe(&self, method: &'static str, route: &'static str, status: u16, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_string(),
-                route: route.to_string(),
-                status: status.to_string(),
+                method,
+                route,
+                status,
             })
             .inc();
         self.latency
-            .get_or_create(&RouteLabels {
-                method: method.to_string(),
-                route: route.to_string(),
-            })
+            .get_or_create(&RouteLabels { method, route })
             .observe(seconds);
     }
 

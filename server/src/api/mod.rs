@@ -11,10 +11,9 @@ mod openapi;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
@@ -111,7 +110,7 @@ pub struct StateInner {
     pub service: Service,
     /// Metrics registry.
     pub metrics: Metrics,
-    routes: HashMap<(String, String), RouteSpec>,
+    routes: HashMap<(&'static str, &'static str), RouteSpec>,
     /// Time for a request's body to arrive, once its headers have.
     pub body_read_timeout: std::time::Duration,
 }
@@ -136,7 +135,7 @@ impl AppState {
     ) -> Self {
         let routes = handlers::route_table()
             .into_iter()
-            .map(|r| ((r.method.to_string(), r.path.to_string()), r))
+            .map(|r| ((r.method, r.path), r))
             .collect();
         Self(Arc::new(StateInner {
             service,
@@ -154,10 +153,6 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             guard::authorize,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -268,22 +263,19 @@ async fn request_id(req: Request, next: Next) -> Response {
     resp
 }
 
-async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_default();
-    let method = req.method().as_str().to_string();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    state.metrics.observe(
-        &method,
-        &route,
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
-    resp
+/// The route table path a request matched, noted by [`guard::authorize`] so that
+/// [`guard::audit`], which sees the final response, can label its metrics.
+#[derive(Clone, Default)]
+pub(crate) struct RouteNote(Arc<std::sync::OnceLock<&'static str>>);
+
+impl RouteNote {
+    fn set(&self, path: &'static str) {
+        let _ = self.0.set(path);
+    }
+
+    fn route(&self) -> &'static str {
+        self.0.get().copied().unwrap_or(metrics::UNMATCHED)
+    }
 }
 
 #[cfg(test)]

@@ -201,6 +201,76 @@ async fn openapi_matches_the_checked_in_document_and_metrics_count_routes() {
     );
 }
 
+/// The count of `route` / `status` in the metrics text (0 when the series is absent).
+fn requests_counted(metrics: &str, method: &str, route: &str, status: u16) -> u64 {
+    let series = format!(
+        r#"strongbox_http_requests_total{{method="{method}",route="{route}",status="{status}"}} "#
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Every request is counted once with the status its client got: also a request that
+/// matched no route, and a read whose answer the audit trail replaced with an error.
+#[tokio::test]
+async fn metrics_count_every_request_with_the_status_it_was_answered_with() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let h = s.http();
+    let auth = format!("Bearer {}", s.token);
+    c.create_secret(&text_secret("m", "v")).await.unwrap();
+    c.get_secret_value("m", None, None).await.unwrap();
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let nope = h
+        .get(format!("{}/v1/nope", s.base()))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(nope), 404);
+    let wrong = h
+        .delete(format!("{}/v1/health", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(wrong), 405);
+    let odd = h
+        .request(
+            Method::from_bytes(b"BREW").unwrap(),
+            format!("{}/v1/health", s.base()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(odd), 405);
+    // A read whose record cannot be written is answered 503, not with its value.
+    s.service.set_audit_failpoint(true);
+    assert_code(
+        c.get_secret_value("m", None, None).await,
+        ErrorCode::Unavailable,
+        "audit",
+    );
+    s.service.set_audit_failpoint(false);
+
+    let m = c.metrics().await.unwrap();
+    let value = "/v1/secrets/{name}/value";
+    assert_eq!(requests_counted(&m, "GET", value, 200), 1, "{m}");
+    assert_eq!(requests_counted(&m, "GET", value, 503), 1, "{m}");
+    assert_eq!(requests_counted(&m, "POST", "/v1/secrets", 201), 1, "{m}");
+    assert_eq!(requests_counted(&m, "GET", "unmatched", 404), 1, "{m}");
+    assert_eq!(requests_counted(&m, "DELETE", "unmatched", 405), 1, "{m}");
+    // A method outside the standard ones does not become a label of its own.
+    assert_eq!(requests_counted(&m, "OTHER", "unmatched", 405), 1, "{m}");
+    assert!(!m.contains("BREW"), "{m}");
+    // Both reads are in the route's latency histogram.
+    let count = format!(
+        r#"strongbox_http_request_duration_seconds_count{{method="GET",route="{value}"}} 2"#
+    );
+    assert!(m.lines().any(|l| l == count), "{m}");
+}
+
 #[tokio::test]
 async fn an_optional_body_without_a_json_content_type_is_refused_not_ignored() {
     let s = TestServer::start().await;

@@ -194,6 +194,40 @@ fn secret_basic() {
     });
 }
 
+/// Terraform run with TF_DISABLE_PLUGIN_TLS sends the provider no client certificate:
+/// the provider then serves on a Unix socket in a directory only its user may enter (as
+/// go-plugin does), and every Terraform reaches it there.
+#[test]
+fn without_plugin_tls_terraform_reaches_the_provider_on_its_private_socket() {
+    for_each_variant(|v| {
+        let srv = DevServer::start();
+        let tf = Terraform::builder(&v.terraform)
+            .server(&srv)
+            .protocols(v.protocols)
+            .env("TF_DISABLE_PLUGIN_TLS", "1")
+            .env("STRONGBOX_PROVIDER_LOG", "info")
+            .build();
+        step(&tf, SECRET_BASIC);
+        assert_protocol(&tf, v);
+        let log = std::fs::read_to_string(tf.work_dir().join("tf.log")).unwrap();
+        // The provider's own log line, which Terraform keeps in its log.
+        let serving: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("terraform_provider_strongbox: serving "))
+            .collect();
+        assert!(
+            !serving.is_empty(),
+            "no address logged in {}",
+            tf.work_dir().display()
+        );
+        for l in serving {
+            assert!(l.contains("unix") && l.contains("strongbox-plugin-"), "{l}");
+        }
+        assert_eq!(server_value(&srv, "app-token"), "s3cret-value-1");
+        tf.destroy();
+    });
+}
+
 /// Destroying a key that secrets use (by id or by alias) warns in the plan and names
 /// them: after the key's window its material is gone and so are their values. A key no
 /// secret uses plans its destroy without a warning. (Terraform before 1.3 does not ask

@@ -46,7 +46,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run(debug)) {
+    let result = rt.block_on(run(debug));
+    plugin_host::remove_socket_dir();
+    if let Err(e) = result {
         eprintln!("[ERROR] {e:#}");
         std::process::exit(1);
     }
@@ -78,6 +80,7 @@ async fn run(debug: bool) -> anyhow::Result<()> {
     if cert_der.is_some() {
         plugin_host::warm_up();
     }
+    tracing::info!(network = addr.network(), address = %addr, "serving");
 
     let core = Arc::new(resources::core());
     let (v5, v6) = grpc::adapters(core);
@@ -99,12 +102,12 @@ async fn run(debug: bool) -> anyhow::Result<()> {
         println!("Provider started in debug mode. To attach Terraform, run:\n");
         println!(
             "\texport TF_REATTACH_PROVIDERS='{}'",
-            plugin_host::reattach_json(SOURCE, version, addr)
+            plugin_host::reattach_json(SOURCE, version, &addr)
         );
     } else {
         println!(
             "{}",
-            plugin_host::handshake_line(version, addr, cert_der.as_deref())
+            plugin_host::handshake_line(version, &addr, cert_der.as_deref())
         );
     }
     std::io::stdout().flush()?;

@@ -37,38 +37,47 @@ struct Plugin {
     version: String,
 }
 
-fn launch(client_pem: &str, offered: &str) -> Plugin {
-    let mut child = Command::new(BIN)
-        .env(
-            "TF_PLUGIN_MAGIC_COOKIE",
-            "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2",
-        )
-        .env("PLUGIN_PROTOCOL_VERSIONS", offered)
-        .env("PLUGIN_CLIENT_CERT", client_pem)
-        .env_remove("STRONGBOX_PROVIDER_PROTOCOLS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// Starts the binary as go-plugin does (with `PLUGIN_CLIENT_CERT` when given) and
+/// returns it with the six fields of its handshake line.
+fn spawn_managed(client_pem: Option<&str>, offered: &str) -> (Child, Vec<String>) {
+    let mut cmd = Command::new(BIN);
+    cmd.env(
+        "TF_PLUGIN_MAGIC_COOKIE",
+        "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2",
+    )
+    .env("PLUGIN_PROTOCOL_VERSIONS", offered)
+    .env_remove("PLUGIN_CLIENT_CERT")
+    .env_remove("STRONGBOX_PROVIDER_PROTOCOLS")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if let Some(pem) = client_pem {
+        cmd.env("PLUGIN_CLIENT_CERT", pem);
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let parts: Vec<&str> = line.trim_end().split('|').collect();
+    let parts: Vec<String> = line.trim_end().split('|').map(str::to_string).collect();
     assert_eq!(parts.len(), 6, "{line}");
+    (child, parts)
+}
+
+fn launch(client_pem: &str, offered: &str) -> Plugin {
+    let (child, parts) = spawn_managed(Some(client_pem), offered);
     assert_eq!(
-        (parts[0], parts[2], parts[4]),
+        (parts[0].as_str(), parts[2].as_str(), parts[4].as_str()),
         ("1", "tcp", "grpc"),
-        "{line}"
+        "{parts:?}"
     );
     let server_der = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(parts[5])
+        .decode(&parts[5])
         .unwrap();
     Plugin {
         child,
-        addr: parts[3].to_string(),
+        addr: parts[3].clone(),
         server_der,
-        version: parts[1].to_string(),
+        version: parts[1].clone(),
     }
 }
 
@@ -222,8 +231,49 @@ fn sigint_is_ignored_like_go_plugins_do() {
     p.child.kill().unwrap();
 }
 
+/// A channel over a Unix socket.
+async fn unix_channel(path: String) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+/// The socket of a plaintext provider is in a directory of its own that only its user
+/// may enter (so no other local user can drive it), as go-plugin's are.
+fn assert_private_socket(path: &str) {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+    let sock = std::path::Path::new(path);
+    assert!(
+        std::fs::metadata(sock).unwrap().file_type().is_socket(),
+        "{path}"
+    );
+    let dir = std::fs::metadata(sock.parent().unwrap()).unwrap();
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700, "{path}");
+    let me = std::fs::metadata("/proc/self").unwrap().uid();
+    assert_eq!(dir.uid(), me, "{path}");
+}
+
+async fn schema_has_cmk(ch: tonic::transport::Channel) {
+    let s = ProviderClient::new(ch)
+        .get_provider_schema(tfplugin6::get_provider_schema::Request {})
+        .await
+        .unwrap();
+    assert!(
+        s.into_inner()
+            .resource_schemas
+            .contains_key("strongbox_cmk")
+    );
+}
+
 #[test]
-fn debug_mode_prints_reattach_and_serves_plaintext() {
+fn debug_mode_prints_reattach_and_serves_plaintext_on_a_private_socket() {
     let mut child = Command::new(BIN)
         .arg("--debug")
         .env_remove("TF_PLUGIN_MAGIC_COOKIE")
@@ -243,24 +293,44 @@ fn debug_mode_prints_reattach_and_serves_plaintext() {
     let entry = &json["registry.terraform.io/strongbox/strongbox"];
     assert_eq!(entry["Protocol"], "grpc");
     assert_eq!(entry["ProtocolVersion"], 6);
-    let addr = entry["Addr"]["String"].as_str().unwrap().to_string();
+    assert_eq!(entry["Addr"]["Network"], "unix");
+    let path = entry["Addr"]["String"].as_str().unwrap().to_string();
+    assert_private_socket(&path);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    rt.block_on(async { schema_has_cmk(unix_channel(path.clone()).await).await });
+    // Ctrl-C ends debug mode, and the socket's directory goes with it.
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
             .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let s = ProviderClient::new(ch)
-            .get_provider_schema(tfplugin6::get_provider_schema::Request {})
-            .await
-            .unwrap();
-        assert!(
-            s.into_inner()
-                .resource_schemas
-                .contains_key("strongbox_cmk")
-        );
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let dir = std::path::Path::new(&path).parent().unwrap().to_path_buf();
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+/// Terraform run with TF_DISABLE_PLUGIN_TLS sends no client certificate: the handshake
+/// names a private Unix socket, not a loopback port, and Shutdown removes it.
+#[tokio::test]
+async fn without_a_client_certificate_the_plugin_serves_on_a_private_socket() {
+    let (mut child, parts) = spawn_managed(None, "5,6");
+    assert_eq!(parts, ["1", "6", "unix", &parts[3], "grpc", ""]);
+    let path = parts[3].clone();
+    assert_private_socket(&path);
+    let ch = unix_channel(path.clone()).await;
+    schema_has_cmk(ch.clone()).await;
+    GrpcControllerClient::new(ch)
+        .shutdown(plugin::Empty {})
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit after Shutdown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = std::path::Path::new(&path).parent().unwrap().to_path_buf();
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }

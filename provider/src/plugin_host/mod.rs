@@ -5,6 +5,7 @@
 mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +85,7 @@ impl GrpcController for Controller {
         // hold the exit back, so leave shortly after the reply is on its way.
         tokio::spawn(async {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            remove_socket_dir();
             std::process::exit(0);
         });
         Ok(tonic::Response::new(crate::plugin::Empty {}))
@@ -104,7 +106,7 @@ pub enum Launch {
         /// `PLUGIN_CLIENT_CERT`, PEM.
         client_cert_pem: Option<String>,
     },
-    /// `--debug`: plaintext on loopback, prints `TF_REATTACH_PROVIDERS`.
+    /// `--debug`: plaintext on a private Unix socket, prints `TF_REATTACH_PROVIDERS`.
     Debug {
         /// Protocol version to serve.
         version: u32,
@@ -113,30 +115,102 @@ pub enum Launch {
 
 /// Accepted connections, TLS or plain, as tonic's incoming stream.
 pub enum Incoming {
-    /// AutoMTLS.
+    /// AutoMTLS on loopback TCP: only the holder of Terraform's client key gets in.
     Tls(
         ReceiverStream<
             Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
         >,
     ),
-    /// Plaintext (debug mode, or Terraform run with TF_DISABLE_PLUGIN_TLS).
-    Plain(tokio_stream::wrappers::TcpListenerStream),
+    /// Plaintext (debug mode, or Terraform run with TF_DISABLE_PLUGIN_TLS), on a Unix
+    /// socket in a directory only this user may enter, as go-plugin does: a loopback TCP
+    /// port would let any local user drive the provider with the token it was given.
+    Plain(tokio_stream::wrappers::UnixListenerStream),
 }
 
-/// Binds a loopback listener and, for TLS, starts accepting handshakes in the background.
+/// Where the provider listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginAddr {
+    /// Loopback TCP (AutoMTLS).
+    Tcp(SocketAddr),
+    /// A Unix socket (plaintext).
+    Unix(PathBuf),
+}
+
+impl PluginAddr {
+    /// go-plugin's network name.
+    pub fn network(&self) -> &'static str {
+        match self {
+            PluginAddr::Tcp(_) => "tcp",
+            PluginAddr::Unix(_) => "unix",
+        }
+    }
+}
+
+impl std::fmt::Display for PluginAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginAddr::Tcp(a) => a.fmt(f),
+            PluginAddr::Unix(p) => p.display().fmt(f),
+        }
+    }
+}
+
+/// The private directory of the plaintext socket, removed when the process ends.
+static SOCKET_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Removes the plaintext socket's directory, if one was made; called on the way out
+/// (`std::process::exit` runs no destructors).
+pub fn remove_socket_dir() {
+    if let Some(dir) = SOCKET_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A new directory under the temp dir that only this user may enter (0700).
+fn private_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let base = std::env::temp_dir();
+    for _ in 0..16 {
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("random name: {e}"))?;
+        let dir = base.join(format!(
+            "strongbox-plugin-{}",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ));
+        // create, not create_all: an existing path (another user's trap) is never reused.
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(anyhow::anyhow!("cannot create {}: {e}", dir.display())),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "cannot create a private directory under {}",
+        base.display()
+    ))
+}
+
+/// Binds the listener and, for TLS, starts accepting handshakes in the background.
 /// Returns the address, the handshake certificate (DER) if any, and the stream.
 pub async fn listen(
     client_cert_pem: Option<&str>,
-) -> anyhow::Result<(SocketAddr, Option<Vec<u8>>, Incoming)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
+) -> anyhow::Result<(PluginAddr, Option<Vec<u8>>, Incoming)> {
     let Some(pem) = client_cert_pem else {
+        let dir = private_dir()?;
+        let _ = SOCKET_DIR.set(dir.clone());
+        let path = dir.join("plugin.sock");
+        let listener = tokio::net::UnixListener::bind(&path)?;
         return Ok((
-            addr,
+            PluginAddr::Unix(path),
             None,
-            Incoming::Plain(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            Incoming::Plain(tokio_stream::wrappers::UnixListenerStream::new(listener)),
         ));
     };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
     let (server_cfg, server_der) = tls::server_config(pem)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
     let (tx, rx) = mpsc::channel(16);
@@ -164,29 +238,30 @@ pub async fn listen(
         }
     });
     Ok((
-        addr,
+        PluginAddr::Tcp(addr),
         Some(server_der),
         Incoming::Tls(ReceiverStream::new(rx)),
     ))
 }
 
-/// The go-plugin handshake line: `1|VERSION|tcp|ADDR|grpc|CERT` (CERT: DER, base64 without padding).
-pub fn handshake_line(version: u32, addr: SocketAddr, cert_der: Option<&[u8]>) -> String {
+/// The go-plugin handshake line: `1|VERSION|NETWORK|ADDR|grpc|CERT` (CERT: DER, base64
+/// without padding; empty for plaintext).
+pub fn handshake_line(version: u32, addr: &PluginAddr, cert_der: Option<&[u8]>) -> String {
     let cert = cert_der
         .map(|d| base64::engine::general_purpose::STANDARD_NO_PAD.encode(d))
         .unwrap_or_default();
-    format!("1|{version}|tcp|{addr}|grpc|{cert}")
+    format!("1|{version}|{}|{addr}|grpc|{cert}", addr.network())
 }
 
 /// The `TF_REATTACH_PROVIDERS` value for debug mode.
-pub fn reattach_json(source: &str, version: u32, addr: SocketAddr) -> String {
+pub fn reattach_json(source: &str, version: u32, addr: &PluginAddr) -> String {
     serde_json::json!({
         source: {
             "Protocol": "grpc",
             "ProtocolVersion": version,
             "Pid": std::process::id(),
             "Test": true,
-            "Addr": {"Network": "tcp", "String": addr.to_string()}
+            "Addr": {"Network": addr.network(), "String": addr.to_string()}
         }
     })
     .to_string()
@@ -209,7 +284,13 @@ mod tests {
 
     #[test]
     fn handshake_line_format() {
-        let l = handshake_line(6, "127.0.0.1:1234".parse().unwrap(), Some(&[1, 2, 3, 4]));
+        let tcp = PluginAddr::Tcp("127.0.0.1:1234".parse().unwrap());
+        let l = handshake_line(6, &tcp, Some(&[1, 2, 3, 4]));
         assert_eq!(l, "1|6|tcp|127.0.0.1:1234|grpc|AQIDBA");
+        let unix = PluginAddr::Unix("/tmp/d/plugin.sock".into());
+        assert_eq!(
+            handshake_line(5, &unix, None),
+            "1|5|unix|/tmp/d/plugin.sock|grpc|"
+        );
     }
 }

@@ -46,6 +46,8 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // A panic that unwinds out of `run` still removes the plaintext socket's directory.
+    let _cleanup = RemoveSocketDir;
     let result = rt.block_on(run(debug));
     plugin_host::remove_socket_dir();
     if let Err(e) = result {
@@ -54,6 +56,15 @@ fn main() {
     }
     // Do not wait for lingering connections: Terraform kills us after 2 s otherwise.
     std::process::exit(0);
+}
+
+/// Removes the plaintext socket's directory when dropped.
+struct RemoveSocketDir;
+
+impl Drop for RemoveSocketDir {
+    fn drop(&mut self) {
+        plugin_host::remove_socket_dir();
+    }
 }
 
 async fn run(debug: bool) -> anyhow::Result<()> {
@@ -111,6 +122,15 @@ async fn run(debug: bool) -> anyhow::Result<()> {
         );
     }
     std::io::stdout().flush()?;
+
+    // SIGTERM (a supervisor, `kill`): leave at once, without the socket's directory.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        if sigterm.recv().await.is_some() {
+            plugin_host::remove_socket_dir();
+            std::process::exit(143);
+        }
+    });
 
     let stop = {
         let s = shutdown.clone();

@@ -204,14 +204,7 @@ fn started_by_hand_it_explains_and_exits_1() {
 fn sigint_is_ignored_like_go_plugins_do() {
     let (pem, der, key) = terraform_like_cert();
     let mut p = launch(&pem, "5,6");
-    let pid = p.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(p.child.id(), "-INT");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         p.child.try_wait().unwrap().is_none(),
@@ -256,8 +249,33 @@ fn assert_private_socket(path: &str) {
     );
     let dir = std::fs::metadata(sock.parent().unwrap()).unwrap();
     assert_eq!(dir.permissions().mode() & 0o777, 0o700, "{path}");
-    let me = std::fs::metadata("/proc/self").unwrap().uid();
+    let mine = tempfile::NamedTempFile::new().unwrap();
+    let me = mine.as_file().metadata().unwrap().uid();
     assert_eq!(dir.uid(), me, "{path}");
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) to process `pid`.
+fn send_signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+/// The exit status of `child`, which must exit within 10 s.
+fn exit_of(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the provider did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 async fn schema_has_cmk(ch: tonic::transport::Channel) {
@@ -272,24 +290,32 @@ async fn schema_has_cmk(ch: tonic::transport::Channel) {
     );
 }
 
-#[test]
-fn debug_mode_prints_reattach_and_serves_plaintext_on_a_private_socket() {
+/// Starts the binary with `--debug` (and `env`); returns it with its
+/// `TF_REATTACH_PROVIDERS` value.
+fn debug_provider(env: &[(&str, &std::ffi::OsStr)]) -> (Child, serde_json::Value) {
     let mut child = Command::new(BIN)
         .arg("--debug")
         .env_remove("TF_PLUGIN_MAGIC_COOKIE")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut reattach = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if let Some(v) = line.trim().strip_prefix("export TF_REATTACH_PROVIDERS='") {
-            reattach = Some(v.trim_end_matches('\'').to_string());
-            break;
+            let json = serde_json::from_str(v.trim_end_matches('\'')).unwrap();
+            return (child, json);
         }
     }
-    let json: serde_json::Value = serde_json::from_str(&reattach.expect("reattach line")).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    panic!("no reattach line");
+}
+
+#[test]
+fn debug_mode_prints_reattach_and_serves_plaintext_on_a_private_socket() {
+    let (mut child, json) = debug_provider(&[]);
     let entry = &json["registry.terraform.io/strongbox/strongbox"];
     assert_eq!(entry["Protocol"], "grpc");
     assert_eq!(entry["ProtocolVersion"], 6);
@@ -299,15 +325,29 @@ fn debug_mode_prints_reattach_and_serves_plaintext_on_a_private_socket() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async { schema_has_cmk(unix_channel(path.clone()).await).await });
     // Ctrl-C ends debug mode, and the socket's directory goes with it.
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
+    send_signal(child.id(), "-INT");
+    let status = exit_of(&mut child);
     assert!(status.success(), "{status}");
+    let dir = std::path::Path::new(&path).parent().unwrap().to_path_buf();
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+/// A socket path must fit in 108 bytes: under a temp dir with a long name the socket's
+/// directory goes to /tmp instead, and the provider still starts.
+#[tokio::test]
+async fn a_temp_dir_too_long_for_a_socket_path_falls_back_to_tmp() {
+    let outer = tempfile::tempdir().unwrap();
+    let long = outer.path().join("d".repeat(100));
+    std::fs::create_dir(&long).unwrap();
+    let (mut child, json) = debug_provider(&[("TMPDIR", long.as_os_str())]);
+    let addr = &json["registry.terraform.io/strongbox/strongbox"]["Addr"]["String"];
+    let path = addr.as_str().expect("a socket path").to_string();
+    assert!(path.starts_with("/tmp/strongbox-plugin-"), "{path}");
+    assert_private_socket(&path);
+    schema_has_cmk(unix_channel(path.clone()).await).await;
+    // SIGTERM ends it at once, and the socket's directory goes with it.
+    send_signal(child.id(), "-TERM");
+    assert_eq!(exit_of(&mut child).code(), Some(143));
     let dir = std::path::Path::new(&path).parent().unwrap().to_path_buf();
     assert!(!dir.exists(), "{} left behind", dir.display());
 }

@@ -166,10 +166,29 @@ pub fn remove_socket_dir() {
     }
 }
 
-/// A new directory under the temp dir that only this user may enter (0700).
-fn private_dir() -> anyhow::Result<PathBuf> {
+/// The socket's file name in its directory.
+const SOCKET_NAME: &str = "plugin.sock";
+
+/// Where the socket's directory goes: the temp dir (`TMPDIR`), unless the socket's path
+/// would not fit in a `sockaddr_un` (107 bytes and a NUL on Linux, 103 on macOS); then
+/// `/tmp`.
+fn socket_base() -> PathBuf {
+    #[cfg(target_os = "macos")]
+    const LONGEST: usize = 103;
+    #[cfg(not(target_os = "macos"))]
+    const LONGEST: usize = 107;
+    let tmp = std::env::temp_dir();
+    let below = "/strongbox-plugin-0123456789abcdef/".len() + SOCKET_NAME.len();
+    if tmp.as_os_str().len() + below <= LONGEST {
+        tmp
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
+/// A new directory under `base` that only this user may enter (0700).
+fn private_dir(base: &std::path::Path) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt as _;
-    let base = std::env::temp_dir();
     for _ in 0..16 {
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("random name: {e}"))?;
@@ -199,9 +218,9 @@ pub async fn listen(
     client_cert_pem: Option<&str>,
 ) -> anyhow::Result<(PluginAddr, Option<Vec<u8>>, Incoming)> {
     let Some(pem) = client_cert_pem else {
-        let dir = private_dir()?;
+        let dir = private_dir(&socket_base())?;
         let _ = SOCKET_DIR.set(dir.clone());
-        let path = dir.join("plugin.sock");
+        let path = dir.join(SOCKET_NAME);
         let listener = tokio::net::UnixListener::bind(&path)?;
         return Ok((
             PluginAddr::Unix(path),

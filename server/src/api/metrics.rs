@@ -20,7 +20,8 @@ struct RouteLabels {
     route: &'static str,
 }
 
-/// The `route` label of a request that matched no route (answered 404 or 405).
+/// The `route` label of a request that matched no route (404, 405) or was refused
+/// before routing (an over-long URI).
 pub(super) const UNMATCHED: &str = "unmatched";
 
 /// The `method` label: the standard methods by name, any other as `OTHER` (so that a

@@ -107,7 +107,8 @@ pub(crate) struct RunArgs {
     #[arg(long = "env", value_name = "VAR=SECRET[:FIELD]", required = true)]
     env: Vec<String>,
     /// Leave STRONGBOX_TOKEN in the program's environment (it is removed by default:
-    /// the program gets its secrets, not the right to read more).
+    /// the program gets its secrets, not the right to read more). STRONGBOX_ROOT_KEY is
+    /// always removed.
     #[arg(long)]
     keep_token: bool,
     /// The program and its arguments, after `--`.
@@ -508,6 +509,9 @@ pub(crate) async fn prepare_run(args: RunArgs) -> anyhow::Result<std::process::C
     if !args.keep_token {
         cmd.env_remove("STRONGBOX_TOKEN");
     }
+    // The root key unseals the whole store: no program is given it, even one that keeps
+    // the token.
+    cmd.env_remove("STRONGBOX_ROOT_KEY");
     for i in &injections {
         let raw = &values[i.secret.as_str()];
         let text: Zeroizing<String> = match &i.field {

@@ -455,19 +455,22 @@ async fn run_puts_secrets_in_the_programs_environment_and_only_them() {
     .await;
     // The program has its secrets, and not the token that could read others.
     assert_eq!(out, "myapp|pw-run-4711|5432|key-run-0815|none");
+    // Kept on request; the root key, in an operator's environment, never.
     let mut keep = s.cli(&s.token);
-    keep.env("EXPECTED", &s.token).args([
-        "run",
-        "--keep-token",
-        "--env",
-        "K=api/key",
-        "--",
-        "sh",
-        "-c",
-        r#"test "$STRONGBOX_TOKEN" = "$EXPECTED" && printf kept"#,
-    ]);
+    keep.env("EXPECTED", &s.token)
+        .env("STRONGBOX_ROOT_KEY", "root-key-of-the-operator")
+        .args([
+            "run",
+            "--keep-token",
+            "--env",
+            "K=api/key",
+            "--",
+            "sh",
+            "-c",
+            r#"test "$STRONGBOX_TOKEN" = "$EXPECTED" && printf 'kept|%s' "${STRONGBOX_ROOT_KEY-none}""#,
+        ]);
     let out = run(keep).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept|none");
 
     // The program's exit status is run's.
     let mut status = s.cli(&s.token);

@@ -63,10 +63,46 @@ impl From<JsonRejection> for ApiError {
             }
             other => ApiError::new(
                 ErrorCode::InvalidParameter,
-                format!("body: {}", other.body_text()),
+                format!("body: {}", without_values(&other.body_text())),
             ),
         }
     }
+}
+
+/// A JSON error message without the values it quotes: serde names what it found
+/// (``invalid type: integer `123456`, expected a string``, ``unknown variant `x` ``),
+/// and what it found may be a secret sent in the wrong shape or field. The field's
+/// path, the kind of value and what was expected stay.
+fn without_values(message: &str) -> String {
+    const MARKS: [&str; 3] = ["invalid type: ", "invalid value: ", "unknown variant "];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((at, mark)) = MARKS
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| (i, *m)))
+        .min_by_key(|(i, _)| *i)
+    {
+        let start = at + mark.len();
+        out.push_str(&rest[..start]);
+        // What was found runs to ", expected" (or to the end of the message).
+        let found_len = rest[start..]
+            .find(", expected")
+            .unwrap_or(rest.len() - start);
+        let found = &rest[start..start + found_len];
+        // Its kind is what comes before a quoted value: `integer`, `string`, ….
+        let kind = found
+            .find(['`', '"'])
+            .map_or(found, |q| &found[..q])
+            .trim_end();
+        if kind.is_empty() {
+            out.push('…');
+        } else {
+            out.push_str(kind);
+        }
+        rest = &rest[start + found_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl From<PathRejection> for ApiError {
@@ -84,5 +120,47 @@ impl From<QueryRejection> for ApiError {
             ErrorCode::InvalidParameter,
             format!("query: {}", r.body_text()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_values;
+
+    #[test]
+    fn json_errors_name_the_field_and_the_kind_but_not_the_value() {
+        let cases = [
+            (
+                "secret_data: invalid type: integer `123456`, expected a string at line 1 column 21",
+                "secret_data: invalid type: integer, expected a string at line 1 column 21",
+            ),
+            (
+                r#"a: invalid type: string "pw-4711", expected u32 at line 1 column 9"#,
+                "a: invalid type: string, expected u32 at line 1 column 9",
+            ),
+            (
+                "b: invalid value: floating point `2.5`, expected u8",
+                "b: invalid value: floating point, expected u8",
+            ),
+            (
+                "secret_data_type: unknown variant `hunter2`, expected `text` or `binary`",
+                "secret_data_type: unknown variant …, expected `text` or `binary`",
+            ),
+            (
+                "invalid type: map, expected a string",
+                "invalid type: map, expected a string",
+            ),
+            (
+                "unknown field `colour`, expected one of `name`, `tags`",
+                "unknown field `colour`, expected one of `name`, `tags`",
+            ),
+            (
+                "trailing: invalid type: integer `7`",
+                "trailing: invalid type: integer",
+            ),
+        ];
+        for (given, wanted) in cases {
+            assert_eq!(without_values(given), wanted, "{given}");
+        }
     }
 }

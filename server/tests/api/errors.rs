@@ -201,6 +201,38 @@ async fn openapi_matches_the_checked_in_document_and_metrics_count_routes() {
     );
 }
 
+/// A value sent in the wrong shape is refused naming the field and what was expected,
+/// without repeating the value (it may be the secret: a PIN sent as a number).
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_not_repeated_in_the_error() {
+    let s = TestServer::start().await;
+    let h = s.http();
+    let auth = format!("Bearer {}", s.token);
+    for (path, body) in [
+        ("/v1/secrets", r#"{"name": "pin", "secret_data": 48151623}"#),
+        (
+            "/v1/secrets",
+            r#"{"name": "pin", "secret_data": "x", "secret_data_type": "pin-48151623"}"#,
+        ),
+    ] {
+        let r = h
+            .post(format!("{}{path}", s.base()))
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "InvalidParameter", "{v}");
+        let message = v["message"].as_str().unwrap();
+        assert!(message.contains("secret_data"), "{message}");
+        assert!(message.contains("expected"), "{message}");
+        assert!(!message.contains("48151623"), "{message}");
+    }
+}
+
 /// The count of `route` / `status` in the metrics text (0 when the series is absent).
 fn requests_counted(metrics: &str, method: &str, route: &str, status: u16) -> u64 {
     let series = format!(

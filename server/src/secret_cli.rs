@@ -19,7 +19,9 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 #[derive(Subcommand)]
 pub(crate) enum SecretCommand {
-    /// Print a secret's value (ACSCurrent unless told otherwise) on standard output.
+    /// Print a secret's value (ACSCurrent unless told otherwise) on standard output:
+    /// byte for byte into a file or pipe; at a terminal only text without control
+    /// characters.
     Get {
         /// Secret name.
         name: String,
@@ -204,6 +206,12 @@ fn field_of(name: &str, value: &[u8], field: &str) -> anyhow::Result<Zeroizing<S
     }
 }
 
+/// Whether `bytes` are text without control characters other than tab and newline.
+fn fit_for_a_terminal(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes)
+        .is_ok_and(|t| !t.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
+}
+
 pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
     let c = client()?;
     match cmd {
@@ -222,9 +230,17 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                 None => bytes,
             };
             let mut stdout = std::io::stdout().lock();
+            let terminal = stdout.is_terminal();
+            // A terminal acts on control characters (escape sequences can rewrite the
+            // screen or set the clipboard), and whoever may put a value chooses them.
+            if terminal && !fit_for_a_terminal(&out) {
+                anyhow::bail!(
+                    "the value of {name} holds control characters or bytes that are not text, which a terminal would act on; redirect it to a file or a pipe to get it byte for byte"
+                );
+            }
             stdout.write_all(&out)?;
             // Exact bytes into a pipe or file; a newline for a person at a terminal.
-            if stdout.is_terminal() {
+            if terminal {
                 stdout.write_all(b"\n")?;
             }
             stdout.flush()?;

@@ -419,6 +419,51 @@ async fn secrets_from_the_command_line_with_values_on_stdin_and_stdout() {
     refused(gone, "SecretPendingDeletion").await;
 }
 
+/// `strongbox secret get NAME` with a terminal for its output (util-linux `script` gives
+/// it a pseudo-terminal); returns its exit status and what the terminal showed.
+async fn get_at_a_terminal(s: &TestServer, name: &str) -> (bool, String) {
+    let mut cmd = Command::new("script");
+    cmd.env("STRONGBOX_ADDR", s.base())
+        .env("STRONGBOX_TOKEN", &s.token)
+        .env("STRONGBOX_CACERT", s.ca_file())
+        .env_remove("RUST_BACKTRACE")
+        .args([
+            "-qec",
+            &format!("{} secret get {name}", env!("CARGO_BIN_EXE_strongbox")),
+            "/dev/null",
+        ]);
+    let out = run(cmd).await;
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Whoever may put a value chooses its bytes: at a terminal, a value with control
+/// characters (an escape sequence that would set the clipboard) is refused instead of
+/// acted on; into a pipe it still comes byte for byte.
+#[tokio::test]
+async fn secret_get_writes_no_control_characters_to_a_terminal() {
+    let s = TestServer::start().await;
+    let evil = "ok\u{1b}]52;c;cGF5bG9hZA==\u{7}";
+    s.client
+        .create_secret(&text_secret("tty/evil", evil))
+        .await
+        .unwrap();
+    s.client
+        .create_secret(&text_secret("tty/plain", "plain-value-77\tcol2"))
+        .await
+        .unwrap();
+    let (ok_status, shown) = get_at_a_terminal(&s, "tty/evil").await;
+    assert!(!ok_status, "{shown}");
+    assert!(shown.contains("control characters"), "{shown}");
+    assert!(!shown.contains("cGF5bG9hZA"), "{shown}");
+    let (ok_status, shown) = get_at_a_terminal(&s, "tty/plain").await;
+    assert!(ok_status, "{shown}");
+    assert!(shown.contains("plain-value-77\tcol2"), "{shown}");
+    assert_eq!(ok(&s, &["secret", "get", "tty/evil"]).await, evil);
+}
+
 #[tokio::test]
 async fn run_puts_secrets_in_the_programs_environment_and_only_them() {
     let s = TestServer::start().await;

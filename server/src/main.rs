@@ -115,7 +115,7 @@ struct ServerArgs {
     /// again: new connections get the renewed certificate, without a restart.
     #[arg(long)]
     tls_cert: Option<PathBuf>,
-    /// PEM private key (required outside --dev).
+    /// PEM private key (required outside --dev); refused if every user may read it.
     #[arg(long)]
     tls_key: Option<PathBuf>,
     /// Seconds between background jobs (key deletion and rotation, secret purge).
@@ -528,17 +528,17 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
                 "--tls-cert and --tls-key are required: Strongbox never serves plain HTTP (use --dev for a throwaway certificate)"
             );
         };
+        // The TLS files first: one that is refused stops the start before the store is
+        // opened (which may write to it).
+        let cert_pem =
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let (cfg, handle) = tls::reloadable_server_config(&cert_pem, &tls::read_key_file(key)?)?;
         let env_key = env_root_key();
         let root = server::load_root_key(
             args.root_key_file.as_deref(),
             env_key.as_ref().map(|k| k.as_str()),
         )?;
         let u = server::open(&data_dir, &root, config)?;
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-        };
-        let (cfg, handle) =
-            tls::reloadable_server_config(&read(cert)?, &Zeroizing::new(read(key)?))?;
         reload = Some((handle, cert.clone(), key.clone()));
         (u, cfg, None, None)
     };

@@ -43,6 +43,31 @@ pub fn reloadable_server_config(
     Ok((Arc::new(cfg), cert))
 }
 
+/// Reads the TLS private key file. One that every user may read or write (any of the
+/// mode's "other" bits) is refused, as the root key file is and as PostgreSQL refuses
+/// its server key; a group that shares it (0640 `root:ssl-cert`) is the operator's
+/// choice.
+pub fn read_key_file(path: &Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let reading = || format!("reading {}", path.display());
+    // The mode of the file opened, not of whatever is at the path a moment later.
+    let mut file = std::fs::File::open(path).with_context(reading)?;
+    let mode = file.metadata().with_context(reading)?.permissions().mode();
+    anyhow::ensure!(
+        mode & 0o007 == 0,
+        "TLS key file {} has mode {:o}: every user may read it; make it 0600 (chmod 600)",
+        path.display(),
+        mode & 0o777
+    );
+    let meta = file.metadata().with_context(reading)?;
+    // Room for the whole file at once: a buffer that grew would leave copies unwiped.
+    let room = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
+    let mut key = zeroize::Zeroizing::new(Vec::with_capacity(room));
+    file.read_to_end(&mut key).with_context(reading)?;
+    Ok(key)
+}
+
 /// A certificate chain and its key, checked to belong together.
 fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<CertifiedKey> {
     let certs = rustls_pemfile::certs(&mut &cert_pem[..])
@@ -78,9 +103,9 @@ impl ServerCertificate {
 
     /// [`replace`](Self::replace) from PEM files (as `SIGHUP` does).
     pub fn reload(&self, cert_file: &Path, key_file: &Path) -> anyhow::Result<()> {
-        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-        let cert = read(cert_file)?;
-        let key = zeroize::Zeroizing::new(read(key_file)?);
+        let cert =
+            std::fs::read(cert_file).with_context(|| format!("reading {}", cert_file.display()))?;
+        let key = read_key_file(key_file)?;
         self.replace(&cert, &key)
             .with_context(|| format!("{} and {}", cert_file.display(), key_file.display()))
     }

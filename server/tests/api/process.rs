@@ -428,7 +428,7 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
 
     let certs = strongbox_server::tls::dev_certificates().unwrap();
     std::fs::write(root.path().join("cert.pem"), &certs.cert_pem).unwrap();
-    std::fs::write(root.path().join("key.pem"), &certs.key_pem).unwrap();
+    write_tls_key(root.path().join("key.pem"), &certs.key_pem);
     let wrong = root.path().join("wrong.key");
     std::fs::write(
         &wrong,
@@ -458,6 +458,17 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("every user may read it"), "{err}");
     std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // So is a TLS key file every user may read (the right root key this time).
+    let tls_key = root.path().join("key.pem");
+    std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = start_with_key_file(&key);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TLS key file") && err.contains("every user may read it"),
+        "{err}"
+    );
+    std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o600)).unwrap();
     // Given two ways at once: refused, not one of them picked silently.
     let out = Command::new(BIN)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -546,7 +557,7 @@ async fn a_wrong_root_key_leaves_an_older_store_untouched() {
     }
     let certs = strongbox_server::tls::dev_certificates().unwrap();
     std::fs::write(root.path().join("cert.pem"), &certs.cert_pem).unwrap();
-    std::fs::write(root.path().join("key.pem"), &certs.key_pem).unwrap();
+    write_tls_key(root.path().join("key.pem"), &certs.key_pem);
     let wrong = strongbox_server::barrier::RootKey::random().to_base64();
     let before = hash_dir(&data);
     let out = Command::new(BIN)
@@ -584,7 +595,7 @@ async fn a_wrong_root_key_after_a_crash_changes_nothing_on_disk() {
     let certs = strongbox_server::tls::dev_certificates().unwrap();
     let (cert, tls_key) = (root.path().join("cert.pem"), root.path().join("key.pem"));
     std::fs::write(&cert, &certs.cert_pem).unwrap();
-    std::fs::write(&tls_key, &certs.key_pem).unwrap();
+    write_tls_key(&tls_key, &certs.key_pem);
     let log = root.path().join("server.log");
     let (mut server, addr) = start_server(&data, &key, &cert, &tls_key, &log).await;
     let client = |addr: &str| {
@@ -718,6 +729,7 @@ async fn another_process_of_the_same_user_cannot_read_the_servers_environment() 
         std::fs::write(path, pem).unwrap();
         std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
     }
+    std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let root_key = std::fs::read_to_string(&key).unwrap().trim().to_string();
     let log = root.path().join("server.log");
     let server = Server(
@@ -1086,7 +1098,7 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_files_are_
     let second = strongbox_server::tls::dev_certificates().unwrap();
     let (cert, tls_key) = (root.path().join("cert.pem"), root.path().join("key.pem"));
     std::fs::write(&cert, &first.cert_pem).unwrap();
-    std::fs::write(&tls_key, &first.key_pem).unwrap();
+    write_tls_key(&tls_key, &first.key_pem);
     let log = root.path().join("server.log");
     let (server, addr) = start_server(&data, &key, &cert, &tls_key, &log).await;
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -1096,21 +1108,17 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_files_are_
     // The new certificate with the old key: refused, the old certificate stays.
     std::fs::write(&cert, &second.cert_pem).unwrap();
     signal(&server, "HUP");
-    let mut refused = false;
-    for _ in 0..100 {
-        refused = log_text().contains("TLS certificate not reloaded");
-        if refused {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(refused, "{}", log_text());
+    assert!(
+        log_shows(&log, "TLS certificate not reloaded").await,
+        "{}",
+        log_text()
+    );
     assert!(log_text().contains("do not match"), "{}", log_text());
     assert!(trusted_by(&addr, &first.ca_pem).await);
     assert!(!trusted_by(&addr, &second.ca_pem).await);
 
     // Both files renewed: new connections get the new certificate.
-    std::fs::write(&tls_key, &second.key_pem).unwrap();
+    write_tls_key(&tls_key, &second.key_pem);
     signal(&server, "HUP");
     let mut reloaded = false;
     for _ in 0..100 {
@@ -1127,6 +1135,18 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_files_are_
         "{}",
         log_text()
     );
+    // A key file every user may read is not taken either.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&cert, &first.cert_pem).unwrap();
+    write_tls_key(&tls_key, &first.key_pem);
+    signal(&server, "HUP");
+    assert!(
+        log_shows(&log, "has mode 644: every user may read it").await,
+        "{}",
+        log_text()
+    );
+    assert!(trusted_by(&addr, &second.ca_pem).await);
     // The key never reaches the log.
     let key_body: String = second
         .key_pem
@@ -1140,6 +1160,35 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_files_are_
     assert!(matches!(server.try_wait(), Ok(None)));
     signal(&server, "TERM");
     assert!(server.wait().unwrap().success());
+}
+
+/// Whether the log at `log` says `needle` within 5 s.
+async fn log_shows(log: &Path, needle: &str) -> bool {
+    for _ in 0..100 {
+        if std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Writes a TLS private key as an operator would keep it: readable by its owner only.
+fn write_tls_key(path: impl AsRef<Path>, pem: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
 }
 
 /// The token an `init` or `reset-root-token` printed last.
@@ -1186,7 +1235,7 @@ async fn a_lost_root_token_is_replaced_with_the_root_key_while_the_server_is_sto
     let certs = strongbox_server::tls::dev_certificates().unwrap();
     let (cert, tls_key) = (root.path().join("cert.pem"), root.path().join("key.pem"));
     std::fs::write(&cert, &certs.cert_pem).unwrap();
-    std::fs::write(&tls_key, &certs.key_pem).unwrap();
+    write_tls_key(&tls_key, &certs.key_pem);
     let (mut server, addr) = start_server(
         &data,
         &key,

@@ -54,7 +54,15 @@ fn validate_settings(
         RotationStrategy::AccessKey => vec!["principals"],
         RotationStrategy::SshKey => [&["key_type", "rsa_bits"], PASSWORD_RULES].concat(),
     };
-    for k in settings.keys() {
+    for (k, v) in settings {
+        // A CA bundle may be long; every other setting is a word, a number or a list.
+        let longest = if k == "ca_cert" { 64 * 1024 } else { 8 * 1024 };
+        if v.len() > longest {
+            return Err(Error::invalid(
+                &format!("settings.{k}"),
+                format!("at most {longest} bytes"),
+            ));
+        }
         if !known.contains(&k.as_str()) {
             return Err(Error::invalid(
                 &format!("settings.{k}"),

@@ -533,6 +533,43 @@ pub(crate) fn validate_tags(tags: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
+/// Largest `extended_config`, as compact JSON.
+pub(crate) const MAX_EXTENDED_CONFIG_BYTES: usize = 16 * 1024;
+/// Deepest nesting of `extended_config` (the object itself is level 1).
+pub(crate) const MAX_EXTENDED_CONFIG_DEPTH: usize = 8;
+
+/// `extended_config`: at most 16 KiB as compact JSON, nested at most 8 deep. It is kept
+/// in the secret's record, read with every describe and list, so it stays small.
+pub(crate) fn validate_extended_config(
+    config: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<()> {
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let Some(config) = config else {
+        return Ok(());
+    };
+    let bytes = serde_json::to_vec(config).map_or(usize::MAX, |b| b.len());
+    if bytes > MAX_EXTENDED_CONFIG_BYTES {
+        return Err(Error::invalid(
+            "extended_config",
+            format!("at most {MAX_EXTENDED_CONFIG_BYTES} bytes as JSON; this is {bytes}"),
+        ));
+    }
+    let levels = 1 + config.values().map(depth).max().unwrap_or(0);
+    if levels > MAX_EXTENDED_CONFIG_DEPTH {
+        return Err(Error::invalid(
+            "extended_config",
+            format!("nested at most {MAX_EXTENDED_CONFIG_DEPTH} levels deep; this is {levels}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Descriptions: at most 1024 characters.
 pub(crate) fn validate_description(d: &str) -> Result<()> {
     if d.chars().count() > 1024 {

@@ -17,7 +17,7 @@ use super::keys::{
 use super::records::{
     KeyRecord, KeyStateRec, PolicyRecord, Principal, SecretRecord, SharedRecord, VersionMeta,
     collect_after, decode, decode_page_token, encode, load, page, secret_arn, validate_description,
-    validate_tags,
+    validate_extended_config, validate_tags,
 };
 use super::rotation::{principal_named, reindex_secret};
 use crate::barrier::{self, SealedHeader, SecretBinding};
@@ -543,6 +543,7 @@ impl Service {
         validate_description(&description)?;
         let tags = req.tags.unwrap_or_default();
         validate_tags(&tags)?;
+        validate_extended_config(req.extended_config.as_ref())?;
         if let Some(p) = &req.rotation_policy
             && p.is_empty()
         {
@@ -1143,6 +1144,7 @@ impl Service {
         if let Some(tags) = &req.tags {
             validate_tags(tags)?;
         }
+        validate_extended_config(req.extended_config.as_ref())?;
         let (this, name, now, who) = (self.clone(), name.to_string(), self.now(), who.clone());
         self.write(move |t| {
             let mut rec = load_live_secret(t, &name)?;

@@ -764,3 +764,58 @@ async fn the_sdk_refuses_path_segments_that_would_name_another_resource() {
     let after = c.list_audit(&Default::default()).await.unwrap().count;
     assert_eq!(after, before + 1);
 }
+
+/// What a secret's record carries besides its values stays small: `extended_config` at
+/// most 16 KiB as JSON and 8 levels deep, a rotation policy's settings at most 8 KiB
+/// each (64 KiB for a CA bundle). Refused with the field named, and a refused update
+/// leaves what was stored.
+#[tokio::test]
+async fn extended_config_and_policy_settings_are_bounded() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let config = |json: String| -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&json).unwrap()
+    };
+    let big = config(format!(r#"{{"note": "{}"}}"#, "x".repeat(16 * 1024)));
+    let fits = config(format!(r#"{{"note": "{}"}}"#, "x".repeat(16 * 1024 - 20)));
+    let deep = config(format!(r#"{{"a": {}1{}}}"#, "[".repeat(8), "]".repeat(8)));
+    let mut req = text_secret("cfg/big", "v");
+    req.extended_config = Some(big.clone());
+    assert_code(
+        c.create_secret(&req).await,
+        ErrorCode::InvalidParameter,
+        "extended_config",
+    );
+    req.extended_config = Some(deep);
+    assert_code(
+        c.create_secret(&req).await,
+        ErrorCode::InvalidParameter,
+        "8 levels",
+    );
+    req.extended_config = Some(fits.clone());
+    c.create_secret(&req).await.unwrap();
+    let update = api::UpdateSecretRequest {
+        extended_config: Some(big),
+        ..Default::default()
+    };
+    assert_code(
+        c.update_secret("cfg/big", &update).await,
+        ErrorCode::InvalidParameter,
+        "extended_config",
+    );
+    let kept = c.describe_secret("cfg/big").await.unwrap();
+    assert_eq!(kept.extended_config, Some(fits));
+
+    let long = "y".repeat(8 * 1024 + 1);
+    let p = crate::rotation::policy(
+        "long",
+        "30d",
+        api::RotationStrategy::Random,
+        &[("json_field", &long)],
+    );
+    assert_code(
+        c.create_rotation_policy(&p).await,
+        ErrorCode::InvalidParameter,
+        "settings.json_field",
+    );
+}

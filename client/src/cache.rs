@@ -10,7 +10,8 @@
 //!   that were waiting for a request that failed get its error, not a request each.
 //! - At most `max_entries` values are kept; beyond that the least recently used goes.
 //! - Values are wiped from memory when they leave the cache (and the last caller drops
-//!   its handle).
+//!   its handle), and so is the answer they were read from; the HTTP and TLS layers'
+//!   own transient buffers are not the cache's to wipe.
 //! - [`SecretCache::refresh`] reads a secret again at once: call it when the value
 //!   stopped working (a refused login after a rotation).
 //!   [`SecretCache::refresh_unless_replaced`] does so only if the cache still holds the

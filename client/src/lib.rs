@@ -372,9 +372,8 @@ impl Client {
 
     async fn send<T: DeserializeOwned>(&self, rb: Req) -> Result<T> {
         let resp = self.check(rb).await?;
-        resp.json::<T>()
-            .await
-            .map_err(|e| Error::Decode(e.to_string()))
+        let body = body_within(resp, MAX_ANSWER_BYTES).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
     }
 
     /// Every page of the list at `segments` with the filters `query`, following
@@ -427,7 +426,7 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = body_within(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
         Err(error_from_body(status, &body))
     }
 
@@ -920,6 +919,47 @@ impl Client {
             .map_err(|e| Error::Transport(e.to_string()))?;
         Ok((status, bytes.to_vec()))
     }
+}
+
+/// Largest JSON answer read (a page of 1,000 audit records is far below it): a proxy or
+/// gateway that sends more does not make the client hold it all.
+const MAX_ANSWER_BYTES: usize = 32 << 20;
+/// Largest error answer read.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
+/// The body of `resp`, at most `cap` bytes, in one buffer that is wiped when dropped (a
+/// value's answer holds the value in clear): grown by hand, so that no reallocation
+/// leaves an unwiped copy behind. (The HTTP and TLS layers' own buffers are theirs.)
+async fn body_within(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let hint = resp
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(8 * 1024)
+        .min(cap);
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(hint));
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| Error::Transport(error_chain(&e)))?
+    {
+        let len = buf.len() + chunk.len();
+        if len > cap {
+            return Err(Error::Decode(format!(
+                "the answer is larger than {cap} bytes"
+            )));
+        }
+        if len > buf.capacity() {
+            let mut bigger =
+                zeroize::Zeroizing::new(Vec::with_capacity(len.max(buf.capacity() * 2).min(cap)));
+            bigger.extend_from_slice(&buf);
+            buf = bigger;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
 }
 
 /// A request being built, or why it cannot be made.

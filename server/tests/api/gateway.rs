@@ -32,6 +32,23 @@ struct Gw {
     seen: Mutex<Vec<(String, String)>>,
 }
 
+/// Serves `app` over HTTPS on a loopback port, with a certificate of its own; returns
+/// the address and the CA to trust.
+async fn serve_https(app: axum::Router) -> (std::net::SocketAddr, String) {
+    let certs = tls::dev_certificates().unwrap();
+    let cfg = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tls::serve(
+        listener,
+        cfg,
+        app,
+        tls::ConnectionLimits::default(),
+        std::future::pending(),
+    ));
+    (addr, certs.ca_pem)
+}
+
 struct Gateway {
     state: Arc<Gw>,
     addr: std::net::SocketAddr,
@@ -46,24 +63,14 @@ impl Gateway {
             lose: Mutex::new(None),
             seen: Mutex::new(Vec::new()),
         });
-        let certs = tls::dev_certificates().unwrap();
-        let cfg = tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).unwrap();
         let app = axum::Router::new()
             .fallback(forward)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(tls::serve(
-            listener,
-            cfg,
-            app,
-            tls::ConnectionLimits::default(),
-            std::future::pending(),
-        ));
+        let (addr, ca_pem) = serve_https(app).await;
         Self {
             state,
             addr,
-            ca_pem: certs.ca_pem,
+            ca_pem,
         }
     }
 
@@ -309,4 +316,53 @@ async fn audit_verify_gives_no_verdict_on_a_gateway_page_or_a_bad_setup() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("could not verify"), "{err}");
+}
+
+/// Something between the client and the server (a misbehaving proxy) that answers with
+/// far more than any answer of the API: the SDK stops reading at its limit with a clear
+/// error instead of holding it all, for answers and for error pages alike.
+#[tokio::test]
+async fn an_oversized_answer_is_refused_not_held() {
+    use axum::routing::get;
+    // 40 MiB of a JSON string, in 1 MiB chunks: more than the 32 MiB the SDK reads.
+    fn flood(status: StatusCode, prefix: &'static str) -> Response {
+        let chunks = std::iter::once(Ok::<_, std::io::Error>(Bytes::from_static(
+            prefix.as_bytes(),
+        )))
+        .chain((0..40).map(|_| Ok(Bytes::from(vec![b'a'; 1 << 20]))));
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+        )
+            .into_response()
+    }
+    let app = axum::Router::new()
+        .route(
+            "/v1/secrets/{name}/value",
+            get(|| async { flood(StatusCode::OK, r#"{"secret_data": ""#) }),
+        )
+        .route(
+            "/v1/secrets/{name}",
+            get(|| async { flood(StatusCode::NOT_FOUND, r#"{"message": ""#) }),
+        );
+    let (addr, ca_pem) = serve_https(app).await;
+    let c = Client::new(ClientConfig {
+        address: format!("https://127.0.0.1:{}", addr.port()),
+        token: "sbx_any".into(),
+        ca_cert_pem: Some(ca_pem.as_bytes().to_vec()),
+        timeout: None,
+    })
+    .unwrap();
+    match c.get_secret_value("big", None, None).await {
+        Err(strongbox_client::Error::Decode(m)) => {
+            assert!(m.contains("larger than"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An error page too long to read is reported by its status.
+    match c.describe_secret("big").await {
+        Err(strongbox_client::Error::Status { status: 404 }) => {}
+        other => panic!("{other:?}"),
+    }
 }

@@ -10,8 +10,9 @@
 //!   that were waiting for a request that failed get its error, not a request each.
 //! - At most `max_entries` values are kept; beyond that the least recently used goes.
 //! - Values are wiped from memory when they leave the cache (and the last caller drops
-//!   its handle), and so is the answer they were read from; the HTTP and TLS layers'
-//!   own transient buffers are not the cache's to wipe.
+//!   its handle), and so is the answer they were read from. Transient copies the cache
+//!   does not own are not: the HTTP and TLS layers' buffers, and the JSON parser's
+//!   scratch copy of a value with escapes (a JSON value's quotes).
 //! - [`SecretCache::refresh`] reads a secret again at once: call it when the value
 //!   stopped working (a refused login after a rotation).
 //!   [`SecretCache::refresh_unless_replaced`] does so only if the cache still holds the

@@ -453,7 +453,8 @@ impl Client {
     /// `GET /metrics`, as text.
     pub async fn metrics(&self) -> Result<String> {
         let r = self.check(self.req(Method::GET, &["metrics"])).await?;
-        r.text().await.map_err(|e| Error::Decode(e.to_string()))
+        let body = body_within(r, MAX_ANSWER_BYTES).await?;
+        String::from_utf8(body.to_vec()).map_err(|e| Error::Decode(e.to_string()))
     }
 
     // ---- keys ----
@@ -913,11 +914,8 @@ impl Client {
             .await
             .map_err(|e| Error::Transport(error_chain(&e)))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))?;
-        Ok((status, bytes.to_vec()))
+        let body = body_within(resp, MAX_ANSWER_BYTES).await?;
+        Ok((status, body.to_vec()))
     }
 }
 
@@ -928,14 +926,20 @@ const MAX_ANSWER_BYTES: usize = 32 << 20;
 const MAX_ERROR_BYTES: usize = 64 << 10;
 
 /// The body of `resp`, at most `cap` bytes, in one buffer that is wiped when dropped (a
-/// value's answer holds the value in clear): grown by hand, so that no reallocation
-/// leaves an unwiped copy behind. (The HTTP and TLS layers' own buffers are theirs.)
+/// value's answer holds the value in clear): grown by hand, so that no reallocation of
+/// it leaves an unwiped copy behind. (The HTTP and TLS layers' buffers, and the copy the
+/// JSON parser makes of a string with escapes, are not this buffer.)
 async fn body_within(
     mut resp: reqwest::Response,
     cap: usize,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    let hint = resp
-        .content_length()
+    let declared = resp.content_length();
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(Error::Decode(format!(
+            "the answer is larger than {cap} bytes"
+        )));
+    }
+    let hint = declared
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(8 * 1024)
         .min(cap);

@@ -87,6 +87,15 @@ async fn run(debug: bool) -> anyhow::Result<()> {
             .ok()
             .filter(|c| !c.is_empty())
     };
+    // SIGTERM (a supervisor, `kill`): leave at once, without the socket's directory;
+    // caught before the directory is made.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        if sigterm.recv().await.is_some() {
+            plugin_host::remove_socket_dir();
+            std::process::exit(143);
+        }
+    });
     let (addr, cert_der, incoming) = plugin_host::listen(client_cert.as_deref()).await?;
     if cert_der.is_some() {
         plugin_host::warm_up();
@@ -122,15 +131,6 @@ async fn run(debug: bool) -> anyhow::Result<()> {
         );
     }
     std::io::stdout().flush()?;
-
-    // SIGTERM (a supervisor, `kill`): leave at once, without the socket's directory.
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::spawn(async move {
-        if sigterm.recv().await.is_some() {
-            plugin_host::remove_socket_dir();
-            std::process::exit(143);
-        }
-    });
 
     let stop = {
         let s = shutdown.clone();

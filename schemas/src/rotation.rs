@@ -35,7 +35,7 @@ pub struct CreateRotationPolicyRequest {
     pub window: Option<Interval>,
     /// How the new value is made and applied.
     pub strategy: RotationStrategy,
-    /// Strategy settings.
+    /// Strategy settings (each value at most 8 KiB; `ca_cert` 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<BTreeMap<String, String>>,
     /// Whether rotations run (default true).
@@ -79,7 +79,7 @@ pub struct UpdateRotationPolicyRequest {
     /// Strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<RotationStrategy>,
-    /// Replaces the settings map.
+    /// Replaces the settings map (each value given anew at most 8 KiB; `ca_cert` 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<BTreeMap<String, String>>,
     /// Whether rotations run.

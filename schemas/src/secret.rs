@@ -67,7 +67,8 @@ pub struct CreateSecretRequest {
     /// `Generic` (default), `Rds`, `AccessKey` or `Ssh`.
     #[serde(default)]
     pub secret_type: SecretType,
-    /// Type-specific settings (a JSON object, at most 16 KiB as JSON and 8 levels deep).
+    /// Type-specific settings (a JSON object: at most 16 KiB as JSON besides a `CaCert`
+    /// of up to 160 KiB, and 8 levels deep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extended_config: Option<serde_json::Map<String, serde_json::Value>>,
     /// Name of the rotation policy attached to this secret.
@@ -268,7 +269,8 @@ pub struct UpdateSecretRequest {
     /// Rotation policy name; the empty string detaches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_policy: Option<String>,
-    /// Replaces the type-specific settings (at most 16 KiB as JSON and 8 levels deep).
+    /// Replaces the type-specific settings (at most 16 KiB as JSON besides a `CaCert` of
+    /// up to 160 KiB, and 8 levels deep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extended_config: Option<serde_json::Map<String, serde_json::Value>>,
 }

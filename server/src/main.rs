@@ -115,7 +115,7 @@ struct ServerArgs {
     /// again: new connections get the renewed certificate, without a restart.
     #[arg(long)]
     tls_cert: Option<PathBuf>,
-    /// PEM private key (required outside --dev); refused if every user may read it.
+    /// PEM private key (required outside --dev); refused if other users may read it.
     #[arg(long)]
     tls_key: Option<PathBuf>,
     /// Seconds between background jobs (key deletion and rotation, secret purge).

@@ -43,10 +43,9 @@ pub fn reloadable_server_config(
     Ok((Arc::new(cfg), cert))
 }
 
-/// Reads the TLS private key file. One that every user may read or write (any of the
-/// mode's "other" bits) is refused, as the root key file is and as PostgreSQL refuses
-/// its server key; a group that shares it (0640 `root:ssl-cert`) is the operator's
-/// choice.
+/// Reads the TLS private key file. One that other users may read or write (any of the
+/// mode's "other" bits) is refused, as the root key file is; a group that shares it
+/// (0640 `root:ssl-cert`) is the operator's choice.
 pub fn read_key_file(path: &Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
     use std::io::Read as _;
     use std::os::unix::fs::PermissionsExt as _;
@@ -56,7 +55,7 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>>
     let mode = file.metadata().with_context(reading)?.permissions().mode();
     anyhow::ensure!(
         mode & 0o007 == 0,
-        "TLS key file {} has mode {:o}: every user may read it; make it 0600 (chmod 600)",
+        "TLS key file {} has mode {:o}: other users may read or change it; make it 0600 (chmod 600), or 0640 for a group",
         path.display(),
         mode & 0o777
     );

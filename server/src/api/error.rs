@@ -84,9 +84,10 @@ fn without_values(message: &str) -> String {
     {
         let start = at + mark.len();
         out.push_str(&rest[..start]);
-        // What was found runs to ", expected" (or to the end of the message).
+        // What was found runs to the last ", expected" (what is expected comes from the
+        // code; what was found may itself hold ", expected"), or to the end.
         let found_len = rest[start..]
-            .find(", expected")
+            .rfind(", expected")
             .unwrap_or(rest.len() - start);
         let found = &rest[start..start + found_len];
         // Its kind is what comes before a quoted value: `integer`, `string`, ….
@@ -157,6 +158,15 @@ mod tests {
             (
                 "trailing: invalid type: integer `7`",
                 "trailing: invalid type: integer",
+            ),
+            // A value that itself holds the words that end it.
+            (
+                "secret_data_type: unknown variant `x, expected hunter2`, expected `text` or `binary`",
+                "secret_data_type: unknown variant …, expected `text` or `binary`",
+            ),
+            (
+                r#"a: invalid type: string "pw, expected 4711", expected u32 at line 1 column 9"#,
+                "a: invalid type: string, expected u32 at line 1 column 9",
             ),
         ];
         for (given, wanted) in cases {

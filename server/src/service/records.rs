@@ -538,8 +538,13 @@ pub(crate) const MAX_EXTENDED_CONFIG_BYTES: usize = 16 * 1024;
 /// Deepest nesting of `extended_config` (the object itself is level 1).
 pub(crate) const MAX_EXTENDED_CONFIG_DEPTH: usize = 8;
 
-/// `extended_config`: at most 16 KiB as compact JSON, nested at most 8 deep. It is kept
-/// in the secret's record, read with every describe and list, so it stays small.
+/// Largest `extended_config.CaCert` (an `Rds` secret's CA bundle, which may hold many
+/// certificates: a cloud provider's bundle of all its regions).
+pub(crate) const MAX_CA_CERT_BYTES: usize = 160 * 1024;
+
+/// `extended_config`: at most 16 KiB as compact JSON besides its `CaCert` (a CA bundle,
+/// up to 160 KiB), nested at most 8 deep. It is kept in the secret's record, read with
+/// every describe and list, so it stays small.
 pub(crate) fn validate_extended_config(
     config: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Result<()> {
@@ -553,11 +558,30 @@ pub(crate) fn validate_extended_config(
     let Some(config) = config else {
         return Ok(());
     };
-    let bytes = serde_json::to_vec(config).map_or(usize::MAX, |b| b.len());
+    let ca_cert = config.get("CaCert");
+    let ca_bytes = ca_cert
+        .and_then(serde_json::Value::as_str)
+        .map_or(0, str::len);
+    if ca_bytes > MAX_CA_CERT_BYTES {
+        return Err(Error::invalid(
+            "extended_config.CaCert",
+            format!("at most {MAX_CA_CERT_BYTES} bytes; this is {ca_bytes}"),
+        ));
+    }
+    let rest = if ca_cert.is_some_and(serde_json::Value::is_string) {
+        let mut rest = config.clone();
+        rest.remove("CaCert");
+        serde_json::to_vec(&rest)
+    } else {
+        serde_json::to_vec(config)
+    };
+    let bytes = rest.map_or(usize::MAX, |b| b.len());
     if bytes > MAX_EXTENDED_CONFIG_BYTES {
         return Err(Error::invalid(
             "extended_config",
-            format!("at most {MAX_EXTENDED_CONFIG_BYTES} bytes as JSON; this is {bytes}"),
+            format!(
+                "at most {MAX_EXTENDED_CONFIG_BYTES} bytes as JSON besides CaCert; this is {bytes}"
+            ),
         ));
     }
     let levels = 1 + config.values().map(depth).max().unwrap_or(0);

@@ -324,12 +324,15 @@ async fn audit_verify_gives_no_verdict_on_a_gateway_page_or_a_bad_setup() {
 #[tokio::test]
 async fn an_oversized_answer_is_refused_not_held() {
     use axum::routing::get;
-    // 40 MiB of a JSON string, in 1 MiB chunks: more than the 32 MiB the SDK reads.
+    // A JSON document with a 40 MiB string, in 1 MiB chunks: more than the 32 MiB the SDK
+    // reads.
     fn flood(status: StatusCode, prefix: &'static str) -> Response {
         let chunks = std::iter::once(Ok::<_, std::io::Error>(Bytes::from_static(
             prefix.as_bytes(),
         )))
-        .chain((0..40).map(|_| Ok(Bytes::from(vec![b'a'; 1 << 20]))));
+        .chain((0..40).map(|_| Ok(Bytes::from(vec![b'a'; 1 << 20]))))
+        // Read whole, it would be JSON that parses (the error page a real error).
+        .chain(std::iter::once(Ok(Bytes::from_static(b"\"}"))));
         (
             status,
             [(header::CONTENT_TYPE, "application/json")],
@@ -344,7 +347,12 @@ async fn an_oversized_answer_is_refused_not_held() {
         )
         .route(
             "/v1/secrets/{name}",
-            get(|| async { flood(StatusCode::NOT_FOUND, r#"{"message": ""#) }),
+            get(|| async {
+                flood(
+                    StatusCode::NOT_FOUND,
+                    r#"{"code": "SecretNotFound", "request_id": "r", "message": ""#,
+                )
+            }),
         );
     let (addr, ca_pem) = serve_https(app).await;
     let c = Client::new(ClientConfig {
@@ -360,7 +368,8 @@ async fn an_oversized_answer_is_refused_not_held() {
         }
         other => panic!("{other:?}"),
     }
-    // An error page too long to read is reported by its status.
+    // An error answer too long to read is reported by its status alone (read whole, it
+    // would be a SecretNotFound).
     match c.describe_secret("big").await {
         Err(strongbox_client::Error::Status { status: 404 }) => {}
         other => panic!("{other:?}"),

@@ -465,7 +465,7 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("TLS key file") && err.contains("every user may read it"),
+        err.contains("TLS key file") && err.contains("other users may read or change it"),
         "{err}"
     );
     std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -1142,7 +1142,7 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_files_are_
     write_tls_key(&tls_key, &first.key_pem);
     signal(&server, "HUP");
     assert!(
-        log_shows(&log, "has mode 644: every user may read it").await,
+        log_shows(&log, "has mode 644: other users may read or change it").await,
         "{}",
         log_text()
     );

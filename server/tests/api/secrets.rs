@@ -766,7 +766,8 @@ async fn the_sdk_refuses_path_segments_that_would_name_another_resource() {
 }
 
 /// What a secret's record carries besides its values stays small: `extended_config` at
-/// most 16 KiB as JSON and 8 levels deep, a rotation policy's settings at most 8 KiB
+/// most 16 KiB as JSON besides a CA bundle of up to 160 KiB, and 8 levels deep; a
+/// rotation policy's settings at most 8 KiB
 /// each (64 KiB for a CA bundle). Refused with the field named, and a refused update
 /// leaves what was stored.
 #[tokio::test]
@@ -778,7 +779,18 @@ async fn extended_config_and_policy_settings_are_bounded() {
     };
     let big = config(format!(r#"{{"note": "{}"}}"#, "x".repeat(16 * 1024)));
     let fits = config(format!(r#"{{"note": "{}"}}"#, "x".repeat(16 * 1024 - 20)));
-    let deep = config(format!(r#"{{"a": {}1{}}}"#, "[".repeat(8), "]".repeat(8)));
+    let nested = |arrays: usize| {
+        config(format!(
+            r#"{{"a": {}1{}}}"#,
+            "[".repeat(arrays),
+            "]".repeat(arrays)
+        ))
+    };
+    // The object is level 1: seven arrays in it make 8 levels, eight make 9.
+    let (deepest, deep) = (nested(7), nested(8));
+    // A CA bundle is counted apart from the rest.
+    let mut with_ca = fits.clone();
+    with_ca.insert("CaCert".into(), "c".repeat(100 * 1024).into());
     let mut req = text_secret("cfg/big", "v");
     req.extended_config = Some(big.clone());
     assert_code(
@@ -792,7 +804,22 @@ async fn extended_config_and_policy_settings_are_bounded() {
         ErrorCode::InvalidParameter,
         "8 levels",
     );
+    req.extended_config = Some(deepest);
+    req.name = "cfg/deepest".into();
+    c.create_secret(&req).await.unwrap();
+    let mut too_much_ca = fits.clone();
+    too_much_ca.insert("CaCert".into(), "c".repeat(161 * 1024).into());
+    req.extended_config = Some(too_much_ca);
+    assert_code(
+        c.create_secret(&req).await,
+        ErrorCode::InvalidParameter,
+        "extended_config.CaCert",
+    );
+    req.extended_config = Some(with_ca);
+    req.name = "cfg/ca".into();
+    c.create_secret(&req).await.unwrap();
     req.extended_config = Some(fits.clone());
+    req.name = "cfg/big".into();
     c.create_secret(&req).await.unwrap();
     let update = api::UpdateSecretRequest {
         extended_config: Some(big),

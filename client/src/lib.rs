@@ -933,11 +933,10 @@ async fn body_within(
     mut resp: reqwest::Response,
     cap: usize,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let too_large = || Error::Decode(format!("the answer is larger than {cap} bytes"));
     let declared = resp.content_length();
     if declared.is_some_and(|n| n > cap as u64) {
-        return Err(Error::Decode(format!(
-            "the answer is larger than {cap} bytes"
-        )));
+        return Err(too_large());
     }
     let hint = declared
         .and_then(|n| usize::try_from(n).ok())
@@ -951,9 +950,7 @@ async fn body_within(
     {
         let len = buf.len() + chunk.len();
         if len > cap {
-            return Err(Error::Decode(format!(
-                "the answer is larger than {cap} bytes"
-            )));
+            return Err(too_large());
         }
         if len > buf.capacity() {
             let mut bigger =

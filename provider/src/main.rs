@@ -46,10 +46,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    // A panic that unwinds out of `run` still removes the plaintext socket's directory.
-    let _cleanup = RemoveSocketDir;
+    // Removed when `run` ends, also by a panic that unwinds out of it (the exits below
+    // run no destructors, so it is dropped before them).
+    let cleanup = RemoveSocketDir;
     let result = rt.block_on(run(debug));
-    plugin_host::remove_socket_dir();
+    drop(cleanup);
     if let Err(e) = result {
         eprintln!("[ERROR] {e:#}");
         std::process::exit(1);

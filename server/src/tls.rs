@@ -52,14 +52,14 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>>
     let reading = || format!("reading {}", path.display());
     // The mode of the file opened, not of whatever is at the path a moment later.
     let mut file = std::fs::File::open(path).with_context(reading)?;
-    let mode = file.metadata().with_context(reading)?.permissions().mode();
+    let meta = file.metadata().with_context(reading)?;
+    let mode = meta.permissions().mode();
     anyhow::ensure!(
         mode & 0o007 == 0,
         "TLS key file {} has mode {:o}: other users may read or change it; make it 0600 (chmod 600), or 0640 for a group",
         path.display(),
         mode & 0o777
     );
-    let meta = file.metadata().with_context(reading)?;
     // Room for the whole file at once: a buffer that grew would leave copies unwiped.
     let room = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
     let mut key = zeroize::Zeroizing::new(Vec::with_capacity(room));
@@ -324,6 +324,14 @@ impl Activity {
         })
     }
 
+    /// Something was sent on the connection now (a frame of a response body).
+    fn touch(&self) {
+        *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+    }
+
     fn asked(&self) -> bool {
         self.asked.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -339,16 +347,6 @@ impl Activity {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Some(since + timeout)
-    }
-}
-
-impl Activity {
-    /// Something was sent on the connection now (a frame of a response body).
-    fn touch(&self) {
-        *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
     }
 }
 

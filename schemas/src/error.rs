@@ -57,6 +57,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Body is not `application/json` (415).
     UnsupportedMediaType,
+    /// Too many requests without a valid token from one client address (429); see
+    /// `Retry-After`. Requests with a valid token are never refused so.
+    TooManyRequests,
     /// Something failed inside the server (500); details are in the server log.
     InternalError,
     /// The server cannot serve now (503).
@@ -94,6 +97,7 @@ impl ErrorCode {
             PayloadTooLarge => 413,
             RotationFailed => 502,
             UnsupportedMediaType => 415,
+            TooManyRequests => 429,
             InternalError => 500,
             Unavailable => 503,
         }
@@ -129,6 +133,7 @@ impl ErrorCode {
             RotationFailed => "RotationFailed",
             PayloadTooLarge => "PayloadTooLarge",
             UnsupportedMediaType => "UnsupportedMediaType",
+            TooManyRequests => "TooManyRequests",
             InternalError => "InternalError",
             Unavailable => "Unavailable",
         }

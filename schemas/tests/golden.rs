@@ -40,6 +40,7 @@ fn error_codes_map_to_documented_statuses() {
         (KeyDeleted, 409),
         (PayloadTooLarge, 413),
         (UnsupportedMediaType, 415),
+        (TooManyRequests, 429),
         (RotationInProgress, 409),
         (RotationFailed, 502),
     ] {

@@ -133,6 +133,13 @@ struct ServerArgs {
     #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections_per_address: u32,
+    /// Requests without a valid token answered per second from one client address (an
+    /// IPv6 client's /64), in bursts of ten seconds' worth; more are refused with 429
+    /// and, but for one a minute, left out of the audit trail (counted in the metrics).
+    /// Requests with a valid token are never limited. 0: no limit, every one recorded.
+    #[arg(long, env = "STRONGBOX_UNAUTHENTICATED_RATE_LIMIT", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    unauthenticated_rate_limit: u32,
     /// Seconds a connection may stay open with no request under way before it is
     /// closed (gracefully: an HTTP/2 client gets a GOAWAY).
     #[arg(long, env = "STRONGBOX_IDLE_TIMEOUT", default_value_t = 300,
@@ -556,6 +563,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
                 max_connections_per_address: usize::try_from(args.max_connections_per_address)
                     .unwrap_or(1024),
                 idle_timeout: Duration::from_secs(args.idle_timeout),
+                unauthenticated_per_second: args.unauthenticated_rate_limit,
                 ..Default::default()
             },
         },

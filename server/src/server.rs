@@ -534,7 +534,7 @@ pub async fn start(u: Unsealed, opts: ServeOptions) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState::with_body_read_timeout(u.service.clone(), opts.limits.body_read_timeout);
+    let state = AppState::with_limits(u.service.clone(), &opts.limits);
     let service = u.service.clone();
     let store = u.service.store().clone();
     let ticker = tokio::spawn(async move {

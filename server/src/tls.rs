@@ -218,6 +218,10 @@ pub struct ConnectionLimits {
     /// past this, its new ones are closed at once, so that one client cannot hold
     /// every place. Behind a proxy every client has the proxy's address: raise it.
     pub max_connections_per_address: usize,
+    /// Requests without a valid token answered (and recorded) per second from one
+    /// client address, in bursts of ten times as many; past that they are refused with
+    /// 429 and, but for one a minute, not recorded (`api::throttle`). 0: no limit.
+    pub unauthenticated_per_second: u32,
     /// Time for the TLS handshake.
     pub handshake_timeout: Duration,
     /// Time for a connection's first request to arrive (HTTP/1.1 and HTTP/2), and for
@@ -240,6 +244,7 @@ impl Default for ConnectionLimits {
         Self {
             max_connections: 4096,
             max_connections_per_address: 1024,
+            unauthenticated_per_second: 10,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: crate::api::BODY_READ_TIMEOUT,
@@ -261,20 +266,22 @@ struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u
 /// One connection's place in [`PerAddress`], given back when dropped.
 struct AddressPlace(Arc<PerAddress>, std::net::IpAddr);
 
-impl PerAddress {
-    fn client(ip: std::net::IpAddr) -> std::net::IpAddr {
-        match ip {
-            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.into(),
-                None => std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX)).into(),
-            },
-            v4 => v4,
-        }
+/// The client an address stands for: an IPv4 address (also one seen as IPv4-mapped
+/// IPv6), or an IPv6 address's /64, which one client usually has whole.
+pub(crate) fn client_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX)).into(),
+        },
+        v4 => v4,
     }
+}
 
+impl PerAddress {
     /// A place for a connection from `ip`, unless it has `max` already.
     fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressPlace> {
-        let client = Self::client(ip);
+        let client = client_of(ip);
         let mut open = self
             .0
             .lock()
@@ -609,12 +616,9 @@ mod tests {
     #[test]
     fn an_ipv6_client_is_counted_by_its_64_and_places_are_given_back() {
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-        assert_eq!(
-            PerAddress::client(ip("2001:db8:1:2:aaaa::1")),
-            ip("2001:db8:1:2::")
-        );
-        assert_eq!(PerAddress::client(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(PerAddress::client(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("192.0.2.7")), ip("192.0.2.7"));
         let open = Arc::new(PerAddress::default());
         let a = open.take(ip("2001:db8:1:2::1"), 2).unwrap();
         let _b = open.take(ip("2001:db8:1:2::2"), 2).unwrap();

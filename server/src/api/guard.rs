@@ -23,6 +23,7 @@ use strongbox_schemas::{AuditOutcome, ErrorCode, RESOURCE_TYPES};
 use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, is_json};
 use super::metrics::method_label;
+use super::throttle::Verdict;
 use super::{AppState, ResourceRule, RouteNote, RouteSpec};
 use crate::Error;
 use crate::service::{AuditEntry, AuditSlot, Identity};
@@ -82,6 +83,7 @@ async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
     {
         entry.set_user_agent(ua);
     }
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
     let authn = match bearer(req.headers()).map(|t| state.service.authenticate(t)) {
         None => Authn::Missing,
         Some(Ok(id)) => {
@@ -90,14 +92,39 @@ async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
         }
         Some(Err(e)) => Authn::Refused(e),
     };
+    let valid = matches!(authn, Authn::Valid(_));
     req.extensions_mut().insert(authn);
     let slot = AuditSlot::new(entry);
     req.extensions_mut().insert(slot.clone());
     let resp = state.service.audited(slot.clone(), next.run(req)).await;
+    // A request without a valid token past its address's allowance is refused instead
+    // (it did nothing: no handler runs without a caller), and recorded only if it is
+    // the address's first such refusal this minute.
+    let resp = match (&state.unauthenticated, peer) {
+        (Some(limit), Some(ip)) if !valid && slot.is_open() => match limit.check(ip) {
+            Verdict::Admit => resp,
+            Verdict::RefuseRecorded => {
+                tracing::warn!(
+                    client = %crate::tls::client_of(ip),
+                    per_second = limit.per_second(),
+                    "requests without a valid token from this client exceed its limit: refused (429), and not recorded but for one a minute"
+                );
+                too_many(limit.per_second())
+            }
+            Verdict::RefuseUnrecorded => {
+                state.metrics.unrecorded();
+                return too_many(limit.per_second());
+            }
+        },
+        _ => resp,
+    };
     let status = resp.status();
     let outcome = if status.is_success() || status.is_redirection() {
         AuditOutcome::Succeeded
-    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    } else if status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+        || status == StatusCode::TOO_MANY_REQUESTS
+    {
         AuditOutcome::Denied
     } else {
         AuditOutcome::Failed
@@ -108,6 +135,20 @@ async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
         // The request was not recorded, so it is not answered: a read's value is dropped.
         Err(e) => ApiError(e).into_response(),
     }
+}
+
+/// The answer to a request refused by [`throttle`](super::throttle).
+fn too_many(per_second: u32) -> Response {
+    let mut resp = ApiError::new(
+        ErrorCode::TooManyRequests,
+        format!(
+            "too many requests without a valid token from this address (more than {per_second} a second); send a valid token: Authorization: Bearer TOKEN"
+        ),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// Fills `{param}` placeholders from `lookup`; `None` if one has no value.

@@ -45,6 +45,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    unrecorded: Counter,
 }
 
 impl Default for Metrics {
@@ -64,10 +65,17 @@ impl Default for Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
+        let unrecorded = Counter::default();
+        registry.register(
+            "http_requests_unrecorded",
+            "Requests without a valid token refused (429) past their address's limit and not recorded in the audit trail",
+            unrecorded.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            unrecorded,
         }
     }
 }
@@ -85,6 +93,11 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteLabels { method, route })
             .observe(seconds);
+    }
+
+    /// Counts a refused request left out of the audit trail (`api::throttle`).
+    pub(super) fn unrecorded(&self) {
+        self.unrecorded.inc();
     }
 
     /// The Prometheus text exposition.

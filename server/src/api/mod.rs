@@ -8,6 +8,7 @@ mod guard;
 mod handlers;
 mod metrics;
 mod openapi;
+mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -113,6 +114,8 @@ pub struct StateInner {
     routes: HashMap<(&'static str, &'static str), RouteSpec>,
     /// Time for a request's body to arrive, once its headers have.
     pub body_read_timeout: std::time::Duration,
+    /// Limits on requests without a valid token, per client address.
+    unauthenticated: Option<throttle::Unauthenticated>,
 }
 
 impl std::ops::Deref for AppState {
@@ -123,16 +126,14 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// State over services.
+    /// State over services, with the default limits.
     pub fn new(service: Service) -> Self {
-        Self::with_body_read_timeout(service, BODY_READ_TIMEOUT)
+        Self::with_limits(service, &crate::tls::ConnectionLimits::default())
     }
 
-    /// State over services, with the time a request's body has to arrive.
-    pub fn with_body_read_timeout(
-        service: Service,
-        body_read_timeout: std::time::Duration,
-    ) -> Self {
+    /// State over services, with the time a request's body has to arrive and the limit
+    /// on requests without a valid token from `limits`.
+    pub fn with_limits(service: Service, limits: &crate::tls::ConnectionLimits) -> Self {
         let routes = handlers::route_table()
             .into_iter()
             .map(|r| ((r.method, r.path), r))
@@ -141,7 +142,8 @@ impl AppState {
             service,
             metrics: Metrics::default(),
             routes,
-            body_read_timeout,
+            body_read_timeout: limits.body_read_timeout,
+            unauthenticated: throttle::Unauthenticated::new(limits.unauthenticated_per_second),
         }))
     }
 }

@@ -139,6 +139,12 @@ impl AuditSlot {
         });
     }
 
+    /// Whether the request is still to be recorded: neither exempt (a public route)
+    /// nor recorded already, nor taken by a write job.
+    pub fn is_open(&self) -> bool {
+        self.with(|_, s| *s == SlotState::Open)
+    }
+
     /// Marks a public route, which is not recorded.
     pub fn exempt(&self) {
         self.with(|_, s| *s = SlotState::Exempt);

@@ -1059,3 +1059,93 @@ async fn a_format_1_store_that_never_audited_is_upgraded() {
     assert!(b.get(Table::Meta, b"audit_head").unwrap().is_none());
     assert!(b.get(Table::Principals, b"root").unwrap().is_none());
 }
+
+/// Requests without a valid token past an address's allowance are refused with 429,
+/// and only the first refusal is recorded; valid tokens, other addresses and the public
+/// routes are not limited.
+#[tokio::test]
+async fn requests_without_a_valid_token_past_an_address_limit_are_refused_and_not_recorded() {
+    let s = TestServer::start_with_limits(strongbox_server::tls::ConnectionLimits {
+        unauthenticated_per_second: 1,
+        ..Default::default()
+    })
+    .await;
+    let base = s.base();
+    let h = s.http();
+    let before = s.service.audit_count().unwrap();
+    // 1 a second, in bursts of 10: 30 requests sent at once outrun it.
+    let (mut denied, mut refused) = (Vec::new(), Vec::new());
+    for i in 0..30 {
+        let mut rb = h.get(format!("{base}/v1/secrets"));
+        if i % 2 == 0 {
+            rb = rb.bearer_auth("not-a-token");
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after").cloned();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let body: Value = r.json().await.unwrap();
+        match status {
+            401 => {
+                assert!(refused.is_empty(), "a 401 after a 429 (request {i})");
+                denied.push(id);
+            }
+            429 => {
+                assert_eq!(body["code"], "TooManyRequests", "{body}");
+                assert_eq!(retry.unwrap(), "1");
+                refused.push(id);
+            }
+            other => panic!("request {i}: {other} {body}"),
+        }
+        if i == 20 {
+            // A valid token is never limited.
+            s.client.list_secrets(&Default::default()).await.unwrap();
+        }
+    }
+    assert!(
+        denied.len() >= 10,
+        "the burst of 10 is answered: {denied:?}"
+    );
+    assert!(refused.len() >= 2, "{} refused", refused.len());
+    // The public routes are not counted.
+    let r = h.get(format!("{base}/v1/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Each 401 and the first 429 are recorded, and the valid request; no other 429.
+    let after = s.service.audit_count().unwrap();
+    assert_eq!(after - before, denied.len() as u64 + 2);
+    for id in &denied {
+        assert_eq!(records_of(&s, id).await.len(), 1, "{id}");
+    }
+    let first = records_of(&s, &refused[0]).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].outcome, api::AuditOutcome::Denied);
+    assert_eq!(first[0].error_code, Some(api::ErrorCode::TooManyRequests));
+    assert_eq!(first[0].principal, "anonymous");
+    for id in &refused[1..] {
+        assert!(records_of(&s, id).await.is_empty(), "{id} was recorded");
+    }
+    let metrics = s.client.metrics().await.unwrap();
+    let unrecorded = format!(
+        "strongbox_http_requests_unrecorded_total {}\n",
+        refused.len() - 1
+    );
+    assert!(metrics.contains(&unrecorded), "{unrecorded} in {metrics}");
+
+    // Another address has its own allowance.
+    let ca = reqwest::Certificate::from_pem(s.ca_pem.as_bytes()).unwrap();
+    let other = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = other
+        .get(format!("{base}/v1/secrets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let rec = records_of(&s, &id).await;
+    assert!(rec[0].source.starts_with("127.0.0.2:"), "{rec:?}");
+}

@@ -53,9 +53,15 @@ fn start_dev(data_dir: &Path, log: Option<&Path>) -> Dev {
 
 /// [`start_dev`] listening on `listen`.
 fn start_dev_on(data_dir: &Path, log: Option<&Path>, listen: &str) -> Dev {
+    start_dev_with(data_dir, log, listen, &[])
+}
+
+/// [`start_dev_on`] with more arguments.
+fn start_dev_with(data_dir: &Path, log: Option<&Path>, listen: &str, more: &[&str]) -> Dev {
     let mut cmd = Command::new(BIN);
     cmd.args(["server", "--dev", "--listen", listen, "--data-dir"])
         .arg(data_dir)
+        .args(more)
         .stdout(Stdio::piped())
         .env("STRONGBOX_LOG", "trace");
     match log {
@@ -145,6 +151,51 @@ fn the_server_raises_the_open_file_limit_and_fits_its_connections_to_it_and_dump
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("--max-connections lowered"), "{log}");
     assert!(log.contains("serving=344"), "{log}");
+}
+
+/// `--unauthenticated-rate-limit` sets how many requests without a valid token one
+/// address gets a second (in bursts of ten seconds' worth): at 1, a burst of 15 is cut
+/// after about 10 with 429, and the log says the address was limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unauthenticated_rate_limit_is_set_by_its_flag() {
+    let root = tempfile::tempdir().unwrap();
+    let log = root.path().join("log");
+    let dev = start_dev_with(
+        &root.path().join("data"),
+        Some(&log),
+        "127.0.0.1:0",
+        &["--unauthenticated-rate-limit", "1"],
+    );
+    let export = |name: &str| {
+        let prefix = format!("export {name}=");
+        dev.exports
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap()
+            .to_string()
+    };
+    let wrong = Client::new(ClientConfig {
+        address: export("STRONGBOX_ADDR"),
+        token: "sbx_not-a-token".into(),
+        ca_cert_pem: Some(std::fs::read(export("STRONGBOX_CACERT")).unwrap()),
+        timeout: Some(Duration::from_secs(10)),
+    })
+    .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        let e = wrong.describe_secret("x").await.unwrap_err();
+        statuses.push(e.status().unwrap());
+    }
+    let answered = statuses.iter().filter(|&&s| s == 401).count();
+    assert!((10..15).contains(&answered), "{statuses:?}");
+    assert!(
+        statuses[answered..].iter().all(|&s| s == 429),
+        "{statuses:?}"
+    );
+    // A valid token is not limited.
+    dev.client.list_secrets(&Default::default()).await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("exceed its limit"), "{text}");
 }
 
 /// Listening on every address, the dev server prints the loopback address, which its

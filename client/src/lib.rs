@@ -883,6 +883,16 @@ impl Client {
         }
         Ok(n)
     }
+
+    /// Deletes the oldest audit records, those older than `older_than`, at most one
+    /// batch a call (`more` says whether to call again).
+    pub async fn prune_audit(
+        &self,
+        req: &api::PruneAuditRequest,
+    ) -> Result<api::PruneAuditResponse> {
+        self.post(&["v1", "audit", "prune"], req).await
+    }
+
     /// Checks the audit trail's chain; names the first bad record.
     pub async fn verify_audit(&self) -> Result<api::AuditVerifyReport> {
         // The server walks the whole trail: on a large one that takes longer than a

@@ -2,14 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, Timestamp};
+use crate::{ErrorCode, Interval, Timestamp};
 
 /// What became of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum AuditOutcome {
     /// Authorized and done.
     Succeeded,
-    /// Refused before anything was looked at: no or bad token (401) or not allowed (403).
+    /// Refused before anything was looked at: no or bad token (401), not allowed (403),
+    /// or too many requests without a valid token from the caller's address (429).
     Denied,
     /// Authorized (or not routable) but it failed; see `error_code`.
     Failed,
@@ -18,7 +19,8 @@ pub enum AuditOutcome {
 /// One request, as recorded. Never holds a secret value, a token or a request body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditRecord {
-    /// Position in the trail, from 1, without gaps.
+    /// Position in the trail, from 1, without gaps (a pruned trail begins after the
+    /// last record pruned).
     pub seq: u64,
     /// When the request arrived.
     pub time: Timestamp,
@@ -63,10 +65,36 @@ pub struct AuditVerifyReport {
     pub count: u64,
     /// Records checked and found good before the first problem (all of them when intact).
     pub verified: u64,
+    /// Records deleted from the start of the trail by `POST /v1/audit/prune`: the trail
+    /// begins at record `pruned + 1`, and the chain is checked from the authenticated
+    /// mark the prune left.
+    #[serde(default)]
+    pub pruned: u64,
     /// Sequence number of the first bad or missing record, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_bad_seq: Option<u64>,
     /// What is wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+/// `POST /v1/audit/prune`: deletes the oldest records, those older than `older_than`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneAuditRequest {
+    /// Records that arrived longer ago than this (`90d`, `2160h`) are deleted, from the
+    /// start of the trail up to the first one that is newer. At least the server's
+    /// minimum retention (`--audit-min-retention`, default 30 days).
+    pub older_than: Interval,
+}
+
+/// The answer of `POST /v1/audit/prune`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PruneAuditResponse {
+    /// Records deleted by this call.
+    pub pruned: u64,
+    /// The oldest record kept: the trail begins here.
+    pub first_seq: u64,
+    /// More records are older than `older_than` than one call deletes: call again.
+    pub more: bool,
 }

@@ -20,7 +20,10 @@ pub use access::{
     CreatedToken, ListPoliciesResponse, ListPrincipalsResponse, ListTokensResponse, Policy,
     Principal, ROOT_PRINCIPAL, TokenInfo, UpdatePolicyRequest, UpdatePrincipalRequest,
 };
-pub use audit::{AuditOutcome, AuditRecord, AuditVerifyReport, ListAuditResponse};
+pub use audit::{
+    AuditOutcome, AuditRecord, AuditVerifyReport, ListAuditResponse, PruneAuditRequest,
+    PruneAuditResponse,
+};
 pub use duration::{Interval, IntervalError};
 pub use error::{ErrorBody, ErrorCode};
 pub use key::{

@@ -89,6 +89,15 @@ pub(crate) enum AuditCommand {
     /// Check the HMAC chain of the whole trail; exits 1 naming the first bad record, 2
     /// when it could not be checked (no answer, a busy server or gateway, token refused).
     Verify,
+    /// Delete the oldest records, those older than --older-than (at least the server's
+    /// minimum retention, 30 days by default), in batches until none is left; the trail
+    /// still verifies from the base the prune leaves. Export them first (`audit tail`)
+    /// if they must be kept.
+    Prune {
+        /// Age of the records to delete, such as 90d or 2160h.
+        #[arg(long, value_parser = parse_interval)]
+        older_than: Interval,
+    },
     /// Print the last records, then follow new ones (one JSON object per line).
     Tail {
         /// Records to print before following.
@@ -287,19 +296,31 @@ async fn verify(c: &Client) -> anyhow::Result<()> {
             anyhow::Error::new(VerifyUnavailable(e.to_string()))
         }
     })?;
+    let pruned = if r.pruned > 0 {
+        format!(" (records 1 to {} were pruned)", r.pruned)
+    } else {
+        String::new()
+    };
     if r.intact {
-        println!("audit trail intact: {} records verified", r.verified);
+        println!(
+            "audit trail intact: {} records verified{pruned}",
+            r.verified
+        );
         return Ok(());
     }
     let at = r
         .first_bad_seq
         .map_or("the head".to_string(), |s| format!("record {s}"));
     bail!(
-        "audit trail BROKEN at {at}: {} ({} records verified before it, head says {})",
+        "audit trail BROKEN at {at}: {} ({} records verified before it, head says {}){pruned}",
         r.problem.unwrap_or_default(),
         r.verified,
         r.count
     )
+}
+
+pub(crate) fn parse_interval(text: &str) -> Result<Interval, String> {
+    Interval::parse(text).map_err(|e| e.to_string())
 }
 
 /// `audit verify` could not ask the server: not a verdict on the trail.
@@ -313,6 +334,22 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             // Exit 2, not 1: a script must not take "could not ask" for "tampered with".
             let c = client().map_err(|e| VerifyUnavailable(format!("{e:#}")))?;
             verify(&c).await
+        }
+        AuditCommand::Prune { older_than } => {
+            let c = client()?;
+            let req = api::PruneAuditRequest { older_than };
+            let mut total = 0u64;
+            loop {
+                let r = c.prune_audit(&req).await?;
+                total += r.pruned;
+                if !r.more || r.pruned == 0 {
+                    println!(
+                        "pruned {total} audit records; the trail begins at record {}",
+                        r.first_seq
+                    );
+                    return Ok(());
+                }
+            }
         }
         AuditCommand::Tail {
             lines,

@@ -124,6 +124,11 @@ struct ServerArgs {
     /// Versions kept per secret.
     #[arg(long, default_value_t = 10)]
     max_versions: usize,
+    /// Audit records younger than this are never pruned (`strongbox audit prune
+    /// --older-than` may not ask for less), such as 30d or 2160h; 0s allows any prune.
+    #[arg(long, env = "STRONGBOX_AUDIT_MIN_RETENTION", default_value = "30d",
+          value_parser = admin::parse_interval)]
+    audit_min_retention: strongbox_schemas::Interval,
     /// Connections served at once; more wait in the listen backlog.
     #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -436,6 +441,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let config = ServiceConfig {
         max_versions: args.max_versions,
+        audit_min_retention_secs: args.audit_min_retention.seconds(),
         rotation: RotationConfig {
             egress: args.rotation_egress_allow.clone().unwrap_or_default(),
             ..Default::default()

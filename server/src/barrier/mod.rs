@@ -29,6 +29,7 @@ const INFO_AUDIT_HMAC: &[u8] = b"strongbox/v1/audit-hmac";
 const INFO_BACKUP_MAC: &[u8] = b"strongbox/v1/backup-mac";
 const TAG_AUDIT_RECORD: &[u8] = b"strongbox/v1/audit-record";
 const TAG_AUDIT_HEAD: &[u8] = b"strongbox/v1/audit-head";
+const TAG_AUDIT_BASE: &[u8] = b"strongbox/v1/audit-base";
 const INFO_SECRET_DATA_KEY: &[u8] = b"strongbox/v1/secret-data-key";
 const AAD_CMK: &[u8] = b"strongbox/v1/cmk";
 const AAD_SECRET: &[u8] = b"strongbox/v1/secret";
@@ -295,6 +296,17 @@ impl Barrier {
         hmac_sha256(
             &self.audit_hmac,
             &[TAG_AUDIT_RECORD, &seq.to_be_bytes(), prev, body],
+        )
+    }
+
+    /// The MAC of the audit trail's base, left by a prune: the last record it deleted
+    /// (`seq`) and that record's MAC, from which the chain goes on. Its own tag, so that
+    /// an old head cannot be passed off as a base (which would let records be deleted
+    /// from the start unseen).
+    pub fn audit_base_mac(&self, seq: u64, last: &[u8; 32]) -> [u8; 32] {
+        hmac_sha256(
+            &self.audit_hmac,
+            &[TAG_AUDIT_BASE, &seq.to_be_bytes(), last],
         )
     }
 

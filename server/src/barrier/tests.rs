@@ -211,6 +211,15 @@ fn audit_macs_match_an_independent_implementation() {
         b.audit_head_mac(9, &got).as_slice(),
         hmac::sign(&key, &head).as_ref()
     );
+    // The base a prune leaves: the same fields under its own tag, so a head is never one.
+    let mut base = b"strongbox/v1/audit-base".to_vec();
+    base.extend_from_slice(&9u64.to_be_bytes());
+    base.extend_from_slice(&got);
+    assert_eq!(
+        b.audit_base_mac(9, &got).as_slice(),
+        hmac::sign(&key, &base).as_ref()
+    );
+    assert_ne!(b.audit_base_mac(9, &got), b.audit_head_mac(9, &got));
     // Another root key gives other MACs: a chain recomputed without the key never verifies.
     let other = Barrier::new(&Secret32::from_bytes([0x45; 32]));
     assert_ne!(other.audit_record_mac(9, &prev, b"{\"seq\":9}"), got);

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::storage::{Mutation, Reader, Table, Txn};
 
 const META_AUDIT_HEAD: &[u8] = b"audit_head";
+/// Where the trail begins once a prune has deleted its oldest records (see [`Head`]).
+const META_AUDIT_BASE: &[u8] = b"audit_base";
 /// Records read per scan chunk.
 const CHUNK: usize = 512;
 /// Most records one `GET /v1/audit` page looks at, so a filter that matches little
@@ -252,13 +254,61 @@ pub fn genesis_head_if_never_used(
     Ok(unused.then(|| genesis_head(barrier)))
 }
 
-fn load_head(r: &(impl Reader + ?Sized)) -> Result<Option<Head>> {
-    match r.get(Table::Meta, META_AUDIT_HEAD)? {
+/// A head-shaped record of `meta` (`what` names it in the error when it does not decode).
+fn load_mark(r: &(impl Reader + ?Sized), key: &[u8], what: &str) -> Result<Option<Head>> {
+    match r.get(Table::Meta, key)? {
         None => Ok(None),
         Some(v) => Head::decode(&v)
             .map(Some)
-            .ok_or_else(|| Error::internal("audit head record is malformed")),
+            .ok_or_else(|| Error::internal(format!("{what} is malformed"))),
     }
+}
+
+fn load_head(r: &(impl Reader + ?Sized)) -> Result<Option<Head>> {
+    load_mark(r, META_AUDIT_HEAD, "audit head record")
+}
+
+/// The base a prune left: laid out as a head, `count` being the last record deleted
+/// and `last` its MAC, from which the chain goes on; `mac` is under the base's own tag
+/// (`Barrier::audit_base_mac`). `None` when nothing was ever pruned.
+fn load_base(r: &(impl Reader + ?Sized)) -> Result<Option<Head>> {
+    load_mark(r, META_AUDIT_BASE, "the audit trail's base record")
+}
+
+/// Where the chain starts: after record `seq` (0: the first record), whose MAC is `prev`.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    seq: u64,
+    prev: [u8; 32],
+}
+
+impl Start {
+    /// From the base a prune left, after checking its MAC.
+    fn of(base: Option<Head>, barrier: &Barrier) -> Result<Self, String> {
+        match base {
+            None => Ok(Self {
+                seq: 0,
+                prev: [0u8; 32],
+            }),
+            Some(b) if barrier::digest_eq(&barrier.audit_base_mac(b.count, &b.last), &b.mac) => {
+                Ok(Self {
+                    seq: b.count,
+                    prev: b.last,
+                })
+            }
+            Some(b) => Err(format!(
+                "the trail's base (records 1 to {} pruned) does not verify: it was forged",
+                b.count
+            )),
+        }
+    }
+}
+
+/// What a prune deletes: the records after the base through `cut` (with its MAC).
+struct Prunable {
+    start: u64,
+    cut: Option<(u64, [u8; 32])>,
+    more: bool,
 }
 
 /// A stored record: `0x01 ‖ MAC(32) ‖ JSON`.
@@ -593,26 +643,148 @@ impl Service {
         }
     }
 
+    /// Deletes the oldest records, those that arrived more than `older_than` ago (from
+    /// the start of the trail up to the first newer one), at most the configured batch,
+    /// and leaves a base from which the chain is checked. The records to delete are
+    /// found and verified in a snapshot, off the writer thread: a trail that does not
+    /// verify there is not pruned, since that would delete the evidence. The prune is
+    /// recorded in the same commit.
+    pub async fn prune_audit(
+        &self,
+        req: &api::PruneAuditRequest,
+    ) -> Result<api::PruneAuditResponse> {
+        let min = self.inner.config.audit_min_retention_secs;
+        if req.older_than.seconds() < min {
+            return Err(Error::invalid(
+                "older_than",
+                format!(
+                    "must be at least {} (the server keeps its audit records that long: --audit-min-retention)",
+                    api::Interval::from_seconds(min).as_str()
+                ),
+            ));
+        }
+        let cutoff = self
+            .now()
+            .saturating_sub(i64::try_from(req.older_than.seconds()).unwrap_or(i64::MAX));
+        let batch = self.inner.config.audit_prune_batch.max(1);
+        let this = self.clone();
+        let found = tokio::task::spawn_blocking(move || this.prunable(cutoff, batch))
+            .await
+            .map_err(Error::internal)??;
+        let Some((cut, mac)) = found.cut else {
+            return Ok(api::PruneAuditResponse {
+                pruned: 0,
+                first_seq: found.start + 1,
+                more: false,
+            });
+        };
+        let this = self.clone();
+        let pruned = self
+            .write(move |t| this.prune_through(t, cut, &mac))
+            .await?;
+        Ok(api::PruneAuditResponse {
+            pruned,
+            first_seq: cut + 1,
+            more: found.more,
+        })
+    }
+
+    /// The records a prune deletes, each checked against the chain from the base.
+    fn prunable(&self, cutoff: i64, batch: usize) -> Result<Prunable> {
+        let snap = self.store().snapshot()?;
+        let barrier = &self.inner.barrier;
+        let refuse = |why: String| {
+            Error::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "the audit trail does not verify ({why}); pruning would delete the evidence: see GET /v1/audit/verify"
+                ),
+            )
+        };
+        let start = Start::of(load_base(&*snap)?, barrier).map_err(refuse)?;
+        let mut out = Prunable {
+            start: start.seq,
+            cut: None,
+            more: false,
+        };
+        let (mut prev, mut after) = (start.prev, start.seq);
+        loop {
+            let chunk = snap.scan(Table::Audit, b"", Some(&after.to_be_bytes()), CHUNK)?;
+            for (k, v) in &chunk {
+                let expected = after + 1;
+                let stored = split_stored(v)
+                    .filter(|s| {
+                        seq_of(k) == Some(expected)
+                            && barrier::digest_eq(
+                                &barrier.audit_record_mac(expected, &prev, s.body),
+                                &s.mac,
+                            )
+                    })
+                    .ok_or_else(|| refuse(format!("record {expected} is missing or altered")))?;
+                let rec: api::AuditRecord = serde_json::from_slice(stored.body)
+                    .map_err(|e| refuse(format!("record {expected} does not parse: {e}")))?;
+                if rec.time.unix() >= cutoff {
+                    return Ok(out);
+                }
+                if out
+                    .cut
+                    .is_some_and(|(seq, _)| seq - start.seq >= batch as u64)
+                {
+                    out.more = true;
+                    return Ok(out);
+                }
+                out.cut = Some((expected, stored.mac));
+                prev = stored.mac;
+                after = expected;
+            }
+            if chunk.len() < CHUNK {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes the records after the base through `cut` and makes `cut` the base; runs
+    /// on the writer thread. Nothing, if another prune went as far already.
+    fn prune_through(&self, t: &mut Txn<'_>, cut: u64, mac: &[u8; 32]) -> Result<u64> {
+        let from = load_base(t)?.map_or(0, |b| b.count);
+        if from >= cut {
+            return Ok(0);
+        }
+        for seq in from + 1..=cut {
+            t.delete(Table::Audit, &seq.to_be_bytes());
+        }
+        let base = Head {
+            count: cut,
+            last: *mac,
+            mac: self.inner.barrier.audit_base_mac(cut, mac),
+        };
+        t.put(Table::Meta, META_AUDIT_BASE, base.encode());
+        Ok(cut - from)
+    }
+
     /// Checks the whole chain against the persisted head, in one consistent snapshot
     /// (the server keeps serving meanwhile).
     pub fn verify_audit(&self) -> Result<api::AuditVerifyReport> {
         let snap = self.store().snapshot()?;
-        // A head that does not even decode was overwritten: a verdict, not a failure to
-        // check.
+        // A head or base that does not even decode was overwritten: a verdict, not a
+        // failure to check.
+        let overwritten = |what: &str| api::AuditVerifyReport {
+            intact: false,
+            count: 0,
+            verified: 0,
+            pruned: 0,
+            first_bad_seq: None,
+            problem: Some(format!("the audit {what} is malformed: it was overwritten")),
+        };
         let head = match snap.get(Table::Meta, META_AUDIT_HEAD)? {
             None => None,
             Some(v) => match Head::decode(&v) {
                 Some(h) => Some(h),
-                None => {
-                    return Ok(api::AuditVerifyReport {
-                        intact: false,
-                        count: 0,
-                        verified: 0,
-                        first_bad_seq: None,
-                        problem: Some("the audit head is malformed: it was overwritten".into()),
-                    });
-                }
+                None => return Ok(overwritten("head")),
             },
+        };
+        let Ok(base) = load_base(&*snap) else {
+            return Ok(overwritten("trail's base"));
         };
         let count = head.map_or(0, |h| h.count);
         let barrier = &self.inner.barrier;
@@ -622,10 +794,13 @@ impl Service {
         let head_forged = head.is_some_and(|h| {
             !barrier::digest_eq(&barrier.audit_head_mac(h.count, &h.last), &h.mac)
         });
-        let bad = |verified: u64, seq: Option<u64>, problem: String| api::AuditVerifyReport {
+        let start = Start::of(base, barrier);
+        let pruned = base.map_or(0, |b| b.count);
+        let bad = |last_ok: u64, seq: Option<u64>, problem: String| api::AuditVerifyReport {
             intact: false,
             count,
-            verified,
+            verified: last_ok.saturating_sub(pruned),
+            pruned,
             first_bad_seq: seq,
             problem: Some(if head_forged {
                 format!("the head does not verify (it was forged); {problem}")
@@ -641,31 +816,55 @@ impl Service {
                     .into(),
             ));
         }
-        let mut prev = [0u8; 32];
-        let mut expected = 1u64;
+        let start = match start {
+            Ok(s) => s,
+            Err(problem) => return Ok(bad(pruned, Some(pruned + 1), problem)),
+        };
+        if start.seq > count && !head_forged {
+            return Ok(bad(
+                count,
+                None,
+                format!(
+                    "the trail's base says records 1 to {} were pruned, more than the head's {count}",
+                    start.seq
+                ),
+            ));
+        }
+        let mut prev = start.prev;
+        let mut expected = start.seq + 1;
         let mut after: Option<Vec<u8>> = None;
         loop {
             let batch = snap.scan(Table::Audit, b"", after.as_deref(), CHUNK)?;
             let exhausted = batch.len() < CHUNK;
             for (k, v) in &batch {
-                let verified = expected - 1;
+                let last_ok = expected - 1;
                 let Some(seq) = seq_of(k) else {
                     return Ok(bad(
-                        verified,
+                        last_ok,
                         Some(expected),
-                        format!("a record with a malformed key follows record {verified}"),
+                        format!("a record with a malformed key follows record {last_ok}"),
                     ));
                 };
+                if seq < expected {
+                    return Ok(bad(
+                        last_ok,
+                        Some(seq),
+                        format!(
+                            "record {seq} is there although records 1 to {} were pruned: it was put back",
+                            start.seq
+                        ),
+                    ));
+                }
                 if seq != expected {
                     return Ok(bad(
-                        verified,
+                        last_ok,
                         Some(expected),
                         format!("record {expected} is missing (the next one is {seq})"),
                     ));
                 }
                 if seq > count && !head_forged {
                     return Ok(bad(
-                        verified,
+                        last_ok,
                         Some(seq),
                         format!(
                             "record {seq} lies beyond the head ({count} records): it was not written by this server"
@@ -681,7 +880,7 @@ impl Service {
                 });
                 let Some(s) = good else {
                     return Ok(bad(
-                        verified,
+                        last_ok,
                         Some(seq),
                         format!(
                             "record {seq} does not verify: it was edited, or the chain from it on was recomputed without the root key"
@@ -696,26 +895,28 @@ impl Service {
             }
             after = batch.last().map(|(k, _)| k.clone());
         }
-        let verified = expected - 1;
+        let last_ok = expected - 1;
         if head_forged {
             return Ok(api::AuditVerifyReport {
                 intact: false,
                 count,
-                verified,
+                verified: last_ok - pruned,
+                pruned,
                 first_bad_seq: None,
                 problem: Some(format!(
                     "the head does not verify: it was forged (its count says {count}; the \
-                     {verified} records found chain correctly)"
+                     {} records found chain correctly)",
+                    last_ok - pruned
                 )),
             });
         }
-        if verified < count {
+        if last_ok < count {
             return Ok(bad(
-                verified,
-                Some(verified + 1),
+                last_ok,
+                Some(last_ok + 1),
                 format!(
-                    "record {} is missing: the trail was cut off after record {verified} (the head says {count})",
-                    verified + 1
+                    "record {} is missing: the trail was cut off after record {last_ok} (the head says {count})",
+                    last_ok + 1
                 ),
             ));
         }
@@ -724,7 +925,7 @@ impl Service {
                 && barrier::digest_eq(&barrier.audit_head_mac(h.count, &h.last), &h.mac);
             if !head_ok {
                 return Ok(bad(
-                    verified,
+                    last_ok,
                     None,
                     "the head does not verify: it was rewritten (records cut off or replaced?)"
                         .into(),
@@ -734,7 +935,8 @@ impl Service {
         Ok(api::AuditVerifyReport {
             intact: true,
             count,
-            verified,
+            verified: last_ok - pruned,
+            pruned,
             first_bad_seq: None,
             problem: None,
         })
@@ -771,28 +973,42 @@ pub fn check_audit_head(store: &(impl Reader + ?Sized), barrier: &Barrier) -> Re
             Ok(())
         };
     }
-    let last = store
-        .get(Table::Audit, &h.count.to_be_bytes())
-        .map_err(|e| e.to_string())?;
+    // Where a prune left the trail's start, checked: a forged one could hide records
+    // deleted from the start.
+    let start = Start::of(load_base(store).map_err(fail)?, barrier)?;
+    if start.seq > h.count {
+        return Err(format!(
+            "the audit trail's base says {} records were pruned, more than the head's {}",
+            start.seq, h.count
+        ));
+    }
     // The last record's MAC is the head's, and it covers the record's body and the
-    // MAC before it (zeros for the first): an edited body is caught here, not only by a
-    // later `verify`, so nothing is built on it.
-    let prev = if h.count == 1 {
-        Some([0u8; 32])
+    // MAC before it (zeros for the first, the base's for the first after a prune): an
+    // edited body is caught here, not only by a later `verify`, so nothing is built on
+    // it. (Every record pruned: the base is the last one.)
+    let last_ok = if start.seq == h.count {
+        barrier::digest_eq(&start.prev, &h.last)
     } else {
-        store
-            .get(Table::Audit, &(h.count - 1).to_be_bytes())
-            .map_err(|e| e.to_string())?
-            .as_deref()
-            .and_then(split_stored)
-            .map(|s| s.mac)
+        let last = store
+            .get(Table::Audit, &h.count.to_be_bytes())
+            .map_err(|e| e.to_string())?;
+        let prev = if h.count - 1 == start.seq {
+            Some(start.prev)
+        } else {
+            store
+                .get(Table::Audit, &(h.count - 1).to_be_bytes())
+                .map_err(|e| e.to_string())?
+                .as_deref()
+                .and_then(split_stored)
+                .map(|s| s.mac)
+        };
+        last.as_deref().and_then(split_stored).is_some_and(|s| {
+            barrier::digest_eq(&s.mac, &h.last)
+                && prev.is_some_and(|prev| {
+                    barrier::digest_eq(&barrier.audit_record_mac(h.count, &prev, s.body), &s.mac)
+                })
+        })
     };
-    let last_ok = last.as_deref().and_then(split_stored).is_some_and(|s| {
-        barrier::digest_eq(&s.mac, &h.last)
-            && prev.is_some_and(|prev| {
-                barrier::digest_eq(&barrier.audit_record_mac(h.count, &prev, s.body), &s.mac)
-            })
-    });
     if !last_ok {
         return Err(format!(
             "audit record {} (the head's last) is missing or altered",

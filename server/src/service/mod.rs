@@ -41,6 +41,10 @@ pub struct ServiceConfig {
     pub max_value_bytes: usize,
     /// The rotation engine's limits.
     pub rotation: RotationConfig,
+    /// Seconds of audit records a prune always keeps (`older_than` may not be less).
+    pub audit_min_retention_secs: u64,
+    /// Most audit records one prune deletes (one commit).
+    pub audit_prune_batch: usize,
 }
 
 impl Default for ServiceConfig {
@@ -49,6 +53,8 @@ impl Default for ServiceConfig {
             max_versions: 10,
             max_value_bytes: strongbox_schemas::MAX_SECRET_VALUE_BYTES,
             rotation: RotationConfig::default(),
+            audit_min_retention_secs: 30 * 86_400,
+            audit_prune_batch: 10_000,
         }
     }
 }

@@ -1149,3 +1149,202 @@ async fn requests_without_a_valid_token_past_an_address_limit_are_refused_and_no
     let rec = records_of(&s, &id).await;
     assert!(rec[0].source.starts_with("127.0.0.2:"), "{rec:?}");
 }
+
+fn older_than(text: &str) -> api::PruneAuditRequest {
+    api::PruneAuditRequest {
+        older_than: api::Interval::parse(text).unwrap(),
+    }
+}
+
+/// A prune deletes the records older than `older_than`, in batches, records itself, and
+/// leaves a trail that verifies from its base; one within the minimum retention is
+/// refused; a trail that does not verify is not pruned.
+#[tokio::test]
+async fn pruning_deletes_the_oldest_records_and_the_trail_still_verifies() {
+    let s = TestServer::start_with(strongbox_server::service::ServiceConfig {
+        audit_prune_batch: 5,
+        ..Default::default()
+    })
+    .await;
+    let c = &s.client;
+    traffic(&s, "p/a").await;
+    assert_code(
+        c.prune_audit(&older_than("29d")).await,
+        ErrorCode::InvalidParameter,
+        "older_than: must be at least 30d",
+    );
+    let old = s.service.audit_count().unwrap();
+    s.clock.advance(40 * 86_400);
+    traffic(&s, "p/b").await;
+    // Nothing is as old as 41 days.
+    let r = c.prune_audit(&older_than("41d")).await.unwrap();
+    assert_eq!((r.pruned, r.first_seq, r.more), (0, 1, false));
+
+    let mut calls = Vec::new();
+    loop {
+        let r = c.prune_audit(&older_than("30d")).await.unwrap();
+        calls.push(r.clone());
+        if !r.more {
+            break;
+        }
+    }
+    let pruned: u64 = calls.iter().map(|r| r.pruned).sum();
+    assert_eq!(pruned, old, "{calls:?}");
+    assert!(calls.len() >= 2 && calls[0].pruned == 5, "{calls:?}");
+    assert_eq!(calls.last().unwrap().first_seq, old + 1);
+    // Nothing left to prune; the trail begins after the base.
+    let r = c.prune_audit(&older_than("30d")).await.unwrap();
+    assert_eq!((r.pruned, r.first_seq, r.more), (0, old + 1, false));
+    for seq in 1..=old {
+        assert!(s.backend.get(Table::Audit, &key(seq)).unwrap().is_none());
+    }
+    let page = c.list_audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(page.records[0].seq, old + 1);
+    // (Counted before verify adds its own record.)
+    let count = s.service.audit_count().unwrap();
+    let v = verify(&s).await;
+    assert!(v.intact, "{v:?}");
+    assert_eq!((v.pruned, v.verified), (old, count - old), "{v:?}");
+    // Each prune is recorded, by whom.
+    let prunes = c
+        .list_audit(&AuditQuery {
+            action: Some("audit:Prune".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .records;
+    assert_eq!(prunes.len(), calls.len() + 2, "{prunes:?}");
+    assert!(prunes.iter().all(|r| r.principal == "root"), "{prunes:?}");
+
+    // A trail that does not verify is not pruned: the evidence stays.
+    s.clock.advance(40 * 86_400);
+    let first = old + 1;
+    let (mac, mut body) = stored(s.backend.as_ref(), first + 1);
+    body["principal"] = json!("someone-else");
+    put_stored(s.backend.as_ref(), first + 1, &mac, &body);
+    assert_code(
+        c.prune_audit(&older_than("30d")).await,
+        ErrorCode::InvalidState,
+        &format!("record {} is missing or altered", first + 1),
+    );
+    assert!(s.backend.get(Table::Audit, &key(first)).unwrap().is_some());
+}
+
+/// After a prune, a record put back, the first kept record deleted, or a base moved on
+/// (a forged one, or an old head passed off as a base) is still caught, by verify and at
+/// unseal.
+#[tokio::test]
+async fn a_pruned_trail_still_shows_tampering() {
+    let (b, open) = stopped_store();
+    let svc = open().unwrap().service;
+    for _ in 0..4 {
+        svc.finish_audit(&slot(), AuditOutcome::Succeeded, None)
+            .await
+            .unwrap();
+    }
+    let record_2 = b.get(Table::Audit, &key(2)).unwrap().unwrap();
+    // Outside a request a prune records nothing: every record goes, the base is the last.
+    let r = svc.prune_audit(&older_than("30d")).await.unwrap();
+    assert_eq!((r.pruned, r.first_seq, r.more), (4, 5, false));
+    let v = svc.verify_audit().unwrap();
+    assert!(v.intact && v.pruned == 4 && v.verified == 0, "{v:?}");
+    drop(svc);
+    assert!(open().is_ok(), "a trail pruned whole unseals");
+    let svc = open().unwrap().service;
+    svc.finish_audit(&slot(), AuditOutcome::Succeeded, None)
+        .await
+        .unwrap();
+    assert!(open().is_ok(), "the first record after the base unseals");
+    // The head when the trail ended at record 5: genuine, the same fields as a base.
+    let head_at_5 = b.get(Table::Meta, b"audit_head").unwrap().unwrap();
+    svc.finish_audit(&slot(), AuditOutcome::Succeeded, None)
+        .await
+        .unwrap();
+    let v = svc.verify_audit().unwrap();
+    assert!(v.intact && v.pruned == 4 && v.verified == 2, "{v:?}");
+    assert!(open().is_ok(), "records after the base unseal");
+
+    // A pruned record put back.
+    b.commit(&[Mutation::Put(Table::Audit, key(2), record_2)])
+        .unwrap();
+    let v = svc.verify_audit().unwrap();
+    assert_eq!((v.intact, v.first_bad_seq), (false, Some(2)), "{v:?}");
+    assert!(v.problem.unwrap().contains("put back"));
+    b.commit(&[Mutation::Delete(Table::Audit, key(2))]).unwrap();
+
+    // The first record after the base deleted.
+    let record_5 = b.get(Table::Audit, &key(5)).unwrap().unwrap();
+    b.commit(&[Mutation::Delete(Table::Audit, key(5))]).unwrap();
+    let v = svc.verify_audit().unwrap();
+    assert_eq!((v.intact, v.first_bad_seq), (false, Some(5)), "{v:?}");
+    b.commit(&[Mutation::Put(Table::Audit, key(5), record_5.clone())])
+        .unwrap();
+    assert!(svc.verify_audit().unwrap().intact);
+
+    // The base moved on to hide record 5: with a MAC made without the root key, or as
+    // the genuine head of when the trail ended at record 5 (which would chain on to
+    // record 6 exactly, were a base's MAC not under a tag of its own).
+    let real_base = b.get(Table::Meta, b"audit_base").unwrap().unwrap();
+    let mut forged = 5u64.to_be_bytes().to_vec();
+    forged.extend_from_slice(&record_5[1..33]);
+    forged.extend_from_slice(&[9u8; 32]);
+    for fake in [forged, head_at_5] {
+        b.commit(&[
+            Mutation::Delete(Table::Audit, key(5)),
+            Mutation::Put(Table::Meta, b"audit_base".to_vec(), fake),
+        ])
+        .unwrap();
+        let v = svc.verify_audit().unwrap();
+        assert!(!v.intact, "{v:?}");
+        assert!(v.problem.unwrap().contains("forged"));
+        let e = open().err().unwrap().to_string();
+        assert!(e.contains("base"), "{e}");
+        b.commit(&[
+            Mutation::Put(Table::Audit, key(5), record_5.clone()),
+            Mutation::Put(Table::Meta, b"audit_base".to_vec(), real_base.clone()),
+        ])
+        .unwrap();
+    }
+    assert!(svc.verify_audit().unwrap().intact);
+    assert!(open().is_ok());
+}
+
+/// `strongbox audit prune` deletes in batches until nothing older is left, and `audit
+/// verify` says how much was pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prune_command_prunes_in_batches() {
+    let s = TestServer::start_with(strongbox_server::service::ServiceConfig {
+        audit_prune_batch: 3,
+        ..Default::default()
+    })
+    .await;
+    traffic(&s, "p/cli").await;
+    let old = s.service.audit_count().unwrap();
+    s.clock.advance(31 * 86_400);
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["audit", "prune", "--older-than", "30d"]);
+    let out = run(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "pruned {old} audit records; the trail begins at record {}",
+            old + 1
+        )),
+        "{stdout}"
+    );
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["audit", "verify"]);
+    let out = run(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("(records 1 to {old} were pruned)")),
+        "{stdout}"
+    );
+}

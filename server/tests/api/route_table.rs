@@ -226,6 +226,11 @@ async fn prepare(s: &TestServer, r: &RouteSpec, n: usize) -> Case {
         ("GET", "/v1/random-password") => Case::new(&["v1", "random-password"], None, "*"),
         ("GET", "/v1/audit") => Case::new(&["v1", "audit"], None, "*"),
         ("GET", "/v1/audit/verify") => Case::new(&["v1", "audit", "verify"], None, "*"),
+        ("POST", "/v1/audit/prune") => Case::new(
+            &["v1", "audit", "prune"],
+            Some(json!({"older_than": "30d"})),
+            "*",
+        ),
         ("GET", "/v1/backup") => Case::new(&["v1", "backup"], None, "*"),
         (m, p) => panic!("route {m} {p} has no case in the route-table test: add one"),
     }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use futures_util::StreamExt as _;
 use strongbox_schemas::{self as api, ErrorCode};
 
-use super::super::extract::ApiQuery;
+use super::super::extract::{ApiJson, ApiQuery};
 use super::{ApiError, ApiResult, AppState, AuditParams};
 use crate::service::AuditQuery;
 
@@ -44,6 +44,13 @@ pub(super) async fn verify_audit(
         .await
         .map_err(crate::Error::internal)??;
     Ok(Json(report))
+}
+
+pub(super) async fn prune_audit(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<api::PruneAuditRequest>,
+) -> ApiResult<Json<api::PruneAuditResponse>> {
+    Ok(Json(s.service.prune_audit(&req).await?))
 }
 
 /// How long the stream of a backup waits for a client that takes no bytes before it

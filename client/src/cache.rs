@@ -228,10 +228,10 @@ impl SecretCache {
                         map.remove(key);
                     }
                     // The server refused the secret as a whole (gone, or no longer
-                    // readable by this token): no other version of it is served either.
-                    // Not for one version's refusal (a stage not there yet, a version
-                    // pruned or under a disabled key), nor a 429 or anything that did
-                    // not come from the server.
+                    // readable by this token, which `TooManyRequests` also says): no
+                    // other version of it is served either. Not for one version's
+                    // refusal (a stage not there yet, a version pruned or under a
+                    // disabled key), nor anything that did not come from the server.
                     if matches!(
                         e.code(),
                         Some(
@@ -239,6 +239,7 @@ impl SecretCache {
                                 | ErrorCode::SecretPendingDeletion
                                 | ErrorCode::Forbidden
                                 | ErrorCode::Unauthenticated
+                                | ErrorCode::TooManyRequests
                         )
                     ) {
                         map.retain(|k, _| k.0 != key.0);

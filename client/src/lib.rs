@@ -152,16 +152,21 @@ impl Error {
         }
     }
 
-    /// Whether trying again later may succeed: no answer, the server busy or not
-    /// available now (`Unavailable`, 429), or what is in front of it answering 502, 503
-    /// or 504 without the server's error body. An error the server explains is not
-    /// transient otherwise: `RotationFailed` (a 502) says to rotate again with a new
-    /// version id, and asking again with the same one gives the same answer.
+    /// Whether trying again later may succeed: no answer, the server not available now
+    /// (`Unavailable`), or what is in front of it answering 429, 502, 503 or 504
+    /// without the server's error body. An error the server explains is not transient
+    /// otherwise: `RotationFailed` (a 502) says to rotate again with a new version id,
+    /// and asking again with the same one gives the same answer; `TooManyRequests` (the
+    /// server's 429) comes only to requests without a valid token, which asking again
+    /// does not give.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Transport(_) => true,
             Error::Status { status } => matches!(status, 429 | 502 | 503 | 504),
-            Error::Api { status, code, .. } => *code == ErrorCode::Unavailable || *status == 429,
+            Error::Api { status, code, .. } => {
+                *code == ErrorCode::Unavailable
+                    || (*status == 429 && *code != ErrorCode::TooManyRequests)
+            }
             Error::UnknownCode { status, .. } => matches!(status, 429 | 503),
             _ => false,
         }
@@ -1065,6 +1070,10 @@ mod error_tests {
             assert!(Error::Status { status }.is_transient(), "{status}");
         }
         assert!(!Error::Status { status: 500 }.is_transient());
+        // The server's own 429 says the token is not valid: asking again does not help.
+        let body = |code: &str| format!(r#"{{"code":"{code}","message":"m"}}"#).into_bytes();
+        assert!(!error_from_body(429, &body("TooManyRequests")).is_transient());
+        assert!(error_from_body(503, &body("Unavailable")).is_transient());
         assert!(!Error::Decode("bad JSON".into()).is_transient());
         assert!(!Error::Config("token is no header value".into()).is_transient());
         assert_eq!(Error::Status { status: 504 }.status(), Some(504));

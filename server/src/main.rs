@@ -139,10 +139,12 @@ struct ServerArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections_per_address: u32,
     /// Requests without a valid token answered per second from one client address (an
-    /// IPv6 client's /64), in bursts of ten seconds' worth; more are refused with 429
-    /// and, but for one a minute, left out of the audit trail (counted in the metrics).
-    /// Requests with a valid token are never limited. 0: no limit, every one recorded.
-    #[arg(long, env = "STRONGBOX_UNAUTHENTICATED_RATE_LIMIT", default_value_t = 10,
+    /// IPv6 client's /64), in bursts of ten seconds' worth, and twenty times as many
+    /// server-wide; more are refused with 429 and, but for one an address a minute, left
+    /// out of the audit trail (counted in the metrics). Requests with a valid token are
+    /// never limited. Behind a proxy every client has its address. 0: no limit, every
+    /// one recorded.
+    #[arg(long, env = "STRONGBOX_UNAUTHENTICATED_RATE_LIMIT", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     unauthenticated_rate_limit: u32,
     /// Seconds a connection may stay open with no request under way before it is

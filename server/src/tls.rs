@@ -219,8 +219,9 @@ pub struct ConnectionLimits {
     /// every place. Behind a proxy every client has the proxy's address: raise it.
     pub max_connections_per_address: usize,
     /// Requests without a valid token answered (and recorded) per second from one
-    /// client address, in bursts of ten times as many; past that they are refused with
-    /// 429 and, but for one a minute, not recorded (`api::throttle`). 0: no limit.
+    /// client address, in bursts of ten times as many, and twenty times as many
+    /// server-wide; past that they are refused with 429 and, but for one an address a
+    /// minute, not recorded (`api::throttle`). 0: no limit.
     pub unauthenticated_per_second: u32,
     /// Time for the TLS handshake.
     pub handshake_timeout: Duration,
@@ -244,7 +245,7 @@ impl Default for ConnectionLimits {
         Self {
             max_connections: 4096,
             max_connections_per_address: 1024,
-            unauthenticated_per_second: 10,
+            unauthenticated_per_second: 2,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: crate::api::BODY_READ_TIMEOUT,

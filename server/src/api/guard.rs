@@ -5,7 +5,9 @@
 //! drafts the record (time, request id, source, user agent), authenticates the bearer
 //! token if there is one, runs the request with the draft as its audit slot, and after
 //! the response records it, unless a write job already did so together with its change.
-//! If the record cannot be written, the response is replaced by an error. [`authorize`]
+//! If the record cannot be written, the response is replaced by an error. Requests
+//! without a valid token past their address's allowance are answered 429 instead, and
+//! most of those are not recorded (`throttle`). [`authorize`]
 //! runs on matched routes only: it forms the route's resource, answers 401 or 403, or
 //! lets the handler run with the caller's identity.
 
@@ -92,30 +94,51 @@ async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
         }
         Some(Err(e)) => Authn::Refused(e),
     };
-    let valid = matches!(authn, Authn::Valid(_));
+    // No token, or one refused as not valid (not a token the server could not check
+    // for a failure of its own).
+    let unauthenticated = match &authn {
+        Authn::Missing => true,
+        Authn::Refused(e) => e.code == ErrorCode::Unauthenticated,
+        Authn::Valid(_) => false,
+    };
     req.extensions_mut().insert(authn);
     let slot = AuditSlot::new(entry);
     req.extensions_mut().insert(slot.clone());
     let resp = state.service.audited(slot.clone(), next.run(req)).await;
-    // A request without a valid token past its address's allowance is refused instead
-    // (it did nothing: no handler runs without a caller), and recorded only if it is
-    // the address's first such refusal this minute.
+    // A request without a valid token past its address's allowance (or the server's)
+    // is refused instead: it did nothing (no handler runs without a caller, and it was
+    // refused with a 4xx), and it is recorded only if it is the address's first such
+    // refusal this minute (api::throttle).
     let resp = match (&state.unauthenticated, peer) {
-        (Some(limit), Some(ip)) if !valid && slot.is_open() => match limit.check(ip) {
-            Verdict::Admit => resp,
-            Verdict::RefuseRecorded => {
-                tracing::warn!(
-                    client = %crate::tls::client_of(ip),
-                    per_second = limit.per_second(),
-                    "requests without a valid token from this client exceed its limit: refused (429), and not recorded but for one a minute"
-                );
-                too_many(limit.per_second())
+        (Some(limit), Some(ip))
+            if unauthenticated && slot.is_open() && resp.status().is_client_error() =>
+        {
+            match limit.check(ip) {
+                Verdict::Admit => resp,
+                Verdict::RefuseRecorded => {
+                    tracing::warn!(
+                        client = %crate::tls::client_of(ip),
+                        per_second = limit.per_second(),
+                        "requests without a valid token from this client exceed its limit: refused (429), and not recorded but for one a minute"
+                    );
+                    too_many(limit)
+                }
+                Verdict::RefuseUnrecorded => {
+                    state.metrics.unrecorded();
+                    return too_many(limit);
+                }
+                Verdict::RefuseServerWide { log } => {
+                    if log {
+                        tracing::warn!(
+                            per_second = limit.per_second(),
+                            "requests without a valid token exceed the server-wide limit: refused (429) and not recorded"
+                        );
+                    }
+                    state.metrics.unrecorded();
+                    return too_many(limit);
+                }
             }
-            Verdict::RefuseUnrecorded => {
-                state.metrics.unrecorded();
-                return too_many(limit.per_second());
-            }
-        },
+        }
         _ => resp,
     };
     let status = resp.status();
@@ -138,14 +161,8 @@ async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
 }
 
 /// The answer to a request refused by [`throttle`](super::throttle).
-fn too_many(per_second: u32) -> Response {
-    let mut resp = ApiError::new(
-        ErrorCode::TooManyRequests,
-        format!(
-            "too many requests without a valid token from this address (more than {per_second} a second); send a valid token: Authorization: Bearer TOKEN"
-        ),
-    )
-    .into_response();
+fn too_many(limit: &super::throttle::Unauthenticated) -> Response {
+    let mut resp = ApiError::new(ErrorCode::TooManyRequests, limit.message()).into_response();
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp

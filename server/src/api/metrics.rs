@@ -67,8 +67,8 @@ impl Default for Metrics {
         );
         let unrecorded = Counter::default();
         registry.register(
-            "http_requests_unrecorded",
-            "Requests without a valid token refused (429) past their address's limit and not recorded in the audit trail",
+            "unauthenticated_requests_unrecorded",
+            "Requests without a valid token refused (429) past their address's or the server's limit and not recorded in the audit trail",
             unrecorded.clone(),
         );
         Self {

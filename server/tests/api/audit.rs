@@ -1073,8 +1073,9 @@ async fn requests_without_a_valid_token_past_an_address_limit_are_refused_and_no
     let base = s.base();
     let h = s.http();
     let before = s.service.audit_count().unwrap();
-    // 1 a second, in bursts of 10: 30 requests sent at once outrun it.
-    let (mut denied, mut refused) = (Vec::new(), Vec::new());
+    // 1 a second, in bursts of 10: 30 requests sent at once outrun it. (On a slow
+    // machine a refill may answer one more now and then: nothing below needs an order.)
+    let (mut statuses, mut denied, mut refused) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..30 {
         let mut rb = h.get(format!("{base}/v1/secrets"));
         if i % 2 == 0 {
@@ -1085,11 +1086,9 @@ async fn requests_without_a_valid_token_past_an_address_limit_are_refused_and_no
         let retry = r.headers().get("retry-after").cloned();
         let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
         let body: Value = r.json().await.unwrap();
+        statuses.push(status);
         match status {
-            401 => {
-                assert!(refused.is_empty(), "a 401 after a 429 (request {i})");
-                denied.push(id);
-            }
+            401 => denied.push(id),
             429 => {
                 assert_eq!(body["code"], "TooManyRequests", "{body}");
                 assert_eq!(retry.unwrap(), "1");
@@ -1102,52 +1101,54 @@ async fn requests_without_a_valid_token_past_an_address_limit_are_refused_and_no
             s.client.list_secrets(&Default::default()).await.unwrap();
         }
     }
-    assert!(
-        denied.len() >= 10,
-        "the burst of 10 is answered: {denied:?}"
-    );
-    assert!(refused.len() >= 2, "{} refused", refused.len());
-    // The public routes are not counted.
-    let r = h.get(format!("{base}/v1/health")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-
-    // Each 401 and the first 429 are recorded, and the valid request; no other 429.
-    let after = s.service.audit_count().unwrap();
-    assert_eq!(after - before, denied.len() as u64 + 2);
-    for id in &denied {
-        assert_eq!(records_of(&s, id).await.len(), 1, "{id}");
-    }
-    let first = records_of(&s, &refused[0]).await;
-    assert_eq!(first.len(), 1);
-    assert_eq!(first[0].outcome, api::AuditOutcome::Denied);
-    assert_eq!(first[0].error_code, Some(api::ErrorCode::TooManyRequests));
-    assert_eq!(first[0].principal, "anonymous");
-    for id in &refused[1..] {
-        assert!(records_of(&s, id).await.is_empty(), "{id} was recorded");
-    }
-    let metrics = s.client.metrics().await.unwrap();
-    let unrecorded = format!(
-        "strongbox_http_requests_unrecorded_total {}\n",
-        refused.len() - 1
-    );
-    assert!(metrics.contains(&unrecorded), "{unrecorded} in {metrics}");
-
-    // Another address has its own allowance.
+    let leading = statuses.iter().take_while(|&&st| st == 401).count();
+    assert!(leading >= 10, "the burst of 10 is answered: {statuses:?}");
+    assert!(refused.len() >= 2, "{statuses:?}");
+    // Another address has its own allowance: its burst is answered at once, where one
+    // shared with the first would give a refill a second at most.
     let ca = reqwest::Certificate::from_pem(s.ca_pem.as_bytes()).unwrap();
     let other = reqwest::Client::builder()
         .tls_certs_only([ca])
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .unwrap();
-    let r = other
-        .get(format!("{base}/v1/secrets"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
-    let rec = records_of(&s, &id).await;
+    let mut other_ids = Vec::new();
+    for _ in 0..10 {
+        let r = other
+            .get(format!("{base}/v1/secrets"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        other_ids.push(r.headers()["x-request-id"].to_str().unwrap().to_string());
+    }
+    // The public routes are not counted.
+    let r = h.get(format!("{base}/v1/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Each 401 and the first 429 are recorded, and the valid request; no other 429.
+    let after = s.service.audit_count().unwrap();
+    assert_eq!(after - before, denied.len() as u64 + 2 + 10);
+    for id in &denied {
+        assert_eq!(records_of(&s, id).await.len(), 1, "{id}");
+    }
+    let first = records_of(&s, &refused[0]).await;
+    assert_eq!(first.len(), 1, "the first refusal is recorded");
+    assert_eq!(first[0].outcome, api::AuditOutcome::Denied);
+    assert_eq!(first[0].error_code, Some(api::ErrorCode::TooManyRequests));
+    assert_eq!(first[0].principal, "anonymous");
+    for id in &refused[1..] {
+        assert!(records_of(&s, id).await.is_empty(), "{id} was recorded");
+    }
+    let rec = records_of(&s, &other_ids[0]).await;
+    assert_eq!(rec.len(), 1, "{rec:?}");
     assert!(rec[0].source.starts_with("127.0.0.2:"), "{rec:?}");
+    let metrics = s.client.metrics().await.unwrap();
+    let unrecorded = format!(
+        "strongbox_unauthenticated_requests_unrecorded_total {}\n",
+        refused.len() - 1
+    );
+    assert!(metrics.contains(&unrecorded), "{unrecorded} in {metrics}");
 }
 
 fn older_than(text: &str) -> api::PruneAuditRequest {

@@ -155,7 +155,7 @@ fn the_server_raises_the_open_file_limit_and_fits_its_connections_to_it_and_dump
 
 /// `--unauthenticated-rate-limit` sets how many requests without a valid token one
 /// address gets a second (in bursts of ten seconds' worth): at 1, a burst of 15 is cut
-/// after about 10 with 429, and the log says the address was limited.
+/// after 10 or so with 429, and the log says the address was limited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unauthenticated_rate_limit_is_set_by_its_flag() {
     let root = tempfile::tempdir().unwrap();
@@ -186,10 +186,13 @@ async fn the_unauthenticated_rate_limit_is_set_by_its_flag() {
         let e = wrong.describe_secret("x").await.unwrap_err();
         statuses.push(e.status().unwrap());
     }
-    let answered = statuses.iter().filter(|&&s| s == 401).count();
-    assert!((10..15).contains(&answered), "{statuses:?}");
+    // The burst of 10 is answered, then 429 (a refill on a slow machine may answer
+    // one now and then).
+    let leading = statuses.iter().take_while(|&&s| s == 401).count();
+    assert!(leading >= 10, "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
     assert!(
-        statuses[answered..].iter().all(|&s| s == 429),
+        statuses.iter().all(|&s| s == 401 || s == 429),
         "{statuses:?}"
     );
     // A valid token is not limited.

@@ -89,10 +89,17 @@ pub(crate) enum AuditCommand {
     /// Check the HMAC chain of the whole trail; exits 1 naming the first bad record, 2
     /// when it could not be checked (no answer, a busy server or gateway, token refused).
     Verify,
+    /// Print the records, oldest first, one JSON object per line, and exit: the archive
+    /// to keep before `audit prune`.
+    Export {
+        /// Stop after this record.
+        #[arg(long)]
+        through: Option<u64>,
+    },
     /// Delete the oldest records, those older than --older-than (at least the server's
     /// minimum retention, 30 days by default), in batches until none is left; the trail
-    /// still verifies from the base the prune leaves. Export them first (`audit tail`)
-    /// if they must be kept.
+    /// still verifies from the base the prune leaves. Export them first (`audit
+    /// export`) if they must be kept.
     Prune {
         /// Age of the records to delete, such as 90d or 2160h.
         #[arg(long, value_parser = parse_interval)]
@@ -334,6 +341,30 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             // Exit 2, not 1: a script must not take "could not ask" for "tampered with".
             let c = client().map_err(|e| VerifyUnavailable(format!("{e:#}")))?;
             verify(&c).await
+        }
+        AuditCommand::Export { through } => {
+            let c = client()?;
+            let mut q = AuditQuery {
+                limit: Some(1000),
+                ..Default::default()
+            };
+            loop {
+                let page = c.list_audit(&q).await?;
+                let mut lines = String::new();
+                for r in &page.records {
+                    if through.is_some_and(|t| r.seq > t) {
+                        print!("{lines}");
+                        return Ok(());
+                    }
+                    lines.push_str(&serde_json::to_string(r)?);
+                    lines.push('\n');
+                }
+                print!("{lines}");
+                match page.next_page_token {
+                    Some(t) => q.page_token = Some(t),
+                    None => return Ok(()),
+                }
+            }
         }
         AuditCommand::Prune { older_than } => {
             let c = client()?;

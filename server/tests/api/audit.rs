@@ -1323,6 +1323,32 @@ async fn the_prune_command_prunes_in_batches() {
     traffic(&s, "p/cli").await;
     let old = s.service.audit_count().unwrap();
     s.clock.advance(31 * 86_400);
+    // The archive first: every record, oldest first (or up to --through).
+    let export = |through: Option<u64>| {
+        let mut cmd = s.cli(&s.token);
+        cmd.args(["audit", "export"]);
+        if let Some(t) = through {
+            cmd.args(["--through", &t.to_string()]);
+        }
+        async move {
+            let out = run(cmd).await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<api::AuditRecord>(l).unwrap().seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(export(Some(old)).await, (1..=old).collect::<Vec<_>>());
+    assert_eq!(
+        export(None).await[..old as usize],
+        (1..=old).collect::<Vec<_>>()[..]
+    );
     let mut cmd = s.cli(&s.token);
     cmd.args(["audit", "prune", "--older-than", "30d"]);
     let out = run(cmd).await;
@@ -1347,5 +1373,10 @@ async fn the_prune_command_prunes_in_batches() {
     assert!(
         stdout.contains(&format!("(records 1 to {old} were pruned)")),
         "{stdout}"
+    );
+    assert_eq!(
+        export(None).await[0],
+        old + 1,
+        "the trail begins after the base"
     );
 }

@@ -52,8 +52,16 @@ pub struct ListAuditResponse {
     /// fewer than `limit` records when filters skip many.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
-    /// Records in the whole trail when this page was read.
+    /// Records ever appended to the trail when this page was read (pruned ones
+    /// included): the last record's `seq`.
     pub count: u64,
+    /// The oldest record kept: those before it were pruned (`POST /v1/audit/prune`).
+    #[serde(default = "first")]
+    pub first_seq: u64,
+}
+
+fn first() -> u64 {
+    1
 }
 
 /// `GET /v1/audit/verify`: the result of checking the whole chain.
@@ -61,9 +69,10 @@ pub struct ListAuditResponse {
 pub struct AuditVerifyReport {
     /// Every record and the head check out.
     pub intact: bool,
-    /// Records the persisted head says the trail holds.
+    /// Records ever appended, as the persisted head says (pruned ones included).
     pub count: u64,
-    /// Records checked and found good before the first problem (all of them when intact).
+    /// Records checked and found good before the first problem (all of them when intact:
+    /// `count - pruned`).
     pub verified: u64,
     /// Records deleted from the start of the trail by `POST /v1/audit/prune`: the trail
     /// begins at record `pruned + 1`, and the chain is checked from the authenticated

@@ -369,16 +369,25 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Prune { older_than } => {
             let c = client()?;
             let req = api::PruneAuditRequest { older_than };
-            let mut total = 0u64;
+            let (mut total, mut idle) = (0u64, 0);
             loop {
                 let r = c.prune_audit(&req).await?;
                 total += r.pruned;
-                if !r.more || r.pruned == 0 {
+                if !r.more {
                     println!(
                         "pruned {total} audit records; the trail begins at record {}",
                         r.first_seq
                     );
                     return Ok(());
+                }
+                // `more` with nothing pruned: another prune ran meanwhile; a few of those
+                // in a row are not this one's to wait out.
+                idle = if r.pruned == 0 { idle + 1 } else { 0 };
+                if idle >= 3 {
+                    bail!(
+                        "pruned {total} audit records; others are pruning the trail at the same time, so this stops (the trail begins at record {})",
+                        r.first_seq
+                    );
                 }
             }
         }
@@ -423,6 +432,15 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                     Err(e) => return Err(e.into()),
                 };
                 retry = pause;
+                // Records pruned before they were read are not skipped silently.
+                let at = q.page_token.as_deref().and_then(|t| t.parse::<u64>().ok());
+                if let Some(at) = at.filter(|&at| at + 1 < page.first_seq) {
+                    eprintln!(
+                        "audit tail: records {} to {} were pruned before they were read",
+                        at + 1,
+                        page.first_seq - 1
+                    );
+                }
                 for r in &page.records {
                     q.page_token = Some(r.seq.to_string());
                     if !shown(r) {
@@ -458,13 +476,13 @@ async fn tail_start(
     lines: u64,
     shown: &impl Fn(&api::AuditRecord) -> bool,
 ) -> anyhow::Result<u64> {
-    let count = c
+    let first_page = c
         .list_audit(&AuditQuery {
             limit: Some(1),
             ..Default::default()
         })
-        .await?
-        .count;
+        .await?;
+    let (count, first_seq) = (first_page.count, first_page.first_seq);
     if lines == 0 {
         return Ok(count);
     }
@@ -490,7 +508,8 @@ async fn tail_start(
             }
         }
         let want = usize::try_from(lines).unwrap_or(usize::MAX);
-        if seqs.len() >= want || from == 0 {
+        // (Records before first_seq were pruned: a wider window finds no more.)
+        if seqs.len() >= want || from < first_seq {
             let first = seqs.len().saturating_sub(want);
             return Ok(seqs.get(first).map_or(count, |s| s - 1));
         }

@@ -20,12 +20,16 @@ use strongbox_schemas::ROOT_PRINCIPAL;
 const DB_FILE: &str = "strongbox.redb";
 const META_KEYCHECK: &[u8] = b"keycheck";
 const META_ROOT_TOKEN: &[u8] = b"root_token_sha256";
-const META_FORMAT: &[u8] = b"format_version";
+pub(crate) const META_FORMAT: &[u8] = b"format_version";
 /// Format 2: `init` writes the head of the empty audit trail (format 1 did not).
 /// Format 3: the audit trail may be kept in packed runs (`storage::packed`), which a
 /// release that reads only formats 1 and 2 would take for a deleted trail; a format 2
 /// store becomes format 3 when this release unseals it.
 const FORMAT_CURRENT: &[u8] = b"3";
+/// Format 4: the audit trail was pruned (`meta/audit_base`), which a release that reads
+/// only formats 1 to 3 would take for records deleted from the start; the prune's commit
+/// writes it.
+pub(crate) const FORMAT_PRUNED: &[u8] = b"4";
 
 /// The database file inside a data dir.
 pub fn db_path(data_dir: &Path) -> PathBuf {
@@ -410,9 +414,9 @@ fn vet(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Barrier> {
     // Every store this server knows has a format it can read (init has always written
     // one); a newer release's store is not written to in this one's layout.
     match backend.get(Table::Meta, META_FORMAT)?.as_deref() {
-        Some(b"1") | Some(b"2") | Some(b"3") => {}
+        Some(b"1") | Some(b"2") | Some(b"3") | Some(b"4") => {}
         Some(other) => bail!(
-            "refusing to unseal: the data dir has format {:?}, which this release does not know (it reads 1 to 3); run the release that wrote it",
+            "refusing to unseal: the data dir has format {:?}, which this release does not know (it reads 1 to 4); run the release that wrote it",
             String::from_utf8_lossy(other)
         ),
         None => {

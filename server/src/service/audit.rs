@@ -250,7 +250,9 @@ pub fn genesis_head_if_never_used(
     r: &(impl Reader + ?Sized),
     barrier: &Barrier,
 ) -> Result<Option<Mutation>> {
-    let unused = load_head(r)?.is_none() && r.scan(Table::Audit, b"", None, 1)?.is_empty();
+    let unused = load_head(r)?.is_none()
+        && load_base(r)?.is_none()
+        && r.scan(Table::Audit, b"", None, 1)?.is_empty();
     Ok(unused.then(|| genesis_head(barrier)))
 }
 
@@ -607,8 +609,12 @@ impl Service {
         }
         let snap = self.store().snapshot()?;
         let count = load_head(&*snap)?.map_or(0, |h| h.count);
+        // Records up to the base were pruned: the scan starts after it (deleted entries
+        // would only slow it down until the next checkpoint).
+        let base = load_base(&*snap)?.map_or(0, |b| b.count);
+        let first_seq = base + 1;
         let mut records = Vec::new();
-        let mut after = q.after;
+        let mut after = q.after.max(base);
         let mut scanned = 0usize;
         loop {
             let batch = snap.scan(Table::Audit, b"", Some(&after.to_be_bytes()), CHUNK)?;
@@ -630,6 +636,7 @@ impl Service {
                         records,
                         next_page_token: (seq < count).then(|| seq.to_string()),
                         count,
+                        first_seq,
                     });
                 }
             }
@@ -638,6 +645,7 @@ impl Service {
                     records,
                     next_page_token: None,
                     count,
+                    first_seq,
                 });
             }
         }
@@ -679,13 +687,14 @@ impl Service {
             });
         };
         let this = self.clone();
-        let pruned = self
+        let (pruned, base) = self
             .write(move |t| this.prune_through(t, cut, &mac))
             .await?;
         Ok(api::PruneAuditResponse {
             pruned,
-            first_seq: cut + 1,
-            more: found.more,
+            first_seq: base + 1,
+            // Another prune that went further meanwhile: the caller asks again to know.
+            more: found.more || pruned == 0,
         })
     }
 
@@ -701,6 +710,9 @@ impl Service {
                 ),
             )
         };
+        // The head and the last record too, as at unseal: a prune is no way to carry
+        // on from a trail that was altered.
+        check_audit_head(&*snap, barrier).map_err(refuse)?;
         let start = Start::of(load_base(&*snap)?, barrier).map_err(refuse)?;
         let mut out = Prunable {
             start: start.seq,
@@ -744,11 +756,14 @@ impl Service {
     }
 
     /// Deletes the records after the base through `cut` and makes `cut` the base; runs
-    /// on the writer thread. Nothing, if another prune went as far already.
-    fn prune_through(&self, t: &mut Txn<'_>, cut: u64, mac: &[u8; 32]) -> Result<u64> {
+    /// on the writer thread. Nothing, if another prune went as far already. Returns how
+    /// many records it deleted and the base now. The store becomes format 4, so that a
+    /// release that does not know bases refuses it instead of taking the pruned records
+    /// for deleted ones.
+    fn prune_through(&self, t: &mut Txn<'_>, cut: u64, mac: &[u8; 32]) -> Result<(u64, u64)> {
         let from = load_base(t)?.map_or(0, |b| b.count);
         if from >= cut {
-            return Ok(0);
+            return Ok((0, from));
         }
         for seq in from + 1..=cut {
             t.delete(Table::Audit, &seq.to_be_bytes());
@@ -759,7 +774,12 @@ impl Service {
             mac: self.inner.barrier.audit_base_mac(cut, mac),
         };
         t.put(Table::Meta, META_AUDIT_BASE, base.encode());
-        Ok(cut - from)
+        t.put(
+            Table::Meta,
+            crate::server::META_FORMAT,
+            crate::server::FORMAT_PRUNED.to_vec(),
+        );
+        Ok((cut - from, cut))
     }
 
     /// Checks the whole chain against the persisted head, in one consistent snapshot
@@ -783,8 +803,12 @@ impl Service {
                 None => return Ok(overwritten("head")),
             },
         };
-        let Ok(base) = load_base(&*snap) else {
-            return Ok(overwritten("trail's base"));
+        let base = match snap.get(Table::Meta, META_AUDIT_BASE)? {
+            None => None,
+            Some(v) => match Head::decode(&v) {
+                Some(b) => Some(b),
+                None => return Ok(overwritten("trail's base")),
+            },
         };
         let count = head.map_or(0, |h| h.count);
         let barrier = &self.inner.barrier;
@@ -830,9 +854,24 @@ impl Service {
                 ),
             ));
         }
+        // A record at or below the base was put back (or never deleted): the first key
+        // tells. Then the walk starts after the base, over no deleted entries.
+        if start.seq > 0
+            && let Some((k, _)) = snap.scan(Table::Audit, b"", None, 1)?.first()
+            && let Some(seq) = seq_of(k).filter(|&seq| seq <= start.seq)
+        {
+            return Ok(bad(
+                start.seq,
+                Some(seq),
+                format!(
+                    "record {seq} is there although records 1 to {} were pruned: it was put back",
+                    start.seq
+                ),
+            ));
+        }
         let mut prev = start.prev;
         let mut expected = start.seq + 1;
-        let mut after: Option<Vec<u8>> = None;
+        let mut after: Option<Vec<u8>> = (start.seq > 0).then(|| start.seq.to_be_bytes().to_vec());
         loop {
             let batch = snap.scan(Table::Audit, b"", after.as_deref(), CHUNK)?;
             let exhausted = batch.len() < CHUNK;
@@ -966,9 +1005,11 @@ pub fn check_audit_head(store: &(impl Reader + ?Sized), barrier: &Barrier) -> Re
         return Err("the audit head does not verify".into());
     }
     if h.count == 0 {
-        // The genesis head: no record yet.
+        // The genesis head: no record yet, so nothing pruned either.
         return if any {
             Err("audit records follow the head (0)".into())
+        } else if load_base(store).map_err(fail)?.is_some() {
+            Err("the audit trail has a base (records pruned) but an empty head".into())
         } else {
             Ok(())
         };

@@ -298,11 +298,11 @@ async fn a_tampered_head_refuses_to_unseal() {
     b.commit(&[Mutation::Put(
         Table::Meta,
         b"format_version".to_vec(),
-        b"4".to_vec(),
+        b"5".to_vec(),
     )])
     .unwrap();
     let e = open().err().unwrap().to_string();
-    assert!(e.contains("format \"4\""), "{e}");
+    assert!(e.contains("format \"5\""), "{e}");
     b.commit(&[Mutation::Put(
         Table::Meta,
         b"format_version".to_vec(),
@@ -1200,7 +1200,15 @@ async fn pruning_deletes_the_oldest_records_and_the_trail_still_verifies() {
         assert!(s.backend.get(Table::Audit, &key(seq)).unwrap().is_none());
     }
     let page = c.list_audit(&AuditQuery::default()).await.unwrap();
-    assert_eq!(page.records[0].seq, old + 1);
+    assert_eq!((page.records[0].seq, page.first_seq), (old + 1, old + 1));
+    // A pruned store is format 4: a release that does not know bases refuses it rather
+    // than taking the pruned records for deleted ones.
+    assert_eq!(
+        strongbox_server::server::format_version(s.service.store())
+            .unwrap()
+            .as_deref(),
+        Some("4")
+    );
     // (Counted before verify adds its own record.)
     let count = s.service.audit_count().unwrap();
     let v = verify(&s).await;
@@ -1209,7 +1217,7 @@ async fn pruning_deletes_the_oldest_records_and_the_trail_still_verifies() {
     // Each prune is recorded, by whom.
     let prunes = c
         .list_audit(&AuditQuery {
-            action: Some("audit:Prune".into()),
+            action: Some("sys:PruneAudit".into()),
             ..Default::default()
         })
         .await
@@ -1218,8 +1226,26 @@ async fn pruning_deletes_the_oldest_records_and_the_trail_still_verifies() {
     assert_eq!(prunes.len(), calls.len() + 2, "{prunes:?}");
     assert!(prunes.iter().all(|r| r.principal == "root"), "{prunes:?}");
 
-    // A trail that does not verify is not pruned: the evidence stays.
+    // A prune and its record commit together: one that cannot be recorded deletes
+    // nothing.
     s.clock.advance(40 * 86_400);
+    let count = s.service.audit_count().unwrap();
+    s.service.set_audit_failpoint(true);
+    assert_code(
+        c.prune_audit(&older_than("30d")).await,
+        ErrorCode::Unavailable,
+        "could not be recorded",
+    );
+    s.service.set_audit_failpoint(false);
+    assert!(
+        s.backend
+            .get(Table::Audit, &key(old + 1))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.service.audit_count().unwrap(), count);
+
+    // A trail that does not verify is not pruned: the evidence stays.
     let first = old + 1;
     let (mac, mut body) = stored(s.backend.as_ref(), first + 1);
     body["principal"] = json!("someone-else");
@@ -1233,8 +1259,8 @@ async fn pruning_deletes_the_oldest_records_and_the_trail_still_verifies() {
 }
 
 /// After a prune, a record put back, the first kept record deleted, or a base moved on
-/// (a forged one, or an old head passed off as a base) is still caught, by verify and at
-/// unseal.
+/// (a forged one, or an old head passed off as a base) is still caught by verify, a
+/// moved base also at unseal, and a trail with a forged base is not pruned further.
 #[tokio::test]
 async fn a_pruned_trail_still_shows_tampering() {
     let (b, open) = stopped_store();
@@ -1301,6 +1327,9 @@ async fn a_pruned_trail_still_shows_tampering() {
         assert!(v.problem.unwrap().contains("forged"));
         let e = open().err().unwrap().to_string();
         assert!(e.contains("base"), "{e}");
+        // Nor is a trail with a forged base pruned further.
+        let e = svc.prune_audit(&older_than("30d")).await.unwrap_err();
+        assert_eq!(e.code, api::ErrorCode::InvalidState, "{e}");
         b.commit(&[
             Mutation::Put(Table::Audit, key(5), record_5.clone()),
             Mutation::Put(Table::Meta, b"audit_base".to_vec(), real_base.clone()),

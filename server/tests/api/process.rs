@@ -201,6 +201,30 @@ async fn the_unauthenticated_rate_limit_is_set_by_its_flag() {
     assert!(text.contains("exceed its limit"), "{text}");
 }
 
+/// `--audit-min-retention` sets what a prune must leave: with 1s, records two seconds
+/// old are pruned, and asking for less than 1s is refused naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_min_retention_is_set_by_its_flag() {
+    let root = tempfile::tempdir().unwrap();
+    let dev = start_dev_with(
+        &root.path().join("data"),
+        None,
+        "127.0.0.1:0",
+        &["--audit-min-retention", "1s"],
+    );
+    let c = &dev.client;
+    c.list_secrets(&Default::default()).await.unwrap();
+    let older_than = |t: &str| strongbox_schemas::PruneAuditRequest {
+        older_than: strongbox_schemas::Interval::parse(t).unwrap(),
+    };
+    let e = c.prune_audit(&older_than("0s")).await.unwrap_err();
+    assert!(e.to_string().contains("must be at least 1s"), "{e}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = c.prune_audit(&older_than("1s")).await.unwrap();
+    assert!(r.pruned >= 2 && !r.more, "{r:?}");
+    assert!(c.verify_audit().await.unwrap().intact);
+}
+
 /// Listening on every address, the dev server prints the loopback address, which its
 /// certificate names, so that the exports work as printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

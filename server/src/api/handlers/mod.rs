@@ -152,7 +152,7 @@ routes! {
 
     get "/v1/audit" => list_audit, "audit:Read", path "*", 200, req: -, query: (AuditParams), resp: (api::ListAuditResponse), "Read the audit trail, oldest first (filters, pagination)";
     get "/v1/backup" => backup, "sys:Backup", path "*", 200, req: -, query: -, resp: -, "A backup of the whole database from one snapshot (application/octet-stream: values stay sealed; restore it with strongbox restore and the same root key)";
-    post "/v1/audit/prune" => prune_audit, "audit:Prune", path "*", 200, req: (api::PruneAuditRequest), query: -, resp: (api::PruneAuditResponse), "Delete the oldest records, those older than older_than (at least the server's minimum retention), at most 10,000 a call; the chain is checked from the base the prune leaves";
+    post "/v1/audit/prune" => prune_audit, "sys:PruneAudit", path "*", 200, req: (api::PruneAuditRequest), query: -, resp: (api::PruneAuditResponse), "Delete the oldest records, those older than older_than (at least the server's minimum retention), at most 10,000 a call; the chain is checked from the base the prune leaves";
     get "/v1/audit/verify" => verify_audit, "audit:Verify", path "*", 200, req: -, query: -, resp: (api::AuditVerifyReport), "Check the audit trail's HMAC chain and head; names the first bad record";
 }
 

@@ -282,7 +282,11 @@ async fn run() {
         backend,
         &key,
         Arc::new(SystemClock),
-        ServiceConfig::default(),
+        // The last rows prune the trail the others made.
+        ServiceConfig {
+            audit_min_retention_secs: 0,
+            ..Default::default()
+        },
     )
     .expect("unseal");
     let service = u.service.clone();
@@ -528,5 +532,57 @@ async fn run() {
         st.commit_nanos.load(Relaxed) as f64 / commits.max(1) as f64 / 1e6,
         st.job_nanos.load(Relaxed) as f64 / commits.max(1) as f64 / 1e6
     );
+    prune_rows(&client, &service, health.ops_per_sec).await;
     let _ = running.stop.send(());
+}
+
+/// Pruning the trail the other rows made, in calls of up to 10,000 records (each one
+/// job on the writer thread, after a check of the records in a snapshot), with reads
+/// going on: what a prune costs, and what it costs the reads.
+async fn prune_rows(client: &Client, service: &strongbox_server::service::Service, floor: f64) {
+    use std::sync::atomic::AtomicBool;
+    // Every record so far arrived more than a second ago.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = service.audit_count().expect("count");
+    let stop = Arc::new(AtomicBool::new(false));
+    let pruning = {
+        let (c, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let req = api::PruneAuditRequest {
+                older_than: api::Interval::parse("1s").expect("interval"),
+            };
+            let (mut calls, mut pruned, mut busy) = (0u64, 0u64, Duration::ZERO);
+            while !stop.load(Relaxed) {
+                let s = Instant::now();
+                let r = c.prune_audit(&req).await.expect("prune");
+                busy += s.elapsed();
+                calls += 1;
+                pruned += r.pruned;
+                if !r.more {
+                    break;
+                }
+            }
+            (calls, pruned, busy)
+        })
+    };
+    let c = client.clone();
+    let reads = drive(READERS, RUN, move |t, _| {
+        let c = c.clone();
+        async move {
+            c.get_secret_value(&format!("bench/s{t}"), None, None)
+                .await
+                .expect("read");
+        }
+    })
+    .await;
+    stop.store(true, Relaxed);
+    let (calls, pruned, busy) = pruning.await.expect("prune task");
+    line("GET …/value (79 B) while pruning", &reads, Some(floor));
+    println!(
+        "audit prune: {pruned} records (the trail held {before} at the start) in {calls} calls, {:.1} ms per call ({:.0} records/s)",
+        busy.as_secs_f64() * 1e3 / calls.max(1) as f64,
+        pruned as f64 / busy.as_secs_f64().max(1e-9)
+    );
+    let v = client.verify_audit().await.expect("verify");
+    assert!(v.intact, "{v:?}");
 }

@@ -57,8 +57,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Body is not `application/json` (415).
     UnsupportedMediaType,
-    /// Too many requests without a valid token from one client address (429); see
-    /// `Retry-After`. Requests with a valid token are never refused so.
+    /// Too many requests without a valid token from one client address, or from all of
+    /// them together past the server-wide limit (429); see `Retry-After`. Requests with
+    /// a valid token are never refused so.
     TooManyRequests,
     /// Something failed inside the server (500); details are in the server log.
     InternalError,

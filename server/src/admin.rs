@@ -86,7 +86,8 @@ pub(crate) enum PolicyCommand {
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Check the HMAC chain of the whole trail; exits 1 naming the first bad record, 2
+    /// Check the HMAC chain of the whole trail (from its base, once pruned); exits 1
+    /// naming the first bad record, 2
     /// when it could not be checked (no answer, a busy server or gateway, token refused).
     Verify,
     /// Print the records, oldest first, one JSON object per line, and exit: the archive
@@ -326,6 +327,16 @@ async fn verify(c: &Client) -> anyhow::Result<()> {
     )
 }
 
+/// Writes to standard output, so that a closed pipe or a full disk is an error, not a
+/// panic.
+fn write_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
 pub(crate) fn parse_interval(text: &str) -> Result<Interval, String> {
     Interval::parse(text).map_err(|e| e.to_string())
 }
@@ -348,22 +359,44 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 limit: Some(1000),
                 ..Default::default()
             };
+            // The record due next: an archive with a hole (a prune that ran meanwhile)
+            // is an error, not a quiet loss.
+            let mut next: Option<u64> = None;
             loop {
                 let page = c.list_audit(&q).await?;
+                let due = *next.get_or_insert_with(|| {
+                    if page.first_seq > 1 {
+                        eprintln!(
+                            "audit export: records 1 to {} were pruned before; the export begins at record {}",
+                            page.first_seq - 1,
+                            page.first_seq
+                        );
+                    }
+                    page.first_seq
+                });
                 let mut lines = String::new();
-                for r in &page.records {
+                let mut done = page.next_page_token.is_none();
+                for (r, due) in page.records.iter().zip(due..) {
                     if through.is_some_and(|t| r.seq > t) {
-                        print!("{lines}");
-                        return Ok(());
+                        done = true;
+                        break;
+                    }
+                    if r.seq != due {
+                        write_out(&lines)?;
+                        bail!(
+                            "records {due} to {} were pruned while this export ran: the export is incomplete",
+                            r.seq - 1
+                        );
                     }
                     lines.push_str(&serde_json::to_string(r)?);
                     lines.push('\n');
+                    next = Some(r.seq + 1);
                 }
-                print!("{lines}");
-                match page.next_page_token {
-                    Some(t) => q.page_token = Some(t),
-                    None => return Ok(()),
+                write_out(&lines)?;
+                if done {
+                    return Ok(());
                 }
+                q.page_token = page.next_page_token;
             }
         }
         AuditCommand::Prune { older_than } => {

@@ -84,7 +84,7 @@ enum Command {
     /// Manage access policies (through the API).
     #[command(subcommand)]
     Policy(admin::PolicyCommand),
-    /// Verify or follow the audit trail (through the API).
+    /// Verify, follow, export or prune the audit trail (through the API).
     #[command(subcommand)]
     Audit(admin::AuditCommand),
     /// Read and write secrets (through the API; values on standard input and output).
@@ -142,8 +142,8 @@ struct ServerArgs {
     /// IPv6 client's /64), in bursts of ten seconds' worth, and twenty times as many
     /// server-wide; more are refused with 429 and, but for one an address a minute, left
     /// out of the audit trail (counted in the metrics). Requests with a valid token are
-    /// never limited. Behind a proxy every client has its address. 0: no limit, every
-    /// one recorded.
+    /// never limited. Behind a proxy every client has the proxy's address: raise the
+    /// limit there. 0: no limit, every one recorded.
     #[arg(long, env = "STRONGBOX_UNAUTHENTICATED_RATE_LIMIT", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     unauthenticated_rate_limit: u32,

@@ -468,7 +468,7 @@ fn parse_injection(spec: &str) -> anyhow::Result<Injection> {
 
 /// `ACSCurrent` of `name`. A program started by a service manager often starts with
 /// the network or the server still coming up: an error that may pass by itself (no
-/// answer, 503, 429) is tried again twice, after about 0.5 s and 1 s (each ±50 %, so
+/// answer, 503, a proxy's 429) is tried again twice, after about 0.5 s and 1 s (each ±50 %, so
 /// that programs started together do not all ask again at once); any other fails at
 /// once.
 async fn read_current(

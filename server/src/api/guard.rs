@@ -6,8 +6,8 @@
 //! token if there is one, runs the request with the draft as its audit slot, and after
 //! the response records it, unless a write job already did so together with its change.
 //! If the record cannot be written, the response is replaced by an error. Requests
-//! without a valid token past their address's allowance are answered 429 instead, and
-//! most of those are not recorded (`throttle`). [`authorize`]
+//! without a valid token past their address's allowance (or the server's) are answered
+//! 429 instead, and most of those are not recorded (`throttle`). [`authorize`]
 //! runs on matched routes only: it forms the route's resource, answers 401 or 403, or
 //! lets the handler run with the caller's identity.
 

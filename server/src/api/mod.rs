@@ -114,7 +114,7 @@ pub struct StateInner {
     routes: HashMap<(&'static str, &'static str), RouteSpec>,
     /// Time for a request's body to arrive, once its headers have.
     pub body_read_timeout: std::time::Duration,
-    /// Limits on requests without a valid token, per client address.
+    /// Limits on requests without a valid token, per client address and server-wide.
     unauthenticated: Option<throttle::Unauthenticated>,
 }
 

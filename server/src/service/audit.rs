@@ -1,4 +1,6 @@
-//! The audit trail: one append-only record per request, chained with HMAC-SHA256.
+//! The audit trail: one append-only record per request (but most requests without a
+//! valid token past their address's limit: `api::throttle`), chained with HMAC-SHA256,
+//! its oldest records deleted only by a prune, which leaves a MACed base.
 //!
 //! Records are appended by write jobs on the writer thread, so they are numbered and
 //! chained in commit order without locks. A request that changes something appends its
@@ -196,7 +198,8 @@ pub(crate) struct AuditState {
     panic_next_write: AtomicBool,
 }
 
-/// The persisted head: how many records there are and the last one's MAC, itself MACed.
+/// The persisted head: how many records were ever appended (pruned ones included) and
+/// the last one's MAC, itself MACed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Head {
     count: u64,
@@ -597,7 +600,7 @@ impl Service {
         self.inner.audit.failpoint.store(on, Ordering::SeqCst);
     }
 
-    /// Records in the trail now.
+    /// Records ever appended to the trail (pruned ones included): the last one's `seq`.
     pub fn audit_count(&self) -> Result<u64> {
         Ok(load_head(self.store())?.map_or(0, |h| h.count))
     }
@@ -612,7 +615,7 @@ impl Service {
         // Records up to the base were pruned: the scan starts after it (deleted entries
         // would only slow it down until the next checkpoint).
         let base = load_base(&*snap)?.map_or(0, |b| b.count);
-        let first_seq = base + 1;
+        let first_seq = base.saturating_add(1);
         let mut records = Vec::new();
         let mut after = q.after.max(base);
         let mut scanned = 0usize;
@@ -706,7 +709,7 @@ impl Service {
             Error::new(
                 ErrorCode::InvalidState,
                 format!(
-                    "the audit trail does not verify ({why}); pruning would delete the evidence: see GET /v1/audit/verify"
+                    "the audit trail could not be checked or does not verify ({why}); pruning would delete the evidence: see GET /v1/audit/verify"
                 ),
             )
         };
@@ -782,7 +785,8 @@ impl Service {
         Ok((cut - from, cut))
     }
 
-    /// Checks the whole chain against the persisted head, in one consistent snapshot
+    /// Checks the whole chain (from the base, once pruned) against the persisted head,
+    /// in one consistent snapshot
     /// (the server keeps serving meanwhile).
     pub fn verify_audit(&self) -> Result<api::AuditVerifyReport> {
         let snap = self.store().snapshot()?;
@@ -842,7 +846,7 @@ impl Service {
         }
         let start = match start {
             Ok(s) => s,
-            Err(problem) => return Ok(bad(pruned, Some(pruned + 1), problem)),
+            Err(problem) => return Ok(bad(pruned, Some(pruned.saturating_add(1)), problem)),
         };
         if start.seq > count && !head_forged {
             return Ok(bad(
@@ -858,16 +862,27 @@ impl Service {
         // tells. Then the walk starts after the base, over no deleted entries.
         if start.seq > 0
             && let Some((k, _)) = snap.scan(Table::Audit, b"", None, 1)?.first()
-            && let Some(seq) = seq_of(k).filter(|&seq| seq <= start.seq)
         {
-            return Ok(bad(
-                start.seq,
-                Some(seq),
-                format!(
-                    "record {seq} is there although records 1 to {} were pruned: it was put back",
-                    start.seq
-                ),
-            ));
+            match seq_of(k) {
+                None => {
+                    return Ok(bad(
+                        start.seq,
+                        None,
+                        "a record with a malformed key is in the trail".into(),
+                    ));
+                }
+                Some(seq) if seq <= start.seq => {
+                    return Ok(bad(
+                        start.seq,
+                        Some(seq),
+                        format!(
+                            "record {seq} is there although records 1 to {} were pruned: it was put back",
+                            start.seq
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         let mut prev = start.prev;
         let mut expected = start.seq + 1;
@@ -982,10 +997,12 @@ impl Service {
     }
 }
 
-/// A quick check at unseal: the head's own MAC, its last record present, nothing after
-/// it. A head rewritten or removed while the server was down is refused rather than
-/// built upon, which would hide a cut-off tail. Reads only (runs before anything is
-/// written at unseal).
+/// A quick check at unseal (and before a prune): the head's own MAC, the base's if a
+/// prune left one (not past the head, nor beside the empty trail's head), the last
+/// record present and linked to the one before it (or to the base), nothing after it.
+/// A head rewritten or removed while the server was down is refused rather than built
+/// upon, which would hide a cut-off tail. Reads only (runs before anything is written at
+/// unseal); a read that fails is reported as a refusal too.
 pub fn check_audit_head(store: &(impl Reader + ?Sized), barrier: &Barrier) -> Result<(), String> {
     let fail = |e: Error| e.message;
     let any = !store

@@ -1408,4 +1408,12 @@ async fn the_prune_command_prunes_in_batches() {
         old + 1,
         "the trail begins after the base"
     );
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["audit", "export"]);
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("records 1 to {old} were pruned before")),
+        "{stderr}"
+    );
 }

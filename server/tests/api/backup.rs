@@ -35,6 +35,29 @@ fn restore_cmd(
     c
 }
 
+/// `strongbox backup --out FILE` with the root token; it must succeed.
+async fn backup_to(s: &TestServer, file: &std::path::Path) -> Output {
+    let mut cmd = s.cli(&s.token);
+    cmd.arg("backup").arg("--out").arg(file);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+/// Restores `file` into `DIR/restored` with the server's root key, and opens it as the
+/// server opens a data dir.
+async fn restore_and_open(
+    s: &TestServer,
+    file: &std::path::Path,
+    dir: &std::path::Path,
+) -> server::Unsealed {
+    let restored = dir.join("restored");
+    let out = run(restore_cmd(file, &restored, &s.root_key_file())).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root = server::load_root_key(Some(&s.root_key_file()), None).unwrap();
+    server::open(&restored, &root, ServiceConfig::default()).unwrap()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -56,10 +79,7 @@ async fn a_backup_restores_with_its_root_key_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("strongbox.backup");
 
-    let mut cmd = s.cli(&s.token);
-    cmd.arg("backup").arg("--out").arg(&file);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = backup_to(&s, &file).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("wrote a backup of"));
     let bytes = std::fs::read(&file).unwrap();
     {
@@ -184,6 +204,47 @@ async fn a_backup_restores_with_its_root_key_and_nothing_else() {
     assert!(sink.is_empty());
 }
 
+/// A pruned store (format 4, a base) backs up and restores: the restored trail verifies
+/// from its base. And `audit:*` does not grant pruning (`sys:PruneAudit`).
+#[tokio::test]
+async fn a_pruned_store_backs_up_and_restores() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    c.create_secret(&text_secret("app/old", "v")).await.unwrap();
+    s.clock.advance(31 * 86_400);
+    let prune = api::PruneAuditRequest {
+        older_than: api::Interval::parse("30d").unwrap(),
+    };
+    let auditor = s
+        .principal_with(
+            "auditor",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["audit:*"], "Resource": ["*"]}]}),
+        )
+        .await;
+    assert_code(
+        auditor.prune_audit(&prune).await,
+        ErrorCode::Forbidden,
+        "sys:PruneAudit",
+    );
+    let r = c.prune_audit(&prune).await.unwrap();
+    assert!(r.pruned >= 1, "{r:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("strongbox.backup");
+    backup_to(&s, &file).await;
+    let u = restore_and_open(&s, &file, dir.path()).await;
+    let report = u.service.verify_audit().unwrap();
+    assert!(report.intact, "{report:?}");
+    assert_eq!(report.pruned, r.first_seq - 1, "{report:?}");
+    assert_eq!(
+        server::format_version(u.service.store())
+            .unwrap()
+            .as_deref(),
+        Some("4")
+    );
+}
+
 /// A backup is one instant of the database while writes go on: restored, every secret
 /// it holds opens (its record and its sealed versions agree) and the audit trail's head
 /// matches its records, although writers changed both throughout the backup.
@@ -235,11 +296,7 @@ async fn a_backup_taken_under_writes_is_one_instant() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(written > 0, "the writers ran");
 
-    let restored = dir.path().join("restored");
-    let out = run(restore_cmd(&file, &restored, &s.root_key_file())).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let root = server::load_root_key(Some(&s.root_key_file()), None).unwrap();
-    let u = server::open(&restored, &root, ServiceConfig::default()).unwrap();
+    let u = restore_and_open(&s, &file, dir.path()).await;
     let report = u.service.verify_audit().unwrap();
     assert!(report.intact, "{report:?}");
     // Every secret of the restored database opens, every version of it.

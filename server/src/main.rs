@@ -129,6 +129,11 @@ struct ServerArgs {
     #[arg(long, env = "STRONGBOX_AUDIT_MIN_RETENTION", default_value = "30d",
           value_parser = admin::parse_interval)]
     audit_min_retention: strongbox_schemas::Interval,
+    /// Audit records older than this (such as 365d) are pruned in the background, as
+    /// `strongbox audit prune --older-than` would; at least --audit-min-retention.
+    /// Without it, records are kept until a prune is asked for.
+    #[arg(long, env = "STRONGBOX_AUDIT_RETENTION", value_parser = admin::parse_interval)]
+    audit_retention: Option<strongbox_schemas::Interval>,
     /// Connections served at once; more wait in the listen backlog.
     #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -441,9 +446,19 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     // of ending the process unclean. (Ctrl-C still ends a start that takes long.)
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    if let Some(r) = &args.audit_retention
+        && r.seconds() < args.audit_min_retention.seconds()
+    {
+        anyhow::bail!(
+            "--audit-retention {} is shorter than --audit-min-retention {}: records are kept at least that long",
+            r.as_str(),
+            args.audit_min_retention.as_str()
+        );
+    }
     let config = ServiceConfig {
         max_versions: args.max_versions,
         audit_min_retention_secs: args.audit_min_retention.seconds(),
+        audit_retention_secs: args.audit_retention.as_ref().map(|r| r.seconds()),
         rotation: RotationConfig {
             egress: args.rotation_egress_allow.clone().unwrap_or_default(),
             ..Default::default()

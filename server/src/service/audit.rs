@@ -701,6 +701,59 @@ impl Service {
         })
     }
 
+    /// With a retention configured, prunes the records older than it, as
+    /// `POST /v1/audit/prune` does, at most 100 batches a tick; each batch that deletes
+    /// something (or fails) is recorded, by principal `(retention)`. Returns how many
+    /// records it deleted; a failure (a trail that does not verify) is logged and
+    /// recorded, and pruning stops until the next tick.
+    pub(crate) async fn prune_past_retention(&self) -> u64 {
+        const MOST_BATCHES: usize = 100;
+        let Some(secs) = self.inner.config.audit_retention_secs else {
+            return 0;
+        };
+        let req = api::PruneAuditRequest {
+            older_than: api::Interval::from_seconds(secs),
+        };
+        let mut total = 0;
+        for _ in 0..MOST_BATCHES {
+            let slot = AuditSlot::new(AuditEntry {
+                time: self.now(),
+                request_id: format!("{:032x}", rand::random::<u128>()),
+                principal: "(retention)".into(),
+                action: "sys:PruneAudit".into(),
+                resource: "*".into(),
+                source: "background".into(),
+                user_agent: "--audit-retention".into(),
+            });
+            let r = self.audited(slot.clone(), self.prune_audit(&req)).await;
+            let (outcome, code) = match &r {
+                // Nothing to prune: nothing done, nothing to record.
+                Ok(r) if r.pruned == 0 => break,
+                Ok(_) => (AuditOutcome::Succeeded, None),
+                Err(e) => (AuditOutcome::Failed, Some(e.code)),
+            };
+            if let Err(e) = self.finish_audit(&slot, outcome, code).await {
+                tracing::error!(error = %e, "the retention's prune could not be recorded");
+            }
+            match r {
+                Ok(r) => {
+                    total += r.pruned;
+                    if !r.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the audit trail could not be pruned past its retention");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(records = total, "pruned audit records past the retention");
+        }
+        total
+    }
+
     /// The records a prune deletes, each checked against the chain from the base.
     fn prunable(&self, cutoff: i64, batch: usize) -> Result<Prunable> {
         let snap = self.store().snapshot()?;

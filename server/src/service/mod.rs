@@ -45,6 +45,9 @@ pub struct ServiceConfig {
     pub audit_min_retention_secs: u64,
     /// Most audit records one prune deletes (one commit).
     pub audit_prune_batch: usize,
+    /// Audit records older than this are pruned by the background tick (`None`: kept
+    /// until a prune is asked for). At least `audit_min_retention_secs`.
+    pub audit_retention_secs: Option<u64>,
 }
 
 impl Default for ServiceConfig {
@@ -55,6 +58,7 @@ impl Default for ServiceConfig {
             rotation: RotationConfig::default(),
             audit_min_retention_secs: 30 * 86_400,
             audit_prune_batch: 10_000,
+            audit_retention_secs: None,
         }
     }
 }
@@ -175,6 +179,7 @@ impl Service {
 
     async fn tick_with(&self, wait: bool) -> crate::Result<TickReport> {
         let due = self.run_due_jobs(wait).await?;
+        let pruned_audit_records = self.prune_past_retention().await;
         Ok(TickReport {
             started_rotations: due.started_rotations,
             destroyed_keys: due.destroyed_keys,
@@ -182,6 +187,7 @@ impl Service {
             purged_secrets: due.purged_secrets,
             rotated_secrets: due.rotated_secrets,
             failed_rotations: due.failed_rotations,
+            pruned_audit_records,
         })
     }
 }
@@ -201,4 +207,6 @@ pub struct TickReport {
     pub rotated_secrets: usize,
     /// Secret rotations that failed.
     pub failed_rotations: usize,
+    /// Audit records pruned past the configured retention.
+    pub pruned_audit_records: u64,
 }

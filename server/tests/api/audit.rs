@@ -1417,3 +1417,44 @@ async fn the_prune_command_prunes_in_batches() {
         "{stderr}"
     );
 }
+
+/// With a retention configured, the background tick prunes what is older, in batches,
+/// each recorded by `(retention)`; what is younger stays, and a tick with nothing to
+/// prune records nothing.
+#[tokio::test]
+async fn the_retention_is_applied_by_the_background_tick() {
+    let s = TestServer::start_with(strongbox_server::service::ServiceConfig {
+        audit_retention_secs: Some(40 * 86_400),
+        audit_prune_batch: 4,
+        ..Default::default()
+    })
+    .await;
+    traffic(&s, "r/a").await;
+    let old = s.service.audit_count().unwrap();
+    let r = s.advance_and_tick(39 * 86_400).await;
+    assert_eq!(r.pruned_audit_records, 0, "{r:?}");
+    let r = s.advance_and_tick(2 * 86_400).await;
+    assert_eq!(r.pruned_audit_records, old, "{r:?}");
+    let v = verify(&s).await;
+    assert!(v.intact && v.pruned == old, "{v:?}");
+    let by_retention = |s: &TestServer| {
+        let q = AuditQuery {
+            principal: Some("(retention)".into()),
+            ..Default::default()
+        };
+        let c = s.client.clone();
+        async move { c.list_audit(&q).await.unwrap().records }
+    };
+    let batches = by_retention(&s).await;
+    assert_eq!(batches.len() as u64, old.div_ceil(4), "{batches:?}");
+    assert!(
+        batches
+            .iter()
+            .all(|r| r.action == "sys:PruneAudit" && r.outcome == AuditOutcome::Succeeded),
+        "{batches:?}"
+    );
+    // Nothing older left: nothing done, nothing recorded.
+    let r = s.advance_and_tick(60).await;
+    assert_eq!(r.pruned_audit_records, 0, "{r:?}");
+    assert_eq!(by_retention(&s).await.len(), batches.len());
+}

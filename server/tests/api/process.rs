@@ -227,6 +227,51 @@ async fn the_audit_min_retention_is_set_by_its_flag() {
     assert!(v.intact && v.pruned == r.first_seq - 1, "{v:?} after {r:?}");
 }
 
+/// `--audit-retention` prunes in the background (here every second, records older than
+/// two); one shorter than `--audit-min-retention` is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_retention_prunes_in_the_background() {
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["server", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.path().join("refused"))
+        .args(["--audit-retention", "1d"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--audit-retention 1d is shorter than --audit-min-retention 30d"),
+        "{stderr}"
+    );
+    let dev = start_dev_with(
+        &root.path().join("data"),
+        None,
+        "127.0.0.1:0",
+        &[
+            "--audit-min-retention",
+            "1s",
+            "--audit-retention",
+            "2s",
+            "--tick-interval",
+            "1",
+        ],
+    );
+    let c = &dev.client;
+    for _ in 0..3 {
+        c.list_secrets(&Default::default()).await.unwrap();
+    }
+    let mut v = c.verify_audit().await.unwrap();
+    for _ in 0..100 {
+        if v.pruned >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        v = c.verify_audit().await.unwrap();
+    }
+    assert!(v.intact && v.pruned >= 3, "{v:?}");
+}
+
 /// Listening on every address, the dev server prints the loopback address, which its
 /// certificate names, so that the exports work as printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -327,6 +327,59 @@ async fn verify(c: &Client) -> anyhow::Result<()> {
     )
 }
 
+/// What `audit export` makes of one page.
+#[derive(Debug, PartialEq)]
+struct ExportStep {
+    /// The records to write, one JSON object a line.
+    lines: String,
+    /// The record due next.
+    due: u64,
+    /// `--through` reached.
+    done: bool,
+    /// Records due (up to `--through`) that are not there.
+    missing: Option<String>,
+}
+
+/// The records of a page from `due` on, up to `through`: a record due that is not there
+/// (pruned meanwhile, or deleted) is an error, unless it lies past `through`.
+fn export_page(
+    records: &[api::AuditRecord],
+    mut due: u64,
+    through: Option<u64>,
+) -> anyhow::Result<ExportStep> {
+    let mut lines = String::new();
+    for r in records {
+        if r.seq != due && through.is_none_or(|t| due <= t) {
+            let last = through.map_or(r.seq - 1, |t| t.min(r.seq - 1));
+            return Ok(ExportStep {
+                lines,
+                due,
+                done: true,
+                missing: Some(format!(
+                    "records {due} to {last} are missing (pruned while this export ran, or deleted)"
+                )),
+            });
+        }
+        if through.is_some_and(|t| r.seq > t) {
+            return Ok(ExportStep {
+                lines,
+                due,
+                done: true,
+                missing: None,
+            });
+        }
+        lines.push_str(&serde_json::to_string(r)?);
+        lines.push('\n');
+        due = r.seq + 1;
+    }
+    Ok(ExportStep {
+        lines,
+        due,
+        done: through.is_some_and(|t| due > t),
+        missing: None,
+    })
+}
+
 /// Writes to standard output, so that a closed pipe or a full disk is an error, not a
 /// panic.
 fn write_out(text: &str) -> anyhow::Result<()> {
@@ -374,26 +427,18 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                     }
                     page.first_seq
                 });
-                let mut lines = String::new();
-                let mut done = page.next_page_token.is_none();
-                for (r, due) in page.records.iter().zip(due..) {
-                    if through.is_some_and(|t| r.seq > t) {
-                        done = true;
-                        break;
-                    }
-                    if r.seq != due {
-                        write_out(&lines)?;
-                        bail!(
-                            "records {due} to {} were pruned while this export ran: the export is incomplete",
-                            r.seq - 1
-                        );
-                    }
-                    lines.push_str(&serde_json::to_string(r)?);
-                    lines.push('\n');
-                    next = Some(r.seq + 1);
+                if let Some(t) = through.filter(|&t| t < due) {
+                    bail!(
+                        "records up to {t} were all pruned before this export: nothing to export"
+                    );
                 }
-                write_out(&lines)?;
-                if done {
+                let step = export_page(&page.records, due, through)?;
+                write_out(&step.lines)?;
+                if let Some(missing) = step.missing {
+                    bail!("{missing}: the export is incomplete");
+                }
+                next = Some(step.due);
+                if step.done || page.next_page_token.is_none() {
                     return Ok(());
                 }
                 q.page_token = page.next_page_token;
@@ -567,6 +612,67 @@ fn printable(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{ExportStep, api, export_page};
+
+    fn records(seqs: &[u64]) -> Vec<api::AuditRecord> {
+        seqs.iter()
+            .map(|&seq| api::AuditRecord {
+                seq,
+                time: api::Timestamp::from_unix(0),
+                request_id: String::new(),
+                principal: "p".into(),
+                action: String::new(),
+                resource: String::new(),
+                outcome: api::AuditOutcome::Succeeded,
+                error_code: None,
+                source: String::new(),
+                user_agent: String::new(),
+            })
+            .collect()
+    }
+
+    fn seqs(step: &ExportStep) -> Vec<u64> {
+        step.lines
+            .lines()
+            .map(|l| serde_json::from_str::<api::AuditRecord>(l).unwrap().seq)
+            .collect()
+    }
+
+    #[test]
+    fn an_export_page_writes_what_is_due_and_names_what_is_missing() {
+        // Whole, then the next page from where it ended.
+        let s = export_page(&records(&[4, 5, 6]), 4, None).unwrap();
+        assert_eq!(
+            (seqs(&s), s.due, s.done, s.missing),
+            (vec![4, 5, 6], 7, false, None)
+        );
+        // Up to --through.
+        let s = export_page(&records(&[4, 5, 6]), 4, Some(5)).unwrap();
+        assert_eq!(
+            (seqs(&s), s.due, s.done, s.missing),
+            (vec![4, 5], 6, true, None)
+        );
+        let s = export_page(&records(&[4, 5]), 4, Some(5)).unwrap();
+        assert!(s.done && s.missing.is_none());
+        // A hole (a prune meanwhile): what came before is written, the hole named.
+        let s = export_page(&records(&[4, 9]), 4, None).unwrap();
+        assert_eq!(seqs(&s), vec![4]);
+        assert_eq!(
+            s.missing.as_deref(),
+            Some("records 5 to 8 are missing (pruned while this export ran, or deleted)")
+        );
+        // A hole that begins within --through is named up to it, even when the next
+        // record lies past it.
+        let s = export_page(&records(&[9]), 4, Some(6)).unwrap();
+        assert_eq!(
+            s.missing.as_deref(),
+            Some("records 4 to 6 are missing (pruned while this export ran, or deleted)")
+        );
+        // One past --through is not missing.
+        let s = export_page(&records(&[9]), 7, Some(6)).unwrap();
+        assert!(s.done && s.missing.is_none() && s.lines.is_empty());
+    }
+
     #[test]
     fn listings_show_control_characters_escaped() {
         assert_eq!(

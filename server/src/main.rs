@@ -118,7 +118,8 @@ struct ServerArgs {
     /// PEM private key (required outside --dev); refused if other users may read it.
     #[arg(long)]
     tls_key: Option<PathBuf>,
-    /// Seconds between background jobs (key deletion and rotation, secret purge).
+    /// Seconds between background jobs (key deletion and rotation, secret purge, audit
+    /// retention).
     #[arg(long, default_value_t = 60)]
     tick_interval: u64,
     /// Versions kept per secret.
@@ -130,8 +131,9 @@ struct ServerArgs {
           value_parser = admin::parse_interval)]
     audit_min_retention: strongbox_schemas::Interval,
     /// Audit records older than this (such as 365d) are pruned in the background, as
-    /// `strongbox audit prune --older-than` would; at least --audit-min-retention.
-    /// Without it, records are kept until a prune is asked for.
+    /// `strongbox audit prune --older-than` would, without an export: ship the trail
+    /// elsewhere first if it must be kept. At least --audit-min-retention. Without it,
+    /// records are kept until a prune is asked for.
     #[arg(long, env = "STRONGBOX_AUDIT_RETENTION", value_parser = admin::parse_interval)]
     audit_retention: Option<strongbox_schemas::Interval>,
     /// Connections served at once; more wait in the listen backlog.

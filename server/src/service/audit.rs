@@ -196,6 +196,8 @@ pub(crate) struct AuditState {
     failpoint: AtomicBool,
     /// Test-only: makes the next write job of a request panic.
     panic_next_write: AtomicBool,
+    /// When the background retention may try again after a prune failed (unix seconds).
+    retention_retry_at: std::sync::atomic::AtomicI64,
 }
 
 /// The persisted head: how many records were ever appended (pruned ones included) and
@@ -704,15 +706,24 @@ impl Service {
     /// With a retention configured, prunes the records older than it, as
     /// `POST /v1/audit/prune` does, at most 100 batches a tick; each batch that deletes
     /// something (or fails) is recorded, by principal `(retention)`. Returns how many
-    /// records it deleted; a failure (a trail that does not verify) is logged and
-    /// recorded, and pruning stops until the next tick.
+    /// records it deleted. A failure (a trail that does not verify) is logged and
+    /// recorded, and the retention waits an hour before it tries again, so that a broken
+    /// trail does not get a record each tick.
     pub(crate) async fn prune_past_retention(&self) -> u64 {
         const MOST_BATCHES: usize = 100;
+        const RETRY_AFTER_FAILURE: i64 = 3_600;
         let Some(secs) = self.inner.config.audit_retention_secs else {
             return 0;
         };
+        let retry_at = &self.inner.audit.retention_retry_at;
+        if self.now() < retry_at.load(Ordering::Relaxed) {
+            return 0;
+        }
+        // Never less than the minimum retention, however the service was configured.
         let req = api::PruneAuditRequest {
-            older_than: api::Interval::from_seconds(secs),
+            older_than: api::Interval::from_seconds(
+                secs.max(self.inner.config.audit_min_retention_secs),
+            ),
         };
         let mut total = 0;
         for _ in 0..MOST_BATCHES {
@@ -727,7 +738,8 @@ impl Service {
             });
             let r = self.audited(slot.clone(), self.prune_audit(&req)).await;
             let (outcome, code) = match &r {
-                // Nothing to prune: nothing done, nothing to record.
+                // Nothing to prune: nothing done, nothing (more) to record. (A prune that
+                // lost a race to another was recorded with its commit.)
                 Ok(r) if r.pruned == 0 => break,
                 Ok(_) => (AuditOutcome::Succeeded, None),
                 Err(e) => (AuditOutcome::Failed, Some(e.code)),
@@ -743,7 +755,8 @@ impl Service {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "the audit trail could not be pruned past its retention");
+                    tracing::error!(error = %e, "the audit trail could not be pruned past its retention; trying again in an hour");
+                    retry_at.store(self.now() + RETRY_AFTER_FAILURE, Ordering::Relaxed);
                     break;
                 }
             }

@@ -164,8 +164,8 @@ impl Service {
 
     /// Runs every due background job once, as the schedule index says: secret
     /// rotations (including interrupted ones), key rotations, destruction of keys whose
-    /// deletion is due, purges of secrets whose recovery window has passed. Waits for the
-    /// rotations it starts.
+    /// deletion is due, purges of secrets whose recovery window has passed; and, with a
+    /// retention configured, prunes the audit trail. Waits for the rotations it starts.
     pub async fn tick(&self) -> crate::Result<TickReport> {
         self.tick_with(true).await
     }
@@ -178,8 +178,11 @@ impl Service {
     }
 
     async fn tick_with(&self, wait: bool) -> crate::Result<TickReport> {
-        let due = self.run_due_jobs(wait).await?;
+        let due = self.run_due_jobs(wait).await;
+        // The retention runs whether or not the other jobs could (a record that does
+        // not decode must not keep the trail from being pruned).
         let pruned_audit_records = self.prune_past_retention().await;
+        let due = due?;
         Ok(TickReport {
             started_rotations: due.started_rotations,
             destroyed_keys: due.destroyed_keys,

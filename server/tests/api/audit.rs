@@ -1300,6 +1300,14 @@ async fn a_pruned_trail_still_shows_tampering() {
     assert!(v.problem.unwrap().contains("put back"));
     b.commit(&[Mutation::Delete(Table::Audit, key(2))]).unwrap();
 
+    // A key that is no record's, sorting before the base.
+    b.commit(&[Mutation::Put(Table::Audit, vec![0x00], b"x".to_vec())])
+        .unwrap();
+    let v = svc.verify_audit().unwrap();
+    assert!(!v.intact && v.problem.unwrap().contains("malformed key"));
+    b.commit(&[Mutation::Delete(Table::Audit, vec![0x00])])
+        .unwrap();
+
     // The first record after the base deleted.
     let record_5 = b.get(Table::Audit, &key(5)).unwrap().unwrap();
     b.commit(&[Mutation::Delete(Table::Audit, key(5))]).unwrap();
@@ -1457,4 +1465,29 @@ async fn the_retention_is_applied_by_the_background_tick() {
     let r = s.advance_and_tick(60).await;
     assert_eq!(r.pruned_audit_records, 0, "{r:?}");
     assert_eq!(by_retention(&s).await.len(), batches.len());
+
+    // A trail that does not verify is not pruned: the failure is recorded once, and
+    // tried again only an hour later.
+    let first = old + 1;
+    let (mac, mut body) = stored(s.backend.as_ref(), first + 1);
+    body["principal"] = json!("someone-else");
+    put_stored(s.backend.as_ref(), first + 1, &mac, &body);
+    let r = s.advance_and_tick(41 * 86_400).await;
+    assert_eq!(r.pruned_audit_records, 0, "{r:?}");
+    let failed = |records: Vec<api::AuditRecord>| {
+        records
+            .into_iter()
+            .filter(|r| r.outcome == AuditOutcome::Failed)
+            .count()
+    };
+    assert_eq!(failed(by_retention(&s).await), 1);
+    s.advance_and_tick(60).await;
+    assert_eq!(failed(by_retention(&s).await), 1, "not a record each tick");
+    s.advance_and_tick(3_600).await;
+    assert_eq!(
+        failed(by_retention(&s).await),
+        2,
+        "tried again an hour later"
+    );
+    assert!(s.backend.get(Table::Audit, &key(first)).unwrap().is_some());
 }

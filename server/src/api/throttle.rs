@@ -42,7 +42,7 @@ pub(super) enum Verdict {
     },
 }
 
-/// The per-address limiters.
+/// The limiters: per address, and server-wide.
 pub(super) struct Unauthenticated {
     per_second: u32,
     requests: DefaultKeyedRateLimiter<IpAddr>,
@@ -81,7 +81,8 @@ impl Unauthenticated {
         self.per_second
     }
 
-    /// Counts a request without a valid token from `ip` against its address.
+    /// Counts a request without a valid token from `ip` against its address's allowance
+    /// and, if it would be recorded, the server-wide budget.
     pub(super) fn check(&self, ip: IpAddr) -> Verdict {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.requests.retain_recent();

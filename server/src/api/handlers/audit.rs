@@ -32,7 +32,12 @@ pub(super) async fn list_audit(
         limit: p.limit.unwrap_or(100),
         after,
     };
-    Ok(Json(s.service.list_audit(&q)?))
+    // A page may read (and parse) up to 10,000 records: off the async workers.
+    let service = s.service.clone();
+    let page = tokio::task::spawn_blocking(move || service.list_audit(&q))
+        .await
+        .map_err(crate::Error::internal)??;
+    Ok(Json(page))
 }
 
 pub(super) async fn verify_audit(

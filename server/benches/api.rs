@@ -346,16 +346,7 @@ async fn run() {
     line("GET /v1/health (floor)", &health, None);
     cpu_line(cpu, health.ops);
     let cpu = cpu_now();
-    let c = client.clone();
-    let reads = drive(READERS, RUN, move |t, _| {
-        let c = c.clone();
-        async move {
-            c.get_secret_value(&format!("bench/s{t}"), None, None)
-                .await
-                .expect("read");
-        }
-    })
-    .await;
+    let reads = read_row(&client, "bench/s").await;
     line(
         "GET /v1/secrets/{name}/value (79 B)",
         &reads,
@@ -390,16 +381,7 @@ async fn run() {
         timeout: None,
     })
     .expect("client");
-    let c = app.clone();
-    let app_reads = drive(READERS, RUN, move |t, _| {
-        let c = c.clone();
-        async move {
-            c.get_secret_value(&format!("bench/s{t}"), None, None)
-                .await
-                .expect("read");
-        }
-    })
-    .await;
+    let app_reads = read_row(&app, "bench/s").await;
     line(
         "  … as a 100-statement principal",
         &app_reads,
@@ -412,16 +394,7 @@ async fn run() {
         service.audit_count().expect("count"),
         jobs as f64 / commits.max(1) as f64
     );
-    let c = client.clone();
-    let big_reads = drive(READERS, RUN, move |t, _| {
-        let c = c.clone();
-        async move {
-            c.get_secret_value(&format!("bench/big{t}"), None, None)
-                .await
-                .expect("read");
-        }
-    })
-    .await;
+    let big_reads = read_row(&client, "bench/big").await;
     line(
         "GET /v1/secrets/{name}/value (1 KiB)",
         &big_reads,
@@ -536,6 +509,20 @@ async fn run() {
     let _ = running.stop.send(());
 }
 
+/// A row of reads, each of the [`READERS`] clients reading `PREFIX{its number}`.
+async fn read_row(client: &Client, prefix: &'static str) -> Stats {
+    let c = client.clone();
+    drive(READERS, RUN, move |t, _| {
+        let c = c.clone();
+        async move {
+            c.get_secret_value(&format!("{prefix}{t}"), None, None)
+                .await
+                .expect("read");
+        }
+    })
+    .await
+}
+
 /// Pruning the trail the other rows made, in calls of up to 10,000 records (each one
 /// job on the writer thread, after a check of the records in a snapshot), with reads
 /// going on: what a prune costs, and what it costs the reads.
@@ -565,16 +552,7 @@ async fn prune_rows(client: &Client, service: &strongbox_server::service::Servic
             (calls, pruned, busy)
         })
     };
-    let c = client.clone();
-    let reads = drive(READERS, RUN, move |t, _| {
-        let c = c.clone();
-        async move {
-            c.get_secret_value(&format!("bench/s{t}"), None, None)
-                .await
-                .expect("read");
-        }
-    })
-    .await;
+    let reads = read_row(client, "bench/s").await;
     stop.store(true, Relaxed);
     let (calls, pruned, busy) = pruning.await.expect("prune task");
     line("GET …/value (79 B) while pruning", &reads, Some(floor));

@@ -67,15 +67,12 @@ pub(super) async fn audit(State(state): State<AppState>, mut req: Request, next:
 
 /// Drafts the request's record, runs the request, records it.
 async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
     let mut entry = AuditEntry {
         time: state.service.now(),
         request_id: current_request_id(),
         principal: "anonymous".into(),
-        source: req
-            .extensions()
-            .get::<PeerAddr>()
-            .map(|p| p.0.to_string())
-            .unwrap_or_default(),
+        source: peer.map(|p| p.to_string()).unwrap_or_default(),
         ..Default::default()
     };
     if let Some(ua) = req
@@ -85,7 +82,6 @@ async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
     {
         entry.set_user_agent(ua);
     }
-    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
     let authn = match bearer(req.headers()).map(|t| state.service.authenticate(t)) {
         None => Authn::Missing,
         Some(Ok(id)) => {
@@ -109,7 +105,7 @@ async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
     // is refused instead: it did nothing (no handler runs without a caller, and it was
     // refused with a 4xx), and it is recorded only if it is the address's first such
     // refusal this minute (api::throttle).
-    let resp = match (&state.unauthenticated, peer) {
+    let resp = match (&state.unauthenticated, peer.map(|p| p.ip())) {
         (Some(limit), Some(ip))
             if unauthenticated && slot.is_open() && resp.status().is_client_error() =>
         {

@@ -263,12 +263,15 @@ pub fn genesis_head_if_never_used(
 
 /// A head-shaped record of `meta` (`what` names it in the error when it does not decode).
 fn load_mark(r: &(impl Reader + ?Sized), key: &[u8], what: &str) -> Result<Option<Head>> {
-    match r.get(Table::Meta, key)? {
-        None => Ok(None),
-        Some(v) => Head::decode(&v)
-            .map(Some)
-            .ok_or_else(|| Error::internal(format!("{what} is malformed"))),
-    }
+    read_mark(r, key)?
+        .map(|h| h.ok_or_else(|| Error::internal(format!("{what} is malformed"))))
+        .transpose()
+}
+
+/// A head-shaped record of `meta` as stored: `None` when absent, `Some(None)` when it
+/// does not decode.
+fn read_mark(r: &(impl Reader + ?Sized), key: &[u8]) -> Result<Option<Option<Head>>> {
+    Ok(r.get(Table::Meta, key)?.map(|v| Head::decode(&v)))
 }
 
 fn load_head(r: &(impl Reader + ?Sized)) -> Result<Option<Head>> {
@@ -866,19 +869,13 @@ impl Service {
             first_bad_seq: None,
             problem: Some(format!("the audit {what} is malformed: it was overwritten")),
         };
-        let head = match snap.get(Table::Meta, META_AUDIT_HEAD)? {
-            None => None,
-            Some(v) => match Head::decode(&v) {
-                Some(h) => Some(h),
-                None => return Ok(overwritten("head")),
-            },
+        let head = match read_mark(&*snap, META_AUDIT_HEAD)? {
+            Some(None) => return Ok(overwritten("head")),
+            head => head.flatten(),
         };
-        let base = match snap.get(Table::Meta, META_AUDIT_BASE)? {
-            None => None,
-            Some(v) => match Head::decode(&v) {
-                Some(b) => Some(b),
-                None => return Ok(overwritten("trail's base")),
-            },
+        let base = match read_mark(&*snap, META_AUDIT_BASE)? {
+            Some(None) => return Ok(overwritten("trail's base")),
+            base => base.flatten(),
         };
         let count = head.map_or(0, |h| h.count);
         let barrier = &self.inner.barrier;

@@ -6,6 +6,9 @@
 //!   never served again (the secret may be gone, or no longer readable by the token);
 //!   when the server refused the secret as a whole (gone, or not readable by the
 //!   token), neither is any other version of it.
+//! - When the server says the token is no longer valid (`Unauthenticated`, or
+//!   `TooManyRequests`, which it says only to requests without a valid token), no value
+//!   is served again, of any secret: the cache empties.
 //! - Concurrent reads of one secret that miss share one request, and its error: callers
 //!   that were waiting for a request that failed get its error, not a request each.
 //! - At most `max_entries` values are kept; beyond that the least recently used goes.
@@ -14,7 +17,8 @@
 //!   does not own are not: the HTTP and TLS layers' buffers, and the JSON parser's
 //!   scratch copy of a value with escapes (a JSON value's quotes).
 //! - [`SecretCache::refresh`] reads a secret again at once: call it when the value
-//!   stopped working (a refused login after a rotation).
+//!   stopped working (a refused login after a rotation). From then on the old value is
+//!   not served, also when the caller gives up on the refresh before it comes back.
 //!   [`SecretCache::refresh_unless_replaced`] does so only if the cache still holds the
 //!   version that failed, so many callers that saw it fail share one read.
 //!
@@ -195,6 +199,12 @@ impl SecretCache {
         {
             return Err(e.clone());
         }
+        if refresh {
+            // The value the caller wants replaced is not served while the read is under
+            // way, nor after it if the caller gives up on it (a dropped future): other
+            // callers then read again rather than get what stopped working.
+            slot.value = None;
+        }
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sent = Instant::now();
@@ -227,22 +237,24 @@ impl SecretCache {
                     {
                         map.remove(key);
                     }
-                    // The server refused the secret as a whole (gone, or no longer
-                    // readable by this token, which `TooManyRequests` also says): no
-                    // other version of it is served either. Not for one version's
-                    // refusal (a stage not there yet, a version pruned or under a
-                    // disabled key), nor anything that did not come from the server.
-                    if matches!(
-                        e.code(),
+                    // The token is no longer valid (revoked, expired; the server says
+                    // `TooManyRequests` only to requests without a valid token):
+                    // nothing read with it is served again, of any secret. The server
+                    // refused the secret as a whole (gone, or no longer readable by
+                    // this token): no other version of it is served either. Not for
+                    // one version's refusal (a stage not there yet, a version pruned
+                    // or under a disabled key), nor anything that did not come from
+                    // the server.
+                    match e.code() {
+                        Some(ErrorCode::Unauthenticated | ErrorCode::TooManyRequests) => {
+                            map.clear();
+                        }
                         Some(
                             ErrorCode::SecretNotFound
-                                | ErrorCode::SecretPendingDeletion
-                                | ErrorCode::Forbidden
-                                | ErrorCode::Unauthenticated
-                                | ErrorCode::TooManyRequests
-                        )
-                    ) {
-                        map.retain(|k, _| k.0 != key.0);
+                            | ErrorCode::SecretPendingDeletion
+                            | ErrorCode::Forbidden,
+                        ) => map.retain(|k, _| k.0 != key.0),
+                        _ => {}
                     }
                 }
                 Err(e)

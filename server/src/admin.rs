@@ -350,7 +350,7 @@ fn export_page(
     let mut lines = String::new();
     for r in records {
         if r.seq != due && through.is_none_or(|t| due <= t) {
-            let last = through.map_or(r.seq - 1, |t| t.min(r.seq - 1));
+            let last = through.map_or(r.seq.saturating_sub(1), |t| t.min(r.seq.saturating_sub(1)));
             return Ok(ExportStep {
                 lines,
                 due,
@@ -589,7 +589,7 @@ async fn tail_start(
         // (Records before first_seq were pruned: a wider window finds no more.)
         if seqs.len() >= want || from < first_seq {
             let first = seqs.len().saturating_sub(want);
-            return Ok(seqs.get(first).map_or(count, |s| s - 1));
+            return Ok(seqs.get(first).map_or(count, |s| s.saturating_sub(1)));
         }
         window = window.saturating_mul(4);
     }

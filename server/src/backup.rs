@@ -277,7 +277,14 @@ pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow:
     let barrier = Barrier::new(root_key);
     let loaded = RedbBackend::open(&temp)
         .map_err(anyhow::Error::from)
-        .and_then(|backend| load(path, &backend, &barrier));
+        .and_then(|backend| {
+            let n = load(path, &backend, &barrier)?;
+            // Vetted as the server would open it (its format, its audit trail) before it
+            // is named: a backup this release cannot serve leaves no database behind.
+            crate::server::vet(&backend, root_key)
+                .context("the restored database would not open")?;
+            Ok(n)
+        });
     let count = match loaded {
         Ok(n) => n,
         Err(e) => {
@@ -285,18 +292,16 @@ pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow:
             return Err(e);
         }
     };
-    // Into place, never over a database that appeared meanwhile (a hard link is refused
-    // where a file is).
-    if let Err(e) = std::fs::hard_link(&temp, &db) {
+    // Into place, never over a database that appeared meanwhile.
+    if let Err(e) = crate::server::name_new_file(&temp, &db) {
         clean_up(true);
         return Err(anyhow::Error::new(e).context(format!(
             "naming the restored database {} (nothing was kept)",
             db.display()
         )));
     }
-    let _ = std::fs::remove_file(&temp);
     let _ = std::fs::remove_file(crate::storage::journal_path(&temp));
-    if let Err(e) = std::fs::File::open(data_dir).and_then(|d| d.sync_all()) {
+    if let Err(e) = crate::server::sync_parent_dir(&db) {
         tracing::warn!(dir = %data_dir.display(), error = %e, "could not sync the data dir");
     }
     Ok(count)
@@ -309,11 +314,13 @@ mod tests {
     use super::*;
     use crate::storage::MemoryBackend;
 
-    /// A store with a few entries in several tables, and its backup's bytes.
-    fn backup_of_a_store(root: &RootKey) -> (MemoryBackend, Vec<u8>) {
+    /// An initialised store with a few more entries in several tables, its backup's
+    /// bytes, and how many entries it holds.
+    fn backup_of_a_store(root: &RootKey) -> (MemoryBackend, Vec<u8>, u64) {
         let store = MemoryBackend::new();
+        crate::server::initialize(&store, root).unwrap();
         let mut m = Vec::new();
-        for (t, n) in [(Table::Meta, 3), (Table::Secrets, 700), (Table::Audit, 5)] {
+        for (t, n) in [(Table::Meta, 3), (Table::Secrets, 700), (Table::Aliases, 5)] {
             for i in 0..n {
                 m.push(Mutation::Put(
                     t,
@@ -323,17 +330,21 @@ mod tests {
             }
         }
         store.commit(&m).unwrap();
+        let (bytes, n) = backup_of(&store, root);
+        assert_eq!(n, every_entry(&*store.snapshot().unwrap()).len() as u64);
+        assert!(n > 708);
+        (store, bytes, n)
+    }
+
+    fn backup_of(store: &MemoryBackend, root: &RootKey) -> (Vec<u8>, u64) {
         let mut out = Vec::new();
-        {
-            let snap = store.snapshot().unwrap();
-            let n = write(&*snap, Barrier::new(root).backup_mac(), &mut |c| {
-                out.extend_from_slice(&c);
-                Ok(())
-            })
-            .unwrap();
-            assert_eq!(n, 708);
-        }
-        (store, out)
+        let snap = store.snapshot().unwrap();
+        let n = write(&*snap, Barrier::new(root).backup_mac(), &mut |c| {
+            out.extend_from_slice(&c);
+            Ok(())
+        })
+        .unwrap();
+        (out, n)
     }
 
     fn every_entry(r: &dyn Reader) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
@@ -349,11 +360,11 @@ mod tests {
     #[test]
     fn a_backup_restores_every_entry_and_refuses_every_damage() {
         let root = RootKey::random();
-        let (store, bytes) = backup_of_a_store(&root);
+        let (store, bytes, entries) = backup_of_a_store(&root);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("b");
         std::fs::write(&file, &bytes).unwrap();
-        assert_eq!(check_complete(&file).unwrap(), 708);
+        assert_eq!(check_complete(&file).unwrap(), entries);
 
         // Cut off (all through, and at each of the last 64 bytes), one byte more, a wrong count, an unknown table: refused,
         // and nothing is made.
@@ -379,7 +390,7 @@ mod tests {
 
         // Whole: every entry comes back.
         std::fs::write(&file, &bytes).unwrap();
-        assert_eq!(restore_into(&target, &file, &root).unwrap(), 708);
+        assert_eq!(restore_into(&target, &file, &root).unwrap(), entries);
         let restored = RedbBackend::open(&crate::server::db_path(&target)).unwrap();
         let want = every_entry(&*store.snapshot().unwrap());
         assert_eq!(every_entry(&*restored.snapshot().unwrap()), want);
@@ -389,5 +400,37 @@ mod tests {
             .filter(|n| n.contains("restoring"))
             .collect();
         assert!(names.is_empty(), "no temporary file is left: {names:?}");
+    }
+
+    /// A backup this release could not open (a newer release's format) is refused after
+    /// it was read, before it takes the database's name: nothing is left in the data dir
+    /// (which the restore made, so it goes too), and a later restore of a good backup
+    /// there works.
+    #[test]
+    fn a_backup_this_release_cannot_open_leaves_no_database() {
+        let root = RootKey::random();
+        let (store, _, _) = backup_of_a_store(&root);
+        store
+            .commit(&[Mutation::Put(
+                Table::Meta,
+                crate::server::META_FORMAT.to_vec(),
+                b"5".to_vec(),
+            )])
+            .unwrap();
+        let (newer, _) = backup_of(&store, &root);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b");
+        std::fs::write(&file, &newer).unwrap();
+        let target = dir.path().join("data");
+        let e = restore_into(&target, &file, &root).unwrap_err();
+        assert!(format!("{e:#}").contains("format"), "{e:#}");
+        assert!(!target.exists());
+        // Into a data dir that was there: it stays, empty.
+        std::fs::create_dir(&target).unwrap();
+        assert!(restore_into(&target, &file, &root).is_err());
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+        let (_, good, entries) = backup_of_a_store(&root);
+        std::fs::write(&file, &good).unwrap();
+        assert_eq!(restore_into(&target, &file, &root).unwrap(), entries);
     }
 }

@@ -287,13 +287,25 @@ async fn backup(out: &std::path::Path) -> anyhow::Result<()> {
         let bytes = c.backup(&mut file).await?;
         file.sync_all()?;
         let entries = strongbox_server::backup::check_complete(&partial)?;
-        std::fs::hard_link(&partial, out)
+        server::name_new_file(&partial, out)
             .with_context(|| format!("naming the backup {}", out.display()))?;
         anyhow::Ok((bytes, entries))
     }
     .await;
-    let _ = std::fs::remove_file(&partial);
-    let (bytes, entries) = written.context("the backup failed; no file was kept")?;
+    let (bytes, entries) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.context("the backup failed; no file was kept"));
+        }
+    };
+    // The name, durable before the backup is reported written.
+    server::sync_parent_dir(out).with_context(|| {
+        format!(
+            "the backup was written to {}, but its directory could not be synced: a power loss may take the file away",
+            out.display()
+        )
+    })?;
     println!(
         "wrote a backup of {entries} entries ({bytes} bytes) to {}",
         out.display()
@@ -310,9 +322,25 @@ async fn restore(
 ) -> anyhow::Result<()> {
     let root = server::load_root_key(root_key_file, env_root_key().as_ref().map(|k| k.as_str()))?;
     let entries = strongbox_server::backup::restore_into(data_dir, from, &root)?;
-    let u = server::open(data_dir, &root, ServiceConfig::default())?;
-    server::record_restore(&u).await?;
-    u.service.store().close().await?;
+    let opened = async {
+        let u = server::open(data_dir, &root, ServiceConfig::default())?;
+        server::record_restore(&u).await?;
+        u.service.store().close().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = opened {
+        // The database restore_into vetted could not be opened or its restore recorded
+        // (a full disk, say): it goes, so that a restore is either done and recorded or
+        // leaves nothing, and can be run again.
+        let db = server::db_path(data_dir);
+        let _ = std::fs::remove_file(strongbox_server::storage::journal_path(&db));
+        let _ = std::fs::remove_file(&db);
+        return Err(e.context(format!(
+            "the restored database could not be opened and its restore recorded; it was removed from {}",
+            data_dir.display()
+        )));
+    }
     println!(
         "restored {entries} entries into {}; start it with strongbox server --data-dir {}",
         data_dir.display(),

@@ -204,15 +204,12 @@ pub fn init_announcing(
         // Linking fails on file systems without hard links, or when a file took the
         // name meanwhile: this init is undone (the database is this init's own), so
         // that it can be run again, rather than leave a database without its key.
-        if let Err(e) = std::fs::hard_link(staged, kf) {
+        if let Err(e) = name_new_file(staged, kf) {
             undo(true);
             return Err(anyhow::Error::new(e).context(format!(
                 "naming the root key file {} (nothing was kept; run init again)",
                 kf.display()
             )));
-        }
-        if let Err(e) = std::fs::remove_file(staged) {
-            tracing::warn!(file = %staged.display(), error = %e, "could not remove the staged root key copy");
         }
         sync_dir(kf.parent().unwrap_or(Path::new(".")));
     }
@@ -244,6 +241,53 @@ pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Gives the file `from` the name `to` (then `from` is gone), never over a file that
+/// has that name (one that appeared meanwhile): a hard link, or where the file system
+/// has none (vfat or exFAT on a removable disk, some network mounts), a rename that
+/// refuses to replace. Refused with `AlreadyExists` when `to` is taken. The caller
+/// syncs the directory.
+pub fn name_new_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    name_new_file_with(from, to, |a, b| std::fs::hard_link(a, b))
+}
+
+fn name_new_file_with(
+    from: &Path,
+    to: &Path,
+    link: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match link(from, to) {
+        Ok(()) => {
+            if let Err(e) = std::fs::remove_file(from) {
+                tracing::warn!(file = %from.display(), error = %e, "could not remove a temporary name");
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(link_error) => nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            from,
+            nix::fcntl::AT_FDCWD,
+            to,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| match e {
+            // Neither is there: the link's error says more than the rename's.
+            nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS => link_error,
+            e => std::io::Error::from(e),
+        }),
+    }
+}
+
+/// Syncs the directory that holds `file`, so that a name given to it survives a power
+/// loss.
+pub fn sync_parent_dir(file: &Path) -> std::io::Result<()> {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Creates the database file `db`, new (atomically: it fails when one is there) and
@@ -409,7 +453,7 @@ pub fn unseal(
 /// Refuses a store this release must not serve: a wrong root key, a format it does not
 /// know, an audit trail altered while the server was down. Writes nothing to a store it
 /// refuses; to one it accepts, only the format-1 upgrade of the audit head.
-fn vet(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Barrier> {
+pub(crate) fn vet(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Barrier> {
     let barrier = check_root_key(backend, root_key)?;
     // Every store this server knows has a format it can read (init has always written
     // one); a newer release's store is not written to in this one's layout.
@@ -574,4 +618,47 @@ pub fn format_version(store: &Store) -> anyhow::Result<Option<String>> {
     Ok(store
         .get(Table::Meta, META_FORMAT)?
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+
+    /// A file gets its new name by a hard link, or by a rename where linking fails (a
+    /// file system without hard links); neither ever replaces a file that has the name.
+    #[test]
+    fn a_new_name_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        let no_links =
+            |_: &Path, _: &Path| Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        for linked in [true, false] {
+            std::fs::write(&from, b"new").unwrap();
+            let _ = std::fs::remove_file(&to);
+            if linked {
+                name_new_file(&from, &to).unwrap();
+            } else {
+                name_new_file_with(&from, &to, no_links).unwrap();
+            }
+            assert_eq!(std::fs::read(&to).unwrap(), b"new");
+            assert!(!from.exists(), "the temporary name is gone");
+            // Taken: refused both ways, and both files stay as they were.
+            std::fs::write(&from, b"newer").unwrap();
+            let refused = if linked {
+                name_new_file(&from, &to)
+            } else {
+                name_new_file_with(&from, &to, no_links)
+            };
+            assert_eq!(
+                refused.unwrap_err().kind(),
+                std::io::ErrorKind::AlreadyExists
+            );
+            assert_eq!(std::fs::read(&to).unwrap(), b"new");
+            assert_eq!(std::fs::read(&from).unwrap(), b"newer");
+            std::fs::remove_file(&from).unwrap();
+        }
+        sync_parent_dir(&to).unwrap();
+    }
 }

@@ -172,24 +172,21 @@ pub fn dev_certificates_for(extra: &[String]) -> anyhow::Result<DevCertificates>
     })
 }
 
-/// Writes `contents` to `path` readable by the owner only.
+/// Writes `contents` to `path` readable by the owner only, replacing the file there: a
+/// new file (0600 from its creation) takes the name, so that whoever had the old one
+/// open (while it was readable by others, say) never sees what is written.
 pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    // An existing file keeps its mode through open: made the owner's alone before
-    // anything is written into it.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("making {} private", path.display()))?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    Ok(())
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".new-{}", hex::encode(rand::random::<[u8; 8]>())));
+    let temp = path.with_file_name(name);
+    let written = write_private_new(&temp, contents)
+        .and_then(|()| std::fs::rename(&temp, path).map_err(anyhow::Error::from));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e.context(format!("writing {}", path.display())));
+    }
+    crate::server::sync_parent_dir(path)
+        .with_context(|| format!("syncing the directory of {}", path.display()))
 }
 
 /// Writes `contents` to a new file `path` readable by the owner only; refuses if the
@@ -608,10 +605,16 @@ mod tests {
         let path = dir.path().join("tls-key.pem");
         std::fs::write(&path, b"old").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // Someone opened it while it was readable by others.
+        let mut held = std::fs::File::open(&path).unwrap();
         write_private(&path, b"key").unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read(&path).unwrap(), b"key");
+        let mut seen = Vec::new();
+        std::io::Read::read_to_end(&mut held, &mut seen).unwrap();
+        assert_eq!(seen, b"old", "the key reached a file opened before");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

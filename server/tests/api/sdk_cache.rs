@@ -359,3 +359,71 @@ async fn a_refused_read_again_drops_the_secrets_other_versions() {
         "the other version was served from the cache"
     );
 }
+
+/// When the server says the cache's token is no longer valid (revoked here), nothing
+/// read with it is served again: not the secret whose read failed, nor any other, even
+/// within the TTL.
+#[tokio::test]
+async fn a_revoked_token_empties_the_cache() {
+    let s = TestServer::start().await;
+    for name in ["tok/a", "tok/b"] {
+        s.client
+            .create_secret(&text_secret(name, "v1"))
+            .await
+            .unwrap();
+    }
+    let token = s
+        .principal_token(
+            "cache-reader",
+            serde_json::json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:GetSecretValue"], "Resource": ["secret/tok/*"]}]}),
+        )
+        .await;
+    let cache = SecretCache::new(s.client_with_token(&token), CacheConfig::default());
+    assert_eq!(cache.get("tok/a").await.unwrap().secret_data, "v1");
+    assert_eq!(cache.get("tok/b").await.unwrap().secret_data, "v1");
+    assert_eq!(cache.len(), 2);
+    let tokens = s.client.list_tokens("cache-reader").await.unwrap().tokens;
+    assert_eq!(tokens.len(), 1);
+    s.client
+        .delete_token("cache-reader", &tokens[0].token_id)
+        .await
+        .unwrap();
+    assert_code(
+        cache.refresh("tok/a").await,
+        strongbox_client::ErrorCode::Unauthenticated,
+        "",
+    );
+    assert!(
+        cache.is_empty(),
+        "values read with a revoked token were kept"
+    );
+    let before = cache.fetches();
+    assert_code(
+        cache.get("tok/b").await,
+        strongbox_client::ErrorCode::Unauthenticated,
+        "",
+    );
+    assert_eq!(cache.fetches(), before + 1, "tok/b was served from memory");
+}
+
+/// A refresh its caller gives up on (the future dropped before the answer) does not
+/// leave the value it was to replace in the cache: the next read asks the server.
+#[tokio::test]
+async fn a_refresh_given_up_on_does_not_leave_the_old_value_served() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("cancel/s", "old"))
+        .await
+        .unwrap();
+    let cache = SecretCache::new(s.client.clone(), CacheConfig::default());
+    assert_eq!(cache.get("cancel/s").await.unwrap().secret_data, "old");
+    s.client
+        .put_secret_value("cancel/s", &put("new"))
+        .await
+        .unwrap();
+    // Polled once (the request is sent), then dropped.
+    let gave_up = tokio::time::timeout(Duration::ZERO, cache.refresh("cancel/s")).await;
+    assert!(gave_up.is_err(), "the refresh came back at once");
+    assert_eq!(cache.get("cancel/s").await.unwrap().secret_data, "new");
+}

@@ -417,8 +417,17 @@ impl Service {
         Ok(api::ListTokensResponse { tokens })
     }
 
-    /// Revokes a token: no request after this returns is served with it.
-    pub async fn delete_token(&self, principal: &str, token_id: &str) -> Result<()> {
+    /// Revokes a token: no request after this returns is served with it. Root's token
+    /// is revoked only by root itself (as Vault advises once other administrators
+    /// exist; `strongbox reset-root-token` makes a new one with the root key): a right
+    /// to revoke principals' tokens is no way to lock the root token out.
+    pub async fn delete_token(&self, principal: &str, token_id: &str, by: &str) -> Result<()> {
+        if principal == ROOT_PRINCIPAL && by != ROOT_PRINCIPAL {
+            return Err(Error::new(
+                ErrorCode::InvalidState,
+                "the root token is revoked only by root itself (strongbox reset-root-token makes a new one with the root key)",
+            ));
+        }
         let (principal, token_id) = (principal.to_string(), token_id.to_string());
         self.write_access(move |t| {
             load_principal(t, &principal)?;

@@ -1179,13 +1179,22 @@ impl Service {
                 // By the name the caller gave, not an alias's key id it may not describe.
                 check_usable_as(&key, || key_called(&k, &key))?;
                 // As in AWS: the versions in use are sealed again under the new key, so
-                // that the old one can be disabled or deleted without losing them.
+                // that the old one can be disabled or deleted without losing them. Under
+                // a key disabled or pending deletion the change is refused (it says why):
+                // the versions can still be saved, by enabling the key or cancelling its
+                // deletion first. One under a destroyed key is lost whatever happens: it
+                // stays under that key, so that the secret can still move to another key
+                // and take new values.
                 for i in 0..rec.versions.len() {
                     if rec.versions[i].stages.is_empty() {
                         continue;
                     }
                     let id = rec.versions[i].version_id.clone();
-                    let data = this.open_version(t, &name, &id, &who)?;
+                    let data = match this.open_version(t, &name, &id, &who) {
+                        Ok(data) => data,
+                        Err(e) if e.code == ErrorCode::KeyDeleted => continue,
+                        Err(e) => return Err(e),
+                    };
                     this.put_sealed(t, &name, &id, &key, &data)?;
                     rec.versions[i].key_id = Some(key.key_id.clone());
                 }

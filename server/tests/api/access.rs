@@ -479,6 +479,35 @@ async fn built_ins_and_references_are_protected() {
     );
 }
 
+/// Root's token is revoked only by root itself (Vault's advice: revoke the root token
+/// once other administrators exist; the root key makes a new one): another
+/// administrator's right to revoke tokens does not reach it.
+#[tokio::test]
+async fn only_root_revokes_the_root_token() {
+    let s = TestServer::start().await;
+    let admin = s
+        .principal_with(
+            "second-admin",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["ram:*", "kms:*"], "Resource": "*"}]}),
+        )
+        .await;
+    assert_code(
+        admin.delete_token("root", "root").await,
+        ErrorCode::InvalidState,
+        "only by root itself",
+    );
+    s.client.list_keys(None, None).await.unwrap();
+    assert_eq!(admin.list_tokens("root").await.unwrap().tokens.len(), 1);
+    s.client.delete_token("root", "root").await.unwrap();
+    assert_code(
+        s.client.list_keys(None, None).await,
+        ErrorCode::Unauthenticated,
+        "",
+    );
+    assert!(admin.list_tokens("root").await.unwrap().tokens.is_empty());
+}
+
 #[tokio::test]
 async fn databases_from_before_principals_are_upgraded() {
     use std::sync::Arc;
@@ -541,7 +570,7 @@ async fn a_revocation_whose_request_is_dropped_still_takes_effect() {
         .clone();
     {
         // Polled once (the job is queued), then dropped, as when the client goes away.
-        let mut revoke = std::pin::pin!(s.service.delete_token("app", &id));
+        let mut revoke = std::pin::pin!(s.service.delete_token("app", &id, "root"));
         tokio::select! {
             biased;
             _ = &mut revoke => {}

@@ -246,6 +246,40 @@ async fn disabled_pending_and_destroyed_keys_guard_secrets() {
             .encryption_key_id,
         k.key_id
     );
+    // It can move to another key and take new values there; the version under the
+    // destroyed key stays under it (it cannot be opened to be sealed again).
+    let k2 = c.create_key(&Default::default()).await.unwrap();
+    let moved = c
+        .update_secret(
+            "guarded",
+            &api::UpdateSecretRequest {
+                encryption_key_id: Some(k2.key_id.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.encryption_key_id, k2.key_id);
+    c.put_secret_value("guarded", &put("v2")).await.unwrap();
+    assert_eq!(
+        c.get_secret_value("guarded", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        "v2"
+    );
+    let versions = c.list_secret_versions("guarded").await.unwrap().versions;
+    let old = versions
+        .iter()
+        .find(|v| v.version_stages == ["ACSPrevious"])
+        .unwrap();
+    assert_eq!(old.key_id.as_deref(), Some(k.key_id.as_str()));
+    assert_code(
+        c.get_secret_value("guarded", None, Some("ACSPrevious"))
+            .await,
+        ErrorCode::KeyDeleted,
+        &k.key_id,
+    );
 }
 
 #[tokio::test]

@@ -101,9 +101,12 @@ pub(super) async fn list_tokens(
 
 pub(super) async fn delete_token(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath((name, token_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    s.service.delete_token(&name, &token_id).await?;
+    s.service
+        .delete_token(&name, &token_id, who.principal())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -289,6 +289,64 @@ fn an_imported_secret_that_rotated_keeps_its_rotated_value() {
     });
 }
 
+/// Once rotations have pruned every version a principal wrote, a plain import cannot
+/// tell the configured value from drift: it fails, naming the write-only import, instead
+/// of planning the configured value over the rotated one; and the write-only import
+/// adopts the secret without writing anything.
+#[test]
+fn an_import_after_the_written_version_was_pruned_fails_and_says_what_to_do() {
+    for_each_variant(|v| {
+        let (srv, tf) = applied(v);
+        let c = srv.client();
+        // The version Terraform wrote loses its labels after two rotations and is the
+        // oldest unlabelled one once more than ten are kept.
+        for _ in 0..12 {
+            srv.block_on(c.rotate_secret("app/db-password", None))
+                .unwrap();
+        }
+        let versions = srv
+            .block_on(c.list_secret_versions("app/db-password"))
+            .unwrap()
+            .versions;
+        assert!(versions.iter().all(|x| x.created_by == "rotation"));
+        let rotated = srv
+            .block_on(c.get_secret_value("app/db-password", None, None))
+            .unwrap();
+
+        let fresh = tf.sibling();
+        fresh.write_config(&config(BODY));
+        fresh.init();
+        fresh.import("strongbox_rotation_policy.weekly", "weekly");
+        fresh.expect_error(
+            &[
+                "import",
+                "-input=false",
+                "-no-color",
+                "strongbox_secret.db",
+                "app/db-password",
+            ],
+            &["only rotations wrote", "app/db-password:write_only"],
+        );
+        let state = String::from_utf8_lossy(&fresh.run_ok(&["state", "list"]).stdout).into_owned();
+        assert!(!state.contains("strongbox_secret.db"), "{state}");
+
+        if v.terraform.supports_write_only() {
+            fresh.write_config(&config(&BODY.replace(
+                "secret_data     = \"initial-password\"",
+                "secret_data_wo         = \"initial-password\"\n  secret_data_wo_version = 1",
+            )));
+            fresh.import("strongbox_secret.db", "app/db-password:write_only");
+            fresh.apply();
+            fresh.assert_no_changes();
+        }
+        let cur = srv
+            .block_on(c.get_secret_value("app/db-password", None, None))
+            .unwrap();
+        assert_eq!(cur.version_id, rotated.version_id, "the rotation stands");
+        assert_eq!(cur.secret_data, rotated.secret_data);
+    });
+}
+
 /// The same with a custom label: the import reads the labels as the next refresh does,
 /// so a configuration that has them plans empty.
 #[test]

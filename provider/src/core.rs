@@ -396,10 +396,19 @@ pub fn partial_state(diags: &Diags) -> Option<&Value> {
 
 /// What the client API said, as a diagnostic naming the attribute and the code.
 pub fn api_diag(what: &str, attr: Option<&str>, e: &strongbox_client::Error) -> Diag {
-    let code = e
-        .code()
-        .map(|c| c.as_str().to_string())
-        .unwrap_or_else(|| "Transport".into());
+    use strongbox_client::Error as E;
+    let code = match e {
+        E::Api { code, .. } => code.as_str().to_string(),
+        // A newer server's code, as it sent it.
+        E::UnknownCode { code, .. } => code.clone(),
+        E::Status { status } => format!("HTTP {status}"),
+        E::Transport(_) => "Transport".into(),
+        E::Config(_) => "Configuration".into(),
+        E::Decode(_) => "UnexpectedResponse".into(),
+        E::Local(_) => "Local".into(),
+        E::InvalidArgument(_) => "InvalidArgument".into(),
+        _ => "ClientError".into(),
+    };
     let d = Diag::error(format!("{what}: {code}"), e.to_string());
     match attr {
         Some(a) => d.at(a),
@@ -665,4 +674,48 @@ pub fn null_object(schema: &TfSchema) -> Value {
             .map(|a| (a.name.to_string(), Value::Null))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod api_diag_tests {
+    use super::*;
+    use strongbox_client::Error as E;
+
+    /// Each kind of client error is named in the summary by what it is: the server's
+    /// code (also one this client does not know), a bare HTTP status, or the client's
+    /// own kind; only a failed connection is "Transport".
+    #[test]
+    fn a_diagnostic_names_what_kind_of_error_it_was() {
+        let summary = |e: E| api_diag("Reading failed", Some("name"), &e).summary;
+        let api = E::Api {
+            status: 404,
+            code: strongbox_client::ErrorCode::SecretNotFound,
+            message: "m".into(),
+            request_id: "r".into(),
+        };
+        assert_eq!(summary(api), "Reading failed: SecretNotFound");
+        let newer = E::UnknownCode {
+            status: 409,
+            code: "QuotaExceeded".into(),
+            message: "m".into(),
+            request_id: "r".into(),
+        };
+        assert_eq!(summary(newer), "Reading failed: QuotaExceeded");
+        assert_eq!(
+            summary(E::Status { status: 502 }),
+            "Reading failed: HTTP 502"
+        );
+        assert_eq!(
+            summary(E::InvalidArgument(".".into())),
+            "Reading failed: InvalidArgument"
+        );
+        assert_eq!(
+            summary(E::Transport("refused".into())),
+            "Reading failed: Transport"
+        );
+        assert_eq!(
+            summary(E::Decode("x".into())),
+            "Reading failed: UnexpectedResponse"
+        );
+    }
 }

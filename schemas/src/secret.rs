@@ -224,7 +224,8 @@ pub struct SecretVersion {
     /// The CMK this version is sealed under (its key id), shown when the caller may
     /// describe that key (`kms:DescribeKey`) or the secret names it by id. When the
     /// secret's `encryption_key_id` changes, the versions with a stage are sealed again
-    /// under the new key; the others keep the key they were written with.
+    /// under the new key (but one under a destroyed key, which cannot be opened); the
+    /// others keep the key they were written with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
 }

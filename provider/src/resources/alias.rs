@@ -116,13 +116,26 @@ impl Resource for AliasResource {
             };
         }
         let name = planned.str_attr("name").unwrap_or_default();
-        if prior.is_null() && c.get_alias(name).await.is_ok() {
-            {
-                return Err(vec![Diag::error(
-                    "Alias already exists",
-                    format!("{name} exists already; import it with `terraform import ADDRESS {name}`"),
-                )
-                .at("name")]);
+        if prior.is_null() {
+            // Only an answer that it is not there lets the create go on: after any other
+            // error (a timeout, a proxy's 502) it may exist, and a PUT would silently
+            // move an alias made outside Terraform to this key.
+            match c.get_alias(name).await {
+                Ok(_) => {
+                    return Err(vec![Diag::error(
+                        "Alias already exists",
+                        format!("{name} exists already; import it with `terraform import ADDRESS {name}`"),
+                    )
+                    .at("name")]);
+                }
+                Err(e) if e.code() == Some(ErrorCode::AliasNotFound) => {}
+                Err(e) => {
+                    return Err(vec![api_diag(
+                        "Checking whether the alias exists failed",
+                        Some("name"),
+                        &e,
+                    )]);
+                }
             }
         }
         c.put_alias(name, planned.str_attr("key_id").unwrap_or_default())

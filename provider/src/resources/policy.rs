@@ -154,6 +154,17 @@ impl Resource for PolicyResource {
                 diags: Vec::new(),
             });
         }
+        // Set in the configuration with other text of the same meaning as the server's
+        // (`7d` against `168h`, after an import or a change outside Terraform): the
+        // prior text is planned, as a diff-suppress, so that it is not a change.
+        for a in ["interval", "window"] {
+            if let (Some(was), Some(wanted)) = (prior.str_attr(a), config.str_attr(a))
+                && was != wanted
+                && super::same_interval(was, wanted)
+            {
+                p.set(a, prior.attr(a).clone());
+            }
+        }
         let requires_replace = if changed(prior, &p, "name") {
             vec!["name"]
         } else {
@@ -287,7 +298,20 @@ mod tests {
         assert_eq!(p.str_attr("window"), Some("60m"));
         let mut other = prior.clone();
         other.set("window", Value::string("2h"));
-        let p = plan(config, other).await;
+        let p = plan(config.clone(), other).await;
         assert_eq!(p.str_attr("window"), Some("1h"));
+        // Set, with other text of the same meaning: the prior text stays; of another
+        // meaning: the configuration's.
+        let mut set = config;
+        set.set("interval", Value::string("168h"));
+        set.set("window", Value::string("1h"));
+        let p = plan(set.clone(), prior.clone()).await;
+        assert_eq!(p.str_attr("interval"), Some("7d"));
+        assert_eq!(p.str_attr("window"), Some("60m"));
+        set.set("interval", Value::string("6d"));
+        set.set("window", Value::string("2h"));
+        let p = plan(set, prior).await;
+        assert_eq!(p.str_attr("interval"), Some("6d"));
+        assert_eq!(p.str_attr("window"), Some("2h"));
     }
 }

@@ -811,10 +811,14 @@ fn stages_in_prior_order(prior: &Value, server: &[String]) -> Value {
 /// before Terraform wrote its version are not Terraform's.)
 fn rotated_stages(had: &[Value], written: Option<&str>, versions: &[api::SecretVersion]) -> Value {
     // Newest first: the written version, and those before it in the list, are newer.
+    // Once it was pruned (many rotations later) nothing tells which versions came after
+    // it: none counts, so that a label someone put on an older rotated version is never
+    // planned as Terraform's (an apply would take it off); a label added since is then
+    // not shown as drift either.
     let newer = versions
         .iter()
         .position(|v| Some(v.version_id.as_str()) == written)
-        .map_or(versions.len(), |i| i + 1);
+        .map_or(0, |i| i + 1);
     fn custom(v: &api::SecretVersion) -> impl Iterator<Item = &str> {
         v.version_stages
             .iter()
@@ -1002,15 +1006,36 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
     let rotated_before_import = prior.str_attr("version_id").is_none()
         && !prior.attr("version_id").is_unknown()
         && current.is_some_and(|cur| cur.created_by == ROTATION_PRINCIPAL);
-    if rotated_before_import
-        && let Some(written) = versions
+    if rotated_before_import {
+        // Without that version (pruned after many rotations) or its value (any error:
+        // its key disabled, a timeout), the state could only take the rotated value, and
+        // the configured one would be planned as a change written over the credential
+        // the rotation made: the import fails instead, saying what to do.
+        let Some(written) = versions
             .versions
             .iter()
             .find(|x| x.created_by != ROTATION_PRINCIPAL)
-        && let Ok(val) = c
+        else {
+            return Err(vec![Diag::error(
+                "Cannot import a secret that only rotations wrote",
+                format!(
+                    "every version of {name} the server keeps was made by its rotation, so the value \
+                     Terraform would manage is gone, and an apply would write the configured value \
+                     over the rotated one; import it as `{name}{WRITE_ONLY_IMPORT}` and manage its \
+                     value with secret_data_wo, which leaves the current value alone"
+                ),
+            )]);
+        };
+        let val = c
             .get_secret_value(&name, Some(&written.version_id), None)
             .await
-    {
+            .map_err(|e| {
+                vec![api_diag(
+                    "Reading the last version a principal wrote failed (the import needs it, so that the rotated value is not planned as drift)",
+                    None,
+                    &e,
+                )]
+            })?;
         v.set("version_id", Value::string(&written.version_id));
         v.set("secret_data", Value::string(&val.secret_data));
         v.set("secret_data_type", data_type_value(val.secret_data_type));
@@ -1085,4 +1110,46 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         v.set("secret_data_type", data_type_value(val.secret_data_type));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: &str, stages: &[&str], by: &str) -> api::SecretVersion {
+        api::SecretVersion {
+            version_id: id.into(),
+            version_stages: stages.iter().map(|s| s.to_string()).collect(),
+            creation_date: api::Timestamp::from_unix(0),
+            created_by: by.into(),
+            secret_data_type: api::SecretDataType::Text,
+            key_id: None,
+        }
+    }
+
+    /// A label on a rotated version is Terraform's only when that version came after the
+    /// one Terraform wrote; once that one was pruned, none is.
+    #[test]
+    fn labels_on_rotated_versions_count_only_after_the_written_one() {
+        let had = [Value::string(STAGE_CURRENT)];
+        let with_written = [
+            version("r3", &[STAGE_CURRENT, "new"], ROTATION_PRINCIPAL),
+            version("r2", &[STAGE_PREVIOUS], ROTATION_PRINCIPAL),
+            version("w", &[], "principal/root"),
+            version("r1", &["canary"], ROTATION_PRINCIPAL),
+        ];
+        assert_eq!(
+            rotated_stages(&had, Some("w"), &with_written),
+            Value::List(vec![Value::string(STAGE_CURRENT), Value::string("new")])
+        );
+        let pruned = [
+            version("r13", &[STAGE_CURRENT], ROTATION_PRINCIPAL),
+            version("r12", &[STAGE_PREVIOUS], ROTATION_PRINCIPAL),
+            version("r1", &["canary"], ROTATION_PRINCIPAL),
+        ];
+        assert_eq!(
+            rotated_stages(&had, Some("w"), &pruned),
+            Value::List(vec![Value::string(STAGE_CURRENT)])
+        );
+    }
 }

@@ -267,7 +267,9 @@ pub struct UpdateSecretRequest {
     /// without a stage stay sealed under the key they were written with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_key_id: Option<String>,
-    /// Rotation policy name; the empty string detaches it.
+    /// Rotation policy name; the empty string detaches it. A request that only detaches
+    /// it is also allowed while the secret is pending deletion (so that the policy can
+    /// be deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_policy: Option<String>,
     /// Replaces the type-specific settings (at most 16 KiB as JSON besides a `CaCert` of

@@ -1145,9 +1145,21 @@ impl Service {
             validate_tags(tags)?;
         }
         validate_extended_config(req.extended_config.as_ref())?;
+        // Detaching the rotation policy, and nothing else, is allowed while the secret
+        // waits out its recovery window: otherwise the policy could not be deleted until
+        // the window ends (a restored secret then has no rotation policy).
+        let detach_only = req.rotation_policy.as_deref() == Some("")
+            && req.description.is_none()
+            && req.tags.is_none()
+            && req.encryption_key_id.is_none()
+            && req.extended_config.is_none();
         let (this, name, now, who) = (self.clone(), name.to_string(), self.now(), who.clone());
         self.write(move |t| {
-            let mut rec = load_live_secret(t, &name)?;
+            let mut rec = if detach_only {
+                load_secret(t, &name)?
+            } else {
+                load_live_secret(t, &name)?
+            };
             if rec.secret_type == SecretType::AccessKey
                 && !who.is_trusted()
                 && let Some(current) = rec.version_with_stage(STAGE_CURRENT)

@@ -159,4 +159,49 @@ async fn rotation_policy_records() {
         .map(|p| p.name)
         .collect();
     assert_eq!(names, ["secs"]);
+
+    // A secret waiting out its recovery window keeps its policy from being deleted, and
+    // may have it detached (nothing else changed) so that it can be.
+    let mut doomed = text_secret("doomed", "x");
+    doomed.rotation_policy = Some("secs".into());
+    c.create_secret(&doomed).await.unwrap();
+    c.delete_secret("doomed", Default::default()).await.unwrap();
+    assert_code(
+        c.delete_rotation_policy("secs").await,
+        ErrorCode::RotationPolicyInUse,
+        "attached to 1 secret;",
+    );
+    let detach = api::UpdateSecretRequest {
+        rotation_policy: Some(String::new()),
+        ..Default::default()
+    };
+    let mut more = detach.clone();
+    more.description = Some("d".into());
+    assert_code(
+        c.update_secret("doomed", &more).await,
+        ErrorCode::SecretPendingDeletion,
+        "doomed",
+    );
+    let attach = api::UpdateSecretRequest {
+        rotation_policy: Some("secs".into()),
+        ..Default::default()
+    };
+    assert_code(
+        c.update_secret("doomed", &attach).await,
+        ErrorCode::SecretPendingDeletion,
+        "doomed",
+    );
+    let detached = c.update_secret("doomed", &detach).await.unwrap();
+    assert!(detached.rotation_policy.is_none());
+    assert!(detached.planned_delete_time.is_some(), "still pending");
+    c.delete_rotation_policy("secs").await.unwrap();
+    let restored = c.restore_secret("doomed").await.unwrap();
+    assert!(restored.rotation_policy.is_none());
+    assert_eq!(
+        c.get_secret_value("doomed", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+        "x"
+    );
 }

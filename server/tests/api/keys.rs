@@ -870,12 +870,22 @@ async fn secrets_are_listed_by_the_key_they_use() {
         ["alias-moved", "by-alias", "by-id", "moved"]
     );
 
-    // Only a key id, and only for a caller that may describe the key.
-    assert_code(
-        c.list_secrets_using_key("alias/via-a").await,
-        ErrorCode::InvalidParameter,
-        "key_id: give the key's id, not an alias",
+    // By alias as by the key it names (now: alias/moves points at B); an alias that
+    // does not exist is named.
+    assert_eq!(
+        using("alias/via-a".into()).await,
+        ["alias-moved", "by-alias", "by-id", "moved"]
     );
+    assert_eq!(
+        using("alias/moves".into()).await,
+        ["alias-moved", "elsewhere", "moved"]
+    );
+    assert_code(
+        c.list_secrets_using_key("alias/nowhere").await,
+        ErrorCode::AliasNotFound,
+        "alias/nowhere",
+    );
+    // Only for a caller that may describe the key, and the alias as written.
     let token = s
         .principal_token(
             "lister",
@@ -892,6 +902,29 @@ async fn secrets_are_listed_by_the_key_they_use() {
         lister.list_secrets_using_key(&a.key_id).await,
         ErrorCode::Forbidden,
         &format!("kms:DescribeKey on key/{}", a.key_id),
+    );
+    for alias in ["alias/moves", "alias/nowhere"] {
+        assert_code(
+            lister.list_secrets_using_key(alias).await,
+            ErrorCode::Forbidden,
+            &format!("kms:DescribeKey on key/{alias}"),
+        );
+    }
+    // Allowed the alias but not the key it names: refused too.
+    let by_alias = s
+        .principal_with(
+            "alias-lister",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:ListSecrets", "kms:DescribeSecret"],
+                 "Resource": ["*"]},
+                {"Effect": "Allow", "Action": ["kms:DescribeKey"],
+                 "Resource": ["key/alias/*"]}]}),
+        )
+        .await;
+    assert_code(
+        by_alias.list_secrets_using_key("alias/via-a").await,
+        ErrorCode::Forbidden,
+        "kms:DescribeKey",
     );
     // What the filter and the versions show stays within what the caller may see: an
     // alias it may not describe does not count (alias-moved names alias/moves, which

@@ -206,21 +206,30 @@ pub(super) async fn list_secrets(
             "page_token" => q.page_token = Some(v),
             "name_prefix" => q.name_prefix = Some(v),
             "key_id" => {
-                if v.is_empty() || v.starts_with("alias/") {
+                if v.is_empty() {
                     return Err(ApiError::new(
                         ErrorCode::InvalidParameter,
-                        "key_id: give the key's id, not an alias",
+                        "key_id: give a key's id or alias/NAME",
                     ));
                 }
                 // Which secrets use a key says something of the key: the caller must be
                 // allowed to describe it (and, for a secret that names an alias, the
-                // alias: see `ListVisibility`).
-                Actor::Caller(who.clone()).require(
+                // alias: see `ListVisibility`). A key named by alias is authorized as
+                // written, before it is looked up (so a refusal says nothing of whether
+                // it exists), then as the key it names, as on the key routes.
+                let actor = Actor::Caller(who.clone());
+                actor.require(
                     "kms:DescribeKey",
                     &format!("key/{v}"),
                     "listing secrets by key_id",
                 )?;
-                q.key_id = Some(v);
+                q.key_id = Some(if v.starts_with("alias/") {
+                    let key_id = s.service.get_alias(&v)?.key_id;
+                    actor.require_key_behind_alias("kms:DescribeKey", &v, &key_id)?;
+                    key_id
+                } else {
+                    v
+                });
             }
             _ => match k.strip_prefix("tag.") {
                 Some(tag) if !tag.is_empty() => {

@@ -205,7 +205,8 @@ pub(crate) struct ListSecretsParams {
     page_token: Option<String>,
     /// Only names starting with this.
     name_prefix: Option<String>,
-    /// Only secrets that use this key (a key id; needs `kms:DescribeKey` on it): those
+    /// Only secrets that use this key (a key id, or `alias/NAME` for the key it points
+    /// at now; needs `kms:DescribeKey` on it, and on the alias as written): those
     /// that name it, by id or by an alias that points at it now (an alias the caller may
     /// describe), and those with a version sealed under it.
     key_id: Option<String>,

@@ -325,7 +325,11 @@ fn an_import_after_the_written_version_was_pruned_fails_and_says_what_to_do() {
                 "strongbox_secret.db",
                 "app/db-password",
             ],
-            &["only rotations wrote", "app/db-password:write_only"],
+            &[
+                "only rotations wrote",
+                "app/db-password:write_only",
+                "older terraform",
+            ],
         );
         let state = String::from_utf8_lossy(&fresh.run_ok(&["state", "list"]).stdout).into_owned();
         assert!(!state.contains("strongbox_secret.db"), "{state}");
@@ -404,7 +408,8 @@ fn a_label_on_an_older_rotated_version_is_not_drift() {
 
 /// A secret deleted outside Terraform (waiting out its recovery window, its rotation
 /// policy still attached) is dropped from state by a destroy without a refresh, as a
-/// refresh would have read it: the policy cannot be detached from it, and need not be.
+/// refresh would have read it; its policy is detached on the way (the server allows
+/// that much of a secret pending deletion), so that destroying the policy then works.
 #[test]
 fn destroying_a_secret_deleted_outside_terraform_drops_it() {
     for_each_variant(|v| {
@@ -427,9 +432,14 @@ fn destroying_a_secret_deleted_outside_terraform_drops_it() {
             listed.contains("strongbox_rotation_policy.weekly"),
             "{listed}"
         );
-        // Still waiting out its window on the server, policy and all.
+        // Still waiting out its window on the server, without its policy.
         let d = srv.block_on(c.describe_secret("app/db-password")).unwrap();
         assert!(d.planned_delete_time.is_some());
-        assert_eq!(d.rotation_policy.as_deref(), Some("weekly"));
+        assert_eq!(d.rotation_policy, None);
+        tf.destroy();
+        assert!(
+            srv.block_on(c.describe_rotation_policy("weekly")).is_err(),
+            "the policy was destroyed"
+        );
     });
 }

@@ -2494,6 +2494,47 @@ fn a_create_that_fails_part_way_keeps_the_object_tainted() {
     });
 }
 
+/// An alias is created only once the server said it does not exist: with a token that
+/// may not describe aliases (the check is refused, as a timeout or a proxy's 502 would
+/// leave it unanswered), the apply fails before anything is written, and an alias made
+/// outside Terraform keeps pointing where it did.
+#[test]
+fn an_alias_whose_existence_cannot_be_checked_is_not_written() {
+    for_each_variant(|v| {
+        let srv = DevServer::start();
+        let root = srv.client();
+        let a = srv.block_on(root.create_key(&Default::default())).unwrap();
+        let b = srv.block_on(root.create_key(&Default::default())).unwrap();
+        srv.block_on(root.put_alias("alias/app", &a.key_id))
+            .unwrap();
+        let document = serde_json::from_value::<api::PolicyDocument>(json!({
+            "Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:*"], "Resource": ["*"]},
+                {"Effect": "Deny", "Action": ["kms:DescribeAlias"], "Resource": ["*"]}]}))
+        .unwrap();
+        let tf = terraform_as_deployer(v, &srv, "no-describe-alias", document);
+        configure(
+            &tf,
+            &format!(
+                r#"resource "strongbox_cmk_alias" "a" {{
+  name   = "alias/app"
+  key_id = "{}"
+}}"#,
+                b.key_id
+            ),
+        );
+        tf.expect_error(
+            &["apply", "-auto-approve", "-no-color", "-input=false"],
+            &[
+                "Checking whether the alias exists failed",
+                "kms:DescribeAlias",
+            ],
+        );
+        let alias = srv.block_on(root.get_alias("alias/app")).unwrap();
+        assert_eq!(alias.key_id, a.key_id, "the alias was moved");
+    });
+}
+
 /// The same for a secret whose labels could not be set: it stays in the state, tainted
 /// and marked to be purged, so the next apply (the right granted meanwhile) replaces it
 /// at once instead of meeting its name pending deletion.

@@ -222,8 +222,8 @@ pub struct ListSecretsOptions {
     pub page_token: Option<String>,
     /// Name prefix.
     pub name_prefix: Option<String>,
-    /// Only secrets that use this key (its id): by id, by an alias that points at it, or
-    /// with a version sealed under it.
+    /// Only secrets that use this key (its id, or `alias/NAME` for the key it points at
+    /// now): by id, by an alias that points at it, or with a version sealed under it.
     pub key_id: Option<String>,
     /// Required tags.
     pub tags: Vec<(String, String)>,

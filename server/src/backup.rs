@@ -307,6 +307,40 @@ pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow:
     Ok(count)
 }
 
+/// [`restore_into`], then the restored data dir opened as the server opens it and the
+/// restore recorded in its audit trail (`sys:Restore`, by the root key's holder). When
+/// that fails (a full disk, say) the database goes again, and the data dir if the
+/// restore made it: a restore is either done and recorded, or leaves nothing and can be
+/// run again.
+pub async fn restore_and_record(
+    data_dir: &Path,
+    path: &Path,
+    root_key: &RootKey,
+) -> anyhow::Result<u64> {
+    let made_dir = !data_dir.exists();
+    let entries = restore_into(data_dir, path, root_key)?;
+    let opened = async {
+        let u = crate::server::open(data_dir, root_key, crate::service::ServiceConfig::default())?;
+        crate::server::record_restore(&u).await?;
+        u.service.store().close().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = opened {
+        let db = crate::server::db_path(data_dir);
+        let _ = std::fs::remove_file(crate::storage::journal_path(&db));
+        let _ = std::fs::remove_file(&db);
+        if made_dir {
+            let _ = std::fs::remove_dir(data_dir);
+        }
+        return Err(e.context(format!(
+            "the restored database could not be opened and its restore recorded; it was removed from {}",
+            data_dir.display()
+        )));
+    }
+    Ok(entries)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // test code: a panic is a failed test

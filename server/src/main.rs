@@ -321,26 +321,7 @@ async fn restore(
     root_key_file: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let root = server::load_root_key(root_key_file, env_root_key().as_ref().map(|k| k.as_str()))?;
-    let entries = strongbox_server::backup::restore_into(data_dir, from, &root)?;
-    let opened = async {
-        let u = server::open(data_dir, &root, ServiceConfig::default())?;
-        server::record_restore(&u).await?;
-        u.service.store().close().await?;
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = opened {
-        // The database restore_into vetted could not be opened or its restore recorded
-        // (a full disk, say): it goes, so that a restore is either done and recorded or
-        // leaves nothing, and can be run again.
-        let db = server::db_path(data_dir);
-        let _ = std::fs::remove_file(strongbox_server::storage::journal_path(&db));
-        let _ = std::fs::remove_file(&db);
-        return Err(e.context(format!(
-            "the restored database could not be opened and its restore recorded; it was removed from {}",
-            data_dir.display()
-        )));
-    }
+    let entries = strongbox_server::backup::restore_and_record(data_dir, from, &root).await?;
     println!(
         "restored {entries} entries into {}; start it with strongbox server --data-dir {}",
         data_dir.display(),
@@ -455,17 +436,27 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGBOX_LOG")
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let env = tracing_subscriber::EnvFilter::try_from_env("STRONGBOX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
+    // Whatever STRONGBOX_LOG asks: tokio-postgres logs each statement it sends at debug
+    // level, and a PostgreSQL rotation sends the new password's SCRAM verifier in one.
+    let no_statements = tracing_subscriber::filter::filter_fn(|m| {
+        !(m.target().starts_with("tokio_postgres") && *m.level() > tracing::Level::INFO)
+    });
+    let filter = env.and(no_statements);
     // Colours only on a terminal: a log file or journald gets plain text.
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
     if format == "json" {
-        b.json().init();
+        registry.with(layer.json().with_filter(filter)).init();
     } else {
-        b.init();
+        registry.with(layer.with_filter(filter)).init();
     }
 }
 

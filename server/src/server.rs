@@ -135,8 +135,9 @@ pub fn init_announcing(
     }
     make_private_dir(data_dir)?;
     // The key goes to a new file beside its final name first (never over another
-    // file), the database is made, and only then the key takes its name (a hard link:
-    // refused if a file appeared there meanwhile) and the directory entry is synced.
+    // file), the database is made, and only then the key takes its name (a hard link,
+    // or a rename that never replaces where the file system has no hard links: refused
+    // if a file appeared there meanwhile) and the directory entry is synced.
     // A failed init leaves neither a stray key file nor a database without its key.
     let staged = match root_key_file {
         Some(kf) => {
@@ -201,9 +202,10 @@ pub fn init_announcing(
             .context("showing the root token failed; nothing was kept: run init again"));
     }
     if let Some((kf, staged)) = &staged {
-        // Linking fails on file systems without hard links, or when a file took the
-        // name meanwhile: this init is undone (the database is this init's own), so
-        // that it can be run again, rather than leave a database without its key.
+        // Naming fails when a file took the name meanwhile (or the file system can
+        // neither link nor rename without replacing): this init is undone (the
+        // database is this init's own), so that it can be run again, rather than leave
+        // a database without its key.
         if let Err(e) = name_new_file(staged, kf) {
             undo(true);
             return Err(anyhow::Error::new(e).context(format!(
@@ -265,19 +267,31 @@ fn name_new_file_with(
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
-        Err(link_error) => nix::fcntl::renameat2(
-            nix::fcntl::AT_FDCWD,
-            from,
-            nix::fcntl::AT_FDCWD,
-            to,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| match e {
-            // Neither is there: the link's error says more than the rename's.
-            nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS => link_error,
-            e => std::io::Error::from(e),
-        }),
+        Err(link_error) => rename_no_replace(from, to, link_error),
     }
+}
+
+/// `rename` that refuses to replace `to` (`RENAME_NOREPLACE`); `link_error` where the
+/// file system (or the platform) cannot do that either.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn rename_no_replace(from: &Path, to: &Path, link_error: std::io::Error) -> std::io::Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(|e| match e {
+        // Neither is there: the link's error says more than the rename's.
+        nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS => link_error,
+        e => std::io::Error::from(e),
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn rename_no_replace(_: &Path, _: &Path, link_error: std::io::Error) -> std::io::Result<()> {
+    Err(link_error)
 }
 
 /// Syncs the directory that holds `file`, so that a name given to it survives a power

@@ -1021,8 +1021,11 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
                 format!(
                     "every version of {name} the server keeps was made by its rotation, so the value \
                      Terraform would manage is gone, and an apply would write the configured value \
-                     over the rotated one; import it as `{name}{WRITE_ONLY_IMPORT}` and manage its \
-                     value with secret_data_wo, which leaves the current value alone"
+                     over the rotated one. With Terraform 1.11 or later, import it as \
+                     `{name}{WRITE_ONLY_IMPORT}` and manage its value with secret_data_wo, which \
+                     leaves the current value alone; with older Terraform (no write-only \
+                     attributes), leave its value to the rotation: keep it out of the \
+                     configuration and read it with the strongbox_secret data source"
                 ),
             )]);
         };

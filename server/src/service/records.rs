@@ -416,7 +416,15 @@ pub(crate) struct RotationRec {
     /// The running rotation.
     #[serde(default)]
     pub(crate) in_progress: Option<RotationInProgress>,
+    /// The version ids of the last rotations that finished, oldest first (at most
+    /// [`FINISHED_ROTATIONS_KEPT`]): a repeated rotate request with one of them is
+    /// answered as done, also once the version has lost its stages or been pruned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) finished: Vec<String>,
 }
+
+/// How many finished rotations a secret remembers by version id.
+pub(crate) const FINISHED_ROTATIONS_KEPT: usize = 32;
 
 impl SecretRecord {
     /// Which secret of this name the record is (see `incarnation`).

@@ -458,6 +458,63 @@ async fn plaintext_never_reaches_disk_or_logs() {
     }
 }
 
+/// At trace level the server's log holds no database password, old or new, nor the
+/// SCRAM verifier a PostgreSQL rotation sets: tokio-postgres logs each statement it sends
+/// at debug level, and an `ALTER ROLE … PASSWORD 'SCRAM-SHA-256$…'` is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_rotation_logs_no_password_nor_verifier_at_trace_level() {
+    use strongbox_schemas as api;
+    let pg = crate::pg_cluster::PgCluster::start();
+    pg.admin()
+        .await
+        .batch_execute("CREATE ROLE logscan LOGIN PASSWORD 'pw-logscan-0'")
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let log = root.path().join("server.log");
+    let mut dev = start_dev(&root.path().join("data"), Some(&log));
+    let c = &dev.client;
+    c.create_secret(&text_secret("db/admin", &pg.admin_value()))
+        .await
+        .unwrap();
+    c.create_rotation_policy(&crate::rotation::policy(
+        "pg",
+        "30d",
+        api::RotationStrategy::Postgresql,
+        &[],
+    ))
+    .await
+    .unwrap();
+    let config = pg.config("SingleUser", "db/admin");
+    c.create_secret(&api::CreateSecretRequest {
+        name: "db/app".into(),
+        secret_data: crate::pg_cluster::account("logscan", "pw-logscan-0"),
+        secret_type: api::SecretType::Rds,
+        extended_config: config.as_object().cloned(),
+        rotation_policy: Some("pg".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.rotate_secret("db/app", None).await.unwrap();
+    let value: serde_json::Value = serde_json::from_str(
+        &c.get_secret_value("db/app", None, None)
+            .await
+            .unwrap()
+            .secret_data,
+    )
+    .unwrap();
+    let new_password = value["AccountPassword"].as_str().unwrap().to_string();
+    assert_ne!(new_password, "pw-logscan-0");
+    dev.child.kill().unwrap();
+    dev.child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("TRACE"), "logs were captured at trace level");
+    for needle in ["SCRAM-SHA-256$", "pw-logscan-0", new_password.as_str()] {
+        assert!(!text.contains(needle), "the log holds {needle}");
+    }
+}
+
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let n = SystemTime::now()

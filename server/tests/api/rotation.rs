@@ -128,6 +128,38 @@ async fn rotate_now_makes_a_random_current_version_and_is_idempotent() {
         ErrorCode::VersionConflict,
         &first.version_id,
     );
+    // Repeated after later rotations took its stages, then after it was pruned: still
+    // done, not failed, and not rotated again.
+    let rotations = |c: &strongbox_client::Client| {
+        let c = c.clone();
+        async move {
+            c.list_secret_versions("app/db")
+                .await
+                .unwrap()
+                .versions
+                .iter()
+                .filter(|v| v.created_by == "rotation")
+                .count()
+        }
+    };
+    let rotate = |from: usize, to: usize| async move {
+        for i in from..to {
+            c.rotate_secret("app/db", Some(&format!("later-{i}")))
+                .await
+                .unwrap();
+        }
+    };
+    let repeat = || async { c.rotate_secret("app/db", Some("r-2")).await.unwrap() };
+    rotate(0, 2).await;
+    let before = rotations(c).await;
+    assert_eq!(repeat().await.version_id, "r-2");
+    assert_eq!(rotations(c).await, before, "rotated again");
+    rotate(2, 14).await;
+    let versions = c.list_secret_versions("app/db").await.unwrap().versions;
+    assert!(!versions.iter().any(|v| v.version_id == "r-2"), "pruned");
+    assert_eq!(repeat().await.version_id, "r-2");
+    let cur = c.get_secret_value("app/db", None, None).await.unwrap();
+    assert_eq!(cur.version_id, "later-13", "rotated again");
     assert_code(
         c.rotate_secret("app/db", Some("bad id with spaces")).await,
         ErrorCode::InvalidParameter,

@@ -1989,6 +1989,88 @@ async fn single_user_set_changes_nothing_for_an_account_that_cannot_log_in() {
     locked.drop_all().await;
 }
 
+/// A single-user MySQL account has one entry per host, and *set* changes them one after
+/// the other: when a set stopped after the entry Strongbox logs in through, the resumed
+/// rotation sets the others too, rather than take the pending password's login from here
+/// for done and make it current while the other hosts' entries keep the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_single_user_mysql_set_reaches_every_host_entry() {
+    let app = MysqlApp::create("hosts", "pw0").await;
+    let mut root = mysql_root().await;
+    // An entry Strongbox (on 127.0.0.1) never logs in through.
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("CREATE USER '{}'@'10.9.9.%' IDENTIFIED BY 'pw0'", app.user),
+    )
+    .await
+    .unwrap();
+    let mut e = Engine::start(None);
+    let trusted = Actor::Trusted(Principal::Named("root".into()));
+    e.service
+        .create_secret(text_secret("db/admin", &MysqlApp::admin_value()), &trusted)
+        .await
+        .unwrap();
+    e.service
+        .create_rotation_policy(policy("db", "30d", RotationStrategy::Mysql, &[]), &trusted)
+        .await
+        .unwrap();
+    let mut req = rds_request(
+        "MyDbCreds",
+        &account(&app.user, "pw0"),
+        app.config("SingleUser", "db/admin"),
+    );
+    req.rotation_policy = Some("db".into());
+    e.service.create_secret(req, &trusted).await.unwrap();
+    e.service.set_rotation_halt(Some("create"));
+    let halted = e
+        .service
+        .rotate_secret(
+            "MyDbCreds",
+            api::RotateSecretRequest {
+                version_id: Some("v1".into()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(halted.code, strongbox_schemas::ErrorCode::Unavailable);
+    // A set that stopped after the first entry: '%' has the pending password.
+    let pending = e.value("ACSPending");
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!(
+            "ALTER USER '{}'@'%' IDENTIFIED BY '{}'",
+            app.user, pending.password
+        ),
+    )
+    .await
+    .unwrap();
+    e.restart();
+    let r = e.service.tick().await.unwrap();
+    assert_eq!(r.failed_rotations, 0);
+    let cur = e.value(STAGE_CURRENT);
+    assert_eq!(cur.password, pending.password, "the rotation completed");
+    let hashes: Vec<(String, String)> = mysql_async::prelude::Queryable::exec(
+        &mut root,
+        "SELECT Host, authentication_string FROM mysql.user WHERE User = ?",
+        (app.user.clone(),),
+    )
+    .await
+    .unwrap();
+    assert_eq!(hashes.len(), 2);
+    assert_eq!(
+        hashes[0].1, hashes[1].1,
+        "a host entry kept the old password: {hashes:?}"
+    );
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("DROP USER '{}'@'10.9.9.%'", app.user),
+    )
+    .await
+    .unwrap();
+    let _ = root.disconnect().await;
+    app.drop_all().await;
+}
+
 async fn mysql_plugin(root: &mut mysql_async::Conn, user: &str) -> Option<String> {
     mysql_async::prelude::Queryable::query_first::<String, _>(
         root,

@@ -327,6 +327,11 @@ impl Service {
             (Some(p), None) => p.version_id.clone(),
             (Some(p), Some(r)) if p.version_id == r => r,
             (Some(_), Some(_)) => return Err(in_progress(name)),
+            // A rotation that finished under this id (its version may since have lost
+            // its stages, or been pruned): done, not rotated again.
+            (None, Some(r)) if rec.rotation.finished.contains(&r) => {
+                return Ok(Started::Done(r));
+            }
             (None, Some(r)) => {
                 if let Some(v) = rec.versions.iter().find(|v| v.version_id == r) {
                     let by_rotation = v.created_by == Principal::Rotation.label();
@@ -791,6 +796,11 @@ impl Service {
                 v.stages.retain(|s| s != STAGE_PENDING);
             }
             rec.rotation.in_progress = None;
+            let finished = &mut rec.rotation.finished;
+            finished.push(version_id.clone());
+            if finished.len() > super::records::FINISHED_ROTATIONS_KEPT {
+                finished.remove(0);
+            }
             rec.rotation.status = Some(RotationStatus::Succeeded);
             rec.rotation.last_error = None;
             rec.rotation.last_failure = None;

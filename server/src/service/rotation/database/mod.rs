@@ -750,7 +750,16 @@ impl Strategy for DatabaseStrategy {
 
     async fn set(&self, cx: &StepContext<'_>) -> Result<()> {
         let pending = self.pending("set", cx)?;
-        if self.cfg.sub_type == SubType::SingleUser && self.single_user_set_done(&pending).await? {
+        // On MySQL an account is one entry per host, set one after the other: that the
+        // pending password logs in from here says only that the entry this host matches
+        // has it, and an interrupted set may have left others with the old one (whose
+        // applications would be refused once it is current). So MySQL sets every entry
+        // again (the same password: nothing changes where it was set); on PostgreSQL a
+        // role has one password, and a set that took is done.
+        if self.cfg.sub_type == SubType::SingleUser
+            && self.single_user_set_done(&pending).await?
+            && self.engine == Engine::Postgres
+        {
             return Ok(());
         }
         let template = match (self.cfg.sub_type, &self.current) {

@@ -1989,22 +1989,10 @@ async fn single_user_set_changes_nothing_for_an_account_that_cannot_log_in() {
     locked.drop_all().await;
 }
 
-/// A single-user MySQL account has one entry per host, and *set* changes them one after
-/// the other: when a set stopped after the entry Strongbox logs in through, the resumed
-/// rotation sets the others too, rather than take the pending password's login from here
-/// for done and make it current while the other hosts' entries keep the old one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resumed_single_user_mysql_set_reaches_every_host_entry() {
-    let app = MysqlApp::create("hosts", "pw0").await;
-    let mut root = mysql_root().await;
-    // An entry Strongbox (on 127.0.0.1) never logs in through.
-    mysql_async::prelude::Queryable::query_drop(
-        &mut root,
-        format!("CREATE USER '{}'@'10.9.9.%' IDENTIFIED BY 'pw0'", app.user),
-    )
-    .await
-    .unwrap();
-    let mut e = Engine::start(None);
+/// An engine whose single-user MariaDB secret `MyDbCreds` (account `app`, password
+/// `pw0`, admin secret `db/admin`) began a rotation (`v1`) that halted after `step`.
+async fn single_user_mysql_rotation_halted_after(app: &MysqlApp, step: &str) -> Engine {
+    let e = Engine::start(None);
     let trusted = Actor::Trusted(Principal::Named("root".into()));
     e.service
         .create_secret(text_secret("db/admin", &MysqlApp::admin_value()), &trusted)
@@ -2021,7 +2009,7 @@ async fn a_resumed_single_user_mysql_set_reaches_every_host_entry() {
     );
     req.rotation_policy = Some("db".into());
     e.service.create_secret(req, &trusted).await.unwrap();
-    e.service.set_rotation_halt(Some("create"));
+    e.service.set_rotation_halt(Some(step));
     let halted = e
         .service
         .rotate_secret(
@@ -2033,6 +2021,25 @@ async fn a_resumed_single_user_mysql_set_reaches_every_host_entry() {
         .await
         .unwrap_err();
     assert_eq!(halted.code, strongbox_schemas::ErrorCode::Unavailable);
+    e
+}
+
+/// A single-user MySQL account has one entry per host, and *set* changes them one after
+/// the other: when a set stopped after the entry Strongbox logs in through, the resumed
+/// rotation sets the others too, rather than take the pending password's login from here
+/// for done and make it current while the other hosts' entries keep the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_single_user_mysql_set_reaches_every_host_entry() {
+    let app = MysqlApp::create("hosts", "pw0").await;
+    let mut root = mysql_root().await;
+    // An entry Strongbox (on 127.0.0.1) never logs in through.
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("CREATE USER '{}'@'10.9.9.%' IDENTIFIED BY 'pw0'", app.user),
+    )
+    .await
+    .unwrap();
+    let mut e = single_user_mysql_rotation_halted_after(&app, "create").await;
     // A set that stopped after the first entry: '%' has the pending password.
     let pending = e.value("ACSPending");
     mysql_async::prelude::Queryable::query_drop(
@@ -2068,6 +2075,36 @@ async fn a_resumed_single_user_mysql_set_reaches_every_host_entry() {
     .await
     .unwrap();
     let _ = root.disconnect().await;
+    app.drop_all().await;
+}
+
+/// A rotation stopped after *set* is tested and finished also while its admin secret
+/// cannot be read (here pending deletion): only *create* and *set* need the admin, and
+/// the database already has the new password, which only the finish makes current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_stopped_after_set_finishes_without_its_admin_secret() {
+    let app = MysqlApp::create("noadmin", "pw0").await;
+    let mut e = single_user_mysql_rotation_halted_after(&app, "set").await;
+    let pending = e.value("ACSPending");
+    assert_eq!(
+        mysql_login(&app.user, &pending.password, &app.db).await,
+        Ok(())
+    );
+    e.service
+        .delete_secret(
+            "db/admin",
+            None,
+            false,
+            &Actor::Trusted(Principal::Named("root".into())),
+        )
+        .await
+        .unwrap();
+    e.restart();
+    let r = e.service.tick().await.unwrap();
+    assert_eq!(r.failed_rotations, 0);
+    let cur = e.value(STAGE_CURRENT);
+    assert_eq!(cur.password, pending.password, "the rotation finished");
+    assert_eq!(mysql_login(&app.user, &cur.password, &app.db).await, Ok(()));
     app.drop_all().await;
 }
 

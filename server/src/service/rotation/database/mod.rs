@@ -485,7 +485,10 @@ pub(crate) fn failed(engine: Engine, step: &str, why: impl std::fmt::Display) ->
 pub(crate) struct DatabaseStrategy {
     engine: Engine,
     cfg: RdsConfig,
-    admin: Account,
+    /// The admin account, or why it could not be read: only *create* and *set* need
+    /// it, so a rotation stopped after *set* can still be tested and finished while the
+    /// admin secret is unreadable (pending deletion, its key disabled).
+    admin: std::result::Result<Account, String>,
     /// `ACSCurrent`'s account (the template of the clone's grants).
     current: Option<Account>,
     /// `ACSPrevious`'s account name, if any.
@@ -530,29 +533,23 @@ impl DatabaseStrategy {
                 format!("the secret is not a valid Rds secret: {}", e.message),
             )
         })?;
-        let admin_value = admin(&cfg.admin_secret).map_err(|e| {
-            failed(
-                engine,
-                "create",
+        let admin = admin(&cfg.admin_secret)
+            .map_err(|e| {
                 format!(
                     "admin secret {} cannot be read ({})",
                     cfg.admin_secret, e.code
-                ),
-            )
-        })?;
-        let admin = Account::parse(&admin_value, "admin secret").map_err(|e| {
-            failed(
-                engine,
-                "create",
-                format!("admin secret {}: {}", cfg.admin_secret, e.message),
-            )
-        })?;
+                )
+            })
+            .and_then(|value| {
+                Account::parse(&value, "admin secret")
+                    .map_err(|e| format!("admin secret {}: {}", cfg.admin_secret, e.message))
+            });
         let current = secret
             .current
             .map(|v| Account::parse(v, "ACSCurrent"))
             .transpose()
             .map_err(|e| failed(engine, "create", e.message))?;
-        if let Some(c) = &current
+        if let (Some(c), Ok(admin)) = (&current, &admin)
             && c.name == admin.name
         {
             return Err(failed(
@@ -588,13 +585,18 @@ impl DatabaseStrategy {
         self
     }
 
-    fn admin_target(&self) -> Target<'_> {
-        Target {
+    /// The admin account's connection, for `step`; the error when it could not be read.
+    fn admin_target(&self, step: &str) -> Result<Target<'_>> {
+        let admin = self
+            .admin
+            .as_ref()
+            .map_err(|why| failed(self.engine, step, why.clone()))?;
+        Ok(Target {
             cfg: &self.cfg,
             egress: &self.egress,
-            user: &self.admin.name,
-            password: &self.admin.password,
-        }
+            user: &admin.name,
+            password: &admin.password,
+        })
     }
 
     /// The account the pending version uses, given the current one: the same one
@@ -608,7 +610,9 @@ impl DatabaseStrategy {
                 Some(p) if p != current => p.clone(),
                 _ => {
                     let mariadb = match self.engine {
-                        Engine::Mysql => mysql::is_mariadb(&self.admin_target(), "create").await?,
+                        Engine::Mysql => {
+                            mysql::is_mariadb(&self.admin_target("create")?, "create").await?
+                        }
                         Engine::Postgres => false,
                     };
                     clone_name(self.engine, current, mariadb)
@@ -672,7 +676,7 @@ impl DatabaseStrategy {
             Err(LoginError::WrongPassword(_)) => {
                 if self.engine == Engine::Mysql
                     && let Some(why) =
-                        mysql::login_blocked(&self.admin_target(), &current.name, step).await?
+                        mysql::login_blocked(&self.admin_target(step)?, &current.name, step).await?
                 {
                     return Err(cannot(why));
                 }
@@ -682,7 +686,7 @@ impl DatabaseStrategy {
             Err(LoginError::Denied(e)) => {
                 if self.engine == Engine::Mysql
                     && let Some(why) =
-                        mysql::login_blocked(&self.admin_target(), &current.name, step).await?
+                        mysql::login_blocked(&self.admin_target(step)?, &current.name, step).await?
                 {
                     return Err(cannot(why));
                 }
@@ -702,9 +706,10 @@ impl DatabaseStrategy {
         Ok(a)
     }
 
-    /// Refuses to rotate the admin account.
+    /// Refuses to rotate the admin account. (Unknown when the admin secret could not be
+    /// read: then only *test* and *finish* can run, after a *set* that checked.)
     fn not_admin(&self, step: &str, what: &str, name: &str) -> Result<()> {
-        if name == self.admin.name {
+        if self.admin.as_ref().is_ok_and(|a| name == a.name) {
             return Err(failed(
                 self.engine,
                 step,
@@ -735,10 +740,12 @@ impl Strategy for DatabaseStrategy {
             .then_some((name.as_str(), current.name.as_str()));
         match self.engine {
             Engine::Postgres => {
-                postgres::check_accounts(&self.admin_target(), &names, clone, "create").await?
+                postgres::check_accounts(&self.admin_target("create")?, &names, clone, "create")
+                    .await?
             }
             Engine::Mysql => {
-                mysql::check_accounts(&self.admin_target(), &names, clone, "create").await?
+                mysql::check_accounts(&self.admin_target("create")?, &names, clone, "create")
+                    .await?
             }
         }
         if self.cfg.sub_type == SubType::SingleUser {
@@ -768,9 +775,11 @@ impl Strategy for DatabaseStrategy {
         };
         match self.engine {
             Engine::Postgres => {
-                postgres::set_password(&self.admin_target(), &pending, template).await
+                postgres::set_password(&self.admin_target("set")?, &pending, template).await
             }
-            Engine::Mysql => mysql::set_password(&self.admin_target(), &pending, template).await,
+            Engine::Mysql => {
+                mysql::set_password(&self.admin_target("set")?, &pending, template).await
+            }
         }
     }
 

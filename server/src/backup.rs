@@ -312,33 +312,54 @@ pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow:
 /// that fails (a full disk, say) the database goes again, and the data dir if the
 /// restore made it: a restore is either done and recorded, or leaves nothing and can be
 /// run again.
+///
+/// With `revoke_tokens`, every principal's token is then revoked and the root token
+/// replaced (the backup holds tokens revoked since it was taken): the new root token is
+/// returned, and shown only once.
 pub async fn restore_and_record(
     data_dir: &Path,
     path: &Path,
     root_key: &RootKey,
-) -> anyhow::Result<u64> {
+    revoke_tokens: bool,
+) -> anyhow::Result<Restored> {
     let made_dir = !data_dir.exists();
     let entries = restore_into(data_dir, path, root_key)?;
     let opened = async {
         let u = crate::server::open(data_dir, root_key, crate::service::ServiceConfig::default())?;
         crate::server::record_restore(&u).await?;
+        let revoked = if revoke_tokens {
+            Some(crate::server::revoke_all_tokens(&u, "strongbox restore --revoke-tokens").await?)
+        } else {
+            None
+        };
         u.service.store().close().await?;
-        anyhow::Ok(())
+        anyhow::Ok(revoked)
     }
     .await;
-    if let Err(e) = opened {
-        let db = crate::server::db_path(data_dir);
-        let _ = std::fs::remove_file(crate::storage::journal_path(&db));
-        let _ = std::fs::remove_file(&db);
-        if made_dir {
-            let _ = std::fs::remove_dir(data_dir);
+    let revoked = match opened {
+        Ok(r) => r,
+        Err(e) => {
+            let db = crate::server::db_path(data_dir);
+            let _ = std::fs::remove_file(crate::storage::journal_path(&db));
+            let _ = std::fs::remove_file(&db);
+            if made_dir {
+                let _ = std::fs::remove_dir(data_dir);
+            }
+            return Err(e.context(format!(
+                "the restored database could not be opened and its restore recorded; it was removed from {}",
+                data_dir.display()
+            )));
         }
-        return Err(e.context(format!(
-            "the restored database could not be opened and its restore recorded; it was removed from {}",
-            data_dir.display()
-        )));
-    }
-    Ok(entries)
+    };
+    Ok(Restored { entries, revoked })
+}
+
+/// What [`restore_and_record`] did.
+pub struct Restored {
+    /// Entries restored.
+    pub entries: u64,
+    /// With `revoke_tokens`: how many tokens were revoked, and the new root token.
+    pub revoked: Option<(usize, zeroize::Zeroizing<String>)>,
 }
 
 #[cfg(test)]

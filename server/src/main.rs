@@ -74,6 +74,10 @@ enum Command {
         /// File holding the root key (or STRONGBOX_ROOT_KEY).
         #[arg(long)]
         root_key_file: Option<PathBuf>,
+        /// Revoke every principal's token and replace the root token (printed once):
+        /// the backup holds the tokens of its time, also those revoked since.
+        #[arg(long)]
+        revoke_tokens: bool,
     },
     /// Manage principals (through the API: STRONGBOX_ADDR, STRONGBOX_TOKEN, STRONGBOX_CACERT).
     #[command(subcommand)]
@@ -244,9 +248,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from,
             data_dir,
             root_key_file,
+            revoke_tokens,
         } => {
             init_logging("text");
-            client_runtime()?.block_on(restore(&from, &data_dir, root_key_file.as_deref()))
+            client_runtime()?.block_on(restore(
+                &from,
+                &data_dir,
+                root_key_file.as_deref(),
+                revoke_tokens,
+            ))
         }
         Command::Principal(c) => client_runtime()?.block_on(admin::principal(c)),
         Command::Token(c) => client_runtime()?.block_on(admin::token(c)),
@@ -319,14 +329,23 @@ async fn restore(
     from: &std::path::Path,
     data_dir: &std::path::Path,
     root_key_file: Option<&std::path::Path>,
+    revoke_tokens: bool,
 ) -> anyhow::Result<()> {
     let root = server::load_root_key(root_key_file, env_root_key().as_ref().map(|k| k.as_str()))?;
-    let entries = strongbox_server::backup::restore_and_record(data_dir, from, &root).await?;
+    let restored =
+        strongbox_server::backup::restore_and_record(data_dir, from, &root, revoke_tokens).await?;
     println!(
-        "restored {entries} entries into {}; start it with strongbox server --data-dir {}",
+        "restored {} entries into {}; start it with strongbox server --data-dir {}",
+        restored.entries,
         data_dir.display(),
         data_dir.display()
     );
+    if let Some((revoked, token)) = &restored.revoked {
+        println!(
+            "Revoked {revoked} tokens; the root token was replaced.\nRoot token (shown only this once):\n{}",
+            token.as_str()
+        );
+    }
     Ok(())
 }
 

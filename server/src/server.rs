@@ -568,6 +568,20 @@ pub async fn record_restore(u: &Unsealed) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Revokes every principal's token and replaces the root token, recorded in the audit
+/// trail (in the same commit) as done by [`ROOT_KEY_HOLDER`] through `how` (action
+/// `ram:DeleteToken`, resource `principal/*`). Returns how many tokens were revoked and
+/// the new root token.
+pub async fn revoke_all_tokens(
+    u: &Unsealed,
+    how: &str,
+) -> anyhow::Result<(usize, Zeroizing<String>)> {
+    let service = u.service.clone();
+    let entry = by_root_key_holder(&service, "ram:DeleteToken", "principal/*", how);
+    let revoke = service.revoke_all_tokens();
+    Ok(service.audited(AuditSlot::new(entry), revoke).await?)
+}
+
 /// How to serve.
 pub struct ServeOptions {
     /// Listen address (port 0 picks one).

@@ -442,6 +442,27 @@ impl Service {
         .await
     }
 
+    /// Revokes every token of every principal and replaces the root token (after a
+    /// restore, whose database holds tokens revoked since its backup was taken).
+    /// Returns how many tokens were revoked and the new root token.
+    pub async fn revoke_all_tokens(&self) -> Result<(usize, Zeroizing<String>)> {
+        let token = new_token();
+        let hash = barrier::sha256(token.as_bytes());
+        let now = self.now();
+        let revoked = self
+            .write_access(move |t| {
+                let all = t.scan(Table::PrincipalTokens, b"", None, usize::MAX)?;
+                for (idx, hash) in &all {
+                    t.delete(Table::Tokens, hash);
+                    t.delete(Table::PrincipalTokens, idx);
+                }
+                write_root(t, hash, now)?;
+                Ok(all.len())
+            })
+            .await?;
+        Ok((revoked, token))
+    }
+
     /// Replaces the root token (the dev server prints a fresh one at each start).
     pub async fn reset_root_token(&self) -> Result<Zeroizing<String>> {
         let token = new_token();

@@ -342,3 +342,64 @@ async fn backups_are_taken_one_at_a_time() {
     assert!(s.client.backup(&mut sink).await.unwrap() > 0);
     assert!(s.service.claim_backup().is_some(), "released when done");
 }
+
+/// `strongbox restore --revoke-tokens` revokes every principal's token and replaces the
+/// root token, printed once: the backup holds the tokens of its time, also those revoked
+/// since, which a plain restore brings back. The revocation is in the restored trail.
+#[tokio::test]
+async fn a_restore_can_revoke_every_token() {
+    let s = TestServer::start().await;
+    let app_token = s
+        .principal_token(
+            "app",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:ListKeys"], "Resource": ["*"]}]}),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("strongbox.backup");
+    backup_to(&s, &file).await;
+
+    // A plain restore: the tokens of the backup's time work.
+    let plain = restore_and_open(&s, &file, dir.path()).await;
+    assert!(plain.service.authenticate(&app_token).is_ok());
+    assert!(plain.service.authenticate(&s.token).is_ok());
+    plain.service.store().close().await.unwrap();
+
+    let revoked_dir = dir.path().join("revoked");
+    let mut cmd = restore_cmd(&file, &revoked_dir, &s.root_key_file());
+    cmd.arg("--revoke-tokens");
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("Revoked 2 tokens"), "{stdout}");
+    let new_root = stdout.lines().last().unwrap().trim().to_string();
+    assert!(new_root.starts_with("sbx_"), "{stdout}");
+    assert!(!stderr(&out).contains(&new_root), "the token is shown once");
+    let root = server::load_root_key(Some(&s.root_key_file()), None).unwrap();
+    let u = server::open(&revoked_dir, &root, ServiceConfig::default()).unwrap();
+    for old in [&app_token, &s.token] {
+        let refused = u.service.authenticate(old).map(drop).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Unauthenticated, "{refused:?}");
+    }
+    assert_eq!(
+        u.service.authenticate(&new_root).unwrap().principal(),
+        "root"
+    );
+    let records = u
+        .service
+        .list_audit(&strongbox_server::service::AuditQuery {
+            action: Some("ram:DeleteToken".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap()
+        .records;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].principal.as_str(), records[0].resource.as_str()),
+        ("(root-key)", "principal/*")
+    );
+    assert!(u.service.verify_audit().unwrap().intact);
+    u.service.store().close().await.unwrap();
+}

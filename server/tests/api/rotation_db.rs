@@ -2042,12 +2042,11 @@ async fn a_resumed_single_user_mysql_set_reaches_every_host_entry() {
     let mut e = single_user_mysql_rotation_halted_after(&app, "create").await;
     // A set that stopped after the first entry: '%' has the pending password.
     let pending = e.value("ACSPending");
+    // DDL takes no parameters: the random password is written as a quoted literal.
+    let literal = pending.password.replace('\\', "\\\\").replace('\'', "''");
     mysql_async::prelude::Queryable::query_drop(
         &mut root,
-        format!(
-            "ALTER USER '{}'@'%' IDENTIFIED BY '{}'",
-            app.user, pending.password
-        ),
+        format!("ALTER USER '{}'@'%' IDENTIFIED BY '{literal}'", app.user),
     )
     .await
     .unwrap();

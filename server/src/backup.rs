@@ -301,7 +301,7 @@ pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow:
         )));
     }
     let _ = std::fs::remove_file(crate::storage::journal_path(&temp));
-    if let Err(e) = crate::server::sync_parent_dir(&db) {
+    if let Err(e) = crate::storage::sync_parent_dir(&db) {
         tracing::warn!(dir = %data_dir.display(), error = %e, "could not sync the data dir");
     }
     Ok(count)

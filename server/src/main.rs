@@ -310,7 +310,7 @@ async fn backup(out: &std::path::Path) -> anyhow::Result<()> {
         }
     };
     // The name, durable before the backup is reported written.
-    server::sync_parent_dir(out).with_context(|| {
+    strongbox_server::storage::sync_parent_dir(out).with_context(|| {
         format!(
             "the backup was written to {}, but its directory could not be synced: a power loss may take the file away",
             out.display()

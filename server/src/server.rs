@@ -185,17 +185,12 @@ pub fn init_announcing(
         }
     };
     // The database's directory entry is made durable too.
-    let sync_dir = |dir: &Path| {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not sync a directory");
+    let sync_dir_of = |file: &Path| {
+        if let Err(e) = crate::storage::sync_parent_dir(file) {
+            tracing::warn!(file = %file.display(), error = %e, "could not sync the directory of a file");
         }
     };
-    sync_dir(data_dir);
+    sync_dir_of(&db);
     if let Err(e) = announce(token.as_str()) {
         undo(true);
         return Err(anyhow::Error::new(e)
@@ -213,7 +208,7 @@ pub fn init_announcing(
                 kf.display()
             )));
         }
-        sync_dir(kf.parent().unwrap_or(Path::new(".")));
+        sync_dir_of(kf);
     }
     Ok(token)
 }
@@ -234,12 +229,8 @@ pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<()> {
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making {} private (0700)", data_dir.display()))?;
     for dir in &made {
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if let Err(e) = std::fs::File::open(parent).and_then(|d| d.sync_all()) {
-            tracing::warn!(dir = %parent.display(), error = %e, "could not sync a directory");
+        if let Err(e) = crate::storage::sync_parent_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not sync the parent of a directory");
         }
     }
     Ok(())
@@ -292,16 +283,6 @@ fn rename_no_replace(from: &Path, to: &Path, link_error: std::io::Error) -> std:
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn rename_no_replace(_: &Path, _: &Path, link_error: std::io::Error) -> std::io::Result<()> {
     Err(link_error)
-}
-
-/// Syncs the directory that holds `file`, so that a name given to it survives a power
-/// loss.
-pub fn sync_parent_dir(file: &Path) -> std::io::Result<()> {
-    let dir = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Creates the database file `db`, new (atomically: it fails when one is there) and
@@ -687,6 +668,6 @@ mod tests {
             assert_eq!(std::fs::read(&from).unwrap(), b"newer");
             std::fs::remove_file(&from).unwrap();
         }
-        sync_parent_dir(&to).unwrap();
+        crate::storage::sync_parent_dir(&to).unwrap();
     }
 }

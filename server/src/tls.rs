@@ -185,7 +185,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&temp);
         return Err(e.context(format!("writing {}", path.display())));
     }
-    crate::server::sync_parent_dir(path)
+    crate::storage::sync_parent_dir(path)
         .with_context(|| format!("syncing the directory of {}", path.display()))
 }
 

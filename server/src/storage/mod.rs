@@ -15,7 +15,7 @@ mod unwritten;
 
 pub use group::{NotRun, Store, StoreStats, ThenResult, Txn};
 pub use memory::MemoryBackend;
-pub use redb_backend::{RedbBackend, journal_path};
+pub use redb_backend::{RedbBackend, journal_path, sync_parent_dir};
 
 /// A file in memory, for tests of what reads and writes files.
 #[cfg(test)]

@@ -152,6 +152,16 @@ struct WriterState {
     checkpointing: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
 }
 
+/// Syncs the directory that holds `file`, so that a name given to it (a file made,
+/// linked or renamed there) survives a power loss.
+pub fn sync_parent_dir(file: &Path) -> std::io::Result<()> {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// The journal beside the database file at `db`.
 pub fn journal_path(db: &Path) -> PathBuf {
     let mut p = db.as_os_str().to_owned();
@@ -809,11 +819,7 @@ fn create_journal(path: &Path) -> std::io::Result<Journal> {
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()?;
+    sync_parent_dir(path)?;
     let file = FileBackend::new(f).map_err(std::io::Error::other)?;
     // The id is the session's, set by the commit that records it.
     Journal::new(Box::new(file), JournalId::default())

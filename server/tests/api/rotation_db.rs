@@ -745,6 +745,22 @@ async fn twenty_dual_mariadb_rotations_under_continuous_logins_fail_no_login() {
 }
 
 impl Engine {
+    /// Starts rotation `version_id` of `MyDbCreds` and has the engine stop after `step`.
+    async fn rotate_halted_after(&self, step: &str, version_id: &str) {
+        self.service.set_rotation_halt(Some(step));
+        let halted = self
+            .service
+            .rotate_secret(
+                "MyDbCreds",
+                api::RotateSecretRequest {
+                    version_id: Some(version_id.into()),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(halted.code, strongbox_schemas::ErrorCode::Unavailable);
+    }
+
     fn value(&self, stage: &str) -> Creds {
         let v = self
             .service
@@ -2009,18 +2025,7 @@ async fn single_user_mysql_rotation_halted_after(app: &MysqlApp, step: &str) -> 
     );
     req.rotation_policy = Some("db".into());
     e.service.create_secret(req, &trusted).await.unwrap();
-    e.service.set_rotation_halt(Some(step));
-    let halted = e
-        .service
-        .rotate_secret(
-            "MyDbCreds",
-            api::RotateSecretRequest {
-                version_id: Some("v1".into()),
-            },
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(halted.code, strongbox_schemas::ErrorCode::Unavailable);
+    e.rotate_halted_after(step, "v1").await;
     e
 }
 
@@ -2104,6 +2109,126 @@ async fn a_rotation_stopped_after_set_finishes_without_its_admin_secret() {
     let cur = e.value(STAGE_CURRENT);
     assert_eq!(cur.password, pending.password, "the rotation finished");
     assert_eq!(mysql_login(&app.user, &cur.password, &app.db).await, Ok(()));
+    app.drop_all().await;
+}
+
+/// A MySQL secret (`sub_type`) first written as `v0` under a key since destroyed, then
+/// moved to another key and put again as each of `puts`.
+async fn after_a_destroyed_key(app: &MysqlApp, sub_type: &str, puts: &[&str]) -> Engine {
+    let e = Engine::start(None);
+    let trusted = Actor::Trusted(Principal::Named("root".into()));
+    let old_key = e.service.create_key(Default::default()).await.unwrap();
+    let new_key = e.service.create_key(Default::default()).await.unwrap();
+    e.service
+        .create_secret(text_secret("db/admin", &MysqlApp::admin_value()), &trusted)
+        .await
+        .unwrap();
+    e.service
+        .create_rotation_policy(policy("db", "30d", RotationStrategy::Mysql, &[]), &trusted)
+        .await
+        .unwrap();
+    let value = account(&app.user, "pw0");
+    let mut req = rds_request("MyDbCreds", &value, app.config(sub_type, "db/admin"));
+    req.encryption_key_id = Some(old_key.key_id.clone());
+    req.version_id = Some("v0".into());
+    e.service.create_secret(req, &trusted).await.unwrap();
+    e.service
+        .schedule_key_deletion(&old_key.key_id, Some(7), &trusted)
+        .await
+        .unwrap();
+    e.clock.advance(8 * 86_400);
+    e.service.tick().await.unwrap();
+    e.service
+        .update_secret(
+            "MyDbCreds",
+            api::UpdateSecretRequest {
+                encryption_key_id: Some(new_key.key_id.clone()),
+                rotation_policy: Some("db".into()),
+                ..Default::default()
+            },
+            &trusted,
+        )
+        .await
+        .unwrap();
+    for id in puts {
+        let put = api::PutSecretValueRequest {
+            secret_data: value.clone(),
+            version_id: Some(id.to_string()),
+            ..Default::default()
+        };
+        e.service
+            .put_secret_value("MyDbCreds", put, &trusted)
+            .await
+            .unwrap();
+    }
+    e
+}
+
+/// A single-user rotation never looks at `ACSPrevious`: one left under a destroyed key
+/// does not stop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_user_rotation_does_not_need_acsprevious() {
+    let app = MysqlApp::create("oneprev", "pw0").await;
+    let e = after_a_destroyed_key(&app, "SingleUser", &["v1"]).await;
+    assert_eq!(
+        e.service
+            .get_secret_value("MyDbCreds", None, Some(STAGE_PREVIOUS))
+            .unwrap_err()
+            .code,
+        strongbox_schemas::ErrorCode::KeyDeleted
+    );
+    e.service
+        .rotate_secret(
+            "MyDbCreds",
+            api::RotateSecretRequest {
+                version_id: Some("v2".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let cur = e.value(STAGE_CURRENT);
+    assert_eq!(cur.name, app.user);
+    assert_ne!(cur.password, "pw0");
+    assert_eq!(mysql_login(&cur.name, &cur.password, &app.db).await, Ok(()));
+    app.drop_all().await;
+}
+
+/// Only *create* looks at `ACSPrevious` (a dual-account rotation resets the account behind
+/// it): once the pending version is made, an `ACSPrevious` that can no longer be read (here
+/// moved by hand onto a version whose key was destroyed) does not stop *set*, *test* and
+/// *finish*.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_rotation_stopped_after_create_finishes_without_acsprevious() {
+    let app = MysqlApp::create("noprev", "pw0").await;
+    let mut e = after_a_destroyed_key(&app, "DoubleUsers", &["v1", "v2"]).await;
+    let trusted = Actor::Trusted(Principal::Named("root".into()));
+    e.rotate_halted_after("create", "v3").await;
+    let pending = e.value("ACSPending");
+    assert_eq!(pending.name, format!("{}_clone", app.user));
+    let moved = api::UpdateSecretStageRequest {
+        version_stage: STAGE_PREVIOUS.into(),
+        move_to_version: Some("v0".into()),
+        remove_from_version: Some("v1".into()),
+    };
+    e.service
+        .update_secret_stage("MyDbCreds", moved, &trusted)
+        .await
+        .unwrap();
+    assert_eq!(
+        e.service
+            .get_secret_value("MyDbCreds", None, Some(STAGE_PREVIOUS))
+            .unwrap_err()
+            .code,
+        strongbox_schemas::ErrorCode::KeyDeleted
+    );
+    e.restart();
+    let r = e.service.tick().await.unwrap();
+    assert_eq!(r.failed_rotations, 0);
+    let v = e.service.get_secret_value("MyDbCreds", None, None).unwrap();
+    assert_eq!(v.version_id, "v3", "the rotation finished");
+    let cur = e.value(STAGE_CURRENT);
+    assert_eq!(cur.password, pending.password);
+    assert_eq!(mysql_login(&cur.name, &cur.password, &app.db).await, Ok(()));
     app.drop_all().await;
 }
 

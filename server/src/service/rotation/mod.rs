@@ -557,12 +557,6 @@ impl Service {
                     format!("secret {name} has no rotation policy"),
                 )
             })?;
-            let strategy = match database::Engine::from_strategy(policy.strategy) {
-                Some(engine) => {
-                    AnyStrategy::Database(Box::new(self.database_strategy(engine, &policy, &rec)?))
-                }
-                None => self.strategy_for(&policy)?,
-            };
             let step = match &rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id => Some(p.step),
                 // Abandoned: a new rotation starts over it.
@@ -581,6 +575,16 @@ impl Service {
                     ),
                 )));
             }
+            // Only *create* (no step done yet) looks at ACSPrevious.
+            let strategy = match database::Engine::from_strategy(policy.strategy) {
+                Some(engine) => AnyStrategy::Database(Box::new(self.database_strategy(
+                    engine,
+                    &policy,
+                    &rec,
+                    step.is_none(),
+                )?)),
+                None => self.strategy_for(&policy)?,
+            };
             let pending = match step {
                 None => None,
                 Some(_) => Some(self.plaintext(name, Some(version_id))?),

@@ -803,13 +803,16 @@ impl Strategy for DatabaseStrategy {
 }
 
 impl crate::service::Service {
-    /// The database strategy for one rotation of `rec`: reads the admin secret,
-    /// `ACSCurrent` and `ACSPrevious` (values stay in memory, zeroized on drop).
+    /// The database strategy for one step of a rotation of `rec`: reads the admin
+    /// secret, `ACSCurrent` and, for *create* (`creating`), `ACSPrevious` (values stay
+    /// in memory, zeroized on drop). Only *create* chooses the account to reset, so the
+    /// later steps go on when `ACSPrevious` can no longer be read.
     pub(super) fn database_strategy(
         &self,
         engine: Engine,
         policy: &PolicyRecord,
         rec: &SecretRecord,
+        creating: bool,
     ) -> Result<DatabaseStrategy> {
         if rec.secret_type != SecretType::Rds {
             return Err(failed(
@@ -822,9 +825,13 @@ impl crate::service::Service {
             ));
         }
         let current = self.plaintext(&rec.name, None)?;
-        // No ACSPrevious yet is normal; one that cannot be read (sealed, its key
-        // deleted, corrupt) fails the step rather than being taken for none.
+        // Only a dual-account *create* needs ACSPrevious. No ACSPrevious yet is normal; one
+        // that cannot be read (sealed, its key deleted, corrupt) fails the step rather
+        // than being taken for none.
+        let dual = RdsConfig::parse(rec.extended_config.as_ref())
+            .is_ok_and(|c| c.sub_type == SubType::DoubleUsers);
         let previous = match rec.version_with_stage(STAGE_PREVIOUS) {
+            _ if !(creating && dual) => None,
             None => None,
             Some(_) => match self.get_secret_value(&rec.name, None, Some(STAGE_PREVIOUS)) {
                 Ok(v) => Some(Zeroizing::new(v.secret_data.clone().into_bytes())),
@@ -832,7 +839,12 @@ impl crate::service::Service {
                     return Err(failed(
                         engine,
                         "create",
-                        format!("ACSPrevious of {} cannot be read ({})", rec.name, e.code),
+                        format!(
+                            "ACSPrevious of {} cannot be read ({}); a dual-account rotation \
+                             resets the account it names: move ACSPrevious onto a readable \
+                             version to go on",
+                            rec.name, e.code
+                        ),
                     ));
                 }
             },
@@ -848,15 +860,13 @@ impl crate::service::Service {
         // is not taken from the versions: the current account gets a clone instead. An
         // ACSPrevious that names another account is still the one reset (one put of a new
         // account leaves the old one there), and one that does not parse still fails.
-        let dual = RdsConfig::parse(rec.extended_config.as_ref())
-            .is_ok_and(|c| c.sub_type == SubType::DoubleUsers);
         let name_of = |v: &[u8]| Account::parse(v, "value").ok().map(|a| a.name);
         let same_as_current = |cur: &str| match previous.as_deref() {
             None => true,
             Some(p) => name_of(p).is_some_and(|p| p == cur),
         };
         let previous = match (dual, name_of(&current)) {
-            (true, Some(cur)) if same_as_current(&cur) => {
+            (true, Some(cur)) if creating && same_as_current(&cur) => {
                 self.paired_account(engine, rec, &cur).or(previous)
             }
             _ => previous,

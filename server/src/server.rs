@@ -141,6 +141,13 @@ pub fn init_announcing(
     // A failed init leaves neither a stray key file nor a database without its key.
     let staged = match root_key_file {
         Some(kf) => {
+            // A key directory that does not exist yet (`/etc/strongbox`) is made, private
+            // as the data dir is; one that exists is left as it is.
+            if let Some(dir) = kf.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.exists()
+            {
+                make_private_dir(dir)?;
+            }
             let mut name = kf.file_name().unwrap_or_default().to_os_string();
             name.push(format!(".new-{}", hex::encode(rand::random::<[u8; 8]>())));
             let staged = kf.with_file_name(name);

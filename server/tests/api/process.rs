@@ -534,6 +534,39 @@ fn hash_dir(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// The README's `strongbox init --root-key-file /etc/strongbox/root.key` on a host where
+/// that directory does not exist yet: init makes it, private (0700), and a directory that
+/// exists keeps its mode.
+#[test]
+fn init_makes_a_missing_key_directory_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let key_dir = root.path().join("etc/strongbox");
+    let key = key_dir.join("root.key");
+    let out = init_command(root.path().join("data"), &key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(mode(&key_dir), 0o700);
+    let shared = root.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = init_command(root.path().join("data2"), shared.join("root.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        mode(&shared),
+        0o755,
+        "an existing directory is left as it is"
+    );
+}
 #[test]
 fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
     let root = tempfile::tempdir().unwrap();

@@ -57,8 +57,8 @@ case "$(uname -m)" in
     *) echo "install-provider: unsupported architecture $(uname -m)" >&2; exit 1 ;;
 esac
 
-# The provider builds from the root workspace once it is a member; until then from its own
-# manifest, into the shared target dir all the same.
+# The provider is a member of the root workspace; a checkout where it is not (a copy of
+# provider/ alone) builds from its own manifest, into the shared target dir all the same.
 cargo_args=(-p terraform-provider-strongbox)
 if ! cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | grep -q '"name":"terraform-provider-strongbox"'; then

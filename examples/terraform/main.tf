@@ -75,7 +75,8 @@ resource "strongbox_secret" "db" {
   })
   # Where the database is and how a `postgresql`/`mysql` policy would rotate the account
   # (docs/design/database-rotation.md); AdminSecret names the secret holding the admin
-  # account.
+  # account, which must exist (and be readable) before such a policy is attached: this
+  # example attaches none.
   extended_config = jsonencode({
     SecretSubType = "DoubleUsers"
     Host          = "db.internal"

@@ -5,7 +5,9 @@
 //! drafts the record (time, request id, source, user agent), authenticates the bearer
 //! token if there is one, runs the request with the draft as its audit slot, and after
 //! the response records it, unless a write job already did so together with its change.
-//! If the record cannot be written, the response is replaced by an error. Requests
+//! If the record cannot be written, the response is replaced by an error. A request other
+//! than `GET`/`HEAD` runs on a task of its own, so that a client going away does not stop
+//! it between what it started and its record. Requests
 //! without a valid token past their address's allowance (or the server's) are answered
 //! 429 instead, and most of those are not recorded (`throttle`). [`authorize`]
 //! runs on matched routes only: it forms the route's resource, answers 401 or 403, or
@@ -17,7 +19,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use strongbox_schemas::{AuditOutcome, ErrorCode, RESOURCE_TYPES};
@@ -55,7 +57,26 @@ pub(super) async fn audit(State(state): State<AppState>, mut req: Request, next:
     let method = method_label(req.method());
     let note = RouteNote::default();
     req.extensions_mut().insert(note.clone());
-    let resp = record(&state, req, next).await;
+    // A request that may change something runs to its end, record included, also when its
+    // client goes away (hyper drops the connection's future): a rotate request starts a
+    // rotation that goes on without it, and must not lose the record naming its caller.
+    // Reads stay on the connection's task (a value not sent needs no record).
+    let resp = if req.method() == Method::GET || req.method() == Method::HEAD {
+        record(&state, req, next).await
+    } else {
+        let id = current_request_id();
+        let task = tokio::spawn(super::error::REQUEST_ID.scope(id, {
+            let state = state.clone();
+            async move { record(&state, req, next).await }
+        }));
+        match task.await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::error!(error = %e, "a request's task ended without an answer");
+                ApiError::new(ErrorCode::InternalError, "internal error").into_response()
+            }
+        }
+    };
     state.metrics.observe(
         method,
         note.route(),

@@ -1166,3 +1166,47 @@ async fn a_background_tick_does_not_wait_for_the_rotations_it_starts() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A rotate request whose client goes away while the rotation runs is still recorded, with
+/// its caller as principal: the rotation it started goes on, and so does the request, to
+/// its own record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotate_request_whose_client_left_is_still_recorded() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    let rotation = slow_create_step(&s, &f, "left", "v0").await;
+    // The client gives up: its connection closes with the request unanswered.
+    rotation.abort();
+    assert!(rotation.await.unwrap_err().is_cancelled());
+    let callers = || async {
+        s.client
+            .list_audit(&strongbox_client::AuditQuery {
+                action: Some("kms:RotateSecret".into()),
+                resource_prefix: Some("secret/left".into()),
+                limit: Some(100),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .records
+            .into_iter()
+            .filter(|r| r.principal != "rotation")
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let recs = loop {
+        let recs = callers().await;
+        if !recs.is_empty() || std::time::Instant::now() > deadline {
+            break recs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        s.client.describe_secret("left").await.unwrap().version_id,
+        "next",
+        "the rotation went on"
+    );
+    assert_eq!(recs.len(), 1, "the request's own record: {recs:?}");
+    assert_eq!(recs[0].outcome, AuditOutcome::Succeeded, "{recs:?}");
+}

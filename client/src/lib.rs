@@ -900,10 +900,18 @@ impl Client {
 
     /// Checks the audit trail's chain; names the first bad record.
     pub async fn verify_audit(&self) -> Result<api::AuditVerifyReport> {
+        self.verify_audit_since(None).await
+    }
+
+    /// [`verify_audit`](Self::verify_audit), and that the trail still holds what the
+    /// verify that gave `since` (its report's `anchor`, kept elsewhere) saw.
+    pub async fn verify_audit_since(&self, since: Option<&str>) -> Result<api::AuditVerifyReport> {
+        let q: Vec<(&str, &str)> = since.map(|a| ("since", a)).into_iter().collect();
         // The server walks the whole trail: on a large one that takes longer than a
         // usual request, so this waits up to an hour whatever the client's timeout.
         self.send(
             self.req(Method::GET, &["v1", "audit", "verify"])
+                .query(&q)
                 .timeout(self.timeout.max(Duration::from_secs(3600))),
         )
         .await

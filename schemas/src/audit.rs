@@ -85,6 +85,12 @@ pub struct AuditVerifyReport {
     /// What is wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// When intact: `COUNT:MAC`, the chain's value at its last record. A trail cut back
+    /// to an older head of its own verifies on its own; kept outside the server and
+    /// passed back as `since` to a later verify, this proves that the trail still holds
+    /// those records unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
 }
 
 /// `POST /v1/audit/prune`: deletes the oldest records, those older than `older_than`.

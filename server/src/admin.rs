@@ -89,7 +89,13 @@ pub(crate) enum AuditCommand {
     /// Check the HMAC chain of the whole trail (from its base, once pruned); exits 1
     /// naming the first bad record, 2
     /// when it could not be checked (no answer, a busy server or gateway, token refused).
-    Verify,
+    Verify {
+        /// The anchor an earlier verify printed, kept outside the server: also check that
+        /// the trail still holds those records, unchanged. (A trail cut back to an older
+        /// head of its own verifies without it.)
+        #[arg(long, value_name = "ANCHOR")]
+        since: Option<String>,
+    },
     /// Print the records, oldest first, one JSON object per line, and exit: the archive
     /// to keep before `audit prune`.
     Export {
@@ -290,8 +296,8 @@ pub(crate) async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
 
 /// `audit verify`: exit 0 for an intact trail, 1 for a broken one (or a server that
 /// failed while checking it), 2 when there is no verdict.
-async fn verify(c: &Client) -> anyhow::Result<()> {
-    let r = c.verify_audit().await.map_err(|e| {
+async fn verify(c: &Client, since: Option<&str>) -> anyhow::Result<()> {
+    let r = c.verify_audit_since(since).await.map_err(|e| {
         // Only the server itself failing while it checks its trail (its InternalError:
         // a record it could not read) counts against the trail. Anything else is no
         // verdict: not reached, refused, busy, no such endpoint (an older server), or an
@@ -314,6 +320,11 @@ async fn verify(c: &Client) -> anyhow::Result<()> {
             "audit trail intact: {} records verified{pruned}",
             r.verified
         );
+        if let Some(a) = &r.anchor {
+            println!(
+                "anchor: {a}\n(keep it outside the server: `strongbox audit verify --since {a}` later shows whether the trail still holds these records)"
+            );
+        }
         return Ok(());
     }
     let at = r
@@ -401,10 +412,10 @@ pub(crate) struct VerifyUnavailable(String);
 
 pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
-        AuditCommand::Verify => {
+        AuditCommand::Verify { since } => {
             // Exit 2, not 1: a script must not take "could not ask" for "tampered with".
             let c = client().map_err(|e| VerifyUnavailable(format!("{e:#}")))?;
-            verify(&c).await
+            verify(&c, since.as_deref()).await
         }
         AuditCommand::Export { through } => {
             let c = client()?;

@@ -858,6 +858,16 @@ impl Service {
     /// in one consistent snapshot
     /// (the server keeps serving meanwhile).
     pub fn verify_audit(&self) -> Result<api::AuditVerifyReport> {
+        self.verify_audit_since(None)
+    }
+
+    /// [`verify_audit`](Self::verify_audit), and that the trail still holds, unchanged,
+    /// the records an earlier verify saw (`since`, the `anchor` of its report). Without
+    /// it, a trail cut back to an older head of its own (one in the commit journal, a
+    /// backup or a free page; each was genuine once) verifies: the root key's MACs
+    /// prove what a record says, not that no later record was there.
+    pub fn verify_audit_since(&self, since: Option<&str>) -> Result<api::AuditVerifyReport> {
+        let since = since.map(parse_anchor).transpose()?;
         let snap = self.store().snapshot()?;
         // A head or base that does not even decode was overwritten: a verdict, not a
         // failure to check.
@@ -868,6 +878,7 @@ impl Service {
             pruned: 0,
             first_bad_seq: None,
             problem: Some(format!("the audit {what} is malformed: it was overwritten")),
+            anchor: None,
         };
         let head = match read_mark(&*snap, META_AUDIT_HEAD)? {
             Some(None) => return Ok(overwritten("head")),
@@ -898,6 +909,7 @@ impl Service {
             } else {
                 problem
             }),
+            anchor: None,
         };
         if head.is_none() {
             return Ok(bad(
@@ -948,6 +960,9 @@ impl Service {
             }
         }
         let mut prev = start.prev;
+        // The chain's value at the anchor's record, once walked past (at the base, the
+        // base's; pruned past it, unknown: only the count is checked).
+        let mut at_anchor = since.filter(|a| a.0 == start.seq).map(|_| start.prev);
         let mut expected = start.seq + 1;
         let mut after: Option<Vec<u8>> = (start.seq > 0).then(|| start.seq.to_be_bytes().to_vec());
         loop {
@@ -1005,6 +1020,9 @@ impl Service {
                     ));
                 };
                 prev = s.mac;
+                if since.is_some_and(|a| a.0 == seq) {
+                    at_anchor = Some(prev);
+                }
                 expected += 1;
             }
             if exhausted {
@@ -1025,6 +1043,7 @@ impl Service {
                      {} records found chain correctly)",
                     last_ok - pruned
                 )),
+                anchor: None,
             });
         }
         if last_ok < count {
@@ -1049,6 +1068,30 @@ impl Service {
                 ));
             }
         }
+        if let Some((n, mac)) = since {
+            if n > count {
+                return Ok(bad(
+                    last_ok,
+                    Some(count.saturating_add(1)),
+                    format!(
+                        "record {} is missing: the trail ends at record {count}, but an \
+                         earlier verify saw {n} records (its end was cut off and an older \
+                         head put back)",
+                        count.saturating_add(1)
+                    ),
+                ));
+            }
+            if at_anchor.is_some_and(|m| !barrier::digest_eq(&m, &mac)) {
+                return Ok(bad(
+                    last_ok,
+                    Some(n),
+                    format!(
+                        "record {n} is not the one an earlier verify saw: the trail was cut \
+                         back to an older head and written again since"
+                    ),
+                ));
+            }
+        }
         Ok(api::AuditVerifyReport {
             intact: true,
             count,
@@ -1056,8 +1099,26 @@ impl Service {
             pruned,
             first_bad_seq: None,
             problem: None,
+            anchor: Some(format!("{count}:{}", hex::encode(prev))),
         })
     }
+}
+
+/// An anchor from a verify report: `COUNT:MAC` (64 hex digits).
+fn parse_anchor(s: &str) -> Result<(u64, [u8; 32])> {
+    let invalid = || {
+        Error::invalid(
+            "since",
+            "not the anchor of a verify report (COUNT:MAC, 64 hex digits)",
+        )
+    };
+    let (count, mac) = s.split_once(':').ok_or_else(invalid)?;
+    let count = count.parse::<u64>().map_err(|_| invalid())?;
+    let mac: [u8; 32] = hex::decode(mac)
+        .ok()
+        .and_then(|m| m.try_into().ok())
+        .ok_or_else(invalid)?;
+    Ok((count, mac))
 }
 
 /// A quick check at unseal (and before a prune): the head's own MAC, the base's if a

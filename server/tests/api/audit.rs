@@ -96,7 +96,30 @@ async fn an_edited_record_is_named_by_verify() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("intact"), "{stdout}");
+    // It prints an anchor to keep elsewhere; a later verify --since it passes while the
+    // trail holds what it saw, and fails (exit 1) against one claiming more records.
+    let anchor = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("anchor: "))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string();
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["audit", "verify", "--since", &anchor]);
+    let out = run(cmd).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, mac) = anchor.split_once(':').unwrap();
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["audit", "verify", "--since", &format!("1000000:{mac}")]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cut off"), "{err}");
     // Not being able to ask is no verdict on the trail: exit 2, not 1.
     let mut cmd = s.cli("sbx_not-a-token");
     cmd.args(["audit", "verify"]);
@@ -317,6 +340,85 @@ async fn a_tampered_head_refuses_to_unseal() {
         .unwrap();
     let e = open().err().unwrap().to_string();
     assert!(e.contains("no head"), "{e}");
+}
+
+/// A trail cut back to an older head of its own (each head was genuine once, and old ones
+/// lie in the commit journal, in backups and in free pages) verifies and unseals: the MACs
+/// prove what records say, not that no later record was there. The anchor of an earlier
+/// verify, kept outside the server, shows the cut, also once the server has written past
+/// the anchor's count again; it is checked at the base too, and refused when malformed.
+#[tokio::test]
+async fn an_anchor_kept_elsewhere_shows_a_tail_cut_back_to_an_older_head() {
+    let (b, open) = stopped_store();
+    // Records of requests with ids `{tag}{i}`.
+    let append = |svc: strongbox_server::service::Service, n: usize, tag: &'static str| async move {
+        use strongbox_server::service::{AuditEntry, AuditSlot};
+        for i in 0..n {
+            let entry = AuditEntry {
+                request_id: format!("{tag}{i}"),
+                ..Default::default()
+            };
+            svc.finish_audit(&AuditSlot::new(entry), AuditOutcome::Succeeded, None)
+                .await
+                .unwrap();
+        }
+    };
+    let svc = open().unwrap().service;
+    append(svc.clone(), 2, "a").await;
+    let head_at_2 = b.get(Table::Meta, b"audit_head").unwrap().unwrap();
+    append(svc.clone(), 3, "b").await;
+    let v = svc.verify_audit().unwrap();
+    assert!(v.intact && v.count == 5, "{v:?}");
+    let anchor = v.anchor.unwrap();
+    assert!(anchor.starts_with("5:"), "{anchor}");
+    let v = svc.verify_audit_since(Some(&anchor)).unwrap();
+    assert!(v.intact, "the trail holds what the anchor saw: {v:?}");
+    drop(svc);
+
+    // Cut back to record 2, with the head of that time.
+    b.commit(&[
+        Mutation::Delete(Table::Audit, key(3)),
+        Mutation::Delete(Table::Audit, key(4)),
+        Mutation::Delete(Table::Audit, key(5)),
+        Mutation::Put(Table::Meta, b"audit_head".to_vec(), head_at_2),
+    ])
+    .unwrap();
+    let svc = open().unwrap().service;
+    let v = svc.verify_audit().unwrap();
+    assert!(v.intact && v.count == 2, "without the anchor: {v:?}");
+    let v = svc.verify_audit_since(Some(&anchor)).unwrap();
+    assert_eq!((v.intact, v.first_bad_seq), (false, Some(3)), "{v:?}");
+    assert!(v.problem.unwrap().contains("cut off"));
+
+    // The server writes records 3 to 6 again: the count is back past the anchor's, but
+    // record 5 is not the one it saw.
+    append(svc.clone(), 4, "c").await;
+    let v = svc.verify_audit_since(Some(&anchor)).unwrap();
+    assert_eq!((v.intact, v.first_bad_seq), (false, Some(5)), "{v:?}");
+    assert!(
+        v.problem
+            .unwrap()
+            .contains("not the one an earlier verify saw")
+    );
+    assert!(svc.verify_audit().unwrap().intact);
+
+    // An anchor at the base a prune left is checked against the base.
+    let at_6 = svc.verify_audit().unwrap().anchor.unwrap();
+    svc.prune_audit(&older_than("30d")).await.unwrap();
+    let v = svc.verify_audit_since(Some(&at_6)).unwrap();
+    assert!(v.intact && v.pruned == 6, "{v:?}");
+    let v = svc.verify_audit_since(Some(&anchor)).unwrap();
+    assert!(v.intact, "pruned past it, only its count is checked: {v:?}");
+    let mut other = at_6.clone();
+    let last = other.pop().unwrap();
+    other.push(if last == '0' { '1' } else { '0' });
+    let v = svc.verify_audit_since(Some(&other)).unwrap();
+    assert_eq!((v.intact, v.first_bad_seq), (false, Some(6)), "{v:?}");
+
+    for bad in ["", "5", "x:00", "5:zz", "5:0011"] {
+        let e = svc.verify_audit_since(Some(bad)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidParameter, "{bad}");
+    }
 }
 
 /// A new store has an (empty) trail with a head; deleting every record and the head — a

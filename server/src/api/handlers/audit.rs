@@ -6,7 +6,7 @@ use futures_util::StreamExt as _;
 use strongbox_schemas::{self as api, ErrorCode};
 
 use super::super::extract::{ApiJson, ApiQuery};
-use super::{ApiError, ApiResult, AppState, AuditParams};
+use super::{ApiError, ApiResult, AppState, AuditParams, AuditVerifyParams};
 use crate::service::AuditQuery;
 
 pub(super) async fn list_audit(
@@ -42,12 +42,14 @@ pub(super) async fn list_audit(
 
 pub(super) async fn verify_audit(
     State(s): State<AppState>,
+    ApiQuery(p): ApiQuery<AuditVerifyParams>,
 ) -> ApiResult<Json<api::AuditVerifyReport>> {
     // A walk of the whole trail: off the async workers, so requests go on meanwhile.
     let service = s.service.clone();
-    let report = tokio::task::spawn_blocking(move || service.verify_audit())
-        .await
-        .map_err(crate::Error::internal)??;
+    let report =
+        tokio::task::spawn_blocking(move || service.verify_audit_since(p.since.as_deref()))
+            .await
+            .map_err(crate::Error::internal)??;
     Ok(Json(report))
 }
 

@@ -153,7 +153,7 @@ routes! {
     get "/v1/audit" => list_audit, "audit:Read", path "*", 200, req: -, query: (AuditParams), resp: (api::ListAuditResponse), "Read the audit trail, oldest first (filters, pagination)";
     get "/v1/backup" => backup, "sys:Backup", path "*", 200, req: -, query: -, resp: -, "A backup of the whole database from one snapshot (application/octet-stream: values stay sealed; restore it with strongbox restore and the same root key)";
     post "/v1/audit/prune" => prune_audit, "sys:PruneAudit", path "*", 200, req: (api::PruneAuditRequest), query: -, resp: (api::PruneAuditResponse), "Delete the oldest records, those older than older_than (at least the server's minimum retention), at most 10,000 a call; the chain is checked from the base the prune leaves";
-    get "/v1/audit/verify" => verify_audit, "audit:Verify", path "*", 200, req: -, query: -, resp: (api::AuditVerifyReport), "Check the audit trail's HMAC chain and head; names the first bad record";
+    get "/v1/audit/verify" => verify_audit, "audit:Verify", path "*", 200, req: -, query: (AuditVerifyParams), resp: (api::AuditVerifyReport), "Check the audit trail's HMAC chain and head (and that it still holds what an earlier verify saw); names the first bad record";
 }
 
 /// Every action a route or a delegated check (`service::DELEGATED_ACTIONS`) can
@@ -291,6 +291,16 @@ pub(crate) struct AuditParams {
     /// From the previous page's `next_page_token`, or any record's `seq` to read the
     /// records after it (how `strongbox audit tail` follows the trail).
     page_token: Option<String>,
+}
+
+/// Query of `GET /v1/audit/verify`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditVerifyParams {
+    /// The `anchor` of an earlier report, kept outside the server: the trail must still
+    /// hold those records, unchanged (a trail cut back to an older head of its own
+    /// verifies without it).
+    since: Option<String>,
 }
 
 fn created<T: serde::Serialize>(v: T) -> Response {

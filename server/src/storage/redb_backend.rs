@@ -883,11 +883,15 @@ fn apply(tx: &WriteTransaction, mutations: &[Mutation]) -> Result<(), StorageErr
 
 impl Drop for RedbBackend {
     fn drop(&mut self) {
-        // A clean close leaves everything in the database and nothing to replay.
-        let mut guard = self
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A clean close leaves everything in the database and nothing to replay. After a
+        // panic in a commit (the writer's lock poisoned) nothing more is written: the
+        // writer's state may be half changed, and the journal is replayed at the next open.
+        let Ok(mut guard) = self.writer.lock() else {
+            tracing::warn!(
+                "a commit panicked: the database is closed as it is; the journal will be replayed at the next open"
+            );
+            return;
+        };
         if let Err(e) = self.close(&mut guard, false) {
             tracing::warn!(error = %e, "could not checkpoint the database at close; the journal will be replayed at the next open");
         }
@@ -1051,5 +1055,42 @@ fn tx_scan(
     match base.table(table)? {
         Some(t) => t.scan(prefix, after, limit),
         None => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a panic in a commit (the writer's lock poisoned), dropping the backend does not
+    /// drain into the database nor record a clean close; the journal brings the commits
+    /// back at the next open.
+    #[test]
+    fn a_backend_whose_commit_panicked_is_not_closed_as_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let b = RedbBackend::open(&path).unwrap();
+        b.commit(&[Mutation::Put(Table::Meta, b"k".to_vec(), b"v".to_vec())])
+            .unwrap();
+        std::thread::scope(|s| {
+            let poisoned = s
+                .spawn(|| {
+                    let _held = b.writer.lock();
+                    panic!("a commit panics");
+                })
+                .join();
+            assert!(poisoned.is_err());
+        });
+        assert!(b.writer.is_poisoned());
+        drop(b);
+        let db = Database::open(&path).unwrap();
+        let (_, _, clean) = journal_state(&db).unwrap();
+        assert_eq!(clean, Some(false), "not recorded as closed cleanly");
+        drop(db);
+        let b = RedbBackend::open(&path).unwrap();
+        assert_eq!(
+            b.get(Table::Meta, b"k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
     }
 }

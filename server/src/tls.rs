@@ -473,8 +473,7 @@ pub async fn serve(
         let limits = limits.clone();
         let mut stopping = stopping_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _place = place;
+            let places = Arc::new((permit, place));
             // A handshake under way when the server stops is given up at once.
             let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
             let tls = tokio::select! {
@@ -490,15 +489,23 @@ pub async fn serve(
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let activity = Activity::new();
+            let requests = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_STREAMS as usize));
             let app = tower::service_fn({
                 let activity = activity.clone();
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     let under_way = InFlight::begin(&activity);
                     req.extensions_mut().insert(PeerAddr(peer));
-                    let call = tower::ServiceExt::oneshot(app.clone(), req);
+                    let app = app.clone();
                     let activity = activity.clone();
+                    let (requests, places) = (requests.clone(), places.clone());
                     async move {
-                        let resp = call.await;
+                        // One of the connection's request places, held by the request
+                        // until it ends, also when it goes on after its stream was reset.
+                        // (The semaphore is never closed.)
+                        let place = requests.acquire_owned().await.ok();
+                        req.extensions_mut()
+                            .insert(ConnectionHold(Arc::new((places, place))));
+                        let resp = tower::ServiceExt::oneshot(app, req).await;
                         drop(under_way);
                         resp.map(|r| {
                             r.map(|body| axum::body::Body::new(Progressing { body, activity }))
@@ -593,6 +600,20 @@ pub async fn serve(
 /// The TCP peer of a request.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// What a request holds of its connection: the connection's places (the server's and
+/// its address's) and one of the connection's request places (as many as HTTP/2 streams
+/// it may have open). A request that goes on after its client left (see
+/// `api::guard::audit`) keeps a clone until it ends, so the connection limits still bound
+/// the work under way, and a shutdown waits for it (within its grace period).
+#[derive(Clone)]
+pub struct ConnectionHold(#[allow(dead_code)] Arc<(Arc<ConnectionPlaces>, Option<RequestPlace>)>);
+
+/// A connection's places: the server's and its address's.
+type ConnectionPlaces = (tokio::sync::OwnedSemaphorePermit, AddressPlace);
+
+/// One of a connection's request places.
+type RequestPlace = tokio::sync::OwnedSemaphorePermit;
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,8 @@
 //! token if there is one, runs the request with the draft as its audit slot, and after
 //! the response records it, unless a write job already did so together with its change.
 //! If the record cannot be written, the response is replaced by an error. A request other
-//! than `GET`/`HEAD` runs on a task of its own, so that a client going away does not stop
-//! it between what it started and its record. Requests
+//! than `GET`/`HEAD` runs on a task of its own (holding its connection's places), so that
+//! a client going away does not stop it between what it started and its record. Requests
 //! without a valid token past their address's allowance (or the server's) are answered
 //! 429 instead, and most of those are not recorded (`throttle`). [`authorize`]
 //! runs on matched routes only: it forms the route's resource, answers 401 or 403, or
@@ -31,7 +31,7 @@ use super::throttle::Verdict;
 use super::{AppState, ResourceRule, RouteNote, RouteSpec};
 use crate::Error;
 use crate::service::{AuditEntry, AuditSlot, Identity};
-use crate::tls::PeerAddr;
+use crate::tls::{ConnectionHold, PeerAddr};
 
 /// What the bearer token (if any) proved; set by [`audit`], read by [`authorize`].
 #[derive(Clone)]
@@ -52,31 +52,39 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 
 /// Outermost of the two: drafts, runs and records; then counts the request in the
 /// metrics, with its final status and its whole time (the record's commit included).
-pub(super) async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+///
+/// A request that may change something runs to its end, record and metrics included,
+/// also when its client goes away (hyper drops the connection's future): a rotate
+/// request starts a rotation that goes on without it, and must not lose the record
+/// naming its caller. It runs on a task of its own, which keeps a hold on its connection
+/// (`tls::ConnectionHold`): the connection limits still bound such work, and a shutdown
+/// waits for it. Reads stay on the connection's task (a value not sent needs no record).
+pub(super) async fn audit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return observed(state, req, next).await;
+    }
+    let hold = req.extensions().get::<ConnectionHold>().cloned();
+    let id = current_request_id();
+    let task = tokio::spawn(super::error::REQUEST_ID.scope(id, async move {
+        let _hold = hold;
+        observed(state, req, next).await
+    }));
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "a request's task ended without an answer");
+            ApiError::new(ErrorCode::InternalError, "internal error").into_response()
+        }
+    }
+}
+
+/// [`audit`]'s work: the record, then the metrics.
+async fn observed(state: AppState, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(req.method());
     let note = RouteNote::default();
     req.extensions_mut().insert(note.clone());
-    // A request that may change something runs to its end, record included, also when its
-    // client goes away (hyper drops the connection's future): a rotate request starts a
-    // rotation that goes on without it, and must not lose the record naming its caller.
-    // Reads stay on the connection's task (a value not sent needs no record).
-    let resp = if req.method() == Method::GET || req.method() == Method::HEAD {
-        record(&state, req, next).await
-    } else {
-        let id = current_request_id();
-        let task = tokio::spawn(super::error::REQUEST_ID.scope(id, {
-            let state = state.clone();
-            async move { record(&state, req, next).await }
-        }));
-        match task.await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::error!(error = %e, "a request's task ended without an answer");
-                ApiError::new(ErrorCode::InternalError, "internal error").into_response()
-            }
-        }
-    };
+    let resp = record(&state, req, next).await;
     state.metrics.observe(
         method,
         note.route(),

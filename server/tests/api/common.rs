@@ -48,7 +48,7 @@ impl TestServer {
         Self::start_full(ServiceConfig::default(), |b| b, limits).await
     }
 
-    async fn start_full(
+    pub(crate) async fn start_full(
         config: ServiceConfig,
         wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
         limits: tls::ConnectionLimits,

@@ -1176,6 +1176,7 @@ async fn a_rotate_request_whose_client_left_is_still_recorded() {
     let f = Function::start(s.clock.clone()).await;
     setup(&s, &f, "hook").await;
     let rotation = slow_create_step(&s, &f, "left", "v0").await;
+    create_called(&f).await;
     // The client gives up: its connection closes with the request unanswered.
     rotation.abort();
     assert!(rotation.await.unwrap_err().is_cancelled());
@@ -1209,4 +1210,55 @@ async fn a_rotate_request_whose_client_left_is_still_recorded() {
     );
     assert_eq!(recs.len(), 1, "the request's own record: {recs:?}");
     assert_eq!(recs[0].outcome, AuditOutcome::Succeeded, "{recs:?}");
+}
+
+/// Waits (up to 10 s) until the function has been called for a *create* step.
+async fn create_called(f: &Function) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f
+        .hook
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.step == "create")
+    {
+        assert!(std::time::Instant::now() < deadline, "no create call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request that goes on after its client left keeps its connection's place until it
+/// ends: with one connection allowed per address, the client's next connection is refused
+/// while the rotate request runs on, and served once it has ended (the rotation done).
+/// So the connection limits still bound the work clients can leave behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_goes_on_after_its_client_left_keeps_its_connections_place() {
+    let limits = strongbox_server::tls::ConnectionLimits {
+        max_connections_per_address: 1,
+        ..Default::default()
+    };
+    let s = TestServer::start_full(fast_config(), |b| b, limits).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    let rotation = slow_create_step(&s, &f, "held", "v0").await;
+    create_called(&f).await;
+    rotation.abort();
+    assert!(rotation.await.unwrap_err().is_cancelled());
+    assert!(
+        s.client.describe_secret("held").await.is_err(),
+        "a new connection from the address is refused while the request runs on"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let described = loop {
+        if let Ok(d) = s.client.describe_secret("held").await {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        described.version_id, "next",
+        "served again only once the request (and its rotation) ended"
+    );
 }

@@ -2232,6 +2232,64 @@ async fn a_dual_rotation_stopped_after_create_finishes_without_acsprevious() {
     app.drop_all().await;
 }
 
+/// A failed rotation's `last_rotation_error` is shown to whoever may describe the secret,
+/// and its error answers whoever may rotate it, who may not read its value: both withhold
+/// the account names (the value's, its clone's, the admin's), which the server's log keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_rotation_error_withholds_account_names() {
+    let app = MysqlApp::create("withheld", "pw0").await;
+    let mut root = mysql_root().await;
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!("ALTER USER '{}'@'%' ACCOUNT LOCK", app.user),
+    )
+    .await
+    .unwrap();
+    let _ = root.disconnect().await;
+    let e = Engine::start(None);
+    let trusted = Actor::Trusted(Principal::Named("root".into()));
+    e.service
+        .create_secret(text_secret("db/admin", &MysqlApp::admin_value()), &trusted)
+        .await
+        .unwrap();
+    e.service
+        .create_rotation_policy(policy("db", "30d", RotationStrategy::Mysql, &[]), &trusted)
+        .await
+        .unwrap();
+    let mut req = rds_request(
+        "MyDbCreds",
+        &account(&app.user, "pw0"),
+        app.config("SingleUser", "db/admin"),
+    );
+    req.rotation_policy = Some("db".into());
+    e.service.create_secret(req, &trusted).await.unwrap();
+    let answer = e
+        .service
+        .rotate_secret("MyDbCreds", Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        answer
+            .message
+            .contains("account <account withheld> cannot log in"),
+        "{}",
+        answer.message
+    );
+    assert!(!answer.message.contains(&app.user), "{}", answer.message);
+    let kept = e
+        .service
+        .describe_secret("MyDbCreds")
+        .unwrap()
+        .last_rotation_error
+        .unwrap();
+    assert!(
+        kept.contains("account <account withheld> cannot log in"),
+        "{kept}"
+    );
+    assert!(!kept.contains(&app.user), "{kept}");
+    app.drop_all().await;
+}
+
 async fn mysql_plugin(root: &mut mysql_async::Conn, user: &str) -> Option<String> {
     mysql_async::prelude::Queryable::query_first::<String, _>(
         root,

@@ -60,6 +60,45 @@ use strategy::{AnyStrategy, Step, StepContext, Strategy};
 const META_SCHEDULE_VERSION: &[u8] = b"rotation_schedule_version";
 /// Bumped when the index gains a kind of job, so that it is rebuilt once.
 const SCHEDULE_VERSION: &[u8] = b"2";
+/// What a failure's message says in place of an account name it withholds.
+pub(crate) const WITHHELD: &str = "<account withheld>";
+
+/// `message` with each of `names` (as a whole word: not inside a longer name) replaced
+/// by [`WITHHELD`]. A failed rotation's error is kept as the secret's `last_rotation_error`,
+/// shown to whoever may describe it, and answers a rotate request, which `kms:RotateSecret`
+/// allows; account names come from the secret's value (or the admin secret's), which
+/// neither may read. The server's log keeps the whole message.
+pub(crate) fn withhold(message: &str, names: &[String]) -> String {
+    let mut names: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    names.dedup();
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    let mut out = message.to_string();
+    for n in names {
+        let mut next = String::with_capacity(out.len());
+        let mut from = 0;
+        for (i, _) in out.match_indices(n) {
+            if i < from {
+                continue;
+            }
+            let end = i + n.len();
+            if word(out[..i].chars().next_back()) || word(out[end..].chars().next()) {
+                continue;
+            }
+            next.push_str(&out[from..i]);
+            next.push_str(WITHHELD);
+            from = end;
+        }
+        next.push_str(&out[from..]);
+        out = next;
+    }
+    out
+}
+
 /// Longest `last_rotation_error` kept.
 const ERROR_MAX: usize = 512;
 
@@ -139,14 +178,16 @@ pub(crate) struct DueReport {
 
 /// Why a rotation stopped before finishing.
 enum Stop {
-    Failed(Error),
+    /// Failed; with the account names its message may carry, which the secret's
+    /// `last_rotation_error` withholds (see [`withhold`]).
+    Failed(Error, Vec<String>),
     /// Test failpoint: stopped as if the process had died.
     Halted,
 }
 
 impl From<Error> for Stop {
     fn from(e: Error) -> Self {
-        Stop::Failed(e)
+        Stop::Failed(e, Vec::new())
     }
 }
 
@@ -405,8 +446,11 @@ impl Service {
                 ErrorCode::Unavailable,
                 "the rotation engine stopped (test failpoint)",
             )),
-            Err(Stop::Failed(e)) => {
+            Err(Stop::Failed(e, names)) => {
                 tracing::warn!(secret = %name, version_id, code = %e.code, error = %e.message, "rotation failed");
+                // Account names stay in this log line: the answer and what the secret
+                // keeps withhold them.
+                let e = Error::new(e.code, withhold(&e.message, &names));
                 if let Err(w) = self.record_failure(name, version_id, identity, &e).await {
                     tracing::error!(secret = %name, error = %w, "could not record a failed rotation");
                 }
@@ -561,19 +605,20 @@ impl Service {
                 Some(p) if p.version_id == version_id => Some(p.step),
                 // Abandoned: a new rotation starts over it.
                 Some(_) if abandoned(&rec) => None,
-                Some(_) => return Err(Stop::Failed(in_progress(name))),
+                Some(_) => return Err(in_progress(name).into()),
                 None => None,
             };
             // The way out of a rotation that cannot complete: its version's ACSPending
             // label removed by hand. Nothing is sent to the target any more.
             if step.is_some() && abandoned(&rec) {
-                return Err(Stop::Failed(Error::new(
+                return Err(Error::new(
                     ErrorCode::RotationFailed,
                     format!(
                         "the rotation of version {version_id} is abandoned: its ACSPending \
                          label was removed"
                     ),
-                )));
+                )
+                .into());
             }
             // Only *create* (no step done yet) looks at ACSPrevious.
             let strategy = match database::Engine::from_strategy(policy.strategy) {
@@ -605,13 +650,15 @@ impl Service {
                             self.check_new_value(name, &value)?;
                             Ok(value)
                         })
-                        .await?;
+                        .await
+                        .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.begin(name, version_id, id, value).await?;
                     Step::Create
                 }
                 Some(RotationStep::Created) => {
                     self.attempt(name, id, Step::Set, || strategy.set(&cx))
-                        .await?;
+                        .await
+                        .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.advance(
                         name,
                         version_id,
@@ -624,7 +671,8 @@ impl Service {
                 }
                 Some(RotationStep::Set) => {
                     self.attempt(name, id, Step::Test, || strategy.test(&cx))
-                        .await?;
+                        .await
+                        .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.advance(
                         name,
                         version_id,
@@ -637,7 +685,8 @@ impl Service {
                 }
                 Some(RotationStep::Tested) => {
                     self.attempt(name, id, Step::Finish, || strategy.finish(&cx))
-                        .await?;
+                        .await
+                        .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.complete(name, version_id, id).await?;
                     Step::Finish
                 }
@@ -649,6 +698,34 @@ impl Service {
                 return Ok(());
             }
         }
+    }
+
+    /// A step's failure, with the account names its message may carry: those the
+    /// strategy knows (a database's admin, clone and previous accounts) and the
+    /// `AccountName` or `UserName` of the current and pending values.
+    fn step_failed(&self, e: Error, strategy: &AnyStrategy, cx: &StepContext<'_>) -> Stop {
+        let current = match cx.current {
+            Some(_) => None,
+            None => self.plaintext(cx.secret_name, None).ok(),
+        };
+        let mut names = strategy.account_names();
+        for v in [
+            cx.current,
+            current.as_deref().map(Vec::as_slice),
+            cx.pending,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(v) {
+                for k in ["AccountName", "UserName"] {
+                    if let Some(n) = o.get(k).and_then(|n| n.as_str()) {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+        }
+        Stop::Failed(e, names)
     }
 
     /// A version's plaintext (`ACSCurrent` without an id); binary values as stored.
@@ -1163,5 +1240,30 @@ impl Service {
         strategy::conformance_of(&strategy, name, &current)
             .await
             .map(|v| v.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod withhold_tests {
+    use super::{WITHHELD, withhold};
+
+    #[test]
+    fn account_names_are_withheld_as_whole_words() {
+        let names = vec!["app".to_string(), "app_clone".to_string(), String::new()];
+        let w = WITHHELD;
+        assert_eq!(
+            withhold(
+                "account app_clone exists and is not a member of app",
+                &names
+            ),
+            format!("account {w} exists and is not a member of {w}")
+        );
+        assert_eq!(
+            withhold("login as \"app\" failed; 'app'@'%' in application", &names),
+            format!("login as \"{w}\" failed; '{w}'@'%' in application")
+        );
+        assert_eq!(withhold("no names here", &names), "no names here");
+        assert_eq!(withhold("app", &names), w);
+        assert_eq!(withhold("happy apps", &names), "happy apps");
     }
 }

@@ -91,6 +91,17 @@ impl AnyStrategy {
     }
 }
 
+impl AnyStrategy {
+    /// Account names this strategy knows beyond the secret's own values, which a failure
+    /// kept on the secret withholds: a database's admin, previous and clone accounts.
+    pub(crate) fn account_names(&self) -> Vec<String> {
+        match self {
+            Self::Database(s) => s.account_names(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl Strategy for AnyStrategy {
     async fn create(&self, cx: &StepContext<'_>) -> Result<Zeroizing<Vec<u8>>> {
         match self {

@@ -579,6 +579,23 @@ impl DatabaseStrategy {
         })
     }
 
+    /// The accounts this rotation may name: the current one and its clone, the one
+    /// behind `ACSPrevious` and the admin.
+    pub(crate) fn account_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        if let Some(c) = &self.current {
+            names.push(c.name.clone());
+            for mariadb in [false, true] {
+                names.push(clone_name(self.engine, &c.name, mariadb));
+            }
+        }
+        names.extend(self.previous_name.clone());
+        if let Ok(a) = &self.admin {
+            names.push(a.name.clone());
+        }
+        names
+    }
+
     /// Connects only where `egress` allows (the default policy until this is called).
     pub(crate) fn with_egress(mut self, egress: EgressPolicy) -> Self {
         self.egress = egress;

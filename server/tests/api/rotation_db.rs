@@ -2005,9 +2005,9 @@ async fn single_user_set_changes_nothing_for_an_account_that_cannot_log_in() {
     locked.drop_all().await;
 }
 
-/// An engine whose single-user MariaDB secret `MyDbCreds` (account `app`, password
-/// `pw0`, admin secret `db/admin`) began a rotation (`v1`) that halted after `step`.
-async fn single_user_mysql_rotation_halted_after(app: &MysqlApp, step: &str) -> Engine {
+/// An engine with the single-user MariaDB secret `MyDbCreds` (`app`'s account, password
+/// `pw0`, admin secret `db/admin`) under the `mysql` policy `db`.
+async fn single_user_mysql_engine(app: &MysqlApp) -> Engine {
     let e = Engine::start(None);
     let trusted = Actor::Trusted(Principal::Named("root".into()));
     e.service
@@ -2025,6 +2025,12 @@ async fn single_user_mysql_rotation_halted_after(app: &MysqlApp, step: &str) -> 
     );
     req.rotation_policy = Some("db".into());
     e.service.create_secret(req, &trusted).await.unwrap();
+    e
+}
+
+/// [`single_user_mysql_engine`], with a rotation (`v1`) begun and halted after `step`.
+async fn single_user_mysql_rotation_halted_after(app: &MysqlApp, step: &str) -> Engine {
+    let e = single_user_mysql_engine(app).await;
     e.rotate_halted_after(step, "v1").await;
     e
 }
@@ -2246,23 +2252,7 @@ async fn a_kept_rotation_error_withholds_account_names() {
     .await
     .unwrap();
     let _ = root.disconnect().await;
-    let e = Engine::start(None);
-    let trusted = Actor::Trusted(Principal::Named("root".into()));
-    e.service
-        .create_secret(text_secret("db/admin", &MysqlApp::admin_value()), &trusted)
-        .await
-        .unwrap();
-    e.service
-        .create_rotation_policy(policy("db", "30d", RotationStrategy::Mysql, &[]), &trusted)
-        .await
-        .unwrap();
-    let mut req = rds_request(
-        "MyDbCreds",
-        &account(&app.user, "pw0"),
-        app.config("SingleUser", "db/admin"),
-    );
-    req.rotation_policy = Some("db".into());
-    e.service.create_secret(req, &trusted).await.unwrap();
+    let e = single_user_mysql_engine(&app).await;
     let answer = e
         .service
         .rotate_secret("MyDbCreds", Default::default())

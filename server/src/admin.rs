@@ -315,11 +315,28 @@ async fn verify(c: &Client, since: Option<&str>) -> anyhow::Result<()> {
     } else {
         String::new()
     };
+    // A server that does not know anchors ignores `since` and reports none.
+    if let (Some(_), true, None) = (since, r.intact, &r.anchor) {
+        return Err(VerifyUnavailable(
+            "the server does not check anchors (an older release): --since was not checked".into(),
+        )
+        .into());
+    }
     if r.intact {
         println!(
             "audit trail intact: {} records verified{pruned}",
             r.verified
         );
+        // Pruned past the anchor's record, only its count could be checked.
+        let pruned_past = since
+            .and_then(|a| a.split_once(':'))
+            .and_then(|(n, _)| n.parse::<u64>().ok())
+            .is_some_and(|n| n < r.pruned);
+        if pruned_past {
+            println!(
+                "(the anchor's record was pruned: only its count was checked against the trail)"
+            );
+        }
         if let Some(a) = &r.anchor {
             println!(
                 "anchor: {a}\n(keep it outside the server: `strongbox audit verify --since {a}` later shows whether the trail still holds these records)"

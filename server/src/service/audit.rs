@@ -1082,9 +1082,11 @@ impl Service {
                 ));
             }
             if at_anchor.is_some_and(|m| !barrier::digest_eq(&m, &mac)) {
+                // (An anchor at 0, before any record, that does not match was not made
+                // by a verify: no record is to blame.)
                 return Ok(bad(
                     last_ok,
-                    Some(n),
+                    (n > 0).then_some(n),
                     format!(
                         "record {n} is not the one an earlier verify saw: the trail was cut \
                          back to an older head and written again since"

@@ -886,11 +886,17 @@ impl Drop for RedbBackend {
         // A clean close leaves everything in the database and nothing to replay. After a
         // panic in a commit (the writer's lock poisoned) nothing more is written: the
         // writer's state may be half changed, and the journal is replayed at the next open.
-        let Ok(mut guard) = self.writer.lock() else {
-            tracing::warn!(
-                "a commit panicked: the database is closed as it is; the journal will be replayed at the next open"
-            );
-            return;
+        let mut guard = match self.writer.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                // A checkpoint under way (begun on a whole layer) is waited for, so that
+                // no thread has the database open once it is dropped.
+                let _ = join_checkpoint(&mut poisoned.into_inner());
+                tracing::warn!(
+                    "a commit panicked: the database is closed as it is; the journal will be replayed at the next open"
+                );
+                return;
+            }
         };
         if let Err(e) = self.close(&mut guard, false) {
             tracing::warn!(error = %e, "could not checkpoint the database at close; the journal will be replayed at the next open");

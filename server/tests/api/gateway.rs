@@ -318,6 +318,39 @@ async fn audit_verify_gives_no_verdict_on_a_gateway_page_or_a_bad_setup() {
     assert!(err.contains("could not verify"), "{err}");
 }
 
+/// `audit verify --since` against a server that does not know anchors (an older release,
+/// which ignores the query and reports no anchor): no verdict (exit 2), never "intact".
+#[tokio::test]
+async fn audit_verify_since_gives_no_verdict_on_a_server_without_anchors() {
+    use axum::routing::get;
+    let s = TestServer::start().await;
+    let app = axum::Router::new().route(
+        "/v1/audit/verify",
+        get(|| async {
+            axum::Json(serde_json::json!({"intact": true, "count": 5, "verified": 5}))
+        }),
+    );
+    let (addr, ca_pem) = serve_https(app).await;
+    let ca = s.ca_file().with_file_name("older-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let mut cmd = s.cli(&s.token);
+    cmd.env(
+        "STRONGBOX_ADDR",
+        format!("https://127.0.0.1:{}", addr.port()),
+    )
+    .env("STRONGBOX_CACERT", &ca)
+    .args([
+        "audit",
+        "verify",
+        "--since",
+        &format!("3:{}", "ab".repeat(32)),
+    ]);
+    let out = run(cmd).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not check anchors"), "{err}");
+}
+
 /// Something between the client and the server (a misbehaving proxy) that answers with
 /// far more than any answer of the API: the SDK stops reading at its limit with a clear
 /// error instead of holding it all, for answers and for error pages alike.

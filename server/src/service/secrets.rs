@@ -314,16 +314,26 @@ fn policy_of(r: &(impl Reader + ?Sized), rec: &SecretRecord) -> Result<Option<Po
 /// Why attaching a rotation policy needs the right to describe it.
 const ATTACH_WHY: &str = "a secret is attached only to a rotation policy its caller may see";
 
+/// Why attaching a rotation policy needs the right to rotate the secret.
+const ATTACH_ROTATES_WHY: &str =
+    "a rotation policy attached to a secret replaces its value on the policy's schedule";
+
 /// Checks that secret `secret` may be attached to rotation policy `name`: `who` may
 /// describe the policy (checked first, so that a caller who may not learns neither
-/// whether it exists nor what it does from the answer), the policy exists and, if it
-/// is a `webhook` one (which sends the secret's next value to its url), `who` may read
-/// the secret.
+/// whether it exists nor what it does from the answer) and rotate the secret (the
+/// policy will replace its value, as `kms:RotateSecret` does: AWS asks for that right
+/// to turn rotation on), the policy exists and, if it is a `webhook` one (which sends
+/// the secret's next value to its url), `who` may read the secret.
 fn check_attach(r: &(impl Reader + ?Sized), who: &Actor, name: &str, secret: &str) -> Result<()> {
     who.require(
         "kms:DescribeRotationPolicy",
         &format!("rotation-policy/{name}"),
         ATTACH_WHY,
+    )?;
+    who.require(
+        "kms:RotateSecret",
+        &format!("secret/{secret}"),
+        ATTACH_ROTATES_WHY,
     )?;
     let policy: PolicyRecord =
         load(r, Table::RotationPolicies, name.as_bytes())?.ok_or_else(|| {

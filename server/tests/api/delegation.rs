@@ -633,7 +633,8 @@ async fn a_webhook_policy_needs_the_right_to_read_what_it_signs_with_and_sends()
             .await
             .unwrap();
     }
-    // May manage rotation policies and any secret's metadata, but read only team/*.
+    // May manage rotation policies and any secret's metadata and rotation, but read
+    // only team/*.
     let team = s
         .principal_with(
             "team",
@@ -642,7 +643,7 @@ async fn a_webhook_policy_needs_the_right_to_read_what_it_signs_with_and_sends()
                     "kms:UpdateRotationPolicy", "kms:DescribeRotationPolicy"],
                     "Resource": "rotation-policy/*"},
                 {"Effect": "Allow", "Action": ["kms:CreateSecret", "kms:UpdateSecret",
-                    "kms:DescribeSecret"], "Resource": "secret/*"},
+                    "kms:DescribeSecret", "kms:RotateSecret"], "Resource": "secret/*"},
                 {"Effect": "Allow", "Action": "kms:GetSecretValue", "Resource": "secret/team/*"}]}),
         )
         .await;
@@ -1037,6 +1038,84 @@ async fn attaching_a_rotation_policy_needs_the_right_to_see_it_and_tells_nothing
     }
     let d = s.client.describe_secret("blind/existing").await.unwrap();
     assert_eq!(d.rotation_policy, None, "nothing was attached");
+}
+
+/// Attaching a rotation policy turns rotation on: the policy will replace the secret's
+/// value, so it needs `kms:RotateSecret` on the secret (AWS asks for that right to turn
+/// rotation on), on create and on update alike. Without it nothing is attached and the
+/// value stays; detaching needs only `kms:UpdateSecret`.
+#[tokio::test]
+async fn attaching_a_rotation_policy_needs_the_right_to_rotate_the_secret() {
+    let s = TestServer::start_with(fast_config()).await;
+    s.client
+        .create_rotation_policy(&policy("rnd", "30d", RotationStrategy::Random, &[]))
+        .await
+        .unwrap();
+    let statement = |actions: &[&str]| {
+        json!({"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": actions, "Resource": "secret/team/*"},
+            {"Effect": "Allow", "Action": ["kms:DescribeRotationPolicy"],
+             "Resource": "rotation-policy/rnd"}]})
+    };
+    let writer = s
+        .principal_with(
+            "writer",
+            statement(&["kms:CreateSecret", "kms:UpdateSecret", "kms:DescribeSecret"]),
+        )
+        .await;
+    s.client
+        .create_secret(&text_secret("team/api-key", "the-credential"))
+        .await
+        .unwrap();
+    let want = "principal writer is not allowed kms:RotateSecret on secret/team/api-key";
+    let attach = api::UpdateSecretRequest {
+        rotation_policy: Some("rnd".into()),
+        ..Default::default()
+    };
+    assert_code(
+        writer.update_secret("team/api-key", &attach).await,
+        ErrorCode::Forbidden,
+        want,
+    );
+    let mut req = text_secret("team/new", "v");
+    req.rotation_policy = Some("rnd".into());
+    assert_code(
+        writer.create_secret(&req).await,
+        ErrorCode::Forbidden,
+        "principal writer is not allowed kms:RotateSecret on secret/team/new",
+    );
+    // Nothing attached: a tick long after the interval leaves the value as it was.
+    s.advance_and_tick(40 * 86_400).await;
+    let d = s.client.describe_secret("team/api-key").await.unwrap();
+    assert_eq!(d.rotation_policy, None);
+    let v = s
+        .client
+        .get_secret_value("team/api-key", None, None)
+        .await
+        .unwrap();
+    assert_eq!(v.secret_data, "the-credential");
+    // With the right to rotate, both work; detaching needs no more than the update.
+    let rotator = s
+        .principal_with(
+            "rotator",
+            statement(&[
+                "kms:CreateSecret",
+                "kms:UpdateSecret",
+                "kms:DescribeSecret",
+                "kms:RotateSecret",
+            ]),
+        )
+        .await;
+    rotator
+        .update_secret("team/api-key", &attach)
+        .await
+        .unwrap();
+    rotator.create_secret(&req).await.unwrap();
+    let detach = api::UpdateSecretRequest {
+        rotation_policy: Some(String::new()),
+        ..Default::default()
+    };
+    writer.update_secret("team/api-key", &detach).await.unwrap();
 }
 
 /// A server where AccessKey secret `team/ci` names principal `ci-deploy`, with policy

@@ -891,18 +891,10 @@ impl Service {
                     ),
                 ));
             }
-            // Before the value is compared with the admin account: a caller who may
-            // not read the admin secret learns nothing of its account from the answer.
-            if rec.secret_type == SecretType::Rds {
-                this.check_rds_account_kept(t, &who, &rec, &nv.data)?;
-            }
-            this.check_typed_value(
-                t,
-                &who,
-                rec.secret_type,
-                &nv.data,
-                rec.extended_config.as_ref(),
-            )?;
+            // Whether the value's account is one the secret holds, from the versions as
+            // they are before this put; a refusal is answered last (below).
+            let account_kept = (rec.secret_type == SecretType::Rds)
+                .then(|| this.check_rds_account_kept(t, &who, &rec, &nv.data));
             if stages.iter().any(|s| s == STAGE_CURRENT) {
                 this.refuse_while_rotating(&rec, &name, "ACSCurrent")?;
             }
@@ -929,6 +921,19 @@ impl Service {
                     ),
                 ));
             }
+            // A value naming an account the secret does not hold is refused last, after the
+            // repeat (answered above) and every check of the request itself (labels,
+            // pruning): a refusal for another reason only when the account is held would
+            // tell a caller who may not read the secret that its guess is right, and write
+            // nothing. The value's own checks come after it: one names the admin account.
+            account_kept.transpose()?;
+            this.check_typed_value(
+                t,
+                &who,
+                rec.secret_type,
+                &nv.data,
+                rec.extended_config.as_ref(),
+            )?;
             // A rotation whose ACSPending moved to this version was abandoned: the
             // schedule goes back to the policy's dates.
             reindex_secret(t, &mut rec)?;

@@ -1533,4 +1533,40 @@ async fn a_writer_that_may_not_read_cannot_test_a_guess_of_a_value() {
     let other = answer(writer.put_secret_value("app/rds", &account("other")).await);
     assert_eq!(held.0, ErrorCode::VersionConflict);
     assert_eq!(held, other, "a held and another account are told apart");
+    // Nor through a new version refused for another reason (too many stage labels,
+    // checked before the account), nor by naming the admin account (checked after it).
+    let labelled = |name: &str| api::PutSecretValueRequest {
+        version_stages: Some((0..20).map(|i| format!("L{i}")).collect()),
+        ..put(&json!({"AccountName": name, "AccountPassword": "guess-0123456789"}).to_string())
+    };
+    let held = answer(writer.put_secret_value("app/rds", &labelled("app")).await);
+    let other = answer(writer.put_secret_value("app/rds", &labelled("other")).await);
+    assert_eq!(held.0, ErrorCode::InvalidParameter, "{}", held.1);
+    assert_eq!(held, other, "a held and another account are told apart");
+    let unlabelled = |name: &str| api::PutSecretValueRequest {
+        version_stages: Some(Vec::new()),
+        ..put(&json!({"AccountName": name, "AccountPassword": "guess-0123456789"}).to_string())
+    };
+    let admin = answer(
+        writer
+            .put_secret_value("app/rds", &unlabelled("postgres"))
+            .await,
+    );
+    let other = answer(
+        writer
+            .put_secret_value("app/rds", &unlabelled("other"))
+            .await,
+    );
+    assert_eq!(admin.0, ErrorCode::Forbidden, "{}", admin.1);
+    assert_eq!(admin, other, "the admin account and another are told apart");
+    assert_eq!(
+        s.client
+            .list_secret_versions("app/rds")
+            .await
+            .unwrap()
+            .versions
+            .len(),
+        1,
+        "nothing was written"
+    );
 }

@@ -612,6 +612,87 @@ async fn an_rds_secret_needs_the_right_to_read_the_admin_secret_it_names() {
     .unwrap();
 }
 
+/// A write's answer does not show what only describing shows: `PATCH {}` (and a
+/// restore) by a caller that may update but not describe answers without the secret's
+/// description, tags, `extended_config` and `last_rotation_error`, or the rotation
+/// policy's settings; one that may describe too gets them.
+#[tokio::test]
+async fn an_update_does_not_read_what_the_caller_may_not_describe() {
+    let s = with_webhook_policy().await;
+    let mut req = rds_secret("app/rds", "ops/signing", "db.internal");
+    req.description = Some("the billing database".into());
+    req.tags = Some([("team".to_string(), "billing".to_string())].into());
+    s.client.create_secret(&req).await.unwrap();
+    let updater = |name: &'static str, describe: bool| {
+        let mut secret = vec!["kms:UpdateSecret", "kms:RestoreSecret"];
+        let mut policy = vec!["kms:UpdateRotationPolicy"];
+        if describe {
+            secret.push("kms:DescribeSecret");
+            policy.push("kms:DescribeRotationPolicy");
+        }
+        s.principal_with(
+            name,
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": secret, "Resource": "secret/app/*"},
+                {"Effect": "Allow", "Action": policy, "Resource": "rotation-policy/*"}]}),
+        )
+    };
+    let blind = updater("blind", false).await;
+    let sighted = updater("sighted", true).await;
+    let nothing = api::UpdateSecretRequest::default();
+    let b = blind.update_secret("app/rds", &nothing).await.unwrap();
+    assert_eq!(b.name, "app/rds");
+    assert_eq!(
+        (
+            b.description.as_str(),
+            b.tags.len(),
+            b.extended_config.is_none()
+        ),
+        ("", 0, true),
+        "{b:?}"
+    );
+    let full = sighted.update_secret("app/rds", &nothing).await.unwrap();
+    assert_eq!(full.description, "the billing database");
+    assert!(full.extended_config.is_some() && full.tags.len() == 1);
+    let no_change = api::UpdateRotationPolicyRequest::default();
+    let p = blind
+        .update_rotation_policy("hook", &no_change)
+        .await
+        .unwrap();
+    assert!(p.settings.is_empty(), "{p:?}");
+    let p = sighted
+        .update_rotation_policy("hook", &no_change)
+        .await
+        .unwrap();
+    assert_eq!(
+        p.settings.get("url").map(String::as_str),
+        Some("https://hooks.example/rotate")
+    );
+    s.client
+        .delete_secret("app/rds", Default::default())
+        .await
+        .unwrap();
+    let r = blind.restore_secret("app/rds").await.unwrap();
+    assert_eq!(
+        (r.description.as_str(), r.extended_config.is_none()),
+        ("", true)
+    );
+}
+
+/// A server with secret `ops/signing` and the webhook policy `hook` signing with it.
+async fn with_webhook_policy() -> TestServer {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("ops/signing", "value-0123456789"))
+        .await
+        .unwrap();
+    s.client
+        .create_rotation_policy(&webhook("hook", "ops/signing"))
+        .await
+        .unwrap();
+    s
+}
+
 fn webhook(name: &str, signing: &str) -> api::CreateRotationPolicyRequest {
     policy(
         name,
@@ -988,15 +1069,7 @@ async fn attaching_a_policy_to_a_principal_needs_ram_attach_policy_on_it() {
 /// the right to read the secret, and say so).
 #[tokio::test]
 async fn attaching_a_rotation_policy_needs_the_right_to_see_it_and_tells_nothing_else() {
-    let s = TestServer::start().await;
-    s.client
-        .create_secret(&text_secret("ops/signing", "value-0123456789"))
-        .await
-        .unwrap();
-    s.client
-        .create_rotation_policy(&webhook("hook", "ops/signing"))
-        .await
-        .unwrap();
+    let s = with_webhook_policy().await;
     s.client
         .create_rotation_policy(&policy("rnd", "30d", RotationStrategy::Random, &[]))
         .await

@@ -276,11 +276,23 @@ pub(super) async fn update_secret(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdateSecretRequest>,
 ) -> ApiResult<Json<api::Secret>> {
-    Ok(Json(
-        s.service
-            .update_secret(&name, req, &Actor::Caller(who))
-            .await?,
-    ))
+    let who = Actor::Caller(who);
+    let updated = s.service.update_secret(&name, req, &who).await?;
+    Ok(Json(secret_shown_to(&who, updated)))
+}
+
+/// A write's answer about a secret, for a caller that may not describe it: its name,
+/// ARN, type, key, policy and dates, without what only describing shows (description,
+/// tags, `extended_config`, `last_rotation_error`). Otherwise `PATCH {}` would read them.
+/// (AWS's UpdateSecret answers with the name and ARN alone.)
+fn secret_shown_to(who: &Actor, mut secret: api::Secret) -> api::Secret {
+    if !who.allows("kms:DescribeSecret", &format!("secret/{}", secret.name)) {
+        secret.description = String::new();
+        secret.tags.clear();
+        secret.extended_config = None;
+        secret.last_rotation_error = None;
+    }
+    secret
 }
 
 pub(super) async fn delete_secret(
@@ -350,9 +362,11 @@ pub(super) async fn update_secret_stage(
 
 pub(super) async fn restore_secret(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<api::Secret>> {
-    Ok(Json(s.service.restore_secret(&name).await?))
+    let restored = s.service.restore_secret(&name).await?;
+    Ok(Json(secret_shown_to(&Actor::Caller(who), restored)))
 }
 
 pub(super) async fn create_rotation_policy(
@@ -398,11 +412,18 @@ pub(super) async fn update_rotation_policy(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdateRotationPolicyRequest>,
 ) -> ApiResult<Json<api::RotationPolicy>> {
-    Ok(Json(
-        s.service
-            .update_rotation_policy(&name, req, &Actor::Caller(who))
-            .await?,
-    ))
+    let who = Actor::Caller(who);
+    let mut p = s.service.update_rotation_policy(&name, req, &who).await?;
+    // For a caller that may not describe the policy, without its settings (a webhook's
+    // url and signing secret, the principals an access_key policy may issue for):
+    // otherwise `PATCH {}` would read them.
+    if !who.allows(
+        "kms:DescribeRotationPolicy",
+        &format!("rotation-policy/{}", p.name),
+    ) {
+        p.settings.clear();
+    }
+    Ok(Json(p))
 }
 
 pub(super) async fn delete_rotation_policy(

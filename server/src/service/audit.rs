@@ -1082,8 +1082,7 @@ impl Service {
                 ));
             }
             if at_anchor.is_some_and(|m| !barrier::digest_eq(&m, &mac)) {
-                // (An anchor at 0, before any record, that does not match was not made
-                // by a verify: no record is to blame.)
+                // (At 0, before any record, there is no record to blame.)
                 return Ok(bad(
                     last_ok,
                     (n > 0).then_some(n),

@@ -77,24 +77,27 @@ pub(crate) fn withhold(message: &str, names: &[String]) -> String {
     names.sort_by_key(|n| std::cmp::Reverse(n.len()));
     names.dedup();
     let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
-    let mut out = message.to_string();
-    for n in names {
-        let mut next = String::with_capacity(out.len());
-        let mut from = 0;
-        for (i, _) in out.match_indices(n) {
-            if i < from {
-                continue;
+    // One pass over the message, longest name first at each place: what a replacement
+    // wrote is never looked at again.
+    let mut out = String::with_capacity(message.len());
+    let mut i = 0;
+    while i < message.len() {
+        let rest = &message[i..];
+        let at_word_start = !word(message[..i].chars().next_back());
+        let hit = names.iter().find(|n| {
+            at_word_start && rest.starts_with(**n) && !word(rest[n.len()..].chars().next())
+        });
+        match hit {
+            Some(n) => {
+                out.push_str(WITHHELD);
+                i += n.len();
             }
-            let end = i + n.len();
-            if word(out[..i].chars().next_back()) || word(out[end..].chars().next()) {
-                continue;
+            None => {
+                let c = rest.chars().next().map_or(1, char::len_utf8);
+                out.push_str(&rest[..c]);
+                i += c;
             }
-            next.push_str(&out[from..i]);
-            next.push_str(WITHHELD);
-            from = end;
         }
-        next.push_str(&out[from..]);
-        out = next;
     }
     out
 }
@@ -702,7 +705,7 @@ impl Service {
 
     /// A step's failure, with the account names its message may carry: those the
     /// strategy knows (a database's admin, clone and previous accounts) and the
-    /// `AccountName` or `UserName` of the current and pending values.
+    /// `AccountName`, `UserName` or `PrincipalName` of the current and pending values.
     fn step_failed(&self, e: Error, strategy: &AnyStrategy, cx: &StepContext<'_>) -> Stop {
         let current = match cx.current {
             Some(_) => None,
@@ -718,7 +721,7 @@ impl Service {
         .flatten()
         {
             if let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(v) {
-                for k in ["AccountName", "UserName"] {
+                for k in ["AccountName", "UserName", "PrincipalName"] {
                     if let Some(n) = o.get(k).and_then(|n| n.as_str()) {
                         names.push(n.to_string());
                     }
@@ -1265,5 +1268,8 @@ mod withhold_tests {
         assert_eq!(withhold("no names here", &names), "no names here");
         assert_eq!(withhold("app", &names), w);
         assert_eq!(withhold("happy apps", &names), "happy apps");
+        // What a replacement wrote is not looked at again.
+        let names = vec!["account".to_string(), "withheld".to_string()];
+        assert_eq!(withhold("account x", &names), format!("{w} x"));
     }
 }

@@ -499,8 +499,9 @@ pub async fn serve(
                     let activity = activity.clone();
                     let (requests, places) = (requests.clone(), places.clone());
                     async move {
-                        // One of the connection's request places, held by the request
-                        // until it ends, also when it goes on after its stream was reset.
+                        // One of the connection's request places, in the request's
+                        // extensions: a request other than GET/HEAD keeps it until it
+                        // ends, also when it goes on after its stream was reset.
                         // (The semaphore is never closed.)
                         let place = requests.acquire_owned().await.ok();
                         req.extensions_mut()

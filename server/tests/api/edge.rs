@@ -17,7 +17,7 @@ async fn tls_connect(s: &TestServer) -> tokio_rustls::client::TlsStream<tokio::n
 }
 
 /// The same, offering these ALPN protocols.
-async fn tls_connect_alpn(
+pub(crate) async fn tls_connect_alpn(
     s: &TestServer,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {

@@ -1262,3 +1262,79 @@ async fn a_request_that_goes_on_after_its_client_left_keeps_its_connections_plac
         "served again only once the request (and its rotation) ended"
     );
 }
+
+/// Over HTTP/2, requests that run on after their streams were reset keep their
+/// connection's request places (32, as many streams as it may have open): a new stream on
+/// the connection waits until one of them has ended, instead of piling up more work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_streams_keep_their_connections_request_places() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    for i in 0..32 {
+        s.client
+            .create_secret(&with_policy(&format!("many/{i}"), "v0", "hook"))
+            .await
+            .unwrap();
+    }
+    f.hook
+        .behaviour
+        .create_delay_ms
+        .store(3000, Ordering::SeqCst);
+    let tls = crate::edge::tls_connect_alpn(&s, &[b"h2"]).await;
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    let _driver = tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let mut streams = Vec::new();
+    for i in 0..32 {
+        let req =
+            axum::http::Request::post(format!("https://{}/v1/secrets/many%2F{i}/rotate", s.addr))
+                .header("authorization", format!("Bearer {}", &*s.token))
+                .header("content-type", "application/json")
+                .body(())
+                .unwrap();
+        let (resp, mut body) = send.send_request(req, false).unwrap();
+        body.send_data(Bytes::from_static(b"{}"), true).unwrap();
+        streams.push((resp, body));
+        send = send.ready().await.unwrap();
+    }
+    // Every request is under way (the engine runs 8 rotations at once; the others wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while f.calls().iter().filter(|c| c.step == "create").count() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotations did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The client resets all 32 streams; the requests go on.
+    drop(streams);
+    let rotated = || async {
+        let mut n = 0;
+        for i in 0..32 {
+            let d = s
+                .client
+                .describe_secret(&format!("many/{i}"))
+                .await
+                .unwrap();
+            n += usize::from(d.last_rotation_date.is_some());
+        }
+        n
+    };
+    assert_eq!(rotated().await, 0, "no rotation has finished yet");
+    let mut send = send.ready().await.unwrap();
+    let health = axum::http::Request::get(format!("https://{}/v1/health", s.addr))
+        .body(())
+        .unwrap();
+    let (resp, _) = send.send_request(health, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), resp)
+        .await
+        .expect("the new stream was served once a place was free")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        rotated().await > 0,
+        "a new stream was served while every place was held by requests under way"
+    );
+}

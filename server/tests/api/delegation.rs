@@ -623,20 +623,37 @@ async fn an_update_does_not_read_what_the_caller_may_not_describe() {
     req.description = Some("the billing database".into());
     req.tags = Some([("team".to_string(), "billing".to_string())].into());
     s.client.create_secret(&req).await.unwrap();
-    let updater = |name: &'static str, describe: bool| {
-        let mut secret = vec!["kms:UpdateSecret", "kms:RestoreSecret"];
-        let mut policy = vec!["kms:UpdateRotationPolicy"];
-        if describe {
-            secret.push("kms:DescribeSecret");
-            policy.push("kms:DescribeRotationPolicy");
-        }
-        s.principal_with(
-            name,
-            json!({"Version": "1", "Statement": [
-                {"Effect": "Allow", "Action": secret, "Resource": "secret/app/*"},
-                {"Effect": "Allow", "Action": policy, "Resource": "rotation-policy/*"}]}),
-        )
-    };
+    // A principal allowed `writes` on each resource pattern, and with `describe` the
+    // describing action after each.
+    let writer =
+        |name: &'static str,
+         describe: bool,
+         grants: [(&'static str, &'static [&'static str], &'static str); 2]| {
+            let statements: Vec<serde_json::Value> = grants
+                .iter()
+                .map(|(resource, writes, describing)| {
+                    let mut actions = writes.to_vec();
+                    if describe {
+                        actions.push(describing);
+                    }
+                    json!({"Effect": "Allow", "Action": actions, "Resource": resource})
+                })
+                .collect();
+            s.principal_with(name, json!({"Version": "1", "Statement": statements}))
+        };
+    let updates = [
+        (
+            "secret/app/*",
+            &["kms:UpdateSecret", "kms:RestoreSecret"][..],
+            "kms:DescribeSecret",
+        ),
+        (
+            "rotation-policy/*",
+            &["kms:UpdateRotationPolicy"][..],
+            "kms:DescribeRotationPolicy",
+        ),
+    ];
+    let updater = |name: &'static str, describe: bool| writer(name, describe, updates);
     let blind = updater("blind", false).await;
     let sighted = updater("sighted", true).await;
     let nothing = api::UpdateSecretRequest::default();
@@ -677,6 +694,72 @@ async fn an_update_does_not_read_what_the_caller_may_not_describe() {
         (r.description.as_str(), r.extended_config.is_none()),
         ("", true)
     );
+
+    // A key's description and tags, and a secret's versions after a stage move.
+    let key = s
+        .client
+        .create_key(&api::CreateKeyRequest {
+            description: Some("payments key".into()),
+            tags: Some([("team".to_string(), "payments".to_string())].into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let keyed = |name: &'static str, describe: bool| {
+        writer(
+            name,
+            describe,
+            [
+                (
+                    "key/*",
+                    &["kms:UpdateKey", "kms:DisableKey", "kms:EnableKey"][..],
+                    "kms:DescribeKey",
+                ),
+                (
+                    "secret/app/*",
+                    &["kms:UpdateSecretVersionStage"][..],
+                    "kms:ListSecretVersionIds",
+                ),
+            ],
+        )
+    };
+    let (blind, sighted) = (
+        keyed("blind-k", false).await,
+        keyed("sighted-k", true).await,
+    );
+    let k = blind
+        .update_key(&key.key_id, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (k.key_id.as_str(), k.description.as_str(), k.tags.len()),
+        (key.key_id.as_str(), "", 0)
+    );
+    let k = blind.disable_key(&key.key_id).await.unwrap();
+    assert_eq!(
+        (k.state, k.description.as_str()),
+        (api::KeyState::Disabled, "")
+    );
+    let k = sighted.enable_key(&key.key_id).await.unwrap();
+    assert_eq!((k.description.as_str(), k.tags.len()), ("payments key", 1));
+    let current = s
+        .client
+        .describe_secret("app/rds")
+        .await
+        .unwrap()
+        .version_id;
+    let label = api::UpdateSecretStageRequest {
+        version_stage: "Reviewed".into(),
+        move_to_version: Some(current),
+        remove_from_version: None,
+    };
+    let moved = blind.update_secret_stage("app/rds", &label).await.unwrap();
+    assert!(moved.versions.is_empty(), "{moved:?}");
+    let moved = sighted
+        .update_secret_stage("app/rds", &label)
+        .await
+        .unwrap();
+    assert_eq!(moved.versions.len(), 1);
 }
 
 /// A server with secret `ops/signing` and the webhook policy `hook` signing with it.

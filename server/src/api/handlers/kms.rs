@@ -81,9 +81,20 @@ pub(super) async fn update_key(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdateKeyRequest>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(
-        s.service.update_key(&id, req, &Actor::Caller(who)).await?,
-    ))
+    let who = Actor::Caller(who);
+    let key = s.service.update_key(&id, req, &who).await?;
+    Ok(Json(key_shown_to(&who, key)))
+}
+
+/// A write's answer about a key, for a caller that may not describe it: without its
+/// description and tags, which only describing shows (otherwise `PATCH {}` would read
+/// them); its id, state and dates are what the write is about.
+fn key_shown_to(who: &Actor, mut key: api::Key) -> api::Key {
+    if !who.allows("kms:DescribeKey", &format!("key/{}", key.key_id)) {
+        key.description = String::new();
+        key.tags.clear();
+    }
+    key
 }
 
 pub(super) async fn enable_key(
@@ -91,7 +102,9 @@ pub(super) async fn enable_key(
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.enable_key(&id, &Actor::Caller(who)).await?))
+    let who = Actor::Caller(who);
+    let key = s.service.enable_key(&id, &who).await?;
+    Ok(Json(key_shown_to(&who, key)))
 }
 
 pub(super) async fn disable_key(
@@ -99,7 +112,9 @@ pub(super) async fn disable_key(
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.disable_key(&id, &Actor::Caller(who)).await?))
+    let who = Actor::Caller(who);
+    let key = s.service.disable_key(&id, &who).await?;
+    Ok(Json(key_shown_to(&who, key)))
 }
 
 pub(super) async fn rotate_key(
@@ -107,7 +122,9 @@ pub(super) async fn rotate_key(
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(s.service.rotate_key(&id, &Actor::Caller(who)).await?))
+    let who = Actor::Caller(who);
+    let key = s.service.rotate_key(&id, &who).await?;
+    Ok(Json(key_shown_to(&who, key)))
 }
 
 pub(super) async fn schedule_key_deletion(
@@ -116,11 +133,12 @@ pub(super) async fn schedule_key_deletion(
     ApiPath(id): ApiPath<String>,
     OptionalJson(req): OptionalJson<api::ScheduleKeyDeletionRequest>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(
-        s.service
-            .schedule_key_deletion(&id, req.pending_window_in_days, &Actor::Caller(who))
-            .await?,
-    ))
+    let who = Actor::Caller(who);
+    let key = s
+        .service
+        .schedule_key_deletion(&id, req.pending_window_in_days, &who)
+        .await?;
+    Ok(Json(key_shown_to(&who, key)))
 }
 
 pub(super) async fn cancel_key_deletion(
@@ -128,11 +146,9 @@ pub(super) async fn cancel_key_deletion(
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<api::Key>> {
-    Ok(Json(
-        s.service
-            .cancel_key_deletion(&id, &Actor::Caller(who))
-            .await?,
-    ))
+    let who = Actor::Caller(who);
+    let key = s.service.cancel_key_deletion(&id, &who).await?;
+    Ok(Json(key_shown_to(&who, key)))
 }
 
 pub(super) async fn list_aliases(
@@ -353,11 +369,15 @@ pub(super) async fn update_secret_stage(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdateSecretStageRequest>,
 ) -> ApiResult<Json<api::ListSecretVersionsResponse>> {
-    Ok(Json(
-        s.service
-            .update_secret_stage(&name, req, &Actor::Caller(who))
-            .await?,
-    ))
+    let who = Actor::Caller(who);
+    let mut versions = s.service.update_secret_stage(&name, req, &who).await?;
+    // The versions as they are now, only to a caller that may list them (ids, labels,
+    // who made each): otherwise a move would read them. (AWS answers with the name and
+    // ARN alone.)
+    if !who.allows("kms:ListSecretVersionIds", &format!("secret/{name}")) {
+        versions.versions.clear();
+    }
+    Ok(Json(versions))
 }
 
 pub(super) async fn restore_secret(

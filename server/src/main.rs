@@ -140,7 +140,8 @@ struct ServerArgs {
     /// records are kept until a prune is asked for.
     #[arg(long, env = "STRONGBOX_AUDIT_RETENTION", value_parser = admin::parse_interval)]
     audit_retention: Option<strongbox_schemas::Interval>,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; at the limit the idlest makes way for a new one, and
+    /// while all are busy, new ones wait in the listen backlog.
     #[arg(long, env = "STRONGBOX_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,

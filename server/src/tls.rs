@@ -209,7 +209,9 @@ pub fn write_private_new(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 /// their headers, cannot hold the server's connections and memory.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
-    /// Connections served at once; past this, new ones wait in the listen backlog.
+    /// Connections served at once. At the limit, the connection idle longest (no request
+    /// under way) is asked to close to make way for a new one; while every connection has
+    /// a request under way, new ones wait in the listen backlog.
     pub max_connections: usize,
     /// Connections served at once from one client address (an IPv6 client's /64);
     /// past this, its new ones are closed at once, so that one client cannot hold
@@ -440,17 +442,10 @@ pub async fn serve(
         .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     let permits = Arc::new(tokio::sync::Semaphore::new(places));
     let per_address = Arc::new(PerAddress::default());
+    let connections = Arc::new(Connections::default());
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        // A permit first: at the limit, new connections wait in the kernel's backlog.
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -467,14 +462,41 @@ pub async fn serve(
             tracing::debug!(%peer, "connection refused: its address has the most connections allowed");
             continue;
         };
+        // A place: at the limit, the connection idle longest (no request under way; one
+        // that never sent a request counts as idle since it was opened) is asked to close
+        // and makes way for this one, which waits (and the next ones in the kernel's
+        // backlog) until a place is free. Connections that hold places without using them
+        // cannot keep new clients out.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if connections.evict_idlest() {
+                    tracing::debug!(
+                        "at the connection limit: the idlest connection makes way for a new one"
+                    );
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let limits = limits.clone();
         let mut stopping = stopping_rx.clone();
+        let activity = Activity::new();
+        let registered = connections.register(activity.clone());
         tokio::spawn(async move {
             let places = Arc::new((permit, place));
-            // A handshake under way when the server stops is given up at once.
+            let evicted = registered.evicted();
+            // A handshake under way when the server stops (or the connection is asked to
+            // make way) is given up at once.
             let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
             let tls = tokio::select! {
                 r = handshake => match r {
@@ -486,9 +508,9 @@ pub async fn serve(
                     Err(_) => return,
                 },
                 _ = stopping.wait_for(|s| *s) => return,
+                () = evicted.notified() => return,
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let activity = Activity::new();
             let requests = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_STREAMS as usize));
             let app = tower::service_fn({
                 let activity = activity.clone();
@@ -563,6 +585,15 @@ pub async fn serve(
                         closing = true;
                         cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
                     }
+                    () = evicted.notified(), if !closing => {
+                        if !activity.asked() {
+                            return;
+                        }
+                        tracing::debug!(%peer, "closing an idle connection to make way for a new one");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
+                    }
                     () = activity.quiet.notified(), if !closing => {}
                     _ = tokio::time::sleep_until(check.unwrap_or(first_by)), if !closing && check.is_some() => {
                         if !activity.asked() {
@@ -601,6 +632,82 @@ pub async fn serve(
 /// The TCP peer of a request.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// The connections being served, so that at the limit the idlest makes way.
+#[derive(Default)]
+struct Connections {
+    next: std::sync::atomic::AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, Arc<Served>>>,
+}
+
+/// One connection being served: its activity, and how it is asked to make way.
+struct Served {
+    activity: Arc<Activity>,
+    evict: tokio::sync::Notify,
+    evicted: std::sync::atomic::AtomicBool,
+}
+
+/// A connection's entry in [`Connections`], removed when dropped.
+struct Registered(Arc<Connections>, u64, Arc<Served>);
+
+impl Registered {
+    /// Told once the connection is asked to make way.
+    fn evicted(&self) -> &tokio::sync::Notify {
+        &self.2.evict
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.1);
+    }
+}
+
+impl Connections {
+    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let served = Arc::new(Served {
+            activity,
+            evict: tokio::sync::Notify::new(),
+            evicted: false.into(),
+        });
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, served.clone());
+        Registered(self.clone(), id, served)
+    }
+
+    /// Asks the connection idle longest (no request under way, not asked before) to
+    /// close; `false` when every connection has a request under way.
+    fn evict_idlest(&self) -> bool {
+        let open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idlest = open
+            .values()
+            .filter(|c| !c.evicted.load(std::sync::atomic::Ordering::Relaxed))
+            .filter_map(|c| {
+                c.activity
+                    .idle_deadline(Duration::ZERO)
+                    .map(|since| (since, c))
+            })
+            .min_by_key(|(since, _)| *since);
+        match idlest {
+            Some((_, c)) => {
+                c.evicted.store(true, std::sync::atomic::Ordering::Relaxed);
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// What a request holds of its connection: the connection's places (the server's and
 /// its address's) and one of the connection's request places (as many as HTTP/2 streams

@@ -316,6 +316,8 @@ struct Activity {
     /// Whether any request has begun.
     asked: std::sync::atomic::AtomicBool,
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Response bodies still being sent (their handlers have returned).
+    sending: std::sync::atomic::AtomicUsize,
     idle_since: std::sync::Mutex<tokio::time::Instant>,
     /// Told when the last request under way ends.
     quiet: tokio::sync::Notify,
@@ -326,6 +328,7 @@ impl Activity {
         Arc::new(Self {
             asked: false.into(),
             in_flight: 0.into(),
+            sending: 0.into(),
             idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
             quiet: tokio::sync::Notify::new(),
         })
@@ -365,6 +368,24 @@ impl Activity {
 struct Progressing {
     body: axum::body::Body,
     activity: Arc<Activity>,
+}
+
+impl Progressing {
+    /// Counted among the bodies being sent until it ends or is dropped.
+    fn new(body: axum::body::Body, activity: Arc<Activity>) -> Self {
+        activity
+            .sending
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self { body, activity }
+    }
+}
+
+impl Drop for Progressing {
+    fn drop(&mut self) {
+        self.activity
+            .sending
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl hyper::body::Body for Progressing {
@@ -468,22 +489,14 @@ pub async fn serve(
         // backlog) until a place is free. Connections that hold places without using them
         // cannot keep new clients out.
         let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Ok(p) => Some(p),
+            Err(tokio::sync::TryAcquireError::Closed) => None,
             Err(tokio::sync::TryAcquireError::NoPermits) => {
-                if connections.evict_idlest() {
-                    tracing::debug!(
-                        "at the connection limit: the idlest connection makes way for a new one"
-                    );
-                }
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                }
+                wait_for_place(&permits, &connections, shutdown.as_mut()).await
             }
+        };
+        let Some(permit) = permit else {
+            break;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -491,9 +504,13 @@ pub async fn serve(
         let limits = limits.clone();
         let mut stopping = stopping_rx.clone();
         let activity = Activity::new();
-        let registered = connections.register(activity.clone());
+        let requests = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_STREAMS as usize));
+        let registered = connections.register(activity.clone(), requests.clone());
         tokio::spawn(async move {
             let places = Arc::new((permit, place));
+            // Dropped before the places (declared after them): a connection that gave its
+            // place back is never picked to make way.
+            let registered = registered;
             let evicted = registered.evicted();
             // A handshake under way when the server stops (or the connection is asked to
             // make way) is given up at once.
@@ -511,7 +528,6 @@ pub async fn serve(
                 () = evicted.notified() => return,
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let requests = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_STREAMS as usize));
             let app = tower::service_fn({
                 let activity = activity.clone();
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -529,10 +545,13 @@ pub async fn serve(
                         req.extensions_mut()
                             .insert(ConnectionHold(Arc::new((places, place))));
                         let resp = tower::ServiceExt::oneshot(app, req).await;
+                        // The body counts as being sent before the request stops counting
+                        // as under way: the connection is never idle in between.
+                        let resp = resp.map(|r| {
+                            r.map(|body| axum::body::Body::new(Progressing::new(body, activity)))
+                        });
                         drop(under_way);
-                        resp.map(|r| {
-                            r.map(|body| axum::body::Body::new(Progressing { body, activity }))
-                        })
+                        resp
                     }
                 }
             });
@@ -581,6 +600,7 @@ pub async fn serve(
                         return;
                     }
                     _ = stopping.wait_for(|s| *s), if !closing => {
+                        registered.closing();
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                         cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
@@ -589,10 +609,16 @@ pub async fn serve(
                         if !activity.asked() {
                             return;
                         }
+                        // A request begun since it was picked: it stays, and may be
+                        // picked again once idle.
+                        if registered.busy() {
+                            registered.reopen();
+                            continue;
+                        }
                         tracing::debug!(%peer, "closing an idle connection to make way for a new one");
                         conn.as_mut().graceful_shutdown();
                         closing = true;
-                        cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
+                        cut_at = Some(tokio::time::Instant::now() + EVICTED_GRACE);
                     }
                     () = activity.quiet.notified(), if !closing => {}
                     _ = tokio::time::sleep_until(check.unwrap_or(first_by)), if !closing && check.is_some() => {
@@ -604,6 +630,7 @@ pub async fn serve(
                             .is_some_and(|d| d <= tokio::time::Instant::now())
                         {
                             tracing::debug!(%peer, "closing an idle connection");
+                            registered.closing();
                             conn.as_mut().graceful_shutdown();
                             closing = true;
                             cut_at = Some(tokio::time::Instant::now() + limits.header_read_timeout);
@@ -633,6 +660,34 @@ pub async fn serve(
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// How long a connection asked to make way gets to finish closing before it is cut off.
+const EVICTED_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a new connection waiting for a place asks another connection to make way.
+const EVICT_RETRY: Duration = Duration::from_millis(500);
+
+/// A place for a new connection at the limit: a connection that is not busy is asked to
+/// make way, and another every [`EVICT_RETRY`] until a place is free (all busy: the
+/// new one waits, asking again as they become idle). `None` once the server stops.
+async fn wait_for_place(
+    permits: &Arc<tokio::sync::Semaphore>,
+    connections: &Connections,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let mut retry = tokio::time::interval(EVICT_RETRY);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return None,
+            p = permits.clone().acquire_owned() => return p.ok(),
+            _ = retry.tick() => {
+                if connections.evict_idlest() {
+                    tracing::debug!("at the connection limit: a connection makes way for a new one");
+                }
+            }
+        }
+    }
+}
+
 /// The connections being served, so that at the limit the idlest makes way.
 #[derive(Default)]
 struct Connections {
@@ -640,11 +695,25 @@ struct Connections {
     open: std::sync::Mutex<std::collections::HashMap<u64, Arc<Served>>>,
 }
 
-/// One connection being served: its activity, and how it is asked to make way.
+/// One connection being served: its activity, its request places, and how it is asked
+/// to make way.
 struct Served {
     activity: Arc<Activity>,
+    requests: Arc<tokio::sync::Semaphore>,
     evict: tokio::sync::Notify,
+    /// Asked to make way, or closing for another reason: not to be picked.
     evicted: std::sync::atomic::AtomicBool,
+}
+
+impl Served {
+    /// A request under way, a response body being sent, or a request that went on after
+    /// its client left (which keeps one of the request places).
+    fn busy(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        self.activity.in_flight.load(Acquire) > 0
+            || self.activity.sending.load(Acquire) > 0
+            || self.requests.available_permits() < MAX_CONCURRENT_STREAMS as usize
+    }
 }
 
 /// A connection's entry in [`Connections`], removed when dropped.
@@ -654,6 +723,24 @@ impl Registered {
     /// Told once the connection is asked to make way.
     fn evicted(&self) -> &tokio::sync::Notify {
         &self.2.evict
+    }
+
+    fn busy(&self) -> bool {
+        self.2.busy()
+    }
+
+    /// Closing for another reason: not to be picked to make way.
+    fn closing(&self) {
+        self.2
+            .evicted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Asked to make way while busy: may be picked again.
+    fn reopen(&self) {
+        self.2
+            .evicted
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -668,10 +755,15 @@ impl Drop for Registered {
 }
 
 impl Connections {
-    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+    fn register(
+        self: &Arc<Self>,
+        activity: Arc<Activity>,
+        requests: Arc<tokio::sync::Semaphore>,
+    ) -> Registered {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let served = Arc::new(Served {
             activity,
+            requests,
             evict: tokio::sync::Notify::new(),
             evicted: false.into(),
         });
@@ -682,8 +774,9 @@ impl Connections {
         Registered(self.clone(), id, served)
     }
 
-    /// Asks the connection idle longest (no request under way, not asked before) to
-    /// close; `false` when every connection has a request under way.
+    /// Asks a connection that is not busy to close: first one that never sent a request
+    /// (or is still in its handshake), then the one idle longest; `false` when every
+    /// connection is busy or already closing.
     fn evict_idlest(&self) -> bool {
         let open = self
             .open
@@ -691,13 +784,13 @@ impl Connections {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let idlest = open
             .values()
-            .filter(|c| !c.evicted.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|c| !c.evicted.load(std::sync::atomic::Ordering::Relaxed) && !c.busy())
             .filter_map(|c| {
                 c.activity
                     .idle_deadline(Duration::ZERO)
-                    .map(|since| (since, c))
+                    .map(|since| ((c.activity.asked(), since), c))
             })
-            .min_by_key(|(since, _)| *since);
+            .min_by_key(|(order, _)| *order);
         match idlest {
             Some((_, c)) => {
                 c.evicted.store(true, std::sync::atomic::Ordering::Relaxed);

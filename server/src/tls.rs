@@ -507,10 +507,12 @@ pub async fn serve(
         let requests = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_STREAMS as usize));
         let registered = connections.register(activity.clone(), requests.clone());
         tokio::spawn(async move {
-            let places = Arc::new((permit, place));
-            // Dropped before the places (declared after them): a connection that gave its
-            // place back is never picked to make way.
-            let registered = registered;
+            let places = Arc::new(ConnectionPlaces {
+                registered,
+                _permit: permit,
+                _place: place,
+            });
+            let registered = &places.registered;
             let evicted = registered.evicted();
             // A handshake under way when the server stops (or the connection is asked to
             // make way) is given up at once.
@@ -530,6 +532,7 @@ pub async fn serve(
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let app = tower::service_fn({
                 let activity = activity.clone();
+                let (requests, places) = (requests.clone(), places.clone());
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     let under_way = InFlight::begin(&activity);
                     req.extensions_mut().insert(PeerAddr(peer));
@@ -660,6 +663,10 @@ pub async fn serve(
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// How long a response body may go without sending a frame and still keep its connection
+/// from being asked to make way.
+const SENDING_STALL: Duration = Duration::from_secs(5);
+
 /// How long a connection asked to make way gets to finish closing before it is cut off.
 const EVICTED_GRACE: Duration = Duration::from_secs(1);
 
@@ -706,13 +713,25 @@ struct Served {
 }
 
 impl Served {
-    /// A request under way, a response body being sent, or a request that went on after
-    /// its client left (which keeps one of the request places).
+    /// A request under way, a response body still moving (a frame sent within
+    /// [`SENDING_STALL`]: one the client stopped taking does not keep the connection), or
+    /// a request that went on after its client left (which keeps one of the request
+    /// places).
     fn busy(&self) -> bool {
         use std::sync::atomic::Ordering::Acquire;
+        let moving = || {
+            self.activity.sending.load(Acquire) > 0
+                && self
+                    .activity
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .elapsed()
+                    < SENDING_STALL
+        };
         self.activity.in_flight.load(Acquire) > 0
-            || self.activity.sending.load(Acquire) > 0
             || self.requests.available_permits() < MAX_CONCURRENT_STREAMS as usize
+            || moving()
     }
 }
 
@@ -810,8 +829,14 @@ impl Connections {
 #[derive(Clone)]
 pub struct ConnectionHold(#[allow(dead_code)] Arc<(Arc<ConnectionPlaces>, Option<RequestPlace>)>);
 
-/// A connection's places: the server's and its address's.
-type ConnectionPlaces = (tokio::sync::OwnedSemaphorePermit, AddressPlace);
+/// A connection's places: the server's and its address's, and its entry among the
+/// connections served, which goes first (fields drop in order): a connection that gave
+/// its place back is never picked to make way.
+struct ConnectionPlaces {
+    registered: Registered,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _place: AddressPlace,
+}
 
 /// One of a connection's request places.
 type RequestPlace = tokio::sync::OwnedSemaphorePermit;

@@ -227,24 +227,7 @@ async fn a_response_the_client_stopped_taking_does_not_keep_its_place() {
         ..Default::default()
     })
     .await;
-    let mut stuck = Vec::new();
-    for _ in 0..2 {
-        let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake::<_, axum::body::Bytes>(tls_connect_alpn(&s, &[b"h2"]).await)
-            .await
-            .unwrap();
-        let ended = tokio::spawn(conn);
-        let mut send = send.ready().await.unwrap();
-        let req = axum::http::Request::get(format!("https://{}/v1/health", s.addr))
-            .body(())
-            .unwrap();
-        let (resp, _) = send.send_request(req, true).unwrap();
-        let resp = resp.await.unwrap();
-        assert_eq!(resp.status(), 200);
-        // The body is kept (dropping it would reset the stream), and never let come.
-        stuck.push((send, resp, ended));
-    }
+    let _stuck = (stuck_h2(&s).await, stuck_h2(&s).await);
     let served = tokio::time::timeout(Duration::from_secs(20), s.client.health()).await;
     assert_eq!(served.unwrap().unwrap().status, "ok");
 }
@@ -277,6 +260,32 @@ async fn one_address_holds_a_bounded_share_of_the_connections() {
 }
 
 type H2Send = h2::client::SendRequest<axum::body::Bytes>;
+
+/// An HTTP/2 connection (window 0) with a `GET /v1/health` whose response body the client
+/// never lets come; the response is kept (a dropped body would reset the stream), and
+/// the task driving the connection.
+async fn stuck_h2(
+    s: &TestServer,
+) -> (
+    H2Send,
+    axum::http::Response<h2::RecvStream>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, axum::body::Bytes>(tls_connect_alpn(s, &[b"h2"]).await)
+        .await
+        .unwrap();
+    let ended = tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let req = axum::http::Request::get(format!("https://{}/v1/health", s.addr))
+        .body(())
+        .unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    (send, resp, ended)
+}
 
 /// An HTTP/2 connection that has made one request, and the task driving it (finished
 /// when the connection ends).
@@ -314,21 +323,7 @@ async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
     })
     .await;
     let (_idle, idle_ended) = h2_open(&s).await;
-    // A request whose response body the client never lets come (and keeps: a dropped
-    // body would reset the stream).
-    let (stuck, stuck_conn) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, axum::body::Bytes>(tls_connect_alpn(&s, &[b"h2"]).await)
-        .await
-        .unwrap();
-    let stuck_ended = tokio::spawn(stuck_conn);
-    let mut stuck = stuck.ready().await.unwrap();
-    let req = axum::http::Request::get(format!("https://{}/v1/health", s.addr))
-        .body(())
-        .unwrap();
-    let (resp, _) = stuck.send_request(req, true).unwrap();
-    let stuck_resp = resp.await.unwrap();
-    assert_eq!(stuck_resp.status(), 200);
+    let (stuck, stuck_resp, stuck_ended) = stuck_h2(&s).await;
     let (busy, busy_ended) = h2_open(&s).await;
     let mut busy = busy;
     // A create whose body comes 3 s after its headers, past the idle timeout.

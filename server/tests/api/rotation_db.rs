@@ -770,6 +770,30 @@ impl Engine {
     }
 }
 
+/// An engine with the admin secret `db/admin` (`admin`), the rotation policy `db`
+/// (`strategy`, 30d) and the Rds secret `MyDbCreds` (`value`, `config`) under it.
+async fn rds_engine(
+    admin: &str,
+    strategy: RotationStrategy,
+    value: &str,
+    config: serde_json::Value,
+) -> Engine {
+    let e = Engine::start(None);
+    let root = Actor::Trusted(Principal::Named("root".into()));
+    e.service
+        .create_secret(text_secret("db/admin", admin), &root)
+        .await
+        .unwrap();
+    e.service
+        .create_rotation_policy(policy("db", "30d", strategy, &[]), &root)
+        .await
+        .unwrap();
+    let mut req = rds_request("MyDbCreds", value, config);
+    req.rotation_policy = Some("db".into());
+    e.service.create_secret(req, &root).await.unwrap();
+    e
+}
+
 /// Halts the engine after each step of a dual-account rotation, restarts it, and checks
 /// that the database accepts `ACSCurrent` (and `ACSPrevious`) at every point.
 async fn crash_after_each_step(
@@ -779,34 +803,11 @@ async fn crash_after_each_step(
     first: String,
     admin: String,
 ) {
-    let mut e = Engine::start(None);
-    let root = Actor::Trusted(Principal::Named("root".into()));
-    e.service
-        .create_secret(text_secret("db/admin", &admin), &root)
-        .await
-        .unwrap();
-    e.service
-        .create_rotation_policy(policy("db", "30d", strategy, &[]), &root)
-        .await
-        .unwrap();
-    let mut req = rds_request("MyDbCreds", &first, config);
-    req.rotation_policy = Some("db".into());
-    e.service.create_secret(req, &root).await.unwrap();
+    let mut e = rds_engine(&admin, strategy, &first, config).await;
     for (i, step) in ["create", "set", "test", "finish"].into_iter().enumerate() {
         let before = e.value(STAGE_CURRENT);
-        e.service.set_rotation_halt(Some(step));
         let id = format!("v{i}");
-        let halted = e
-            .service
-            .rotate_secret(
-                "MyDbCreds",
-                api::RotateSecretRequest {
-                    version_id: Some(id.clone()),
-                },
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(halted.code, strongbox_schemas::ErrorCode::Unavailable);
+        e.rotate_halted_after(step, &id).await;
         // Stopped after the step: the database accepts ACSCurrent.
         let cur = e.value(STAGE_CURRENT);
         assert_eq!(
@@ -2008,24 +2009,13 @@ async fn single_user_set_changes_nothing_for_an_account_that_cannot_log_in() {
 /// An engine with the single-user MariaDB secret `MyDbCreds` (`app`'s account, password
 /// `pw0`, admin secret `db/admin`) under the `mysql` policy `db`.
 async fn single_user_mysql_engine(app: &MysqlApp) -> Engine {
-    let e = Engine::start(None);
-    let trusted = Actor::Trusted(Principal::Named("root".into()));
-    e.service
-        .create_secret(text_secret("db/admin", &MysqlApp::admin_value()), &trusted)
-        .await
-        .unwrap();
-    e.service
-        .create_rotation_policy(policy("db", "30d", RotationStrategy::Mysql, &[]), &trusted)
-        .await
-        .unwrap();
-    let mut req = rds_request(
-        "MyDbCreds",
+    rds_engine(
+        &MysqlApp::admin_value(),
+        RotationStrategy::Mysql,
         &account(&app.user, "pw0"),
         app.config("SingleUser", "db/admin"),
-    );
-    req.rotation_policy = Some("db".into());
-    e.service.create_secret(req, &trusted).await.unwrap();
-    e
+    )
+    .await
 }
 
 /// [`single_user_mysql_engine`], with a rotation (`v1`) begun and halted after `step`.

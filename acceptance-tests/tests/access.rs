@@ -276,8 +276,21 @@ resource "strongbox_principal" "a" {{
             srv.block_on(c.get_principal("svc-a")).unwrap_err().code(),
             Some(ErrorCode::PrincipalNotFound)
         );
+        // The state holds the principal's own id (a new one for the replacement).
+        let id_in_state = |tf: &Terraform| {
+            resource_values(&tf.state_json(), "strongbox_principal.a")["principal_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let first = id_in_state(&tf);
+        assert_eq!(
+            first,
+            srv.block_on(c.get_principal("svc-b")).unwrap().principal_id
+        );
 
-        // Deleted outside Terraform: planned for creation, and created again.
+        // Deleted outside Terraform: planned for creation, and created again, under a
+        // new id.
         srv.block_on(c.delete_principal("svc-b")).unwrap();
         let plan = tf.plan_json();
         assert_eq!(actions(&plan, "strongbox_principal.a"), ["create"]);
@@ -286,6 +299,12 @@ resource "strongbox_principal" "a" {{
         assert_eq!(
             srv.block_on(c.get_principal("svc-b")).unwrap().policies,
             ["p"]
+        );
+        let again = id_in_state(&tf);
+        assert_ne!(again, first);
+        assert_eq!(
+            again,
+            srv.block_on(c.get_principal("svc-b")).unwrap().principal_id
         );
     });
 }

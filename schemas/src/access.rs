@@ -40,6 +40,12 @@ pub struct UpdatePrincipalRequest {
 pub struct Principal {
     /// Name.
     pub name: String,
+    /// This principal's own id, never reused: a principal deleted and created again under
+    /// the same name gets a new one (as an IAM user's unique id). `AccessKey` rotation
+    /// records it in the values it writes and refuses to issue tokens to a principal
+    /// whose id changed. (Empty from a server older than ids, whose answers lack it.)
+    #[serde(default)]
+    pub principal_id: String,
     /// Resource name.
     pub arn: String,
     /// Free text.

@@ -32,7 +32,10 @@ fn plan_simple(req: PlanReq<'_>, computed: &[&str], replace_on: &[&'static str])
         .copied()
         .filter(|a| changed(req.prior, &p, a))
         .collect();
-    if !requires_replace.is_empty() {
+    if requires_replace.is_empty() {
+        // A state written before an attribute existed (read with -refresh=false).
+        unknown_if_null(&mut p, computed);
+    } else {
         for a in computed {
             p.set(a, Value::unknown());
         }
@@ -225,6 +228,7 @@ fn principal_schema() -> TfSchema {
             m.optional("policies").as_set().describe("Names of the access policies attached."),
             Attr::computed("id", string()).describe("The principal name."),
             m.computed("arn"),
+            m.computed("principal_id"),
         ],
     }
 }
@@ -251,6 +255,7 @@ async fn read_principal(ctx: &Ctx, name: &str, prior: &Value) -> Result<Value, D
     v.set("name", Value::string(&p.name));
     v.set("id", Value::string(&p.name));
     v.set("arn", Value::string(&p.arn));
+    v.set("principal_id", Value::string(&p.principal_id));
     v.set(
         "description",
         super::keep_null_if_empty(prior, "description", &p.description),
@@ -275,7 +280,7 @@ impl Resource for PrincipalResource {
         principal_schema()
     }
     async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
-        Ok(plan_simple(req, &["id", "arn"], &["name"]))
+        Ok(plan_simple(req, &["id", "arn", "principal_id"], &["name"]))
     }
     async fn apply(
         &self,

@@ -26,6 +26,10 @@ const CACHE_MAX: usize = 10_000;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PrincipalRecord {
     pub(crate) name: String,
+    /// Random, given at creation; empty in records written before ids existed, whose id
+    /// is derived from the name and creation time ([`PrincipalRecord::id`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) principal_id: String,
     pub(crate) description: String,
     pub(crate) policies: Vec<String>,
     pub(crate) creation_date: i64,
@@ -250,9 +254,29 @@ impl Service {
 }
 
 impl PrincipalRecord {
+    /// A fresh principal id: `p-` and 128 random bits in hex.
+    pub(crate) fn new_id() -> String {
+        format!("p-{}", hex::encode(&barrier::random_bytes32()[..16]))
+    }
+
+    /// This principal's id. A record from before ids existed gets one derived from its
+    /// name and creation time, stable for its life and different for a principal
+    /// created again under the name in another second.
+    pub(crate) fn id(&self) -> String {
+        if !self.principal_id.is_empty() {
+            return self.principal_id.clone();
+        }
+        let mut seed = b"strongbox principal id\0".to_vec();
+        seed.extend_from_slice(self.name.as_bytes());
+        seed.push(0);
+        seed.extend_from_slice(&self.creation_date.to_be_bytes());
+        format!("p-{}", hex::encode(&barrier::sha256(&seed)[..16]))
+    }
+
     pub(crate) fn to_api(&self) -> api::Principal {
         api::Principal {
             name: self.name.clone(),
+            principal_id: self.id(),
             arn: format!("strongbox:ram:principal/{}", self.name),
             description: self.description.clone(),
             policies: self.policies.clone(),
@@ -287,5 +311,47 @@ impl AccessPolicyRecord {
             creation_date: api::Timestamp::from_unix(self.creation_date),
             update_date: api::Timestamp::from_unix(self.update_date),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::records::{decode, encode};
+
+    /// Records from before principal ids have an id derived from name and creation
+    /// time: stable, and another for the name created again; new records keep theirs.
+    #[test]
+    fn a_principal_record_without_an_id_gets_a_stable_derived_one() {
+        let old = br#"{"name":"app","description":"","policies":[],"creation_date":100,"update_date":100}"#;
+        let rec: PrincipalRecord = decode(old).unwrap();
+        assert!(rec.principal_id.is_empty());
+        let id = rec.id();
+        assert!(id.starts_with("p-") && id.len() == 34, "{id}");
+        assert_eq!(decode::<PrincipalRecord>(old).unwrap().id(), id);
+        assert_eq!(rec.to_api().principal_id, id);
+        // Written back unchanged, it still has no stored id (and so the same one).
+        let again: PrincipalRecord = decode(&encode(&rec)).unwrap();
+        assert!(again.principal_id.is_empty());
+        assert_eq!(again.id(), id);
+        let later = PrincipalRecord {
+            creation_date: 101,
+            ..rec.clone()
+        };
+        assert_ne!(later.id(), id);
+        let other = PrincipalRecord {
+            name: "app2".into(),
+            ..rec.clone()
+        };
+        assert_ne!(other.id(), id);
+
+        let new = PrincipalRecord {
+            principal_id: PrincipalRecord::new_id(),
+            ..rec
+        };
+        assert_ne!(new.id(), id);
+        assert_ne!(new.id(), PrincipalRecord::new_id());
+        let kept: PrincipalRecord = decode(&encode(&new)).unwrap();
+        assert_eq!(kept.id(), new.id());
     }
 }

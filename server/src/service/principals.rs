@@ -138,6 +138,7 @@ pub(crate) fn write_root(t: &mut Txn<'_>, token_sha256: [u8; 32], now: i64) -> R
     {
         let rec = PrincipalRecord {
             name: ROOT_PRINCIPAL.into(),
+            principal_id: PrincipalRecord::new_id(),
             description: ROOT_DESCRIPTION.into(),
             policies: vec![ADMINISTRATOR_ACCESS.into()],
             creation_date: now,
@@ -167,6 +168,7 @@ fn root_token(token_sha256: [u8; 32], now: i64) -> TokenRecord {
 pub(crate) fn root_mutations(token_sha256: [u8; 32], now: i64) -> Vec<Mutation> {
     let p = PrincipalRecord {
         name: ROOT_PRINCIPAL.into(),
+        principal_id: PrincipalRecord::new_id(),
         description: ROOT_DESCRIPTION.into(),
         policies: vec![ADMINISTRATOR_ACCESS.into()],
         creation_date: now,
@@ -247,6 +249,7 @@ impl Service {
             check_policies(t, &policies)?;
             let rec = PrincipalRecord {
                 name: req.name,
+                principal_id: PrincipalRecord::new_id(),
                 description,
                 policies,
                 creation_date: now,

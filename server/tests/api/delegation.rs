@@ -1585,7 +1585,8 @@ async fn rotation_tokens_and_errors_do_not_name_what_the_caller_may_not_see() {
     assert!(kept.contains("principals setting"), "{kept}");
     no_principal("create: last_rotation_error", &kept);
 
-    // The set step, for a principal deleted since.
+    // A principal deleted since (create finds it gone; set, after a create that found
+    // it, would say the same).
     s.client
         .update_secret(
             "team/ci",
@@ -1600,7 +1601,7 @@ async fn rotation_tokens_and_errors_do_not_name_what_the_caller_may_not_see() {
     let e = watcher.rotate_secret("team/ci", None).await.unwrap_err();
     no_principal("set: the answer", &e.to_string());
     let kept = error(watcher).await;
-    assert!(kept.contains("access_key set"), "{kept}");
+    assert!(kept.contains("access_key create"), "{kept}");
     assert!(kept.contains("PrincipalNotFound"), "{kept}");
     no_principal("set: last_rotation_error", &kept);
 }

@@ -579,3 +579,106 @@ async fn tokens_of_a_principal_the_secret_no_longer_names_are_revoked() {
     let left = c.list_tokens("app").await.unwrap().tokens;
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A principal deleted and created again under the same name is another principal: the
+/// secret's rotations issue it no token (neither one resumed after the replacement nor a
+/// new one) until a value naming it anew is put.
+#[tokio::test]
+async fn a_principal_created_again_under_the_name_gets_no_token() {
+    let s = TestServer::start_with(fast_config()).await;
+    let c = &s.client;
+    setup(&s).await;
+    let first_id = c.get_principal("app").await.unwrap().principal_id;
+    assert!(
+        first_id.starts_with("p-") && first_id.len() == 34,
+        "{first_id}"
+    );
+    let recorded = |v: &api::SecretValue| -> String {
+        let doc: serde_json::Value = serde_json::from_str(&v.secret_data).unwrap();
+        doc["PrincipalId"].as_str().unwrap_or_default().to_string()
+    };
+    let current = c.get_secret_value(SECRET, None, None).await.unwrap();
+    assert_eq!(recorded(&current), first_id);
+
+    // A rotation halted after create: its pending value records the principal's id.
+    s.service.set_rotation_halt(Some("create"));
+    let e = c.rotate_secret(SECRET, None).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unavailable));
+    s.service.set_rotation_halt(None);
+
+    // Meanwhile the principal is deleted (its tokens go with it) and created again.
+    c.delete_principal("app").await.unwrap();
+    let again = c
+        .create_principal(&api::CreatePrincipalRequest {
+            name: "app".into(),
+            description: None,
+            policies: Some(vec!["app-reads-its-token".into()]),
+        })
+        .await
+        .unwrap();
+    assert_ne!(again.principal_id, first_id);
+    assert_eq!(
+        c.get_principal("app").await.unwrap().principal_id,
+        again.principal_id
+    );
+
+    // The resumed rotation's set refuses it.
+    s.service.tick().await.unwrap();
+    let kept = c
+        .describe_secret(SECRET)
+        .await
+        .unwrap()
+        .last_rotation_error
+        .unwrap_or_default();
+    assert!(kept.contains("access_key set"), "{kept}");
+    assert!(kept.contains("created again"), "{kept}");
+    assert!(c.list_tokens("app").await.unwrap().tokens.is_empty());
+
+    // A rotation asked for now resumes it, and is refused the same way.
+    assert_code(
+        c.rotate_secret(SECRET, None).await,
+        ErrorCode::RotationFailed,
+        "created again",
+    );
+    // Abandoned, a new rotation is refused at create: the current value records the
+    // old principal's id.
+    let pending = c
+        .get_secret_value(SECRET, None, Some(api::STAGE_PENDING))
+        .await
+        .unwrap()
+        .version_id;
+    c.update_secret_stage(
+        SECRET,
+        &api::UpdateSecretStageRequest {
+            version_stage: api::STAGE_PENDING.into(),
+            move_to_version: None,
+            remove_from_version: Some(pending),
+        },
+    )
+    .await
+    .unwrap();
+    let e = c.rotate_secret(SECRET, None).await.unwrap_err();
+    assert!(e.to_string().contains("access_key create"), "{e}");
+    assert_code(Err::<(), _>(e), ErrorCode::RotationFailed, "created again");
+    assert!(c.list_tokens("app").await.unwrap().tokens.is_empty());
+
+    // A value naming the principal anew binds the next rotation to the new one.
+    c.put_secret_value(
+        SECRET,
+        &api::PutSecretValueRequest {
+            secret_data: json!({"PrincipalName": "app"}).to_string(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.rotate_secret(SECRET, None).await.unwrap();
+    let current = c.get_secret_value(SECRET, None, None).await.unwrap();
+    assert_eq!(recorded(&current), again.principal_id);
+    let (_, token) = token_at(&s, STAGE_CURRENT).await;
+    s.client_with_token(&token)
+        .describe_secret(SECRET)
+        .await
+        .unwrap();
+    assert_eq!(c.list_tokens("app").await.unwrap().tokens.len(), 1);
+}

@@ -1,15 +1,20 @@
 //! The `access_key` strategy: tokens of a Strongbox principal, for applications that
 //! call Strongbox itself and read their own token from a secret.
 //!
-//! The secret's value is `{"PrincipalName", "TokenId", "Token"}` (the first value may
-//! hold only `PrincipalName`). The steps:
+//! The secret's value is `{"PrincipalName", "PrincipalId", "TokenId", "Token"}` (the
+//! first value may hold only `PrincipalName`). The steps:
 //!
 //! - *create* makes the new token (256 random bits, like every token) and an id derived
 //!   from the secret and the version id; nothing outside the pending value exists yet,
-//!   so a *create* lost in a crash leaves no stray token behind.
+//!   so a *create* lost in a crash leaves no stray token behind. The pending value
+//!   keeps the current value's `PrincipalId`; a value without one is bound to the id
+//!   the principal has at this first rotation.
 //! - *set* registers the token for the principal through the access write path, which
 //!   empties the identity cache before it returns (idempotent: the token id is fixed
-//!   per version, a repeated *set* replaces the same record).
+//!   per version, a repeated *set* replaces the same record). It refuses a principal
+//!   whose id is not the value's `PrincipalId`: one deleted and created again under
+//!   the name (perhaps by someone else) is another principal, and gets no token until
+//!   a value naming it anew is put.
 //! - *test* authenticates the token through the same identity lookup every API request
 //!   uses, and checks it stands for the principal.
 //! - *finish* revokes the token behind the version that is `ACSPrevious` before the
@@ -43,6 +48,12 @@ use crate::service::principals::{delete_token_of, load_principal, put_token};
 struct AccessKeyValue {
     #[serde(rename = "PrincipalName")]
     principal_name: String,
+    #[serde(
+        rename = "PrincipalId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    principal_id: Option<String>,
     #[serde(rename = "TokenId", default, skip_serializing_if = "Option::is_none")]
     token_id: Option<String>,
     #[serde(rename = "Token", default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +83,13 @@ fn write_failed(step: &str, e: Error) -> Error {
     } else {
         failed(step, format!("{}: {}", e.code, e.message))
     }
+}
+
+/// Why a value's principal is refused when its id changed.
+fn replaced() -> String {
+    format!(
+        "the principal {THE_PRINCIPAL} is not the one its PrincipalId records: it was deleted and created again since; put a value without PrincipalId to issue tokens to the principal that now has the name"
+    )
 }
 
 impl AccessKeyValue {
@@ -255,6 +273,17 @@ impl AccessKeyStrategy {
         Ok(v)
     }
 
+    /// The id the pending value binds to: the current value's, or the principal's now.
+    fn principal_id(&self, current: &AccessKeyValue) -> Result<String> {
+        let p = load_principal(self.service.store(), &current.principal_name)
+            .map_err(|e| write_failed("create", e))?;
+        match &current.principal_id {
+            Some(id) if *id != p.id() => Err(failed("create", replaced())),
+            Some(id) => Ok(id.clone()),
+            None => Ok(p.id()),
+        }
+    }
+
     fn check_principal(&self, step: &str, principal: &str) -> Result<()> {
         if self.allowed.allows(principal) {
             Ok(())
@@ -301,9 +330,11 @@ impl Strategy for AccessKeyStrategy {
             .ok_or_else(|| failed("create", "no current value"))?;
         let current = AccessKeyValue::parse("create", "current", current)?;
         self.check_principal("create", &current.principal_name)?;
+        let principal_id = self.principal_id(&current)?;
         let token = new_token();
         AccessKeyValue {
             principal_name: current.principal_name.clone(),
+            principal_id: Some(principal_id),
             token_id: Some(token_id_for(cx.secret_name, cx.version_id)),
             token: Some(token.to_string()),
         }
@@ -323,13 +354,17 @@ impl Strategy for AccessKeyStrategy {
             creation_date: self.service.now(),
             expires_at: None,
         };
-        let secret = cx.secret_name.to_string();
+        let (secret, principal_id) = (cx.secret_name.to_string(), v.principal_id.clone());
         self.service
             .write_access(move |t| {
                 // Only while the secret is live: one deleted meanwhile (its tokens
                 // revoked in that write) gets no new token.
                 crate::service::secrets::load_live_secret(t, &secret)?;
-                load_principal(t, &rec.principal)?;
+                let p = load_principal(t, &rec.principal)?;
+                // A pending value from a server without principal ids binds to none.
+                if principal_id.is_some_and(|id| id != p.id()) {
+                    return Err(Error::new(ErrorCode::InvalidState, replaced()));
+                }
                 // A repeated set replaces the record this version made.
                 delete_token_of(t, &rec.principal, &rec.token_id)?;
                 put_token(t, &rec);

@@ -82,6 +82,17 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// The id of the principal an API caller is (`None` for the server itself): told
+    /// apart from a principal created again under the name.
+    pub fn principal_id(&self) -> Option<String> {
+        match self {
+            Actor::Caller(id) if !id.principal_id().is_empty() => {
+                Some(id.principal_id().to_string())
+            }
+            _ => None,
+        }
+    }
+
     /// The principal recorded as the author of what the call writes.
     pub fn principal(&self) -> Principal {
         match self {

@@ -87,6 +87,8 @@ pub(crate) fn policy_document(
 #[derive(Debug)]
 pub struct Identity {
     principal: String,
+    /// The principal's id ([`PrincipalRecord::id`]); empty for [`Identity::with_statements`].
+    principal_id: String,
     token_id: String,
     token_sha256: [u8; 32],
     expires_at: Option<i64>,
@@ -97,6 +99,11 @@ impl Identity {
     /// The principal's name.
     pub fn principal(&self) -> &str {
         &self.principal
+    }
+
+    /// The principal's id: another for a principal created again under the name.
+    pub fn principal_id(&self) -> &str {
+        &self.principal_id
     }
 
     /// The id of the token presented.
@@ -147,6 +154,7 @@ impl Identity {
     pub fn with_statements(principal: &str, statements: Vec<Statement>) -> Self {
         Self {
             principal: principal.to_string(),
+            principal_id: String::new(),
             token_id: String::new(),
             token_sha256: [0; 32],
             expires_at: None,
@@ -244,6 +252,7 @@ impl Service {
             }
         }
         Ok(Identity {
+            principal_id: p.id(),
             principal: p.name,
             token_id: tok.token_id,
             token_sha256: stored,

@@ -316,6 +316,10 @@ pub(crate) struct VersionMeta {
     pub(crate) stages: Vec<String>,
     pub(crate) created: i64,
     pub(crate) created_by: String,
+    /// The id of the principal `created_by` names, when a caller made the version (absent
+    /// for the rotation engine and in records written before ids existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created_by_id: Option<String>,
     pub(crate) data_type: api::SecretDataType,
     /// HMAC of the value (see `Barrier::value_mac`), to recognise an identical retry.
     #[serde(with = "b64")]

@@ -400,6 +400,7 @@ pub(super) struct NewVersion {
     pub(super) data: Zeroizing<Vec<u8>>,
     pub(super) data_type: SecretDataType,
     pub(super) created_by: String,
+    pub(super) created_by_id: Option<String>,
 }
 
 impl Service {
@@ -521,6 +522,7 @@ impl Service {
             stages: Vec::new(),
             created: self.now(),
             created_by: v.created_by.clone(),
+            created_by_id: v.created_by_id.clone(),
             data_type: v.data_type,
             mac: self.inner.barrier.value_mac(binding, &v.data).to_vec(),
             key_id: Some(key.key_id.clone()),
@@ -571,6 +573,7 @@ impl Service {
             data,
             data_type: req.secret_data_type,
             created_by: who.principal().label(),
+            created_by_id: who.principal_id(),
         };
         let (this, now, who) = (self.clone(), self.now(), who.clone());
         self.write(move |t| {
@@ -847,6 +850,7 @@ impl Service {
             data,
             data_type: req.secret_data_type,
             created_by: who.principal().label(),
+            created_by_id: who.principal_id(),
         };
         let (this, name, now, who) = (self.clone(), name.to_string(), self.now(), who.clone());
         self.write(move |t| {
@@ -865,9 +869,13 @@ impl Service {
                 );
                 // A repeat only for a caller that made the version or may read it: to a
                 // caller that may write but not read, "same data" would confirm a guess
-                // of the value.
-                let may_know = existing.created_by == nv.created_by
-                    || who.allows("kms:GetSecretValue", &format!("secret/{name}"));
+                // of the value. A principal created again under the maker's name is
+                // another principal (its id differs).
+                let made_it = existing.created_by == nv.created_by
+                    && (existing.created_by_id.is_none()
+                        || existing.created_by_id == nv.created_by_id);
+                let may_know =
+                    made_it || who.allows("kms:GetSecretValue", &format!("secret/{name}"));
                 if may_know
                     && crate::barrier::digest_eq(
                         &mac,

@@ -1659,6 +1659,42 @@ async fn a_writer_that_may_not_read_cannot_test_a_guess_of_a_value() {
         ErrorCode::VersionConflict,
         "exists with different data",
     );
+    // A principal created again under its name did not make it: a right guess gets the
+    // answer of a wrong one.
+    s.client.delete_principal("writer").await.unwrap();
+    s.client
+        .create_principal(&api::CreatePrincipalRequest {
+            name: "writer".into(),
+            description: None,
+            policies: Some(vec!["writer-policy".into()]),
+        })
+        .await
+        .unwrap();
+    let successor = s.client_with_token(
+        &s.client
+            .create_token("writer", &Default::default())
+            .await
+            .unwrap()
+            .token,
+    );
+    let right = successor.put_secret_value("app/db", &mine).await;
+    let wrong = successor
+        .put_secret_value(
+            "app/db",
+            &api::PutSecretValueRequest {
+                version_id: Some("w1".into()),
+                ..put("other")
+            },
+        )
+        .await;
+    let (right, wrong) = (answer(right), answer(wrong));
+    assert_eq!(right.0, ErrorCode::VersionConflict);
+    assert_eq!(
+        right, wrong,
+        "the successor tells a right and a wrong guess apart"
+    );
+    // The old token went with the principal: the checks below are the successor's.
+    let writer = successor;
     // One that may read: a retry of another's version is a no-op.
     s.client
         .put_secret_value("app/db", &guess("hunter2"))

@@ -806,6 +806,7 @@ impl Service {
                 data: value,
                 data_type: SecretDataType::Text,
                 created_by: Principal::Rotation.label(),
+                created_by_id: None,
             };
             let key = super::secrets::key_to_seal(t, &rec)?;
             let meta = this.seal_version(t, &rec, &key, &nv)?;

@@ -166,8 +166,11 @@ pub struct Policy {
     pub arn: String,
     /// Free text.
     pub description: String,
-    /// The document, in canonical form (`Action` and `Resource` always arrays).
-    pub document: PolicyDocument,
+    /// The document, in canonical form (`Action` and `Resource` always arrays). Absent
+    /// only in the answer to an update by a caller that may not read the policy
+    /// (`ram:GetPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<PolicyDocument>,
     /// Built in (`AdministratorAccess`): cannot be changed or deleted.
     pub builtin: bool,
     /// Creation time.

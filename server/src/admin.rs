@@ -280,7 +280,7 @@ pub(crate) async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
                 println!(
                     "{}\t{kind}\t{} statements\t{}",
                     p.name,
-                    p.document.statements().len(),
+                    p.document.as_ref().map_or(0, |d| d.statements().len()),
                     printable(&p.description)
                 );
             }

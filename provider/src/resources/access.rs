@@ -98,9 +98,11 @@ async fn read_policy(ctx: &Ctx, name: &str, prior: &Value) -> Result<Value, Diag
     );
     v.set(
         "document",
-        match prior.str_attr("document") {
-            Some(t) if same_document(t, &p.document) => Value::string(t),
-            _ => Value::string(serde_json::to_string(&p.document).unwrap_or_default()),
+        match (prior.str_attr("document"), &p.document) {
+            (Some(t), Some(d)) if same_document(t, d) => Value::string(t),
+            (_, Some(d)) => Value::string(serde_json::to_string(d).unwrap_or_default()),
+            // Never from a describe; an answer that withheld it changes nothing.
+            (_, None) => prior.attr("document").clone(),
         },
     );
     Ok(v)

@@ -30,7 +30,7 @@ fn builtin_api(name: &str) -> Option<api::Policy> {
         name: name.to_string(),
         arn: format!("strongbox:ram:policy/{name}"),
         description: "Built in: every action on every resource".into(),
-        document,
+        document: Some(document),
         builtin: true,
         creation_date: api::Timestamp::from_unix(0),
         update_date: api::Timestamp::from_unix(0),

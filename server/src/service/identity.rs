@@ -315,7 +315,7 @@ impl AccessPolicyRecord {
             name: self.name.clone(),
             arn: format!("strongbox:ram:policy/{}", self.name),
             description: self.description.clone(),
-            document: self.document.clone(),
+            document: Some(self.document.clone()),
             builtin: false,
             creation_date: api::Timestamp::from_unix(self.creation_date),
             update_date: api::Timestamp::from_unix(self.update_date),

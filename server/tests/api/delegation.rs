@@ -760,6 +760,84 @@ async fn an_update_does_not_read_what_the_caller_may_not_describe() {
         .await
         .unwrap();
     assert_eq!(moved.versions.len(), 1);
+
+    // A principal's description and policies, a policy's description and document.
+    s.client
+        .create_policy(&api::CreatePolicyRequest {
+            name: "trail-readers".into(),
+            description: Some("who reads the trail".into()),
+            document: serde_json::from_value(json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "audit:Read", "Resource": "*"}]}))
+            .unwrap(),
+        })
+        .await
+        .unwrap();
+    s.client
+        .create_principal(&api::CreatePrincipalRequest {
+            name: "auditor".into(),
+            description: Some("the external auditor".into()),
+            policies: Some(vec!["trail-readers".into()]),
+        })
+        .await
+        .unwrap();
+    let ram = |name: &'static str, describe: bool| {
+        writer(
+            name,
+            describe,
+            [
+                (
+                    "principal/auditor",
+                    &["ram:UpdatePrincipal"][..],
+                    "ram:GetPrincipal",
+                ),
+                (
+                    "policy/trail-readers",
+                    &["ram:UpdatePolicy"][..],
+                    "ram:GetPolicy",
+                ),
+            ],
+        )
+    };
+    let (blind, sighted) = (ram("blind-r", false).await, ram("sighted-r", true).await);
+    let unchanged = api::UpdatePrincipalRequest {
+        description: None,
+        policies: None,
+    };
+    let p = blind.update_principal("auditor", &unchanged).await.unwrap();
+    assert_eq!(
+        (p.name.as_str(), p.description.as_str(), p.policies.len()),
+        ("auditor", "", 0)
+    );
+    let p = sighted
+        .update_principal("auditor", &unchanged)
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.description.as_str(), p.policies.as_slice()),
+        ("the external auditor", &["trail-readers".to_string()][..])
+    );
+    let unchanged = api::UpdatePolicyRequest {
+        description: None,
+        document: None,
+    };
+    let p = blind
+        .update_policy("trail-readers", &unchanged)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            p.name.as_str(),
+            p.description.as_str(),
+            p.document.is_none()
+        ),
+        ("trail-readers", "", true)
+    );
+    let p = sighted
+        .update_policy("trail-readers", &unchanged)
+        .await
+        .unwrap();
+    assert_eq!(p.description, "who reads the trail");
+    assert_eq!(p.document.map(|d| d.statements().len()), Some(1));
 }
 
 /// A server with secret `ops/signing` and the webhook policy `hook` signing with it.

@@ -67,11 +67,15 @@ pub(super) async fn update_principal(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdatePrincipalRequest>,
 ) -> ApiResult<Json<api::Principal>> {
-    Ok(Json(
-        s.service
-            .update_principal(&name, req, &Actor::Caller(who))
-            .await?,
-    ))
+    let who = Actor::Caller(who);
+    let mut p = s.service.update_principal(&name, req, &who).await?;
+    // As for every write's answer: no more than describing shows (`PATCH {}` would
+    // otherwise read a principal's description and attached policies).
+    if !who.allows("ram:GetPrincipal", &format!("principal/{name}")) {
+        p.description.clear();
+        p.policies.clear();
+    }
+    Ok(Json(p))
 }
 
 pub(super) async fn delete_principal(
@@ -140,13 +144,21 @@ pub(super) async fn get_policy(
 
 pub(super) async fn update_policy(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<api::UpdatePolicyRequest>,
 ) -> ApiResult<Json<api::Policy>> {
     if let Some(d) = &req.document {
         check_actions(d)?;
     }
-    Ok(Json(s.service.update_policy(&name, req).await?))
+    let mut p = s.service.update_policy(&name, req).await?;
+    // No more than describing shows: a caller that may not read the policy gets its
+    // name, ARN and dates, not its document or description.
+    if !who.allows("ram:GetPolicy", &format!("policy/{name}")) {
+        p.description.clear();
+        p.document = None;
+    }
+    Ok(Json(p))
 }
 
 pub(super) async fn delete_policy(

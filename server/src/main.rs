@@ -341,11 +341,14 @@ async fn restore(
         data_dir.display(),
         data_dir.display()
     );
-    if let Some((revoked, token)) = &restored.revoked {
-        println!(
+    match &restored.revoked {
+        Some((revoked, token)) => println!(
             "Revoked {revoked} tokens; the root token was replaced.\nRoot token (shown only this once):\n{}",
             token.as_str()
-        );
+        ),
+        None => println!(
+            "Tokens are those of the backup's time, also any revoked since; if one may have leaked, restore with --revoke-tokens (revokes them all and replaces the root token)"
+        ),
     }
     Ok(())
 }

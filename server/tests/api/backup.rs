@@ -360,8 +360,26 @@ async fn a_restore_can_revoke_every_token() {
     let file = dir.path().join("strongbox.backup");
     backup_to(&s, &file).await;
 
-    // A plain restore: the tokens of the backup's time work.
-    let plain = restore_and_open(&s, &file, dir.path()).await;
+    // A plain restore: the tokens of the backup's time work, and it says so.
+    let out = run(restore_cmd(
+        &file,
+        &dir.path().join("restored"),
+        &s.root_key_file(),
+    ))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("also any revoked since") && stdout.contains("--revoke-tokens"),
+        "{stdout}"
+    );
+    let root = server::load_root_key(Some(&s.root_key_file()), None).unwrap();
+    let plain = server::open(
+        &dir.path().join("restored"),
+        &root,
+        ServiceConfig::default(),
+    )
+    .unwrap();
     assert!(plain.service.authenticate(&app_token).is_ok());
     assert!(plain.service.authenticate(&s.token).is_ok());
     plain.service.store().close().await.unwrap();

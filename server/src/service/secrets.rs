@@ -19,7 +19,7 @@ use super::records::{
     collect_after, decode, decode_page_token, encode, load, page, secret_arn, validate_description,
     validate_extended_config, validate_tags,
 };
-use super::rotation::{principal_named, reindex_secret};
+use super::rotation::{principal_named, reindex_secret, same_principal};
 use crate::barrier::{self, SealedHeader, SecretBinding};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn, composite};
@@ -1056,13 +1056,19 @@ impl Service {
                         )
                     })?;
                     // A move between versions of the same principal (a rollback to
-                    // ACSPrevious) hands out no other principal's tokens.
+                    // ACSPrevious) hands out no other principal's tokens; a version
+                    // written for a principal of the name deleted since is another's.
                     if rec.secret_type == SecretType::AccessKey {
-                        let same_principal = rec
+                        let made = rec
+                            .versions
+                            .iter()
+                            .find(|v| v.version_id == *to)
+                            .map_or(i64::MIN, |v| v.created);
+                        let same = rec
                             .version_with_stage(STAGE_CURRENT)
                             .and_then(|c| this.open_version(t, &name, &c.version_id, UNNAMED).ok())
-                            .is_some_and(|cur| principal_named(&cur) == principal_named(&value));
-                        if !same_principal {
+                            .is_some_and(|cur| same_principal(t, &cur, &value, made));
+                        if !same {
                             check_stored_access_key_value(&who, &name, &value)?;
                         }
                     }

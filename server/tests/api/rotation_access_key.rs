@@ -606,7 +606,8 @@ async fn a_principal_created_again_under_the_name_gets_no_token() {
     assert_eq!(e.code(), Some(ErrorCode::Unavailable));
     s.service.set_rotation_halt(None);
 
-    // Meanwhile the principal is deleted (its tokens go with it) and created again.
+    // Later, the principal is deleted (its tokens go with it) and created again.
+    s.clock.advance(60);
     c.delete_principal("app").await.unwrap();
     let again = c
         .create_principal(&api::CreatePrincipalRequest {
@@ -660,6 +661,46 @@ async fn a_principal_created_again_under_the_name_gets_no_token() {
     let e = c.rotate_secret(SECRET, None).await.unwrap_err();
     assert!(e.to_string().contains("access_key create"), "{e}");
     assert_code(Err::<(), _>(e), ErrorCode::RotationFailed, "created again");
+    assert!(c.list_tokens("app").await.unwrap().tokens.is_empty());
+
+    // The first value, which names the principal without an id, is no way around it.
+    // Moving ACSCurrent back to it is a move to another principal: it needs the token
+    // rights on it, which a caller allowed only to move stages lacks.
+    let mut first_version = None;
+    for v in c.list_secret_versions(SECRET).await.unwrap().versions {
+        let value = c
+            .get_secret_value(SECRET, Some(&v.version_id), None)
+            .await
+            .unwrap();
+        if recorded(&value).is_empty() {
+            first_version = Some(v.version_id);
+        }
+    }
+    let first_version = first_version.expect("the first value, without PrincipalId");
+    let mover = s
+        .principal_with(
+            "mover",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:UpdateSecretVersionStage"], "Resource": format!("secret/{SECRET}")}]}),
+        )
+        .await;
+    let back = api::UpdateSecretStageRequest {
+        version_stage: STAGE_CURRENT.into(),
+        move_to_version: Some(first_version.clone()),
+        remove_from_version: None,
+    };
+    assert_code(
+        mover.update_secret_stage(SECRET, &back).await,
+        ErrorCode::Forbidden,
+        "ram:CreateToken",
+    );
+    // Moved by one that may, its rotation is refused: the principal is younger than it.
+    c.update_secret_stage(SECRET, &back).await.unwrap();
+    assert_code(
+        c.rotate_secret(SECRET, None).await,
+        ErrorCode::RotationFailed,
+        "created after the value was written",
+    );
     assert!(c.list_tokens("app").await.unwrap().tokens.is_empty());
 
     // A value naming the principal anew binds the next rotation to the new one.

@@ -40,8 +40,9 @@ use super::strategy::{StepContext, Strategy};
 use crate::barrier;
 use crate::error::{Error, Result};
 use crate::service::Service;
-use crate::service::identity::{TokenRecord, new_token};
+use crate::service::identity::{PrincipalRecord, TokenRecord, new_token};
 use crate::service::principals::{delete_token_of, load_principal, put_token};
+use crate::storage::Reader;
 
 /// The value of an `AccessKey` secret. Wiped when dropped.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -85,11 +86,20 @@ fn write_failed(step: &str, e: Error) -> Error {
     }
 }
 
-/// Why a value's principal is refused when its id changed.
-fn replaced() -> String {
-    format!(
-        "the principal {THE_PRINCIPAL} is not the one its PrincipalId records: it was deleted and created again since; put a value without PrincipalId to issue tokens to the principal that now has the name"
-    )
+/// Whether principal `p` is the one a value (made at `made`) stands for: the one its
+/// `PrincipalId` records, or for a value without one (the first value, one from before
+/// ids, a version moved back to) a principal no younger than the value. Otherwise the
+/// name was taken by a principal created since, perhaps by someone else; why, if not.
+fn bound_to(p: &PrincipalRecord, id: Option<&str>, made: Option<i64>) -> Result<(), String> {
+    match id {
+        Some(id) if id != p.id() => Err(format!(
+            "the principal {THE_PRINCIPAL} is not the one its PrincipalId records: it was deleted and created again since; put a value without PrincipalId to issue tokens to the principal that now has the name"
+        )),
+        None if made.is_some_and(|m| p.creation_date > m) => Err(format!(
+            "the principal {THE_PRINCIPAL} was created after the value was written (perhaps created again under the name); put the value again to issue tokens to it"
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl AccessKeyValue {
@@ -164,6 +174,27 @@ pub(crate) fn validate_settings(settings: &BTreeMap<String, String>) -> Result<(
 /// The entries of a valid `principals` setting (names, or prefixes ending in `*`).
 pub(crate) fn principals_setting(settings: &BTreeMap<String, String>) -> Result<Vec<String>> {
     Allowed::parse(settings).map(|a| a.0)
+}
+
+/// Whether `ACSCurrent` may move from `current` to `value` (made at `made`) without
+/// handing out another principal's tokens: both name the same principal, and `value`
+/// stands for the principal that has the name now ([`bound_to`]: its `PrincipalId`, or
+/// without one a principal no younger than it).
+pub(crate) fn same_principal(
+    r: &(impl Reader + ?Sized),
+    current: &[u8],
+    value: &[u8],
+    made: i64,
+) -> bool {
+    let (Ok(cur), Ok(to)) = (
+        AccessKeyValue::parse("", "", current),
+        AccessKeyValue::parse("", "", value),
+    ) else {
+        return false;
+    };
+    cur.principal_name == to.principal_name
+        && load_principal(r, &to.principal_name)
+            .is_ok_and(|p| bound_to(&p, to.principal_id.as_deref(), Some(made)).is_ok())
 }
 
 /// The principal an `AccessKey` value names, read exactly as the strategy reads it:
@@ -273,15 +304,13 @@ impl AccessKeyStrategy {
         Ok(v)
     }
 
-    /// The id the pending value binds to: the current value's, or the principal's now.
-    fn principal_id(&self, current: &AccessKeyValue) -> Result<String> {
+    /// The id the pending value binds to: the current value's, or for a value without
+    /// one (made at `made`) the principal's now, if the principal is older than the value.
+    fn principal_id(&self, current: &AccessKeyValue, made: Option<i64>) -> Result<String> {
         let p = load_principal(self.service.store(), &current.principal_name)
             .map_err(|e| write_failed("create", e))?;
-        match &current.principal_id {
-            Some(id) if *id != p.id() => Err(failed("create", replaced())),
-            Some(id) => Ok(id.clone()),
-            None => Ok(p.id()),
-        }
+        bound_to(&p, current.principal_id.as_deref(), made).map_err(|why| failed("create", why))?;
+        Ok(p.id())
     }
 
     fn check_principal(&self, step: &str, principal: &str) -> Result<()> {
@@ -330,7 +359,7 @@ impl Strategy for AccessKeyStrategy {
             .ok_or_else(|| failed("create", "no current value"))?;
         let current = AccessKeyValue::parse("create", "current", current)?;
         self.check_principal("create", &current.principal_name)?;
-        let principal_id = self.principal_id(&current)?;
+        let principal_id = self.principal_id(&current, cx.made)?;
         let token = new_token();
         AccessKeyValue {
             principal_name: current.principal_name.clone(),
@@ -354,17 +383,16 @@ impl Strategy for AccessKeyStrategy {
             creation_date: self.service.now(),
             expires_at: None,
         };
-        let (secret, principal_id) = (cx.secret_name.to_string(), v.principal_id.clone());
+        let (secret, principal_id, made) =
+            (cx.secret_name.to_string(), v.principal_id.clone(), cx.made);
         self.service
             .write_access(move |t| {
                 // Only while the secret is live: one deleted meanwhile (its tokens
                 // revoked in that write) gets no new token.
                 crate::service::secrets::load_live_secret(t, &secret)?;
                 let p = load_principal(t, &rec.principal)?;
-                // A pending value from a server without principal ids binds to none.
-                if principal_id.is_some_and(|id| id != p.id()) {
-                    return Err(Error::new(ErrorCode::InvalidState, replaced()));
-                }
+                bound_to(&p, principal_id.as_deref(), made)
+                    .map_err(|why| Error::new(ErrorCode::InvalidState, why))?;
                 // A repeated set replaces the record this version made.
                 delete_token_of(t, &rec.principal, &rec.token_id)?;
                 put_token(t, &rec);

@@ -41,6 +41,9 @@ pub(crate) struct StepContext<'a> {
     pub(crate) current: Option<&'a [u8]>,
     /// The pending value (for *set*, *test* and *finish*).
     pub(crate) pending: Option<&'a [u8]>,
+    /// When the value the step starts from was made (server clock, seconds):
+    /// `ACSCurrent`'s for *create*, the pending version's for the later steps.
+    pub(crate) made: Option<i64>,
 }
 
 /// One rotation strategy. Every step must be idempotent: after a crash the engine
@@ -161,6 +164,7 @@ pub(crate) async fn conformance_of<S: Strategy>(
         version_id: "conformance-v1",
         current: Some(current),
         pending: None,
+        made: None,
     };
     let first = s.create(&cx).await?;
     let again = s.create(&cx).await?;

@@ -310,6 +310,17 @@ pub(crate) fn policy_arn(name: &str) -> String {
     format!("strongbox:kms:rotation-policy/{name}")
 }
 
+/// The principal an `AccessKey` value's `PrincipalName` stood for when the version was
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum NamedPrincipal {
+    /// The principal of that id.
+    Id(String),
+    /// None had the name yet.
+    Absent,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct VersionMeta {
     pub(crate) version_id: String,
@@ -320,6 +331,11 @@ pub(crate) struct VersionMeta {
     /// for the rotation engine and in records written before ids existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) created_by_id: Option<String>,
+    /// Of an `AccessKey` secret's version whose value names a principal: which principal
+    /// the name stood for as it was written (absent in versions written before this was
+    /// kept), so that one created again under the name later is told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) principal_at_write: Option<NamedPrincipal>,
     pub(crate) data_type: api::SecretDataType,
     /// HMAC of the value (see `Barrier::value_mac`), to recognise an identical retry.
     #[serde(with = "b64")]

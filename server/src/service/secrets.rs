@@ -19,7 +19,7 @@ use super::records::{
     collect_after, decode, decode_page_token, encode, load, page, secret_arn, validate_description,
     validate_extended_config, validate_tags,
 };
-use super::rotation::{principal_named, reindex_secret, same_principal};
+use super::rotation::{principal_at_write, principal_named, reindex_secret, same_principal};
 use crate::barrier::{self, SealedHeader, SecretBinding};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn, composite};
@@ -523,6 +523,11 @@ impl Service {
             created: self.now(),
             created_by: v.created_by.clone(),
             created_by_id: v.created_by_id.clone(),
+            principal_at_write: if rec.secret_type == SecretType::AccessKey {
+                principal_at_write(t, &v.data)?
+            } else {
+                None
+            },
             data_type: v.data_type,
             mac: self.inner.barrier.value_mac(binding, &v.data).to_vec(),
             key_id: Some(key.key_id.clone()),
@@ -1059,15 +1064,11 @@ impl Service {
                     // ACSPrevious) hands out no other principal's tokens; a version
                     // written for a principal of the name deleted since is another's.
                     if rec.secret_type == SecretType::AccessKey {
-                        let made = rec
-                            .versions
-                            .iter()
-                            .find(|v| v.version_id == *to)
-                            .map_or(i64::MIN, |v| v.created);
+                        let written = rec.versions.iter().find(|v| v.version_id == *to);
                         let same = rec
                             .version_with_stage(STAGE_CURRENT)
                             .and_then(|c| this.open_version(t, &name, &c.version_id, UNNAMED).ok())
-                            .is_some_and(|cur| same_principal(t, &cur, &value, made));
+                            .is_some_and(|cur| same_principal(t, &cur, &value, written));
                         if !same {
                             check_stored_access_key_value(&who, &name, &value)?;
                         }

@@ -606,8 +606,8 @@ async fn a_principal_created_again_under_the_name_gets_no_token() {
     assert_eq!(e.code(), Some(ErrorCode::Unavailable));
     s.service.set_rotation_halt(None);
 
-    // Later, the principal is deleted (its tokens go with it) and created again.
-    s.clock.advance(60);
+    // Meanwhile (in the same second: no clock is compared), the principal is deleted
+    // (its tokens go with it) and created again.
     c.delete_principal("app").await.unwrap();
     let again = c
         .create_principal(&api::CreatePrincipalRequest {
@@ -694,12 +694,13 @@ async fn a_principal_created_again_under_the_name_gets_no_token() {
         ErrorCode::Forbidden,
         "ram:CreateToken",
     );
-    // Moved by one that may, its rotation is refused: the principal is younger than it.
+    // Moved by one that may, its rotation is refused: the value was written for the
+    // principal that had the name then.
     c.update_secret_stage(SECRET, &back).await.unwrap();
     assert_code(
         c.rotate_secret(SECRET, None).await,
         ErrorCode::RotationFailed,
-        "created after the value was written",
+        "created again",
     );
     assert!(c.list_tokens("app").await.unwrap().tokens.is_empty());
 
@@ -722,4 +723,77 @@ async fn a_principal_created_again_under_the_name_gets_no_token() {
         .await
         .unwrap();
     assert_eq!(c.list_tokens("app").await.unwrap().tokens.len(), 1);
+}
+
+/// A value may name a principal before it exists (a literal name in a configuration
+/// applied in any order): the first rotation after the principal is created issues its
+/// token. Moving ACSCurrent back to such a value still counts as a move to another
+/// principal.
+#[tokio::test]
+async fn a_value_may_name_a_principal_created_after_it() {
+    let s = TestServer::start_with(fast_config()).await;
+    let c = &s.client;
+    c.create_rotation_policy(&policy(
+        "early-tokens",
+        "30d",
+        RotationStrategy::AccessKey,
+        &[("principals", "early")],
+    ))
+    .await
+    .unwrap();
+    let mut req = text_secret(
+        "early/token",
+        &json!({"PrincipalName": "early"}).to_string(),
+    );
+    req.secret_type = api::SecretType::AccessKey;
+    req.rotation_policy = Some("early-tokens".into());
+    let first = c.create_secret(&req).await.unwrap().version_id;
+    assert_code(
+        c.rotate_secret("early/token", None).await,
+        ErrorCode::RotationFailed,
+        "does not exist",
+    );
+    s.clock.advance(5);
+    c.create_principal(&api::CreatePrincipalRequest {
+        name: "early".into(),
+        description: None,
+        policies: None,
+    })
+    .await
+    .unwrap();
+    c.rotate_secret("early/token", None).await.unwrap();
+    let v = c.get_secret_value("early/token", None, None).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&v.secret_data).unwrap();
+    let id = c.get_principal("early").await.unwrap().principal_id;
+    assert_eq!(doc["PrincipalId"], id.as_str());
+    // The token authenticates (the principal has no policy, so it may do nothing).
+    let e = s
+        .client_with_token(doc["Token"].as_str().unwrap())
+        .describe_secret("early/token")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
+    assert_eq!(c.list_tokens("early").await.unwrap().tokens.len(), 1);
+
+    let mover = s
+        .principal_with(
+            "mover",
+            json!({"Version": "1", "Statement": [{"Effect": "Allow",
+                "Action": ["kms:UpdateSecretVersionStage"], "Resource": "secret/early/token"}]}),
+        )
+        .await;
+    assert_code(
+        mover
+            .update_secret_stage(
+                "early/token",
+                &api::UpdateSecretStageRequest {
+                    version_stage: STAGE_CURRENT.into(),
+                    move_to_version: Some(first),
+                    remove_from_version: None,
+                },
+            )
+            .await,
+        ErrorCode::Forbidden,
+        "ram:CreateToken",
+    );
 }

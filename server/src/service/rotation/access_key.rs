@@ -7,14 +7,15 @@
 //! - *create* makes the new token (256 random bits, like every token) and an id derived
 //!   from the secret and the version id; nothing outside the pending value exists yet,
 //!   so a *create* lost in a crash leaves no stray token behind. The pending value
-//!   keeps the current value's `PrincipalId`; a value without one is bound to the id
-//!   the principal has at this first rotation.
+//!   records the id of the principal that has the name, if the current value stands
+//!   for it ([`bound_to`]: by its `PrincipalId`, or without one by the principal the
+//!   name stood for when its version was written).
 //! - *set* registers the token for the principal through the access write path, which
 //!   empties the identity cache before it returns (idempotent: the token id is fixed
-//!   per version, a repeated *set* replaces the same record). It refuses a principal
-//!   whose id is not the value's `PrincipalId`: one deleted and created again under
-//!   the name (perhaps by someone else) is another principal, and gets no token until
-//!   a value naming it anew is put.
+//!   per version, a repeated *set* replaces the same record), after the same check in
+//!   the same write: a principal deleted and created again under the name (perhaps by
+//!   someone else) is another principal, and gets no token until a value naming it
+//!   anew is put.
 //! - *test* authenticates the token through the same identity lookup every API request
 //!   uses, and checks it stands for the principal.
 //! - *finish* revokes the token behind the version that is `ACSPrevious` before the
@@ -42,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::service::Service;
 use crate::service::identity::{PrincipalRecord, TokenRecord, new_token};
 use crate::service::principals::{delete_token_of, load_principal, put_token};
+use crate::service::records::{NamedPrincipal, VersionMeta};
 use crate::storage::Reader;
 
 /// The value of an `AccessKey` secret. Wiped when dropped.
@@ -86,19 +88,51 @@ fn write_failed(step: &str, e: Error) -> Error {
     }
 }
 
-/// Whether principal `p` is the one a value (made at `made`) stands for: the one its
-/// `PrincipalId` records, or for a value without one (the first value, one from before
-/// ids, a version moved back to) a principal no younger than the value. Otherwise the
-/// name was taken by a principal created since, perhaps by someone else; why, if not.
-fn bound_to(p: &PrincipalRecord, id: Option<&str>, made: Option<i64>) -> Result<(), String> {
-    match id {
-        Some(id) if id != p.id() => Err(format!(
-            "the principal {THE_PRINCIPAL} is not the one its PrincipalId records: it was deleted and created again since; put a value without PrincipalId to issue tokens to the principal that now has the name"
-        )),
-        None if made.is_some_and(|m| p.creation_date > m) => Err(format!(
-            "the principal {THE_PRINCIPAL} was created after the value was written (perhaps created again under the name); put the value again to issue tokens to it"
-        )),
-        _ => Ok(()),
+/// Whether principal `p`, which has the name now, is the one a value stands for: the one
+/// its `PrincipalId` records; for a value without one (a first value, a version moved
+/// back to), the one the name stood for when its version (`written`) was written. A
+/// value written before any principal had the name binds to the first that has it at a
+/// rotation, unless `moving` (a stage move must not make it the value others rotate
+/// from). A version written before that was kept is matched by age: a principal
+/// created in or after the second it was written is refused. Otherwise the name was
+/// taken by a principal created since, perhaps by someone else; why, if not.
+fn bound_to(
+    p: &PrincipalRecord,
+    id: Option<&str>,
+    written: Option<&VersionMeta>,
+    moving: bool,
+) -> Result<(), String> {
+    let again = || {
+        format!(
+            "the principal {THE_PRINCIPAL} is not the one the value was written for: it was deleted and created again since; put the value again (without PrincipalId) to issue tokens to the principal that now has the name"
+        )
+    };
+    let same = |id: &str| if id == p.id() { Ok(()) } else { Err(again()) };
+    match (id, written.and_then(|w| w.principal_at_write.as_ref())) {
+        (Some(id), _) => same(id),
+        (None, Some(NamedPrincipal::Id(id))) => same(id),
+        (None, Some(NamedPrincipal::Absent)) if moving => Err(again()),
+        (None, Some(NamedPrincipal::Absent)) => Ok(()),
+        (None, None) => match written {
+            Some(w) if p.creation_date >= w.created => Err(again()),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Which principal an `AccessKey` value's `PrincipalName` stands for as its version is
+/// written (`None` for a value that names none).
+pub(crate) fn principal_at_write(
+    r: &(impl Reader + ?Sized),
+    value: &[u8],
+) -> Result<Option<NamedPrincipal>> {
+    let Some(name) = principal_named(value) else {
+        return Ok(None);
+    };
+    match load_principal(r, &name) {
+        Ok(p) => Ok(Some(NamedPrincipal::Id(p.id()))),
+        Err(e) if e.code == ErrorCode::PrincipalNotFound => Ok(Some(NamedPrincipal::Absent)),
+        Err(e) => Err(e),
     }
 }
 
@@ -178,13 +212,12 @@ pub(crate) fn principals_setting(settings: &BTreeMap<String, String>) -> Result<
 
 /// Whether `ACSCurrent` may move from `current` to `value` (made at `made`) without
 /// handing out another principal's tokens: both name the same principal, and `value`
-/// stands for the principal that has the name now ([`bound_to`]: its `PrincipalId`, or
-/// without one a principal no younger than it).
+/// (of version `written`) stands for the principal that has the name now ([`bound_to`]).
 pub(crate) fn same_principal(
     r: &(impl Reader + ?Sized),
     current: &[u8],
     value: &[u8],
-    made: i64,
+    written: Option<&VersionMeta>,
 ) -> bool {
     let (Ok(cur), Ok(to)) = (
         AccessKeyValue::parse("", "", current),
@@ -194,7 +227,7 @@ pub(crate) fn same_principal(
     };
     cur.principal_name == to.principal_name
         && load_principal(r, &to.principal_name)
-            .is_ok_and(|p| bound_to(&p, to.principal_id.as_deref(), Some(made)).is_ok())
+            .is_ok_and(|p| bound_to(&p, to.principal_id.as_deref(), written, true).is_ok())
 }
 
 /// The principal an `AccessKey` value names, read exactly as the strategy reads it:
@@ -304,12 +337,17 @@ impl AccessKeyStrategy {
         Ok(v)
     }
 
-    /// The id the pending value binds to: the current value's, or for a value without
-    /// one (made at `made`) the principal's now, if the principal is older than the value.
-    fn principal_id(&self, current: &AccessKeyValue, made: Option<i64>) -> Result<String> {
+    /// The id the pending value binds to: the principal's that has the name, if the
+    /// current value (of version `written`) stands for it ([`bound_to`]).
+    fn principal_id(
+        &self,
+        current: &AccessKeyValue,
+        written: Option<&VersionMeta>,
+    ) -> Result<String> {
         let p = load_principal(self.service.store(), &current.principal_name)
             .map_err(|e| write_failed("create", e))?;
-        bound_to(&p, current.principal_id.as_deref(), made).map_err(|why| failed("create", why))?;
+        bound_to(&p, current.principal_id.as_deref(), written, false)
+            .map_err(|why| failed("create", why))?;
         Ok(p.id())
     }
 
@@ -359,7 +397,7 @@ impl Strategy for AccessKeyStrategy {
             .ok_or_else(|| failed("create", "no current value"))?;
         let current = AccessKeyValue::parse("create", "current", current)?;
         self.check_principal("create", &current.principal_name)?;
-        let principal_id = self.principal_id(&current, cx.made)?;
+        let principal_id = self.principal_id(&current, cx.written)?;
         let token = new_token();
         AccessKeyValue {
             principal_name: current.principal_name.clone(),
@@ -383,15 +421,18 @@ impl Strategy for AccessKeyStrategy {
             creation_date: self.service.now(),
             expires_at: None,
         };
-        let (secret, principal_id, made) =
-            (cx.secret_name.to_string(), v.principal_id.clone(), cx.made);
+        let (secret, principal_id, written) = (
+            cx.secret_name.to_string(),
+            v.principal_id.clone(),
+            cx.written.cloned(),
+        );
         self.service
             .write_access(move |t| {
                 // Only while the secret is live: one deleted meanwhile (its tokens
                 // revoked in that write) gets no new token.
                 crate::service::secrets::load_live_secret(t, &secret)?;
                 let p = load_principal(t, &rec.principal)?;
-                bound_to(&p, principal_id.as_deref(), made)
+                bound_to(&p, principal_id.as_deref(), written.as_ref(), false)
                     .map_err(|why| Error::new(ErrorCode::InvalidState, why))?;
                 // A repeated set replaces the record this version made.
                 delete_token_of(t, &rec.principal, &rec.token_id)?;
@@ -470,6 +511,50 @@ impl Strategy for AccessKeyStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which principal a value without `PrincipalId` stands for, by what its version
+    /// recorded when written.
+    #[test]
+    fn a_value_binds_to_the_principal_its_version_was_written_for() {
+        let p = |id: &str, created: i64| PrincipalRecord {
+            name: "app".into(),
+            principal_id: id.into(),
+            description: String::new(),
+            policies: Vec::new(),
+            creation_date: created,
+            update_date: created,
+        };
+        let version = |at_write: Option<NamedPrincipal>, created: i64| VersionMeta {
+            version_id: "v".into(),
+            stages: Vec::new(),
+            created,
+            created_by: "principal/root".into(),
+            created_by_id: None,
+            principal_at_write: at_write,
+            data_type: strongbox_schemas::SecretDataType::Text,
+            mac: Vec::new(),
+            key_id: None,
+        };
+        let (old, new) = (p("p-old", 100), p("p-new", 100));
+        let written_for_old = version(Some(NamedPrincipal::Id("p-old".into())), 100);
+        for moving in [false, true] {
+            // A PrincipalId decides, whatever the version says.
+            assert!(bound_to(&old, Some("p-old"), Some(&written_for_old), moving).is_ok());
+            assert!(bound_to(&new, Some("p-old"), None, moving).is_err());
+            // Without one, the principal the name stood for when written (same second).
+            assert!(bound_to(&old, None, Some(&written_for_old), moving).is_ok());
+            assert!(bound_to(&new, None, Some(&written_for_old), moving).is_err());
+        }
+        // Written before any principal had the name: the first one, but not by a move.
+        let early = version(Some(NamedPrincipal::Absent), 50);
+        assert!(bound_to(&new, None, Some(&early), false).is_ok());
+        assert!(bound_to(&new, None, Some(&early), true).is_err());
+        // A version from before this was kept: a principal created in or after its second
+        // is refused.
+        assert!(bound_to(&p("p-x", 99), None, Some(&version(None, 100)), true).is_ok());
+        assert!(bound_to(&p("p-x", 100), None, Some(&version(None, 100)), false).is_err());
+        assert!(bound_to(&p("p-x", 101), None, Some(&version(None, 100)), false).is_err());
+    }
 
     #[test]
     fn principals_setting_is_required_and_never_root() {

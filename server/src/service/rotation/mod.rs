@@ -43,7 +43,8 @@ use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_sec
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn};
 pub(crate) use access_key::{
-    principal_named, principals_setting, revoke_rotation_tokens, rotation_tokens, same_principal,
+    principal_at_write, principal_named, principals_setting, revoke_rotation_tokens,
+    rotation_tokens, same_principal,
 };
 #[cfg(any(test, feature = "failpoints"))]
 pub use database::database_conformance;
@@ -642,11 +643,7 @@ impl Service {
                 version_id,
                 current: None,
                 pending: pending.as_deref().map(Vec::as_slice),
-                made: rec
-                    .versions
-                    .iter()
-                    .find(|v| v.version_id == version_id)
-                    .map(|v| v.created),
+                written: rec.versions.iter().find(|v| v.version_id == version_id),
             };
             let done = match step {
                 None => {
@@ -655,7 +652,7 @@ impl Service {
                     let current =
                         self.plaintext(name, now_current.map(|v| v.version_id.as_str()))?;
                     cx.current = Some(&current);
-                    cx.made = now_current.map(|v| v.created);
+                    cx.written = now_current;
                     let value = self
                         .attempt(name, id, Step::Create, || async {
                             let value = strategy.create(&cx).await?;

@@ -10,6 +10,7 @@ use super::random::RandomStrategy;
 use super::ssh_key::SshKeyStrategy;
 use super::webhook::WebhookStrategy;
 use crate::error::{Error, Result};
+use crate::service::records::VersionMeta;
 use strongbox_schemas::{ErrorCode, RotationStrategy};
 
 /// The four steps, in order.
@@ -41,9 +42,9 @@ pub(crate) struct StepContext<'a> {
     pub(crate) current: Option<&'a [u8]>,
     /// The pending value (for *set*, *test* and *finish*).
     pub(crate) pending: Option<&'a [u8]>,
-    /// When the value the step starts from was made (server clock, seconds):
-    /// `ACSCurrent`'s for *create*, the pending version's for the later steps.
-    pub(crate) made: Option<i64>,
+    /// The version the step starts from: `ACSCurrent` for *create*, the pending one
+    /// for the later steps (`None` in the conformance suite, which has no secret).
+    pub(crate) written: Option<&'a VersionMeta>,
 }
 
 /// One rotation strategy. Every step must be idempotent: after a crash the engine
@@ -164,7 +165,7 @@ pub(crate) async fn conformance_of<S: Strategy>(
         version_id: "conformance-v1",
         current: Some(current),
         pending: None,
-        made: None,
+        written: None,
     };
     let first = s.create(&cx).await?;
     let again = s.create(&cx).await?;

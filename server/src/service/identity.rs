@@ -30,10 +30,19 @@ pub(crate) struct PrincipalRecord {
     /// is derived from the name and creation time ([`PrincipalRecord::id`]).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) principal_id: String,
+    /// Which principal of this name it is: the first created under the name is 1, the
+    /// next (after a delete) 2, and so on ([`super::principals::generations_of`]); 0 for
+    /// records from before generations were counted, and for `root`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) generation: u64,
     pub(crate) description: String,
     pub(crate) policies: Vec<String>,
     pub(crate) creation_date: i64,
     pub(crate) update_date: i64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A stored token: keyed by its SHA-256, which it also holds for a constant-time check.

@@ -124,6 +124,19 @@ pub(super) fn delete_token_of(t: &mut Txn<'_>, principal: &str, token_id: &str) 
     Ok(true)
 }
 
+fn generation_key(name: &str) -> Vec<u8> {
+    let mut k = b"principal_generation\0".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// How many principals were ever created under `name` (kept when they are deleted).
+pub(crate) fn generations_of(r: &(impl Reader + ?Sized), name: &str) -> Result<u64> {
+    Ok(r.get(Table::Meta, &generation_key(name))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
 fn prefix_of(name: &str) -> Vec<u8> {
     let mut p = name.as_bytes().to_vec();
     p.push(0);
@@ -139,6 +152,7 @@ pub(crate) fn write_root(t: &mut Txn<'_>, token_sha256: [u8; 32], now: i64) -> R
         let rec = PrincipalRecord {
             name: ROOT_PRINCIPAL.into(),
             principal_id: PrincipalRecord::new_id(),
+            generation: 0,
             description: ROOT_DESCRIPTION.into(),
             policies: vec![ADMINISTRATOR_ACCESS.into()],
             creation_date: now,
@@ -169,6 +183,7 @@ pub(crate) fn root_mutations(token_sha256: [u8; 32], now: i64) -> Vec<Mutation> 
     let p = PrincipalRecord {
         name: ROOT_PRINCIPAL.into(),
         principal_id: PrincipalRecord::new_id(),
+        generation: 0,
         description: ROOT_DESCRIPTION.into(),
         policies: vec![ADMINISTRATOR_ACCESS.into()],
         creation_date: now,
@@ -247,9 +262,16 @@ impl Service {
             }
             check_attach(&who, &[], &policies)?;
             check_policies(t, &policies)?;
+            let generation = generations_of(t, &req.name)? + 1;
+            t.put(
+                Table::Meta,
+                &generation_key(&req.name),
+                generation.to_be_bytes().to_vec(),
+            );
             let rec = PrincipalRecord {
                 name: req.name,
                 principal_id: PrincipalRecord::new_id(),
+                generation,
                 description,
                 policies,
                 creation_date: now,

@@ -317,8 +317,9 @@ pub(crate) fn policy_arn(name: &str) -> String {
 pub(crate) enum NamedPrincipal {
     /// The principal of that id.
     Id(String),
-    /// None had the name yet.
-    Absent,
+    /// None had the name yet: the value stands for the next one created under it, the
+    /// principal of this generation ([`super::identity::PrincipalRecord::generation`]).
+    Absent { next: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

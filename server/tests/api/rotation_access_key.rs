@@ -30,6 +30,13 @@ async fn token_at(s: &TestServer, stage: &str) -> (String, String) {
     )
 }
 
+/// An `AccessKey` secret whose first value names only `principal`.
+fn access_key_secret(name: &str, principal: &str) -> api::CreateSecretRequest {
+    let mut req = text_secret(name, &json!({"PrincipalName": principal}).to_string());
+    req.secret_type = api::SecretType::AccessKey;
+    req
+}
+
 /// Sets up principal `app` (may read its own secret), the policy and the secret, whose
 /// first value names only the principal; a first rotation issues the token the
 /// application starts with (rotations revoke only tokens they issued themselves).
@@ -60,8 +67,7 @@ async fn setup(s: &TestServer) -> String {
     ))
     .await
     .unwrap();
-    let mut req = text_secret(SECRET, &json!({"PrincipalName": "app"}).to_string());
-    req.secret_type = api::SecretType::AccessKey;
+    let mut req = access_key_secret(SECRET, "app");
     req.rotation_policy = Some("app-tokens".into());
     c.create_secret(&req).await.unwrap();
     c.rotate_secret(SECRET, None).await.unwrap();
@@ -248,8 +254,7 @@ async fn access_key_policies_never_issue_tokens_for_root_or_unlisted_principals(
         ErrorCode::RotationFailed,
         "secret_type AccessKey",
     );
-    let mut req = text_secret("steal-root", &json!({"PrincipalName": "root"}).to_string());
-    req.secret_type = api::SecretType::AccessKey;
+    let mut req = access_key_secret("steal-root", "root");
     req.rotation_policy = Some("only-app".into());
     c.create_secret(&req).await.unwrap();
     assert_code(
@@ -741,11 +746,7 @@ async fn a_value_may_name_a_principal_created_after_it() {
     ))
     .await
     .unwrap();
-    let mut req = text_secret(
-        "early/token",
-        &json!({"PrincipalName": "early"}).to_string(),
-    );
-    req.secret_type = api::SecretType::AccessKey;
+    let mut req = access_key_secret("early/token", "early");
     req.rotation_policy = Some("early-tokens".into());
     let first = c.create_secret(&req).await.unwrap().version_id;
     assert_code(
@@ -796,4 +797,79 @@ async fn a_value_may_name_a_principal_created_after_it() {
         ErrorCode::Forbidden,
         "ram:CreateToken",
     );
+}
+
+/// A value written while no principal had the name stands for the next one created
+/// under it, not for a later one: created, deleted and created again before a rotation,
+/// the name's principal gets no token. And a rotation by another strategy (here a
+/// `random` one writing one field) does not move the value to whoever has the name.
+#[tokio::test]
+async fn a_value_stands_for_the_principal_it_was_written_for_across_strategies() {
+    let s = TestServer::start_with(fast_config()).await;
+    let c = &s.client;
+    c.create_rotation_policy(&policy(
+        "late-tokens",
+        "30d",
+        RotationStrategy::AccessKey,
+        &[("principals", "late, other")],
+    ))
+    .await
+    .unwrap();
+    let principal = |name: &'static str| api::CreatePrincipalRequest {
+        name: name.into(),
+        description: None,
+        policies: None,
+    };
+    let mut req = access_key_secret("late/token", "late");
+    req.rotation_policy = Some("late-tokens".into());
+    c.create_secret(&req).await.unwrap();
+    c.create_principal(&principal("late")).await.unwrap();
+    c.delete_principal("late").await.unwrap();
+    c.create_principal(&principal("late")).await.unwrap();
+    assert_code(
+        c.rotate_secret("late/token", None).await,
+        ErrorCode::RotationFailed,
+        "created again",
+    );
+    assert!(c.list_tokens("late").await.unwrap().tokens.is_empty());
+
+    // Written for `other`, which is then replaced; a random rotation of one field
+    // writes a value without PrincipalId after the replacement.
+    c.create_principal(&principal("other")).await.unwrap();
+    c.create_secret(&access_key_secret("other/token", "other"))
+        .await
+        .unwrap();
+    c.delete_principal("other").await.unwrap();
+    c.create_principal(&principal("other")).await.unwrap();
+    c.create_rotation_policy(&policy(
+        "one-field",
+        "30d",
+        RotationStrategy::Random,
+        &[("json_field", "Note")],
+    ))
+    .await
+    .unwrap();
+    let attach = |p: &str| api::UpdateSecretRequest {
+        rotation_policy: Some(p.into()),
+        ..Default::default()
+    };
+    c.update_secret("other/token", &attach("one-field"))
+        .await
+        .unwrap();
+    c.rotate_secret("other/token", None).await.unwrap();
+    let v = c.get_secret_value("other/token", None, None).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&v.secret_data).unwrap();
+    assert!(
+        doc["Note"].is_string() && doc["PrincipalId"].is_null(),
+        "{doc}"
+    );
+    c.update_secret("other/token", &attach("late-tokens"))
+        .await
+        .unwrap();
+    assert_code(
+        c.rotate_secret("other/token", None).await,
+        ErrorCode::RotationFailed,
+        "created again",
+    );
+    assert!(c.list_tokens("other").await.unwrap().tokens.is_empty());
 }

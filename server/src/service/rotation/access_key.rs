@@ -42,7 +42,7 @@ use crate::barrier;
 use crate::error::{Error, Result};
 use crate::service::Service;
 use crate::service::identity::{PrincipalRecord, TokenRecord, new_token};
-use crate::service::principals::{delete_token_of, load_principal, put_token};
+use crate::service::principals::{delete_token_of, generations_of, load_principal, put_token};
 use crate::service::records::{NamedPrincipal, VersionMeta};
 use crate::storage::Reader;
 
@@ -91,9 +91,9 @@ fn write_failed(step: &str, e: Error) -> Error {
 /// Whether principal `p`, which has the name now, is the one a value stands for: the one
 /// its `PrincipalId` records; for a value without one (a first value, a version moved
 /// back to), the one the name stood for when its version (`written`) was written. A
-/// value written before any principal had the name binds to the first that has it at a
-/// rotation, unless `moving` (a stage move must not make it the value others rotate
-/// from). A version written before that was kept is matched by age: a principal
+/// value written while no principal had the name binds to the next one created under
+/// it (by generation, not the one there is at a rotation, which may be a later one),
+/// unless `moving` (a stage move must not make it the value others rotate from). A version written before that was kept is matched by age: a principal
 /// created in or after the second it was written is refused. Otherwise the name was
 /// taken by a principal created since, perhaps by someone else; why, if not.
 fn bound_to(
@@ -111,13 +111,19 @@ fn bound_to(
     match (id, written.and_then(|w| w.principal_at_write.as_ref())) {
         (Some(id), _) => same(id),
         (None, Some(NamedPrincipal::Id(id))) => same(id),
-        (None, Some(NamedPrincipal::Absent)) if moving => Err(again()),
-        (None, Some(NamedPrincipal::Absent)) => Ok(()),
+        (None, Some(NamedPrincipal::Absent { .. })) if moving => Err(again()),
+        (None, Some(NamedPrincipal::Absent { next })) if p.generation == *next => Ok(()),
+        (None, Some(NamedPrincipal::Absent { .. })) => Err(again()),
         (None, None) => match written {
             Some(w) if p.creation_date >= w.created => Err(again()),
             _ => Ok(()),
         },
     }
+}
+
+/// Whether an `AccessKey` value records a `PrincipalId`.
+pub(crate) fn records_principal_id(value: &[u8]) -> bool {
+    AccessKeyValue::parse("", "", value).is_ok_and(|v| v.principal_id.is_some())
 }
 
 /// Which principal an `AccessKey` value's `PrincipalName` stands for as its version is
@@ -131,7 +137,9 @@ pub(crate) fn principal_at_write(
     };
     match load_principal(r, &name) {
         Ok(p) => Ok(Some(NamedPrincipal::Id(p.id()))),
-        Err(e) if e.code == ErrorCode::PrincipalNotFound => Ok(Some(NamedPrincipal::Absent)),
+        Err(e) if e.code == ErrorCode::PrincipalNotFound => Ok(Some(NamedPrincipal::Absent {
+            next: generations_of(r, &name)? + 1,
+        })),
         Err(e) => Err(e),
     }
 }
@@ -519,6 +527,7 @@ mod tests {
         let p = |id: &str, created: i64| PrincipalRecord {
             name: "app".into(),
             principal_id: id.into(),
+            generation: 1,
             description: String::new(),
             policies: Vec::new(),
             creation_date: created,
@@ -545,10 +554,16 @@ mod tests {
             assert!(bound_to(&old, None, Some(&written_for_old), moving).is_ok());
             assert!(bound_to(&new, None, Some(&written_for_old), moving).is_err());
         }
-        // Written before any principal had the name: the first one, but not by a move.
-        let early = version(Some(NamedPrincipal::Absent), 50);
+        // Written while no principal had the name: the next one created under it (here
+        // the first), not a later one, and not by a move.
+        let early = version(Some(NamedPrincipal::Absent { next: 1 }), 50);
         assert!(bound_to(&new, None, Some(&early), false).is_ok());
         assert!(bound_to(&new, None, Some(&early), true).is_err());
+        let second = PrincipalRecord {
+            generation: 2,
+            ..p("p-second", 100)
+        };
+        assert!(bound_to(&second, None, Some(&early), false).is_err());
         // A version from before this was kept: a principal created in or after its second
         // is refused.
         assert!(bound_to(&p("p-x", 99), None, Some(&version(None, 100)), true).is_ok());

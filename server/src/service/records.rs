@@ -320,6 +320,9 @@ pub(crate) enum NamedPrincipal {
     /// None had the name yet: the value stands for the next one created under it, the
     /// principal of this generation ([`super::identity::PrincipalRecord::generation`]).
     Absent { next: u64 },
+    /// No principal: a value the rotation engine wrote without `PrincipalId` for a
+    /// principal the value it rotated from is not known to stand for.
+    Nobody,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

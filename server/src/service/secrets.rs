@@ -15,11 +15,14 @@ use super::keys::{
     check_through_alias, check_usable, check_usable_as, resolve_key, resolve_key_to_seal,
 };
 use super::records::{
-    KeyRecord, KeyStateRec, PolicyRecord, Principal, SecretRecord, SharedRecord, VersionMeta,
-    collect_after, decode, decode_page_token, encode, load, page, secret_arn, validate_description,
-    validate_extended_config, validate_tags,
+    KeyRecord, KeyStateRec, NamedPrincipal, PolicyRecord, Principal, SecretRecord, SharedRecord,
+    VersionMeta, collect_after, decode, decode_page_token, encode, load, page, secret_arn,
+    validate_description, validate_extended_config, validate_tags,
 };
-use super::rotation::{principal_at_write, principal_named, reindex_secret, same_principal};
+use super::rotation::{
+    engine_binding, principal_at_write, principal_named, records_principal_id, reindex_secret,
+    same_principal,
+};
 use crate::barrier::{self, SealedHeader, SecretBinding};
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn, composite};
@@ -502,6 +505,33 @@ impl Service {
         Ok(())
     }
 
+    /// What a new version of an `AccessKey` secret stands for (`None` for other secrets):
+    /// the principal its value names as it is written, unless the rotation engine writes
+    /// it without `PrincipalId`, which binds it as the value it rotated from is bound.
+    fn principal_at_write(
+        &self,
+        t: &mut Txn<'_>,
+        rec: &SecretRecord,
+        v: &NewVersion,
+    ) -> Result<Option<NamedPrincipal>> {
+        if rec.secret_type != SecretType::AccessKey {
+            return Ok(None);
+        }
+        if v.created_by != Principal::Rotation.label() || records_principal_id(&v.data) {
+            return principal_at_write(t, &v.data);
+        }
+        let from = rec.version_with_stage(STAGE_CURRENT);
+        let from_value = from
+            .map(|f| self.open_version(t, &rec.name, &f.version_id, UNNAMED))
+            .transpose()?;
+        engine_binding(
+            t,
+            &v.data,
+            from.zip(from_value.as_deref().map(Vec::as_slice)),
+        )
+        .map(Some)
+    }
+
     pub(super) fn seal_version(
         &self,
         t: &mut Txn<'_>,
@@ -523,11 +553,7 @@ impl Service {
             created: self.now(),
             created_by: v.created_by.clone(),
             created_by_id: v.created_by_id.clone(),
-            principal_at_write: if rec.secret_type == SecretType::AccessKey {
-                principal_at_write(t, &v.data)?
-            } else {
-                None
-            },
+            principal_at_write: self.principal_at_write(t, rec, v)?,
             data_type: v.data_type,
             mac: self.inner.barrier.value_mac(binding, &v.data).to_vec(),
             key_id: Some(key.key_id.clone()),

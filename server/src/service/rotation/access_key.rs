@@ -93,9 +93,11 @@ fn write_failed(step: &str, e: Error) -> Error {
 /// back to), the one the name stood for when its version (`written`) was written. A
 /// value written while no principal had the name binds to the next one created under
 /// it (by generation, not the one there is at a rotation, which may be a later one),
-/// unless `moving` (a stage move must not make it the value others rotate from). A version written before that was kept is matched by age: a principal
-/// created in or after the second it was written is refused. Otherwise the name was
-/// taken by a principal created since, perhaps by someone else; why, if not.
+/// unless `moving` (a stage move must not make it the value others rotate from); one the
+/// engine wrote for nobody ([`engine_binding`]) binds none. A version written before
+/// bindings were kept is matched by age: a principal created in or after the second it
+/// was written is refused. Otherwise the name was taken by a principal created since,
+/// perhaps by someone else; why, if not.
 fn bound_to(
     p: &PrincipalRecord,
     id: Option<&str>,
@@ -113,11 +115,42 @@ fn bound_to(
         (None, Some(NamedPrincipal::Id(id))) => same(id),
         (None, Some(NamedPrincipal::Absent { .. })) if moving => Err(again()),
         (None, Some(NamedPrincipal::Absent { next })) if p.generation == *next => Ok(()),
-        (None, Some(NamedPrincipal::Absent { .. })) => Err(again()),
+        (None, Some(NamedPrincipal::Absent { .. } | NamedPrincipal::Nobody)) => Err(again()),
         (None, None) => match written {
             Some(w) if p.creation_date >= w.created => Err(again()),
             _ => Ok(()),
         },
+    }
+}
+
+/// What a version the rotation engine writes without `PrincipalId` (another strategy's
+/// value) stands for: the engine vouches for nobody. If the value names the principal
+/// the value it rotated from (`from`: its version and value) names, that value's
+/// `PrincipalId` or recorded binding; for a `from` written before bindings were
+/// recorded, the principal that has the name if it was created before `from` was
+/// written. Otherwise none.
+pub(crate) fn engine_binding(
+    r: &(impl Reader + ?Sized),
+    value: &[u8],
+    from: Option<(&VersionMeta, &[u8])>,
+) -> Result<NamedPrincipal> {
+    let (Some(name), Some((meta, from_value))) = (principal_named(value), from) else {
+        return Ok(NamedPrincipal::Nobody);
+    };
+    let Ok(from_value) = AccessKeyValue::parse("", "", from_value) else {
+        return Ok(NamedPrincipal::Nobody);
+    };
+    if from_value.principal_name != name {
+        return Ok(NamedPrincipal::Nobody);
+    }
+    if let Some(id) = &from_value.principal_id {
+        return Ok(NamedPrincipal::Id(id.clone()));
+    }
+    match (&meta.principal_at_write, load_principal(r, &name)) {
+        (Some(b), _) => Ok(b.clone()),
+        (None, Ok(p)) if p.creation_date < meta.created => Ok(NamedPrincipal::Id(p.id())),
+        (None, Err(e)) if e.code != ErrorCode::PrincipalNotFound => Err(e),
+        (None, _) => Ok(NamedPrincipal::Nobody),
     }
 }
 
@@ -519,6 +552,109 @@ impl Strategy for AccessKeyStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::records::encode;
+    use crate::storage::{Backend as _, MemoryBackend, Mutation, Table};
+
+    /// A version written at `created` (seconds) that recorded `at_write`.
+    fn version(at_write: Option<NamedPrincipal>, created: i64) -> VersionMeta {
+        VersionMeta {
+            version_id: "v".into(),
+            stages: Vec::new(),
+            created,
+            created_by: "principal/root".into(),
+            created_by_id: None,
+            principal_at_write: at_write,
+            data_type: strongbox_schemas::SecretDataType::Text,
+            mac: Vec::new(),
+            key_id: None,
+        }
+    }
+
+    /// A version the rotation engine writes without PrincipalId vouches for nobody: it
+    /// keeps the binding of the value it rotated from when it names the same principal,
+    /// and stands for none when it names another or the binding is unknown.
+    #[test]
+    fn an_engine_written_value_keeps_the_binding_of_the_value_it_rotated_from() {
+        let store = MemoryBackend::new();
+        let holder = PrincipalRecord {
+            name: "app".into(),
+            principal_id: "p-holder".into(),
+            generation: 2,
+            description: String::new(),
+            policies: Vec::new(),
+            creation_date: 100,
+            update_date: 100,
+        };
+        store
+            .commit(&[Mutation::Put(
+                Table::Principals,
+                b"app".to_vec(),
+                encode(&holder),
+            )])
+            .unwrap();
+        let snap = store.snapshot().unwrap();
+        let from = version;
+        let bind = |value: &str, meta: &VersionMeta, from_value: &str| {
+            engine_binding(
+                &*snap,
+                value.as_bytes(),
+                Some((meta, from_value.as_bytes())),
+            )
+            .unwrap()
+        };
+        let app = r#"{"PrincipalName":"app","Note":"x"}"#;
+        let old = NamedPrincipal::Id("p-old".into());
+        // Written for a principal since replaced: still for that one, not the holder.
+        assert_eq!(
+            bind(
+                app,
+                &from(Some(old.clone()), 50),
+                r#"{"PrincipalName":"app"}"#
+            ),
+            old
+        );
+        // The value it rotated from records an id: that one.
+        assert_eq!(
+            bind(
+                app,
+                &from(None, 50),
+                r#"{"PrincipalName":"app","PrincipalId":"p-x"}"#
+            ),
+            NamedPrincipal::Id("p-x".into())
+        );
+        // Another name (a random PrincipalName), no value to rotate from, or an unknown
+        // binding whose principal is not older than the value: nobody.
+        let other = r#"{"PrincipalName":"zq81","Note":"x"}"#;
+        let of_holder = from(Some(NamedPrincipal::Id("p-holder".into())), 150);
+        assert_eq!(
+            bind(other, &of_holder, r#"{"PrincipalName":"app"}"#),
+            NamedPrincipal::Nobody
+        );
+        assert_eq!(
+            engine_binding(&*snap, app.as_bytes(), None).unwrap(),
+            NamedPrincipal::Nobody
+        );
+        assert_eq!(
+            bind(app, &from(None, 100), r#"{"PrincipalName":"app"}"#),
+            NamedPrincipal::Nobody
+        );
+        // A value from before bindings were kept binds to the holder only if the holder
+        // was created before it was written (at 100, before 101; not before 100).
+        assert_eq!(
+            bind(app, &from(None, 101), r#"{"PrincipalName":"app"}"#),
+            NamedPrincipal::Id("p-holder".into())
+        );
+        // Nobody binds no principal.
+        assert!(
+            bound_to(
+                &holder,
+                None,
+                Some(&from(Some(NamedPrincipal::Nobody), 200)),
+                false
+            )
+            .is_err()
+        );
+    }
 
     /// Which principal a value without `PrincipalId` stands for, by what its version
     /// recorded when written.
@@ -532,17 +668,6 @@ mod tests {
             policies: Vec::new(),
             creation_date: created,
             update_date: created,
-        };
-        let version = |at_write: Option<NamedPrincipal>, created: i64| VersionMeta {
-            version_id: "v".into(),
-            stages: Vec::new(),
-            created,
-            created_by: "principal/root".into(),
-            created_by_id: None,
-            principal_at_write: at_write,
-            data_type: strongbox_schemas::SecretDataType::Text,
-            mac: Vec::new(),
-            key_id: None,
         };
         let (old, new) = (p("p-old", 100), p("p-new", 100));
         let written_for_old = version(Some(NamedPrincipal::Id("p-old".into())), 100);

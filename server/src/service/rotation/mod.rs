@@ -43,7 +43,7 @@ use super::secrets::{NewVersion, load_live_secret, move_stage, prune, remove_sec
 use crate::error::{Error, Result};
 use crate::storage::{Reader, Table, Txn};
 pub(crate) use access_key::{
-    principal_at_write, principal_named, principals_setting, records_principal_id,
+    engine_binding, principal_at_write, principal_named, principals_setting, records_principal_id,
     revoke_rotation_tokens, rotation_tokens, same_principal,
 };
 #[cfg(any(test, feature = "failpoints"))]
@@ -815,15 +815,7 @@ impl Service {
                 created_by_id: None,
             };
             let key = super::secrets::key_to_seal(t, &rec)?;
-            let mut meta = this.seal_version(t, &rec, &key, &nv)?;
-            // The engine vouches for no principal: a value of another strategy without
-            // PrincipalId stands for the principal the value it rotated from stood for,
-            // not for whoever has the name now.
-            if rec.secret_type == SecretType::AccessKey && !records_principal_id(&nv.data) {
-                meta.principal_at_write = rec
-                    .version_with_stage(STAGE_CURRENT)
-                    .and_then(|v| v.principal_at_write.clone());
-            }
+            let meta = this.seal_version(t, &rec, &key, &nv)?;
             rec.versions.push(meta);
             move_stage(&mut rec, STAGE_PENDING, &version_id)?;
             rec.rotation.create_failures = 0;

@@ -62,7 +62,8 @@ pub(crate) fn default_if_unset(planned: &mut Value, config: &Value, name: &str, 
     }
 }
 
-/// Computed-only attributes: unknown on create (filled by apply).
+/// Computed-only attributes left null: unknown (filled by apply), on create and on an
+/// update of a state written before the attribute existed.
 pub(crate) fn unknown_if_null(planned: &mut Value, names: &[&str]) {
     for n in names {
         if planned.attr(n).is_null() {

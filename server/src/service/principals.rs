@@ -131,7 +131,7 @@ fn generation_key(name: &str) -> Vec<u8> {
 }
 
 /// How many principals were ever created under `name` (kept when they are deleted).
-pub(crate) fn generations_of(r: &(impl Reader + ?Sized), name: &str) -> Result<u64> {
+pub(super) fn generations_of(r: &(impl Reader + ?Sized), name: &str) -> Result<u64> {
     Ok(r.get(Table::Meta, &generation_key(name))?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map_or(0, u64::from_be_bytes))

@@ -508,7 +508,7 @@ impl Service {
     /// What a new version of an `AccessKey` secret stands for (`None` for other secrets):
     /// the principal its value names as it is written, unless the rotation engine writes
     /// it without `PrincipalId`, which binds it as the value it rotated from is bound.
-    fn principal_at_write(
+    fn binding_of_new_version(
         &self,
         t: &mut Txn<'_>,
         rec: &SecretRecord,
@@ -553,7 +553,7 @@ impl Service {
             created: self.now(),
             created_by: v.created_by.clone(),
             created_by_id: v.created_by_id.clone(),
-            principal_at_write: self.principal_at_write(t, rec, v)?,
+            principal_at_write: self.binding_of_new_version(t, rec, v)?,
             data_type: v.data_type,
             mac: self.inner.barrier.value_mac(binding, &v.data).to_vec(),
             key_id: Some(key.key_id.clone()),

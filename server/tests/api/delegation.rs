@@ -805,8 +805,13 @@ async fn an_update_does_not_read_what_the_caller_may_not_describe() {
     };
     let p = blind.update_principal("auditor", &unchanged).await.unwrap();
     assert_eq!(
-        (p.name.as_str(), p.description.as_str(), p.policies.len()),
-        ("auditor", "", 0)
+        (
+            p.name.as_str(),
+            p.description.as_str(),
+            p.policies.len(),
+            p.principal_id.as_str()
+        ),
+        ("auditor", "", 0, "")
     );
     let p = sighted
         .update_principal("auditor", &unchanged)

@@ -74,6 +74,8 @@ pub(super) async fn update_principal(
     if !who.allows("ram:GetPrincipal", &format!("principal/{name}")) {
         p.description.clear();
         p.policies.clear();
+        // Comparing ids across answers would tell whether it was created again.
+        p.principal_id.clear();
     }
     Ok(Json(p))
 }

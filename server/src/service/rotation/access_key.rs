@@ -115,7 +115,10 @@ fn bound_to(
         (None, Some(NamedPrincipal::Id(id))) => same(id),
         (None, Some(NamedPrincipal::Absent { .. })) if moving => Err(again()),
         (None, Some(NamedPrincipal::Absent { next })) if p.generation == *next => Ok(()),
-        (None, Some(NamedPrincipal::Absent { .. } | NamedPrincipal::Nobody)) => Err(again()),
+        (None, Some(NamedPrincipal::Absent { .. })) => Err(again()),
+        (None, Some(NamedPrincipal::Nobody)) => Err(format!(
+            "the value was written by a rotation of another strategy, which vouches for no principal, for the principal {THE_PRINCIPAL}; put the value again to issue tokens to it"
+        )),
         (None, None) => match written {
             Some(w) if p.creation_date >= w.created => Err(again()),
             _ => Ok(()),
@@ -251,7 +254,7 @@ pub(crate) fn principals_setting(settings: &BTreeMap<String, String>) -> Result<
     Allowed::parse(settings).map(|a| a.0)
 }
 
-/// Whether `ACSCurrent` may move from `current` to `value` (made at `made`) without
+/// Whether `ACSCurrent` may move from `current` to `value` without
 /// handing out another principal's tokens: both name the same principal, and `value`
 /// (of version `written`) stands for the principal that has the name now ([`bound_to`]).
 pub(crate) fn same_principal(
@@ -644,7 +647,14 @@ mod tests {
             bind(app, &from(None, 101), r#"{"PrincipalName":"app"}"#),
             NamedPrincipal::Id("p-holder".into())
         );
-        // Nobody binds no principal.
+        // Nobody binds no principal, and the refusal says why.
+        let why = bound_to(
+            &holder,
+            None,
+            Some(&version(Some(NamedPrincipal::Nobody), 200)),
+            false,
+        );
+        assert!(why.is_err_and(|m| m.contains("another strategy") && !m.contains("app")));
         assert!(
             bound_to(
                 &holder,

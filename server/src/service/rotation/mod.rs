@@ -647,7 +647,8 @@ impl Service {
             };
             let done = match step {
                 None => {
-                    // ACSCurrent as the record read above has it, and when it was made.
+                    // ACSCurrent as the record read above has it, and its version (what its
+                    // value was written for).
                     let now_current = rec.version_with_stage(STAGE_CURRENT);
                     let current =
                         self.plaintext(name, now_current.map(|v| v.version_id.as_str()))?;

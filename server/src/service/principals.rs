@@ -125,9 +125,7 @@ pub(super) fn delete_token_of(t: &mut Txn<'_>, principal: &str, token_id: &str) 
 }
 
 fn generation_key(name: &str) -> Vec<u8> {
-    let mut k = b"principal_generation\0".to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
+    composite("principal_generation", name)
 }
 
 /// How many principals were ever created under `name` (kept when they are deleted).

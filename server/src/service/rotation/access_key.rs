@@ -140,7 +140,7 @@ pub(crate) fn engine_binding(
     let (Some(name), Some((meta, from_value))) = (principal_named(value), from) else {
         return Ok(NamedPrincipal::Nobody);
     };
-    let Ok(from_value) = AccessKeyValue::parse("", "", from_value) else {
+    let Some(from_value) = AccessKeyValue::read(from_value) else {
         return Ok(NamedPrincipal::Nobody);
     };
     if from_value.principal_name != name {
@@ -159,7 +159,7 @@ pub(crate) fn engine_binding(
 
 /// Whether an `AccessKey` value records a `PrincipalId`.
 pub(crate) fn records_principal_id(value: &[u8]) -> bool {
-    AccessKeyValue::parse("", "", value).is_ok_and(|v| v.principal_id.is_some())
+    AccessKeyValue::read(value).is_some_and(|v| v.principal_id.is_some())
 }
 
 /// Which principal an `AccessKey` value's `PrincipalName` stands for as its version is
@@ -181,6 +181,12 @@ pub(crate) fn principal_at_write(
 }
 
 impl AccessKeyValue {
+    /// A value as the strategy reads it, for checks that only need to know whether it is
+    /// one (`None` for a value the strategy cannot use).
+    fn read(v: &[u8]) -> Option<Self> {
+        serde_json::from_slice(v).ok()
+    }
+
     /// Parses a value; errors never quote it.
     fn parse(step: &str, which: &str, v: &[u8]) -> Result<Self> {
         serde_json::from_slice(v).map_err(|_| {
@@ -263,10 +269,7 @@ pub(crate) fn same_principal(
     value: &[u8],
     written: Option<&VersionMeta>,
 ) -> bool {
-    let (Ok(cur), Ok(to)) = (
-        AccessKeyValue::parse("", "", current),
-        AccessKeyValue::parse("", "", value),
-    ) else {
+    let (Some(cur), Some(to)) = (AccessKeyValue::read(current), AccessKeyValue::read(value)) else {
         return false;
     };
     cur.principal_name == to.principal_name
@@ -277,9 +280,7 @@ pub(crate) fn same_principal(
 /// The principal an `AccessKey` value names, read exactly as the strategy reads it:
 /// `None` for a value the strategy cannot use (it then issues nothing).
 pub(crate) fn principal_named(value: &[u8]) -> Option<String> {
-    AccessKeyValue::parse("check", "new", value)
-        .ok()
-        .map(|v| v.principal_name.clone())
+    AccessKeyValue::read(value).map(|v| v.principal_name.clone())
 }
 
 /// The token id of the version `version_id` of `secret`: fixed, so steps are idempotent.

@@ -19,8 +19,9 @@
 //! - [`SecretCache::refresh`] reads a secret again at once: call it when the value
 //!   stopped working (a refused login after a rotation). From then on the old value is
 //!   not served, also when the caller gives up on the refresh before it comes back.
-//!   [`SecretCache::refresh_unless_replaced`] does so only if the cache still holds the
-//!   version that failed, so many callers that saw it fail share one read.
+//!   [`SecretCache::refresh_unless_replaced`] does so only if the cache does not yet
+//!   hold the version that replaced the one that failed, so many callers that saw it
+//!   fail share one read.
 //!
 //! The cache belongs to one [`Client`], hence one token: values read with one
 //! principal's rights are never served to another.
@@ -84,6 +85,13 @@ struct Slot {
     value: Option<(Arc<CachedValue>, Instant)>,
     /// The last request's error and when that request was sent.
     failure: Option<(Error, Instant)>,
+    /// The version of the last value read into the slot (kept while a refresh has
+    /// taken the value out), and the version that value replaced when it was another:
+    /// only a caller whose value of that version failed takes the newer one without a
+    /// request. Another version alone says nothing: it may be older than the one that
+    /// failed (read earlier, under another key).
+    last_version: Option<String>,
+    replaced: Option<String>,
 }
 
 struct Entry {
@@ -155,10 +163,10 @@ impl SecretCache {
     }
 
     /// Like [`refresh`](Self::refresh), for a caller whose value (version
-    /// `failed_version_id`) stopped working: when the cache already holds another
-    /// version of `ACSCurrent` read within the TTL (another caller refreshed it
-    /// meanwhile), that one is returned without a request. So N workers whose logins failed after a rotation
-    /// make one read between them, not N.
+    /// `failed_version_id`) stopped working: when the cache already holds, read within
+    /// the TTL, the version of `ACSCurrent` that replaced that one (another caller
+    /// refreshed it meanwhile), that one is returned without a request. So N workers
+    /// whose logins failed after a rotation make one read between them, not N.
     pub async fn refresh_unless_replaced(
         &self,
         name: &str,
@@ -184,12 +192,15 @@ impl SecretCache {
         // is as good as its own; one sent before may be older than what the caller
         // wants to replace. A failure is shared with every caller that arrived before
         // it came back.
-        // Another version than the one that failed counts only while it is within the
-        // TTL: an older entry may itself have been replaced since.
+        // The version that replaced the one that failed counts only while it is within
+        // the TTL: it may itself have been replaced since.
         let within_ttl = |at: &Instant| at.elapsed() < self.config.ttl;
+        let replaces_failed = |v: &CachedValue| {
+            failed.is_some_and(|f| v.version_id != f && slot.replaced.as_deref() == Some(f))
+        };
         if let Some((v, at)) = &slot.value
             && (*at >= arrived
-                || (failed.is_some_and(|f| v.version_id != f) && within_ttl(at))
+                || (replaces_failed(v) && within_ttl(at))
                 || (!refresh && within_ttl(at)))
         {
             return Ok(v.clone());
@@ -215,6 +226,12 @@ impl SecretCache {
         {
             Ok(v) => {
                 let fresh = Arc::new(CachedValue(v));
+                if let Some(previous) = slot.last_version.take()
+                    && previous != fresh.version_id
+                {
+                    slot.replaced = Some(previous);
+                }
+                slot.last_version = Some(fresh.version_id.clone());
                 slot.value = Some((fresh.clone(), sent));
                 slot.failure = None;
                 Ok(fresh)

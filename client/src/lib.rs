@@ -182,6 +182,26 @@ pub fn jittered(pause: Duration) -> Duration {
     pause.mul_f64(0.5 + rand::random::<f64>())
 }
 
+/// `address` as an error message may show it: a `user:password@` part (which a
+/// mistyped address can carry) is left out, and so are control characters.
+pub fn address_for_display(address: &str) -> String {
+    let shown = match address.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+                None => address.to_string(),
+            }
+        }
+        // Without a scheme, whatever comes before an `@` may be credentials too.
+        None => match address.rfind('@') {
+            Some(at) => format!("…@{}", &address[at + 1..]),
+            None => address.to_string(),
+        },
+    };
+    format!("{shown:?}")
+}
+
 /// How to reach a server.
 #[derive(Clone, Default)]
 pub struct ClientConfig {
@@ -301,7 +321,8 @@ impl Client {
         let address = cfg.address.trim_end_matches('/');
         if !address.starts_with("https://") {
             return Err(Error::Config(format!(
-                "address must start with https:// (got {address:?})"
+                "address must start with https:// (got {})",
+                address_for_display(address)
             )));
         }
         let timeout = cfg.timeout.unwrap_or(Duration::from_secs(30));
@@ -1069,6 +1090,29 @@ mod error_tests {
             got.iter().any(|p| *p < d * 9 / 10) && got.iter().any(|p| *p > d * 11 / 10),
             "not spread: {got:?}"
         );
+    }
+
+    #[test]
+    fn an_address_in_an_error_shows_no_credentials() {
+        for (address, shown) in [
+            (
+                "http://alice:s3cret@vault.example:8443/x",
+                "http://…@vault.example:8443/x",
+            ),
+            ("alice:s3cret@vault.example", "…@vault.example"),
+            ("http://vault.example/a@b", "http://vault.example/a@b"),
+            ("ftp://h", "ftp://h"),
+        ] {
+            assert_eq!(address_for_display(address), format!("{shown:?}"));
+        }
+        let e = Client::new(ClientConfig {
+            address: "http://alice:s3cret@vault.example".into(),
+            ..ClientConfig::default()
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("https://") && !e.contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -174,14 +174,17 @@ fn value_to_send(binary: bool) -> anyhow::Result<(Zeroizing<String>, SecretDataT
 }
 
 /// The plaintext of a value as bytes (binary values come base64-encoded).
-fn plaintext(v: &api::SecretValue) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    Ok(Zeroizing::new(match v.secret_data_type {
-        SecretDataType::Text => v.secret_data.as_bytes().to_vec(),
+fn plaintext(mut v: api::SecretValue) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let raw = match v.secret_data_type {
+        SecretDataType::Text => Ok(v.secret_data.as_bytes().to_vec()),
         SecretDataType::Binary => base64::engine::general_purpose::STANDARD
             .decode(&v.secret_data)
             // Not the decoder's error: it quotes a byte of the value.
-            .map_err(|_| anyhow::anyhow!("the server sent a binary value that is not base64"))?,
-    }))
+            .map_err(|_| anyhow::anyhow!("the server sent a binary value that is not base64")),
+    };
+    // The answer's copy goes now; only the returned one, wiped on drop, stays.
+    v.secret_data.zeroize();
+    raw.map(Zeroizing::new)
 }
 
 /// One top-level field of a JSON object value, as text: strings unescaped, other values
@@ -224,7 +227,7 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
             let v = c
                 .get_secret_value(&name, version_id.as_deref(), version_stage.as_deref())
                 .await?;
-            let bytes = plaintext(&v)?;
+            let bytes = plaintext(v)?;
             let out = match &field {
                 Some(f) => Zeroizing::new(field_of(&name, &bytes, f)?.as_bytes().to_vec()),
                 None => bytes,
@@ -508,12 +511,11 @@ pub(crate) async fn prepare_run(args: RunArgs) -> anyhow::Result<std::process::C
     let mut values: BTreeMap<&str, Zeroizing<Vec<u8>>> = BTreeMap::new();
     for i in &injections {
         if !values.contains_key(i.secret.as_str()) {
-            let mut v = read_current(&c, &i.secret)
+            let v = read_current(&c, &i.secret)
                 .await
                 .with_context(|| format!("reading secret {}", i.secret))?;
-            let raw = plaintext(&v).with_context(|| format!("secret {}", i.secret));
-            v.secret_data.zeroize();
-            values.insert(&i.secret, raw?);
+            let raw = plaintext(v).with_context(|| format!("secret {}", i.secret))?;
+            values.insert(&i.secret, raw);
         }
     }
     let (program, rest) = args

@@ -45,7 +45,10 @@ pub fn validate(config: &Value) -> Diags {
         d.push(
             Diag::error(
                 "Invalid address",
-                format!("address must start with https:// (got {a})"),
+                format!(
+                    "address must start with https:// (got {})",
+                    strongbox_client::address_for_display(a)
+                ),
             )
             .at("address"),
         );

@@ -544,11 +544,29 @@ fn journal_state(db: &Database) -> Result<(Option<JournalId>, u64, Option<bool>)
             .map_err(StorageError::from_display)?
             .map(|v| v.value().to_vec()))
     };
-    let id = get(JOURNAL_ID)?.and_then(|v| JournalId::try_from(v.as_slice()).ok());
-    let seq = get(JOURNAL_SEQ)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes);
-    let clean = get(JOURNAL_CLEAN)?.map(|v| v == [1]);
+    // A record of the wrong size is damage, not absence: taken for absent, an id would
+    // have the journal ignored (its commits lost) and a number would replay from 1.
+    let damaged = |k: &str| {
+        StorageError(format!(
+            "the database's journal record {k:?} is damaged; the server will not guess which journal entries it holds"
+        ))
+    };
+    let id = match get(JOURNAL_ID)? {
+        Some(v) => Some(JournalId::try_from(v.as_slice()).map_err(|_| damaged(JOURNAL_ID))?),
+        None => None,
+    };
+    let seq = match get(JOURNAL_SEQ)? {
+        Some(v) => {
+            u64::from_be_bytes(<[u8; 8]>::try_from(v.as_slice()).map_err(|_| damaged(JOURNAL_SEQ))?)
+        }
+        None => 0,
+    };
+    let clean = match get(JOURNAL_CLEAN)?.as_deref() {
+        Some([1]) => Some(true),
+        Some([0]) => Some(false),
+        Some(_) => return Err(damaged(JOURNAL_CLEAN)),
+        None => None,
+    };
     Ok((id, seq, clean))
 }
 
@@ -1098,5 +1116,46 @@ mod tests {
             b.get(Table::Meta, b"k").unwrap().as_deref(),
             Some(&b"v"[..])
         );
+    }
+
+    /// A damaged journal record (its id or number of the wrong size) stops the open,
+    /// rather than being taken for "no journal" (which would drop the journal's
+    /// commits) or "nothing applied yet"; the database is left as it was.
+    #[test]
+    fn a_damaged_journal_record_is_refused_not_taken_for_absent() {
+        for (key, bad) in [
+            (JOURNAL_ID, &[7u8; 15][..]),
+            (JOURNAL_SEQ, &[1u8; 3][..]),
+            (JOURNAL_CLEAN, &[2u8][..]),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db.redb");
+            let b = RedbBackend::open(&path).unwrap();
+            b.commit(&[Mutation::Put(Table::Meta, b"k".to_vec(), b"v".to_vec())])
+                .unwrap();
+            drop(b);
+            let db = Database::open(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(JOURNAL_STATE)
+                .unwrap()
+                .insert(key, bad)
+                .unwrap();
+            tx.commit().unwrap();
+            drop(db);
+            let e = RedbBackend::open(&path).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|e| e.contains("damaged") && e.contains(key)),
+                "{key}: {e:?}"
+            );
+            let db = Database::open(&path).unwrap();
+            let rtx = db.begin_read().unwrap();
+            let t = rtx.open_table(JOURNAL_STATE).unwrap();
+            assert_eq!(
+                t.get(key).unwrap().unwrap().value(),
+                bad,
+                "{key} left as it was"
+            );
+        }
     }
 }

@@ -304,6 +304,51 @@ async fn a_failed_version_is_read_again_once_the_other_entry_is_past_its_ttl() {
     assert_eq!(cache.fetches(), before + 1);
 }
 
+/// A version the cache holds is taken as "already refreshed" only when it replaced the
+/// one that failed: an older version, read earlier under the plain key, is not served
+/// to a caller whose newer version (read by stage) stopped working.
+#[tokio::test]
+async fn an_older_version_is_not_taken_for_the_refresh_of_a_newer_one() {
+    let s = TestServer::start().await;
+    let cache = SecretCache::new(s.client.clone(), CacheConfig::default());
+    s.client
+        .create_secret(&text_secret("mixed", "one"))
+        .await
+        .unwrap();
+    let one = cache.get("mixed").await.unwrap();
+    assert_eq!(one.secret_data, "one");
+    s.client
+        .put_secret_value("mixed", &put("two"))
+        .await
+        .unwrap();
+    let two = cache
+        .get_version("mixed", None, Some("ACSCurrent"))
+        .await
+        .unwrap();
+    assert_eq!(two.secret_data, "two");
+    s.client
+        .put_secret_value("mixed", &put("three"))
+        .await
+        .unwrap();
+    let before = cache.fetches();
+    let got = cache
+        .refresh_unless_replaced("mixed", &two.version_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.secret_data, "three",
+        "not the older value the cache held"
+    );
+    assert_eq!(cache.fetches(), before + 1);
+    // A caller whose "one" failed now takes "three" (it replaced "one" in the slot).
+    let got = cache
+        .refresh_unless_replaced("mixed", &one.version_id)
+        .await
+        .unwrap();
+    assert_eq!(got.secret_data, "three");
+    assert_eq!(cache.fetches(), before + 1, "shared the read");
+}
+
 /// When the server refuses a read again because the secret is gone, no other cached
 /// version of it is served either, even one still within its TTL; a refusal of one
 /// version (no `ACSPrevious` yet) drops nothing else.

@@ -68,6 +68,16 @@ fn a_rotation_is_not_drift_but_a_manual_change_is() {
             .unwrap()
             .versions;
         assert_eq!(versions[0].created_by, "rotation");
+        // Each rotation names the version it replaced.
+        assert_eq!(
+            versions[0].rotated_from.as_deref(),
+            Some(versions[1].version_id.as_str())
+        );
+        assert_eq!(
+            versions[1].rotated_from.as_deref(),
+            Some(versions[2].version_id.as_str())
+        );
+        assert_eq!(versions[2].created_by, "principal/root");
         let described = srv.block_on(c.describe_secret("app/db-password")).unwrap();
         assert!(described.last_rotation_date.is_some());
 
@@ -94,6 +104,41 @@ fn a_rotation_is_not_drift_but_a_manual_change_is() {
         tf.apply();
         tf.assert_no_changes();
         assert_eq!(read(None).secret_data, "initial-password");
+    });
+}
+
+/// A value someone else put is drift also after a rotation replaced it: the rotation's
+/// chain of replaced versions leads to their version, not Terraform's.
+#[test]
+fn a_change_by_hand_is_drift_also_after_a_rotation_replaced_it() {
+    for_each_variant(|v| {
+        let (srv, tf) = applied(v);
+        let c = srv.client();
+        let by_hand = srv
+            .block_on(c.put_secret_value(
+                "app/db-password",
+                &api::PutSecretValueRequest {
+                    secret_data: "typed-by-hand".into(),
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        let r = srv
+            .block_on(c.rotate_secret("app/db-password", None))
+            .unwrap();
+        let versions = srv
+            .block_on(c.list_secret_versions("app/db-password"))
+            .unwrap()
+            .versions;
+        assert_eq!(versions[0].version_id, r.version_id);
+        assert_eq!(versions[0].rotated_from, Some(by_hand.version_id));
+        tf.assert_changes();
+        tf.apply();
+        tf.assert_no_changes();
+        let cur = srv
+            .block_on(c.get_secret_value("app/db-password", None, None))
+            .unwrap();
+        assert_eq!(cur.secret_data, "initial-password");
     });
 }
 

@@ -228,6 +228,12 @@ pub struct SecretVersion {
     /// others keep the key they were written with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// Of a version the rotation engine made `ACSCurrent`: the version that was
+    /// `ACSCurrent` until then, the one the rotation replaced. A tool that wrote a value
+    /// tells its rotations from another writer's change by following this back to its
+    /// own version. Absent for versions made current before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_from: Option<String>,
 }
 
 /// `GET /v1/secrets/{name}/versions`.

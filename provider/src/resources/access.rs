@@ -446,8 +446,23 @@ impl Resource for TokenResource {
                 .at("expires_at"),
             ]);
         }
+        // The same instant written another way (`+01:00` for `Z`) is no change: the
+        // prior text is planned, rather than a new token for the same expiry.
+        let mut proposed = req.proposed.clone();
+        if let (Some(was), Some(wanted)) = (
+            req.prior.str_attr("expires_at"),
+            req.config.str_attr("expires_at"),
+        ) && was != wanted
+            && let (Ok(a), Ok(b)) = (parse_time(was), parse_time(wanted))
+            && a == b
+        {
+            proposed.set("expires_at", req.prior.attr("expires_at").clone());
+        }
         Ok(plan_simple(
-            req,
+            PlanReq {
+                proposed: &proposed,
+                ..req
+            },
             &["token", "token_id", "id"],
             &["principal", "description", "expires_at"],
         ))
@@ -537,5 +552,59 @@ impl Resource for TokenResource {
                 "{id}: a token's secret is shown only when it is created; create a new strongbox_principal_token instead"
             ),
         )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An expiry written as the same instant in another form plans no replacement (a
+    /// new token would revoke the one in use); another instant does.
+    #[tokio::test]
+    async fn the_same_expiry_written_another_way_is_no_change() {
+        let mut prior = null_object(&token_schema());
+        for (a, x) in [
+            ("principal", "app"),
+            ("token_id", "t-1"),
+            ("id", "app/t-1"),
+            ("token", "secret-token"),
+            ("expires_at", "2027-01-01T00:00:00Z"),
+        ] {
+            prior.set(a, Value::string(x));
+        }
+        let plan = |expires: &str| {
+            let mut config = prior.clone();
+            for a in ["token_id", "id", "token"] {
+                config.set(a, Value::Null);
+            }
+            config.set("expires_at", Value::string(expires));
+            let prior = prior.clone();
+            async move {
+                let mut proposed = config.clone();
+                for a in ["token_id", "id", "token"] {
+                    proposed.set(a, prior.attr(a).clone());
+                }
+                TokenResource
+                    .plan(
+                        &crate::core::Ctx::default(),
+                        PlanReq {
+                            prior: &prior,
+                            proposed: &proposed,
+                            config: &config,
+                        },
+                    )
+                    .await
+                    .map_err(|_| "plan failed")
+                    .map(|p| (p.planned, p.requires_replace))
+            }
+        };
+        let (planned, replace) = plan("2027-01-01T01:00:00+01:00").await.unwrap();
+        assert!(replace.is_empty(), "{replace:?}");
+        assert_eq!(planned.str_attr("expires_at"), Some("2027-01-01T00:00:00Z"));
+        assert_eq!(planned.str_attr("token"), Some("secret-token"));
+        let (planned, replace) = plan("2027-01-01T01:00:00Z").await.unwrap();
+        assert_eq!(replace, vec!["expires_at"]);
+        assert_eq!(planned.str_attr("expires_at"), Some("2027-01-01T01:00:00Z"));
     }
 }

@@ -19,9 +19,9 @@ pub fn schema() -> TfSchema {
                 .sensitive()
                 .describe("Bearer token; default (also when empty) `STRONGBOX_TOKEN`."),
             Attr::optional("ca_cert", super::string())
-                .describe("PEM of the CA that signed the server certificate."),
+                .describe("PEM of the CA that signed the server certificate (empty: unset)."),
             Attr::optional("ca_cert_file", super::string())
-                .describe("Path of that PEM; default `STRONGBOX_CACERT`."),
+                .describe("Path of that PEM; default (also when empty) `STRONGBOX_CACERT`."),
         ],
     }
 }
@@ -29,7 +29,8 @@ pub fn schema() -> TfSchema {
 /// Static checks.
 pub fn validate(config: &Value) -> Diags {
     let mut d = Vec::new();
-    if config.str_attr("ca_cert").is_some() && config.str_attr("ca_cert_file").is_some() {
+    let set = |a: &str| config.str_attr(a).is_some_and(|v| !v.is_empty());
+    if set("ca_cert") && set("ca_cert_file") {
         d.push(
             Diag::error(
                 "Conflicting CA settings",
@@ -113,12 +114,10 @@ pub fn client(config: &Value) -> Result<Client, Diags> {
             .at("token"),
         ]
     })?;
+    // Empty means unset, as for address and token (a variable that defaults to "").
     let ca_cert_pem = match (
-        config.str_attr("ca_cert"),
-        config
-            .str_attr("ca_cert_file")
-            .map(str::to_string)
-            .or_else(|| env("STRONGBOX_CACERT")),
+        config.str_attr("ca_cert").filter(|v| !v.is_empty()),
+        chosen(config.str_attr("ca_cert_file"), || env("STRONGBOX_CACERT")),
     ) {
         (Some(pem), _) => Some(pem.as_bytes().to_vec()),
         (None, Some(path)) => Some(std::fs::read(&path).map_err(|e| {
@@ -150,6 +149,24 @@ mod tests {
         assert_eq!(chosen(Some("block"), env).as_deref(), Some("block"));
         assert_eq!(chosen(None, env).as_deref(), Some("from-env"));
         assert_eq!(chosen(Some(""), || None), None);
+    }
+
+    /// An empty CA setting is unset: beside the other one it is no conflict, and an
+    /// empty path is not read.
+    #[test]
+    fn an_empty_ca_setting_is_unset() {
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+            .map(|c| c.cert.pem())
+            .unwrap_or_default();
+        let mut config = null_object(&schema());
+        config.set("address", Value::string("https://127.0.0.1:1"));
+        config.set("token", Value::string("t"));
+        config.set("ca_cert", Value::string(&ca));
+        config.set("ca_cert_file", Value::string(""));
+        assert!(validate(&config).is_empty());
+        assert!(client(&config).is_ok());
+        config.set("ca_cert_file", Value::string("/nonexistent/ca.pem"));
+        assert_eq!(validate(&config).len(), 1, "both set");
     }
 
     /// An unknown attribute is an error naming it, never a reason to use the

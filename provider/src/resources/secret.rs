@@ -669,9 +669,7 @@ impl Resource for SecretResource {
                     .await
                     .map_err(|e| vec![api_diag("Reading versions failed", None, &e)])?
                     .versions;
-                let rotated = versions
-                    .iter()
-                    .any(|v| v.version_id == s.version_id && v.created_by == ROTATION_PRINCIPAL);
+                let rotated = rotated_since(&versions, &s.version_id, version_id.as_deref());
                 let target = match version_id.as_deref() {
                     Some(id) if !rotated => id,
                     _ => s.version_id.as_str(),
@@ -815,10 +813,10 @@ fn rotated_stages(had: &[Value], written: Option<&str>, versions: &[api::SecretV
     // it: none counts, so that a label someone put on an older rotated version is never
     // planned as Terraform's (an apply would take it off); a label added since is then
     // not shown as drift either.
-    let newer = versions
+    let at = versions
         .iter()
-        .position(|v| Some(v.version_id.as_str()) == written)
-        .map_or(0, |i| i + 1);
+        .position(|v| Some(v.version_id.as_str()) == written);
+    let newer = at.map_or(0, |i| i + 1);
     fn custom(v: &api::SecretVersion) -> impl Iterator<Item = &str> {
         v.version_stages
             .iter()
@@ -828,7 +826,13 @@ fn rotated_stages(had: &[Value], written: Option<&str>, versions: &[api::SecretV
     let ours = |v: &&api::SecretVersion| {
         v.created_by == ROTATION_PRINCIPAL || Some(v.version_id.as_str()) == written
     };
-    let kept: Vec<&str> = versions.iter().filter(ours).flat_map(custom).collect();
+    // A label the state had stays while the written version or one rotated after it
+    // holds it (any rotated version, once the written one is gone).
+    let kept: Vec<&str> = versions[..at.map_or(versions.len(), |i| i + 1)]
+        .iter()
+        .filter(ours)
+        .flat_map(custom)
+        .collect();
     let mut stages: Vec<Value> = had
         .iter()
         .filter(|s| {
@@ -843,6 +847,36 @@ fn rotated_stages(had: &[Value], written: Option<&str>, versions: &[api::SecretV
         }
     }
     Value::List(stages)
+}
+
+/// Whether `current` was made by the rotation engine, in rotations that go back to the
+/// version Terraform wrote (`written`): each rotated version names the one it replaced
+/// (`rotated_from`), and the chain reaches `written` through rotated versions only. One
+/// that reaches a version someone else wrote is that writer's change, which a rotation
+/// then replaced: drift. Where the chain cannot be followed (a version on it pruned, or
+/// made current by a server that did not record `rotated_from`), the rotation is taken
+/// as not drift.
+fn rotated_since(versions: &[api::SecretVersion], current: &str, written: Option<&str>) -> bool {
+    let find = |id: &str| versions.iter().find(|v| v.version_id == id);
+    let mut at = match find(current) {
+        Some(v) if v.created_by == ROTATION_PRINCIPAL => v,
+        _ => return false,
+    };
+    // Each step goes to an older version: at most one step a version.
+    for _ in 0..versions.len() {
+        let Some(from) = at.rotated_from.as_deref() else {
+            return true;
+        };
+        if Some(from) == written {
+            return true;
+        }
+        match find(from) {
+            Some(v) if v.created_by == ROTATION_PRINCIPAL => at = v,
+            Some(_) => return false,
+            None => return true,
+        }
+    }
+    true
 }
 
 /// A stage that rotation moves.
@@ -983,11 +1017,15 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         .versions
         .iter()
         .find(|x| x.version_id == s.version_id);
-    // Rotation is not drift: when the current version was made by the rotation engine,
-    // the state keeps the version Terraform wrote (changing the configuration still
-    // writes a new version; a change by anyone else still shows).
-    let rotated = current.is_some_and(|cur| cur.created_by == ROTATION_PRINCIPAL)
-        && prior.str_attr("version_id").is_some()
+    // Rotation is not drift: when the current version was made by rotations of the
+    // version Terraform wrote, the state keeps that version (changing the configuration
+    // still writes a new version; a change by anyone else still shows, also when a
+    // rotation replaced it since).
+    let rotated = rotated_since(
+        &versions.versions,
+        &s.version_id,
+        prior.str_attr("version_id"),
+    ) && prior.str_attr("version_id").is_some()
         && !prior.attr("version_stages").is_null();
     if rotated {
         let had = match prior.attr("version_stages") {
@@ -1127,7 +1165,65 @@ mod tests {
             created_by: by.into(),
             secret_data_type: api::SecretDataType::Text,
             key_id: None,
+            rotated_from: None,
         }
+    }
+
+    fn rotated(id: &str, from: Option<&str>) -> api::SecretVersion {
+        api::SecretVersion {
+            rotated_from: from.map(str::to_string),
+            ..version(id, &[], ROTATION_PRINCIPAL)
+        }
+    }
+
+    /// A rotation is not drift when its chain of replaced versions goes back to the
+    /// version Terraform wrote through rotated versions only; one that replaced another
+    /// writer's version is. A chain that cannot be followed counts as rotation.
+    #[test]
+    fn a_rotation_counts_as_such_only_back_to_the_written_version() {
+        let chain = [
+            rotated("r2", Some("r1")),
+            rotated("r1", Some("w")),
+            version("w", &[], "principal/root"),
+        ];
+        assert!(rotated_since(&chain, "r2", Some("w")));
+        assert!(!rotated_since(&chain, "w", Some("w")), "Terraform's own");
+        let over_another = [
+            rotated("r2", Some("r1")),
+            rotated("r1", Some("b")),
+            version("b", &[], "principal/other"),
+            version("w", &[], "principal/root"),
+        ];
+        assert!(!rotated_since(&over_another, "r2", Some("w")));
+        assert!(!rotated_since(&over_another, "b", Some("w")));
+        // Pruned links and versions from before rotated_from was recorded.
+        assert!(rotated_since(&[rotated("r9", Some("r8"))], "r9", Some("w")));
+        assert!(rotated_since(&[rotated("r9", None)], "r9", Some("w")));
+    }
+
+    /// A label the state had that only a rotated version older than the written one
+    /// holds was moved there by someone else: the state drops it.
+    #[test]
+    fn a_label_moved_to_a_rotated_version_before_the_written_one_is_drift() {
+        let had = [Value::string(STAGE_CURRENT), Value::string("canary")];
+        let versions = [
+            version("r3", &[STAGE_CURRENT], ROTATION_PRINCIPAL),
+            version("r2", &[STAGE_PREVIOUS], ROTATION_PRINCIPAL),
+            version("w", &[], "principal/root"),
+            version("r1", &["canary"], ROTATION_PRINCIPAL),
+        ];
+        assert_eq!(
+            rotated_stages(&had, Some("w"), &versions),
+            Value::List(vec![Value::string(STAGE_CURRENT)])
+        );
+        let on_rotated = [
+            version("r3", &[STAGE_CURRENT, "canary"], ROTATION_PRINCIPAL),
+            version("w", &[], "principal/root"),
+        ];
+        assert_eq!(
+            rotated_stages(&had, Some("w"), &on_rotated),
+            Value::List(had.to_vec())
+        );
     }
 
     /// A label on a rotated version is Terraform's only when that version came after the

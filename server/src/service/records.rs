@@ -348,6 +348,9 @@ pub(crate) struct VersionMeta {
     /// in records written before it was kept; then the header is read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) key_id: Option<String>,
+    /// Of a version a rotation made `ACSCurrent`: the version that held it until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rotated_from: Option<String>,
 }
 
 impl VersionMeta {
@@ -363,6 +366,7 @@ impl VersionMeta {
             created_by: self.created_by.clone(),
             secret_data_type: self.data_type,
             key_id,
+            rotated_from: self.rotated_from.clone(),
         }
     }
 }

@@ -557,6 +557,7 @@ impl Service {
             data_type: v.data_type,
             mac: self.inner.barrier.value_mac(binding, &v.data).to_vec(),
             key_id: Some(key.key_id.clone()),
+            rotated_from: None,
         })
     }
 

@@ -571,6 +571,7 @@ mod tests {
             data_type: strongbox_schemas::SecretDataType::Text,
             mac: Vec::new(),
             key_id: None,
+            rotated_from: None,
         }
     }
 

@@ -876,6 +876,11 @@ impl Service {
                 Some(p) if p.version_id == version_id && p.step == RotationStep::Tested => {}
                 _ => return Err(in_progress(&name)),
             }
+            // What the rotation replaces, for whoever tells rotations from other writes.
+            let replaced = rec
+                .version_with_stage(STAGE_CURRENT)
+                .map(|v| v.version_id.clone())
+                .filter(|v| *v != version_id);
             // The pending version may be gone (its ACSPending removed by hand, then
             // pruned): fail instead of taking ACSCurrent from the current version.
             move_stage(&mut rec, STAGE_CURRENT, &version_id).map_err(|e| {
@@ -886,6 +891,9 @@ impl Service {
             })?;
             for v in &mut rec.versions {
                 v.stages.retain(|s| s != STAGE_PENDING);
+                if v.version_id == version_id {
+                    v.rotated_from = replaced.clone();
+                }
             }
             rec.rotation.in_progress = None;
             let finished = &mut rec.rotation.finished;

@@ -420,6 +420,23 @@ fn cmk_alias_basic_and_update_in_place() {
         assert_eq!(alias.key_id, b_id);
 
         tf.destroy();
+        // An alias made outside Terraform meanwhile is not taken over by a create: the
+        // apply fails saying to import it, and the alias stays where it points.
+        srv.block_on(srv.client().create_key(&Default::default()))
+            .and_then(|k| srv.block_on(srv.client().create_alias("alias/payments", &k.key_id)))
+            .unwrap();
+        tf.write_config(&config(&alias_config("a")));
+        let out = tf.run(&["apply", "-auto-approve", "-no-color", "-input=false"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("Alias already exists"),
+            "{err}"
+        );
+        let alias = srv
+            .block_on(srv.client().get_alias("alias/payments"))
+            .unwrap();
+        let a_id = attr(&state_of(&tf, "strongbox_cmk.a"), "id");
+        assert_ne!(alias.key_id, a_id, "not moved to Terraform's key");
     });
 }
 

@@ -557,6 +557,19 @@ impl Client {
         self.send(self.req(Method::PUT, &["v1", "aliases", alias]).json(&body))
             .await
     }
+    /// Creates an alias pointing at `key_id`, never moving one that exists: an alias
+    /// that exists already is `AlreadyExists` (`If-None-Match: *`).
+    pub async fn create_alias(&self, alias: &str, key_id: &str) -> Result<api::Alias> {
+        let body = api::PutAliasRequest {
+            key_id: key_id.to_string(),
+        };
+        self.send(
+            self.req(Method::PUT, &["v1", "aliases", alias])
+                .header(reqwest::header::IF_NONE_MATCH, "*")
+                .json(&body),
+        )
+        .await
+    }
     /// Describes an alias.
     pub async fn get_alias(&self, alias: &str) -> Result<api::Alias> {
         self.send(self.req(Method::GET, &["v1", "aliases", alias]))
@@ -1017,6 +1030,10 @@ impl Req {
 
     fn query<Q: Serialize + ?Sized>(self, query: &Q) -> Self {
         Self(self.0.map(|r| r.query(query)))
+    }
+
+    fn header(self, name: reqwest::header::HeaderName, value: &'static str) -> Self {
+        Self(self.0.map(|r| r.header(name, value)))
     }
 
     fn timeout(self, timeout: Duration) -> Self {

@@ -116,31 +116,33 @@ impl Resource for AliasResource {
             };
         }
         let name = planned.str_attr("name").unwrap_or_default();
+        let key_id = planned.str_attr("key_id").unwrap_or_default();
         if prior.is_null() {
-            // Only an answer that it is not there lets the create go on: after any other
-            // error (a timeout, a proxy's 502) it may exist, and a PUT would silently
-            // move an alias made outside Terraform to this key.
-            match c.get_alias(name).await {
-                Ok(_) => {
+            // Created, never moved: an alias made outside Terraform (or by a concurrent
+            // apply) that points at another key is refused by the server in the same
+            // write, not checked first and then overwritten.
+            match c.create_alias(name, key_id).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {
                     return Err(vec![Diag::error(
                         "Alias already exists",
                         format!("{name} exists already; import it with `terraform import ADDRESS {name}`"),
                     )
                     .at("name")]);
                 }
-                Err(e) if e.code() == Some(ErrorCode::AliasNotFound) => {}
                 Err(e) => {
                     return Err(vec![api_diag(
-                        "Checking whether the alias exists failed",
-                        Some("name"),
+                        "Writing the alias failed",
+                        Some("key_id"),
                         &e,
                     )]);
                 }
             }
+        } else {
+            c.put_alias(name, key_id)
+                .await
+                .map_err(|e| vec![api_diag("Writing the alias failed", Some("key_id"), &e)])?;
         }
-        c.put_alias(name, planned.str_attr("key_id").unwrap_or_default())
-            .await
-            .map_err(|e| vec![api_diag("Writing the alias failed", Some("key_id"), &e)])?;
         read_back(read_alias(ctx, name).await, prior.is_null(), planned, name)
     }
 

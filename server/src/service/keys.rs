@@ -8,7 +8,7 @@ use super::records::{
     KeyRecord, KeyStateRec, KeyVersionRec, alias_arn, decode, encode, list_page, load,
     validate_description, validate_tags,
 };
-use super::rotation::reindex_key;
+use super::rotation::{ScheduleJob, reindex_key, schedule_entry};
 use crate::barrier::{CmkMaterial, Secret32};
 use crate::error::{Error, Result, interval_in};
 use crate::storage::{Reader, Table, Txn};
@@ -503,13 +503,23 @@ impl Service {
         Ok(m)
     }
 
-    /// Destroys a key's material if its scheduled deletion is due (a `destroy/` job of
-    /// the schedule); returns whether it did.
-    pub(super) async fn destroy_key_if_due(&self, key_id: &str) -> Result<bool> {
-        let (id, now) = (key_id.to_string(), self.now());
+    /// Destroys a key's material if its scheduled deletion is due at `now` (the tick's
+    /// instant, which found the `destroy/` entry due at `entry_due`); returns whether it
+    /// did. An entry the record no longer wants (deletion cancelled or put off) goes;
+    /// one it still wants stays (the clock read again could have stepped back, and the
+    /// index is not put back by a record that did not change).
+    pub(super) async fn destroy_key_if_due(
+        &self,
+        entry_due: i64,
+        key_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let id = key_id.to_string();
         let destroyed = self
             .write(move |t| {
+                let entry = schedule_entry(entry_due, &ScheduleJob::Destroy(id.clone()));
                 let Some(mut k) = load::<KeyRecord>(t, Table::Keys, id.as_bytes())? else {
+                    t.delete(Table::RotationSchedule, &entry);
                     return Ok(false);
                 };
                 let due = k.state == KeyStateRec::PendingDeletion
@@ -527,6 +537,9 @@ impl Service {
                     }
                 }
                 reindex_key(t, &mut k);
+                if k.scheduled_destroy != Some(entry_due) {
+                    t.delete(Table::RotationSchedule, &entry);
+                }
                 t.put(Table::Keys, id.as_bytes(), encode(&k));
                 Ok::<_, Error>(due)
             })
@@ -545,6 +558,19 @@ impl Service {
     /// caller has no rights on (checked before the key is loaded: the same answer
     /// whether it exists or not).
     pub async fn put_alias(&self, alias: &str, key_id: &str, who: &Actor) -> Result<api::Alias> {
+        self.put_alias_with(alias, key_id, false, who).await
+    }
+
+    /// [`put_alias`](Self::put_alias); with `create_only`, an alias that exists is
+    /// `AlreadyExists`, not moved (as AWS KMS's `CreateAlias`): two creators racing
+    /// cannot move each other's alias.
+    pub async fn put_alias_with(
+        &self,
+        alias: &str,
+        key_id: &str,
+        create_only: bool,
+        who: &Actor,
+    ) -> Result<api::Alias> {
         validate_alias_name("alias", alias)?;
         if alias.starts_with(RESERVED_ALIAS_PREFIX) {
             return Err(Error::invalid(
@@ -565,11 +591,17 @@ impl Service {
             // Moving an alias takes it away from the key it names now (the secrets that
             // name the alias seal their next versions under the new key): that needs the
             // same right on the old key. The refusal names the alias, not the old key.
-            if let Some(old) = t.get(Table::Aliases, alias.as_bytes())?
-                && old != key_id.as_bytes()
-            {
-                let old = String::from_utf8(old).map_err(Error::internal)?;
-                who.require_key_behind_alias("kms:CreateAlias", &alias, &old)?;
+            if let Some(old) = t.get(Table::Aliases, alias.as_bytes())? {
+                if old != key_id.as_bytes() {
+                    let old = String::from_utf8(old).map_err(Error::internal)?;
+                    who.require_key_behind_alias("kms:CreateAlias", &alias, &old)?;
+                }
+                if create_only {
+                    return Err(Error::new(
+                        ErrorCode::AlreadyExists,
+                        format!("alias {alias} exists already; it was left as it was"),
+                    ));
+                }
             }
             let k = resolve_key(t, &key_id)?;
             // As in AWS KMS: no alias onto a key that is about to be destroyed.

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use strongbox_client::{Client, ClientConfig};
 use strongbox_server::barrier::RootKey;
-use strongbox_server::clock::ManualClock;
+use strongbox_server::clock::{Clock, ManualClock};
 use strongbox_server::server::{self, Running, ServeOptions, Unsealed};
 use strongbox_server::service::{Service, ServiceConfig};
 use strongbox_server::storage::{Backend, RedbBackend};
@@ -53,6 +53,17 @@ impl TestServer {
         wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
         limits: tls::ConnectionLimits,
     ) -> Self {
+        Self::start_clocked(config, wrap, limits, |c| Arc::new(c)).await
+    }
+
+    /// A server whose clock is `clock_of` over the test's manual clock (to make the
+    /// clock misbehave).
+    pub(crate) async fn start_clocked(
+        config: ServiceConfig,
+        wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
+        limits: tls::ConnectionLimits,
+        clock_of: impl FnOnce(ManualClock) -> Arc<dyn Clock>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let key = RootKey::random();
@@ -62,7 +73,7 @@ impl TestServer {
         ));
         let clock = ManualClock::new(T0);
         let u: Unsealed =
-            server::unseal(backend.clone(), &key, Arc::new(clock.clone()), config).unwrap();
+            server::unseal(backend.clone(), &key, clock_of(clock.clone()), config).unwrap();
         let service = u.service.clone();
         let certs = tls::dev_certificates().unwrap();
         let tls_cfg =
@@ -203,6 +214,17 @@ pub(crate) fn put(data: &str) -> strongbox_schemas::PutSecretValueRequest {
         secret_data: data.into(),
         ..Default::default()
     }
+}
+
+/// A raw answer that must be `400 InvalidParameter` whose message holds `needle`; the
+/// message.
+pub(crate) async fn invalid_parameter(r: reqwest::Response, needle: &str) -> String {
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "InvalidParameter", "{body}");
+    let m = body["message"].as_str().unwrap_or_default().to_string();
+    assert!(m.contains(needle), "{m}");
+    m
 }
 
 /// Asserts the error code and that the message names `needle`.

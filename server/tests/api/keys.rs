@@ -1178,3 +1178,107 @@ async fn the_default_keys_alias_works_before_the_default_key_exists() {
         .key_id;
     assert_eq!(version_keys(&s.client, "first").await, [Some(default)]);
 }
+
+/// A clock that, once armed, gives the manual clock's time at its first read and a
+/// minute earlier at every later one: a wall clock stepped back (NTP) in the middle of
+/// a tick.
+struct SteppingBack {
+    inner: strongbox_server::clock::ManualClock,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl strongbox_server::clock::Clock for SteppingBack {
+    fn now(&self) -> i64 {
+        use std::sync::atomic::Ordering::SeqCst;
+        let t = strongbox_server::clock::Clock::now(&self.inner);
+        if self.armed.load(SeqCst) && self.reads.fetch_add(1, SeqCst) > 0 {
+            t - 60
+        } else {
+            t
+        }
+    }
+}
+
+/// A deletion the tick finds due is carried out with the tick's own instant: a clock
+/// read again later (and stepped back meanwhile) neither spares the key nor drops its
+/// schedule entry, which would have left it pending deletion for ever.
+#[tokio::test]
+async fn a_due_deletion_survives_a_clock_stepped_back_during_the_tick() {
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = TestServer::start_clocked(
+        strongbox_server::service::ServiceConfig::default(),
+        |b| b,
+        strongbox_server::tls::ConnectionLimits::default(),
+        |manual| {
+            std::sync::Arc::new(SteppingBack {
+                inner: manual,
+                armed: armed.clone(),
+                reads: 0.into(),
+            })
+        },
+    )
+    .await;
+    let c = &s.client;
+    let k = c
+        .create_key(&api::CreateKeyRequest::default())
+        .await
+        .unwrap();
+    c.schedule_key_deletion(&k.key_id, Some(7)).await.unwrap();
+    s.service.tick().await.unwrap();
+    s.clock.advance(7 * 86_400);
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let destroyed = s.service.tick().await.unwrap().destroyed_keys;
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    let later = s.advance_and_tick(86_400).await.destroyed_keys;
+    assert_eq!(
+        (destroyed, later),
+        (1, 0),
+        "destroyed in the tick that found it due"
+    );
+    assert_code(
+        c.describe_key(&k.key_id).await,
+        ErrorCode::KeyNotFound,
+        &k.key_id,
+    );
+}
+
+/// `PUT /v1/aliases/{alias}` with `If-None-Match: *` creates an alias and never moves
+/// one: an alias that exists is `AlreadyExists` and left where it points; another
+/// `If-None-Match` value is refused; without the header a PUT still moves it.
+#[tokio::test]
+async fn a_create_only_alias_put_never_moves_an_alias() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let first = c.create_key(&Default::default()).await.unwrap();
+    let second = c.create_key(&Default::default()).await.unwrap();
+    let made = c.create_alias("alias/app", &first.key_id).await.unwrap();
+    assert_eq!(made.key_id, first.key_id);
+    for key in [&second.key_id, &first.key_id] {
+        assert_code(
+            c.create_alias("alias/app", key).await,
+            ErrorCode::AlreadyExists,
+            "alias/app exists already",
+        );
+    }
+    assert_eq!(c.get_alias("alias/app").await.unwrap().key_id, first.key_id);
+    let r = s
+        .http()
+        .put(format!(
+            "https://127.0.0.1:{}/v1/aliases/alias%2Fapp",
+            s.addr.port()
+        ))
+        .bearer_auth(&s.token)
+        .header("If-None-Match", "\"v1\"")
+        .json(&serde_json::json!({"key_id": second.key_id}))
+        .send()
+        .await
+        .unwrap();
+    invalid_parameter(r, "If-None-Match").await;
+    assert_eq!(c.get_alias("alias/app").await.unwrap().key_id, first.key_id);
+    c.put_alias("alias/app", &second.key_id).await.unwrap();
+    assert_eq!(
+        c.get_alias("alias/app").await.unwrap().key_id,
+        second.key_id
+    );
+}

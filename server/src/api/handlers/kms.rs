@@ -168,11 +168,24 @@ pub(super) async fn put_alias(
     State(s): State<AppState>,
     Caller(who): Caller,
     ApiPath(alias): ApiPath<String>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<api::PutAliasRequest>,
 ) -> ApiResult<Json<api::Alias>> {
+    // `If-None-Match: *` (HTTP's "only if it is not there"): create, never move.
+    let create_only = match headers.get(axum::http::header::IF_NONE_MATCH) {
+        None => false,
+        Some(v) if v.as_bytes() == b"*" => true,
+        Some(_) => {
+            return Err(crate::error::Error::invalid(
+                "If-None-Match",
+                "only * is supported (create the alias, never move it)",
+            )
+            .into());
+        }
+    };
     Ok(Json(
         s.service
-            .put_alias(&alias, &req.key_id, &Actor::Caller(who))
+            .put_alias_with(&alias, &req.key_id, create_only, &Actor::Caller(who))
             .await?,
     ))
 }

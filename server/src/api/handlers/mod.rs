@@ -112,7 +112,7 @@ routes! {
     post "/v1/keys/{key_id}/cancel-deletion" => cancel_key_deletion, "kms:CancelKeyDeletion", path "key/{key_id}", 200, req: -, query: -, resp: (api::Key), "Cancel a scheduled deletion";
 
     get "/v1/aliases" => list_aliases, "kms:ListAliases", path "*", 200, req: -, query: (PageQuery), resp: (api::ListAliasesResponse), "List aliases (those the caller may describe)";
-    put "/v1/aliases/{alias}" => put_alias, "kms:CreateAlias", path "{alias}", 200, req: (api::PutAliasRequest), query: -, resp: (api::Alias), "Create or move an alias (alias/NAME, percent-encoded)";
+    put "/v1/aliases/{alias}" => put_alias, "kms:CreateAlias", path "{alias}", 200, req: (api::PutAliasRequest), query: -, resp: (api::Alias), "Create or move an alias (alias/NAME, percent-encoded); with `If-None-Match: *` only create it (`AlreadyExists` when it exists)";
     get "/v1/aliases/{alias}" => get_alias, "kms:DescribeAlias", path "{alias}", 200, req: -, query: -, resp: (api::Alias), "Describe an alias";
     delete "/v1/aliases/{alias}" => delete_alias, "kms:DeleteAlias", path "{alias}", 204, req: -, query: -, resp: -, "Delete an alias";
 

@@ -55,7 +55,10 @@ pub use egress::EgressPolicy;
 pub use random::PasswordRules;
 pub(crate) use random::check_legacy_length;
 use schedule::{Job, due_jobs};
-pub(crate) use schedule::{reindex_key, reindex_secret, reindex_secret_with, unindex_secret};
+pub(crate) use schedule::{
+    Job as ScheduleJob, entry_key as schedule_entry, reindex_key, reindex_secret,
+    reindex_secret_with, unindex_secret,
+};
 use strategy::{AnyStrategy, Step, StepContext, Strategy};
 
 const META_SCHEDULE_VERSION: &[u8] = b"rotation_schedule_version";
@@ -1047,7 +1050,10 @@ impl Service {
             // One job's failure (a record that does not decode, a failed commit) is
             // logged and the tick goes on: it must not hold up every job after it.
             let what = format!("{job:?}");
-            if let Err(e) = self.run_due_job(due, job, &mut report, &mut running).await {
+            if let Err(e) = self
+                .run_due_job(due, job, now, &mut report, &mut running)
+                .await
+            {
                 tracing::error!(job = %what, code = %e.code, error = %e.message, "a due job failed; the tick goes on");
             }
         }
@@ -1069,6 +1075,7 @@ impl Service {
         &self,
         due: i64,
         job: Job,
+        now: i64,
         report: &mut DueReport,
         running: &mut Vec<watch::Receiver<Outcome>>,
     ) -> Result<()> {
@@ -1099,10 +1106,8 @@ impl Service {
                 }
             }
             Job::Destroy(id) => {
-                if self.destroy_key_if_due(&id).await? {
+                if self.destroy_key_if_due(due, &id, now).await? {
                     report.destroyed_keys += 1;
-                } else {
-                    self.drop_stale(due, Job::Destroy(id)).await?;
                 }
             }
         }

@@ -301,8 +301,51 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
         }
         parts.extensions.insert(Caller(fresh));
     }
+    // What the route does not take is refused, not ignored: a body on a route without
+    // one (`DELETE` with AWS-style parameters in JSON) or a query string on a route
+    // without parameters (`?pending_window_in_days=7` on schedule-deletion) would
+    // otherwise be dropped and the request done with the defaults.
+    if spec.request.is_none() && !bytes.is_empty() {
+        return ApiError(crate::error::Error::invalid(
+            "body",
+            format!("{} {} takes no request body", spec.method, spec.path),
+        ))
+        .into_response();
+    }
+    if spec.query.is_none()
+        && let Some(q) = parts.uri.query().filter(|q| !q.is_empty())
+    {
+        let names: Vec<String> = url_query_names(q);
+        return ApiError(crate::error::Error::invalid(
+            "query",
+            format!(
+                "{} {} takes no query parameters (got {})",
+                spec.method,
+                spec.path,
+                names.join(", ")
+            ),
+        ))
+        .into_response();
+    }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// The parameter names of a query string, for an error message (never the values:
+/// a misplaced parameter may carry a secret).
+fn url_query_names(q: &str) -> Vec<String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let name = p.split_once('=').map_or(p, |(n, _)| n);
+            percent_encoding::percent_decode_str(name)
+                .decode_utf8_lossy()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect()
+        })
+        .collect()
 }
 
 /// The caller's identity, or why there is none.

@@ -1238,6 +1238,14 @@ impl Service {
                     "the rotation sends the secret's current value where extended_config points",
                 )?;
             }
+            if req.encryption_key_id.as_deref() == Some("") {
+                // (At create, empty means the default key; here it would read as a key
+                // named "", refused as a forbidden or missing key.)
+                return Err(Error::invalid(
+                    "encryption_key_id",
+                    "must name a key (a key id or alias/NAME); leave it out to keep the secret's key",
+                ));
+            }
             if let Some(k) = req
                 .encryption_key_id
                 .filter(|k| *k != rec.encryption_key_id)

@@ -375,6 +375,96 @@ async fn an_optional_body_without_a_json_content_type_is_refused_not_ignored() {
     assert_eq!(r.status(), 201);
 }
 
+/// A body on a route that takes none, or a query string on a route without query
+/// parameters, is refused naming what was misplaced (the parameter names, never their
+/// values), and nothing is done: not done with the defaults instead.
+#[tokio::test]
+async fn misplaced_parameters_are_refused_not_ignored() {
+    let s = TestServer::start().await;
+    let base = s.base();
+    let h = s.http();
+    let auth = format!("Bearer {}", s.token);
+    s.client
+        .create_secret(&text_secret("db", "v1"))
+        .await
+        .unwrap();
+    let k = s.client.create_key(&Default::default()).await.unwrap();
+    // AWS-style parameters in a DELETE's JSON body.
+    let r = h
+        .delete(format!("{base}/v1/secrets/db"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"force_delete_without_recovery": true}))
+        .send()
+        .await
+        .unwrap();
+    invalid_parameter(r, "takes no request body").await;
+    let d = s.client.describe_secret("db").await.unwrap();
+    assert!(d.planned_delete_time.is_none(), "not deleted");
+    // A deletion window in the query of a route that takes it in the body.
+    let r = h
+        .post(format!(
+            "{base}/v1/keys/{}/schedule-deletion?pending_window_in_days=7&secret=hunter2",
+            k.key_id
+        ))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    let m = invalid_parameter(r, "pending_window_in_days, secret").await;
+    assert!(!m.contains("hunter2"), "{m}");
+    assert_eq!(
+        s.client.describe_key(&k.key_id).await.unwrap().state,
+        strongbox_schemas::KeyState::Enabled
+    );
+    let r = h
+        .get(format!("{base}/v1/secrets/db/versions?limit=5"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    invalid_parameter(r, "takes no query parameters").await;
+    // Routes with query parameters take them; an empty query is no query.
+    for path in [
+        "/v1/secrets/db/value?version_stage=ACSCurrent",
+        "/v1/secrets/db/versions?",
+    ] {
+        let r = h
+            .get(format!("{base}{path}"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+}
+
+/// An empty `encryption_key_id` in an update is refused as such (at create it means
+/// the default key), not answered as a forbidden or missing key named "".
+#[tokio::test]
+async fn an_empty_key_in_an_update_is_invalid() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("keyed", "v1"))
+        .await
+        .unwrap();
+    let before = s.client.describe_secret("keyed").await.unwrap();
+    assert_code(
+        s.client
+            .update_secret(
+                "keyed",
+                &strongbox_schemas::UpdateSecretRequest {
+                    encryption_key_id: Some(String::new()),
+                    ..Default::default()
+                },
+            )
+            .await,
+        strongbox_client::ErrorCode::InvalidParameter,
+        "encryption_key_id",
+    );
+    let after = s.client.describe_secret("keyed").await.unwrap();
+    assert_eq!(after.encryption_key_id, before.encryption_key_id);
+}
+
 /// The SDK sends its token only where it was told: a redirect is not followed, not
 /// even to another path of the same server (where reqwest would keep the
 /// Authorization header), let alone to plain HTTP.

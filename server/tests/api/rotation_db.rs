@@ -1347,6 +1347,62 @@ async fn postgres_dual_rotation_does_not_adopt_a_role_it_did_not_create() {
     assert_eq!(pg.login("app", "pw-app").await, Ok(()));
 }
 
+/// MySQL has no role membership to tell a clone Strongbox made from an unrelated account
+/// of that name: a clone no version of the secret names must not exist yet. An existing
+/// one is refused at *create* and keeps its password and grants; named as `ACSPrevious`
+/// it is rotated into (the operator's own second account).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_dual_rotation_does_not_adopt_an_account_it_did_not_create() {
+    let app = MysqlApp::create("adopt", "pw-adopt").await;
+    let clone = format!("{}_clone", app.user);
+    let mut root = mysql_root().await;
+    for sql in [
+        format!("CREATE USER '{clone}'@'%' IDENTIFIED BY 'other-pw'"),
+        format!("GRANT SELECT, INSERT ON `{}`.* TO '{clone}'@'%'", app.db),
+    ] {
+        mysql_async::prelude::Queryable::query_drop(&mut root, sql)
+            .await
+            .unwrap();
+    }
+    let config = obj(app.config("DoubleUsers", "db/admin"));
+    let e = database_conformance(
+        RotationStrategy::Mysql,
+        &config,
+        MysqlApp::admin_value().as_bytes(),
+        account(&app.user, "pw-adopt").as_bytes(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message.contains(&format!(
+            "mysql create: account {clone} exists and no version of the secret names it"
+        )),
+        "{}",
+        e.message
+    );
+    // Untouched: its password still works, and it keeps its own grants.
+    assert_eq!(mysql_login(&clone, "other-pw", &app.db).await, Ok(()));
+    let grants: Vec<String> =
+        mysql_async::prelude::Queryable::query(&mut root, format!("SHOW GRANTS FOR '{clone}'@'%'"))
+            .await
+            .unwrap();
+    assert!(grants.iter().any(|g| g.contains("INSERT")), "{grants:?}");
+    // Named as ACSPrevious, it is the operator's second account: rotated into.
+    let v = database_conformance(
+        RotationStrategy::Mysql,
+        &config,
+        MysqlApp::admin_value().as_bytes(),
+        account(&app.user, "pw-adopt").as_bytes(),
+        Some(account(&clone, "other-pw").as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(creds(&v).name, clone);
+    let _ = root.disconnect().await;
+    app.drop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_dual_rotation_takes_names_up_to_80_characters() {
     // 42 characters: over MySQL's 32, within MariaDB's 80.

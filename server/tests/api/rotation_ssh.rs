@@ -641,6 +641,39 @@ async fn a_password_change_passwd_refuses_tries_no_login_bound_to_fail() {
     assert!(sshd.password_logs_in(&first), "the password is unchanged");
 }
 
+/// A password changed outside Strongbox is found at *create*, before anything is
+/// pending: one refused login an attempt, not two on every retry of *set*, resumed
+/// without end (lockout policies count each one).
+#[tokio::test]
+async fn a_password_changed_outside_fails_create_and_leaves_nothing_pending() {
+    let _turn = ACCOUNT.lock().await;
+    let sshd = Sshd::start();
+    let first = new_account_password();
+    let s = password_secret(&sshd, &first).await;
+    let changed = new_account_password();
+    let refused_before = sshd.failed_passwords();
+    let e = s
+        .client
+        .rotate_secret("hosts/web/password", None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("logging in with the current password"),
+        "{e}"
+    );
+    let refused = sshd.failed_passwords() - refused_before;
+    assert!((1..=3).contains(&refused), "{refused} refused logins");
+    let versions = s
+        .client
+        .list_secret_versions("hosts/web/password")
+        .await
+        .unwrap()
+        .versions;
+    assert_eq!(versions.len(), 1, "nothing pending: {versions:?}");
+    assert!(sshd.password_logs_in(&changed), "the password is unchanged");
+}
+
 #[tokio::test]
 async fn the_ssh_key_strategy_passes_the_conformance_suite() {
     let _turn = ACCOUNT.lock().await;

@@ -771,6 +771,21 @@ impl Strategy for SshKeyStrategy {
             }
             SubType::Password => {
                 let current = password_value("create", "current", current)?;
+                // The current password must log in before anything is pending. One
+                // changed outside Strongbox would otherwise cost two refused logins on
+                // every retry of *set* (lockout policies such as pam_faillock count
+                // them), resumed without end; a failed *create* leaves nothing behind
+                // and is tried again after a growing pause.
+                Self::must_run(
+                    "create",
+                    &target,
+                    &current.user_name,
+                    Login::Password(&current.password),
+                    "logging in with the current password",
+                    "true",
+                    None,
+                )
+                .await?;
                 let v = PasswordValue {
                     user_name: current.user_name.clone(),
                     password: self.settings.password.generate().to_string(),

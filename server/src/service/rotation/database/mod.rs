@@ -761,8 +761,16 @@ impl Strategy for DatabaseStrategy {
                     .await?
             }
             Engine::Mysql => {
-                mysql::check_accounts(&self.admin_target("create")?, &names, clone, "create")
-                    .await?
+                // A pair no version names is made by *set*: it must not exist yet.
+                let clone_is_new = !matches!(&self.previous_name, Some(p) if *p == name);
+                mysql::check_accounts(
+                    &self.admin_target("create")?,
+                    &names,
+                    clone,
+                    clone_is_new,
+                    "create",
+                )
+                .await?
             }
         }
         if self.cfg.sub_type == SubType::SingleUser {

@@ -580,15 +580,19 @@ async fn check_not_privileged(
 /// *create*'s check, before anything is pending, so that a rotation that could never
 /// be completed leaves nothing behind: as the admin, refuses privileged accounts among
 /// `names`, and (dual accounts) a `template` whose grants, which *set* copies to
-/// `clone`, cannot be read on one of its hosts. *set* checks again.
+/// `clone`, cannot be read on one of its hosts. *set* checks again. A `clone` to be
+/// made (no version of the secret names it) must not exist: MySQL has no membership
+/// to tell an account Strongbox made from another one of that name, and *set* would
+/// take that account over (its grants replaced by the template's, its password reset).
 pub(crate) async fn check_accounts(
     admin: &Target<'_>,
     names: &[&str],
     clone: Option<(&str, &str)>,
+    clone_is_new: bool,
     step: &str,
 ) -> Result<()> {
     let mut conn = connect(admin, step).await?;
-    let r = check_accounts_on(&mut conn, names, clone, step).await;
+    let r = check_accounts_on(&mut conn, names, clone, clone_is_new, step).await;
     let _ = conn.disconnect().await;
     r
 }
@@ -597,6 +601,7 @@ async fn check_accounts_on(
     conn: &mut mysql_async::Conn,
     names: &[&str],
     clone: Option<(&str, &str)>,
+    clone_is_new: bool,
     step: &str,
 ) -> Result<()> {
     let version = server_version(conn, step).await?;
@@ -604,6 +609,23 @@ async fn check_accounts_on(
     let Some((clone, template)) = clone else {
         return Ok(());
     };
+    if clone_is_new {
+        let exists: Option<u8> = conn
+            .exec_first("SELECT 1 FROM mysql.user WHERE User = ? LIMIT 1", (clone,))
+            .await
+            .map_err(|e| statement_failed(step, "looking up the account", &e, true))?;
+        if exists.is_some() {
+            return Err(failed(
+                Engine::Mysql,
+                step,
+                format!(
+                    "account {clone} exists and no version of the secret names it: Strongbox \
+                     does not adopt an account it did not create (to rotate into it, put a \
+                     value naming it as ACSPrevious)"
+                ),
+            ));
+        }
+    }
     let sql_mode: String = conn
         .query_first("SELECT @@SESSION.sql_mode")
         .await

@@ -86,12 +86,13 @@ struct Slot {
     /// The last request's error and when that request was sent.
     failure: Option<(Error, Instant)>,
     /// The version of the last value read into the slot (kept while a refresh has
-    /// taken the value out), and the version that value replaced when it was another:
-    /// only a caller whose value of that version failed takes the newer one without a
-    /// request. Another version alone says nothing: it may be older than the one that
-    /// failed (read earlier, under another key).
+    /// taken the value out), and the versions that value replaced: the slot's earlier
+    /// one, and the one whose failure made a caller read it. Only a caller whose value
+    /// of one of those failed takes the newer one without a request. Another version
+    /// alone says nothing: it may be older than the one that failed (read earlier,
+    /// under another key).
     last_version: Option<String>,
-    replaced: Option<String>,
+    replaced: Vec<String>,
 }
 
 struct Entry {
@@ -196,7 +197,7 @@ impl SecretCache {
         // the TTL: it may itself have been replaced since.
         let within_ttl = |at: &Instant| at.elapsed() < self.config.ttl;
         let replaces_failed = |v: &CachedValue| {
-            failed.is_some_and(|f| v.version_id != f && slot.replaced.as_deref() == Some(f))
+            failed.is_some_and(|f| v.version_id != f && slot.replaced.iter().any(|r| r == f))
         };
         if let Some((v, at)) = &slot.value
             && (*at >= arrived
@@ -226,10 +227,18 @@ impl SecretCache {
         {
             Ok(v) => {
                 let fresh = Arc::new(CachedValue(v));
-                if let Some(previous) = slot.last_version.take()
-                    && previous != fresh.version_id
-                {
-                    slot.replaced = Some(previous);
+                // Read after `failed` stopped working (a slot made since, after an
+                // error or an eviction, knows no earlier version): it replaces that
+                // one too, so later callers whose value of it failed share this read.
+                let replaced: Vec<String> = slot
+                    .last_version
+                    .take()
+                    .into_iter()
+                    .chain(failed.map(str::to_string))
+                    .filter(|r| *r != fresh.version_id)
+                    .collect();
+                if !replaced.is_empty() {
+                    slot.replaced = replaced;
                 }
                 slot.last_version = Some(fresh.version_id.clone());
                 slot.value = Some((fresh.clone(), sent));

@@ -186,13 +186,12 @@ pub fn jittered(pause: Duration) -> Duration {
 /// mistyped address can carry) is left out, and so are control characters.
 pub fn address_for_display(address: &str) -> String {
     let shown = match address.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..end].rfind('@') {
-                Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
-                None => address.to_string(),
-            }
-        }
+        // Up to the last `@`, wherever it is: a password may hold a `/` (typed without
+        // percent-encoding), and showing less of a mistyped address costs nothing.
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+            None => address.to_string(),
+        },
         // Without a scheme, whatever comes before an `@` may be credentials too.
         None => match address.rfind('@') {
             Some(at) => format!("…@{}", &address[at + 1..]),
@@ -322,6 +321,16 @@ impl Client {
         if !address.starts_with("https://") {
             return Err(Error::Config(format!(
                 "address must start with https:// (got {})",
+                address_for_display(address)
+            )));
+        }
+        // A user:password@ part would be shown by transport errors that print the URL,
+        // and Strongbox never uses it.
+        if reqwest::Url::parse(address)
+            .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+        {
+            return Err(Error::Config(format!(
+                "address must not hold user:password@ (got {}); the token authenticates",
                 address_for_display(address)
             )));
         }
@@ -1117,7 +1126,7 @@ mod error_tests {
                 "http://…@vault.example:8443/x",
             ),
             ("alice:s3cret@vault.example", "…@vault.example"),
-            ("http://vault.example/a@b", "http://vault.example/a@b"),
+            ("http://alice:pa/ss@vault.example", "http://…@vault.example"),
             ("ftp://h", "ftp://h"),
         ] {
             assert_eq!(address_for_display(address), format!("{shown:?}"));
@@ -1130,6 +1139,16 @@ mod error_tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(e.contains("https://") && !e.contains("s3cret"), "{e}");
+        // Credentials in an https address are refused too (never sent, never shown):
+        // the token is how a client authenticates.
+        let e = Client::new(ClientConfig {
+            address: "https://alice:s3cret@vault.example".into(),
+            ..ClientConfig::default()
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("user:password@") && !e.contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -331,13 +331,14 @@ pub(super) async fn authorize(State(state): State<AppState>, req: Request, next:
         .await
 }
 
-/// The parameter names of a query string, for an error message (never the values:
-/// a misplaced parameter may carry a secret).
+/// The parameter names of a query string, for an error message: the names of `NAME=…`
+/// parameters, never values, and a count for the bare ones (`?hunter2` may be a value).
 fn url_query_names(q: &str) -> Vec<String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let name = p.split_once('=').map_or(p, |(n, _)| n);
+    let parts = q.split('&').filter(|p| !p.is_empty());
+    let mut names: Vec<String> = parts
+        .clone()
+        .filter_map(|p| p.split_once('=').map(|(n, _)| n))
+        .map(|name| {
             percent_encoding::percent_decode_str(name)
                 .decode_utf8_lossy()
                 .chars()
@@ -345,7 +346,13 @@ fn url_query_names(q: &str) -> Vec<String> {
                 .take(64)
                 .collect()
         })
-        .collect()
+        .collect();
+    match parts.filter(|p| !p.contains('=')).count() {
+        0 => {}
+        1 => names.push("a parameter without a value".into()),
+        n => names.push(format!("{n} parameters without a value")),
+    }
+    names
 }
 
 /// The caller's identity, or why there is none.

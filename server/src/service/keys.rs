@@ -592,15 +592,17 @@ impl Service {
             // name the alias seal their next versions under the new key): that needs the
             // same right on the old key. The refusal names the alias, not the old key.
             if let Some(old) = t.get(Table::Aliases, alias.as_bytes())? {
-                if old != key_id.as_bytes() {
-                    let old = String::from_utf8(old).map_err(Error::internal)?;
-                    who.require_key_behind_alias("kms:CreateAlias", &alias, &old)?;
-                }
+                // Nothing is moved: no right on the key it points at is needed to be
+                // told (the caller may create this alias name, as AWS's CreateAlias).
                 if create_only {
                     return Err(Error::new(
                         ErrorCode::AlreadyExists,
                         format!("alias {alias} exists already; it was left as it was"),
                     ));
+                }
+                if old != key_id.as_bytes() {
+                    let old = String::from_utf8(old).map_err(Error::internal)?;
+                    who.require_key_behind_alias("kms:CreateAlias", &alias, &old)?;
                 }
             }
             let k = resolve_key(t, &key_id)?;

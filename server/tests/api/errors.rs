@@ -412,6 +412,17 @@ async fn misplaced_parameters_are_refused_not_ignored() {
         .unwrap();
     let m = invalid_parameter(r, "pending_window_in_days, secret").await;
     assert!(!m.contains("hunter2"), "{m}");
+    let r = h
+        .post(format!(
+            "{base}/v1/keys/{}/schedule-deletion?hunter2",
+            k.key_id
+        ))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    let m = invalid_parameter(r, "a parameter without a value").await;
+    assert!(!m.contains("hunter2"), "{m}");
     assert_eq!(
         s.client.describe_key(&k.key_id).await.unwrap().state,
         strongbox_schemas::KeyState::Enabled

@@ -1262,6 +1262,28 @@ async fn a_create_only_alias_put_never_moves_an_alias() {
         );
     }
     assert_eq!(c.get_alias("alias/app").await.unwrap().key_id, first.key_id);
+    // A creator with rights on its own key only is told the alias exists (nothing is
+    // moved, so the key it points at is not its business), not refused.
+    let mine = c.create_key(&Default::default()).await.unwrap();
+    let team = s
+        .principal_with(
+            "team",
+            serde_json::json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": ["kms:CreateAlias"],
+                    "Resource": ["alias/app", format!("key/{}", mine.key_id)]}]}),
+        )
+        .await;
+    assert_code(
+        team.create_alias("alias/app", &mine.key_id).await,
+        ErrorCode::AlreadyExists,
+        "alias/app exists already",
+    );
+    assert_code(
+        team.put_alias("alias/app", &mine.key_id).await,
+        ErrorCode::Forbidden,
+        "alias/app",
+    );
+    assert_eq!(c.get_alias("alias/app").await.unwrap().key_id, first.key_id);
     let r = s
         .http()
         .put(format!(

@@ -340,6 +340,13 @@ async fn an_older_version_is_not_taken_for_the_refresh_of_a_newer_one() {
         "not the older value the cache held"
     );
     assert_eq!(cache.fetches(), before + 1);
+    // Another caller whose "two" failed shares that read.
+    let got = cache
+        .refresh_unless_replaced("mixed", &two.version_id)
+        .await
+        .unwrap();
+    assert_eq!(got.secret_data, "three");
+    assert_eq!(cache.fetches(), before + 1, "one read for both");
     // A caller whose "one" failed now takes "three" (it replaced "one" in the slot).
     let got = cache
         .refresh_unless_replaced("mixed", &one.version_id)

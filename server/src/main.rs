@@ -573,11 +573,12 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             server::init(&data_dir, Some(&key_file), &k)?;
             k
         };
+        // Written once the key opened the store: a refused start leaves nothing behind.
+        let mut u = server::open(&data_dir, &key, config)?;
         std::fs::write(
             &marker,
             "made by `strongbox server --dev`: a throwaway store, whose root token each start replaces\n",
         )?;
-        let mut u = server::open(&data_dir, &key, config)?;
         let token = server::reset_root_token(&mut u, "strongbox server --dev").await?;
         // The certificate names the address clients are told to use (below).
         let ip = args.listen.ip();

@@ -387,11 +387,15 @@ pub fn load_root_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<R
             bail!("both --root-key-file and STRONGBOX_ROOT_KEY are set: give the root key one way")
         }
         (Some(f), None) => {
+            use std::io::Read as _;
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(f)
-                .with_context(|| format!("reading root key file {}", f.display()))?
-                .permissions()
-                .mode();
+            // One open: the mode checked is the mode of the file read.
+            let mut file = std::fs::File::open(f)
+                .with_context(|| format!("reading root key file {}", f.display()))?;
+            let meta = file
+                .metadata()
+                .with_context(|| format!("reading root key file {}", f.display()))?;
+            let mode = meta.permissions().mode();
             if mode & 0o007 != 0 {
                 bail!(
                     "root key file {} has mode {:o}: every user may read it; make it 0600 (chmod 600)",
@@ -399,10 +403,12 @@ pub fn load_root_key(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<R
                     mode & 0o777
                 );
             }
-            let text = Zeroizing::new(
-                std::fs::read_to_string(f)
-                    .with_context(|| format!("reading root key file {}", f.display()))?,
-            );
+            // Room for the whole file at once: a buffer that grew would leave copies of
+            // the key behind, unwiped. (A key file is some 45 bytes.)
+            let room = usize::try_from(meta.len()).unwrap_or(0).min(64 * 1024) + 1;
+            let mut text = Zeroizing::new(String::with_capacity(room));
+            file.read_to_string(&mut text)
+                .with_context(|| format!("reading root key file {}", f.display()))?;
             Ok(RootKey::from_base64(&text)?)
         }
         (None, Some(e)) => Ok(RootKey::from_base64(e)?),

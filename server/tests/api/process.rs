@@ -1075,6 +1075,27 @@ fn dev_refuses_the_settings_it_would_ignore_and_keeps_one_key_per_dir() {
         assert_eq!(hash_dir(&store), before, "nothing in {dir} changed");
     }
     assert!(!root.path().join("prod.root-key").exists());
+    // A dev store of an earlier release (its certificate files, no marker) beside a key
+    // that is not its own: refused by the key check, and the marker is not left behind.
+    let old = root.path().join("old");
+    assert!(
+        init_command(&old, root.path().join("old-elsewhere.key"))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    std::fs::copy(
+        root.path().join("keys-elsewhere.key"),
+        root.path().join("old.root-key"),
+    )
+    .unwrap();
+    std::fs::write(old.join("ca.pem"), "earlier release").unwrap();
+    std::fs::write(old.join("tls-key.pem"), "earlier release").unwrap();
+    let before = hash_dir(&old);
+    let err = dev_refused(&old);
+    assert!(!err.contains("--dev did not make"), "{err}");
+    assert_eq!(hash_dir(&old), before, "nothing in old changed");
     // A key where an earlier release kept it for `sb.v0` is not taken for a new store's.
     std::fs::write(root.path().join("sb.root-key"), "from an earlier release").unwrap();
     for dir in ["sb.v1", "sb.v2"] {

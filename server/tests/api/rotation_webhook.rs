@@ -1270,17 +1270,34 @@ async fn a_request_that_goes_on_after_its_client_left_keeps_its_connections_plac
 async fn reset_streams_keep_their_connections_request_places() {
     let s = TestServer::start_with(fast_config()).await;
     let f = Function::start(s.clock.clone()).await;
-    setup(&s, &f, "hook").await;
+    // The hook's answer may take longer than the 5 s the other tests allow (see below).
+    s.client
+        .create_secret(&text_secret("hooks/signing", SIGNING_KEY))
+        .await
+        .unwrap();
+    let settings: Vec<(&str, String)> = f
+        .settings()
+        .into_iter()
+        .map(|(k, v)| (k, if k == "timeout" { "20s".into() } else { v }))
+        .collect();
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.client
+        .create_rotation_policy(&policy("hook", "30d", RotationStrategy::Webhook, &pairs))
+        .await
+        .unwrap();
     for i in 0..32 {
         s.client
             .create_secret(&with_policy(&format!("many/{i}"), "v0", "hook"))
             .await
             .unwrap();
     }
+    // Long enough that no rotation ends before the check below, also on a loaded CI
+    // machine (3 s was seen to be too short there once); the new stream is served when
+    // the first ones end, well within its 30 s.
     f.hook
         .behaviour
         .create_delay_ms
-        .store(3000, Ordering::SeqCst);
+        .store(6000, Ordering::SeqCst);
     let tls = crate::edge::tls_connect_alpn(&s, &[b"h2"]).await;
     let (send, conn) = h2::client::handshake(tls).await.unwrap();
     let _driver = tokio::spawn(conn);
@@ -1299,11 +1316,17 @@ async fn reset_streams_keep_their_connections_request_places() {
         send = send.ready().await.unwrap();
     }
     // Every request is under way (the engine runs 8 rotations at once; the others wait).
+    // (`calls` takes the calls it returns: they are counted as they come.)
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while f.calls().iter().filter(|c| c.step == "create").count() < 8 {
+    let mut started = 0;
+    loop {
+        started += f.calls().iter().filter(|c| c.step == "create").count();
+        if started >= 8 {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the rotations did not start"
+            "the rotations did not start ({started})"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -556,6 +556,87 @@ impl Client {
         self.key_action(key, "cancel-deletion").await
     }
 
+    // ---- cryptography with a CMK ----
+
+    /// Encrypts up to 6 KiB under a CMK (id or alias), bound to `context` (empty for
+    /// none); the answer's `ciphertext_blob` names the key and key version.
+    pub async fn encrypt(
+        &self,
+        key: &str,
+        plaintext: &[u8],
+        context: &std::collections::BTreeMap<String, String>,
+    ) -> Result<api::EncryptResponse> {
+        use base64::Engine as _;
+        let mut body = api::EncryptRequest {
+            plaintext: base64::engine::general_purpose::STANDARD.encode(plaintext),
+            encryption_context: context.clone(),
+        };
+        let answer = self.post(&["v1", "keys", key, "encrypt"], &body).await;
+        zeroize::Zeroize::zeroize(&mut body.plaintext);
+        answer
+    }
+
+    /// Decrypts a blob with the key its header names (needs `kms:Decrypt` on that key)
+    /// and the `context` it was made with; the data is wiped when dropped.
+    pub async fn decrypt(
+        &self,
+        ciphertext_blob: &str,
+        context: &std::collections::BTreeMap<String, String>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(ciphertext_blob)
+            .map_err(|_| Error::InvalidArgument("a ciphertext blob is standard base64".into()))?;
+        let (key, _) = api::ciphertext_blob_key(&raw).ok_or_else(|| {
+            Error::InvalidArgument("not a Strongbox ciphertext blob (no key in its header)".into())
+        })?;
+        let mut answer = self.decrypt_under(key, ciphertext_blob, context).await?;
+        let plaintext = base64::engine::general_purpose::STANDARD
+            .decode(&answer.plaintext)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| Error::Decode("decrypt answered plaintext that is not base64".into()));
+        zeroize::Zeroize::zeroize(&mut answer.plaintext);
+        plaintext
+    }
+
+    /// Decrypts a blob with a CMK the caller names (id or alias): refused
+    /// (`InvalidCiphertext`) if the blob was made under another key.
+    pub async fn decrypt_under(
+        &self,
+        key: &str,
+        ciphertext_blob: &str,
+        context: &std::collections::BTreeMap<String, String>,
+    ) -> Result<api::DecryptResponse> {
+        let body = api::DecryptRequest {
+            ciphertext_blob: ciphertext_blob.to_string(),
+            encryption_context: context.clone(),
+        };
+        self.post(&["v1", "keys", key, "decrypt"], &body).await
+    }
+
+    /// A fresh data key, in the clear and encrypted under a CMK (envelope encryption).
+    pub async fn generate_data_key(
+        &self,
+        key: &str,
+        req: &api::GenerateDataKeyRequest,
+    ) -> Result<api::GenerateDataKeyResponse> {
+        self.post(&["v1", "keys", key, "generate-data-key"], req)
+            .await
+    }
+
+    /// A fresh data key, only encrypted under a CMK.
+    pub async fn generate_data_key_without_plaintext(
+        &self,
+        key: &str,
+        req: &api::GenerateDataKeyRequest,
+    ) -> Result<api::GenerateDataKeyWithoutPlaintextResponse> {
+        self.post(
+            &["v1", "keys", key, "generate-data-key-without-plaintext"],
+            req,
+        )
+        .await
+    }
+
     // ---- aliases ----
 
     /// Creates or moves an alias.

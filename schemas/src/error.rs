@@ -50,6 +50,9 @@ pub enum ErrorCode {
     RotationInProgress,
     /// The request conflicts with the resource's state (409).
     InvalidState,
+    /// A ciphertext blob that does not open: damaged, made under another key, or with
+    /// another encryption context (400).
+    InvalidCiphertext,
     /// A rotation step failed in the target system after its retries (502);
     /// `ACSCurrent` is unchanged.
     RotationFailed,
@@ -72,7 +75,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidParameter => 400,
+            InvalidParameter | InvalidCiphertext => 400,
             Unauthenticated => 401,
             Forbidden => 403,
             NotFound
@@ -131,6 +134,7 @@ impl ErrorCode {
             PolicyInUse => "PolicyInUse",
             RotationInProgress => "RotationInProgress",
             InvalidState => "InvalidState",
+            InvalidCiphertext => "InvalidCiphertext",
             RotationFailed => "RotationFailed",
             PayloadTooLarge => "PayloadTooLarge",
             UnsupportedMediaType => "UnsupportedMediaType",

@@ -147,3 +147,155 @@ pub struct ListAliasesResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
 }
+
+/// Largest plaintext `POST /v1/keys/{key_id}/encrypt` takes, in bytes (as Alibaba Cloud
+/// KMS's `Encrypt`). Larger data is encrypted locally under a data key
+/// (`generate-data-key`).
+pub const MAX_ENCRYPT_PLAINTEXT_BYTES: usize = 6144;
+/// Largest data key `generate-data-key` makes, in bytes.
+pub const MAX_DATA_KEY_BYTES: u32 = 1024;
+/// Most bytes of an encryption context (every key and value together).
+pub const MAX_ENCRYPTION_CONTEXT_BYTES: usize = 8192;
+/// The first bytes of every ciphertext blob the key routes make (format 1).
+pub const CIPHERTEXT_BLOB_MAGIC: &[u8; 4] = b"SBK1";
+
+/// The key id and key version a ciphertext blob names in its clear header (see
+/// `docs/design/crypto.md`), without opening it: so that a client can send a blob to the
+/// key that made it. `None` if the bytes are not a blob of this format.
+pub fn ciphertext_blob_key(blob: &[u8]) -> Option<(&str, u32)> {
+    let rest = blob.strip_prefix(CIPHERTEXT_BLOB_MAGIC.as_slice())?;
+    let (&len, rest) = rest.split_first()?;
+    let len = usize::from(len);
+    if rest.len() < len + 4 {
+        return None;
+    }
+    let key_id = std::str::from_utf8(&rest[..len]).ok()?;
+    let version = u32::from_be_bytes(rest[len..len + 4].try_into().ok()?);
+    Some((key_id, version))
+}
+
+/// `POST /v1/keys/{key_id}/encrypt`: encrypts up to 6 KiB under the key's primary
+/// version.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRequest {
+    /// The data, base64 (1–6144 bytes once decoded).
+    pub plaintext: String,
+    /// Names and values bound to the ciphertext: decrypting needs the same map. Not
+    /// secret (it is recorded nowhere, but do not put secrets in it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encryption_context: BTreeMap<String, String>,
+}
+
+/// Answer of `encrypt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct EncryptResponse {
+    /// The key that encrypted (its id, also when the request named an alias).
+    pub key_id: String,
+    /// The key version that encrypted.
+    pub key_version: u32,
+    /// The ciphertext blob, base64: it names the key and version, so any later primary
+    /// version still decrypts it.
+    pub ciphertext_blob: String,
+}
+
+/// `POST /v1/keys/{key_id}/decrypt`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptRequest {
+    /// A blob from `encrypt` or `generate-data-key` under this key, base64.
+    pub ciphertext_blob: String,
+    /// The encryption context given when the blob was made.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encryption_context: BTreeMap<String, String>,
+}
+
+/// Answer of `decrypt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DecryptResponse {
+    /// The key that decrypted.
+    pub key_id: String,
+    /// The key version that decrypted (the one that encrypted).
+    pub key_version: u32,
+    /// The data, base64.
+    pub plaintext: String,
+}
+
+/// The size of a data key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DataKeySpec {
+    /// 32 bytes.
+    #[serde(rename = "AES_256")]
+    Aes256,
+    /// 16 bytes.
+    #[serde(rename = "AES_128")]
+    Aes128,
+}
+
+/// `POST /v1/keys/{key_id}/generate-data-key` and
+/// `…/generate-data-key-without-plaintext`: `key_spec` or `number_of_bytes`, not both;
+/// neither means `AES_256`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateDataKeyRequest {
+    /// `AES_256` (32 bytes) or `AES_128` (16 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_spec: Option<DataKeySpec>,
+    /// Length of the data key, 1–1024 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_bytes: Option<u32>,
+    /// Bound to the encrypted copy, as in `encrypt`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encryption_context: BTreeMap<String, String>,
+}
+
+/// Answer of `generate-data-key`: a fresh random data key, in the clear and encrypted
+/// under the CMK. Use the plaintext, keep only the blob; `decrypt` gives the key back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GenerateDataKeyResponse {
+    /// The key that encrypted the data key.
+    pub key_id: String,
+    /// The key version that encrypted it.
+    pub key_version: u32,
+    /// The data key encrypted under the CMK, base64.
+    pub ciphertext_blob: String,
+    /// The data key, base64.
+    pub plaintext: String,
+}
+
+/// Answer of `generate-data-key-without-plaintext`: the data key only encrypted, for a
+/// component that stores it and lets another decrypt it when needed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GenerateDataKeyWithoutPlaintextResponse {
+    /// The key that encrypted the data key.
+    pub key_id: String,
+    /// The key version that encrypted it.
+    pub key_version: u32,
+    /// The data key encrypted under the CMK, base64.
+    pub ciphertext_blob: String,
+}
+
+#[cfg(test)]
+mod blob_tests {
+    use super::ciphertext_blob_key;
+
+    #[test]
+    fn a_blob_header_names_its_key_and_version() {
+        let mut blob = b"SBK1".to_vec();
+        blob.push(3);
+        blob.extend_from_slice(b"k-1");
+        blob.extend_from_slice(&7u32.to_be_bytes());
+        blob.extend_from_slice(&[0; 60]);
+        assert_eq!(ciphertext_blob_key(&blob), Some(("k-1", 7)));
+        assert_eq!(ciphertext_blob_key(&blob[..10]), None, "cut in the version");
+        assert_eq!(ciphertext_blob_key(b"SBK2\x03k-1\0\0\0\x07"), None);
+        assert_eq!(ciphertext_blob_key(b""), None);
+        let mut bad = blob.clone();
+        bad[5] = 0xff;
+        assert_eq!(
+            ciphertext_blob_key(&bad),
+            None,
+            "a key id that is not UTF-8"
+        );
+    }
+}

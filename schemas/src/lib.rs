@@ -27,8 +27,12 @@ pub use audit::{
 pub use duration::{Interval, IntervalError};
 pub use error::{ErrorBody, ErrorCode};
 pub use key::{
-    Alias, CreateKeyRequest, Key, KeySpec, KeyState, ListAliasesResponse, ListKeysResponse,
-    PutAliasRequest, ScheduleKeyDeletionRequest, UpdateKeyRequest,
+    Alias, CIPHERTEXT_BLOB_MAGIC, CreateKeyRequest, DataKeySpec, DecryptRequest, DecryptResponse,
+    EncryptRequest, EncryptResponse, GenerateDataKeyRequest, GenerateDataKeyResponse,
+    GenerateDataKeyWithoutPlaintextResponse, Key, KeySpec, KeyState, ListAliasesResponse,
+    ListKeysResponse, MAX_DATA_KEY_BYTES, MAX_ENCRYPT_PLAINTEXT_BYTES,
+    MAX_ENCRYPTION_CONTEXT_BYTES, PutAliasRequest, ScheduleKeyDeletionRequest, UpdateKeyRequest,
+    ciphertext_blob_key,
 };
 pub use names::{
     FieldError, validate_alias_name, validate_policy_name, validate_principal_name,

@@ -27,6 +27,7 @@ fn error_codes_map_to_documented_statuses() {
     use strongbox_schemas::ErrorCode::*;
     for (code, status) in [
         (InvalidParameter, 400),
+        (InvalidCiphertext, 400),
         (Unauthenticated, 401),
         (Forbidden, 403),
         (SecretNotFound, 404),

@@ -1,6 +1,7 @@
 //! `strongbox`: the server and its administration commands.
 
 mod admin;
+mod key_cli;
 mod secret_cli;
 
 use std::net::SocketAddr;
@@ -94,6 +95,10 @@ enum Command {
     /// Read and write secrets (through the API; values on standard input and output).
     #[command(subcommand)]
     Secret(secret_cli::SecretCommand),
+    /// Encrypt and decrypt with a CMK, and make data keys (through the API; data on
+    /// standard input and output).
+    #[command(subcommand)]
+    Key(key_cli::KeyCommand),
     /// Run a program with secrets in its environment:
     /// `strongbox run --env DB_PASSWORD=MyDbCreds:AccountPassword -- ./app`.
     Run(secret_cli::RunArgs),
@@ -264,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(c) => client_runtime()?.block_on(admin::policy(c)),
         Command::Audit(c) => client_runtime()?.block_on(admin::audit(c)),
         Command::Secret(c) => client_runtime()?.block_on(secret_cli::secret(c)),
+        Command::Key(c) => client_runtime()?.block_on(key_cli::key(c)),
         Command::Run(args) => {
             let cmd = client_runtime()?.block_on(secret_cli::prepare_run(args))?;
             // The runtime is gone by now: the program replaces this process.

@@ -210,7 +210,7 @@ fn field_of(name: &str, value: &[u8], field: &str) -> anyhow::Result<Zeroizing<S
 }
 
 /// Whether `bytes` are text without control characters other than tab and newline.
-fn fit_for_a_terminal(bytes: &[u8]) -> bool {
+pub(crate) fn fit_for_a_terminal(bytes: &[u8]) -> bool {
     std::str::from_utf8(bytes)
         .is_ok_and(|t| !t.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
 }

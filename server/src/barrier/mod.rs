@@ -9,6 +9,8 @@
 //! CMK version material (256 bit, random, stored wrapped)
 //!   └─ HKDF-SHA256 salt = 32 random bytes per secret version, info `strongbox/v1/secret-data-key`
 //!      → a fresh data key per secret version, sealing the value with AES-256-GCM.
+//!   └─ HKDF-SHA256 salt = 32 random bytes per blob, info `strongbox/v1/kms-blob-key`
+//!      → a fresh key per ciphertext blob of the key routes (`encrypt`, `generate-data-key`).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -31,6 +33,8 @@ const TAG_AUDIT_RECORD: &[u8] = b"strongbox/v1/audit-record";
 const TAG_AUDIT_HEAD: &[u8] = b"strongbox/v1/audit-head";
 const TAG_AUDIT_BASE: &[u8] = b"strongbox/v1/audit-base";
 const INFO_SECRET_DATA_KEY: &[u8] = b"strongbox/v1/secret-data-key";
+const INFO_KMS_BLOB_KEY: &[u8] = b"strongbox/v1/kms-blob-key";
+const AAD_KMS_BLOB: &[u8] = b"strongbox/v1/kms-blob";
 const AAD_CMK: &[u8] = b"strongbox/v1/cmk";
 const AAD_SECRET: &[u8] = b"strongbox/v1/secret";
 const AAD_KEYCHECK: &[u8] = b"strongbox/v1/keycheck";
@@ -466,6 +470,101 @@ pub fn open_secret(
     let data_key = derive(material.bytes(), Some(&salt), INFO_SECRET_DATA_KEY);
     let aad = secret_aad(binding, &ct[..hlen]);
     open(&data_key, &ct[hlen..hlen + 12], &aad, &ct[hlen + 12..])
+}
+
+/// The clear header of a ciphertext blob: magic, key id, key version and salt.
+fn blob_header(header: &SealedHeader, salt: &[u8; 32]) -> Result<Vec<u8>, BarrierError> {
+    let id_len =
+        u8::try_from(header.key_id.len()).map_err(|_| BarrierError::Open("key id too long"))?;
+    let mut h = Vec::with_capacity(4 + 1 + header.key_id.len() + 4 + 32);
+    h.extend_from_slice(strongbox_schemas::CIPHERTEXT_BLOB_MAGIC);
+    h.push(id_len);
+    h.extend_from_slice(header.key_id.as_bytes());
+    h.extend_from_slice(&header.key_version.to_be_bytes());
+    h.extend_from_slice(salt);
+    Ok(h)
+}
+
+/// What a blob is bound to besides its header: the encryption context, each name and
+/// value with its length, in name order (a `BTreeMap` iterates so), so that no two
+/// different maps give the same bytes.
+fn blob_aad(context: &std::collections::BTreeMap<String, String>, header: &[u8]) -> Vec<u8> {
+    let mut aad = AAD_KMS_BLOB.to_vec();
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(&(context.len() as u32).to_be_bytes());
+    for (k, v) in context {
+        aad.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        aad.extend_from_slice(k.as_bytes());
+        aad.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        aad.extend_from_slice(v.as_bytes());
+    }
+    aad
+}
+
+/// Encrypts caller data under a CMK version for the key routes, with a fresh key derived
+/// from the material and a random salt: `"SBK1" ‖ id len u8 ‖ key id ‖ version u32 ‖
+/// salt(32) ‖ nonce(12) ‖ AES-256-GCM(plaintext) ‖ tag(16)`, the context in the AAD.
+pub fn seal_blob(
+    material: &CmkMaterial,
+    header: &SealedHeader,
+    context: &std::collections::BTreeMap<String, String>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, BarrierError> {
+    let mut salt = [0u8; 32];
+    OsRng.fill_bytes(&mut salt);
+    seal_blob_with(material, header, context, plaintext, &salt, &random_nonce())
+}
+
+/// [`seal_blob`] with a given salt and nonce: golden test vectors only.
+pub fn seal_blob_with(
+    material: &CmkMaterial,
+    header: &SealedHeader,
+    context: &std::collections::BTreeMap<String, String>,
+    plaintext: &[u8],
+    salt: &[u8; 32],
+    nonce: &[u8; 12],
+) -> Result<Vec<u8>, BarrierError> {
+    let mut out = blob_header(header, salt)?;
+    let key = derive(material.bytes(), Some(salt), INFO_KMS_BLOB_KEY);
+    let aad = blob_aad(context, &out);
+    out.extend_from_slice(nonce);
+    out.extend(seal(&key, nonce, &aad, plaintext));
+    Ok(out)
+}
+
+/// The key id and version a blob's header names.
+pub fn blob_key(blob: &[u8]) -> Result<SealedHeader, BarrierError> {
+    let (key_id, key_version) = strongbox_schemas::ciphertext_blob_key(blob)
+        .ok_or(BarrierError::Open("not a ciphertext blob"))?;
+    Ok(SealedHeader {
+        key_id: key_id.to_string(),
+        key_version,
+    })
+}
+
+/// Opens a blob of [`seal_blob`] with the material of the version its header names.
+pub fn open_blob(
+    material: &CmkMaterial,
+    context: &std::collections::BTreeMap<String, String>,
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
+    let header = blob_key(blob)?;
+    let hlen = 4 + 1 + header.key_id.len() + 4 + 32;
+    if blob.len() < hlen + 12 + 16 {
+        return Err(BarrierError::Open("truncated"));
+    }
+    let mut salt = [0u8; 32];
+    salt.copy_from_slice(&blob[hlen - 32..hlen]);
+    let key = derive(material.bytes(), Some(&salt), INFO_KMS_BLOB_KEY);
+    let aad = blob_aad(context, &blob[..hlen]);
+    open(&key, &blob[hlen..hlen + 12], &aad, &blob[hlen + 12..])
+}
+
+/// `n` random bytes from the operating system (data keys), wiped when dropped.
+pub fn random_secret_bytes(n: usize) -> Zeroizing<Vec<u8>> {
+    let mut b = Zeroizing::new(vec![0u8; n]);
+    OsRng.fill_bytes(b.as_mut_slice());
+    b
 }
 
 #[cfg(test)]

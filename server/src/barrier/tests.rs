@@ -35,8 +35,6 @@ fn golden_vector_is_stable() {
 /// vector from the layout in `docs/design/crypto.md`, not from our code.
 #[test]
 fn golden_vector_opens_with_aws_lc_rs() {
-    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce as LcNonce, UnboundKey};
-    use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
     let ct = hex::decode(GOLDEN_HEX).unwrap();
     assert_eq!(ct[0], 0x01);
     let l = ct[1] as usize;
@@ -47,19 +45,7 @@ fn golden_vector_opens_with_aws_lc_rs() {
     let nonce = &ct[38 + l..50 + l];
     let body = &ct[50 + l..];
 
-    struct Len32;
-    impl aws_lc_rs::hkdf::KeyType for Len32 {
-        fn len(&self) -> usize {
-            32
-        }
-    }
-    let mut dk = [0u8; 32];
-    Salt::new(HKDF_SHA256, salt)
-        .extract(&MATERIAL)
-        .expand(&[b"strongbox/v1/secret-data-key"], Len32)
-        .unwrap()
-        .fill(&mut dk)
-        .unwrap();
+    let dk = hkdf_by_aws_lc(salt, &MATERIAL, b"strongbox/v1/secret-data-key");
 
     let mut aad = b"strongbox/v1/secret".to_vec();
     aad.extend_from_slice(&6u16.to_be_bytes());
@@ -68,16 +54,7 @@ fn golden_vector_opens_with_aws_lc_rs() {
     aad.extend_from_slice(b"v1");
     aad.extend_from_slice(&ct[..38 + l]);
 
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &dk).unwrap());
-    let mut buf = body.to_vec();
-    let pt = key
-        .open_in_place(
-            LcNonce::try_assume_unique_for_key(nonce).unwrap(),
-            Aad::from(&aad),
-            &mut buf,
-        )
-        .unwrap();
-    assert_eq!(pt, b"hello");
+    assert_eq!(open_by_aws_lc(&dk, nonce, &aad, body), b"hello");
 }
 
 #[test]
@@ -166,6 +143,11 @@ fn value_mac_binds_name_and_version() {
 
 /// A purpose key (HKDF-SHA256 of the root key, no salt, `info`), derived by aws-lc-rs.
 fn purpose_key_by_aws_lc(root: &[u8; 32], info: &[u8]) -> [u8; 32] {
+    hkdf_by_aws_lc(&[], root, info)
+}
+
+/// HKDF-SHA256 to 32 bytes, by aws-lc-rs.
+fn hkdf_by_aws_lc(salt: &[u8], ikm: &[u8; 32], info: &[u8]) -> [u8; 32] {
     use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
     struct Len32;
     impl aws_lc_rs::hkdf::KeyType for Len32 {
@@ -174,13 +156,28 @@ fn purpose_key_by_aws_lc(root: &[u8; 32], info: &[u8]) -> [u8; 32] {
         }
     }
     let mut k = [0u8; 32];
-    Salt::new(HKDF_SHA256, &[])
-        .extract(root)
+    Salt::new(HKDF_SHA256, salt)
+        .extract(ikm)
         .expand(&[info], Len32)
         .unwrap()
         .fill(&mut k)
         .unwrap();
     k
+}
+
+/// AES-256-GCM open, by aws-lc-rs.
+fn open_by_aws_lc(key: &[u8; 32], nonce: &[u8], aad: &[u8], sealed: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce as LcNonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
+    let mut buf = sealed.to_vec();
+    let pt = key
+        .open_in_place(
+            LcNonce::try_assume_unique_for_key(nonce).unwrap(),
+            Aad::from(aad),
+            &mut buf,
+        )
+        .unwrap();
+    pt.to_vec()
 }
 
 /// The audit chain MACs, recomputed with aws-lc-rs from `docs/design/crypto.md` alone.
@@ -272,4 +269,84 @@ fn the_cipher_wipes_its_key_schedule() {
 fn hash_states_are_wiped_on_drop() {
     fn wiped<T: zeroize::ZeroizeOnDrop>() {}
     wiped::<sha2::Sha256>();
+}
+
+/// Golden blob of the key routes: key `k-1` version 7, context `{"app": "billing"}`,
+/// plaintext `hello`.
+const BLOB_GOLDEN_HEX: &str = "53424b31036b2d310000000722222222222222222222222222222222222222222222222222222222222222223333333333333333333333335b5a1c3c4abbbdb963c209c4bfd6e18b87850e52e1";
+
+fn context(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn blob_golden_vector_is_stable() {
+    let m = Secret32::from_bytes(MATERIAL);
+    let ctx = context(&[("app", "billing")]);
+    let blob = seal_blob_with(&m, &header(), &ctx, b"hello", &SALT, &NONCE).unwrap();
+    assert_eq!(hex::encode(&blob), BLOB_GOLDEN_HEX);
+    assert_eq!(open_blob(&m, &ctx, &blob).unwrap().as_slice(), b"hello");
+    assert_eq!(blob_key(&blob).unwrap(), header());
+}
+
+/// aws-lc-rs opens the golden blob from the layout in `docs/design/crypto.md`.
+#[test]
+fn blob_golden_vector_opens_with_aws_lc_rs() {
+    let blob = hex::decode(BLOB_GOLDEN_HEX).unwrap();
+    assert_eq!(&blob[..4], b"SBK1");
+    let l = blob[4] as usize;
+    assert_eq!(&blob[5..5 + l], b"k-1");
+    assert_eq!(&blob[5 + l..9 + l], &7u32.to_be_bytes());
+    let salt = &blob[9 + l..41 + l];
+    let nonce = &blob[41 + l..53 + l];
+    let dk = hkdf_by_aws_lc(salt, &MATERIAL, b"strongbox/v1/kms-blob-key");
+    let mut aad = b"strongbox/v1/kms-blob".to_vec();
+    aad.extend_from_slice(&blob[..41 + l]);
+    aad.extend_from_slice(&1u32.to_be_bytes());
+    for s in ["app", "billing"] {
+        aad.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        aad.extend_from_slice(s.as_bytes());
+    }
+    assert_eq!(open_by_aws_lc(&dk, nonce, &aad, &blob[53 + l..]), b"hello");
+}
+
+#[test]
+fn a_blob_opens_only_with_its_context_material_and_bytes() {
+    let m = Secret32::from_bytes(MATERIAL);
+    let ctx = context(&[("app", "billing"), ("env", "prod")]);
+    let blob = seal_blob(&m, &header(), &ctx, b"data").unwrap();
+    assert_eq!(open_blob(&m, &ctx, &blob).unwrap().as_slice(), b"data");
+    // Another context: one value changed, one pair missing, one more, none, and the same
+    // bytes split differently between name and value.
+    for other in [
+        context(&[("app", "billing"), ("env", "dev")]),
+        context(&[("app", "billing")]),
+        context(&[("app", "billing"), ("env", "prod"), ("x", "")]),
+        context(&[]),
+        context(&[("app", "billing"), ("envp", "rod")]),
+    ] {
+        assert!(open_blob(&m, &other, &blob).is_err(), "{other:?}");
+    }
+    // Other material (another key, or another version of it).
+    assert!(open_blob(&Secret32::from_bytes([0x12; 32]), &ctx, &blob).is_err());
+    // A header naming another key or version, and every single flipped byte.
+    let mut moved = blob.clone();
+    moved[5 + 2] = b'2';
+    assert!(open_blob(&m, &ctx, &moved).is_err());
+    for i in 0..blob.len() {
+        let mut b = blob.clone();
+        b[i] ^= 0x01;
+        assert!(open_blob(&m, &ctx, &b).is_err(), "byte {i} flipped");
+    }
+    // Cut short anywhere.
+    for n in 0..blob.len() {
+        assert!(open_blob(&m, &ctx, &blob[..n]).is_err(), "cut at {n}");
+    }
+    // A secret's sealed value is not a blob, nor a blob a secret's value.
+    let sealed = seal_secret(&m, &header(), binding(), b"data").unwrap();
+    assert!(open_blob(&m, &ctx, &sealed).is_err());
+    assert!(open_secret(&m, binding(), &blob).is_err());
 }

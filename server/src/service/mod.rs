@@ -5,6 +5,7 @@
 mod access_policies;
 mod audit;
 mod authz;
+mod crypto;
 mod identity;
 mod keys;
 mod policies;

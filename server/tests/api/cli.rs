@@ -680,3 +680,93 @@ async fn run_tries_a_read_again_when_the_server_is_not_there_yet() {
     assert!(err.contains("SecretNotFound"), "{err}");
     assert!(!err.contains("trying again"), "{err}");
 }
+
+/// `strongbox key encrypt | decrypt | generate-data-key`: data byte for byte through
+/// standard input and output, the context from `--context`, the key from the blob.
+#[tokio::test]
+async fn encrypt_decrypt_and_data_keys_from_the_command_line() {
+    use base64::Engine as _;
+    let s = TestServer::start().await;
+    let k = s
+        .client
+        .create_key(&Default::default())
+        .await
+        .unwrap()
+        .key_id;
+    s.client.put_alias("alias/files", &k).await.unwrap();
+    let data: &[u8] = b"\x00\xff report \x80\n";
+    let mut enc = s.cli(&s.token);
+    enc.args(["key", "encrypt", "alias/files", "--context", "file=a.pdf"]);
+    let out = run_with_stdin_bytes(enc, data).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob = String::from_utf8(out.stdout).unwrap();
+    assert!(blob.ends_with('\n'));
+    assert_eq!(
+        s.client
+            .decrypt(
+                blob.trim(),
+                &[("file".to_string(), "a.pdf".to_string())].into()
+            )
+            .await
+            .unwrap()
+            .as_slice(),
+        data
+    );
+    let decrypt = |context: &'static [&'static str]| {
+        let mut cmd = s.cli(&s.token);
+        cmd.args(["key", "decrypt"]);
+        for c in context {
+            cmd.args(["--context", c]);
+        }
+        run_with_stdin(cmd, &blob)
+    };
+    let out = decrypt(&["file=a.pdf"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, data, "every byte, nothing added");
+    let out = decrypt(&["file=b.pdf"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidCiphertext"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = decrypt(&["file"]).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=VALUE"));
+
+    let out = ok(&s, &["key", "generate-data-key", &k, "--spec", "AES_128"]).await;
+    let made: strongbox_schemas::GenerateDataKeyResponse = serde_json::from_str(&out).unwrap();
+    let plain = base64::engine::general_purpose::STANDARD
+        .decode(&made.plaintext)
+        .unwrap();
+    assert_eq!(plain.len(), 16);
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["key", "decrypt"]);
+    let out = run_with_stdin(cmd, &made.ciphertext_blob).await;
+    assert_eq!(out.stdout, plain);
+    let out = ok(
+        &s,
+        &[
+            "key",
+            "generate-data-key",
+            &k,
+            "--without-plaintext",
+            "--bytes",
+            "64",
+        ],
+    )
+    .await;
+    let only: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(only.get("plaintext").is_none(), "{only}");
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["key", "decrypt"]);
+    let out = run_with_stdin(cmd, only["ciphertext_blob"].as_str().unwrap()).await;
+    assert_eq!(out.stdout.len(), 64);
+}

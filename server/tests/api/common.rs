@@ -201,6 +201,15 @@ impl TestServer {
     }
 }
 
+/// A new CMK with the defaults; its id.
+pub(crate) async fn new_key(s: &TestServer) -> String {
+    s.client
+        .create_key(&Default::default())
+        .await
+        .unwrap()
+        .key_id
+}
+
 pub(crate) fn text_secret(name: &str, data: &str) -> strongbox_schemas::CreateSecretRequest {
     strongbox_schemas::CreateSecretRequest {
         name: name.into(),

@@ -13,6 +13,7 @@ mod edge;
 mod errors;
 mod gateway;
 mod keys;
+mod kms_crypto;
 mod pg_cluster;
 mod policies;
 mod process;

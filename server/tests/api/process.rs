@@ -421,6 +421,49 @@ async fn plaintext_never_reaches_disk_or_logs() {
             .await
             .is_err()
     );
+    // The key routes: data encrypted and decrypted, a data key made and decrypted, with
+    // a context; a decrypt with another context, an encrypt too large. None of the data,
+    // the data key or the context is kept or logged.
+    let marker3 = format!("{marker}-encrypted");
+    let context_marker = format!("{marker}-context");
+    let cx: std::collections::BTreeMap<String, String> =
+        [("purpose".to_string(), context_marker.clone())].into();
+    let k = c.create_key(&Default::default()).await.unwrap().key_id;
+    let blob = c
+        .encrypt(&k, marker3.as_bytes(), &cx)
+        .await
+        .unwrap()
+        .ciphertext_blob;
+    assert_eq!(
+        c.decrypt(&blob, &cx).await.unwrap().as_slice(),
+        marker3.as_bytes()
+    );
+    assert!(c.decrypt(&blob, &Default::default()).await.is_err());
+    assert!(
+        c.encrypt(&k, marker3.repeat(200).as_bytes(), &cx)
+            .await
+            .is_err()
+    );
+    let dk = c
+        .generate_data_key(
+            &k,
+            &strongbox_schemas::GenerateDataKeyRequest {
+                encryption_context: cx.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let data_key = base64::engine::general_purpose::STANDARD
+        .decode(&dk.plaintext)
+        .unwrap();
+    assert_eq!(
+        c.decrypt(&dk.ciphertext_blob, &cx)
+            .await
+            .unwrap()
+            .as_slice(),
+        data_key
+    );
     dev.child.kill().unwrap();
     dev.child.wait().unwrap();
 
@@ -432,9 +475,16 @@ async fn plaintext_never_reaches_disk_or_logs() {
         log_text.contains("TRACE") || log_text.contains("DEBUG"),
         "logs were captured at trace level"
     );
-    for m in [&marker, &marker2] {
+    let needles: [&[u8]; 5] = [
+        marker.as_bytes(),
+        marker2.as_bytes(),
+        marker3.as_bytes(),
+        context_marker.as_bytes(),
+        &data_key,
+    ];
+    for m in needles {
         let forms = [
-            m.as_bytes().to_vec(),
+            m.to_vec(),
             base64::engine::general_purpose::STANDARD
                 .encode(m)
                 .into_bytes(),

@@ -37,14 +37,6 @@ impl Case {
     }
 }
 
-async fn new_key(s: &TestServer) -> String {
-    s.client
-        .create_key(&Default::default())
-        .await
-        .unwrap()
-        .key_id
-}
-
 async fn new_secret(s: &TestServer, name: &str) -> String {
     s.client
         .create_secret(&text_secret(name, "value"))
@@ -81,7 +73,15 @@ async fn prepare(s: &TestServer, r: &RouteSpec, n: usize) -> Case {
             if verb == "cancel-deletion" {
                 c.schedule_key_deletion(&k, None).await.unwrap();
             }
-            let body = (verb == "schedule-deletion").then(|| json!({"pending_window_in_days": 7}));
+            let body = match verb {
+                "schedule-deletion" => Some(json!({"pending_window_in_days": 7})),
+                "encrypt" => Some(json!({"plaintext": "aGVsbG8="})),
+                "decrypt" => {
+                    let made = c.encrypt(&k, b"hello", &Default::default()).await.unwrap();
+                    Some(json!({"ciphertext_blob": made.ciphertext_blob}))
+                }
+                _ => None,
+            };
             Case::new(&["v1", "keys", &k, verb], body, &format!("key/{k}"))
         }
         ("GET", "/v1/aliases") => Case::new(&["v1", "aliases"], None, "*"),

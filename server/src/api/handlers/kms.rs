@@ -151,6 +151,61 @@ pub(super) async fn cancel_key_deletion(
     Ok(Json(key_shown_to(&who, key)))
 }
 
+pub(super) async fn encrypt(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::EncryptRequest>,
+) -> ApiResult<Json<api::EncryptResponse>> {
+    Ok(Json(s.service.encrypt(&id, &req, &Actor::Caller(who))?))
+}
+
+pub(super) async fn decrypt(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::DecryptRequest>,
+) -> ApiResult<Json<api::DecryptResponse>> {
+    Ok(Json(s.service.decrypt(&id, &req, &Actor::Caller(who))?))
+}
+
+pub(super) async fn generate_data_key(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(req): OptionalJson<api::GenerateDataKeyRequest>,
+) -> ApiResult<Json<api::GenerateDataKeyResponse>> {
+    use base64::Engine as _;
+    let k = s
+        .service
+        .generate_data_key(&id, &req, "kms:GenerateDataKey", &Actor::Caller(who))?;
+    Ok(Json(api::GenerateDataKeyResponse {
+        plaintext: base64::engine::general_purpose::STANDARD.encode(k.plaintext.as_slice()),
+        key_id: k.key_id,
+        key_version: k.key_version,
+        ciphertext_blob: k.ciphertext_blob,
+    }))
+}
+
+pub(super) async fn generate_data_key_without_plaintext(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(req): OptionalJson<api::GenerateDataKeyRequest>,
+) -> ApiResult<Json<api::GenerateDataKeyWithoutPlaintextResponse>> {
+    let k = s.service.generate_data_key(
+        &id,
+        &req,
+        "kms:GenerateDataKeyWithoutPlaintext",
+        &Actor::Caller(who),
+    )?;
+    Ok(Json(api::GenerateDataKeyWithoutPlaintextResponse {
+        key_id: k.key_id,
+        key_version: k.key_version,
+        ciphertext_blob: k.ciphertext_blob,
+    }))
+}
+
 pub(super) async fn list_aliases(
     State(s): State<AppState>,
     Caller(who): Caller,

@@ -1,0 +1,136 @@
+//! `strongbox key …`: encrypt and decrypt with a CMK, and make data keys, from the
+//! command line (KMS's `Encrypt`, `Decrypt`, `GenerateDataKey`). Data comes in on
+//! standard input and goes out on standard output, never through arguments; the
+//! encryption context, which is not secret, is given with `--context NAME=VALUE`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Read as _, Write as _};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use strongbox_schemas::{self as api, DataKeySpec};
+use zeroize::Zeroizing;
+
+use crate::admin::client;
+use crate::secret_cli::fit_for_a_terminal;
+
+#[derive(Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Encrypt standard input, byte for byte (at most 6144 bytes), under a CMK; prints
+    /// the ciphertext blob (base64) and a newline.
+    Encrypt {
+        /// Key id or alias/NAME.
+        key: String,
+        /// A pair of the encryption context (repeat for more); decrypting needs the same.
+        #[arg(long = "context", value_name = "NAME=VALUE")]
+        context: Vec<String>,
+    },
+    /// Decrypt a ciphertext blob (base64, on standard input) with the CMK it names;
+    /// writes the data to standard output byte for byte (at a terminal only text
+    /// without control characters).
+    Decrypt {
+        /// A pair of the encryption context it was made with (repeat for more).
+        #[arg(long = "context", value_name = "NAME=VALUE")]
+        context: Vec<String>,
+    },
+    /// Make a random data key, encrypted under a CMK: prints JSON with `ciphertext_blob`
+    /// (keep it) and `plaintext` (base64; use it, then forget it).
+    GenerateDataKey {
+        /// Key id or alias/NAME.
+        key: String,
+        /// AES_256 (32 bytes, the default) or AES_128 (16 bytes).
+        #[arg(long, value_parser = ["AES_256", "AES_128"], conflicts_with = "bytes")]
+        spec: Option<String>,
+        /// Length of the data key, 1–1024 bytes.
+        #[arg(long)]
+        bytes: Option<u32>,
+        /// Print only the encrypted copy (`kms:GenerateDataKeyWithoutPlaintext`).
+        #[arg(long)]
+        without_plaintext: bool,
+        /// A pair of the encryption context (repeat for more).
+        #[arg(long = "context", value_name = "NAME=VALUE")]
+        context: Vec<String>,
+    },
+}
+
+/// `NAME=VALUE` pairs into a context; a name given twice is refused.
+fn parse_context(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut ctx = BTreeMap::new();
+    for pair in pairs {
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!("--context takes NAME=VALUE, not {pair:?}");
+        };
+        if ctx.insert(name.to_string(), value.to_string()).is_some() {
+            bail!("--context names {name:?} twice");
+        }
+    }
+    Ok(ctx)
+}
+
+fn read_stdin(what: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut raw = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the {what} from standard input"))?;
+    Ok(raw)
+}
+
+pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
+    let c = client()?;
+    match cmd {
+        KeyCommand::Encrypt { key, context } => {
+            let context = parse_context(&context)?;
+            if std::io::stdin().is_terminal() {
+                bail!(
+                    "encrypt reads the data from a pipe or a file: strongbox key encrypt KEY < FILE"
+                );
+            }
+            let data = read_stdin("data")?;
+            let made = c.encrypt(&key, &data, &context).await?;
+            println!("{}", made.ciphertext_blob);
+        }
+        KeyCommand::Decrypt { context } => {
+            let context = parse_context(&context)?;
+            let blob = read_stdin("ciphertext blob")?;
+            let blob = std::str::from_utf8(&blob)
+                .context("the ciphertext blob on standard input is not base64 text")?;
+            let data = c.decrypt(blob.trim(), &context).await?;
+            let mut stdout = std::io::stdout().lock();
+            if stdout.is_terminal() && !fit_for_a_terminal(&data) {
+                bail!(
+                    "the data holds control characters or is not UTF-8 text; send it to a file or a pipe: strongbox key decrypt > FILE"
+                );
+            }
+            stdout.write_all(&data).context("writing the data")?;
+            stdout.flush().context("writing the data")?;
+        }
+        KeyCommand::GenerateDataKey {
+            key,
+            spec,
+            bytes,
+            without_plaintext,
+            context,
+        } => {
+            let req = api::GenerateDataKeyRequest {
+                key_spec: spec.map(|s| match s.as_str() {
+                    "AES_128" => DataKeySpec::Aes128,
+                    _ => DataKeySpec::Aes256,
+                }),
+                number_of_bytes: bytes,
+                encryption_context: parse_context(&context)?,
+            };
+            let text = if without_plaintext {
+                Zeroizing::new(serde_json::to_string_pretty(
+                    &c.generate_data_key_without_plaintext(&key, &req).await?,
+                )?)
+            } else {
+                let mut made = c.generate_data_key(&key, &req).await?;
+                let text = Zeroizing::new(serde_json::to_string_pretty(&made)?);
+                zeroize::Zeroize::zeroize(&mut made.plaintext);
+                text
+            };
+            println!("{}", &*text);
+        }
+    }
+    Ok(())
+}

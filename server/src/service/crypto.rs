@@ -1,0 +1,207 @@
+//! Cryptography with a CMK for callers: `encrypt`, `decrypt` and data keys, as KMS's
+//! `Encrypt`, `Decrypt`, `GenerateDataKey` and `GenerateDataKeyWithoutPlaintext`. The
+//! ciphertext blobs name their key and key version in a clear header and bind the
+//! caller's encryption context (`docs/design/crypto.md`). Nothing here is stored: the
+//! audit trail records the action and the key, never the data, the data key or the
+//! context.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use strongbox_schemas::{
+    self as api, DataKeySpec, ErrorCode, MAX_DATA_KEY_BYTES, MAX_ENCRYPT_PLAINTEXT_BYTES,
+    MAX_ENCRYPTION_CONTEXT_BYTES,
+};
+use zeroize::Zeroizing;
+
+use super::Service;
+use super::authz::Actor;
+use super::keys::{check_through_alias, check_usable, resolve_key_to_seal};
+use super::records::KeyRecord;
+use crate::barrier::{self, SealedHeader};
+use crate::error::{Error, Result};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The largest blob there can be: the largest plaintext under the longest key id.
+const MAX_BLOB_BYTES: usize = MAX_ENCRYPT_PLAINTEXT_BYTES + 4 + 1 + 255 + 4 + 32 + 12 + 16;
+
+fn invalid_ciphertext(why: &str) -> Error {
+    Error::new(
+        ErrorCode::InvalidCiphertext,
+        format!("ciphertext_blob {why}"),
+    )
+}
+
+/// An encryption context: names not empty, and not too much of it. Its names and values
+/// are not repeated in errors.
+fn check_context(ctx: &BTreeMap<String, String>) -> Result<()> {
+    if ctx.keys().any(String::is_empty) {
+        return Err(Error::invalid(
+            "encryption_context",
+            "a name may not be empty",
+        ));
+    }
+    let size: usize = ctx.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_ENCRYPTION_CONTEXT_BYTES {
+        return Err(Error::invalid(
+            "encryption_context",
+            format!("at most {MAX_ENCRYPTION_CONTEXT_BYTES} bytes of names and values together"),
+        ));
+    }
+    Ok(())
+}
+
+/// A data key's length from its request.
+fn data_key_len(req: &api::GenerateDataKeyRequest) -> Result<usize> {
+    match (req.key_spec, req.number_of_bytes) {
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "number_of_bytes",
+            "give key_spec or number_of_bytes, not both",
+        )),
+        (Some(DataKeySpec::Aes128), None) => Ok(16),
+        (Some(DataKeySpec::Aes256), None) | (None, None) => Ok(32),
+        (None, Some(n)) if (1..=MAX_DATA_KEY_BYTES).contains(&n) => Ok(n as usize),
+        (None, Some(_)) => Err(Error::invalid(
+            "number_of_bytes",
+            format!("1–{MAX_DATA_KEY_BYTES}"),
+        )),
+    }
+}
+
+/// What `generate-data-key` made.
+pub struct DataKey {
+    /// The key that encrypted it.
+    pub key_id: String,
+    /// Its version.
+    pub key_version: u32,
+    /// The encrypted copy, base64.
+    pub ciphertext_blob: String,
+    /// The data key.
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+impl Service {
+    /// The key a key route names, if `who` may do `action` on it also through an alias,
+    /// and it is usable now. A destroyed key named by its id is `KeyDeleted`.
+    fn key_to_use(&self, key_ref: &str, action: &str, who: &Actor) -> Result<KeyRecord> {
+        let k = resolve_key_to_seal(self.store(), key_ref)?;
+        check_through_alias(who, action, key_ref, &k)?;
+        check_usable(&k)?;
+        Ok(k)
+    }
+
+    /// Seals `plaintext` under the key's primary version.
+    fn seal_under(
+        &self,
+        k: &KeyRecord,
+        context: &BTreeMap<String, String>,
+        plaintext: &[u8],
+    ) -> Result<(SealedHeader, String)> {
+        let material = self.material(k, k.primary_version)?;
+        let header = SealedHeader {
+            key_id: k.key_id.clone(),
+            key_version: k.primary_version,
+        };
+        let blob = barrier::seal_blob(&material, &header, context, plaintext)?;
+        Ok((header, B64.encode(blob)))
+    }
+
+    /// Encrypts up to [`MAX_ENCRYPT_PLAINTEXT_BYTES`] under the key's primary version
+    /// (`kms:Encrypt`).
+    pub fn encrypt(
+        &self,
+        key_ref: &str,
+        req: &api::EncryptRequest,
+        who: &Actor,
+    ) -> Result<api::EncryptResponse> {
+        check_context(&req.encryption_context)?;
+        let plaintext = Zeroizing::new(
+            B64.decode(&req.plaintext)
+                .map_err(|_| Error::invalid("plaintext", "must be standard base64"))?,
+        );
+        if plaintext.is_empty() {
+            return Err(Error::invalid("plaintext", "must not be empty"));
+        }
+        if plaintext.len() > MAX_ENCRYPT_PLAINTEXT_BYTES {
+            return Err(Error::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "plaintext: at most {MAX_ENCRYPT_PLAINTEXT_BYTES} bytes; encrypt more under a data key (generate-data-key)"
+                ),
+            ));
+        }
+        let k = self.key_to_use(key_ref, "kms:Encrypt", who)?;
+        let (header, ciphertext_blob) = self.seal_under(&k, &req.encryption_context, &plaintext)?;
+        Ok(api::EncryptResponse {
+            key_id: header.key_id,
+            key_version: header.key_version,
+            ciphertext_blob,
+        })
+    }
+
+    /// Opens a blob made under this key, with the version its header names
+    /// (`kms:Decrypt`). A blob of another key, a version the key never had, a damaged
+    /// blob and another encryption context are all `InvalidCiphertext`.
+    pub fn decrypt(
+        &self,
+        key_ref: &str,
+        req: &api::DecryptRequest,
+        who: &Actor,
+    ) -> Result<api::DecryptResponse> {
+        check_context(&req.encryption_context)?;
+        if req.ciphertext_blob.len() > MAX_BLOB_BYTES.div_ceil(3) * 4 {
+            return Err(invalid_ciphertext(&format!(
+                "is longer than any blob (at most {MAX_BLOB_BYTES} bytes)"
+            )));
+        }
+        let blob = B64
+            .decode(&req.ciphertext_blob)
+            .map_err(|_| invalid_ciphertext("is not standard base64"))?;
+        let k = self.key_to_use(key_ref, "kms:Decrypt", who)?;
+        let named = barrier::blob_key(&blob)
+            .map_err(|_| invalid_ciphertext("is not a Strongbox ciphertext blob"))?;
+        if named.key_id != k.key_id {
+            return Err(invalid_ciphertext("was not made under this key"));
+        }
+        if !k.versions.iter().any(|v| v.version == named.key_version) {
+            return Err(invalid_ciphertext("names a version this key does not have"));
+        }
+        let material = self.material(&k, named.key_version)?;
+        let plaintext = barrier::open_blob(&material, &req.encryption_context, &blob).map_err(
+            |_| {
+                invalid_ciphertext(
+                    "does not open: it is damaged, or the encryption context is not the one it was made with",
+                )
+            },
+        )?;
+        Ok(api::DecryptResponse {
+            key_id: named.key_id,
+            key_version: named.key_version,
+            plaintext: B64.encode(plaintext.as_slice()),
+        })
+    }
+
+    /// A fresh random data key, and a copy of it encrypted under the key's primary
+    /// version (`action`: `kms:GenerateDataKey`, or
+    /// `kms:GenerateDataKeyWithoutPlaintext` when the caller gets only the copy).
+    pub fn generate_data_key(
+        &self,
+        key_ref: &str,
+        req: &api::GenerateDataKeyRequest,
+        action: &str,
+        who: &Actor,
+    ) -> Result<DataKey> {
+        check_context(&req.encryption_context)?;
+        let len = data_key_len(req)?;
+        let k = self.key_to_use(key_ref, action, who)?;
+        let plaintext = barrier::random_secret_bytes(len);
+        let (header, ciphertext_blob) = self.seal_under(&k, &req.encryption_context, &plaintext)?;
+        Ok(DataKey {
+            key_id: header.key_id,
+            key_version: header.key_version,
+            ciphertext_blob,
+            plaintext,
+        })
+    }
+}

@@ -1105,6 +1105,65 @@ resource "strongbox_secret" "s" {{
     });
 }
 
+/// A provider whose address is known only after apply (the server stood up in the same
+/// configuration; here `terraform_data`, Terraform ≥ 1.4): the first plan creates
+/// without the server, apply configures the provider with the address and creates; a
+/// later plan in which the address is unknown again fails clearly where it needs the
+/// server (refreshing the secret), never falling back to STRONGBOX_ADDR.
+#[test]
+fn a_provider_address_known_only_after_apply_plans_creates_without_the_server() {
+    for_each_variant(|v| {
+        if !v.terraform.at_least(1, 4) {
+            eprintln!("skipped: {v} has no terraform_data");
+            return;
+        }
+        let (srv, tf) = v.start();
+        let body = |generation: u32| {
+            format!(
+                r#"terraform {{
+  required_providers {{
+    strongbox = {{
+      source = "strongbox/strongbox"
+    }}
+  }}
+}}
+
+resource "terraform_data" "server" {{
+  input            = "{addr}"
+  triggers_replace = [{generation}]
+}}
+
+provider "strongbox" {{
+  address = terraform_data.server.output
+}}
+
+resource "strongbox_secret" "s" {{
+  name        = "late/config"
+  secret_data = "made-once-the-address-was-known"
+}}
+"#,
+                addr = srv.addr()
+            )
+        };
+        tf.write_config(&body(1));
+        tf.init();
+        let plan = tf.plan_json();
+        assert_eq!(actions(&plan, "strongbox_secret.s"), ["create"]);
+        tf.apply();
+        tf.assert_no_changes();
+        assert_eq!(
+            server_value(&srv, "late/config"),
+            "made-once-the-address-was-known"
+        );
+        // The address unknown again, with a secret to refresh.
+        tf.write_config(&body(2));
+        tf.expect_error(
+            &["plan"],
+            &["Provider configuration not known yet", "address depends on"],
+        );
+    });
+}
+
 /// A CMK disabled outside Terraform does not break the plan of the secrets under it: the
 /// plan shows the key's drift, and apply enables it again.
 #[test]
@@ -2401,6 +2460,167 @@ resource "strongbox_secret" "copy" {
 }
 
 // ---------------------------------------------------------------------------------------
+// Encryption with a CMK: strongbox_ciphertext and strongbox_plaintext
+// ---------------------------------------------------------------------------------------
+
+fn ciphertext_body(data: &str) -> String {
+    ciphertext_body_with(data, "")
+}
+
+fn ciphertext_body_with(data: &str, extra: &str) -> String {
+    format!(
+        r#"
+resource "strongbox_cmk" "files" {{
+  description = "files"
+}}
+
+resource "strongbox_cmk_alias" "files" {{
+  name   = "alias/files"
+  key_id = strongbox_cmk.files.id
+}}
+
+resource "strongbox_ciphertext" "c" {{
+  key_id             = strongbox_cmk_alias.files.name
+  plaintext          = "{data}"
+  encryption_context = {{ app = "billing" }}
+}}
+
+data "strongbox_plaintext" "p" {{
+  ciphertext_blob    = strongbox_ciphertext.c.ciphertext_blob
+  encryption_context = {{ app = "billing" }}
+}}
+
+output "round_trip" {{
+  value = nonsensitive(data.strongbox_plaintext.p.plaintext == "{data}")
+}}
+{extra}"#
+    )
+}
+
+/// `strongbox_ciphertext` encrypts through an alias; the server opens the blob in state;
+/// the data source gives the data back; a new plaintext replaces the blob.
+#[test]
+fn a_ciphertext_made_by_terraform_decrypts_and_is_replaced_on_change() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, &ciphertext_body("ciphertext-first-41c7"));
+        assert_eq!(tf.output_json()["round_trip"]["value"], json!(true));
+        let state = state_of(&tf, "strongbox_ciphertext.c");
+        let key_id = attr(&state_of(&tf, "strongbox_cmk.files"), "id");
+        assert_eq!(state["key_version"], json!(1));
+        assert_eq!(attr(&state, "id"), format!("{key_id}:1"));
+        let blob = attr(&state, "ciphertext_blob");
+        let context: std::collections::BTreeMap<String, String> =
+            [("app".to_string(), "billing".to_string())].into();
+        let opened = srv.block_on(srv.client().decrypt(&blob, &context)).unwrap();
+        assert_eq!(opened.as_slice(), b"ciphertext-first-41c7");
+        let data = state_of(&tf, "data.strongbox_plaintext.p");
+        assert_eq!(attr(&data, "key_id"), key_id, "the key the blob names");
+
+        configure(&tf, &ciphertext_body("ciphertext-second-41c7"));
+        let plan = tf.plan_json();
+        assert_eq!(
+            actions(&plan, "strongbox_ciphertext.c"),
+            ["delete", "create"]
+        );
+        step(&tf, &ciphertext_body("ciphertext-second-41c7"));
+        assert_eq!(tf.output_json()["round_trip"]["value"], json!(true));
+        assert_ne!(
+            attr(&state_of(&tf, "strongbox_ciphertext.c"), "ciphertext_blob"),
+            blob
+        );
+
+        // Data that is not UTF-8: no text, the bytes in base64.
+        let binary = srv
+            .block_on(
+                srv.client()
+                    .encrypt(&key_id, &[0xff, 0xfe, 0x00], &Default::default()),
+            )
+            .unwrap()
+            .ciphertext_blob;
+        let extra = format!(
+            r#"
+data "strongbox_plaintext" "bin" {{
+  ciphertext_blob = "{binary}"
+}}
+
+output "bin_text_is_null" {{
+  value = nonsensitive(data.strongbox_plaintext.bin.plaintext == null)
+}}
+
+output "bin_base64" {{
+  value = nonsensitive(data.strongbox_plaintext.bin.plaintext_base64)
+}}
+"#
+        );
+        step(&tf, &ciphertext_body_with("ciphertext-second-41c7", &extra));
+        let out = tf.output_json();
+        assert_eq!(out["bin_text_is_null"]["value"], json!(true));
+        assert_eq!(out["bin_base64"]["value"], json!("//4A"));
+
+        // Refused at plan time, before anything is sent.
+        tf.write_config(&config(&ciphertext_body("")));
+        tf.expect_error(&["plan"], &["plaintext: must not be empty"]);
+        tf.write_config(&config(&ciphertext_body("ciphertext-second-41c7")));
+        tf.destroy();
+    });
+}
+
+/// The GitOps pattern: a blob kept in the configuration (made with the SDK here),
+/// decrypted by the ephemeral `strongbox_plaintext` into `secret_data_wo`: the value is
+/// never in plan or state. A blob of another key than the one named is refused.
+#[test]
+fn an_encrypted_value_in_the_configuration_reaches_a_secret_without_plan_or_state() {
+    const DATA: &str = "kept-in-git-83b1";
+    for_each_variant(|v| {
+        if !v.terraform.supports_write_only() {
+            eprintln!("skipped: {v} has no write-only attributes");
+            return;
+        }
+        let (srv, tf) = v.start();
+        let c = srv.client();
+        let key = srv
+            .block_on(c.create_key(&Default::default()))
+            .unwrap()
+            .key_id;
+        srv.block_on(c.put_alias("alias/gitops", &key)).unwrap();
+        let blob = srv
+            .block_on(c.encrypt("alias/gitops", DATA.as_bytes(), &Default::default()))
+            .unwrap()
+            .ciphertext_blob;
+        let body = |key_ref: &str| {
+            format!(
+                r#"
+ephemeral "strongbox_plaintext" "p" {{
+  ciphertext_blob = "{blob}"
+  key_id          = "{key_ref}"
+}}
+
+resource "strongbox_secret" "s" {{
+  name                   = "from/git"
+  secret_data_wo         = ephemeral.strongbox_plaintext.p.plaintext
+  secret_data_wo_version = 1
+}}
+"#
+            )
+        };
+        configure(&tf, &body("alias/gitops"));
+        let plan = tf.plan_json();
+        assert_absent(&plan, DATA, "the plan JSON");
+        step(&tf, &body("alias/gitops"));
+        assert_absent(&tf.state_json(), DATA, "the state JSON");
+        assert_eq!(server_value(&srv, "from/git"), DATA);
+
+        let other = srv
+            .block_on(c.create_key(&Default::default()))
+            .unwrap()
+            .key_id;
+        tf.write_config(&config(&body(&other)));
+        tf.expect_error(&["plan"], &["InvalidCiphertext", "not made under this key"]);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
 // The example configuration
 // ---------------------------------------------------------------------------------------
 
@@ -2429,7 +2649,16 @@ fn example_configuration_applies() {
         assert_eq!(out["db_password"]["sensitive"], true);
         assert_eq!(out["db_password"]["value"], "initial-Passw0rd-change-me");
         assert!(out["cmk_arn"]["value"].is_string());
+        assert_eq!(out["signing_key"]["sensitive"], true);
+        assert_eq!(out["signing_key"]["value"], "example-signing-key-change-me");
         let c = srv.client();
+        let opened = srv
+            .block_on(c.decrypt(
+                out["signing_key_blob"]["value"].as_str().unwrap(),
+                &[("app".to_string(), "prod/app".to_string())].into(),
+            ))
+            .unwrap();
+        assert_eq!(opened.as_slice(), b"example-signing-key-change-me");
         let db: Value = serde_json::from_str(&server_value(&srv, "prod/app/db")).unwrap();
         assert_eq!(db["AccountName"], "app");
         let meta = srv.block_on(c.describe_secret("prod/app/db")).unwrap();

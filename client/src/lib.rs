@@ -578,6 +578,11 @@ impl Client {
 
     /// Decrypts a blob with the key its header names (needs `kms:Decrypt` on that key)
     /// and the `context` it was made with; the data is wiped when dropped.
+    ///
+    /// The blob chooses the key: one that a third party could have swapped for a blob
+    /// made under another key the caller may use (with data of their choosing, such as a
+    /// data key they know) should be opened with [`decrypt_under`](Self::decrypt_under)
+    /// and the key expected, as AWS advises giving `KeyId` to `Decrypt`.
     pub async fn decrypt(
         &self,
         ciphertext_blob: &str,

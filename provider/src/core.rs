@@ -423,9 +423,22 @@ pub struct ClientCaps {
     pub write_only_attributes_allowed: bool,
 }
 
+/// What `ConfigureProvider` left.
+#[derive(Default)]
+enum Configured {
+    /// Not called yet.
+    #[default]
+    Not,
+    /// Some settings are known only after apply (a plan before the server exists): the
+    /// plan goes on as far as it needs no server, and what needs one fails with these.
+    Unknown(Diags),
+    /// Ready.
+    Client(Client),
+}
+
 /// Shared by every request: the configured API client.
 pub struct Ctx {
-    client: RwLock<Option<Client>>,
+    client: RwLock<Configured>,
     /// Terraform version from Configure.
     pub terraform_version: RwLock<String>,
     /// Bumped by `StopProvider`: work started before the bump is cancelled.
@@ -468,22 +481,39 @@ impl Ctx {
 
     /// The configured client, or an error diagnostic.
     pub fn client(&self) -> Result<Client, Diags> {
-        self.client
-            .read()
-            .ok()
-            .and_then(|c| c.clone())
-            .ok_or_else(|| {
-                vec![Diag::error(
-                    "Provider not configured",
-                    "ConfigureProvider was not called",
-                )]
-            })
+        let not_configured = || {
+            vec![Diag::error(
+                "Provider not configured",
+                "ConfigureProvider was not called",
+            )]
+        };
+        match self.client.read().as_deref() {
+            Ok(Configured::Client(c)) => Ok(c.clone()),
+            Ok(Configured::Unknown(d)) => Err(d.clone()),
+            Ok(Configured::Not) | Err(_) => Err(not_configured()),
+        }
     }
 
     /// Installs the client.
     pub fn set_client(&self, c: Client) {
         if let Ok(mut g) = self.client.write() {
-            *g = Some(c);
+            *g = Configured::Client(c);
+        }
+    }
+
+    /// Notes a configuration known only after apply: `why` is what every call that
+    /// needs the server answers (without attribute paths, which would point into the
+    /// resource's configuration, not the provider's).
+    pub fn set_unknown(&self, why: Diags) {
+        let why = why
+            .into_iter()
+            .map(|mut d| {
+                d.path = None;
+                d
+            })
+            .collect();
+        if let Ok(mut g) = self.client.write() {
+            *g = Configured::Unknown(why);
         }
     }
 }

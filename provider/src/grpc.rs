@@ -160,6 +160,15 @@ macro_rules! common {
                     *v = tf_version;
                 }
                 match decode(config, &self.0.provider_schema.object_type()) {
+                    Ok(v)
+                        if crate::resources::provider::validate(&v).is_empty()
+                            && !crate::resources::provider::unknown_settings(&v).is_empty() =>
+                    {
+                        self.0
+                            .ctx
+                            .set_unknown(crate::resources::provider::unknown_settings(&v));
+                        Vec::new()
+                    }
                     Ok(v) => match crate::resources::provider::client(&v) {
                         Ok(client) => {
                             self.0.ctx.set_client(client);
@@ -198,9 +207,10 @@ macro_rules! common {
                 let Some(d) = self.0.data_sources.get(type_name) else {
                     return unknown_type("data source", type_name);
                 };
-                decode(config, &d.schema().object_type())
-                    .err()
-                    .unwrap_or_default()
+                match decode(config, &d.schema().object_type()) {
+                    Ok(v) => crate::core::no_null_elements(&v),
+                    Err(d) => d,
+                }
             }
         }
 
@@ -540,9 +550,10 @@ macro_rules! common {
                 let Some(e) = self.0.ephemerals.get(type_name) else {
                     return unknown_type("ephemeral resource", type_name);
                 };
-                decode(config, &e.schema().object_type())
-                    .err()
-                    .unwrap_or_default()
+                match decode(config, &e.schema().object_type()) {
+                    Ok(v) => crate::core::no_null_elements(&v),
+                    Err(d) => d,
+                }
             }
         }
     };

@@ -60,6 +60,7 @@ fn provider_schema_matches_the_checked_in_file() {
                     && attr != "secret_data_type"
                     && attr != "secret_data_wo_version"
                     || attr == "token"
+                    || attr.starts_with("plaintext")
                 {
                     assert_eq!(
                         a["sensitive"], true,
@@ -99,14 +100,22 @@ fn only_terraform_specific_attributes_are_outside_the_shared_model() {
     let expected = [
         "data.strongbox_cmk.enabled",
         "data.strongbox_cmk.id",
+        "data.strongbox_plaintext.id",
+        "data.strongbox_plaintext.plaintext",
+        "data.strongbox_plaintext.plaintext_base64",
         "data.strongbox_secret.id",
         "data.strongbox_secret.version_stage",
+        "ephemeral.strongbox_plaintext.id",
+        "ephemeral.strongbox_plaintext.plaintext",
+        "ephemeral.strongbox_plaintext.plaintext_base64",
         "ephemeral.strongbox_secret.id",
         "ephemeral.strongbox_secret.version_stage",
         "provider.strongbox.address",
         "provider.strongbox.ca_cert",
         "provider.strongbox.ca_cert_file",
         "provider.strongbox.token",
+        "resource.strongbox_ciphertext.id",
+        "resource.strongbox_ciphertext.plaintext",
         "resource.strongbox_cmk.enabled",
         "resource.strongbox_cmk.id",
         "resource.strongbox_cmk_alias.id",

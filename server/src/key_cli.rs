@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Read as _, Write as _};
 
 use anyhow::{Context as _, bail};
+use base64::Engine as _;
 use clap::Subcommand;
 use strongbox_schemas::{self as api, DataKeySpec};
 use zeroize::Zeroizing;
@@ -25,10 +26,15 @@ pub(crate) enum KeyCommand {
         #[arg(long = "context", value_name = "NAME=VALUE")]
         context: Vec<String>,
     },
-    /// Decrypt a ciphertext blob (base64, on standard input) with the CMK it names;
-    /// writes the data to standard output byte for byte (at a terminal only text
-    /// without control characters).
+    /// Decrypt a ciphertext blob (base64, on standard input); writes the data to
+    /// standard output byte for byte (at a terminal only text without control
+    /// characters).
     Decrypt {
+        /// The key that must have made the blob (id or alias/NAME); refused if the blob
+        /// names another. Without it, the key the blob names: give it when someone else
+        /// could have swapped the blob for one made under another key you may use.
+        #[arg(long)]
+        key: Option<String>,
         /// A pair of the encryption context it was made with (repeat for more).
         #[arg(long = "context", value_name = "NAME=VALUE")]
         context: Vec<String>,
@@ -67,11 +73,16 @@ fn parse_context(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(ctx)
 }
 
-fn read_stdin(what: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let mut raw = Zeroizing::new(Vec::new());
+/// Standard input, refused past `most` bytes (read no further than one more).
+fn read_stdin(what: &str, most: usize) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut raw = Zeroizing::new(Vec::with_capacity(most + 1));
     std::io::stdin()
+        .take(most as u64 + 1)
         .read_to_end(&mut raw)
         .with_context(|| format!("reading the {what} from standard input"))?;
+    if raw.len() > most {
+        bail!("the {what} on standard input is longer than {most} bytes");
+    }
     Ok(raw)
 }
 
@@ -85,16 +96,31 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                     "encrypt reads the data from a pipe or a file: strongbox key encrypt KEY < FILE"
                 );
             }
-            let data = read_stdin("data")?;
+            let data = read_stdin("data", api::MAX_ENCRYPT_PLAINTEXT_BYTES)?;
+            if data.is_empty() {
+                bail!("the data on standard input is empty");
+            }
             let made = c.encrypt(&key, &data, &context).await?;
             println!("{}", made.ciphertext_blob);
         }
-        KeyCommand::Decrypt { context } => {
+        KeyCommand::Decrypt { key, context } => {
             let context = parse_context(&context)?;
-            let blob = read_stdin("ciphertext blob")?;
+            // Base64 of the largest blob, with room for a newline.
+            let blob = read_stdin("ciphertext blob", 16 << 10)?;
             let blob = std::str::from_utf8(&blob)
                 .context("the ciphertext blob on standard input is not base64 text")?;
-            let data = c.decrypt(blob.trim(), &context).await?;
+            let data = match key {
+                None => c.decrypt(blob.trim(), &context).await?,
+                Some(key) => {
+                    let mut answer = c.decrypt_under(&key, blob.trim(), &context).await?;
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(&answer.plaintext)
+                        .map(Zeroizing::new)
+                        .map_err(|_| anyhow::anyhow!("the server sent data that is not base64"));
+                    zeroize::Zeroize::zeroize(&mut answer.plaintext);
+                    data?
+                }
+            };
             let mut stdout = std::io::stdout().lock();
             if stdout.is_terminal() && !fit_for_a_terminal(&data) {
                 bail!(

@@ -3,7 +3,7 @@
 use strongbox_client::ErrorCode;
 use strongbox_schemas as api;
 
-use super::{changed, string, unknown_if_null};
+use super::{plan_simple, string};
 use crate::core::{
     Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
     api_diag, null_object, opt_str, read_back,
@@ -16,36 +16,6 @@ pub struct PolicyResource;
 pub struct PrincipalResource;
 /// `strongbox_principal_token`.
 pub struct TokenResource;
-
-fn plan_simple(req: PlanReq<'_>, computed: &[&str], replace_on: &[&'static str]) -> PlanResp {
-    let mut p = req.proposed.clone();
-    if req.prior.is_null() {
-        unknown_if_null(&mut p, computed);
-        return PlanResp {
-            planned: p,
-            requires_replace: Vec::new(),
-            diags: Vec::new(),
-        };
-    }
-    let requires_replace: Vec<&'static str> = replace_on
-        .iter()
-        .copied()
-        .filter(|a| changed(req.prior, &p, a))
-        .collect();
-    if requires_replace.is_empty() {
-        // A state written before an attribute existed (read with -refresh=false).
-        unknown_if_null(&mut p, computed);
-    } else {
-        for a in computed {
-            p.set(a, Value::unknown());
-        }
-    }
-    PlanResp {
-        planned: p,
-        requires_replace,
-        diags: Vec::new(),
-    }
-}
 
 // ---- strongbox_policy ----
 

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod alias;
 pub mod cmk;
+pub mod kms_crypto;
 pub mod policy;
 pub mod provider;
 pub mod secret;
@@ -12,7 +13,7 @@ pub mod secret_data;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::core::{Core, Ctx, ObjExt};
+use crate::core::{Core, Ctx, ObjExt, PlanReq, PlanResp};
 use crate::value::{Type, Value};
 
 /// The whole provider.
@@ -26,6 +27,7 @@ pub fn core() -> Core {
         Arc::new(access::PolicyResource),
         Arc::new(access::PrincipalResource),
         Arc::new(access::TokenResource),
+        Arc::new(kms_crypto::CiphertextResource),
     ] {
         resources.insert(r.name(), r);
     }
@@ -34,12 +36,17 @@ pub fn core() -> Core {
     for d in [
         Arc::new(secret_data::SecretDataSource) as Arc<dyn crate::core::DataSource>,
         Arc::new(cmk::CmkDataSource),
+        Arc::new(kms_crypto::PlaintextDataSource),
     ] {
         data_sources.insert(d.name(), d);
     }
     let mut ephemerals: BTreeMap<&'static str, Arc<dyn crate::core::Ephemeral>> = BTreeMap::new();
-    let e: Arc<dyn crate::core::Ephemeral> = Arc::new(secret_data::SecretEphemeral);
-    ephemerals.insert(e.name(), e);
+    for e in [
+        Arc::new(secret_data::SecretEphemeral) as Arc<dyn crate::core::Ephemeral>,
+        Arc::new(kms_crypto::PlaintextEphemeral),
+    ] {
+        ephemerals.insert(e.name(), e);
+    }
     Core {
         ctx: Ctx::default(),
         provider_schema: provider::schema(),
@@ -69,6 +76,42 @@ pub(crate) fn unknown_if_null(planned: &mut Value, names: &[&str]) {
         if planned.attr(n).is_null() {
             planned.set(n, Value::unknown());
         }
+    }
+}
+
+/// The plan of a resource whose `replace_on` arguments force replacement and whose
+/// `computed` attributes come from the server: unknown on create and on replacement.
+pub(crate) fn plan_simple(
+    req: PlanReq<'_>,
+    computed: &[&str],
+    replace_on: &[&'static str],
+) -> PlanResp {
+    let mut p = req.proposed.clone();
+    if req.prior.is_null() {
+        unknown_if_null(&mut p, computed);
+        return PlanResp {
+            planned: p,
+            requires_replace: Vec::new(),
+            diags: Vec::new(),
+        };
+    }
+    let requires_replace: Vec<&'static str> = replace_on
+        .iter()
+        .copied()
+        .filter(|a| changed(req.prior, &p, a))
+        .collect();
+    if requires_replace.is_empty() {
+        // A state written before an attribute existed (read with -refresh=false).
+        unknown_if_null(&mut p, computed);
+    } else {
+        for a in computed {
+            p.set(a, Value::unknown());
+        }
+    }
+    PlanResp {
+        planned: p,
+        requires_replace,
+        diags: Vec::new(),
     }
 }
 

@@ -71,27 +71,34 @@ fn chosen(in_block: Option<&str>, from_env: impl FnOnce() -> Option<String>) -> 
         .or_else(from_env)
 }
 
-/// Builds the API client from configuration and environment.
-pub fn client(config: &Value) -> Result<Client, Diags> {
-    let d = validate(config);
-    if !d.is_empty() {
-        return Err(d);
-    }
-    // An attribute whose value is known only after apply is set, not unset: falling
-    // back to the environment would plan against another server or as another caller.
-    let unknown: Diags = ["address", "token", "ca_cert", "ca_cert_file"]
+/// An error for each setting whose value is known only after apply. Such a setting is
+/// set, not unset: falling back to the environment would plan against another server
+/// or as another caller. A plan goes on without the server (resources to create plan
+/// without it); what needs the server (refreshing existing resources, data sources)
+/// fails with these.
+pub fn unknown_settings(config: &Value) -> Diags {
+    ["address", "token", "ca_cert", "ca_cert_file"]
         .into_iter()
         .filter(|a| config.attr(a).is_unknown())
         .map(|a| {
             Diag::error(
                 "Provider configuration not known yet",
                 format!(
-                    "{a} depends on a value known only after apply; give the provider values known at plan time, or apply what it depends on first (terraform apply -target=…)"
+                    "{a} depends on a value known only after apply, and this needs the server; give the provider values known at plan time, or apply what it depends on first (terraform apply -target=…)"
                 ),
             )
             .at(a)
         })
-        .collect();
+        .collect()
+}
+
+/// Builds the API client from configuration and environment.
+pub fn client(config: &Value) -> Result<Client, Diags> {
+    let d = validate(config);
+    if !d.is_empty() {
+        return Err(d);
+    }
+    let unknown = unknown_settings(config);
     if !unknown.is_empty() {
         return Err(unknown);
     }

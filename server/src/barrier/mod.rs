@@ -420,8 +420,8 @@ pub fn seal_secret(
     seal_secret_with(material, header, binding, plaintext, &salt, &random_nonce())
 }
 
-/// [`seal_secret`] with a given salt and nonce: golden test vectors only.
-pub fn seal_secret_with(
+/// [`seal_secret`] with a given salt and nonce (and golden test vectors).
+fn seal_secret_with(
     material: &CmkMaterial,
     header: &SealedHeader,
     binding: SecretBinding<'_>,
@@ -515,8 +515,8 @@ pub fn seal_blob(
     seal_blob_with(material, header, context, plaintext, &salt, &random_nonce())
 }
 
-/// [`seal_blob`] with a given salt and nonce: golden test vectors only.
-pub fn seal_blob_with(
+/// [`seal_blob`] with a given salt and nonce (and golden test vectors).
+fn seal_blob_with(
     material: &CmkMaterial,
     header: &SealedHeader,
     context: &std::collections::BTreeMap<String, String>,

@@ -16,7 +16,9 @@ use zeroize::Zeroizing;
 
 use super::Service;
 use super::authz::Actor;
-use super::keys::{check_through_alias, check_usable, resolve_key_to_seal};
+use super::keys::{
+    DEFAULT_KEY_ALIAS, check_through_alias, check_usable, is_default_key, resolve_key_to_seal,
+};
 use super::records::KeyRecord;
 use crate::barrier::{self, SealedHeader};
 use crate::error::{Error, Result};
@@ -83,10 +85,22 @@ pub struct DataKey {
 
 impl Service {
     /// The key a key route names, if `who` may do `action` on it also through an alias,
-    /// and it is usable now. A destroyed key named by its id is `KeyDeleted`.
+    /// and it is usable now. A destroyed key named by its id is `KeyDeleted`. The
+    /// default key is the server's, as an AWS managed key is the service's: it seals the
+    /// secrets that name no key and nothing else (it can be neither disabled nor
+    /// deleted, so data of callers under it could never be shredded).
     fn key_to_use(&self, key_ref: &str, action: &str, who: &Actor) -> Result<KeyRecord> {
-        let k = resolve_key_to_seal(self.store(), key_ref)?;
+        let store = self.store();
+        let k = resolve_key_to_seal(store, key_ref)?;
         check_through_alias(who, action, key_ref, &k)?;
+        if is_default_key(store, &k.key_id)? {
+            return Err(Error::invalid(
+                "key_id",
+                format!(
+                    "{DEFAULT_KEY_ALIAS} seals only the secrets that name no key; create a CMK for your own data"
+                ),
+            ));
+        }
         check_usable(&k)?;
         Ok(k)
     }

@@ -109,11 +109,16 @@ pub(crate) fn check_usable_as(k: &KeyRecord, called: impl FnOnce() -> String) ->
 /// Most on-demand rotations of one key.
 pub(crate) const MAX_ON_DEMAND_ROTATIONS: usize = 25;
 
+/// Whether `key_id` is the default key of the secrets that name none.
+pub(crate) fn is_default_key(r: &(impl Reader + ?Sized), key_id: &str) -> Result<bool> {
+    Ok(r.get(Table::Meta, META_DEFAULT_KEY)?.as_deref() == Some(key_id.as_bytes()))
+}
+
 /// The default key protects every secret that names none: it is the server's, as an
 /// AWS managed key is, and cannot be disabled or deleted (that would make those secrets
 /// unreadable, then destroy them).
 fn refuse_default_key(t: &Txn<'_>, k: &KeyRecord, what: &str) -> Result<()> {
-    if t.get(Table::Meta, META_DEFAULT_KEY)?.as_deref() == Some(k.key_id.as_bytes()) {
+    if is_default_key(t, &k.key_id)? {
         return Err(Error::new(
             ErrorCode::InvalidState,
             format!(
@@ -481,7 +486,7 @@ impl Service {
             .materials
             .read()
             .ok()
-            .and_then(|c| c.get(&cache_key).cloned())
+            .and_then(|c| c.get(&cache_key).map(|m| CmkMaterial::clone(m)))
         {
             return Ok(m);
         }
@@ -498,7 +503,7 @@ impl Service {
             })?;
         let m = self.inner.barrier.unwrap_cmk(&k.key_id, version, wrapped)?;
         if let Ok(mut c) = self.inner.materials.write() {
-            c.insert(cache_key, m.clone());
+            c.insert(cache_key, Box::new(m.clone()));
         }
         Ok(m)
     }

@@ -91,8 +91,10 @@ struct Inner {
     barrier: Barrier,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
-    /// Unwrapped CMK material by (key id, version); wiped when dropped.
-    materials: RwLock<HashMap<(String, u32), CmkMaterial>>,
+    /// Unwrapped CMK material by (key id, version); wiped when dropped. Boxed: when the
+    /// map grows it moves pointers, and no copy of the material is left behind in the
+    /// memory it frees.
+    materials: RwLock<HashMap<(String, u32), Box<CmkMaterial>>>,
     /// Secret and key records as reads decoded them (metadata only).
     decoded_secrets: records::Decoded<records::SecretRecord>,
     decoded_keys: records::Decoded<records::KeyRecord>,

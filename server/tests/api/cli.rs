@@ -740,6 +740,37 @@ async fn encrypt_decrypt_and_data_keys_from_the_command_line() {
     );
     let out = decrypt(&["file"]).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=VALUE"));
+    // --key: the key expected, refused when the blob names another.
+    let with_key = |key: String| {
+        let mut cmd = s.cli(&s.token);
+        cmd.args(["key", "decrypt", "--key", &key, "--context", "file=a.pdf"]);
+        run_with_stdin(cmd, &blob)
+    };
+    let out = with_key("alias/files".into()).await;
+    assert_eq!(out.stdout, data, "{}", String::from_utf8_lossy(&out.stderr));
+    let other = s
+        .client
+        .create_key(&Default::default())
+        .await
+        .unwrap()
+        .key_id;
+    let out = with_key(other).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not made under this key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // More than encrypt takes is refused before anything is sent.
+    let mut enc = s.cli(&s.token);
+    enc.args(["key", "encrypt", &k]);
+    let out = run_with_stdin_bytes(enc, &[b'x'; 6145]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("longer than 6144 bytes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = ok(&s, &["key", "generate-data-key", &k, "--spec", "AES_128"]).await;
     let made: strongbox_schemas::GenerateDataKeyResponse = serde_json::from_str(&out).unwrap();

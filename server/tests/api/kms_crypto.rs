@@ -101,15 +101,24 @@ async fn encrypt_and_decrypt_through_aliases_rotation_and_contexts() {
             "encryption context",
         );
     }
-    // Nor does a damaged blob: in the sealed data, in the salt, in the version.
-    for at in [-1, -20, 45, 44] {
+    // Nor does a damaged blob: in the tag, in the sealed data, in the salt (which starts
+    // after "SBK1", the id's length, the id and the version).
+    let salt_at = (9 + k.len()) as isize;
+    for at in [-1, -20, salt_at, salt_at + 31] {
         assert_code(
             c.decrypt_under(&k, &altered(&made.ciphertext_blob, at), &billing)
                 .await,
             ErrorCode::InvalidCiphertext,
-            "ciphertext_blob",
+            "does not open",
         );
     }
+    // A damaged version: a version the key does not have is named as such.
+    assert_code(
+        c.decrypt_under(&k, &altered(&made.ciphertext_blob, salt_at - 1), &billing)
+            .await,
+        ErrorCode::InvalidCiphertext,
+        "names a version this key does not have",
+    );
     // Another key's blob sent to this key; a blob naming a version the key never had.
     let other_key = new_key(&s).await;
     let foreign = c.encrypt(&other_key, b"x", &billing).await.unwrap();
@@ -183,7 +192,7 @@ async fn encrypt_and_decrypt_through_aliases_rotation_and_contexts() {
         }
         other => panic!("{other:?}"),
     }
-    // A secret's key that is not a key: KeyNotFound / AliasNotFound.
+    // A key or alias that does not exist.
     assert_code(
         c.encrypt("no-such-key", b"x", &BTreeMap::new()).await,
         ErrorCode::KeyNotFound,
@@ -194,6 +203,29 @@ async fn encrypt_and_decrypt_through_aliases_rotation_and_contexts() {
         ErrorCode::AliasNotFound,
         "alias/nothing",
     );
+    // The default key seals the secrets that name none, and nothing else.
+    c.create_secret(&text_secret("uses/default", "v"))
+        .await
+        .unwrap();
+    for key in [
+        "alias/strongbox/default",
+        &s.client
+            .describe_key("alias/strongbox/default")
+            .await
+            .unwrap()
+            .key_id,
+    ] {
+        assert_code(
+            c.encrypt(key, b"x", &BTreeMap::new()).await,
+            ErrorCode::InvalidParameter,
+            "seals only the secrets that name no key",
+        );
+        assert_code(
+            c.generate_data_key(key, &Default::default()).await,
+            ErrorCode::InvalidParameter,
+            "seals only the secrets that name no key",
+        );
+    }
 }
 
 #[tokio::test]
@@ -410,6 +442,22 @@ async fn each_operation_needs_its_own_right_on_the_key_it_uses() {
         writer.encrypt("alias/points-at-theirs", b"x", &none).await,
         ErrorCode::Forbidden,
         "kms:Encrypt",
+    );
+    // Rights on an alias alone do not reach the key behind it.
+    c.put_alias("alias/also-mine", &mine).await.unwrap();
+    let alias_only = s
+        .principal_with(
+            "alias-decrypter",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "key/alias/*"}]}),
+        )
+        .await;
+    assert_code(
+        alias_only
+            .decrypt_under("alias/also-mine", &made.ciphertext_blob, &none)
+            .await,
+        ErrorCode::Forbidden,
+        "kms:Decrypt",
     );
     let reader = s
         .principal_with(

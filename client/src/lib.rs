@@ -619,6 +619,15 @@ impl Client {
         self.post(&["v1", "keys", key, "decrypt"], &body).await
     }
 
+    /// Re-encrypts a blob under a CMK (id or alias) without the data reaching the caller.
+    pub async fn re_encrypt(
+        &self,
+        key: &str,
+        req: &api::ReEncryptRequest,
+    ) -> Result<api::ReEncryptResponse> {
+        self.post(&["v1", "keys", key, "re-encrypt"], req).await
+    }
+
     /// A fresh data key, in the clear and encrypted under a CMK (envelope encryption).
     pub async fn generate_data_key(
         &self,

@@ -221,6 +221,38 @@ pub struct DecryptResponse {
     pub plaintext: String,
 }
 
+/// `POST /v1/keys/{key_id}/re-encrypt`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReEncryptRequest {
+    /// A blob, base64.
+    pub ciphertext_blob: String,
+    /// The key that made the blob (id or alias); the key the blob names when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_key_id: Option<String>,
+    /// The encryption context the blob was made with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_encryption_context: BTreeMap<String, String>,
+    /// The encryption context of the new blob.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub destination_encryption_context: BTreeMap<String, String>,
+}
+
+/// Answer of `re-encrypt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ReEncryptResponse {
+    /// The key that made the blob sent.
+    pub source_key_id: String,
+    /// Its version that made it.
+    pub source_key_version: u32,
+    /// The key of the new blob.
+    pub key_id: String,
+    /// The key version of the new blob.
+    pub key_version: u32,
+    /// The new blob, base64.
+    pub ciphertext_blob: String,
+}
+
 /// The size of a data key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum DataKeySpec {

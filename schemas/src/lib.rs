@@ -31,8 +31,8 @@ pub use key::{
     EncryptRequest, EncryptResponse, GenerateDataKeyRequest, GenerateDataKeyResponse,
     GenerateDataKeyWithoutPlaintextResponse, Key, KeySpec, KeyState, ListAliasesResponse,
     ListKeysResponse, MAX_DATA_KEY_BYTES, MAX_ENCRYPT_PLAINTEXT_BYTES,
-    MAX_ENCRYPTION_CONTEXT_BYTES, PutAliasRequest, ScheduleKeyDeletionRequest, UpdateKeyRequest,
-    ciphertext_blob_key,
+    MAX_ENCRYPTION_CONTEXT_BYTES, PutAliasRequest, ReEncryptRequest, ReEncryptResponse,
+    ScheduleKeyDeletionRequest, UpdateKeyRequest, ciphertext_blob_key,
 };
 pub use names::{
     FieldError, validate_alias_name, validate_policy_name, validate_principal_name,

@@ -39,6 +39,22 @@ pub(crate) enum KeyCommand {
         #[arg(long = "context", value_name = "NAME=VALUE")]
         context: Vec<String>,
     },
+    /// Re-encrypt a ciphertext blob (base64, on standard input) under a CMK, the data
+    /// never leaving the server; prints the new blob. After a key rotation, re-encrypt
+    /// under the same key to move a blob to the new version.
+    ReEncrypt {
+        /// Key id or alias/NAME of the new blob.
+        key: String,
+        /// The key that made the blob (default: the one the blob names).
+        #[arg(long)]
+        source_key: Option<String>,
+        /// A pair of the context the blob was made with (repeat for more).
+        #[arg(long = "source-context", value_name = "NAME=VALUE")]
+        source_context: Vec<String>,
+        /// A pair of the new blob's context (repeat for more).
+        #[arg(long = "context", value_name = "NAME=VALUE")]
+        context: Vec<String>,
+    },
     /// Make a random data key, encrypted under a CMK: prints JSON with `ciphertext_blob`
     /// (keep it) and `plaintext` (base64; use it, then forget it).
     GenerateDataKey {
@@ -129,6 +145,32 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
             }
             stdout.write_all(&data).context("writing the data")?;
             stdout.flush().context("writing the data")?;
+        }
+        KeyCommand::ReEncrypt {
+            key,
+            source_key,
+            source_context,
+            context,
+        } => {
+            let req = api::ReEncryptRequest {
+                ciphertext_blob: String::new(),
+                source_key_id: source_key,
+                source_encryption_context: parse_context(&source_context)?,
+                destination_encryption_context: parse_context(&context)?,
+            };
+            let blob = read_stdin("ciphertext blob", 16 << 10)?;
+            let blob = std::str::from_utf8(&blob)
+                .context("the ciphertext blob on standard input is not base64 text")?;
+            let made = c
+                .re_encrypt(
+                    &key,
+                    &api::ReEncryptRequest {
+                        ciphertext_blob: blob.trim().to_string(),
+                        ..req
+                    },
+                )
+                .await?;
+            println!("{}", made.ciphertext_blob);
         }
         KeyCommand::GenerateDataKey {
             key,

@@ -56,7 +56,8 @@ pub(super) const WEBHOOK_SIGNS_WHY: &str = "a webhook policy's rotations sign th
 
 /// Actions no route requires that the service checks itself: known to policy
 /// documents like the routes' actions.
-pub const DELEGATED_ACTIONS: [&str; 3] = [ATTACH_POLICY, DETACH_POLICY, USE_KEY];
+pub const DELEGATED_ACTIONS: [&str; 4] =
+    [ATTACH_POLICY, DETACH_POLICY, USE_KEY, "kms:ReEncryptFrom"];
 
 /// Choosing the key a secret is sealed under (`encryption_key_id` on create or update).
 pub(crate) const USE_KEY: &str = "kms:GenerateDataKey";

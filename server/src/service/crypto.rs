@@ -35,6 +35,17 @@ fn invalid_ciphertext(why: &str) -> Error {
     )
 }
 
+/// A blob sent as base64, no longer than any blob can be.
+fn decode_blob(text: &str) -> Result<Vec<u8>> {
+    if text.len() > MAX_BLOB_BYTES.div_ceil(3) * 4 {
+        return Err(invalid_ciphertext(&format!(
+            "is longer than any blob (at most {MAX_BLOB_BYTES} bytes)"
+        )));
+    }
+    B64.decode(text)
+        .map_err(|_| invalid_ciphertext("is not standard base64"))
+}
+
 /// An encryption context: names not empty, and not too much of it. Its names and values
 /// are not repeated in errors.
 fn check_context(ctx: &BTreeMap<String, String>) -> Result<()> {
@@ -164,35 +175,82 @@ impl Service {
         who: &Actor,
     ) -> Result<api::DecryptResponse> {
         check_context(&req.encryption_context)?;
-        if req.ciphertext_blob.len() > MAX_BLOB_BYTES.div_ceil(3) * 4 {
-            return Err(invalid_ciphertext(&format!(
-                "is longer than any blob (at most {MAX_BLOB_BYTES} bytes)"
-            )));
-        }
-        let blob = B64
-            .decode(&req.ciphertext_blob)
-            .map_err(|_| invalid_ciphertext("is not standard base64"))?;
+        let blob = decode_blob(&req.ciphertext_blob)?;
         let k = self.key_to_use(key_ref, "kms:Decrypt", who)?;
-        let named = barrier::blob_key(&blob)
-            .map_err(|_| invalid_ciphertext("is not a Strongbox ciphertext blob"))?;
-        if named.key_id != k.key_id {
-            return Err(invalid_ciphertext("was not made under this key"));
-        }
-        if !k.versions.iter().any(|v| v.version == named.key_version) {
-            return Err(invalid_ciphertext("names a version this key does not have"));
-        }
-        let material = self.material(&k, named.key_version)?;
-        let plaintext = barrier::open_blob(&material, &req.encryption_context, &blob).map_err(
-            |_| {
-                invalid_ciphertext(
-                    "does not open: it is damaged, or the encryption context is not the one it was made with",
-                )
-            },
-        )?;
+        let (named, plaintext) = self.open_under(&k, &blob, &req.encryption_context, "this key")?;
         Ok(api::DecryptResponse {
             key_id: named.key_id,
             key_version: named.key_version,
             plaintext: B64.encode(plaintext.as_slice()),
+        })
+    }
+
+    /// Opens `blob` with key `k`, which must be the one its header names (`called` in
+    /// the refusal), with the version it names.
+    fn open_under(
+        &self,
+        k: &KeyRecord,
+        blob: &[u8],
+        context: &BTreeMap<String, String>,
+        called: &str,
+    ) -> Result<(SealedHeader, Zeroizing<Vec<u8>>)> {
+        let named = barrier::blob_key(blob)
+            .map_err(|_| invalid_ciphertext("is not a Strongbox ciphertext blob"))?;
+        if named.key_id != k.key_id {
+            return Err(invalid_ciphertext(&format!("was not made under {called}")));
+        }
+        if !k.versions.iter().any(|v| v.version == named.key_version) {
+            return Err(invalid_ciphertext("names a version this key does not have"));
+        }
+        let material = self.material(k, named.key_version)?;
+        let plaintext = barrier::open_blob(&material, context, blob).map_err(|_| {
+            invalid_ciphertext(
+                "does not open: it is damaged, or the encryption context is not the one it was made with",
+            )
+        })?;
+        Ok((named, plaintext))
+    }
+
+    /// Decrypts a blob and encrypts its data under this key's primary version, the data
+    /// never leaving the server (`kms:ReEncryptTo` on this key, `kms:ReEncryptFrom` on
+    /// the key that made the blob, named by `source_key_id` or else by the blob). After
+    /// a rotation, a blob re-encrypted under its own key moves to the new primary
+    /// version.
+    pub fn re_encrypt(
+        &self,
+        key_ref: &str,
+        req: &api::ReEncryptRequest,
+        who: &Actor,
+    ) -> Result<api::ReEncryptResponse> {
+        check_context(&req.source_encryption_context)?;
+        check_context(&req.destination_encryption_context)?;
+        let blob = decode_blob(&req.ciphertext_blob)?;
+        let named = barrier::blob_key(&blob)
+            .map_err(|_| invalid_ciphertext("is not a Strongbox ciphertext blob"))?;
+        let source_ref = req.source_key_id.as_deref().unwrap_or(&named.key_id);
+        // Checked as the caller or the blob named it, before it is looked up: the same
+        // refusal whether it exists or not.
+        who.require(
+            "kms:ReEncryptFrom",
+            &format!("key/{source_ref}"),
+            "re-encrypting reads the data under the key that made the blob",
+        )?;
+        let source = self.key_to_use(source_ref, "kms:ReEncryptFrom", who)?;
+        let (from, plaintext) = self.open_under(
+            &source,
+            &blob,
+            &req.source_encryption_context,
+            "source_key_id",
+        )?;
+        let k = self.key_to_use(key_ref, "kms:ReEncryptTo", who)?;
+        let (header, ciphertext_blob) =
+            self.seal_under(&k, &req.destination_encryption_context, &plaintext)?;
+        Ok(api::ReEncryptResponse {
+            source_key_id: from.key_id,
+            source_key_version: from.key_version,
+            key_id: header.key_id,
+            key_version: header.key_version,
+            ciphertext_blob,
         })
     }
 

@@ -761,6 +761,35 @@ async fn encrypt_decrypt_and_data_keys_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Re-encrypt under the same key after a rotation: version 2, the same data.
+    s.client.rotate_key(&k).await.unwrap();
+    let mut cmd = s.cli(&s.token);
+    cmd.args([
+        "key",
+        "re-encrypt",
+        "alias/files",
+        "--source-context",
+        "file=a.pdf",
+        "--context",
+        "file=b.pdf",
+    ]);
+    let out = run_with_stdin(cmd, &blob).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved = String::from_utf8(out.stdout).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(moved.trim())
+        .unwrap();
+    assert_eq!(
+        strongbox_schemas::ciphertext_blob_key(&raw),
+        Some((k.as_str(), 2))
+    );
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["key", "decrypt", "--context", "file=b.pdf"]);
+    assert_eq!(run_with_stdin(cmd, &moved).await.stdout, data);
     // More than encrypt takes is refused before anything is sent.
     let mut enc = s.cli(&s.token);
     enc.args(["key", "encrypt", &k]);

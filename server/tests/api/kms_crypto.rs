@@ -579,3 +579,131 @@ async fn the_audit_trail_records_each_operation_and_none_of_its_data() {
         assert!(!trail.contains(&needle), "the audit trail holds {needle}");
     }
 }
+
+/// Re-encrypt: a blob moves to the new primary version after a rotation, or to another
+/// key and context, without its data reaching the caller; it needs kms:ReEncryptFrom on
+/// the key that made the blob and kms:ReEncryptTo on the new one.
+#[tokio::test]
+async fn re_encrypt_moves_a_blob_without_showing_its_data() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let old_key = new_key(&s).await;
+    let new = new_key(&s).await;
+    c.put_alias("alias/archive", &new).await.unwrap();
+    let a = ctx(&[("app", "a")]);
+    let b = ctx(&[("app", "b")]);
+    let blob = c
+        .encrypt(&old_key, b"moving", &a)
+        .await
+        .unwrap()
+        .ciphertext_blob;
+
+    // The same key after a rotation: version 1 to version 2, the data the same.
+    c.rotate_key(&old_key).await.unwrap();
+    let req = |blob: &str,
+               source: Option<&str>,
+               from: &BTreeMap<String, String>,
+               to: &BTreeMap<String, String>| {
+        api::ReEncryptRequest {
+            ciphertext_blob: blob.to_string(),
+            source_key_id: source.map(str::to_string),
+            source_encryption_context: from.clone(),
+            destination_encryption_context: to.clone(),
+        }
+    };
+    let moved = c
+        .re_encrypt(&old_key, &req(&blob, None, &a, &a))
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.source_key_version, moved.key_version),
+        (1, 2),
+        "{moved:?}"
+    );
+    assert_eq!(
+        c.decrypt(&moved.ciphertext_blob, &a)
+            .await
+            .unwrap()
+            .as_slice(),
+        b"moving"
+    );
+
+    // To another key (by alias) and another context: only the new context opens it.
+    let there = c
+        .re_encrypt("alias/archive", &req(&blob, Some(&old_key), &a, &b))
+        .await
+        .unwrap();
+    assert_eq!(
+        (there.source_key_id.as_str(), there.key_id.as_str()),
+        (old_key.as_str(), new.as_str())
+    );
+    assert_eq!(
+        c.decrypt(&there.ciphertext_blob, &b)
+            .await
+            .unwrap()
+            .as_slice(),
+        b"moving"
+    );
+    assert_code(
+        c.decrypt(&there.ciphertext_blob, &a).await,
+        ErrorCode::InvalidCiphertext,
+        "encryption context",
+    );
+    // The source context must be the blob's; a source key that did not make it is refused.
+    assert_code(
+        c.re_encrypt(&new, &req(&blob, None, &b, &b)).await,
+        ErrorCode::InvalidCiphertext,
+        "does not open",
+    );
+    assert_code(
+        c.re_encrypt(&new, &req(&blob, Some(&new), &a, &a)).await,
+        ErrorCode::InvalidCiphertext,
+        "not made under source_key_id",
+    );
+
+    // Rights: ReEncryptTo on the new key alone is not enough; with ReEncryptFrom on the
+    // old one it is, and the caller never needed kms:Decrypt.
+    let to_only = s
+        .principal_with(
+            "re-encrypt-to",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:ReEncryptTo", "Resource": format!("key/{new}")}]}),
+        )
+        .await;
+    assert_code(
+        to_only.re_encrypt(&new, &req(&blob, None, &a, &a)).await,
+        ErrorCode::Forbidden,
+        "kms:ReEncryptFrom",
+    );
+    let both = s
+        .principal_with(
+            "re-encrypt-both",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:ReEncryptTo", "Resource": format!("key/{new}")},
+                {"Effect": "Allow", "Action": "kms:ReEncryptFrom", "Resource": format!("key/{old_key}")}]}),
+        )
+        .await;
+    let done = both
+        .re_encrypt(&new, &req(&blob, None, &a, &a))
+        .await
+        .unwrap();
+    assert_code(
+        both.decrypt(&done.ciphertext_blob, &a).await,
+        ErrorCode::Forbidden,
+        "kms:Decrypt",
+    );
+    assert_eq!(
+        c.decrypt(&done.ciphertext_blob, &a)
+            .await
+            .unwrap()
+            .as_slice(),
+        b"moving"
+    );
+    // A disabled source key is refused as for decrypt.
+    c.disable_key(&old_key).await.unwrap();
+    assert_code(
+        c.re_encrypt(&new, &req(&blob, None, &a, &a)).await,
+        ErrorCode::KeyDisabled,
+        &old_key,
+    );
+}

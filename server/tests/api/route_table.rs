@@ -19,6 +19,9 @@ struct Case {
     /// Resources the service checks the action on as well (delegated checks), which
     /// the exactly-allowed principal is granted too.
     also: Vec<String>,
+    /// Other actions the service checks (on resources of their own), granted to the
+    /// exactly-allowed principal too.
+    also_actions: Vec<(String, String)>,
 }
 
 impl Case {
@@ -28,7 +31,13 @@ impl Case {
             body,
             resource: resource.into(),
             also: Vec::new(),
+            also_actions: Vec::new(),
         }
+    }
+
+    fn also_action(mut self, action: &str, resource: String) -> Self {
+        self.also_actions.push((action.into(), resource));
+        self
     }
 
     fn also(mut self, resource: String) -> Self {
@@ -79,6 +88,20 @@ async fn prepare(s: &TestServer, r: &RouteSpec, n: usize) -> Case {
                 "decrypt" => {
                     let made = c.encrypt(&k, b"hello", &Default::default()).await.unwrap();
                     Some(json!({"ciphertext_blob": made.ciphertext_blob}))
+                }
+                "re-encrypt" => {
+                    // From another key, which needs kms:ReEncryptFrom.
+                    let source = new_key(s).await;
+                    let made = c
+                        .encrypt(&source, b"hello", &Default::default())
+                        .await
+                        .unwrap();
+                    return Case::new(
+                        &["v1", "keys", &k, verb],
+                        Some(json!({"ciphertext_blob": made.ciphertext_blob})),
+                        &format!("key/{k}"),
+                    )
+                    .also_action("kms:ReEncryptFrom", format!("key/{source}"));
                 }
                 _ => None,
             };
@@ -335,8 +358,13 @@ async fn every_route_allows_exactly_its_action_on_exactly_its_resource() {
             {"Effect": "Allow", "Action": r.action, "Resource": other_resource(&case.resource)}]});
         let mut exact_resources = vec![case.resource.clone()];
         exact_resources.extend(case.also.iter().cloned());
-        let exact = json!({"Version": "1", "Statement": [
-            {"Effect": "Allow", "Action": r.action, "Resource": exact_resources}]});
+        let mut exact_statements =
+            vec![json!({"Effect": "Allow", "Action": r.action, "Resource": exact_resources})];
+        for (action, resource) in &case.also_actions {
+            exact_statements
+                .push(json!({"Effect": "Allow", "Action": action, "Resource": resource}));
+        }
+        let exact = json!({"Version": "1", "Statement": exact_statements});
         for (who, doc, allowed) in [
             (format!("all-but-{n}"), deny_action, false),
             (format!("elsewhere-{n}"), elsewhere, false),

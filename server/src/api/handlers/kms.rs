@@ -169,6 +169,19 @@ pub(super) async fn decrypt(
     Ok(Json(s.service.decrypt(&id, &req, &Actor::Caller(who))?))
 }
 
+pub(super) async fn re_encrypt(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<api::ReEncryptRequest>,
+) -> ApiResult<Json<api::ReEncryptResponse>> {
+    Ok(Json(s.service.re_encrypt(
+        &id,
+        &req,
+        &Actor::Caller(who),
+    )?))
+}
+
 pub(super) async fn generate_data_key(
     State(s): State<AppState>,
     Caller(who): Caller,

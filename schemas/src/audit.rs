@@ -32,6 +32,10 @@ pub struct AuditRecord {
     pub action: String,
     /// The resource it was authorized against, such as `secret/app/db`.
     pub resource: String,
+    /// Other resources the request acted on, as named: the key a re-encrypt read the
+    /// blob's data under (`kms:ReEncryptFrom`). `resource_prefix` filters match them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related_resources: Vec<String>,
     /// Succeeded, denied or failed.
     pub outcome: AuditOutcome,
     /// The error code when it did not succeed.

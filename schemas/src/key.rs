@@ -233,9 +233,10 @@ pub struct ReEncryptRequest {
     /// The encryption context the blob was made with.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub source_encryption_context: BTreeMap<String, String>,
-    /// The encryption context of the new blob.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub destination_encryption_context: BTreeMap<String, String>,
+    /// The encryption context of the new blob: when absent, the source's (a rotation
+    /// keeps the binding); `{}` for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_encryption_context: Option<BTreeMap<String, String>>,
 }
 
 /// Answer of `re-encrypt`.

@@ -651,6 +651,7 @@ mod tests {
                 principal: "p".into(),
                 action: String::new(),
                 resource: String::new(),
+                related_resources: Vec::new(),
                 outcome: api::AuditOutcome::Succeeded,
                 error_code: None,
                 source: String::new(),

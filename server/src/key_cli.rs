@@ -51,9 +51,13 @@ pub(crate) enum KeyCommand {
         /// A pair of the context the blob was made with (repeat for more).
         #[arg(long = "source-context", value_name = "NAME=VALUE")]
         source_context: Vec<String>,
-        /// A pair of the new blob's context (repeat for more).
+        /// A pair of the new blob's context (repeat for more); without any, the new blob
+        /// keeps the source context.
         #[arg(long = "context", value_name = "NAME=VALUE")]
         context: Vec<String>,
+        /// The new blob has no context at all.
+        #[arg(long, conflicts_with = "context")]
+        no_context: bool,
     },
     /// Make a random data key, encrypted under a CMK: prints JSON with `ciphertext_blob`
     /// (keep it) and `plaintext` (base64; use it, then forget it).
@@ -151,12 +155,20 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
             source_key,
             source_context,
             context,
+            no_context,
         } => {
+            let destination = if no_context {
+                Some(BTreeMap::new())
+            } else if context.is_empty() {
+                None
+            } else {
+                Some(parse_context(&context)?)
+            };
             let req = api::ReEncryptRequest {
                 ciphertext_blob: String::new(),
                 source_key_id: source_key,
                 source_encryption_context: parse_context(&source_context)?,
-                destination_encryption_context: parse_context(&context)?,
+                destination_encryption_context: destination,
             };
             let blob = read_stdin("ciphertext blob", 16 << 10)?;
             let blob = std::str::from_utf8(&blob)

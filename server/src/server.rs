@@ -540,6 +540,7 @@ fn by_root_key_holder(service: &Service, action: &str, resource: &str, how: &str
         principal: ROOT_KEY_HOLDER.into(),
         action: action.into(),
         resource: resource.into(),
+        related: Vec::new(),
         source: "local".into(),
         user_agent: how.into(),
     }

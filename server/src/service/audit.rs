@@ -33,6 +33,23 @@ const USER_AGENT_MAX: usize = 256;
 /// such requests cannot make records of many kilobytes.
 const RESOURCE_MAX: usize = 512;
 
+/// Most related resources one record holds.
+const RELATED_MAX: usize = 4;
+
+/// A resource as recorded: cut to its first [`RESOURCE_MAX`] characters.
+fn cut_resource(resource: &str) -> String {
+    match resource.char_indices().nth(RESOURCE_MAX) {
+        Some((cut, _)) => format!("{}…", &resource[..cut]),
+        None => resource.to_string(),
+    }
+}
+
+/// Notes a resource the request being served acts on besides its route's (see
+/// [`AuditSlot::add_related`]); nothing outside a request.
+pub(crate) fn note_related(resource: &str) {
+    let _ = SLOT.try_with(|s| s.add_related(resource));
+}
+
 tokio::task_local! {
     /// The record of the request being served; set by the HTTP edge around a handler.
     static SLOT: AuditSlot;
@@ -63,6 +80,8 @@ pub struct AuditEntry {
     pub action: String,
     /// The resource authorized against.
     pub resource: String,
+    /// Other resources the request acted on (see [`AuditSlot::add_related`]).
+    pub related: Vec<String>,
     /// Client address.
     pub source: String,
     /// `User-Agent`, cut to 256 characters.
@@ -84,6 +103,7 @@ impl AuditEntry {
             principal: self.principal.clone(),
             action: self.action.clone(),
             resource: self.resource.clone(),
+            related_resources: self.related.clone(),
             outcome,
             error_code,
             source: self.source.clone(),
@@ -136,10 +156,17 @@ impl AuditSlot {
     pub fn set_target(&self, action: &str, resource: &str) {
         self.with(|e, _| {
             e.action = action.to_string();
-            e.resource = match resource.char_indices().nth(RESOURCE_MAX) {
-                Some((cut, _)) => format!("{}…", &resource[..cut]),
-                None => resource.to_string(),
-            };
+            e.resource = cut_resource(resource);
+        });
+    }
+
+    /// Adds a resource the request acts on besides its route's (a re-encrypt's source
+    /// key), so that the trail of that resource shows the request too. At most a few.
+    pub fn add_related(&self, resource: &str) {
+        self.with(|e, _| {
+            if e.related.len() < RELATED_MAX {
+                e.related.push(cut_resource(resource));
+            }
         });
     }
 
@@ -428,10 +455,12 @@ impl AuditQuery {
         self.principal.as_ref().is_none_or(|p| *p == r.principal)
             && self.action.as_ref().is_none_or(|a| *a == r.action)
             && self.request_id.as_ref().is_none_or(|i| *i == r.request_id)
-            && self
-                .resource_prefix
-                .as_ref()
-                .is_none_or(|p| r.resource.starts_with(p.as_str()))
+            && self.resource_prefix.as_ref().is_none_or(|p| {
+                r.resource.starts_with(p.as_str())
+                    || r.related_resources
+                        .iter()
+                        .any(|x| x.starts_with(p.as_str()))
+            })
             && self.start_time.is_none_or(|s| t >= s)
             && self.end_time.is_none_or(|e| t < e)
     }
@@ -736,6 +765,7 @@ impl Service {
                 principal: "(retention)".into(),
                 action: "sys:PruneAudit".into(),
                 resource: "*".into(),
+                related: Vec::new(),
                 source: "background".into(),
                 user_agent: "--audit-retention".into(),
             });
@@ -1224,6 +1254,7 @@ mod tests {
             principal: "app \"x\"".into(),
             action: "kms:GetSecretValue".into(),
             resource: "secret/app/db".into(),
+            related: Vec::new(),
             source: "127.0.0.1:5000".into(),
             user_agent: "ua/1.0 ✓".into(),
         };

@@ -223,11 +223,15 @@ impl Service {
         who: &Actor,
     ) -> Result<api::ReEncryptResponse> {
         check_context(&req.source_encryption_context)?;
-        check_context(&req.destination_encryption_context)?;
+        if let Some(c) = &req.destination_encryption_context {
+            check_context(c)?;
+        }
         let blob = decode_blob(&req.ciphertext_blob)?;
         let named = barrier::blob_key(&blob)
             .map_err(|_| invalid_ciphertext("is not a Strongbox ciphertext blob"))?;
         let source_ref = req.source_key_id.as_deref().unwrap_or(&named.key_id);
+        // The trail of the source key shows the request too, also when it is refused.
+        super::audit::note_related(&format!("key/{source_ref}"));
         // Checked as the caller or the blob named it, before it is looked up: the same
         // refusal whether it exists or not.
         who.require(
@@ -236,15 +240,20 @@ impl Service {
             "re-encrypting reads the data under the key that made the blob",
         )?;
         let source = self.key_to_use(source_ref, "kms:ReEncryptFrom", who)?;
+        // The new key is checked before anything is opened.
+        let k = self.key_to_use(key_ref, "kms:ReEncryptTo", who)?;
         let (from, plaintext) = self.open_under(
             &source,
             &blob,
             &req.source_encryption_context,
             "source_key_id",
         )?;
-        let k = self.key_to_use(key_ref, "kms:ReEncryptTo", who)?;
-        let (header, ciphertext_blob) =
-            self.seal_under(&k, &req.destination_encryption_context, &plaintext)?;
+        // No destination context: the blob keeps the one it had.
+        let context = req
+            .destination_encryption_context
+            .as_ref()
+            .unwrap_or(&req.source_encryption_context);
+        let (header, ciphertext_blob) = self.seal_under(&k, context, &plaintext)?;
         Ok(api::ReEncryptResponse {
             source_key_id: from.key_id,
             source_key_version: from.key_version,

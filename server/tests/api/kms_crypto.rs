@@ -608,7 +608,7 @@ async fn re_encrypt_moves_a_blob_without_showing_its_data() {
             ciphertext_blob: blob.to_string(),
             source_key_id: source.map(str::to_string),
             source_encryption_context: from.clone(),
-            destination_encryption_context: to.clone(),
+            destination_encryption_context: Some(to.clone()),
         }
     };
     let moved = c
@@ -648,6 +648,35 @@ async fn re_encrypt_moves_a_blob_without_showing_its_data() {
         c.decrypt(&there.ciphertext_blob, &a).await,
         ErrorCode::InvalidCiphertext,
         "encryption context",
+    );
+    // Without a destination context the new blob keeps the source's; `{}` drops it.
+    let kept = c
+        .re_encrypt(
+            &new,
+            &api::ReEncryptRequest {
+                destination_encryption_context: None,
+                ..req(&blob, None, &a, &a)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        c.decrypt(&kept.ciphertext_blob, &a)
+            .await
+            .unwrap()
+            .as_slice(),
+        b"moving"
+    );
+    let dropped = c
+        .re_encrypt(&new, &req(&blob, None, &a, &BTreeMap::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.decrypt(&dropped.ciphertext_blob, &BTreeMap::new())
+            .await
+            .unwrap()
+            .as_slice(),
+        b"moving"
     );
     // The source context must be the blob's; a source key that did not make it is refused.
     assert_code(
@@ -699,7 +728,75 @@ async fn re_encrypt_moves_a_blob_without_showing_its_data() {
             .as_slice(),
         b"moving"
     );
-    // A disabled source key is refused as for decrypt.
+    // Through an alias the source is also the key it names: a Deny on the key id holds.
+    c.put_alias("alias/old", &old_key).await.unwrap();
+    let via_alias = s
+        .principal_with(
+            "re-encrypt-via-alias",
+            json!({"Version": "1", "Statement": [
+                {"Effect": "Allow", "Action": "kms:ReEncrypt*", "Resource": "*"},
+                {"Effect": "Deny", "Action": "kms:ReEncryptFrom", "Resource": format!("key/{old_key}")}]}),
+        )
+        .await;
+    assert_code(
+        via_alias
+            .re_encrypt(&new, &req(&blob, Some("alias/old"), &a, &a))
+            .await,
+        ErrorCode::Forbidden,
+        "kms:ReEncryptFrom",
+    );
+    // A source the caller may not use is refused alike whether it exists or not.
+    let missing = format!("{}x", &old_key[..old_key.len() - 1]);
+    for source in [old_key.as_str(), missing.as_str()] {
+        match to_only
+            .re_encrypt(&new, &req(&blob, Some(source), &a, &a))
+            .await
+        {
+            Err(strongbox_client::Error::Api { code, message, .. }) => {
+                assert_eq!(code, ErrorCode::Forbidden);
+                assert!(
+                    message.contains(&format!("kms:ReEncryptFrom on key/{source}")),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The audit record names the source key too, and a search by it finds the request.
+    let by_source = c
+        .list_audit(&strongbox_client::AuditQuery {
+            resource_prefix: Some(format!("key/{old_key}")),
+            action: Some("kms:ReEncryptTo".into()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let denied = by_source
+        .records
+        .iter()
+        .find(|r| r.principal == "re-encrypt-to")
+        .expect("the refused re-encrypt is found by its source key");
+    assert_eq!(denied.resource, format!("key/{new}"));
+    assert_eq!(denied.related_resources, [format!("key/{old_key}")]);
+    assert_eq!(denied.outcome, api::AuditOutcome::Denied);
+    // A disabled source key, a disabled or default destination are refused.
+    c.disable_key(&new).await.unwrap();
+    assert_code(
+        c.re_encrypt(&new, &req(&blob, None, &a, &a)).await,
+        ErrorCode::KeyDisabled,
+        &new,
+    );
+    c.enable_key(&new).await.unwrap();
+    c.create_secret(&text_secret("uses/default", "v"))
+        .await
+        .unwrap();
+    assert_code(
+        c.re_encrypt("alias/strongbox/default", &req(&blob, None, &a, &a))
+            .await,
+        ErrorCode::InvalidParameter,
+        "seals only the secrets that name no key",
+    );
     c.disable_key(&old_key).await.unwrap();
     assert_code(
         c.re_encrypt(&new, &req(&blob, None, &a, &a)).await,

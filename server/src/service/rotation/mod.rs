@@ -475,6 +475,7 @@ impl Service {
             principal: Principal::Rotation.label(),
             action: "kms:RotateSecret".into(),
             resource: format!("secret/{name}"),
+            related: Vec::new(),
             source: "rotation-engine".into(),
             user_agent: String::new(),
         }

@@ -253,8 +253,7 @@ pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow:
         bail!("{} already holds a Strongbox database", data_dir.display());
     }
     verify(path, root_key)?;
-    let made_dir = !data_dir.exists();
-    crate::server::make_private_dir(data_dir)?;
+    let made_dirs = crate::server::make_private_dir(data_dir)?;
     let mut name = db.as_os_str().to_owned();
     name.push(format!(
         ".restoring-{}",
@@ -266,9 +265,7 @@ pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow:
             let _ = std::fs::remove_file(&temp);
             let _ = std::fs::remove_file(crate::storage::journal_path(&temp));
         }
-        if made_dir {
-            let _ = std::fs::remove_dir(data_dir);
-        }
+        crate::server::remove_made_dirs(&made_dirs);
     };
     if let Err(e) = crate::server::claim_db_file(&temp) {
         clean_up(false);

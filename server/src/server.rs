@@ -133,7 +133,33 @@ pub fn init_announcing(
         }
         bail!("{} already holds a Strongbox database", data_dir.display());
     }
-    make_private_dir(data_dir)?;
+    let mut made_dirs = make_private_dir(data_dir)?;
+    let made = init_in(
+        data_dir,
+        root_key_file,
+        root_key,
+        announce,
+        &db,
+        &mut made_dirs,
+    );
+    if made.is_err() {
+        // A failed init leaves no directory it made either (an empty data dir would
+        // look like a place an init had run).
+        remove_made_dirs(&made_dirs);
+    }
+    made
+}
+
+/// [`init_announcing`] once the data dir is there; `made_dirs` gets the key file's
+/// directory if it makes it.
+fn init_in(
+    data_dir: &Path,
+    root_key_file: Option<&Path>,
+    root_key: &RootKey,
+    announce: impl FnOnce(&str) -> std::io::Result<()>,
+    db: &Path,
+    made_dirs: &mut Vec<PathBuf>,
+) -> anyhow::Result<Zeroizing<String>> {
     // The key goes to a new file beside its final name first (never over another
     // file), the database is made, and only then the key takes its name (a hard link,
     // or a rename that never replaces where the file system has no hard links: refused
@@ -146,7 +172,7 @@ pub fn init_announcing(
             if let Some(dir) = kf.parent().filter(|d| !d.as_os_str().is_empty())
                 && !dir.exists()
             {
-                make_private_dir(dir)?;
+                made_dirs.splice(0..0, make_private_dir(dir)?);
             }
             let mut name = kf.file_name().unwrap_or_default().to_os_string();
             name.push(format!(".new-{}", hex::encode(rand::random::<[u8; 8]>())));
@@ -159,14 +185,14 @@ pub fn init_announcing(
     };
     // Undoes this init: the staged key, and the database file (and its commit journal)
     // once this init made it.
-    let journal = crate::storage::journal_path(&db);
+    let journal = crate::storage::journal_path(db);
     let journal_was_there = journal.exists();
     let undo = |db_made: bool| {
         if let Some((_, staged)) = &staged {
             let _ = std::fs::remove_file(staged);
         }
         if db_made {
-            let _ = std::fs::remove_file(&db);
+            let _ = std::fs::remove_file(db);
             if !journal_was_there {
                 let _ = std::fs::remove_file(&journal);
             }
@@ -174,14 +200,14 @@ pub fn init_announcing(
     };
     // The database file is claimed first (created new, atomically), so that a failed
     // init below removes only a file it made, never one another init made meanwhile.
-    if let Err(e) = claim_db_file(&db) {
+    if let Err(e) = claim_db_file(db) {
         undo(false);
         return Err(anyhow::Error::new(e).context(format!(
             "{} already holds a Strongbox database",
             data_dir.display()
         )));
     }
-    let made = RedbBackend::open(&db)
+    let made = RedbBackend::open(db)
         .map_err(anyhow::Error::from)
         .and_then(|backend| initialize(&backend, root_key));
     let token = match made {
@@ -191,13 +217,15 @@ pub fn init_announcing(
             return Err(e);
         }
     };
-    // The database's directory entry is made durable too.
-    let sync_dir_of = |file: &Path| {
-        if let Err(e) = crate::storage::sync_parent_dir(file) {
-            tracing::warn!(file = %file.display(), error = %e, "could not sync the directory of a file");
-        }
-    };
-    sync_dir_of(&db);
+    // The database's directory entry is made durable too: an init whose entries may
+    // not survive a power loss is undone, not announced.
+    if let Err(e) = crate::storage::sync_parent_dir(db) {
+        undo(true);
+        return Err(anyhow::Error::new(e).context(format!(
+            "syncing the directory of {} failed; nothing was kept: run init again",
+            db.display()
+        )));
+    }
     if let Err(e) = announce(token.as_str()) {
         undo(true);
         return Err(anyhow::Error::new(e)
@@ -215,13 +243,21 @@ pub fn init_announcing(
                 kf.display()
             )));
         }
-        sync_dir_of(kf);
+        if let Err(e) = crate::storage::sync_parent_dir(kf) {
+            undo(true);
+            let _ = std::fs::remove_file(kf);
+            return Err(anyhow::Error::new(e).context(format!(
+                "syncing the directory of the root key file {} failed; nothing was kept: run init again (the token shown is void)",
+                kf.display()
+            )));
+        }
     }
     Ok(token)
 }
 
-/// Makes the data dir, if needed, private to its owner (0700).
-pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<()> {
+/// Makes the data dir, if needed, private to its owner (0700); returns the directories
+/// it made, the deepest first, for a caller that fails to remove again.
+pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt as _;
     // The directories this makes: each is an entry in its parent, synced below, so that
     // a power loss cannot take away a data dir (and all an init or a restore wrote in it)
@@ -240,7 +276,15 @@ pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<()> {
             tracing::warn!(dir = %dir.display(), error = %e, "could not sync the parent of a directory");
         }
     }
-    Ok(())
+    Ok(made)
+}
+
+/// Removes directories a failed init or restore made, the deepest first: each only
+/// if it is empty (`remove_dir`), so nothing another process put there meanwhile goes.
+pub(crate) fn remove_made_dirs(made: &[PathBuf]) {
+    for dir in made {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Gives the file `from` the name `to` (then `from` is gone), never over a file that

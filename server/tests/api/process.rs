@@ -617,6 +617,45 @@ fn init_makes_a_missing_key_directory_private() {
         "an existing directory is left as it is"
     );
 }
+/// An init that fails after it made the data dir (and the key's directory) leaves
+/// neither behind: here the key file's parent is a file, so the key cannot be written.
+/// A directory that was there stays, and init then succeeds where it can.
+#[test]
+fn a_failed_init_leaves_no_directory_it_made() {
+    let root = tempfile::tempdir().unwrap();
+    let blocker = root.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let data = root.path().join("deep/data");
+    let out = init_command(&data, blocker.join("root.key"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!data.exists(), "the data dir it made is gone");
+    assert!(!root.path().join("deep").exists(), "and its parent it made");
+    // A key directory it made, under a data dir that existed (and stays).
+    let existing = root.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    let out = init_command(&existing, blocker.join("sub/root.key"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(existing.exists(), "a data dir that was there stays");
+    assert_eq!(
+        std::fs::read_dir(&existing).unwrap().count(),
+        0,
+        "and holds nothing"
+    );
+    let out = init_command(&data, root.path().join("keys/root.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(data.join("strongbox.redb").exists());
+}
+
 #[test]
 fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
     let root = tempfile::tempdir().unwrap();

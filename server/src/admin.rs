@@ -127,7 +127,7 @@ pub(crate) enum AuditCommand {
         /// Only this action.
         #[arg(long)]
         action: Option<String>,
-        /// Only resources starting with this.
+        /// Only resources starting with this (a record's resource or a related one).
         #[arg(long)]
         resource_prefix: Option<String>,
         /// Also show audit:Read records (hidden by default: they include tail's own polls).

@@ -319,7 +319,13 @@ pub async fn restore_and_record(
     root_key: &RootKey,
     revoke_tokens: bool,
 ) -> anyhow::Result<Restored> {
-    let made_dir = !data_dir.exists();
+    // The directories restore_into is about to make (it removes them itself when it
+    // fails), removed again if the restored database cannot be opened and recorded.
+    let made_dirs: Vec<std::path::PathBuf> = data_dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
     let entries = restore_into(data_dir, path, root_key)?;
     let opened = async {
         let u = crate::server::open(data_dir, root_key, crate::service::ServiceConfig::default())?;
@@ -339,9 +345,7 @@ pub async fn restore_and_record(
             let db = crate::server::db_path(data_dir);
             let _ = std::fs::remove_file(crate::storage::journal_path(&db));
             let _ = std::fs::remove_file(&db);
-            if made_dir {
-                let _ = std::fs::remove_dir(data_dir);
-            }
+            crate::server::remove_made_dirs(&made_dirs);
             return Err(e.context(format!(
                 "the restored database could not be opened and its restore recorded; it was removed from {}",
                 data_dir.display()

@@ -1,5 +1,5 @@
-//! `strongbox key …`: encrypt and decrypt with a CMK, and make data keys, from the
-//! command line (KMS's `Encrypt`, `Decrypt`, `GenerateDataKey`). Data comes in on
+//! `strongbox key …`: encrypt, decrypt and re-encrypt with a CMK, and make data keys,
+//! from the command line (KMS's `Encrypt`, `Decrypt`, `ReEncrypt`, `GenerateDataKey`). Data comes in on
 //! standard input and goes out on standard output, never through arguments; the
 //! encryption context, which is not secret, is given with `--context NAME=VALUE`.
 

@@ -95,8 +95,8 @@ enum Command {
     /// Read and write secrets (through the API; values on standard input and output).
     #[command(subcommand)]
     Secret(secret_cli::SecretCommand),
-    /// Encrypt and decrypt with a CMK, and make data keys (through the API; data on
-    /// standard input and output).
+    /// Encrypt, decrypt and re-encrypt with a CMK, and make data keys (through the API;
+    /// data on standard input and output).
     #[command(subcommand)]
     Key(key_cli::KeyCommand),
     /// Run a program with secrets in its environment:

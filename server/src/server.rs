@@ -259,24 +259,44 @@ fn init_in(
 /// it made, the deepest first, for a caller that fails to remove again.
 pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt as _;
-    // The directories this makes: each is an entry in its parent, synced below, so that
-    // a power loss cannot take away a data dir (and all an init or a restore wrote in it)
-    // on a file system that does not order a directory's creation before its contents.
-    let made: Vec<PathBuf> = data_dir
+    // Made one level at a time from the top, so that only the directories this call
+    // made are returned, never one another process made meanwhile. Each is an entry in
+    // its parent, synced below, so that a power loss cannot take away a data dir (and all
+    // an init or a restore wrote in it) on a file system that does not order a
+    // directory's creation before its contents. On any failure, what it made goes.
+    let missing: Vec<PathBuf> = data_dir
         .ancestors()
         .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
         .map(Path::to_path_buf)
         .collect();
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private (0700)", data_dir.display()))?;
-    for dir in &made {
-        if let Err(e) = crate::storage::sync_parent_dir(dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not sync the parent of a directory");
+    let mut made: Vec<PathBuf> = Vec::new();
+    let done = (|| -> anyhow::Result<()> {
+        for dir in missing.iter().rev() {
+            match std::fs::create_dir(dir) {
+                Ok(()) => made.insert(0, dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("creating {}", dir.display()))
+                    );
+                }
+            }
+        }
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", data_dir.display()))?;
+        for dir in &made {
+            crate::storage::sync_parent_dir(dir)
+                .with_context(|| format!("syncing the directory that holds {}", dir.display()))?;
+        }
+        Ok(())
+    })();
+    match done {
+        Ok(()) => Ok(made),
+        Err(e) => {
+            remove_made_dirs(&made);
+            Err(e)
         }
     }
-    Ok(made)
 }
 
 /// Removes directories a failed init or restore made, the deepest first: each only

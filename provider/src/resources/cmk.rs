@@ -13,9 +13,11 @@ use crate::value::{Number, Type, Value};
 /// The secrets the caller may list that use key `key_id`, by name: those that name it (by
 /// id, or by an alias that points at it) and those with a version sealed under it.
 async fn secrets_under(ctx: &Ctx, key_id: &str) -> Result<Vec<String>, String> {
-    let c = ctx
-        .client()
-        .map_err(|_| "the provider is not configured".to_string())?;
+    let c = ctx.client().map_err(|d| {
+        d.first()
+            .map(|d| format!("{}: {}", d.summary, d.detail))
+            .unwrap_or_else(|| "the provider is not configured".to_string())
+    })?;
     let secrets = c
         .list_secrets_using_key(key_id)
         .await

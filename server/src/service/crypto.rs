@@ -239,6 +239,13 @@ impl Service {
             &format!("key/{source_ref}"),
             "re-encrypting reads the data under the key that made the blob",
         )?;
+        if source_ref.starts_with("alias/")
+            && let Ok(k) = resolve_key_to_seal(self.store(), source_ref)
+        {
+            // Named by alias: the key's own trail shows the request too, also when the
+            // check through the alias refuses it.
+            super::audit::note_related(&format!("key/{}", k.key_id));
+        }
         let source = self.key_to_use(source_ref, "kms:ReEncryptFrom", who)?;
         // The new key is checked before anything is opened.
         let k = self.key_to_use(key_ref, "kms:ReEncryptTo", who)?;

@@ -780,6 +780,16 @@ async fn re_encrypt_moves_a_blob_without_showing_its_data() {
     assert_eq!(denied.resource, format!("key/{new}"));
     assert_eq!(denied.related_resources, [format!("key/{old_key}")]);
     assert_eq!(denied.outcome, api::AuditOutcome::Denied);
+    // Named by alias: the record names the alias and the key behind it.
+    let through_alias = by_source
+        .records
+        .iter()
+        .find(|r| r.principal == "re-encrypt-via-alias")
+        .expect("the refused re-encrypt through an alias is found by the key id");
+    assert_eq!(
+        through_alias.related_resources,
+        ["key/alias/old".to_string(), format!("key/{old_key}")]
+    );
     // A disabled source key, a disabled or default destination are refused.
     c.disable_key(&new).await.unwrap();
     assert_code(

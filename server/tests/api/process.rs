@@ -632,6 +632,17 @@ fn a_failed_init_leaves_no_directory_it_made() {
     assert!(!out.status.success());
     assert!(!data.exists(), "the data dir it made is gone");
     assert!(!root.path().join("deep").exists(), "and its parent it made");
+    // Failing half-way through making the data dir's path (a name too long for the file
+    // system below a directory it made) leaves nothing either.
+    let too_long = root.path().join("half").join("x".repeat(300));
+    let out = init_command(&too_long, root.path().join("k/root.key"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        !root.path().join("half").exists(),
+        "the level it made is gone"
+    );
     // A key directory it made, under a data dir that existed (and stays).
     let existing = root.path().join("existing");
     std::fs::create_dir(&existing).unwrap();

@@ -283,7 +283,8 @@ pub(crate) struct AuditParams {
     principal: Option<String>,
     /// Only this action, e.g. `kms:GetSecretValue`.
     action: Option<String>,
-    /// Only resources starting with this, e.g. `secret/app/`.
+    /// Only resources starting with this, e.g. `secret/app/` (the record's `resource`,
+    /// or one of its `related_resources`).
     resource_prefix: Option<String>,
     /// Only the request with this id.
     request_id: Option<String>,

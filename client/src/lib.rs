@@ -595,6 +595,18 @@ impl Client {
         let (key, _) = api::ciphertext_blob_key(&raw).ok_or_else(|| {
             Error::InvalidArgument("not a Strongbox ciphertext blob (no key in its header)".into())
         })?;
+        self.decrypt_with_key(key, ciphertext_blob, context).await
+    }
+
+    /// [`decrypt_under`](Self::decrypt_under), answering the data itself, wiped when
+    /// dropped.
+    pub async fn decrypt_with_key(
+        &self,
+        key: &str,
+        ciphertext_blob: &str,
+        context: &std::collections::BTreeMap<String, String>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        use base64::Engine as _;
         let mut answer = self.decrypt_under(key, ciphertext_blob, context).await?;
         let plaintext = base64::engine::general_purpose::STANDARD
             .decode(&answer.plaintext)

@@ -248,6 +248,16 @@ fn load(path: &Path, backend: &dyn Backend, barrier: &Barrier) -> anyhow::Result
 /// only once the bytes written were checked, so a restore that fails or is killed
 /// leaves no database (at most a `*.restoring-*` file after a kill).
 pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow::Result<u64> {
+    restore_making(data_dir, path, root_key).map(|(count, _)| count)
+}
+
+/// [`restore_into`], also answering the directories it made (see
+/// [`crate::server::make_private_dir`]), for a caller that fails after it.
+fn restore_making(
+    data_dir: &Path,
+    path: &Path,
+    root_key: &RootKey,
+) -> anyhow::Result<(u64, Vec<std::path::PathBuf>)> {
     let db = crate::server::db_path(data_dir);
     if db.exists() {
         bail!("{} already holds a Strongbox database", data_dir.display());
@@ -301,7 +311,7 @@ pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow:
     if let Err(e) = crate::storage::sync_parent_dir(&db) {
         tracing::warn!(dir = %data_dir.display(), error = %e, "could not sync the data dir");
     }
-    Ok(count)
+    Ok((count, made_dirs))
 }
 
 /// [`restore_into`], then the restored data dir opened as the server opens it and the
@@ -319,14 +329,9 @@ pub async fn restore_and_record(
     root_key: &RootKey,
     revoke_tokens: bool,
 ) -> anyhow::Result<Restored> {
-    // The directories restore_into is about to make (it removes them itself when it
-    // fails), removed again if the restored database cannot be opened and recorded.
-    let made_dirs: Vec<std::path::PathBuf> = data_dir
-        .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
-        .map(Path::to_path_buf)
-        .collect();
-    let entries = restore_into(data_dir, path, root_key)?;
+    // The directories the restore made go again if the restored database cannot be
+    // opened and recorded (a failed restore removes them itself).
+    let (entries, made_dirs) = restore_making(data_dir, path, root_key)?;
     let opened = async {
         let u = crate::server::open(data_dir, root_key, crate::service::ServiceConfig::default())?;
         crate::server::record_restore(&u).await?;

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Read as _, Write as _};
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
 use clap::Subcommand;
 use strongbox_schemas::{self as api, DataKeySpec};
 use zeroize::Zeroizing;
@@ -106,6 +105,15 @@ fn read_stdin(what: &str, most: usize) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(raw)
 }
 
+/// A ciphertext blob on standard input: base64 text, surrounding whitespace dropped.
+fn read_blob() -> anyhow::Result<String> {
+    // Base64 of the largest blob, with room for a newline.
+    let blob = read_stdin("ciphertext blob", 16 << 10)?;
+    let blob = std::str::from_utf8(&blob)
+        .context("the ciphertext blob on standard input is not base64 text")?;
+    Ok(blob.trim().to_string())
+}
+
 pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
     let c = client()?;
     match cmd {
@@ -125,21 +133,10 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
         }
         KeyCommand::Decrypt { key, context } => {
             let context = parse_context(&context)?;
-            // Base64 of the largest blob, with room for a newline.
-            let blob = read_stdin("ciphertext blob", 16 << 10)?;
-            let blob = std::str::from_utf8(&blob)
-                .context("the ciphertext blob on standard input is not base64 text")?;
+            let blob = read_blob()?;
             let data = match key {
-                None => c.decrypt(blob.trim(), &context).await?,
-                Some(key) => {
-                    let mut answer = c.decrypt_under(&key, blob.trim(), &context).await?;
-                    let data = base64::engine::general_purpose::STANDARD
-                        .decode(&answer.plaintext)
-                        .map(Zeroizing::new)
-                        .map_err(|_| anyhow::anyhow!("the server sent data that is not base64"));
-                    zeroize::Zeroize::zeroize(&mut answer.plaintext);
-                    data?
-                }
+                None => c.decrypt(&blob, &context).await?,
+                Some(key) => c.decrypt_with_key(&key, &blob, &context).await?,
             };
             let mut stdout = std::io::stdout().lock();
             if stdout.is_terminal() && !fit_for_a_terminal(&data) {
@@ -165,23 +162,12 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                 Some(parse_context(&context)?)
             };
             let req = api::ReEncryptRequest {
-                ciphertext_blob: String::new(),
                 source_key_id: source_key,
                 source_encryption_context: parse_context(&source_context)?,
                 destination_encryption_context: destination,
+                ciphertext_blob: read_blob()?,
             };
-            let blob = read_stdin("ciphertext blob", 16 << 10)?;
-            let blob = std::str::from_utf8(&blob)
-                .context("the ciphertext blob on standard input is not base64 text")?;
-            let made = c
-                .re_encrypt(
-                    &key,
-                    &api::ReEncryptRequest {
-                        ciphertext_blob: blob.trim().to_string(),
-                        ..req
-                    },
-                )
-                .await?;
+            let made = c.re_encrypt(&key, &req).await?;
             println!("{}", made.ciphertext_blob);
         }
         KeyCommand::GenerateDataKey {

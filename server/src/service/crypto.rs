@@ -22,6 +22,7 @@ use super::keys::{
 use super::records::KeyRecord;
 use crate::barrier::{self, SealedHeader};
 use crate::error::{Error, Result};
+use crate::storage::Reader;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -82,6 +83,27 @@ fn data_key_len(req: &api::GenerateDataKeyRequest) -> Result<usize> {
     }
 }
 
+/// `who` may do `action` on key `k`, named `key_ref` (also through an alias), it is not
+/// the default key, and it is usable now (see `Service::key_to_use`).
+fn check_key_use(
+    r: &dyn Reader,
+    k: &KeyRecord,
+    key_ref: &str,
+    action: &str,
+    who: &Actor,
+) -> Result<()> {
+    check_through_alias(who, action, key_ref, k)?;
+    if is_default_key(r, &k.key_id)? {
+        return Err(Error::invalid(
+            "key_id",
+            format!(
+                "{DEFAULT_KEY_ALIAS} seals only the secrets that name no key; create a CMK for your own data"
+            ),
+        ));
+    }
+    check_usable(k)
+}
+
 /// What `generate-data-key` made.
 pub struct DataKey {
     /// The key that encrypted it.
@@ -100,19 +122,15 @@ impl Service {
     /// default key is the server's, as an AWS managed key is the service's: it seals the
     /// secrets that name no key and nothing else (it can be neither disabled nor
     /// deleted, so data of callers under it could never be shredded).
-    fn key_to_use(&self, key_ref: &str, action: &str, who: &Actor) -> Result<KeyRecord> {
-        let store = self.store();
-        let k = resolve_key_to_seal(store, key_ref)?;
-        check_through_alias(who, action, key_ref, &k)?;
-        if is_default_key(store, &k.key_id)? {
-            return Err(Error::invalid(
-                "key_id",
-                format!(
-                    "{DEFAULT_KEY_ALIAS} seals only the secrets that name no key; create a CMK for your own data"
-                ),
-            ));
-        }
-        check_usable(&k)?;
+    fn key_to_use(
+        &self,
+        r: &dyn Reader,
+        key_ref: &str,
+        action: &str,
+        who: &Actor,
+    ) -> Result<KeyRecord> {
+        let k = resolve_key_to_seal(r, key_ref)?;
+        check_key_use(r, &k, key_ref, action, who)?;
         Ok(k)
     }
 
@@ -156,7 +174,7 @@ impl Service {
                 ),
             ));
         }
-        let k = self.key_to_use(key_ref, "kms:Encrypt", who)?;
+        let k = self.key_to_use(&*self.store().snapshot()?, key_ref, "kms:Encrypt", who)?;
         let (header, ciphertext_blob) = self.seal_under(&k, &req.encryption_context, &plaintext)?;
         Ok(api::EncryptResponse {
             key_id: header.key_id,
@@ -176,7 +194,7 @@ impl Service {
     ) -> Result<api::DecryptResponse> {
         check_context(&req.encryption_context)?;
         let blob = decode_blob(&req.ciphertext_blob)?;
-        let k = self.key_to_use(key_ref, "kms:Decrypt", who)?;
+        let k = self.key_to_use(&*self.store().snapshot()?, key_ref, "kms:Decrypt", who)?;
         let (named, plaintext) = self.open_under(&k, &blob, &req.encryption_context, "this key")?;
         Ok(api::DecryptResponse {
             key_id: named.key_id,
@@ -239,16 +257,17 @@ impl Service {
             &format!("key/{source_ref}"),
             "re-encrypting reads the data under the key that made the blob",
         )?;
-        if source_ref.starts_with("alias/")
-            && let Ok(k) = resolve_key_to_seal(self.store(), source_ref)
-        {
+        // Both keys from one snapshot.
+        let snap = self.store().snapshot()?;
+        let source = resolve_key_to_seal(&*snap, source_ref)?;
+        if source.key_id != source_ref {
             // Named by alias: the key's own trail shows the request too, also when the
             // check through the alias refuses it.
-            super::audit::note_related(&format!("key/{}", k.key_id));
+            super::audit::note_related(&format!("key/{}", source.key_id));
         }
-        let source = self.key_to_use(source_ref, "kms:ReEncryptFrom", who)?;
+        check_key_use(&*snap, &source, source_ref, "kms:ReEncryptFrom", who)?;
         // The new key is checked before anything is opened.
-        let k = self.key_to_use(key_ref, "kms:ReEncryptTo", who)?;
+        let k = self.key_to_use(&*snap, key_ref, "kms:ReEncryptTo", who)?;
         let (from, plaintext) = self.open_under(
             &source,
             &blob,
@@ -282,7 +301,7 @@ impl Service {
     ) -> Result<DataKey> {
         check_context(&req.encryption_context)?;
         let len = data_key_len(req)?;
-        let k = self.key_to_use(key_ref, action, who)?;
+        let k = self.key_to_use(&*self.store().snapshot()?, key_ref, action, who)?;
         let plaintext = barrier::random_secret_bytes(len);
         let (header, ciphertext_blob) = self.seal_under(&k, &req.encryption_context, &plaintext)?;
         Ok(DataKey {

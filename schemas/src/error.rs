@@ -60,6 +60,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Body is not `application/json` (415).
     UnsupportedMediaType,
+    /// The client went away before the answer (499, as nginx logs it). Never sent to a
+    /// client (none is left to receive it): it is how the audit trail records a request
+    /// that its client abandoned while it was being served.
+    ClientClosedRequest,
     /// Too many requests without a valid token from one client address, or from all of
     /// them together past the server-wide limit (429); see `Retry-After`. Requests with
     /// a valid token are never refused so.
@@ -102,6 +106,7 @@ impl ErrorCode {
             RotationFailed => 502,
             UnsupportedMediaType => 415,
             TooManyRequests => 429,
+            ClientClosedRequest => 499,
             InternalError => 500,
             Unavailable => 503,
         }
@@ -138,6 +143,7 @@ impl ErrorCode {
             RotationFailed => "RotationFailed",
             PayloadTooLarge => "PayloadTooLarge",
             UnsupportedMediaType => "UnsupportedMediaType",
+            ClientClosedRequest => "ClientClosedRequest",
             TooManyRequests => "TooManyRequests",
             InternalError => "InternalError",
             Unavailable => "Unavailable",

@@ -42,6 +42,7 @@ fn error_codes_map_to_documented_statuses() {
         (PayloadTooLarge, 413),
         (UnsupportedMediaType, 415),
         (TooManyRequests, 429),
+        (ClientClosedRequest, 499),
         (RotationInProgress, 409),
         (RotationFailed, 502),
     ] {

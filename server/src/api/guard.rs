@@ -4,7 +4,8 @@
 //! Two middlewares share the work. [`audit`] wraps every request (matched or not): it
 //! drafts the record (time, request id, source, user agent), authenticates the bearer
 //! token if there is one, runs the request with the draft as its audit slot, and after
-//! the response records it, unless a write job already did so together with its change.
+//! the response records it, unless a write job already did so together with its change
+//! (or, if the client went away first, as abandoned).
 //! If the record cannot be written, the response is replaced by an error. A request other
 //! than `GET`/`HEAD` runs on a task of its own (holding its connection's places), so that
 //! a client going away does not stop it between what it started and its record. Requests
@@ -58,7 +59,9 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 /// request starts a rotation that goes on without it, and must not lose the record
 /// naming its caller. It runs on a task of its own, which keeps a hold on its connection
 /// (`tls::ConnectionHold`): the connection limits still bound such work, and a shutdown
-/// waits for it. Reads stay on the connection's task (a value not sent needs no record).
+/// waits for it. Reads stay on the connection's task (a spawn per read would cost them
+/// all): one whose client goes away before the answer is dropped there, and recorded
+/// as such (`ClientClosedRequest`) by [`RecordIfAbandoned`].
 pub(super) async fn audit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return observed(state, req, next).await;
@@ -129,7 +132,12 @@ async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(authn);
     let slot = AuditSlot::new(entry);
     req.extensions_mut().insert(slot.clone());
+    let abandoned = RecordIfAbandoned {
+        service: &state.service,
+        slot: &slot,
+    };
     let resp = state.service.audited(slot.clone(), next.run(req)).await;
+    abandoned.disarm();
     // A request without a valid token past its address's allowance (or the server's)
     // is refused instead: it did nothing (no handler runs without a caller, and it was
     // refused with a 4xx), and it is recorded only if it is the address's first such
@@ -182,6 +190,26 @@ async fn record(state: &AppState, mut req: Request, next: Next) -> Response {
         Ok(()) => resp,
         // The request was not recorded, so it is not answered: a read's value is dropped.
         Err(e) => ApiError(e).into_response(),
+    }
+}
+
+/// Records the request if it is dropped while its handler runs: its client went away
+/// (a `GET` runs on its connection's task, which hyper drops then). Once the handler has
+/// answered, [`record`] records it (or decides not to) itself.
+struct RecordIfAbandoned<'a> {
+    service: &'a crate::service::Service,
+    slot: &'a AuditSlot,
+}
+
+impl RecordIfAbandoned<'_> {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for RecordIfAbandoned<'_> {
+    fn drop(&mut self) {
+        self.service.record_abandoned(self.slot);
     }
 }
 

@@ -223,6 +223,9 @@ pub(crate) struct AuditState {
     failpoint: AtomicBool,
     /// Test-only: makes the next write job of a request panic.
     panic_next_write: AtomicBool,
+    /// Test-only: holds the next `GET /v1/audit` until its client goes away.
+    #[cfg(any(test, feature = "failpoints"))]
+    hold_next_list: Mutex<Option<Arc<tokio::sync::Notify>>>,
     /// When the background retention may try again after a prune failed (unix seconds).
     retention_retry_at: std::sync::atomic::AtomicI64,
 }
@@ -512,6 +515,76 @@ impl Service {
             tracing::error!(error = %e, "audit record could not be written");
             unauditable()
         })
+    }
+
+    /// Records a request whose client went away while it was served, before anything
+    /// recorded it (a read whose handler was still working): `Failed`, with
+    /// `ClientClosedRequest`. It is called from a `Drop`, so it cannot wait: the record
+    /// goes to the writer thread at once and commits with the next batch (nothing was
+    /// answered, so nothing waits on it); a failure is logged.
+    pub fn record_abandoned(&self, slot: &AuditSlot) {
+        let Some(entry) = slot.take() else {
+            return;
+        };
+        let drafted = match Drafted::new(
+            &entry,
+            AuditOutcome::Failed,
+            Some(ErrorCode::ClientClosedRequest),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "the record of an abandoned request could not be written");
+                return;
+            }
+        };
+        let this = self.clone();
+        match self
+            .store()
+            .submit(move |t| this.append_drafted(t, &drafted))
+        {
+            Ok(rx) => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        if let Ok(Err(e)) = rx.await {
+                            tracing::error!(error = %e, "the record of an abandoned request could not be written");
+                        }
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the record of an abandoned request could not be written");
+            }
+        }
+    }
+
+    /// Test-only: the next `GET /v1/audit` stops in its handler until its client goes
+    /// away; `reached` is told when it got there.
+    #[cfg(any(test, feature = "failpoints"))]
+    pub fn hold_next_audit_list(&self) -> Arc<tokio::sync::Notify> {
+        let reached = Arc::new(tokio::sync::Notify::new());
+        *self
+            .inner
+            .audit
+            .hold_next_list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reached.clone());
+        reached
+    }
+
+    /// Where a held `GET /v1/audit` stops (see [`Self::hold_next_audit_list`]).
+    #[cfg(any(test, feature = "failpoints"))]
+    pub async fn audit_list_hold_point(&self) {
+        let held = self
+            .inner
+            .audit
+            .hold_next_list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(reached) = held {
+            reached.notify_one();
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The write path of every service: runs `f` on the writer thread and, inside a

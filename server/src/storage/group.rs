@@ -273,6 +273,22 @@ impl Store {
         R: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
+        self.submit(f)?.await.map_err(|_| {
+            E::from(StorageError(
+                "the write did not complete (its job panicked, or the writer stopped)".into(),
+            ))
+        })?
+    }
+
+    /// Hands `f` to the writer thread at once, as [`write`](Self::write) does, and
+    /// returns where its result will come: the job runs and commits whether or not that
+    /// is ever awaited (a caller that cannot wait, such as a `Drop`, drops it).
+    pub fn submit<F, R, E>(&self, f: F) -> Result<oneshot::Receiver<Result<R, E>>, E>
+    where
+        F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(WriteJob {
             f: Some(f),
@@ -282,11 +298,7 @@ impl Store {
         self.jobs
             .send(job)
             .map_err(|_| E::from(StorageError("writer thread stopped".into())))?;
-        rx.await.map_err(|_| {
-            E::from(StorageError(
-                "the write did not complete (its job panicked, or the writer stopped)".into(),
-            ))
-        })?
+        Ok(rx)
     }
 }
 

@@ -803,6 +803,65 @@ async fn no_secret_value_and_no_token_ever_reaches_the_trail() {
     }
 }
 
+/// A read whose client goes away while the handler works is dropped with its
+/// connection's task; it is recorded all the same, once, as abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_client_goes_away_is_recorded_as_abandoned() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = TestServer::start().await;
+    let count0 = s.service.audit_count().unwrap();
+    let reached = s.service.hold_next_audit_list();
+    let mut tls = crate::edge::tls_connect_alpn(&s, &[]).await;
+    let request = format!(
+        "GET /v1/audit?action=kms%3ANone HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nUser-Agent: goes-away/1\r\n\r\n",
+        s.token
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), reached.notified())
+        .await
+        .expect("the request reached its handler");
+    assert_eq!(
+        s.service.audit_count().unwrap(),
+        count0,
+        "not recorded while it is being served"
+    );
+    drop(tls);
+
+    let q = AuditQuery {
+        action: Some("audit:Read".into()),
+        ..Default::default()
+    };
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = s
+            .client
+            .list_audit(&q)
+            .await
+            .unwrap()
+            .records
+            .into_iter()
+            .filter(|r| r.user_agent == "goes-away/1")
+            .collect();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "one record of the abandoned read: {found:?}"
+    );
+    let r = &found[0];
+    assert_eq!(r.outcome, AuditOutcome::Failed);
+    assert_eq!(r.error_code, Some(ErrorCode::ClientClosedRequest));
+    assert_eq!(r.resource, "*");
+    assert_ne!(r.principal, "anonymous");
+    assert!(verify(&s).await.intact);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_share_audit_commits() {
     let s = TestServer::start().await;

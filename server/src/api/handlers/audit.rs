@@ -13,6 +13,8 @@ pub(super) async fn list_audit(
     State(s): State<AppState>,
     ApiQuery(p): ApiQuery<AuditParams>,
 ) -> ApiResult<Json<api::ListAuditResponse>> {
+    #[cfg(any(test, feature = "failpoints"))]
+    s.service.audit_list_hold_point().await;
     let after = match p.page_token.as_deref().filter(|t| !t.is_empty()) {
         None => 0,
         Some(t) => t.parse::<u64>().map_err(|_| {

@@ -30,9 +30,11 @@ pub enum IntervalError {
 }
 
 impl Interval {
-    /// Parses `NUMBER UNIT` with unit `s`, `m`, `h` or `d`.
+    /// Parses `NUMBER UNIT` with unit `s`, `m`, `h` or `d`, nothing around them: the
+    /// text is kept as written, and a tool comparing it with what it sent must find it
+    /// the same.
     pub fn parse(text: &str) -> Result<Self, IntervalError> {
-        let t = text.trim();
+        let t = text;
         let unit = t.chars().last().ok_or(IntervalError::Syntax)?;
         let mult: u64 = match unit {
             's' => 1,
@@ -141,7 +143,20 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "d", "7", "7w", "-7d", "7.5d", "1e3s", "9999999999999d"] {
+        for bad in [
+            "",
+            "d",
+            "7",
+            "7w",
+            "-7d",
+            "7.5d",
+            "1e3s",
+            "9999999999999d",
+            " 7d",
+            "7d ",
+            "7 d",
+            "+7d",
+        ] {
             assert_eq!(Interval::parse(bad), Err(IntervalError::Syntax), "{bad}");
         }
     }

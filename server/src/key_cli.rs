@@ -93,7 +93,7 @@ fn parse_context(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// Standard input, refused past `most` bytes (read no further than one more).
-fn read_stdin(what: &str, most: usize) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn read_stdin(what: &str, most: usize) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let mut raw = Zeroizing::new(Vec::with_capacity(most + 1));
     std::io::stdin()
         .take(most as u64 + 1)

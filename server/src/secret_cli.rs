@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::{IsTerminal as _, Write as _};
 
 use crate::admin::client;
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use clap::Subcommand;
-use strongbox_schemas::{self as api, SecretDataType};
+use strongbox_schemas::{self as api, MAX_SECRET_VALUE_BYTES, SecretDataType};
 use zeroize::{Zeroize as _, Zeroizing};
 
 #[derive(Subcommand)]
@@ -131,10 +131,9 @@ fn value_from_stdin() -> anyhow::Result<Zeroizing<String>> {
         }
         return Ok(typed);
     }
-    let mut raw = Zeroizing::new(Vec::new());
-    std::io::stdin()
-        .read_to_end(&mut raw)
-        .context("reading the value from standard input")?;
+    // Read into a buffer of the most it may hold (the largest value and a line end), so
+    // that no grown copy of the value is left unwiped.
+    let mut raw = crate::key_cli::read_stdin("value", MAX_SECRET_VALUE_BYTES + 2)?;
     if raw.last() == Some(&b'\n') {
         raw.pop();
         if raw.last() == Some(&b'\r') {
@@ -160,10 +159,7 @@ fn value_to_send(binary: bool) -> anyhow::Result<(Zeroizing<String>, SecretDataT
             "--binary reads the value from a pipe or a file: strongbox secret put NAME --binary < FILE"
         );
     }
-    let mut raw = Zeroizing::new(Vec::new());
-    std::io::stdin()
-        .read_to_end(&mut raw)
-        .context("reading the value from standard input")?;
+    let raw = crate::key_cli::read_stdin("value", MAX_SECRET_VALUE_BYTES)?;
     if raw.is_empty() {
         bail!("the value on standard input is empty");
     }

@@ -119,14 +119,75 @@ impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::new(
             ErrorCode::InvalidParameter,
-            format!("query: {}", r.body_text()),
+            format!(
+                "query: {}",
+                without_unknown_name(&without_values(&r.body_text()))
+            ),
         )
     }
 }
 
+/// A query error without the name of an unknown parameter: in `?hunter2` the "name" is
+/// what the caller typed, which may be a value or a token. The framework names it twice
+/// (``Failed …: hunter2: unknown field `hunter2`, expected …``): what comes after its own
+/// first `": "` goes, up to serde's words after the name. What was expected stays.
+fn without_unknown_name(message: &str) -> String {
+    const MARK: &str = "unknown field `";
+    let Some(at) = message.find(MARK) else {
+        return message.to_string();
+    };
+    let start = at + MARK.len();
+    // The name runs to the last place where serde's own words follow it (the name may
+    // itself hold them), or to the end.
+    let end = ["`, expected", "`, there are no fields"]
+        .iter()
+        .filter_map(|w| message[start..].rfind(w))
+        .max()
+        .map_or(message.len(), |e| start + e + 1);
+    let keep = message[..at].find(": ").map_or(at, |p| p + 2);
+    format!(
+        "{}an unknown parameter{}",
+        &message[..keep],
+        &message[end..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::without_values;
+    use super::{without_unknown_name, without_values};
+
+    #[test]
+    fn query_errors_do_not_repeat_an_unknown_parameter() {
+        let cases = [
+            (
+                "Failed to deserialize query string: unknown field `sbx_AbC`, expected `version_stage` or `version_id`",
+                "Failed to deserialize query string: an unknown parameter, expected `version_stage` or `version_id`",
+            ),
+            (
+                "Failed to deserialize query string: sbx_AbC: unknown field `sbx_AbC`, expected `limit`",
+                "Failed to deserialize query string: an unknown parameter, expected `limit`",
+            ),
+            (
+                "Failed to deserialize query string: unknown field `x`, there are no fields",
+                "Failed to deserialize query string: an unknown parameter, there are no fields",
+            ),
+            (
+                "Failed to deserialize query string: unknown field `a`, expected b`, expected `c`",
+                "Failed to deserialize query string: an unknown parameter, expected `c`",
+            ),
+            (
+                "Failed to deserialize query string: unknown field `cut",
+                "Failed to deserialize query string: an unknown parameter",
+            ),
+            (
+                "Failed to deserialize query string: limit: invalid digit found in string",
+                "Failed to deserialize query string: limit: invalid digit found in string",
+            ),
+        ];
+        for (given, wanted) in cases {
+            assert_eq!(without_unknown_name(given), wanted, "{given}");
+        }
+    }
 
     #[test]
     fn json_errors_name_the_field_and_the_kind_but_not_the_value() {

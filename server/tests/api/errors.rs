@@ -447,6 +447,24 @@ async fn misplaced_parameters_are_refused_not_ignored() {
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
+    // An unknown parameter of a route with parameters: its name is repeated only when
+    // it was given a value (a bare one may be a value or a token pasted in).
+    for (path, named) in [
+        ("/v1/secrets/db/value?sbx_hunter2", false),
+        ("/v1/secrets?sbx_hunter2", false),
+        ("/v1/audit?sbx_hunter2", false),
+        ("/v1/secrets?colour=hunter2", true),
+    ] {
+        let r = h
+            .get(format!("{base}{path}"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        let m = invalid_parameter(r, "unknown parameter").await;
+        assert!(!m.contains("hunter2"), "{path}: {m}");
+        assert_eq!(m.contains("colour"), named, "{path}: {m}");
+    }
 }
 
 /// An empty `encryption_key_id` in an update is refused as such (at create it means

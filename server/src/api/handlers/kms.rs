@@ -333,10 +333,17 @@ pub(super) async fn list_secrets(
                     q.tags.insert(tag.to_string(), v);
                 }
                 _ => {
+                    // A parameter without a value (`?hunter2`) may be a value itself:
+                    // only a name given one is repeated.
+                    let which = if v.is_empty() {
+                        "an unknown parameter".to_string()
+                    } else {
+                        format!("unknown parameter {k}")
+                    };
                     return Err(ApiError::new(
                         ErrorCode::InvalidParameter,
                         format!(
-                            "query: unknown parameter {k}; expected limit, page_token, name_prefix, key_id or tag.KEY"
+                            "query: {which}; expected limit, page_token, name_prefix, key_id or tag.KEY"
                         ),
                     ));
                 }

@@ -13,6 +13,13 @@ use crate::barrier::{CmkMaterial, Secret32};
 use crate::error::{Error, Result, interval_in};
 use crate::storage::{Reader, Table, Txn};
 
+/// A key version's material as the cache holds it, with the wrapped bytes it was
+/// unwrapped from (see [`Service::material`]).
+pub(super) struct CachedMaterial {
+    wrapped: Vec<u8>,
+    material: CmkMaterial,
+}
+
 const META_DEFAULT_KEY: &[u8] = b"default_key_id";
 /// Alias given to the key that protects secrets which name none.
 pub(crate) const DEFAULT_KEY_ALIAS: &str = "alias/strongbox/default";
@@ -478,18 +485,14 @@ impl Service {
     }
 
     /// Material of one key version, if the key is usable.
+    ///
+    /// The cache is filled by write jobs too, which see their batch's writes before the
+    /// batch commits; a batch that fails to commit leaves the version unwritten, and a
+    /// later rotation writes other material under the same number. So a cached material
+    /// serves only the record holding the very wrapped bytes it came from (each wrapping
+    /// has a nonce of its own): never the material of a version that was not kept.
     pub(crate) fn material(&self, k: &KeyRecord, version: u32) -> Result<CmkMaterial> {
         check_usable(k)?;
-        let cache_key = (k.key_id.clone(), version);
-        if let Some(m) = self
-            .inner
-            .materials
-            .read()
-            .ok()
-            .and_then(|c| c.get(&cache_key).map(|m| CmkMaterial::clone(m)))
-        {
-            return Ok(m);
-        }
         let wrapped = k
             .versions
             .iter()
@@ -501,9 +504,23 @@ impl Service {
                     format!("key {} version {version} is gone", k.key_id),
                 )
             })?;
+        let cache_key = (k.key_id.clone(), version);
+        if let Some(m) = self.inner.materials.read().ok().and_then(|c| {
+            c.get(&cache_key)
+                .filter(|c| c.wrapped == wrapped)
+                .map(|c| c.material.clone())
+        }) {
+            return Ok(m);
+        }
         let m = self.inner.barrier.unwrap_cmk(&k.key_id, version, wrapped)?;
         if let Ok(mut c) = self.inner.materials.write() {
-            c.insert(cache_key, Box::new(m.clone()));
+            c.insert(
+                cache_key,
+                Box::new(CachedMaterial {
+                    wrapped: wrapped.to_vec(),
+                    material: m.clone(),
+                }),
+            );
         }
         Ok(m)
     }

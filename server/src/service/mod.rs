@@ -17,7 +17,7 @@ mod secrets;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::barrier::{Barrier, CmkMaterial};
+use crate::barrier::Barrier;
 use crate::clock::Clock;
 use crate::storage::Store;
 
@@ -91,10 +91,10 @@ struct Inner {
     barrier: Barrier,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
-    /// Unwrapped CMK material by (key id, version); wiped when dropped. Boxed: when the
-    /// map grows it moves pointers, and no copy of the material is left behind in the
-    /// memory it frees.
-    materials: RwLock<HashMap<(String, u32), Box<CmkMaterial>>>,
+    /// Unwrapped CMK material by (key id, version), with the wrapped bytes it came from;
+    /// wiped when dropped. Boxed: when the map grows it moves pointers, and no copy of
+    /// the material is left behind in the memory it frees.
+    materials: RwLock<HashMap<(String, u32), Box<keys::CachedMaterial>>>,
     /// Secret and key records as reads decoded them (metadata only).
     decoded_secrets: records::Decoded<records::SecretRecord>,
     decoded_keys: records::Decoded<records::KeyRecord>,

@@ -873,16 +873,7 @@ async fn concurrent_reads_share_audit_commits() {
     let count0 = s.service.audit_count().unwrap();
     // Hold the writer thread busy so that every read's record queues behind it: the
     // group-commit writer then takes them all in one batch and syncs once.
-    let store = s.service.store().clone();
-    let busy = tokio::spawn(async move {
-        store
-            .write(|_| {
-                std::thread::sleep(std::time::Duration::from_millis(1500));
-                Ok::<_, strongbox_server::storage::StorageError>(())
-            })
-            .await
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let busy = hold_writer(&s.service, std::time::Duration::from_millis(1500)).await;
     let commits0 = st.commits.load(Relaxed);
     const READS: u64 = 40;
     let mut tasks = Vec::new();

@@ -218,6 +218,26 @@ pub(crate) fn text_secret(name: &str, data: &str) -> strongbox_schemas::CreateSe
     }
 }
 
+/// Holds the store's writer thread busy for `held`, starting within 100 ms (the call
+/// returns then): writes asked for meanwhile queue behind it, and the group-commit
+/// writer takes them in one batch. Await the handle for the end of the hold.
+pub(crate) async fn hold_writer(
+    service: &Service,
+    held: Duration,
+) -> tokio::task::JoinHandle<Result<(), strongbox_server::storage::StorageError>> {
+    let store = service.store().clone();
+    let busy = tokio::spawn(async move {
+        store
+            .write(move |_| {
+                std::thread::sleep(held);
+                Ok(())
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    busy
+}
+
 pub(crate) fn put(data: &str) -> strongbox_schemas::PutSecretValueRequest {
     strongbox_schemas::PutSecretValueRequest {
         secret_data: data.into(),

@@ -278,6 +278,62 @@ async fn a_failed_journal_write_keeps_nothing_of_its_commit() {
     }
 }
 
+/// A key version whose batch failed to commit is not kept, and the next rotation
+/// writes other material under its number. A write job of the failed batch had
+/// unwrapped (and cached) the lost version's material to seal a value: what is sealed
+/// after the next rotation must be sealed with the material kept, not the cached one,
+/// or it would open while the process lives and never after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn material_of_a_version_that_was_not_kept_seals_nothing() {
+    let (disk, key, svc, who) = journaled_service();
+    let k = svc.create_key(Default::default()).await.unwrap();
+    let mut req = text_secret("sealed", "v1");
+    req.encryption_key_id = Some(k.key_id.clone());
+    svc.create_secret(req, &who).await.unwrap();
+    // One batch that rotates the key and then seals a value under the new version,
+    // and fails to commit: a slow job holds the writer while both queue behind it.
+    let busy = crate::common::hold_writer(&svc, std::time::Duration::from_millis(500)).await;
+    disk.journal_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let rotate = {
+        let (svc, who, id) = (svc.clone(), who.clone(), k.key_id.clone());
+        tokio::spawn(async move { svc.rotate_key(&id, &who).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let lost = {
+        let (svc, who) = (svc.clone(), who.clone());
+        tokio::spawn(async move {
+            svc.put_secret_value("sealed", crate::common::put("lost"), &who)
+                .await
+        })
+    };
+    busy.await.unwrap().unwrap();
+    assert!(rotate.await.unwrap().is_err(), "the batch failed");
+    assert!(lost.await.unwrap().is_err(), "the batch failed");
+    disk.journal_fails
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let rotated = svc.rotate_key(&k.key_id, &who).await.unwrap();
+    assert_eq!(rotated.primary_key_version, k.primary_key_version + 1);
+    svc.put_secret_value("sealed", crate::common::put("v2"), &who)
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.get_secret_value("sealed", None, None)
+            .unwrap()
+            .secret_data,
+        "v2"
+    );
+    let recovered = open(&Disk::from_image(disk.crash_image()), true, &key);
+    assert_eq!(
+        recovered
+            .get_secret_value("sealed", None, None)
+            .unwrap()
+            .secret_data,
+        "v2",
+        "the value opens after a restart"
+    );
+}
+
 /// A checkpoint that fails (the database file cannot be synced) stops every later
 /// write, while what was acknowledged stays readable; after a crash, replaying the
 /// journal brings back every acknowledged commit.

@@ -242,22 +242,57 @@ fn load(path: &Path, backend: &dyn Backend, barrier: &Barrier) -> anyhow::Result
     Ok(count)
 }
 
-/// Restores the backup at `path` into a new database in `data_dir` (which must hold
-/// none), refused before anything is made unless the backup is complete and its MAC is
-/// that of `root_key`. The database is built under a temporary name and takes its name
-/// only once the bytes written were checked, so a restore that fails or is killed
-/// leaves no database (at most a `*.restoring-*` file after a kill).
-pub fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow::Result<u64> {
-    restore_making(data_dir, path, root_key).map(|(count, _)| count)
+/// A restored database under its temporary name, not yet the data dir's: a failure
+/// from here on removes it (and the directories the restore made).
+struct Staged {
+    temp: std::path::PathBuf,
+    db: std::path::PathBuf,
+    made_dirs: Vec<std::path::PathBuf>,
+    entries: u64,
 }
 
-/// [`restore_into`], also answering the directories it made (see
-/// [`crate::server::make_private_dir`]), for a caller that fails after it.
-fn restore_making(
+impl Staged {
+    /// Removes the temporary database and its journal, and the directories made.
+    fn discard(&self) {
+        let _ = std::fs::remove_file(&self.temp);
+        let _ = std::fs::remove_file(crate::storage::journal_path(&self.temp));
+        crate::server::remove_made_dirs(&self.made_dirs);
+    }
+
+    /// Gives the database its name, never over one that appeared meanwhile, and syncs
+    /// the data dir; on failure nothing is kept.
+    fn name(self) -> anyhow::Result<u64> {
+        if let Err(e) = crate::server::name_new_file(&self.temp, &self.db) {
+            self.discard();
+            return Err(anyhow::Error::new(e).context(format!(
+                "naming the restored database {} (nothing was kept)",
+                self.db.display()
+            )));
+        }
+        let _ = std::fs::remove_file(crate::storage::journal_path(&self.temp));
+        if let Err(e) = crate::storage::sync_parent_dir(&self.db) {
+            // The name might not survive a power loss: a restore reported done must be.
+            let _ = std::fs::remove_file(&self.db);
+            crate::server::remove_made_dirs(&self.made_dirs);
+            return Err(anyhow::Error::new(e).context(format!(
+                "syncing the data dir {} after naming the restored database (nothing was kept)",
+                self.db
+                    .parent()
+                    .map_or_else(String::new, |p| p.display().to_string())
+            )));
+        }
+        Ok(self.entries)
+    }
+}
+
+/// Loads the backup at `path` into a new database under a temporary name in `data_dir`
+/// (which must hold none), refused before anything is made unless the backup is
+/// complete and its MAC is that of `root_key`; answers it with its backend, open.
+fn stage(
     data_dir: &Path,
     path: &Path,
     root_key: &RootKey,
-) -> anyhow::Result<(u64, Vec<std::path::PathBuf>)> {
+) -> anyhow::Result<(Staged, RedbBackend)> {
     let db = crate::server::db_path(data_dir);
     if db.exists() {
         bail!("{} already holds a Strongbox database", data_dir.display());
@@ -269,71 +304,71 @@ fn restore_making(
         ".restoring-{}",
         hex::encode(rand::random::<[u8; 8]>())
     ));
-    let temp = std::path::PathBuf::from(name);
-    let clean_up = |made_db: bool| {
-        if made_db {
-            let _ = std::fs::remove_file(&temp);
-            let _ = std::fs::remove_file(crate::storage::journal_path(&temp));
-        }
-        crate::server::remove_made_dirs(&made_dirs);
+    let mut staged = Staged {
+        temp: std::path::PathBuf::from(name),
+        db,
+        made_dirs,
+        entries: 0,
     };
-    if let Err(e) = crate::server::claim_db_file(&temp) {
-        clean_up(false);
-        return Err(anyhow::Error::new(e).context(format!("creating {}", temp.display())));
+    if let Err(e) = crate::server::claim_db_file(&staged.temp) {
+        crate::server::remove_made_dirs(&staged.made_dirs);
+        return Err(anyhow::Error::new(e).context(format!("creating {}", staged.temp.display())));
     }
     let barrier = Barrier::new(root_key);
-    let loaded = RedbBackend::open(&temp)
+    let loaded = RedbBackend::open(&staged.temp)
         .map_err(anyhow::Error::from)
-        .and_then(|backend| {
-            let n = load(path, &backend, &barrier)?;
-            // Vetted as the server would open it (its format, its audit trail) before it
-            // is named: a backup this release cannot serve leaves no database behind.
-            crate::server::vet(&backend, root_key)
-                .context("the restored database would not open")?;
-            Ok(n)
-        });
-    let count = match loaded {
-        Ok(n) => n,
-        Err(e) => {
-            clean_up(true);
-            return Err(e);
+        .and_then(|backend| Ok((load(path, &backend, &barrier)?, backend)));
+    match loaded {
+        Ok((n, backend)) => {
+            staged.entries = n;
+            Ok((staged, backend))
         }
-    };
-    // Into place, never over a database that appeared meanwhile.
-    if let Err(e) = crate::server::name_new_file(&temp, &db) {
-        clean_up(true);
-        return Err(anyhow::Error::new(e).context(format!(
-            "naming the restored database {} (nothing was kept)",
-            db.display()
-        )));
+        Err(e) => {
+            staged.discard();
+            Err(e)
+        }
     }
-    let _ = std::fs::remove_file(crate::storage::journal_path(&temp));
-    if let Err(e) = crate::storage::sync_parent_dir(&db) {
-        tracing::warn!(dir = %data_dir.display(), error = %e, "could not sync the data dir");
-    }
-    Ok((count, made_dirs))
 }
 
-/// [`restore_into`], then the restored data dir opened as the server opens it and the
-/// restore recorded in its audit trail (`sys:Restore`, by the root key's holder). When
-/// that fails (a full disk, say) the database goes again, and the data dir if the
-/// restore made it: a restore is either done and recorded, or leaves nothing and can be
-/// run again.
-///
-/// With `revoke_tokens`, every principal's token is then revoked and the root token
-/// replaced (the backup holds tokens revoked since it was taken): the new root token is
-/// returned, and shown only once.
+/// Restores the backup at `path` into `data_dir` without recording it or opening it as
+/// the server would: what the unit tests compare entry for entry with the original.
+#[cfg(test)]
+fn restore_into(data_dir: &Path, path: &Path, root_key: &RootKey) -> anyhow::Result<u64> {
+    let (staged, backend) = stage(data_dir, path, root_key)?;
+    if let Err(e) = crate::server::vet(&backend, root_key) {
+        drop(backend);
+        staged.discard();
+        return Err(e.context("the restored database would not open"));
+    }
+    drop(backend);
+    staged.name()
+}
+
+/// Restores the backup at `path` into a new database in `data_dir` (which must hold
+/// none), refused before anything is made unless the backup is complete and its MAC is
+/// that of `root_key`. The database is built under a temporary name, opened there as
+/// the server opens it (its format, its audit trail), and the restore recorded in its
+/// audit trail (`sys:Restore`, by the root key's holder). With `revoke_tokens`, every
+/// principal's token is then revoked and the root token replaced (the backup holds
+/// tokens revoked since it was taken): the new root token is returned, and shown only
+/// once. Only then does the database take its name. So a restore is either done,
+/// recorded and its tokens revoked, or leaves no database (at most a `*.restoring-*`
+/// file after a kill) and can be run again.
 pub async fn restore_and_record(
     data_dir: &Path,
     path: &Path,
     root_key: &RootKey,
     revoke_tokens: bool,
 ) -> anyhow::Result<Restored> {
-    // The directories the restore made go again if the restored database cannot be
-    // opened and recorded (a failed restore removes them itself).
-    let (entries, made_dirs) = restore_making(data_dir, path, root_key)?;
+    let (staged, backend) = stage(data_dir, path, root_key)?;
     let opened = async {
-        let u = crate::server::open(data_dir, root_key, crate::service::ServiceConfig::default())?;
+        let u = crate::server::unseal(
+            std::sync::Arc::new(backend),
+            root_key,
+            std::sync::Arc::new(crate::clock::SystemClock),
+            crate::service::ServiceConfig::default(),
+        )
+        .context("the restored database would not open")?;
         crate::server::record_restore(&u).await?;
         let revoked = if revoke_tokens {
             Some(crate::server::revoke_all_tokens(&u, "strongbox restore --revoke-tokens").await?)
@@ -347,16 +382,21 @@ pub async fn restore_and_record(
     let revoked = match opened {
         Ok(r) => r,
         Err(e) => {
-            let db = crate::server::db_path(data_dir);
-            let _ = std::fs::remove_file(crate::storage::journal_path(&db));
-            let _ = std::fs::remove_file(&db);
-            crate::server::remove_made_dirs(&made_dirs);
+            staged.discard();
             return Err(e.context(format!(
-                "the restored database could not be opened and its restore recorded; it was removed from {}",
+                "the restored database could not be opened and its restore recorded; nothing was kept in {}",
                 data_dir.display()
             )));
         }
     };
+    // Test-only: the process killed in the last instant before the database is named,
+    // its restore recorded and its tokens revoked.
+    #[cfg(feature = "failpoints")]
+    if std::env::var_os("STRONGBOX_FAILPOINT_RESTORE_ABORT").is_some() {
+        tracing::error!("failpoint: aborting the process");
+        std::process::abort();
+    }
+    let entries = staged.name()?;
     Ok(Restored { entries, revoked })
 }
 

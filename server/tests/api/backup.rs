@@ -384,7 +384,17 @@ async fn a_restore_can_revoke_every_token() {
     assert!(plain.service.authenticate(&s.token).is_ok());
     plain.service.store().close().await.unwrap();
 
+    // Killed in the last instant before the database takes its name (its restore
+    // recorded, its tokens revoked): no database is left where the server would serve
+    // the backup's tokens, and the restore runs again.
     let revoked_dir = dir.path().join("revoked");
+    let mut cmd = restore_cmd(&file, &revoked_dir, &s.root_key_file());
+    cmd.arg("--revoke-tokens")
+        .env("STRONGBOX_FAILPOINT_RESTORE_ABORT", "1");
+    let out = run(cmd).await;
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("failpoint"), "{}", stderr(&out));
+    assert!(!server::db_path(&revoked_dir).exists());
     let mut cmd = restore_cmd(&file, &revoked_dir, &s.root_key_file());
     cmd.arg("--revoke-tokens");
     let out = run(cmd).await;

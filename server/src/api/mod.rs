@@ -27,10 +27,14 @@ pub use openapi::openapi_document;
 
 use crate::service::Service;
 
-/// Largest request body accepted: a value of the largest size fits however its JSON
-/// escapes it (a control character takes 6 bytes as `\u0001`, a character outside the
-/// BMP 12 as a surrogate pair, Python's default), with room for the rest of the body.
-pub const MAX_BODY_BYTES: usize = 192 * 1024;
+/// Largest request body accepted: the largest create fits however its JSON escapes it.
+/// A value of 30,720 bytes takes at most 184,320 (a control character takes 6 bytes as
+/// `\u0001`, a character outside the BMP 12 as a surrogate pair, Python's default); an
+/// `Rds` secret's CA bundle of 160 KiB at most twice that (its line ends, `\/` where an
+/// encoder escapes slashes); the rest of the configuration (16 KiB), the description
+/// and the tags take the remaining 140 KiB, escaped as they may be. Only an authorized
+/// caller's body is read.
+pub const MAX_BODY_BYTES: usize = 640 * 1024;
 
 /// How a route's resource is formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

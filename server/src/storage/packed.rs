@@ -77,7 +77,7 @@ fn pack<'a>(entries: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>) -> Vec<u8
     let mut out = Vec::new();
     for (k, v) in entries {
         for field in [k, v] {
-            // Keys and values are far below 4 GiB (a request body is at most 192 KiB).
+            // Keys and values are far below 4 GiB (a request body is at most 640 KiB).
             out.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
             out.extend_from_slice(field);
         }

@@ -80,7 +80,7 @@ async fn authentication_and_error_format() {
         .post(format!("{base}/v1/secrets"))
         .header("authorization", &auth)
         .header("content-type", "application/json")
-        .body(vec![b' '; 200 * 1024])
+        .body(vec![b' '; strongbox_server::api::MAX_BODY_BYTES + 1])
         .send()
         .await
         .unwrap();

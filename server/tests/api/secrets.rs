@@ -818,6 +818,18 @@ async fn extended_config_and_policy_settings_are_bounded() {
     req.extended_config = Some(with_ca);
     req.name = "cfg/ca".into();
     c.create_secret(&req).await.unwrap();
+    // The largest of each in one body: the largest value as JSON escapes it at its
+    // longest (6 bytes a byte), a CA bundle of 160 KiB in PEM lines (each line end
+    // escaped), and the rest of the configuration at its limit.
+    const MAX_CA_CERT_BYTES: usize = 160 * 1024;
+    let mut largest = fits.clone();
+    let pem_line = format!("{}\n", "c".repeat(63));
+    let mut pem = pem_line.repeat(MAX_CA_CERT_BYTES / pem_line.len());
+    pem.push_str(&"c".repeat(MAX_CA_CERT_BYTES - pem.len()));
+    largest.insert("CaCert".into(), pem.into());
+    let mut req = text_secret("cfg/largest", &"\u{1}".repeat(30_720));
+    req.extended_config = Some(largest);
+    c.create_secret(&req).await.unwrap();
     req.extended_config = Some(fits.clone());
     req.name = "cfg/big".into();
     c.create_secret(&req).await.unwrap();

@@ -43,7 +43,8 @@ pub fn new_token() -> Zeroizing<String> {
 
 /// What to do with a database file an init made but did not finish.
 const UNFINISHED_INIT: &str = "nothing was ever stored in it; remove the file strongbox.redb \
-     (and strongbox.redb.journal, if any) from the data dir and run strongbox init again";
+     (and strongbox.redb.journal, if any) from the data dir, and the root key file if that \
+     init wrote one (its key opens nothing), and run strongbox init again";
 
 fn is_inside(child: &Path, parent: &Path) -> bool {
     resolved(child).starts_with(resolved(parent))
@@ -102,19 +103,13 @@ pub fn init_announcing(
     root_key: &RootKey,
     announce: impl FnOnce(&str) -> std::io::Result<()>,
 ) -> anyhow::Result<Zeroizing<String>> {
-    if let Some(kf) = root_key_file {
-        if is_inside(kf, data_dir) {
-            bail!(
-                "the root key file must be kept apart from the data dir (it is inside {})",
-                data_dir.display()
-            );
-        }
-        if kf.exists() {
-            bail!(
-                "{} already exists; refusing to overwrite a root key",
-                kf.display()
-            );
-        }
+    if let Some(kf) = root_key_file
+        && is_inside(kf, data_dir)
+    {
+        bail!(
+            "the root key file must be kept apart from the data dir (it is inside {})",
+            data_dir.display()
+        );
     }
     // Refused before anything changes, the data dir's mode included.
     let db = db_path(data_dir);
@@ -132,6 +127,14 @@ pub fn init_announcing(
             );
         }
         bail!("{} already holds a Strongbox database", data_dir.display());
+    }
+    if let Some(kf) = root_key_file
+        && kf.exists()
+    {
+        bail!(
+            "{} already exists; refusing to overwrite a root key",
+            kf.display()
+        );
     }
     let mut made_dirs = make_private_dir(data_dir)?;
     let made = init_in(
@@ -207,11 +210,16 @@ fn init_in(
             data_dir.display()
         )));
     }
+    // The root-key check is committed last, once the key file has its name: an init
+    // killed before then leaves a store both init and the server call unfinished.
     let made = RedbBackend::open(db)
         .map_err(anyhow::Error::from)
-        .and_then(|backend| initialize(&backend, root_key));
-    let token = match made {
-        Ok(t) => t,
+        .and_then(|backend| {
+            let (token, check) = initialize_unchecked(&backend, root_key)?;
+            Ok((backend, token, check))
+        });
+    let (backend, token, check) = match made {
+        Ok(made) => made,
         Err(e) => {
             undo(true);
             return Err(e);
@@ -251,6 +259,22 @@ fn init_in(
                 kf.display()
             )));
         }
+    }
+    // Test-only: the process killed in the last instant before the check is written,
+    // the key file named.
+    #[cfg(feature = "failpoints")]
+    if std::env::var_os("STRONGBOX_FAILPOINT_INIT_ABORT").is_some() {
+        tracing::error!("failpoint: aborting the process");
+        std::process::abort();
+    }
+    if let Err(e) = backend.commit(&[check]) {
+        undo(true);
+        if let Some((kf, _)) = &staged {
+            let _ = std::fs::remove_file(kf);
+        }
+        return Err(anyhow::Error::new(e).context(
+            "writing the root-key check failed; nothing was kept: run init again (the token shown is void)",
+        ));
     }
     Ok(token)
 }
@@ -371,26 +395,40 @@ pub(crate) fn claim_db_file(db: &Path) -> std::io::Result<std::fs::File> {
 /// the root-key check, and the `root` principal (with `AdministratorAccess`) holding the
 /// root token, stored as its SHA-256. Returns the root token.
 pub fn initialize(backend: &dyn Backend, root_key: &RootKey) -> anyhow::Result<Zeroizing<String>> {
+    let (token, check) = initialize_unchecked(backend, root_key)?;
+    backend.commit(&[check])?;
+    Ok(token)
+}
+
+/// [`initialize`] but for the root-key check, whose write is returned to be committed
+/// last: until it is, the store is an init that did not finish, which the server and
+/// init refuse saying how to start again.
+fn initialize_unchecked(
+    backend: &dyn Backend,
+    root_key: &RootKey,
+) -> anyhow::Result<(Zeroizing<String>, Mutation)> {
     if backend.get(Table::Meta, META_KEYCHECK)?.is_some() {
         bail!("this store is already initialised");
     }
     let barrier = Barrier::new(root_key);
     let token = new_token();
-    let mut m = vec![
-        Mutation::Put(Table::Meta, META_FORMAT.to_vec(), FORMAT_CURRENT.to_vec()),
-        Mutation::Put(
-            Table::Meta,
-            META_KEYCHECK.to_vec(),
-            barrier.keycheck_record(),
-        ),
-    ];
+    let mut m = vec![Mutation::Put(
+        Table::Meta,
+        META_FORMAT.to_vec(),
+        FORMAT_CURRENT.to_vec(),
+    )];
     m.extend(root_mutations(
         barrier::sha256(token.as_bytes()),
         SystemClock.now(),
     ));
     m.push(crate::service::genesis_head(&barrier));
     backend.commit(&m)?;
-    Ok(token)
+    let check = Mutation::Put(
+        Table::Meta,
+        META_KEYCHECK.to_vec(),
+        barrier.keycheck_record(),
+    );
+    Ok((token, check))
 }
 
 /// Databases written before principals existed kept the root token's hash in `meta`;

@@ -752,6 +752,33 @@ fn init_then_wrong_root_key_is_refused_and_nothing_changes() {
         .output()
         .unwrap();
     assert!(fresh.status.success());
+    // Killed in the last instant, the key file named and the database written but for
+    // its root-key check: the store is an unfinished init, for init (before it looks at
+    // the key file) and for the server with that very key.
+    let killed = root.path().join("d7");
+    let killed_key = root.path().join("k7");
+    let out = init_command(&killed, &killed_key)
+        .env("STRONGBOX_FAILPOINT_INIT_ABORT", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(killed_key.exists(), "named before the check");
+    let again = init_command(&killed, &killed_key).output().unwrap();
+    let said = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(
+        !again.status.success()
+            && said.contains("did not finish")
+            && said.contains("root key file"),
+        "{said}"
+    );
+    let killed_root = strongbox_server::server::load_root_key(Some(&killed_key), None).unwrap();
+    let opened = strongbox_server::server::open(&killed, &killed_root, Default::default())
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{opened:#}").contains("remove the file strongbox.redb"),
+        "{opened:#}"
+    );
 
     let certs = strongbox_server::tls::dev_certificates().unwrap();
     std::fs::write(root.path().join("cert.pem"), &certs.cert_pem).unwrap();

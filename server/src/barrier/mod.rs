@@ -29,6 +29,7 @@ const INFO_CMK_WRAP: &[u8] = b"strongbox/v1/cmk-wrap";
 const INFO_VALUE_MAC: &[u8] = b"strongbox/v1/value-mac";
 const INFO_AUDIT_HMAC: &[u8] = b"strongbox/v1/audit-hmac";
 const INFO_BACKUP_MAC: &[u8] = b"strongbox/v1/backup-mac";
+const INFO_ROTATION_TOKEN_ID: &[u8] = b"strongbox/v1/rotation-token-id";
 const TAG_AUDIT_RECORD: &[u8] = b"strongbox/v1/audit-record";
 const TAG_AUDIT_HEAD: &[u8] = b"strongbox/v1/audit-head";
 const TAG_AUDIT_BASE: &[u8] = b"strongbox/v1/audit-base";
@@ -184,6 +185,7 @@ pub struct Barrier {
     value_mac: Secret32,
     audit_hmac: Secret32,
     backup_mac: Secret32,
+    rotation_token_id: Secret32,
 }
 
 fn hmac_sha256(key: &Secret32, parts: &[&[u8]]) -> [u8; 32] {
@@ -207,7 +209,24 @@ impl Barrier {
             value_mac: derive(root.bytes(), None, INFO_VALUE_MAC),
             audit_hmac: derive(root.bytes(), None, INFO_AUDIT_HMAC),
             backup_mac: derive(root.bytes(), None, INFO_BACKUP_MAC),
+            rotation_token_id: derive(root.bytes(), None, INFO_ROTATION_TOKEN_ID),
         }
+    }
+
+    /// The id of the token the rotation of `secret` issues for its version `version_id`:
+    /// the same every time (a step run again finds its token), and keyed, so that an id
+    /// tells nothing of the secret to whoever may list the principal's tokens but not
+    /// describe the secret (who could otherwise test guesses of its name).
+    pub fn rotation_token_id(&self, secret: &str, version_id: &str) -> String {
+        let h = hmac_sha256(
+            &self.rotation_token_id,
+            &[
+                &(secret.len() as u64).to_be_bytes(),
+                secret.as_bytes(),
+                version_id.as_bytes(),
+            ],
+        );
+        format!("tok_{}", hex::encode(&h[..12]))
     }
 
     /// A record that only this root key opens; stored at init.

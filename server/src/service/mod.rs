@@ -165,6 +165,11 @@ impl Service {
         &self.inner.store
     }
 
+    /// The barrier (the root key's purpose keys).
+    pub(crate) fn barrier(&self) -> &Barrier {
+        &self.inner.barrier
+    }
+
     /// Runs every due background job once, as the schedule index says: secret
     /// rotations (including interrupted ones), key rotations, destruction of keys whose
     /// deletion is due, purges of secrets whose recovery window has passed; and, with a

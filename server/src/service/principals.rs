@@ -429,7 +429,7 @@ impl Service {
         )? {
             if let Some(t) = load::<TokenRecord>(&*snap, Table::Tokens, &hash)? {
                 let mut shown = t.to_api(now);
-                if super::rotation::rotation_secret_of(&t)
+                if super::rotation::rotation_secret_of(&self.inner.barrier, &t)
                     .is_some_and(|secret| !secret_visible(secret))
                 {
                     shown.description = super::rotation::MARKER_HIDDEN.to_string();

@@ -1361,10 +1361,11 @@ impl Service {
                     .and_then(|v| this.open_version(t, &name, &v.version_id, UNNAMED).ok())
                     .and_then(|v| principal_named(&v))
                     .unwrap_or_else(|| "*".into());
-                let mut principals: Vec<String> = super::rotation::rotation_tokens(t, &name)?
-                    .into_iter()
-                    .map(|(p, _)| p)
-                    .collect();
+                let mut principals: Vec<String> =
+                    super::rotation::rotation_tokens(t, &this.inner.barrier, &name)?
+                        .into_iter()
+                        .map(|(p, _)| p)
+                        .collect();
                 principals.push(current);
                 principals.sort();
                 principals.dedup();
@@ -1373,7 +1374,7 @@ impl Service {
                 }
             }
             if force {
-                super::rotation::revoke_rotation_tokens(t, &rec)?;
+                super::rotation::revoke_rotation_tokens(t, &this.inner.barrier, &rec)?;
                 remove_secret(t, &rec);
                 return Ok(api::DeleteSecretResponse {
                     name,

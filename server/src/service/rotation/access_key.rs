@@ -23,7 +23,8 @@
 //!   issued that is neither the current nor the new one (e.g. left by a failed
 //!   rotation). The token an application holds therefore stays valid for a full cycle.
 //!   It only ever revokes tokens this secret's rotation issued: ids it derives itself
-//!   from the secret and a version id ([`token_id_for`]). A `TokenId` written into a
+//!   from the secret and a version id, keyed by the root key
+//!   ([`Barrier::rotation_token_id`]; [`legacy_token_id`] for tokens issued before). A `TokenId` written into a
 //!   value by a caller, or a token whose description merely looks like the marker, is
 //!   left alone (a token made by hand for the first value is revoked by hand).
 //!
@@ -38,7 +39,7 @@ use strongbox_schemas::{ErrorCode, ROOT_PRINCIPAL, STAGE_CURRENT, STAGE_PREVIOUS
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::strategy::{StepContext, Strategy};
-use crate::barrier;
+use crate::barrier::{self, Barrier};
 use crate::error::{Error, Result};
 use crate::service::Service;
 use crate::service::identity::{PrincipalRecord, TokenRecord, new_token};
@@ -283,10 +284,19 @@ pub(crate) fn principal_named(value: &[u8]) -> Option<String> {
     AccessKeyValue::read(value).map(|v| v.principal_name.clone())
 }
 
-/// The token id of the version `version_id` of `secret`: fixed, so steps are idempotent.
-fn token_id_for(secret: &str, version_id: &str) -> String {
+/// The id releases before 2026-12-08 gave the token of version `version_id` of
+/// `secret`: an unkeyed hash, which let anyone who may list a principal's tokens test
+/// guesses of the secret's name. Such tokens, still in use, are recognised as the
+/// rotation's until a rotation revokes them; new ones get [`Barrier::rotation_token_id`].
+fn legacy_token_id(secret: &str, version_id: &str) -> String {
     let h = barrier::sha256(format!("access_key\0{secret}\0{version_id}").as_bytes());
     format!("tok_{}", hex::encode(&h[..12]))
+}
+
+/// Whether `id` is the id a rotation of `secret` gives (or gave) the token of its
+/// version `version_id`.
+fn is_rotation_token_id(barrier: &Barrier, id: &str, secret: &str, version_id: &str) -> bool {
+    id == barrier.rotation_token_id(secret, version_id) || id == legacy_token_id(secret, version_id)
 }
 
 /// The description of the token a secret's rotation issues for a version (how
@@ -301,13 +311,13 @@ const MARKER_PREFIX: &str = "Issued by the rotation of secret ";
 /// The secret whose rotation issued `token`, if one did: its description names the
 /// secret and a version, and its id is the one derived from them (a description anyone
 /// wrote is not taken for one).
-pub(crate) fn rotation_secret_of(token: &TokenRecord) -> Option<&str> {
+pub(crate) fn rotation_secret_of<'t>(barrier: &Barrier, token: &'t TokenRecord) -> Option<&'t str> {
     // Secret names hold no blanks, so the first ", version " ends the name.
     let (secret, version) = token
         .description
         .strip_prefix(MARKER_PREFIX)?
         .split_once(", version ")?;
-    (token.token_id == token_id_for(secret, version)).then_some(secret)
+    is_rotation_token_id(barrier, &token.token_id, secret, version).then_some(secret)
 }
 
 /// What a caller that may not describe the secret a rotation token's description names
@@ -317,8 +327,8 @@ pub(crate) const MARKER_HIDDEN: &str = "Issued by the rotation of a secret";
 /// Whether `token` was issued by a rotation of `secret`: its description names a
 /// version and its id is the one derived from that version (anyone may write such a
 /// description on a token, but nobody chooses a token's id).
-fn issued_by_rotation(secret: &str, token: &TokenRecord) -> bool {
-    rotation_secret_of(token) == Some(secret)
+fn issued_by_rotation(barrier: &Barrier, secret: &str, token: &TokenRecord) -> bool {
+    rotation_secret_of(barrier, token) == Some(secret)
 }
 
 /// Revokes every token the rotations of `rec` issued, when the secret leaves for good
@@ -330,12 +340,13 @@ fn issued_by_rotation(secret: &str, token: &TokenRecord) -> bool {
 /// be readable (their CMK may be disabled or gone).
 pub(crate) fn revoke_rotation_tokens(
     t: &mut crate::storage::Txn<'_>,
+    barrier: &Barrier,
     rec: &crate::service::records::SecretRecord,
 ) -> Result<usize> {
     if rec.secret_type != SecretType::AccessKey {
         return Ok(0);
     }
-    let issued = rotation_tokens(&*t, &rec.name)?;
+    let issued = rotation_tokens(&*t, barrier, &rec.name)?;
     for (principal, token_id) in &issued {
         delete_token_of(t, principal, token_id)?;
     }
@@ -345,12 +356,13 @@ pub(crate) fn revoke_rotation_tokens(
 /// `(principal, token id)` of every token the rotations of secret `name` issued.
 pub(crate) fn rotation_tokens(
     r: &(impl crate::storage::Reader + ?Sized),
+    barrier: &Barrier,
     name: &str,
 ) -> Result<Vec<(String, String)>> {
     let mut issued = Vec::new();
     for (_, v) in r.scan(crate::storage::Table::Tokens, &[], None, usize::MAX)? {
         if let Ok(tok) = crate::service::records::decode::<TokenRecord>(&v)
-            && issued_by_rotation(name, &tok)
+            && issued_by_rotation(barrier, name, &tok)
         {
             issued.push((tok.principal.clone(), tok.token_id.clone()));
         }
@@ -447,7 +459,11 @@ impl Strategy for AccessKeyStrategy {
         AccessKeyValue {
             principal_name: current.principal_name.clone(),
             principal_id: Some(principal_id),
-            token_id: Some(token_id_for(cx.secret_name, cx.version_id)),
+            token_id: Some(
+                self.service
+                    .barrier()
+                    .rotation_token_id(cx.secret_name, cx.version_id),
+            ),
             token: Some(token.to_string()),
         }
         .to_bytes()
@@ -525,14 +541,18 @@ impl Strategy for AccessKeyStrategy {
         // so it goes also when the policy no longer lists its principal.
         if let Some((version_id, p)) = &previous
             && let Some(id) = &p.token_id
-            && *id == token_id_for(cx.secret_name, version_id)
+            && is_rotation_token_id(self.service.barrier(), id, cx.secret_name, version_id)
         {
             revoke.push((p.principal_name.clone(), id.clone()));
         }
         // Tokens this secret's rotations issued and no stage keeps, whichever principal
         // they are for (from a rotation that failed after set, or for a principal the
         // secret named before).
-        revoke.extend(rotation_tokens(self.service.store(), cx.secret_name)?);
+        revoke.extend(rotation_tokens(
+            self.service.store(),
+            self.service.barrier(),
+            cx.secret_name,
+        )?);
         // Kept by token id: a value's PrincipalName may not be its token's owner.
         revoke.retain(|r| !keep.iter().any(|k| k.1 == r.1));
         revoke.sort();
@@ -728,12 +748,23 @@ mod tests {
     }
 
     #[test]
-    fn token_ids_are_fixed_per_version_and_look_like_tokens() {
-        let a = token_id_for("app/key", "v1");
-        assert_eq!(a, token_id_for("app/key", "v1"));
-        assert_ne!(a, token_id_for("app/key", "v2"));
-        assert_ne!(a, token_id_for("app/other", "v1"));
-        assert_eq!(a.len(), 4 + 24);
+    fn token_ids_are_fixed_per_version_keyed_and_look_like_tokens() {
+        let b = Barrier::new(&crate::barrier::RootKey::random());
+        let a = b.rotation_token_id("app/key", "v1");
+        assert_eq!(a, b.rotation_token_id("app/key", "v1"));
+        assert_ne!(a, b.rotation_token_id("app/key", "v2"));
+        assert_ne!(a, b.rotation_token_id("app/other", "v1"));
+        // The boundary between name and version is fixed by the name's length.
+        assert_ne!(
+            b.rotation_token_id("app/k", "ey1"),
+            b.rotation_token_id("app/key", "1")
+        );
+        assert!(a.starts_with("tok_") && a.len() == 4 + 24);
+        // Keyed: another root key gives another id, and neither is the unkeyed hash
+        // that anyone could compute from a guess.
+        let other = Barrier::new(&crate::barrier::RootKey::random());
+        assert_ne!(a, other.rotation_token_id("app/key", "v1"));
+        assert_ne!(a, legacy_token_id("app/key", "v1"));
     }
 
     #[test]
@@ -746,21 +777,25 @@ mod tests {
             creation_date: 0,
             expires_at: None,
         };
-        let own = token_id_for("app/key", "v1");
-        assert!(issued_by_rotation(
-            "app/key",
-            &tok(&own, marker("app/key", "v1"))
-        ));
-        assert!(!issued_by_rotation(
+        let b = Barrier::new(&crate::barrier::RootKey::random());
+        let own = b.rotation_token_id("app/key", "v1");
+        let legacy = legacy_token_id("app/key", "v1");
+        let issued = |secret: &str, t: &TokenRecord| issued_by_rotation(&b, secret, t);
+        assert!(issued("app/key", &tok(&own, marker("app/key", "v1"))));
+        assert!(
+            issued("app/key", &tok(&legacy, marker("app/key", "v1"))),
+            "a token an earlier release issued"
+        );
+        assert!(!issued(
             "app/key",
             &tok("tok_0123", marker("app/key", "v1"))
         ));
+        assert!(!issued("app/key", &tok(&own, marker("app/key", "v2"))));
+        assert!(!issued("app/other", &tok(&own, marker("app/key", "v1"))));
+        let another_key = Barrier::new(&crate::barrier::RootKey::random());
         assert!(!issued_by_rotation(
+            &another_key,
             "app/key",
-            &tok(&own, marker("app/key", "v2"))
-        ));
-        assert!(!issued_by_rotation(
-            "app/other",
             &tok(&own, marker("app/key", "v1"))
         ));
     }

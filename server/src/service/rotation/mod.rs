@@ -1164,7 +1164,7 @@ impl Service {
     }
 
     async fn purge_if_due(&self, due: i64, name: String) -> Result<bool> {
-        let now = self.now();
+        let (now, this) = (self.now(), self.clone());
         // Through the access write path: a purge revokes the tokens the secret's
         // rotations issued, and cached identities must go with them.
         self.write_access(move |t| {
@@ -1175,7 +1175,7 @@ impl Service {
             };
             if rec.planned_delete_time.is_some_and(|p| p <= now) {
                 t.delete(Table::RotationSchedule, &entry);
-                access_key::revoke_rotation_tokens(t, &rec)?;
+                access_key::revoke_rotation_tokens(t, &this.inner.barrier, &rec)?;
                 remove_secret(t, &rec);
                 return Ok(true);
             }

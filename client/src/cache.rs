@@ -6,6 +6,13 @@
 //!   never served again (the secret may be gone, or no longer readable by the token);
 //!   when the server refused the secret as a whole (gone, or not readable by the
 //!   token), neither is any other version of it.
+//! - Except while the server cannot be asked: when reading again fails with a
+//!   transient error (no answer, `Unavailable`, a proxy's 502/503/504), which says
+//!   nothing of the secret or the token, the value goes on being served until it is
+//!   `ttl + stale_if_error` old (default 5 minutes more), as AWS's caching client and
+//!   Vault Agent keep serving through an outage; meanwhile it is read again at most once
+//!   a second. Never for [`SecretCache::refresh`]: a value that stopped working is not
+//!   served again.
 //! - When the server says the token is no longer valid (`Unauthenticated`, or
 //!   `TooManyRequests`, which it says only to requests without a valid token), no value
 //!   is served again, of any secret: the cache empties.
@@ -42,6 +49,10 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// Most values kept.
     pub max_entries: usize,
+    /// How long past `ttl` a value is still served when reading it again fails with a
+    /// transient error (the server cannot be reached or cannot serve now); zero for
+    /// never.
+    pub stale_if_error: Duration,
 }
 
 impl Default for CacheConfig {
@@ -49,9 +60,14 @@ impl Default for CacheConfig {
         Self {
             ttl: Duration::from_secs(300),
             max_entries: 1024,
+            stale_if_error: Duration::from_secs(300),
         }
     }
 }
+
+/// While a value is served past its TTL because the server cannot be asked, how often
+/// it is read again.
+const STALE_RETRY: Duration = Duration::from_secs(1);
 
 /// A value held by the cache; derefs to [`api::SecretValue`]. Its plaintext is wiped
 /// when the last handle is dropped.
@@ -93,6 +109,9 @@ struct Slot {
     /// under another key).
     last_version: Option<String>,
     replaced: Vec<String>,
+    /// While the value is served past its TTL (the last read failed with a transient
+    /// error): no read is sent before this.
+    stale_until_retry: Option<Instant>,
 }
 
 struct Entry {
@@ -199,10 +218,16 @@ impl SecretCache {
         let replaces_failed = |v: &CachedValue| {
             failed.is_some_and(|f| v.version_id != f && slot.replaced.iter().any(|r| r == f))
         };
+        // Served past its TTL because the server could not be asked a moment ago: not
+        // asked again before the retry time, and never past `ttl + stale_if_error`.
+        let stale_ok = |at: &Instant| at.elapsed() < self.config.ttl + self.config.stale_if_error;
         if let Some((v, at)) = &slot.value
             && (*at >= arrived
                 || (replaces_failed(v) && within_ttl(at))
-                || (!refresh && within_ttl(at)))
+                || (!refresh && within_ttl(at))
+                || (!refresh
+                    && stale_ok(at)
+                    && slot.stale_until_retry.is_some_and(|r| Instant::now() < r)))
         {
             return Ok(v.clone());
         }
@@ -243,7 +268,21 @@ impl SecretCache {
                 slot.last_version = Some(fresh.version_id.clone());
                 slot.value = Some((fresh.clone(), sent));
                 slot.failure = None;
+                slot.stale_until_retry = None;
                 Ok(fresh)
+            }
+            Err(e)
+                if !refresh
+                    && e.is_transient()
+                    && slot.value.as_ref().is_some_and(|(_, at)| stale_ok(at)) =>
+            {
+                // The server could not be asked: nothing was said of the secret or the
+                // token, so the value goes on being served, for a while.
+                slot.stale_until_retry = Some(Instant::now() + STALE_RETRY);
+                match &slot.value {
+                    Some((v, _)) => Ok(v.clone()),
+                    None => Err(e),
+                }
             }
             Err(e) => {
                 // Stamped when it came back: every caller that waited for it shares it,
@@ -270,16 +309,23 @@ impl SecretCache {
                     // this token): no other version of it is served either. Not for
                     // one version's refusal (a stage not there yet, a version pruned
                     // or under a disabled key), nor anything that did not come from
-                    // the server.
-                    match e.code() {
-                        Some(ErrorCode::Unauthenticated | ErrorCode::TooManyRequests) => {
+                    // the server. A 401 or 403 whose code this client does not know (a
+                    // newer server), or without the server's body (passed on by a
+                    // proxy), is taken the same way.
+                    match (e.code(), e.status()) {
+                        (Some(ErrorCode::Unauthenticated | ErrorCode::TooManyRequests), _)
+                        | (None, Some(401)) => {
                             map.clear();
                         }
-                        Some(
-                            ErrorCode::SecretNotFound
-                            | ErrorCode::SecretPendingDeletion
-                            | ErrorCode::Forbidden,
-                        ) => map.retain(|k, _| k.0 != key.0),
+                        (
+                            Some(
+                                ErrorCode::SecretNotFound
+                                | ErrorCode::SecretPendingDeletion
+                                | ErrorCode::Forbidden,
+                            ),
+                            _,
+                        )
+                        | (None, Some(403)) => map.retain(|k, _| k.0 != key.0),
                         _ => {}
                     }
                 }

@@ -176,7 +176,7 @@ pub fn ciphertext_blob_key(blob: &[u8]) -> Option<(&str, u32)> {
 
 /// `POST /v1/keys/{key_id}/encrypt`: encrypts up to 6 KiB under the key's primary
 /// version.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptRequest {
     /// The data, base64 (1–6144 bytes once decoded).
@@ -185,6 +185,15 @@ pub struct EncryptRequest {
     /// secret (it is recorded nowhere, but do not put secrets in it).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub encryption_context: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for EncryptRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptRequest")
+            .field("plaintext", &"<redacted>")
+            .field("encryption_context", &self.encryption_context)
+            .finish()
+    }
 }
 
 /// Answer of `encrypt`.
@@ -211,7 +220,7 @@ pub struct DecryptRequest {
 }
 
 /// Answer of `decrypt`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DecryptResponse {
     /// The key that decrypted.
     pub key_id: String,
@@ -219,6 +228,16 @@ pub struct DecryptResponse {
     pub key_version: u32,
     /// The data, base64.
     pub plaintext: String,
+}
+
+impl std::fmt::Debug for DecryptResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecryptResponse")
+            .field("key_id", &self.key_id)
+            .field("key_version", &self.key_version)
+            .field("plaintext", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `POST /v1/keys/{key_id}/re-encrypt`.
@@ -284,7 +303,7 @@ pub struct GenerateDataKeyRequest {
 
 /// Answer of `generate-data-key`: a fresh random data key, in the clear and encrypted
 /// under the CMK. Use the plaintext, keep only the blob; `decrypt` gives the key back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GenerateDataKeyResponse {
     /// The key that encrypted the data key.
     pub key_id: String,
@@ -294,6 +313,17 @@ pub struct GenerateDataKeyResponse {
     pub ciphertext_blob: String,
     /// The data key, base64.
     pub plaintext: String,
+}
+
+impl std::fmt::Debug for GenerateDataKeyResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateDataKeyResponse")
+            .field("key_id", &self.key_id)
+            .field("key_version", &self.key_version)
+            .field("ciphertext_blob", &self.ciphertext_blob)
+            .field("plaintext", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Answer of `generate-data-key-without-plaintext`: the data key only encrypted, for a

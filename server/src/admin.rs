@@ -146,7 +146,7 @@ pub(crate) fn client() -> anyhow::Result<Client> {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -167,7 +167,7 @@ pub(crate) async fn principal(cmd: PrincipalCommand) -> anyhow::Result<()> {
         ),
         PrincipalCommand::List => {
             for p in c.list_principals().await?.principals {
-                println!(
+                outln!(
                     "{}\t{}\t{}",
                     p.name,
                     p.policies.join(","),
@@ -178,7 +178,7 @@ pub(crate) async fn principal(cmd: PrincipalCommand) -> anyhow::Result<()> {
         }
         PrincipalCommand::Delete { name } => {
             c.delete_principal(&name).await?;
-            println!("Deleted principal {name} and revoked its tokens.");
+            outln!("Deleted principal {name} and revoked its tokens.");
             Ok(())
         }
     }
@@ -233,7 +233,7 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                     .map(|e| e.to_string())
                     .unwrap_or("never".into());
                 let state = if t.expired { "expired" } else { "valid" };
-                println!(
+                outln!(
                     "{}\t{state}\texpires {exp}\t{}",
                     t.token_id,
                     printable(&t.description)
@@ -246,7 +246,7 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             token_id,
         } => {
             c.delete_token(&principal, &token_id).await?;
-            println!("Revoked token {token_id} of {principal}.");
+            outln!("Revoked token {token_id} of {principal}.");
             Ok(())
         }
     }
@@ -277,7 +277,7 @@ pub(crate) async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::List => {
             for p in c.list_policies().await?.policies {
                 let kind = if p.builtin { "built-in" } else { "custom" };
-                println!(
+                outln!(
                     "{}\t{kind}\t{} statements\t{}",
                     p.name,
                     p.document.as_ref().map_or(0, |d| d.statements().len()),
@@ -288,7 +288,7 @@ pub(crate) async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
         }
         PolicyCommand::Delete { name } => {
             c.delete_policy(&name).await?;
-            println!("Deleted policy {name}.");
+            outln!("Deleted policy {name}.");
             Ok(())
         }
     }
@@ -323,7 +323,7 @@ async fn verify(c: &Client, since: Option<&str>) -> anyhow::Result<()> {
         .into());
     }
     if r.intact {
-        println!(
+        outln!(
             "audit trail intact: {} records verified{pruned}",
             r.verified
         );
@@ -333,12 +333,12 @@ async fn verify(c: &Client, since: Option<&str>) -> anyhow::Result<()> {
             .and_then(|(n, _)| n.parse::<u64>().ok())
             .is_some_and(|n| n < r.pruned);
         if pruned_past {
-            println!(
+            outln!(
                 "(the anchor's record was pruned: only its count was checked against the trail)"
             );
         }
         if let Some(a) = &r.anchor {
-            println!(
+            outln!(
                 "anchor: {a}\n(keep it outside the server: `strongbox audit verify --since {a}` later shows whether the trail still holds these records)"
             );
         }
@@ -398,7 +398,7 @@ fn export_page(
         }
         lines.push_str(&serde_json::to_string(r)?);
         lines.push('\n');
-        due = r.seq + 1;
+        due = r.seq.saturating_add(1);
     }
     Ok(ExportStep {
         lines,
@@ -480,7 +480,7 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 let r = c.prune_audit(&req).await?;
                 total += r.pruned;
                 if !r.more {
-                    println!(
+                    outln!(
                         "pruned {total} audit records; the trail begins at record {}",
                         r.first_seq
                     );
@@ -530,7 +530,11 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 let page = match c.list_audit(&q).await {
                     Ok(page) => page,
                     Err(e) if e.is_transient() => {
-                        eprintln!("audit tail: {e}; trying again in {} s", retry.as_secs_f64());
+                        eprintln!(
+                            "audit tail: {}; trying again in {} s",
+                            printable(&e.to_string()),
+                            retry.as_secs_f64()
+                        );
                         tokio::time::sleep(strongbox_client::jittered(retry)).await;
                         retry = (retry * 2).min(Duration::from_secs(30)).max(pause);
                         continue;
@@ -540,10 +544,10 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 retry = pause;
                 // Records pruned before they were read are not skipped silently.
                 let at = q.page_token.as_deref().and_then(|t| t.parse::<u64>().ok());
-                if let Some(at) = at.filter(|&at| at + 1 < page.first_seq) {
+                if let Some(at) = at.filter(|&at| at.saturating_add(1) < page.first_seq) {
                     eprintln!(
                         "audit tail: records {} to {} were pruned before they were read",
-                        at + 1,
+                        at.saturating_add(1),
                         page.first_seq - 1
                     );
                 }
@@ -552,7 +556,7 @@ pub(crate) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                     if !shown(r) {
                         continue;
                     }
-                    println!("{}", serde_json::to_string(r)?);
+                    outln!("{}", serde_json::to_string(r)?);
                     printed += 1;
                     if max.is_some_and(|m| printed >= m) {
                         return Ok(());
@@ -626,7 +630,7 @@ async fn tail_start(
 /// Free text as one line a terminal shows as it is: control characters (newlines, tabs,
 /// escape sequences that move the cursor or erase lines) are written escaped, so that a
 /// description cannot fake or hide lines of a listing.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() {

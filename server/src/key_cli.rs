@@ -129,7 +129,7 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                 bail!("the data on standard input is empty");
             }
             let made = c.encrypt(&key, &data, &context).await?;
-            println!("{}", made.ciphertext_blob);
+            outln!("{}", made.ciphertext_blob);
         }
         KeyCommand::Decrypt { key, context } => {
             let context = parse_context(&context)?;
@@ -168,7 +168,7 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                 ciphertext_blob: read_blob()?,
             };
             let made = c.re_encrypt(&key, &req).await?;
-            println!("{}", made.ciphertext_blob);
+            outln!("{}", made.ciphertext_blob);
         }
         KeyCommand::GenerateDataKey {
             key,
@@ -195,7 +195,7 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                 zeroize::Zeroize::zeroize(&mut made.plaintext);
                 text
             };
-            println!("{}", &*text);
+            outln!("{}", &*text);
         }
     }
     Ok(())

@@ -1,5 +1,14 @@
 //! `strongbox`: the server and its administration commands.
 
+/// `println!` for the commands' output: a reader that went away (`strongbox audit tail |
+/// head -1`) ends the command quietly, with the status a shell gives a process that
+/// SIGPIPE stopped (141), instead of the panic `println!` makes of it.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::out_line(format_args!($($arg)*))
+    };
+}
+
 mod admin;
 mod key_cli;
 mod secret_cli;
@@ -179,11 +188,38 @@ struct ServerArgs {
     log_format: String,
 }
 
+/// Writes one line of a command's output (see [`outln`]).
+fn out_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(READER_GONE);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The exit status when the reader of standard output went away.
+const READER_GONE: i32 = 141;
+
+/// Whether `e` is, at its root, a write to a pipe whose reader went away.
+fn reader_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if reader_gone(&e) => std::process::ExitCode::from(READER_GONE as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The message may hold what a server (or something in front of it) sent:
+            // control characters are shown escaped, never sent to the terminal.
+            eprintln!("error: {}", admin::printable(&format!("{e:#}")));
             if e.downcast_ref::<admin::VerifyUnavailable>().is_some() {
                 return std::process::ExitCode::from(2);
             }
@@ -323,7 +359,7 @@ async fn backup(out: &std::path::Path) -> anyhow::Result<()> {
             out.display()
         )
     })?;
-    println!(
+    outln!(
         "wrote a backup of {entries} entries ({bytes} bytes) to {}",
         out.display()
     );
@@ -341,18 +377,18 @@ async fn restore(
     let root = server::load_root_key(root_key_file, env_root_key().as_ref().map(|k| k.as_str()))?;
     let restored =
         strongbox_server::backup::restore_and_record(data_dir, from, &root, revoke_tokens).await?;
-    println!(
+    outln!(
         "restored {} entries into {}; start it with strongbox server --data-dir {}",
         restored.entries,
         data_dir.display(),
         data_dir.display()
     );
     match &restored.revoked {
-        Some((revoked, token)) => println!(
+        Some((revoked, token)) => outln!(
             "Revoked {revoked} tokens; the root token was replaced.\nRoot token (shown only this once):\n{}",
             token.as_str()
         ),
-        None => println!(
+        None => outln!(
             "Tokens are those of the backup's time, also any revoked since; if one may have leaked, restore with --revoke-tokens (revokes them all and replaces the root token)"
         ),
     }
@@ -651,9 +687,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        println!("export STRONGBOX_ADDR=https://{addr}");
-        println!("export STRONGBOX_TOKEN={}", token.as_str());
-        println!("export STRONGBOX_CACERT={}", ca.display());
+        outln!("export STRONGBOX_ADDR=https://{addr}");
+        outln!("export STRONGBOX_TOKEN={}", token.as_str());
+        outln!("export STRONGBOX_CACERT={}", ca.display());
     }
     use std::io::Write as _;
     std::io::stdout().flush()?;

@@ -265,7 +265,7 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
             };
             let s = c.create_secret(&req).await;
             req.secret_data.zeroize();
-            println!("{}", serde_json::to_string_pretty(&s?)?);
+            outln!("{}", serde_json::to_string_pretty(&s?)?);
             Ok(())
         }
         SecretCommand::Put {
@@ -282,11 +282,11 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
             };
             let r = c.put_secret_value(&name, &req).await;
             req.secret_data.zeroize();
-            println!("{}", serde_json::to_string_pretty(&r?)?);
+            outln!("{}", serde_json::to_string_pretty(&r?)?);
             Ok(())
         }
         SecretCommand::Describe { name } => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&c.describe_secret(&name).await?)?
             );
@@ -306,7 +306,7 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                     })
                     .await?;
                 for s in &page.secrets {
-                    println!("{}", s.name);
+                    outln!("{}", s.name);
                 }
                 match page.next_page_token {
                     Some(t) if !seen.insert(t.clone()) => {
@@ -333,7 +333,7 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
             loop {
                 match c.rotate_secret(&name, Some(&id)).await {
                     Ok(r) => {
-                        println!("Rotated {name}: version {} is ACSCurrent.", r.version_id);
+                        outln!("Rotated {name}: version {} is ACSCurrent.", r.version_id);
                         return Ok(());
                     }
                     // Still running (the server's wait ended), or the answer lost on the
@@ -373,7 +373,7 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                         if !done {
                             return Err(e.into());
                         }
-                        println!("Rotated {name}: version {id} is ACSCurrent.");
+                        outln!("Rotated {name}: version {id} is ACSCurrent.");
                         return Ok(());
                     }
                     // An unfinished rotation of its own (after a failure or a restart):
@@ -423,9 +423,9 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                 .await?;
             match d.planned_delete_time {
                 Some(t) if !force => {
-                    println!("{name} will be deleted at {t} (restorable until then).")
+                    outln!("{name} will be deleted at {t} (restorable until then).")
                 }
-                _ => println!("Deleted {name}."),
+                _ => outln!("Deleted {name}."),
             }
             Ok(())
         }
@@ -478,7 +478,10 @@ async fn read_current(
     for _ in 0..2 {
         match c.get_secret_value(name, None, None).await {
             Err(e) if e.is_transient() => {
-                eprintln!("strongbox run: reading secret {name}: {e}; trying again");
+                eprintln!(
+                    "strongbox run: reading secret {name}: {}; trying again",
+                    crate::admin::printable(&e.to_string())
+                );
                 tokio::time::sleep(strongbox_client::jittered(pause)).await;
                 pause *= 2;
             }

@@ -1062,33 +1062,59 @@ async fn audit_tail_follows_new_records() {
     );
 }
 
+/// `strongbox audit tail | head -1`: once its reader goes away, the tail ends quietly
+/// with the status a shell gives a process SIGPIPE stopped (141), not with a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_tail_ends_quietly_when_its_reader_goes_away() {
+    use std::io::{BufRead, BufReader};
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("tail/pipe", "v"))
+        .await
+        .unwrap();
+    let mut child = s
+        .cli(&s.token)
+        .args(["audit", "tail", "-n", "1", "--interval", "0.1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    assert!(first.contains("kms:CreateSecret"), "{first}");
+    // The reader is gone (dropped with its BufReader); new records are to be printed.
+    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let mut status = None;
+    for _ in 0..100 {
+        s.client
+            .get_secret_value("tail/pipe", None, None)
+            .await
+            .unwrap();
+        if let Some(st) = child.try_wait().unwrap() {
+            status = Some(st);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the tail went on without a reader");
+    };
+    let errors = errors.join().unwrap();
+    assert_eq!(status.code(), Some(141), "{errors}");
+    assert!(!errors.contains("panicked"), "{errors}");
+}
+
 /// `audit tail` outlives a server it cannot reach for a while (a restart, a dropped
 /// connection): it retries from where it was, so the records made meanwhile are printed,
 /// once each. The connection goes through a proxy that the test cuts and restores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_tail_keeps_following_across_an_outage() {
     use std::io::{BufRead, BufReader};
-    use std::sync::atomic::AtomicBool;
     let s = TestServer::start().await;
-    let up = Arc::new(AtomicBool::new(true));
-    let links = Arc::new(std::sync::Mutex::new(
-        Vec::<tokio::task::JoinHandle<()>>::new(),
-    ));
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = proxy.local_addr().unwrap();
-    let (server, up2, links2) = (s.addr, up.clone(), links.clone());
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = proxy.accept().await {
-            if !up2.load(Relaxed) {
-                continue; // dropped: the client sees the connection close
-            }
-            links2.lock().unwrap().push(tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            }));
-        }
-    });
+    let relay = Relay::to(s.addr).await;
+    let proxy_addr = relay.addr;
     let mut child = s
         .cli(&s.token)
         .env(
@@ -1132,16 +1158,13 @@ async fn audit_tail_keeps_following_across_an_outage() {
         .unwrap();
     // Cut: connections under way are dropped, new ones refused.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    up.store(false, Relaxed);
-    for l in links.lock().unwrap().drain(..) {
-        l.abort();
-    }
+    relay.set(false);
     s.client
         .create_secret(&text_secret("tail/during", "v"))
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    up.store(true, Relaxed);
+    relay.set(true);
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();

@@ -36,6 +36,7 @@ async fn cached_reads_stay_in_memory_until_the_ttl_and_refresh_reads_again() {
         CacheConfig {
             ttl: Duration::from_millis(400),
             max_entries: 16,
+            ..CacheConfig::default()
         },
     );
     for _ in 0..10 {
@@ -114,6 +115,7 @@ async fn the_cache_keeps_at_most_max_entries_dropping_the_least_recently_used() 
         CacheConfig {
             ttl: Duration::from_secs(3600),
             max_entries: 2,
+            ..CacheConfig::default()
         },
     );
     cache.get("a").await.unwrap();
@@ -478,4 +480,72 @@ async fn a_refresh_given_up_on_does_not_leave_the_old_value_served() {
     let gave_up = futures_util::FutureExt::now_or_never(cache.refresh("cancel/s"));
     assert!(gave_up.is_none(), "the refresh came back at once");
     assert_eq!(cache.get("cancel/s").await.unwrap().secret_data, "new");
+}
+
+/// While the server cannot be reached, a value past its TTL is still served, up to
+/// `stale_if_error` past it, and read again at most once a second meanwhile; never by
+/// a refresh (a value that stopped working), and never past the bound. Once the server
+/// is back, the next read past the retry time gets the new value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_is_served_past_its_ttl_while_the_server_cannot_be_reached() {
+    let s = TestServer::start().await;
+    s.client
+        .create_secret(&text_secret("outage/db", "v1"))
+        .await
+        .unwrap();
+    let relay = Relay::to(s.addr).await;
+    let client = strongbox_client::Client::new(strongbox_client::ClientConfig {
+        address: format!("https://localhost:{}", relay.addr.port()),
+        token: s.token.clone(),
+        ca_cert_pem: Some(s.ca_pem.clone().into_bytes()),
+        timeout: Some(Duration::from_secs(2)),
+    })
+    .unwrap();
+    let config = |stale_ms| CacheConfig {
+        ttl: Duration::from_millis(300),
+        stale_if_error: Duration::from_millis(stale_ms),
+        ..CacheConfig::default()
+    };
+    let cache = SecretCache::new(client.clone(), config(5_000));
+    let bounded = SecretCache::new(client, config(300));
+    assert_eq!(cache.get("outage/db").await.unwrap().secret_data, "v1");
+    assert_eq!(bounded.get("outage/db").await.unwrap().secret_data, "v1");
+
+    relay.set(false);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stale = cache
+        .get("outage/db")
+        .await
+        .expect("served through the outage");
+    assert_eq!(stale.secret_data, "v1");
+    assert_eq!(cache.fetches(), 2, "it tried the server");
+    for _ in 0..5 {
+        assert_eq!(cache.get("outage/db").await.unwrap().secret_data, "v1");
+    }
+    assert_eq!(cache.fetches(), 2, "not again within the second");
+    let past = bounded.get("outage/db").await.map(|_| ());
+    assert!(
+        past.unwrap_err().is_transient(),
+        "past ttl + stale_if_error"
+    );
+    assert!(
+        cache.refresh("outage/db").await.is_err(),
+        "a refresh never takes the stale value"
+    );
+
+    // Back, with a new value: the next read after the retry time gets it.
+    s.client
+        .put_secret_value("outage/db", &put("v2"))
+        .await
+        .unwrap();
+    relay.set(true);
+    let mut got = cache.get("outage/db").await;
+    for _ in 0..30 {
+        if got.as_ref().is_ok_and(|v| v.secret_data == "v2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        got = cache.get("outage/db").await;
+    }
+    assert_eq!(got.unwrap().secret_data, "v2");
 }

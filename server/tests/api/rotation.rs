@@ -949,6 +949,103 @@ async fn a_rotation_finishes_only_together_with_its_audit_record() {
     assert!(svc.verify_audit().unwrap().intact);
 }
 
+/// A rotation step that panics (a database driver meeting an answer it did not
+/// expect) fails the rotation as any failure does: recorded, with its error on the
+/// secret and the engine's audit record, ACSCurrent unchanged, and not tried again at
+/// every tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_panics_is_a_recorded_failure() {
+    let e = Engine::start(None);
+    let svc = e.service.clone();
+    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
+        .await
+        .unwrap();
+    let first = svc
+        .create_secret(with_policy("panics", "before", "p"), &root())
+        .await
+        .unwrap();
+    svc.set_rotation_panic(Some("create"));
+    let failed = svc
+        .rotate_secret(
+            "panics",
+            api::RotateSecretRequest {
+                version_id: Some("next".into()),
+            },
+        )
+        .await
+        .unwrap_err();
+    svc.set_rotation_panic(None);
+    assert_eq!(failed.code, ErrorCode::RotationFailed, "{failed:?}");
+    assert_eq!(e.current("panics").version_id, first.version_id);
+    let d = svc.describe_secret("panics").unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Failed), "{d:?}");
+    assert!(
+        d.last_rotation_error
+            .as_deref()
+            .is_some_and(|m| m.contains("internal error")),
+        "{d:?}"
+    );
+    let engine_failures = svc
+        .list_audit(&strongbox_server::service::AuditQuery {
+            principal: Some("rotation".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap()
+        .records
+        .into_iter()
+        .filter(|r| r.outcome == AuditOutcome::Failed)
+        .count();
+    assert_eq!(engine_failures, 1);
+    assert_eq!(
+        svc.tick().await.unwrap().rotated_secrets,
+        0,
+        "not at once again"
+    );
+}
+
+/// A rotation begun under a policy that is then disabled (a compromised webhook
+/// switched off, say) is not resumed by the scheduler, also not after a restart; a
+/// request resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_policy_resumes_nothing() {
+    let mut e = Engine::start(None);
+    let svc = e.service.clone();
+    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
+        .await
+        .unwrap();
+    let first = svc
+        .create_secret(with_policy("paused", "before", "p"), &root())
+        .await
+        .unwrap();
+    svc.set_rotation_halt(Some("create"));
+    let next = api::RotateSecretRequest {
+        version_id: Some("next".into()),
+    };
+    svc.rotate_secret("paused", next.clone()).await.unwrap_err();
+    svc.set_rotation_halt(None);
+    svc.update_rotation_policy(
+        "p",
+        api::UpdateRotationPolicyRequest {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        &root(),
+    )
+    .await
+    .unwrap();
+    drop(svc);
+    e.restart();
+    assert_eq!(e.service.tick().await.unwrap().rotated_secrets, 0);
+    let cur = e.current("paused");
+    assert_eq!(cur.version_id, first.version_id, "nothing resumed");
+    let d = e.service.describe_secret("paused").unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::InProgress));
+    let done = e.service.rotate_secret("paused", next).await.unwrap();
+    assert_eq!(done.version_id, "next");
+    assert_eq!(e.current("paused").version_id, "next");
+}
+
 /// While a rotation is unfinished (here stopped after *set*), what it depends on stays:
 /// a value put as ACSCurrent, ACSCurrent moved by hand and a new extended_config are
 /// refused (the finish would replace the value, the steps would go elsewhere); other

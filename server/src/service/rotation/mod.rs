@@ -159,6 +159,8 @@ pub(crate) struct EngineState {
     schedule_checked: AtomicBool,
     /// Test-only: the step after which the engine stops, as if the process died.
     halt_after: Mutex<Option<String>>,
+    /// Test-only: the step after which the rotation's task panics.
+    panic_after: Mutex<Option<String>>,
 }
 
 impl EngineState {
@@ -168,6 +170,7 @@ impl EngineState {
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             schedule_checked: AtomicBool::new(false),
             halt_after: Mutex::default(),
+            panic_after: Mutex::default(),
         }
     }
 }
@@ -321,6 +324,13 @@ impl Service {
         *lock(&self.inner.rotation.halt_after) = after.map(str::to_string);
     }
 
+    /// Test-only: makes the rotation's task panic after `step` has been persisted (as a
+    /// driver that panics on an answer it did not expect). `None` clears it.
+    #[cfg(any(test, feature = "failpoints"))]
+    pub fn set_rotation_panic(&self, after: Option<&str>) {
+        *lock(&self.inner.rotation.panic_after) = after.map(str::to_string);
+    }
+
     /// Names of the secrets whose rotation is running in this process.
     pub fn rotations_running(&self) -> usize {
         lock(&self.inner.rotation.inflight).len()
@@ -444,7 +454,22 @@ impl Service {
             .await
             .map_err(|_| Error::internal("rotation semaphore closed"))?;
         // The engine's own record is committed with the finish (or with the failure).
-        match self.drive(name, version_id, identity).await {
+        // A panic in a step (a driver that panics on an answer it did not expect, from
+        // a server that is not what it should be) is a failure like any other: recorded,
+        // and retried only after the wait a failure gets, not at every tick.
+        let driven = std::panic::AssertUnwindSafe(self.drive(name, version_id, identity));
+        let driven = futures_util::FutureExt::catch_unwind(driven)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Stop::Failed(
+                    Error::new(
+                        ErrorCode::RotationFailed,
+                        "a rotation step stopped on an internal error; see the server log",
+                    ),
+                    Vec::new(),
+                ))
+            });
+        match driven {
             Ok(()) => {
                 tracing::info!(secret = %name, version_id, ?trigger, "rotation finished");
                 Ok(version_id.to_string())
@@ -707,6 +732,9 @@ impl Service {
             };
             if self.halt_here(done) {
                 return Err(Stop::Halted);
+            }
+            if lock(&self.inner.rotation.panic_after).as_deref() == Some(done.as_str()) {
+                panic!("failpoint: a rotation step panics");
             }
             if done == Step::Finish {
                 return Ok(());

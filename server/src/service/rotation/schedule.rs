@@ -102,13 +102,15 @@ pub(crate) fn secret_due(rec: &SecretRecord, policy: Option<&PolicyRecord>) -> O
         && !super::abandoned(rec)
     {
         // A begun rotation is due from its start until it ends, so a restart resumes it;
-        // one that failed after *create* is tried again a while after the failure, as
-        // long as a policy that is enabled is attached (otherwise only
-        // `POST …/rotate` resumes it).
+        // one that failed after *create* is tried again a while after the failure. The
+        // scheduler does either only under a policy that is enabled: one disabled (a
+        // compromised webhook switched off, say) rotates nothing, also not what it had
+        // begun; `POST …/rotate` resumes it.
+        if !policy.is_some_and(|p| p.enabled) {
+            return None;
+        }
         return match rec.rotation.last_failure {
-            Some(f) if f >= p.started => policy
-                .is_some_and(|p| p.enabled)
-                .then(|| f.saturating_add(RESUME_AFTER_FAILURE_SECS)),
+            Some(f) if f >= p.started => Some(f.saturating_add(RESUME_AFTER_FAILURE_SECS)),
             _ => Some(p.started),
         };
     }

@@ -348,19 +348,29 @@ async fn check_not_privileged(
                 format!("looking up the account's privileges: {}", describe(&e)),
             )
         })?;
+    // Read with `try_get`: a server that answers other types (not PostgreSQL, or not
+    // the one expected) fails the step instead of panicking.
+    let odd = |e: tokio_postgres::Error| {
+        failed(
+            Engine::Postgres,
+            step,
+            format!("reading the account's privileges: {}", describe(&e)),
+        )
+    };
     for row in privileged {
-        let name: String = row.get(0);
-        let mut attrs: Vec<String> = [
+        let name: String = row.try_get(0).map_err(odd)?;
+        let mut attrs: Vec<String> = Vec::new();
+        for (i, a) in [
             (1, "SUPERUSER"),
             (2, "CREATEROLE"),
             (3, "BYPASSRLS"),
             (4, "REPLICATION"),
-        ]
-        .into_iter()
-        .filter(|(i, _)| row.get::<_, bool>(*i))
-        .map(|(_, a)| a.to_string())
-        .collect();
-        if let Some(roles) = row.get::<_, Option<String>>(5) {
+        ] {
+            if row.try_get::<_, bool>(i).map_err(odd)? {
+                attrs.push(a.to_string());
+            }
+        }
+        if let Some(roles) = row.try_get::<_, Option<String>>(5).map_err(odd)? {
             attrs.push(format!("membership in {roles}"));
         }
         if !attrs.is_empty() {

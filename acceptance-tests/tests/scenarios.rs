@@ -1278,6 +1278,11 @@ resource "strongbox_secret" "s" {
   secret_data    = "one"
   version_stages = ["ACSCurrent", "blue", "blue"]
 }
+resource "strongbox_secret" "previous" {
+  name           = "bad-previous"
+  secret_data    = "one"
+  version_stages = ["ACSCurrent", "ACSPrevious"]
+}
 resource "strongbox_cmk" "k" {
   pending_window_in_days = 7.5
 }
@@ -1287,6 +1292,7 @@ resource "strongbox_cmk" "k" {
             &["plan"],
             &[
                 "blue is listed more than once",
+                "ACSPrevious is moved by the server",
                 "Invalid pending_window_in_days",
             ],
         );

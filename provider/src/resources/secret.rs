@@ -289,6 +289,20 @@ impl Resource for SecretResource {
                         Diag::error("Invalid version_stages", e.to_string()).at("version_stages"),
                     );
                 }
+                // ACSPrevious and ACSPending are the server's: it moves them as values
+                // change (and refuses to take ACSPrevious off), so a plan that lists
+                // them could not be kept.
+                if s == STAGE_PREVIOUS || s == api::STAGE_PENDING {
+                    d.push(
+                        Diag::error(
+                            "Invalid version_stages",
+                            format!(
+                                "{s} is moved by the server as the value changes (rotation); list ACSCurrent and labels of your own"
+                            ),
+                        )
+                        .at("version_stages"),
+                    );
+                }
                 // The server keeps a stage once, so a repeat would come back as a
                 // shorter list than planned.
                 if !seen.insert(s) {

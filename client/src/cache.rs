@@ -118,6 +118,10 @@ struct Entry {
     /// Held across the request of a miss, so concurrent misses wait for it.
     slot: Arc<tokio::sync::Mutex<Slot>>,
     last_used: Instant,
+    /// The slot's value while it is served past its TTL because the server cannot be
+    /// asked (with when it was read): served to callers that find the slot held by a
+    /// read again, which may hang until the client's timeout.
+    stale: Option<(Arc<CachedValue>, Instant)>,
 }
 
 /// A cache of secret values over a [`Client`]. Cheap to clone (clones share the cache).
@@ -206,8 +210,25 @@ impl SecretCache {
         failed: Option<&str>,
     ) -> Result<Arc<CachedValue>> {
         let arrived = Instant::now();
-        let slot_ref = self.slot(key);
-        let mut slot = slot_ref.lock().await;
+        let stale_ok = |at: &Instant| {
+            at.elapsed() < self.config.ttl.saturating_add(self.config.stale_if_error)
+        };
+        let (slot_ref, stale) = self.slot(key);
+        let mut slot = match slot_ref.try_lock() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // Another caller is reading the value again. While the server cannot be
+                // asked, that read may hang until the client's timeout: the value served
+                // past its TTL is served meanwhile rather than waited for.
+                if !refresh
+                    && let Some((v, at)) = &stale
+                    && stale_ok(at)
+                {
+                    return Ok(v.clone());
+                }
+                slot_ref.lock().await
+            }
+        };
         // A value read by a request sent after this caller arrived (while it waited)
         // is as good as its own; one sent before may be older than what the caller
         // wants to replace. A failure is shared with every caller that arrived before
@@ -220,7 +241,6 @@ impl SecretCache {
         };
         // Served past its TTL because the server could not be asked a moment ago: not
         // asked again before the retry time, and never past `ttl + stale_if_error`.
-        let stale_ok = |at: &Instant| at.elapsed() < self.config.ttl + self.config.stale_if_error;
         if let Some((v, at)) = &slot.value
             && (*at >= arrived
                 || (replaces_failed(v) && within_ttl(at))
@@ -241,6 +261,7 @@ impl SecretCache {
             // way, nor after it if the caller gives up on it (a dropped future): other
             // callers then read again rather than get what stopped working.
             slot.value = None;
+            self.set_stale(key, &slot_ref, None);
         }
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -269,6 +290,7 @@ impl SecretCache {
                 slot.value = Some((fresh.clone(), sent));
                 slot.failure = None;
                 slot.stale_until_retry = None;
+                self.set_stale(key, &slot_ref, None);
                 Ok(fresh)
             }
             Err(e)
@@ -279,6 +301,7 @@ impl SecretCache {
                 // The server could not be asked: nothing was said of the secret or the
                 // token, so the value goes on being served, for a while.
                 slot.stale_until_retry = Some(Instant::now() + STALE_RETRY);
+                self.set_stale(key, &slot_ref, slot.value.clone());
                 match &slot.value {
                     Some((v, _)) => Ok(v.clone()),
                     None => Err(e),
@@ -363,12 +386,21 @@ impl SecretCache {
 
     /// The slot of `key`, made if absent; evicts the least recently used beyond the
     /// limit.
-    fn slot(&self, key: &Key) -> Arc<tokio::sync::Mutex<Slot>> {
+    /// The slot of `key` (made if there is none), and the value it serves past its TTL
+    /// while the server cannot be asked, if any.
+    #[allow(clippy::type_complexity)]
+    fn slot(
+        &self,
+        key: &Key,
+    ) -> (
+        Arc<tokio::sync::Mutex<Slot>>,
+        Option<(Arc<CachedValue>, Instant)>,
+    ) {
         let mut map = self.lock();
         let now = Instant::now();
         if let Some(e) = map.get_mut(key) {
             e.last_used = now;
-            return e.slot.clone();
+            return (e.slot.clone(), e.stale.clone());
         }
         while map.len() >= self.config.max_entries.max(1) {
             let Some(oldest) = map
@@ -386,8 +418,24 @@ impl SecretCache {
             Entry {
                 slot: slot.clone(),
                 last_used: now,
+                stale: None,
             },
         );
-        slot
+        (slot, None)
+    }
+
+    /// Records on `key`'s entry (if it is still `slot`'s) the value served past its TTL,
+    /// or that there is none.
+    fn set_stale(
+        &self,
+        key: &Key,
+        slot: &Arc<tokio::sync::Mutex<Slot>>,
+        stale: Option<(Arc<CachedValue>, Instant)>,
+    ) {
+        if let Some(e) = self.lock().get_mut(key)
+            && Arc::ptr_eq(&e.slot, slot)
+        {
+            e.stale = stale;
+        }
     }
 }

@@ -60,9 +60,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Body is not `application/json` (415).
     UnsupportedMediaType,
-    /// The client went away before the answer (499, as nginx logs it). Never sent to a
-    /// client (none is left to receive it): it is how the audit trail records a request
-    /// that its client abandoned while it was being served.
+    /// The request was dropped before its answer (499, as nginx logs it): its client
+    /// went away, or the server cut its connection at shutdown. Never sent to a client
+    /// (none is left to receive it): it is how the audit trail records a read that
+    /// ended so.
     ClientClosedRequest,
     /// Too many requests without a valid token from one client address, or from all of
     /// them together past the server-wide limit (429); see `Retry-After`. Requests with

@@ -419,7 +419,9 @@ fn write_out(text: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) fn parse_interval(text: &str) -> Result<Interval, String> {
-    Interval::parse(text).map_err(|e| e.to_string())
+    // From flags and environment files (a CRLF line end, a trailing blank): what is
+    // around the interval is not part of it.
+    Interval::parse(text.trim()).map_err(|e| e.to_string())
 }
 
 /// `audit verify` could not ask the server: not a verdict on the trail.
@@ -644,7 +646,15 @@ pub(crate) fn printable(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{ExportStep, api, export_page};
+    use super::{ExportStep, api, export_page, parse_interval};
+
+    /// Intervals from flags and environment files: blanks and a CRLF line end around
+    /// them are not part of them (the API, where text is stored, refuses them).
+    #[test]
+    fn intervals_from_the_environment_are_trimmed() {
+        assert_eq!(parse_interval(" 30d\r").map(|i| i.seconds()), Ok(30 * 86_400));
+        assert!(parse_interval("30 d").is_err());
+    }
 
     fn records(seqs: &[u64]) -> Vec<api::AuditRecord> {
         seqs.iter()

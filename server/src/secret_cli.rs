@@ -140,6 +140,9 @@ fn value_from_stdin() -> anyhow::Result<Zeroizing<String>> {
             raw.pop();
         }
     }
+    if raw.len() > MAX_SECRET_VALUE_BYTES {
+        bail!("the value on standard input is longer than {MAX_SECRET_VALUE_BYTES} bytes");
+    }
     if raw.is_empty() {
         bail!("the value on standard input is empty");
     }

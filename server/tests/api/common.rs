@@ -378,11 +378,22 @@ pub(crate) async fn assert_denied(s: &TestServer, principal: &str, actions: &[&s
     }
 }
 
-/// A TCP relay to the server that can be cut: while down, it closes the connections
-/// it relays and every new one (the server, as far as the client can tell, is gone).
+/// What a [`Relay`] does with the connections it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RelayMode {
+    /// Relays them to the server.
+    Up,
+    /// Closes them (the server, as far as the client can tell, is gone).
+    Down,
+    /// Holds them open and relays nothing (a network that drops every packet).
+    Hang,
+}
+
+/// A TCP relay to the server that can be cut: while not [`RelayMode::Up`], it closes
+/// or holds (as its mode says) the connections it relays and every new one.
 pub(crate) struct Relay {
     pub(crate) addr: std::net::SocketAddr,
-    up: tokio::sync::watch::Sender<bool>,
+    mode: tokio::sync::watch::Sender<RelayMode>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -390,29 +401,37 @@ impl Relay {
     pub(crate) async fn to(server: std::net::SocketAddr) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (up, watch) = tokio::sync::watch::channel(true);
+        let (mode, watch) = tokio::sync::watch::channel(RelayMode::Up);
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut watch = watch.clone();
-                if !*watch.borrow() {
-                    continue;
-                }
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = watch.wait_for(|up| !up) => {}
+                    if *watch.borrow() == RelayMode::Up
+                        && let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await
+                    {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = watch.wait_for(|m| *m != RelayMode::Up) => {}
+                        }
                     }
+                    if *watch.borrow() == RelayMode::Hang {
+                        // Held until the relay goes back up (or away), then closed.
+                        let _ = watch.wait_for(|m| *m != RelayMode::Hang).await;
+                    }
+                    drop(inbound);
                 });
             }
         });
-        Self { addr, up, task }
+        Self { addr, mode, task }
     }
 
+    /// Up (relays) or down (closes).
     pub(crate) fn set(&self, up: bool) {
-        self.up.send_replace(up);
+        self.set_mode(if up { RelayMode::Up } else { RelayMode::Down });
+    }
+
+    pub(crate) fn set_mode(&self, mode: RelayMode) {
+        self.mode.send_replace(mode);
     }
 }
 

@@ -506,7 +506,7 @@ async fn a_value_is_served_past_its_ttl_while_the_server_cannot_be_reached() {
         stale_if_error: Duration::from_millis(stale_ms),
         ..CacheConfig::default()
     };
-    let cache = SecretCache::new(client.clone(), config(5_000));
+    let cache = SecretCache::new(client.clone(), config(20_000));
     let bounded = SecretCache::new(client, config(300));
     assert_eq!(cache.get("outage/db").await.unwrap().secret_data, "v1");
     assert_eq!(bounded.get("outage/db").await.unwrap().secret_data, "v1");
@@ -532,6 +532,43 @@ async fn a_value_is_served_past_its_ttl_while_the_server_cannot_be_reached() {
         cache.refresh("outage/db").await.is_err(),
         "a refresh never takes the stale value"
     );
+
+    // A network that drops everything: the read again hangs until the client's
+    // timeout, and meanwhile other callers are served the value rather than made to
+    // wait (a value read anew, then served past its TTL once the relay hangs).
+    relay.set(true);
+    let mut warm = cache.get("outage/db").await;
+    for _ in 0..30 {
+        if warm.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        warm = cache.get("outage/db").await;
+    }
+    assert_eq!(warm.unwrap().secret_data, "v1");
+    relay.set_mode(RelayMode::Hang);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past the TTL: the first caller reads again (hanging), stale mode comes only after
+    // that read fails; so one read fails into stale mode first.
+    let first = cache.get("outage/db").await;
+    assert_eq!(
+        first.unwrap().secret_data,
+        "v1",
+        "served once the read timed out"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let hanging = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.get("outage/db").await.map(|v| v.secret_data.clone()) }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let meanwhile = cache.get("outage/db").await.unwrap();
+    assert_eq!(meanwhile.secret_data, "v1");
+    assert!(
+        !hanging.is_finished(),
+        "served while the read again still hangs"
+    );
+    assert_eq!(hanging.await.unwrap().unwrap(), "v1");
 
     // Back, with a new value: the next read after the retry time gets it.
     s.client

@@ -160,6 +160,7 @@ pub(crate) struct EngineState {
     /// Test-only: the step after which the engine stops, as if the process died.
     halt_after: Mutex<Option<String>>,
     /// Test-only: the step after which the rotation's task panics.
+    #[cfg(any(test, feature = "failpoints"))]
     panic_after: Mutex<Option<String>>,
 }
 
@@ -170,6 +171,7 @@ impl EngineState {
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             schedule_checked: AtomicBool::new(false),
             halt_after: Mutex::default(),
+            #[cfg(any(test, feature = "failpoints"))]
             panic_after: Mutex::default(),
         }
     }
@@ -733,6 +735,7 @@ impl Service {
             if self.halt_here(done) {
                 return Err(Stop::Halted);
             }
+            #[cfg(any(test, feature = "failpoints"))]
             if lock(&self.inner.rotation.panic_after).as_deref() == Some(done.as_str()) {
                 panic!("failpoint: a rotation step panics");
             }

@@ -75,7 +75,8 @@ fn timeout(settings: &BTreeMap<String, String>) -> Result<Duration> {
     match settings.get("timeout") {
         None => Ok(DEFAULT_TIMEOUT),
         Some(t) => {
-            let i = Interval::parse(t)
+            // Settings stored before intervals were parsed strictly may carry blanks.
+            let i = Interval::parse(t.trim())
                 .map_err(|e| Error::invalid("settings.timeout", format!("{e} (e.g. 10s)")))?;
             if !(1..=MAX_TIMEOUT_SECS).contains(&i.seconds()) {
                 return Err(Error::invalid(

@@ -652,7 +652,10 @@ mod tests {
     /// them are not part of them (the API, where text is stored, refuses them).
     #[test]
     fn intervals_from_the_environment_are_trimmed() {
-        assert_eq!(parse_interval(" 30d\r").map(|i| i.seconds()), Ok(30 * 86_400));
+        assert_eq!(
+            parse_interval(" 30d\r").map(|i| i.seconds()),
+            Ok(30 * 86_400)
+        );
         assert!(parse_interval("30 d").is_err());
     }
 

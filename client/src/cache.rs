@@ -18,7 +18,8 @@
 //!   is served again, of any secret: the cache empties.
 //! - Concurrent reads of one secret that miss share one request, and its error: callers
 //!   that were waiting for a request that failed get its error, not a request each.
-//! - At most `max_entries` values are kept; beyond that the least recently used goes.
+//! - At most `max_entries` values are kept; beyond that the least recently used goes
+//!   (never one whose read is under way: the map then holds one more for a while).
 //! - Values are wiped from memory when they leave the cache (and the last caller drops
 //!   its handle), and so is the answer they were read from. Transient copies the cache
 //!   does not own are not: the HTTP and TLS layers' buffers, and the JSON parser's
@@ -402,9 +403,13 @@ impl SecretCache {
             e.last_used = now;
             return (e.slot.clone(), e.stale.clone());
         }
+        // The least recently used goes, but not one whose slot is held (a read under
+        // way, which its waiters share: evicted, the next caller of its key would send
+        // a second). With every slot held, the map holds one more for a while.
         while map.len() >= self.config.max_entries.max(1) {
             let Some(oldest) = map
                 .iter()
+                .filter(|(_, e)| e.slot.try_lock().is_ok())
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(k, _)| k.clone())
             else {

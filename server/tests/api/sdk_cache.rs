@@ -482,6 +482,47 @@ async fn a_refresh_given_up_on_does_not_leave_the_old_value_served() {
     assert_eq!(cache.get("cancel/s").await.unwrap().secret_data, "new");
 }
 
+/// A client of `s` through `relay`, giving up on a request after 2 s.
+fn through(s: &TestServer, relay: &Relay) -> strongbox_client::Client {
+    strongbox_client::Client::new(strongbox_client::ClientConfig {
+        address: format!("https://localhost:{}", relay.addr.port()),
+        token: s.token.clone(),
+        ca_cert_pem: Some(s.ca_pem.clone().into_bytes()),
+        timeout: Some(Duration::from_secs(2)),
+    })
+    .unwrap()
+}
+
+/// A key whose read is under way is not evicted to make room for another: a caller of
+/// it arriving then shares that read instead of sending a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_under_way_is_not_evicted() {
+    let s = TestServer::start().await;
+    let relay = Relay::to(s.addr).await;
+    let client = through(&s, &relay);
+    let cache = SecretCache::new(
+        client,
+        CacheConfig {
+            max_entries: 1,
+            ..CacheConfig::default()
+        },
+    );
+    relay.set_mode(RelayMode::Hang);
+    let get = |name: &'static str| {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.get(name).await.map(|_| ()) })
+    };
+    let a = get("evict/a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = get("evict/b");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a_again = get("evict/a");
+    for t in [a, b, a_again] {
+        assert!(t.await.unwrap().is_err(), "nothing answers");
+    }
+    assert_eq!(cache.fetches(), 2, "the second caller of a shared its read");
+}
+
 /// While the server cannot be reached, a value past its TTL is still served, up to
 /// `stale_if_error` past it, and read again at most once a second meanwhile; never by
 /// a refresh (a value that stopped working), and never past the bound. Once the server
@@ -494,13 +535,7 @@ async fn a_value_is_served_past_its_ttl_while_the_server_cannot_be_reached() {
         .await
         .unwrap();
     let relay = Relay::to(s.addr).await;
-    let client = strongbox_client::Client::new(strongbox_client::ClientConfig {
-        address: format!("https://localhost:{}", relay.addr.port()),
-        token: s.token.clone(),
-        ca_cert_pem: Some(s.ca_pem.clone().into_bytes()),
-        timeout: Some(Duration::from_secs(2)),
-    })
-    .unwrap();
+    let client = through(&s, &relay);
     let config = |stale_ms| CacheConfig {
         ttl: Duration::from_millis(300),
         stale_if_error: Duration::from_millis(stale_ms),

@@ -262,7 +262,9 @@ impl SecretCache {
             // way, nor after it if the caller gives up on it (a dropped future): other
             // callers then read again rather than get what stopped working.
             slot.value = None;
-            self.set_stale(key, &slot_ref, None);
+            if slot.stale_until_retry.take().is_some() {
+                self.set_stale(key, &slot_ref, None);
+            }
         }
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -290,8 +292,9 @@ impl SecretCache {
                 slot.last_version = Some(fresh.version_id.clone());
                 slot.value = Some((fresh.clone(), sent));
                 slot.failure = None;
-                slot.stale_until_retry = None;
-                self.set_stale(key, &slot_ref, None);
+                if slot.stale_until_retry.take().is_some() {
+                    self.set_stale(key, &slot_ref, None);
+                }
                 Ok(fresh)
             }
             Err(e)

@@ -523,37 +523,33 @@ impl Service {
     /// goes to the writer thread at once and commits with the next batch (nothing was
     /// answered, so nothing waits on it); a failure is logged.
     pub fn record_abandoned(&self, slot: &AuditSlot) {
+        fn not_written(e: &Error) {
+            tracing::error!(error = %e, "the record of an abandoned request could not be written");
+        }
         let Some(entry) = slot.take() else {
             return;
         };
-        let drafted = match Drafted::new(
+        let submitted = Drafted::new(
             &entry,
             AuditOutcome::Failed,
             Some(ErrorCode::ClientClosedRequest),
-        ) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "the record of an abandoned request could not be written");
-                return;
-            }
-        };
-        let this = self.clone();
-        match self
-            .store()
-            .submit(move |t| this.append_drafted(t, &drafted))
-        {
+        )
+        .and_then(|drafted| {
+            let this = self.clone();
+            self.store()
+                .submit(move |t| this.append_drafted(t, &drafted))
+        });
+        match submitted {
             Ok(rx) => {
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     rt.spawn(async move {
                         if let Ok(Err(e)) = rx.await {
-                            tracing::error!(error = %e, "the record of an abandoned request could not be written");
+                            not_written(&e);
                         }
                     });
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "the record of an abandoned request could not be written");
-            }
+            Err(e) => not_written(&e),
         }
     }
 

@@ -949,6 +949,19 @@ async fn a_rotation_finishes_only_together_with_its_audit_record() {
     assert!(svc.verify_audit().unwrap().intact);
 }
 
+/// A secret `name` with the value `before` under a new `random` policy `p` (30 days).
+async fn random_rotation_secret(
+    svc: &strongbox_server::service::Service,
+    name: &str,
+) -> api::Secret {
+    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
+        .await
+        .unwrap();
+    svc.create_secret(with_policy(name, "before", "p"), &root())
+        .await
+        .unwrap()
+}
+
 /// A rotation step that panics (a database driver meeting an answer it did not
 /// expect) fails the rotation as any failure does: recorded, with its error on the
 /// secret and the engine's audit record, ACSCurrent unchanged, and not tried again at
@@ -957,13 +970,7 @@ async fn a_rotation_finishes_only_together_with_its_audit_record() {
 async fn a_step_that_panics_is_a_recorded_failure() {
     let e = Engine::start(None);
     let svc = e.service.clone();
-    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
-        .await
-        .unwrap();
-    let first = svc
-        .create_secret(with_policy("panics", "before", "p"), &root())
-        .await
-        .unwrap();
+    let first = random_rotation_secret(&svc, "panics").await;
     svc.set_rotation_panic(Some("create"));
     let failed = svc
         .rotate_secret(
@@ -1011,13 +1018,7 @@ async fn a_step_that_panics_is_a_recorded_failure() {
 async fn a_disabled_policy_resumes_nothing() {
     let mut e = Engine::start(None);
     let svc = e.service.clone();
-    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
-        .await
-        .unwrap();
-    let first = svc
-        .create_secret(with_policy("paused", "before", "p"), &root())
-        .await
-        .unwrap();
+    let first = random_rotation_secret(&svc, "paused").await;
     svc.set_rotation_halt(Some("create"));
     let next = api::RotateSecretRequest {
         version_id: Some("next".into()),
@@ -1054,13 +1055,7 @@ async fn a_disabled_policy_resumes_nothing() {
 async fn an_unfinished_rotation_keeps_acscurrent_and_its_target() {
     let e = Engine::start(None);
     let svc = e.service.clone();
-    svc.create_rotation_policy(policy("p", "30d", RotationStrategy::Random, &[]), &root())
-        .await
-        .unwrap();
-    let first = svc
-        .create_secret(with_policy("held", "before", "p"), &root())
-        .await
-        .unwrap();
+    let first = random_rotation_secret(&svc, "held").await;
     svc.set_rotation_halt(Some("set"));
     let next = api::RotateSecretRequest {
         version_id: Some("next".into()),

@@ -14,6 +14,17 @@ impl Timestamp {
         self.0.unix_timestamp()
     }
 
+    /// Whole seconds since the Unix epoch, a fraction of a second counted as a whole
+    /// one: the first whole second not before this time.
+    pub fn unix_ceil(&self) -> i64 {
+        let secs = self.0.unix_timestamp();
+        if self.0.nanosecond() > 0 {
+            secs.saturating_add(1)
+        } else {
+            secs
+        }
+    }
+
     /// From whole seconds since the Unix epoch; out-of-range values clamp to the epoch.
     pub fn from_unix(secs: i64) -> Self {
         Self(OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH))

@@ -951,6 +951,29 @@ async fn listing_filters_and_pages() {
     .await;
     let names: Vec<&str> = window.records.iter().map(|r| r.resource.as_str()).collect();
     assert_eq!(names, ["secret/f/a1", "secret/f/a2"]);
+    // Times with a fraction of a second (records keep whole seconds): a start half a
+    // second after a record leaves it out, an end half a second after one takes it in.
+    let half_past = |secs: i64| {
+        api::Timestamp::from_unix(secs)
+            .to_string()
+            .replace('Z', ".5Z")
+    };
+    let r = s
+        .http()
+        .get(format!("{}/v1/audit", s.base()))
+        .query(&[
+            ("action", "kms:CreateSecret".to_string()),
+            ("start_time", half_past(T0 + 10)),
+            ("end_time", half_past(T0 + 30)),
+        ])
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page: api::ListAuditResponse = r.json().await.unwrap();
+    let names: Vec<&str> = page.records.iter().map(|r| r.resource.as_str()).collect();
+    assert_eq!(names, ["secret/f/a2", "secret/f/a3"]);
     // Pages of 4 walk the whole trail in order, without gaps.
     let mut q = AuditQuery {
         limit: Some(4),

@@ -29,8 +29,12 @@ pub(super) async fn list_audit(
         action: p.action,
         resource_prefix: p.resource_prefix,
         request_id: p.request_id,
-        start_time: p.start_time.map(|t| t.unix()),
-        end_time: p.end_time.map(|t| t.unix()),
+        // Records keep whole seconds: a record at second `t` is at or after a start
+        // `s` (before an end `e`) exactly when `t` is at or after (before) the first
+        // whole second not before `s` (`e`). Cutting the fraction off would take in a
+        // record from before the start and leave out one from before the end.
+        start_time: p.start_time.map(|t| t.unix_ceil()),
+        end_time: p.end_time.map(|t| t.unix_ceil()),
         limit: p.limit.unwrap_or(100),
         after,
     };

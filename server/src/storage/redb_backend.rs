@@ -944,6 +944,12 @@ impl Backend for RedbBackend {
     fn commit(&self, mutations: &[Mutation]) -> Result<(), StorageError> {
         let mut guard = self.writer.lock().map_err(|_| poisoned())?;
         let w = &mut *guard;
+        // A background checkpoint that has ended is looked at now, not only at the next
+        // rotation (up to 1,024 commits later): one that failed stops this commit and
+        // every later one, as storage.md says (health reports it from then on).
+        if w.checkpointing.as_ref().is_some_and(|h| h.is_finished()) {
+            join_checkpoint(w)?;
+        }
         if let Mode::Broken(e) = &w.mode {
             return Err(StorageError(e.clone()));
         }

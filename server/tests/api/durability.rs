@@ -374,6 +374,46 @@ async fn a_failed_checkpoint_stops_writes_and_loses_nothing() {
     assert!(recovered.get_secret_value("c/late", None, None).is_err());
 }
 
+/// A checkpoint in the background (a full memory layer, 1,024 commits) that fails stops
+/// the next commit once it has ended, not only the commit that would start the next
+/// checkpoint, 1,024 commits later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_background_checkpoint_stops_the_next_commit() {
+    use strongbox_server::storage::{Mutation, Table};
+    let disk = Disk::default();
+    let b = backend(&disk, true);
+    let put = |i: u32| {
+        [Mutation::Put(
+            Table::Secrets,
+            i.to_be_bytes().to_vec(),
+            vec![1],
+        )]
+    };
+    b.commit(&put(0)).unwrap(); // the session's first commit, durable
+    // Fill the memory layer; the commit after it freezes the layer and starts its
+    // checkpoint on its own thread, which cannot sync the database.
+    for i in 1..=1024 {
+        b.commit(&put(i)).unwrap();
+    }
+    disk.db_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    b.commit(&put(1025)).unwrap();
+    let mut refused = None;
+    for i in 1026..1126 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if let Err(e) = b.commit(&put(i)) {
+            refused = Some(e);
+            break;
+        }
+    }
+    let refused = refused.expect("100 commits in 2 s after the failed checkpoint were taken");
+    assert!(refused.to_string().contains("storage stopped"), "{refused}");
+    // And every later one, also once the disk works again.
+    disk.db_fails
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(b.commit(&put(2000)).is_err());
+}
+
 /// A durable redb commit that fails while the journal is in use (a batch too large for
 /// the journal) stops every later write, rather than journal commits that no checkpoint
 /// could write; closing the store refuses every write after it.

@@ -17,6 +17,9 @@ use crate::storage::{Mutation, Reader, Table, Txn, composite};
 
 /// Most policies attached to one principal.
 const MAX_POLICIES: usize = 32;
+/// Most tokens one principal holds, as IAM and RAM cap a user's access keys: a
+/// principal's tokens are listed whole, and each one is a record of its own.
+pub(crate) const MAX_TOKENS: usize = 100;
 /// Names the audit trail gives requests made by no principal.
 const RESERVED_PRINCIPAL_NAMES: [&str; 2] = ["anonymous", "rotation"];
 /// Token id of the root token printed by `init` (and by each `--dev` start).
@@ -112,6 +115,38 @@ pub(super) fn put_token(t: &mut Txn<'_>, rec: &TokenRecord) {
         &composite(&rec.principal, &rec.token_id),
         rec.sha256.clone(),
     );
+}
+
+/// Makes room for one more token of `principal` (in the write that puts it): below
+/// [`MAX_TOKENS`] nothing is done; at it, the principal's expired tokens are deleted, and
+/// if every one is still valid the new token is refused.
+pub(super) fn make_room_for_token(t: &mut Txn<'_>, principal: &str, now: i64) -> Result<()> {
+    let prefix = prefix_of(principal);
+    if t.scan(Table::PrincipalTokens, &prefix, None, MAX_TOKENS)?
+        .len()
+        < MAX_TOKENS
+    {
+        return Ok(());
+    }
+    let mut valid = 0;
+    for (k, hash) in t.scan(Table::PrincipalTokens, &prefix, None, usize::MAX)? {
+        match load::<TokenRecord>(t, Table::Tokens, &hash)? {
+            Some(rec) if rec.expires_at.is_none_or(|e| e > now) => valid += 1,
+            _ => {
+                t.delete(Table::Tokens, &hash);
+                t.delete(Table::PrincipalTokens, &k);
+            }
+        }
+    }
+    if valid >= MAX_TOKENS {
+        return Err(Error::new(
+            ErrorCode::InvalidState,
+            format!(
+                "principal {principal} holds {valid} tokens that have not expired, the most one principal may hold is {MAX_TOKENS}; revoke one first"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn delete_token_of(t: &mut Txn<'_>, principal: &str, token_id: &str) -> Result<bool> {
@@ -396,6 +431,7 @@ impl Service {
         let info = self
             .write_access(move |t| {
                 load_principal(t, &rec.principal)?;
+                make_room_for_token(t, &rec.principal, now)?;
                 put_token(t, &rec);
                 Ok(rec)
             })

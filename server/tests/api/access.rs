@@ -151,6 +151,64 @@ async fn tokens_expire_and_revocation_takes_effect_at_once() {
     );
 }
 
+/// A principal holds at most 100 tokens (its token list comes whole): at the limit its
+/// expired tokens make room, and with none expired the next token is refused.
+#[tokio::test]
+async fn a_principal_holds_at_most_100_tokens() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    c.create_principal(&api::CreatePrincipalRequest {
+        name: "ci".into(),
+        description: None,
+        policies: None,
+    })
+    .await
+    .unwrap();
+    let expiring = |secs: i64| api::CreateTokenRequest {
+        expires_at: Some(api::Timestamp::from_unix(T0 + secs)),
+        description: None,
+    };
+    let mut valid = Vec::new();
+    for i in 0..100 {
+        let req = if i < 10 {
+            expiring(60)
+        } else {
+            Default::default()
+        };
+        let t = c.create_token("ci", &req).await.unwrap();
+        if i >= 10 {
+            valid.push(t);
+        }
+    }
+    assert_code(
+        c.create_token("ci", &Default::default()).await,
+        ErrorCode::InvalidState,
+        "the most one principal may hold is 100",
+    );
+    assert_eq!(c.list_tokens("ci").await.unwrap().tokens.len(), 100);
+    // Ten of them expire: the next token deletes them and is made.
+    s.clock.advance(60);
+    let made = c.create_token("ci", &Default::default()).await.unwrap();
+    let listed = c.list_tokens("ci").await.unwrap().tokens;
+    assert_eq!(listed.len(), 91);
+    assert!(listed.iter().all(|t| !t.expired));
+    assert!(listed.iter().any(|t| t.token_id == made.token_id));
+    // The valid ones all still work.
+    for t in valid.iter().take(3).chain(std::iter::once(&made)) {
+        assert_code(
+            s.client_with_token(&t.token).list_keys(None, None).await,
+            ErrorCode::Forbidden,
+            "kms:ListKeys",
+        );
+    }
+    // Below the limit, an expired token stays listed until room is needed.
+    c.create_token("ci", &expiring(120)).await.unwrap();
+    s.clock.advance(60);
+    let listed = c.list_tokens("ci").await.unwrap().tokens;
+    assert_eq!(listed.len(), 92);
+    assert_eq!(listed.iter().filter(|t| t.expired).count(), 1);
+}
+
 #[tokio::test]
 async fn policy_and_attachment_changes_take_effect_at_once() {
     let s = TestServer::start().await;

@@ -43,7 +43,9 @@ use crate::barrier::{self, Barrier};
 use crate::error::{Error, Result};
 use crate::service::Service;
 use crate::service::identity::{PrincipalRecord, TokenRecord, new_token};
-use crate::service::principals::{delete_token_of, generations_of, load_principal, put_token};
+use crate::service::principals::{
+    delete_token_of, generations_of, load_principal, make_room_for_token, put_token,
+};
 use crate::service::records::{NamedPrincipal, VersionMeta};
 use crate::storage::Reader;
 
@@ -497,6 +499,7 @@ impl Strategy for AccessKeyStrategy {
                     .map_err(|why| Error::new(ErrorCode::InvalidState, why))?;
                 // A repeated set replaces the record this version made.
                 delete_token_of(t, &rec.principal, &rec.token_id)?;
+                make_room_for_token(t, &rec.principal, rec.creation_date)?;
                 put_token(t, &rec);
                 Ok(())
             })

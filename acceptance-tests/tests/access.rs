@@ -308,3 +308,157 @@ resource "strongbox_principal" "a" {{
         );
     });
 }
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn token_for(principal: &str, expires_at: &str) -> String {
+    format!(
+        r#"
+resource "strongbox_principal_token" "t" {{
+  principal  = "{principal}"
+  expires_at = "{expires_at}"
+}}
+"#
+    )
+}
+
+#[test]
+fn an_expired_token_stays_planned_as_it_is_and_destroy_deletes_it() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        let c = srv.client();
+        srv.block_on(c.create_principal(&api::CreatePrincipalRequest {
+            name: "ci".into(),
+            description: None,
+            policies: None,
+        }))
+        .unwrap();
+        // A token that expires while the configuration stands: once its time has
+        // come, it is as configured (no plan to make it again, which its expiry would
+        // not allow), and `terraform destroy` deletes it.
+        let at = api::Timestamp::from_unix(unix_now() + 20).to_string();
+        apply(&tf, &token_for("ci", &at));
+        let listed = srv.block_on(c.list_tokens("ci")).unwrap().tokens;
+        assert_eq!(listed.len(), 1);
+        while unix_now() <= at_unix(&at) {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        assert!(srv.block_on(c.list_tokens("ci")).unwrap().tokens[0].expired);
+        tf.assert_no_changes();
+        tf.destroy();
+        assert!(srv.block_on(c.list_tokens("ci")).unwrap().tokens.is_empty());
+
+        // A token revoked outside Terraform whose expiry has passed cannot be made
+        // again: the plan says so in a warning (not an error, which would stop
+        // `terraform destroy`, whose first step plans the configuration), and the
+        // apply's create fails; destroy works.
+        let past = api::Timestamp::from_unix(unix_now() + 15).to_string();
+        apply(&tf, &token_for("ci", &past));
+        let id = srv.block_on(c.list_tokens("ci")).unwrap().tokens[0]
+            .token_id
+            .clone();
+        srv.block_on(c.delete_token("ci", &id)).unwrap();
+        while unix_now() <= at_unix(&past) {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let out = tf.run_expect(
+            &["plan", "-detailed-exitcode", "-no-color", "-input=false"],
+            &[2],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("expires_at is in the past"), "{text}");
+        tf.expect_error(
+            &["apply", "-auto-approve", "-no-color", "-input=false"],
+            &["Creating the token failed", "expires_at"],
+        );
+        tf.destroy();
+        assert!(srv.block_on(c.list_tokens("ci")).unwrap().tokens.is_empty());
+    });
+}
+
+fn at_unix(rfc3339: &str) -> i64 {
+    serde_json::from_value::<api::Timestamp>(Value::String(rfc3339.into()))
+        .unwrap()
+        .unix()
+}
+
+#[test]
+fn a_refused_create_points_at_the_attribute_it_is_about() {
+    for_each_variant(|v| {
+        let (_srv, tf) = v.start();
+        tf.write_config(&config(
+            r#"
+resource "strongbox_policy" "p" {
+  name     = "p"
+  document = jsonencode({ Version = "1", Statement = [{ Effect = "Allow", Action = ["kms:ListSecrets"], Resource = ["*"] }] })
+}
+resource "strongbox_principal" "a" {
+  description = "reserved name"
+  name        = "anonymous"
+  policies    = [strongbox_policy.p.name]
+}
+"#,
+        ));
+        tf.init();
+        // The server refuses the name: the diagnostic shows the `name` line, not the
+        // `policies` one (or the block).
+        let out = tf.expect_error(
+            &["apply", "-auto-approve", "-no-color", "-input=false"],
+            &["Creating the principal failed", "reserved"],
+        );
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(text.contains(r#"name        = "anonymous""#), "{text}");
+        assert!(!text.contains("policies    ="), "{text}");
+    });
+}
+
+#[test]
+fn a_token_replaced_with_its_principal_works_after_one_apply() {
+    let body = r#"
+resource "strongbox_principal" "app" {
+  name = "app"
+}
+resource "strongbox_principal_token" "app" {
+  principal = strongbox_principal.app.name
+  lifecycle {
+    replace_triggered_by = [strongbox_principal.app]
+  }
+}
+output "token" {
+  value     = strongbox_principal_token.app.token
+  sensitive = true
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        // `replace_triggered_by` (README.md) came with Terraform 1.2.
+        if !tf.bin().at_least(1, 2) {
+            return;
+        }
+        // The principal has no policy: a token that works is refused as `Forbidden`, one
+        // that does not as `Unauthenticated`.
+        let answer = |token: &str| {
+            srv.block_on(client_with(&srv, token).list_secrets(&Default::default()))
+                .unwrap_err()
+                .code()
+        };
+        apply(&tf, body);
+        let first = token_of(&tf);
+        assert_eq!(answer(&first), Some(ErrorCode::Forbidden));
+        // The principal is replaced, which deletes its tokens on the server: the token
+        // is replaced in the same apply, and the new one works.
+        tf.apply_args(&["-replace=strongbox_principal.app"]);
+        tf.assert_no_changes();
+        let second = token_of(&tf);
+        assert_ne!(second, first);
+        assert_eq!(answer(&first), Some(ErrorCode::Unauthenticated));
+        assert_eq!(answer(&second), Some(ErrorCode::Forbidden));
+    });
+}

@@ -394,6 +394,30 @@ pub fn partial_state(diags: &Diags) -> Option<&Value> {
     diags.iter().find_map(|d| d.partial_state.as_deref())
 }
 
+/// The attribute among `attrs` that a server's refusal is about: the field an
+/// `InvalidParameter` message names first (`name: …`, `policies[1]: …`), `name` for
+/// `AlreadyExists`, or the attribute `by_code` gives the error's code; else none, and the
+/// diagnostic points at the whole block rather than at an attribute it is not about.
+pub fn attr_of<'a>(
+    e: &strongbox_client::Error,
+    attrs: &[&'a str],
+    by_code: &[(strongbox_client::ErrorCode, &'a str)],
+) -> Option<&'a str> {
+    use strongbox_client::{Error as E, ErrorCode as C};
+    let E::Api { code, message, .. } = e else {
+        return None;
+    };
+    let named = match code {
+        C::InvalidParameter => {
+            let field = message.split([':', '.', '[']).next().unwrap_or_default();
+            attrs.iter().find(|a| **a == field).copied()
+        }
+        C::AlreadyExists => attrs.iter().find(|a| **a == "name").copied(),
+        _ => None,
+    };
+    named.or_else(|| by_code.iter().find(|(c, _)| c == code).map(|(_, a)| *a))
+}
+
 /// What the client API said, as a diagnostic naming the attribute and the code.
 pub fn api_diag(what: &str, attr: Option<&str>, e: &strongbox_client::Error) -> Diag {
     use strongbox_client::Error as E;

@@ -6,9 +6,15 @@ use strongbox_schemas as api;
 use super::{plan_simple, string};
 use crate::core::{
     Attr, ClientCaps, Ctx, Diag, Diags, Model, ObjExt, PlanReq, PlanResp, Resource, TfSchema,
-    api_diag, null_object, opt_str, read_back,
+    api_diag, attr_of, null_object, opt_str, read_back,
 };
 use crate::value::Value;
+
+/// The attributes a server's refusal of a policy or principal write may name.
+const POLICY_ATTRS: &[&str] = &["name", "description", "document"];
+const PRINCIPAL_ATTRS: &[&str] = &["name", "description", "policies"];
+/// A principal naming a policy that does not exist.
+const POLICIES_BY_CODE: &[(ErrorCode, &str)] = &[(ErrorCode::PolicyNotFound, "policies")];
 
 /// `strongbox_policy`.
 pub struct PolicyResource;
@@ -129,9 +135,10 @@ impl Resource for PolicyResource {
                 description: planned.str_attr("description").map(str::to_string),
                 document,
             };
-            c.create_policy(&req)
-                .await
-                .map_err(|e| vec![api_diag("Creating the policy failed", Some("document"), &e)])?;
+            c.create_policy(&req).await.map_err(|e| {
+                let at = attr_of(&e, POLICY_ATTRS, &[]);
+                vec![api_diag("Creating the policy failed", at, &e)]
+            })?;
         } else {
             let req = api::UpdatePolicyRequest {
                 description: Some(
@@ -142,9 +149,10 @@ impl Resource for PolicyResource {
                 ),
                 document: Some(document),
             };
-            c.update_policy(&name, &req)
-                .await
-                .map_err(|e| vec![api_diag("Updating the policy failed", Some("document"), &e)])?;
+            c.update_policy(&name, &req).await.map_err(|e| {
+                let at = attr_of(&e, POLICY_ATTRS, &[]);
+                vec![api_diag("Updating the policy failed", at, &e)]
+            })?;
         }
         read_back(
             read_policy(ctx, &name, planned).await,
@@ -280,11 +288,8 @@ impl Resource for PrincipalResource {
                 policies: policy_names(planned),
             };
             c.create_principal(&req).await.map_err(|e| {
-                vec![api_diag(
-                    "Creating the principal failed",
-                    Some("policies"),
-                    &e,
-                )]
+                let at = attr_of(&e, PRINCIPAL_ATTRS, POLICIES_BY_CODE);
+                vec![api_diag("Creating the principal failed", at, &e)]
             })?;
         } else {
             let req = api::UpdatePrincipalRequest {
@@ -297,11 +302,8 @@ impl Resource for PrincipalResource {
                 policies: Some(policy_names(planned).unwrap_or_default()),
             };
             c.update_principal(&name, &req).await.map_err(|e| {
-                vec![api_diag(
-                    "Updating the principal failed",
-                    Some("policies"),
-                    &e,
-                )]
+                let at = attr_of(&e, PRINCIPAL_ATTRS, POLICIES_BY_CODE);
+                vec![api_diag("Updating the principal failed", at, &e)]
             })?;
         }
         read_back(
@@ -397,8 +399,13 @@ impl Resource for TokenResource {
         vec![Diag::error("Invalid expires_at", why).at("expires_at")]
     }
     async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
-        // A token to be made (new, or again after its expiry removed it from the state)
-        // cannot expire in the past: say so now, not halfway through the apply.
+        // A token to be made (new, or again after it was revoked outside Terraform)
+        // cannot expire in the past: say so now, not only halfway through the apply.
+        // A warning, not an error: `terraform destroy` first plans the configuration as
+        // it stands (refreshing), and an error there would leave a configuration with a
+        // revoked, expired token impossible to destroy. The apply's create is refused
+        // by the server.
+        let mut warnings = Vec::new();
         if req.prior.is_null()
             && let Some(at) = req
                 .config
@@ -406,15 +413,15 @@ impl Resource for TokenResource {
                 .and_then(|t| parse_time(t).ok())
             && at.unix() <= unix_now()
         {
-            return Err(vec![
-                Diag::error(
+            warnings.push(
+                Diag::warning(
                     "expires_at is in the past",
                     format!(
-                        "A token expiring at {at} cannot be created. If this token expired and was removed from the state, set a new expires_at (or remove it for a token that does not expire)."
+                        "A token expiring at {at} cannot be created: an apply would fail. Set a new expires_at, or remove it for a token that does not expire."
                     ),
                 )
                 .at("expires_at"),
-            ]);
+            );
         }
         // The same instant written another way (`+01:00` for `Z`) is no change: the
         // prior text is planned, rather than a new token for the same expiry.
@@ -428,14 +435,16 @@ impl Resource for TokenResource {
         {
             proposed.set("expires_at", req.prior.attr("expires_at").clone());
         }
-        Ok(plan_simple(
+        let mut planned = plan_simple(
             PlanReq {
                 proposed: &proposed,
                 ..req
             },
             &["token", "token_id", "id"],
             &["principal", "description", "expires_at"],
-        ))
+        );
+        planned.diags.extend(warnings);
+        Ok(planned)
     }
     async fn apply(
         &self,
@@ -473,10 +482,14 @@ impl Resource for TokenResource {
             expires_at,
             description: planned.str_attr("description").map(str::to_string),
         };
-        let t = c
-            .create_token(principal, &req)
-            .await
-            .map_err(|e| vec![api_diag("Creating the token failed", Some("principal"), &e)])?;
+        let t = c.create_token(principal, &req).await.map_err(|e| {
+            let at = attr_of(
+                &e,
+                &["principal", "description", "expires_at"],
+                &[(ErrorCode::PrincipalNotFound, "principal")],
+            );
+            vec![api_diag("Creating the token failed", at, &e)]
+        })?;
         let mut v = planned.clone();
         v.set("token", Value::string(&t.token));
         v.set("token_id", Value::string(&t.token_id));
@@ -494,8 +507,12 @@ impl Resource for TokenResource {
             Err(e) if e.code() == Some(ErrorCode::PrincipalNotFound) => return Ok(Value::Null),
             Err(e) => return Err(vec![api_diag("Reading the tokens failed", None, &e)]),
         };
+        // An expired token stays in the state: it is as configured (its `expires_at` has
+        // come), it cannot be made again with that expiry, and `terraform destroy`
+        // deletes it. Only a token that is gone (revoked outside Terraform, or its
+        // principal deleted) leaves the state, to be created again.
         match tokens.tokens.iter().find(|t| t.token_id == token_id) {
-            Some(t) if !t.expired => {
+            Some(t) => {
                 let mut v = state.clone();
                 v.set(
                     "description",

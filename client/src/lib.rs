@@ -441,7 +441,18 @@ impl Client {
     }
 
     async fn check(&self, rb: Req) -> Result<reqwest::Response> {
-        let resp = rb.0?.send().await.map_err(|e| {
+        let resp = self.answer(rb).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = body_within(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
+        Err(error_from_body(status, &body))
+    }
+
+    /// The answer to `rb`, whatever its status; an error only when there is none.
+    async fn answer(&self, rb: Req) -> Result<reqwest::Response> {
+        rb.0?.send().await.map_err(|e| {
             // A request that could not be built (a token that is no header value) is
             // the caller's configuration, not the network: asking again cannot help.
             if e.is_builder() {
@@ -456,13 +467,7 @@ impl Client {
             } else {
                 Error::Transport(error_chain(&e))
             }
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status().as_u16();
-        let body = body_within(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
-        Err(error_from_body(status, &body))
+        })
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -474,9 +479,33 @@ impl Client {
     }
 
     /// `GET /v1/health` (no token needed).
+    /// While the server's storage is failing it answers 503 with its health (status
+    /// `storage_failing`), not an error body: that is an `Unavailable` error here,
+    /// transient, naming the status.
     pub async fn health(&self) -> Result<api::Health> {
-        self.send(Req(self.url(&["v1", "health"]).map(|u| self.http.get(u))))
-            .await
+        let resp = self
+            .answer(Req(self.url(&["v1", "health"]).map(|u| self.http.get(u))))
+            .await?;
+        let status = resp.status().as_u16();
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = body_within(resp, MAX_ANSWER_BYTES).await?;
+        if status == 200 {
+            return serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()));
+        }
+        match serde_json::from_slice::<api::Health>(&body) {
+            Ok(h) if status == 503 => Err(Error::Api {
+                status,
+                code: ErrorCode::Unavailable,
+                message: format!("the server reports {}", h.status),
+                request_id,
+            }),
+            _ => Err(error_from_body(status, &body)),
+        }
     }
 
     /// `GET /v1/openapi.json`.

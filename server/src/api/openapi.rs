@@ -59,6 +59,7 @@ pub fn openapi_document() -> Value {
             op.insert("security".into(), json!([]));
         }
         let mut params = path_params(r.path);
+        params.extend(header_params(r.method, r.path));
         if let Some(q) = r.query {
             let schema = q(&mut generator);
             let resolved = resolve(&generator, schema.as_value());
@@ -91,6 +92,13 @@ pub fn openapi_document() -> Value {
                 None => json!({"description": "success"}),
             },
         };
+        if r.path == "/v1/health" {
+            // Not the error format: the same body, naming the state.
+            responses.insert(
+                "503".into(),
+                json!({"description": "storage is failing (status `storage_failing`): writes, and reads (whose audit records are writes), are refused until it recovers", "content": ok["content"].clone()}),
+            );
+        }
         responses.insert(r.status.to_string(), ok);
         responses.insert(
             "default".into(),
@@ -133,6 +141,18 @@ fn resolve(generator: &schemars::SchemaGenerator, v: &Value) -> Value {
 }
 
 /// The media type and schema of a success body that is not a JSON type of the model.
+/// Headers a route acts on.
+fn header_params(method: &str, path: &str) -> Vec<Value> {
+    match (method, path) {
+        ("PUT", "/v1/aliases/{alias}") => vec![json!({
+            "name": "If-None-Match", "in": "header", "required": false,
+            "schema": {"type": "string", "const": "*"},
+            "description": "`*`: only create the alias (`AlreadyExists` when it exists), never move it; any other value is refused"
+        })],
+        _ => Vec::new(),
+    }
+}
+
 fn untyped_body(path: &str) -> Option<(&'static str, Value)> {
     match path {
         "/v1/backup" => Some((
@@ -140,8 +160,8 @@ fn untyped_body(path: &str) -> Option<(&'static str, Value)> {
             json!({"type": "string", "format": "binary"}),
         )),
         "/metrics" => Some((
-            "text/plain",
-            json!({"type": "string", "description": "Prometheus text format"}),
+            "application/openmetrics-text",
+            json!({"type": "string", "description": "OpenMetrics 1.0 text format (Prometheus scrapes it)"}),
         )),
         "/v1/openapi.json" => Some(("application/json", json!({"type": "object"}))),
         _ => None,

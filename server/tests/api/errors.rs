@@ -188,6 +188,46 @@ async fn openapi_matches_the_checked_in_document_and_metrics_count_routes() {
     }
 
     s.client.health().await.unwrap();
+    // Limits as the document gives them are the ones the server takes, and the alias
+    // route names the header it acts on.
+    let limit = |path: &str| {
+        paths[path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap()["schema"]
+            .clone()
+    };
+    for (path, max) in [("/v1/secrets", 100), ("/v1/keys", 100), ("/v1/audit", 1000)] {
+        let l = limit(path);
+        assert_eq!(
+            (l["minimum"].clone(), l["maximum"].clone()),
+            (1.into(), max.into()),
+            "{path}: {l}"
+        );
+    }
+    assert!(
+        paths["/v1/aliases/{alias}"]["put"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "If-None-Match" && p["in"] == "header")
+    );
+    // The metrics are OpenMetrics text, and say so.
+    let r = s
+        .http()
+        .get(format!("{}/metrics", s.base()))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(
+        ct.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{ct}"
+    );
+    assert!(r.text().await.unwrap().ends_with("# EOF\n"));
     let m = s.client.metrics().await.unwrap();
     assert!(
         m.contains(
@@ -635,6 +675,19 @@ async fn health_reports_failing_storage_until_it_recovers() {
             .is_err()
     );
     assert_eq!(health().await, (503, "storage_failing".into()));
+    // The SDK: `Unavailable` (transient), naming the status; the OpenAPI document gives
+    // the 503 the health body, not the error format.
+    let e = s.client.health().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e:?}");
+    assert!(
+        e.is_transient() && e.to_string().contains("storage_failing"),
+        "{e}"
+    );
+    let doc = strongbox_server::api::openapi_document();
+    assert_eq!(
+        doc["paths"]["/v1/health"]["get"]["responses"]["503"]["content"],
+        doc["paths"]["/v1/health"]["get"]["responses"]["200"]["content"]
+    );
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
     s.client
         .create_secret(&text_secret("after", "v"))

@@ -39,7 +39,10 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            // What the encoder writes (`# EOF`, `_total` samples under a `counter`
+            // family): Prometheus' 0.0.4 text parser would take those counters as
+            // untyped.
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         s.metrics.render(),
     )

@@ -180,6 +180,7 @@ pub fn known_actions() -> Vec<&'static str> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct PageQuery {
     /// Page size, 1–100 (default 50).
+    #[schemars(range(min = 1, max = 100))]
     limit: Option<usize>,
     /// From the previous page's `next_page_token`.
     page_token: Option<String>,
@@ -205,6 +206,7 @@ impl PageQuery {
 #[allow(dead_code)]
 pub(crate) struct ListSecretsParams {
     /// Page size, 1–100 (default 50).
+    #[schemars(range(min = 1, max = 100))]
     limit: Option<usize>,
     /// From the previous page's `next_page_token`.
     page_token: Option<String>,
@@ -293,6 +295,7 @@ pub(crate) struct AuditParams {
     /// Only records before this time (RFC 3339).
     end_time: Option<api::Timestamp>,
     /// Page size, 1–1000 (default 100).
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<usize>,
     /// From the previous page's `next_page_token`, or any record's `seq` to read the
     /// records after it (how `strongbox audit tail` follows the trail).

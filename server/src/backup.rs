@@ -294,7 +294,7 @@ fn stage(
     root_key: &RootKey,
 ) -> anyhow::Result<(Staged, RedbBackend)> {
     let db = crate::server::db_path(data_dir);
-    if db.exists() {
+    if crate::server::holds_db(data_dir)? {
         bail!("{} already holds a Strongbox database", data_dir.display());
     }
     verify(path, root_key)?;

@@ -113,7 +113,7 @@ pub fn init_announcing(
     }
     // Refused before anything changes, the data dir's mode included.
     let db = db_path(data_dir);
-    if db.exists() {
+    if holds_db(data_dir)? {
         // One an init made and was stopped before it finished (killed, power lost) holds
         // no root-key check: say how to start again, as opening it does.
         let unfinished = RedbBackend::open_unwritten(&db)
@@ -128,13 +128,25 @@ pub fn init_announcing(
         }
         bail!("{} already holds a Strongbox database", data_dir.display());
     }
-    if let Some(kf) = root_key_file
-        && kf.exists()
-    {
-        bail!(
-            "{} already exists; refusing to overwrite a root key",
-            kf.display()
-        );
+    if let Some(kf) = root_key_file {
+        // Any entry of that name, a symbolic link whose target is not there yet included
+        // (`exists` follows links): the key is written under that name, and a link would
+        // be found only after the root token had been shown.
+        match std::fs::symlink_metadata(kf) {
+            Ok(m) => bail!(
+                "{} already exists{}; refusing to overwrite a root key",
+                kf.display(),
+                if m.file_type().is_symlink() {
+                    " (a symbolic link)"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("looking at {}", kf.display())));
+            }
+        }
     }
     let mut made_dirs = make_private_dir(data_dir)?;
     let made = init_in(
@@ -281,6 +293,23 @@ fn init_in(
 
 /// Makes the data dir, if needed, private to its owner (0700); returns the directories
 /// it made, the deepest first, for a caller that fails to remove again.
+/// Whether `data_dir` holds a database. A path that is there but is not a directory, or
+/// that cannot be looked into (no permission), is an error saying so, not "no database":
+/// init would otherwise go on to change it, and a server would ask for an init.
+pub(crate) fn holds_db(data_dir: &Path) -> anyhow::Result<bool> {
+    match std::fs::metadata(data_dir) {
+        Ok(m) if !m.is_dir() => bail!("{} is not a directory", data_dir.display()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("looking at {}", data_dir.display())));
+        }
+    }
+    db_path(data_dir)
+        .try_exists()
+        .with_context(|| format!("looking for a database in {}", data_dir.display()))
+}
+
 pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt as _;
     // Made one level at a time from the top, so that only the directories this call
@@ -597,7 +626,7 @@ pub fn open(
     config: ServiceConfig,
 ) -> anyhow::Result<Unsealed> {
     let db = db_path(data_dir);
-    if !db.exists() {
+    if !holds_db(data_dir)? {
         bail!(
             "no Strongbox database in {} (run strongbox init first)",
             data_dir.display()

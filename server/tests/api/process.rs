@@ -1308,6 +1308,64 @@ fn an_init_whose_root_token_cannot_be_shown_keeps_nothing() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("sbx_"));
 }
 
+/// What init and the server would misread is refused, saying what it is, and nothing
+/// changes: a data dir that is a file (its mode stays), a root key file that is a
+/// symbolic link to nothing yet (refused before the root token is shown), and a data
+/// dir the user cannot look into (not "run strongbox init").
+#[test]
+fn init_and_open_refuse_what_they_would_misread() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("notes.txt");
+    std::fs::write(&file, b"x").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = init_command(&file, root.path().join("k1"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("is not a directory"), "{err}");
+    assert!(!err.contains("already holds"), "{err}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    assert!(!root.path().join("k1").exists());
+
+    let link = root.path().join("root.key");
+    std::os::unix::fs::symlink(root.path().join("mounted/root.key"), &link).unwrap();
+    let data = root.path().join("data");
+    let out = init_command(&data, &link).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("a symbolic link"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("sbx_"));
+    assert!(!data.exists());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // A store the user cannot look into (root's 0700 temp dir, as nobody; the key
+    // given in the environment, so that the store is the first thing it cannot read).
+    let key = root.path().join("keys/root.key");
+    let out = init_command(&data, &key).output().unwrap();
+    assert!(out.status.success());
+    let out = as_nobody(BIN)
+        .args(["reset-root-token", "--data-dir"])
+        .arg(&data)
+        .env(
+            "STRONGBOX_ROOT_KEY",
+            std::fs::read_to_string(&key).unwrap().trim(),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("strongbox init"), "{err}");
+    assert!(err.contains("ermission denied"), "{err}");
+}
+
 /// `strongbox init --data-dir DATA --root-key-file KEY`.
 fn init_command(data: impl AsRef<std::path::Path>, key: impl AsRef<std::path::Path>) -> Command {
     let mut c = Command::new(BIN);

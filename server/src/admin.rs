@@ -224,7 +224,13 @@ pub(crate) async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             eprintln!("The token is shown only this once; store it now.");
-            print_json(&t)
+            crate::show_once(
+                &zeroize::Zeroizing::new(serde_json::to_string_pretty(&t)? + "\n"),
+                &format!(
+                    "token {id} of principal {principal} was made but could not be shown: revoke it (strongbox token revoke {principal} {id}) and create another",
+                    id = t.token_id
+                ),
+            )
         }
         TokenCommand::List { principal } => {
             for t in c.list_tokens(&principal).await?.tokens {

@@ -201,6 +201,18 @@ fn out_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Writes what is shown only this once (a new token). A write that fails, for a reader
+/// gone away too, is an error saying what was made and what to do (`lost`), never the
+/// quiet exit of a closed pipe: what was made is nowhere else.
+pub(crate) fn show_once(text: &str, lost: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        // Not kept as the error's source: a broken pipe must not end as a quiet 141.
+        .map_err(|e| anyhow::anyhow!("{lost} (writing to standard output: {e})"))
+}
+
 /// The exit status when the reader of standard output went away.
 const READER_GONE: i32 = 141;
 
@@ -384,10 +396,16 @@ async fn restore(
         data_dir.display()
     );
     match &restored.revoked {
-        Some((revoked, token)) => outln!(
-            "Revoked {revoked} tokens; the root token was replaced.\nRoot token (shown only this once):\n{}",
-            token.as_str()
-        ),
+        Some((revoked, token)) => show_once(
+            &zeroize::Zeroizing::new(format!(
+                "Revoked {revoked} tokens; the root token was replaced.\nRoot token (shown only this once):\n{}\n",
+                token.as_str()
+            )),
+            &format!(
+                "the backup was restored and every token revoked, but the new root token could not be shown: make another with strongbox reset-root-token --data-dir {}",
+                data_dir.display()
+            ),
+        )?,
         None => outln!(
             "Tokens are those of the backup's time, also any revoked since; if one may have leaked, restore with --revoke-tokens (revokes them all and replaces the root token)"
         ),
@@ -406,23 +424,16 @@ async fn reset_root_token(
     let token = server::reset_root_token(&mut u, "strongbox reset-root-token").await?;
     // Durable once the write returned: shown before the checkpoint, so that a failed
     // checkpoint (the journal keeps the change for the next start) loses no token.
-    {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "Root token of {} replaced; the old one no longer works.",
-            data_dir.display()
-        )?;
-        writeln!(
-            out,
-            "Root token (shown only this once):\n{}",
+    let shown = show_once(
+        &zeroize::Zeroizing::new(format!(
+            "Root token of {} replaced; the old one no longer works.\nRoot token (shown only this once):\n{}\n",
+            data_dir.display(),
             token.as_str()
-        )?;
-        out.flush()?;
-    }
+        )),
+        "the root token was replaced (the old one no longer works), but the new one could not be shown: run strongbox reset-root-token again",
+    );
     u.service.store().close().await?;
-    Ok(())
+    shown
 }
 
 /// The file in a data dir that says `--dev` made the store (and may take it over).

@@ -353,8 +353,10 @@ pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
                         if e.code() == Some(strongbox_client::ErrorCode::Unavailable) {
                             eprintln!("The rotation of {name} is still running; waiting.");
                         } else {
+                            // What a gateway sent may hold control characters.
                             eprintln!(
-                                "No answer about the rotation of {name} ({e}); asking again."
+                                "No answer about the rotation of {name} ({}); asking again.",
+                                crate::admin::printable(&e.to_string())
                             );
                         }
                         tokio::time::sleep(strongbox_client::jittered(

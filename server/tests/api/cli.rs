@@ -128,6 +128,42 @@ async fn principals_tokens_and_policies_from_the_command_line() {
 }
 
 /// What a command refuses before it sends anything, with a message saying why.
+/// A token made for a reader that went away (`strongbox token create P | true`) is not
+/// lost in silence, as the quiet end of a closed pipe would lose it: the command fails
+/// saying which token was made and how to revoke it.
+#[tokio::test]
+async fn a_new_token_that_cannot_be_shown_is_named_on_stderr() {
+    let s = TestServer::start().await;
+    s.client
+        .create_principal(&strongbox_schemas::CreatePrincipalRequest {
+            name: "ci".into(),
+            description: None,
+            policies: None,
+        })
+        .await
+        .unwrap();
+    let mut cmd = s.cli(&s.token);
+    cmd.args(["token", "create", "ci"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        drop(child.stdout.take()); // the reader is gone before anything is written
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("could not be shown"), "{err}");
+    let tokens = s.client.list_tokens("ci").await.unwrap().tokens;
+    assert_eq!(tokens.len(), 1);
+    assert!(
+        err.contains(&format!("strongbox token revoke ci {}", tokens[0].token_id)),
+        "{err}"
+    );
+}
+
 async fn refused(cmd: Command, needle: &str) {
     let out = run(cmd).await;
     assert!(!out.status.success(), "{needle}: exited 0");

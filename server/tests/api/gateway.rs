@@ -22,6 +22,8 @@ struct Lose {
     suffix: String,
     status: u16,
     count: usize,
+    /// A JSON body of the gateway's own instead of the HTML page.
+    json: Option<String>,
 }
 
 struct Gw {
@@ -75,10 +77,16 @@ impl Gateway {
     }
 
     fn lose(&self, suffix: &str, status: u16, count: usize) {
+        self.lose_with(suffix, status, count, None);
+    }
+
+    /// As [`Self::lose`], answering `json` (with its content type) instead of a page.
+    fn lose_with(&self, suffix: &str, status: u16, count: usize, json: Option<&str>) {
         *self.state.lose.lock().unwrap() = Some(Lose {
             suffix: suffix.into(),
             status,
             count,
+            json: json.map(str::to_string),
         });
     }
 
@@ -136,14 +144,18 @@ async fn forward(State(g): State<Arc<Gw>>, req: Request) -> Response {
         match lose.as_mut() {
             Some(l) if l.count > 0 && path.ends_with(&l.suffix) => {
                 l.count -= 1;
-                Some(l.status)
+                Some((l.status, l.json.clone()))
             }
             _ => None,
         }
     };
-    if let Some(status) = lost {
+    if let Some((status, json)) = lost {
+        let status = StatusCode::from_u16(status).unwrap();
+        if let Some(json) = json {
+            return (status, [(header::CONTENT_TYPE, "application/json")], json).into_response();
+        }
         let page = Html("<html><body><h1>upstream timed out</h1></body></html>");
-        return (StatusCode::from_u16(status).unwrap(), page).into_response();
+        return (status, page).into_response();
     }
     match answer {
         Ok(r) => {
@@ -284,6 +296,29 @@ async fn secret_rotate_asks_again_when_the_gateway_loses_the_answer() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("502"));
     assert_eq!(g.forwarded("/rotate"), 4, "sent once");
+    // A gateway's own JSON error (a code this client does not know, a 503: asked again)
+    // whose message holds a terminal escape (here one that would set the clipboard):
+    // shown escaped, never sent to the terminal as it is.
+    g.lose_with(
+        "/rotate",
+        503,
+        1,
+        Some(r#"{"code": "GatewayBusy", "message": "\u001b]52;c;cm0gLXJmIC8=\u0007"}"#),
+    );
+    let mut cmd = g.cli(&s, &s.token);
+    cmd.args(["secret", "rotate", "gw/rot", "--wait", "60"]);
+    let out = run(cmd).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("asking again") && err.contains("GatewayBusy"),
+        "{err}"
+    );
+    assert!(
+        !out.stderr.contains(&0x1b) && !out.stderr.contains(&0x07),
+        "{err}"
+    );
+    assert!(err.contains("\\u{1b}]52"), "{err}");
 }
 
 /// `audit verify` through a gateway's error page, or with no way to connect at all: no

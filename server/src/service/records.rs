@@ -384,6 +384,10 @@ pub(crate) struct SecretRecord {
     pub(crate) creation_date: i64,
     pub(crate) update_date: i64,
     pub(crate) planned_delete_time: Option<i64>,
+    /// The recovery window asked for when the deletion was scheduled, in days (none in
+    /// records scheduled before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) recovery_window_days: Option<u32>,
     pub(crate) last_rotation_date: Option<i64>,
     /// Oldest first.
     pub(crate) versions: Vec<VersionMeta>,

@@ -653,6 +653,7 @@ impl Service {
                 creation_date: now,
                 update_date: now,
                 planned_delete_time: None,
+                recovery_window_days: None,
                 last_rotation_date: None,
                 versions: Vec::new(),
                 rotation: Default::default(),
@@ -1381,8 +1382,25 @@ impl Service {
                     planned_delete_time: None,
                 });
             }
+            // Asking again is answered as before; another window is refused, not
+            // silently ignored (as for a key's deletion): restore, then delete again.
+            if let (Some(planned), Some(asked), Some(window)) = (
+                rec.planned_delete_time,
+                recovery_window_in_days,
+                rec.recovery_window_days,
+            ) && asked != window
+            {
+                return Err(Error::new(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "secret {name} is already scheduled for deletion at {} with a recovery window of {window} days; restore it to delete it with another",
+                        api::Timestamp::from_unix(planned)
+                    ),
+                ));
+            }
             if rec.planned_delete_time.is_none() {
                 rec.planned_delete_time = Some(now + i64::from(days) * 86_400);
+                rec.recovery_window_days = Some(days);
                 rec.update_date = now;
                 reindex_secret(t, &mut rec)?;
                 t.put(Table::Secrets, name.as_bytes(), encode(&rec));
@@ -1401,6 +1419,7 @@ impl Service {
         self.write(move |t| {
             let mut rec = load_secret(t, &name)?;
             if rec.planned_delete_time.take().is_some() {
+                rec.recovery_window_days = None;
                 rec.update_date = now;
                 reindex_secret(t, &mut rec)?;
                 t.put(Table::Secrets, name.as_bytes(), encode(&rec));

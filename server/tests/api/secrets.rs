@@ -415,6 +415,34 @@ async fn deletion_recovery_and_purge() {
         .await
         .unwrap();
     assert_eq!(d.planned_delete_time.unwrap().unix(), T0 + 7 * 86_400);
+    // Asking again with the same window (or none) answers as before; another window is
+    // refused, not silently ignored.
+    s.clock.advance(60);
+    for window in [Some(7), None] {
+        let again = c
+            .delete_secret(
+                "gone",
+                DeleteSecretOptions {
+                    recovery_window_in_days: window,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.planned_delete_time, d.planned_delete_time);
+    }
+    assert_code(
+        c.delete_secret(
+            "gone",
+            DeleteSecretOptions {
+                recovery_window_in_days: Some(30),
+                ..Default::default()
+            },
+        )
+        .await,
+        ErrorCode::InvalidState,
+        "recovery window of 7 days",
+    );
     // Describable, not readable or writable, name not reusable.
     assert_eq!(
         c.describe_secret("gone").await.unwrap().planned_delete_time,

@@ -2832,3 +2832,37 @@ resource "strongbox_secret" "s" {
         assert!(d.planned_delete_time.is_none());
     });
 }
+
+/// A secret deleted outside Terraform with another recovery window is as good as gone
+/// to a destroy that does not refresh first (the server refuses a second deletion with
+/// another window): destroy succeeds and the first window stands.
+#[test]
+fn destroy_without_refresh_of_a_secret_deleted_outside_terraform() {
+    let body = r#"
+resource "strongbox_secret" "s" {
+  name                    = "doomed/twice"
+  secret_data             = "x"
+  recovery_window_in_days = 7
+}
+"#;
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        step(&tf, body);
+        let c = srv.client();
+        srv.block_on(c.delete_secret("doomed/twice", Default::default()))
+            .unwrap();
+        tf.run_ok(&[
+            "destroy",
+            "-auto-approve",
+            "-no-color",
+            "-input=false",
+            "-refresh=false",
+        ]);
+        let when = srv
+            .block_on(c.describe_secret("doomed/twice"))
+            .unwrap()
+            .planned_delete_time
+            .unwrap();
+        assert_days_from_now(when.unix(), 30, "planned_delete_time");
+    });
+}

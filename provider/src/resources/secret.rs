@@ -543,6 +543,16 @@ impl Resource for SecretResource {
             {
                 Ok(_) => return Ok(Value::Null),
                 Err(e) if e.code() == Some(ErrorCode::SecretNotFound) => return Ok(Value::Null),
+                // Already waiting out another recovery window (deleted outside
+                // Terraform, which a refresh reads as gone): as good as done.
+                Err(e)
+                    if e.code() == Some(ErrorCode::InvalidState)
+                        && c.describe_secret(name)
+                            .await
+                            .is_ok_and(|s| s.planned_delete_time.is_some()) =>
+                {
+                    return Ok(Value::Null);
+                }
                 Err(e) => return Err(vec![api_diag("Deleting the secret failed", None, &e)]),
             }
         }

@@ -94,14 +94,28 @@ fn check_key_use(
 ) -> Result<()> {
     check_through_alias(who, action, key_ref, k)?;
     if is_default_key(r, &k.key_id)? {
-        return Err(Error::invalid(
-            "key_id",
-            format!(
-                "{DEFAULT_KEY_ALIAS} seals only the secrets that name no key; create a CMK for your own data"
-            ),
-        ));
+        return Err(default_key_refused());
     }
     check_usable(k)
+}
+
+fn default_key_refused() -> Error {
+    Error::invalid(
+        "key_id",
+        format!(
+            "{DEFAULT_KEY_ALIAS} seals only the secrets that name no key; create a CMK for your own data"
+        ),
+    )
+}
+
+/// The key a key route names. The default key's alias is refused as such before it is
+/// looked up: it exists only once a secret named no key, and the answer must not tell
+/// whether one did (404 before, 400 after).
+fn resolve_for_use(r: &dyn Reader, key_ref: &str) -> Result<KeyRecord> {
+    if key_ref == DEFAULT_KEY_ALIAS {
+        return Err(default_key_refused());
+    }
+    resolve_key_to_seal(r, key_ref)
 }
 
 /// What `generate-data-key` made.
@@ -129,7 +143,7 @@ impl Service {
         action: &str,
         who: &Actor,
     ) -> Result<KeyRecord> {
-        let k = resolve_key_to_seal(r, key_ref)?;
+        let k = resolve_for_use(r, key_ref)?;
         check_key_use(r, &k, key_ref, action, who)?;
         Ok(k)
     }
@@ -259,7 +273,7 @@ impl Service {
         )?;
         // Both keys from one snapshot.
         let snap = self.store().snapshot()?;
-        let source = resolve_key_to_seal(&*snap, source_ref)?;
+        let source = resolve_for_use(&*snap, source_ref)?;
         if source.key_id != source_ref {
             // Named by alias: the key's own trail shows the request too, also when the
             // check through the alias refuses it.

@@ -1167,6 +1167,87 @@ async fn a_background_tick_does_not_wait_for_the_rotations_it_starts() {
     }
 }
 
+/// A policy switched off (a compromised webhook, say) stops the rotations the schedule
+/// had started under it: no step more reaches the webhook, the new value included. The
+/// rotation resumes where it stopped once the policy is on again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_policy_stops_the_rotations_the_schedule_started() {
+    let s = TestServer::start_with(fast_config()).await;
+    let f = Function::start(s.clock.clone()).await;
+    setup(&s, &f, "hook").await;
+    s.client
+        .create_secret(&with_policy("stopped", "v0", "hook"))
+        .await
+        .unwrap();
+    f.hook
+        .behaviour
+        .create_delay_ms
+        .store(1500, Ordering::SeqCst);
+    s.clock.advance(31 * 86_400);
+    let tick = s.service.tick_in_background().await.unwrap();
+    assert_eq!(tick.started_rotations, 1, "{tick:?}");
+    // While the webhook is working out the new value, the policy is switched off.
+    let off = |enabled| strongbox_schemas::UpdateRotationPolicyRequest {
+        enabled: Some(enabled),
+        ..Default::default()
+    };
+    s.client
+        .update_rotation_policy("hook", &off(false))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.service.rotations_running() > 0 {
+        assert!(std::time::Instant::now() < deadline, "still rotating");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
+    assert_eq!(
+        steps,
+        ["create"],
+        "nothing after the policy was switched off"
+    );
+    let v = s
+        .client
+        .get_secret_value("stopped", None, None)
+        .await
+        .unwrap();
+    assert_eq!(v.secret_data, "v0");
+    let d = s.client.describe_secret("stopped").await.unwrap();
+    assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
+    assert!(
+        d.last_rotation_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("was disabled"),
+        "{d:?}"
+    );
+    // On again: the rotation resumes at *set*, with the value *create* kept.
+    f.hook.behaviour.create_delay_ms.store(0, Ordering::SeqCst);
+    s.client
+        .update_rotation_policy("hook", &off(true))
+        .await
+        .unwrap();
+    s.clock.advance(86_400);
+    s.service.tick_in_background().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = s.client.describe_secret("stopped").await.unwrap();
+        if d.rotation_status == Some(RotationStatus::Succeeded) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
+    assert_eq!(steps, ["set", "test", "finish"]);
+    let v = s
+        .client
+        .get_secret_value("stopped", None, None)
+        .await
+        .unwrap();
+    assert_ne!(v.secret_data, "v0");
+}
+
 /// A rotate request whose client goes away while the rotation runs is still recorded, with
 /// its caller as principal: the rotation it started goes on, and so does the request, to
 /// its own record.

@@ -459,7 +459,9 @@ impl Service {
         // A panic in a step (a driver that panics on an answer it did not expect, from
         // a server that is not what it should be) is a failure like any other: recorded,
         // and retried only after the wait a failure gets, not at every tick.
-        let driven = std::panic::AssertUnwindSafe(self.drive(name, version_id, identity));
+        let scheduled = matches!(trigger, Trigger::Schedule(_));
+        let driven =
+            std::panic::AssertUnwindSafe(self.drive(name, version_id, identity, scheduled));
         let driven = futures_util::FutureExt::catch_unwind(driven)
             .await
             .unwrap_or_else(|_| {
@@ -561,10 +563,13 @@ impl Service {
     /// on (`id`): one deleted and created again under its name while the step failed
     /// or waited must not get the retry's remote action (a key added to its host, a
     /// token issued).
+    /// A rotation the schedule started (`scheduled`) is not retried once its policy is
+    /// disabled (see [`Self::drive`]).
     async fn attempt<T, F, Fut>(
         &self,
         name: &str,
         id: (i64, u64),
+        scheduled: bool,
         step: Step,
         mut f: F,
     ) -> Result<T>
@@ -597,10 +602,42 @@ impl Service {
                     tokio::time::sleep(delay).await;
                     delay = delay.saturating_mul(2);
                     n += 1;
-                    self.same_secret(name, id).await?;
+                    let rec = self.same_secret(name, id).await?;
+                    if scheduled {
+                        self.policy_of_rotation(name, &rec, true)?;
+                    }
                 }
             }
         }
+    }
+
+    /// The rotation policy of `rec` (refused, with `enabled_only`, once it is disabled).
+    fn policy_of_rotation(
+        &self,
+        name: &str,
+        rec: &SecretRecord,
+        enabled_only: bool,
+    ) -> Result<PolicyRecord> {
+        let policy: PolicyRecord = match &rec.rotation_policy {
+            Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
+            None => None,
+        }
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::RotationFailed,
+                format!("secret {name} has no rotation policy"),
+            )
+        })?;
+        if enabled_only && !policy.enabled {
+            return Err(Error::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "rotation policy {} was disabled: the rotation of secret {name} stopped, and resumes where it stopped once the policy is enabled again",
+                    policy.name
+                ),
+            ));
+        }
+        Ok(policy)
     }
 
     /// The secret `name`, if it is still the one the rotation began on (`id`). Read
@@ -623,19 +660,21 @@ impl Service {
     /// the secret's identity when the rotation was started: a secret of the same name
     /// created since (the first deleted) is not this rotation's, and no step or write of
     /// this rotation reaches it.
-    async fn drive(&self, name: &str, version_id: &str, id: (i64, u64)) -> Result<(), Stop> {
+    /// A rotation the schedule started (`scheduled`) goes no further once its policy is
+    /// disabled (a compromised webhook switched off, say), also one that was waiting for
+    /// a slot: no step more reaches the target. It ends as a failure, and one it had
+    /// begun resumes where it stopped once the policy is enabled again. A rotation asked
+    /// for (`POST …/rotate`) runs under a disabled policy, as documented.
+    async fn drive(
+        &self,
+        name: &str,
+        version_id: &str,
+        id: (i64, u64),
+        scheduled: bool,
+    ) -> Result<(), Stop> {
         loop {
             let rec = self.same_secret(name, id).await?;
-            let policy: PolicyRecord = match &rec.rotation_policy {
-                Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
-                None => None,
-            }
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::RotationFailed,
-                    format!("secret {name} has no rotation policy"),
-                )
-            })?;
+            let policy = self.policy_of_rotation(name, &rec, scheduled)?;
             let step = match &rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id => Some(p.step),
                 // Abandoned: a new rotation starts over it.
@@ -686,7 +725,7 @@ impl Service {
                     cx.current = Some(&current);
                     cx.written = now_current;
                     let value = self
-                        .attempt(name, id, Step::Create, || async {
+                        .attempt(name, id, scheduled, Step::Create, || async {
                             let value = strategy.create(&cx).await?;
                             self.check_new_value(name, &value)?;
                             Ok(value)
@@ -697,7 +736,7 @@ impl Service {
                     Step::Create
                 }
                 Some(RotationStep::Created) => {
-                    self.attempt(name, id, Step::Set, || strategy.set(&cx))
+                    self.attempt(name, id, scheduled, Step::Set, || strategy.set(&cx))
                         .await
                         .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.advance(
@@ -711,7 +750,7 @@ impl Service {
                     Step::Set
                 }
                 Some(RotationStep::Set) => {
-                    self.attempt(name, id, Step::Test, || strategy.test(&cx))
+                    self.attempt(name, id, scheduled, Step::Test, || strategy.test(&cx))
                         .await
                         .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.advance(
@@ -725,7 +764,7 @@ impl Service {
                     Step::Test
                 }
                 Some(RotationStep::Tested) => {
-                    self.attempt(name, id, Step::Finish, || strategy.finish(&cx))
+                    self.attempt(name, id, scheduled, Step::Finish, || strategy.finish(&cx))
                         .await
                         .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.complete(name, version_id, id).await?;

@@ -45,6 +45,8 @@ struct Behaviour {
     fail_step: Mutex<Option<String>>,
     /// Holds the next `finish` call: says it arrived, answers once released.
     finish_gate: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    /// The same for the next `create` call.
+    create_gate: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
 }
 
 struct Hook {
@@ -99,10 +101,10 @@ async fn receive(State(h): State<Arc<Hook>>, headers: HeaderMap, body: Bytes) ->
     assert!(v["secret_name"].is_string());
     let step = call.step.clone();
     h.calls.lock().unwrap().push(call);
-    let gate = if step == "finish" {
-        h.behaviour.finish_gate.lock().unwrap().take()
-    } else {
-        None
+    let gate = match step.as_str() {
+        "finish" => h.behaviour.finish_gate.lock().unwrap().take(),
+        "create" => h.behaviour.create_gate.lock().unwrap().take(),
+        _ => None,
     };
     if let Some((arrived, release)) = gate {
         let _ = arrived.send(());
@@ -1156,22 +1158,28 @@ async fn a_background_tick_does_not_wait_for_the_rotations_it_starts() {
     assert_eq!(d.rotation_status, Some(RotationStatus::InProgress));
     release.send(()).unwrap();
     // It finishes by itself.
+    succeeded(&s, "slow").await;
+}
+
+/// Waits (30 s at most) for the rotation of `name`, started in the background, to
+/// succeed.
+async fn succeeded(s: &TestServer, name: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let d = s.client.describe_secret("slow").await.unwrap();
+        let d = s.client.describe_secret(name).await.unwrap();
         if d.rotation_status == Some(RotationStatus::Succeeded) {
-            break;
+            return;
         }
         assert!(std::time::Instant::now() < deadline, "{d:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// A policy switched off (a compromised webhook, say) stops the rotations the schedule
-/// had started under it: no step more reaches the webhook, the new value included. The
-/// rotation resumes where it stopped once the policy is on again.
+/// A policy switched off (a compromised webhook, say) stops the rotations under way: no
+/// step more reaches the webhook, the new value included. One the schedule started
+/// resumes where it stopped once the policy is on again; one asked for fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disabling_a_policy_stops_the_rotations_the_schedule_started() {
+async fn disabling_a_policy_stops_the_rotations_under_way() {
     let s = TestServer::start_with(fast_config()).await;
     let f = Function::start(s.clock.clone()).await;
     setup(&s, &f, "hook").await;
@@ -1179,39 +1187,47 @@ async fn disabling_a_policy_stops_the_rotations_the_schedule_started() {
         .create_secret(&with_policy("stopped", "v0", "hook"))
         .await
         .unwrap();
-    f.hook
-        .behaviour
-        .create_delay_ms
-        .store(1500, Ordering::SeqCst);
-    s.clock.advance(31 * 86_400);
-    let tick = s.service.tick_in_background().await.unwrap();
-    assert_eq!(tick.started_rotations, 1, "{tick:?}");
-    // While the webhook is working out the new value, the policy is switched off.
+    // Holds the next *create* call until released, once it has arrived.
+    let gate = || {
+        let (arrived_tx, arrived) = oneshot::channel();
+        let (release, release_rx) = oneshot::channel();
+        *f.hook.behaviour.create_gate.lock().unwrap() = Some((arrived_tx, release_rx));
+        (arrived, release)
+    };
     let off = |enabled| strongbox_schemas::UpdateRotationPolicyRequest {
         enabled: Some(enabled),
         ..Default::default()
     };
+    let steps = || -> Vec<String> { f.calls().into_iter().map(|c| c.step).collect() };
+    let value = || async {
+        s.client
+            .get_secret_value("stopped", None, None)
+            .await
+            .unwrap()
+            .secret_data
+    };
+    let (arrived, release) = gate();
+    s.clock.advance(31 * 86_400);
+    let tick = s.service.tick_in_background().await.unwrap();
+    assert_eq!(tick.started_rotations, 1, "{tick:?}");
+    // While the webhook is working out the new value, the policy is switched off.
+    arrived.await.unwrap();
     s.client
         .update_rotation_policy("hook", &off(false))
         .await
         .unwrap();
+    release.send(()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while s.service.rotations_running() > 0 {
         assert!(std::time::Instant::now() < deadline, "still rotating");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
     assert_eq!(
-        steps,
+        steps(),
         ["create"],
         "nothing after the policy was switched off"
     );
-    let v = s
-        .client
-        .get_secret_value("stopped", None, None)
-        .await
-        .unwrap();
-    assert_eq!(v.secret_data, "v0");
+    assert_eq!(value().await, "v0");
     let d = s.client.describe_secret("stopped").await.unwrap();
     assert_eq!(d.rotation_status, Some(RotationStatus::Failed));
     assert!(
@@ -1222,30 +1238,31 @@ async fn disabling_a_policy_stops_the_rotations_the_schedule_started() {
         "{d:?}"
     );
     // On again: the rotation resumes at *set*, with the value *create* kept.
-    f.hook.behaviour.create_delay_ms.store(0, Ordering::SeqCst);
     s.client
         .update_rotation_policy("hook", &off(true))
         .await
         .unwrap();
     s.clock.advance(86_400);
     s.service.tick_in_background().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let d = s.client.describe_secret("stopped").await.unwrap();
-        if d.rotation_status == Some(RotationStatus::Succeeded) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{d:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let steps: Vec<String> = f.calls().into_iter().map(|c| c.step).collect();
-    assert_eq!(steps, ["set", "test", "finish"]);
-    let v = s
-        .client
-        .get_secret_value("stopped", None, None)
+    succeeded(&s, "stopped").await;
+    assert_eq!(steps(), ["set", "test", "finish"]);
+    let rotated = value().await;
+    assert_ne!(rotated, "v0");
+
+    // A rotation asked for while the policy was on stops too, and its request fails.
+    let (arrived, release) = gate();
+    let c = s.client.clone();
+    let asked = tokio::spawn(async move { c.rotate_secret("stopped", None).await });
+    arrived.await.unwrap();
+    s.client
+        .update_rotation_policy("hook", &off(false))
         .await
         .unwrap();
-    assert_ne!(v.secret_data, "v0");
+    release.send(()).unwrap();
+    let e = asked.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidState), "{e:?}");
+    assert_eq!(steps(), ["create"]);
+    assert_eq!(value().await, rotated);
 }
 
 /// A rotate request whose client goes away while the rotation runs is still recorded, with

@@ -264,6 +264,20 @@ enum Started {
     Done(String),
 }
 
+/// Refuses to go on with a rotation of secret `name` under `policy` once it is disabled.
+fn still_enabled(name: &str, policy: &PolicyRecord) -> Result<()> {
+    if policy.enabled {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::InvalidState,
+        format!(
+            "rotation policy {} was disabled: the rotation of secret {name} stopped, and resumes where it stopped once the policy is enabled again",
+            policy.name
+        ),
+    ))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -563,13 +577,13 @@ impl Service {
     /// on (`id`): one deleted and created again under its name while the step failed
     /// or waited must not get the retry's remote action (a key added to its host, a
     /// token issued).
-    /// A rotation the schedule started (`scheduled`) is not retried once its policy is
-    /// disabled (see [`Self::drive`]).
+    /// A rotation that stops once its policy is disabled (`watch`, see [`Self::drive`])
+    /// is not retried then.
     async fn attempt<T, F, Fut>(
         &self,
         name: &str,
         id: (i64, u64),
-        scheduled: bool,
+        watch: bool,
         step: Step,
         mut f: F,
     ) -> Result<T>
@@ -603,21 +617,16 @@ impl Service {
                     delay = delay.saturating_mul(2);
                     n += 1;
                     let rec = self.same_secret(name, id).await?;
-                    if scheduled {
-                        self.policy_of_rotation(name, &rec, true)?;
+                    if watch {
+                        still_enabled(name, &self.policy_of_rotation(name, &rec)?)?;
                     }
                 }
             }
         }
     }
 
-    /// The rotation policy of `rec` (refused, with `enabled_only`, once it is disabled).
-    fn policy_of_rotation(
-        &self,
-        name: &str,
-        rec: &SecretRecord,
-        enabled_only: bool,
-    ) -> Result<PolicyRecord> {
+    /// The rotation policy of `rec`.
+    fn policy_of_rotation(&self, name: &str, rec: &SecretRecord) -> Result<PolicyRecord> {
         let policy: PolicyRecord = match &rec.rotation_policy {
             Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
             None => None,
@@ -628,15 +637,6 @@ impl Service {
                 format!("secret {name} has no rotation policy"),
             )
         })?;
-        if enabled_only && !policy.enabled {
-            return Err(Error::new(
-                ErrorCode::InvalidState,
-                format!(
-                    "rotation policy {} was disabled: the rotation of secret {name} stopped, and resumes where it stopped once the policy is enabled again",
-                    policy.name
-                ),
-            ));
-        }
         Ok(policy)
     }
 
@@ -660,11 +660,12 @@ impl Service {
     /// the secret's identity when the rotation was started: a secret of the same name
     /// created since (the first deleted) is not this rotation's, and no step or write of
     /// this rotation reaches it.
-    /// A rotation the schedule started (`scheduled`) goes no further once its policy is
-    /// disabled (a compromised webhook switched off, say), also one that was waiting for
-    /// a slot: no step more reaches the target. It ends as a failure, and one it had
-    /// begun resumes where it stopped once the policy is enabled again. A rotation asked
-    /// for (`POST …/rotate`) runs under a disabled policy, as documented.
+    /// A rotation goes no further once its policy is disabled (a compromised webhook
+    /// switched off, say), also one that was waiting for a slot: no step more reaches
+    /// the target. It ends as a failure, and one it had begun resumes where it stopped
+    /// once the policy is enabled again. Only a rotation asked for (`POST …/rotate`)
+    /// while its policy was disabled already runs under it, as documented; one the
+    /// schedule started (`scheduled`), or one asked for under an enabled policy, stops.
     async fn drive(
         &self,
         name: &str,
@@ -672,9 +673,15 @@ impl Service {
         id: (i64, u64),
         scheduled: bool,
     ) -> Result<(), Stop> {
+        // Whether disabling the policy stops this rotation: fixed at its first step.
+        let mut watch = None;
         loop {
             let rec = self.same_secret(name, id).await?;
-            let policy = self.policy_of_rotation(name, &rec, scheduled)?;
+            let policy = self.policy_of_rotation(name, &rec)?;
+            let watch = *watch.get_or_insert(scheduled || policy.enabled);
+            if watch {
+                still_enabled(name, &policy)?;
+            }
             let step = match &rec.rotation.in_progress {
                 Some(p) if p.version_id == version_id => Some(p.step),
                 // Abandoned: a new rotation starts over it.
@@ -725,7 +732,7 @@ impl Service {
                     cx.current = Some(&current);
                     cx.written = now_current;
                     let value = self
-                        .attempt(name, id, scheduled, Step::Create, || async {
+                        .attempt(name, id, watch, Step::Create, || async {
                             let value = strategy.create(&cx).await?;
                             self.check_new_value(name, &value)?;
                             Ok(value)
@@ -736,7 +743,7 @@ impl Service {
                     Step::Create
                 }
                 Some(RotationStep::Created) => {
-                    self.attempt(name, id, scheduled, Step::Set, || strategy.set(&cx))
+                    self.attempt(name, id, watch, Step::Set, || strategy.set(&cx))
                         .await
                         .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.advance(
@@ -750,7 +757,7 @@ impl Service {
                     Step::Set
                 }
                 Some(RotationStep::Set) => {
-                    self.attempt(name, id, scheduled, Step::Test, || strategy.test(&cx))
+                    self.attempt(name, id, watch, Step::Test, || strategy.test(&cx))
                         .await
                         .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.advance(
@@ -764,7 +771,7 @@ impl Service {
                     Step::Test
                 }
                 Some(RotationStep::Tested) => {
-                    self.attempt(name, id, scheduled, Step::Finish, || strategy.finish(&cx))
+                    self.attempt(name, id, watch, Step::Finish, || strategy.finish(&cx))
                         .await
                         .map_err(|e| self.step_failed(e, &strategy, &cx))?;
                     self.complete(name, version_id, id).await?;

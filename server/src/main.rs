@@ -280,6 +280,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )?;
                 writeln!(out, "Root token (shown only this once):\n{token}")?;
                 out.flush()
+            })
+            // A reader gone away is said too (not the quiet end of a closed pipe): the
+            // init did not happen.
+            .map_err(|e| {
+                if reader_gone(&e) {
+                    anyhow::anyhow!("{e:#}")
+                } else {
+                    e
+                }
             })?;
             Ok(())
         }

@@ -1299,6 +1299,18 @@ fn an_init_whose_root_token_cannot_be_shown_keeps_nothing() {
         .filter(|n| n.to_string_lossy().starts_with("root.key"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    // A reader that went away: said as well, not the quiet status of a closed pipe.
+    let mut child = init_command(&data, &key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing was kept"), "{err}");
+    assert!(!key.exists());
     let out = init_command(&data, &key).output().unwrap();
     assert!(
         out.status.success(),

@@ -337,6 +337,11 @@ impl Client {
         let timeout = cfg.timeout.unwrap_or(Duration::from_secs(30));
         let mut b = reqwest::Client::builder()
             .timeout(timeout)
+            // The server closes an HTTP/1.1 connection idle for 30 s: one kept longer
+            // could be taken for a request just as (or after) the server closed it, a
+            // transport error for a request that never reached it. Idle connections are
+            // dropped first (also when the caller's runtime did not run meanwhile).
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             // The token goes only where the address says: never after a redirect (which
             // could go to plain HTTP on the same host and port, and reqwest would keep
             // the Authorization header), never over anything but HTTPS.
@@ -1124,6 +1129,10 @@ impl Client {
 /// Largest JSON answer read (a page of 1,000 audit records is far below it): a proxy or
 /// gateway that sends more does not make the client hold it all.
 const MAX_ANSWER_BYTES: usize = 32 << 20;
+
+/// How long an idle connection is kept for the next request: below the 30 s after which
+/// the server closes an idle HTTP/1.1 connection (`header_read_timeout`).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest error answer read.
 const MAX_ERROR_BYTES: usize = 64 << 10;
 

@@ -1520,6 +1520,14 @@ resource "strongbox_principal_token" "t" {
 }"#,
             &["expires_at", "whole seconds"],
         ),
+        (
+            r#"resource "strongbox_principal" "p" { name = "p" }
+resource "strongbox_principal_token" "t" {
+  principal  = strongbox_principal.p.name
+  expires_at = "2020-01-01T00:00:00Z"
+}"#,
+            &["expires_at is in the past"],
+        ),
     ];
     for_each_variant(|v| {
         let (_srv, tf) = v.start();
@@ -2864,5 +2872,76 @@ resource "strongbox_secret" "s" {
             .planned_delete_time
             .unwrap();
         assert_days_from_now(when.unix(), 30, "planned_delete_time");
+    });
+}
+
+/// The server's own key and aliases (the default key of secrets that name none, and
+/// `alias/strongbox/…`) cannot be changed or deleted, so they are neither importable nor
+/// configurable: refused up front, saying why, not at a later destroy.
+#[test]
+fn the_default_key_and_reserved_aliases_are_not_importable() {
+    for_each_variant(|v| {
+        let (srv, tf) = v.start();
+        let c = srv.client();
+        // The default key exists once a secret named no key.
+        srv.block_on(c.create_secret(&api::CreateSecretRequest {
+            name: "uses/default".into(),
+            secret_data: "v".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        let default = srv
+            .block_on(c.get_alias("alias/strongbox/default"))
+            .unwrap()
+            .key_id;
+        tf.write_config(&config(
+            r#"
+resource "strongbox_cmk" "d" {}
+resource "strongbox_cmk_alias" "d" {
+  name   = "alias/mine"
+  key_id = strongbox_cmk.d.id
+}
+"#,
+        ));
+        tf.init();
+        // By its id, and by an alias (its own, or one made to point at it).
+        srv.block_on(c.put_alias("alias/to-default", &default))
+            .unwrap();
+        for id in [
+            default.as_str(),
+            "alias/strongbox/default",
+            "alias/to-default",
+        ] {
+            tf.expect_error(
+                &["import", "-input=false", "-no-color", "strongbox_cmk.d", id],
+                &["Cannot import the default key"],
+            );
+        }
+        tf.expect_error(
+            &[
+                "import",
+                "-input=false",
+                "-no-color",
+                "strongbox_cmk_alias.d",
+                "alias/strongbox/default",
+            ],
+            &["Reserved alias"],
+        );
+        // Nothing was imported (no state at all, or an empty one).
+        let state = String::from_utf8_lossy(&tf.run(&["state", "list"]).stdout).into_owned();
+        assert!(state.trim().is_empty(), "{state}");
+        tf.write_config(&config(
+            r#"
+resource "strongbox_cmk" "d" {}
+resource "strongbox_cmk_alias" "d" {
+  name   = "alias/strongbox/mine"
+  key_id = strongbox_cmk.d.id
+}
+"#,
+        ));
+        tf.expect_error(
+            &["plan", "-no-color", "-input=false"],
+            &["Reserved alias", "alias/strongbox/mine"],
+        );
     });
 }

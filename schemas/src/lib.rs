@@ -35,8 +35,9 @@ pub use key::{
     ScheduleKeyDeletionRequest, UpdateKeyRequest, ciphertext_blob_key,
 };
 pub use names::{
-    FieldError, validate_alias_name, validate_policy_name, validate_principal_name,
-    validate_secret_name, validate_version_id, validate_version_stage,
+    DEFAULT_KEY_ALIAS, FieldError, RESERVED_ALIAS_PREFIX, validate_alias_name,
+    validate_policy_name, validate_principal_name, validate_secret_name, validate_version_id,
+    validate_version_stage,
 };
 pub use policy_document::{
     Decision, Effect, MAX_PATTERN_LEN, MAX_PATTERNS_PER_STATEMENT, MAX_STATEMENTS, POLICY_VERSION,

@@ -62,6 +62,11 @@ pub fn validate_version_stage(field: &str, stage: &str) -> Result<(), FieldError
     Ok(())
 }
 
+/// The alias of the key that seals the secrets which name none (made with the first).
+pub const DEFAULT_KEY_ALIAS: &str = "alias/strongbox/default";
+/// Aliases under this prefix are the server's: none can be made, moved or deleted.
+pub const RESERVED_ALIAS_PREFIX: &str = "alias/strongbox/";
+
 /// Aliases: `alias/` followed by 1–255 characters of `A-Za-z0-9:/_-`.
 pub fn validate_alias_name(field: &str, alias: &str) -> Result<(), FieldError> {
     let rest = alias.strip_prefix("alias/").unwrap_or("");

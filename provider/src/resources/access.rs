@@ -399,13 +399,10 @@ impl Resource for TokenResource {
         vec![Diag::error("Invalid expires_at", why).at("expires_at")]
     }
     async fn plan(&self, _ctx: &Ctx, req: PlanReq<'_>) -> Result<PlanResp, Diags> {
-        // A token to be made (new, or again after it was revoked outside Terraform)
-        // cannot expire in the past: say so now, not only halfway through the apply.
-        // A warning, not an error: `terraform destroy` first plans the configuration as
-        // it stands (refreshing), and an error there would leave a configuration with a
-        // revoked, expired token impossible to destroy. The apply's create is refused
-        // by the server.
-        let mut warnings = Vec::new();
+        // A new token cannot expire in the past: say so now, not halfway through the
+        // apply. (A token in the state whose time has come stays there, also once it is
+        // gone from the server, see `read`: this is never a token `terraform destroy`
+        // would have to plan again.)
         if req.prior.is_null()
             && let Some(at) = req
                 .config
@@ -413,15 +410,15 @@ impl Resource for TokenResource {
                 .and_then(|t| parse_time(t).ok())
             && at.unix() <= unix_now()
         {
-            warnings.push(
-                Diag::warning(
+            return Err(vec![
+                Diag::error(
                     "expires_at is in the past",
                     format!(
-                        "A token expiring at {at} cannot be created: an apply would fail. Set a new expires_at, or remove it for a token that does not expire."
+                        "A token expiring at {at} cannot be created. Set a new expires_at, or remove it for a token that does not expire."
                     ),
                 )
                 .at("expires_at"),
-            );
+            ]);
         }
         // The same instant written another way (`+01:00` for `Z`) is no change: the
         // prior text is planned, rather than a new token for the same expiry.
@@ -435,16 +432,14 @@ impl Resource for TokenResource {
         {
             proposed.set("expires_at", req.prior.attr("expires_at").clone());
         }
-        let mut planned = plan_simple(
+        Ok(plan_simple(
             PlanReq {
                 proposed: &proposed,
                 ..req
             },
             &["token", "token_id", "id"],
             &["principal", "description", "expires_at"],
-        );
-        planned.diags.extend(warnings);
-        Ok(planned)
+        ))
     }
     async fn apply(
         &self,
@@ -507,10 +502,15 @@ impl Resource for TokenResource {
             Err(e) if e.code() == Some(ErrorCode::PrincipalNotFound) => return Ok(Value::Null),
             Err(e) => return Err(vec![api_diag("Reading the tokens failed", None, &e)]),
         };
-        // An expired token stays in the state: it is as configured (its `expires_at` has
-        // come), it cannot be made again with that expiry, and `terraform destroy`
-        // deletes it. Only a token that is gone (revoked outside Terraform, or its
-        // principal deleted) leaves the state, to be created again.
+        // A token whose `expires_at` has come stays in the state: it is as configured, it
+        // could not be made again with that expiry, and `terraform destroy` deletes it
+        // (or finds it gone). So also when the server no longer has it (revoked after it
+        // expired, or deleted to make room for a new token of its principal). Only a
+        // token gone before its time leaves the state, to be created again.
+        let expired_in_state = state
+            .str_attr("expires_at")
+            .and_then(|t| parse_time(t).ok())
+            .is_some_and(|at| at.unix() <= unix_now());
         match tokens.tokens.iter().find(|t| t.token_id == token_id) {
             Some(t) => {
                 let mut v = state.clone();
@@ -529,7 +529,8 @@ impl Resource for TokenResource {
                 );
                 Ok(v)
             }
-            _ => Ok(Value::Null),
+            None if expired_in_state => Ok(state.clone()),
+            None => Ok(Value::Null),
         }
     }
     async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {

@@ -12,6 +12,22 @@ use crate::value::Value;
 /// The resource type.
 pub struct AliasResource;
 
+/// Aliases under `alias/strongbox/` are the server's: it refuses every change and
+/// deletion of them, so they can be neither created nor imported here.
+fn reserved(name: &str) -> Option<Diag> {
+    name.starts_with(strongbox_schemas::RESERVED_ALIAS_PREFIX)
+        .then(|| {
+            Diag::error(
+                "Reserved alias",
+                format!(
+                    "{name}: aliases under {} are the server's ({} names the key of the secrets that name none) and cannot be managed with Terraform",
+                    strongbox_schemas::RESERVED_ALIAS_PREFIX,
+                    strongbox_schemas::DEFAULT_KEY_ALIAS
+                ),
+            )
+        })
+}
+
 fn schema() -> TfSchema {
     static SCHEMA: std::sync::OnceLock<TfSchema> = std::sync::OnceLock::new();
     SCHEMA.get_or_init(build_schema).clone()
@@ -62,12 +78,14 @@ impl Resource for AliasResource {
     }
 
     fn validate(&self, config: &Value, _: ClientCaps) -> Diags {
-        match config
-            .str_attr("name")
-            .map(|n| strongbox_schemas::validate_alias_name("name", n))
-        {
-            Some(Err(e)) => vec![Diag::error("Invalid alias name", e.to_string()).at("name")],
-            _ => Vec::new(),
+        let Some(name) = config.str_attr("name") else {
+            return Vec::new();
+        };
+        match strongbox_schemas::validate_alias_name("name", name) {
+            Err(e) => vec![Diag::error("Invalid alias name", e.to_string()).at("name")],
+            Ok(()) => reserved(name)
+                .map(|d| vec![d.at("name")])
+                .unwrap_or_default(),
         }
     }
 
@@ -158,6 +176,9 @@ impl Resource for AliasResource {
     }
 
     async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        if let Some(d) = reserved(id) {
+            return Err(vec![d]);
+        }
         let mut v = null_object(&schema());
         v.set("name", Value::string(id));
         v.set("id", Value::string(id));

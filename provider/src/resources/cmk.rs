@@ -384,7 +384,36 @@ impl Resource for CmkResource {
         read_key(ctx, state.str_attr("id").unwrap_or_default(), state).await
     }
 
-    async fn import(&self, _ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+    async fn import(&self, ctx: &Ctx, id: &str) -> Result<Value, Diags> {
+        // The default key is the server's: it can be neither disabled nor deleted, so
+        // Terraform could never destroy it. Named by its id or by any alias; when it
+        // cannot be told whether the key is the default one, the import is refused.
+        let c = ctx.client()?;
+        let key = c
+            .describe_key(id)
+            .await
+            .map_err(|e| vec![api_diag("Reading the key failed", None, &e)])?;
+        let default = match c.get_alias(strongbox_schemas::DEFAULT_KEY_ALIAS).await {
+            Ok(a) => Some(a.key_id),
+            // No secret has named no key yet: there is no default key.
+            Err(e) if e.code() == Some(ErrorCode::AliasNotFound) => None,
+            Err(e) => {
+                return Err(vec![api_diag(
+                    "Telling whether the key is the server's default key failed (an import needs kms:DescribeAlias on alias/strongbox/default)",
+                    None,
+                    &e,
+                )]);
+            }
+        };
+        if default.as_deref() == Some(key.key_id.as_str()) {
+            return Err(vec![Diag::error(
+                "Cannot import the default key",
+                format!(
+                    "{id} is the server's default key ({}): it seals the secrets that name no key and can be neither disabled nor deleted, so it cannot be managed with Terraform",
+                    strongbox_schemas::DEFAULT_KEY_ALIAS
+                ),
+            )]);
+        }
         let mut v = null_object(&schema());
         v.set("id", Value::string(id));
         v.set(

@@ -873,6 +873,39 @@ fn rotated_stages(had: &[Value], written: Option<&str>, versions: &[api::SecretV
     Value::List(stages)
 }
 
+/// Where the rotations that made a version started.
+enum Base<'a> {
+    /// The version a principal wrote that the chain of `rotated_from` leads to.
+    Found(&'a api::SecretVersion),
+    /// A version on the chain is no longer kept.
+    Gone,
+    /// A rotated version on the chain names no `rotated_from` (an older server).
+    Unrecorded,
+}
+
+/// The version the rotations that made `current` started from (`current` itself when a
+/// principal wrote it).
+fn rotation_base<'a>(versions: &'a [api::SecretVersion], current: &str) -> Base<'a> {
+    let find = |id: &str| versions.iter().find(|v| v.version_id == id);
+    let Some(mut at) = find(current) else {
+        return Base::Gone;
+    };
+    // Each step goes to an older version: at most one step a version.
+    for _ in 0..=versions.len() {
+        if at.created_by != ROTATION_PRINCIPAL {
+            return Base::Found(at);
+        }
+        let Some(from) = at.rotated_from.as_deref() else {
+            return Base::Unrecorded;
+        };
+        match find(from) {
+            Some(v) => at = v,
+            None => return Base::Gone,
+        }
+    }
+    Base::Gone
+}
+
 /// Whether `current` was made by the rotation engine, in rotations that go back to the
 /// version Terraform wrote (`written`): each rotated version names the one it replaced
 /// (`rotated_from`), and the chain reaches `written` through rotated versions only. One
@@ -1073,15 +1106,24 @@ async fn read_state(ctx: &Ctx, prior: &Value) -> Result<Value, Diags> {
         // its key disabled, a timeout), the state could only take the rotated value, and
         // the configured one would be planned as a change written over the credential
         // the rotation made: the import fails instead, saying what to do.
-        let Some(written) = versions
-            .versions
-            .iter()
-            .find(|x| x.created_by != ROTATION_PRINCIPAL)
-        else {
+        // The version the current value's rotations started from: the chain of
+        // `rotated_from`, not the newest version a principal wrote (one put since with
+        // a label of its own, never current, is not what the rotations replaced). A server
+        // that recorded no `rotated_from` leaves only the newest one to go by.
+        let written = match rotation_base(&versions.versions, &s.version_id) {
+            Base::Found(v) => Some(v),
+            Base::Unrecorded => versions
+                .versions
+                .iter()
+                .find(|x| x.created_by != ROTATION_PRINCIPAL),
+            Base::Gone => None,
+        };
+        let Some(written) = written else {
             return Err(vec![Diag::error(
-                "Cannot import a secret that only rotations wrote",
+                "Cannot import: the value its rotations started from is gone",
                 format!(
-                    "every version of {name} the server keeps was made by its rotation, so the value \
+                    "the version of {name} that its rotations started from is no longer kept \
+                     (pruned after many rotations), so the value \
                      Terraform would manage is gone, and an apply would write the configured value \
                      over the rotated one. With Terraform 1.11 or later, import it as \
                      `{name}{WRITE_ONLY_IMPORT}` and manage its value with secret_data_wo, which \

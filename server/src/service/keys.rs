@@ -21,9 +21,8 @@ pub(super) struct CachedMaterial {
 }
 
 const META_DEFAULT_KEY: &[u8] = b"default_key_id";
-/// Alias given to the key that protects secrets which name none.
-pub(crate) const DEFAULT_KEY_ALIAS: &str = "alias/strongbox/default";
-const RESERVED_ALIAS_PREFIX: &str = "alias/strongbox/";
+pub(crate) use strongbox_schemas::DEFAULT_KEY_ALIAS;
+use strongbox_schemas::RESERVED_ALIAS_PREFIX;
 const KEY_ROTATION_MIN: u64 = 7 * 86_400;
 const KEY_ROTATION_MAX: u64 = 730 * 86_400;
 

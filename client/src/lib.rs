@@ -498,10 +498,12 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let body = body_within(resp, MAX_ANSWER_BYTES).await?;
-        if status == 200 {
+        if resp.status().is_success() {
+            let body = body_within(resp, MAX_ANSWER_BYTES).await?;
             return serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()));
         }
+        // As `check` reads an error answer.
+        let body = body_within(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
         match serde_json::from_slice::<api::Health>(&body) {
             Ok(h) if status == 503 => Err(Error::Api {
                 status,

@@ -291,8 +291,6 @@ fn init_in(
     Ok(token)
 }
 
-/// Makes the data dir, if needed, private to its owner (0700); returns the directories
-/// it made, the deepest first, for a caller that fails to remove again.
 /// Whether `data_dir` holds a database. A path that is there but is not a directory, or
 /// that cannot be looked into (no permission), is an error saying so, not "no database":
 /// init would otherwise go on to change it, and a server would ask for an init.
@@ -310,6 +308,8 @@ pub(crate) fn holds_db(data_dir: &Path) -> anyhow::Result<bool> {
         .with_context(|| format!("looking for a database in {}", data_dir.display()))
 }
 
+/// Makes the data dir, if needed, private to its owner (0700); returns the directories
+/// it made, the deepest first, for a caller that fails to remove again.
 pub(crate) fn make_private_dir(data_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt as _;
     // Made one level at a time from the top, so that only the directories this call

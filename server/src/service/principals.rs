@@ -19,7 +19,7 @@ use crate::storage::{Mutation, Reader, Table, Txn, composite};
 const MAX_POLICIES: usize = 32;
 /// Most tokens one principal holds, as IAM and RAM cap a user's access keys: a
 /// principal's tokens are listed whole, and each one is a record of its own.
-pub(crate) const MAX_TOKENS: usize = 100;
+const MAX_TOKENS: usize = 100;
 /// Names the audit trail gives requests made by no principal.
 const RESERVED_PRINCIPAL_NAMES: [&str; 2] = ["anonymous", "rotation"];
 /// Token id of the root token printed by `init` (and by each `--dev` start).

@@ -627,7 +627,7 @@ impl Service {
 
     /// The rotation policy of `rec`.
     fn policy_of_rotation(&self, name: &str, rec: &SecretRecord) -> Result<PolicyRecord> {
-        let policy: PolicyRecord = match &rec.rotation_policy {
+        match &rec.rotation_policy {
             Some(p) => load(self.store(), Table::RotationPolicies, p.as_bytes())?,
             None => None,
         }
@@ -636,8 +636,7 @@ impl Service {
                 ErrorCode::RotationFailed,
                 format!("secret {name} has no rotation policy"),
             )
-        })?;
-        Ok(policy)
+        })
     }
 
     /// The secret `name`, if it is still the one the rotation began on (`id`). Read
